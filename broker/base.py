@@ -1,0 +1,167 @@
+"""The broker interface: what tradeledger asks of any broker, and the records it gets back.
+
+A broker here is an account at a venue that accepts orders and reports executions. The engine
+never talks to a venue directly; it talks to an object that satisfies `Broker`, of which there
+are two: the embedded simulated broker (`broker.sim`) and Interactive Brokers through ib_async
+(`broker.ib`). Both are driven synchronously: every call returns when the answer is known, and
+fills are *pulled* (`executions()`), never pushed, so that the same booking code serves a live
+fill and an execution sync after a restart.
+
+This module knows nothing of the ledger. All records are small immutable values; quantities
+and prices are `Decimal`, never float. Quantities carry their sign through `side` on orders and
+executions (always positive there) and through the sign of `quantity` on positions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Protocol
+
+BUY = "BUY"
+SELL = "SELL"
+SIDES = (BUY, SELL)
+
+MARKET = "MKT"
+LIMIT = "LMT"
+
+
+class BrokerError(Exception):
+    """A broker refused or failed a request; the message is fit to show a user."""
+
+
+class BrokerDisconnected(BrokerError):
+    """The connection to the broker is gone; the caller may reconnect and retry idempotently."""
+
+
+@dataclass(frozen=True)
+class Contract:
+    """A tradeable contract as the broker knows it.
+
+    `code` is tradeledger's own name, also the beancount commodity: root + month code +
+    two-digit year for futures (MBTZ26), the ticker for shares (SPY).
+    """
+
+    code: str
+    sec_type: str  # "FUT" or "STK"
+    symbol: str  # the broker's symbol (MBT, BRR, SPY)
+    exchange: str
+    currency: str
+    multiplier: Decimal = Decimal(1)
+    expiry: str = ""  # YYYYMM (lastTradeDateOrContractMonth) for futures
+    trading_class: str = ""
+    con_id: int = 0
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    """An order to send. `order_ref` names tradeledger's order row and comes back on every fill."""
+
+    order_ref: str
+    contract: Contract
+    side: str
+    quantity: Decimal  # > 0
+    order_type: str = MARKET
+    limit_price: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class OrderStatus:
+    """The broker's view of one order."""
+
+    order_ref: str
+    broker_order_id: int
+    perm_id: int
+    contract_code: str
+    side: str
+    quantity: Decimal
+    filled: Decimal
+    status: str  # Submitted, PreSubmitted, Filled, Cancelled, Inactive, Rejected
+    reason: str = ""
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.quantity - self.filled
+
+    @property
+    def is_done(self) -> bool:
+        return self.status in ("Filled", "Cancelled", "Inactive", "Rejected")
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One execution report. `exec_id` may carry a correction suffix (`.01` -> `.02`).
+
+    `commission` is None while the broker has not reported it: pending, never zero.
+    `order_ref` is "" for a trade made outside tradeledger.
+    """
+
+    exec_id: str
+    account: str
+    contract: Contract
+    side: str
+    quantity: Decimal  # > 0
+    price: Decimal
+    time: dt.datetime  # timezone-aware UTC
+    order_ref: str = ""
+    perm_id: int = 0
+    broker_order_id: int = 0
+    commission: Decimal | None = None
+    commission_currency: str = ""
+
+    @property
+    def base_exec_id(self) -> str:
+        """The id without its correction suffix: the booking key of this fill."""
+        head, sep, _tail = self.exec_id.rpartition(".")
+        return head if sep else self.exec_id
+
+    @property
+    def signed_quantity(self) -> Decimal:
+        return self.quantity if self.side == BUY else -self.quantity
+
+
+@dataclass(frozen=True)
+class BrokerPosition:
+    account: str
+    contract: Contract
+    quantity: Decimal  # signed
+    avg_cost: Decimal  # per unit, as the broker reports it (IB: price x multiplier for futures)
+
+
+@dataclass(frozen=True)
+class AccountSnapshot:
+    """Everything the broker says the account holds, at one moment."""
+
+    account: str
+    taken_at: dt.datetime
+    positions: tuple[BrokerPosition, ...]
+    cash: tuple[tuple[str, Decimal], ...]  # (currency, amount)
+    open_orders: tuple[OrderStatus, ...] = field(default_factory=tuple)
+    unsettled_pnl: tuple[tuple[str, Decimal], ...] = field(default_factory=tuple)
+
+
+class Broker(Protocol):
+    """What the engine needs from a broker. Every call is synchronous."""
+
+    account: str
+
+    def connect(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def place_order(self, request: OrderRequest) -> OrderStatus:
+        """Send an order. Refuses (BrokerError) an order_ref the broker already holds."""
+        ...
+
+    def cancel_order(self, order_ref: str) -> OrderStatus: ...
+
+    def orders(self) -> list[OrderStatus]:
+        """Open and completed orders of the current session, keyed by order_ref."""
+        ...
+
+    def executions(self, since: dt.datetime | None = None) -> list[Execution]:
+        """Every execution the broker reports (may repeat; the booking is idempotent)."""
+        ...
+
+    def snapshot(self) -> AccountSnapshot: ...
