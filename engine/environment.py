@@ -1,0 +1,242 @@
+"""Environments: where a paper or live tradeledger keeps its config, database, ledger file and logs.
+
+    <home>/                 --home, else $TRADELEDGER_HOME, else ~/.tradeledger
+      paper/                the default environment
+        config.toml         broker, account, base currency, database URL, instruments, ...
+        tradeledger.db      the ledger database (unless config names another URL)
+        ledger.beancount    the beancount export (Fava reads this)
+        logs/
+      live/                 the same, strictly apart
+
+The database records its environment and broker account at `init` and refuses to be opened as
+anything else; paper accounts at IB start with `DU`, so a live environment may not name one and
+a paper environment may not name anything else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tomllib
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from tradeledger.ledger import db
+from tradeledger.ledger.accounts import Chart
+from tradeledger.ledger.model import Account
+from tradeledger.ledger.store import Commodity, Ledger
+
+ENVIRONMENTS = ("paper", "live")
+BROKERS = ("sim", "ib")
+DEFAULT_SIM_ACCOUNT = "DU1234567"
+
+
+class ConfigError(ValueError):
+    """A configuration a user must fix; the message names the file and the field."""
+
+
+def resolve_home(home: str | Path | None) -> Path:
+    if home:
+        return Path(home).expanduser()
+    if os.environ.get("TRADELEDGER_HOME"):
+        return Path(os.environ["TRADELEDGER_HOME"]).expanduser()
+    return Path.home() / ".tradeledger"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The [environment] and [ib] tables of config.toml, validated."""
+
+    env: str
+    broker: str
+    account: str
+    base_currency: str = "USD"
+    db_url: str | None = None
+    ib_host: str = "127.0.0.1"
+    ib_port: int = 4002
+    ib_client_id: int = 1
+    raw: dict = field(default_factory=dict, compare=False)
+
+
+def check_identity(env: str, broker: str, account: str, ib_port: int | None = None) -> None:
+    """Paper and live never mix: refuse any combination that could send paper orders live."""
+    if env not in ENVIRONMENTS:
+        raise ConfigError(f"unknown environment {env!r}: use paper or live")
+    if broker not in BROKERS:
+        raise ConfigError(f"unknown broker {broker!r}: use sim or ib")
+    if env == "live" and broker == "sim":
+        raise ConfigError("a live environment needs a real broker (--broker ib), not the simulator")
+    if not account or not account.replace("-", "").isalnum() or not account[0].isalpha():
+        raise ConfigError(f"invalid broker account id {account!r} (give --account)")
+    is_paper_account = account.startswith("DU")
+    if env == "live":
+        if is_paper_account:
+            raise ConfigError(f"account {account} is a paper account (DU...): it cannot be used live")
+        if ib_port in (7497, 4002):
+            raise ConfigError(f"port {ib_port} is a paper trading port: a live environment cannot use it")
+    else:
+        if broker == "ib" and not is_paper_account:
+            raise ConfigError(f"account {account} is not a paper account (DU...): use --env live for it")
+        if broker == "ib" and ib_port in (7496, 4001):
+            raise ConfigError(f"port {ib_port} is a live trading port: a paper environment cannot use it")
+
+
+def parse_settings(path: Path, env: str) -> Settings:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no environment {env!r} at {path.parent}: run `tradeledger --env {env} init`") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML: {exc}") from None
+    section = raw.get("environment")
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: missing [environment] table")
+    ib = raw.get("ib", {})
+    try:
+        settings = Settings(
+            env=str(section.get("name", "")), broker=str(section.get("broker", "")),
+            account=str(section.get("account", "")), base_currency=str(section.get("base_currency", "USD")),
+            db_url=section.get("db_url"), ib_host=str(ib.get("host", "127.0.0.1")),
+            ib_port=int(ib.get("port", 4002)), ib_client_id=int(ib.get("client_id", 1)), raw=raw,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: invalid value: {exc}") from None
+    if settings.env != env:
+        raise ConfigError(f"{path} describes environment {settings.env!r}, not {env!r}")
+    check_identity(settings.env, settings.broker, settings.account,
+                   settings.ib_port if settings.broker == "ib" else None)
+    return settings
+
+
+def render_config(s: Settings, extra: str = "") -> str:
+    lines = [
+        "# tradeledger environment configuration",
+        "[environment]",
+        f'name = "{s.env}"',
+        f'broker = "{s.broker}"',
+        f'account = "{s.account}"',
+        f'base_currency = "{s.base_currency}"',
+    ]
+    if s.db_url:
+        lines.append(f'db_url = "{s.db_url}"')
+    if s.broker == "ib":
+        lines += ["", "[ib]", f'host = "{s.ib_host}"', f"port = {s.ib_port}", f"client_id = {s.ib_client_id}"]
+    return "\n".join(lines) + "\n" + extra
+
+
+@dataclass
+class Environment:
+    """An opened environment: its paths, settings, database engine and ledger."""
+
+    home: Path
+    settings: Settings
+    engine: sa.engine.Engine
+    ledger: Ledger
+
+    @property
+    def dir(self) -> Path:
+        return self.home / self.settings.env
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "config.toml"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.dir / "ledger.beancount"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.dir / "logs"
+
+    @property
+    def chart(self) -> Chart:
+        return Chart(self.settings.account)
+
+    def identity(self) -> dict[str, str]:
+        return {"environment": self.settings.env, "broker_account": self.settings.account}
+
+
+def default_db_url(env_dir: Path) -> str:
+    return f"sqlite:///{(env_dir / 'tradeledger.db').resolve()}"
+
+
+def _connect(url: str) -> sa.engine.Engine:
+    engine = db.make_engine(url)
+    try:
+        with db.read_connection(engine) as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except sa.exc.DBAPIError as exc:
+        raise db.connectivity_error(url, exc) from None
+    return engine
+
+
+def open_environment(home: str | Path | None, env: str, db_url: str | None = None) -> Environment:
+    """Open an initialised environment, refusing a wrong identity or an outdated schema."""
+    home = resolve_home(home)
+    settings = parse_settings(home / env / "config.toml", env)
+    url = db_url or settings.db_url or default_db_url(home / env)
+    engine = _connect(url)
+    db.check_schema(engine)
+    environment = Environment(home, settings, engine, Ledger(engine))
+    db.verify_identity(engine, environment.identity())
+    return environment
+
+
+def init_environment(home: str | Path | None, env: str, broker: str, account: str | None,
+                     base_currency: str = "USD", db_url: str | None = None, ib_host: str = "127.0.0.1",
+                     ib_port: int = 4002, ib_client_id: int = 1, config_extra: str = "") -> Environment:
+    """Create (or re-open unchanged) an environment: directory, config, schema, identity, accounts."""
+    home = resolve_home(home)
+    account = account or (DEFAULT_SIM_ACCOUNT if broker == "sim" and env == "paper" else "")
+    check_identity(env, broker, account, ib_port if broker == "ib" else None)
+    env_dir = home / env
+    settings = Settings(env, broker, account, base_currency.upper(), db_url, ib_host, ib_port, ib_client_id)
+    config_path = env_dir / "config.toml"
+    if config_path.exists():
+        existing = parse_settings(config_path, env)
+        if (existing.broker, existing.account) != (broker, account):
+            raise ConfigError(f"{config_path} already exists for broker {existing.broker}, account "
+                              f"{existing.account}; refusing to overwrite it")
+        settings = existing
+    _check_shared_database(home, env, settings.db_url or default_db_url(env_dir))
+    env_dir.mkdir(parents=True, exist_ok=True)
+    (env_dir / "logs").mkdir(exist_ok=True)
+    url = settings.db_url or default_db_url(env_dir)
+    engine = _connect(url)
+    db.upgrade(engine)
+    environment = Environment(home, settings, engine, Ledger(engine))
+    db.write_meta(engine, environment.identity() | {"broker": settings.broker,
+                                                    "base_currency": settings.base_currency})
+    if not config_path.exists():
+        tmp = config_path.with_suffix(".tmp")
+        tmp.write_text(render_config(settings, config_extra), encoding="utf-8")
+        tmp.replace(config_path)
+    open_base_accounts(environment)
+    return environment
+
+
+def open_base_accounts(environment: Environment, date: dt.date = dt.date(2000, 1, 1)) -> None:
+    ledger, chart = environment.ledger, environment.chart
+    with environment.engine.begin() as conn:
+        for name in (chart.cash, chart.opening_balances, chart.deposits, chart.income_adjustments,
+                     chart.expense_adjustments, chart.trading(None), chart.commissions(None)):
+            ledger.open_account(Account(name, date), conn)
+        ledger.open_account(Account(chart.unattributed, date, booking="FIFO"), conn)
+        base = environment.settings.base_currency
+        ledger.ensure_commodity(Commodity(base, "currency", None, Decimal(1), date), conn)
+
+
+def _check_shared_database(home: Path, env: str, url: str) -> None:
+    """Two environments may never share one database."""
+    for other in ENVIRONMENTS:
+        if other == env:
+            continue
+        path = home / other / "config.toml"
+        if path.exists():
+            other_settings = parse_settings(path, other)
+            if (other_settings.db_url or default_db_url(home / other)) == url:
+                raise ConfigError(f"environment {other!r} already uses the database {url}")

@@ -1,0 +1,143 @@
+"""Opening the ledger database: engines, migrations, and the identity the database records.
+
+SQLite (the default) runs in WAL mode with foreign keys on, a busy timeout, and every write
+transaction begun IMMEDIATE, so that two writers queue instead of failing half-way. PostgreSQL
+is any SQLAlchemy URL (`postgresql+psycopg://...`).
+
+A database records which environment (paper or live) and which broker account it belongs to
+in `tl_meta`; `open_database` refuses a database whose schema is behind the code (naming
+`tradeledger db upgrade`) or whose recorded identity differs from the one asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from tradeledger.ledger import schema
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be used as asked; the message says what to do."""
+
+
+def make_engine(url: str, synchronous: str = "FULL") -> Engine:
+    """An engine for `url`, with SQLite set up for safe concurrent use."""
+    try:
+        engine = sa.create_engine(url, future=True)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+        raise DatabaseError(f"invalid database URL {url!r}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine, synchronous)
+    return engine
+
+
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # pragma: no cover - exercised by every test
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute(f"PRAGMA synchronous = {synchronous}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # pragma: no cover
+        # IMMEDIATE takes the write lock up front, so no lock upgrade can fail mid-transaction
+        # (WAL answers a late upgrade with SQLITE_BUSY_SNAPSHOT, without waiting). Readers that
+        # say so (`read_connection`) begin DEFERRED and never block a writer.
+        if conn.get_execution_options().get("tl_read_only"):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def read_connection(engine: Engine):
+    """A connection for reading only: on SQLite it takes no write lock."""
+    conn = engine.connect()
+    conn.execution_options(tl_read_only=True)
+    return conn
+
+
+def _script() -> ScriptDirectory:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config)
+
+
+def head_revision() -> str:
+    return _script().get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with read_connection(engine) as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str]:
+    """Bring the schema to the code's head revision; returns (before, after)."""
+    before = current_revision(engine)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    from alembic import command
+
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+    return before, head_revision()
+
+
+def check_schema(engine: Engine) -> None:
+    current, head = current_revision(engine), head_revision()
+    if current is None:
+        raise DatabaseError("the database has no tradeledger schema: run `tradeledger init` "
+                            "(or `tradeledger db upgrade`)")
+    if current != head:
+        raise DatabaseError(f"the database schema is at revision {current}, the code needs {head}: "
+                            "run `tradeledger db upgrade`")
+
+
+def read_meta(engine: Engine) -> dict[str, str]:
+    with read_connection(engine) as conn:
+        rows = conn.execute(sa.select(schema.meta.c.key, schema.meta.c.value)).all()
+    return {key: value for key, value in rows}
+
+
+def write_meta(engine: Engine, values: dict[str, str]) -> None:
+    """Record identity values; an existing key may not be changed (identity is permanent)."""
+    with engine.begin() as conn:
+        existing = dict(conn.execute(sa.select(schema.meta.c.key, schema.meta.c.value)).all())
+        for key, value in values.items():
+            if key in existing:
+                if existing[key] != value:
+                    raise DatabaseError(f"the database is recorded with {key} = {existing[key]!r}, "
+                                        f"not {value!r}")
+                continue
+            conn.execute(schema.meta.insert().values(key=key, value=value))
+
+
+def verify_identity(engine: Engine, expected: dict[str, str]) -> None:
+    recorded = read_meta(engine)
+    for key, value in expected.items():
+        have = recorded.get(key)
+        if have is None:
+            raise DatabaseError(f"the database records no {key}: it was not made by `tradeledger init`")
+        if have != value:
+            raise DatabaseError(f"this database belongs to {key} {have!r}, not {value!r}: refusing to "
+                                "open it (paper and live never share a database)")
+
+
+def connectivity_error(url: str, exc: Exception) -> DatabaseError:
+    safe = sa.engine.make_url(url).render_as_string(hide_password=True)
+    reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+    return DatabaseError(f"cannot reach the database at {safe}: {reason}")

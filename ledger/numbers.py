@@ -1,0 +1,66 @@
+"""Exact numbers in the database: Decimals stored as scaled 64-bit integers.
+
+SQLite has no decimal type and SQLAlchemy's `Numeric` on SQLite rounds through float, so every
+quantity, price and amount is stored as an integer count of nano-units (10**-9). Sums in SQL are
+then exact integer sums on both SQLite and PostgreSQL, and the balance trigger needs no
+arithmetic beyond SUM.
+
+The price of exactness is a range: nine decimal places and an absolute value below about 9.2e9.
+A number outside it is refused with a clear error, never rounded.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+SCALE = 9
+_FACTOR = 10**SCALE
+_LIMIT = 2**63 - 1
+MAX_ABS = Decimal(_LIMIT) / _FACTOR
+
+
+class NumberError(ValueError):
+    """A number that the ledger cannot store exactly."""
+
+
+def to_decimal(value: object, what: str = "number") -> Decimal:
+    """Parse a user- or broker-supplied number into a finite Decimal; floats are refused."""
+    if isinstance(value, float):
+        raise NumberError(f"{what}: float {value!r} refused; pass a Decimal or a string")
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise NumberError(f"{what}: {value!r} is not a number") from None
+    if not number.is_finite():
+        raise NumberError(f"{what}: {value!r} is not a finite number")
+    return number
+
+
+def to_scaled(number: Decimal, what: str = "number") -> int:
+    """Decimal -> nano-units, exactly, or NumberError."""
+    if not isinstance(number, Decimal) or not number.is_finite():
+        raise NumberError(f"{what}: {number!r} is not a finite Decimal")
+    scaled = number.scaleb(SCALE)
+    if scaled != scaled.to_integral_value():
+        raise NumberError(f"{what}: {number} has more than {SCALE} decimal places")
+    result = int(scaled)
+    if abs(result) > _LIMIT:
+        raise NumberError(f"{what}: {number} is beyond the storable range (+/-{MAX_ABS:.0f})")
+    return result
+
+
+def from_scaled(value: int | None) -> Decimal | None:
+    """Nano-units -> Decimal, normalised without an exponent form (0.1, not 1E-1)."""
+    if value is None:
+        return None
+    return plain(Decimal(value).scaleb(-SCALE))
+
+
+def plain(number: Decimal) -> Decimal:
+    """Strip trailing zeros but never print in exponent form (100, not 1E+2)."""
+    if number == 0:
+        return Decimal(0)
+    normal = number.normalize()
+    if normal.as_tuple().exponent > 0:
+        return normal.quantize(Decimal(1))
+    return normal

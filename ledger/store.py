@@ -1,0 +1,428 @@
+"""The ledger in its database: opening accounts, booking entries exactly once, and the queries.
+
+`Ledger` wraps an engine. Every write happens inside one database transaction, either its own
+or a connection handed in by the caller, so that an engine decision and the ledger entry that
+records it commit together or not at all.
+
+Booking (`book`) validates the entry (pure, `model.validate`), resolves its accounts, and
+writes the postings then the header; the database re-checks the balance itself. An entry with
+an idempotency key is booked at most once: the same key with the same content returns the
+existing entry, a different content raises `IdempotencyConflict`.
+
+Queries return plain dicts keyed by (account name, commodity) with Decimal values; they are
+the same queries the CLI, the reports and the beancount check use.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from tradeledger.ledger import schema
+from tradeledger.ledger.db import read_connection
+from tradeledger.ledger.model import (
+    Account, Amount, Cost, IdempotencyConflict, LedgerError, Posting, Transaction,
+    BOOKING_METHODS, is_valid_account, is_valid_commodity, reversal_of, validate,
+)
+from tradeledger.ledger.numbers import from_scaled, to_scaled
+
+UTC = dt.timezone.utc
+TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def fmt_ts(time: dt.datetime) -> str:
+    if time.tzinfo is None:
+        raise LedgerError("times must be timezone-aware")
+    return time.astimezone(UTC).strftime(TS_FORMAT)
+
+
+def parse_ts(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, TS_FORMAT).replace(tzinfo=UTC)
+
+
+def ts_bound(value: dt.datetime | dt.date | None) -> str | None:
+    """A time or a date (meaning its midnight UTC) as a comparable text bound."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return fmt_ts(value)
+    return value.isoformat()
+
+
+@dataclass(frozen=True)
+class Booked:
+    """The outcome of a booking: the entry's id, and whether this call created it."""
+
+    id: int
+    created: bool
+
+
+@dataclass(frozen=True)
+class Commodity:
+    name: str
+    kind: str  # future, share, currency, other
+    currency: str | None
+    multiplier: Decimal
+    first_date: dt.date
+
+
+class Ledger:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._account_ids: dict[str, int] = {}
+        self._accounts: dict[str, Account] = {}
+
+    # -- accounts and commodities ------------------------------------------------------------
+
+    def open_account(self, account: Account, conn: Connection | None = None) -> int:
+        """Open an account; opening it again with the same definition is a no-op."""
+        if not is_valid_account(account.name):
+            raise LedgerError(f"invalid account name {account.name!r}")
+        if account.booking not in BOOKING_METHODS:
+            raise LedgerError(f"invalid booking method {account.booking!r}")
+        with _tx(self.engine, conn) as c:
+            row = c.execute(sa.select(schema.account).where(schema.account.c.name == account.name)).first()
+            if row is not None:
+                existing = _account_from_row(row)
+                if existing != account:
+                    raise LedgerError(f"account {account.name} is already open with another definition")
+                return row.id
+            result = c.execute(schema.account.insert().values(
+                name=account.name, open_date=account.open_date.isoformat(),
+                close_date=account.close_date and account.close_date.isoformat(),
+                currencies=",".join(account.currencies), booking=account.booking,
+            ))
+            return result.inserted_primary_key[0]
+
+    def accounts(self) -> list[Account]:
+        with read_connection(self.engine) as c:
+            rows = c.execute(sa.select(schema.account).order_by(schema.account.c.name)).all()
+        return [_account_from_row(r) for r in rows]
+
+    def ensure_commodity(self, commodity: Commodity, conn: Connection | None = None) -> None:
+        if not is_valid_commodity(commodity.name):
+            raise LedgerError(f"invalid commodity name {commodity.name!r}")
+        with _tx(self.engine, conn) as c:
+            row = c.execute(sa.select(schema.commodity).where(schema.commodity.c.name == commodity.name)).first()
+            if row is None:
+                c.execute(schema.commodity.insert().values(
+                    name=commodity.name, kind=commodity.kind, currency=commodity.currency,
+                    multiplier=str(commodity.multiplier), first_date=commodity.first_date.isoformat(),
+                ))
+            elif Decimal(row.multiplier) != commodity.multiplier or row.kind != commodity.kind:
+                raise LedgerError(f"commodity {commodity.name} is already defined differently")
+
+    def commodities(self) -> list[Commodity]:
+        with read_connection(self.engine) as c:
+            rows = c.execute(sa.select(schema.commodity).order_by(schema.commodity.c.name)).all()
+        return [Commodity(r.name, r.kind, r.currency, Decimal(r.multiplier),
+                          dt.date.fromisoformat(r.first_date)) for r in rows]
+
+    def set_price(self, commodity: str, date: dt.date, number: Decimal, currency: str,
+                  conn: Connection | None = None) -> None:
+        """Record a price directive for the export (share marks); the latest write wins."""
+        table = schema.price
+        with _tx(self.engine, conn) as c:
+            c.execute(table.delete().where(table.c.commodity == commodity, table.c.date == date.isoformat(),
+                                           table.c.currency == currency))
+            c.execute(table.insert().values(commodity=commodity, date=date.isoformat(), currency=currency,
+                                            number=to_scaled(number, f"price of {commodity}")))
+
+    def prices(self) -> list[tuple[dt.date, str, Decimal, str]]:
+        t = schema.price
+        with read_connection(self.engine) as c:
+            rows = c.execute(sa.select(t).order_by(t.c.date, t.c.commodity)).all()
+        return [(dt.date.fromisoformat(r.date), r.commodity, from_scaled(r.number), r.currency) for r in rows]
+
+    # -- booking ------------------------------------------------------------------------------
+
+    def book(self, txn: Transaction, conn: Connection | None = None) -> Booked:
+        return self.book_many([txn], conn)[0]
+
+    def book_many(self, txns: Iterable[Transaction], conn: Connection | None = None) -> list[Booked]:
+        """Book entries in one database transaction; replays return the existing ids."""
+        txns = list(txns)
+        for txn in txns:
+            validate(txn)
+        with _tx(self.engine, conn) as c:
+            existing = self._existing_by_key(c, [t.key for t in txns if t.key])
+            results: list[Booked | None] = [None] * len(txns)
+            fresh: list[tuple[int, Transaction]] = []
+            seen_keys: dict[str, int] = {}
+            for i, txn in enumerate(txns):
+                if txn.key and txn.key in existing:
+                    txn_id, fingerprint = existing[txn.key]
+                    _same_or_conflict(txn, fingerprint)
+                    results[i] = Booked(txn_id, False)
+                elif txn.key and txn.key in seen_keys:
+                    j = seen_keys[txn.key]
+                    _same_or_conflict(txn, txns[j].fingerprint())
+                else:
+                    if txn.key:
+                        seen_keys[txn.key] = i
+                    fresh.append((i, txn))
+            if fresh:
+                ids = _allocate_ids(c, len(fresh))
+                self._insert(c, [(txn_id, txn) for txn_id, (_, txn) in zip(ids, fresh)])
+                for txn_id, (i, _) in zip(ids, fresh):
+                    results[i] = Booked(txn_id, True)
+            for i, txn in enumerate(txns):
+                if results[i] is None:  # a duplicate key inside this batch
+                    results[i] = results[seen_keys[txn.key]]
+        return results  # type: ignore[return-value]
+
+    def reverse(self, txn_id: int, time: dt.datetime, reason: str, key: str | None = None,
+                conn: Connection | None = None) -> Booked:
+        """Book the exact opposite of an entry, linked to it; an entry is reversed at most once."""
+        if not reason.strip():
+            raise LedgerError("a reversal needs a reason")
+        with _tx(self.engine, conn) as c:
+            original = self.get(txn_id, c)
+            already = c.execute(sa.select(schema.txn.c.id).where(schema.txn.c.reverses_id == txn_id)).first()
+            if already is not None and key is None:
+                raise LedgerError(f"entry {txn_id} is already reversed by entry {already.id}")
+            if original.kind == "reversal":
+                raise LedgerError(f"entry {txn_id} is itself a reversal; book a new entry instead")
+            return self.book(reversal_of(txn_id, original, time, reason, key), c)
+
+    def _existing_by_key(self, c: Connection, keys: list[str]) -> dict[str, tuple[int, str]]:
+        found: dict[str, tuple[int, str]] = {}
+        t = schema.txn
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            rows = c.execute(sa.select(t.c.idem_key, t.c.id, t.c.fingerprint).where(t.c.idem_key.in_(chunk)))
+            found.update({k: (i, f) for k, i, f in rows})
+        return found
+
+    def _insert(self, c: Connection, entries: list[tuple[int, Transaction]]) -> None:
+        booked_at = fmt_ts(dt.datetime.now(UTC))
+        postings, headers = [], []
+        for txn_id, txn in entries:
+            ts = fmt_ts(txn.time)
+            for p in txn.postings:
+                postings.append(_posting_row(txn_id, ts, self._account_id(c, p, txn.date), p))
+            headers.append(dict(
+                id=txn_id, ts=ts, kind=txn.kind, narration=txn.narration, links=",".join(txn.links),
+                meta=json.dumps(dict(txn.meta), sort_keys=True), idem_key=txn.key,
+                fingerprint=txn.fingerprint(), reverses_id=txn.reverses, booked_at=booked_at,
+            ))
+        try:
+            c.execute(schema.posting.insert(), postings)
+            c.execute(schema.txn.insert(), headers)
+        except (sa.exc.IntegrityError, sa.exc.InternalError) as exc:
+            raise LedgerError(f"the database refused the entry: {_db_reason(exc)}") from None
+
+    def _account_id(self, c: Connection, posting: Posting, date: dt.date) -> int:
+        name = posting.account
+        if name not in self._account_ids:
+            row = c.execute(sa.select(schema.account).where(schema.account.c.name == name)).first()
+            if row is None:
+                raise LedgerError(f"unknown account {name}: open it first")
+            self._account_ids[name], self._accounts[name] = row.id, _account_from_row(row)
+        account = self._accounts[name]
+        if date < account.open_date or (account.close_date and date > account.close_date):
+            raise LedgerError(f"account {name} is not open on {date}")
+        if account.currencies and posting.commodity not in account.currencies:
+            raise LedgerError(f"account {name} does not accept {posting.commodity}")
+        return self._account_ids[name]
+
+    # -- reading entries ----------------------------------------------------------------------
+
+    def get(self, txn_id: int, conn: Connection | None = None) -> Transaction:
+        with _read(self.engine, conn) as c:
+            header = c.execute(sa.select(schema.txn).where(schema.txn.c.id == txn_id)).first()
+            if header is None:
+                raise LedgerError(f"no entry {txn_id}")
+            rows = c.execute(_postings_query().where(schema.posting.c.txn_id == txn_id)).all()
+        return _txn_from_rows(header, rows)
+
+    def find_by_key(self, key: str, conn: Connection | None = None) -> int | None:
+        with _read(self.engine, conn) as c:
+            return c.execute(sa.select(schema.txn.c.id).where(schema.txn.c.idem_key == key)).scalar()
+
+    def entries(self) -> Iterator[tuple[int, Transaction]]:
+        """Every entry in booking (id) order, streamed: the export reads the ledger through this.
+
+        Headers and postings are two index-ordered streams merged by transaction id, so memory
+        stays flat however big the ledger is.
+        """
+        t, p = schema.txn, schema.posting
+        with read_connection(self.engine) as c1, read_connection(self.engine) as c2:
+            headers = c1.execution_options(yield_per=2000).execute(sa.select(t).order_by(t.c.id))
+            postings = iter(c2.execution_options(yield_per=10000).execute(
+                _postings_query().order_by(p.c.txn_id, p.c.id)))
+            pending = next(postings, None)
+            for header in headers:
+                rows = []
+                while pending is not None and pending.txn_id == header.id:
+                    rows.append(pending)
+                    pending = next(postings, None)
+                yield header.id, _txn_from_rows(header, rows)
+
+    def count(self) -> tuple[int, int]:
+        with read_connection(self.engine) as c:
+            txns = c.execute(sa.select(sa.func.count()).select_from(schema.txn)).scalar()
+            postings = c.execute(sa.select(sa.func.count()).select_from(schema.posting)).scalar()
+        return txns, postings
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def balances(self, as_of: dt.datetime | dt.date | None = None, prefix: str | None = None,
+                 conn: Connection | None = None) -> dict[tuple[str, str], Decimal]:
+        """Units per (account, commodity) including entries up to `as_of` (a date: before it)."""
+        p, a = schema.posting, schema.account
+        query = sa.select(p.c.account_id, p.c.commodity, sa.func.sum(p.c.units)).group_by(
+            p.c.account_id, p.c.commodity)
+        if as_of is not None:
+            bound = ts_bound(as_of)
+            query = query.where(p.c.ts <= bound if isinstance(as_of, dt.datetime) else p.c.ts < bound)
+        with _read(self.engine, conn) as c:
+            names = dict(c.execute(sa.select(a.c.id, a.c.name)).all())
+            rows = c.execute(query).all()
+        return {(names[acc], com): from_scaled(total) for acc, com, total in rows
+                if total != 0 and (prefix is None or names[acc].startswith(prefix))}
+
+    def positions(self, prefix: str = "Assets:", conn: Connection | None = None) -> dict[tuple[str, str], Decimal]:
+        """Balances in contracts and shares (commodities that are not currencies)."""
+        with _read(self.engine, conn) as c:
+            currencies = set(c.execute(sa.select(schema.commodity.c.name).where(
+                schema.commodity.c.kind == "currency")).scalars())
+            balances = self.balances(prefix=prefix, conn=c)
+        return {k: v for k, v in balances.items() if k[1] not in currencies}
+
+    def income(self, since: dt.date | dt.datetime | None = None, until: dt.date | dt.datetime | None = None,
+               by_day: bool = False, conn: Connection | None = None) -> dict[tuple, Decimal]:
+        """Income and expenses per (account, currency[, day]) with since <= time < until."""
+        p, a = schema.posting, schema.account
+        with _read(self.engine, conn) as c:
+            accounts = dict(c.execute(sa.select(a.c.id, a.c.name).where(
+                sa.or_(a.c.name.like("Income:%"), a.c.name.like("Expenses:%")))).all())
+            if not accounts:
+                return {}
+            columns = [p.c.account_id, p.c.commodity]
+            if by_day:
+                columns.append(sa.func.substr(p.c.ts, 1, 10).label("day"))
+            query = sa.select(*columns, sa.func.sum(p.c.units)).where(
+                p.c.account_id.in_(list(accounts))).group_by(*columns)
+            if since is not None:
+                query = query.where(p.c.ts >= ts_bound(since))
+            if until is not None:
+                query = query.where(p.c.ts < ts_bound(until))
+            rows = c.execute(query).all()
+        result: dict[tuple, Decimal] = {}
+        for row in rows:
+            key = (accounts[row[0]], row[1]) + ((dt.date.fromisoformat(row[2]),) if by_day else ())
+            if row[-1] != 0:
+                result[key] = from_scaled(row[-1])
+        return result
+
+    def lots(self, account: str, commodity: str, conn: Connection | None = None) -> list[tuple[Cost, Decimal]]:
+        """Open lots of a commodity in an account, oldest first: (cost, units)."""
+        p, a = schema.posting, schema.account
+        query = (sa.select(p.c.cost, p.c.cost_currency, p.c.cost_date, p.c.cost_label,
+                           sa.func.sum(p.c.units), sa.func.min(p.c.ts))
+                 .join(a, a.c.id == p.c.account_id)
+                 .where(a.c.name == account, p.c.commodity == commodity, p.c.cost.is_not(None))
+                 .group_by(p.c.cost, p.c.cost_currency, p.c.cost_date, p.c.cost_label))
+        with _read(self.engine, conn) as c:
+            rows = c.execute(query).all()
+        lots = [(Cost(from_scaled(r[0]), r[1], r[2] and dt.date.fromisoformat(r[2]), r[3]), from_scaled(r[4]), r[5])
+                for r in rows if r[4] != 0]
+        lots.sort(key=lambda lot: (lot[2], lot[0].label or ""))
+        return [(cost, units) for cost, units, _ in lots]
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+class _tx:
+    """Use the caller's connection (its transaction) or open a new transaction."""
+
+    def __init__(self, engine: Engine, conn: Connection | None):
+        self.engine, self.conn, self._ctx = engine, conn, None
+
+    def __enter__(self) -> Connection:
+        if self.conn is not None:
+            return self.conn
+        self._ctx = self.engine.begin()
+        return self._ctx.__enter__()
+
+    def __exit__(self, *exc):
+        if self._ctx is not None:
+            return self._ctx.__exit__(*exc)
+        return False
+
+
+class _read(_tx):
+    def __enter__(self) -> Connection:
+        if self.conn is not None:
+            return self.conn
+        self._ctx = read_connection(self.engine)
+        return self._ctx.__enter__()
+
+
+def _same_or_conflict(txn: Transaction, fingerprint: str) -> None:
+    if txn.fingerprint() != fingerprint:
+        raise IdempotencyConflict(f"an entry with key {txn.key!r} is already booked with different "
+                                  "content; refusing to book it again")
+
+
+def _allocate_ids(c: Connection, n: int) -> list[int]:
+    if c.dialect.name == "postgresql":
+        return list(c.execute(sa.text("SELECT nextval('txn_id_seq') FROM generate_series(1, :n)"), {"n": n}).scalars())
+    # SQLite: the write lock is held from BEGIN IMMEDIATE, so MAX(id) cannot race.
+    top = c.execute(sa.select(sa.func.coalesce(sa.func.max(schema.txn.c.id), 0))).scalar()
+    return list(range(top + 1, top + 1 + n))
+
+
+def _posting_row(txn_id: int, ts: str, account_id: int, p: Posting) -> dict:
+    weight = p.weight()
+    what = f"posting to {p.account}"
+    return dict(
+        txn_id=txn_id, ts=ts, account_id=account_id, commodity=p.commodity,
+        units=to_scaled(p.units, what),
+        cost=p.cost and to_scaled(p.cost.number, what + " (cost)"),
+        cost_currency=p.cost and p.cost.currency,
+        cost_date=p.cost and p.cost.date and p.cost.date.isoformat(),
+        cost_label=p.cost and p.cost.label,
+        price=p.price and to_scaled(p.price.number, what + " (price)"),
+        price_currency=p.price and p.price.currency,
+        weight=to_scaled(weight.number, what + " (weight)"), weight_currency=weight.currency,
+    )
+
+
+def _postings_query():
+    p, a = schema.posting, schema.account
+    return sa.select(p, a.c.name.label("account")).join(a, a.c.id == p.c.account_id)
+
+
+def _txn_from_rows(header, rows) -> Transaction:
+    postings = []
+    for r in rows:
+        cost = r.cost is not None and Cost(from_scaled(r.cost), r.cost_currency,
+                                           r.cost_date and dt.date.fromisoformat(r.cost_date), r.cost_label) or None
+        price = r.price is not None and Amount(from_scaled(r.price), r.price_currency) or None
+        postings.append(Posting(r.account, from_scaled(r.units), r.commodity, cost, price))
+    return Transaction(
+        time=parse_ts(header.ts), kind=header.kind, narration=header.narration, postings=tuple(postings),
+        links=tuple(header.links.split(",")) if header.links else (),
+        meta=tuple(sorted(json.loads(header.meta).items())), key=header.idem_key, reverses=header.reverses_id,
+    )
+
+
+def _account_from_row(row) -> Account:
+    return Account(
+        name=row.name, open_date=dt.date.fromisoformat(row.open_date),
+        currencies=tuple(row.currencies.split(",")) if row.currencies else (),
+        booking=row.booking, close_date=row.close_date and dt.date.fromisoformat(row.close_date),
+    )
+
+
+def _db_reason(exc: Exception) -> str:
+    text = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+    return text.replace("tradeledger: ", "")
