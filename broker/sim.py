@@ -1,0 +1,76 @@
+"""The embedded simulated broker: the `Broker` interface over a `SimExchange`.
+
+The exchange (broker.simexchange) keeps the account; this face only adds what a connection
+adds: a connected/disconnected state and the disconnect faults. A call made while
+disconnected, or one that meets a pending `fault_disconnect`, raises `BrokerDisconnected`
+and leaves the broker disconnected until `connect()` succeeds, as a dropped IB socket does.
+A `fault_lost_reply` is nastier: the exchange carries the request out, then the answer is
+lost, so the engine must find out from `orders()` / `executions()` what happened (this is
+what the orderRef on every order is for).
+
+Because the exchange lives in a file, a new SimBroker over the same file after a restart sees
+the same orders, executions, positions and cash.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from tradeledger.broker.base import (
+    AccountSnapshot, BrokerDisconnected, Execution, OrderRequest, OrderStatus,
+)
+from tradeledger.broker.simexchange import SimExchange
+
+T = TypeVar("T")
+
+
+class SimBroker:
+    """A `Broker` backed by a simulated exchange (an object, or the path of its file)."""
+
+    def __init__(self, exchange: SimExchange | str | Path, account: str | None = None):
+        if not isinstance(exchange, SimExchange):
+            exchange = SimExchange(exchange, account or "DU1234567")
+        if account is not None and account != exchange.account:
+            raise ValueError(f"the exchange holds account {exchange.account}, not {account}")
+        self.exchange = exchange
+        self.account = exchange.account
+        self.connected = False
+
+    def connect(self) -> None:
+        if self.exchange.take_call_fault() is not None:
+            raise BrokerDisconnected("simulated: connection refused (disconnect fault)")
+        self.connected = True
+
+    def close(self) -> None:
+        self.connected = False
+
+    def _call(self, action: Callable[[], T]) -> T:
+        """Run one request through the connection, applying any pending call fault."""
+        if not self.connected:
+            raise BrokerDisconnected("not connected to the simulated broker: call connect()")
+        fault = self.exchange.take_call_fault()
+        if fault == "disconnect":
+            self.connected = False
+            raise BrokerDisconnected("simulated: socket disconnect")
+        result = action()
+        if fault == "lost_reply":
+            self.connected = False
+            raise BrokerDisconnected("simulated: socket disconnect after the request was sent")
+        return result
+
+    def place_order(self, request: OrderRequest) -> OrderStatus:
+        return self._call(lambda: self.exchange.place_order(request))
+
+    def cancel_order(self, order_ref: str) -> OrderStatus:
+        return self._call(lambda: self.exchange.cancel_order(order_ref))
+
+    def orders(self) -> list[OrderStatus]:
+        return self._call(self.exchange.orders)
+
+    def executions(self, since: dt.datetime | None = None) -> list[Execution]:
+        return self._call(lambda: self.exchange.executions(since))
+
+    def snapshot(self) -> AccountSnapshot:
+        return self._call(self.exchange.snapshot)

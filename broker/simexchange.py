@@ -1,0 +1,785 @@
+"""The simulated exchange: one broker account at one venue, kept in its own SQLite file.
+
+This is the core behind both simulated brokers: the embedded `broker.sim.SimBroker` and the
+IB-wire-compatible gateway. It speaks no protocol and knows nothing of the ledger; it keeps
+the books the way a broker keeps them, so that tradeledger's ledger has something independent
+to reconcile against.
+
+The model, in the spirit of beancount's core:
+
+* **Market.** One current price per contract code (`set_price`), any Decimal including zero and
+  negative (crude oil, April 2020). Every price is also appended to a history.
+* **Orders.** MKT fills in full at the current price, or is Rejected when there is none.
+  LMT fills at the current price when marketable (BUY limit >= price, SELL limit <= price),
+  otherwise it rests; each `set_price` re-checks resting limits and fills them at their limit
+  (a resting order is the passive side: it trades at its own price, even through a gap).
+  Order ids increase; perm ids are unique per file; a non-empty order_ref is unique.
+* **Executions.** Each fill is an execution with an IB-shaped id `PPPPPPPP.NNNNNNNN.01.01`:
+  a random per-file prefix (so a recreated file never reuses an old id), a counter, and a
+  revision suffix that a correction increments. Times come from the simulated clock.
+* **Account.** The exchange maintains positions and cash itself, like a broker:
+  shares move `qty x price` of cash at the fill. Futures move no cash at the fill: each
+  contract keeps a *mark* (its last fill or settlement price); a fill first rolls the existing
+  position from the mark to the fill price into the contract's *unsettled* P&L, then changes
+  the position. `settle(code, price, date)` rolls the position to the settlement price and
+  moves the unsettled P&L into cash: the daily variation margin. Commissions (per contract,
+  configurable per code) debit cash at the fill, in the contract's currency, even while their
+  report is still pending. Every cash movement is also written to a journal.
+* **Faults** are rows in the same file, so they survive a restart until consumed: partial
+  fills, duplicated execution reports, late commission reports, corrections, disconnects.
+
+Every public call is one SQLite transaction (BEGIN IMMEDIATE ... COMMIT): a crash leaves
+either the whole fill (execution, position, cash, order) or none of it. Money and quantities
+are stored as decimal text, never floats.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import sqlite3
+import threading
+from contextlib import contextmanager
+from decimal import ROUND_FLOOR, Decimal
+from pathlib import Path
+from typing import Iterator
+
+from tradeledger.broker.base import (
+    BUY, LIMIT, MARKET, SIDES, AccountSnapshot, BrokerError, BrokerPosition, Contract,
+    Execution, OrderRequest, OrderStatus,
+)
+
+UTC = dt.timezone.utc
+SCHEMA_VERSION = "1"
+DEFAULT_COMMISSION = Decimal("1.00")  # per contract (or share); set_commission overrides
+ZERO = Decimal(0)
+_TIME_FMT = "%Y-%m-%dT%H:%M:%S.%f+00:00"  # fixed width, so text order is time order
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS contracts (
+    code TEXT PRIMARY KEY, sec_type TEXT, symbol TEXT, exchange TEXT, currency TEXT,
+    multiplier TEXT, expiry TEXT, trading_class TEXT, con_id INTEGER);
+CREATE TABLE IF NOT EXISTS prices (code TEXT PRIMARY KEY, price TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS price_history (
+    seq INTEGER PRIMARY KEY, code TEXT NOT NULL, price TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS commission_rates (code TEXT PRIMARY KEY, per_contract TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS orders (
+    order_id INTEGER PRIMARY KEY, perm_id INTEGER NOT NULL UNIQUE, order_ref TEXT NOT NULL,
+    code TEXT NOT NULL, side TEXT NOT NULL, quantity TEXT NOT NULL, order_type TEXT NOT NULL,
+    limit_price TEXT, filled TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL,
+    fill_cap TEXT, held INTEGER NOT NULL DEFAULT 0, commission_delay INTEGER,
+    created_at TEXT NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS orders_by_ref ON orders(order_ref) WHERE order_ref != '';
+CREATE TABLE IF NOT EXISTS executions (
+    seq INTEGER PRIMARY KEY, exec_id TEXT NOT NULL UNIQUE, base_id TEXT NOT NULL,
+    order_id INTEGER NOT NULL, perm_id INTEGER NOT NULL, order_ref TEXT NOT NULL,
+    code TEXT NOT NULL, side TEXT NOT NULL, quantity TEXT NOT NULL, price TEXT NOT NULL,
+    at TEXT NOT NULL, commission TEXT NOT NULL, polls_left INTEGER NOT NULL DEFAULT 0,
+    superseded INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS positions (
+    code TEXT PRIMARY KEY, quantity TEXT NOT NULL, avg_price TEXT NOT NULL, mark TEXT,
+    unsettled TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cash (currency TEXT PRIMARY KEY, amount TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cash_journal (
+    seq INTEGER PRIMARY KEY, at TEXT NOT NULL, currency TEXT NOT NULL, amount TEXT NOT NULL,
+    kind TEXT NOT NULL, ref TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS settlements (
+    code TEXT NOT NULL, date TEXT NOT NULL, price TEXT NOT NULL, PRIMARY KEY (code, date));
+CREATE TABLE IF NOT EXISTS faults (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, arg TEXT NOT NULL,
+    remaining INTEGER NOT NULL);
+"""
+
+
+# --- pure functions -------------------------------------------------------------------------
+
+def signed(side: str, quantity: Decimal) -> Decimal:
+    return quantity if side == BUY else -quantity
+
+
+def is_marketable(side: str, limit: Decimal, price: Decimal) -> bool:
+    """A buyer pays up to its limit, a seller accepts down to it."""
+    return limit >= price if side == BUY else limit <= price
+
+
+def variation(position: Decimal, mark: Decimal | None, price: Decimal,
+              multiplier: Decimal) -> Decimal:
+    """What the holder of `position` gains when the contract moves from `mark` to `price`."""
+    if position == 0 or mark is None:
+        return ZERO
+    return position * (price - mark) * multiplier
+
+
+def average_price(position: Decimal, avg: Decimal, qty: Decimal, price: Decimal) -> Decimal:
+    """Average open price after a signed fill: adds average in, reductions keep it, a flip
+    or a fresh open starts from the fill price."""
+    new = position + qty
+    if new == 0:
+        return ZERO
+    if position == 0 or (position > 0) != (new > 0):
+        return price
+    if (position > 0) == (qty > 0):
+        return (position * avg + qty * price) / new
+    return avg
+
+
+def make_exec_id(prefix: str, counter: int, revision: int = 1) -> str:
+    return f"{prefix}.{counter:08x}.01.{revision:02x}"
+
+
+def next_revision(exec_id: str) -> str:
+    """`0000e859.603f1a4b.01.01` -> `0000e859.603f1a4b.01.02`: what IB does on a correction."""
+    head, _, tail = exec_id.rpartition(".")
+    return f"{head}.{int(tail, 16) + 1:02x}"
+
+
+def partial_cap(quantity: Decimal, arg: dict) -> Decimal:
+    """How much of an order a partial-fill fault lets through: whole units, within [0, qty]."""
+    if "qty" in arg:
+        cap = Decimal(arg["qty"])
+    else:
+        cap = (quantity * Decimal(arg["ratio"])).to_integral_value(rounding=ROUND_FLOOR)
+    return max(ZERO, min(cap, quantity))
+
+
+def _dec(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
+
+
+def _utc(when: dt.datetime) -> dt.datetime:
+    if when.tzinfo is None:
+        raise ValueError("simulated times must be timezone-aware")
+    return when.astimezone(UTC)
+
+
+def _ts(when: dt.datetime) -> str:
+    return _utc(when).strftime(_TIME_FMT)
+
+
+def _parse_ts(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+# --- the exchange ---------------------------------------------------------------------------
+
+class SimExchange:
+    """One simulated account at one venue, persisted in `path` (see the module docstring)."""
+
+    def __init__(self, path: str | Path, account: str = "DU1234567",
+                 commission_per_contract: Decimal | None = None):
+        self.path = Path(path)
+        # One connection guarded by a lock: the IB gateway may call in from its server thread.
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.execute("PRAGMA synchronous=FULL")  # a crash test must not lose a fill
+        self._db.executescript(_SCHEMA)
+        with self._tx() as c:
+            stored = self._meta(c, "account")
+            if stored is None:
+                self._set_meta(c, "schema", SCHEMA_VERSION)
+                self._set_meta(c, "account", account)
+                self._set_meta(c, "exec_prefix", secrets.token_hex(4))
+                self._set_meta(c, "next_exec", "1")
+                self._set_meta(c, "next_order_id", "1")
+                # Perm ids start somewhere random so that two files rarely share one.
+                self._set_meta(c, "next_perm_id", str(100_000_000 + secrets.randbelow(10**8)))
+                c.execute("INSERT INTO commission_rates VALUES ('*', ?)",
+                          (str(DEFAULT_COMMISSION),))
+            if commission_per_contract is not None and stored in (None, account):
+                self._set_rate(c, "*", commission_per_contract)
+        if stored not in (None, account):  # environments never share a file
+            self._db.close()
+            raise BrokerError(f"{self.path} holds account {stored}, not {account}")
+        self.account = account
+
+    # -- plumbing --
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> SimExchange:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @staticmethod
+    def _meta(c, key: str) -> str | None:
+        row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    @staticmethod
+    def _set_meta(c, key: str, value: str) -> None:
+        c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def _counter(self, c, key: str) -> int:
+        value = int(self._meta(c, key))
+        self._set_meta(c, key, str(value + 1))
+        return value
+
+    @staticmethod
+    def _set_rate(c, code: str, per_contract: Decimal) -> None:
+        c.execute("INSERT OR REPLACE INTO commission_rates VALUES (?, ?)",
+                  (code, str(Decimal(per_contract))))
+
+    # -- clock --
+
+    def _now(self, c) -> dt.datetime:
+        fixed = self._meta(c, "clock")
+        return _parse_ts(fixed) if fixed else dt.datetime.now(UTC)
+
+    def now(self) -> dt.datetime:
+        with self._tx() as c:
+            return self._now(c)
+
+    def set_clock(self, when: dt.datetime | None) -> None:
+        """Freeze the simulated clock at `when` (None: follow the real clock again)."""
+        with self._tx() as c:
+            if when is None:
+                c.execute("DELETE FROM meta WHERE key = 'clock'")
+            else:
+                self._set_meta(c, "clock", _ts(when))
+
+    def advance_clock(self, delta: dt.timedelta) -> dt.datetime:
+        with self._tx() as c:
+            when = self._now(c) + delta
+            self._set_meta(c, "clock", _ts(when))
+            return when
+
+    # -- contracts and commissions --
+
+    def add_contract(self, contract: Contract) -> None:
+        with self._tx() as c:
+            self._register(c, contract)
+
+    def _register(self, c, k: Contract) -> Contract:
+        """Know `k` from now on; refuse a code that would change how money is computed."""
+        known = self._contract(c, k.code)
+        if known is None:
+            c.execute("INSERT INTO contracts VALUES (?,?,?,?,?,?,?,?,?)",
+                      (k.code, k.sec_type, k.symbol, k.exchange, k.currency,
+                       str(k.multiplier), k.expiry, k.trading_class, k.con_id))
+            return k
+        if (known.sec_type, known.currency, known.multiplier) != (
+                k.sec_type, k.currency, Decimal(k.multiplier)):
+            raise BrokerError(f"contract {k.code} is already known as {known}")
+        return known
+
+    @staticmethod
+    def _contract(c, code: str) -> Contract | None:
+        r = c.execute("SELECT * FROM contracts WHERE code = ?", (code,)).fetchone()
+        if r is None:
+            return None
+        return Contract(code=r["code"], sec_type=r["sec_type"], symbol=r["symbol"],
+                        exchange=r["exchange"], currency=r["currency"],
+                        multiplier=Decimal(r["multiplier"]), expiry=r["expiry"],
+                        trading_class=r["trading_class"], con_id=r["con_id"])
+
+    def _known(self, c, code: str) -> Contract:
+        k = self._contract(c, code)
+        if k is None:
+            raise BrokerError(f"unknown contract {code}: add_contract() it first")
+        return k
+
+    def contract(self, code: str) -> Contract | None:
+        with self._tx() as c:
+            return self._contract(c, code)
+
+    def contracts(self) -> list[Contract]:
+        with self._tx() as c:
+            codes = [r[0] for r in c.execute("SELECT code FROM contracts ORDER BY code")]
+            return [self._contract(c, code) for code in codes]
+
+    def set_commission(self, per_contract: Decimal, code: str | None = None) -> None:
+        """Commission per contract (or share) for `code`, or the default for all codes."""
+        with self._tx() as c:
+            self._set_rate(c, code or "*", per_contract)
+
+    @staticmethod
+    def _rate(c, code: str) -> Decimal:
+        r = c.execute("SELECT per_contract FROM commission_rates WHERE code IN (?, '*') "
+                      "ORDER BY code = '*' LIMIT 1", (code,)).fetchone()
+        return Decimal(r[0])
+
+    # -- market --
+
+    def set_price(self, code: str, price: Decimal, when: dt.datetime | None = None
+                  ) -> list[Execution]:
+        """Move the market; resting limit orders that become marketable fill at their limit.
+        Returns the executions this caused."""
+        price = Decimal(price)
+        with self._tx() as c:
+            at = _ts(when) if when else _ts(self._now(c))
+            c.execute("INSERT OR REPLACE INTO prices VALUES (?, ?, ?)", (code, str(price), at))
+            c.execute("INSERT INTO price_history (code, price, at) VALUES (?, ?, ?)",
+                      (code, str(price), at))
+            resting = c.execute(
+                "SELECT * FROM orders WHERE code = ? AND status = 'Submitted' AND held = 0 "
+                "AND order_type = ? ORDER BY order_id", (code, LIMIT)).fetchall()
+            fills = []
+            for o in resting:
+                limit = Decimal(o["limit_price"])
+                if is_marketable(o["side"], limit, price):
+                    fills += self._work(c, o["order_id"], limit)
+            return fills
+
+    @staticmethod
+    def _price(c, code: str) -> Decimal | None:
+        r = c.execute("SELECT price FROM prices WHERE code = ?", (code,)).fetchone()
+        return None if r is None else Decimal(r[0])
+
+    def price(self, code: str) -> Decimal | None:
+        with self._tx() as c:
+            return self._price(c, code)
+
+    def price_history(self, code: str) -> list[tuple[dt.datetime, Decimal]]:
+        with self._tx() as c:
+            return [(_parse_ts(r["at"]), Decimal(r["price"])) for r in c.execute(
+                "SELECT at, price FROM price_history WHERE code = ? ORDER BY seq", (code,))]
+
+    # -- orders --
+
+    def next_order_id(self) -> int:
+        """The id the next order will get (IB's nextValidId)."""
+        with self._tx() as c:
+            return int(self._meta(c, "next_order_id"))
+
+    def place_order(self, request: OrderRequest, order_id: int | None = None) -> OrderStatus:
+        """Accept an order; fill what is marketable now. `order_id` lets a wire client choose
+        its own id, as IB clients do; by default the exchange assigns the next one."""
+        _validate(request)
+        with self._tx() as c:
+            k = self._register(c, request.contract)
+            if request.order_ref and c.execute(
+                    "SELECT 1 FROM orders WHERE order_ref = ?", (request.order_ref,)).fetchone():
+                raise BrokerError(f"duplicate order_ref {request.order_ref!r}")
+            next_id = int(self._meta(c, "next_order_id"))
+            if order_id is None:
+                order_id = next_id
+            elif c.execute("SELECT 1 FROM orders WHERE order_id = ?", (order_id,)).fetchone():
+                raise BrokerError(f"duplicate order id {order_id}")
+            self._set_meta(c, "next_order_id", str(max(next_id, order_id + 1)))
+            perm_id = self._counter(c, "next_perm_id")
+            price = self._price(c, k.code)
+            rejected = request.order_type == MARKET and price is None
+            cap = delay = None
+            if not rejected:  # a rejected order does not use up a fault
+                arg = self._take_fault(c, "partial_fill")
+                cap = None if arg is None else str(partial_cap(request.quantity, arg))
+                arg = self._take_fault(c, "late_commission")
+                delay = None if arg is None else arg["n_polls"]
+            c.execute(
+                "INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?,0,?,?)",
+                (order_id, perm_id, request.order_ref, k.code, request.side,
+                 str(request.quantity), request.order_type,
+                 None if request.limit_price is None else str(request.limit_price), "0",
+                 "Rejected" if rejected else "Submitted",
+                 f"no market price for {k.code}" if rejected else "",
+                 cap, delay, _ts(self._now(c))))
+            if not rejected:
+                self._match(c, order_id)
+            return self._order_status(c, order_id)
+
+    def _match(self, c, order_id: int) -> None:
+        """Trade a live, unheld order against the current price if it is marketable: as the
+        aggressor, so at the market price, not at its limit."""
+        o = c.execute("SELECT * FROM orders WHERE order_id = ?", (order_id,)).fetchone()
+        price = self._price(c, o["code"])
+        if o["status"] == "Submitted" and not o["held"] and price is not None and (
+                o["order_type"] == MARKET
+                or is_marketable(o["side"], Decimal(o["limit_price"]), price)):
+            self._work(c, order_id, price)
+
+    def _work(self, c, order_id: int, price: Decimal) -> list[Execution]:
+        """Fill as much of a live order as it may take at `price`; hold it at a fault's cap."""
+        o = c.execute("SELECT * FROM orders WHERE order_id = ?", (order_id,)).fetchone()
+        quantity, filled = Decimal(o["quantity"]), Decimal(o["filled"])
+        room = quantity - filled
+        if o["fill_cap"] is not None:
+            room = min(room, Decimal(o["fill_cap"]) - filled)
+        fills = []
+        if room > 0:
+            k = self._known(c, o["code"])
+            fills.append(self._fill(c, k, o["side"], room, price, o["order_ref"], o["order_id"],
+                                    o["perm_id"], o["commission_delay"] or 0))
+            filled += room
+        status = "Filled" if filled == quantity else "Submitted"
+        held = int(status == "Submitted" and o["fill_cap"] is not None
+                   and filled >= Decimal(o["fill_cap"]))
+        c.execute("UPDATE orders SET filled = ?, status = ?, held = ? WHERE order_id = ?",
+                  (str(filled), status, held, order_id))
+        return fills
+
+    def cancel_order(self, order_ref: str) -> OrderStatus:
+        """Cancel what is left of an order; a finished order is returned unchanged."""
+        with self._tx() as c:
+            return self._cancel(c, self._order_id(c, order_ref))
+
+    def cancel_order_id(self, order_id: int) -> OrderStatus:
+        with self._tx() as c:
+            if not c.execute("SELECT 1 FROM orders WHERE order_id = ?", (order_id,)).fetchone():
+                raise BrokerError(f"no order with id {order_id}")
+            return self._cancel(c, order_id)
+
+    def _cancel(self, c, order_id: int) -> OrderStatus:
+        c.execute("UPDATE orders SET status = 'Cancelled', held = 0 "
+                  "WHERE order_id = ? AND status = 'Submitted'", (order_id,))
+        return self._order_status(c, order_id)
+
+    def release_order(self, order_ref: str) -> OrderStatus:
+        """Lift a partial-fill hold: the rest of the order trades like a new one, now."""
+        with self._tx() as c:
+            order_id = self._order_id(c, order_ref)
+            c.execute("UPDATE orders SET fill_cap = NULL, held = 0 WHERE order_id = ?",
+                      (order_id,))
+            self._match(c, order_id)
+            return self._order_status(c, order_id)
+
+    @staticmethod
+    def _order_id(c, order_ref: str) -> int:
+        r = c.execute("SELECT order_id FROM orders WHERE order_ref = ? AND order_ref != ''",
+                      (order_ref,)).fetchone()
+        if r is None:
+            raise BrokerError(f"no order with order_ref {order_ref!r}")
+        return r[0]
+
+    @staticmethod
+    def _order_status(c, order_id: int) -> OrderStatus:
+        o = c.execute("SELECT * FROM orders WHERE order_id = ?", (order_id,)).fetchone()
+        return _status_record(o)
+
+    def orders(self) -> list[OrderStatus]:
+        with self._tx() as c:
+            return [_status_record(o) for o in
+                    c.execute("SELECT * FROM orders ORDER BY order_id")]
+
+    def open_orders(self) -> list[OrderStatus]:
+        return [o for o in self.orders() if not o.is_done]
+
+    # -- fills and the account --
+
+    def _fill(self, c, k: Contract, side: str, qty: Decimal, price: Decimal, order_ref: str,
+              order_id: int, perm_id: int, commission_delay: int = 0) -> Execution:
+        """Record one execution and apply it to position, cash and commission: all or nothing,
+        because the caller's transaction commits them together."""
+        exec_id = make_exec_id(self._meta(c, "exec_prefix"), self._counter(c, "next_exec"))
+        commission = self._rate(c, k.code) * qty
+        at = _ts(self._now(c))
+        c.execute("INSERT INTO executions (exec_id, base_id, order_id, perm_id, order_ref, code,"
+                  " side, quantity, price, at, commission, polls_left) "
+                  "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                  (exec_id, exec_id.rpartition(".")[0], order_id, perm_id, order_ref, k.code,
+                   side, str(qty), str(price), at, str(commission), commission_delay))
+        self._trade(c, k, signed(side, qty), price, exec_id)
+        self._move_cash(c, k.currency, -commission, "commission", exec_id)
+        return self._execution(c, exec_id, reveal=commission_delay == 0)
+
+    def _trade(self, c, k: Contract, qty: Decimal, price: Decimal, ref: str) -> None:
+        """Change the position by signed `qty` at `price`: futures roll their mark into
+        unsettled P&L first; shares pay for themselves in cash."""
+        position, avg, mark, unsettled = self._position(c, k.code)
+        if k.sec_type == "FUT":
+            unsettled += variation(position, mark, price, k.multiplier)
+        else:
+            self._move_cash(c, k.currency, -qty * price * k.multiplier, "trade", ref)
+        self._save_position(c, k.code, position + qty, average_price(position, avg, qty, price),
+                            price, unsettled)
+
+    @staticmethod
+    def _position(c, code: str) -> tuple[Decimal, Decimal, Decimal | None, Decimal]:
+        r = c.execute("SELECT * FROM positions WHERE code = ?", (code,)).fetchone()
+        if r is None:
+            return ZERO, ZERO, None, ZERO
+        return (Decimal(r["quantity"]), Decimal(r["avg_price"]), _dec(r["mark"]),
+                Decimal(r["unsettled"]))
+
+    @staticmethod
+    def _save_position(c, code, quantity, avg, mark, unsettled) -> None:
+        c.execute("INSERT OR REPLACE INTO positions VALUES (?, ?, ?, ?, ?)",
+                  (code, str(quantity), str(avg), None if mark is None else str(mark),
+                   str(unsettled)))
+
+    def _move_cash(self, c, currency: str, amount: Decimal, kind: str, ref: str) -> None:
+        if amount == 0:
+            return
+        r = c.execute("SELECT amount FROM cash WHERE currency = ?", (currency,)).fetchone()
+        balance = (ZERO if r is None else Decimal(r[0])) + amount
+        c.execute("INSERT OR REPLACE INTO cash VALUES (?, ?)", (currency, str(balance)))
+        c.execute("INSERT INTO cash_journal (at, currency, amount, kind, ref) "
+                  "VALUES (?,?,?,?,?)", (_ts(self._now(c)), currency, str(amount), kind, ref))
+
+    def deposit(self, currency: str, amount: Decimal) -> None:
+        with self._tx() as c:
+            self._move_cash(c, currency, Decimal(amount), "deposit", "")
+
+    def external_trade(self, contract: str | Contract, signed_qty: Decimal,
+                       price: Decimal | None = None) -> Execution:
+        """A trade made at the broker's own screen: an execution with no order of ours
+        (order_ref "", order id 0), which a late-commission fault also applies to."""
+        signed_qty = Decimal(signed_qty)
+        if signed_qty == 0:
+            raise BrokerError("an external trade needs a non-zero quantity")
+        with self._tx() as c:
+            k = (self._register(c, contract) if isinstance(contract, Contract)
+                 else self._known(c, contract))
+            price = self._price(c, k.code) if price is None else Decimal(price)
+            if price is None:
+                raise BrokerError(f"no market price for {k.code}")
+            arg = self._take_fault(c, "late_commission")
+            side = BUY if signed_qty > 0 else "SELL"
+            return self._fill(c, k, side, abs(signed_qty), price, "", 0,
+                              self._counter(c, "next_perm_id"), arg["n_polls"] if arg else 0)
+
+    def settle(self, code: str, price: Decimal, date: dt.date | None = None) -> Decimal:
+        """The daily settlement of one contract: roll the position to `price` and move the
+        contract's unsettled P&L into cash. Returns the cash moved. Settling the same
+        (code, date) again at the same price is a no-op; at another price it is refused."""
+        price = Decimal(price)
+        with self._tx() as c:
+            k = self._known(c, code)
+            date = date or self._now(c).date()
+            done = c.execute("SELECT price FROM settlements WHERE code = ? AND date = ?",
+                             (code, date.isoformat())).fetchone()
+            if done is not None:
+                if Decimal(done[0]) != price:
+                    raise BrokerError(f"{code} already settled on {date} at {done[0]}")
+                return ZERO
+            c.execute("INSERT INTO settlements VALUES (?, ?, ?)",
+                      (code, date.isoformat(), str(price)))
+            position, avg, mark, unsettled = self._position(c, code)
+            if k.sec_type != "FUT":  # shares only take the mark
+                self._save_position(c, code, position, avg, price, unsettled)
+                return ZERO
+            cash = unsettled + variation(position, mark, price, k.multiplier)
+            self._save_position(c, code, position, avg, price, ZERO)
+            self._move_cash(c, k.currency, cash, "variation", f"{code} {date}")
+            return cash
+
+    def settlement_prices(self, code: str) -> list[tuple[dt.date, Decimal]]:
+        with self._tx() as c:
+            return [(dt.date.fromisoformat(r[0]), Decimal(r[1])) for r in c.execute(
+                "SELECT date, price FROM settlements WHERE code = ? ORDER BY date", (code,))]
+
+    # -- reading the account --
+
+    def executions(self, since: dt.datetime | None = None) -> list[Execution]:
+        """Every execution, corrections included as extra reports (as IB sends them).
+        Each call counts down late commissions; a duplicate fault repeats every report."""
+        with self._tx() as c:
+            rows = c.execute("SELECT exec_id, at FROM executions ORDER BY seq").fetchall()
+            cutoff = None if since is None else _ts(since)
+            out = [self._execution(c, r[0]) for r in rows if cutoff is None or r[1] >= cutoff]
+            c.execute("UPDATE executions SET polls_left = polls_left - 1 WHERE polls_left > 0")
+            if self._take_fault(c, "duplicate_executions") is not None:
+                out = [e for e in out for _ in (0, 1)]
+            return out
+
+    def _execution(self, c, exec_id: str, reveal: bool | None = None) -> Execution:
+        r = c.execute("SELECT * FROM executions WHERE exec_id = ?", (exec_id,)).fetchone()
+        k = self._known(c, r["code"])
+        known = r["polls_left"] == 0 if reveal is None else reveal
+        return Execution(
+            exec_id=r["exec_id"], account=self.account, contract=k, side=r["side"],
+            quantity=Decimal(r["quantity"]), price=Decimal(r["price"]), time=_parse_ts(r["at"]),
+            order_ref=r["order_ref"], perm_id=r["perm_id"], broker_order_id=r["order_id"],
+            commission=Decimal(r["commission"]) if known else None,
+            commission_currency=k.currency)
+
+    def correct_execution(self, exec_id: str, new_price: Decimal | None = None,
+                          new_qty: Decimal | None = None) -> Execution:
+        """Report a corrected version of a fill (suffix + 1, reported at the current clock)
+        and replace the old version in the exchange's own position, cash and commission."""
+        with self._tx() as c:
+            base = exec_id.rpartition(".")[0] or exec_id
+            old = c.execute("SELECT * FROM executions WHERE base_id = ? AND superseded = 0",
+                            (base,)).fetchone()
+            if old is None:
+                raise BrokerError(f"no execution {exec_id}")
+            k = self._known(c, old["code"])
+            q0, p0 = signed(old["side"], Decimal(old["quantity"])), Decimal(old["price"])
+            p1 = p0 if new_price is None else Decimal(new_price)
+            qty1 = Decimal(old["quantity"]) if new_qty is None else Decimal(new_qty)
+            if qty1 <= 0:
+                raise BrokerError("a corrected quantity must be positive")
+            q1 = signed(old["side"], qty1)
+            new_id = next_revision(old["exec_id"])
+            position, avg, mark, unsettled = self._position(c, k.code)
+            if k.sec_type == "FUT":
+                # The fill's P&L so far is q x (mark - price): swap the old version for the new.
+                m = p1 if mark is None else mark
+                unsettled += (q1 * (m - p1) - q0 * (m - p0)) * k.multiplier
+            else:
+                self._move_cash(c, k.currency, -(q1 * p1 - q0 * p0) * k.multiplier,
+                                "correction", new_id)
+                if position != 0 and position + q1 - q0 != 0:
+                    avg = (avg * position + q1 * p1 - q0 * p0) / (position + q1 - q0)
+            self._save_position(c, k.code, position + q1 - q0, avg, mark, unsettled)
+            c0, c1 = Decimal(old["commission"]), self._rate(c, k.code) * qty1
+            self._move_cash(c, k.currency, c0 - c1, "correction", new_id)
+            c.execute("UPDATE executions SET superseded = 1 WHERE seq = ?", (old["seq"],))
+            c.execute("INSERT INTO executions (exec_id, base_id, order_id, perm_id, order_ref,"
+                      " code, side, quantity, price, at, commission) "
+                      "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                      (new_id, base, old["order_id"], old["perm_id"], old["order_ref"], k.code,
+                       old["side"], str(qty1), str(p1), _ts(self._now(c)), str(c1)))
+            return self._execution(c, new_id)
+
+    def positions(self) -> list[BrokerPosition]:
+        """Non-zero positions; avg_cost as IB reports it (price x multiplier for futures)."""
+        with self._tx() as c:
+            return self._positions(c)
+
+    def _positions(self, c) -> list[BrokerPosition]:
+        out = []
+        for r in c.execute("SELECT * FROM positions ORDER BY code").fetchall():
+            if Decimal(r["quantity"]) != 0:
+                k = self._known(c, r["code"])
+                out.append(BrokerPosition(self.account, k, Decimal(r["quantity"]),
+                                          Decimal(r["avg_price"]) * k.multiplier))
+        return out
+
+    def cash(self) -> dict[str, Decimal]:
+        with self._tx() as c:
+            return self._cash(c)
+
+    @staticmethod
+    def _cash(c) -> dict[str, Decimal]:
+        return {r[0]: Decimal(r[1]) for r in c.execute("SELECT * FROM cash ORDER BY currency")}
+
+    def cash_journal(self) -> list[tuple[dt.datetime, str, Decimal, str, str]]:
+        """Every cash movement: (time, currency, amount, kind, reference)."""
+        with self._tx() as c:
+            return [(_parse_ts(r["at"]), r["currency"], Decimal(r["amount"]), r["kind"],
+                     r["ref"]) for r in c.execute("SELECT * FROM cash_journal ORDER BY seq")]
+
+    def unsettled_pnl(self, include_open: bool = False) -> dict[str, Decimal]:
+        """Futures P&L booked at fills but not yet settled into cash, per currency.
+        With include_open, also the open positions marked to the current price (closer to
+        IB's real-time FuturesPNL; the ledger books neither until a fill or a settlement)."""
+        with self._tx() as c:
+            return self._unsettled(c, include_open)
+
+    def _unsettled(self, c, include_open: bool = False) -> dict[str, Decimal]:
+        out: dict[str, Decimal] = {}
+        for r in c.execute("SELECT * FROM positions ORDER BY code").fetchall():
+            k = self._known(c, r["code"])
+            if k.sec_type != "FUT":
+                continue
+            amount = Decimal(r["unsettled"])
+            price = self._price(c, k.code)
+            if include_open and price is not None:
+                amount += variation(Decimal(r["quantity"]), _dec(r["mark"]), price, k.multiplier)
+            out[k.currency] = out.get(k.currency, ZERO) + amount
+        return out
+
+    def snapshot(self) -> AccountSnapshot:
+        """Positions, cash, open orders and unsettled futures P&L, read in one transaction."""
+        with self._tx() as c:
+            opened = c.execute("SELECT * FROM orders WHERE status = 'Submitted' "
+                               "ORDER BY order_id").fetchall()
+            return AccountSnapshot(
+                account=self.account, taken_at=self._now(c), positions=tuple(self._positions(c)),
+                cash=tuple(self._cash(c).items()),
+                open_orders=tuple(_status_record(o) for o in opened),
+                unsettled_pnl=tuple(sorted(self._unsettled(c).items())))
+
+    # -- faults --
+
+    def _add_fault(self, kind: str, arg: dict, remaining: int = 1) -> None:
+        if remaining < 1:
+            raise ValueError("a fault must apply at least once")
+        with self._tx() as c:
+            c.execute("INSERT INTO faults (kind, arg, remaining) VALUES (?, ?, ?)",
+                      (kind, json.dumps(arg), remaining))
+
+    def _take_fault(self, c, *kinds: str) -> dict | None:
+        """Consume one use of the oldest pending fault of these kinds."""
+        marks = ",".join("?" * len(kinds))
+        r = c.execute(f"SELECT * FROM faults WHERE kind IN ({marks}) ORDER BY id LIMIT 1",
+                      kinds).fetchone()
+        if r is None:
+            return None
+        if r["remaining"] <= 1:
+            c.execute("DELETE FROM faults WHERE id = ?", (r["id"],))
+        else:
+            c.execute("UPDATE faults SET remaining = remaining - 1 WHERE id = ?", (r["id"],))
+        return {"kind": r["kind"], **json.loads(r["arg"])}
+
+    def fault_partial_fill(self, ratio: Decimal | None = None, qty: Decimal | None = None) -> None:
+        """The next accepted order fills only `qty` (or floor(quantity x ratio)) and the rest
+        rests, held, until cancel_order or release_order."""
+        if (ratio is None) == (qty is None):
+            raise ValueError("give exactly one of ratio or qty")
+        self._add_fault("partial_fill", {"ratio": str(ratio)} if qty is None
+                        else {"qty": str(qty)})
+
+    def fault_duplicate_executions(self, n_calls: int = 1) -> None:
+        """The next n executions() calls report every execution twice."""
+        self._add_fault("duplicate_executions", {}, n_calls)
+
+    def fault_late_commission(self, n_polls: int = 1) -> None:
+        """Every fill of the next order (or external trade) reports commission None for the
+        next n_polls executions() calls, then the real amount."""
+        self._add_fault("late_commission", {"n_polls": int(n_polls)})
+
+    def fault_disconnect(self, n_calls: int = 1) -> None:
+        """The next n broker calls (connect included) fail with BrokerDisconnected, undone."""
+        self._add_fault("disconnect", {}, n_calls)
+
+    def fault_lost_reply(self, n_calls: int = 1) -> None:
+        """The next n broker calls are carried out, then fail with BrokerDisconnected: the
+        request reached the exchange but its answer was lost."""
+        self._add_fault("lost_reply", {}, n_calls)
+
+    def take_call_fault(self) -> str | None:
+        """For broker faces: consume one disconnect or lost-reply fault, returning its kind."""
+        with self._tx() as c:
+            f = self._take_fault(c, "disconnect", "lost_reply")
+            return None if f is None else f["kind"]
+
+    def disconnect_pending(self) -> bool:
+        with self._tx() as c:
+            return c.execute("SELECT 1 FROM faults WHERE kind = 'disconnect'").fetchone() \
+                is not None
+
+    def pending_faults(self) -> list[tuple[str, dict, int]]:
+        with self._tx() as c:
+            return [(r["kind"], json.loads(r["arg"]), r["remaining"])
+                    for r in c.execute("SELECT * FROM faults ORDER BY id")]
+
+
+def _validate(r: OrderRequest) -> None:
+    """Refuse what no exchange would accept, before anything is stored."""
+    if r.side not in SIDES:
+        raise BrokerError(f"unknown side {r.side!r}")
+    if not isinstance(r.quantity, Decimal) or r.quantity <= 0:
+        raise BrokerError(f"order quantity must be a positive Decimal, not {r.quantity!r}")
+    if r.order_type == LIMIT and r.limit_price is None:
+        raise BrokerError("a limit order needs a limit price")
+    if r.order_type not in (MARKET, LIMIT):
+        raise BrokerError(f"unsupported order type {r.order_type!r}")
+
+
+def _status_record(o: sqlite3.Row) -> OrderStatus:
+    return OrderStatus(
+        order_ref=o["order_ref"], broker_order_id=o["order_id"], perm_id=o["perm_id"],
+        contract_code=o["code"], side=o["side"], quantity=Decimal(o["quantity"]),
+        filled=Decimal(o["filled"]), status=o["status"], reason=o["reason"])
