@@ -1,0 +1,351 @@
+"""Prices: daily closes per instrument, settlement prices per contract, FX rates to the base currency.
+
+Three kinds of fact, each one row per key, stored as exact nano-units (`ledger/numbers.py`):
+
+    price_bar   (instrument, date) -> close    the instrument's daily close, for signals and sizing
+    settlement  (contract, date)   -> price    a futures contract's daily settlement, for marks
+    fx_rate     (currency, date)   -> rate     base-currency units per one unit of `currency`
+
+They come in as CSV files whose header says which kind they are:
+
+    date,instrument,close      e.g. 2026-11-27,SPY,601.25
+    date,contract,settle       e.g. 2026-11-27,MBTZ26,97012.5
+    date,currency,rate         e.g. 2026-11-27,EUR,1.0571
+
+An import is all or nothing. Parsing (`parse_prices_csv`) is a pure function of the text and the
+trading configuration: every row is checked (ISO date, a configured instrument or a contract of a
+configured future, a finite number with at most nine decimals, a positive price for shares, a
+positive FX rate) and every bad row is reported with its line number. Only a file without a
+single bad row reaches the database, in one transaction. Re-importing the same rows is a no-op;
+a row that would change a stored value is a conflict, unless `replace=True`.
+
+Futures may have zero or negative prices (spreads; WTI crude in April 2020), shares may not.
+
+Queries read as of a date (`on`, inclusive; default: everything). A missing FX rate is an error
+naming the currency, never an assumed 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+
+from tradeledger.engine.config import TradingConfig, instrument_of_contract, parse_trading_config
+from tradeledger.engine.tables import fx_rate as fx_table, price_bar, settlement
+from tradeledger.ledger.db import read_connection
+from tradeledger.ledger.numbers import NumberError, from_scaled, to_decimal, to_scaled
+
+KINDS = {
+    ("date", "instrument", "close"): "price",
+    ("date", "contract", "settle"): "settlement",
+    ("date", "currency", "rate"): "fx",
+}
+_TABLES = {"price": (price_bar, "instrument", "close"), "settlement": (settlement, "contract", "price"),
+           "fx": (fx_table, "currency", "rate")}
+
+
+class PriceError(ValueError):
+    """Missing or unusable price data; the message names what is missing."""
+
+
+class CsvImportError(ValueError):
+    """A file with bad rows: nothing of it was stored. `problems` lists (line, message)."""
+
+    def __init__(self, source: str, problems: list[tuple[int, str]]):
+        self.source, self.problems = source, problems
+        shown = "; ".join(f"line {line}: {msg}" for line, msg in problems[:20])
+        more = f"; ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__(f"{source}: {len(problems)} bad row(s), nothing stored: {shown}{more}")
+
+
+@dataclass(frozen=True)
+class PriceRow:
+    line: int
+    date: dt.date
+    key: str  # instrument, contract or currency
+    value: Decimal
+
+
+@dataclass(frozen=True)
+class ParsedImport:
+    kind: str  # price | settlement | fx
+    rows: tuple[PriceRow, ...]
+
+
+@dataclass
+class ImportReport:
+    """What an import did. `conflicts` is non-empty only in a report for a refused import."""
+
+    source: str
+    kind: str
+    rows: int = 0
+    inserted: int = 0
+    unchanged: int = 0
+    replaced: int = 0
+    conflicts: list[tuple[int, str]] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {"source": self.source, "kind": self.kind, "rows": self.rows, "inserted": self.inserted,
+                "unchanged": self.unchanged, "replaced": self.replaced}
+
+
+# -- parsing (pure) -----------------------------------------------------------------------------
+
+
+def parse_date(text: str) -> dt.date:
+    text = (text or "").strip()
+    try:
+        if len(text) != 10:
+            raise ValueError
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"date {text!r} is not YYYY-MM-DD") from None
+
+
+def parse_number(text: str, what: str) -> Decimal:
+    """A finite decimal storable exactly; NaN, inf and over-precise numbers are refused."""
+    try:
+        number = to_decimal((text or "").strip(), what)
+        to_scaled(number, what)
+    except NumberError as exc:
+        raise ValueError(str(exc)) from None
+    return number
+
+
+def read_csv_rows(text: str, source: str) -> tuple[tuple[str, ...], list[tuple[int, list[str]]]]:
+    """The lower-cased header and the non-blank data rows with their line numbers."""
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+    header: tuple[str, ...] | None = None
+    rows: list[tuple[int, list[str]]] = []
+    for fields in reader:
+        if not any(f.strip() for f in fields):
+            continue
+        if header is None:
+            header = tuple(f.strip().lower() for f in fields)
+            continue
+        rows.append((reader.line_num, fields))
+    if header is None:
+        raise CsvImportError(source, [(1, "empty file: expected a header line")])
+    return header, rows
+
+
+def parse_prices_csv(text: str, config: TradingConfig, base_currency: str,
+                     source: str = "<csv>") -> ParsedImport:
+    """Validate a whole price file against the configuration; raise CsvImportError listing bad rows."""
+    header, raw_rows = read_csv_rows(text, source)
+    kind = KINDS.get(header)
+    if kind is None:
+        expected = " or ".join(",".join(h) for h in KINDS)
+        raise CsvImportError(source, [(1, f"header {','.join(header)!r} is not one of: {expected}")])
+    problems: list[tuple[int, str]] = []
+    rows: list[PriceRow] = []
+    seen: dict[tuple[str, dt.date], PriceRow] = {}
+    for line, fields in raw_rows:
+        try:
+            if len(fields) != 3:
+                raise ValueError(f"expected 3 fields, found {len(fields)}")
+            date = parse_date(fields[0])
+            key = fields[1].strip()
+            value = _check_value(kind, key, fields[2], config, base_currency)
+        except ValueError as exc:
+            problems.append((line, str(exc)))
+            continue
+        row = PriceRow(line, date, key, value)
+        earlier = seen.get((key, date))
+        if earlier is not None:
+            if earlier.value != value:
+                problems.append((line, f"{key} {date} already given as {earlier.value} on line {earlier.line}"))
+            continue
+        seen[(key, date)] = row
+        rows.append(row)
+    if problems:
+        raise CsvImportError(source, problems)
+    return ParsedImport(kind, tuple(rows))
+
+
+def _check_value(kind: str, key: str, text: str, config: TradingConfig, base: str) -> Decimal:
+    if kind == "price":
+        instrument = config.instruments.get(key)
+        if instrument is None:
+            raise ValueError(f"unknown instrument {key!r}")
+        value = parse_number(text, f"{key} close")
+        if value <= 0 and not instrument.is_future:
+            raise ValueError(f"{key} close {value}: a share price must be positive")
+        return value
+    if kind == "settlement":
+        instrument = instrument_of_contract(config, key)
+        if instrument is None or not instrument.is_future:
+            raise ValueError(f"{key!r} is not a contract of a configured future")
+        if key[-3] not in instrument.expiry_months:
+            raise ValueError(f"{key}: {instrument.name} has no contract in month {key[-3]} "
+                             f"(its months: {instrument.expiry_months})")
+        return parse_number(text, f"{key} settle")  # futures may settle at or below zero
+    currency = key.upper()
+    if len(currency) != 3 or not currency.isalpha() or currency != key:
+        raise ValueError(f"currency {key!r} is not a 3-letter upper-case code")
+    if currency == base:
+        raise ValueError(f"{currency} is the base currency: its rate is always 1")
+    value = parse_number(text, f"{currency} rate")
+    if value <= 0:
+        raise ValueError(f"{currency} rate {value}: an FX rate must be positive")
+    return value
+
+
+# -- storing --------------------------------------------------------------------------------------
+
+
+def trading_config(env) -> TradingConfig:
+    return parse_trading_config(env.settings.raw)
+
+
+def import_prices_csv(env, path: str | Path, replace: bool = False) -> ImportReport:
+    """Import one price/settlement/FX file, all or nothing (see the module docstring)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CsvImportError(str(path), [(1, "not a UTF-8 text file")]) from None
+    parsed = parse_prices_csv(text, trading_config(env), env.settings.base_currency, str(path))
+    return store_rows(env, parsed, str(path), replace)
+
+
+def store_rows(env, parsed: ParsedImport, source: str, replace: bool = False) -> ImportReport:
+    table, key_col, value_col = _TABLES[parsed.kind]
+    report = ImportReport(source, parsed.kind, rows=len(parsed.rows))
+    with env.engine.begin() as conn:
+        existing = _existing(conn, table, key_col, value_col, {r.key for r in parsed.rows})
+        inserts, updates = [], []
+        for row in parsed.rows:
+            scaled = to_scaled(row.value)
+            old = existing.get((row.key, row.date.isoformat()))
+            if old is None:
+                inserts.append({key_col: row.key, "date": row.date.isoformat(), value_col: scaled})
+            elif old == scaled:
+                report.unchanged += 1
+            elif replace:
+                updates.append((row, scaled))
+            else:
+                report.conflicts.append((row.line, f"{row.key} {row.date} is stored as {from_scaled(old)}, "
+                                                   f"the file says {row.value} (use --replace)"))
+        if report.conflicts:
+            raise CsvImportError(source, report.conflicts)  # rolls the transaction back
+        if inserts:
+            conn.execute(table.insert(), inserts)
+        for row, scaled in updates:
+            conn.execute(table.update().where(table.c[key_col] == row.key,
+                                              table.c.date == row.date.isoformat()).values({value_col: scaled}))
+        report.inserted, report.replaced = len(inserts), len(updates)
+    return report
+
+
+def _existing(conn, table, key_col, value_col, keys: set[str]) -> dict[tuple[str, str], int]:
+    result = {}
+    keys_list = sorted(keys)
+    for i in range(0, len(keys_list), 500):
+        chunk = keys_list[i:i + 500]
+        query = sa.select(table.c[key_col], table.c.date, table.c[value_col]).where(table.c[key_col].in_(chunk))
+        result.update({(k, d): v for k, d, v in conn.execute(query)})
+    return result
+
+
+# -- queries ----------------------------------------------------------------------------------------
+
+
+class _reader:
+    """The caller's connection, or a read-only one of our own."""
+
+    def __init__(self, env, conn):
+        self.env, self.conn, self.own = env, conn, None
+
+    def __enter__(self):
+        if self.conn is not None:
+            return self.conn
+        self.own = read_connection(self.env.engine)
+        return self.own.__enter__()
+
+    def __exit__(self, *exc):
+        if self.own is not None:
+            return self.own.__exit__(*exc)
+        return False
+
+
+def price_history(env, instrument: str, on: dt.date | None = None, conn=None) -> pd.Series:
+    """Daily closes up to `on` as floats (analysis data for signals), indexed by date; may be empty."""
+    query = sa.select(price_bar.c.date, price_bar.c.close).where(price_bar.c.instrument == instrument)
+    if on is not None:
+        query = query.where(price_bar.c.date <= on.isoformat())
+    with _reader(env, conn) as c:
+        rows = c.execute(query.order_by(price_bar.c.date)).all()
+    index = pd.DatetimeIndex([pd.Timestamp(d) for d, _ in rows], name="date")
+    return pd.Series([v / 1e9 for _, v in rows], index=index, name=instrument, dtype=float)
+
+
+def price_histories(env, instruments, on: dt.date | None = None, conn=None) -> dict[str, pd.Series]:
+    """`price_history` for many instruments in one query."""
+    names = sorted(set(instruments))
+    query = sa.select(price_bar.c.instrument, price_bar.c.date, price_bar.c.close)
+    if on is not None:
+        query = query.where(price_bar.c.date <= on.isoformat())
+    grouped: dict[str, list] = {n: [] for n in names}
+    with _reader(env, conn) as c:
+        for i in range(0, len(names), 500):
+            chunk = names[i:i + 500]
+            for name, d, v in c.execute(query.where(price_bar.c.instrument.in_(chunk))
+                                        .order_by(price_bar.c.instrument, price_bar.c.date)):
+                grouped[name].append((d, v))
+    return {n: pd.Series([v / 1e9 for _, v in rows], index=pd.DatetimeIndex([pd.Timestamp(d) for d, _ in rows],
+                                                                               name="date"), name=n, dtype=float)
+            for n, rows in grouped.items()}
+
+
+def _latest(env, table, key_col, value_col, key: str, on: dt.date | None, conn) -> tuple[dt.date, Decimal] | None:
+    query = sa.select(table.c.date, table.c[value_col]).where(table.c[key_col] == key)
+    if on is not None:
+        query = query.where(table.c.date <= on.isoformat())
+    with _reader(env, conn) as c:
+        row = c.execute(query.order_by(table.c.date.desc()).limit(1)).first()
+    return None if row is None else (dt.date.fromisoformat(row[0]), from_scaled(row[1]))
+
+
+def _when(on: dt.date | None) -> str:
+    return f" on or before {on.isoformat()}" if on else ""
+
+
+def latest_price(env, instrument: str, on: dt.date | None = None, conn=None) -> tuple[dt.date, Decimal]:
+    """The latest close of an instrument (exact) on or before `on`."""
+    found = _latest(env, price_bar, "instrument", "close", instrument, on, conn)
+    if found is None:
+        raise PriceError(f"no price for instrument {instrument}{_when(on)}: import one with `tradeledger data import`")
+    return found
+
+
+def latest_settlement(env, contract: str, on: dt.date | None = None, conn=None) -> tuple[dt.date, Decimal]:
+    """The latest settlement price of a futures contract on or before `on`."""
+    found = _latest(env, settlement, "contract", "price", contract, on, conn)
+    if found is None:
+        raise PriceError(f"no settlement price for contract {contract}{_when(on)}")
+    return found
+
+
+def fx_rate_on(env, currency: str, on: dt.date | None = None, conn=None) -> tuple[dt.date | None, Decimal]:
+    """(date of the rate, base-currency units per one `currency`); (None, 1) for the base currency."""
+    currency = currency.upper()
+    if currency == env.settings.base_currency:
+        return None, Decimal(1)
+    found = _latest(env, fx_table, "currency", "rate", currency, on, conn)
+    if found is None:
+        raise PriceError(f"no FX rate for {currency} to {env.settings.base_currency}{_when(on)}: "
+                         f"import one (CSV header date,currency,rate)")
+    return found
+
+
+def fx_rate(env, currency: str, on: dt.date | None = None, conn=None) -> Decimal:
+    """Base-currency units per one unit of `currency`; 1 for the base currency; never assumed."""
+    return fx_rate_on(env, currency, on, conn)[1]
