@@ -1,0 +1,475 @@
+"""Target runs: every (strategy, instrument) sized by volatility targeting, persisted for review.
+
+A run is computed as of a date from facts already stored (prices, FX, forecasts) and the ledger's
+positions, and written in one database transaction as an immutable snapshot:
+
+    target_run   id, created_at, as_of, state, review fields, inputs (JSON: everything used)
+    target_line  (run, strategy, instrument) -> execution contract, current, target,
+                 explain (JSON: every figure the target came from)
+
+For each strategy and each of its signal instruments (`engine/sizing.py` has the formulas):
+
+* forecast: the latest on or before `as_of` (engine/forecasts.py; an import beats a computation);
+* execution instrument: the signal instrument's mapping (`[mappings] BTC = "MBT"`), else itself;
+  the contract traded is its current contract on `as_of` (engine/config.py);
+* price, multiplier, currency and FX are the *execution* instrument's: its latest close (for a
+  future without closes, its current contract's latest settlement), FX to the base currency;
+* volatility: the daily standard deviation of price changes, estimated RiskMetrics-style as
+  the root of an exponentially weighted mean (span 35) of squared daily differences of the
+  execution instrument's closes. If the execution instrument has fewer than MIN_VOL_PRICES
+  closes, the signal instrument's percentage returns are used instead, scaled to the execution
+  price (vol% x |execution price|): a micro contract moves like its underlying;
+* current: the strategy's ledger position in the contract
+  (`Assets:Broker:<acct>:Strategy:<component>`, commodity = contract code);
+* capital, buffer fraction from `[portfolio]`; capital share, risk target, instrument weight and
+  IDM from the strategy.
+
+Anything missing (a price, a forecast, an FX rate, enough history) is an error naming every
+missing piece, and nothing is stored.
+
+Review: a run is `pending` until reviewed once, to `approved` or `rejected`. Derived from the
+clock and the newer runs, a run is also `superseded` (a newer run exists) or `expired` (older than
+`portfolio.max_run_age_hours`). Only an approved run that is neither can be executed
+(`executable_run`): execution always works from the approved snapshot, never a recomputation.
+
+Also here: the instrument table and `set_mapping`, which edits `[mappings]` in config.toml.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+import pandas as pd
+import sqlalchemy as sa
+
+from tradeledger.engine.config import (
+    Instrument, TradingConfig, current_contract, instrument_of_contract, parse_trading_config,
+)
+from tradeledger.engine.environment import ConfigError
+from tradeledger.engine.forecasts import Forecast, resolve_forecasts
+from tradeledger.engine.prices import (
+    PriceError, _reader, fx_rate_on, latest_price, latest_settlement, price_histories, trading_config,
+)
+from tradeledger.engine.sizing import SizingInput, SizingResult, size_position
+from tradeledger.engine.tables import target_line, target_run
+from tradeledger.ledger.numbers import from_scaled, plain, to_scaled
+from tradeledger.ledger.store import fmt_ts, parse_ts
+
+UTC = dt.timezone.utc
+VOL_SPAN = 35
+MIN_VOL_PRICES = 10
+PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
+
+
+class TargetError(ValueError):
+    """A run that cannot be computed, reviewed or executed; the message says why."""
+
+
+# -- volatility (pure) --------------------------------------------------------------------------
+
+
+def daily_price_vol(prices: pd.Series, span: int = VOL_SPAN) -> float:
+    """sqrt(EWMA(span) of squared daily price differences): zero-mean, as RiskMetrics."""
+    diffs = prices.dropna().diff().dropna()
+    return math.sqrt(float((diffs ** 2).ewm(span=span).mean().iloc[-1])) if len(diffs) else math.nan
+
+
+def daily_return_vol(prices: pd.Series, span: int = VOL_SPAN) -> float:
+    """The same estimator over percentage returns (a fraction: 0.02 is 2% a day)."""
+    prices = prices.dropna()
+    if (prices <= 0).any():
+        return math.nan
+    returns = prices.pct_change().dropna()
+    return math.sqrt(float((returns ** 2).ewm(span=span).mean().iloc[-1])) if len(returns) else math.nan
+
+
+def to_dec(value: float, what: str) -> Decimal:
+    if not math.isfinite(value):
+        raise TargetError(f"{what} is not a finite number")
+    return plain(Decimal(format(value, ".9f")))
+
+
+def execution_vol(exec_name: str, exec_hist: pd.Series, signal_name: str, signal_hist: pd.Series,
+                  price: Decimal) -> tuple[Decimal, str]:
+    """The execution instrument's daily price volatility, and where it came from."""
+    if len(exec_hist.dropna()) >= MIN_VOL_PRICES:
+        return to_dec(daily_price_vol(exec_hist), f"volatility of {exec_name}"), f"{exec_name} closes"
+    if signal_name != exec_name and len(signal_hist.dropna()) >= MIN_VOL_PRICES:
+        pct = to_dec(daily_return_vol(signal_hist), f"return volatility of {signal_name} (prices must be > 0)")
+        return plain(pct * abs(price)), f"{signal_name} returns x {exec_name} price"
+    names = exec_name if signal_name == exec_name else f"{exec_name} or {signal_name}"
+    raise TargetError(f"not enough price history for the volatility of {names} (need {MIN_VOL_PRICES} closes)")
+
+
+# -- records ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetLine:
+    run_id: int
+    strategy: str  # the configured strategy name (its account component is explain["account"])
+    instrument: str  # the signal instrument
+    contract: str  # the execution contract code
+    current: Decimal
+    target: Decimal
+    explain: dict
+
+    @property
+    def change(self) -> Decimal:
+        return self.target - self.current
+
+    def as_json(self) -> dict:
+        return {"strategy": self.strategy, "instrument": self.instrument, "contract": self.contract,
+                "current": self.current, "target": self.target, "change": self.change, "explain": self.explain}
+
+
+@dataclass(frozen=True)
+class TargetRun:
+    id: int
+    created_at: dt.datetime
+    as_of: dt.date
+    state: str
+    status: str  # state, or superseded / expired as derived
+    reviewed_at: dt.datetime | None
+    reviewed_by: str | None
+    review_note: str | None
+    inputs: dict
+    lines: tuple[TargetLine, ...] = ()
+
+    def as_json(self, with_lines: bool = True) -> dict:
+        data = {"id": self.id, "created_at": self.created_at.isoformat(), "as_of": self.as_of.isoformat(),
+                "state": self.state, "status": self.status,
+                "reviewed_at": self.reviewed_at.isoformat() if self.reviewed_at else None,
+                "reviewed_by": self.reviewed_by, "review_note": self.review_note}
+        if with_lines:
+            data["inputs"] = self.inputs
+            data["lines"] = [line.as_json() for line in self.lines]
+        return data
+
+
+def run_status(state: str, created_at: dt.datetime, superseded: bool, now: dt.datetime,
+               max_age_hours: Decimal) -> str:
+    """rejected stays rejected; otherwise superseded, then expired, win over the review state."""
+    if state == REJECTED:
+        return REJECTED
+    if superseded:
+        return "superseded"
+    if now - created_at > dt.timedelta(hours=float(max_age_hours)):
+        return "expired"
+    return state
+
+
+# -- computing ------------------------------------------------------------------------------------
+
+
+def _num(value: Decimal | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        value = value.quantize(Decimal("1e-9"))
+    except InvalidOperation:
+        pass
+    return format(plain(value), "f")
+
+
+def explain_line(result: SizingResult, extra: dict) -> dict:
+    """Every figure of one sizing, as exact decimal strings."""
+    inp = result.inputs
+    figures = {
+        "forecast": result.forecast, "price": inp.price, "multiplier": inp.multiplier, "fx_rate": inp.fx_rate,
+        "volatility": inp.daily_price_vol, "price_vol_pct": result.price_vol_pct, "capital": inp.capital,
+        "capital_share": inp.capital_share, "risk_target": inp.annual_risk_target,
+        "instrument_weight": inp.instrument_weight, "idm": inp.idm, "buffer_fraction": inp.buffer_fraction,
+        "daily_cash_vol_target": result.daily_cash_vol_target, "value_vol": result.value_vol,
+        "vol_scalar": result.vol_scalar, "subsystem_position": result.subsystem_position,
+        "average_position": result.average_position, "unrounded_target": result.unrounded_target,
+        "buffer_width": result.buffer_width, "buffer_lower": result.buffer_lower,
+        "buffer_upper": result.buffer_upper, "current": inp.current, "target": result.target,
+        "change": result.change, "contract_notional": result.contract_notional,
+        "notional_exposure": result.notional_exposure,
+    }
+    return {**extra, **{k: _num(v) for k, v in figures.items()}, "within_buffer": result.within_buffer}
+
+
+def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = None) -> int:
+    """Size every (strategy, instrument) and persist the run (pending); return its id."""
+    now = now or dt.datetime.now(UTC)
+    as_of = as_of or now.date()
+    config = trading_config(env)
+    if not config.strategies:
+        raise TargetError("no strategies configured: add [strategies.NAME] tables to config.toml")
+    chart, base = env.chart, env.settings.base_currency
+    with env.engine.begin() as conn:  # reads and writes in one transaction: a consistent snapshot
+        names = {i for s in config.strategies.values() for i, _ in s.instruments}
+        names |= {config.execution_instrument(i).name for i in names}
+        histories = price_histories(env, names, as_of, conn)
+        forecasts, missing = resolve_forecasts(env, config, as_of, conn, histories)
+        positions = env.ledger.positions(conn=conn)
+        problems = [f"no forecast: {reason}" for reason in missing.values()]
+        prices, fxs, rows, seen = {}, {}, [], {}
+        for strategy in config.strategies.values():
+            for signal, weight in strategy.instruments:
+                execution = config.execution_instrument(signal)
+                contract = current_contract(execution, as_of)
+                clash = seen.setdefault((strategy.name, contract.code), signal)
+                if clash != signal:
+                    problems.append(f"strategy {strategy.name}: {clash} and {signal} both execute in {contract.code}")
+                    continue
+                forecast = forecasts.get((strategy.name, signal))
+                try:
+                    if execution.name not in prices:
+                        prices[execution.name] = _execution_price(env, execution, contract.code, as_of, conn)
+                    p_date, price, p_source = prices[execution.name]
+                    if execution.currency not in fxs:
+                        fxs[execution.currency] = fx_rate_on(env, execution.currency, as_of, conn)
+                    fx_date, fx = fxs[execution.currency]
+                    vol, vol_source = execution_vol(execution.name, histories.get(execution.name, pd.Series(dtype=float)),
+                                                    signal, histories.get(signal, pd.Series(dtype=float)), price)
+                except (PriceError, TargetError) as exc:
+                    problems.append(f"{strategy.name}/{signal}: {exc}")
+                    continue
+                if forecast is None:
+                    continue
+                account = chart.holdings(strategy.account_name)
+                current = positions.get((account, contract.code), Decimal(0))
+                try:
+                    result = size_position(SizingInput(
+                        capital=config.capital, capital_share=strategy.capital_share,
+                        annual_risk_target=strategy.risk_target, instrument_weight=weight, idm=strategy.idm,
+                        forecast=float(forecast.value), price=price, multiplier=execution.multiplier,
+                        fx_rate=fx, daily_price_vol=vol, buffer_fraction=config.buffer_fraction,
+                        current=current, allow_nonpositive_price=execution.is_future))
+                except ValueError as exc:
+                    problems.append(f"{strategy.name}/{signal}: {exc}")
+                    continue
+                explain = explain_line(result, {
+                    "strategy": strategy.name, "account": strategy.account_name, "holdings_account": account,
+                    "signal_instrument": signal, "execution_instrument": execution.name,
+                    "contract": contract.code, "currency": execution.currency, "base_currency": base,
+                    "forecast_date": forecast.date.isoformat(), "forecast_source": forecast.source,
+                    "rule_forecasts": dict(forecast.rules), "price_date": p_date.isoformat(),
+                    "price_source": p_source, "fx_date": fx_date.isoformat() if fx_date else None,
+                    "volatility_source": vol_source,
+                })
+                rows.append({"strategy": strategy.name, "instrument": signal, "contract": contract.code,
+                             "current": to_scaled(current), "target": to_scaled(result.target),
+                             "explain": json.dumps(explain, sort_keys=True)})
+        if problems:
+            raise TargetError("cannot compute targets, nothing stored: " + "; ".join(problems))
+        inputs = _inputs(config, as_of, base, prices, fxs, forecasts)
+        run_id = conn.execute(target_run.insert().values(
+            created_at=fmt_ts(now), as_of=as_of.isoformat(), state=PENDING, inputs=json.dumps(inputs, sort_keys=True),
+        )).inserted_primary_key[0]
+        if rows:
+            conn.execute(target_line.insert(), [{"run_id": run_id, **row} for row in rows])
+    return int(run_id)
+
+
+def _execution_price(env, instrument: Instrument, contract: str, as_of: dt.date, conn) -> tuple[dt.date, Decimal, str]:
+    try:
+        date, price = latest_price(env, instrument.name, as_of, conn)
+        return date, price, f"{instrument.name} close"
+    except PriceError:
+        if not instrument.is_future:
+            raise
+    try:
+        date, price = latest_settlement(env, contract, as_of, conn)
+    except PriceError:
+        raise PriceError(f"no price for {instrument.name} (no close, no settlement of {contract}) "
+                         f"on or before {as_of}") from None
+    return date, price, f"{contract} settlement"
+
+
+def _inputs(config: TradingConfig, as_of: dt.date, base: str, prices, fxs, forecasts: dict[tuple, Forecast]) -> dict:
+    s = str
+    return {
+        "as_of": as_of.isoformat(), "base_currency": base, "capital": s(config.capital),
+        "buffer_fraction": s(config.buffer_fraction), "max_run_age_hours": s(config.max_run_age_hours),
+        "mappings": dict(config.mappings), "vol_span": VOL_SPAN, "min_vol_prices": MIN_VOL_PRICES,
+        "strategies": {n: {"account": st.account_name, "capital_share": s(st.capital_share),
+                           "risk_target": s(st.risk_target), "idm": s(st.idm), "fdm": s(st.fdm),
+                           "rules": {r: s(w) for r, w in st.rules}, "instruments": {i: s(w) for i, w in st.instruments}}
+                       for n, st in config.strategies.items()},
+        "instruments": {n: {"type": i.type, "currency": i.currency, "multiplier": s(i.multiplier)}
+                        for n, i in config.instruments.items() if n in prices},
+        "prices": {n: [d.isoformat(), s(p), src] for n, (d, p, src) in prices.items()},
+        "fx": {c: [d.isoformat() if d else None, s(r)] for c, (d, r) in fxs.items()},
+        "forecasts": {f"{k[0]}/{k[1]}": f.as_json() | {"forecast": s(f.value)} for k, f in forecasts.items()},
+    }
+
+
+# -- reading and reviewing --------------------------------------------------------------------------
+
+
+def _run(row, newest: int, now: dt.datetime, max_age: Decimal, lines=()) -> TargetRun:
+    created = parse_ts(row.created_at)
+    return TargetRun(
+        id=row.id, created_at=created, as_of=dt.date.fromisoformat(row.as_of), state=row.state,
+        status=run_status(row.state, created, row.id < newest, now, max_age),
+        reviewed_at=parse_ts(row.reviewed_at) if row.reviewed_at else None, reviewed_by=row.reviewed_by,
+        review_note=row.review_note, inputs=json.loads(row.inputs), lines=tuple(lines))
+
+
+def _line(row) -> TargetLine:
+    return TargetLine(row.run_id, row.strategy, row.instrument, row.contract, from_scaled(row.current),
+                      from_scaled(row.target), json.loads(row.explain))
+
+
+def list_runs(env, now: dt.datetime | None = None) -> list[TargetRun]:
+    """Every run, newest first, with its derived status (no lines)."""
+    now, max_age = now or dt.datetime.now(UTC), trading_config(env).max_run_age_hours
+    with _reader(env, None) as c:
+        rows = c.execute(sa.select(target_run).order_by(target_run.c.id.desc())).all()
+    newest = rows[0].id if rows else 0
+    return [_run(row, newest, now, max_age) for row in rows]
+
+
+def show_run(env, run_id: int, now: dt.datetime | None = None, conn=None) -> TargetRun:
+    """One run with its lines and derived status."""
+    now, max_age = now or dt.datetime.now(UTC), trading_config(env).max_run_age_hours
+    with _reader(env, conn) as c:
+        row = c.execute(sa.select(target_run).where(target_run.c.id == run_id)).first()
+        if row is None:
+            raise TargetError(f"no target run {run_id}")
+        newest = c.execute(sa.select(sa.func.max(target_run.c.id))).scalar()
+        lines = c.execute(sa.select(target_line).where(target_line.c.run_id == run_id)
+                          .order_by(target_line.c.strategy, target_line.c.instrument)).all()
+    return _run(row, newest, now, max_age, [_line(r) for r in lines])
+
+
+def _review(env, run_id: int, state: str, who: str, note: str | None, now: dt.datetime | None) -> TargetRun:
+    now = now or dt.datetime.now(UTC)
+    with env.engine.begin() as conn:
+        run = show_run(env, run_id, now, conn)
+        if run.state != PENDING:
+            raise TargetError(f"run {run_id} was already {run.state} by {run.reviewed_by} at "
+                              f"{run.reviewed_at:%Y-%m-%d %H:%M} UTC; a run is reviewed once")
+        if state == APPROVED and run.status != PENDING:
+            raise TargetError(f"run {run_id} is {run.status}: compute a new run and review that one")
+        conn.execute(target_run.update().where(target_run.c.id == run_id, target_run.c.state == PENDING).values(
+            state=state, reviewed_at=fmt_ts(now), reviewed_by=who or "unknown", review_note=note))
+        return show_run(env, run_id, now, conn)
+
+
+def approve_run(env, run_id: int, who: str, note: str | None = None, now: dt.datetime | None = None) -> TargetRun:
+    """pending -> approved, for a run that is neither superseded nor expired."""
+    return _review(env, run_id, APPROVED, who, note, now)
+
+
+def reject_run(env, run_id: int, who: str, note: str, now: dt.datetime | None = None) -> TargetRun:
+    """pending -> rejected; a reason is required."""
+    if not note or not note.strip():
+        raise TargetError("rejecting a run needs a note saying why")
+    return _review(env, run_id, REJECTED, who, note, now)
+
+
+def executable_run(env, run_id: int, now: dt.datetime | None = None, conn=None) -> tuple[TargetLine, ...]:
+    """The lines of an approved, current, unexpired run; otherwise an error saying why not."""
+    run = show_run(env, run_id, now, conn)
+    if run.status != APPROVED:
+        why = {PENDING: "is not approved yet (tradeledger targets approve)", REJECTED: "was rejected",
+               "superseded": "is superseded by a newer run", "expired": "is older than "
+               "portfolio.max_run_age_hours"}.get(run.status, f"is {run.status}")
+        raise TargetError(f"run {run_id} cannot be executed: it {why}")
+    return run.lines
+
+
+# -- instruments and mappings -----------------------------------------------------------------------
+
+
+def list_instruments(env, on: dt.date | None = None) -> list[dict]:
+    config = trading_config(env)
+    on = on or dt.datetime.now(UTC).date()
+    rows = []
+    for name, inst in sorted(config.instruments.items()):
+        try:
+            price_date, price = latest_price(env, name, on)
+        except PriceError:
+            price_date, price = None, None
+        rows.append({"name": name, "type": inst.type, "currency": inst.currency, "multiplier": inst.multiplier,
+                     "exchange": inst.exchange, "ib_symbol": inst.ib_symbol, "trading_class": inst.trading_class,
+                     "tick_size": inst.tick_size, "contract": current_contract(inst, on).code,
+                     "executes_in": config.mappings.get(name, name),
+                     "signalled_by": sorted(s for s, e in config.mappings.items() if e == name and s != name),
+                     "price": price, "price_date": price_date})
+    return rows
+
+
+@dataclass(frozen=True)
+class MappingChange:
+    signal: str
+    old: str
+    new: str
+    holders: tuple[tuple[str, str, Decimal], ...]  # (account, contract, qty) still in the old instrument
+
+
+_TABLE = re.compile(r"^\s*\[")
+_MAPPINGS = re.compile(r"^\s*\[\s*mappings\s*\]\s*(#.*)?$")
+
+
+def _toml_key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+
+
+def edit_mappings(text: str, signal: str, execution: str | None) -> str:
+    """config.toml text with `signal = "execution"` set in [mappings] (None removes it). Pure."""
+    lines = text.splitlines(keepends=True)
+    key = re.compile(r"^\s*(" + "|".join(re.escape(k) for k in {signal, json.dumps(signal), f"'{signal}'"}) + r")\s*=")
+    entry = None if execution is None else f"{_toml_key(signal)} = {json.dumps(execution)}\n"
+    start = next((i for i, line in enumerate(lines) if _MAPPINGS.match(line)), None)
+    if start is None:
+        if entry is None:
+            return text
+        sep = "" if not text or text.endswith("\n") else "\n"
+        return f"{text}{sep}\n[mappings]\n{entry}"
+    end = next((i for i in range(start + 1, len(lines)) if _TABLE.match(lines[i])), len(lines))
+    found = next((i for i in range(start + 1, end) if key.match(lines[i])), None)
+    if found is not None:
+        lines[found:found + 1] = [] if entry is None else [entry]
+    elif entry is not None:
+        last = max((i for i in range(start, end) if lines[i].strip()), default=start)
+        if not lines[last].endswith("\n"):
+            lines[last] += "\n"
+        lines.insert(last + 1, entry)
+    return "".join(lines)
+
+
+def set_mapping(env, signal: str, execution: str) -> MappingChange:
+    """Make `signal` execute in `execution` (the same name removes the mapping), editing config.toml."""
+    path = env.config_path
+    text = path.read_text(encoding="utf-8")
+    raw = tomllib.loads(text)
+    config = parse_trading_config(raw)
+    for name in (signal, execution):
+        if name not in config.instruments:
+            raise ConfigError(f"unknown instrument {name!r}; configured: {', '.join(sorted(config.instruments))}")
+    old = config.mappings.get(signal, signal)
+    new_text = edit_mappings(text, signal, None if execution == signal else execution)
+    new_raw = tomllib.loads(new_text)
+    expected = {k: v for k, v in raw.get("mappings", {}).items() if k != signal}
+    if execution != signal:
+        expected[signal] = execution
+    rest = {k: v for k, v in raw.items() if k != "mappings"}
+    if new_raw.get("mappings", {}) != expected or {k: v for k, v in new_raw.items() if k != "mappings"} != rest:
+        raise ConfigError(f"{path}: could not edit [mappings] safely; edit the file by hand")
+    parse_trading_config(new_raw)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(new_text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+    env.settings.raw["mappings"] = new_raw.get("mappings", {})
+    holders = ()
+    if old != execution:
+        old_inst = config.instruments[old]
+        holders = tuple((acct, com, qty) for (acct, com), qty in sorted(env.ledger.positions().items())
+                        if qty and instrument_of_contract(config, com) == old_inst)
+    return MappingChange(signal, old, execution, holders)
