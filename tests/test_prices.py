@@ -183,3 +183,21 @@ def test_imported_forecast_beats_computed(env, tmp_path):
     again = {(f.strategy, f.instrument): f for f in compute_forecasts(env)}
     assert again[("trend", "SPY")].value == D(-3)  # computing never overwrites an import
     assert stored_forecasts(env, None)[("trend", "SPY")].source == "import"
+
+
+def test_plugin_rule_from_config(tmp_path, monkeypatch):
+    (tmp_path / "my_rules.py").write_text("def always_five(prices):\n    return prices * 0 + 5.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = CONFIG.replace("rules = { ewmac_4_16 = 1 }", "rules = { constant = 0.5, ewmac_4_16 = 0.5 }\nfdm = 1.2") \
+        + '\n[rules]\nconstant = "my_rules:always_five"\n'
+    init_environment(tmp_path, "paper", "sim", None, config_extra=config)
+    env = open_environment(tmp_path, "paper")
+    rows = ["date,instrument,close"] + [f"{dt.date(2026, 1, 1) + dt.timedelta(days=i)},{n},{p + i + i % 3}"
+                                       for i in range(40) for n, p in (("SPY", 500), ("CL", 70))]
+    import_prices_csv(env, write(tmp_path, "p.csv", "\n".join(rows) + "\n"))
+    spy = {f.instrument: f for f in compute_forecasts(env)}["SPY"]
+    rules = dict(spy.rules)
+    assert rules["constant"] == 5.0
+    # combined = fdm * (0.5 * 5 + 0.5 * ewmac), capped at 20, rounded to 6 decimals
+    expected = min(20.0, 1.2 * (0.5 * 5.0 + 0.5 * rules["ewmac_4_16"]))
+    assert spy.value == D(format(round(expected, 6), ".6f"))

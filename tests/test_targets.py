@@ -264,3 +264,28 @@ def test_edit_mappings_pure():
     assert edit_mappings(text, "ES", None) == '[mappings]\nBTC = "MBT"  # micro\n\n[b]\ny = 2\n'
     assert edit_mappings(text, "NQ", "MNQ") == '[mappings]\nBTC = "MBT"  # micro\nES = "MES"\nNQ = "MNQ"\n\n[b]\ny = 2\n'
     assert tomllib.loads(edit_mappings(text, "BTC", "BTC2"))["mappings"]["BTC"] == "BTC2"
+
+
+def test_cli_flow(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from tradeledger.cli import main
+
+    make_env(tmp_path)
+    run = CliRunner().invoke
+    home = ["--home", str(tmp_path)]
+    (tmp_path / "bad.csv").write_text("date,instrument,close\n2026-01-22,MES,nan\n2026-01-22,SPY,1\n")
+    result = run(main, home + ["data", "import", str(tmp_path / "bad.csv")])
+    assert result.exit_code == 1 and "line 2:" in result.output and "line 3: unknown instrument 'SPY'" in result.output
+    result = run(main, home + ["targets", "compute", "--as-of", "2026-01-21", "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert {line["instrument"]: line["target"] for line in shown["lines"]} == {"BTC": "113", "FESX": "-6", "MES": "57"}
+    assert run(main, home + ["targets", "reject", str(shown["id"])]).exit_code == 2  # --note is required
+    assert run(main, home + ["targets", "reject", str(shown["id"]), "--note", "no"]).exit_code == 0
+    result = run(main, home + ["targets", "approve", str(shown["id"])])
+    assert result.exit_code == 1 and "already rejected" in result.output
+    result = run(main, home + ["instruments", "list", "--json"])
+    assert {r["name"]: r["executes_in"] for r in json.loads(result.output)}["BTC"] == "MBT"
