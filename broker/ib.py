@@ -1,0 +1,502 @@
+"""Interactive Brokers behind the `Broker` interface, through ib_async.
+
+Threading model. ib_async is asyncio code whose objects belong to the event loop they were
+made on; used from another thread it fails ("There is no current event loop"). So an
+`IBBroker` owns one event loop running in one dedicated daemon thread, creates its `ib_async.IB`
+on that loop, and marshals every public call onto it with `asyncio.run_coroutine_threadsafe`.
+The public methods are plain synchronous functions, safe to call from any thread; they block
+until the answer is known or `request_timeout` passes.
+
+Connection. `connect()` runs ib_async's own connect, which waits for nextValidId and
+managedAccounts and then synchronises positions, open and completed orders, account values
+and, last, the day's executions (reqExecutions) -- on every connect, so fills made while we
+were away come back. The gateway's managed account must be the configured one, or connect
+fails: orders must never go to the wrong account. A clientId already in use (error 326)
+fails at once with a clear BrokerError instead of waiting out ib_async's timeout. When the
+socket drops, the broker reconnects by itself with exponential backoff; calls made meanwhile
+wait up to `reconnect_wait` for it, then raise `BrokerDisconnected`.
+
+Executions. A fill is an execDetails message joined with its commissionReport by execId.
+Commission is None until its report arrives (pending, never zero). ib_async forgets all fills
+on disconnect; this adapter keeps its own table keyed by execId across reconnects, so a
+commission learned before a drop stays known. Corrections (`.01` -> `.02`) are separate
+executions, as IB reports them; the booking layer keys by `Execution.base_exec_id`.
+
+Contracts are keyed by conId: futures local symbols repeat every ten years (MBTZ6), so a
+contract is qualified once through reqContractDetails and remembered by its conId.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime as dt
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
+from decimal import Decimal
+from typing import TypeVar
+
+from ib_async import IB, Contract as IBContract, LimitOrder, MarketOrder, Trade
+from ib_async.util import UNSET_DOUBLE
+
+from tradeledger.broker.base import (
+    BUY, LIMIT, SELL, AccountSnapshot, BrokerDisconnected, BrokerError, BrokerPosition,
+    Contract, Execution, OrderRequest, OrderStatus,
+)
+
+log = logging.getLogger("tradeledger.broker.ib")
+T = TypeVar("T")
+UTC = dt.timezone.utc
+MONTH_CODES = "FGHJKMNQUVXZ"
+
+# ib_async's order states -> the Broker interface's.
+_STATUS = {"PendingSubmit": "PreSubmitted", "ApiPending": "PreSubmitted",
+           "PreSubmitted": "PreSubmitted", "Submitted": "Submitted",
+           "PendingCancel": "Submitted", "ValidationError": "Submitted",
+           "ApiCancelled": "Cancelled", "Cancelled": "Cancelled", "Filled": "Filled",
+           "Inactive": "Inactive"}
+# Error codes that decide the fate of a request, and what to tell the user.
+_ERRORS = {
+    326: "client id {client_id} is already in use at {host}:{port}; choose another client id",
+    200: "IB has no security definition for {what}",
+    202: "order cancelled: {text}",
+    103: "duplicate order id: {text}",
+    201: "order rejected: {text}",
+}
+
+
+def dec(value: float | str | Decimal) -> Decimal:
+    """An ib_async number as Decimal, via its shortest text (0.1 -> 0.1, 2.0 -> 2)."""
+    d = value if isinstance(value, Decimal) else Decimal(str(value))
+    return d.quantize(Decimal(1)) if d == d.to_integral_value() else d
+
+
+def plain(value: Decimal) -> Decimal:
+    # ib_async writes a Decimal with str(): keep it out of exponent notation (1E+2).
+    return Decimal(format(value, "f"))
+
+
+class IBBroker:
+    """A `Broker` on an IB account via TWS / IB Gateway (or the simulated gateway)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 7497, client_id: int = 1,
+                 account: str = "", timeout: float = 4.0, request_timeout: float = 10.0,
+                 reconnect: bool = True, reconnect_wait: float | None = None,
+                 max_backoff: float = 5.0, contracts: Iterable[Contract] = ()) -> None:
+        self.host, self.port, self.client_id = host, port, client_id
+        self.account = account
+        self.timeout = timeout
+        self.request_timeout = request_timeout
+        self.reconnect = reconnect
+        self.reconnect_wait = timeout if reconnect_wait is None else reconnect_wait
+        self.max_backoff = max_backoff
+        self._by_con_id: dict[int, Contract] = {c.con_id: c for c in contracts if c.con_id}
+        self._executions: dict[str, Execution] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ib: IB | None = None
+        self._want_connected = False
+        self._dropping = False  # set while we disconnect on purpose
+        self._synced: asyncio.Event | None = None
+        self._reconnector: asyncio.Task | None = None
+        self.reconnects = 0
+
+    # --- the loop thread -----------------------------------------------------------------
+
+    def _start_loop(self) -> None:
+        if self._thread and self._thread.is_alive():
+            return
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            ready.set()
+            loop.run_forever()
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"ib-broker-{self.client_id}",
+                                        daemon=True)
+        self._thread.start()
+        ready.wait()
+
+    def _run(self, make: Callable[[], Awaitable[T]], timeout: float | None = None,
+             retry: bool = False) -> T:
+        """Run the coroutine `make()` on the loop thread and wait for its result.
+
+        retry=True is for reads: a socket that drops under the request is waited out
+        (reconnect) and the read made again. Order requests are never retried here -- only
+        the caller can tell, from orders(), whether the first one reached the broker."""
+        if self._loop is None or not self._loop.is_running():
+            raise BrokerDisconnected("not connected: call connect()")
+        if threading.current_thread() is self._thread:
+            raise BrokerError("IBBroker's blocking API called from its own event loop")
+
+        async def call() -> T:
+            try:
+                return await make()
+            except ConnectionError:
+                if not retry:
+                    raise
+            return await make()
+
+        future = asyncio.run_coroutine_threadsafe(call(), self._loop)
+        try:
+            return future.result(timeout or self.request_timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise BrokerError(f"IB did not answer within {timeout or self.request_timeout}s")
+        except ConnectionError as exc:  # ib_async: 'Socket disconnect' mid-request
+            raise BrokerDisconnected(f"connection to IB lost: {exc}") from exc
+
+    # --- connection --------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        self._start_loop()
+        self._want_connected = True
+        try:
+            self._run(self._connect_async, timeout=self.timeout + 30)
+        except BaseException:
+            self._want_connected = False
+            raise
+
+    def close(self) -> None:
+        self._want_connected = False
+        if self._loop and self._loop.is_running():
+            async def shut() -> None:
+                if self._reconnector:
+                    self._reconnector.cancel()
+                self._disconnect()
+
+            asyncio.run_coroutine_threadsafe(shut(), self._loop).result(5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+        self._loop = self._thread = self._ib = None
+
+    @property
+    def is_connected(self) -> bool:
+        return bool(self._synced and self._synced.is_set())
+
+    def _disconnect(self) -> None:
+        if self._ib is not None:
+            self._dropping = True
+            try:
+                self._ib.disconnect()
+            except ConnectionError:
+                # IB.disconnect() reads connection stats, which fails on a socket that is
+                # open but not yet ready (e.g. refused with 326): close the client directly.
+                self._ib.client.disconnect()
+                self._ib.wrapper.reset()
+            finally:
+                self._dropping = False
+        if self._synced:
+            self._synced.clear()
+
+    async def _connect_async(self) -> None:
+        if self._synced is None:
+            self._synced = asyncio.Event()
+        if self._ib is None:
+            self._ib = IB()
+            self._ib.disconnectedEvent += self._on_disconnected
+        ib = self._ib
+        refused = asyncio.get_running_loop().create_future()
+
+        def on_error(req_id: int, code: int, text: str, contract) -> None:
+            if code == 326 and not refused.done():
+                refused.set_exception(BrokerError(self._message(326, text)))
+
+        ib.errorEvent += on_error
+        task = asyncio.ensure_future(
+            ib.connectAsync(self.host, self.port, self.client_id, timeout=self.timeout))
+        try:
+            await asyncio.wait({task, refused}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.sleep(0)  # a 326 and the hang-up that follows arrive together
+            if refused.done():
+                task.cancel()
+                self._disconnect()
+                refused.result()
+            try:
+                await task
+            except (OSError, asyncio.TimeoutError) as exc:  # ConnectionError is an OSError
+                self._disconnect()
+                raise BrokerDisconnected(
+                    f"cannot connect to IB at {self.host}:{self.port} "
+                    f"(client id {self.client_id}): {exc!r}") from exc
+        finally:
+            ib.errorEvent -= on_error
+            if not refused.done():
+                refused.cancel()
+            elif not refused.cancelled():
+                refused.exception()  # retrieved: no "exception never retrieved" warning
+        accounts = ib.managedAccounts()
+        if not self.account and len(accounts) == 1:
+            self.account = accounts[0]
+        if self.account not in accounts:
+            self._disconnect()
+            raise BrokerError(f"IB at {self.host}:{self.port} manages {','.join(accounts)}, "
+                              f"not the configured account {self.account}: refusing to use it")
+        self._absorb_fills()
+        self._synced.set()
+
+    def _on_disconnected(self) -> None:
+        if self._synced:
+            self._synced.clear()
+        if self._dropping or not self._want_connected or not self.reconnect:
+            return
+        if self._reconnector is None or self._reconnector.done():
+            log.warning("IB connection lost; reconnecting")
+            self._reconnector = asyncio.ensure_future(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        delay = 0.05
+        while self._want_connected:
+            await asyncio.sleep(delay)
+            try:
+                await self._connect_async()
+                self.reconnects += 1
+                log.info("IB connection restored")
+                return
+            except BrokerError as exc:
+                log.warning("reconnect failed: %s (next try in %.2fs)", exc, delay)
+            delay = min(delay * 2, self.max_backoff)
+
+    async def _ready(self) -> IB:
+        """The IB client once connected and synchronised; waits out a reconnect."""
+        if self._synced is None or self._ib is None:
+            raise BrokerDisconnected("not connected: call connect()")
+        if not self._synced.is_set():
+            if not self._want_connected:
+                raise BrokerDisconnected("not connected: call connect()")
+            try:
+                await asyncio.wait_for(self._synced.wait(), self.reconnect_wait)
+            except asyncio.TimeoutError:
+                raise BrokerDisconnected(
+                    f"IB at {self.host}:{self.port} unreachable; still reconnecting") from None
+        return self._ib
+
+    def _message(self, code: int, text: str, what: str = "") -> str:
+        template = _ERRORS.get(code, "IB error {code}: {text}")
+        return template.format(client_id=self.client_id, host=self.host, port=self.port,
+                               what=what or "the contract", text=text, code=code)
+
+    # --- contracts ---------------------------------------------------------------------------
+
+    def qualify(self, contract: Contract) -> Contract:
+        """The contract with its IB conId filled in (one reqContractDetails, then cached)."""
+        return self._run(lambda: self._qualify(contract), retry=True)
+
+    async def _qualify(self, contract: Contract) -> Contract:
+        if contract.con_id and contract.con_id in self._by_con_id:
+            return self._by_con_id[contract.con_id]
+        ib = await self._ready()
+        for known in self._by_con_id.values():
+            if known.code == contract.code:
+                return known
+        details = await asyncio.wait_for(ib.reqContractDetailsAsync(to_ib(contract)),
+                                         self.request_timeout)
+        if len(details) != 1:
+            what = f"{contract.code} ({contract.sec_type} {contract.symbol} {contract.expiry})"
+            raise BrokerError(self._message(200, "", what) if not details
+                              else f"{what} is ambiguous at IB: {len(details)} matches")
+        qualified = replace(contract, con_id=details[0].contract.conId)
+        self._by_con_id[qualified.con_id] = qualified
+        return qualified
+
+    def from_ib(self, c: IBContract) -> Contract:
+        """Our contract for an IB one: the remembered one by conId, else built from IB's fields."""
+        known = self._by_con_id.get(c.conId)
+        if known is not None:
+            return known
+        contract = contract_from_ib(c)
+        if c.conId:
+            self._by_con_id[c.conId] = contract
+        return contract
+
+    # --- orders ------------------------------------------------------------------------------
+
+    def place_order(self, request: OrderRequest) -> OrderStatus:
+        return self._run(lambda: self._place_order(request))
+
+    async def _place_order(self, request: OrderRequest) -> OrderStatus:
+        ib = await self._ready()
+        if request.order_ref and any(o.order_ref == request.order_ref
+                                     for o in self._order_statuses(ib)):
+            raise BrokerError(f"order_ref {request.order_ref!r} is already at the broker")
+        contract = await self._qualify(request.contract)
+        qty = plain(request.quantity)
+        if request.order_type == LIMIT:
+            order = LimitOrder(request.side, qty, plain(request.limit_price))
+        else:
+            order = MarketOrder(request.side, qty)
+        order.orderRef = request.order_ref
+        order.account = self.account
+        order.tif = "DAY"
+        trade = ib.placeOrder(to_ib(contract), order)
+        await self._settle(trade, lambda: trade.orderStatus.status != "PendingSubmit")
+        failure = _trade_error(trade, (200, 103))
+        if failure is not None:
+            raise BrokerError(self._message(failure.errorCode, failure.message, contract.code))
+        return self._status(trade)
+
+    def cancel_order(self, order_ref: str) -> OrderStatus:
+        return self._run(lambda: self._cancel_order(order_ref))
+
+    async def _cancel_order(self, order_ref: str) -> OrderStatus:
+        ib = await self._ready()
+        trades = [t for t in ib.trades() if t.order.orderRef == order_ref]
+        if not trades:
+            raise BrokerError(f"no order with order_ref {order_ref!r} at the broker")
+        live = [t for t in trades if not t.isDone() and t.order.orderId > 0]
+        if not live:
+            return self._status(trades[0])
+        trade = live[0]
+        ib.cancelOrder(trade.order)
+        await self._settle(trade, trade.isDone)
+        return self._status(trade)
+
+    async def _settle(self, trade: Trade, done: Callable[[], bool]) -> None:
+        """Wait until done() or an error is logged on the trade (request_timeout at most)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout
+        while not done() and not any(e.errorCode for e in trade.log):
+            if loop.time() > deadline:
+                raise BrokerError(f"no answer from IB about order {trade.order.orderRef!r}; "
+                                  "check orders() before resending")
+            if not self._synced.is_set():
+                raise BrokerDisconnected("connection to IB lost while waiting on an order")
+            await asyncio.sleep(0.002)
+
+    def orders(self) -> list[OrderStatus]:
+        return self._run(self._orders, retry=True)
+
+    async def _orders(self) -> list[OrderStatus]:
+        return self._order_statuses(await self._ready())
+
+    def _order_statuses(self, ib: IB) -> list[OrderStatus]:
+        seen: set[int] = set()
+        out = []
+        for trade in ib.trades():
+            perm_id = trade.order.permId or trade.orderStatus.permId
+            if perm_id and perm_id in seen:
+                continue
+            seen.add(perm_id)
+            out.append(self._status(trade))
+        return out
+
+    def _status(self, trade: Trade) -> OrderStatus:
+        o, st = trade.order, trade.orderStatus
+        status, reason = _STATUS.get(st.status, st.status), ""
+        rejected = _trade_error(trade, (201,))
+        if rejected is not None:
+            status, reason = "Rejected", rejected.message
+        elif st.status == "Inactive" and trade.log == [] and not o.orderId:
+            status = "Inactive"  # a completed order from an earlier session
+        filled = [dec(st.filled), sum((dec(f.execution.shares) for f in trade.fills), Decimal(0))]
+        if o.filledQuantity != UNSET_DOUBLE:
+            filled.append(dec(o.filledQuantity))
+        return OrderStatus(
+            order_ref=o.orderRef, broker_order_id=o.orderId,
+            perm_id=o.permId or st.permId, contract_code=self.from_ib(trade.contract).code,
+            side=o.action, quantity=dec(o.totalQuantity), filled=max(filled),
+            status=status, reason=reason)
+
+    # --- executions and the account ----------------------------------------------------------
+
+    def executions(self, since: dt.datetime | None = None, refresh: bool = False
+                   ) -> list[Execution]:
+        """Every execution of the day known to IB (and any seen earlier in this process).
+        refresh=True asks IB again (reqExecutions) instead of relying on live pushes."""
+        return self._run(lambda: self._executions_async(since, refresh), retry=True)
+
+    async def _executions_async(self, since: dt.datetime | None, refresh: bool
+                                ) -> list[Execution]:
+        ib = await self._ready()
+        if refresh:
+            await asyncio.wait_for(ib.reqExecutionsAsync(), self.request_timeout)
+        self._absorb_fills()
+        out = [e for e in self._executions.values() if since is None or e.time >= since]
+        return sorted(out, key=lambda e: (e.time, e.exec_id))
+
+    def _absorb_fills(self) -> None:
+        for fill in self._ib.fills():
+            ex, report = fill.execution, fill.commissionReport
+            known = report.execId == ex.execId  # set only once a commissionReport arrived
+            previous = self._executions.get(ex.execId)
+            record = Execution(
+                exec_id=ex.execId, account=ex.acctNumber, contract=self.from_ib(fill.contract),
+                side=BUY if ex.side == "BOT" else SELL, quantity=dec(ex.shares),
+                price=dec(ex.price), time=ex.time.astimezone(UTC), order_ref=ex.orderRef,
+                perm_id=ex.permId, broker_order_id=ex.orderId,
+                commission=dec(report.commission) if known else None,
+                commission_currency=report.currency if known else "")
+            if not known and previous is not None and previous.commission is not None:
+                record = replace(record, commission=previous.commission,
+                                 commission_currency=previous.commission_currency)
+            self._executions[ex.execId] = record
+
+    def snapshot(self) -> AccountSnapshot:
+        return self._run(self._snapshot, retry=True)
+
+    async def _snapshot(self) -> AccountSnapshot:
+        ib = await self._ready()
+        positions = await asyncio.wait_for(ib.reqPositionsAsync(), self.request_timeout)
+        values = await self._ledger_values(ib)
+        cash = tuple(sorted((cur, dec(v)) for tag, cur, v in values if tag == "CashBalance"))
+        pnl = tuple(sorted((cur, dec(v)) for tag, cur, v in values if tag == "FuturesPNL"))
+        return AccountSnapshot(
+            account=self.account, taken_at=dt.datetime.now(UTC),
+            positions=tuple(
+                BrokerPosition(p.account, self.from_ib(p.contract), dec(p.position),
+                               dec(p.avgCost))
+                for p in positions if p.account == self.account and p.position),
+            cash=cash,
+            open_orders=tuple(o for o in self._order_statuses(ib) if not o.is_done),
+            unsettled_pnl=pnl)
+
+    async def _ledger_values(self, ib: IB) -> list[tuple[str, str, str]]:
+        """One account-summary request for the per-currency ledger, cancelled once answered
+        (TWS allows only two open summary subscriptions)."""
+        req_id = ib.client.getReqId()
+        future = ib.wrapper.startReq(req_id)
+        ib.client.reqAccountSummary(req_id, "All", "$LEDGER:ALL")
+        try:
+            await asyncio.wait_for(future, self.request_timeout)
+        finally:
+            if ib.isConnected():
+                ib.client.cancelAccountSummary(req_id)
+        return [(v.tag, v.currency, v.value) for v in ib.wrapper.acctSummary.values()
+                if v.account == self.account and v.currency not in ("", "BASE")]
+
+
+def _trade_error(trade: Trade, codes: tuple[int, ...]):
+    for entry in trade.log:
+        if entry.errorCode in codes:
+            return entry
+    return None
+
+
+def to_ib(c: Contract) -> IBContract:
+    """The ib_async contract for ours; with a conId, IB needs nothing else but the exchange."""
+    if c.con_id:
+        return IBContract(conId=c.con_id, exchange=c.exchange)
+    return IBContract(
+        secType=c.sec_type, symbol=c.symbol, exchange="SMART" if c.sec_type == "STK" else c.exchange,
+        currency=c.currency, lastTradeDateOrContractMonth=c.expiry,
+        multiplier="" if c.sec_type == "STK" else format(c.multiplier, "f"),
+        tradingClass=c.trading_class)
+
+
+def contract_from_ib(c: IBContract) -> Contract:
+    """Build our contract from IB's fields, for a conId we were never told about."""
+    expiry = (c.lastTradeDateOrContractMonth or "")[:6]
+    if c.secType == "FUT" and len(expiry) == 6:
+        code = f"{c.symbol}{MONTH_CODES[int(expiry[4:6]) - 1]}{expiry[2:4]}"
+    else:
+        code = c.symbol
+    return Contract(code=code, sec_type=c.secType, symbol=c.symbol,
+                    exchange=c.exchange or c.primaryExchange, currency=c.currency,
+                    multiplier=Decimal(c.multiplier) if c.multiplier else Decimal(1),
+                    expiry=expiry, trading_class=c.tradingClass, con_id=c.conId)
