@@ -483,7 +483,8 @@ def to_ib(c: Contract) -> IBContract:
     if c.con_id:
         return IBContract(conId=c.con_id, exchange=c.exchange)
     return IBContract(
-        secType=c.sec_type, symbol=c.symbol, exchange="SMART" if c.sec_type == "STK" else c.exchange,
+        secType=c.sec_type, symbol=c.symbol,
+        exchange="SMART" if c.sec_type == "STK" else c.exchange,
         currency=c.currency, lastTradeDateOrContractMonth=c.expiry,
         multiplier="" if c.sec_type == "STK" else format(c.multiplier, "f"),
         tradingClass=c.trading_class)

@@ -36,7 +36,8 @@ MBT = Contract(
     trading_class="MBT",
     con_id=712345678,
 )
-SPY = Contract(code="SPY", sec_type="STK", symbol="SPY", exchange="ARCA", currency="USD", con_id=756733)
+SPY = Contract(code="SPY", sec_type="STK", symbol="SPY", exchange="ARCA", currency="USD",
+               con_id=756733)
 
 
 class Recorder:
@@ -162,7 +163,8 @@ def test_account_messages(decode):
     c, qty, price, value, avg, unreal, real, acct = decode(
         m.update_portfolio(pos, Decimal("501"), Decimal("7.5"), Decimal(0))
     ).only("updatePortfolio")
-    assert (c.conId, qty, price, value, avg, unreal, acct) == (756733, 10, 501, 5010, 500.25, 7.5, "DU1")
+    assert (c.conId, qty, price, value, avg, unreal, acct) == (
+        756733, 10, 501, 5010, 500.25, 7.5, "DU1")
     assert decode(m.account_download_end("DU1")).only("accountDownloadEnd") == ("DU1",)
     assert decode(m.account_update_multi(3, "DU1", "FuturesPNL", "-12.5", "USD")).only(
         "accountUpdateMulti"

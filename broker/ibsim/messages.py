@@ -51,7 +51,9 @@ class WireOrder:
 
     @property
     def remaining(self) -> Decimal:
-        return Decimal(0) if self.status in ("Cancelled", "Inactive") else self.quantity - self.filled
+        if self.status in ("Cancelled", "Inactive"):
+            return Decimal(0)
+        return self.quantity - self.filled
 
 
 # --- session ---------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ class Session:
             self.close()
 
     async def _read_frame(self) -> list[str]:
-        (size,) = wire._LEN.unpack(await self.reader.readexactly(4))
+        (size,) = wire.LENGTH.unpack(await self.reader.readexactly(4))
         if size > wire.MAX_FRAME:
             raise wire.WireError(f"frame of {size} bytes")
         return wire.split_fields(await self.reader.readexactly(size))
@@ -108,7 +108,7 @@ class Session:
     async def _handshake(self) -> bool:
         if await self.reader.readexactly(4) != wire.API_PREFIX:
             raise wire.WireError("not a TWS API client (no API\\0 prefix)")
-        (size,) = wire._LEN.unpack(await self.reader.readexactly(4))
+        (size,) = wire.LENGTH.unpack(await self.reader.readexactly(4))
         low, high, _options = wire.parse_version_range(await self.reader.readexactly(size))
         version = wire.negotiate(low, high)
         self.writer.write(wire.encode_handshake_reply(version, dt.datetime.now(dt.timezone.utc)))

@@ -27,7 +27,7 @@ from decimal import Decimal, InvalidOperation
 SERVER_VERSION = 178
 MIN_CLIENT_VERSION = 157
 API_PREFIX = b"API\0"
-_LEN = struct.Struct(">I")
+LENGTH = struct.Struct(">I")
 # Anything this large is not a TWS message; refusing it keeps a garbage peer from making the
 # server buffer gigabytes while it waits for the "rest" of a frame.
 MAX_FRAME = 16 * 1024 * 1024
@@ -71,7 +71,7 @@ def to_field(value: object) -> str:
 def encode_frame(fields: Iterable[object]) -> bytes:
     """A complete message: length prefix plus NUL-terminated fields."""
     body = "".join(to_field(f) + "\0" for f in fields).encode()
-    return _LEN.pack(len(body)) + body
+    return LENGTH.pack(len(body)) + body
 
 
 def encode_handshake_reply(server_version: int, when: dt.datetime) -> bytes:
@@ -99,7 +99,7 @@ class FrameBuffer:
     def feed(self, data: bytes) -> Iterator[list[str]]:
         self._data += data
         while len(self._data) >= 4:
-            (size,) = _LEN.unpack_from(self._data)
+            (size,) = LENGTH.unpack_from(self._data)
             if size > MAX_FRAME:
                 raise WireError(f"frame of {size} bytes")
             if len(self._data) < 4 + size:
