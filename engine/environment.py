@@ -106,8 +106,11 @@ def parse_settings(path: Path, env: str) -> Settings:
         raise ConfigError(f"{path}: invalid value: {exc}") from None
     if settings.env != env:
         raise ConfigError(f"{path} describes environment {settings.env!r}, not {env!r}")
-    check_identity(settings.env, settings.broker, settings.account,
-                   settings.ib_port if settings.broker == "ib" else None)
+    try:
+        check_identity(settings.env, settings.broker, settings.account,
+                       settings.ib_port if settings.broker == "ib" else None)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     return settings
 
 
@@ -201,6 +204,11 @@ def init_environment(home: str | Path | None, env: str, broker: str, account: st
         if (existing.broker, existing.account) != (broker, account):
             raise ConfigError(f"{config_path} already exists for broker {existing.broker}, account "
                               f"{existing.account}; refusing to overwrite it")
+        configured = existing.db_url or default_db_url(env_dir)
+        if db_url and db_url != configured:
+            shown = sa.engine.make_url(configured).render_as_string(hide_password=True)
+            raise ConfigError(f"{config_path} already uses the database {shown}; refusing to "
+                              "initialise another one with --db-url")
         settings = existing
     _check_shared_database(home, env, settings.db_url or default_db_url(env_dir))
     env_dir.mkdir(parents=True, exist_ok=True)

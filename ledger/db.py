@@ -49,6 +49,7 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute(f"PRAGMA synchronous = {synchronous}")
+        cursor.execute("PRAGMA cache_size = -65536")  # 64 MB: keeps the posting indexes in memory
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -84,9 +85,25 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def _known(revision: str) -> bool:
+    from alembic.util import CommandError
+
+    try:
+        return _script().get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def _unknown_revision(revision: str) -> DatabaseError:
+    return DatabaseError(f"the database schema is at revision {revision!r}, which this version of tradeledger "
+                         "does not know (made by a newer tradeledger?): use a tradeledger that knows it")
+
+
 def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Bring the schema to the code's head revision; returns (before, after)."""
     before = current_revision(engine)
+    if before is not None and not _known(before):
+        raise _unknown_revision(before)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     from alembic import command
@@ -102,6 +119,8 @@ def check_schema(engine: Engine) -> None:
     if current is None:
         raise DatabaseError("the database has no tradeledger schema: run `tradeledger init` "
                             "(or `tradeledger db upgrade`)")
+    if current != head and not _known(current):
+        raise _unknown_revision(current)
     if current != head:
         raise DatabaseError(f"the database schema is at revision {current}, the code needs {head}: "
                             "run `tradeledger db upgrade`")
