@@ -274,11 +274,13 @@ class Ledger:
     # -- queries ------------------------------------------------------------------------------
 
     def balances(self, as_of: dt.datetime | dt.date | None = None, prefix: str | None = None,
-                 conn: Connection | None = None) -> dict[tuple[str, str], Decimal]:
+                 conn: Connection | None = None, commodity: str | None = None) -> dict[tuple[str, str], Decimal]:
         """Units per (account, commodity) including entries up to `as_of` (a date: before it)."""
         p, a = schema.posting, schema.account
         query = sa.select(p.c.account_id, p.c.commodity, sa.func.sum(p.c.units)).group_by(
             p.c.account_id, p.c.commodity)
+        if commodity is not None:
+            query = query.where(p.c.commodity == commodity)
         if as_of is not None:
             bound = ts_bound(as_of)
             query = query.where(p.c.ts <= bound if isinstance(as_of, dt.datetime) else p.c.ts < bound)

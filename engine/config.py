@@ -1,0 +1,229 @@
+"""The trading configuration: instruments, signal-to-execution mappings, strategies, limits.
+
+Read from the environment's config.toml and validated once, with errors that name the table and
+field. Everything here is an immutable record; `current_contract` is a pure function of an
+instrument's expiry calendar and a date.
+
+An *instrument* is what a strategy has an opinion about (BTC); a *contract* is what trades
+(MBTZ26). A mapping lets a strategy signal on one instrument and execute on another: sizing then
+uses the execution instrument's multiplier, currency and price.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from tradeledger.broker.base import Contract
+from tradeledger.engine.environment import ConfigError
+from tradeledger.ledger.accounts import account_component, commodity_root, contract_code, names_map
+from tradeledger.ledger.model import LedgerError
+from tradeledger.ledger.numbers import NumberError, to_decimal
+
+MONTH_CODES = "FGHJKMNQUVXZ"
+INSTRUMENT_TYPES = ("future", "share")
+
+
+@dataclass(frozen=True)
+class Instrument:
+    name: str
+    type: str
+    currency: str
+    multiplier: Decimal
+    exchange: str
+    ib_symbol: str
+    trading_class: str = ""
+    tick_size: Decimal = Decimal("0.01")
+    expiry_months: str = MONTH_CODES
+    expiry_day: int = 15
+    roll_offset_days: int = 5
+
+    @property
+    def is_future(self) -> bool:
+        return self.type == "future"
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str  # the user's name
+    account_name: str  # its beancount component
+    capital_share: Decimal
+    risk_target: Decimal
+    idm: Decimal
+    fdm: Decimal
+    rules: tuple[tuple[str, Decimal], ...]  # (rule spec, weight)
+    instruments: tuple[tuple[str, Decimal], ...]  # (signal instrument, weight)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_order_qty: Decimal = Decimal(1000)
+    max_daily_qty: Decimal = Decimal(5000)
+    max_position: dict = field(default_factory=dict)  # instrument -> Decimal
+    max_notional: dict = field(default_factory=dict)  # instrument -> Decimal (base currency)
+    halted: frozenset = frozenset()  # instrument or strategy names
+    reduce_only: frozenset = frozenset()
+
+
+@dataclass(frozen=True)
+class TradingConfig:
+    capital: Decimal
+    buffer_fraction: Decimal
+    max_run_age_hours: Decimal
+    instruments: dict  # name -> Instrument
+    mappings: dict  # signal instrument -> execution instrument
+    strategies: dict  # name -> Strategy
+    limits: Limits
+    rules: dict  # rule name -> "module:function"
+    sim_commission: Decimal = Decimal("1.00")
+
+    def execution_instrument(self, signal: str) -> Instrument:
+        return self.instruments[self.mappings.get(signal, signal)]
+
+    def strategy_by_account(self, component: str) -> Strategy | None:
+        return next((s for s in self.strategies.values() if s.account_name == component), None)
+
+
+def _dec(table: str, key: str, value, positive: bool = False, allow_zero: bool = True) -> Decimal:
+    try:
+        number = to_decimal(str(value) if isinstance(value, float) else value, f"{table}.{key}")
+    except NumberError as exc:
+        raise ConfigError(f"config: {exc}") from None
+    if positive and (number < 0 or (number == 0 and not allow_zero)):
+        raise ConfigError(f"config: {table}.{key} must be {'positive' if not allow_zero else 'non-negative'}, "
+                          f"not {number}")
+    return number
+
+
+def _instrument(name: str, raw: dict) -> Instrument:
+    where = f"instruments.{name}"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: [{where}] must be a table")
+    kind = raw.get("type")
+    if kind not in INSTRUMENT_TYPES:
+        raise ConfigError(f"config: {where}.type must be one of {', '.join(INSTRUMENT_TYPES)}, not {kind!r}")
+    multiplier = _dec(where, "multiplier", raw.get("multiplier", 1), positive=True, allow_zero=False)
+    currency = str(raw.get("currency", "")).upper()
+    if len(currency) != 3 or not currency.isalpha():
+        raise ConfigError(f"config: {where}.currency must be a 3-letter currency code")
+    months = str(raw.get("expiry_months", MONTH_CODES)).upper()
+    if kind == "future" and (not months or any(m not in MONTH_CODES for m in months)):
+        raise ConfigError(f"config: {where}.expiry_months must be month codes from {MONTH_CODES}")
+    try:
+        commodity_root(name)
+    except LedgerError as exc:
+        raise ConfigError(f"config: {where}: {exc}") from None
+    return Instrument(
+        name=name, type=kind, currency=currency, multiplier=multiplier,
+        exchange=str(raw.get("exchange", "SMART")), ib_symbol=str(raw.get("ib_symbol", name)),
+        trading_class=str(raw.get("trading_class", "")),
+        tick_size=_dec(where, "tick_size", raw.get("tick_size", "0.01"), positive=True, allow_zero=False),
+        expiry_months="".join(sorted(set(months), key=MONTH_CODES.index)),
+        expiry_day=int(raw.get("expiry_day", 15)), roll_offset_days=int(raw.get("roll_offset_days", 5)),
+    )
+
+
+def _weights(where: str, raw) -> tuple[tuple[str, Decimal], ...]:
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"config: {where} must be a non-empty table of weights")
+    return tuple((k, _dec(where, k, v, positive=True)) for k, v in sorted(raw.items()))
+
+
+def parse_trading_config(raw: dict) -> TradingConfig:
+    portfolio = raw.get("portfolio", {})
+    instruments = {name: _instrument(name, spec) for name, spec in raw.get("instruments", {}).items()}
+    try:
+        names_map(list(instruments), commodity_root)
+    except LedgerError as exc:
+        raise ConfigError(f"config: instruments: {exc}") from None
+    mappings = {str(k): str(v) for k, v in raw.get("mappings", {}).items()}
+    for signal, target in mappings.items():
+        if signal not in instruments or target not in instruments:
+            raise ConfigError(f"config: mapping {signal} -> {target} names an unknown instrument")
+    strategies_raw = raw.get("strategies", {})
+    try:
+        components = names_map(list(strategies_raw), account_component)
+    except LedgerError as exc:
+        raise ConfigError(f"config: strategies: {exc}") from None
+    strategies = {}
+    for name, spec in strategies_raw.items():
+        where = f"strategies.{name}"
+        weights = _weights(f"{where}.instruments", spec.get("instruments"))
+        for instrument, _ in weights:
+            if instrument not in instruments:
+                raise ConfigError(f"config: {where}.instruments names unknown instrument {instrument!r}")
+        strategies[name] = Strategy(
+            name=name, account_name=components[name],
+            capital_share=_dec(where, "capital_share", spec.get("capital_share", 1), positive=True),
+            risk_target=_dec(where, "risk_target", spec.get("risk_target", "0.2"), positive=True, allow_zero=False),
+            idm=_dec(where, "idm", spec.get("idm", 1), positive=True, allow_zero=False),
+            fdm=_dec(where, "fdm", spec.get("fdm", 1), positive=True, allow_zero=False),
+            rules=_weights(f"{where}.rules", spec.get("rules", {"ewmac_16_64": 1})),
+            instruments=weights,
+        )
+    limits_raw = raw.get("limits", {})
+    per = limits_raw.get("instruments", {})
+    per_strategy = limits_raw.get("strategies", {})
+    limits = Limits(
+        max_order_qty=_dec("limits", "max_order_qty", limits_raw.get("max_order_qty", 1000), positive=True),
+        max_daily_qty=_dec("limits", "max_daily_qty", limits_raw.get("max_daily_qty", 5000), positive=True),
+        max_position={k: _dec(f"limits.instruments.{k}", "max_position", v["max_position"], positive=True)
+                      for k, v in per.items() if "max_position" in v},
+        max_notional={k: _dec(f"limits.instruments.{k}", "max_notional", v["max_notional"], positive=True)
+                      for k, v in per.items() if "max_notional" in v},
+        halted=frozenset([k for k, v in {**per, **per_strategy}.items() if v.get("halt")]),
+        reduce_only=frozenset([k for k, v in {**per, **per_strategy}.items() if v.get("reduce_only")]),
+    )
+    return TradingConfig(
+        capital=_dec("portfolio", "capital", portfolio.get("capital", "1000000"), positive=True),
+        buffer_fraction=_dec("portfolio", "buffer_fraction", portfolio.get("buffer_fraction", "0.1"), positive=True),
+        max_run_age_hours=_dec("portfolio", "max_run_age_hours", portfolio.get("max_run_age_hours", 24), positive=True),
+        instruments=instruments, mappings=mappings, strategies=strategies, limits=limits,
+        rules={k: str(v) for k, v in raw.get("rules", {}).items()},
+        sim_commission=_dec("sim", "commission_per_contract", raw.get("sim", {}).get("commission_per_contract", "1.00"),
+                            positive=True),
+    )
+
+
+def expiry_date(instrument: Instrument, year: int, month: int) -> dt.date:
+    day = min(instrument.expiry_day, calendar.monthrange(year, month)[1])
+    return dt.date(year, month, day)
+
+
+def current_contract(instrument: Instrument, on: dt.date) -> Contract:
+    """The contract to trade on a date: the first in the cycle not yet within its roll offset."""
+    if not instrument.is_future:
+        return to_contract(instrument, instrument.name, "")
+    year, month = on.year, on.month
+    for _ in range(48):
+        code = MONTH_CODES[month - 1]
+        if code in instrument.expiry_months:
+            roll = expiry_date(instrument, year, month) - dt.timedelta(days=instrument.roll_offset_days)
+            if on < roll:
+                return to_contract(instrument, contract_code(instrument.name, code, year), f"{year}{month:02d}")
+        month += 1
+        if month > 12:
+            year, month = year + 1, 1
+    raise ConfigError(f"instrument {instrument.name}: no contract found in its expiry calendar")
+
+
+def to_contract(instrument: Instrument, code: str, expiry: str) -> Contract:
+    return Contract(
+        code=code, sec_type="FUT" if instrument.is_future else "STK", symbol=instrument.ib_symbol,
+        exchange=instrument.exchange, currency=instrument.currency, multiplier=instrument.multiplier,
+        expiry=expiry, trading_class=instrument.trading_class,
+    )
+
+
+def instrument_of_contract(config: TradingConfig, code: str) -> Instrument | None:
+    """The configured instrument a contract code belongs to (by root), or None."""
+    for instrument in config.instruments.values():
+        if not instrument.is_future and code == instrument.name:
+            return instrument
+        root = commodity_root(instrument.name)
+        if instrument.is_future and code.startswith(root) and len(code) == len(root) + 3 \
+                and code[len(root)] in MONTH_CODES and code[-2:].isdigit():
+            return instrument
+    return None

@@ -1,0 +1,200 @@
+"""Booking the broker's executions: each exactly once, attributed, with its commission when known.
+
+`sync_fills` pulls every execution the broker reports (live fills and the execution list are
+the same stream here) and books each one in its own database transaction: the ledger entry,
+the `fill` row, its allocation, the order's filled quantity and the holders' new marks commit
+together or not at all. The booking key is (broker account, execution id without its correction
+suffix), so a replay, a duplicate report or a restart books nothing twice.
+
+Attribution: an execution's orderRef names our order; the order's allocation splits the fill
+among its strategies (largest remainder, `netting.allocate_fill`). An execution without an
+orderRef of ours (a trade made at the broker's own screen) goes to the unattributed bucket.
+
+A commission not yet reported is *pending*: the fill is booked without it, and a separate entry
+linked to the fill books it when it arrives.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from tradeledger.broker.base import BUY, Broker, Execution
+from tradeledger.engine import tables
+from tradeledger.engine.booking import FillShare, commission_entry, fill_entry
+from tradeledger.engine.holdings import ensure_contract, ensure_holder, load_holdings, save_marks
+from tradeledger.engine.netting import allocate_commission, allocate_fill
+from tradeledger.ledger.accounts import Chart
+from tradeledger.ledger.numbers import from_scaled, to_scaled
+from tradeledger.ledger.store import Ledger, fmt_ts
+
+
+@dataclass
+class SyncReport:
+    booked: list[str] = field(default_factory=list)  # exec keys booked now
+    commissions: list[str] = field(default_factory=list)  # pending commissions booked now
+    replays: int = 0
+    unattributed: list[str] = field(default_factory=list)
+    pending_commissions: list[str] = field(default_factory=list)
+    corrections: list[str] = field(default_factory=list)  # seen, not booked
+
+
+def _version(exec_id: str) -> int:
+    tail = exec_id.rpartition(".")[2]
+    return int(tail) if tail.isdigit() else 0
+
+
+def latest_versions(executions: list[Execution]) -> list[Execution]:
+    """One execution per booking key, its latest correction, in time order (pure)."""
+    latest: dict[str, Execution] = {}
+    for e in executions:
+        known = latest.get(e.base_exec_id)
+        if known is None or _version(e.exec_id) > _version(known.exec_id) or \
+                (e.exec_id == known.exec_id and known.commission is None and e.commission is not None):
+            latest[e.base_exec_id] = e
+    return sorted(latest.values(), key=lambda e: (e.time, e.exec_id))
+
+
+def sync_fills(engine, ledger: Ledger, chart: Chart, broker: Broker) -> SyncReport:
+    report = SyncReport()
+    for execution in latest_versions(broker.executions()):
+        if execution.account != chart.broker_account:
+            raise ValueError(f"execution {execution.exec_id} is for account {execution.account}, "
+                             f"not {chart.broker_account}")
+        with engine.begin() as conn:
+            book_execution(conn, ledger, chart, execution, report)
+    return report
+
+
+def book_execution(conn: Connection, ledger: Ledger, chart: Chart, e: Execution, report: SyncReport) -> None:
+    f = tables.fill
+    existing = conn.execute(sa.select(f).where(
+        f.c.account == e.account, f.c.exec_key == e.base_exec_id, f.c.superseded_by.is_(None))).first()
+    if existing is not None:
+        if _version(e.exec_id) > _version(existing.exec_id):
+            # Corrections are reported, not booked yet: booking one means reversing the
+            # original and re-marking the chain (left for the IB issue). Never silent.
+            report.corrections.append(e.exec_id)
+        elif existing.commission is None and e.commission is not None:
+            _book_late_commission(conn, ledger, chart, existing, e)
+            report.commissions.append(e.base_exec_id)
+        else:
+            report.replays += 1
+            if existing.commission is None:
+                report.pending_commissions.append(e.base_exec_id)
+        return
+    shares, order = _attribute(conn, e)
+    if order is None:
+        report.unattributed.append(e.base_exec_id)
+    _book_new_fill(conn, ledger, chart, e, shares, order)
+    report.booked.append(e.base_exec_id)
+    if e.commission is None:
+        report.pending_commissions.append(e.base_exec_id)
+
+
+def _attribute(conn: Connection, e: Execution) -> tuple[list[tuple[str | None, Decimal]], object]:
+    """(holder, signed qty) parts of an execution, and our order row (None: unattributed)."""
+    sign = 1 if e.side == BUY else -1
+    o = tables.broker_order
+    order = conn.execute(sa.select(o).where(o.c.order_ref == e.order_ref)).first() if e.order_ref else None
+    if order is None:
+        return [(None, sign * e.quantity)], None
+    weights = {r.strategy: from_scaled(r.quantity) for r in conn.execute(
+        sa.select(tables.order_alloc).where(tables.order_alloc.c.order_id == order.id))}
+    fa, fl = tables.fill_alloc, tables.fill
+    already: dict[str, Decimal] = {}
+    rows = conn.execute(sa.select(fa.c.holder, sa.func.sum(fa.c.quantity)).join(fl, fl.c.id == fa.c.fill_id)
+                        .where(fl.c.order_id == order.id, fl.c.superseded_by.is_(None)).group_by(fa.c.holder))
+    for holder, qty in rows:
+        already[holder] = abs(from_scaled(qty))
+    split = allocate_fill(weights, e.quantity, already)
+    return [(holder, sign * qty) for holder, qty in split.items()], order
+
+
+def _commission_parts(shares, commission: Decimal | None) -> dict:
+    if commission is None:
+        return {}
+    if commission.as_tuple().exponent > -2:
+        commission = commission.quantize(Decimal("0.01"))
+    weights = {holder or "": abs(qty) for holder, qty in shares}
+    return {(k or None): v for k, v in allocate_commission(commission, weights).items()}
+
+
+def _book_new_fill(conn: Connection, ledger: Ledger, chart: Chart, e: Execution, shares, order) -> int:
+    contract = e.contract
+    ensure_contract(conn, ledger, contract, e.time.date())
+    for holder, _ in shares:
+        ensure_holder(conn, ledger, chart, holder)
+    parts = _commission_parts(shares, e.commission)
+    fill_shares = [FillShare(h, q, parts.get(h, Decimal(0)) if e.commission is not None else None)
+                   for h, q in shares]
+    holdings = load_holdings(conn, ledger, chart, contract)
+    who = ", ".join(h or "unattributed" for h, _ in shares)
+    narration = f"{e.side} {e.quantity} {contract.code} @ {e.price} for {who}"
+    txn, after = fill_entry(chart, contract, e.base_exec_id, e.price, e.time, fill_shares, holdings,
+                            e.commission_currency or contract.currency, e.order_ref, narration)
+    booked = ledger.book(txn, conn)
+    save_marks(conn, contract, after, e.time)
+    fill_id = conn.execute(tables.fill.insert().values(
+        account=e.account, exec_key=e.base_exec_id, exec_id=e.exec_id, order_id=order.id if order else None,
+        order_ref=e.order_ref or "", contract=contract.code, side=e.side,
+        quantity=to_scaled(e.quantity, "fill quantity"), price=to_scaled(e.price, "fill price"),
+        time=fmt_ts(e.time), commission=None if e.commission is None else to_scaled(e.commission, "commission"),
+        commission_currency=e.commission_currency or contract.currency, txn_id=booked.id,
+    )).inserted_primary_key[0]
+    for holder, qty in shares:
+        conn.execute(tables.fill_alloc.insert().values(fill_id=fill_id, holder=holder or "",
+                                                        quantity=to_scaled(qty, "allocation")))
+    if order is not None:
+        _advance_order(conn, order, e.quantity)
+    return fill_id
+
+
+def _advance_order(conn: Connection, order, qty: Decimal) -> None:
+    o = tables.broker_order
+    filled = from_scaled(order.filled) + qty
+    total = from_scaled(order.quantity)
+    state = "filled" if filled >= total else "partial"
+    conn.execute(o.update().where(o.c.id == order.id).values(filled=to_scaled(filled, "filled"), state=state))
+
+
+def _book_late_commission(conn: Connection, ledger: Ledger, chart: Chart, row, e: Execution) -> None:
+    shares = [(r.holder or None, from_scaled(r.quantity)) for r in conn.execute(
+        sa.select(tables.fill_alloc).where(tables.fill_alloc.c.fill_id == row.id))]
+    parts = _commission_parts(shares, e.commission)
+    commission_txn = None
+    if any(v != 0 for v in parts.values()):
+        txn = commission_entry(chart, e.base_exec_id, e.time, parts, e.commission_currency or row.commission_currency)
+        commission_txn = ledger.book(txn, conn).id
+    f = tables.fill
+    conn.execute(f.update().where(f.c.id == row.id).values(
+        commission=to_scaled(e.commission, "commission"), commission_txn_id=commission_txn))
+
+
+def list_fills(conn: Connection, limit: int | None = None) -> list[dict]:
+    f, fa = tables.fill, tables.fill_alloc
+    query = sa.select(f).where(f.c.superseded_by.is_(None)).order_by(f.c.time, f.c.id)
+    rows = conn.execute(query).all()
+    allocs: dict[int, list] = {}
+    for r in conn.execute(sa.select(fa)):
+        allocs.setdefault(r.fill_id, []).append((r.holder or "unattributed", from_scaled(r.quantity)))
+    result = []
+    for r in rows[-limit:] if limit else rows:
+        result.append({
+            "fill_id": r.exec_key, "exec_id": r.exec_id, "order": r.order_ref or None,
+            "strategy": ", ".join(h for h, _ in allocs.get(r.id, [])),
+            "allocation": {h: q for h, q in allocs.get(r.id, [])},
+            "contract": r.contract, "side": r.side, "quantity": from_scaled(r.quantity),
+            "price": from_scaled(r.price), "time": r.time,
+            "commission": "pending" if r.commission is None else from_scaled(r.commission),
+            "currency": r.commission_currency, "entry": r.txn_id,
+        })
+    return result
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)

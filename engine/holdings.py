@@ -1,0 +1,86 @@
+"""Who holds what in a contract: positions from the ledger, marks and lots, read and written
+inside the caller's database transaction.
+
+A *holder* is a strategy's account component (`Trend-fast`) or None for the unattributed
+bucket. Positions come from postings (the truth); marks come from `position_mark`, which is
+written in the same transaction as every entry that moves a futures position.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from tradeledger.broker.base import Contract
+from tradeledger.engine import tables
+from tradeledger.engine.booking import Holding
+from tradeledger.ledger.accounts import Chart
+from tradeledger.ledger.model import Account
+from tradeledger.ledger.numbers import from_scaled, to_scaled
+from tradeledger.ledger.store import Commodity, Ledger, fmt_ts
+
+LEDGER_EPOCH = dt.date(2000, 1, 1)  # accounts the engine opens on demand open on this date
+
+
+def holder_of(chart: Chart, account: str) -> str | None | bool:
+    """The holder owning a holdings account; False when the account holds nothing of theirs."""
+    if account == chart.unattributed:
+        return None
+    prefix = f"{chart.root}:Strategy:"
+    return account[len(prefix):] if account.startswith(prefix) else False
+
+
+def load_holdings(conn: Connection, ledger: Ledger, chart: Chart, contract: Contract) -> dict:
+    """holder -> Holding for every holder with a position in the contract (or a mark)."""
+    balances = ledger.balances(prefix=chart.root, conn=conn, commodity=contract.code)
+    marks = {row.holder or None: from_scaled(row.price) for row in conn.execute(
+        sa.select(tables.position_mark).where(tables.position_mark.c.contract == contract.code))}
+    result: dict = {}
+    for (account, _), units in balances.items():
+        holder = holder_of(chart, account)
+        if holder is False:
+            continue
+        lots = () if contract.sec_type == "FUT" else tuple(ledger.lots(account, contract.code, conn))
+        result[holder] = Holding(units, marks.get(holder), lots)
+    return result
+
+
+def save_marks(conn: Connection, contract: Contract, holdings: dict, time: dt.datetime) -> None:
+    if contract.sec_type != "FUT":
+        return
+    t = tables.position_mark
+    for holder, holding in holdings.items():
+        key = (t.c.holder == (holder or "")) & (t.c.contract == contract.code)
+        conn.execute(t.delete().where(key))
+        if holding.position != 0 and holding.mark is not None:
+            conn.execute(t.insert().values(holder=holder or "", contract=contract.code,
+                                           price=to_scaled(holding.mark, "mark"), time=fmt_ts(time)))
+
+
+def marks(conn: Connection) -> dict[tuple[str | None, str], Decimal]:
+    return {(r.holder or None, r.contract): from_scaled(r.price)
+            for r in conn.execute(sa.select(tables.position_mark))}
+
+
+def ensure_holder(conn: Connection, ledger: Ledger, chart: Chart, holder: str | None) -> None:
+    """Open a holder's holdings, income and commission accounts if they are not open yet."""
+    ledger.open_account(Account(chart.holdings(holder), LEDGER_EPOCH, booking="FIFO"), conn)
+    ledger.open_account(Account(chart.trading(holder), LEDGER_EPOCH), conn)
+    ledger.open_account(Account(chart.commissions(holder), LEDGER_EPOCH), conn)
+
+
+def ensure_contract(conn: Connection, ledger: Ledger, contract: Contract, date: dt.date) -> None:
+    kind = "future" if contract.sec_type == "FUT" else "share"
+    ledger.ensure_commodity(Commodity(contract.code, kind, contract.currency, contract.multiplier,
+                                      LEDGER_EPOCH), conn)
+    ledger.ensure_commodity(Commodity(contract.currency, "currency", None, Decimal(1), LEDGER_EPOCH), conn)
+
+
+def known_contracts(ledger: Ledger, conn: Connection | None = None) -> dict[str, Contract]:
+    """Contracts the ledger has booked, as far as booking needs them (kind, currency, multiplier)."""
+    return {c.name: Contract(code=c.name, sec_type="FUT" if c.kind == "future" else "STK", symbol=c.name,
+                             exchange="", currency=c.currency or "", multiplier=c.multiplier)
+            for c in ledger.commodities() if c.kind in ("future", "share")}
