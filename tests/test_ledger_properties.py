@@ -176,7 +176,7 @@ def within(balances: dict, names: Names) -> dict:
 
 
 def setup_example(ledger: Ledger) -> Names:
-    names = Names(f"P{next(NAMESPACES)}")
+    names = Names(f"P{next(NAMESPACES):06d}")  # fixed width: no namespace is a prefix of another
     with ledger.engine.begin() as conn:
         for account in names.all():
             ledger.open_account(account, conn)
