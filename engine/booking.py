@@ -150,14 +150,15 @@ def fill_entry(chart: Chart, contract: Contract, exec_key: str, price: Decimal, 
     return txn, after
 
 
-def commission_entry(chart: Chart, exec_key: str, time: dt.datetime, parts: dict, currency: str) -> Transaction:
+def commission_entry(chart: Chart, exec_key: str, time: dt.datetime, parts: dict, currency: str,
+                     contract_code: str) -> Transaction:
     postings: list[Posting] = []
     for holder, amount in parts.items():
         postings += commission_postings(chart, holder, amount, currency)
     if not postings:  # a zero commission still closes the pending state: book nothing, record it
         raise ValueError("zero commission: nothing to book")
     return Transaction(time=time, kind="commission", narration=f"Commission {exec_key}", postings=tuple(postings),
-                       links=(f"fill-{_link(exec_key)}",), meta=(("exec", exec_key),),
+                       links=(f"fill-{_link(exec_key)}",), meta=(("contract", contract_code), ("exec", exec_key)),
                        key=f"commission:{chart.broker_account}:{exec_key}")
 
 

@@ -168,7 +168,8 @@ def _book_late_commission(conn: Connection, ledger: Ledger, chart: Chart, row, e
     parts = _commission_parts(shares, e.commission)
     commission_txn = None
     if any(v != 0 for v in parts.values()):
-        txn = commission_entry(chart, e.base_exec_id, e.time, parts, e.commission_currency or row.commission_currency)
+        txn = commission_entry(chart, e.base_exec_id, e.time, parts, e.commission_currency or row.commission_currency,
+                               row.contract)
         commission_txn = ledger.book(txn, conn).id
     f = tables.fill
     conn.execute(f.update().where(f.c.id == row.id).values(

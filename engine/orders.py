@@ -165,7 +165,7 @@ def _book_cross(conn, ledger: Ledger, chart: Chart, run_id: int, cp: ContractPla
         after[holder] = after_trade(contract, holding, legs, qty, cp.reference_price)
     txn = Transaction(time=now, kind="cross", narration=f"Cross {contract.code} {cross.seller} -> {cross.buyer} "
                       f"{cross.quantity} @ {cp.reference_price}", postings=tuple(postings),
-                      links=(f"cross-{run_id}-{contract.code}",), meta=(("run", str(run_id)),),
+                      links=(f"cross-{run_id}-{contract.code}",), meta=(("contract", contract.code), ("run", str(run_id))),
                       key=f"cross:{chart.broker_account}:{run_id}:{contract.code}:{cross.seller}:{cross.buyer}")
     booked = ledger.book(txn, conn)
     save_marks(conn, contract, after, now)

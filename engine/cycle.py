@@ -1,0 +1,106 @@
+"""The cycle: compute targets, stop for review; once approved, plan, submit, wait, book, report.
+
+Each step is one of the engine's functions; this module only strings them together, so a
+person can run any step alone from the CLI and get the same result. `submit_run` is safe to run
+again after a crash: the plan is recorded once per run, and planned orders are looked up at the
+broker by orderRef before anything is sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time as wallclock
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from tradeledger.engine import tables
+from tradeledger.engine.config import current_contract
+from tradeledger.engine.fills import SyncReport, sync_fills
+from tradeledger.engine.orders import (
+    OrderPlan, SubmitReport, TargetLine, holder_positions, plan, record_plan, send_planned, traded_today,
+)
+from tradeledger.engine.session import Session
+from tradeledger.engine.targets import approve_run, compute_run, executable_run, show_run
+from tradeledger.ledger.db import read_connection
+
+
+def order_lines(session: Session, run_id: int, now: dt.datetime) -> list[TargetLine]:
+    """The approved run's lines as order targets (refuses an unexecutable run)."""
+    config = session.config
+    run = show_run(session.env, run_id, now)
+    lines = []
+    for line in executable_run(session.env, run_id, now):
+        x = line.explain
+        instrument = config.instruments[x["execution_instrument"]]
+        contract = current_contract(instrument, run.as_of)
+        if contract.code != line.contract:
+            raise ValueError(f"run {run_id}: {line.contract} is no longer the contract of {instrument.name}")
+        lines.append(TargetLine(x["account"], instrument.name, contract, line.target, Decimal(x["price"]),
+                                Decimal(x["fx_rate"])))
+    return lines
+
+
+def plan_run(session: Session, run_id: int, now: dt.datetime) -> OrderPlan:
+    lines = order_lines(session, run_id, now)
+    with read_connection(session.env.engine) as conn:
+        positions = holder_positions(session.env.ledger, session.env.chart, conn)
+        today = traded_today(conn, now.date())
+    return plan(run_id, lines, positions, session.config.limits, today)
+
+
+def submit_run(session: Session, run_id: int, now: dt.datetime) -> tuple[OrderPlan, SubmitReport]:
+    env = session.env
+    order_plan = plan_run(session, run_id, now)
+    record_plan(env.engine, env.ledger, env.chart, order_plan, env.settings.env, now)
+    report = send_planned(env.engine, session.broker, run_id, now)
+    report.refusals = order_plan.refusals
+    report.crosses = sum(len(c.crosses) for c in order_plan.contracts if not c.refused)
+    return order_plan, report
+
+
+def open_orders_of(session: Session, run_id: int) -> int:
+    o = tables.broker_order
+    with read_connection(session.env.engine) as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(o).where(
+            o.c.run_id == run_id, o.c.state.in_(("planned", "sent", "partial")))).scalar()
+
+
+def wait_for_fills(session: Session, run_id: int, timeout: float = 30.0, poll: float = 0.2) -> SyncReport:
+    """Sync fills until every order of the run is done or `timeout` seconds pass."""
+    env = session.env
+    total = SyncReport()
+    deadline = wallclock.monotonic() + timeout
+    while True:
+        report = sync_fills(env.engine, env.ledger, env.chart, session.broker)
+        for name in ("booked", "commissions", "unattributed", "corrections"):
+            getattr(total, name).extend(getattr(report, name))
+        total.pending_commissions = report.pending_commissions
+        total.replays += report.replays
+        if open_orders_of(session, run_id) == 0 or wallclock.monotonic() >= deadline:
+            return total
+        wallclock.sleep(poll)
+
+
+@dataclass
+class CycleResult:
+    run_id: int
+    approved: bool
+    plan: OrderPlan | None = None
+    submitted: SubmitReport | None = None
+    fills: SyncReport | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def run_cycle(session: Session, approve: bool, as_of: dt.date | None = None, who: str = "cli",
+              timeout: float = 30.0) -> CycleResult:
+    now = session.now()
+    run_id = compute_run(session.env, as_of or now.date(), now)
+    if not approve:
+        return CycleResult(run_id, False, notes=[f"run {run_id} computed; review it with `tradeledger targets show "
+                                                 f"{run_id}`, then approve it or run `cycle --approve`"])
+    approve_run(session.env, run_id, who, "approved by cycle --approve", now)
+    order_plan, submitted = submit_run(session, run_id, now)
+    fills = wait_for_fills(session, run_id, timeout)
+    return CycleResult(run_id, True, order_plan, submitted, fills)

@@ -1,0 +1,74 @@
+"""A trading session: an opened environment with its trading config and its broker.
+
+`Session` is what every trading command works with. It builds the broker the environment's
+config names: the embedded simulated broker (its exchange state in `<env>/sim.db`) or
+Interactive Brokers through ib_async. It holds no trading state of its own: positions, orders
+and fills are in the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from tradeledger.broker.base import Broker
+from tradeledger.engine.config import TradingConfig, parse_trading_config
+from tradeledger.engine.environment import Environment
+
+UTC = dt.timezone.utc
+
+
+def sim_exchange_path(env: Environment) -> Path:
+    return env.dir / "sim.db"
+
+
+@dataclass
+class Session:
+    env: Environment
+
+    @cached_property
+    def config(self) -> TradingConfig:
+        return parse_trading_config(self.env.settings.raw)
+
+    @cached_property
+    def broker(self) -> Broker:
+        broker = make_broker(self.env, self.config)
+        broker.connect()
+        return broker
+
+    def close(self) -> None:
+        if "broker" in self.__dict__:
+            self.broker.close()
+
+    def now(self) -> dt.datetime:
+        """The session's clock: the simulated exchange's clock on sim, else the wall clock."""
+        if self.env.settings.broker == "sim":
+            return self.exchange().now()
+        return dt.datetime.now(UTC)
+
+    def exchange(self):
+        """The simulated exchange behind a sim environment (the broker's own screen)."""
+        if self.env.settings.broker != "sim":
+            raise ValueError("this environment trades at IB, not on the simulated exchange")
+        if "_exchange" not in self.__dict__:
+            from tradeledger.broker.simexchange import SimExchange
+
+            self._exchange = SimExchange(sim_exchange_path(self.env), self.env.settings.account,
+                                         commission_per_contract=self.config.sim_commission)
+        return self._exchange
+
+
+def make_broker(env: Environment, config: TradingConfig) -> Broker:
+    settings = env.settings
+    if settings.broker == "sim":
+        from tradeledger.broker.sim import SimBroker
+        from tradeledger.broker.simexchange import SimExchange
+
+        exchange = SimExchange(sim_exchange_path(env), settings.account,
+                               commission_per_contract=config.sim_commission)
+        return SimBroker(exchange, settings.account)
+    from tradeledger.broker.ib import IBBroker
+
+    return IBBroker(settings.ib_host, settings.ib_port, settings.ib_client_id, settings.account)
