@@ -90,12 +90,20 @@ def main(ctx, home, env, db_url):
 @click.option("--ib-host", default="127.0.0.1", show_default=True)
 @click.option("--ib-port", default=4002, type=int, show_default=True)
 @click.option("--ib-client-id", default=1, type=int, show_default=True)
+@click.option("--demo", is_flag=True, help="Write the demo configuration and seed its price history (sim only).")
 @json_option
 @pass_ctx
-def init(c: Context, broker, account, base_currency, ib_host, ib_port, ib_client_id, as_json):
+def init(c: Context, broker, account, base_currency, ib_host, ib_port, ib_client_id, demo, as_json):
     """Create the environment: directory, config, database schema and base accounts."""
-    environment = init_environment(c.home, c.env, broker, account, base_currency, c.db_url,
-                                   ib_host, ib_port, ib_client_id)
+    if demo:
+        if broker != "sim" or c.env != "paper":
+            raise click.UsageError("--demo is for the simulated broker in the paper environment")
+        from tradeledger.engine.demo import init_demo
+
+        environment, _history = init_demo(c.home, db_url=c.db_url)
+    else:
+        environment = init_environment(c.home, c.env, broker, account, base_currency, c.db_url,
+                                       ib_host, ib_port, ib_client_id)
     info = {"environment": c.env, "dir": str(environment.dir), "broker": environment.settings.broker,
             "account": environment.settings.account, "revision": db.current_revision(environment.engine)}
     if as_json:
@@ -747,6 +755,43 @@ def cycle_cmd(c: Context, approve, as_of, yes, as_json):
         table("P&L", ["strategy", "realized", "unrealized", "commissions", "net"],
               [(r["strategy"], r["realized"], r["unrealized"], r["commissions"], r["net"])
                for r in data["pnl"]["rows"]])
+
+
+# --- the demo ---
+
+
+@main.command("demo")
+@click.option("--days", type=click.IntRange(1, 20), default=3, show_default=True)
+@pass_ctx
+def demo_cmd(c: Context, days):
+    """Play a few simulated trading days in a NEW home (--home, or a fresh directory it names)."""
+    import tempfile
+
+    from tradeledger.engine.demo import run_demo
+
+    home = Path(c.home) if c.home else Path(tempfile.mkdtemp(prefix="tradeledger-demo-"))
+    if (home / "paper").exists() or (home / "live").exists():
+        raise click.UsageError(f"{home} already holds an environment; the demo only runs in a new home")
+    click.echo(f"demo home: {home}")
+    session = run_demo(home, days, progress=lambda message: click.echo(f"  {message}"))
+    try:
+        env = session.env
+        rows = _pnl.positions(session)
+        table("positions", ["strategy", "contract", "qty", "mark", "last", "unrealized"],
+              [(r["strategy"], r["contract"], r["qty"], r["mark"], r["last"], r["unrealized"]) for r in rows])
+        result = _pnl.pnl(session)
+        table(f"P&L by strategy ({result['currency']})", ["strategy", "realized", "unrealized", "commissions", "net"],
+              [(r["strategy"], r["realized"], r["unrealized"], r["commissions"], r["net"]) for r in result["rows"]])
+        export_beancount(env.ledger, env.ledger_path, operating_currency=env.settings.base_currency)
+        checked = check_ledger(env.ledger, env.ledger_path)
+    finally:
+        session.close()
+    click.echo(f"check: {'clean' if checked.ok else 'NOT CLEAN'} ({checked.entries} entries, "
+               f"{len(checked.errors)} beancount errors, {len(checked.differences)} differences)")
+    click.echo(f"explore it: tradeledger --home {home} positions | pnl --by instrument | fills list | targets list")
+    click.echo(f"browse it:  fava {env.ledger_path}")
+    if not checked.ok:
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

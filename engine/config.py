@@ -78,6 +78,7 @@ class TradingConfig:
     limits: Limits
     rules: dict  # rule name -> "module:function"
     sim_commission: Decimal = Decimal("1.00")
+    sim_share_commission: Decimal = Decimal("0.005")
 
     def execution_instrument(self, signal: str) -> Instrument:
         return self.instruments[self.mappings.get(signal, signal)]
@@ -184,6 +185,8 @@ def parse_trading_config(raw: dict) -> TradingConfig:
         rules={k: str(v) for k, v in raw.get("rules", {}).items()},
         sim_commission=_dec("sim", "commission_per_contract", raw.get("sim", {}).get("commission_per_contract", "1.00"),
                             positive=True),
+        sim_share_commission=_dec("sim", "commission_per_share", raw.get("sim", {}).get("commission_per_share", "0.005"),
+                                  positive=True),
     )
 
 

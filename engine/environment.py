@@ -220,9 +220,15 @@ def init_environment(home: str | Path | None, env: str, broker: str, account: st
     db.write_meta(engine, environment.identity() | {"broker": settings.broker,
                                                     "base_currency": settings.base_currency})
     if not config_path.exists():
+        text = render_config(settings, config_extra)
+        try:
+            tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"the configuration to write is not valid TOML: {exc}") from None
         tmp = config_path.with_suffix(".tmp")
-        tmp.write_text(render_config(settings, config_extra), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
         tmp.replace(config_path)
+    environment.settings = parse_settings(config_path, env)  # what is on disk, with every table
     open_base_accounts(environment)
     return environment
 

@@ -55,8 +55,7 @@ class Session:
         if "_exchange" not in self.__dict__:
             from tradeledger.broker.simexchange import SimExchange
 
-            self._exchange = SimExchange(sim_exchange_path(self.env), self.env.settings.account,
-                                         commission_per_contract=self.config.sim_commission)
+            self._exchange = open_sim_exchange(self.env, self.config)
         return self._exchange
 
 
@@ -64,11 +63,20 @@ def make_broker(env: Environment, config: TradingConfig) -> Broker:
     settings = env.settings
     if settings.broker == "sim":
         from tradeledger.broker.sim import SimBroker
-        from tradeledger.broker.simexchange import SimExchange
 
-        exchange = SimExchange(sim_exchange_path(env), settings.account,
-                               commission_per_contract=config.sim_commission)
-        return SimBroker(exchange, settings.account)
+        return SimBroker(open_sim_exchange(env, config), settings.account)
     from tradeledger.broker.ib import IBBroker
 
     return IBBroker(settings.ib_host, settings.ib_port, settings.ib_client_id, settings.account)
+
+
+def open_sim_exchange(env: Environment, config: TradingConfig):
+    """The environment's simulated exchange, with the configured commission schedule."""
+    from tradeledger.broker.simexchange import SimExchange
+
+    exchange = SimExchange(sim_exchange_path(env), env.settings.account,
+                           commission_per_contract=config.sim_commission)
+    for instrument in config.instruments.values():
+        if not instrument.is_future:
+            exchange.set_commission(config.sim_share_commission, instrument.name)
+    return exchange

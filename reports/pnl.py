@@ -24,7 +24,7 @@ from tradeledger.engine.holdings import holder_of
 from tradeledger.engine.session import Session
 from tradeledger.ledger import schema
 from tradeledger.ledger.db import read_connection
-from tradeledger.ledger.numbers import from_scaled
+from tradeledger.ledger.numbers import from_scaled, plain
 from tradeledger.ledger.store import ts_bound
 
 ZERO = Decimal(0)
@@ -73,7 +73,7 @@ def positions(session: Session, strategy: str | None = None) -> list[dict]:
         last = latest_price(session, code)
         unrealized = _unrealized(env, account, contract, qty, marks.get((holder, code)), last)
         rows.append({"account": account, "strategy": name, "contract": code, "qty": qty,
-                     "mark": marks.get((holder, code)), "last": last, "unrealized": unrealized,
+                     "mark": marks.get((holder, code)), "last": last, "unrealized": plain(unrealized),
                      "currency": contract.currency if contract else None})
     return rows
 
@@ -115,8 +115,8 @@ def pnl(session: Session, by: str = "strategy", since: dt.date | None = None,
         per_ccy, total, complete = [], ZERO, True
         for ccy, (realized, unrealized, commissions) in sorted(native[key].items()):
             net = realized + unrealized - commissions
-            per_ccy.append({"currency": ccy, "realized": realized, "unrealized": unrealized,
-                            "commissions": commissions, "net": net})
+            per_ccy.append({"currency": ccy, "realized": plain(realized), "unrealized": plain(unrealized),
+                            "commissions": plain(commissions), "net": plain(net)})
             rate = _rate(env, ccy, base, until)
             if rate is None:
                 complete = False
@@ -126,7 +126,7 @@ def pnl(session: Session, by: str = "strategy", since: dt.date | None = None,
         convert = lambda field: _convert(env, per_ccy, field, base, until)  # noqa: E731
         rows.append({by: key, "realized": convert("realized"),
                      "unrealized": convert("unrealized"), "commissions": convert("commissions"),
-                     "net": total if complete else None, "currency": base, "native": per_ccy})
+                     "net": _cents(total) if complete else None, "currency": base, "native": per_ccy})
     return {"by": by, "since": since, "until": until, "currency": base, "rows": rows,
             "missing_fx": sorted(missing)}
 
@@ -147,7 +147,12 @@ def _convert(env, per_ccy: list[dict], field: str, base: str, until) -> Decimal 
         if rate is None:
             return None
         total += row[field] * rate
-    return total
+    return _cents(total)
+
+
+def _cents(amount: Decimal) -> Decimal:
+    """Base-currency totals are converted figures, shown to the cent; native figures stay exact."""
+    return amount.quantize(Decimal("0.01"))
 
 
 def _instrument_name(session: Session, code: str) -> str:

@@ -1,0 +1,226 @@
+"""The demo: a multi-strategy book trading a few simulated days, from an empty home to a clean check.
+
+`DEMO_CONFIG` is a complete trading configuration: three strategies, fourteen futures in USD,
+EUR and GBP (including BTC signalled on CME's bitcoin future and executed in the micro MBT), and
+three ETFs. `seed_history` generates a deterministic price history (a seeded random walk rounded
+to each instrument's tick) and FX rates, enough for the slowest trend rule to warm up.
+
+`run_demo` then plays trading days on the simulated broker, each through the same engine
+functions the CLI uses: compute the target run, approve it, plan, cross, send, book the fills,
+and at the close import the day's prices, settle at the exchange and mark the ledger. On the
+second day someone trades at the broker's own screen, and the fill lands in Unattributed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+
+import numpy as np
+
+from tradeledger.engine import prices
+from tradeledger.engine.config import current_contract, instrument_of_contract, to_contract
+from tradeledger.engine.cycle import submit_run, wait_for_fills
+from tradeledger.engine.environment import init_environment
+from tradeledger.engine.fills import sync_fills
+from tradeledger.engine.holdings import known_contracts
+from tradeledger.engine.marking import futures_held, mark_day
+from tradeledger.engine.session import Session
+from tradeledger.engine.targets import approve_run, compute_run
+
+UTC = dt.timezone.utc
+DEMO_START = dt.date(2026, 12, 1)
+
+# name: (type, currency, multiplier, exchange, ib symbol, trading class, tick, months, start price, daily vol)
+_INSTRUMENTS = {
+    "ES": ("future", "USD", "50", "CME", "ES", "ES", "0.25", "HMUZ", 6000, 0.011),
+    "MES": ("future", "USD", "5", "CME", "MES", "MES", "0.25", "HMUZ", 6000, 0.011),
+    "NQ": ("future", "USD", "20", "CME", "NQ", "NQ", "0.25", "HMUZ", 21000, 0.014),
+    "MNQ": ("future", "USD", "2", "CME", "MNQ", "MNQ", "0.25", "HMUZ", 21000, 0.014),
+    "ZN": ("future", "USD", "1000", "CBOT", "ZN", "ZN", "0.015625", "HMUZ", 110, 0.004),
+    "ZF": ("future", "USD", "1000", "CBOT", "ZF", "ZF", "0.0078125", "HMUZ", 107, 0.003),
+    "GC": ("future", "USD", "100", "COMEX", "GC", "GC", "0.1", "GJMQVZ", 2600, 0.009),
+    "CL": ("future", "USD", "1000", "NYMEX", "CL", "CL", "0.01", "FGHJKMNQUVXZ", 70, 0.02),
+    "BTC": ("future", "USD", "5", "CME", "BRR", "BTC", "5", "FGHJKMNQUVXZ", 90000, 0.03),
+    "MBT": ("future", "USD", "0.1", "CME", "MBT", "MBT", "5", "FGHJKMNQUVXZ", 90000, 0.03),
+    "FESX": ("future", "EUR", "10", "EUREX", "ESTX50", "FESX", "1", "HMUZ", 4900, 0.011),
+    "FGBL": ("future", "EUR", "1000", "EUREX", "GBL", "FGBL", "0.01", "HMUZ", 132, 0.004),
+    "Z": ("future", "GBP", "10", "ICEEU", "Z", "Z", "0.5", "HMUZ", 8300, 0.009),
+    "NKD": ("future", "USD", "5", "CME", "NKD", "NKD", "5", "HMUZ", 39000, 0.013),
+    "SPY": ("share", "USD", "1", "ARCA", "SPY", "", "0.01", "", 600, 0.011),
+    "TLT": ("share", "USD", "1", "NASDAQ", "TLT", "", "0.01", "", 90, 0.009),
+    "GLD": ("share", "USD", "1", "ARCA", "GLD", "", "0.01", "", 240, 0.009),
+}
+_FX = {"EUR": (1.08, 0.004), "GBP": (1.27, 0.004)}
+
+_STRATEGIES = """
+[strategies.trend_fast]
+capital_share = "0.4"
+risk_target = "0.20"
+idm = "1.5"
+rules = { ewmac_8_32 = "0.5", ewmac_16_64 = "0.5" }
+instruments = { MES = "0.15", MNQ = "0.15", ZN = "0.15", GC = "0.15", BTC = "0.1", FESX = "0.15", Z = "0.15" }
+
+[strategies.trend_slow]
+capital_share = "0.4"
+risk_target = "0.20"
+idm = "1.5"
+rules = { ewmac_32_128 = "1" }
+instruments = { MES = "0.2", MNQ = "0.2", ZF = "0.2", FGBL = "0.2", CL = "0.2" }
+
+[strategies.etf_trend]
+capital_share = "0.2"
+risk_target = "0.15"
+idm = "1.2"
+rules = { ewmac_16_64 = "1" }
+instruments = { SPY = "0.4", TLT = "0.3", GLD = "0.3" }
+"""
+
+
+def demo_config() -> str:
+    """The [portfolio], [instruments.*], [mappings], [strategies.*], [limits] and [sim] tables."""
+    lines = ['[portfolio]', 'capital = "2000000"', 'buffer_fraction = "0.10"', 'max_run_age_hours = 24', '']
+    for name, (kind, ccy, mult, exch, sym, tclass, tick, months, *_rest) in _INSTRUMENTS.items():
+        lines += [f"[instruments.{name}]", f'type = "{kind}"', f'currency = "{ccy}"', f'multiplier = "{mult}"',
+                  f'exchange = "{exch}"', f'ib_symbol = "{sym}"', f'tick_size = "{tick}"']
+        if kind == "future":
+            lines += [f'trading_class = "{tclass}"', f'expiry_months = "{months}"', "expiry_day = 20",
+                      "roll_offset_days = 5"]
+        lines.append("")
+    lines += ["[mappings]", 'BTC = "MBT"', ""]
+    lines += [_STRATEGIES.strip(), ""]
+    lines += ["[limits]", "max_order_qty = 500", "max_daily_qty = 2000", "",
+              "[sim]", 'commission_per_contract = "1.25"', 'commission_per_share = "0.005"', ""]
+    return "\n".join(lines)
+
+
+def _business_days(end: dt.date, count: int) -> list[dt.date]:
+    days, day = [], end
+    while len(days) < count:
+        if day.weekday() < 5:
+            days.append(day)
+        day -= dt.timedelta(days=1)
+    return days[::-1]
+
+
+def _tick(value: float, tick: Decimal) -> Decimal:
+    return (Decimal(repr(value)) / tick).quantize(Decimal(1)) * tick
+
+
+@dataclass(frozen=True)
+class History:
+    closes: dict[str, dict[dt.date, Decimal]]  # instrument -> date -> close
+    fx: dict[str, dict[dt.date, Decimal]]
+
+
+def seed_history(end: dt.date, days: int = 300, seed: int = 7) -> History:
+    """A deterministic random-walk history up to and including `end` (business days)."""
+    rng = np.random.default_rng(seed)
+    dates = _business_days(end, days)
+    closes: dict[str, dict[dt.date, Decimal]] = {}
+    for name, (*_head, tick, _months, start, vol) in _INSTRUMENTS.items():
+        drift = rng.normal(0, vol / 20)  # some trend so the rules have something to say
+        path = start * np.exp(np.cumsum(rng.normal(drift, vol, len(dates))))
+        closes[name] = {d: _tick(float(p), Decimal(tick)) for d, p in zip(dates, path)}
+    closes["MBT"] = dict(closes["BTC"])  # one underlying, two contract sizes
+    fx = {}
+    for ccy, (start, vol) in _FX.items():
+        path = start * np.exp(np.cumsum(rng.normal(0, vol, len(dates))))
+        fx[ccy] = {d: Decimal(repr(round(float(p), 5))) for d, p in zip(dates, path)}
+    return History(closes, fx)
+
+
+def history_csvs(history: History, until: dt.date | None = None) -> tuple[str, str]:
+    """(closes CSV, FX CSV) of the history up to `until` inclusive."""
+    closes = ["date,instrument,close"] + [f"{d.isoformat()},{name},{p}" for name, series in history.closes.items()
+                                           for d, p in series.items() if until is None or d <= until]
+    fx = ["date,currency,rate"] + [f"{d.isoformat()},{ccy},{r}" for ccy, series in history.fx.items()
+                                   for d, r in series.items() if until is None or d <= until]
+    return "\n".join(closes) + "\n", "\n".join(fx) + "\n"
+
+
+def init_demo(home, env: str = "paper", db_url: str | None = None):
+    """An environment with the demo configuration and the price history before DEMO_START."""
+    environment = init_environment(home, env, "sim", None, db_url=db_url, config_extra="\n" + demo_config())
+    history = seed_history(DEMO_START + dt.timedelta(days=10))
+    closes, fx = history_csvs(history, until=DEMO_START - dt.timedelta(days=1))
+    session = Session(environment)
+    for text, source in ((closes, "demo closes"), (fx, "demo fx")):
+        parsed = prices.parse_prices_csv(text, session.config, environment.settings.base_currency, source)
+        prices.store_rows(environment, parsed, source)
+    return environment, history
+
+
+def _import_day(session: Session, history: History, day: dt.date) -> None:
+    closes = "date,instrument,close\n" + "".join(f"{day.isoformat()},{n},{s[day]}\n" for n, s in history.closes.items())
+    fx = "date,currency,rate\n" + "".join(f"{day.isoformat()},{c},{s[day]}\n" for c, s in history.fx.items())
+    for text in (closes, fx):
+        parsed = prices.parse_prices_csv(text, session.config, session.env.settings.base_currency, "demo day")
+        prices.store_rows(session.env, parsed, "demo day")
+
+
+def _settle_day(session: Session, history: History, day: dt.date) -> list[str]:
+    """Settle every held future at the exchange and in the ledger at the day's close."""
+    env, exchange = session.env, session.exchange()
+    codes = futures_held(env.engine, env.ledger, env.chart)
+    rows = []
+    for code in codes:
+        instrument = instrument_of_contract(session.config, code)
+        price = history.closes[instrument.name][day]
+        exchange.settle(code, price, day)
+        rows.append(f"{day.isoformat()},{code},{price}")
+    if rows:
+        parsed = prices.parse_prices_csv("date,contract,settle\n" + "\n".join(rows) + "\n", session.config,
+                                         env.settings.base_currency, "demo settle")
+        prices.store_rows(env, parsed, "demo settle")
+    close = dt.datetime.combine(day, dt.time(21, 0), tzinfo=UTC)
+    mark_day(env.engine, env.ledger, env.chart, known_contracts(env.ledger), day,
+             {code: history.closes[instrument_of_contract(session.config, code).name][day] for code in codes}, close)
+    return codes
+
+
+def _open_market(session: Session, history: History, day: dt.date, when: dt.datetime) -> None:
+    """The simulated market opens near yesterday's close: every contract gets a price."""
+    exchange = session.exchange()
+    exchange.set_clock(when)
+    previous = max(d for d in history.closes["ES"] if d < day)
+    for name, instrument in session.config.instruments.items():
+        contract = current_contract(instrument, day)
+        exchange.add_contract(contract)
+        midpoint = float(history.closes[name][previous] + history.closes[name][day]) / 2
+        exchange.set_price(contract.code, _tick(midpoint, instrument.tick_size), when)
+
+
+def demo_days(count: int) -> list[dt.date]:
+    days, day = [], DEMO_START
+    while len(days) < count:
+        if day.weekday() < 5:
+            days.append(day)
+        day += dt.timedelta(days=1)
+    return days
+
+
+def run_demo(home, days: int = 3, progress=lambda message: None, db_url: str | None = None) -> Session:
+    """Play `days` trading days in a new environment under `home`; returns the session."""
+    progress("initialising the demo environment and its price history")
+    environment, history = init_demo(home, db_url=db_url)
+    session = Session(environment)
+    for number, day in enumerate(demo_days(days), start=1):
+        when = dt.datetime.combine(day, dt.time(15, 0), tzinfo=UTC)
+        _open_market(session, history, day, when)
+        progress(f"day {number} ({day}): computing targets")
+        run_id = compute_run(environment, day, when)
+        approve_run(environment, run_id, "demo", "approved by the demo", when)
+        progress(f"day {number} ({day}): trading run {run_id}")
+        submit_run(session, run_id, when)
+        wait_for_fills(session, run_id, timeout=10)
+        if number == 2:
+            spy = to_contract(session.config.instruments["SPY"], "SPY", "")
+            progress(f"day {number} ({day}): someone buys 25 SPY at the broker's own screen")
+            session.exchange().external_trade(spy, Decimal(25), session.exchange().price("SPY"))
+            sync_fills(environment.engine, environment.ledger, environment.chart, session.broker)
+        progress(f"day {number} ({day}): closing prices, settlement and marks")
+        _import_day(session, history, day)
+        _settle_day(session, history, day)
+    return session
