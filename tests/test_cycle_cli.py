@@ -1,0 +1,148 @@
+"""The trade cycle through the `tradeledger` command, on the embedded default (SQLite + sim)."""
+
+import json
+from decimal import Decimal
+
+import pytest
+from click.testing import CliRunner
+
+from tradeledger.cli import main
+from tradeledger.engine.environment import open_environment
+
+
+def run(home, *args, ok=True):
+    result = CliRunner().invoke(main, ["--home", str(home), *args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def data(home, *args):
+    return json.loads(run(home, *args, "--json").output)
+
+
+@pytest.fixture(scope="module")
+def demo_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("demo") / "home"
+    result = run(home, "demo", "--days", "3")
+    assert "check: clean" in result.output
+    return home
+
+
+def test_demo_ends_with_positions_pnl_and_clean_check(demo_home):
+    positions = data(demo_home, "positions")
+    assert {"account", "strategy", "contract", "qty"} <= set(positions[0])
+    strategies = {row["strategy"] for row in positions}
+    assert {"trend_fast", "trend_slow", "etf_trend", "unattributed"} <= strategies
+    # BTC is signalled but executed in the micro: the position is in MBT, never in BTC's contract.
+    codes = {row["contract"] for row in positions}
+    assert any(code.startswith("MBT") for code in codes)
+    assert not any(code.startswith("BTC") for code in codes)
+    assert data(demo_home, "check")["ok"] is True
+
+
+def test_realized_and_commissions_are_exactly_the_postings(demo_home):
+    env = open_environment(demo_home, "paper")
+    income = env.ledger.income()
+    result = data(demo_home, "pnl")
+    assert result["rows"], "the demo trades"
+    for row in result["rows"]:
+        component = {"trend_fast": "Trend-fast", "trend_slow": "Trend-slow", "etf_trend": "Etf-trend",
+                     "unattributed": "Unattributed"}[row["strategy"]]
+        for native in row["native"]:
+            ccy = native["currency"]
+            trading = income.get((f"Income:Trading:{component}", ccy), Decimal(0))
+            commissions = income.get((f"Expenses:Commissions:{component}", ccy), Decimal(0))
+            assert Decimal(native["realized"]) == -trading
+            assert Decimal(native["commissions"]) == commissions
+            assert Decimal(native["net"]) == Decimal(native["realized"]) + Decimal(native["unrealized"]) - commissions
+        assert {"strategy", "realized", "unrealized", "commissions", "net", "currency"} <= set(row)
+
+
+def test_pnl_by_instrument_and_day_add_up_to_by_strategy(demo_home):
+    def realized_native(rows):
+        total = {}
+        for row in rows:
+            for native in row["native"]:
+                total[native["currency"]] = total.get(native["currency"], 0) + Decimal(native["realized"])
+        return total
+
+    by_strategy = realized_native(data(demo_home, "pnl")["rows"])
+    by_instrument = realized_native(data(demo_home, "pnl", "--by", "instrument")["rows"])
+    by_day = data(demo_home, "pnl", "--by", "day")["rows"]
+    assert by_strategy == by_instrument
+    assert by_strategy == realized_native(by_day)
+    assert [row["day"] for row in by_day] == ["2026-12-01", "2026-12-02", "2026-12-03"]
+    one_day = data(demo_home, "pnl", "--by", "day", "--since", "2026-12-02", "--until", "2026-12-03")["rows"]
+    assert [row["day"] for row in one_day] == ["2026-12-02"]
+
+
+def test_blotter_shows_the_trade_made_outside(demo_home):
+    fills = data(demo_home, "fills", "list")
+    outside = [f for f in fills if f["order"] is None]
+    assert len(outside) == 1
+    assert (outside[0]["contract"], outside[0]["quantity"], outside[0]["strategy"]) == ("SPY", "25", "unattributed")
+    assert all(f["commission"] != "pending" for f in fills)
+    orders = data(demo_home, "orders", "list")
+    assert orders and all(o["state"] == "filled" for o in orders)
+    assert all(o["order_ref"] == f"tl-paper-{o['id']}" for o in orders)
+
+
+def test_sync_and_mark_again_book_nothing(demo_home):
+    before = data(demo_home, "status")["transactions"]
+    synced = data(demo_home, "fills", "sync")
+    assert synced["booked"] == [] and synced["replays"] > 0
+    marked = data(demo_home, "mark", "--date", "2026-12-03")
+    assert marked["booked"] == []
+    assert data(demo_home, "status")["transactions"] == before
+
+
+def test_demo_refuses_an_existing_home(demo_home):
+    result = run(demo_home, "demo", ok=False)
+    assert result.exit_code != 0 and "already holds an environment" in result.output
+
+
+def test_review_then_trade_step_by_step(tmp_path):
+    home = tmp_path / "home"
+    run(home, "init", "--demo")
+    # the sim market needs prices: the demo's market opens at the last close
+    computed = data(home, "cycle", "--as-of", "2026-11-30")
+    run_id = computed["run"]
+    assert computed["approved"] is False
+    refused = run(home, "orders", "submit", str(run_id), ok=False)
+    assert refused.exit_code == 1 and refused.output.startswith("error:") and "not approved" in refused.output
+    run(home, "targets", "approve", str(run_id))
+    plan = data(home, "orders", "plan", str(run_id))
+    assert plan["run"] == run_id and plan["contracts"]
+    for contract in plan["contracts"]:
+        run(home, "sim", "price", contract["contract"], str(contract["reference_price"]))
+    submitted = data(home, "orders", "submit", str(run_id))
+    assert submitted["sent"] and not submitted["rejected"]
+    again = data(home, "orders", "submit", str(run_id))
+    assert again["sent"] == [] and again["fills_booked"] == []
+    positions = {(p["strategy"], p["contract"]): Decimal(p["qty"]) for p in data(home, "positions")}
+    refused = {c["contract"]: c["refused"] for c in plan["contracts"] if c["refused"]}
+    assert refused, "the demo's max_order_qty of 500 stops at least one ETF order"
+    assert all("max_order_qty" in why for why in refused.values())
+    targets = data(home, "targets", "show", str(run_id))
+    for line in targets["lines"]:
+        held = positions.get((line["strategy"], line["contract"]), Decimal(0))
+        expected = Decimal(line["current"]) if line["contract"] in refused else Decimal(line["target"])
+        assert held == expected, line
+    assert data(home, "check")["ok"] is True
+
+
+@pytest.mark.parametrize("args, message", [
+    (("sim", "trade", "NOPE", "1", "10"), "unknown contract"),
+    (("sim", "trade", "SPY", "1.5x", "10"), "not a number"),
+    (("pnl", "--since", "2026-13-01"), "not a date"),
+    (("orders", "plan", "99"), "run 99"),
+    (("orders", "cancel", "42"), "no order 42"),
+])
+def test_user_mistakes_are_one_line(tmp_path, args, message):
+    home = tmp_path / "home"
+    run(home, "init", "--demo")
+    result = run(home, *args, ok=False)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
