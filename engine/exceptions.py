@@ -1,0 +1,212 @@
+"""Exceptions and instrument locks: every anomaly visible, deduplicated, and resolved with a reason.
+
+An *exception* is a typed record of something a person should know about: a reconciliation
+break, a fill without an orderRef, a commission overdue, a broker that cannot be reached. It
+has a severity, a subject (what it is about, e.g. a contract) and a *dedupe key* (default
+`kind:subject`): one cause is one exception, however many runs see it. Raising the same cause
+again while its exception is open (or acknowledged) updates `last_seen` and `count` (and keeps
+the highest severity and the latest detail) instead of adding a row; once it is resolved, the
+next occurrence opens a new exception.
+
+Lifecycle, each step with who, when and why:
+
+    open --acknowledge--> acknowledged --resolve--> resolved
+      \\__________________resolve_________________/
+
+A *lock* stops orders for an instrument (or a single contract) until the exception that caused
+it is resolved: resolving an exception releases every lock it holds, and `unlock` releases a
+key by hand. `active_locks` is what order planning consults.
+
+Every function writes inside the caller's connection (its transaction), so that a decision and
+the exception it raises commit together. At most one open exception per dedupe key is also
+enforced by the database (a partial unique index); a concurrent raise that loses the race
+updates the winner's row instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from tradeledger.engine.tables_recon import instrument_lock, tl_exception
+from tradeledger.ledger.store import fmt_ts
+
+UTC = dt.timezone.utc
+
+KINDS = ("reconciliation_break", "unattributed_position", "unattributed_fill", "commission_overdue",
+         "order_rejected", "order_stuck", "overfill", "stale_prices", "missing_fx", "missed_daemon_run",
+         "broker_disconnected", "limit_hit", "job_failed")
+SEVERITIES = ("info", "warning", "error", "critical")  # in increasing order
+STATES = ("open", "acknowledged", "resolved")
+OPEN_STATES = ("open", "acknowledged")
+
+
+class ExceptionStateError(ValueError):
+    """An exception or lock cannot do what was asked (unknown id, already resolved, no reason)."""
+
+
+def _now(now: dt.datetime | None) -> str:
+    return fmt_ts(now or dt.datetime.now(UTC))
+
+
+def _require(value: str, what: str) -> str:
+    if not value or not str(value).strip():
+        raise ExceptionStateError(f"{what} is required")
+    return str(value).strip()
+
+
+def default_key(kind: str, subject: str) -> str:
+    return f"{kind}:{subject}"
+
+
+def raise_exception(conn: Connection, kind: str, subject: str, detail: str, severity: str = "warning",
+                    dedupe_key: str | None = None, now: dt.datetime | None = None) -> int:
+    """Open an exception, or bump the open one with the same dedupe key; returns its id."""
+    if kind not in KINDS:
+        raise ExceptionStateError(f"unknown exception kind {kind!r} (one of {', '.join(KINDS)})")
+    if severity not in SEVERITIES:
+        raise ExceptionStateError(f"unknown severity {severity!r} (one of {', '.join(SEVERITIES)})")
+    subject = _require(subject, "a subject")
+    key = dedupe_key or default_key(kind, subject)
+    at = _now(now)
+    existing = _open_by_key(conn, key)
+    if existing is None:
+        try:
+            with conn.begin_nested():
+                return conn.execute(tl_exception.insert().values(
+                    kind=kind, severity=severity, subject=subject, detail=detail or "", dedupe_key=key,
+                    state="open", first_seen=at, last_seen=at, count=1)).inserted_primary_key[0]
+        except sa.exc.IntegrityError:  # another writer opened the same cause first
+            existing = _open_by_key(conn, key)
+            if existing is None:
+                raise
+    worst = max(existing.severity, severity, key=SEVERITIES.index)
+    conn.execute(tl_exception.update().where(tl_exception.c.id == existing.id).values(
+        last_seen=max(at, existing.last_seen), count=tl_exception.c.count + 1, severity=worst,
+        detail=detail or existing.detail))
+    return existing.id
+
+
+def _open_by_key(conn: Connection, key: str):
+    t = tl_exception
+    return conn.execute(sa.select(t).where(t.c.dedupe_key == key, t.c.state.in_(OPEN_STATES))).first()
+
+
+def _row(conn: Connection, exception_id: int):
+    row = conn.execute(sa.select(tl_exception).where(tl_exception.c.id == exception_id)).first()
+    if row is None:
+        raise ExceptionStateError(f"no exception {exception_id}")
+    return row
+
+
+def acknowledge(conn: Connection, id: int, who: str, why: str, now: dt.datetime | None = None) -> None:
+    """Someone has seen it and takes it on; it stays open for dedupe and counts."""
+    row = _row(conn, id)
+    who, why = _require(who, "who"), _require(why, "a reason (--why)")
+    if row.state != "open":
+        raise ExceptionStateError(f"exception {id} is {row.state}; only an open exception can be acknowledged")
+    conn.execute(tl_exception.update().where(tl_exception.c.id == id).values(
+        state="acknowledged", acknowledged_at=_now(now), acknowledged_by=who, acknowledged_why=why))
+
+
+def resolve(conn: Connection, id: int, who: str, why: str, now: dt.datetime | None = None) -> None:
+    """Close an exception and release the locks it holds."""
+    row = _row(conn, id)
+    who, why = _require(who, "who"), _require(why, "a reason (--why)")
+    if row.state == "resolved":
+        raise ExceptionStateError(f"exception {id} is already resolved")
+    at = _now(now)
+    conn.execute(tl_exception.update().where(tl_exception.c.id == id).values(
+        state="resolved", resolved_at=at, resolved_by=who, resolved_why=why))
+    lk = instrument_lock
+    conn.execute(lk.update().where(lk.c.exception_id == id, lk.c.unlocked_at.is_(None)).values(
+        unlocked_at=at, unlocked_by=who, unlock_why=f"exception {id} resolved: {why}"))
+
+
+def resolve_by_key(conn: Connection, dedupe_key: str, who: str, why: str, now: dt.datetime | None = None) -> bool:
+    """Resolve the open exception with this dedupe key; False when there is none."""
+    row = _open_by_key(conn, dedupe_key)
+    if row is None:
+        return False
+    resolve(conn, row.id, who, why, now)
+    return True
+
+
+def _as_dict(row) -> dict:
+    return {
+        "id": row.id, "kind": row.kind, "severity": row.severity, "subject": row.subject,
+        "detail": row.detail, "dedupe_key": row.dedupe_key, "state": row.state,
+        "first_seen": row.first_seen, "last_seen": row.last_seen, "count": row.count,
+        "acknowledged": None if row.acknowledged_at is None else {
+            "at": row.acknowledged_at, "by": row.acknowledged_by, "why": row.acknowledged_why},
+        "resolved": None if row.resolved_at is None else {
+            "at": row.resolved_at, "by": row.resolved_by, "why": row.resolved_why},
+    }
+
+
+def list_exceptions(conn: Connection, state: str | None = None) -> list[dict]:
+    """Exceptions, newest first; `state` is one state, "open" meaning open or acknowledged, or None: all."""
+    t = tl_exception
+    query = sa.select(t).order_by(t.c.id.desc())
+    if state == "open":
+        query = query.where(t.c.state.in_(OPEN_STATES))
+    elif state is not None:
+        if state not in STATES:
+            raise ExceptionStateError(f"unknown state {state!r} (one of {', '.join(STATES)})")
+        query = query.where(t.c.state == state)
+    return [_as_dict(r) for r in conn.execute(query)]
+
+
+def get_exception(conn: Connection, id: int) -> dict:
+    info = _as_dict(_row(conn, id))
+    lk = instrument_lock
+    info["locks"] = [{"key": r.lock_key, "reason": r.reason, "locked_at": r.locked_at,
+                      "unlocked_at": r.unlocked_at, "unlocked_by": r.unlocked_by, "why": r.unlock_why}
+                     for r in conn.execute(sa.select(lk).where(lk.c.exception_id == id).order_by(lk.c.id))]
+    return info
+
+
+def open_counts(conn: Connection) -> dict[str, int]:
+    """{severity: number of open or acknowledged exceptions}, every severity present."""
+    t = tl_exception
+    counts = dict(conn.execute(sa.select(t.c.severity, sa.func.count()).where(
+        t.c.state.in_(OPEN_STATES)).group_by(t.c.severity)).all())
+    return {s: int(counts.get(s, 0)) for s in SEVERITIES}
+
+
+# -- locks --------------------------------------------------------------------------------------
+
+def lock(conn: Connection, instrument_or_contract: str, reason: str, exception_id: int | None,
+         now: dt.datetime | None = None) -> int:
+    """Lock a key against new orders; locking it again for the same exception is a no-op."""
+    key, reason = _require(instrument_or_contract, "a lock key"), _require(reason, "a lock reason")
+    lk = instrument_lock
+    query = sa.select(lk).where(lk.c.lock_key == key, lk.c.unlocked_at.is_(None))
+    query = query.where(lk.c.exception_id.is_(None) if exception_id is None else lk.c.exception_id == exception_id)
+    row = conn.execute(query).first()
+    if row is not None:
+        if row.reason != reason:
+            conn.execute(lk.update().where(lk.c.id == row.id).values(reason=reason))
+        return row.id
+    return conn.execute(lk.insert().values(lock_key=key, reason=reason, exception_id=exception_id,
+                                           locked_at=_now(now))).inserted_primary_key[0]
+
+
+def unlock(conn: Connection, key: str, who: str, why: str, now: dt.datetime | None = None) -> int:
+    """Release every active lock on a key by hand; returns how many were released."""
+    who, why = _require(who, "who"), _require(why, "a reason")
+    lk = instrument_lock
+    result = conn.execute(lk.update().where(lk.c.lock_key == key, lk.c.unlocked_at.is_(None)).values(
+        unlocked_at=_now(now), unlocked_by=who, unlock_why=why))
+    return result.rowcount
+
+
+def active_locks(conn: Connection) -> dict[str, str]:
+    """{instrument or contract: reason} for every active lock (reasons of one key joined)."""
+    lk = instrument_lock
+    result: dict[str, str] = {}
+    for r in conn.execute(sa.select(lk).where(lk.c.unlocked_at.is_(None)).order_by(lk.c.id)):
+        result[r.lock_key] = f"{result[r.lock_key]}; {r.reason}" if r.lock_key in result else r.reason
+    return result
