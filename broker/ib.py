@@ -84,7 +84,8 @@ class IBBroker:
     def __init__(self, host: str = "127.0.0.1", port: int = 7497, client_id: int = 1,
                  account: str = "", timeout: float = 4.0, request_timeout: float = 10.0,
                  reconnect: bool = True, reconnect_wait: float | None = None,
-                 max_backoff: float = 5.0, contracts: Iterable[Contract] = ()) -> None:
+                 max_backoff: float = 5.0, contracts: Iterable[Contract] = (),
+                 contract_namer: Callable[[Contract], Contract] | None = None) -> None:
         self.host, self.port, self.client_id = host, port, client_id
         self.account = account
         self.timeout = timeout
@@ -93,6 +94,9 @@ class IBBroker:
         self.reconnect_wait = timeout if reconnect_wait is None else reconnect_wait
         self.max_backoff = max_backoff
         self._by_con_id: dict[int, Contract] = {c.con_id: c for c in contracts if c.con_id}
+        # Maps a contract built from IB's fields to the caller's name for it (tradeledger's
+        # code from the configured instrument); identity when not given.
+        self._namer = contract_namer or (lambda c: c)
         self._executions: dict[str, Execution] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -310,7 +314,7 @@ class IBBroker:
         known = self._by_con_id.get(c.conId)
         if known is not None:
             return known
-        contract = contract_from_ib(c)
+        contract = self._namer(contract_from_ib(c))
         if c.conId:
             self._by_con_id[c.conId] = contract
         return contract
@@ -490,9 +494,23 @@ def to_ib(c: Contract) -> IBContract:
         tradingClass=c.trading_class)
 
 
+def expiry_from_local_symbol(local: str, today: dt.date | None = None) -> str:
+    """YYYYMM from a futures local symbol with a one-digit year (MESZ6 -> 202612): the year is
+    the first one ending in that digit from last year on (local symbols repeat every decade)."""
+    local = local.strip().upper()
+    if len(local) < 3 or not local[-1].isdigit() or local[-2] not in MONTH_CODES:
+        return ""
+    today = today or dt.date.today()
+    first = today.year - 1
+    year = first + (int(local[-1]) - first) % 10
+    return f"{year}{MONTH_CODES.index(local[-2]) + 1:02d}"
+
+
 def contract_from_ib(c: IBContract) -> Contract:
     """Build our contract from IB's fields, for a conId we were never told about."""
     expiry = (c.lastTradeDateOrContractMonth or "")[:6]
+    if c.secType == "FUT" and len(expiry) < 6 and c.localSymbol:
+        expiry = expiry_from_local_symbol(c.localSymbol)
     if c.secType == "FUT" and len(expiry) == 6:
         code = f"{c.symbol}{MONTH_CODES[int(expiry[4:6]) - 1]}{expiry[2:4]}"
     else:

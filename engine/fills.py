@@ -40,12 +40,17 @@ class SyncReport:
     replays: int = 0
     unattributed: list[str] = field(default_factory=list)
     pending_commissions: list[str] = field(default_factory=list)
-    corrections: list[str] = field(default_factory=list)  # seen, not booked
+    corrections: list[str] = field(default_factory=list)  # seen, not booked (see reasons)
+    correction_reasons: dict[str, str] = field(default_factory=dict)  # exec id -> why not
+    corrected: list[str] = field(default_factory=list)  # corrections booked now (new exec ids)
 
 
 def _version(exec_id: str) -> int:
     tail = exec_id.rpartition(".")[2]
-    return int(tail) if tail.isdigit() else 0
+    try:
+        return int(tail, 16)  # IB-style revision suffix: 01, 02, ... (hex past 09)
+    except ValueError:
+        return 0
 
 
 def latest_versions(executions: list[Execution]) -> list[Execution]:
@@ -76,9 +81,18 @@ def book_execution(conn: Connection, ledger: Ledger, chart: Chart, e: Execution,
         f.c.account == e.account, f.c.exec_key == e.base_exec_id, f.c.superseded_by.is_(None))).first()
     if existing is not None:
         if _version(e.exec_id) > _version(existing.exec_id):
-            # Corrections are reported, not booked yet: booking one means reversing the
-            # original and re-marking the chain (left for the IB issue). Never silent.
-            report.corrections.append(e.exec_id)
+            # A correction replaces the booked version by reversal (engine/corrections.py);
+            # one it cannot book writes nothing and is reported on every sync. Never silent.
+            from tradeledger.engine.corrections import CorrectionUnsupported, book_correction
+
+            try:
+                book_correction(conn, ledger, chart, existing, e)
+                report.corrected.append(e.exec_id)
+                if e.commission is None:
+                    report.pending_commissions.append(e.base_exec_id)
+            except CorrectionUnsupported as exc:
+                report.corrections.append(e.exec_id)
+                report.correction_reasons[e.exec_id] = str(exc)
         elif existing.commission is None and e.commission is not None:
             _book_late_commission(conn, ledger, chart, existing, e)
             report.commissions.append(e.base_exec_id)
@@ -168,7 +182,11 @@ def _book_late_commission(conn: Connection, ledger: Ledger, chart: Chart, row, e
     parts = _commission_parts(shares, e.commission)
     commission_txn = None
     if any(v != 0 for v in parts.values()):
-        txn = commission_entry(chart, e.base_exec_id, e.time, parts, e.commission_currency or row.commission_currency,
+        from tradeledger.engine.corrections import is_correction_row
+
+        # A corrected fill's commission is keyed by its own version (the original may have one).
+        key = e.exec_id if is_correction_row(conn, row.id) else e.base_exec_id
+        txn = commission_entry(chart, key, e.time, parts, e.commission_currency or row.commission_currency,
                                row.contract)
         commission_txn = ledger.book(txn, conn).id
     f = tables.fill

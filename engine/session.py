@@ -66,8 +66,12 @@ def make_broker(env: Environment, config: TradingConfig) -> Broker:
 
         return SimBroker(open_sim_exchange(env, config), settings.account)
     from tradeledger.broker.ib import IBBroker
+    from tradeledger.engine.contracts_ib import ib_contract_namer
 
-    return IBBroker(settings.ib_host, settings.ib_port, settings.ib_client_id, settings.account)
+    # Executions come back named by IB (symbol BRR, local symbol BTCZ6); the namer gives
+    # them tradeledger's code (BTCZ26) from the configured instrument.
+    return IBBroker(settings.ib_host, settings.ib_port, settings.ib_client_id, settings.account,
+                    contract_namer=ib_contract_namer(config))
 
 
 def open_sim_exchange(env: Environment, config: TradingConfig):
