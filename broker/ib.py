@@ -85,7 +85,8 @@ class IBBroker:
                  account: str = "", timeout: float = 4.0, request_timeout: float = 10.0,
                  reconnect: bool = True, reconnect_wait: float | None = None,
                  max_backoff: float = 5.0, contracts: Iterable[Contract] = (),
-                 contract_namer: Callable[[Contract], Contract] | None = None) -> None:
+                 contract_namer: Callable[[Contract], Contract] | None = None,
+                 refresh_every: float = 5.0) -> None:
         self.host, self.port, self.client_id = host, port, client_id
         self.account = account
         self.timeout = timeout
@@ -98,6 +99,8 @@ class IBBroker:
         # code from the configured instrument); identity when not given.
         self._namer = contract_namer or (lambda c: c)
         self._executions: dict[str, Execution] = {}
+        self.refresh_every = refresh_every
+        self._refreshed_at = float("-inf")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ib: IB | None = None
@@ -243,6 +246,7 @@ class IBBroker:
             raise BrokerError(f"IB at {self.host}:{self.port} manages {','.join(accounts)}, "
                               f"not the configured account {self.account}: refusing to use it")
         self._absorb_fills()
+        self._refreshed_at = asyncio.get_running_loop().time()  # connect ran reqExecutions
         self._synced.set()
 
     def _on_disconnected(self) -> None:
@@ -409,17 +413,25 @@ class IBBroker:
 
     # --- executions and the account ----------------------------------------------------------
 
-    def executions(self, since: dt.datetime | None = None, refresh: bool = False
+    def executions(self, since: dt.datetime | None = None, refresh: bool | None = None
                    ) -> list[Execution]:
         """Every execution of the day known to IB (and any seen earlier in this process).
-        refresh=True asks IB again (reqExecutions) instead of relying on live pushes."""
+
+        Live pushes only reach the client that placed the order, so trades made elsewhere (at
+        TWS, by another client id) are learnt by asking again (reqExecutions). refresh=True
+        asks now, False never, None (default) when `refresh_every` seconds have passed since
+        the last time (connect and reconnect always ask)."""
         return self._run(lambda: self._executions_async(since, refresh), retry=True)
 
-    async def _executions_async(self, since: dt.datetime | None, refresh: bool
+    async def _executions_async(self, since: dt.datetime | None, refresh: bool | None
                                 ) -> list[Execution]:
         ib = await self._ready()
+        loop = asyncio.get_running_loop()
+        if refresh is None:
+            refresh = loop.time() - self._refreshed_at >= self.refresh_every
         if refresh:
             await asyncio.wait_for(ib.reqExecutionsAsync(), self.request_timeout)
+            self._refreshed_at = loop.time()
         self._absorb_fills()
         out = [e for e in self._executions.values() if since is None or e.time >= since]
         return sorted(out, key=lambda e: (e.time, e.exec_id))
