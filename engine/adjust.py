@@ -1,0 +1,460 @@
+"""Maintenance: repairing the books when something happened outside tradeledger, as ledger entries.
+
+Every tool books one new, balanced entry with a reason, linked to what it fixes; nothing booked
+before is edited (`fill_alloc` stays the fact of how a fill was booked). Each tool is
+
+- a *planner* that reads the state it needs inside the caller's database transaction and hands
+  it to a *pure builder* (`transfer_entry`, `close_entry`, `cash_entry`), which returns the
+  entry and the holders' positions/marks after it; and
+- `book`, which plans again inside one write transaction, refuses if the entry differs from the
+  dry run the user confirmed, books it, moves the marks, records an `adjustment` row and
+  resolves the exceptions the entry answers — all or nothing.
+
+The tools:
+    attribute FILL -> S        an unattributed fill's quantity moves to S at the fill price
+    adopt CONTRACT QTY -> S    unattributed position moves to S at its current mark
+    transfer CONTRACT QTY S->T between strategies at S's current mark
+    manual-close CONTRACT S    S's position closed outside tradeledger: from the broker's
+                               execution (an attribution of that fill) or at a given price
+    reverse ENTRY              the exact opposite of an entry (Ledger.reverse)
+    cash CCY AMOUNT            interest, fees, deposits: Income/Expenses:Adjustments or
+                               Equity:Deposits against cash
+
+A transfer of futures is a trade between two holders at one price: each side's existing
+position is first marked to that price (variation margin), then the units move and both are
+marked at the price. Moving a fill's position at the fill price therefore moves all the P&L
+made since the fill to its new owner, which is what an attribution means. Shares move through
+the same trade postings (lots at cost, FIFO, labelled).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from tradeledger.broker.base import Contract
+from tradeledger.engine import tables
+from tradeledger.engine.booking import Holding, after_trade, trade_postings
+from tradeledger.engine.holdings import ensure_contract, ensure_holder, holder_of, load_holdings, save_marks
+from tradeledger.engine.tables_daemon import adjustment
+from tradeledger.ledger import schema
+from tradeledger.ledger.accounts import Chart
+from tradeledger.ledger.model import Posting, Transaction, reversal_of
+from tradeledger.ledger.numbers import from_scaled, to_scaled
+from tradeledger.ledger.store import Commodity, Ledger, fmt_ts
+
+ZERO = Decimal(0)
+KINDS = ("attribute", "adopt", "transfer", "manual-close", "reverse", "cash")
+CASH_KINDS = ("interest", "fee", "deposit", "withdrawal", "adjustment")
+POSITION_KINDS = ("attribute", "adopt", "transfer", "manual-close")
+
+
+class AdjustError(ValueError):
+    """A maintenance request that cannot be carried out; the message says why."""
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """A planned maintenance entry: everything `book` writes, and what a dry run shows."""
+
+    kind: str
+    subject: str
+    txn: Transaction
+    reason: str
+    contract: Contract | None = None
+    from_holder: str | None = None
+    to_holder: str | None = None
+    quantity: Decimal | None = None
+    price: Decimal | None = None
+    after: dict = field(default_factory=dict)  # holder -> Holding, futures marks to save
+    marks_before: dict = field(default_factory=dict)  # holder -> price (str)
+    resolves: tuple[str, ...] = ()  # exception dedupe keys this entry answers
+    reverses: int | None = None
+
+    def summary(self) -> dict:
+        return {"kind": self.kind, "subject": self.subject, "reason": self.reason,
+                "contract": self.contract.code if self.contract else None,
+                "from": _who(self.from_holder) if self.kind in POSITION_KINDS else None,
+                "to": _who(self.to_holder) if self.kind in POSITION_KINDS else None,
+                "quantity": self.quantity, "price": self.price, "narration": self.txn.narration,
+                "postings": [(p.account, p.units, p.commodity) for p in self.txn.postings],
+                "resolves": list(self.resolves)}
+
+
+@dataclass(frozen=True)
+class Booked:
+    adjustment_id: int
+    txn_id: int
+    resolved: tuple[str, ...]
+
+
+def _who(holder: str | None) -> str:
+    return holder or "unattributed"
+
+
+def new_key(kind: str, chart: Chart) -> str:
+    """A fresh idempotency key for one user request (kept from the dry run to the booking)."""
+    return f"adjust:{kind}:{chart.broker_account}:{uuid.uuid4().hex[:16]}"
+
+
+# -- pure builders -------------------------------------------------------------------------------
+
+def transfer_entry(chart: Chart, contract: Contract, holdings: dict, giver: str | None, taker: str | None,
+                   qty: Decimal, price: Decimal, time: dt.datetime, kind: str, narration: str, key: str,
+                   links: tuple[str, ...], meta: tuple[tuple[str, str], ...]) -> tuple[Transaction, dict]:
+    """Move signed `qty` of the giver's position to the taker at `price` (a zero-sum trade)."""
+    if giver == taker:
+        raise AdjustError(f"{_who(giver)} cannot transfer to itself")
+    if qty == 0:
+        raise AdjustError("nothing to move: quantity 0")
+    have = holdings.get(giver, Holding()).position
+    if have == 0 or (have > 0) != (qty > 0) or abs(qty) > abs(have):
+        raise AdjustError(f"insufficient position: {_who(giver)} holds {have} {contract.code}, "
+                          f"cannot give {qty}")
+    postings: list[Posting] = []
+    after = dict(holdings)
+    label = key.rsplit(":", 1)[-1]
+    for holder, change in ((giver, -qty), (taker, qty)):
+        holding = after.get(holder, Holding())
+        legs = trade_postings(chart, holder, contract, holding, change, price, time.date(), f"{kind}-{label}")
+        postings += legs
+        after[holder] = after_trade(contract, holding, legs, change, price)
+    txn = Transaction(time=time, kind=kind, narration=narration, postings=tuple(postings),
+                      links=links, meta=meta + (("contract", contract.code), ("price", str(price))), key=key)
+    return txn, after
+
+
+def close_entry(chart: Chart, contract: Contract, holdings: dict, holder: str | None, price: Decimal,
+                time: dt.datetime, narration: str, key: str, links: tuple[str, ...],
+                meta: tuple[tuple[str, str], ...]) -> tuple[Transaction, dict]:
+    """Close a holder's whole position at `price` with no broker fill (it happened elsewhere)."""
+    holding = holdings.get(holder, Holding())
+    if holding.position == 0:
+        raise AdjustError(f"insufficient position: {_who(holder)} holds no {contract.code}")
+    qty = -holding.position
+    legs = trade_postings(chart, holder, contract, holding, qty, price, time.date(), key.rsplit(":", 1)[-1])
+    after = dict(holdings)
+    after[holder] = after_trade(contract, holding, legs, qty, price)
+    txn = Transaction(time=time, kind="manual-close", narration=narration, postings=tuple(legs), links=links,
+                      meta=meta + (("contract", contract.code), ("price", str(price))), key=key)
+    return txn, after
+
+
+def cash_entry(chart: Chart, currency: str, amount: Decimal, cash_kind: str, reason: str, time: dt.datetime,
+               key: str) -> Transaction:
+    """Cash in (amount > 0) or out against Income/Expenses:Adjustments, or Equity:Deposits."""
+    if amount == 0:
+        raise AdjustError("a cash adjustment of 0 books nothing")
+    if cash_kind not in CASH_KINDS:
+        raise AdjustError(f"unknown cash kind {cash_kind!r}: use one of {', '.join(CASH_KINDS)}")
+    if cash_kind == "deposit" and amount < 0 or cash_kind == "withdrawal" and amount > 0:
+        raise AdjustError(f"a {cash_kind} of {amount}: deposits are positive, withdrawals negative")
+    if cash_kind in ("deposit", "withdrawal"):
+        counter = chart.deposits
+    else:
+        counter = chart.income_adjustments if amount > 0 else chart.expense_adjustments
+    return Transaction(time=time, kind="cash-adjust", narration=f"{cash_kind.capitalize()} {amount} {currency}: "
+                       f"{reason}", postings=(Posting(chart.cash, amount, currency), Posting(counter, -amount, currency)),
+                       links=(f"adjust-{key.rsplit(':', 1)[-1]}",),
+                       meta=(("reason", reason), ("adjust", cash_kind)), key=key)
+
+
+# -- planners: read the state inside a transaction, build the entry ---------------------------------
+
+@dataclass(frozen=True)
+class Context:
+    ledger: Ledger
+    chart: Chart
+    strategies: dict  # user name -> account component
+
+
+def resolve_holder(conn: Connection, ctx: Context, name: str) -> str | None:
+    """A strategy's account component from its user name or component; 'unattributed' -> None."""
+    if name.lower() == "unattributed":
+        return None
+    if name in ctx.strategies:
+        return ctx.strategies[name]
+    if name in ctx.strategies.values():
+        return name
+    account = ctx.chart.holdings(name)
+    if conn.execute(sa.select(schema.account.c.id).where(schema.account.c.name == account)).first():
+        return name
+    known = ", ".join(sorted(ctx.strategies)) or "none configured"
+    raise AdjustError(f"unknown strategy {name!r} (known: {known})")
+
+
+def _contract(conn: Connection, code: str) -> Contract:
+    row = conn.execute(sa.select(schema.commodity).where(schema.commodity.c.name == code)).first()
+    if row is None or row.kind not in ("future", "share"):
+        raise AdjustError(f"unknown contract {code!r}: the ledger has never booked it")
+    return Contract(code=code, sec_type="FUT" if row.kind == "future" else "STK", symbol=code, exchange="",
+                    currency=row.currency or "", multiplier=Decimal(row.multiplier))
+
+
+def _marks(holdings: dict) -> dict:
+    return {(h or ""): str(x.mark) for h, x in holdings.items() if x.mark is not None}
+
+
+def _current_price(conn: Connection, contract: Contract, holdings: dict, holder: str | None,
+                   price: Decimal | None) -> Decimal:
+    if price is not None:
+        return price
+    holding = holdings.get(holder, Holding())
+    if contract.sec_type == "FUT" and holding.mark is not None:
+        return holding.mark
+    p = schema.price
+    row = conn.execute(sa.select(p.c.number).where(p.c.commodity == contract.code)
+                       .order_by(p.c.date.desc()).limit(1)).first()
+    if row is not None:
+        return from_scaled(row.number)
+    raise AdjustError(f"no current mark for {contract.code}: give --price")
+
+
+def _cleared(chart: Chart, after: dict, code: str) -> tuple[str, ...]:
+    """Exception keys (as fills/adopt/reconcile raise them) answered once the unattributed bucket
+    holds nothing more of the contract."""
+    if after.get(None, Holding()).position == 0:
+        return (f"unattributed_position:{chart.broker_account}:{code}",)
+    return ()
+
+
+def _positive(qty: Decimal, have: Decimal, contract: Contract, holder: str | None) -> Decimal:
+    """A user's quantity as a signed move along the holder's position."""
+    if have == 0:
+        raise AdjustError(f"insufficient position: {_who(holder)} holds no {contract.code}")
+    if qty < 0 and have > 0:
+        raise AdjustError(f"{_who(holder)} is long {have} {contract.code}: give a positive quantity")
+    signed = abs(qty) if have > 0 else -abs(qty)
+    if abs(signed) > abs(have):
+        raise AdjustError(f"insufficient position: {_who(holder)} holds {have} {contract.code}, asked for {qty}")
+    return signed
+
+
+def plan_attribute(conn: Connection, ctx: Context, exec_key: str, strategy: str, reason: str,
+                   time: dt.datetime, key: str, kind: str = "attribute") -> Adjustment:
+    f = tables.fill
+    row = conn.execute(sa.select(f).where(f.c.account == ctx.chart.broker_account, f.c.superseded_by.is_(None),
+                                          sa.or_(f.c.exec_key == exec_key, f.c.exec_id == exec_key))).first()
+    if row is None:
+        raise AdjustError(f"unknown fill {exec_key!r}: see `tradeledger fills list`")
+    exec_key = row.exec_key
+    done = conn.execute(sa.select(adjustment.c.txn_id, adjustment.c.to_holder).where(
+        adjustment.c.kind.in_(("attribute", "manual-close")), adjustment.c.subject == exec_key)).first()
+    if done is not None:
+        raise AdjustError(f"fill {exec_key} is already attributed to {_who(done.to_holder or None)} "
+                          f"by entry {done.txn_id}")
+    unattributed = conn.execute(sa.select(tables.fill_alloc.c.quantity).where(
+        tables.fill_alloc.c.fill_id == row.id, tables.fill_alloc.c.holder == "")).scalar()
+    if unattributed is None:
+        raise AdjustError(f"fill {exec_key} is not unattributed: it was booked for its order {row.order_ref}")
+    qty, price = from_scaled(unattributed), from_scaled(row.price)
+    taker = resolve_holder(conn, ctx, strategy)
+    if taker is None:
+        raise AdjustError("attribute a fill to a strategy, not to unattributed")
+    contract = _contract(conn, row.contract)
+    holdings = load_holdings(conn, ctx.ledger, ctx.chart, contract)
+    # The unattributed bucket *received* qty with the fill: it now gives qty to the strategy.
+    narration = f"{'Manual close' if kind == 'manual-close' else 'Attribute'} fill {exec_key}: {qty:+} " \
+                f"{contract.code} @ {price} to {taker}: {reason}"
+    links = (f"fill-{_link(exec_key)}", f"adjust-{key.rsplit(':', 1)[-1]}")
+    txn, after = transfer_entry(ctx.chart, contract, holdings, None, taker, qty, price, time, kind, narration, key,
+                                links, (("reason", reason), ("exec", exec_key), ("adjust", kind)))
+    txn = _with_commission(ctx.chart, txn, row, taker)
+    return Adjustment(kind, exec_key, txn, reason, contract, None, taker, qty, price, after, _marks(holdings),
+                      resolves=(f"unattributed_fill:{ctx.chart.broker_account}:{exec_key}",)
+                      + _cleared(ctx.chart, after, row.contract))
+
+
+def _with_commission(chart: Chart, txn: Transaction, fill_row, taker: str) -> Transaction:
+    """Move the fill's booked commission (when it is known) from Unattributed to the strategy."""
+    if not fill_row.commission:  # pending (a late commission books to the fill's own allocation) or zero
+        return txn
+    amount, currency = from_scaled(fill_row.commission), fill_row.commission_currency
+    moved = (Posting(chart.commissions(taker), amount, currency), Posting(chart.commissions(None), -amount, currency))
+    return Transaction(time=txn.time, kind=txn.kind, narration=txn.narration, postings=txn.postings + moved,
+                       links=txn.links, meta=txn.meta, key=txn.key)
+
+
+def plan_adopt(conn: Connection, ctx: Context, code: str, qty: Decimal, strategy: str, reason: str,
+               time: dt.datetime, key: str, price: Decimal | None = None) -> Adjustment:
+    contract = _contract(conn, code)
+    taker = resolve_holder(conn, ctx, strategy)
+    if taker is None:
+        raise AdjustError("adopt into a strategy, not into unattributed")
+    holdings = load_holdings(conn, ctx.ledger, ctx.chart, contract)
+    signed = _positive(qty, holdings.get(None, Holding()).position, contract, None)
+    at = _current_price(conn, contract, holdings, None, price)
+    narration = f"Adopt {signed:+} {contract.code} @ {at} from unattributed into {taker}: {reason}"
+    txn, after = transfer_entry(ctx.chart, contract, holdings, None, taker, signed, at, time, "adopt", narration,
+                                key, (f"adjust-{key.rsplit(':', 1)[-1]}",), (("reason", reason), ("adjust", "adopt")))
+    return Adjustment("adopt", code, txn, reason, contract, None, taker, signed, at, after, _marks(holdings),
+                      resolves=_cleared(ctx.chart, after, code))
+
+
+def plan_transfer(conn: Connection, ctx: Context, code: str, qty: Decimal, source: str, target: str, reason: str,
+                  time: dt.datetime, key: str, price: Decimal | None = None) -> Adjustment:
+    contract = _contract(conn, code)
+    giver, taker = resolve_holder(conn, ctx, source), resolve_holder(conn, ctx, target)
+    holdings = load_holdings(conn, ctx.ledger, ctx.chart, contract)
+    signed = _positive(qty, holdings.get(giver, Holding()).position, contract, giver)
+    at = _current_price(conn, contract, holdings, giver, price)
+    narration = f"Transfer {signed:+} {contract.code} @ {at} from {_who(giver)} to {_who(taker)}: {reason}"
+    txn, after = transfer_entry(ctx.chart, contract, holdings, giver, taker, signed, at, time, "transfer", narration,
+                                key, (f"adjust-{key.rsplit(':', 1)[-1]}",), (("reason", reason), ("adjust", "transfer")))
+    return Adjustment("transfer", code, txn, reason, contract, giver, taker, signed, at, after, _marks(holdings))
+
+
+def plan_manual_close(conn: Connection, ctx: Context, code: str, strategy: str, reason: str, time: dt.datetime,
+                      key: str, price: Decimal | None = None, exec_key: str | None = None) -> Adjustment:
+    """From the broker's execution (already synced, so booked unattributed) or at a given price."""
+    if (price is None) == (exec_key is None):
+        raise AdjustError("manual-close needs either --price or --exec")
+    contract = _contract(conn, code)
+    holder = resolve_holder(conn, ctx, strategy)
+    if holder is None:
+        raise AdjustError("manual-close closes a strategy's position; for unattributed use --strategy of its owner")
+    holdings = load_holdings(conn, ctx.ledger, ctx.chart, contract)
+    have = holdings.get(holder, Holding()).position
+    if have == 0:
+        raise AdjustError(f"insufficient position: {holder} holds no {code}")
+    if exec_key is not None:
+        adj = plan_attribute(conn, ctx, exec_key, holder, reason, time, key, kind="manual-close")
+        if adj.contract.code != code:
+            raise AdjustError(f"execution {exec_key} traded {adj.contract.code}, not {code}")
+        if (adj.quantity > 0) == (have > 0) or abs(adj.quantity) > abs(have):
+            raise AdjustError(f"execution {exec_key} ({adj.quantity:+}) does not close {holder}'s {have} {code}")
+        return adj
+    narration = f"Manual close of {holder}'s {have} {code} @ {price} (closed outside tradeledger): {reason}"
+    txn, after = close_entry(ctx.chart, contract, holdings, holder, price, time, narration, key,
+                             (f"adjust-{key.rsplit(':', 1)[-1]}",), (("reason", reason), ("adjust", "manual-close")))
+    return Adjustment("manual-close", code, txn, reason, contract, holder, None, -have, price, after,
+                      _marks(holdings), resolves=(f"reconciliation_break:{ctx.chart.broker_account}:{code}",))
+
+
+def plan_cash(conn: Connection, ctx: Context, currency: str, amount: Decimal, reason: str, time: dt.datetime,
+              key: str, cash_kind: str = "adjustment") -> Adjustment:
+    currency = currency.upper()
+    if len(currency) != 3 or not currency.isalpha():
+        raise AdjustError(f"{currency!r} is not a currency code")
+    txn = cash_entry(ctx.chart, currency, amount, cash_kind, reason, time, key)
+    return Adjustment("cash", currency, txn, reason, quantity=amount,
+                      resolves=(f"reconciliation_break:{ctx.chart.broker_account}:cash:{currency}",))
+
+
+def plan_reverse(conn: Connection, ctx: Context, entry_id: int, reason: str, time: dt.datetime, key: str) -> Adjustment:
+    """Reversal of an entry. Entries that carry engine state (fills, settlements, crosses) are
+    refused with the tool to use instead; a position adjustment can be reversed while no later
+    entry has touched its contract, and its holders' marks go back to what they were."""
+    t = schema.txn
+    header = conn.execute(sa.select(t).where(t.c.id == entry_id)).first()
+    if header is None:
+        raise AdjustError(f"unknown entry {entry_id}")
+    if header.kind in ("fill", "commission", "settlement", "cross"):
+        raise AdjustError(f"entry {entry_id} is a {header.kind}: it is the record of what happened at the broker; "
+                          "repair its effect with `adjust transfer`, `adjust manual-close` or `adjust cash`")
+    already = conn.execute(sa.select(t.c.id).where(t.c.reverses_id == entry_id)).first()
+    if already is not None:
+        raise AdjustError(f"entry {entry_id} is already reversed by entry {already.id}")
+    original = ctx.ledger.get(entry_id, conn)
+    if original.kind == "reversal":
+        raise AdjustError(f"entry {entry_id} is itself a reversal; book a new entry instead")
+    row = conn.execute(sa.select(adjustment).where(adjustment.c.txn_id == entry_id)).first()
+    codes = {p.commodity for p in original.postings if p.cost is not None}
+    after: dict = {}
+    contract = None
+    if codes:
+        if row is None or not row.contract:
+            raise AdjustError(f"entry {entry_id} moves positions but was not booked by `adjust`; "
+                              "use `adjust transfer` or `adjust manual-close` instead")
+        contract = _contract(conn, row.contract)
+        p = schema.posting
+        later = conn.execute(sa.select(sa.func.count()).select_from(p).where(
+            p.c.commodity == row.contract, p.c.txn_id > entry_id)).scalar()
+        if later:
+            raise AdjustError(f"{row.contract} has entries after entry {entry_id}: reversing it would break the "
+                              "mark chain; book a transfer instead")
+        before = json.loads(row.marks_before or "{}")
+        holdings = load_holdings(conn, ctx.ledger, ctx.chart, contract)
+        for holder in set(holdings) | {h or None for h in before}:
+            units = holdings.get(holder, Holding()).position - sum(
+                (q.units for q in original.postings if q.commodity == row.contract
+                 and holder_of(ctx.chart, q.account) == holder), ZERO)
+            mark = before.get(holder or "")
+            after[holder] = Holding(units, Decimal(mark) if mark is not None and units != 0 else None)
+    txn = reversal_of(entry_id, original, time, reason, key)  # exactly what Ledger.reverse books
+    return Adjustment("reverse", str(entry_id), txn, reason, contract, after=after, reverses=entry_id)
+
+
+# -- booking -------------------------------------------------------------------------------------
+
+def book(engine, ctx: Context, planner, who: str, expect: str | None = None) -> Booked:
+    """Plan inside one write transaction and book; `expect` is the dry run's entry fingerprint."""
+    with engine.begin() as conn:
+        adj: Adjustment = planner(conn)
+        if expect is not None and adj.txn.fingerprint() != expect:
+            raise AdjustError("the ledger changed since the dry run: run the command again")
+        if adj.contract is not None:
+            ensure_contract(conn, ctx.ledger, adj.contract, adj.txn.date)
+        for holder in {adj.from_holder, adj.to_holder}:
+            if adj.kind in POSITION_KINDS:
+                ensure_holder(conn, ctx.ledger, ctx.chart, holder)
+        if adj.kind == "cash":
+            ctx.ledger.ensure_commodity(Commodity(adj.subject, "currency", None, Decimal(1), dt.date(2000, 1, 1)), conn)
+        if adj.reverses is not None:
+            booked = ctx.ledger.reverse(adj.reverses, adj.txn.time, adj.reason, adj.txn.key, conn)
+        else:
+            booked = ctx.ledger.book(adj.txn, conn)
+        if not booked.created:
+            raise AdjustError(f"already booked as entry {booked.id}")
+        if adj.contract is not None and adj.after:
+            _restore_marks(conn, adj.contract, adj.after, adj.txn.time)
+        resolved = _resolve(conn, adj, who)
+        adjustment_id = conn.execute(adjustment.insert().values(
+            kind=adj.kind, subject=adj.subject, contract=adj.contract.code if adj.contract else None,
+            from_holder=None if adj.kind not in POSITION_KINDS else (adj.from_holder or ""),
+            to_holder=None if adj.kind not in POSITION_KINDS else (adj.to_holder or ""),
+            quantity=None if adj.quantity is None else to_scaled(adj.quantity, "quantity"),
+            price=None if adj.price is None else to_scaled(adj.price, "price"), reason=adj.reason, who=who,
+            created_at=fmt_ts(adj.txn.time), txn_id=booked.id, marks_before=json.dumps(adj.marks_before),
+            resolved=json.dumps(list(resolved)),
+        )).inserted_primary_key[0]
+        return Booked(adjustment_id, booked.id, resolved)
+
+
+def _restore_marks(conn: Connection, contract: Contract, after: dict, time: dt.datetime) -> None:
+    save_marks(conn, contract, after, time)
+    t = tables.position_mark
+    for holder, holding in after.items():  # a position moved away entirely keeps no mark
+        if holding.position == 0:
+            conn.execute(t.delete().where(t.c.holder == (holder or ""), t.c.contract == contract.code))
+
+
+def _resolve(conn: Connection, adj: Adjustment, who: str) -> tuple[str, ...]:
+    """Resolve the open exceptions this entry answers (when the exceptions module is there)."""
+    if not adj.resolves:
+        return ()
+    try:
+        from tradeledger.engine.exceptions import resolve_by_key
+    except ImportError:  # pragma: no cover - exceptions arrive with reconciliation
+        return ()
+    why = f"{adj.kind} entry: {adj.reason}"
+    return tuple(k for k in adj.resolves if resolve_by_key(conn, k, who, why))
+
+
+def list_adjustments(conn: Connection) -> list[dict]:
+    rows = conn.execute(sa.select(adjustment).order_by(adjustment.c.id)).all()
+    return [{"id": r.id, "kind": r.kind, "subject": r.subject, "contract": r.contract,
+             "from": r.from_holder, "to": r.to_holder,
+             "quantity": None if r.quantity is None else from_scaled(r.quantity),
+             "price": None if r.price is None else from_scaled(r.price), "reason": r.reason, "who": r.who,
+             "at": r.created_at, "entry": r.txn_id, "resolved": json.loads(r.resolved or "[]")} for r in rows]
+
+
+def _link(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "_./-" else "-" for ch in text)

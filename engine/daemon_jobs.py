@@ -1,0 +1,189 @@
+"""What the daemon runs: its configuration (`[daemon]` in config.toml) and one function per job.
+
+    [daemon]
+    fill_sync_seconds = 60            # book new executions and late commissions
+    reconcile_seconds = 300           # broker snapshot vs ledger (engine/reconcile.py)
+    settlement_times = {CME = "21:00", EUREX = "17:30"}   # UTC; marks that exchange's futures
+    data_csv = "prices.csv"           # optional: re-import this CSV (relative to the env dir) ...
+    data_time = "21:30"               # ... daily at this UTC time
+    targets_time = "22:00"            # optional: compute (never approve) a target run daily
+    lease_seconds = 60                # how long a dead daemon keeps the environment
+    heartbeat_seconds = 10
+    log_file = "logs/daemon.log"      # relative to the env dir
+    log_max_bytes = 5000000
+    log_backups = 5
+
+Every job is a function of the daemon's `Session` returning a one-line result; it raises when it
+fails, and the daemon turns that into a `job_failed` exception and goes on. None of them sends an
+order: the daemon only books what happened, marks, reconciles and prepares runs for review.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tradeledger.engine.environment import ConfigError
+from tradeledger.engine.session import Session
+
+DEFAULT_SETTLEMENT = {"CME": "21:00"}
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    fill_sync_seconds: int = 60
+    reconcile_seconds: int = 300
+    settlement_times: dict = field(default_factory=dict)  # exchange -> dt.time (UTC)
+    data_csv: str | None = None
+    data_time: dt.time | None = None
+    targets_time: dt.time | None = None
+    lease_seconds: int = 60
+    heartbeat_seconds: int = 10
+    log_file: str = "logs/daemon.log"
+    log_max_bytes: int = 5_000_000
+    log_backups: int = 5
+
+    def job_names(self) -> list[str]:
+        """Every job, in the order `--once` runs them: data first, targets last."""
+        names = ["data_update"] if self.data_csv else []
+        names += ["fill_sync"] + [f"settle:{x}" for x in sorted(self.settlement_times)] + ["reconcile"]
+        return names + (["targets"] if self.targets_time else [])
+
+
+def _time(where: str, text) -> dt.time:
+    try:
+        hour, minute = str(text).split(":")
+        return dt.time(int(hour), int(minute), tzinfo=dt.timezone.utc)
+    except ValueError:
+        raise ConfigError(f"config: daemon.{where} must be a UTC time HH:MM, not {text!r}") from None
+
+
+def _positive_int(raw: dict, key: str, default: int) -> int:
+    value = raw.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"config: daemon.{key} must be a positive whole number, not {value!r}")
+    return value
+
+
+def parse_daemon_config(raw: dict) -> DaemonConfig:
+    """The [daemon] table, validated (pure)."""
+    d = raw.get("daemon", {})
+    if not isinstance(d, dict):
+        raise ConfigError("config: [daemon] must be a table")
+    known = {"fill_sync_seconds", "reconcile_seconds", "settlement_times", "data_csv", "data_time", "targets_time",
+             "lease_seconds", "heartbeat_seconds", "log_file", "log_max_bytes", "log_backups"}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"config: unknown [daemon] key {unknown[0]!r}")
+    times = d.get("settlement_times", DEFAULT_SETTLEMENT)
+    if not isinstance(times, dict):
+        raise ConfigError("config: daemon.settlement_times must be a table like {CME = \"21:00\"}")
+    if d.get("data_csv") is not None and d.get("data_time") is None:
+        raise ConfigError("config: daemon.data_csv needs daemon.data_time")
+    lease = _positive_int(d, "lease_seconds", 60)
+    heartbeat = _positive_int(d, "heartbeat_seconds", 10)
+    if heartbeat * 2 > lease:
+        raise ConfigError("config: daemon.heartbeat_seconds must be at most half of daemon.lease_seconds")
+    return DaemonConfig(
+        fill_sync_seconds=_positive_int(d, "fill_sync_seconds", 60),
+        reconcile_seconds=_positive_int(d, "reconcile_seconds", 300),
+        settlement_times={str(k): _time(f"settlement_times.{k}", v) for k, v in times.items()},
+        data_csv=d.get("data_csv"), data_time=_time("data_time", d["data_time"]) if d.get("data_time") else None,
+        targets_time=_time("targets_time", d["targets_time"]) if d.get("targets_time") else None,
+        lease_seconds=lease, heartbeat_seconds=heartbeat, log_file=str(d.get("log_file", "logs/daemon.log")),
+        log_max_bytes=_positive_int(d, "log_max_bytes", 5_000_000), log_backups=_positive_int(d, "log_backups", 5),
+    )
+
+
+def log_path(env_dir: Path, config: DaemonConfig) -> Path:
+    path = Path(config.log_file).expanduser()
+    return (path if path.is_absolute() else env_dir / path).resolve()
+
+
+# -- the jobs ----------------------------------------------------------------------------------
+
+def fill_sync(session: Session) -> str:
+    from tradeledger.engine.fills import sync_fills
+
+    env = session.env
+    report = sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    return (f"{len(report.booked)} fills booked, {len(report.commissions)} late commissions, {report.replays} "
+            f"replays, {len(report.unattributed)} unattributed, {len(report.pending_commissions)} pending")
+
+
+def settle(session: Session, exchange: str) -> str:
+    """Mark today's settlement (session clock) of the futures held on one exchange."""
+    from tradeledger.engine.config import instrument_of_contract
+    from tradeledger.engine.holdings import known_contracts
+    from tradeledger.engine.marking import futures_held, mark_day, settlement_prices
+
+    env, config = session.env, session.config
+    now = session.now()
+    contracts = known_contracts(env.ledger)
+    held = futures_held(env.engine, env.ledger, env.chart)
+
+    def exchange_of(code: str) -> str:
+        instrument = instrument_of_contract(config, code)
+        return instrument.exchange if instrument is not None else ""
+
+    mine = [c for c in held if exchange_of(c) == exchange]
+    if not mine:
+        return f"no {exchange} futures held"
+    prices = {c: p for c, p in settlement_prices(env.engine, now.date()).items() if c in mine}
+    # mark_day walks every held future: the other exchanges' come back as "missing", ignored here.
+    booked, missing = mark_day(env.engine, env.ledger, env.chart, {c: contracts[c] for c in mine}, now.date(),
+                               prices, now)
+    missing = [c for c in missing if c in mine]
+    if missing:
+        from tradeledger.engine.exceptions import raise_exception
+
+        with env.engine.begin() as conn:
+            raise_exception(conn, "stale_prices", f"settlement {exchange} {now.date()}",
+                            f"no settlement price on {now.date()} for {', '.join(missing)}",
+                            severity="warning", dedupe_key=f"stale_prices:settlement:{exchange}:{now.date()}", now=now)
+    return f"{len(booked)} settled" + (f"; no price for {', '.join(missing)}" if missing else "")
+
+
+def reconcile(session: Session) -> str:
+    """Snapshot, book, compare (engine/reconcile.py); skipped with a note where it is not present."""
+    try:
+        module = importlib.import_module("tradeledger.engine.reconcile")
+    except ImportError:
+        return "skipped: reconciliation is not available in this version"
+    result = module.reconcile_session(session, who="daemon")
+    clean = getattr(result, "clean", None)
+    breaks = getattr(result, "breaks", ())
+    return f"clean={clean}" + (f", {len(breaks)} breaks" if breaks else "")
+
+
+def data_update(session: Session, csv: str) -> str:
+    from tradeledger.engine.prices import import_prices_csv
+
+    path = Path(csv).expanduser()
+    path = path if path.is_absolute() else session.env.dir / path
+    report = import_prices_csv(session.env, path, replace=True)
+    return f"imported {path.name}: {report}"
+
+
+def targets(session: Session) -> str:
+    from tradeledger.engine.targets import compute_run
+
+    now = session.now()
+    run_id = compute_run(session.env, now.date(), now)
+    return f"target run {run_id} computed, pending review"
+
+
+def run(session: Session, config: DaemonConfig, name: str) -> str:
+    if name == "fill_sync":
+        return fill_sync(session)
+    if name == "reconcile":
+        return reconcile(session)
+    if name.startswith("settle:"):
+        return settle(session, name.partition(":")[2])
+    if name == "data_update":
+        return data_update(session, config.data_csv or "")
+    if name == "targets":
+        return targets(session)
+    raise ValueError(f"unknown daemon job {name!r}")
