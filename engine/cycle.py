@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from tradeledger.engine import tables
 from tradeledger.engine.config import current_contract
+from tradeledger.engine.exceptions import active_locks
 from tradeledger.engine.fills import SyncReport, sync_fills
 from tradeledger.engine.orders import (
     OrderPlan, SubmitReport, TargetLine, holder_positions, plan, record_plan, send_planned, traded_today,
@@ -47,7 +48,8 @@ def plan_run(session: Session, run_id: int, now: dt.datetime) -> OrderPlan:
     with read_connection(session.env.engine) as conn:
         positions = holder_positions(session.env.ledger, session.env.chart, conn)
         today = traded_today(conn, now.date())
-    return plan(run_id, lines, positions, session.config.limits, today)
+        locks = active_locks(conn)
+    return plan(run_id, lines, positions, session.config.limits, today, locks)
 
 
 def submit_run(session: Session, run_id: int, now: dt.datetime) -> tuple[OrderPlan, SubmitReport]:

@@ -26,10 +26,12 @@ from sqlalchemy.engine import Connection
 from tradeledger.broker.base import BUY, Broker, Execution
 from tradeledger.engine import tables
 from tradeledger.engine.booking import FillShare, commission_entry, fill_entry
+from tradeledger.engine.exceptions import raise_exception
 from tradeledger.engine.holdings import ensure_contract, ensure_holder, load_holdings, save_marks
 from tradeledger.engine.netting import allocate_commission, allocate_fill
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.numbers import from_scaled, to_scaled
+from tradeledger.ledger.model import LedgerError
 from tradeledger.ledger.store import Ledger, fmt_ts
 
 
@@ -43,6 +45,7 @@ class SyncReport:
     corrections: list[str] = field(default_factory=list)  # seen, not booked (see reasons)
     correction_reasons: dict[str, str] = field(default_factory=dict)  # exec id -> why not
     corrected: list[str] = field(default_factory=list)  # corrections booked now (new exec ids)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (exec id, why): could not be booked
 
 
 def _version(exec_id: str) -> int:
@@ -70,8 +73,15 @@ def sync_fills(engine, ledger: Ledger, chart: Chart, broker: Broker) -> SyncRepo
         if execution.account != chart.broker_account:
             raise ValueError(f"execution {execution.exec_id} is for account {execution.account}, "
                              f"not {chart.broker_account}")
-        with engine.begin() as conn:
-            book_execution(conn, ledger, chart, execution, report)
+        try:  # one execution the ledger cannot book never stops the others; it is raised
+            with engine.begin() as conn:
+                book_execution(conn, ledger, chart, execution, report)
+        except (LedgerError, ValueError, ArithmeticError) as exc:
+            report.failed.append((execution.exec_id, str(exc)))
+            with engine.begin() as conn:
+                raise_exception(conn, "unattributed_fill", f"{execution.contract.code} {execution.base_exec_id}",
+                                f"execution {execution.exec_id} could not be booked: {exc}", severity="error",
+                                dedupe_key=f"unbooked_execution:{execution.account}:{execution.base_exec_id}")
     return report
 
 
@@ -102,9 +112,12 @@ def book_execution(conn: Connection, ledger: Ledger, chart: Chart, e: Execution,
                 report.pending_commissions.append(e.base_exec_id)
         return
     shares, order = _attribute(conn, e)
-    if order is None:
-        report.unattributed.append(e.base_exec_id)
     _book_new_fill(conn, ledger, chart, e, shares, order)
+    if order is None:  # a trade made outside tradeledger: booked to Unattributed, and said so
+        report.unattributed.append(e.base_exec_id)
+        raise_exception(conn, "unattributed_fill", f"{e.contract.code} {e.base_exec_id}",
+                        f"{e.side} {e.quantity} {e.contract.code} @ {e.price} at {e.time.isoformat()} has no "
+                        f"orderRef of ours: booked to Unattributed", dedupe_key=f"unattributed_fill:{e.account}:{e.base_exec_id}")
     report.booked.append(e.base_exec_id)
     if e.commission is None:
         report.pending_commissions.append(e.base_exec_id)

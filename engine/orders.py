@@ -69,8 +69,12 @@ class TargetLine:
 
 
 def check_limits(limits: Limits, instrument: str, holders_changes: dict, current: dict, targets: dict,
-                 quantity: Decimal, price: Decimal, multiplier: Decimal, fx: Decimal, traded_today: Decimal) -> str:
-    """The first limit this contract's trading would break, or "" (pure)."""
+                 quantity: Decimal, price: Decimal, multiplier: Decimal, fx: Decimal, traded_today: Decimal,
+                 locks: dict | None = None, contract: str = "") -> str:
+    """The first limit (or lock: key -> reason, engine.exceptions) this contract's trading would break, or "" (pure)."""
+    for key in (instrument, contract):
+        if key and locks and key in locks:
+            return f"{key} is locked: {locks[key]}"
     if instrument in limits.halted:
         return f"instrument {instrument} is halted"
     for holder, change in holders_changes.items():
@@ -93,7 +97,8 @@ def check_limits(limits: Limits, instrument: str, holders_changes: dict, current
     return ""
 
 
-def plan(run_id: int, lines: list[TargetLine], positions: dict, limits: Limits, traded_today: dict) -> OrderPlan:
+def plan(run_id: int, lines: list[TargetLine], positions: dict, limits: Limits, traded_today: dict,
+         locks: dict | None = None) -> OrderPlan:
     """Net each contract's changes and apply the limits; positions: (holder, code) -> units (pure)."""
     by_contract: dict[str, list[TargetLine]] = {}
     for line in lines:
@@ -107,7 +112,8 @@ def plan(run_id: int, lines: list[TargetLine], positions: dict, limits: Limits, 
         changes = {h: targets[h] - current[h] for h in targets}
         netting = net_changes({h: c for h, c in changes.items() if c}, price)
         refused = check_limits(limits, group[0].instrument, changes, current, targets, netting.quantity,
-                               price, contract.multiplier, group[0].fx, traded_today.get(code, ZERO))
+                               price, contract.multiplier, group[0].fx, traded_today.get(code, ZERO),
+                               locks, code)
         plans.append(ContractPlan(contract, group[0].instrument, price, tuple(sorted(changes.items())),
                                   netting.crosses, netting.side, netting.quantity, netting.residual_shares, refused))
     return OrderPlan(run_id, tuple(plans))

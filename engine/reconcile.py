@@ -1,0 +1,410 @@
+"""Reconciliation: the broker's snapshot against the ledger, every difference an exception.
+
+The comparison (`compare`) is a pure function over two immutable views:
+
+* `LedgerView`, read from postings *as of the snapshot's time* (so a snapshot older than a fill
+  already booked cannot raise a false break): per contract the sum over every strategy account
+  plus Unattributed; cash per currency; the fills booked, with their keys and times; the
+  commissions still pending;
+* the broker's `AccountSnapshot` and the executions it reports right after it.
+
+It finds, per (broker account, contract), the ledger's quantity against the broker's
+(`kind` "position"); cash per currency, ledger against broker cash plus the broker's unsettled
+futures P&L (the ledger books variation margin at fills and settlements, the broker moves it into
+cash only at its daily settlement), within `[reconcile] cash_tolerance` (a difference explained by
+commissions the broker has charged but not yet reported is "pending", not a break); executions the
+broker reports that the ledger could not book ("unbooked_execution"); and fills the ledger booked
+that the broker does not know ("unknown_fill"), looked for only inside the broker's execution
+window (from the oldest execution it reported), because brokers report recent executions only.
+
+`reconcile` is the edge around it, in this order: snapshot (a failed one is recorded, raises
+`broker_disconnected`, and compares nothing: a broker that cannot be read is never "flat"); book
+every execution the broker reports (engine.fills, each in its own transaction); adopt positions
+that predate the ledger into Unattributed (`adopt.py`); compare; then, in one transaction, store the
+result, raise one `reconciliation_break` exception per cause and lock the contract's instrument,
+and resolve (unlocking) every earlier break of this account that is no longer there.
+
+`diff` is always ledger minus broker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from tradeledger.broker.base import AccountSnapshot, Broker, Execution
+from tradeledger.engine import tables
+from tradeledger.engine.adopt import adopt_position, adoptable, resolve_cleared_unattributed
+from tradeledger.engine.exceptions import list_exceptions, lock, raise_exception, resolve
+from tradeledger.engine.fills import SyncReport, latest_versions, sync_fills
+from tradeledger.engine.holdings import holder_of
+from tradeledger.engine.snapshots import SnapshotResult, disconnect_key, record_failed, take_snapshot
+from tradeledger.engine.tables_recon import reconciliation
+from tradeledger.ledger import schema
+from tradeledger.ledger.accounts import Chart
+from tradeledger.ledger.db import read_connection
+from tradeledger.ledger.numbers import from_scaled, to_decimal
+from tradeledger.ledger.store import Ledger, fmt_ts
+from tradeledger.reports.render import _plain
+
+UTC = dt.timezone.utc
+ZERO = Decimal(0)
+DEFAULT_CASH_TOLERANCE = Decimal("0.01")
+BREAK_KINDS = ("position", "unknown_fill", "unbooked_execution", "broker_unreachable")
+
+
+# -- records ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BookedFill:
+    exec_key: str
+    contract: str
+    qty: Decimal  # signed
+    time: dt.datetime
+
+
+@dataclass(frozen=True)
+class LedgerView:
+    """What the ledger says, as of one moment."""
+
+    account: str
+    as_of: dt.datetime
+    positions: dict  # contract -> units (strategies + unattributed), non-zero only
+    unattributed: dict  # contract -> units held by Unattributed, non-zero only
+    ever_held: frozenset  # contracts any holdings account has ever had a posting in
+    cash: dict  # currency -> balance of the broker cash account
+    pending_commissions: dict  # currency -> number of fills whose commission is pending
+    fills: tuple  # BookedFill, every fill booked (latest version)
+
+
+@dataclass(frozen=True)
+class Break:
+    account: str
+    contract: str | None
+    ledger_qty: Decimal | None
+    broker_qty: Decimal | None
+    diff: Decimal | None
+    kind: str
+    detail: str = ""
+
+    @property
+    def dedupe_key(self) -> str:
+        subject = self.contract if self.kind == "position" else f"{self.kind}:{self.detail}"
+        return f"reconciliation_break:{self.account}:{subject}"
+
+    def as_json(self) -> dict:
+        return {"account": self.account, "contract": self.contract, "ledger_qty": self.ledger_qty,
+                "broker_qty": self.broker_qty, "diff": self.diff, "kind": self.kind}
+
+
+@dataclass(frozen=True)
+class CashLine:
+    account: str
+    currency: str
+    ledger: Decimal
+    broker: Decimal
+    unsettled: Decimal
+    diff: Decimal  # ledger - (broker + unsettled)
+    tolerance: Decimal
+    status: str  # ok | pending | break
+
+    @property
+    def dedupe_key(self) -> str:
+        return f"reconciliation_break:{self.account}:cash:{self.currency}"
+
+    def as_json(self) -> dict:
+        return {"account": self.account, "currency": self.currency, "ledger": self.ledger,
+                "broker": self.broker, "unsettled": self.unsettled, "expected": self.broker + self.unsettled,
+                "diff": self.diff, "tolerance": self.tolerance, "status": self.status}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    breaks: tuple[Break, ...]
+    cash: tuple[CashLine, ...]
+
+    @property
+    def clean(self) -> bool:
+        return not self.breaks and all(c.status != "break" for c in self.cash)
+
+
+@dataclass
+class ReconcileResult:
+    clean: bool
+    breaks: list[Break]
+    cash: list[CashLine]
+    unattributed: list[dict]
+    snapshot: SnapshotResult | None = None
+    reconciliation_id: int | None = None
+    sync: SyncReport | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {"clean": self.clean, "breaks": [b.as_json() for b in self.breaks],
+                "cash": [c.as_json() for c in self.cash], "unattributed": self.unattributed}
+
+
+# -- the pure comparison ------------------------------------------------------------------------
+
+def compare(view: LedgerView, snap: AccountSnapshot, broker_executions: list[Execution],
+            tolerance: Decimal = DEFAULT_CASH_TOLERANCE) -> Comparison:
+    """Every difference between the ledger (as of the snapshot) and the broker (pure)."""
+    account = snap.account
+    broker_qty = {p.contract.code: p.quantity for p in snap.positions if p.quantity != 0}
+    breaks = []
+    for code in sorted(set(broker_qty) | set(view.positions)):
+        ledger_q, broker_q = view.positions.get(code, ZERO), broker_qty.get(code, ZERO)
+        if ledger_q != broker_q:
+            breaks.append(Break(account, code, ledger_q, broker_q, ledger_q - broker_q, "position",
+                                f"ledger {ledger_q}, broker {broker_q} at {fmt_ts(snap.taken_at)}"))
+    breaks += execution_breaks(account, view.fills, broker_executions)
+    return Comparison(tuple(breaks), cash_lines(view, snap, tolerance))
+
+
+def execution_breaks(account: str, fills, broker_executions: list[Execution]) -> list[Break]:
+    """Executions the ledger has not booked, and booked fills the broker does not know (pure)."""
+    latest = latest_versions(broker_executions)
+    booked = {f.exec_key: f for f in fills}
+    out = []
+    for e in latest:
+        if e.base_exec_id not in booked:
+            out.append(Break(account, e.contract.code, ZERO, e.signed_quantity, -e.signed_quantity,
+                             "unbooked_execution", e.base_exec_id))
+    if latest:  # the broker's window starts at the oldest execution it reported
+        window = min(e.time for e in latest)
+        known = {e.base_exec_id for e in latest}
+        for f in fills:
+            if f.time >= window and f.exec_key not in known:
+                out.append(Break(account, f.contract, f.qty, ZERO, f.qty, "unknown_fill", f.exec_key))
+    return out
+
+
+def cash_lines(view: LedgerView, snap: AccountSnapshot, tolerance: Decimal) -> tuple[CashLine, ...]:
+    cash, unsettled = dict(snap.cash), dict(snap.unsettled_pnl)
+    lines = []
+    for ccy in sorted(set(cash) | set(unsettled) | set(view.cash)):
+        ledger, broker, open_pnl = view.cash.get(ccy, ZERO), cash.get(ccy, ZERO), unsettled.get(ccy, ZERO)
+        diff = ledger - (broker + open_pnl)
+        if abs(diff) <= tolerance:
+            status = "ok"
+        elif diff > 0 and view.pending_commissions.get(ccy):
+            status = "pending"  # the broker charged commissions it has not reported yet
+        else:
+            status = "break"
+        lines.append(CashLine(snap.account, ccy, ledger, broker, open_pnl, diff, tolerance, status))
+    return tuple(lines)
+
+
+def cash_tolerance(raw_config: dict) -> Decimal:
+    value = raw_config.get("reconcile", {}).get("cash_tolerance", str(DEFAULT_CASH_TOLERANCE))
+    tolerance = to_decimal(str(value), "reconcile.cash_tolerance")
+    if tolerance < 0:
+        raise ValueError("reconcile.cash_tolerance must not be negative")
+    return tolerance
+
+
+# -- reading the ledger -------------------------------------------------------------------------
+
+def ledger_view(conn: Connection, ledger: Ledger, chart: Chart, as_of: dt.datetime) -> LedgerView:
+    """The ledger's side of a reconciliation, as of `as_of`, in a few aggregate queries."""
+    currencies = set(conn.execute(sa.select(schema.commodity.c.name).where(
+        schema.commodity.c.kind == "currency")).scalars())
+    positions: dict[str, Decimal] = {}
+    unattributed: dict[str, Decimal] = {}
+    cash: dict[str, Decimal] = {}
+    for (account, commodity), units in ledger.balances(as_of=as_of, prefix=chart.root, conn=conn).items():
+        if account == chart.cash:
+            cash[commodity] = units
+            continue
+        holder = holder_of(chart, account)
+        if holder is False or commodity in currencies:
+            continue
+        positions[commodity] = positions.get(commodity, ZERO) + units
+        if holder is None:
+            unattributed[commodity] = unattributed.get(commodity, ZERO) + units
+    p, a = schema.posting, schema.account
+    holdings_ids = sa.select(a.c.id).where(sa.or_(a.c.name.like(f"{chart.root}:Strategy:%"),
+                                                  a.c.name == chart.unattributed))
+    ever = set(conn.execute(sa.select(p.c.commodity).where(p.c.account_id.in_(holdings_ids)).distinct()).scalars())
+    f, fa = tables.fill, tables.fill_alloc
+    fills = []
+    pending: dict[str, int] = {}
+    bound = fmt_ts(as_of)
+    for r in conn.execute(sa.select(f.c.exec_key, f.c.contract, f.c.side, f.c.quantity, f.c.time, f.c.commission,
+                                    f.c.commission_currency).where(
+            f.c.account == chart.broker_account, f.c.superseded_by.is_(None))):
+        qty = from_scaled(r.quantity)
+        fills.append(BookedFill(r.exec_key, r.contract, qty if r.side == "BUY" else -qty, _parse(r.time)))
+        if r.commission is None and r.time <= bound:
+            pending[r.commission_currency or ""] = pending.get(r.commission_currency or "", 0) + 1
+    return LedgerView(chart.broker_account, as_of, {k: v for k, v in positions.items() if v != 0},
+                      {k: v for k, v in unattributed.items() if v != 0}, frozenset(ever - currencies),
+                      cash, pending, tuple(fills))
+
+
+def _parse(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
+
+
+# -- the edge: snapshot, book, adopt, compare, record -------------------------------------------
+
+def reconcile(engine, ledger: Ledger, chart: Chart, broker: Broker, lock_key: Callable[[str], str] = lambda c: c,
+              tolerance: Decimal = DEFAULT_CASH_TOLERANCE, configured: Callable[[str], bool] = lambda c: True,
+              now: dt.datetime | None = None, who: str = "reconcile") -> ReconcileResult:
+    """Snapshot the broker, book what it reports, adopt, compare, and record breaks and locks.
+
+    `lock_key(contract)` names what a break locks (its instrument); `configured(contract)` says
+    whether tradeledger trades it (adoptions of anything else are only informational).
+    """
+    now = now or dt.datetime.now(UTC)
+    account = chart.broker_account
+    snap_result = take_snapshot(engine, broker, account, now)
+    if not snap_result.ok:
+        return _unreachable(engine, account, snap_result, None, f"snapshot failed: {snap_result.error}", now)
+    snap = snap_result.snapshot
+    try:
+        executions = broker.executions()
+    except Exception as exc:  # the ledger may miss executions: compare nothing rather than lie
+        with engine.begin() as conn:
+            record_failed(conn, account, now, f"executions: {type(exc).__name__}: {exc}")
+        return _unreachable(engine, account, snap_result, None, f"executions failed: {exc}", now)
+    sync = sync_fills(engine, ledger, chart, _Fetched(executions))  # book what it reported, once
+    with read_connection(engine) as conn:
+        view = ledger_view(conn, ledger, chart, snap.taken_at)
+    adopted, failed, notes = [], set(), []
+    for position in adoptable(snap, view.ever_held):
+        try:
+            with engine.begin() as conn:
+                adopt_position(conn, ledger, chart, position, snap.taken_at, configured(position.contract.code), now)
+            adopted.append(position.contract.code)
+        except Exception as exc:  # one odd instrument never stops the others
+            failed.add(position.contract.code)
+            notes.append(f"could not adopt {position.contract.code}: {exc}")
+            with engine.begin() as conn:
+                raise_exception(conn, "unattributed_position", position.contract.code,
+                                f"position {position.quantity} at the broker could not be adopted: {exc}",
+                                severity="error", dedupe_key=f"unattributed_position:{account}:{position.contract.code}",
+                                now=now)
+    if adopted:
+        with read_connection(engine) as conn:
+            view = ledger_view(conn, ledger, chart, snap.taken_at)
+    comparison = compare(view, snap, executions, tolerance)
+    unattributed = [{"account": account, "contract": code, "qty": qty, "adopted": code in adopted}
+                    for code, qty in sorted(view.unattributed.items())]
+    result = ReconcileResult(comparison.clean, list(comparison.breaks), list(comparison.cash), unattributed,
+                             snap_result, sync=sync, notes=notes)
+    with engine.begin() as conn:
+        result.reconciliation_id = _record(conn, result, snap_result.id, now)
+        _raise_and_lock(conn, account, comparison, lock_key, now)
+        _resolve_cleared(conn, account, comparison, who, now)
+        resolve_cleared_unattributed(conn, account, set(view.unattributed) | failed, who, now)
+    return result
+
+
+class _Fetched:
+    """The executions already fetched right after the snapshot, served to engine.fills as a broker."""
+
+    def __init__(self, executions: list[Execution]):
+        self._executions = executions
+
+    def executions(self, since=None) -> list[Execution]:
+        return list(self._executions)
+
+
+def _unreachable(engine, account: str, snap_result: SnapshotResult, sync, why: str, now) -> ReconcileResult:
+    """A broker that cannot be read: not clean, no position compared, earlier breaks left as they are."""
+    brk = Break(account, None, None, None, None, "broker_unreachable", why)
+    result = ReconcileResult(False, [brk], [], [], snap_result, sync=sync, notes=[why])
+    with engine.begin() as conn:
+        result.reconciliation_id = _record(conn, result, snap_result.id, now)
+    return result
+
+
+def _record(conn: Connection, result: ReconcileResult, snapshot_id: int | None, now: dt.datetime) -> int:
+    return conn.execute(reconciliation.insert().values(
+        snapshot_id=snapshot_id, run_at=fmt_ts(now), clean=1 if result.clean else 0, breaks=len(result.breaks),
+        result=json.dumps(_plain(result.as_json()), sort_keys=True))).inserted_primary_key[0]
+
+
+def _raise_and_lock(conn: Connection, account: str, comparison: Comparison, lock_key, now) -> None:
+    for b in comparison.breaks:
+        if b.kind == "position":
+            subject, detail = b.contract, (f"{b.contract}: ledger {b.ledger_qty}, broker {b.broker_qty} "
+                                           f"(diff {b.diff}); {b.detail}")
+        elif b.kind == "unknown_fill":
+            subject, detail = b.contract, f"fill {b.detail} ({b.contract} {b.diff}) is booked but the broker does not report it"
+        else:
+            subject, detail = b.contract, f"execution {b.detail} ({b.contract} {b.broker_qty}) is not booked"
+        exception_id = raise_exception(conn, "reconciliation_break", subject, detail, severity="error",
+                                       dedupe_key=b.dedupe_key, now=now)
+        lock(conn, lock_key(b.contract), f"reconciliation break (exception {exception_id}): {detail}",
+             exception_id, now)
+    for c in comparison.cash:
+        if c.status == "break":
+            raise_exception(conn, "reconciliation_break", f"cash {c.currency}",
+                            f"cash {c.currency}: ledger {c.ledger}, broker {c.broker} + unsettled {c.unsettled} "
+                            f"(diff {c.diff}, tolerance {c.tolerance})", severity="warning",
+                            dedupe_key=c.dedupe_key, now=now)
+
+
+def _resolve_cleared(conn: Connection, account: str, comparison: Comparison, who: str, now) -> None:
+    """Resolve (and so unlock) every break of this account that this reconciliation no longer finds."""
+    current = {b.dedupe_key for b in comparison.breaks}
+    current |= {c.dedupe_key for c in comparison.cash if c.status != "ok"}
+    prefix = f"reconciliation_break:{account}:"
+    for e in list_exceptions(conn, "open"):
+        if e["kind"] == "reconciliation_break" and e["dedupe_key"].startswith(prefix) \
+                and e["dedupe_key"] not in current:
+            resolve(conn, e["id"], who, f"reconciliation at {fmt_ts(now)} no longer finds it", now)
+
+
+def last_reconciliation(conn: Connection) -> dict | None:
+    t = reconciliation
+    row = conn.execute(sa.select(t).order_by(t.c.id.desc()).limit(1)).first()
+    if row is None:
+        return None
+    return {"id": row.id, "run_at": row.run_at, "clean": bool(row.clean), "breaks": row.breaks,
+            "snapshot": row.snapshot_id}
+
+
+def reconcile_session(session, who: str = "reconcile") -> ReconcileResult:
+    """Reconcile a Session's environment against its broker, with its config's locks and tolerance."""
+    from tradeledger.engine.config import instrument_of_contract
+
+    env, config = session.env, session.config
+
+    def lock_key(code: str) -> str:
+        instrument = instrument_of_contract(config, code) if code else None
+        return instrument.name if instrument else (code or env.settings.account)
+
+    def configured(code: str) -> bool:
+        return instrument_of_contract(config, code) is not None
+
+    tolerance = cash_tolerance(env.settings.raw)
+    try:
+        broker = session.broker
+    except Exception as exc:  # cannot even connect: recorded as a failed snapshot
+        now = session_now(session)
+        with env.engine.begin() as conn:
+            sid = record_failed(conn, env.settings.account, now, f"{type(exc).__name__}: {exc}")
+        return _unreachable(env.engine, env.settings.account, SnapshotResult(sid, None, str(exc)), None,
+                            f"broker unreachable: {exc}", now)
+    return reconcile(env.engine, env.ledger, env.chart, broker, lock_key, tolerance, configured,
+                     session_now(session), who)
+
+
+def session_now(session) -> dt.datetime:
+    try:
+        return session.now()
+    except Exception:
+        return dt.datetime.now(UTC)
+
+
+__all__ = ["compare", "execution_breaks", "cash_lines", "ledger_view", "reconcile", "reconcile_session",
+           "LedgerView", "Break", "CashLine", "Comparison", "ReconcileResult", "BookedFill", "disconnect_key"]

@@ -1,0 +1,174 @@
+"""Broker snapshots: what the broker says the account holds, stored with the moment it was taken.
+
+A snapshot is the broker's `AccountSnapshot` (positions per contract, cash per currency, its
+unsettled futures P&L, open orders) written once, in one database transaction, to the
+`broker_snapshot` tables. It is the broker's side of every reconciliation.
+
+A snapshot that fails for any reason (the broker disconnected, refused, or answered something
+unusable) is recorded too, as a row with status `failed`, its error and no positions, and it
+raises a `broker_disconnected` exception. A failed snapshot is never read as "flat":
+`load_snapshot` refuses it, and reconciliation compares nothing against it. A later successful
+snapshot resolves the disconnection exception.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from tradeledger.broker.base import AccountSnapshot, Broker, BrokerPosition, Contract, OrderStatus
+from tradeledger.engine.exceptions import raise_exception, resolve_by_key
+from tradeledger.engine.tables_recon import broker_snapshot, snapshot_cash, snapshot_order, snapshot_position
+from tradeledger.ledger.numbers import from_scaled, to_scaled
+from tradeledger.ledger.store import fmt_ts, parse_ts
+
+UTC = dt.timezone.utc
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    """The outcome of `take_snapshot`: the stored row's id and the snapshot, or the error."""
+
+    id: int
+    snapshot: AccountSnapshot | None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.snapshot is not None
+
+
+def contract_json(c: Contract) -> str:
+    return json.dumps({"code": c.code, "sec_type": c.sec_type, "symbol": c.symbol, "exchange": c.exchange,
+                       "currency": c.currency, "multiplier": str(c.multiplier), "expiry": c.expiry,
+                       "trading_class": c.trading_class, "con_id": c.con_id}, sort_keys=True)
+
+
+def contract_from_json(text: str) -> Contract:
+    data = json.loads(text)
+    data["multiplier"] = Decimal(data["multiplier"])
+    return Contract(**data)
+
+
+def disconnect_key(account: str) -> str:
+    return f"broker_disconnected:{account}"
+
+
+def validate_snapshot(snap: AccountSnapshot, account: str) -> None:
+    """Refuse a snapshot that cannot be trusted (wrong account, no time, duplicate contracts)."""
+    if snap.account != account:
+        raise ValueError(f"the broker answered for account {snap.account}, not {account}")
+    if snap.taken_at is None or snap.taken_at.tzinfo is None:
+        raise ValueError("the snapshot has no timezone-aware time")
+    seen = set()
+    for p in snap.positions:
+        if p.contract.code in seen:
+            raise ValueError(f"the snapshot lists {p.contract.code} twice")
+        seen.add(p.contract.code)
+
+
+def take_snapshot(engine, broker: Broker, account: str, now: dt.datetime | None = None) -> SnapshotResult:
+    """Ask the broker for a snapshot and store it; a failure is stored as failed, never raised."""
+    now = now or dt.datetime.now(UTC)
+    try:
+        snap = broker.snapshot()
+        validate_snapshot(snap, account)
+    except Exception as exc:  # BrokerDisconnected, BrokerError, or anything else: never "flat"
+        error = f"{type(exc).__name__}: {exc}"
+        with engine.begin() as conn:
+            sid = record_failed(conn, account, now, error)
+        return SnapshotResult(sid, None, error)
+    with engine.begin() as conn:
+        sid = record_snapshot(conn, snap, now)
+    return SnapshotResult(sid, snap)
+
+
+def record_failed(conn: Connection, account: str, now: dt.datetime, error: str) -> int:
+    sid = conn.execute(broker_snapshot.insert().values(
+        account=account, taken_at=fmt_ts(now), recorded_at=fmt_ts(now), status="failed", error=error,
+        positions=0)).inserted_primary_key[0]
+    raise_exception(conn, "broker_disconnected", account, f"snapshot {sid} failed: {error}", severity="error",
+                    dedupe_key=disconnect_key(account), now=now)
+    return sid
+
+
+def record_snapshot(conn: Connection, snap: AccountSnapshot, now: dt.datetime | None = None) -> int:
+    """Store a successful snapshot (positions, cash + unsettled P&L, open orders) in one transaction."""
+    now = now or dt.datetime.now(UTC)
+    sid = conn.execute(broker_snapshot.insert().values(
+        account=snap.account, taken_at=fmt_ts(snap.taken_at), recorded_at=fmt_ts(now), status="ok",
+        error=None, positions=len(snap.positions))).inserted_primary_key[0]
+    if snap.positions:
+        conn.execute(snapshot_position.insert(), [
+            dict(snapshot_id=sid, contract=p.contract.code, contract_spec=contract_json(p.contract),
+                 quantity=to_scaled(p.quantity, f"{p.contract.code} position"),
+                 avg_cost=to_scaled(p.avg_cost, f"{p.contract.code} average cost")) for p in snap.positions])
+    cash = dict(snap.cash)
+    unsettled = dict(snap.unsettled_pnl)
+    rows = [dict(snapshot_id=sid, currency=ccy, cash=to_scaled(cash.get(ccy, ZERO), f"{ccy} cash"),
+                 unsettled=to_scaled(unsettled.get(ccy, ZERO), f"{ccy} unsettled P&L"))
+            for ccy in sorted(set(cash) | set(unsettled))]
+    if rows:
+        conn.execute(snapshot_cash.insert(), rows)
+    orders = [dict(snapshot_id=sid, seq=i, order_ref=o.order_ref, broker_order_id=o.broker_order_id,
+                   contract=o.contract_code, side=o.side, quantity=to_scaled(o.quantity, "order quantity"),
+                   filled=to_scaled(o.filled, "filled"), status=o.status) for i, o in enumerate(snap.open_orders)]
+    if orders:
+        conn.execute(snapshot_order.insert(), orders)
+    resolve_by_key(conn, disconnect_key(snap.account), "snapshot", f"snapshot {sid} succeeded", now)
+    return sid
+
+
+def load_snapshot(conn: Connection, snapshot_id: int) -> AccountSnapshot:
+    """A stored snapshot as the broker's record; a failed one is refused, never read as flat."""
+    row = conn.execute(sa.select(broker_snapshot).where(broker_snapshot.c.id == snapshot_id)).first()
+    if row is None:
+        raise ValueError(f"no snapshot {snapshot_id}")
+    if row.status != "ok":
+        raise ValueError(f"snapshot {snapshot_id} failed ({row.error}); it says nothing about positions")
+    positions = tuple(BrokerPosition(row.account, contract_from_json(p.contract_spec), from_scaled(p.quantity),
+                                     from_scaled(p.avg_cost))
+                      for p in conn.execute(sa.select(snapshot_position).where(
+                          snapshot_position.c.snapshot_id == snapshot_id).order_by(snapshot_position.c.contract)))
+    cash_rows = conn.execute(sa.select(snapshot_cash).where(snapshot_cash.c.snapshot_id == snapshot_id)
+                             .order_by(snapshot_cash.c.currency)).all()
+    orders = tuple(OrderStatus(o.order_ref, o.broker_order_id or 0, 0, o.contract, o.side, from_scaled(o.quantity),
+                               from_scaled(o.filled), o.status)
+                   for o in conn.execute(sa.select(snapshot_order).where(
+                       snapshot_order.c.snapshot_id == snapshot_id).order_by(snapshot_order.c.seq)))
+    return AccountSnapshot(
+        account=row.account, taken_at=parse_ts(row.taken_at), positions=positions,
+        cash=tuple((r.currency, from_scaled(r.cash)) for r in cash_rows), open_orders=orders,
+        unsettled_pnl=tuple((r.currency, from_scaled(r.unsettled)) for r in cash_rows if r.unsettled))
+
+
+def latest_snapshot(conn: Connection, account: str | None = None) -> dict | None:
+    """The newest snapshot row (ok or failed) as a dict, or None."""
+    t = broker_snapshot
+    query = sa.select(t).order_by(t.c.id.desc()).limit(1)
+    if account is not None:
+        query = query.where(t.c.account == account)
+    row = conn.execute(query).first()
+    if row is None:
+        return None
+    return {"id": row.id, "account": row.account, "taken_at": row.taken_at, "recorded_at": row.recorded_at,
+            "status": row.status, "error": row.error, "positions": row.positions}
+
+
+def snapshot_json(result: SnapshotResult) -> dict:
+    if not result.ok:
+        return {"id": result.id, "status": "failed", "error": result.error}
+    s = result.snapshot
+    unsettled = dict(s.unsettled_pnl)
+    return {"id": result.id, "status": "ok", "account": s.account, "taken_at": fmt_ts(s.taken_at),
+            "positions": [{"contract": p.contract.code, "sec_type": p.contract.sec_type, "qty": p.quantity,
+                           "avg_cost": p.avg_cost} for p in s.positions],
+            "cash": [{"currency": c, "cash": a, "unsettled": unsettled.get(c, ZERO)} for c, a in s.cash],
+            "open_orders": [{"order_ref": o.order_ref, "contract": o.contract_code, "side": o.side,
+                             "qty": o.quantity, "filled": o.filled, "status": o.status} for o in s.open_orders]}

@@ -1,0 +1,326 @@
+"""Reconciliation scenarios on the simulated broker, through a real environment.
+
+Each scenario drives the sim exchange (the broker's own screen) and the engine, then asks
+`reconcile` for the truth; after each the ledger balances and beancount's check is clean.
+"A trade the broker forgot" (`_forgotten_trade`) is a trade whose execution has left the broker's
+execution window: the position moved, the execution list does not show it, as at IB after a few
+days, or after an expiry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from decimal import Decimal as D
+
+import pytest
+import sqlalchemy as sa
+
+from tradeledger.broker.base import AccountSnapshot, Contract
+from tradeledger.engine import cycle
+from tradeledger.engine.config import Limits, current_contract
+from tradeledger.engine.environment import init_environment
+from tradeledger.engine.exceptions import active_locks, list_exceptions, resolve
+from tradeledger.engine.fills import sync_fills
+from tradeledger.engine.holdings import marks
+from tradeledger.engine.orders import TargetLine, holder_positions, plan, record_plan, send_planned
+from tradeledger.engine.reconcile import compare, ledger_view, reconcile, reconcile_session
+from tradeledger.engine.session import Session
+from tradeledger.engine.tables_recon import broker_snapshot
+from tradeledger.ledger.db import read_connection
+from tradeledger.ledger.export import check, export_beancount
+from tradeledger.ledger.model import Posting, Transaction
+
+UTC = dt.timezone.utc
+T0 = dt.datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
+
+CONFIG = """
+[instruments.MES]
+type = "future"
+currency = "USD"
+multiplier = 5
+expiry_months = "HMUZ"
+
+[strategies.trend]
+capital_share = 1
+instruments = { MES = 1 }
+
+[sim]
+commission_per_contract = "0"
+
+[reconcile]
+cash_tolerance = "0.01"
+"""
+
+
+@pytest.fixture
+def world(tmp_path):
+    env = init_environment(tmp_path / "home", "paper", "sim", None, config_extra=CONFIG)
+    session = Session(env)
+    exchange = session.exchange()
+    exchange.set_clock(T0)
+    mes = current_contract(session.config.instruments["MES"], T0.date())
+    exchange.add_contract(mes)
+    exchange.set_price(mes.code, D(5000))
+    session.broker  # connect
+    yield session, exchange, mes
+    session.close()
+
+
+def _tick(exchange, minutes=1):
+    return exchange.advance_clock(dt.timedelta(minutes=minutes))
+
+
+def _trade(session, run_id, target, price=D(5000)):
+    """The strategy goes to `target` contracts through tradeledger's own orders."""
+    env, exchange = session.env, session.exchange()
+    mes = current_contract(session.config.instruments["MES"], T0.date())
+    now = _tick(exchange)
+    lines = [TargetLine("Trend", "MES", mes, D(target), price)]
+    order_plan = plan(run_id, lines, holder_positions(env.ledger, env.chart), Limits(), {})
+    record_plan(env.engine, env.ledger, env.chart, order_plan, "paper", now)
+    send_planned(env.engine, session.broker, run_id, now)
+    sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    _tick(exchange)
+
+
+def _forgotten_trade(exchange, code, qty, price=None):
+    """A trade at the broker whose execution the broker no longer reports."""
+    e = exchange.external_trade(code, D(qty), price)
+    with sqlite3.connect(exchange.path) as conn:
+        conn.execute("DELETE FROM executions WHERE exec_id = ?", (e.exec_id,))
+    _tick(exchange)
+    return e
+
+
+def _open(session, kind=None):
+    with read_connection(session.env.engine) as conn:
+        return [e for e in list_exceptions(conn, "open") if kind is None or e["kind"] == kind]
+
+
+def _locks(session):
+    with read_connection(session.env.engine) as conn:
+        return active_locks(conn)
+
+
+def _books_ok(session, tmp_path):
+    path = tmp_path / "check.beancount"
+    export_beancount(session.env.ledger, path)
+    result = check(session.env.ledger, path)
+    assert result.ok, result
+
+
+def test_trade_made_outside_tradeledger(world, tmp_path):
+    session, exchange, mes = world
+    _tick(exchange)
+    exchange.external_trade(mes.code, D(2))
+    _tick(exchange)
+    result = reconcile_session(session)
+    assert result.sync.unattributed and result.clean, result.as_json()
+    data = result.as_json()
+    assert set(data) == {"clean", "breaks", "cash", "unattributed"}
+    assert data["unattributed"] == [{"account": "DU1234567", "contract": mes.code, "qty": D(2), "adopted": False}]
+    [fill_exc] = _open(session, "unattributed_fill")
+    assert mes.code in fill_exc["subject"] and "orderRef" in fill_exc["detail"]
+    assert holder_positions(session.env.ledger, session.env.chart) == {(None, mes.code): D(2)}
+    again = reconcile_session(session)  # a second sync books nothing and raises nothing new
+    assert again.clean and len(_open(session, "unattributed_fill")) == 1
+    _books_ok(session, tmp_path)
+
+
+def test_broker_flat_while_ledger_holds_break_lock_then_clean(world, tmp_path, monkeypatch):
+    session, exchange, mes = world
+    _trade(session, 1, 2)
+    assert reconcile_session(session).clean
+    _forgotten_trade(exchange, mes.code, -2)  # e.g. closed by hand, its execution gone
+    result = reconcile_session(session)
+    assert not result.clean
+    assert [b.as_json() for b in result.breaks] == [{"account": "DU1234567", "contract": mes.code, "ledger_qty": D(2),
+                                                    "broker_qty": D(0), "diff": D(2), "kind": "position"}]
+    [brk] = _open(session, "reconciliation_break")
+    assert brk["severity"] == "error" and brk["subject"] == mes.code
+    locks = _locks(session)
+    assert list(locks) == ["MES"] and f"exception {brk['id']}" in locks["MES"]
+
+    # Orders for the locked instrument are refused with the reason, by plan and by the cycle's planning.
+    lines = [TargetLine("Trend", "MES", mes, D(3), D(5000))]
+    [cp] = plan(9, lines, {}, Limits(), {}, locks).contracts
+    assert cp.refused.startswith("MES is locked: reconciliation break")
+    monkeypatch.setattr(cycle, "order_lines", lambda s, run_id, now: lines)
+    [cp] = cycle.plan_run(session, 9, session.now()).contracts
+    assert "MES is locked" in cp.refused and "ledger 2, broker 0" in cp.refused
+
+    again = reconcile_session(session)  # one open exception per cause, not one per run
+    assert not again.clean and len(_open(session, "reconciliation_break")) == 1
+    assert _open(session, "reconciliation_break")[0]["count"] == 2
+
+    _forgotten_trade(exchange, mes.code, 2)  # the position is back at the broker
+    fixed = reconcile_session(session)
+    assert fixed.clean and _locks(session) == {} and _open(session, "reconciliation_break") == []
+    with read_connection(session.env.engine) as conn:
+        [closed] = [e for e in list_exceptions(conn, "resolved") if e["id"] == brk["id"]]
+    assert closed["resolved"]["by"] == "reconcile"
+    _books_ok(session, tmp_path)
+
+
+def test_ledger_flat_while_broker_holds(world, tmp_path):
+    session, exchange, mes = world
+    _trade(session, 1, 1)
+    _trade(session, 2, 0)  # the ledger has held MES: a difference is a break, not an adoption
+    _forgotten_trade(exchange, mes.code, 3)
+    result = reconcile_session(session)
+    assert [(b.kind, b.ledger_qty, b.broker_qty, b.diff) for b in result.breaks] == [("position", D(0), D(3), D(-3))]
+    assert result.unattributed == [] and "MES" in _locks(session)
+    # Resolving by hand releases the lock; a later reconciliation that still finds it locks again.
+    [brk] = _open(session, "reconciliation_break")
+    with session.env.engine.begin() as conn:
+        resolve(conn, brk["id"], "me", "investigating with the broker")
+    assert _locks(session) == {}
+    assert not reconcile_session(session).clean and "MES" in _locks(session)
+    _forgotten_trade(exchange, mes.code, -3)
+    assert reconcile_session(session).clean and _locks(session) == {}
+    _books_ok(session, tmp_path)
+
+
+def test_failed_snapshot_is_never_flat(world, tmp_path):
+    session, exchange, mes = world
+    _trade(session, 1, 2)
+    _forgotten_trade(exchange, mes.code, 1)
+    assert not reconcile_session(session).clean  # a real break, open and locked
+    before = session.env.ledger.count()
+    exchange.fault_disconnect(1)
+    result = reconcile_session(session)
+    assert not result.clean
+    assert [b.as_json() for b in result.breaks] == [{"account": "DU1234567", "contract": None, "ledger_qty": None,
+                                                    "broker_qty": None, "diff": None, "kind": "broker_unreachable"}]
+    assert session.env.ledger.count() == before  # nothing booked
+    with read_connection(session.env.engine) as conn:
+        last = conn.execute(sa.select(broker_snapshot).order_by(broker_snapshot.c.id.desc())).first()
+    assert last.status == "failed" and "BrokerDisconnected" in last.error
+    [down] = _open(session, "broker_disconnected")
+    assert down["severity"] == "error"
+    # The earlier break is neither resolved nor replaced by a false "flat" break.
+    [brk] = _open(session, "reconciliation_break")
+    assert brk["count"] == 1 and "MES" in _locks(session)
+
+    session.broker.connect()
+    _forgotten_trade(exchange, mes.code, -1)
+    assert reconcile_session(session).clean
+    assert _open(session) == [] and _locks(session) == {}
+    _books_ok(session, tmp_path)
+
+
+class _Stale:
+    """A broker whose snapshot was taken before the latest fills (a slow or cached snapshot)."""
+
+    def __init__(self, broker, snapshot: AccountSnapshot):
+        self.broker, self._snapshot, self.account = broker, snapshot, broker.account
+
+    def snapshot(self):
+        return self._snapshot
+
+    def executions(self, since=None):
+        return self.broker.executions(since)
+
+
+def test_snapshot_older_than_a_booked_fill_raises_no_false_break(world):
+    session, exchange, mes = world
+    env = session.env
+    _trade(session, 1, 1)
+    old = session.broker.snapshot()  # broker: 1
+    _trade(session, 2, 3)  # booked after the snapshot: ledger 3
+    result = reconcile(env.engine, env.ledger, env.chart, _Stale(session.broker, old), now=session.now())
+    assert result.clean, result.as_json()
+    with read_connection(env.engine) as conn:  # as of now the ledger holds 3 against the snapshot's 1
+        now_view = ledger_view(conn, env.ledger, env.chart, session.now())
+    assert not compare(now_view, old, session.broker.executions()).clean
+
+
+def test_cash_within_and_outside_tolerance(world, tmp_path):
+    session, exchange, mes = world
+    _trade(session, 1, 1)
+    exchange.set_price(mes.code, D(5010))
+    _trade(session, 2, 2, D(5010))  # VM +50 booked by the ledger at the fill; unsettled at the broker
+    result = reconcile_session(session)
+    [usd] = result.cash
+    assert (usd.ledger, usd.broker, usd.unsettled, usd.status) == (D(50), D(0), D(50), "ok") and result.clean
+    exchange.deposit("USD", D("0.005"))
+    result = reconcile_session(session)
+    assert result.clean and result.cash[0].diff == D("-0.005")
+    exchange.deposit("USD", D(5))
+    result = reconcile_session(session)
+    assert not result.clean and result.breaks == []
+    assert result.cash[0].as_json()["status"] == "break" and result.cash[0].diff == D("-5.005")
+    [brk] = _open(session, "reconciliation_break")
+    assert brk["subject"] == "cash USD" and _locks(session) == {}  # cash breaks lock no instrument
+    env = session.env
+    env.ledger.book(Transaction(session.now(), "deposit", "Deposit", (
+        Posting(env.chart.cash, D("5.005"), "USD"), Posting(env.chart.deposits, D("-5.005"), "USD"))))
+    assert reconcile_session(session).clean and _open(session) == []
+    _books_ok(session, tmp_path)
+
+
+def test_pending_commission_is_not_a_cash_break(world):
+    session, exchange, mes = world
+    exchange.set_commission(D("1.25"))
+    exchange.fault_late_commission(n_polls=5)
+    _trade(session, 1, 2)
+    result = reconcile_session(session)
+    assert result.clean and result.cash[0].status == "pending" and result.cash[0].diff == D("2.50")
+    for _ in range(5):
+        sync_fills(session.env.engine, session.env.ledger, session.env.chart, session.broker)
+    result = reconcile_session(session)
+    assert result.clean and result.cash[0].status == "ok"
+
+
+def test_positions_predating_the_ledger_are_adopted(world, tmp_path):
+    session, exchange, mes = world
+    env = session.env
+    spy = Contract("SPY", "STK", "SPY", "SMART", "USD")
+    opt = Contract("SPY 261218C00500000", "OPT", "SPY", "SMART", "USD", D(100))  # not a commodity name
+    exchange.add_contract(spy)
+    exchange.add_contract(opt)
+    exchange.deposit("USD", D(10000))
+    _forgotten_trade(exchange, mes.code, 3, D(4990))
+    _forgotten_trade(exchange, "SPY", 10, D("450.25"))
+    _forgotten_trade(exchange, opt.code, 1, D("3.10"))
+    # The ledger's opening cash (what the broker held before tradeledger) is the user's to book.
+    opening = exchange.cash()["USD"]
+    env.ledger.book(Transaction(T0, "opening", "Opening cash", (
+        Posting(env.chart.cash, opening, "USD"), Posting(env.chart.opening_balances, -opening, "USD"))))
+    result = reconcile_session(session)
+    adopted = {u["contract"]: (u["qty"], u["adopted"]) for u in result.unattributed}
+    assert adopted == {mes.code: (D(3), True), "SPY": (D(10), True)}
+    # The option could not be booked: it is reported, its own break, and blocks nothing else.
+    assert [(b.contract, b.kind) for b in result.breaks] == [(opt.code, "position")]
+    assert set(_locks(session)) == {opt.code}
+    lines = [TargetLine("Trend", "MES", mes, D(1), D(5000))]
+    assert plan(3, lines, {}, Limits(), {}, _locks(session)).refusals == []
+    kinds = {(e["subject"], e["severity"]) for e in _open(session, "unattributed_position")}
+    assert kinds == {(mes.code, "warning"), ("SPY", "info"), (opt.code, "error")}
+    with read_connection(env.engine) as conn:
+        assert marks(conn)[(None, mes.code)] == D(4990)  # 24950 / 5: IB's avgCost is price x multiplier
+    lots = env.ledger.lots(env.chart.unattributed, "SPY")
+    assert [(c.number, units) for c, units in lots] == [(D("450.25"), D(10))]
+    assert env.ledger.balances()[("Equity:Opening-Balances", "USD")] == -opening - D("4502.50")
+    again = reconcile_session(session)  # adopted once
+    assert [u["adopted"] for u in again.unattributed] == [False, False]
+    assert len(_open(session, "unattributed_position")) == 3
+    _books_ok(session, tmp_path)
+
+
+def test_unknown_fill_inside_the_broker_window_is_flagged(world):
+    from tradeledger.broker.base import Execution
+    from tradeledger.engine.fills import SyncReport, book_execution
+
+    session, exchange, mes = world
+    env = session.env
+    _trade(session, 1, 1)
+    ghost = Execution("ffffffff.00000099.01.01", "DU1234567", mes, "BUY", D(1), D(5000), session.now(),
+                      commission=D(0), commission_currency="USD")
+    with env.engine.begin() as conn:
+        book_execution(conn, env.ledger, env.chart, ghost, SyncReport())
+    _tick(exchange)
+    result = reconcile_session(session)
+    kinds = sorted((b.kind, b.contract) for b in result.breaks)
+    assert kinds == [("position", mes.code), ("unknown_fill", mes.code)]
