@@ -21,12 +21,11 @@ from decimal import Decimal
 from pathlib import Path
 
 from tradeledger.ledger.model import Posting, Transaction
-from tradeledger.ledger.numbers import plain
 from tradeledger.ledger.store import Ledger
 
 
 def _num(number: Decimal) -> str:
-    return format(plain(number), "f")
+    return format(number.normalize(), "f")  # 'f' never prints an exponent: 1E+2 -> 100
 
 
 def _quote(text: str) -> str:

@@ -16,8 +16,9 @@ Futures are held at zero cost (`2 MESZ26 {0 USD}`), so their postings weigh noth
 variation margin moves as separate cash and income postings. Shares are held at cost, in lots
 labelled with the fill id.
 
-Records are immutable and hashable; functions over them are pure. Nothing here touches a
-database.
+Records are immutable and hashable (postings, costs and amounts are NamedTuples, as in beancount's
+core, because a ledger reads millions of them); functions over them are pure. Nothing here
+touches a database.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import hashlib
 import re
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import NamedTuple
 from decimal import Decimal
 
 from tradeledger.ledger.numbers import plain
@@ -61,14 +63,12 @@ def is_valid_commodity(name: str) -> bool:
     return bool(_COMMODITY.match(name))
 
 
-@dataclass(frozen=True)
-class Amount:
+class Amount(NamedTuple):
     number: Decimal
     currency: str
 
 
-@dataclass(frozen=True)
-class Cost:
+class Cost(NamedTuple):
     """A lot's cost per unit. `label` (the fill id for shares) keeps intraday lots apart."""
 
     number: Decimal
@@ -77,8 +77,7 @@ class Cost:
     label: str | None = None
 
 
-@dataclass(frozen=True)
-class Posting:
+class Posting(NamedTuple):
     account: str
     units: Decimal
     commodity: str

@@ -53,7 +53,10 @@ def from_scaled(value: int | None) -> Decimal | None:
     """Nano-units -> Decimal, normalised without an exponent form (0.1, not 1E-1)."""
     if value is None:
         return None
-    return plain(Decimal(value).scaleb(-SCALE))
+    whole, rest = divmod(value, _FACTOR)
+    if rest == 0:  # the common case (whole contracts, round prices) without Decimal arithmetic
+        return Decimal(whole)
+    return Decimal(value).scaleb(-SCALE).normalize()  # a fraction: the exponent stays negative
 
 
 def plain(number: Decimal) -> Decimal:
