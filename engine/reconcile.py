@@ -80,7 +80,7 @@ class LedgerView:
     ever_held: frozenset  # contracts any holdings account has ever had a posting in
     cash: dict  # currency -> balance of the broker cash account
     pending_commissions: dict  # currency -> number of fills whose commission is pending
-    fills: tuple  # BookedFill, every fill booked (latest version)
+    fills: tuple  # BookedFill: the fills booked inside the broker's execution window (latest version)
 
 
 @dataclass(frozen=True)
@@ -211,8 +211,12 @@ def cash_tolerance(raw_config: dict) -> Decimal:
 
 # -- reading the ledger -------------------------------------------------------------------------
 
-def ledger_view(conn: Connection, ledger: Ledger, chart: Chart, as_of: dt.datetime) -> LedgerView:
-    """The ledger's side of a reconciliation, as of `as_of`, in a few aggregate queries."""
+def ledger_view(conn: Connection, ledger: Ledger, chart: Chart, as_of: dt.datetime,
+                fills_since: dt.datetime | None = None) -> LedgerView:
+    """The ledger's side of a reconciliation, as of `as_of`, in a few aggregate queries.
+
+    Fills are read one by one only from `fills_since` (the oldest execution the broker reports);
+    without it, none are: there is nothing of the broker's to compare them with."""
     currencies = set(conn.execute(sa.select(schema.commodity.c.name).where(
         schema.commodity.c.kind == "currency")).scalars())
     positions: dict[str, Decimal] = {}
@@ -232,24 +236,24 @@ def ledger_view(conn: Connection, ledger: Ledger, chart: Chart, as_of: dt.dateti
     holdings_ids = sa.select(a.c.id).where(sa.or_(a.c.name.like(f"{chart.root}:Strategy:%"),
                                                   a.c.name == chart.unattributed))
     ever = set(conn.execute(sa.select(p.c.commodity).where(p.c.account_id.in_(holdings_ids)).distinct()).scalars())
-    f, fa = tables.fill, tables.fill_alloc
+    f = tables.fill
+    mine = (f.c.account == chart.broker_account) & f.c.superseded_by.is_(None)
+    pending = {ccy or "": int(n) for ccy, n in conn.execute(
+        sa.select(f.c.commission_currency, sa.func.count()).where(
+            mine, f.c.commission.is_(None), f.c.time <= fmt_ts(as_of)).group_by(f.c.commission_currency))}
     fills = []
-    pending: dict[str, int] = {}
-    bound = fmt_ts(as_of)
-    for r in conn.execute(sa.select(f.c.exec_key, f.c.contract, f.c.side, f.c.quantity, f.c.time, f.c.commission,
-                                    f.c.commission_currency).where(
-            f.c.account == chart.broker_account, f.c.superseded_by.is_(None))):
-        qty = from_scaled(r.quantity)
-        fills.append(BookedFill(r.exec_key, r.contract, qty if r.side == "BUY" else -qty, _parse(r.time)))
-        if r.commission is None and r.time <= bound:
-            pending[r.commission_currency or ""] = pending.get(r.commission_currency or "", 0) + 1
+    if fills_since is not None:  # only the broker's execution window is compared fill by fill
+        for r in conn.execute(sa.select(f.c.exec_key, f.c.contract, f.c.side, f.c.quantity, f.c.time).where(
+                mine, f.c.time >= fmt_ts(fills_since))):
+            qty = from_scaled(r.quantity)
+            fills.append(BookedFill(r.exec_key, r.contract, qty if r.side == "BUY" else -qty, _parse(r.time)))
     return LedgerView(chart.broker_account, as_of, {k: v for k, v in positions.items() if v != 0},
                       {k: v for k, v in unattributed.items() if v != 0}, frozenset(ever - currencies),
                       cash, pending, tuple(fills))
 
 
 def _parse(text: str) -> dt.datetime:
-    return dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
+    return dt.datetime.fromisoformat(text).replace(tzinfo=UTC)  # the ledger's fixed format, UTC
 
 
 # -- the edge: snapshot, book, adopt, compare, record -------------------------------------------
@@ -275,8 +279,9 @@ def reconcile(engine, ledger: Ledger, chart: Chart, broker: Broker, lock_key: Ca
             record_failed(conn, account, now, f"executions: {type(exc).__name__}: {exc}")
         return _unreachable(engine, account, snap_result, None, f"executions failed: {exc}", now)
     sync = sync_fills(engine, ledger, chart, _Fetched(executions))  # book what it reported, once
+    window = min((e.time for e in executions), default=None)
     with read_connection(engine) as conn:
-        view = ledger_view(conn, ledger, chart, snap.taken_at)
+        view = ledger_view(conn, ledger, chart, snap.taken_at, window)
     adopted, failed, notes = [], set(), []
     for position in adoptable(snap, view.ever_held):
         try:
@@ -293,7 +298,7 @@ def reconcile(engine, ledger: Ledger, chart: Chart, broker: Broker, lock_key: Ca
                                 now=now)
     if adopted:
         with read_connection(engine) as conn:
-            view = ledger_view(conn, ledger, chart, snap.taken_at)
+            view = ledger_view(conn, ledger, chart, snap.taken_at, window)
     comparison = compare(view, snap, executions, tolerance)
     unattributed = [{"account": account, "contract": code, "qty": qty, "adopted": code in adopted}
                     for code, qty in sorted(view.unattributed.items())]

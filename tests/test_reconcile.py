@@ -231,9 +231,12 @@ def test_snapshot_older_than_a_booked_fill_raises_no_false_break(world):
     _trade(session, 2, 3)  # booked after the snapshot: ledger 3
     result = reconcile(env.engine, env.ledger, env.chart, _Stale(session.broker, old), now=session.now())
     assert result.clean, result.as_json()
+    executions = session.broker.executions()
+    window = min(e.time for e in executions)
     with read_connection(env.engine) as conn:  # as of now the ledger holds 3 against the snapshot's 1
-        now_view = ledger_view(conn, env.ledger, env.chart, session.now())
-    assert not compare(now_view, old, session.broker.executions()).clean
+        now_view = ledger_view(conn, env.ledger, env.chart, session.now(), window)
+    assert [(b.kind, b.ledger_qty, b.broker_qty) for b in compare(now_view, old, executions).breaks] == [
+        ("position", D(3), D(1))]
 
 
 def test_cash_within_and_outside_tolerance(world, tmp_path):
