@@ -27,7 +27,7 @@ from tradeledger.broker.base import BUY, Broker, Execution
 from tradeledger.engine import tables
 from tradeledger.engine.booking import FillShare, commission_entry, fill_entry
 from tradeledger.engine.exceptions import raise_exception
-from tradeledger.engine.holdings import ensure_contract, ensure_holder, load_holdings, save_marks
+from tradeledger.engine.holdings import ensure_contract, ensure_holder, load_holdings, lock_contract, save_marks
 from tradeledger.engine.netting import allocate_commission, allocate_fill
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.numbers import from_scaled, to_scaled
@@ -86,6 +86,7 @@ def sync_fills(engine, ledger: Ledger, chart: Chart, broker: Broker) -> SyncRepo
 
 
 def book_execution(conn: Connection, ledger: Ledger, chart: Chart, e: Execution, report: SyncReport) -> None:
+    lock_contract(conn, e.contract.code)  # before "is it booked?": two syncing processes never both book it
     f = tables.fill
     existing = conn.execute(sa.select(f).where(
         f.c.account == e.account, f.c.exec_key == e.base_exec_id, f.c.superseded_by.is_(None))).first()

@@ -33,8 +33,21 @@ def holder_of(chart: Chart, account: str) -> str | None | bool:
     return account[len(prefix):] if account.startswith(prefix) else False
 
 
+def lock_contract(conn: Connection, code: str) -> None:
+    """Serialise writers of one contract's positions and marks until this transaction ends.
+
+    SQLite already has a single writer (BEGIN IMMEDIATE). PostgreSQL runs READ COMMITTED, where
+    two processes (the daemon's fill sync and a CLI command) could both read the same holdings
+    or both find a fill not booked yet: a transaction-scoped advisory lock per contract makes
+    the second wait, and its next statement then sees what the first committed.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"tl:{code}"})
+
+
 def load_holdings(conn: Connection, ledger: Ledger, chart: Chart, contract: Contract) -> dict:
     """holder -> Holding for every holder with a position in the contract (or a mark)."""
+    lock_contract(conn, contract.code)
     balances = ledger.balances(prefix=chart.root, conn=conn, commodity=contract.code)
     marks = {row.holder or None: from_scaled(row.price) for row in conn.execute(
         sa.select(tables.position_mark).where(tables.position_mark.c.contract == contract.code))}
