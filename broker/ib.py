@@ -73,6 +73,12 @@ def dec(value: float | str | Decimal) -> Decimal:
     return d.quantize(Decimal(1)) if d == d.to_integral_value() else d
 
 
+def avg_cost(value: float) -> Decimal:
+    """IB's avgCost is a double (453333.3333333333): keep 9 decimal places, what a ledger stores;
+    the digits beyond are binary noise, not money."""
+    return dec(Decimal(repr(value)).quantize(Decimal("1e-9")))
+
+
 def plain(value: Decimal) -> Decimal:
     # ib_async writes a Decimal with str(): keep it out of exponent notation (1E+2).
     return Decimal(format(value, "f"))
@@ -466,7 +472,7 @@ class IBBroker:
             account=self.account, taken_at=dt.datetime.now(UTC),
             positions=tuple(
                 BrokerPosition(p.account, self.from_ib(p.contract), dec(p.position),
-                               dec(p.avgCost))
+                               avg_cost(p.avgCost))
                 for p in positions if p.account == self.account and p.position),
             cash=cash,
             open_orders=tuple(o for o in self._order_statuses(ib) if not o.is_done),

@@ -21,7 +21,8 @@ every order request and every `poll_interval` seconds, so changes made directly 
 (a price move that fills a resting limit, an external trade, a correction) reach clients too.
 
 Test controls, all callable from any thread: `drop_connections()` cuts every socket as a
-network failure would; `hold_commissions()` / `release_commissions()` withhold commission
+network failure would; `drop_after_next_order()` does it right after an order reached the
+exchange, before the client hears back; `hold_commissions()` / `release_commissions()` withhold commission
 reports (live and in reqExecutions answers) to model IB's late reports; `commission_delay`
 does the same for a fixed time after each execution; `correct_execution()` issues a
 correction (`.01` -> `.02`) through the exchange.
@@ -81,6 +82,7 @@ class IBSimServer:
         self._fills: dict[int, tuple[Decimal, Decimal]] = {}  # perm id -> (qty, notional)
         self._last_fill: dict[int, Decimal] = {}  # perm id -> price of its latest execution
         self._hold = False
+        self._drop_on_order = 0  # orders still to be answered by a cut connection
         self._ticks = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -179,6 +181,15 @@ class IBSimServer:
                 session.close()
 
         self._call(drop)
+
+    def drop_after_next_order(self, n: int = 1) -> None:
+        """The next n orders reach the exchange (and may fill), then every socket is cut before
+        the client hears anything: the reply to a placed order is lost."""
+
+        def arm() -> None:
+            self._drop_on_order += n
+
+        self._call(arm)
 
     def connected_clients(self) -> list[int]:
         return self._call(lambda: sorted(self.sessions))
@@ -330,6 +341,12 @@ class IBSimServer:
         self._owner[order_id] = session.client_id or 0
         self._order_kind[order_id] = (order_type, request.limit_price)
         self._tracked.add(order_id)
+        if self._drop_on_order > 0:
+            self._drop_on_order -= 1
+            for other in list(self.sessions.values()):
+                other.close()
+            self.publish()  # bookkeeping only: nobody is connected to hear it
+            return
         if st.status == "Rejected":
             session.error(order_id, 201, f"Order rejected - reason:{st.reason}")
         else:
