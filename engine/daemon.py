@@ -38,7 +38,7 @@ import sqlalchemy as sa
 
 from tradeledger.engine import daemon_jobs
 from tradeledger.engine.daemon_jobs import DaemonConfig, parse_daemon_config
-from tradeledger.engine.environment import Environment
+from tradeledger.engine.environment import Environment, check_apart
 from tradeledger.engine.session import Session
 from tradeledger.engine.tables_daemon import daemon_heartbeat, daemon_lease
 from tradeledger.ledger.store import fmt_ts
@@ -164,6 +164,7 @@ class Daemon:
     def __post_init__(self):
         if self.config is None:
             self.config = parse_daemon_config(self.env.settings.raw)
+        check_apart(self.env.home, self.env.settings.env, self.env.settings)  # no shared log file or client id
         self.session = Session(self.env)
         self.log = setup_logging(self.env, self.config)
         self.started = self.clock()

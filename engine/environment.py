@@ -211,6 +211,8 @@ def init_environment(home: str | Path | None, env: str, broker: str, account: st
                               "initialise another one with --db-url")
         settings = existing
     _check_shared_database(home, env, settings.db_url or default_db_url(env_dir))
+    raw = settings.raw or tomllib.loads(render_config(settings, config_extra))
+    check_apart(home, env, Settings(**{**settings.__dict__, "raw": raw}))
     env_dir.mkdir(parents=True, exist_ok=True)
     (env_dir / "logs").mkdir(exist_ok=True)
     url = settings.db_url or default_db_url(env_dir)
@@ -254,3 +256,25 @@ def _check_shared_database(home: Path, env: str, url: str) -> None:
             other_settings = parse_settings(path, other)
             if (other_settings.db_url or default_db_url(home / other)) == url:
                 raise ConfigError(f"environment {other!r} already uses the database {url}")
+
+
+def daemon_log_file(home: Path, env: str, raw: dict) -> Path:
+    """The daemon's log file: `[daemon] log_file`, relative to the environment's directory."""
+    daemon = raw.get("daemon", {}) if isinstance(raw.get("daemon", {}), dict) else {}
+    path = Path(str(daemon.get("log_file", "logs/daemon.log"))).expanduser()
+    return (path if path.is_absolute() else home / env / path).resolve()
+
+
+def check_apart(home: Path, env: str, settings: Settings) -> None:
+    """Paper and live share no log file and no IB client id (beside no database)."""
+    for other in ENVIRONMENTS:
+        path = home / other / "config.toml"
+        if other == env or not path.exists():
+            continue
+        theirs = parse_settings(path, other)
+        if daemon_log_file(home, other, theirs.raw) == daemon_log_file(home, env, settings.raw):
+            raise ConfigError(f"environment {other!r} already logs to {daemon_log_file(home, other, theirs.raw)}: "
+                              "give this one its own [daemon] log_file")
+        if settings.broker == theirs.broker == "ib" and settings.ib_client_id == theirs.ib_client_id:
+            raise ConfigError(f"environment {other!r} already uses IB client id {theirs.ib_client_id}: "
+                              "give this one another (--ib-client-id)")

@@ -189,3 +189,29 @@ def test_daemon_config_is_validated_and_logs_never_hold_secrets(tmp_path):
         handler.flush()
     text = (env.dir / "logs" / "daemon.log").read_text()
     assert "hunter2" not in text and "trader:***@db" in text
+
+
+# -- paper and live, hard ---------------------------------------------------------------------------
+
+def test_paper_and_live_share_no_client_id_and_no_log_file(tmp_path):
+    home = tmp_path / "home"
+    init_environment(home, "paper", "ib", "DU1111111", ib_port=4002, ib_client_id=7)
+    with pytest.raises(ConfigError, match="already uses IB client id 7"):
+        init_environment(home, "live", "ib", "U7654321", ib_port=4001, ib_client_id=7)
+    shared = tmp_path / "shared.log"
+    other = tmp_path / "other"
+    init_environment(other, "paper", "sim", None, config_extra=f'[daemon]\nlog_file = "{shared}"\n')
+    with pytest.raises(ConfigError, match="already logs to"):
+        init_environment(other, "live", "ib", "U7654321", ib_port=4001, config_extra=f'[daemon]\nlog_file = "{shared}"\n')
+    init_environment(home, "live", "ib", "U7654321", ib_port=4001, ib_client_id=8)  # apart: accepted
+
+
+@pytest.mark.parametrize("command", [["orders", "submit", "1"], ["cycle", "--approve"]])
+def test_live_order_submission_asks_for_confirmation(tmp_path, command):
+    home = tmp_path / "home"
+    env = init_environment(home, "live", "ib", "U7654321", ib_port=4001)
+    result = CliRunner().invoke(main, ["--home", str(home), "--env", "live", *command], input="n\n")
+    assert result.exit_code == 1 and "LIVE account U7654321" in result.output and "Aborted" in result.output
+    with read_connection(env.engine) as conn:  # nothing recorded, nothing sent
+        assert conn.execute(sa.text("SELECT count(*) FROM broker_order")).scalar() == 0
+        assert conn.execute(sa.text("SELECT count(*) FROM target_run")).scalar() == 0
