@@ -2,6 +2,8 @@
 
     python bench/bench_reconcile.py [--positions 10000] [--executions 1000] [--breaks 50] [--db-url URL]
 
+(on PostgreSQL it works in a schema of its own and drops it afterwards)
+
 Builds a ledger (SQLite file by default) holding N futures contracts, each split between two of
 four strategies (two zero-cost postings per contract plus a variation-margin cash leg), with a
 fill row per contract; then a broker snapshot of the same N positions, `--breaks` of them off by
@@ -135,6 +137,17 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-reconcile-"))
     url = args.db_url or f"sqlite:///{tmp / 'ledger.db'}"
+    schema = None
+    if url.startswith("postgresql"):  # a schema of its own, dropped afterwards: never the database's own tables
+        import uuid
+
+        import sqlalchemy as sa
+
+        schema, admin = f"bench_{uuid.uuid4().hex[:10]}", sa.create_engine(url)
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        url = sa.engine.make_url(url).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+            hide_password=False)
     engine = db.make_engine(url)
     db.upgrade(engine)
     t = time.perf_counter()
@@ -171,6 +184,10 @@ def main() -> None:
     print(f"whole reconcile, first ({len(result.breaks)} breaks raised + locked): {first:8.1f} ms")
     print(f"whole reconcile, again (breaks deduplicated):        {second:8.1f} ms")
     engine.dispose()
+    if schema:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
 
 
 if __name__ == "__main__":
