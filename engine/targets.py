@@ -213,7 +213,7 @@ def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = Non
         forecasts, missing = resolve_forecasts(env, config, as_of, conn, histories)
         positions = env.ledger.positions(conn=conn)
         problems = [f"no forecast: {reason}" for reason in missing.values()]
-        prices, fxs, rows, seen = {}, {}, [], {}
+        prices, fxs, rows, seen, vols = {}, {}, [], {}, {}
         for strategy in config.strategies.values():
             for signal, weight in strategy.instruments:
                 execution = config.execution_instrument(signal)
@@ -230,8 +230,11 @@ def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = Non
                     if execution.currency not in fxs:
                         fxs[execution.currency] = fx_rate_on(env, execution.currency, as_of, conn)
                     fx_date, fx = fxs[execution.currency]
-                    vol, vol_source = execution_vol(execution.name, histories.get(execution.name, pd.Series(dtype=float)),
-                                                    signal, histories.get(signal, pd.Series(dtype=float)), price)
+                    if (execution.name, signal) not in vols:  # the same for every strategy
+                        vols[(execution.name, signal)] = execution_vol(
+                            execution.name, histories.get(execution.name, pd.Series(dtype=float)),
+                            signal, histories.get(signal, pd.Series(dtype=float)), price)
+                    vol, vol_source = vols[(execution.name, signal)]
                 except (PriceError, TargetError) as exc:
                     problems.append(f"{strategy.name}/{signal}: {exc}")
                     continue

@@ -75,8 +75,27 @@ class Commodity:
 class Ledger:
     def __init__(self, engine: Engine):
         self.engine = engine
+        # Caches of rows that are never deleted or changed: accounts and commodities. A row seen
+        # inside a transaction is cached only once that transaction commits (a rollback would
+        # otherwise leave the cache naming a row that does not exist).
         self._account_ids: dict[str, int] = {}
         self._accounts: dict[str, Account] = {}
+        self._commodities: dict[str, Commodity] = {}
+        sa.event.listen(engine, "commit", self._on_commit)
+        sa.event.listen(engine, "rollback", self._on_rollback)
+
+    def _remember(self, c: Connection, apply) -> None:
+        if c.in_transaction():
+            c.info.setdefault(("tl_cache", id(self)), []).append(apply)
+        else:
+            apply()
+
+    def _on_commit(self, c: Connection) -> None:
+        for apply in c.info.pop(("tl_cache", id(self)), ()):
+            apply()
+
+    def _on_rollback(self, c: Connection) -> None:
+        c.info.pop(("tl_cache", id(self)), None)
 
     # -- accounts and commodities ------------------------------------------------------------
 
@@ -86,12 +105,15 @@ class Ledger:
             raise LedgerError(f"invalid account name {account.name!r}")
         if account.booking not in BOOKING_METHODS:
             raise LedgerError(f"invalid booking method {account.booking!r}")
+        if self._accounts.get(account.name) == account:  # accounts are never deleted: a safe cache
+            return self._account_ids[account.name]
         with _tx(self.engine, conn) as c:
             row = c.execute(sa.select(schema.account).where(schema.account.c.name == account.name)).first()
             if row is not None:
                 existing = _account_from_row(row)
                 if existing != account:
                     raise LedgerError(f"account {account.name} is already open with another definition")
+                self._remember(c, lambda: self._cache_account(row.id, existing))
                 return row.id
             result = c.execute(schema.account.insert().values(
                 name=account.name, open_date=account.open_date.isoformat(),
@@ -105,9 +127,14 @@ class Ledger:
             rows = c.execute(sa.select(schema.account).order_by(schema.account.c.name)).all()
         return [_account_from_row(r) for r in rows]
 
+    def _cache_account(self, account_id: int, account: Account) -> None:
+        self._account_ids[account.name], self._accounts[account.name] = account_id, account
+
     def ensure_commodity(self, commodity: Commodity, conn: Connection | None = None) -> None:
         if not is_valid_commodity(commodity.name):
             raise LedgerError(f"invalid commodity name {commodity.name!r}")
+        if self._commodities.get(commodity.name) == commodity:
+            return
         with _tx(self.engine, conn) as c:
             row = c.execute(sa.select(schema.commodity).where(schema.commodity.c.name == commodity.name)).first()
             if row is None:
@@ -117,6 +144,8 @@ class Ledger:
                 ))
             elif Decimal(row.multiplier) != commodity.multiplier or row.kind != commodity.kind:
                 raise LedgerError(f"commodity {commodity.name} is already defined differently")
+            else:
+                self._remember(c, lambda: self._commodities.__setitem__(commodity.name, commodity))
 
     def commodities(self) -> list[Commodity]:
         with read_connection(self.engine) as c:
@@ -220,17 +249,19 @@ class Ledger:
 
     def _account_id(self, c: Connection, posting: Posting, date: dt.date) -> int:
         name = posting.account
-        if name not in self._account_ids:
+        if name in self._account_ids:
+            account_id, account = self._account_ids[name], self._accounts[name]
+        else:
             row = c.execute(sa.select(schema.account).where(schema.account.c.name == name)).first()
             if row is None:
                 raise LedgerError(f"unknown account {name}: open it first")
-            self._account_ids[name], self._accounts[name] = row.id, _account_from_row(row)
-        account = self._accounts[name]
+            account_id, account = row.id, _account_from_row(row)
+            self._remember(c, lambda: self._cache_account(account_id, account))
         if date < account.open_date or (account.close_date and date > account.close_date):
             raise LedgerError(f"account {name} is not open on {date}")
         if account.currencies and posting.commodity not in account.currencies:
             raise LedgerError(f"account {name} does not accept {posting.commodity}")
-        return self._account_ids[name]
+        return account_id
 
     # -- reading entries ----------------------------------------------------------------------
 
