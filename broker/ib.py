@@ -23,7 +23,10 @@ commission learned before a drop stays known. Corrections (`.01` -> `.02`) are s
 executions, as IB reports them; the booking layer keys by `Execution.base_exec_id`.
 
 Contracts are keyed by conId: futures local symbols repeat every ten years (MBTZ6), so a
-contract is qualified once through reqContractDetails and remembered by its conId.
+contract is qualified once through reqContractDetails and remembered by its conId. A contract
+first met in IB's reports (a fresh process, a trade made in TWS) is built from IB's fields and
+passed through `contract_namer`, which the engine supplies to give it its own code (IB's BRR,
+trading class BTC, December 2026 -> tradeledger's BTCZ26; engine/contracts_ib.py).
 """
 
 from __future__ import annotations
