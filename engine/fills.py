@@ -30,6 +30,7 @@ from tradeledger.engine.exceptions import raise_exception
 from tradeledger.engine.holdings import ensure_contract, ensure_holder, load_holdings, lock_contract, save_marks
 from tradeledger.engine.netting import allocate_commission, allocate_fill
 from tradeledger.ledger.accounts import Chart
+from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled, to_scaled
 from tradeledger.ledger.model import LedgerError
 from tradeledger.ledger.store import Ledger, fmt_ts
@@ -67,12 +68,41 @@ def latest_versions(executions: list[Execution]) -> list[Execution]:
     return sorted(latest.values(), key=lambda e: (e.time, e.exec_id))
 
 
+def _is_replay(booked: tuple[str, bool] | None, e: Execution) -> bool:
+    """Nothing to do: this version is booked, and its commission is booked or still unknown."""
+    if booked is None:
+        return False
+    exec_id, pending = booked
+    return _version(e.exec_id) <= _version(exec_id) and not (pending and e.commission is not None)
+
+
+def _booked_versions(engine, account: str, keys: list[str]) -> dict[str, tuple[str, bool]]:
+    """exec key -> (booked exec id, commission pending) for the keys already booked."""
+    f = tables.fill
+    found: dict[str, tuple[str, bool]] = {}
+    with read_connection(engine) as conn:
+        for start in range(0, len(keys), 500):
+            rows = conn.execute(sa.select(f.c.exec_key, f.c.exec_id, f.c.commission).where(
+                f.c.account == account, f.c.exec_key.in_(keys[start:start + 500]), f.c.superseded_by.is_(None)))
+            found.update({key: (exec_id, commission is None) for key, exec_id, commission in rows})
+    return found
+
+
 def sync_fills(engine, ledger: Ledger, chart: Chart, broker: Broker) -> SyncReport:
     report = SyncReport()
-    for execution in latest_versions(broker.executions()):
+    executions = latest_versions(broker.executions())
+    # Most of what a broker reports on a sync is already booked: one read finds those, and only
+    # the rest get a write transaction each (which re-checks under the contract's lock).
+    booked = _booked_versions(engine, chart.broker_account, [e.base_exec_id for e in executions])
+    for execution in executions:
         if execution.account != chart.broker_account:
             raise ValueError(f"execution {execution.exec_id} is for account {execution.account}, "
                              f"not {chart.broker_account}")
+        if _is_replay(booked.get(execution.base_exec_id), execution):
+            report.replays += 1
+            if booked[execution.base_exec_id][1]:
+                report.pending_commissions.append(execution.base_exec_id)
+            continue
         try:  # one execution the ledger cannot book never stops the others; it is raised
             with engine.begin() as conn:
                 book_execution(conn, ledger, chart, execution, report)
@@ -166,7 +196,7 @@ def _book_new_fill(conn: Connection, ledger: Ledger, chart: Chart, e: Execution,
     txn, after = fill_entry(chart, contract, e.base_exec_id, e.price, e.time, fill_shares, holdings,
                             e.commission_currency or contract.currency, e.order_ref, narration)
     booked = ledger.book(txn, conn)
-    save_marks(conn, contract, after, e.time)
+    save_marks(conn, contract, after, e.time, before=holdings)
     fill_id = conn.execute(tables.fill.insert().values(
         account=e.account, exec_key=e.base_exec_id, exec_id=e.exec_id, order_id=order.id if order else None,
         order_ref=e.order_ref or "", contract=contract.code, side=e.side,

@@ -61,11 +61,15 @@ def load_holdings(conn: Connection, ledger: Ledger, chart: Chart, contract: Cont
     return result
 
 
-def save_marks(conn: Connection, contract: Contract, holdings: dict, time: dt.datetime) -> None:
+def save_marks(conn: Connection, contract: Contract, holdings: dict, time: dt.datetime,
+               before: dict | None = None) -> None:
+    """Write the marks of `holdings`; with `before`, only of the holders whose holding changed."""
     if contract.sec_type != "FUT":
         return
     t = tables.position_mark
     for holder, holding in holdings.items():
+        if before is not None and before.get(holder) == holding:
+            continue
         key = (t.c.holder == (holder or "")) & (t.c.contract == contract.code)
         conn.execute(t.delete().where(key))
         if holding.position != 0 and holding.mark is not None:

@@ -174,7 +174,7 @@ def _book_cross(conn, ledger: Ledger, chart: Chart, run_id: int, cp: ContractPla
                       links=(f"cross-{run_id}-{contract.code}",), meta=(("contract", contract.code), ("run", str(run_id))),
                       key=f"cross:{chart.broker_account}:{run_id}:{contract.code}:{cross.seller}:{cross.buyer}")
     booked = ledger.book(txn, conn)
-    save_marks(conn, contract, after, now)
+    save_marks(conn, contract, after, now, before=holdings)
     conn.execute(tables.internal_cross.insert().values(
         run_id=run_id, contract=contract.code, seller=cross.seller, buyer=cross.buyer,
         quantity=to_scaled(cross.quantity, "cross"), price=to_scaled(cp.reference_price, "price"), txn_id=booked.id))

@@ -84,15 +84,26 @@ class Ledger:
         sa.event.listen(engine, "commit", self._on_commit)
         sa.event.listen(engine, "rollback", self._on_rollback)
 
-    def _remember(self, c: Connection, apply) -> None:
+    def _pending(self, c: Connection) -> dict:
+        """Rows seen in the connection's current transaction, cached for good when it commits."""
+        transaction = c.get_transaction()
+        entry = c.info.get(("tl_cache", id(self)))
+        if entry is None or entry[0] is not transaction:  # never trust what another transaction saw
+            entry = (transaction, {})
+            c.info[("tl_cache", id(self))] = entry
+        return entry[1]
+
+    def _remember(self, c: Connection, key: tuple, value, apply) -> None:
         if c.in_transaction():
-            c.info.setdefault(("tl_cache", id(self)), []).append(apply)
+            self._pending(c)[key] = (*value, apply)
         else:
             apply()
 
     def _on_commit(self, c: Connection) -> None:
-        for apply in c.info.pop(("tl_cache", id(self)), ()):
-            apply()
+        transaction, seen = c.info.pop(("tl_cache", id(self)), (None, {}))
+        if transaction is c.get_transaction():
+            for *_value, apply in seen.values():
+                apply()
 
     def _on_rollback(self, c: Connection) -> None:
         c.info.pop(("tl_cache", id(self)), None)
@@ -108,19 +119,26 @@ class Ledger:
         if self._accounts.get(account.name) == account:  # accounts are never deleted: a safe cache
             return self._account_ids[account.name]
         with _tx(self.engine, conn) as c:
+            seen = self._pending(c).get(("account", account.name))
+            if seen is not None and seen[1] == account:
+                return seen[0]
             row = c.execute(sa.select(schema.account).where(schema.account.c.name == account.name)).first()
             if row is not None:
                 existing = _account_from_row(row)
                 if existing != account:
                     raise LedgerError(f"account {account.name} is already open with another definition")
-                self._remember(c, lambda: self._cache_account(row.id, existing))
+                self._remember(c, ("account", account.name), (row.id, existing),
+                               lambda: self._cache_account(row.id, existing))
                 return row.id
             result = c.execute(schema.account.insert().values(
                 name=account.name, open_date=account.open_date.isoformat(),
                 close_date=account.close_date and account.close_date.isoformat(),
                 currencies=",".join(account.currencies), booking=account.booking,
             ))
-            return result.inserted_primary_key[0]
+            new_id = result.inserted_primary_key[0]
+            self._remember(c, ("account", account.name), (new_id, account),
+                           lambda: self._cache_account(new_id, account))
+            return new_id
 
     def accounts(self) -> list[Account]:
         with read_connection(self.engine) as c:
@@ -136,6 +154,9 @@ class Ledger:
         if self._commodities.get(commodity.name) == commodity:
             return
         with _tx(self.engine, conn) as c:
+            seen = self._pending(c).get(("commodity", commodity.name))
+            if seen is not None and seen[0] == commodity:
+                return
             row = c.execute(sa.select(schema.commodity).where(schema.commodity.c.name == commodity.name)).first()
             if row is None:
                 c.execute(schema.commodity.insert().values(
@@ -145,7 +166,8 @@ class Ledger:
             elif Decimal(row.multiplier) != commodity.multiplier or row.kind != commodity.kind:
                 raise LedgerError(f"commodity {commodity.name} is already defined differently")
             else:
-                self._remember(c, lambda: self._commodities.__setitem__(commodity.name, commodity))
+                self._remember(c, ("commodity", commodity.name), (commodity,),
+                               lambda: self._commodities.__setitem__(commodity.name, commodity))
 
     def commodities(self) -> list[Commodity]:
         with read_connection(self.engine) as c:
@@ -249,14 +271,18 @@ class Ledger:
 
     def _account_id(self, c: Connection, posting: Posting, date: dt.date) -> int:
         name = posting.account
+        seen = self._pending(c).get(("account", name))
         if name in self._account_ids:
             account_id, account = self._account_ids[name], self._accounts[name]
+        elif seen is not None:
+            account_id, account = seen[0], seen[1]
         else:
             row = c.execute(sa.select(schema.account).where(schema.account.c.name == name)).first()
             if row is None:
                 raise LedgerError(f"unknown account {name}: open it first")
             account_id, account = row.id, _account_from_row(row)
-            self._remember(c, lambda: self._cache_account(account_id, account))
+            self._remember(c, ("account", name), (account_id, account),
+                           lambda: self._cache_account(account_id, account))
         if date < account.open_date or (account.close_date and date > account.close_date):
             raise LedgerError(f"account {name} is not open on {date}")
         if account.currencies and posting.commodity not in account.currencies:
