@@ -128,19 +128,26 @@ def setup_logging(env: Environment, config: DaemonConfig) -> logging.Logger:
     logger = logging.getLogger(f"tradeledger.daemon.{env.settings.env}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    for h in list(logger.handlers):
-        if isinstance(h, RotatingFileHandler) and h.baseFilename != str(path):
+    target = os.path.abspath(path)
+    aps = logging.getLogger("apscheduler")
+    aps.setLevel(logging.WARNING)
+    mine = None
+    for h in list(logger.handlers):  # another environment's file (an earlier daemon in this process)
+        if isinstance(h, RotatingFileHandler):
+            if h.baseFilename == target and mine is None:
+                mine = h
+                continue
             logger.removeHandler(h)
+            aps.removeHandler(h)
             h.close()
-    if not logger.handlers:
-        handler = RotatingFileHandler(path, maxBytes=config.log_max_bytes, backupCount=config.log_backups,
-                                      encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(message)s"))
-        handler.addFilter(_Redact())
-        logger.addHandler(handler)
-        aps = logging.getLogger("apscheduler")
-        aps.setLevel(logging.WARNING)
-        aps.addHandler(handler)
+    if mine is None:  # whatever other handlers are attached (a test's capture), ours is the file
+        mine = RotatingFileHandler(target, maxBytes=config.log_max_bytes, backupCount=config.log_backups,
+                                   encoding="utf-8")
+        mine.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(message)s"))
+        mine.addFilter(_Redact())
+        logger.addHandler(mine)
+    if mine not in aps.handlers:
+        aps.addHandler(mine)
     return logger
 
 
