@@ -220,9 +220,20 @@ def _advance_order(conn: Connection, order, qty: Decimal) -> None:
     conn.execute(o.update().where(o.c.id == order.id).values(filled=to_scaled(filled, "filled"), state=state))
 
 
+def attributed_to(conn: Connection, exec_key: str) -> str | None:
+    """The strategy an unattributed fill was later attributed to (`adjust attribute`), if any."""
+    from tradeledger.engine.tables_daemon import adjustment
+
+    return conn.execute(sa.select(adjustment.c.to_holder).where(
+        adjustment.c.kind.in_(("attribute", "manual-close")), adjustment.c.subject == exec_key)).scalar() or None
+
+
 def _book_late_commission(conn: Connection, ledger: Ledger, chart: Chart, row, e: Execution) -> None:
     shares = [(r.holder or None, from_scaled(r.quantity)) for r in conn.execute(
         sa.select(tables.fill_alloc).where(tables.fill_alloc.c.fill_id == row.id))]
+    taker = attributed_to(conn, row.exec_key)
+    if taker is not None:  # the position moved to a strategy: so does the commission that comes late
+        shares = [(taker if holder is None else holder, qty) for holder, qty in shares]
     parts = _commission_parts(shares, e.commission)
     commission_txn = None
     if any(v != 0 for v in parts.values()):
@@ -245,8 +256,15 @@ def list_fills(conn: Connection, limit: int | None = None) -> list[dict]:
     allocs: dict[int, list] = {}
     for r in conn.execute(sa.select(fa)):
         allocs.setdefault(r.fill_id, []).append((r.holder or "unattributed", from_scaled(r.quantity)))
+    from tradeledger.engine.tables_daemon import adjustment
+
+    attributed = dict(conn.execute(sa.select(adjustment.c.subject, adjustment.c.to_holder).where(
+        adjustment.c.kind.in_(("attribute", "manual-close")))).all())
     result = []
     for r in rows[-limit:] if limit else rows:
+        if r.exec_key in attributed:
+            allocs[r.id] = [(f"{attributed[r.exec_key]} (attributed)" if h == "unattributed" else h, q)
+                            for h, q in allocs.get(r.id, [])]
         result.append({
             "fill_id": r.exec_key, "exec_id": r.exec_id, "order": r.order_ref or None,
             "strategy": ", ".join(h for h, _ in allocs.get(r.id, [])),

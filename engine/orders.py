@@ -194,7 +194,8 @@ def send_planned(engine, broker: Broker, run_id: int | None, now: dt.datetime) -
     at_broker = {s.order_ref: s for s in broker.orders()}
     for row in planned:
         status = at_broker.get(row.order_ref)
-        if status is not None:
+        found = status is not None
+        if found:  # sent before a crash or a lost reply: record it, never send it again
             report.already_at_broker.append(row.order_ref)
         else:
             request = OrderRequest(row.order_ref, Contract(**_contract_from_json(row.contract_spec)), row.side,
@@ -210,7 +211,7 @@ def send_planned(engine, broker: Broker, run_id: int | None, now: dt.datetime) -
                 sent_at=fmt_ts(now), reason=status.reason or None))
         if state == "rejected":
             report.rejected.append((row.order_ref, status.reason))
-        else:
+        elif not found:
             report.sent.append(row.order_ref)
     return report
 

@@ -133,7 +133,8 @@ def test_attribute_moves_the_fill_and_its_pnl_since_to_the_strategy(world, tmp_p
     txn = env.ledger.get(row.txn_id)
     assert (row.kind, row.subject, row.to_holder) == ("attribute", key, "Trend")
     assert dict(txn.meta)["reason"] == "attributed by hand" and f"fill-{key}" in txn.links
-    assert fill_rows[0]["strategy"] == "unattributed"  # the booking's facts are not edited
+    assert fill_rows[0]["strategy"] == "Trend (attributed)"  # the blotter shows where it went
+    assert fill_rows[0]["order"] is None  # the booking's facts are not edited
     # The next settlement gives the strategy everything since the fill: 2 x 1000 x 0.1.
     settle(session, contract, dt.date(2026, 12, 2), D(91000))
     assert env.ledger.income()[("Income:Trading:Trend", "USD")] == D("-200.0")
@@ -246,3 +247,19 @@ def test_pure_builders_balance_and_refuse():
         adjust.transfer_entry(chart, k, holdings, None, "A", D(3), D(90000), T0, "adopt", "n", "k:2", (), ())
     with pytest.raises(adjust.AdjustError, match="0 books nothing"):
         adjust.cash_entry(chart, "USD", D(0), "fee", "r", T0, "k:3")
+
+
+def test_a_commission_arriving_after_the_attribution_goes_to_the_strategy(world, tmp_path):
+    home, env, session, contract = world
+    exchange = session.exchange()
+    exchange.fault_late_commission(n_polls=1)
+    execution = exchange.external_trade(contract, D(2), D(90000))
+    first = sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    assert first.pending_commissions == [execution.base_exec_id]
+    cli(home, "adjust", "attribute", execution.base_exec_id, "--strategy", "trend", "--reason", "mine", "--yes")
+    later = sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    assert later.commissions == [execution.base_exec_id]
+    income = env.ledger.income()
+    assert income[("Expenses:Commissions:Trend", "USD")] == D("2.00")  # 2 contracts x 1.00
+    assert ("Expenses:Commissions:Unattributed", "USD") not in income
+    assert_clean(env, tmp_path)

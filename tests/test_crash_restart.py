@@ -115,6 +115,7 @@ def test_killed_between_sending_an_order_and_booking_its_fill(tmp_path):
     # Restart: the planned order is looked up at the broker by orderRef before anything is sent.
     report = send_planned(env.engine, session.broker, 1, session.now())
     assert report.already_at_broker == [order.order_ref]  # recorded as sent, not sent again
+    assert report.sent == []
     assert len(session.exchange().orders()) == 1  # not sent twice
     first = sync_fills(env.engine, env.ledger, env.chart, session.broker)
     again = sync_fills(env.engine, env.ledger, env.chart, session.broker)
