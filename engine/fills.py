@@ -48,6 +48,16 @@ class SyncReport:
     corrected: list[str] = field(default_factory=list)  # corrections booked now (new exec ids)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (exec id, why): could not be booked
 
+    def merge(self, other: "SyncReport") -> None:
+        for name in ("booked", "commissions", "unattributed", "pending_commissions", "corrections", "corrected",
+                     "failed"):
+            getattr(self, name).extend(getattr(other, name))
+        self.replays += other.replays
+        self.correction_reasons.update(other.correction_reasons)
+
+
+BATCH = 200  # executions booked per database transaction on a sync (one commit, not 200)
+
 
 def _version(exec_id: str) -> int:
     tail = exec_id.rpartition(".")[2]
@@ -91,9 +101,10 @@ def _booked_versions(engine, account: str, keys: list[str]) -> dict[str, tuple[s
 def sync_fills(engine, ledger: Ledger, chart: Chart, broker: Broker) -> SyncReport:
     report = SyncReport()
     executions = latest_versions(broker.executions())
-    # Most of what a broker reports on a sync is already booked: one read finds those, and only
-    # the rest get a write transaction each (which re-checks under the contract's lock).
+    # Most of what a broker reports on a sync is already booked: one read finds those. The rest
+    # are booked in chunks, one transaction each, which re-check under the contracts' locks.
     booked = _booked_versions(engine, chart.broker_account, [e.base_exec_id for e in executions])
+    todo: list[Execution] = []
     for execution in executions:
         if execution.account != chart.broker_account:
             raise ValueError(f"execution {execution.exec_id} is for account {execution.account}, "
@@ -103,16 +114,37 @@ def sync_fills(engine, ledger: Ledger, chart: Chart, broker: Broker) -> SyncRepo
             if booked[execution.base_exec_id][1]:
                 report.pending_commissions.append(execution.base_exec_id)
             continue
-        try:  # one execution the ledger cannot book never stops the others; it is raised
+        todo.append(execution)
+    for start in range(0, len(todo), BATCH):
+        chunk, trial = todo[start:start + BATCH], SyncReport()
+        try:
             with engine.begin() as conn:
-                book_execution(conn, ledger, chart, execution, report)
-        except (LedgerError, ValueError, ArithmeticError) as exc:
-            report.failed.append((execution.exec_id, str(exc)))
-            with engine.begin() as conn:
-                raise_exception(conn, "unattributed_fill", f"{execution.contract.code} {execution.base_exec_id}",
-                                f"execution {execution.exec_id} could not be booked: {exc}", severity="error",
-                                dedupe_key=f"unbooked_execution:{execution.account}:{execution.base_exec_id}")
+                for code in sorted({e.contract.code for e in chunk}):  # one order: no lock cycle
+                    lock_contract(conn, code)
+                for execution in chunk:
+                    book_execution(conn, ledger, chart, execution, trial)
+        except (LedgerError, ValueError, ArithmeticError):
+            # One of them cannot be booked: the chunk rolled back whole; book each on its own so
+            # that the others land and the one that fails is raised as an exception.
+            for execution in chunk:
+                _book_alone(engine, ledger, chart, execution, report)
+        else:
+            report.merge(trial)
     return report
+
+
+def _book_alone(engine, ledger: Ledger, chart: Chart, execution: Execution, report: SyncReport) -> None:
+    trial = SyncReport()
+    try:
+        with engine.begin() as conn:
+            book_execution(conn, ledger, chart, execution, trial)
+        report.merge(trial)
+    except (LedgerError, ValueError, ArithmeticError) as exc:
+        report.failed.append((execution.exec_id, str(exc)))
+        with engine.begin() as conn:
+            raise_exception(conn, "unattributed_fill", f"{execution.contract.code} {execution.base_exec_id}",
+                            f"execution {execution.exec_id} could not be booked: {exc}", severity="error",
+                            dedupe_key=f"unbooked_execution:{execution.account}:{execution.base_exec_id}")
 
 
 def book_execution(conn: Connection, ledger: Ledger, chart: Chart, e: Execution, report: SyncReport) -> None:
