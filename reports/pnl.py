@@ -11,14 +11,13 @@ currency total uses the dated FX rate and says so when a rate is missing instead
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections import defaultdict
 from decimal import Decimal
 
 import sqlalchemy as sa
 
 from tradeledger.engine import holdings as holdings_mod
-from tradeledger.engine import prices
+from tradeledger.engine import prices, tables
 from tradeledger.engine.config import instrument_of_contract
 from tradeledger.engine.holdings import holder_of
 from tradeledger.engine.session import Session
@@ -38,20 +37,31 @@ def _holder_name(session: Session, holder: str | None) -> str:
     return strategy.name if strategy else holder
 
 
-def latest_price(session: Session, code: str, on: dt.date | None = None) -> Decimal | None:
-    """The newest known price of a contract: its settlement, else its instrument's close."""
-    candidates = []
-    try:
-        candidates.append(prices.latest_settlement(session.env, code, on))
-    except ValueError:
-        pass
-    instrument = instrument_of_contract(session.config, code)
-    if instrument is not None:
-        try:
-            candidates.append(prices.latest_price(session.env, instrument.name, on))
-        except ValueError:
-            pass
-    return max(candidates)[1] if candidates else None
+def _latest_rows(conn, table, key, value) -> dict[str, tuple[str, int]]:
+    """key -> (date, scaled value) of each key's newest row, in one query."""
+    newest = sa.select(table.c[key], sa.func.max(table.c.date).label("date")).group_by(table.c[key]).subquery()
+    query = sa.select(table.c[key], table.c.date, table.c[value]).join(
+        newest, sa.and_(table.c[key] == newest.c[key], table.c.date == newest.c.date))
+    return {k: (d, v) for k, d, v in conn.execute(query)}
+
+
+def latest_prices(session: Session, codes) -> dict[str, Decimal]:
+    """The newest known price of each contract: its settlement, else its instrument's close
+    (a settlement wins a tie: it is the exchange's own mark)."""
+    with read_connection(session.env.engine) as conn:
+        settlements = _latest_rows(conn, tables.settlement, "contract", "price")
+        closes = _latest_rows(conn, tables.price_bar, "instrument", "close")
+    result = {}
+    for code in codes:
+        candidates = []
+        if code in settlements:
+            candidates.append((settlements[code][0], 1, settlements[code][1]))
+        instrument = instrument_of_contract(session.config, code)
+        if instrument is not None and instrument.name in closes:
+            candidates.append((closes[instrument.name][0], 0, closes[instrument.name][1]))
+        if candidates:
+            result[code] = from_scaled(max(candidates)[2])
+    return result
 
 
 def positions(session: Session, strategy: str | None = None) -> list[dict]:
@@ -61,6 +71,7 @@ def positions(session: Session, strategy: str | None = None) -> list[dict]:
     with read_connection(env.engine) as conn:
         balances = env.ledger.positions(prefix=chart.root, conn=conn)
         marks = holdings_mod.marks(conn)
+    last_prices = latest_prices(session, {code for _, code in balances})
     rows = []
     for (account, code), qty in sorted(balances.items()):
         holder = holder_of(chart, account)
@@ -70,7 +81,7 @@ def positions(session: Session, strategy: str | None = None) -> list[dict]:
         if strategy is not None and name != strategy:
             continue
         contract = contracts.get(code)
-        last = latest_price(session, code)
+        last = last_prices.get(code)
         unrealized = _unrealized(env, account, contract, qty, marks.get((holder, code)), last)
         rows.append({"account": account, "strategy": name, "contract": code, "qty": qty,
                      "mark": marks.get((holder, code)), "last": last, "unrealized": plain(unrealized),
@@ -176,15 +187,22 @@ def _income_rows(session: Session, by: str, since, until):
         return
     # by instrument: each entry names its contract in its metadata
     p, t, a = schema.posting, schema.txn, schema.account
-    query = (sa.select(a.c.name, p.c.commodity, t.c.meta, sa.func.sum(p.c.units))
+    contract = _meta_field(env.engine.dialect.name, t.c.meta, "contract").label("contract")
+    query = (sa.select(a.c.name, p.c.commodity, contract, sa.func.sum(p.c.units))
              .join(t, t.c.id == p.c.txn_id).join(a, a.c.id == p.c.account_id)
              .where(sa.or_(a.c.name.like("Income:Trading:%"), a.c.name.like("Expenses:Commissions:%")))
-             .group_by(a.c.name, p.c.commodity, t.c.meta))
+             .group_by(a.c.name, p.c.commodity, contract))
     if since:
         query = query.where(p.c.ts >= ts_bound(since))
     if until:
         query = query.where(p.c.ts < ts_bound(until))
     with read_connection(env.engine) as conn:
-        for account, ccy, meta, total in conn.execute(query):
-            code = json.loads(meta).get("contract", "other")
-            yield (account, ccy, _instrument_name(session, code)), from_scaled(total)
+        for account, ccy, code, total in conn.execute(query):
+            yield (account, ccy, _instrument_name(session, code or "other")), from_scaled(total)
+
+
+def _meta_field(dialect: str, column, name: str):
+    """A field of an entry's JSON metadata, extracted by the database itself."""
+    if dialect == "postgresql":
+        return sa.func.json_extract_path_text(sa.cast(column, sa.JSON), name)
+    return sa.func.json_extract(column, f"$.{name}")
