@@ -285,11 +285,13 @@ class SimExchange:
             raise BrokerError(f"contract {k.code} is already known as {known}")
         return known
 
-    @staticmethod
-    def _contract(c, code: str) -> Contract | None:
+    @classmethod
+    def _contract(cls, c, code: str) -> Contract | None:
         r = c.execute("SELECT * FROM contracts WHERE code = ?", (code,)).fetchone()
-        if r is None:
-            return None
+        return None if r is None else cls._contract_from_row(r)
+
+    @staticmethod
+    def _contract_from_row(r) -> Contract:
         return Contract(code=r["code"], sec_type=r["sec_type"], symbol=r["symbol"],
                         exchange=r["exchange"], currency=r["currency"],
                         multiplier=Decimal(r["multiplier"]), expiry=r["expiry"],
@@ -307,8 +309,7 @@ class SimExchange:
 
     def contracts(self) -> list[Contract]:
         with self._tx() as c:
-            codes = [r[0] for r in c.execute("SELECT code FROM contracts ORDER BY code")]
-            return [self._contract(c, code) for code in codes]
+            return [self._contract_from_row(r) for r in c.execute("SELECT * FROM contracts ORDER BY code")]
 
     def set_commission(self, per_contract: Decimal, code: str | None = None) -> None:
         """Commission per contract (or share) for `code`, or the default for all codes."""
