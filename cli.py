@@ -786,13 +786,18 @@ def demo_cmd(c: Context, days):
               [(r["strategy"], r["realized"], r["unrealized"], r["commissions"], r["net"]) for r in result["rows"]])
         export_beancount(env.ledger, env.ledger_path, operating_currency=env.settings.base_currency)
         checked = check_ledger(env.ledger, env.ledger_path)
+        from tradeledger.engine.reconcile import reconcile_session
+
+        reconciled = reconcile_session(session, who="demo")
     finally:
         session.close()
     click.echo(f"check: {'clean' if checked.ok else 'NOT CLEAN'} ({checked.entries} entries, "
                f"{len(checked.errors)} beancount errors, {len(checked.differences)} differences)")
+    click.echo(f"reconcile: {'clean' if reconciled.clean else 'NOT CLEAN'} (every contract and currency "
+               f"against the broker; the trade made at its screen sits in Unattributed)")
     click.echo(f"explore it: tradeledger --home {home} positions | pnl --by instrument | fills list | targets list")
     click.echo(f"browse it:  fava {env.ledger_path}")
-    if not checked.ok:
+    if not (checked.ok and reconciled.clean):
         sys.exit(1)
 
 

@@ -112,6 +112,9 @@ def variation(position: Decimal, mark: Decimal | None, price: Decimal,
     return position * (price - mark) * multiplier
 
 
+NINE_PLACES = Decimal("1e-9")
+
+
 def average_price(position: Decimal, avg: Decimal, qty: Decimal, price: Decimal) -> Decimal:
     """Average open price after a signed fill: adds average in, reductions keep it, a flip
     or a fresh open starts from the fill price."""
@@ -655,8 +658,9 @@ class SimExchange:
         for r in c.execute("SELECT * FROM positions ORDER BY code").fetchall():
             if Decimal(r["quantity"]) != 0:
                 k = self._known(c, r["code"])
-                out.append(BrokerPosition(self.account, k, Decimal(r["quantity"]),
-                                          Decimal(r["avg_price"]) * k.multiplier))
+                # An average is a derived figure: reported to 9 places, as IB's adapter does.
+                avg_cost = (Decimal(r["avg_price"]) * k.multiplier).quantize(NINE_PLACES)
+                out.append(BrokerPosition(self.account, k, Decimal(r["quantity"]), avg_cost.normalize()))
         return out
 
     def cash(self) -> dict[str, Decimal]:

@@ -163,6 +163,8 @@ def _import_day(session: Session, history: History, day: dt.date) -> None:
 def _settle_day(session: Session, history: History, day: dt.date) -> list[str]:
     """Settle every held future at the exchange and in the ledger at the day's close."""
     env, exchange = session.env, session.exchange()
+    close = dt.datetime.combine(day, dt.time(21, 0), tzinfo=UTC)
+    exchange.set_clock(close)  # the exchange settles at its close, and its clock says so
     codes = futures_held(env.engine, env.ledger, env.chart)
     rows = []
     for code in codes:
@@ -174,7 +176,6 @@ def _settle_day(session: Session, history: History, day: dt.date) -> list[str]:
         parsed = prices.parse_prices_csv("date,contract,settle\n" + "\n".join(rows) + "\n", session.config,
                                          env.settings.base_currency, "demo settle")
         prices.store_rows(env, parsed, "demo settle")
-    close = dt.datetime.combine(day, dt.time(21, 0), tzinfo=UTC)
     mark_day(env.engine, env.ledger, env.chart, known_contracts(env.ledger), day,
              {code: history.closes[instrument_of_contract(session.config, code).name][day] for code in codes}, close)
     return codes

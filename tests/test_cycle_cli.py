@@ -26,6 +26,7 @@ def demo_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("demo") / "home"
     result = run(home, "demo", "--days", "3")
     assert "check: clean" in result.output
+    assert "reconcile: clean" in result.output
     return home
 
 
