@@ -273,7 +273,7 @@ def main(argv=None) -> int:
         ("durable booking >= 2,000/s", args.durable / durable_s >= 2000),
         ("batch import >= 25,000/s", batch_rate >= 25000),
         ("positions + income <= 150 ms", ours_s <= 0.150),
-        (f"export <= 10 s per 100k transactions", export_s <= 10 * max(1.0, txns / 100_000)),
+        ("export <= 10 s per 100k transactions", export_s <= 10 * max(1.0, txns / 100_000)),
     ]
     for name, ok in targets:
         print(f"  {'met   ' if ok else 'MISSED'} {name}")

@@ -20,7 +20,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from tradeledger.broker.base import BUY, SELL, Broker, BrokerDisconnected, Contract, OrderRequest
+from tradeledger.broker.base import Broker, BrokerDisconnected, Contract, OrderRequest
 from tradeledger.engine import tables
 from tradeledger.engine.booking import Holding, after_trade, trade_postings
 from tradeledger.engine.config import Limits, TradingConfig, current_contract

@@ -53,8 +53,6 @@ class Session:
         if self.env.settings.broker != "sim":
             raise ValueError("this environment trades at IB, not on the simulated exchange")
         if "_exchange" not in self.__dict__:
-            from tradeledger.broker.simexchange import SimExchange
-
             self._exchange = open_sim_exchange(self.env, self.config)
         return self._exchange
 

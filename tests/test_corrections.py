@@ -105,7 +105,6 @@ def w(tmp_path):
 
 
 def test_price_correction_after_a_settlement(w):
-    chart = w.env.chart
     w.trade(MES, {"A": 2}, 5000)  # A buys 2 @ 5000, commission 2.00
     [fill] = w.exchange.executions()
     w.settle(MES, 5010, T0.date())  # 2 x (5010 - 5000) x 5 = +100

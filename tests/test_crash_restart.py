@@ -21,10 +21,10 @@ from decimal import Decimal as D
 import sqlalchemy as sa
 
 from tradeledger.engine import adjust
-from tradeledger.engine.config import Limits, to_contract
+from tradeledger.engine.config import to_contract
 from tradeledger.engine.environment import init_environment
 from tradeledger.engine.fills import sync_fills
-from tradeledger.engine.orders import TargetLine, holder_positions, plan, record_plan, send_planned
+from tradeledger.engine.orders import holder_positions, send_planned
 from tradeledger.engine.session import Session
 from tradeledger.engine import tables
 from tradeledger.ledger import schema

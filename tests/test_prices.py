@@ -13,7 +13,7 @@ from tradeledger.engine.forecasts import compute_forecasts, import_forecasts_csv
 from tradeledger.engine.prices import (
     CsvImportError, PriceError, fx_rate, import_prices_csv, latest_price, latest_settlement, price_history,
 )
-from tradeledger.engine.tables import forecast, fx_rate as fx_table, price_bar, settlement
+from tradeledger.engine.tables import forecast, price_bar, settlement
 
 CONFIG = """
 [portfolio]

@@ -276,7 +276,8 @@ class Session:
         if contract is None:
             return
         r.skip()  # includeExpired
-        end_text, bar_size, duration = r.str(), r.str(), r.str()
+        r.skip()  # endDateTime: the simulated clock is the end
+        bar_size, duration = r.str(), r.str()
         history = self.exchange.price_history(contract.code)
         end = self.exchange.now()
         bars = bars_from_history(history, bar_size, duration, end)
