@@ -1,0 +1,210 @@
+"""`tradeledger` commands: the simulated IB gateway: serve the TWS API over a socket, and act on its market.
+
+Registered on the `main` group of cli.py, which imports this module; each command opens its
+environment, calls the engine, and prints a table or JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+from pathlib import Path
+
+import click
+import sqlalchemy as sa
+from tradeledger.cli import Context, main, pass_ctx
+from tradeledger.engine.environment import parse_settings, resolve_home
+from tradeledger.engine.session import Session as _Session
+from tradeledger.ledger import db
+from tradeledger.ledger.numbers import to_decimal as _to_decimal
+
+# --- ibsim ---
+# The simulated IB gateway (broker/ibsim) as a process, and its market screen. Its state is a
+# SimExchange file: by default <home>/<env>/ibsim.db, with the environment's account.
+
+
+def _ibsim_state(c: Context, state: str | None) -> tuple[Path, str | None]:
+    """(state file, the environment's account if the environment exists)."""
+    env_dir = resolve_home(c.home) / c.env
+    account = None
+    if (env_dir / "config.toml").exists():
+        account = parse_settings(env_dir / "config.toml", c.env).account
+    if state:
+        return Path(state), account
+    env_dir.mkdir(parents=True, exist_ok=True)
+    return env_dir / "ibsim.db", account
+
+
+def _ibsim_exchange(c: Context, state: str | None):
+    import sqlite3
+
+    from tradeledger.broker.simexchange import SimExchange
+
+    path, account = _ibsim_state(c, state)
+    if not path.exists():
+        raise click.UsageError(f"no simulated gateway state at {path}: start `tradeledger ibsim serve` first")
+    with sqlite3.connect(path) as raw:
+        stored = raw.execute("SELECT value FROM meta WHERE key = 'account'").fetchone()
+    return SimExchange(path, stored[0] if stored else (account or "DU1234567"))
+
+
+def _ibsim_contract(c: Context, code: str, exchange):
+    from tradeledger.engine.config import (
+        MONTH_CODES,
+        instrument_of_contract,
+        to_contract,
+    )
+
+    instrument = instrument_of_contract(_Session(c.open()).config, code)
+    if instrument is None:
+        known = exchange.contract(code)
+        if known is None:
+            raise ValueError(f"unknown contract {code}: not a configured instrument's contract")
+        return known
+    expiry = f"20{code[-2:]}{MONTH_CODES.index(code[-3]) + 1:02d}" if instrument.is_future else ""
+    return to_contract(instrument, code, expiry)
+
+
+def _ibsim_open(c: Context, exchange) -> list[str]:
+    """Price every configured instrument's current contract at its latest imported close."""
+    from tradeledger.engine import tables as _tables
+    from tradeledger.engine.config import current_contract
+    from tradeledger.ledger.numbers import from_scaled
+
+    session = _Session(c.open())
+    bars, opened = _tables.price_bar, []
+    with db.read_connection(session.env.engine) as conn:
+        for name, instrument in sorted(session.config.instruments.items()):
+            close = conn.execute(sa.select(bars.c.close).where(bars.c.instrument == name)
+                                 .order_by(bars.c.date.desc()).limit(1)).scalar()
+            if close is None:
+                continue
+            contract = current_contract(instrument, session.now().date())
+            exchange.add_contract(contract)
+            exchange.set_price(contract.code, from_scaled(close))
+            opened.append(contract.code)
+    return opened
+
+
+@main.group("ibsim")
+def ibsim_group():
+    """The simulated IB gateway: serve the TWS API on a port, and act on its market."""
+
+
+@ibsim_group.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=4002, type=int, show_default=True, help="0: any free port.")
+@click.option("--account", default=None, help="Managed account (default: the environment's, else DU1234567).")
+@click.option("--state", type=click.Path(dir_okay=False), default=None,
+              help="SimExchange file (default: <home>/<env>/ibsim.db).")
+@click.option("--commission", default=None, help="Commission per contract/share (kept in the state file).")
+@pass_ctx
+def ibsim_serve(c: Context, host, port, account, state, commission):
+    """Run the simulated gateway until Ctrl-C or SIGTERM."""
+    import asyncio
+    import signal
+
+    from tradeledger.broker.ibsim import IBSimServer
+    from tradeledger.broker.simexchange import SimExchange
+
+    path, env_account = _ibsim_state(c, state)
+    account = account or env_account or "DU1234567"
+    rate = commission and _to_decimal(commission, "--commission")
+    exchange = SimExchange(path, account, commission_per_contract=rate)
+
+    async def serve() -> None:
+        server = IBSimServer(exchange, host=host, port=port, account=account)
+        await server.start_async()
+        click.echo(f"IB simulated gateway for {account} listening on {host}:{server.port} (state {path})")
+        sys.stdout.flush()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.stop_async()
+
+    try:
+        asyncio.run(serve())
+    finally:
+        exchange.close()
+    click.echo("IB simulated gateway stopped")
+
+
+@ibsim_group.command("price")
+@click.argument("contract")
+@click.argument("price")
+@click.option("--state", type=click.Path(dir_okay=False), default=None)
+@pass_ctx
+def ibsim_price(c: Context, contract, price, state):
+    """Set a contract's market price at the gateway (known from the environment's instruments)."""
+    exchange = _ibsim_exchange(c, state)
+    exchange.add_contract(_ibsim_contract(c, contract, exchange))
+    filled = exchange.set_price(contract, _to_decimal(price, "PRICE"))
+    click.echo(f"{contract} at {price}" + (f"; {len(filled)} resting orders filled" if filled else ""))
+
+
+@ibsim_group.command("open")
+@click.option("--state", type=click.Path(dir_okay=False), default=None)
+@pass_ctx
+def ibsim_open(c: Context, state):
+    """Price every configured instrument's current contract at its latest imported close."""
+    opened = _ibsim_open(c, _ibsim_exchange(c, state))
+    click.echo(f"{len(opened)} contracts priced at the gateway: {', '.join(opened)}")
+
+
+@ibsim_group.command("seed-demo")
+@click.option("--state", type=click.Path(dir_okay=False), default=None)
+@pass_ctx
+def ibsim_seed_demo(c: Context, state):
+    """Give a paper IB environment the demo's instruments, strategies and price history up to
+    yesterday, and price their contracts at the gateway: `cycle --approve` then trades."""
+    from tradeledger.engine import demo as _demo
+    from tradeledger.engine import prices as _p
+
+    env = c.open()
+    if env.settings.broker != "ib" or env.settings.env != "paper":
+        raise click.UsageError("seed-demo is for a paper environment whose broker is ib")
+    if "instruments" in env.settings.raw:
+        raise click.UsageError(f"{env.config_path} already configures instruments; not adding the demo's")
+    exchange = _ibsim_exchange(c, state)
+    with env.config_path.open("a", encoding="utf-8") as fh:
+        fh.write("\n" + _demo.demo_config())
+    c._environment = None
+    env = c.open()
+    yesterday = _dt.date.today() - _dt.timedelta(days=1)
+    closes, fx = _demo.history_csvs(_demo.seed_history(yesterday))
+    config = _Session(env).config
+    for text, source in ((closes, "demo closes"), (fx, "demo fx")):
+        _p.store_rows(env, _p.parse_prices_csv(text, config, env.settings.base_currency, source), source)
+    opened = _ibsim_open(c, exchange)
+    click.echo(f"demo instruments and history up to {yesterday} added to {env.config_path}; "
+               f"{len(opened)} contracts priced at the gateway")
+
+
+@ibsim_group.command("trade")
+@click.argument("contract")
+@click.argument("qty")
+@click.argument("price")
+@click.option("--state", type=click.Path(dir_okay=False), default=None)
+@pass_ctx
+def ibsim_trade(c: Context, contract, qty, price, state):
+    """A trade made at the gateway outside tradeledger (no orderRef): QTY signed."""
+    exchange = _ibsim_exchange(c, state)
+    execution = exchange.external_trade(_ibsim_contract(c, contract, exchange), _to_decimal(qty, "QTY"),
+                                        _to_decimal(price, "PRICE"))
+    click.echo(f"gateway executed {execution.side} {execution.quantity} {contract} @ {execution.price} "
+               f"({execution.exec_id})")
+
+
+@ibsim_group.command("correct")
+@click.argument("exec_id")
+@click.option("--price", default=None)
+@click.option("--qty", default=None)
+@click.option("--state", type=click.Path(dir_okay=False), default=None)
+@pass_ctx
+def ibsim_correct(c: Context, exec_id, price, qty, state):
+    """Correct an execution at the gateway (.01 -> .02); `fills sync` books it by reversal."""
+    ex = _ibsim_exchange(c, state).correct_execution(
+        exec_id, price and _to_decimal(price, "--price"), qty and _to_decimal(qty, "--qty"))
+    click.echo(f"corrected: {ex.exec_id} {ex.side} {ex.quantity} @ {ex.price}")

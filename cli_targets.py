@@ -1,0 +1,203 @@
+"""`tradeledger` commands: prices, instruments and mappings, signals, and the review of target runs.
+
+Registered on the `main` group of cli.py, which imports this module; each command opens its
+environment, calls the engine, and prints a table or JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import getpass as _getpass
+
+import click
+from tradeledger.cli import Context, json_option, main, pass_ctx
+
+# --- data, instruments, signals, targets ---------------------------------------------------------
+# Prices and FX (engine/prices.py), instruments and mappings, forecasts (engine/forecasts.py) and
+# target runs (engine/targets.py).
+from tradeledger.engine import forecasts as _forecasts
+from tradeledger.engine import prices as _prices
+from tradeledger.engine import targets as _targets
+from tradeledger.reports.render import emit_json, table
+
+
+def _date_arg(value: str | None) -> _dt.date | None:
+    return None if value is None else _prices.parse_date(value)
+
+
+def _import_summary(report) -> str:
+    return (f"{report.source}: {report.rows} {report.kind} rows: {report.inserted} new, "
+            f"{report.unchanged} unchanged, {report.replaced} replaced")
+
+
+@main.group("data")
+def data_group():
+    """Price history, settlement prices and FX rates."""
+
+
+@data_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--replace", is_flag=True, help="Let the file change values already stored.")
+@json_option
+@pass_ctx
+def data_import(c: Context, file, replace, as_json):
+    """Import a CSV of closes (date,instrument,close), settlements (date,contract,settle) or FX
+    rates (date,currency,rate). Any bad row: every one reported by line, nothing stored."""
+    report = _prices.import_prices_csv(c.open(), file, replace=replace)
+    emit_json(report.as_json()) if as_json else click.echo(_import_summary(report))
+
+
+@main.group("instruments")
+def instruments_group():
+    """Configured instruments and signal-to-execution mappings."""
+
+
+@instruments_group.command("list")
+@json_option
+@pass_ctx
+def instruments_list(c: Context, as_json):
+    """Instruments with their current contract, mapping and latest price."""
+    rows = _targets.list_instruments(c.open())
+    if as_json:
+        emit_json(rows)
+        return
+    table("instruments", ["name", "type", "currency", "multiplier", "contract", "executes in", "price", "date"],
+          [(r["name"], r["type"], r["currency"], r["multiplier"], r["contract"],
+            "" if r["executes_in"] == r["name"] else r["executes_in"], r["price"], r["price_date"]) for r in rows])
+
+
+@instruments_group.command("map")
+@click.argument("signal")
+@click.argument("execution")
+@pass_ctx
+def instruments_map(c: Context, signal, execution):
+    """Make strategies signalling on SIGNAL trade EXECUTION (the same name removes the mapping)."""
+    change = _targets.set_mapping(c.open(), signal, execution)
+    if change.old == change.new:
+        click.echo(f"{signal} already executes in {execution}; nothing changed")
+        return
+    click.echo(f"{signal} now executes in {change.new} (was {change.old})")
+    for account, contract, qty in change.holders:
+        click.echo(f"warning: {account} still holds {qty} {contract}; the next run targets {change.new}, "
+                   f"so close or transfer it yourself", err=True)
+
+
+@main.group("signals")
+def signals_group():
+    """Forecasts per strategy and signal instrument."""
+
+
+def _forecast_rows(forecasts):
+    return [(f.strategy, f.instrument, f.date, f.value, f.source) for f in forecasts]
+
+
+@signals_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--replace", is_flag=True, help="Let the file change imported forecasts already stored.")
+@json_option
+@pass_ctx
+def signals_import(c: Context, file, replace, as_json):
+    """Import forecasts made elsewhere (date,strategy,instrument,forecast), all or nothing."""
+    report = _forecasts.import_forecasts_csv(c.open(), file, replace=replace)
+    emit_json(report.as_json()) if as_json else click.echo(_import_summary(report))
+
+
+@signals_group.command("compute")
+@click.option("--as-of", default=None, help="Use prices up to this date (YYYY-MM-DD).")
+@json_option
+@pass_ctx
+def signals_compute(c: Context, as_of, as_json):
+    """Compute and store every strategy's forecasts from its rules (imports take precedence)."""
+    result = _forecasts.compute_forecasts(c.open(), _date_arg(as_of))
+    if as_json:
+        emit_json([f.as_json() for f in result])
+    else:
+        table("forecasts", ["strategy", "instrument", "date", "forecast", "source"], _forecast_rows(result))
+
+
+@main.group("targets")
+def targets_group():
+    """Target runs: compute, review, approve or reject."""
+
+
+def _show_run(run, as_json):
+    if as_json:
+        emit_json(run.as_json())
+        return
+    reviewed = f", {run.state} by {run.reviewed_by} at {run.reviewed_at:%Y-%m-%d %H:%M} UTC" if run.reviewed_at else ""
+    note = f": {run.review_note}" if run.review_note else ""
+    click.echo(f"run {run.id} as of {run.as_of}, created {run.created_at:%Y-%m-%d %H:%M} UTC: "
+               f"{run.status}{reviewed}{note}")
+    rows = []
+    for line in run.lines:
+        e = line.explain
+        rows.append((line.strategy, line.instrument, line.contract, e["forecast"], e["volatility"], e["price"],
+                     e["multiplier"], e["fx_rate"], e["capital"], f"[{e['buffer_lower']}, {e['buffer_upper']}]",
+                     line.current, line.target, line.change))
+    table(f"run {run.id}", ["strategy", "instrument", "contract", "forecast", "vol", "price", "mult", "fx",
+                            "capital", "buffer", "current", "target", "change"], rows)
+    for line in run.lines:
+        e = line.explain
+        click.echo(f"{line.strategy}/{line.instrument} -> {line.contract}: forecast {e['forecast']} "
+                   f"({e['forecast_source']} {e['forecast_date']}), price {e['price']} {e['currency']} "
+                   f"({e['price_source']} {e['price_date']}), vol {e['volatility']} ({e['volatility_source']}), "
+                   f"x{e['multiplier']}, fx {e['fx_rate']}; cash vol target {e['daily_cash_vol_target']} / "
+                   f"value vol {e['value_vol']} = {e['vol_scalar']}; unrounded {e['unrounded_target']}, "
+                   f"buffer [{e['buffer_lower']}, {e['buffer_upper']}]; {line.current} -> {line.target}")
+
+
+@targets_group.command("compute")
+@click.option("--as-of", default=None, help="Compute from data up to this date (YYYY-MM-DD; default today).")
+@json_option
+@pass_ctx
+def targets_compute(c: Context, as_of, as_json):
+    """Size every strategy x instrument and store the run for review."""
+    environment = c.open()
+    run_id = _targets.compute_run(environment, _date_arg(as_of))
+    run = _targets.show_run(environment, run_id)
+    _show_run(run, as_json)
+    if not as_json:
+        click.echo(f"review it, then: tradeledger targets approve {run_id}  (or reject {run_id} --note ...)")
+
+
+@targets_group.command("list")
+@json_option
+@pass_ctx
+def targets_list(c: Context, as_json):
+    """Every target run, newest first, with its status."""
+    runs = _targets.list_runs(c.open())
+    if as_json:
+        emit_json([r.as_json(with_lines=False) for r in runs])
+    else:
+        table("target runs", ["run", "as of", "created", "status", "reviewed by", "note"],
+              [(r.id, r.as_of, f"{r.created_at:%Y-%m-%d %H:%M}", r.status, r.reviewed_by, r.review_note)
+               for r in runs])
+
+
+@targets_group.command("show")
+@click.argument("run_id", type=int)
+@json_option
+@pass_ctx
+def targets_show(c: Context, run_id, as_json):
+    """One run, every line explained."""
+    _show_run(_targets.show_run(c.open(), run_id), as_json)
+
+
+@targets_group.command("approve")
+@click.argument("run_id", type=int)
+@click.option("--note", default=None)
+@pass_ctx
+def targets_approve(c: Context, run_id, note):
+    """Approve a pending run so that it can be executed."""
+    run = _targets.approve_run(c.open(), run_id, _getpass.getuser(), note)
+    click.echo(f"run {run.id} approved by {run.reviewed_by}")
+
+
+@targets_group.command("reject")
+@click.argument("run_id", type=int)
+@click.option("--note", required=True, help="Why the run is rejected.")
+@pass_ctx
+def targets_reject(c: Context, run_id, note):
+    """Reject a pending run; it can never be executed."""
+    run = _targets.reject_run(c.open(), run_id, _getpass.getuser(), note)
+    click.echo(f"run {run.id} rejected by {run.reviewed_by}: {run.review_note}")

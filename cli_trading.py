@@ -1,0 +1,385 @@
+"""`tradeledger` commands: orders, fills, settlement marks, positions, P&L, the simulated broker's screen, the cycle and the demo.
+
+Registered on the `main` group of cli.py, which imports this module; each command opens its
+environment, calls the engine, and prints a table or JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import getpass as _getpass
+import sys
+from pathlib import Path
+
+import click
+from tradeledger.cli import Context, _date, _session, json_option, main, pass_ctx
+
+# --- orders, fills, marks, positions, P&L, the simulated broker's screen, the cycle ---
+from tradeledger.engine import cycle as _cycle
+from tradeledger.engine import fills as _fills
+from tradeledger.engine import marking as _marking
+from tradeledger.engine import orders as _orders
+from tradeledger.engine.holdings import known_contracts as _known_contracts
+from tradeledger.engine.session import Session as _Session
+from tradeledger.ledger import db
+from tradeledger.ledger.export import check as check_ledger
+from tradeledger.ledger.export import export_beancount
+from tradeledger.ledger.numbers import to_decimal as _to_decimal
+from tradeledger.reports import pnl as _pnl
+from tradeledger.reports.render import emit_json, table
+
+
+def _plan_rows(order_plan):
+    for cp in order_plan.contracts:
+        crosses = "; ".join(f"{x.seller}->{x.buyer} {x.quantity}" for x in cp.crosses)
+        order = f"{cp.side} {cp.quantity}" if cp.side else ""
+        yield (cp.contract.code, ", ".join(f"{h} {q:+}" for h, q in cp.changes), crosses, order,
+               ", ".join(f"{h} {q}" for h, q in cp.shares), cp.reference_price, cp.refused or "ok")
+
+
+def _plan_json(order_plan):
+    return {"run": order_plan.run_id, "contracts": [{
+        "contract": cp.contract.code, "instrument": cp.instrument, "reference_price": cp.reference_price,
+        "changes": dict(cp.changes), "crosses": [{"seller": x.seller, "buyer": x.buyer, "qty": x.quantity}
+                                                 for x in cp.crosses],
+        "order": {"side": cp.side, "qty": cp.quantity, "allocation": dict(cp.shares)} if cp.side else None,
+        "refused": cp.refused or None} for cp in order_plan.contracts]}
+
+
+def _show_plan(order_plan):
+    table(f"plan for run {order_plan.run_id}", ["contract", "changes", "crosses", "order", "allocation",
+                                                "reference", "limits"], _plan_rows(order_plan))
+
+
+@main.group("orders")
+def orders_group():
+    """Orders from an approved target run."""
+
+
+@orders_group.command("plan")
+@click.argument("run_id", type=int)
+@json_option
+@pass_ctx
+def orders_plan(c: Context, run_id, as_json):
+    """Preview the crosses and broker orders of an approved run; nothing is recorded or sent."""
+    session = _Session(c.open())
+    order_plan = _cycle.plan_run(session, run_id, session.now())
+    emit_json(_plan_json(order_plan)) if as_json else _show_plan(order_plan)
+
+
+@orders_group.command("submit")
+@click.argument("run_id", type=int)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (live environments ask).")
+@json_option
+@pass_ctx
+def orders_submit(c: Context, run_id, yes, as_json):
+    """Book the crosses, record the orders, then send them (each with an orderRef naming it)."""
+    with _session(c) as session:
+        if session.env.settings.env == "live" and not yes:
+            click.confirm(f"Send run {run_id}'s orders to LIVE account {session.env.settings.account}?", abort=True)
+        order_plan, report = _cycle.submit_run(session, run_id, session.now())
+        fills = _cycle.wait_for_fills(session, run_id, timeout=10.0)
+    if as_json:
+        emit_json(_plan_json(order_plan) | {"sent": report.sent, "already_at_broker": report.already_at_broker,
+                                            "rejected": report.rejected, "fills_booked": fills.booked})
+        return
+    _show_plan(order_plan)
+    click.echo(f"{report.crosses} crosses booked, {len(report.sent)} orders sent, {len(report.rejected)} rejected, "
+               f"{len(fills.booked)} fills booked")
+    for ref, why in report.rejected:
+        click.echo(f"rejected {ref}: {why}")
+    for code, why in report.refusals:
+        click.echo(f"refused {code}: {why}")
+
+
+@orders_group.command("list")
+@json_option
+@pass_ctx
+def orders_list(c: Context, as_json):
+    """Every order: state, quantity, filled, allocation."""
+    env = c.open()
+    with db.read_connection(env.engine) as conn:
+        rows = _orders.list_orders(conn)
+    if as_json:
+        emit_json(rows)
+        return
+    table("orders", ["id", "order_ref", "run", "contract", "side", "qty", "filled", "state", "allocation"],
+          [(r["id"], r["order_ref"], r["run"], r["contract"], r["side"], r["quantity"], r["filled"], r["state"],
+            ", ".join(f"{k} {v}" for k, v in r["allocation"].items())) for r in rows])
+
+
+@orders_group.command("cancel")
+@click.argument("order_id", type=int)
+@pass_ctx
+def orders_cancel(c: Context, order_id):
+    """Cancel an order that is not done; what already filled stays booked."""
+    with _session(c) as session:
+        ref = _orders.cancel(session.env.engine, session.broker, order_id, session.now())
+    click.echo(f"cancelled order {order_id} ({ref})")
+
+
+@main.group("fills")
+def fills_group():
+    """Executions: sync from the broker, and the blotter."""
+
+
+@fills_group.command("sync")
+@json_option
+@pass_ctx
+def fills_sync(c: Context, as_json):
+    """Book every execution the broker reports that is not booked yet (and late commissions)."""
+    with _session(c) as session:
+        env = session.env
+        report = _fills.sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    data = {"booked": report.booked, "commissions": report.commissions, "replays": report.replays,
+            "unattributed": report.unattributed, "pending_commissions": report.pending_commissions,
+            "corrections_not_booked": report.corrections}
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(f"{len(report.booked)} fills booked, {len(report.commissions)} late commissions booked, "
+               f"{report.replays} already booked, {len(report.pending_commissions)} commissions pending")
+    for key in report.unattributed:
+        click.echo(f"warning: fill {key} has no order of ours: booked to Unattributed", err=True)
+    for key in report.corrections:
+        click.echo(f"warning: execution correction {key} is not booked; see `tradeledger fills list`", err=True)
+
+
+@fills_group.command("list")
+@click.option("--limit", type=int, default=None, help="Only the last N fills.")
+@json_option
+@pass_ctx
+def fills_list(c: Context, limit, as_json):
+    """The blotter: fill id, order, strategy, contract, quantity, price, time, commission (or pending)."""
+    env = c.open()
+    with db.read_connection(env.engine) as conn:
+        rows = _fills.list_fills(conn, limit)
+    if as_json:
+        emit_json(rows)
+        return
+    table("fills", ["fill", "order", "strategy", "contract", "side", "qty", "price", "time", "commission"],
+          [(r["fill_id"], r["order"] or "-", r["strategy"], r["contract"], r["side"], r["quantity"], r["price"],
+            r["time"][:19], r["commission"]) for r in rows])
+
+
+@main.command("mark")
+@click.option("--date", "day", default=None, help="Settlement date (YYYY-MM-DD; default: today).")
+@json_option
+@pass_ctx
+def mark(c: Context, day, as_json):
+    """Book the day's settlement variation margin per strategy and contract, once per date."""
+    session = _Session(c.open())
+    env = session.env
+    day = _date(day, "--date") or session.now().date()
+    prices = _marking.settlement_prices(env.engine, day)
+    when = _dt.datetime.combine(day, _dt.time(21, 0), tzinfo=_dt.timezone.utc)
+    booked, missing = _marking.mark_day(env.engine, env.ledger, env.chart, _known_contracts(env.ledger), day,
+                                        prices, when)
+    if as_json:
+        emit_json({"date": day, "booked": booked, "missing_settlement": missing})
+    else:
+        click.echo(f"{day}: settlement booked for {len(booked)} contracts"
+                   + (f"; no settlement price for {', '.join(missing)}" if missing else ""))
+    if missing:
+        sys.exit(1)
+
+
+@main.command("positions")
+@click.option("--strategy", default=None, help="Only this strategy (or 'unattributed').")
+@json_option
+@pass_ctx
+def positions_cmd(c: Context, strategy, as_json):
+    """Positions per strategy and contract, from the ledger."""
+    rows = _pnl.positions(_Session(c.open()), strategy)
+    if as_json:
+        emit_json(rows)
+        return
+    table("positions", ["strategy", "contract", "qty", "mark", "last", "unrealized", "currency"],
+          [(r["strategy"], r["contract"], r["qty"], r["mark"], r["last"], r["unrealized"], r["currency"])
+           for r in rows])
+
+
+@main.command("pnl")
+@click.option("--by", type=click.Choice(["strategy", "instrument", "day"]), default="strategy", show_default=True)
+@click.option("--since", default=None, help="From this date (YYYY-MM-DD), inclusive.")
+@click.option("--until", default=None, help="Up to this date (YYYY-MM-DD), exclusive.")
+@json_option
+@pass_ctx
+def pnl_cmd(c: Context, by, since, until, as_json):
+    """Realized (variation margin and lot gains), unrealized, commissions and net, in the base currency."""
+    result = _pnl.pnl(_Session(c.open()), by, _date(since, "--since"), _date(until, "--until"))
+    if as_json:
+        emit_json(result)
+        return
+    table(f"P&L by {by} ({result['currency']})", [by, "realized", "unrealized", "commissions", "net"],
+          [(r[by], r["realized"], r["unrealized"], r["commissions"], r["net"]) for r in result["rows"]])
+    if result["missing_fx"]:
+        click.echo(f"warning: no FX rate for {', '.join(result['missing_fx'])}: base totals left blank", err=True)
+
+
+@main.group("sim")
+def sim_group():
+    """The simulated broker's own screen: trades outside tradeledger, prices, settlement, faults."""
+
+
+def _sim_contract(session, code):
+    from tradeledger.engine.config import instrument_of_contract, to_contract
+
+    instrument = instrument_of_contract(session.config, code)
+    if instrument is None:
+        known = session.exchange().contract(code)
+        if known is None:
+            raise ValueError(f"unknown contract {code}: not a configured instrument's contract")
+        return known
+    expiry = ""
+    if instrument.is_future:
+        from tradeledger.engine.config import MONTH_CODES
+
+        expiry = f"20{code[-2:]}{MONTH_CODES.index(code[-3]) + 1:02d}"
+    return to_contract(instrument, code, expiry)
+
+
+@sim_group.command("trade")
+@click.argument("contract")
+@click.argument("qty")
+@click.argument("price")
+@pass_ctx
+def sim_trade(c: Context, contract, qty, price):
+    """A trade made at the broker outside tradeledger (no orderRef): QTY signed, e.g. -2."""
+    session = _Session(c.open())
+    execution = session.exchange().external_trade(_sim_contract(session, contract), _to_decimal(qty, "QTY"),
+                                                   _to_decimal(price, "PRICE"))
+    click.echo(f"broker executed {execution.side} {execution.quantity} {contract} @ {execution.price} "
+               f"({execution.exec_id}); `tradeledger fills sync` books it")
+
+
+@sim_group.command("price")
+@click.argument("contract")
+@click.argument("price")
+@pass_ctx
+def sim_price(c: Context, contract, price):
+    """Set the simulated market price of a contract."""
+    session = _Session(c.open())
+    exchange = session.exchange()
+    exchange.add_contract(_sim_contract(session, contract))
+    filled = exchange.set_price(contract, _to_decimal(price, "PRICE"))
+    click.echo(f"{contract} at {price}" + (f"; {len(filled)} resting orders filled" if filled else ""))
+
+
+@sim_group.command("settle")
+@click.argument("contract")
+@click.argument("price")
+@click.option("--date", "day", default=None)
+@pass_ctx
+def sim_settle(c: Context, contract, price, day):
+    """Settle a contract at the exchange (cash moves) and record the settlement price for `mark`."""
+    session = _Session(c.open())
+    day = _date(day, "--date") or session.now().date()
+    number = _to_decimal(price, "PRICE")
+    cash = session.exchange().settle(contract, number, day)
+    csv_text = f"date,contract,settle\n{day.isoformat()},{contract},{number}\n"
+    from tradeledger.engine import prices as _p
+
+    _p.store_rows(session.env, _p.parse_prices_csv(csv_text, session.config, session.env.settings.base_currency,
+                                                   "sim settle"), "sim settle", replace=True)
+    click.echo(f"{contract} settled at {number} on {day}: {cash} moved to cash at the broker")
+
+
+@sim_group.command("fault")
+@click.argument("kind", type=click.Choice(["partial-fill", "duplicate-executions", "late-commission",
+                                           "disconnect", "correct"]))
+@click.option("--qty", default=None, help="partial-fill: quantity that fills; correct: new quantity.")
+@click.option("--price", default=None, help="correct: the corrected price.")
+@click.option("--exec-id", default=None, help="correct: the execution to correct.")
+@click.option("--count", type=int, default=1, help="How many calls/polls the fault lasts.")
+@pass_ctx
+def sim_fault(c: Context, kind, qty, price, exec_id, count):
+    """Arm a fault at the simulated broker, to see tradeledger handle it."""
+    exchange = _Session(c.open()).exchange()
+    if kind == "partial-fill":
+        exchange.fault_partial_fill(qty=_to_decimal(qty or "1", "--qty"))
+    elif kind == "duplicate-executions":
+        exchange.fault_duplicate_executions(count)
+    elif kind == "late-commission":
+        exchange.fault_late_commission(count)
+    elif kind == "disconnect":
+        exchange.fault_disconnect(count)
+    else:
+        if not exec_id:
+            raise click.UsageError("correct needs --exec-id")
+        exchange.correct_execution(exec_id, price and _to_decimal(price, "--price"), qty and _to_decimal(qty, "--qty"))
+    click.echo(f"fault armed: {kind}")
+
+
+@main.command("cycle")
+@click.option("--approve", is_flag=True, help="Approve the computed run and trade it now.")
+@click.option("--as-of", default=None, help="Compute from data up to this date (YYYY-MM-DD).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (live environments ask).")
+@json_option
+@pass_ctx
+def cycle_cmd(c: Context, approve, as_of, yes, as_json):
+    """Compute targets and stop for review; with --approve: plan, submit, wait for fills, book, report."""
+    with _session(c) as session:
+        if approve and session.env.settings.env == "live" and not yes:
+            click.confirm(f"Trade LIVE account {session.env.settings.account} without reviewing the run?", abort=True)
+        result = _cycle.run_cycle(session, approve, _date(as_of, "--as-of"), who=_getpass.getuser())
+        data = {"run": result.run_id, "approved": result.approved, "notes": result.notes}
+        if result.approved:
+            data |= {"plan": _plan_json(result.plan), "sent": result.submitted.sent,
+                     "rejected": result.submitted.rejected, "fills_booked": result.fills.booked,
+                     "positions": _pnl.positions(session), "pnl": _pnl.pnl(session)}
+    if as_json:
+        emit_json(data)
+        return
+    for note in result.notes:
+        click.echo(note)
+    if result.approved:
+        _show_plan(result.plan)
+        click.echo(f"{len(result.submitted.sent)} orders sent, {len(result.fills.booked)} fills booked")
+        table("positions", ["strategy", "contract", "qty"], [(r["strategy"], r["contract"], r["qty"])
+                                                            for r in data["positions"]])
+        table("P&L", ["strategy", "realized", "unrealized", "commissions", "net"],
+              [(r["strategy"], r["realized"], r["unrealized"], r["commissions"], r["net"])
+               for r in data["pnl"]["rows"]])
+
+
+# --- the demo ---
+
+
+@main.command("demo")
+@click.option("--days", type=click.IntRange(1, 20), default=3, show_default=True)
+@pass_ctx
+def demo_cmd(c: Context, days):
+    """Play a few simulated trading days in a NEW home (--home, or a fresh directory it names)."""
+    import tempfile
+
+    from tradeledger.engine.demo import run_demo
+
+    home = Path(c.home) if c.home else Path(tempfile.mkdtemp(prefix="tradeledger-demo-"))
+    if (home / "paper").exists() or (home / "live").exists():
+        raise click.UsageError(f"{home} already holds an environment; the demo only runs in a new home")
+    click.echo(f"demo home: {home}")
+    session = run_demo(home, days, progress=lambda message: click.echo(f"  {message}"))
+    try:
+        env = session.env
+        rows = _pnl.positions(session)
+        table("positions", ["strategy", "contract", "qty", "mark", "last", "unrealized"],
+              [(r["strategy"], r["contract"], r["qty"], r["mark"], r["last"], r["unrealized"]) for r in rows])
+        result = _pnl.pnl(session)
+        table(f"P&L by strategy ({result['currency']})", ["strategy", "realized", "unrealized", "commissions", "net"],
+              [(r["strategy"], r["realized"], r["unrealized"], r["commissions"], r["net"]) for r in result["rows"]])
+        export_beancount(env.ledger, env.ledger_path, operating_currency=env.settings.base_currency)
+        checked = check_ledger(env.ledger, env.ledger_path)
+        from tradeledger.engine.reconcile import reconcile_session
+
+        reconciled = reconcile_session(session, who="demo")
+    finally:
+        session.close()
+    click.echo(f"check: {'clean' if checked.ok else 'NOT CLEAN'} ({checked.entries} entries, "
+               f"{len(checked.errors)} beancount errors, {len(checked.differences)} differences)")
+    click.echo(f"reconcile: {'clean' if reconciled.clean else 'NOT CLEAN'} (every contract and currency "
+               f"against the broker; the trade made at its screen sits in Unattributed)")
+    click.echo(f"explore it: tradeledger --home {home} positions | pnl --by instrument | fills list | targets list")
+    click.echo(f"browse it:  fava {env.ledger_path}")
+    if not (checked.ok and reconciled.clean):
+        sys.exit(1)

@@ -1,0 +1,378 @@
+"""`tradeledger` commands: trust: maintenance adjustments, the daemon, snapshots, reconciliation and exceptions.
+
+Registered on the `main` group of cli.py, which imports this module; each command opens its
+environment, calls the engine, and prints a table or JSON.
+"""
+
+from __future__ import annotations
+
+import getpass as _getpass
+import os
+import sys
+
+import click
+import sqlalchemy as sa
+from tradeledger.cli import Context, _fail, _session, json_option, main, pass_ctx
+
+# --- adjust, daemon ---
+from tradeledger.engine import adjust as _adjust
+from tradeledger.engine import fills as _fills
+from tradeledger.engine.session import Session as _Session
+from tradeledger.ledger import db
+from tradeledger.ledger.numbers import to_decimal as _to_decimal
+from tradeledger.reports.render import emit_json, table
+
+
+def _adjust_context(session) -> _adjust.Context:
+    strategies = {name: s.account_name for name, s in session.config.strategies.items()}
+    return _adjust.Context(session.env.ledger, session.env.chart, strategies)
+
+
+def _adjust_run(c: Context, kind: str, planner, yes: bool, as_json: bool, before=None) -> None:
+    """Dry run first (the entry, its postings, what it resolves), then book on confirmation."""
+    with _session(c) as session:
+        env = session.env
+        if before is not None:
+            before(session)
+        ctx, now, key = _adjust_context(session), session.now(), _adjust.new_key(kind, env.chart)
+        with db.read_connection(env.engine) as conn:
+            plan = planner(conn, ctx, now, key)
+        summary = plan.summary()
+        if not as_json:
+            click.echo(f"dry run: {summary['narration']}")
+            table(f"entry ({kind})", ["account", "units", "commodity"], summary["postings"])
+            if summary["resolves"]:
+                click.echo(f"resolves, if open: {', '.join(summary['resolves'])}")
+        if not yes and not click.confirm("Book this entry?", default=False):
+            if as_json:
+                emit_json(summary | {"booked": False})
+            else:
+                click.echo("not booked")
+            return
+        booked = _adjust.book(env.engine, ctx, lambda conn: planner(conn, ctx, now, key), _getpass.getuser(),
+                              expect=plan.txn.fingerprint())
+    if as_json:
+        emit_json(summary | {"booked": True, "entry": booked.txn_id, "adjustment": booked.adjustment_id,
+                             "resolved": list(booked.resolved)})
+    else:
+        click.echo(f"booked entry {booked.txn_id} (adjustment {booked.adjustment_id})"
+                   + (f"; resolved {', '.join(booked.resolved)}" if booked.resolved else ""))
+
+
+_yes_option = click.option("--yes", is_flag=True, help="Book at once, without the dry run's confirmation.")
+_reason_option = click.option("--reason", required=True, help="Why: kept with the entry.")
+
+
+@main.group("adjust")
+def adjust_group():
+    """Repair the books when something happened outside tradeledger: each a ledger entry with a reason."""
+
+
+@adjust_group.command("attribute")
+@click.argument("fill")
+@click.option("--strategy", required=True)
+@click.option("--reason", default="attributed by hand", show_default=True)
+@_yes_option
+@json_option
+@pass_ctx
+def adjust_attribute(c: Context, fill, strategy, reason, yes, as_json):
+    """Move an unattributed fill's position to a strategy, at the fill price."""
+    _adjust_run(c, "attribute", lambda conn, ctx, now, key: _adjust.plan_attribute(
+        conn, ctx, fill, strategy, reason, now, key), yes, as_json)
+
+
+@adjust_group.command("adopt")
+@click.argument("contract")
+@click.argument("qty")
+@click.option("--strategy", required=True)
+@click.option("--price", default=None, help="Price to adopt at (default: the current mark).")
+@click.option("--reason", default="adopted from unattributed", show_default=True)
+@_yes_option
+@json_option
+@pass_ctx
+def adjust_adopt(c: Context, contract, qty, strategy, price, reason, yes, as_json):
+    """Move QTY of an unattributed position into a strategy, at the current mark."""
+    qty, price = _to_decimal(qty, "QTY"), price and _to_decimal(price, "--price")
+    _adjust_run(c, "adopt", lambda conn, ctx, now, key: _adjust.plan_adopt(
+        conn, ctx, contract, qty, strategy, reason, now, key, price), yes, as_json)
+
+
+@adjust_group.command("transfer")
+@click.argument("contract")
+@click.argument("qty")
+@click.option("--from", "source", required=True)
+@click.option("--to", "target", required=True)
+@click.option("--price", default=None, help="Transfer price (default: the giver's current mark).")
+@_reason_option
+@_yes_option
+@json_option
+@pass_ctx
+def adjust_transfer(c: Context, contract, qty, source, target, price, reason, yes, as_json):
+    """Move QTY of a position from one strategy to another, at the current mark."""
+    qty, price = _to_decimal(qty, "QTY"), price and _to_decimal(price, "--price")
+    _adjust_run(c, "transfer", lambda conn, ctx, now, key: _adjust.plan_transfer(
+        conn, ctx, contract, qty, source, target, reason, now, key, price), yes, as_json)
+
+
+@adjust_group.command("manual-close")
+@click.argument("contract")
+@click.option("--strategy", required=True)
+@click.option("--price", default=None, help="The price it was closed at (no broker execution).")
+@click.option("--exec", "exec_id", default=None, help="The broker's execution that closed it.")
+@click.option("--reason", default="closed outside tradeledger", show_default=True)
+@_yes_option
+@json_option
+@pass_ctx
+def adjust_manual_close(c: Context, contract, strategy, price, exec_id, reason, yes, as_json):
+    """Book a position closed outside tradeledger: from the broker's execution, or at a price."""
+    if (price is None) == (exec_id is None):
+        raise click.UsageError("give exactly one of --price or --exec")
+    price = price and _to_decimal(price, "--price")
+
+    def sync_first(session):  # the execution is booked (to Unattributed) before it is attributed
+        if exec_id is not None:
+            _fills.sync_fills(session.env.engine, session.env.ledger, session.env.chart, session.broker)
+
+    _adjust_run(c, "manual-close", lambda conn, ctx, now, key: _adjust.plan_manual_close(
+        conn, ctx, contract, strategy, reason, now, key, price, exec_id), yes, as_json, before=sync_first)
+
+
+@adjust_group.command("reverse")
+@click.argument("entry", type=int)
+@_reason_option
+@_yes_option
+@json_option
+@pass_ctx
+def adjust_reverse(c: Context, entry, reason, yes, as_json):
+    """Book the exact opposite of an entry, linked to it."""
+    _adjust_run(c, "reverse", lambda conn, ctx, now, key: _adjust.plan_reverse(conn, ctx, entry, reason, now, key),
+                yes, as_json)
+
+
+@adjust_group.command("cash", context_settings={"ignore_unknown_options": True})
+@click.argument("currency")
+@click.argument("amount")
+@click.option("--kind", "cash_kind", type=click.Choice(_adjust.CASH_KINDS), default="adjustment", show_default=True)
+@_reason_option
+@_yes_option
+@json_option
+@pass_ctx
+def adjust_cash(c: Context, currency, amount, cash_kind, reason, yes, as_json):
+    """Book a cash movement (AMOUNT signed: + in, - out): interest, fees, deposits, withdrawals."""
+    amount = _to_decimal(amount, "AMOUNT")
+    _adjust_run(c, "cash", lambda conn, ctx, now, key: _adjust.plan_cash(
+        conn, ctx, currency, amount, reason, now, key, cash_kind), yes, as_json)
+
+
+@adjust_group.command("list")
+@json_option
+@pass_ctx
+def adjust_list(c: Context, as_json):
+    """Every maintenance entry booked: what, why, who, and its ledger entry."""
+    env = c.open()
+    with db.read_connection(env.engine) as conn:
+        rows = _adjust.list_adjustments(conn)
+    if as_json:
+        emit_json(rows)
+        return
+    table("adjustments", ["id", "kind", "subject", "from", "to", "qty", "price", "entry", "who", "reason"],
+          [(r["id"], r["kind"], r["subject"], r["from"], r["to"], r["quantity"], r["price"], r["entry"], r["who"],
+            r["reason"]) for r in rows])
+
+
+@main.command("daemon")
+@click.option("--once", is_flag=True, help="Run every job once and exit (0 if all succeeded, 1 if not).")
+@pass_ctx
+def daemon_cmd(c: Context, once):
+    """Run the scheduler: fill sync, reconciliation, settlement marks, data and targets from [daemon]."""
+    from tradeledger.engine.daemon import Daemon, DaemonAlreadyRunning
+
+    env = c.open()
+    daemon = Daemon(env)
+    try:
+        daemon.acquire()
+    except DaemonAlreadyRunning as exc:
+        _fail(str(exc))
+    try:
+        if once:
+            ok = daemon.run_once()
+            for r in daemon.results:
+                click.echo(f"{r.name}: {r.result}")
+        else:
+            click.echo(f"daemon running for {env.settings.env} (pid {os.getpid()}); logs in "
+                       f"{daemon.log.handlers[0].baseFilename}")
+            daemon.serve()
+            ok = True
+    finally:
+        daemon.release()
+    sys.exit(0 if ok else 1)
+
+
+# --- reconciliation, exceptions ---------------------------------------------------------------
+
+from tradeledger.engine import exceptions as _exceptions
+from tradeledger.engine import reconcile as _reconcile
+from tradeledger.engine import snapshots as _snapshots
+
+
+def _recon_tables(result) -> None:
+    table("breaks", ["account", "contract", "kind", "ledger", "broker", "diff"],
+          [(b.account, b.contract or "", b.kind, b.ledger_qty, b.broker_qty, b.diff) for b in result.breaks])
+    table("cash", ["currency", "ledger", "broker", "unsettled", "diff", "status"],
+          [(c.currency, c.ledger, c.broker, c.unsettled, c.diff, c.status) for c in result.cash])
+    if result.unattributed:
+        table("unattributed", ["contract", "qty", "adopted now"],
+              [(u["contract"], u["qty"], "yes" if u["adopted"] else "") for u in result.unattributed])
+
+
+@main.command("reconcile")
+@json_option
+@pass_ctx
+def reconcile_cmd(c: Context, as_json):
+    """Snapshot the broker, book its executions, adopt old positions, compare; exit 1 unless clean."""
+    with _session(c) as session:
+        result = _reconcile.reconcile_session(session, who=_getpass.getuser())
+    if as_json:
+        emit_json(result.as_json())
+    else:
+        _recon_tables(result)
+        for note in result.notes:
+            click.echo(note)
+        click.echo(f"reconciliation {result.reconciliation_id}: {'clean' if result.clean else 'NOT CLEAN'}")
+    sys.exit(0 if result.clean else 1)
+
+
+@main.command("snapshot")
+@json_option
+@pass_ctx
+def snapshot_cmd(c: Context, as_json):
+    """Take and store a broker snapshot (positions, cash, unsettled P&L, open orders); exit 1 if it fails."""
+    with _session(c) as session:
+        env = session.env
+        now = _reconcile.session_now(session)
+        try:
+            broker = session.broker
+        except Exception as exc:  # unreachable: recorded as a failed snapshot
+            with env.engine.begin() as conn:
+                sid = _snapshots.record_failed(conn, env.settings.account, now, f"{type(exc).__name__}: {exc}")
+            result = _snapshots.SnapshotResult(sid, None, str(exc))
+        else:
+            result = _snapshots.take_snapshot(env.engine, broker, env.settings.account, now)
+    data = _snapshots.snapshot_json(result)
+    if as_json:
+        emit_json(data)
+    elif result.ok:
+        table(f"snapshot {result.id} at {data['taken_at']}", ["contract", "type", "qty", "avg cost"],
+              [(p["contract"], p["sec_type"], p["qty"], p["avg_cost"]) for p in data["positions"]])
+        table("cash", ["currency", "cash", "unsettled"], [(r["currency"], r["cash"], r["unsettled"]) for r in data["cash"]])
+        click.echo(f"{len(data['open_orders'])} open orders")
+    else:
+        click.echo(f"snapshot {result.id} FAILED: {result.error}")
+    sys.exit(0 if result.ok else 1)
+
+
+@main.group("exceptions")
+def exceptions_group():
+    """Exceptions: list, show, acknowledge, resolve."""
+
+
+@exceptions_group.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include resolved exceptions.")
+@json_option
+@pass_ctx
+def exceptions_list(c: Context, show_all, as_json):
+    with db.read_connection(c.open().engine) as conn:
+        rows = _exceptions.list_exceptions(conn, None if show_all else "open")
+    if as_json:
+        emit_json(rows)
+        return
+    table("exceptions", ["id", "state", "severity", "kind", "subject", "count", "last seen", "detail"],
+          [(r["id"], r["state"], r["severity"], r["kind"], r["subject"], r["count"], r["last_seen"],
+            r["detail"][:80]) for r in rows])
+
+
+@exceptions_group.command("show")
+@click.argument("exception_id", type=int)
+@json_option
+@pass_ctx
+def exceptions_show(c: Context, exception_id, as_json):
+    with db.read_connection(c.open().engine) as conn:
+        info = _exceptions.get_exception(conn, exception_id)
+    if as_json:
+        emit_json(info)
+        return
+    rows = [(k, v) for k, v in info.items() if k != "locks"]
+    rows += [(f"lock {lk['key']}", f"{'active' if lk['unlocked_at'] is None else 'released ' + lk['unlocked_at']}: "
+              f"{lk['reason']}") for lk in info["locks"]]
+    table(f"exception {exception_id}", ["field", "value"], rows)
+
+
+@exceptions_group.command("ack")
+@click.argument("exception_id", type=int)
+@click.option("--why", required=True, help="Why (who takes it on, what is being done).")
+@pass_ctx
+def exceptions_ack(c: Context, exception_id, why):
+    with c.open().engine.begin() as conn:
+        _exceptions.acknowledge(conn, exception_id, _getpass.getuser(), why)
+    click.echo(f"exception {exception_id} acknowledged")
+
+
+@exceptions_group.command("resolve")
+@click.argument("exception_id", type=int)
+@click.option("--why", required=True, help="Why it is resolved.")
+@pass_ctx
+def exceptions_resolve(c: Context, exception_id, why):
+    with c.open().engine.begin() as conn:
+        _exceptions.resolve(conn, exception_id, _getpass.getuser(), why)
+    click.echo(f"exception {exception_id} resolved (its locks released)")
+
+
+def _operations_status(environment, probe_broker: bool) -> dict:
+    """Broker, snapshot, reconciliation, exceptions, locks, target run, today's P&L, daemon (for `status`)."""
+    from tradeledger.engine.tables import target_run
+
+    info: dict = {}
+    session = _Session(environment)
+    try:
+        if probe_broker:
+            try:
+                session.broker
+                info["broker_reachable"] = True
+            except Exception as exc:  # reachable or not is the answer, not an error
+                info["broker_reachable"] = False
+                info["broker_error"] = f"{type(exc).__name__}: {exc}"
+        else:
+            info["broker_reachable"] = "not checked"
+        today = _reconcile.session_now(session).date()
+    finally:
+        session.close()
+    with db.read_connection(environment.engine) as conn:
+        info["last_snapshot"] = _snapshots.latest_snapshot(conn, environment.settings.account)
+        info["last_reconciliation"] = _reconcile.last_reconciliation(conn)
+        info["open_exceptions"] = _exceptions.open_counts(conn)
+        info["locks"] = _exceptions.active_locks(conn)
+        run = conn.execute(sa.select(target_run).order_by(target_run.c.id.desc()).limit(1)).first()
+        info["latest_target_run"] = None if run is None else {"id": run.id, "as_of": run.as_of, "state": run.state}
+        info["daemon_heartbeat"] = _heartbeat(conn, environment.settings.env)
+    pnl: dict = {}
+    for (account, currency), amount in environment.ledger.income(since=today).items():
+        if account.startswith(("Income:Trading:", "Expenses:Commissions:")):
+            pnl[currency] = pnl.get(currency, 0) - amount
+    info["pnl_today"] = {"date": today.isoformat(), **pnl}
+    return info
+
+
+def _heartbeat(conn, env_name: str):
+    """The daemon's last heartbeat, if the daemon's tables exist and it ever ran; else "never"."""
+    if not sa.inspect(conn).has_table("daemon_heartbeat"):
+        return "never"
+    row = conn.execute(sa.text("SELECT * FROM daemon_heartbeat WHERE env = :env"), {"env": env_name}).mappings().first()
+    if row is None:
+        return "never"
+    return {k: row[k] for k in ("at", "state", "last_job", "last_result") if k in row}
+
+
+def _status_value(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_status_value(v)}" for k, v in value.items()) or "none"
+    return "none" if value is None else str(value)
