@@ -123,10 +123,15 @@ class Execution:
 
 @dataclass(frozen=True)
 class BrokerPosition:
+    """A position at the broker. `mark` is the price its unsettled futures P&L is measured to
+    (IB: the portfolio's market price, which FuturesPNL uses; the simulator: its last fill or
+    settlement price); None when the broker does not say."""
+
     account: str
     contract: Contract
     quantity: Decimal  # signed
     avg_cost: Decimal  # per unit, as the broker reports it (IB: price x multiplier for futures)
+    mark: Decimal | None = None
 
 
 @dataclass(frozen=True)

@@ -468,6 +468,11 @@ class IBBroker:
     async def _snapshot(self) -> AccountSnapshot:
         ib = await self._ready()
         positions = await asyncio.wait_for(ib.reqPositionsAsync(), self.request_timeout)
+        # The portfolio's market prices are the marks FuturesPNL runs to: reconciliation needs
+        # them to compare the ledger's cash like with like. Re-subscribing refreshes them.
+        await asyncio.wait_for(ib.reqAccountUpdatesAsync(self.account), self.request_timeout)
+        marks = {item.contract.conId: dec(item.marketPrice) for item in ib.portfolio(self.account)
+                 if item.contract.secType == "FUT" and item.marketPrice == item.marketPrice}  # not NaN
         values = await self._ledger_values(ib)
         cash = tuple(sorted((cur, dec(v)) for tag, cur, v in values if tag == "CashBalance"))
         pnl = tuple(sorted((cur, dec(v)) for tag, cur, v in values if tag == "FuturesPNL"))
@@ -475,7 +480,7 @@ class IBBroker:
             account=self.account, taken_at=dt.datetime.now(UTC),
             positions=tuple(
                 BrokerPosition(p.account, self.from_ib(p.contract), dec(p.position),
-                               avg_cost(p.avgCost))
+                               avg_cost(p.avgCost), marks.get(p.contract.conId))
                 for p in positions if p.account == self.account and p.position),
             cash=cash,
             open_orders=tuple(o for o in self._order_statuses(ib) if not o.is_done),

@@ -660,7 +660,8 @@ class SimExchange:
                 k = self._known(c, r["code"])
                 # An average is a derived figure: reported to 9 places, as IB's adapter does.
                 avg_cost = (Decimal(r["avg_price"]) * k.multiplier).quantize(NINE_PLACES)
-                out.append(BrokerPosition(self.account, k, Decimal(r["quantity"]), avg_cost.normalize()))
+                mark = _dec(r["mark"]) if k.sec_type == "FUT" else None
+                out.append(BrokerPosition(self.account, k, Decimal(r["quantity"]), avg_cost.normalize(), mark))
         return out
 
     def cash(self) -> dict[str, Decimal]:

@@ -43,7 +43,7 @@ from tradeledger.engine import tables
 from tradeledger.engine.adopt import adopt_position, adoptable, resolve_cleared_unattributed
 from tradeledger.engine.exceptions import list_exceptions, lock, raise_exception, resolve
 from tradeledger.engine.fills import SyncReport, latest_versions, sync_fills
-from tradeledger.engine.holdings import holder_of
+from tradeledger.engine.holdings import holder_of, marks as holder_marks
 from tradeledger.engine.snapshots import SnapshotResult, disconnect_key, record_failed, take_snapshot
 from tradeledger.engine.tables_recon import reconciliation
 from tradeledger.ledger import schema
@@ -81,6 +81,8 @@ class LedgerView:
     cash: dict  # currency -> balance of the broker cash account
     pending_commissions: dict  # currency -> number of fills whose commission is pending
     fills: tuple  # BookedFill: the fills booked inside the broker's execution window (latest version)
+    # futures contract -> (currency, multiplier, sum over holders of position x the holder's mark)
+    marked: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -110,9 +112,10 @@ class CashLine:
     ledger: Decimal
     broker: Decimal
     unsettled: Decimal
-    diff: Decimal  # ledger - (broker + unsettled)
+    diff: Decimal  # ledger - (broker + unsettled + marks)
     tolerance: Decimal
     status: str  # ok | pending | break
+    marks: Decimal = ZERO  # what the ledger's marks add over the broker's (see mark_difference)
 
     @property
     def dedupe_key(self) -> str:
@@ -120,7 +123,8 @@ class CashLine:
 
     def as_json(self) -> dict:
         return {"account": self.account, "currency": self.currency, "ledger": self.ledger,
-                "broker": self.broker, "unsettled": self.unsettled, "expected": self.broker + self.unsettled,
+                "broker": self.broker, "unsettled": self.unsettled, "marks": self.marks,
+                "expected": self.broker + self.unsettled + self.marks,
                 "diff": self.diff, "tolerance": self.tolerance, "status": self.status}
 
 
@@ -185,19 +189,41 @@ def execution_breaks(account: str, fills, broker_executions: list[Execution]) ->
     return out
 
 
+def mark_difference(view: LedgerView, snap: AccountSnapshot) -> dict[str, Decimal]:
+    """Per currency, the variation margin the ledger has booked beyond the broker's unsettled P&L
+    because its holders are marked at other prices than the broker's position (pure).
+
+    The broker marks one position per contract; the ledger marks each holder's, and an internal
+    cross marks both strategies at the run's reference price with no broker trade at all. Over
+    any sequence of trades the ledger's cash minus the broker's (cash + unsettled P&L) is exactly
+    sum over holders of position x (holder's mark - broker's mark) x multiplier. A contract whose
+    broker mark is unknown adds nothing (and its difference shows)."""
+    broker = {p.contract.code: p for p in snap.positions}
+    result: dict[str, Decimal] = {}
+    for code, (currency, multiplier, marked) in view.marked.items():
+        position = broker.get(code)
+        if position is None or position.mark is None:
+            continue
+        amount = (marked - view.positions.get(code, ZERO) * position.mark) * multiplier
+        result[currency] = result.get(currency, ZERO) + amount
+    return result
+
+
 def cash_lines(view: LedgerView, snap: AccountSnapshot, tolerance: Decimal) -> tuple[CashLine, ...]:
     cash, unsettled = dict(snap.cash), dict(snap.unsettled_pnl)
+    marks = mark_difference(view, snap)
     lines = []
     for ccy in sorted(set(cash) | set(unsettled) | set(view.cash)):
         ledger, broker, open_pnl = view.cash.get(ccy, ZERO), cash.get(ccy, ZERO), unsettled.get(ccy, ZERO)
-        diff = ledger - (broker + open_pnl)
+        diff = ledger - (broker + open_pnl + marks.get(ccy, ZERO))
         if abs(diff) <= tolerance:
             status = "ok"
         elif diff > 0 and view.pending_commissions.get(ccy):
             status = "pending"  # the broker charged commissions it has not reported yet
         else:
             status = "break"
-        lines.append(CashLine(snap.account, ccy, ledger, broker, open_pnl, diff, tolerance, status))
+        lines.append(CashLine(snap.account, ccy, ledger, broker, open_pnl, diff, tolerance, status,
+                              marks.get(ccy, ZERO)))
     return tuple(lines)
 
 
@@ -222,6 +248,7 @@ def ledger_view(conn: Connection, ledger: Ledger, chart: Chart, as_of: dt.dateti
     positions: dict[str, Decimal] = {}
     unattributed: dict[str, Decimal] = {}
     cash: dict[str, Decimal] = {}
+    held: dict[tuple, Decimal] = {}  # (holder, contract) -> units
     for (account, commodity), units in ledger.balances(as_of=as_of, prefix=chart.root, conn=conn).items():
         if account == chart.cash:
             cash[commodity] = units
@@ -229,6 +256,7 @@ def ledger_view(conn: Connection, ledger: Ledger, chart: Chart, as_of: dt.dateti
         holder = holder_of(chart, account)
         if holder is False or commodity in currencies:
             continue
+        held[(holder, commodity)] = units
         positions[commodity] = positions.get(commodity, ZERO) + units
         if holder is None:
             unattributed[commodity] = unattributed.get(commodity, ZERO) + units
@@ -249,7 +277,23 @@ def ledger_view(conn: Connection, ledger: Ledger, chart: Chart, as_of: dt.dateti
             fills.append(BookedFill(r.exec_key, r.contract, qty if r.side == "BUY" else -qty, _parse(r.time)))
     return LedgerView(chart.broker_account, as_of, {k: v for k, v in positions.items() if v != 0},
                       {k: v for k, v in unattributed.items() if v != 0}, frozenset(ever - currencies),
-                      cash, pending, tuple(fills))
+                      cash, pending, tuple(fills), _marked(conn, held))
+
+
+def _marked(conn: Connection, held: dict) -> dict:
+    """futures contract -> (currency, multiplier, sum of holder position x holder mark)."""
+    c = schema.commodity
+    futures = {r.name: (r.currency, Decimal(r.multiplier)) for r in conn.execute(
+        sa.select(c.c.name, c.c.currency, c.c.multiplier).where(c.c.kind == "future"))}
+    marks = holder_marks(conn)
+    result: dict = {}
+    for (holder, code), units in held.items():
+        if code not in futures or units == 0 or (holder, code) not in marks:
+            continue
+        currency, multiplier = futures[code]
+        total = result.get(code, (currency, multiplier, ZERO))[2] + units * marks[(holder, code)]
+        result[code] = (currency, multiplier, total)
+    return result
 
 
 def _parse(text: str) -> dt.datetime:

@@ -327,3 +327,30 @@ def test_unknown_fill_inside_the_broker_window_is_flagged(world):
     result = reconcile_session(session)
     kinds = sorted((b.kind, b.contract) for b in result.breaks)
     assert kinds == [("position", mes.code), ("unknown_fill", mes.code)]
+
+
+def test_an_internal_cross_marks_strategies_off_the_broker_and_cash_still_reconciles(world, tmp_path):
+    """Carry buys 1 (the broker fills it at 5000). A later run crosses 1 from Trend to Carry at
+    the reference price 5010: no broker trade, but the ledger marks Carry's +1 to 5010 (+50 VM,
+    1 x 10 x 5). Intraday the ledger's cash is 50 above the broker's cash + unsettled P&L, which
+    is exactly sum over holders of position x (holder's mark - broker's mark) x multiplier:
+    Carry 2 x 5010 + Trend -1 x 5010 - 1 x 5000 (the broker's mark), times 5 = 50. Clean."""
+    session, exchange, mes = world
+    env = session.env
+    now = _tick(exchange)
+    lines = [TargetLine("Carry", "MES", mes, D(1), D(5000))]
+    record_plan(env.engine, env.ledger, env.chart, plan(1, lines, {}, Limits(), {}), "paper", now)
+    send_planned(env.engine, session.broker, 1, now)
+    sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    now = _tick(exchange)
+    lines = [TargetLine("Carry", "MES", mes, D(2), D(5010)), TargetLine("Trend", "MES", mes, D(-1), D(5010))]
+    order_plan = plan(2, lines, holder_positions(env.ledger, env.chart), Limits(), {})
+    assert [(x.seller, x.buyer, x.quantity) for x in order_plan.contracts[0].crosses] == [("Trend", "Carry", D(1))]
+    assert order_plan.contracts[0].side is None  # everything crossed: nothing for the broker
+    record_plan(env.engine, env.ledger, env.chart, order_plan, "paper", now)
+    _tick(exchange)
+    result = reconcile_session(session, who="test")
+    [usd] = result.cash
+    assert usd.ledger - (usd.broker + usd.unsettled) == D(50)
+    assert usd.marks == D(50) and usd.status == "ok"
+    assert result.clean, result.as_json()

@@ -191,7 +191,9 @@ class Session:
         for key, value, currency in self.server.account_values():
             self.send(m.update_account_value(key, value, currency, self.server.account))
         for pos in self.server.positions():
-            price = self.exchange.price(pos.contract.code)
+            # Futures are valued at the exchange's own mark, the price its FuturesPNL runs to
+            # (as IB's marketPrice is the price of its real-time FuturesPNL).
+            price = pos.mark if pos.mark is not None else self.exchange.price(pos.contract.code)
             unit_cost = pos.avg_cost / pos.contract.multiplier
             price = unit_cost if price is None else price
             unrealized = (price - unit_cost) * pos.quantity * pos.contract.multiplier
