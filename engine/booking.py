@@ -80,7 +80,7 @@ def shares_trade(chart: Chart, holder: str | None, contract: Contract, holding: 
             break
         take = _sign(remaining) * min(abs(units), abs(remaining))
         postings.append(Posting(account, take, contract.code, cost))
-        gain = -take * (price - cost.number) * contract.multiplier
+        gain = -take * (price * contract.multiplier - cost.number)  # cost is per unit, multiplier in
         if gain != 0:
             postings.append(Posting(chart.trading(holder), -gain, currency))
         remaining -= take

@@ -110,3 +110,22 @@ def _open_orders(env):
     o = tables.broker_order
     with read_connection(env.engine) as conn:
         return [r.id for r in conn.execute(sa.select(o.c.id).where(o.c.state.in_(("sent", "partial"))))]
+
+
+def test_a_lot_with_a_multiplier_realizes_per_unit_cost():
+    """An option (multiplier 100) bought at 2.50 is a lot at 250 per contract; selling it at 3.10
+    realizes (3.10 x 100 - 250) x 1 = 60.00, and the entry balances."""
+    from tradeledger.engine.booking import Holding, after_trade, trade_postings
+    from tradeledger.ledger.accounts import Chart
+    from tradeledger.ledger.model import imbalance
+
+    chart = Chart("DU1234567")
+    option = Contract("SPYOPT", "OPT", "SPY", "SMART", "USD", D(100))
+    day = dt.date(2026, 12, 1)
+    bought = trade_postings(chart, None, option, Holding(), D(1), D("2.50"), day, "E1")
+    assert not imbalance(bought) and bought[0].units == D("-250.00")
+    holding = after_trade(option, Holding(), bought, D(1), D("2.50"))
+    sold = trade_postings(chart, None, option, holding, D(-1), D("3.10"), day, "E2")
+    assert not imbalance(sold)
+    [income] = [p for p in sold if p.account.startswith("Income:")]
+    assert income.units == D("-60.00")
