@@ -99,10 +99,15 @@ def main(ctx, home, env, db_url):
 @click.option("--ib-port", default=4002, type=int, show_default=True)
 @click.option("--ib-client-id", default=1, type=int, show_default=True)
 @click.option("--demo", is_flag=True, help="Write the demo configuration and seed its price history (sim only).")
+@click.option("--db-url", "init_db_url", default=None,
+              help="Database URL to record in the config (the same as the global --db-url).")
 @json_option
 @pass_ctx
-def init(c: Context, broker, account, base_currency, ib_host, ib_port, ib_client_id, demo, as_json):
+def init(c: Context, broker, account, base_currency, ib_host, ib_port, ib_client_id, demo, init_db_url, as_json):
     """Create the environment: directory, config, database schema and base accounts."""
+    if init_db_url and c.db_url and init_db_url != c.db_url:
+        raise click.UsageError("two different database URLs given (--db-url before and after init)")
+    c.db_url = init_db_url or c.db_url
     if demo:
         if broker != "sim" or c.env != "paper":
             raise click.UsageError("--demo is for the simulated broker in the paper environment")

@@ -286,3 +286,18 @@ def test_init_status_check_on_postgresql(tmp_path, db_url):
     with sa.create_engine(db_url).connect() as conn:
         assert conn.exec_driver_sql("SELECT value FROM tl_meta WHERE key = 'environment'").scalar_one() == "paper"
     ok(run("--home", str(home), "--db-url", db_url, "init"))  # again: unchanged
+
+
+def test_init_takes_the_database_url_as_its_own_option_too(tmp_path):
+    from click.testing import CliRunner
+
+    from tradeledger.cli import main
+
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    home = str(tmp_path / "home")
+    result = CliRunner().invoke(main, ["--home", home, "init", "--db-url", url])
+    assert result.exit_code == 0, result.output
+    status = CliRunner().invoke(main, ["--home", home, "status", "--no-broker", "--json"])
+    assert json.loads(status.output)["database"] == url
+    clash = CliRunner().invoke(main, ["--home", home, "--db-url", url + "x", "init", "--db-url", url])
+    assert clash.exit_code != 0 and "two different database URLs" in clash.output
