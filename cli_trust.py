@@ -242,6 +242,25 @@ def reconcile_cmd(c: Context, as_json):
     sys.exit(0 if result.clean else 1)
 
 
+@main.command("monitor")
+@json_option
+@pass_ctx
+def monitor_cmd(c: Context, as_json):
+    """Look for overdue commissions, stuck orders, missing FX, stale prices and a silent daemon;
+    raise each as an exception, resolve those that cleared; exit 1 if anything is found."""
+    from tradeledger.engine.monitor import check
+
+    found = check(_Session(c.open()), who=_getpass.getuser())
+    if as_json:
+        emit_json([{"kind": f.kind, "subject": f.subject, "severity": f.severity, "detail": f.detail}
+                   for f in found])
+    else:
+        for f in found:
+            click.echo(f"{f.severity}: {f.kind} {f.subject}: {f.detail}")
+        click.echo(f"{len(found)} findings")
+    sys.exit(1 if found else 0)
+
+
 @main.command("snapshot")
 @json_option
 @pass_ctx

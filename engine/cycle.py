@@ -20,7 +20,8 @@ from tradeledger.engine.config import current_contract
 from tradeledger.engine.exceptions import active_locks
 from tradeledger.engine.fills import SyncReport, sync_fills
 from tradeledger.engine.orders import (
-    OrderPlan, SubmitReport, TargetLine, holder_positions, plan, record_plan, send_planned, traded_today,
+    OrderPlan, SubmitReport, TargetLine, holder_positions, plan, record_plan, record_refusals, send_planned,
+    traded_today,
 )
 from tradeledger.engine.session import Session
 from tradeledger.engine.targets import approve_run, compute_run, executable_run, show_run
@@ -56,6 +57,7 @@ def submit_run(session: Session, run_id: int, now: dt.datetime) -> tuple[OrderPl
     env = session.env
     order_plan = plan_run(session, run_id, now)
     record_plan(env.engine, env.ledger, env.chart, order_plan, env.settings.env, now)
+    record_refusals(env.engine, order_plan, now)
     report = send_planned(env.engine, session.broker, run_id, now)
     report.refusals = order_plan.refusals
     report.crosses = sum(len(c.crosses) for c in order_plan.contracts if not c.refused)

@@ -265,7 +265,8 @@ class Daemon:
             return CronTrigger(hour=t.hour, minute=t.minute, timezone=UTC)
 
         triggers = {"fill_sync": IntervalTrigger(seconds=c.fill_sync_seconds, timezone=UTC),
-                    "reconcile": IntervalTrigger(seconds=c.reconcile_seconds, timezone=UTC)}
+                    "reconcile": IntervalTrigger(seconds=c.reconcile_seconds, timezone=UTC),
+                    "monitor": IntervalTrigger(seconds=c.reconcile_seconds, timezone=UTC)}
         triggers |= {f"settle:{x}": daily(t) for x, t in c.settlement_times.items()}
         if c.data_csv:
             triggers["data_update"] = daily(c.data_time)

@@ -2,7 +2,7 @@
 
     [daemon]
     fill_sync_seconds = 60            # book new executions and late commissions
-    reconcile_seconds = 300           # broker snapshot vs ledger (engine/reconcile.py)
+    reconcile_seconds = 300           # broker snapshot vs ledger (engine/reconcile.py), then monitoring
     settlement_times = {CME = "21:00", EUREX = "17:30"}   # UTC; marks that exchange's futures
     data_csv = "prices.csv"           # optional: re-import this CSV (relative to the env dir) ...
     data_time = "21:30"               # ... daily at this UTC time
@@ -48,7 +48,7 @@ class DaemonConfig:
     def job_names(self) -> list[str]:
         """Every job, in the order `--once` runs them: data first, targets last."""
         names = ["data_update"] if self.data_csv else []
-        names += ["fill_sync"] + [f"settle:{x}" for x in sorted(self.settlement_times)] + ["reconcile"]
+        names += ["fill_sync"] + [f"settle:{x}" for x in sorted(self.settlement_times)] + ["reconcile", "monitor"]
         return names + (["targets"] if self.targets_time else [])
 
 
@@ -158,6 +158,14 @@ def reconcile(session: Session) -> str:
     return f"clean={clean}" + (f", {len(breaks)} breaks" if breaks else "")
 
 
+def monitor(session: Session) -> str:
+    """Overdue commissions, stuck orders, missing FX, stale prices, a silent daemon (engine/monitor.py)."""
+    from tradeledger.engine.monitor import check
+
+    found = check(session, who="daemon")
+    return f"{len(found)} findings" + (": " + ", ".join(sorted({f.kind for f in found})) if found else "")
+
+
 def data_update(session: Session, csv: str) -> str:
     from tradeledger.engine.prices import import_prices_csv
 
@@ -180,6 +188,8 @@ def run(session: Session, config: DaemonConfig, name: str) -> str:
         return fill_sync(session)
     if name == "reconcile":
         return reconcile(session)
+    if name == "monitor":
+        return monitor(session)
     if name.startswith("settle:"):
         return settle(session, name.partition(":")[2])
     if name == "data_update":

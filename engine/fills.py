@@ -141,8 +141,9 @@ def _book_alone(engine, ledger: Ledger, chart: Chart, execution: Execution, repo
         report.merge(trial)
     except (LedgerError, ValueError, ArithmeticError) as exc:
         report.failed.append((execution.exec_id, str(exc)))
+        kind = "overfill" if str(exc).startswith("overfill") else "unattributed_fill"
         with engine.begin() as conn:
-            raise_exception(conn, "unattributed_fill", f"{execution.contract.code} {execution.base_exec_id}",
+            raise_exception(conn, kind, f"{execution.contract.code} {execution.base_exec_id}",
                             f"execution {execution.exec_id} could not be booked: {exc}", severity="error",
                             dedupe_key=f"unbooked_execution:{execution.account}:{execution.base_exec_id}")
 

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from tradeledger.broker.base import Broker, BrokerDisconnected, Contract, OrderRequest
 from tradeledger.engine import tables
 from tradeledger.engine.booking import Holding, after_trade, trade_postings
+from tradeledger.engine.exceptions import raise_exception
 from tradeledger.engine.config import Limits, TradingConfig, current_contract
 from tradeledger.engine.holdings import ensure_contract, ensure_holder, holder_of, load_holdings, save_marks
 from tradeledger.engine.netting import Cross, net_changes
@@ -180,6 +181,16 @@ def _book_cross(conn, ledger: Ledger, chart: Chart, run_id: int, cp: ContractPla
         quantity=to_scaled(cross.quantity, "cross"), price=to_scaled(cp.reference_price, "price"), txn_id=booked.id))
 
 
+def record_refusals(engine, order_plan: OrderPlan, now: dt.datetime) -> None:
+    """A limit or a lock that stopped a contract becomes a limit_hit exception (one per day)."""
+    if not order_plan.refusals:
+        return
+    with engine.begin() as conn:
+        for code, why in order_plan.refusals:
+            raise_exception(conn, "limit_hit", code, f"run {order_plan.run_id}: {code} not traded: {why}",
+                            dedupe_key=f"limit_hit:{code}:{now.date().isoformat()}", now=now)
+
+
 def send_planned(engine, broker: Broker, run_id: int | None, now: dt.datetime) -> SubmitReport:
     """Send every planned order (of a run, or all), asking the broker first whether it has it."""
     report = SubmitReport()
@@ -209,6 +220,10 @@ def send_planned(engine, broker: Broker, run_id: int | None, now: dt.datetime) -
             conn.execute(o.update().where(o.c.id == row.id, o.c.state == "planned").values(
                 state=state, broker_order_id=status.broker_order_id, perm_id=status.perm_id,
                 sent_at=fmt_ts(now), reason=status.reason or None))
+            if state == "rejected":
+                raise_exception(conn, "order_rejected", row.order_ref,
+                                f"{row.side} {from_scaled(row.quantity)} {row.contract} rejected by the broker: "
+                                f"{status.reason or status.status}", "error", now=now)
         if state == "rejected":
             report.rejected.append((row.order_ref, status.reason))
         elif not found:

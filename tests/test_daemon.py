@@ -73,11 +73,12 @@ def test_once_runs_every_job_and_writes_a_heartbeat(tmp_path):
     assert result.exit_code == 0, result.output
     assert "fill_sync: ok: 1 fills booked" in result.output
     assert "settle:CME: ok" in result.output and "reconcile: ok: clean=True" in result.output
+    assert "monitor: ok: " in result.output
     with read_connection(env.engine) as conn:
         assert len(list_fills(conn)) == 1
         beat = read_heartbeat(conn, "paper")
         assert conn.execute(sa.select(daemon_lease)).first() is None  # released
-    assert beat["state"] == "stopped" and beat["last_job"] == "reconcile" and beat["pid"] == os.getpid()
+    assert beat["state"] == "stopped" and beat["last_job"] == "monitor" and beat["pid"] == os.getpid()
     log = (env.dir / "logs" / "daemon.log").read_text()
     assert "job fill_sync ok" in log and "lease released" in log
 
@@ -155,7 +156,7 @@ def test_sigterm_stops_the_daemon_cleanly_between_jobs(tmp_path):
     with read_connection(env.engine) as conn:
         assert conn.execute(sa.select(daemon_lease)).first() is None
         jobs = conn.execute(sa.text("SELECT id FROM tl_apscheduler_jobs")).scalars().all()
-    assert set(jobs) == {"paper:fill_sync", "paper:reconcile", "paper:settle:CME"}  # in the same database
+    assert set(jobs) == {"paper:fill_sync", "paper:reconcile", "paper:monitor", "paper:settle:CME"}  # in the same database
 
 
 def test_a_killed_daemon_is_replaced_once_its_lease_expires(tmp_path):
@@ -181,7 +182,7 @@ def test_daemon_config_is_validated_and_logs_never_hold_secrets(tmp_path):
         with pytest.raises(ConfigError, match=why):
             parse_daemon_config({"daemon": bad})
     config = parse_daemon_config({})
-    assert config.job_names() == ["fill_sync", "settle:CME", "reconcile"]
+    assert config.job_names() == ["fill_sync", "settle:CME", "reconcile", "monitor"]
     home, env, _ = make_env(tmp_path)
     daemon = Daemon(open_environment(home, "paper"))
     daemon.log.info("connecting to postgresql+psycopg://trader:hunter2@db/x with password=hunter2")

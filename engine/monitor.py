@@ -1,0 +1,165 @@
+"""Monitoring: the anomalies no single step sees, raised as exceptions and resolved when they clear.
+
+`findings` is a pure function over a snapshot of facts (`Facts`):
+
+- a commission still pending long after its fill          -> commission_overdue
+- an order sent (or planned) that is not done after a while -> order_stuck
+- a position held in a currency with no FX rate to the base -> missing_fx
+- a held contract whose newest price is days old            -> stale_prices
+- a daemon whose heartbeat has gone quiet while it runs     -> missed_daemon_run
+
+`check` reads the facts, raises every finding (one open exception per cause, by dedupe key) and
+resolves every earlier monitoring exception that is no longer found, in one transaction. The
+thresholds come from `[monitor]` in config.toml. The daemon runs `check` with each
+reconciliation; `tradeledger monitor` runs it by hand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from tradeledger.engine import tables
+from tradeledger.engine.exceptions import list_exceptions, raise_exception, resolve_by_key
+from tradeledger.engine.holdings import holder_of
+from tradeledger.ledger import schema
+from tradeledger.ledger.numbers import to_decimal
+
+KINDS = ("commission_overdue", "order_stuck", "missing_fx", "stale_prices", "missed_daemon_run")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    commission_overdue_minutes: int = 60
+    order_stuck_minutes: int = 30
+    stale_price_days: int = 4
+    daemon_silence_minutes: int = 15
+
+
+@dataclass(frozen=True)
+class Facts:
+    now: dt.datetime
+    base_currency: str
+    pending_commissions: tuple[tuple[str, str, dt.datetime], ...]  # (exec key, contract, fill time)
+    open_orders: tuple[tuple[str, str, str, dt.datetime], ...]  # (order ref, contract, state, since)
+    held: tuple[tuple[str, str], ...]  # (contract, currency) of every non-zero position
+    fx_known: frozenset[str]  # currencies with an FX rate on or before today
+    price_dates: dict  # contract -> newest price date (settlement or its instrument's close)
+    heartbeat: tuple[str, dt.datetime] | None  # (state, at) of the daemon, None if it never ran
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    subject: str
+    detail: str
+    severity: str = "warning"
+
+    @property
+    def dedupe_key(self) -> str:
+        return f"{self.kind}:{self.subject}"
+
+
+def findings(facts: Facts, limits: Thresholds) -> list[Finding]:
+    """Every anomaly in the facts (pure)."""
+    now, found = facts.now, []
+    for key, contract, time in facts.pending_commissions:
+        age = now - time
+        if age > dt.timedelta(minutes=limits.commission_overdue_minutes):
+            found.append(Finding("commission_overdue", key, f"the commission of fill {key} ({contract}) is "
+                                 f"still unknown {int(age.total_seconds() // 60)} minutes after the fill"))
+    for ref, contract, state, since in facts.open_orders:
+        age = now - since
+        if age > dt.timedelta(minutes=limits.order_stuck_minutes):
+            found.append(Finding("order_stuck", ref, f"order {ref} ({contract}) is still {state} after "
+                                 f"{int(age.total_seconds() // 60)} minutes", "error"))
+    for currency in sorted({ccy for _, ccy in facts.held if ccy and ccy != facts.base_currency}):
+        if currency not in facts.fx_known:
+            found.append(Finding("missing_fx", currency, f"positions are held in {currency} but there is no "
+                                 f"{currency}/{facts.base_currency} rate: base-currency P&L is left blank"))
+    for contract, _ccy in sorted(facts.held):
+        newest = facts.price_dates.get(contract)
+        if newest is None or (now.date() - newest).days > limits.stale_price_days:
+            when = "no price at all" if newest is None else f"the newest price is from {newest}"
+            found.append(Finding("stale_prices", contract, f"{contract} is held and {when}"))
+    if facts.heartbeat is not None:
+        state, at = facts.heartbeat
+        silence = now - at
+        if state == "running" and silence > dt.timedelta(minutes=limits.daemon_silence_minutes):
+            found.append(Finding("missed_daemon_run", "daemon", f"the daemon says it is running but its last "
+                                 f"heartbeat is {int(silence.total_seconds() // 60)} minutes old", "error"))
+    return found
+
+
+def thresholds(raw_config: dict) -> Thresholds:
+    table = raw_config.get("monitor", {})
+    values = {}
+    for name in Thresholds.__dataclass_fields__:
+        if name in table:
+            number = to_decimal(str(table[name]), f"monitor.{name}")
+            if number <= 0 or number != int(number):
+                raise ValueError(f"config: monitor.{name} must be a positive whole number")
+            values[name] = int(number)
+    return Thresholds(**values)
+
+
+def read_facts(conn, env, config, now: dt.datetime) -> Facts:
+    from tradeledger.engine.config import instrument_of_contract
+
+    f, o, c = tables.fill, tables.broker_order, schema.commodity
+    pending = tuple((r.exec_key, r.contract, _time(r.time)) for r in conn.execute(
+        sa.select(f.c.exec_key, f.c.contract, f.c.time).where(f.c.commission.is_(None), f.c.superseded_by.is_(None))))
+    orders = tuple((r.order_ref, r.contract, r.state, _time(r.sent_at or r.created_at)) for r in conn.execute(
+        sa.select(o).where(o.c.state.in_(("planned", "sent", "partial")))))
+    currencies = dict(conn.execute(sa.select(c.c.name, c.c.currency).where(c.c.kind != "currency")).all())
+    chart = env.chart
+    held = set()
+    for (account, code), units in env.ledger.positions(prefix=chart.root, conn=conn).items():
+        if units != 0 and holder_of(chart, account) is not False:
+            held.add((code, currencies.get(code) or ""))
+    today = now.date().isoformat()
+    fx_known = frozenset(conn.execute(sa.select(tables.fx_rate.c.currency).where(
+        tables.fx_rate.c.date <= today).distinct()).scalars())
+    dates: dict = {}
+    for code, day in conn.execute(sa.select(tables.settlement.c.contract, sa.func.max(tables.settlement.c.date))
+                                  .group_by(tables.settlement.c.contract)):
+        dates[code] = dt.date.fromisoformat(day)
+    closes = dict(conn.execute(sa.select(tables.price_bar.c.instrument, sa.func.max(tables.price_bar.c.date))
+                               .group_by(tables.price_bar.c.instrument)).all())
+    for code, _ccy in held:
+        instrument = instrument_of_contract(config, code)
+        if instrument is not None and instrument.name in closes:
+            close = dt.date.fromisoformat(closes[instrument.name])
+            dates[code] = max(dates.get(code, close), close)
+    return Facts(now, env.settings.base_currency, pending, orders, tuple(sorted(held)), fx_known, dates,
+                 _heartbeat(conn, env.settings.env))
+
+
+def _heartbeat(conn, env_name: str):
+    from tradeledger.engine.tables_daemon import daemon_heartbeat as hb
+
+    row = conn.execute(sa.select(hb.c.state, hb.c.at).where(hb.c.env == env_name)).first()
+    return None if row is None else (row.state, _time(row.at))
+
+
+def _time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc)
+
+
+def check(session, now: dt.datetime | None = None, who: str = "monitor") -> list[Finding]:
+    """Raise what is found, resolve what cleared; one transaction. Returns the findings."""
+    env = session.env
+    now = now or session.now()
+    limits = thresholds(env.settings.raw)
+    with env.engine.begin() as conn:
+        found = findings(read_facts(conn, env, session.config, now), limits)
+        keys = {finding.dedupe_key for finding in found}
+        for finding in found:
+            raise_exception(conn, finding.kind, finding.subject, finding.detail, finding.severity,
+                            finding.dedupe_key, now)
+        for open_one in list_exceptions(conn, "open"):
+            if open_one["kind"] in KINDS and open_one["dedupe_key"] not in keys:
+                resolve_by_key(conn, open_one["dedupe_key"], who, "no longer found by monitoring", now)
+    return found
