@@ -251,7 +251,46 @@ class Ledger:
             found.update({k: (i, f) for k, i, f in rows})
         return found
 
+    def _check_lots(self, c: Connection, entries: list[tuple[int, Transaction]]) -> None:
+        """Refuse a reduction of a labelled lot (shares) that the lot cannot cover.
+
+        Beancount books a posting against a lot only if the lot holds enough of the same sign;
+        otherwise it refuses the whole ledger file ("not enough lots"). The engine always reduces
+        what it read from the ledger, but a reversal of a purchase whose lot was since sold, or a
+        hand-made entry, could break the export: so the ledger checks, in the same transaction.
+        (Unlabelled lots, futures at zero cost, are reduced FIFO and never split here.)"""
+        p = schema.posting
+        account_balance: dict[tuple, Decimal] = {}
+        lot_balance: dict[tuple, Decimal] = {}
+        for _txn_id, txn in entries:
+            for posting in txn.postings:
+                cost = posting.cost
+                if cost is None or cost.label is None:
+                    continue
+                account_id = self._account_id(c, posting, txn.date)
+                holding = (account_id, posting.commodity)
+                lot = holding + (cost,)
+                if holding not in account_balance:
+                    total = c.execute(sa.select(sa.func.coalesce(sa.func.sum(p.c.units), 0)).where(
+                        p.c.account_id == account_id, p.c.commodity == posting.commodity)).scalar()
+                    account_balance[holding] = from_scaled(total)
+                if lot not in lot_balance:
+                    total = c.execute(sa.select(sa.func.coalesce(sa.func.sum(p.c.units), 0)).where(
+                        p.c.account_id == account_id, p.c.commodity == posting.commodity,
+                        p.c.cost_label == cost.label, p.c.cost == to_scaled(cost.number),
+                        p.c.cost_currency == cost.currency,
+                        p.c.cost_date == (cost.date and cost.date.isoformat()))).scalar()
+                    lot_balance[lot] = from_scaled(total)
+                held, in_lot, units = account_balance[holding], lot_balance[lot], posting.units
+                reduces = held != 0 and (units > 0) != (held > 0)
+                if reduces and (in_lot == 0 or (in_lot > 0) != (held > 0) or abs(units) > abs(in_lot)):
+                    raise LedgerError(f"{posting.account}: {units} {posting.commodity} would reduce lot "
+                                      f"{cost.label!r} at {cost.number} {cost.currency}, which holds {in_lot}")
+                account_balance[holding] = held + units
+                lot_balance[lot] = in_lot + units
+
     def _insert(self, c: Connection, entries: list[tuple[int, Transaction]]) -> None:
+        self._check_lots(c, entries)
         booked_at = fmt_ts(dt.datetime.now(UTC))
         postings, headers = [], []
         for txn_id, txn in entries:

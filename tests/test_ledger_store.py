@@ -517,3 +517,21 @@ def test_floats_are_refused(books: Ledger):
     with pytest.raises(NumberError):
         to_scaled(0.1)  # type: ignore[arg-type]
     assert counts(books) == (0, 0)
+
+
+def test_a_lot_cannot_be_reduced_by_more_than_it_holds(books: Ledger):
+    """Beancount refuses a ledger whose reduction finds no lot to cover it; so does the ledger."""
+    lot = Cost(D("500.00"), "USD", dt.date(2026, 12, 1), "E1")
+
+    def trade(units: str, day: int, key: str) -> Transaction:
+        return Transaction(t(day), "fill", f"SPY {units}", (
+            Posting(A, D(units), "SPY", lot), Posting(CASH, -D(units) * D("500.00"), "USD")), key=key)
+
+    books.book(trade("2", 1, "buy"))
+    books.book(trade("-1", 2, "sell-1"))
+    with pytest.raises(LedgerError, match="would reduce lot 'E1' at 500.00 USD, which holds 1"):
+        books.book(trade("-2", 3, "sell-2"))
+    with pytest.raises(LedgerError, match="would reduce lot"):  # half sold: the purchase cannot be undone
+        books.reverse(books.find_by_key("buy"), t(3), "wrong")
+    books.book(trade("-1", 3, "sell-the-rest"))
+    assert (A, "SPY") not in books.balances()
