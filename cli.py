@@ -113,7 +113,7 @@ def init(c: Context, broker, account, base_currency, ib_host, ib_port, ib_client
             raise click.UsageError("--demo is for the simulated broker in the paper environment")
         from tradeledger.engine.demo import init_demo
 
-        environment, _history = init_demo(c.home, db_url=c.db_url)
+        environment, _history = init_demo(c.home, db_url=c.db_url, start=_dt.datetime.now(_dt.timezone.utc).date())
     else:
         environment = init_environment(c.home, c.env, broker, account, base_currency, c.db_url,
                                        ib_host, ib_port, ib_client_id)

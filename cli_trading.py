@@ -335,7 +335,12 @@ def cycle_cmd(c: Context, approve, as_of, yes, as_json):
         click.echo(note)
     if result.approved:
         _show_plan(result.plan)
-        click.echo(f"{len(result.submitted.sent)} orders sent, {len(result.fills.booked)} fills booked")
+        click.echo(f"{result.submitted.crosses} crosses booked, {len(result.submitted.sent)} orders sent, "
+                   f"{len(result.submitted.rejected)} rejected, {len(result.fills.booked)} fills booked")
+        for ref, why in result.submitted.rejected:
+            click.echo(f"rejected {ref}: {why}")
+        for code, why in result.submitted.refusals:
+            click.echo(f"refused {code}: {why}")
         table("positions", ["strategy", "contract", "qty"], [(r["strategy"], r["contract"], r["qty"])
                                                             for r in data["positions"]])
         table("P&L", ["strategy", "realized", "unrealized", "commissions", "net"],

@@ -58,10 +58,24 @@ def submit_run(session: Session, run_id: int, now: dt.datetime) -> tuple[OrderPl
     order_plan = plan_run(session, run_id, now)
     record_plan(env.engine, env.ledger, env.chart, order_plan, env.settings.env, now)
     record_refusals(env.engine, order_plan, now)
+    if env.settings.env == "paper" and env.settings.broker == "sim":
+        open_sim_market(session, order_plan, now)
     report = send_planned(env.engine, session.broker, run_id, now)
     report.refusals = order_plan.refusals
     report.crosses = sum(len(c.crosses) for c in order_plan.contracts if not c.refused)
     return order_plan, report
+
+
+def open_sim_market(session: Session, order_plan: OrderPlan, now: dt.datetime) -> None:
+    """The simulated exchange takes its prices from the price table: a contract it has no price
+    for opens at the run's reference price (the latest mark), so a market order can fill."""
+    exchange = session.exchange()
+    for cp in order_plan.contracts:
+        if cp.side is None or cp.refused:
+            continue
+        exchange.add_contract(cp.contract)
+        if exchange.price(cp.contract.code) is None:
+            exchange.set_price(cp.contract.code, cp.reference_price, now)
 
 
 def open_orders_of(session: Session, run_id: int) -> int:

@@ -140,11 +140,12 @@ def history_csvs(history: History, until: dt.date | None = None) -> tuple[str, s
     return "\n".join(closes) + "\n", "\n".join(fx) + "\n"
 
 
-def init_demo(home, env: str = "paper", db_url: str | None = None):
-    """An environment with the demo configuration and the price history before DEMO_START."""
+def init_demo(home, env: str = "paper", db_url: str | None = None, start: dt.date = DEMO_START):
+    """An environment with the demo configuration and the price history of the days before
+    `start` (the demo's first trading day; `init --demo` starts today, by the wall clock)."""
     environment = init_environment(home, env, "sim", None, db_url=db_url, config_extra="\n" + demo_config())
-    history = seed_history(DEMO_START + dt.timedelta(days=10))
-    closes, fx = history_csvs(history, until=DEMO_START - dt.timedelta(days=1))
+    history = seed_history(start + dt.timedelta(days=10))
+    closes, fx = history_csvs(history, until=start - dt.timedelta(days=1))
     session = Session(environment)
     for text, source in ((closes, "demo closes"), (fx, "demo fx")):
         parsed = prices.parse_prices_csv(text, session.config, environment.settings.base_currency, source)
