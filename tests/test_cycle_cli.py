@@ -147,3 +147,15 @@ def test_user_mistakes_are_one_line(tmp_path, args, message):
     assert result.exit_code != 0
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_new_users_first_cycle_trades_and_reconciles(tmp_path):
+    """init --demo, then one `cycle --approve`: the simulated market opens at the price table's
+    prices, so orders fill; the books check and reconcile clean."""
+    home = tmp_path / "home"
+    run(home, "init", "--demo")
+    result = data(home, "cycle", "--approve")
+    assert result["approved"] and result["sent"] and not result["rejected"]
+    assert len(result["fills_booked"]) == len(result["sent"])
+    assert data(home, "check")["ok"] is True
+    assert data(home, "reconcile")["clean"] is True
