@@ -382,9 +382,13 @@ class Ledger:
             query = query.where(p.c.ts <= bound if isinstance(as_of, dt.datetime) else p.c.ts < bound)
         with _read(self.engine, conn) as c:
             names = dict(c.execute(sa.select(a.c.id, a.c.name)).all())
+            if prefix is not None:  # read only those accounts' postings (the index leads with the account)
+                wanted = [i for i, name in names.items() if name.startswith(prefix)]
+                if not wanted:
+                    return {}
+                query = query.where(p.c.account_id.in_(wanted))
             rows = c.execute(query).all()
-        return {(names[acc], com): from_scaled(total) for acc, com, total in rows
-                if total != 0 and (prefix is None or names[acc].startswith(prefix))}
+        return {(names[acc], com): from_scaled(total) for acc, com, total in rows if total != 0}
 
     def positions(self, prefix: str = "Assets:", conn: Connection | None = None) -> dict[tuple[str, str], Decimal]:
         """Balances in contracts and shares (commodities that are not currencies)."""
