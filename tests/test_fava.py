@@ -69,3 +69,32 @@ def test_a_strategy_account_journal_lists_its_fills_and_settlements(fava_url):
     journal = json.loads(body)["data"]["journal"]
     assert "Settle " in journal
     assert "BUY " in journal or "SELL " in journal or "Cross " in journal
+
+
+def _chromium() -> str | None:
+    import os
+    import shutil
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed under CI (.ci/run installs Debian's chromium)")
+        pytest.skip("chromium not installed")
+    return found
+
+
+def test_the_balance_sheet_renders_in_a_real_browser(fava_url, tmp_path):
+    """Fava draws its account tree with JavaScript: headless Chromium runs it, and the rendered
+    page links every strategy's holdings account (the raw HTML has none of these links)."""
+    browser = _chromium()
+    page = subprocess.run(
+        [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=8000", "--dump-dom",
+         fava_url + "/balance_sheet/"],
+        capture_output=True, text=True, timeout=120).stdout
+    slug = fava_url.rsplit("/", 1)[1]
+    for strategy in ("Trend-fast", "Trend-slow", "Etf-trend"):
+        assert f'href="/{slug}/account/Assets:Broker:DU1234567:Strategy:{strategy}/' in page, strategy
+    _, raw = _get(fava_url + "/balance_sheet/")
+    assert "Assets:Broker:DU1234567:Strategy:Trend-fast/\"" not in raw  # it really was the script
