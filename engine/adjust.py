@@ -283,31 +283,33 @@ def _with_commission(chart: Chart, txn: Transaction, fill_row, taker: str) -> Tr
 
 def plan_adopt(conn: Connection, ctx: Context, code: str, qty: Decimal, strategy: str, reason: str,
                time: dt.datetime, key: str, price: Decimal | None = None) -> Adjustment:
-    contract = _contract(conn, code)
     taker = resolve_holder(conn, ctx, strategy)
     if taker is None:
         raise AdjustError("adopt into a strategy, not into unattributed")
-    holdings = load_holdings(conn, ctx.ledger, ctx.chart, contract)
-    signed = _positive(qty, holdings.get(None, Holding()).position, contract, None)
-    at = _current_price(conn, contract, holdings, None, price)
-    narration = f"Adopt {signed:+} {contract.code} @ {at} from unattributed into {taker}: {reason}"
-    txn, after = transfer_entry(ctx.chart, contract, holdings, None, taker, signed, at, time, "adopt", narration,
-                                key, (f"adjust-{key.rsplit(':', 1)[-1]}",), (("reason", reason), ("adjust", "adopt")))
-    return Adjustment("adopt", code, txn, reason, contract, None, taker, signed, at, after, _marks(holdings),
-                      resolves=_cleared(ctx.chart, after, code))
+    return _plan_move(conn, ctx, "adopt", code, qty, None, taker, reason, time, key, price)
 
 
 def plan_transfer(conn: Connection, ctx: Context, code: str, qty: Decimal, source: str, target: str, reason: str,
                   time: dt.datetime, key: str, price: Decimal | None = None) -> Adjustment:
-    contract = _contract(conn, code)
     giver, taker = resolve_holder(conn, ctx, source), resolve_holder(conn, ctx, target)
+    return _plan_move(conn, ctx, "transfer", code, qty, giver, taker, reason, time, key, price)
+
+
+def _plan_move(conn: Connection, ctx: Context, kind: str, code: str, qty: Decimal, giver: str | None,
+               taker: str | None, reason: str, time: dt.datetime, key: str, price: Decimal | None) -> Adjustment:
+    """Move a position between holders at a price (adopt: from unattributed into a strategy)."""
+    contract = _contract(conn, code)
     holdings = load_holdings(conn, ctx.ledger, ctx.chart, contract)
     signed = _positive(qty, holdings.get(giver, Holding()).position, contract, giver)
     at = _current_price(conn, contract, holdings, giver, price)
-    narration = f"Transfer {signed:+} {contract.code} @ {at} from {_who(giver)} to {_who(taker)}: {reason}"
-    txn, after = transfer_entry(ctx.chart, contract, holdings, giver, taker, signed, at, time, "transfer", narration,
-                                key, (f"adjust-{key.rsplit(':', 1)[-1]}",), (("reason", reason), ("adjust", "transfer")))
-    return Adjustment("transfer", code, txn, reason, contract, giver, taker, signed, at, after, _marks(holdings))
+    what = "Adopt" if kind == "adopt" else "Transfer"
+    narration = f"{what} {signed:+} {contract.code} @ {at} from {_who(giver)} {'into' if kind == 'adopt' else 'to'} " \
+                f"{_who(taker)}: {reason}"
+    txn, after = transfer_entry(ctx.chart, contract, holdings, giver, taker, signed, at, time, kind, narration,
+                                key, (f"adjust-{key.rsplit(':', 1)[-1]}",), (("reason", reason), ("adjust", kind)))
+    resolves = _cleared(ctx.chart, after, code) if giver is None else ()
+    return Adjustment(kind, code, txn, reason, contract, giver, taker, signed, at, after, _marks(holdings),
+                      resolves=resolves)
 
 
 def plan_manual_close(conn: Connection, ctx: Context, code: str, strategy: str, reason: str, time: dt.datetime,

@@ -24,7 +24,7 @@ from tradeledger.engine.orders import (
     traded_today,
 )
 from tradeledger.engine.session import Session
-from tradeledger.engine.targets import approve_run, compute_run, executable_run, show_run
+from tradeledger.engine.targets import approve_run, compute_run, executable_lines, show_run
 from tradeledger.ledger.db import read_connection
 
 
@@ -33,7 +33,7 @@ def order_lines(session: Session, run_id: int, now: dt.datetime) -> list[TargetL
     config = session.config
     run = show_run(session.env, run_id, now)
     lines = []
-    for line in executable_run(session.env, run_id, now):
+    for line in executable_lines(run):
         x = line.explain
         instrument = config.instruments[x["execution_instrument"]]
         contract = current_contract(instrument, run.as_of)

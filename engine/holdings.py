@@ -100,4 +100,4 @@ def known_contracts(ledger: Ledger, conn: Connection | None = None) -> dict[str,
     """Contracts the ledger has booked, as far as booking needs them (kind, currency, multiplier)."""
     return {c.name: Contract(code=c.name, sec_type="FUT" if c.kind == "future" else "STK", symbol=c.name,
                              exchange="", currency=c.currency or "", multiplier=c.multiplier)
-            for c in ledger.commodities() if c.kind in ("future", "share")}
+            for c in ledger.commodities(conn) if c.kind in ("future", "share")}

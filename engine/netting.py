@@ -39,6 +39,7 @@ from fractions import Fraction
 from typing import NamedTuple
 
 from tradeledger.broker.base import BUY, SELL
+from tradeledger.ledger.numbers import exact_decimal
 
 ZERO = Decimal(0)
 
@@ -82,7 +83,7 @@ class NettingPlan:
 
 def net_changes(changes: Mapping[str, Decimal], reference_price: Decimal) -> NettingPlan:
     """Plan the crosses and the residual broker order for one contract's changes."""
-    price = _finite_decimal(reference_price, "reference price")
+    price = exact_decimal(reference_price, "reference price")
     signed = {name: _whole(qty, f"change of {name!r}", allow_negative=True)
               for name, qty in _by_name(changes, "changes")}
     signed = {name: qty for name, qty in signed.items() if qty}
@@ -167,7 +168,7 @@ def allocate_commission(
     leftover units by largest remainder. A negative commission (a rebate) is split the same way
     and keeps its sign. Only strategies with a positive quantity receive a part.
     """
-    amount = _finite_decimal(commission, "commission")
+    amount = exact_decimal(commission, "commission")
     exponent = amount.as_tuple().exponent
     quantum = Decimal((0, (1,), exponent))
     units = int(amount.scaleb(-exponent))  # exact: the commission in its smallest unit
@@ -266,17 +267,8 @@ def _by_name(mapping: Mapping[str, object], what: str) -> list[tuple[str, object
     return sorted(mapping.items())
 
 
-def _finite_decimal(value: object, what: str) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, (Decimal, int)):
-        raise ValueError(f"{what} must be a Decimal, got {type(value).__name__} {value!r}")
-    value = Decimal(value)
-    if not value.is_finite():
-        raise ValueError(f"{what} must be finite, got {value}")
-    return value
-
-
 def _whole(value: object, what: str, *, allow_negative: bool) -> Decimal:
-    value = _finite_decimal(value, what)
+    value = exact_decimal(value, what)
     if value != value.to_integral_value(rounding=ROUND_FLOOR):
         raise ValueError(f"{what} must be a whole number of contracts, got {value}")
     if value < 0 and not allow_negative:

@@ -34,7 +34,12 @@ class Session:
 
     @cached_property
     def broker(self) -> Broker:
-        broker = make_broker(self.env, self.config)
+        if self.env.settings.broker == "sim":  # the broker's screen and its API: one exchange
+            from tradeledger.broker.sim import SimBroker
+
+            broker = SimBroker(self.exchange(), self.env.settings.account)
+        else:
+            broker = ib_broker(self.env, self.config)
         broker.connect()
         return broker
 
@@ -57,15 +62,12 @@ class Session:
         return self._exchange
 
 
-def make_broker(env: Environment, config: TradingConfig) -> Broker:
-    settings = env.settings
-    if settings.broker == "sim":
-        from tradeledger.broker.sim import SimBroker
-
-        return SimBroker(open_sim_exchange(env, config), settings.account)
+def ib_broker(env: Environment, config: TradingConfig) -> Broker:
+    """Interactive Brokers through ib_async, as the environment's [ib] table says."""
     from tradeledger.broker.ib import IBBroker
     from tradeledger.engine.contracts_ib import ib_contract_namer
 
+    settings = env.settings
     # Executions come back named by IB (symbol BRR, local symbol BTCZ6); the namer gives
     # them tradeledger's code (BTCZ26) from the configured instrument.
     return IBBroker(settings.ib_host, settings.ib_port, settings.ib_client_id, settings.account,

@@ -44,6 +44,7 @@ from dataclasses import dataclass, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
 from tradeledger.engine.signals import validate_forecast
+from tradeledger.ledger.numbers import exact_decimal
 
 BUSINESS_DAYS_SQRT = Decimal(16)  # sqrt(256): annual -> daily volatility
 FORECAST_AVERAGE = Decimal(10)
@@ -188,7 +189,7 @@ _DECIMAL_FIELDS = (
 
 def _validated(inp: SizingInput, allow_nonpositive_price: bool) -> SizingInput:
     """Check every input; return the record with ints turned into Decimals."""
-    inp = replace(inp, **{name: _decimal(name, getattr(inp, name)) for name in _DECIMAL_FIELDS})
+    inp = replace(inp, **{name: exact_decimal(getattr(inp, name), name) for name in _DECIMAL_FIELDS})
     _require(inp.capital >= 0, f"capital must be >= 0, got {inp.capital}")
     _require(
         ZERO <= inp.capital_share <= ONE,
@@ -218,16 +219,6 @@ def _validated(inp: SizingInput, allow_nonpositive_price: bool) -> SizingInput:
             f"price must be > 0, got {inp.price} (pass allow_nonpositive_price=True for futures)",
         )
     return inp
-
-
-def _decimal(name: str, value: object) -> Decimal:
-    # int is exact and harmless; float is refused because money must never have been a float.
-    if isinstance(value, bool) or not isinstance(value, (Decimal, int)):
-        raise ValueError(f"{name} must be a Decimal, got {type(value).__name__} {value!r}")
-    value = Decimal(value)
-    if not value.is_finite():
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
 
 
 def _require(condition: bool, message: str) -> None:

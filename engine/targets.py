@@ -375,7 +375,12 @@ def reject_run(env, run_id: int, who: str, note: str, now: dt.datetime | None = 
 
 def executable_run(env, run_id: int, now: dt.datetime | None = None, conn=None) -> tuple[TargetLine, ...]:
     """The lines of an approved, current, unexpired run; otherwise an error saying why not."""
-    run = show_run(env, run_id, now, conn)
+    return executable_lines(show_run(env, run_id, now, conn))
+
+
+def executable_lines(run: TargetRun) -> tuple[TargetLine, ...]:
+    """A shown run's lines if it may be executed, else the error saying why not (pure)."""
+    run_id = run.id
     if run.status != APPROVED:
         why = {PENDING: "is not approved yet (tradeledger targets approve)", REJECTED: "was rejected",
                "superseded": "is superseded by a newer run", "expired": "is older than "

@@ -36,6 +36,17 @@ def to_decimal(value: object, what: str = "number") -> Decimal:
     return number
 
 
+def exact_decimal(value: object, what: str = "number") -> Decimal:
+    """A finite Decimal from a Decimal or an int, for values computed in code (not typed by a
+    user): strings and floats are refused, because money must never have been a float."""
+    if isinstance(value, bool) or not isinstance(value, (Decimal, int)):
+        raise ValueError(f"{what} must be a Decimal, got {type(value).__name__} {value!r}")
+    number = Decimal(value)
+    if not number.is_finite():
+        raise ValueError(f"{what} must be finite, got {number}")
+    return number
+
+
 def to_scaled(number: Decimal, what: str = "number") -> int:
     """Decimal -> nano-units, exactly, or NumberError."""
     if not isinstance(number, Decimal) or not number.is_finite():

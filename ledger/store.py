@@ -169,8 +169,8 @@ class Ledger:
                 self._remember(c, ("commodity", commodity.name), (commodity,),
                                lambda: self._commodities.__setitem__(commodity.name, commodity))
 
-    def commodities(self) -> list[Commodity]:
-        with read_connection(self.engine) as c:
+    def commodities(self, conn: Connection | None = None) -> list[Commodity]:
+        with _read(self.engine, conn) as c:
             rows = c.execute(sa.select(schema.commodity).order_by(schema.commodity.c.name)).all()
         return [Commodity(r.name, r.kind, r.currency, Decimal(r.multiplier),
                           dt.date.fromisoformat(r.first_date)) for r in rows]
