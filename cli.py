@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 import sqlalchemy as sa
 from tradeledger.broker.base import BrokerError
-from tradeledger.engine.environment import (
+from tradeledger.engine.setup.environment import (
     ENVIRONMENTS,
     ConfigError,
     Environment,
@@ -26,7 +26,7 @@ from tradeledger.engine.environment import (
     parse_settings,
     resolve_home,
 )
-from tradeledger.engine.session import Session as _Session
+from tradeledger.engine.setup.session import Session as _Session
 from tradeledger.ledger import db
 from tradeledger.ledger.db import DatabaseError
 from tradeledger.ledger.export import check as check_ledger
@@ -111,7 +111,7 @@ def init(c: Context, broker, account, base_currency, ib_host, ib_port, ib_client
     if demo:
         if broker != "sim" or c.env != "paper":
             raise click.UsageError("--demo is for the simulated broker in the paper environment")
-        from tradeledger.engine.demo import init_demo
+        from tradeledger.engine.setup.demo import init_demo
 
         environment, _history = init_demo(c.home, db_url=c.db_url, start=_dt.datetime.now(_dt.timezone.utc).date())
     else:

@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 import sqlalchemy as sa
 from tradeledger.cli import Context, main, pass_ctx
-from tradeledger.engine.environment import parse_settings, resolve_home
-from tradeledger.engine.session import Session as _Session
+from tradeledger.engine.setup.environment import parse_settings, resolve_home
+from tradeledger.engine.setup.session import Session as _Session
 from tradeledger.ledger import db
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
 
@@ -49,7 +49,7 @@ def _ibsim_exchange(c: Context, state: str | None):
 
 
 def _ibsim_contract(c: Context, code: str, exchange):
-    from tradeledger.engine.config import (
+    from tradeledger.engine.setup.config import (
         MONTH_CODES,
         instrument_of_contract,
         to_contract,
@@ -68,7 +68,7 @@ def _ibsim_contract(c: Context, code: str, exchange):
 def _ibsim_open(c: Context, exchange) -> list[str]:
     """Price every configured instrument's current contract at its latest imported close."""
     from tradeledger.engine import tables as _tables
-    from tradeledger.engine.config import current_contract
+    from tradeledger.engine.setup.config import current_contract
     from tradeledger.ledger.numbers import from_scaled
 
     session = _Session(c.open())
@@ -159,8 +159,8 @@ def ibsim_open(c: Context, state):
 def ibsim_seed_demo(c: Context, state):
     """Give a paper IB environment the demo's instruments, strategies and price history up to
     yesterday, and price their contracts at the gateway: `cycle --approve` then trades."""
-    from tradeledger.engine import demo as _demo
-    from tradeledger.engine import prices as _p
+    from tradeledger.engine.setup import demo as _demo
+    from tradeledger.engine.targets import prices as _p
 
     env = c.open()
     if env.settings.broker != "ib" or env.settings.env != "paper":

@@ -15,9 +15,9 @@ from tradeledger.cli import Context, json_option, main, pass_ctx
 # --- data, instruments, signals, targets ---------------------------------------------------------
 # Prices and FX (engine/prices.py), instruments and mappings, forecasts (engine/forecasts.py) and
 # target runs (engine/targets.py).
-from tradeledger.engine import forecasts as _forecasts
-from tradeledger.engine import prices as _prices
-from tradeledger.engine import targets as _targets
+from tradeledger.engine.targets import forecasts as _forecasts
+from tradeledger.engine.targets import prices as _prices
+from tradeledger.engine.targets import runs as _targets
 from tradeledger.reports.render import emit_json, table
 
 

@@ -15,12 +15,12 @@ import click
 from tradeledger.cli import Context, _date, _session, json_option, main, pass_ctx
 
 # --- orders, fills, marks, positions, P&L, the simulated broker's screen, the cycle ---
-from tradeledger.engine import cycle as _cycle
-from tradeledger.engine import fills as _fills
-from tradeledger.engine import marking as _marking
-from tradeledger.engine import orders as _orders
-from tradeledger.engine.holdings import known_contracts as _known_contracts
-from tradeledger.engine.session import Session as _Session
+from tradeledger.engine.trading import cycle as _cycle
+from tradeledger.engine.trading import fills as _fills
+from tradeledger.engine.trading import marking as _marking
+from tradeledger.engine.trading import orders as _orders
+from tradeledger.engine.accounting.holdings import known_contracts as _known_contracts
+from tradeledger.engine.setup.session import Session as _Session
 from tradeledger.ledger import db
 from tradeledger.ledger.export import check as check_ledger
 from tradeledger.ledger.export import export_beancount
@@ -223,7 +223,7 @@ def sim_group():
 
 
 def _sim_contract(session, code):
-    from tradeledger.engine.config import instrument_of_contract, to_contract
+    from tradeledger.engine.setup.config import instrument_of_contract, to_contract
 
     instrument = instrument_of_contract(session.config, code)
     if instrument is None:
@@ -233,7 +233,7 @@ def _sim_contract(session, code):
         return known
     expiry = ""
     if instrument.is_future:
-        from tradeledger.engine.config import MONTH_CODES
+        from tradeledger.engine.setup.config import MONTH_CODES
 
         expiry = f"20{code[-2:]}{MONTH_CODES.index(code[-3]) + 1:02d}"
     return to_contract(instrument, code, expiry)
@@ -278,7 +278,7 @@ def sim_settle(c: Context, contract, price, day):
     number = _to_decimal(price, "PRICE")
     cash = session.exchange().settle(contract, number, day)
     csv_text = f"date,contract,settle\n{day.isoformat()},{contract},{number}\n"
-    from tradeledger.engine import prices as _p
+    from tradeledger.engine.targets import prices as _p
 
     _p.store_rows(session.env, _p.parse_prices_csv(csv_text, session.config, session.env.settings.base_currency,
                                                    "sim settle"), "sim settle", replace=True)
@@ -358,7 +358,7 @@ def demo_cmd(c: Context, days):
     """Play a few simulated trading days in a NEW home (--home, or a fresh directory it names)."""
     import tempfile
 
-    from tradeledger.engine.demo import run_demo
+    from tradeledger.engine.setup.demo import run_demo
 
     home = Path(c.home) if c.home else Path(tempfile.mkdtemp(prefix="tradeledger-demo-"))
     if (home / "paper").exists() or (home / "live").exists():
@@ -375,7 +375,7 @@ def demo_cmd(c: Context, days):
               [(r["strategy"], r["realized"], r["unrealized"], r["commissions"], r["net"]) for r in result["rows"]])
         export_beancount(env.ledger, env.ledger_path, operating_currency=env.settings.base_currency)
         checked = check_ledger(env.ledger, env.ledger_path)
-        from tradeledger.engine.reconcile import reconcile_session
+        from tradeledger.engine.trust.reconcile import reconcile_session
 
         reconciled = reconcile_session(session, who="demo")
     finally:

@@ -15,9 +15,9 @@ import sqlalchemy as sa
 from tradeledger.cli import Context, _fail, _session, json_option, main, pass_ctx
 
 # --- adjust, daemon ---
-from tradeledger.engine import adjust as _adjust
-from tradeledger.engine import fills as _fills
-from tradeledger.engine.session import Session as _Session
+from tradeledger.engine.trust import adjust as _adjust
+from tradeledger.engine.trading import fills as _fills
+from tradeledger.engine.setup.session import Session as _Session
 from tradeledger.ledger import db
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
 from tradeledger.reports.render import emit_json, table
@@ -185,7 +185,7 @@ def adjust_list(c: Context, as_json):
 @pass_ctx
 def daemon_cmd(c: Context, once):
     """Run the scheduler: fill sync, reconciliation, settlement marks, data and targets from [daemon]."""
-    from tradeledger.engine.daemon import Daemon, DaemonAlreadyRunning
+    from tradeledger.engine.ops.daemon import Daemon, DaemonAlreadyRunning
 
     env = c.open()
     daemon = Daemon(env)
@@ -210,9 +210,9 @@ def daemon_cmd(c: Context, once):
 
 # --- reconciliation, exceptions ---------------------------------------------------------------
 
-from tradeledger.engine import exceptions as _exceptions
-from tradeledger.engine import reconcile as _reconcile
-from tradeledger.engine import snapshots as _snapshots
+from tradeledger.engine.trust import exceptions as _exceptions
+from tradeledger.engine.trust import reconcile as _reconcile
+from tradeledger.engine.trust import snapshots as _snapshots
 
 
 def _recon_tables(result) -> None:
@@ -248,7 +248,7 @@ def reconcile_cmd(c: Context, as_json):
 def monitor_cmd(c: Context, as_json):
     """Look for overdue commissions, stuck orders, missing FX, stale prices and a silent daemon;
     raise each as an exception, resolve those that cleared; exit 1 if anything is found."""
-    from tradeledger.engine.monitor import check
+    from tradeledger.engine.trust.monitor import check
 
     found = check(_Session(c.open()), who=_getpass.getuser())
     if as_json:

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tradeledger.engine import prices
-from tradeledger.engine.booking import FillShare, Holding, fill_entry, settlement_entry
-from tradeledger.engine.config import current_contract
-from tradeledger.engine.cycle import plan_run, submit_run, wait_for_fills
-from tradeledger.engine.environment import init_environment
-from tradeledger.engine.holdings import ensure_contract, ensure_holder
-from tradeledger.engine.session import Session
-from tradeledger.engine.targets import approve_run, compute_run
+from tradeledger.engine.targets import prices
+from tradeledger.engine.accounting.booking import FillShare, Holding, fill_entry, settlement_entry
+from tradeledger.engine.setup.config import current_contract
+from tradeledger.engine.trading.cycle import plan_run, submit_run, wait_for_fills
+from tradeledger.engine.setup.environment import init_environment
+from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder
+from tradeledger.engine.setup.session import Session
+from tradeledger.engine.targets.runs import approve_run, compute_run
 from tradeledger.reports import pnl
 
 UTC = dt.timezone.utc

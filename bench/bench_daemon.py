@@ -54,10 +54,10 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="directory for the environment (default: a temporary one)")
     args = parser.parse_args()
 
-    from tradeledger.engine.config import to_contract
-    from tradeledger.engine.daemon import Daemon
-    from tradeledger.engine.environment import init_environment
-    from tradeledger.engine.prices import parse_prices_csv, store_rows
+    from tradeledger.engine.setup.config import to_contract
+    from tradeledger.engine.ops.daemon import Daemon
+    from tradeledger.engine.setup.environment import init_environment
+    from tradeledger.engine.targets.prices import parse_prices_csv, store_rows
 
     base = Path(args.out or tempfile.mkdtemp(prefix="tl-bench-daemon-"))
     env = init_environment(base / "home", "paper", "sim", None, config_extra=CONFIG)

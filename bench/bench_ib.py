@@ -28,12 +28,12 @@ import sqlalchemy as sa
 
 from tradeledger.broker.ibsim import IBSimServer
 from tradeledger.broker.simexchange import SimExchange, make_exec_id
-from tradeledger.engine.config import Limits, current_contract
-from tradeledger.engine.cycle import wait_for_fills
-from tradeledger.engine.environment import init_environment, open_environment
-from tradeledger.engine.fills import sync_fills
-from tradeledger.engine.orders import TargetLine, plan, record_plan, send_planned
-from tradeledger.engine.session import Session
+from tradeledger.engine.setup.config import Limits, current_contract
+from tradeledger.engine.trading.cycle import wait_for_fills
+from tradeledger.engine.setup.environment import init_environment, open_environment
+from tradeledger.engine.trading.fills import sync_fills
+from tradeledger.engine.trading.orders import TargetLine, plan, record_plan, send_planned
+from tradeledger.engine.setup.session import Session
 from tradeledger.engine import tables
 from tradeledger.ledger.db import read_connection
 
@@ -143,7 +143,7 @@ def bench_sync(root: Path, m: int, n: int = 100) -> dict:
     server.stop()  # a gateway started now counts the executions as already published
     server = IBSimServer(exchange, poll_interval=0.05).start()
     from tradeledger.broker.ib import IBBroker
-    from tradeledger.engine.contracts_ib import ib_contract_namer
+    from tradeledger.engine.setup.contracts_ib import ib_contract_namer
 
     broker = IBBroker(port=server.port, client_id=3, account=ACCOUNT, timeout=60, request_timeout=120,
                       contract_namer=ib_contract_namer(session.config))

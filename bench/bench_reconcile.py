@@ -30,8 +30,8 @@ from pathlib import Path
 
 from tradeledger.broker.base import AccountSnapshot, BrokerPosition, Contract, Execution
 from tradeledger.engine import tables
-from tradeledger.engine.reconcile import compare, ledger_view, reconcile
-from tradeledger.engine.snapshots import record_snapshot
+from tradeledger.engine.trust.reconcile import compare, ledger_view, reconcile
+from tradeledger.engine.trust.snapshots import record_snapshot
 from tradeledger.ledger import db
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.db import read_connection

@@ -1,11 +1,13 @@
-"""The engine's tables: prices, forecasts, target runs, orders, fills and position marks.
+"""The engine's tables, all in one place: market data, targets, orders and fills; reconciliation;
+the daemon and maintenance records.
 
-Created by migration 0002 (in the single Alembic chain under `ledger/migrations`); these Core
-objects mirror it. Money, prices and quantities are BIGINT nano-units like the ledger's
-(`ledger/numbers.py`); forecasts are unitless and stored as decimal text. Times are UTC text in
-the ledger's format, dates ISO text.
+Migrations 0002-0004 created them (each migration carries a frozen copy of its tables as they
+stood then); these Core objects mirror the current schema. Money, prices and quantities are BIGINT
+nano-units like the ledger's (`ledger/numbers.py`); forecasts are unitless decimal text. Times
+are UTC text in the ledger's format, dates ISO text. Only the engine reads and writes these
+tables; the ledger's own tables (`ledger/schema.py`) are reached through `ledger.store.Ledger`.
 
-What is fact and what is state:
+Market data, targets, orders and fills (migration 0002):
 - `price_bar`, `settlement`, `fx_rate`, `forecast`: imported or computed facts, one row per key;
 - `target_run` + `target_line`: an immutable snapshot; only the run's review state moves, once,
   from pending to approved or rejected;
@@ -15,13 +17,36 @@ What is fact and what is state:
   its correction suffix), with the ledger entries that booked it;
 - `position_mark`: the price each holder's position in a contract was last marked at, written in
   the same database transaction as the ledger entry that moved it.
+
+Reconciliation (migration 0003):
+- `broker_snapshot` (+ `snapshot_position`, `snapshot_cash`, `snapshot_order`): what the broker
+  said at one moment, written once. A failed snapshot is a row with status `failed` and its
+  error and no positions: it is never read as "flat".
+- `reconciliation`: one row per reconciliation, with the snapshot it compared and its result
+  as JSON (the same JSON `tradeledger reconcile --json` prints).
+- `tl_exception`: typed exceptions with a lifecycle open -> acknowledged -> resolved; at most
+  one open (or acknowledged) row per dedupe key, enforced by a partial unique index.
+- `instrument_lock`: a lock per (instrument or contract, exception); active while
+  `unlocked_at` is NULL. Orders for a locked key are refused with the lock's reason.
+
+The daemon and maintenance (migration 0004):
+- `daemon_lease`: at most one row per environment. The daemon that holds it (owner, pid, host)
+  renews `expires_at` while it runs; a second daemon is refused while the lease has not expired,
+  and takes it over once it has (the first one died without releasing it).
+- `daemon_heartbeat`: one row per environment, rewritten after every job and on every renewal.
+- `adjustment`: one row per maintenance entry booked by `tradeledger adjust ...`: what was done,
+  to what, why, by whom, the ledger entry that records it, and the marks the contract's holders
+  had before (so that the entry can be reversed with the mark chain intact).
+  The APScheduler job store lives in the same database (`tl_apscheduler_jobs`, its own table).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text, text
 
 metadata = MetaData()
+
+# -- market data, targets, orders and fills (0002) ------------------------------------------
 
 price_bar = Table(
     "price_bar", metadata,
@@ -149,3 +174,138 @@ position_mark = Table(
     Column("price", BigInteger, nullable=False),
     Column("time", String(26), nullable=False),
 )
+
+
+# -- reconciliation (0003) ---------------------------------------------------------------
+
+broker_snapshot = Table(
+    "broker_snapshot", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account", String(32), nullable=False),
+    Column("taken_at", String(26), nullable=False),  # the broker's time (our clock if it failed)
+    Column("recorded_at", String(26), nullable=False),
+    Column("status", String(8), nullable=False),  # ok | failed
+    Column("error", Text),
+    Column("positions", Integer, nullable=False, server_default="0"),
+)
+
+snapshot_position = Table(
+    "snapshot_position", metadata,
+    Column("snapshot_id", Integer, primary_key=True),
+    Column("contract", String(64), primary_key=True),
+    Column("contract_spec", Text, nullable=False),  # JSON of the broker Contract
+    Column("quantity", BigInteger, nullable=False),
+    Column("avg_cost", BigInteger, nullable=False),
+)
+
+snapshot_cash = Table(
+    "snapshot_cash", metadata,
+    Column("snapshot_id", Integer, primary_key=True),
+    Column("currency", String(16), primary_key=True),
+    Column("cash", BigInteger, nullable=False),
+    Column("unsettled", BigInteger, nullable=False),
+)
+
+snapshot_order = Table(
+    "snapshot_order", metadata,
+    Column("snapshot_id", Integer, primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("order_ref", String(64), nullable=False),
+    Column("broker_order_id", BigInteger),
+    Column("contract", String(64), nullable=False),
+    Column("side", String(4), nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    Column("filled", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+)
+
+reconciliation = Table(
+    "reconciliation", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("snapshot_id", Integer),
+    Column("run_at", String(26), nullable=False),
+    Column("clean", Integer, nullable=False),  # 1 clean, 0 not
+    Column("breaks", Integer, nullable=False),
+    Column("result", Text, nullable=False),  # JSON
+)
+
+tl_exception = Table(
+    "tl_exception", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("severity", String(8), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("dedupe_key", String(250), nullable=False),
+    Column("state", String(16), nullable=False),  # open | acknowledged | resolved
+    Column("first_seen", String(26), nullable=False),
+    Column("last_seen", String(26), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("acknowledged_at", String(26)),
+    Column("acknowledged_by", String(64)),
+    Column("acknowledged_why", Text),
+    Column("resolved_at", String(26)),
+    Column("resolved_by", String(64)),
+    Column("resolved_why", Text),
+)
+Index("ux_exception_open_key", tl_exception.c.dedupe_key, unique=True,
+      sqlite_where=text("state != 'resolved'"), postgresql_where=text("state != 'resolved'"))
+Index("ix_exception_state", tl_exception.c.state)
+
+instrument_lock = Table(
+    "instrument_lock", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("lock_key", String(64), nullable=False),  # instrument name or contract code
+    Column("reason", Text, nullable=False),
+    Column("exception_id", Integer),
+    Column("locked_at", String(26), nullable=False),
+    Column("unlocked_at", String(26)),
+    Column("unlocked_by", String(64)),
+    Column("unlock_why", Text),
+)
+Index("ix_lock_active", instrument_lock.c.lock_key, instrument_lock.c.unlocked_at)
+
+
+# -- the daemon and maintenance (0004) -----------------------------------------------------
+
+daemon_lease = Table(
+    "daemon_lease", metadata,
+    Column("env", String(16), primary_key=True),
+    Column("owner", String(128), nullable=False),  # host:pid:random, unique per daemon process
+    Column("pid", Integer, nullable=False),
+    Column("host", String(128), nullable=False),
+    Column("acquired_at", String(26), nullable=False),
+    Column("expires_at", String(26), nullable=False),
+)
+
+daemon_heartbeat = Table(
+    "daemon_heartbeat", metadata,
+    Column("env", String(16), primary_key=True),
+    Column("pid", Integer, nullable=False),
+    Column("owner", String(128), nullable=False),
+    Column("started_at", String(26), nullable=False),
+    Column("at", String(26), nullable=False),
+    Column("last_job", String(64)),
+    Column("last_result", Text),  # "ok: ...", "failed: ...", "skipped: ..."
+    Column("state", String(16), nullable=False, server_default="running"),  # running | stopped
+)
+
+adjustment = Table(
+    "adjustment", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),  # attribute adopt transfer manual-close reverse cash
+    Column("subject", String(128), nullable=False),  # exec key, contract, entry id or currency
+    Column("contract", String(64)),
+    Column("from_holder", String(64)),  # "" for unattributed
+    Column("to_holder", String(64)),
+    Column("quantity", BigInteger),  # signed, nano-units
+    Column("price", BigInteger),
+    Column("reason", Text, nullable=False),
+    Column("who", String(64), nullable=False),
+    Column("created_at", String(26), nullable=False),
+    Column("txn_id", BigInteger, nullable=False),
+    Column("marks_before", Text),  # JSON {holder: price} of the contract's futures marks
+    Column("resolved", Text),  # JSON list of exception dedupe keys this entry resolved
+)
+
+Index("ix_adjustment_subject", adjustment.c.kind, adjustment.c.subject)

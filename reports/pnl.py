@@ -16,11 +16,12 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from tradeledger.engine import holdings as holdings_mod
-from tradeledger.engine import prices, tables
-from tradeledger.engine.config import instrument_of_contract
-from tradeledger.engine.holdings import holder_of
-from tradeledger.engine.session import Session
+from tradeledger.engine.accounting import holdings as holdings_mod
+from tradeledger.engine.targets import prices
+from tradeledger.engine import tables
+from tradeledger.engine.setup.config import instrument_of_contract
+from tradeledger.engine.accounting.holdings import holder_of
+from tradeledger.engine.setup.session import Session
 from tradeledger.ledger import schema
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled, plain

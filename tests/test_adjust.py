@@ -15,16 +15,16 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from tradeledger.cli import main
-from tradeledger.engine import adjust
-from tradeledger.engine.config import Limits, to_contract
-from tradeledger.engine.environment import init_environment
-from tradeledger.engine.exceptions import list_exceptions
-from tradeledger.engine.fills import list_fills, sync_fills
-from tradeledger.engine.holdings import marks
-from tradeledger.engine.marking import mark_day
-from tradeledger.engine.orders import TargetLine, holder_positions, plan, record_plan, send_planned
-from tradeledger.engine.session import Session
-from tradeledger.engine.tables_daemon import adjustment
+from tradeledger.engine.trust import adjust
+from tradeledger.engine.setup.config import Limits, to_contract
+from tradeledger.engine.setup.environment import init_environment
+from tradeledger.engine.trust.exceptions import list_exceptions
+from tradeledger.engine.trading.fills import list_fills, sync_fills
+from tradeledger.engine.accounting.holdings import marks
+from tradeledger.engine.trading.marking import mark_day
+from tradeledger.engine.trading.orders import TargetLine, holder_positions, plan, record_plan, send_planned
+from tradeledger.engine.setup.session import Session
+from tradeledger.engine.tables import adjustment
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.export import check, export_beancount
 
@@ -103,7 +103,7 @@ def open_keys(env):
 
 
 def reconcile_clean(session):
-    from tradeledger.engine.reconcile import reconcile_session
+    from tradeledger.engine.trust.reconcile import reconcile_session
 
     result = reconcile_session(session, who="test")
     return result.clean, result.as_json()
@@ -232,12 +232,12 @@ def test_cash_and_reverse(world, tmp_path):
 
 
 def test_pure_builders_balance_and_refuse():
-    from tradeledger.engine.booking import Holding
+    from tradeledger.engine.accounting.booking import Holding
     from tradeledger.ledger.accounts import Chart
     from tradeledger.ledger.model import imbalance
 
     chart = Chart("DU1")
-    k = to_contract(__import__("tradeledger.engine.config", fromlist=["x"]).Instrument(
+    k = to_contract(__import__("tradeledger.engine.setup.config", fromlist=["x"]).Instrument(
         "MBT", "future", "USD", D("0.1"), "CME", "MBT"), "MBTZ26", "202612")
     holdings = {None: Holding(D(2), D(90500)), "A": Holding(D(1), D(90000))}
     txn, after = adjust.transfer_entry(chart, k, holdings, None, "A", D(2), D(90000), T0, "attribute", "n", "k:1",

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from tradeledger.cli import main
-from tradeledger.engine.environment import open_environment
+from tradeledger.engine.setup.environment import open_environment
 from tradeledger.ledger import db
 from tradeledger.ledger.model import Posting, Transaction
 

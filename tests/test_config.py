@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from tradeledger.engine.config import current_contract, instrument_of_contract, parse_trading_config
-from tradeledger.engine.environment import ConfigError
+from tradeledger.engine.setup.config import current_contract, instrument_of_contract, parse_trading_config
+from tradeledger.engine.setup.environment import ConfigError
 
 BASE = """
 [instruments.MBT]

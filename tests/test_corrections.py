@@ -20,14 +20,14 @@ from tradeledger.broker.base import Contract
 from tradeledger.broker.sim import SimBroker
 from tradeledger.broker.simexchange import SimExchange
 from tradeledger.engine import tables
-from tradeledger.engine.booking import Holding
-from tradeledger.engine.config import Limits
-from tradeledger.engine.corrections import CorrectionUnsupported, HolderCorrection, futures_correction
-from tradeledger.engine.environment import init_environment
-from tradeledger.engine.fills import sync_fills
-from tradeledger.engine.holdings import marks
-from tradeledger.engine.marking import mark_day
-from tradeledger.engine.orders import TargetLine, holder_positions, plan, record_plan, send_planned
+from tradeledger.engine.accounting.booking import Holding
+from tradeledger.engine.setup.config import Limits
+from tradeledger.engine.trading.corrections import CorrectionUnsupported, HolderCorrection, futures_correction
+from tradeledger.engine.setup.environment import init_environment
+from tradeledger.engine.trading.fills import sync_fills
+from tradeledger.engine.accounting.holdings import marks
+from tradeledger.engine.trading.marking import mark_day
+from tradeledger.engine.trading.orders import TargetLine, holder_positions, plan, record_plan, send_planned
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.export import check, export_beancount

@@ -20,12 +20,12 @@ from decimal import Decimal as D
 
 import sqlalchemy as sa
 
-from tradeledger.engine import adjust
-from tradeledger.engine.config import to_contract
-from tradeledger.engine.environment import init_environment
-from tradeledger.engine.fills import sync_fills
-from tradeledger.engine.orders import holder_positions, send_planned
-from tradeledger.engine.session import Session
+from tradeledger.engine.trust import adjust
+from tradeledger.engine.setup.config import to_contract
+from tradeledger.engine.setup.environment import init_environment
+from tradeledger.engine.trading.fills import sync_fills
+from tradeledger.engine.trading.orders import holder_positions, send_planned
+from tradeledger.engine.setup.session import Session
 from tradeledger.engine import tables
 from tradeledger.ledger import schema
 from tradeledger.ledger.db import read_connection
@@ -77,10 +77,10 @@ def assert_books_true(env, tmp_path):
 CRASHER = """
 import os, signal, sys, datetime as dt
 from decimal import Decimal as D
-from tradeledger.engine.config import Limits, to_contract
-from tradeledger.engine.environment import open_environment
-from tradeledger.engine.orders import TargetLine, holder_positions, plan, record_plan, send_planned
-from tradeledger.engine.session import Session
+from tradeledger.engine.setup.config import Limits, to_contract
+from tradeledger.engine.setup.environment import open_environment
+from tradeledger.engine.trading.orders import TargetLine, holder_positions, plan, record_plan, send_planned
+from tradeledger.engine.setup.session import Session
 
 env = open_environment(sys.argv[1], "paper")
 session = Session(env)

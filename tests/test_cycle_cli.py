@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from tradeledger.cli import main
-from tradeledger.engine.environment import open_environment
+from tradeledger.engine.setup.environment import open_environment
 
 
 def run(home, *args, ok=True):

@@ -17,12 +17,12 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from tradeledger.broker.base import Contract
 from tradeledger.broker.sim import SimBroker
 from tradeledger.broker.simexchange import SimExchange
-from tradeledger.engine.config import Limits
-from tradeledger.engine.environment import init_environment
-from tradeledger.engine.fills import sync_fills
-from tradeledger.engine.holdings import known_contracts
-from tradeledger.engine.marking import mark_day
-from tradeledger.engine.orders import TargetLine, cancel, holder_positions, plan, record_plan, send_planned
+from tradeledger.engine.setup.config import Limits
+from tradeledger.engine.setup.environment import init_environment
+from tradeledger.engine.trading.fills import sync_fills
+from tradeledger.engine.accounting.holdings import known_contracts
+from tradeledger.engine.trading.marking import mark_day
+from tradeledger.engine.trading.orders import TargetLine, cancel, holder_positions, plan, record_plan, send_planned
 from tradeledger.ledger.export import check, export_beancount
 
 UTC = dt.timezone.utc
@@ -115,7 +115,7 @@ def _open_orders(env):
 def test_a_lot_with_a_multiplier_realizes_per_unit_cost():
     """An option (multiplier 100) bought at 2.50 is a lot at 250 per contract; selling it at 3.10
     realizes (3.10 x 100 - 250) x 1 = 60.00, and the entry balances."""
-    from tradeledger.engine.booking import Holding, after_trade, trade_postings
+    from tradeledger.engine.accounting.booking import Holding, after_trade, trade_postings
     from tradeledger.ledger.accounts import Chart
     from tradeledger.ledger.model import imbalance
 

@@ -15,14 +15,14 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from tradeledger.cli import main
-from tradeledger.engine.config import to_contract
-from tradeledger.engine.daemon import Daemon, DaemonAlreadyRunning, acquire_lease, read_heartbeat
-from tradeledger.engine.daemon_jobs import parse_daemon_config
-from tradeledger.engine.environment import ConfigError, init_environment, open_environment
-from tradeledger.engine.exceptions import list_exceptions
-from tradeledger.engine.fills import list_fills
-from tradeledger.engine.session import Session
-from tradeledger.engine.tables_daemon import daemon_lease
+from tradeledger.engine.setup.config import to_contract
+from tradeledger.engine.ops.daemon import Daemon, DaemonAlreadyRunning, acquire_lease, read_heartbeat
+from tradeledger.engine.ops.jobs import parse_daemon_config
+from tradeledger.engine.setup.environment import ConfigError, init_environment, open_environment
+from tradeledger.engine.trust.exceptions import list_exceptions
+from tradeledger.engine.trading.fills import list_fills
+from tradeledger.engine.setup.session import Session
+from tradeledger.engine.tables import daemon_lease
 from tradeledger.ledger.db import read_connection
 
 UTC = dt.timezone.utc

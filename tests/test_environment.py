@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from tradeledger.cli import main
-from tradeledger.engine.environment import (
+from tradeledger.engine.setup.environment import (
     ConfigError, check_identity, default_db_url, init_environment, open_environment, resolve_home,
 )
 from tradeledger.ledger import db

@@ -18,11 +18,11 @@ from decimal import Decimal as D
 from tradeledger.broker.base import Contract
 from tradeledger.broker.sim import SimBroker
 from tradeledger.broker.simexchange import SimExchange
-from tradeledger.engine.environment import init_environment
-from tradeledger.engine.fills import list_fills, sync_fills
-from tradeledger.engine.marking import mark_day
-from tradeledger.engine.orders import TargetLine, holder_positions, plan, record_plan, send_planned
-from tradeledger.engine.config import Limits
+from tradeledger.engine.setup.environment import init_environment
+from tradeledger.engine.trading.fills import list_fills, sync_fills
+from tradeledger.engine.trading.marking import mark_day
+from tradeledger.engine.trading.orders import TargetLine, holder_positions, plan, record_plan, send_planned
+from tradeledger.engine.setup.config import Limits
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.export import check
 

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from tradeledger.cli import main
-from tradeledger.engine import exceptions as ex
-from tradeledger.engine.tables_recon import tl_exception
+from tradeledger.engine.trust import exceptions as ex
+from tradeledger.engine.tables import tl_exception
 
 UTC = dt.timezone.utc
 T = dt.datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -123,8 +123,8 @@ def run(home, *args):
 
 
 def test_cli_reconcile_exceptions_status(tmp_path):
-    from tradeledger.engine.environment import init_environment, open_environment
-    from tradeledger.engine.session import Session
+    from tradeledger.engine.setup.environment import init_environment, open_environment
+    from tradeledger.engine.setup.session import Session
 
     home = tmp_path / "home"
     init_environment(home, "paper", "sim", None, config_extra=CONFIG)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tradeledger.engine.demo import run_demo
+from tradeledger.engine.setup.demo import run_demo
 from tradeledger.ledger.export import export_beancount
 
 

@@ -24,12 +24,12 @@ import sqlalchemy as sa
 from tradeledger.broker.ibsim import IBSimServer
 from tradeledger.broker.simexchange import SimExchange
 from tradeledger.engine import tables
-from tradeledger.engine.config import Limits, current_contract
-from tradeledger.engine.cycle import wait_for_fills
-from tradeledger.engine.environment import init_environment, open_environment
-from tradeledger.engine.fills import sync_fills
-from tradeledger.engine.orders import TargetLine, holder_positions, plan, record_plan, send_planned
-from tradeledger.engine.session import Session
+from tradeledger.engine.setup.config import Limits, current_contract
+from tradeledger.engine.trading.cycle import wait_for_fills
+from tradeledger.engine.setup.environment import init_environment, open_environment
+from tradeledger.engine.trading.fills import sync_fills
+from tradeledger.engine.trading.orders import TargetLine, holder_positions, plan, record_plan, send_planned
+from tradeledger.engine.setup.session import Session
 from tradeledger.broker.base import BrokerDisconnected
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.export import check, export_beancount
@@ -114,7 +114,7 @@ class Rig:
         export_beancount(self.env.ledger, path)
         assert check(self.env.ledger, path).ok
         try:
-            from tradeledger.engine.reconcile import reconcile_session
+            from tradeledger.engine.trust.reconcile import reconcile_session
         except ImportError:
             return
         result = reconcile_session(self.session, "test")
@@ -199,9 +199,9 @@ def test_connection_dropped_before_the_commission_report(rig):
 
 CRASHING_SUBMIT = """
 import sys, time
-from tradeledger.engine.environment import open_environment
-from tradeledger.engine.orders import send_planned
-from tradeledger.engine.session import Session
+from tradeledger.engine.setup.environment import open_environment
+from tradeledger.engine.trading.orders import send_planned
+from tradeledger.engine.setup.session import Session
 
 session = Session(open_environment(sys.argv[1], "paper"))
 broker = session.broker

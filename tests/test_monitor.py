@@ -9,13 +9,13 @@ from decimal import Decimal as D
 import pytest
 
 from tradeledger.broker.base import Contract
-from tradeledger.engine.config import Limits, current_contract
-from tradeledger.engine.environment import init_environment
-from tradeledger.engine.exceptions import list_exceptions
-from tradeledger.engine.fills import sync_fills
-from tradeledger.engine.monitor import Facts, Thresholds, check, findings
-from tradeledger.engine.orders import TargetLine, plan, record_plan, record_refusals, send_planned
-from tradeledger.engine.session import Session
+from tradeledger.engine.setup.config import Limits, current_contract
+from tradeledger.engine.setup.environment import init_environment
+from tradeledger.engine.trust.exceptions import list_exceptions
+from tradeledger.engine.trading.fills import sync_fills
+from tradeledger.engine.trust.monitor import Facts, Thresholds, check, findings
+from tradeledger.engine.trading.orders import TargetLine, plan, record_plan, record_refusals, send_planned
+from tradeledger.engine.setup.session import Session
 from tradeledger.ledger.db import read_connection
 
 UTC = dt.timezone.utc

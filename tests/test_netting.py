@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tradeledger.engine.netting import (
+from tradeledger.engine.trading.netting import (
     Cross,
     NettingPlan,
     allocate_commission,

@@ -8,9 +8,9 @@ from decimal import Decimal as D
 import pytest
 import sqlalchemy as sa
 
-from tradeledger.engine.environment import init_environment, open_environment
-from tradeledger.engine.forecasts import compute_forecasts, import_forecasts_csv, stored_forecasts
-from tradeledger.engine.prices import (
+from tradeledger.engine.setup.environment import init_environment, open_environment
+from tradeledger.engine.targets.forecasts import compute_forecasts, import_forecasts_csv, stored_forecasts
+from tradeledger.engine.targets.prices import (
     CsvImportError, PriceError, fx_rate, import_prices_csv, latest_price, latest_settlement, price_history,
 )
 from tradeledger.engine.tables import forecast, price_bar, settlement

@@ -17,16 +17,16 @@ import pytest
 import sqlalchemy as sa
 
 from tradeledger.broker.base import AccountSnapshot, Contract
-from tradeledger.engine import cycle
-from tradeledger.engine.config import Limits, current_contract
-from tradeledger.engine.environment import init_environment
-from tradeledger.engine.exceptions import active_locks, list_exceptions, resolve
-from tradeledger.engine.fills import sync_fills
-from tradeledger.engine.holdings import marks
-from tradeledger.engine.orders import TargetLine, holder_positions, plan, record_plan, send_planned
-from tradeledger.engine.reconcile import compare, ledger_view, reconcile, reconcile_session
-from tradeledger.engine.session import Session
-from tradeledger.engine.tables_recon import broker_snapshot
+from tradeledger.engine.trading import cycle
+from tradeledger.engine.setup.config import Limits, current_contract
+from tradeledger.engine.setup.environment import init_environment
+from tradeledger.engine.trust.exceptions import active_locks, list_exceptions, resolve
+from tradeledger.engine.trading.fills import sync_fills
+from tradeledger.engine.accounting.holdings import marks
+from tradeledger.engine.trading.orders import TargetLine, holder_positions, plan, record_plan, send_planned
+from tradeledger.engine.trust.reconcile import compare, ledger_view, reconcile, reconcile_session
+from tradeledger.engine.setup.session import Session
+from tradeledger.engine.tables import broker_snapshot
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.export import check, export_beancount
 from tradeledger.ledger.model import Posting, Transaction
@@ -314,7 +314,7 @@ def test_positions_predating_the_ledger_are_adopted(world, tmp_path):
 
 def test_unknown_fill_inside_the_broker_window_is_flagged(world):
     from tradeledger.broker.base import Execution
-    from tradeledger.engine.fills import SyncReport, book_execution
+    from tradeledger.engine.trading.fills import SyncReport, book_execution
 
     session, exchange, mes = world
     env = session.env

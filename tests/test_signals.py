@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tradeledger.engine.signals import (
+from tradeledger.engine.targets.signals import (
     cap_forecast,
     combine_forecasts,
     ewmac,
@@ -200,7 +200,7 @@ def test_load_rule_and_run(plugin_module):
     assert run_rule(rule, prices).tolist() == [5.0, 5.0, 5.0]
     warm = run_rule(load_rule(f"{plugin_module}:Rules.warmup"), prices)
     assert math.isnan(warm.iloc[0]) and warm.iloc[1:].tolist() == [-7.0, -7.0]
-    assert load_rule("tradeledger.engine.signals:ewmac") is ewmac
+    assert load_rule("tradeledger.engine.targets.signals:ewmac") is ewmac
 
 
 @pytest.mark.parametrize(

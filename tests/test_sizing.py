@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tradeledger.engine.sizing import SizingInput, size_position
+from tradeledger.engine.targets.sizing import SizingInput, size_position
 
 
 def base(**overrides) -> SizingInput:

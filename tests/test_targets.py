@@ -9,12 +9,12 @@ from decimal import Decimal as D
 import pytest
 import sqlalchemy as sa
 
-from tradeledger.engine.config import parse_trading_config
-from tradeledger.engine.environment import ConfigError, init_environment, open_environment
-from tradeledger.engine.forecasts import import_forecasts_csv
-from tradeledger.engine.prices import import_prices_csv
+from tradeledger.engine.setup.config import parse_trading_config
+from tradeledger.engine.setup.environment import ConfigError, init_environment, open_environment
+from tradeledger.engine.targets.forecasts import import_forecasts_csv
+from tradeledger.engine.targets.prices import import_prices_csv
 from tradeledger.engine.tables import target_line, target_run
-from tradeledger.engine.targets import (
+from tradeledger.engine.targets.runs import (
     TargetError, approve_run, compute_run, edit_mappings, executable_run, list_instruments, list_runs,
     reject_run, set_mapping, show_run,
 )

@@ -46,9 +46,9 @@ from sqlalchemy.engine import Connection
 
 from tradeledger.broker.base import BUY, Contract, Execution
 from tradeledger.engine import tables
-from tradeledger.engine.booking import Holding, _link, commission_postings, shares_trade
-from tradeledger.engine.holdings import load_holdings, save_marks
-from tradeledger.engine.netting import allocate_commission
+from tradeledger.engine.accounting.booking import Holding, _link, commission_postings, shares_trade
+from tradeledger.engine.accounting.holdings import load_holdings, save_marks
+from tradeledger.engine.trading.netting import allocate_commission
 from tradeledger.ledger import schema
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.model import Cost, Posting, Transaction

@@ -25,8 +25,8 @@ import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tradeledger.engine.environment import ConfigError
-from tradeledger.engine.session import Session
+from tradeledger.engine.setup.environment import ConfigError
+from tradeledger.engine.setup.session import Session
 
 DEFAULT_SETTLEMENT = {"CME": "21:00"}
 
@@ -105,7 +105,7 @@ def log_path(env_dir: Path, config: DaemonConfig) -> Path:
 # -- the jobs ----------------------------------------------------------------------------------
 
 def fill_sync(session: Session) -> str:
-    from tradeledger.engine.fills import sync_fills
+    from tradeledger.engine.trading.fills import sync_fills
 
     env = session.env
     report = sync_fills(env.engine, env.ledger, env.chart, session.broker)
@@ -115,9 +115,9 @@ def fill_sync(session: Session) -> str:
 
 def settle(session: Session, exchange: str) -> str:
     """Mark today's settlement (session clock) of the futures held on one exchange."""
-    from tradeledger.engine.config import instrument_of_contract
-    from tradeledger.engine.holdings import known_contracts
-    from tradeledger.engine.marking import futures_held, mark_day, settlement_prices
+    from tradeledger.engine.setup.config import instrument_of_contract
+    from tradeledger.engine.accounting.holdings import known_contracts
+    from tradeledger.engine.trading.marking import futures_held, mark_day, settlement_prices
 
     env, config = session.env, session.config
     now = session.now()
@@ -137,7 +137,7 @@ def settle(session: Session, exchange: str) -> str:
                                prices, now)
     missing = [c for c in missing if c in mine]
     if missing:
-        from tradeledger.engine.exceptions import raise_exception
+        from tradeledger.engine.trust.exceptions import raise_exception
 
         with env.engine.begin() as conn:
             raise_exception(conn, "stale_prices", f"settlement {exchange} {now.date()}",
@@ -149,7 +149,7 @@ def settle(session: Session, exchange: str) -> str:
 def reconcile(session: Session) -> str:
     """Snapshot, book, compare (engine/reconcile.py); skipped with a note where it is not present."""
     try:
-        module = importlib.import_module("tradeledger.engine.reconcile")
+        module = importlib.import_module("tradeledger.engine.trust.reconcile")
     except ImportError:
         return "skipped: reconciliation is not available in this version"
     result = module.reconcile_session(session, who="daemon")
@@ -160,14 +160,14 @@ def reconcile(session: Session) -> str:
 
 def monitor(session: Session) -> str:
     """Overdue commissions, stuck orders, missing FX, stale prices, a silent daemon (engine/monitor.py)."""
-    from tradeledger.engine.monitor import check
+    from tradeledger.engine.trust.monitor import check
 
     found = check(session, who="daemon")
     return f"{len(found)} findings" + (": " + ", ".join(sorted({f.kind for f in found})) if found else "")
 
 
 def data_update(session: Session, csv: str) -> str:
-    from tradeledger.engine.prices import import_prices_csv
+    from tradeledger.engine.targets.prices import import_prices_csv
 
     path = Path(csv).expanduser()
     path = path if path.is_absolute() else session.env.dir / path
@@ -176,7 +176,7 @@ def data_update(session: Session, csv: str) -> str:
 
 
 def targets(session: Session) -> str:
-    from tradeledger.engine.targets import compute_run
+    from tradeledger.engine.targets.runs import compute_run
 
     now = session.now()
     run_id = compute_run(session.env, now.date(), now)

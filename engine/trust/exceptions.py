@@ -30,7 +30,7 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from tradeledger.engine.tables_recon import instrument_lock, tl_exception
+from tradeledger.engine.tables import instrument_lock, tl_exception
 from tradeledger.ledger.store import fmt_ts
 
 UTC = dt.timezone.utc

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from tradeledger.engine import tables
-from tradeledger.engine.exceptions import list_exceptions, raise_exception, resolve_by_key
-from tradeledger.engine.holdings import holder_of
+from tradeledger.engine.trust.exceptions import list_exceptions, raise_exception, resolve_by_key
+from tradeledger.engine.accounting.holdings import holder_of
 from tradeledger.ledger import schema
 from tradeledger.ledger.numbers import to_decimal
 
@@ -106,7 +106,7 @@ def thresholds(raw_config: dict) -> Thresholds:
 
 
 def read_facts(conn, env, config, now: dt.datetime) -> Facts:
-    from tradeledger.engine.config import instrument_of_contract
+    from tradeledger.engine.setup.config import instrument_of_contract
 
     f, o, c = tables.fill, tables.broker_order, schema.commodity
     pending = tuple((r.exec_key, r.contract, _time(r.time)) for r in conn.execute(
@@ -138,7 +138,7 @@ def read_facts(conn, env, config, now: dt.datetime) -> Facts:
 
 
 def _heartbeat(conn, env_name: str):
-    from tradeledger.engine.tables_daemon import daemon_heartbeat as hb
+    from tradeledger.engine.tables import daemon_heartbeat as hb
 
     row = conn.execute(sa.select(hb.c.state, hb.c.at).where(hb.c.env == env_name)).first()
     return None if row is None else (row.state, _time(row.at))

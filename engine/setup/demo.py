@@ -19,15 +19,15 @@ from decimal import Decimal
 
 import numpy as np
 
-from tradeledger.engine import prices
-from tradeledger.engine.config import current_contract, instrument_of_contract, to_contract
-from tradeledger.engine.cycle import submit_run, wait_for_fills
-from tradeledger.engine.environment import init_environment
-from tradeledger.engine.fills import sync_fills
-from tradeledger.engine.holdings import known_contracts
-from tradeledger.engine.marking import futures_held, mark_day
-from tradeledger.engine.session import Session
-from tradeledger.engine.targets import approve_run, compute_run
+from tradeledger.engine.targets import prices
+from tradeledger.engine.setup.config import current_contract, instrument_of_contract, to_contract
+from tradeledger.engine.trading.cycle import submit_run, wait_for_fills
+from tradeledger.engine.setup.environment import init_environment
+from tradeledger.engine.trading.fills import sync_fills
+from tradeledger.engine.accounting.holdings import known_contracts
+from tradeledger.engine.trading.marking import futures_held, mark_day
+from tradeledger.engine.setup.session import Session
+from tradeledger.engine.targets.runs import approve_run, compute_run
 
 UTC = dt.timezone.utc
 DEMO_START = dt.date(2026, 12, 1)

@@ -14,8 +14,8 @@ from functools import cached_property
 from pathlib import Path
 
 from tradeledger.broker.base import Broker
-from tradeledger.engine.config import TradingConfig, parse_trading_config
-from tradeledger.engine.environment import Environment
+from tradeledger.engine.setup.config import TradingConfig, parse_trading_config
+from tradeledger.engine.setup.environment import Environment
 
 UTC = dt.timezone.utc
 
@@ -65,7 +65,7 @@ class Session:
 def ib_broker(env: Environment, config: TradingConfig) -> Broker:
     """Interactive Brokers through ib_async, as the environment's [ib] table says."""
     from tradeledger.broker.ib import IBBroker
-    from tradeledger.engine.contracts_ib import ib_contract_namer
+    from tradeledger.engine.setup.contracts_ib import ib_contract_namer
 
     settings = env.settings
     # Executions come back named by IB (symbol BRR, local symbol BTCZ6); the namer gives

@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tradeledger.broker.base import AccountSnapshot, Broker, BrokerPosition, Contract, OrderStatus
-from tradeledger.engine.exceptions import raise_exception, resolve_by_key
-from tradeledger.engine.tables_recon import broker_snapshot, snapshot_cash, snapshot_order, snapshot_position
+from tradeledger.engine.trust.exceptions import raise_exception, resolve_by_key
+from tradeledger.engine.tables import broker_snapshot, snapshot_cash, snapshot_order, snapshot_position
 from tradeledger.ledger.numbers import from_scaled, to_scaled
 from tradeledger.ledger.store import fmt_ts, parse_ts
 

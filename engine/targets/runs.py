@@ -49,15 +49,15 @@ from decimal import Decimal, InvalidOperation
 import pandas as pd
 import sqlalchemy as sa
 
-from tradeledger.engine.config import (
+from tradeledger.engine.setup.config import (
     Instrument, TradingConfig, current_contract, instrument_of_contract, parse_trading_config,
 )
-from tradeledger.engine.environment import ConfigError
-from tradeledger.engine.forecasts import Forecast, resolve_forecasts
-from tradeledger.engine.prices import (
+from tradeledger.engine.setup.environment import ConfigError
+from tradeledger.engine.targets.forecasts import Forecast, resolve_forecasts
+from tradeledger.engine.targets.prices import (
     PriceError, _reader, fx_rate_on, latest_price, latest_settlement, price_histories, trading_config,
 )
-from tradeledger.engine.sizing import SizingInput, SizingResult, size_position
+from tradeledger.engine.targets.sizing import SizingInput, SizingResult, size_position
 from tradeledger.engine.tables import target_line, target_run
 from tradeledger.ledger.numbers import from_scaled, plain, to_scaled
 from tradeledger.ledger.store import fmt_ts, parse_ts

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from tradeledger.broker.base import Contract
 from tradeledger.engine import tables
-from tradeledger.engine.booking import Holding
+from tradeledger.engine.accounting.booking import Holding
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.model import Account
 from tradeledger.ledger.numbers import from_scaled, to_scaled

@@ -43,7 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
-from tradeledger.engine.signals import validate_forecast
+from tradeledger.engine.targets.signals import validate_forecast
 from tradeledger.ledger.numbers import exact_decimal
 
 BUSINESS_DAYS_SQRT = Decimal(16)  # sqrt(256): annual -> daily volatility

@@ -40,9 +40,9 @@ from sqlalchemy.engine import Connection
 
 from tradeledger.broker.base import Contract
 from tradeledger.engine import tables
-from tradeledger.engine.booking import Holding, after_trade, trade_postings
-from tradeledger.engine.holdings import ensure_contract, ensure_holder, holder_of, load_holdings, save_marks
-from tradeledger.engine.tables_daemon import adjustment
+from tradeledger.engine.accounting.booking import Holding, after_trade, trade_postings
+from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, holder_of, load_holdings, save_marks
+from tradeledger.engine.tables import adjustment
 from tradeledger.ledger import schema
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.model import Posting, Transaction, reversal_of
@@ -442,7 +442,7 @@ def _resolve(conn: Connection, adj: Adjustment, who: str) -> tuple[str, ...]:
     if not adj.resolves:
         return ()
     try:
-        from tradeledger.engine.exceptions import resolve_by_key
+        from tradeledger.engine.trust.exceptions import resolve_by_key
     except ImportError:  # pragma: no cover - exceptions arrive with reconciliation
         return ()
     why = f"{adj.kind} entry: {adj.reason}"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from tradeledger.broker.base import Contract
-from tradeledger.engine.environment import ConfigError
+from tradeledger.engine.setup.environment import ConfigError
 from tradeledger.ledger.accounts import account_component, commodity_root, contract_code, names_map
 from tradeledger.ledger.model import LedgerError
 from tradeledger.ledger.numbers import NumberError, to_decimal

@@ -37,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from tradeledger.engine.config import TradingConfig, instrument_of_contract, parse_trading_config
+from tradeledger.engine.setup.config import TradingConfig, instrument_of_contract, parse_trading_config
 from tradeledger.engine.tables import fx_rate as fx_table, price_bar, settlement
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import NumberError, from_scaled, to_decimal, to_scaled

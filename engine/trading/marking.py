@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from tradeledger.broker.base import Contract
 from tradeledger.engine import tables
-from tradeledger.engine.booking import settlement_entry
-from tradeledger.engine.holdings import load_holdings, save_marks
+from tradeledger.engine.accounting.booking import settlement_entry
+from tradeledger.engine.accounting.holdings import load_holdings, save_marks
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled

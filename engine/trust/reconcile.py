@@ -40,12 +40,12 @@ from sqlalchemy.engine import Connection
 
 from tradeledger.broker.base import AccountSnapshot, Broker, Execution
 from tradeledger.engine import tables
-from tradeledger.engine.adopt import adopt_position, adoptable, resolve_cleared_unattributed
-from tradeledger.engine.exceptions import list_exceptions, lock, raise_exception, resolve
-from tradeledger.engine.fills import SyncReport, latest_versions, sync_fills
-from tradeledger.engine.holdings import holder_of, marks as holder_marks
-from tradeledger.engine.snapshots import SnapshotResult, disconnect_key, record_failed, take_snapshot
-from tradeledger.engine.tables_recon import reconciliation
+from tradeledger.engine.trust.adopt import adopt_position, adoptable, resolve_cleared_unattributed
+from tradeledger.engine.trust.exceptions import list_exceptions, lock, raise_exception, resolve
+from tradeledger.engine.trading.fills import SyncReport, latest_versions, sync_fills
+from tradeledger.engine.accounting.holdings import holder_of, marks as holder_marks
+from tradeledger.engine.trust.snapshots import SnapshotResult, disconnect_key, record_failed, take_snapshot
+from tradeledger.engine.tables import reconciliation
 from tradeledger.ledger import schema
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.db import read_connection
@@ -424,7 +424,7 @@ def last_reconciliation(conn: Connection) -> dict | None:
 
 def reconcile_session(session, who: str = "reconcile") -> ReconcileResult:
     """Reconcile a Session's environment against its broker, with its config's locks and tolerance."""
-    from tradeledger.engine.config import instrument_of_contract
+    from tradeledger.engine.setup.config import instrument_of_contract
 
     env, config = session.env, session.config
 

@@ -26,9 +26,9 @@ from decimal import Decimal
 from sqlalchemy.engine import Connection
 
 from tradeledger.broker.base import AccountSnapshot, BrokerPosition
-from tradeledger.engine.booking import Holding
-from tradeledger.engine.exceptions import list_exceptions, raise_exception, resolve
-from tradeledger.engine.holdings import ensure_contract, ensure_holder, save_marks
+from tradeledger.engine.accounting.booking import Holding
+from tradeledger.engine.trust.exceptions import list_exceptions, raise_exception, resolve
+from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, save_marks
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.model import Cost, Posting, Transaction
 from tradeledger.ledger.store import Ledger

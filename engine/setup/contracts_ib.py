@@ -24,7 +24,7 @@ from dataclasses import replace
 from typing import Callable
 
 from tradeledger.broker.base import Contract
-from tradeledger.engine.config import MONTH_CODES, Instrument, TradingConfig, to_contract
+from tradeledger.engine.setup.config import MONTH_CODES, Instrument, TradingConfig, to_contract
 from tradeledger.ledger.accounts import contract_code
 
 

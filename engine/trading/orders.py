@@ -22,11 +22,11 @@ import sqlalchemy as sa
 
 from tradeledger.broker.base import Broker, BrokerDisconnected, Contract, OrderRequest
 from tradeledger.engine import tables
-from tradeledger.engine.booking import Holding, after_trade, trade_postings
-from tradeledger.engine.exceptions import raise_exception
-from tradeledger.engine.config import Limits, TradingConfig, current_contract
-from tradeledger.engine.holdings import ensure_contract, ensure_holder, holder_of, load_holdings, save_marks
-from tradeledger.engine.netting import Cross, net_changes
+from tradeledger.engine.accounting.booking import Holding, after_trade, trade_postings
+from tradeledger.engine.trust.exceptions import raise_exception
+from tradeledger.engine.setup.config import Limits, TradingConfig, current_contract
+from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, holder_of, load_holdings, save_marks
+from tradeledger.engine.trading.netting import Cross, net_changes
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.model import Transaction

@@ -25,10 +25,10 @@ from sqlalchemy.engine import Connection
 
 from tradeledger.broker.base import BUY, Broker, Execution
 from tradeledger.engine import tables
-from tradeledger.engine.booking import FillShare, commission_entry, fill_entry
-from tradeledger.engine.exceptions import raise_exception
-from tradeledger.engine.holdings import ensure_contract, ensure_holder, load_holdings, lock_contract, save_marks
-from tradeledger.engine.netting import allocate_commission, allocate_fill
+from tradeledger.engine.accounting.booking import FillShare, commission_entry, fill_entry
+from tradeledger.engine.trust.exceptions import raise_exception
+from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, lock_contract, save_marks
+from tradeledger.engine.trading.netting import allocate_commission, allocate_fill
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled, to_scaled
@@ -157,7 +157,7 @@ def book_execution(conn: Connection, ledger: Ledger, chart: Chart, e: Execution,
         if _version(e.exec_id) > _version(existing.exec_id):
             # A correction replaces the booked version by reversal (engine/corrections.py);
             # one it cannot book writes nothing and is reported on every sync. Never silent.
-            from tradeledger.engine.corrections import CorrectionUnsupported, book_correction
+            from tradeledger.engine.trading.corrections import CorrectionUnsupported, book_correction
 
             try:
                 book_correction(conn, ledger, chart, existing, e)
@@ -255,7 +255,7 @@ def _advance_order(conn: Connection, order, qty: Decimal) -> None:
 
 def attributed_to(conn: Connection, exec_key: str) -> str | None:
     """The strategy an unattributed fill was later attributed to (`adjust attribute`), if any."""
-    from tradeledger.engine.tables_daemon import adjustment
+    from tradeledger.engine.tables import adjustment
 
     return conn.execute(sa.select(adjustment.c.to_holder).where(
         adjustment.c.kind.in_(("attribute", "manual-close")), adjustment.c.subject == exec_key)).scalar() or None
@@ -270,7 +270,7 @@ def _book_late_commission(conn: Connection, ledger: Ledger, chart: Chart, row, e
     parts = _commission_parts(shares, e.commission)
     commission_txn = None
     if any(v != 0 for v in parts.values()):
-        from tradeledger.engine.corrections import is_correction_row
+        from tradeledger.engine.trading.corrections import is_correction_row
 
         # A corrected fill's commission is keyed by its own version (the original may have one).
         key = e.exec_id if is_correction_row(conn, row.id) else e.base_exec_id
@@ -289,7 +289,7 @@ def list_fills(conn: Connection, limit: int | None = None) -> list[dict]:
     allocs: dict[int, list] = {}
     for r in conn.execute(sa.select(fa)):
         allocs.setdefault(r.fill_id, []).append((r.holder or "unattributed", from_scaled(r.quantity)))
-    from tradeledger.engine.tables_daemon import adjustment
+    from tradeledger.engine.tables import adjustment
 
     attributed = dict(conn.execute(sa.select(adjustment.c.subject, adjustment.c.to_holder).where(
         adjustment.c.kind.in_(("attribute", "manual-close")))).all())

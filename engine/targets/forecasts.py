@@ -35,12 +35,12 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from tradeledger.engine.config import Strategy, TradingConfig
-from tradeledger.engine.prices import (
+from tradeledger.engine.setup.config import Strategy, TradingConfig
+from tradeledger.engine.targets.prices import (
     CsvImportError, ImportReport, _reader, parse_date, parse_number, price_histories, read_csv_rows,
     trading_config,
 )
-from tradeledger.engine.signals import combine_forecasts, ewmac, load_rule, run_rule, validate_forecast
+from tradeledger.engine.targets.signals import combine_forecasts, ewmac, load_rule, run_rule, validate_forecast
 from tradeledger.engine.tables import forecast as forecast_table
 from tradeledger.ledger.numbers import plain
 

@@ -36,11 +36,11 @@ from logging.handlers import RotatingFileHandler
 
 import sqlalchemy as sa
 
-from tradeledger.engine import daemon_jobs
-from tradeledger.engine.daemon_jobs import DaemonConfig, parse_daemon_config
-from tradeledger.engine.environment import Environment, check_apart
-from tradeledger.engine.session import Session
-from tradeledger.engine.tables_daemon import daemon_heartbeat, daemon_lease
+from tradeledger.engine.ops import jobs as daemon_jobs
+from tradeledger.engine.ops.jobs import DaemonConfig, parse_daemon_config
+from tradeledger.engine.setup.environment import Environment, check_apart
+from tradeledger.engine.setup.session import Session
+from tradeledger.engine.tables import daemon_heartbeat, daemon_lease
 from tradeledger.ledger.store import fmt_ts
 
 UTC = dt.timezone.utc
@@ -219,7 +219,7 @@ class Daemon:
 
     def _exceptions(self, action) -> None:
         try:
-            from tradeledger.engine import exceptions
+            from tradeledger.engine.trust import exceptions
         except ImportError:  # pragma: no cover - exceptions arrive with reconciliation
             return
         try:
@@ -251,7 +251,7 @@ class Daemon:
             executors={"default": ThreadPoolExecutor(max_workers=1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300}, timezone=UTC)
         for name, trigger in self.triggers().items():
-            scheduler.add_job("tradeledger.engine.daemon:scheduled_job", trigger=trigger, args=[self.name, name],
+            scheduler.add_job("tradeledger.engine.ops.daemon:scheduled_job", trigger=trigger, args=[self.name, name],
                               id=f"{self.name}:{name}", name=name, replace_existing=True)
         return scheduler
 

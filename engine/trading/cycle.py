@@ -16,15 +16,15 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from tradeledger.engine import tables
-from tradeledger.engine.config import current_contract
-from tradeledger.engine.exceptions import active_locks
-from tradeledger.engine.fills import SyncReport, sync_fills
-from tradeledger.engine.orders import (
+from tradeledger.engine.setup.config import current_contract
+from tradeledger.engine.trust.exceptions import active_locks
+from tradeledger.engine.trading.fills import SyncReport, sync_fills
+from tradeledger.engine.trading.orders import (
     OrderPlan, SubmitReport, TargetLine, holder_positions, plan, record_plan, record_refusals, send_planned,
     traded_today,
 )
-from tradeledger.engine.session import Session
-from tradeledger.engine.targets import approve_run, compute_run, executable_lines, show_run
+from tradeledger.engine.setup.session import Session
+from tradeledger.engine.targets.runs import approve_run, compute_run, executable_lines, show_run
 from tradeledger.ledger.db import read_connection
 
 
