@@ -10,7 +10,7 @@ import datetime as _dt
 import getpass as _getpass
 
 import click
-from tradeledger.cli import Context, json_option, main, pass_ctx
+from tradeledger.commands.common import Context, json_option, pass_ctx
 
 # --- data, instruments, signals, targets ---------------------------------------------------------
 # Prices and FX (engine/prices.py), instruments and mappings, forecasts (engine/forecasts.py) and
@@ -30,7 +30,7 @@ def _import_summary(report) -> str:
             f"{report.unchanged} unchanged, {report.replaced} replaced")
 
 
-@main.group("data")
+@click.group("data")
 def data_group():
     """Price history, settlement prices and FX rates."""
 
@@ -47,7 +47,7 @@ def data_import(c: Context, file, replace, as_json):
     emit_json(report.as_json()) if as_json else click.echo(_import_summary(report))
 
 
-@main.group("instruments")
+@click.group("instruments")
 def instruments_group():
     """Configured instruments and signal-to-execution mappings."""
 
@@ -82,7 +82,7 @@ def instruments_map(c: Context, signal, execution):
                    f"so close or transfer it yourself", err=True)
 
 
-@main.group("signals")
+@click.group("signals")
 def signals_group():
     """Forecasts per strategy and signal instrument."""
 
@@ -115,7 +115,7 @@ def signals_compute(c: Context, as_of, as_json):
         table("forecasts", ["strategy", "instrument", "date", "forecast", "source"], _forecast_rows(result))
 
 
-@main.group("targets")
+@click.group("targets")
 def targets_group():
     """Target runs: compute, review, approve or reject."""
 
@@ -201,3 +201,6 @@ def targets_reject(c: Context, run_id, note):
     """Reject a pending run; it can never be executed."""
     run = _targets.reject_run(c.open(), run_id, _getpass.getuser(), note)
     click.echo(f"run {run.id} rejected by {run.reviewed_by}: {run.review_note}")
+
+
+COMMANDS = [data_group, instruments_group, signals_group, targets_group]

@@ -12,7 +12,7 @@ import sys
 
 import click
 import sqlalchemy as sa
-from tradeledger.cli import Context, _fail, _session, json_option, main, pass_ctx
+from tradeledger.commands.common import Context, fail, json_option, open_session, pass_ctx
 
 # --- adjust, daemon ---
 from tradeledger.engine.trust import adjust as _adjust
@@ -30,7 +30,7 @@ def _adjust_context(session) -> _adjust.Context:
 
 def _adjust_run(c: Context, kind: str, planner, yes: bool, as_json: bool, before=None) -> None:
     """Dry run first (the entry, its postings, what it resolves), then book on confirmation."""
-    with _session(c) as session:
+    with open_session(c) as session:
         env = session.env
         if before is not None:
             before(session)
@@ -63,7 +63,7 @@ _yes_option = click.option("--yes", is_flag=True, help="Book at once, without th
 _reason_option = click.option("--reason", required=True, help="Why: kept with the entry.")
 
 
-@main.group("adjust")
+@click.group("adjust")
 def adjust_group():
     """Repair the books when something happened outside tradeledger: each a ledger entry with a reason."""
 
@@ -180,7 +180,7 @@ def adjust_list(c: Context, as_json):
             r["reason"]) for r in rows])
 
 
-@main.command("daemon")
+@click.command("daemon")
 @click.option("--once", is_flag=True, help="Run every job once and exit (0 if all succeeded, 1 if not).")
 @pass_ctx
 def daemon_cmd(c: Context, once):
@@ -192,7 +192,7 @@ def daemon_cmd(c: Context, once):
     try:
         daemon.acquire()
     except DaemonAlreadyRunning as exc:
-        _fail(str(exc))
+        fail(str(exc))
     try:
         if once:
             ok = daemon.run_once()
@@ -225,12 +225,12 @@ def _recon_tables(result) -> None:
               [(u["contract"], u["qty"], "yes" if u["adopted"] else "") for u in result.unattributed])
 
 
-@main.command("reconcile")
+@click.command("reconcile")
 @json_option
 @pass_ctx
 def reconcile_cmd(c: Context, as_json):
     """Snapshot the broker, book its executions, adopt old positions, compare; exit 1 unless clean."""
-    with _session(c) as session:
+    with open_session(c) as session:
         result = _reconcile.reconcile_session(session, who=_getpass.getuser())
     if as_json:
         emit_json(result.as_json())
@@ -242,7 +242,7 @@ def reconcile_cmd(c: Context, as_json):
     sys.exit(0 if result.clean else 1)
 
 
-@main.command("monitor")
+@click.command("monitor")
 @json_option
 @pass_ctx
 def monitor_cmd(c: Context, as_json):
@@ -261,12 +261,12 @@ def monitor_cmd(c: Context, as_json):
     sys.exit(1 if found else 0)
 
 
-@main.command("snapshot")
+@click.command("snapshot")
 @json_option
 @pass_ctx
 def snapshot_cmd(c: Context, as_json):
     """Take and store a broker snapshot (positions, cash, unsettled P&L, open orders); exit 1 if it fails."""
-    with _session(c) as session:
+    with open_session(c) as session:
         env = session.env
         now = _reconcile.session_now(session)
         try:
@@ -290,7 +290,7 @@ def snapshot_cmd(c: Context, as_json):
     sys.exit(0 if result.ok else 1)
 
 
-@main.group("exceptions")
+@click.group("exceptions")
 def exceptions_group():
     """Exceptions: list, show, acknowledge, resolve."""
 
@@ -395,3 +395,6 @@ def _status_value(value) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={_status_value(v)}" for k, v in value.items()) or "none"
     return "none" if value is None else str(value)
+
+
+COMMANDS = [adjust_group, daemon_cmd, reconcile_cmd, monitor_cmd, snapshot_cmd, exceptions_group]

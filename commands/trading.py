@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import click
-from tradeledger.cli import Context, _date, _session, json_option, main, pass_ctx
+from tradeledger.commands.common import Context, json_option, open_session, parse_date, pass_ctx
 
 # --- orders, fills, marks, positions, P&L, the simulated broker's screen, the cycle ---
 from tradeledger.engine.trading import cycle as _cycle
@@ -51,7 +51,7 @@ def _show_plan(order_plan):
                                                 "reference", "limits"], _plan_rows(order_plan))
 
 
-@main.group("orders")
+@click.group("orders")
 def orders_group():
     """Orders from an approved target run."""
 
@@ -74,7 +74,7 @@ def orders_plan(c: Context, run_id, as_json):
 @pass_ctx
 def orders_submit(c: Context, run_id, yes, as_json):
     """Book the crosses, record the orders, then send them (each with an orderRef naming it)."""
-    with _session(c) as session:
+    with open_session(c) as session:
         if session.env.settings.env == "live" and not yes:
             click.confirm(f"Send run {run_id}'s orders to LIVE account {session.env.settings.account}?", abort=True)
         order_plan, report = _cycle.submit_run(session, run_id, session.now())
@@ -113,12 +113,12 @@ def orders_list(c: Context, as_json):
 @pass_ctx
 def orders_cancel(c: Context, order_id):
     """Cancel an order that is not done; what already filled stays booked."""
-    with _session(c) as session:
+    with open_session(c) as session:
         ref = _orders.cancel(session.env.engine, session.broker, order_id, session.now())
     click.echo(f"cancelled order {order_id} ({ref})")
 
 
-@main.group("fills")
+@click.group("fills")
 def fills_group():
     """Executions: sync from the broker, and the blotter."""
 
@@ -128,7 +128,7 @@ def fills_group():
 @pass_ctx
 def fills_sync(c: Context, as_json):
     """Book every execution the broker reports that is not booked yet (and late commissions)."""
-    with _session(c) as session:
+    with open_session(c) as session:
         env = session.env
         report = _fills.sync_fills(env.engine, env.ledger, env.chart, session.broker)
     data = {"booked": report.booked, "commissions": report.commissions, "replays": report.replays,
@@ -162,7 +162,7 @@ def fills_list(c: Context, limit, as_json):
             r["time"][:19], r["commission"]) for r in rows])
 
 
-@main.command("mark")
+@click.command("mark")
 @click.option("--date", "day", default=None, help="Settlement date (YYYY-MM-DD; default: today).")
 @json_option
 @pass_ctx
@@ -170,7 +170,7 @@ def mark(c: Context, day, as_json):
     """Book the day's settlement variation margin per strategy and contract, once per date."""
     session = _Session(c.open())
     env = session.env
-    day = _date(day, "--date") or session.now().date()
+    day = parse_date(day, "--date") or session.now().date()
     prices = _marking.settlement_prices(env.engine, day)
     when = _dt.datetime.combine(day, _dt.time(21, 0), tzinfo=_dt.timezone.utc)
     booked, missing = _marking.mark_day(env.engine, env.ledger, env.chart, _known_contracts(env.ledger), day,
@@ -184,7 +184,7 @@ def mark(c: Context, day, as_json):
         sys.exit(1)
 
 
-@main.command("positions")
+@click.command("positions")
 @click.option("--strategy", default=None, help="Only this strategy (or 'unattributed').")
 @json_option
 @pass_ctx
@@ -199,7 +199,7 @@ def positions_cmd(c: Context, strategy, as_json):
            for r in rows])
 
 
-@main.command("pnl")
+@click.command("pnl")
 @click.option("--by", type=click.Choice(["strategy", "instrument", "day"]), default="strategy", show_default=True)
 @click.option("--since", default=None, help="From this date (YYYY-MM-DD), inclusive.")
 @click.option("--until", default=None, help="Up to this date (YYYY-MM-DD), exclusive.")
@@ -207,7 +207,7 @@ def positions_cmd(c: Context, strategy, as_json):
 @pass_ctx
 def pnl_cmd(c: Context, by, since, until, as_json):
     """Realized (variation margin and lot gains), unrealized, commissions and net, in the base currency."""
-    result = _pnl.pnl(_Session(c.open()), by, _date(since, "--since"), _date(until, "--until"))
+    result = _pnl.pnl(_Session(c.open()), by, parse_date(since, "--since"), parse_date(until, "--until"))
     if as_json:
         emit_json(result)
         return
@@ -217,7 +217,7 @@ def pnl_cmd(c: Context, by, since, until, as_json):
         click.echo(f"warning: no FX rate for {', '.join(result['missing_fx'])}: base totals left blank", err=True)
 
 
-@main.group("sim")
+@click.group("sim")
 def sim_group():
     """The simulated broker's own screen: trades outside tradeledger, prices, settlement, faults."""
 
@@ -274,7 +274,7 @@ def sim_price(c: Context, contract, price):
 def sim_settle(c: Context, contract, price, day):
     """Settle a contract at the exchange (cash moves) and record the settlement price for `mark`."""
     session = _Session(c.open())
-    day = _date(day, "--date") or session.now().date()
+    day = parse_date(day, "--date") or session.now().date()
     number = _to_decimal(price, "PRICE")
     cash = session.exchange().settle(contract, number, day)
     csv_text = f"date,contract,settle\n{day.isoformat()},{contract},{number}\n"
@@ -311,7 +311,7 @@ def sim_fault(c: Context, kind, qty, price, exec_id, count):
     click.echo(f"fault armed: {kind}")
 
 
-@main.command("cycle")
+@click.command("cycle")
 @click.option("--approve", is_flag=True, help="Approve the computed run and trade it now.")
 @click.option("--as-of", default=None, help="Compute from data up to this date (YYYY-MM-DD).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (live environments ask).")
@@ -319,10 +319,10 @@ def sim_fault(c: Context, kind, qty, price, exec_id, count):
 @pass_ctx
 def cycle_cmd(c: Context, approve, as_of, yes, as_json):
     """Compute targets and stop for review; with --approve: plan, submit, wait for fills, book, report."""
-    with _session(c) as session:
+    with open_session(c) as session:
         if approve and session.env.settings.env == "live" and not yes:
             click.confirm(f"Trade LIVE account {session.env.settings.account} without reviewing the run?", abort=True)
-        result = _cycle.run_cycle(session, approve, _date(as_of, "--as-of"), who=_getpass.getuser())
+        result = _cycle.run_cycle(session, approve, parse_date(as_of, "--as-of"), who=_getpass.getuser())
         data = {"run": result.run_id, "approved": result.approved, "notes": result.notes}
         if result.approved:
             data |= {"plan": _plan_json(result.plan), "sent": result.submitted.sent,
@@ -351,7 +351,7 @@ def cycle_cmd(c: Context, approve, as_of, yes, as_json):
 # --- the demo ---
 
 
-@main.command("demo")
+@click.command("demo")
 @click.option("--days", type=click.IntRange(1, 20), default=3, show_default=True)
 @pass_ctx
 def demo_cmd(c: Context, days):
@@ -388,3 +388,6 @@ def demo_cmd(c: Context, days):
     click.echo(f"browse it:  fava {env.ledger_path}")
     if not (checked.ok and reconciled.clean):
         sys.exit(1)
+
+
+COMMANDS = [orders_group, fills_group, mark, positions_cmd, pnl_cmd, sim_group, cycle_cmd, demo_cmd]

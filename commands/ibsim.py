@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 import sqlalchemy as sa
-from tradeledger.cli import Context, main, pass_ctx
+from tradeledger.commands.common import Context, pass_ctx
 from tradeledger.engine.setup.environment import parse_settings, resolve_home
 from tradeledger.engine.setup.session import Session as _Session
 from tradeledger.ledger import db
@@ -86,7 +86,7 @@ def _ibsim_open(c: Context, exchange) -> list[str]:
     return opened
 
 
-@main.group("ibsim")
+@click.group("ibsim")
 def ibsim_group():
     """The simulated IB gateway: serve the TWS API on a port, and act on its market."""
 
@@ -208,3 +208,6 @@ def ibsim_correct(c: Context, exec_id, price, qty, state):
     ex = _ibsim_exchange(c, state).correct_execution(
         exec_id, price and _to_decimal(price, "--price"), qty and _to_decimal(qty, "--qty"))
     click.echo(f"corrected: {ex.exec_id} {ex.side} {ex.quantity} @ {ex.price}")
+
+
+COMMANDS = [ibsim_group]

@@ -1,0 +1,61 @@
+"""What the command modules share: the per-invocation context, the common options, one way to
+fail, date parsing, and a session whose broker is closed afterwards.
+
+A command module only parses its arguments, calls one engine function and prints; everything it
+needs from the CLI's plumbing comes from here, never from `cli.py` (which nobody imports).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+
+import click
+from tradeledger.engine.setup.environment import Environment, open_environment
+from tradeledger.engine.setup.session import Session as _Session
+
+
+def fail(message: str) -> None:
+    """End the command with one line on stderr and exit code 1."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+class Context:
+    """The root options of one invocation; the environment is opened on first use."""
+
+    def __init__(self, home: str | None, env: str, db_url: str | None):
+        self.home, self.env, self.db_url = home, env, db_url
+        self._environment: Environment | None = None
+
+    def open(self) -> Environment:
+        if self._environment is None:
+            self._environment = open_environment(self.home, self.env, self.db_url)
+        return self._environment
+
+
+pass_ctx = click.make_pass_decorator(Context)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+class open_session:
+    """A Session for one command, its broker closed afterwards."""
+
+    def __init__(self, c: Context):
+        self.session = _Session(c.open())
+
+    def __enter__(self) -> _Session:
+        return self.session
+
+    def __exit__(self, *exc):
+        self.session.close()
+        return False
+
+
+def parse_date(text: str | None, what: str) -> _dt.date | None:
+    if text is None:
+        return None
+    try:
+        return _dt.date.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a date (YYYY-MM-DD)", param_hint=what) from None

@@ -1,0 +1,79 @@
+"""The ledger itself: `accounts`, `export beancount` and `check` (beancount's balances vs ours)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from tradeledger.commands.common import Context, json_option, pass_ctx
+from tradeledger.ledger.export import check as check_ledger
+from tradeledger.ledger.export import export_beancount
+from tradeledger.reports.render import emit_json, table
+
+
+@click.command()
+@json_option
+@pass_ctx
+def accounts(c: Context, as_json):
+    """Accounts with their balances."""
+    environment = c.open()
+    balances = environment.ledger.balances()
+    rows = []
+    for account in environment.ledger.accounts():
+        held = {com: units for (name, com), units in balances.items() if name == account.name}
+        rows.append({"account": account.name, "open": account.open_date, "booking": account.booking,
+                     "balances": held})
+    if as_json:
+        emit_json(rows)
+    else:
+        table("accounts", ["account", "open", "booking", "balance"],
+              [(r["account"], r["open"], r["booking"],
+                ", ".join(f"{v} {k}" for k, v in sorted(r["balances"].items()))) for r in rows])
+
+
+@click.group("export")
+def export_group():
+    """Export the ledger."""
+
+
+@export_group.command("beancount")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Output file (default: the environment's ledger.beancount).")
+@pass_ctx
+def export_beancount_cmd(c: Context, out):
+    """Write the whole ledger as a beancount file, atomically."""
+    environment = c.open()
+    path = Path(out) if out else environment.ledger_path
+    size = export_beancount(environment.ledger, path, title=f"tradeledger {environment.settings.env} "
+                            f"{environment.settings.account}", operating_currency=environment.settings.base_currency)
+    click.echo(f"wrote {path} ({size} bytes)")
+
+
+@click.command()
+@click.option("--file", "path", type=click.Path(dir_okay=False), default=None,
+              help="Check this file instead of a fresh export.")
+@json_option
+@pass_ctx
+def check(c: Context, path, as_json):
+    """Export, load with beancount, and compare every balance with the ledger's own."""
+    environment = c.open()
+    target = Path(path) if path else environment.ledger_path
+    if not path:
+        export_beancount(environment.ledger, target, operating_currency=environment.settings.base_currency)
+    result = check_ledger(environment.ledger, target)
+    if as_json:
+        emit_json(result.as_json())
+    else:
+        for error in result.errors:
+            click.echo(f"beancount error: {error}")
+        if result.differences:
+            table("differences", ["account", "commodity", "ledger", "beancount"], result.differences)
+        click.echo(f"{'clean' if result.ok else 'NOT CLEAN'}: {result.entries} entries, "
+                   f"{result.accounts} accounts, {len(result.errors)} beancount errors, "
+                   f"{len(result.differences)} differences")
+    if not result.ok:
+        sys.exit(1)
+
+
+COMMANDS = [accounts, export_group, check]

@@ -1,0 +1,96 @@
+"""Setting up: `init`, `status` and `db upgrade`."""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+import click
+import sqlalchemy as sa
+from tradeledger.commands.common import Context, json_option, pass_ctx
+from tradeledger.engine.setup.environment import default_db_url, init_environment, parse_settings, resolve_home
+from tradeledger.ledger import db
+from tradeledger.reports.render import emit_json, table
+
+
+@click.command()
+@click.option("--broker", type=click.Choice(["sim", "ib"]), default="sim", show_default=True)
+@click.option("--account", default=None, help="Broker account id (paper: DU..., default DU1234567 on sim).")
+@click.option("--base-currency", default="USD", show_default=True)
+@click.option("--ib-host", default="127.0.0.1", show_default=True)
+@click.option("--ib-port", default=4002, type=int, show_default=True)
+@click.option("--ib-client-id", default=1, type=int, show_default=True)
+@click.option("--demo", is_flag=True, help="Write the demo configuration and seed its price history (sim only).")
+@click.option("--db-url", "init_db_url", default=None,
+              help="Database URL to record in the config (the same as the global --db-url).")
+@json_option
+@pass_ctx
+def init(c: Context, broker, account, base_currency, ib_host, ib_port, ib_client_id, demo, init_db_url, as_json):
+    """Create the environment: directory, config, database schema and base accounts."""
+    if init_db_url and c.db_url and init_db_url != c.db_url:
+        raise click.UsageError("two different database URLs given (--db-url before and after init)")
+    c.db_url = init_db_url or c.db_url
+    if demo:
+        if broker != "sim" or c.env != "paper":
+            raise click.UsageError("--demo is for the simulated broker in the paper environment")
+        from tradeledger.engine.setup.demo import init_demo
+
+        environment, _history = init_demo(c.home, db_url=c.db_url, start=_dt.datetime.now(_dt.timezone.utc).date())
+    else:
+        environment = init_environment(c.home, c.env, broker, account, base_currency, c.db_url,
+                                       ib_host, ib_port, ib_client_id)
+    info = {"environment": c.env, "dir": str(environment.dir), "broker": environment.settings.broker,
+            "account": environment.settings.account, "revision": db.current_revision(environment.engine)}
+    if as_json:
+        emit_json(info)
+    else:
+        click.echo(f"initialised {c.env} environment in {environment.dir} "
+                   f"({info['broker']} broker, account {info['account']})")
+
+
+@click.command()
+@click.option("--no-broker", is_flag=True, help="Do not try to reach the broker.")
+@json_option
+@pass_ctx
+def status(c: Context, no_broker, as_json):
+    """Environment, account, database, ledger, broker, reconciliation, exceptions, locks, daemon at a glance."""
+    environment = c.open()
+    txns, postings = environment.ledger.count()
+    info = {
+        "environment": environment.settings.env, "account": environment.settings.account,
+        "broker": environment.settings.broker,
+        "database": environment.engine.url.render_as_string(hide_password=True),
+        "schema_revision": db.current_revision(environment.engine),
+        "accounts": len(environment.ledger.accounts()), "transactions": txns, "postings": postings,
+        "ledger_file": str(environment.ledger_path) if environment.ledger_path.exists() else None,
+    }
+    from tradeledger.commands.trust import _operations_status, _status_value
+
+    info |= _operations_status(environment, probe_broker=not no_broker)
+    if as_json:
+        emit_json(info)
+    else:
+        table("status", ["item", "value"], [(k, _status_value(v)) for k, v in info.items()])
+
+
+@click.group("db")
+def db_group():
+    """Database maintenance."""
+
+
+@db_group.command("upgrade")
+@pass_ctx
+def db_upgrade(c: Context):
+    """Bring the database schema up to this version of tradeledger."""
+    home = resolve_home(c.home)
+    settings = parse_settings(home / c.env / "config.toml", c.env)
+    url = c.db_url or settings.db_url or default_db_url(home / c.env)
+    engine = db.make_engine(url)
+    try:
+        before, after = db.upgrade(engine)
+    except sa.exc.OperationalError as exc:
+        raise db.connectivity_error(url, exc) from None
+    db.verify_identity(engine, {"environment": settings.env, "broker_account": settings.account})
+    click.echo(f"schema at revision {after}" + ("" if before == after else f" (was {before})"))
+
+
+COMMANDS = [init, status, db_group]
