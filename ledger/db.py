@@ -48,6 +48,7 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         cursor.execute("PRAGMA busy_timeout = 30000")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA trusted_schema = ON")  # the posting trigger reads pragma_foreign_keys
         cursor.execute(f"PRAGMA synchronous = {synchronous}")
         cursor.execute("PRAGMA cache_size = -65536")  # 64 MB: keeps the posting indexes in memory
         cursor.close()

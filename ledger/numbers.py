@@ -2,8 +2,8 @@
 
 SQLite has no decimal type and SQLAlchemy's `Numeric` on SQLite rounds through float, so every
 quantity, price and amount is stored as an integer count of nano-units (10**-9). Sums in SQL are
-then exact integer sums on both SQLite and PostgreSQL, and the balance trigger needs no
-arithmetic beyond SUM.
+then exact integer sums on both SQLite and PostgreSQL (`sums.py` keeps them from overflowing
+64 bits on SQLite).
 
 The price of exactness is a range: nine decimal places and an absolute value below about 9.2e9.
 A number outside it is refused with a clear error, never rounded.

@@ -31,6 +31,7 @@ from tradeledger.ledger.model import (
     BOOKING_METHODS, is_valid_account, is_valid_commodity, reversal_of, validate,
 )
 from tradeledger.ledger.numbers import from_scaled, to_scaled
+from tradeledger.ledger.sums import combine, unit_sums
 
 UTC = dt.timezone.utc
 TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
@@ -106,7 +107,15 @@ class Ledger:
                 apply()
 
     def _on_rollback(self, c: Connection) -> None:
-        c.info.pop(("tl_cache", id(self)), None)
+        # A rollback after the connection was lost (a terminated PostgreSQL backend) runs on an
+        # invalidated connection whose `info` cannot be reached (PendingRollbackError): its
+        # pending rows died with it, and touching it would hide the real error from the user.
+        if c.invalidated or c.closed:
+            return
+        try:
+            c.info.pop(("tl_cache", id(self)), None)
+        except sa.exc.SQLAlchemyError:
+            pass
 
     # -- accounts and commodities ------------------------------------------------------------
 
@@ -271,16 +280,14 @@ class Ledger:
                 holding = (account_id, posting.commodity)
                 lot = holding + (cost,)
                 if holding not in account_balance:
-                    total = c.execute(sa.select(sa.func.coalesce(sa.func.sum(p.c.units), 0)).where(
-                        p.c.account_id == account_id, p.c.commodity == posting.commodity)).scalar()
-                    account_balance[holding] = from_scaled(total)
+                    account_balance[holding] = _units_total(c, p.c.account_id == account_id,
+                                                            p.c.commodity == posting.commodity)
                 if lot not in lot_balance:
-                    total = c.execute(sa.select(sa.func.coalesce(sa.func.sum(p.c.units), 0)).where(
-                        p.c.account_id == account_id, p.c.commodity == posting.commodity,
+                    lot_balance[lot] = _units_total(
+                        c, p.c.account_id == account_id, p.c.commodity == posting.commodity,
                         p.c.cost_label == cost.label, p.c.cost == to_scaled(cost.number),
                         p.c.cost_currency == cost.currency,
-                        p.c.cost_date == (cost.date and cost.date.isoformat()))).scalar()
-                    lot_balance[lot] = from_scaled(total)
+                        p.c.cost_date == (cost.date and cost.date.isoformat()))
                 held, in_lot, units = account_balance[holding], lot_balance[lot], posting.units
                 reduces = held != 0 and (units > 0) != (held > 0)
                 if reduces and (in_lot == 0 or (in_lot > 0) != (held > 0) or abs(units) > abs(in_lot)):
@@ -373,22 +380,22 @@ class Ledger:
                  conn: Connection | None = None, commodity: str | None = None) -> dict[tuple[str, str], Decimal]:
         """Units per (account, commodity) including entries up to `as_of` (a date: before it)."""
         p, a = schema.posting, schema.account
-        query = sa.select(p.c.account_id, p.c.commodity, sa.func.sum(p.c.units)).group_by(
-            p.c.account_id, p.c.commodity)
-        if commodity is not None:
-            query = query.where(p.c.commodity == commodity)
-        if as_of is not None:
-            bound = ts_bound(as_of)
-            query = query.where(p.c.ts <= bound if isinstance(as_of, dt.datetime) else p.c.ts < bound)
         with _read(self.engine, conn) as c:
+            sums = unit_sums(p.c.units, c)  # overflow-free on SQLite too (ledger/sums.py)
+            query = sa.select(p.c.account_id, p.c.commodity, *sums).group_by(p.c.account_id, p.c.commodity)
+            if commodity is not None:
+                query = query.where(p.c.commodity == commodity)
+            if as_of is not None:
+                bound = ts_bound(as_of)
+                query = query.where(p.c.ts <= bound if isinstance(as_of, dt.datetime) else p.c.ts < bound)
             names = dict(c.execute(sa.select(a.c.id, a.c.name)).all())
             if prefix is not None:  # read only those accounts' postings (the index leads with the account)
                 wanted = [i for i, name in names.items() if name.startswith(prefix)]
                 if not wanted:
                     return {}
                 query = query.where(p.c.account_id.in_(wanted))
-            rows = c.execute(query).all()
-        return {(names[acc], com): from_scaled(total) for acc, com, total in rows if total != 0}
+            totals = [(row[0], row[1], combine(row, len(sums))) for row in c.execute(query)]
+        return {(names[acc], com): from_scaled(total) for acc, com, total in totals if total != 0}
 
     def positions(self, prefix: str = "Assets:", conn: Connection | None = None) -> dict[tuple[str, str], Decimal]:
         """Balances in contracts and shares (commodities that are not currencies)."""
@@ -410,8 +417,8 @@ class Ledger:
             columns = [p.c.account_id, p.c.commodity]
             if by_day:
                 columns.append(sa.func.substr(p.c.ts, 1, 10).label("day"))
-            query = sa.select(*columns, sa.func.sum(p.c.units)).where(
-                p.c.account_id.in_(list(accounts))).group_by(*columns)
+            sums = unit_sums(p.c.units, c)
+            query = sa.select(*columns, *sums).where(p.c.account_id.in_(list(accounts))).group_by(*columns)
             if since is not None:
                 query = query.where(p.c.ts >= ts_bound(since))
             if until is not None:
@@ -420,22 +427,24 @@ class Ledger:
         result: dict[tuple, Decimal] = {}
         for row in rows:
             key = (accounts[row[0]], row[1]) + ((dt.date.fromisoformat(row[2]),) if by_day else ())
-            if row[-1] != 0:
-                result[key] = from_scaled(row[-1])
+            total = combine(row, len(sums))
+            if total != 0:
+                result[key] = from_scaled(total)
         return result
 
     def lots(self, account: str, commodity: str, conn: Connection | None = None) -> list[tuple[Cost, Decimal]]:
         """Open lots of a commodity in an account, oldest first: (cost, units)."""
         p, a = schema.posting, schema.account
-        query = (sa.select(p.c.cost, p.c.cost_currency, p.c.cost_date, p.c.cost_label,
-                           sa.func.sum(p.c.units), sa.func.min(p.c.ts))
-                 .join(a, a.c.id == p.c.account_id)
-                 .where(a.c.name == account, p.c.commodity == commodity, p.c.cost.is_not(None))
-                 .group_by(p.c.cost, p.c.cost_currency, p.c.cost_date, p.c.cost_label))
         with _read(self.engine, conn) as c:
-            rows = c.execute(query).all()
-        lots = [(Cost(from_scaled(r[0]), r[1], r[2] and dt.date.fromisoformat(r[2]), r[3]), from_scaled(r[4]), r[5])
-                for r in rows if r[4] != 0]
+            sums = unit_sums(p.c.units, c)
+            query = (sa.select(p.c.cost, p.c.cost_currency, p.c.cost_date, p.c.cost_label,
+                               sa.func.min(p.c.ts), *sums)
+                     .join(a, a.c.id == p.c.account_id)
+                     .where(a.c.name == account, p.c.commodity == commodity, p.c.cost.is_not(None))
+                     .group_by(p.c.cost, p.c.cost_currency, p.c.cost_date, p.c.cost_label))
+            rows = [(*r[:5], combine(r, len(sums))) for r in c.execute(query)]
+        lots = [(Cost(from_scaled(r[0]), r[1], r[2] and dt.date.fromisoformat(r[2]), r[3]), from_scaled(r[5]), r[4])
+                for r in rows if r[5] != 0]
         lots.sort(key=lambda lot: (lot[2], lot[0].label or ""))
         return [(cost, units) for cost, units, _ in lots]
 
@@ -466,6 +475,13 @@ class _read(_tx):
             return self.conn
         self._ctx = read_connection(self.engine)
         return self._ctx.__enter__()
+
+
+def _units_total(c: Connection, *where) -> Decimal:
+    """The exact sum of posting units matching `where` (0 when none), overflow-free."""
+    sums = unit_sums(schema.posting.c.units, c)
+    total = combine(c.execute(sa.select(*sums).where(*where)).one(), len(sums))
+    return from_scaled(total or 0)
 
 
 def _same_or_conflict(txn: Transaction, fingerprint: str) -> None:

@@ -26,6 +26,7 @@ from tradeledger.ledger import schema
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled, plain
 from tradeledger.ledger.store import ts_bound
+from tradeledger.ledger.sums import combine, unit_sums
 
 ZERO = Decimal(0)
 UNATTRIBUTED = "unattributed"
@@ -189,7 +190,8 @@ def _income_rows(session: Session, by: str, since, until):
     # by instrument: each entry names its contract in its metadata
     p, t, a = schema.posting, schema.txn, schema.account
     contract = _meta_field(env.engine.dialect.name, t.c.meta, "contract").label("contract")
-    query = (sa.select(a.c.name, p.c.commodity, contract, sa.func.sum(p.c.units))
+    sums = unit_sums(p.c.units, env.engine)  # overflow-free on SQLite too
+    query = (sa.select(a.c.name, p.c.commodity, contract, *sums)
              .join(t, t.c.id == p.c.txn_id).join(a, a.c.id == p.c.account_id)
              .where(sa.or_(a.c.name.like("Income:Trading:%"), a.c.name.like("Expenses:Commissions:%")))
              .group_by(a.c.name, p.c.commodity, contract))
@@ -198,7 +200,8 @@ def _income_rows(session: Session, by: str, since, until):
     if until:
         query = query.where(p.c.ts < ts_bound(until))
     with read_connection(env.engine) as conn:
-        for account, ccy, code, total in conn.execute(query):
+        for row in conn.execute(query):
+            account, ccy, code, total = *row[:3], combine(row, len(sums))
             yield (account, ccy, _instrument_name(session, code or "other")), from_scaled(total)
 
 
