@@ -133,16 +133,24 @@ def fills_sync(c: Context, as_json):
         report = _fills.sync_fills(env.engine, env.ledger, env.chart, session.broker)
     data = {"booked": report.booked, "commissions": report.commissions, "replays": report.replays,
             "unattributed": report.unattributed, "pending_commissions": report.pending_commissions,
-            "corrections_not_booked": report.corrections}
+            "corrections_not_booked": report.corrections, "corrected": report.corrected,
+            "failed": [{"exec_id": e, "why": why} for e, why in report.failed]}
     if as_json:
         emit_json(data)
         return
     click.echo(f"{len(report.booked)} fills booked, {len(report.commissions)} late commissions booked, "
                f"{report.replays} already booked, {len(report.pending_commissions)} commissions pending")
+    _warn_fills(report)
+
+
+def _warn_fills(report):
+    """What a sync could not book, said on stderr (the exceptions list has it too)."""
     for key in report.unattributed:
         click.echo(f"warning: fill {key} has no order of ours: booked to Unattributed", err=True)
     for key in report.corrections:
         click.echo(f"warning: execution correction {key} is not booked; see `tradeledger fills list`", err=True)
+    for exec_id, why in report.failed:
+        click.echo(f"error: execution {exec_id} could not be booked: {why}", err=True)
 
 
 @fills_group.command("list")
@@ -327,6 +335,8 @@ def cycle_cmd(c: Context, approve, as_of, yes, as_json):
         if result.approved:
             data |= {"plan": _plan_json(result.plan), "sent": result.submitted.sent,
                      "rejected": result.submitted.rejected, "fills_booked": result.fills.booked,
+                     "fills_failed": [{"exec_id": e, "why": why} for e, why in result.fills.failed],
+                     "corrected": result.fills.corrected,
                      "positions": _pnl.positions(session), "pnl": _pnl.pnl(session)}
     if as_json:
         emit_json(data)
@@ -341,6 +351,7 @@ def cycle_cmd(c: Context, approve, as_of, yes, as_json):
             click.echo(f"rejected {ref}: {why}")
         for code, why in result.submitted.refusals:
             click.echo(f"refused {code}: {why}")
+        _warn_fills(result.fills)
         table("positions", ["strategy", "contract", "qty"], [(r["strategy"], r["contract"], r["qty"])
                                                             for r in data["positions"]])
         table("P&L", ["strategy", "realized", "unrealized", "commissions", "net"],

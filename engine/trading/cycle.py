@@ -91,11 +91,7 @@ def wait_for_fills(session: Session, run_id: int, timeout: float = 30.0, poll: f
     total = SyncReport()
     deadline = wallclock.monotonic() + timeout
     while True:
-        report = sync_fills(env.engine, env.ledger, env.chart, session.broker)
-        for name in ("booked", "commissions", "unattributed", "corrections"):
-            getattr(total, name).extend(getattr(report, name))
-        total.pending_commissions = report.pending_commissions
-        total.replays += report.replays
+        total = total.then(sync_fills(env.engine, env.ledger, env.chart, session.broker))
         if open_orders_of(session, run_id) == 0 or wallclock.monotonic() >= deadline:
             return total
         wallclock.sleep(poll)

@@ -38,6 +38,9 @@ from tradeledger.ledger.store import Ledger, fmt_ts
 
 @dataclass
 class SyncReport:
+    """What one sync did. Two reports combine in two ways: `merge` adds the parts of one sync
+    (its chunks), `then` puts a later sync after an earlier one (a cycle's polls)."""
+
     booked: list[str] = field(default_factory=list)  # exec keys booked now
     commissions: list[str] = field(default_factory=list)  # pending commissions booked now
     replays: int = 0
@@ -48,12 +51,29 @@ class SyncReport:
     corrected: list[str] = field(default_factory=list)  # corrections booked now (new exec ids)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (exec id, why): could not be booked
 
+    EVENTS = ("booked", "commissions", "unattributed", "corrected")  # what a sync did: adds up
+
     def merge(self, other: "SyncReport") -> None:
-        for name in ("booked", "commissions", "unattributed", "pending_commissions", "corrections", "corrected",
-                     "failed"):
+        """Add another part of the same sync (disjoint executions) to this one."""
+        for name in self.EVENTS + ("pending_commissions", "corrections", "failed"):
             getattr(self, name).extend(getattr(other, name))
         self.replays += other.replays
         self.correction_reasons.update(other.correction_reasons)
+
+    def then(self, later: "SyncReport") -> "SyncReport":
+        """This sync followed by a later one: what each booked adds up; an execution or a
+        correction that could not be booked is reported once however many syncs met it; the
+        commissions pending are those the later sync found pending."""
+        total = SyncReport(replays=self.replays + later.replays,
+                           pending_commissions=list(later.pending_commissions),
+                           correction_reasons={**self.correction_reasons, **later.correction_reasons})
+        for name in self.EVENTS:
+            getattr(total, name).extend(getattr(self, name) + getattr(later, name))
+        total.corrections = list(dict.fromkeys(self.corrections + later.corrections))
+        reasons = dict(self.failed)
+        reasons.update(later.failed)
+        total.failed = list(reasons.items())
+        return total
 
 
 BATCH = 200  # executions booked per database transaction on a sync (one commit, not 200)
