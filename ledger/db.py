@@ -14,15 +14,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from tradeledger.ledger import schema
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_PACKAGED_MIGRATIONS = MIGRATIONS
+
+# The head of the packaged migration chain. Opening a database compares its revision with this
+# constant, so that no command imports alembic (about a tenth of a second) just to start;
+# tests/test_migrations_head.py holds it equal to the chain alembic reads from versions/.
+HEAD = "0004"
 
 
 class DatabaseError(RuntimeError):
@@ -71,19 +74,39 @@ def read_connection(engine: Engine):
     return conn
 
 
-def _script() -> ScriptDirectory:
+def _config():
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    return ScriptDirectory.from_config(config)
+    return config
 
 
-def head_revision() -> str:
+def _script():
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_config())
+
+
+def chain_head() -> str:
+    """The head revision as alembic reads it from the migration scripts (imports alembic)."""
     return _script().get_current_head()
 
 
+def head_revision() -> str:
+    """The revision this code needs: the packaged constant, or the chain of another directory."""
+    return HEAD if MIGRATIONS == _PACKAGED_MIGRATIONS else chain_head()
+
+
 def current_revision(engine: Engine) -> str | None:
+    """The revision the database is stamped with (alembic's own table), None when unstamped."""
     with read_connection(engine) as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all()
+    if len(rows) > 1:
+        raise DatabaseError(f"the database has several schema heads {sorted(rows)}: it was not made by tradeledger")
+    return rows[0] if rows else None
 
 
 def _known(revision: str) -> bool:
@@ -105,8 +128,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     before = current_revision(engine)
     if before is not None and not _known(before):
         raise _unknown_revision(before)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config = _config()
     from alembic import command
 
     with engine.begin() as conn:
