@@ -32,6 +32,7 @@ from tradeledger.ledger.model import (
 )
 from tradeledger.ledger.numbers import from_scaled, to_scaled
 from tradeledger.ledger.sums import combine, unit_sums
+from tradeledger.ledger.rows import Prepared, fingerprint, prepare
 
 UTC = dt.timezone.utc
 TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
@@ -206,35 +207,120 @@ class Ledger:
         return self.book_many([txn], conn)[0]
 
     def book_many(self, txns: Iterable[Transaction], conn: Connection | None = None) -> list[Booked]:
-        """Book entries in one database transaction; replays return the existing ids."""
+        """Book entries in one database transaction; replays return the existing ids.
+
+        The fast path writes positional rows on the raw DB-API cursor and lets the unique index
+        on the idempotency key find a replay; on any refusal from the database (a replay, a
+        conflict, a rule) it undoes its rows and the general path below books or refuses the
+        entries with its usual answers. A transaction it opens itself is simply rolled back;
+        inside the caller's transaction a savepoint bounds the attempt."""
         txns = list(txns)
-        for txn in txns:
-            validate(txn)
-        with _tx(self.engine, conn) as c:
-            existing = self._existing_by_key(c, [t.key for t in txns if t.key])
-            results: list[Booked | None] = [None] * len(txns)
-            fresh: list[tuple[int, Transaction]] = []
-            seen_keys: dict[str, int] = {}
-            for i, txn in enumerate(txns):
-                if txn.key and txn.key in existing:
-                    txn_id, fingerprint = existing[txn.key]
-                    _same_or_conflict(txn, fingerprint)
-                    results[i] = Booked(txn_id, False)
-                elif txn.key and txn.key in seen_keys:
-                    j = seen_keys[txn.key]
-                    _same_or_conflict(txn, txns[j].fingerprint())
+        prepared = [prepare(txn) for txn in txns]
+        for txn, ready in zip(txns, prepared):
+            if ready is None:
+                validate(txn)  # raises what is wrong; or a number the fast path leaves alone
+        # Labelled lots (shares) are checked against the ledger, which needs to know first whether
+        # an entry is a replay: those entries take the general path.
+        fast = all(ready is not None and not ready.labelled for ready in prepared) and _distinct_keys(txns)
+        if conn is None:
+            if fast and self._book_own(txns, prepared, results := []):
+                return results
+            with self.engine.begin() as c:
+                return self._book_general(c, txns)
+        if fast:
+            cursor = conn.connection.cursor()
+            cursor.execute("SAVEPOINT tl_book")
+            try:
+                ids = self._insert_rows(cursor, conn.dialect, _allocate_ids(conn, len(txns)), txns, prepared)
+            except _Retry:
+                cursor.execute("ROLLBACK TO SAVEPOINT tl_book")
+                cursor.execute("RELEASE SAVEPOINT tl_book")
+            else:
+                cursor.execute("RELEASE SAVEPOINT tl_book")
+                return [Booked(txn_id, True) for txn_id in ids]
+        return self._book_general(conn, txns)
+
+    def _book_own(self, txns: list[Transaction], prepared: list[Prepared], results: list[Booked]) -> bool:
+        """The fast path in a transaction of its own, on a raw pooled connection (no SQLAlchemy
+        statement, event or result in the way: one BEGIN, one id query, two executemany, COMMIT).
+        False, with nothing written, when the database refused: the caller books generally."""
+        dialect = self.engine.dialect
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            try:
+                if dialect.name == "sqlite":
+                    cursor.execute("BEGIN IMMEDIATE")
+                    cursor.execute("SELECT COALESCE(MAX(id), 0) FROM txn")
+                    first = cursor.fetchone()[0] + 1
+                    ids = list(range(first, first + len(txns)))
                 else:
-                    if txn.key:
-                        seen_keys[txn.key] = i
-                    fresh.append((i, txn))
-            if fresh:
-                ids = _allocate_ids(c, len(fresh))
-                self._insert(c, [(txn_id, txn) for txn_id, (_, txn) in zip(ids, fresh)])
-                for txn_id, (i, _) in zip(ids, fresh):
-                    results[i] = Booked(txn_id, True)
-            for i, txn in enumerate(txns):
-                if results[i] is None:  # a duplicate key inside this batch
-                    results[i] = results[seen_keys[txn.key]]
+                    cursor.execute("SELECT nextval('txn_id_seq') FROM generate_series(1, %s)", (len(txns),))
+                    ids = [row[0] for row in cursor.fetchall()]
+                self._insert_rows(cursor, dialect, ids, txns, prepared)
+                raw.commit() if dialect.name != "sqlite" else cursor.execute("COMMIT")
+            except (_Retry, dialect.loaded_dbapi.Error):
+                raw.rollback()
+                return False
+            finally:
+                cursor.close()
+        finally:
+            raw.close()
+        results.extend(Booked(txn_id, True) for txn_id in ids)
+        return True
+
+    def _insert_rows(self, cursor, dialect, ids: list[int], txns: list[Transaction],
+                     prepared: list[Prepared]) -> list[int]:
+        """Insert every entry as new; `_Retry` when the database refuses or an account is not
+        cached (the general path looks it up and says what is wrong)."""
+        booked_at = fmt_ts(dt.datetime.now(UTC))
+        postings, headers = [], []
+        accounts, account_ids = self._accounts, self._account_ids
+        for txn_id, txn, ready in zip(ids, txns, prepared):
+            ts, date = fmt_ts(txn.time), txn.date
+            for row in ready.postings:
+                account = accounts.get(row[0])
+                if (account is None or date < account.open_date
+                        or (account.close_date and date > account.close_date)
+                        or (account.currencies and row[1] not in account.currencies)):
+                    raise _Retry()
+                postings.append((txn_id, ts, account_ids[row[0]], *row[1:]))
+            headers.append((txn_id, ts, txn.kind, txn.narration, ",".join(txn.links),
+                            json.dumps(dict(txn.meta), sort_keys=True) if txn.meta else "{}", txn.key,
+                            fingerprint(txn, ready), txn.reverses, booked_at))
+        mark = _PARAMS[dialect.paramstyle]
+        try:
+            cursor.executemany(_INSERT_POSTING.replace("?", mark), postings)
+            cursor.executemany(_INSERT_TXN.replace("?", mark), headers)
+        except dialect.loaded_dbapi.Error:
+            raise _Retry() from None
+        return ids
+
+    def _book_general(self, c: Connection, txns: list[Transaction]) -> list[Booked]:
+        existing = self._existing_by_key(c, [t.key for t in txns if t.key])
+        results: list[Booked | None] = [None] * len(txns)
+        fresh: list[tuple[int, Transaction]] = []
+        seen_keys: dict[str, int] = {}
+        for i, txn in enumerate(txns):
+            if txn.key and txn.key in existing:
+                txn_id, fingerprint = existing[txn.key]
+                _same_or_conflict(txn, fingerprint)
+                results[i] = Booked(txn_id, False)
+            elif txn.key and txn.key in seen_keys:
+                j = seen_keys[txn.key]
+                _same_or_conflict(txn, txns[j].fingerprint())
+            else:
+                if txn.key:
+                    seen_keys[txn.key] = i
+                fresh.append((i, txn))
+        if fresh:
+            ids = _allocate_ids(c, len(fresh))
+            self._insert(c, [(txn_id, txn) for txn_id, (_, txn) in zip(ids, fresh)])
+            for txn_id, (i, _) in zip(ids, fresh):
+                results[i] = Booked(txn_id, True)
+        for i, txn in enumerate(txns):
+            if results[i] is None:  # a duplicate key inside this batch
+                results[i] = results[seen_keys[txn.key]]
         return results  # type: ignore[return-value]
 
     def reverse(self, txn_id: int, time: dt.datetime, reason: str, key: str | None = None,
@@ -490,12 +576,35 @@ def _same_or_conflict(txn: Transaction, fingerprint: str) -> None:
                                   "content; refusing to book it again")
 
 
+class _Retry(Exception):
+    """The database refused the fast path's rows: book through the general path instead."""
+
+
+def _distinct_keys(txns: list[Transaction]) -> bool:
+    keys = [txn.key for txn in txns if txn.key]
+    return len(keys) == len(set(keys))
+
+
+_PARAMS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+_INSERT_POSTING = ("INSERT INTO posting (txn_id, ts, account_id, commodity, units, cost, cost_currency, cost_date, "
+                   "cost_label, price, price_currency, weight, weight_currency) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT_TXN = ("INSERT INTO txn (id, ts, kind, narration, links, meta, idem_key, fingerprint, reverses_id, booked_at) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
 def _allocate_ids(c: Connection, n: int) -> list[int]:
+    """Ids for n new entries. SQLite: MAX(id) once per transaction (the write lock is held from
+    BEGIN IMMEDIATE, so it cannot race), then counted on in memory; PostgreSQL: its sequence."""
     if c.dialect.name == "postgresql":
         return list(c.execute(sa.text("SELECT nextval('txn_id_seq') FROM generate_series(1, :n)"), {"n": n}).scalars())
-    # SQLite: the write lock is held from BEGIN IMMEDIATE, so MAX(id) cannot race.
-    top = c.execute(sa.select(sa.func.coalesce(sa.func.max(schema.txn.c.id), 0))).scalar()
-    return list(range(top + 1, top + 1 + n))
+    transaction = c.get_transaction()
+    held = c.info.get("tl_next_txn_id")
+    if held is None or held[0] is not transaction:
+        top = c.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM txn").scalar()
+        held = (transaction, top + 1)
+    first = held[1]
+    c.info["tl_next_txn_id"] = (transaction, first + n)
+    return list(range(first, first + n))
 
 
 def _posting_row(txn_id: int, ts: str, account_id: int, p: Posting) -> dict:

@@ -1,0 +1,209 @@
+"""Booking against its ceiling, in one run: prints figures and ratios; not a test.
+
+    python bench/bench_booking.py [--entries 20000] [--durable 2000] [--out DIR] [--pg URL]
+
+The ceiling is raw sqlite3 (or raw psycopg) writing the same rows into the same schema (the
+migrations' tables, indexes and triggers): posting rows by executemany, then the header rows,
+with rows computed before the clock starts. The ledger's side is `Ledger.book` / `book_many`
+from `Transaction` records, so its figure includes validation, scaling, fingerprints, ids and the
+idempotency key. The two run interleaved chunk by chunk (ours, then the ceiling, on the same
+chunk of entries), so that load from other processes falls on both alike.
+
+- durable: one entry per commit, synchronous=FULL (issue 15 target: ratio >= 0.8);
+- batch: `book_many`, 1,000 entries per commit (target: ratio >= 0.8);
+- bulk: `Ledger.import_entries` into an empty ledger (target: >= 15,000 entries/s), beside the
+  batch ceiling.
+
+Entries are the futures fills of bench_ledger.py (about 10 postings each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_ledger import Generator, setup  # noqa: E402
+from tradeledger.ledger import db  # noqa: E402
+from tradeledger.ledger.store import Ledger, _posting_row, fmt_ts  # noqa: E402
+
+POSTING_SQL = ("INSERT INTO posting (txn_id, ts, account_id, commodity, units, cost, cost_currency, cost_date, "
+               "cost_label, price, price_currency, weight, weight_currency) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+TXN_SQL = ("INSERT INTO txn (id, ts, kind, narration, links, meta, idem_key, fingerprint, reverses_id, booked_at) "
+           "VALUES (?,?,?,?,?,?,?,?,?,?)")
+
+
+def fresh(path: Path, url: str | None = None) -> Ledger:
+    if url is None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+        url = f"sqlite:///{path}"
+    engine = db.make_engine(url, synchronous="FULL")
+    db.upgrade(engine)
+    ledger = Ledger(engine)
+    setup(ledger)
+    return ledger
+
+
+def raw_rows(ledger: Ledger, entries, first_id: int = 1):
+    """The rows the ceiling writes: exactly what the ledger stores for these entries."""
+    with ledger.engine.connect() as c:
+        ids = dict(c.exec_driver_sql("SELECT name, id FROM account").all())
+    booked_at = fmt_ts(dt.datetime.now(dt.timezone.utc))
+    out = []
+    for n, txn in enumerate(entries, first_id):
+        ts = fmt_ts(txn.time)
+        postings = [tuple(_posting_row(n, ts, ids[p.account], p).values()) for p in txn.postings]
+        header = (n, ts, txn.kind, txn.narration, ",".join(txn.links), json.dumps(dict(txn.meta), sort_keys=True),
+                  txn.key, txn.fingerprint(), None, booked_at)
+        out.append((postings, header))
+    return out
+
+
+class RawSqlite:
+    def __init__(self, path: Path):
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        for pragma in ("journal_mode = WAL", "foreign_keys = ON", "synchronous = FULL", "cache_size = -65536",
+                       "busy_timeout = 30000"):
+            self.conn.execute(f"PRAGMA {pragma}")
+
+    def write(self, chunk) -> None:
+        cursor = self.conn.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        cursor.executemany(POSTING_SQL, [row for postings, _ in chunk for row in postings])
+        cursor.executemany(TXN_SQL, [header for _, header in chunk])
+        cursor.execute("COMMIT")
+
+
+class RawPostgres:
+    def __init__(self, url: str):
+        import psycopg
+        import sqlalchemy as sa
+
+        self.conn = psycopg.connect(sa.engine.make_url(url).set(drivername="postgresql").render_as_string(False))
+
+    def write(self, chunk) -> None:
+        with self.conn.cursor() as cursor:
+            cursor.executemany(POSTING_SQL.replace("?", "%s"), [row for postings, _ in chunk for row in postings])
+            cursor.executemany(TXN_SQL.replace("?", "%s"), [header for _, header in chunk])
+        self.conn.commit()
+
+
+def interleaved(entries, per_commit: int, ours, ceiling, rows) -> tuple[float, float]:
+    """Seconds for ours and for the ceiling over the same chunks, alternating."""
+    ours_s = ceiling_s = 0.0
+    for start in range(0, len(entries), per_commit):
+        t0 = time.perf_counter()
+        ours(entries[start:start + per_commit])
+        t1 = time.perf_counter()
+        ceiling(rows[start:start + per_commit])
+        t2 = time.perf_counter()
+        ours_s, ceiling_s = ours_s + t1 - t0, ceiling_s + t2 - t1
+    return ours_s, ceiling_s
+
+
+def report(name: str, n: int, ours_s: float, ceiling_s: float, target: float | None = None) -> None:
+    ratio = ceiling_s / ours_s
+    verdict = "" if target is None else ("  met" if ratio >= target else f"  MISSED (target {target})")
+    print(f"  {name:<34} ours {n / ours_s:9,.0f}/s   ceiling {n / ceiling_s:9,.0f}/s   ratio {ratio:4.2f}{verdict}")
+
+
+def run_sqlite(out: Path, n_batch: int, n_durable: int) -> None:
+    gen = Generator()
+    entries = list(gen.entries(n_batch))
+    print(f"SQLite in {out} ({len(entries):,} batch entries, {gen.postings / len(entries):.1f} postings each)")
+
+    # batch: 1,000 per commit, both ledgers growing side by side
+    ours, theirs = fresh(out / "ours.db"), fresh(out / "ceiling.db")
+    rows = raw_rows(theirs, entries)
+    raw = RawSqlite(out / "ceiling.db")
+    ours_s, ceiling_s = interleaved(entries, 1000, ours.book_many, raw.write, rows)
+    report("batch, book_many 1,000/commit", len(entries), ours_s, ceiling_s, 0.8)
+
+    # durable: one per commit, FULL, onto those ledgers
+    more = list(gen.entries(n_durable))
+    rows = raw_rows(theirs, more, first_id=len(entries) + 1)
+    ours_s, ceiling_s = interleaved(more, 1, lambda chunk: ours.book(chunk[0]), raw.write, rows)
+    report("durable, book 1/commit (FULL)", len(more), ours_s, ceiling_s, 0.8)
+    raw.conn.close()
+    ours.engine.dispose(), theirs.engine.dispose()
+
+    # bulk import into an empty ledger, beside the batch ceiling into another empty one
+    importer = getattr(Ledger, "import_entries", None)
+    if importer is not None:
+        ours, theirs = fresh(out / "bulk.db"), fresh(out / "ceiling2.db")
+        rows = raw_rows(theirs, entries)
+        raw = RawSqlite(out / "ceiling2.db")
+        t0 = time.perf_counter()
+        ours.import_entries(entries)
+        t1 = time.perf_counter()
+        for start in range(0, len(rows), 1000):
+            raw.write(rows[start:start + 1000])
+        t2 = time.perf_counter()
+        report("bulk, import_entries (empty ledger)", len(entries), t1 - t0, t2 - t1)
+        rate = len(entries) / (t1 - t0)
+        print(f"  {'':34} bulk import {rate:,.0f} entries/s: {'met' if rate >= 15000 else 'MISSED'} (target 15,000/s)")
+        raw.conn.close()
+        ours.engine.dispose(), theirs.engine.dispose()
+
+
+def run_postgres(url: str, n_batch: int, n_durable: int) -> None:
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(url)
+    schemas = ["tl_bench_ours", "tl_bench_ceiling"]
+    with admin.begin() as c:
+        for schema in schemas:
+            c.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            c.exec_driver_sql(f"CREATE SCHEMA {schema}")
+
+    def schema_url(schema):
+        base = sa.engine.make_url(url)
+        return base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(False)
+
+    try:
+        gen = Generator()
+        entries = list(gen.entries(n_batch))
+        print(f"PostgreSQL ({len(entries):,} batch entries)")
+        ours, theirs = fresh(None, schema_url(schemas[0])), fresh(None, schema_url(schemas[1]))
+        rows = raw_rows(theirs, entries)
+        raw = RawPostgres(schema_url(schemas[1]))
+        ours_s, ceiling_s = interleaved(entries, 1000, ours.book_many, raw.write, rows)
+        report("batch, book_many 1,000/commit", len(entries), ours_s, ceiling_s, 0.8)
+        more = list(gen.entries(n_durable))
+        rows = raw_rows(theirs, more, first_id=len(entries) + 1)
+        ours_s, ceiling_s = interleaved(more, 1, lambda chunk: ours.book(chunk[0]), raw.write, rows)
+        report("durable, book 1/commit", len(more), ours_s, ceiling_s, 0.8)
+        raw.conn.close()
+        ours.engine.dispose(), theirs.engine.dispose()
+    finally:
+        with admin.begin() as c:
+            for schema in schemas:
+                c.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.dispose()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--entries", type=int, default=20_000, help="fills booked in batches")
+    parser.add_argument("--durable", type=int, default=2_000, help="fills booked one per commit")
+    parser.add_argument("--out", type=Path, default=None, help="directory for the SQLite files")
+    parser.add_argument("--pg", default=None, help="also on PostgreSQL at this SQLAlchemy URL")
+    args = parser.parse_args(argv)
+    out = args.out or Path(tempfile.mkdtemp(prefix="tl-bench-booking-"))
+    out.mkdir(parents=True, exist_ok=True)
+    run_sqlite(out, args.entries, args.durable)
+    if args.pg:
+        run_postgres(args.pg, args.entries, args.durable)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
