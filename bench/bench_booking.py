@@ -71,7 +71,7 @@ class RawSqlite:
     def __init__(self, path: Path):
         self.conn = sqlite3.connect(path, isolation_level=None)
         for pragma in ("journal_mode = WAL", "foreign_keys = ON", "synchronous = FULL", "cache_size = -65536",
-                       "busy_timeout = 30000"):
+                       "busy_timeout = 30000", "trusted_schema = ON"):
             self.conn.execute(f"PRAGMA {pragma}")
 
     def write(self, chunk) -> None:
