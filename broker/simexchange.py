@@ -536,6 +536,45 @@ class SimExchange:
         with self._tx() as c:
             self._move_cash(c, currency, Decimal(amount), "deposit", "")
 
+    def pay_dividend(self, code: str, per_share: Decimal, withholding: Decimal = ZERO, ref: str = "") -> Decimal:
+        """Pay a cash dividend on the whole position now (a short pays it, without tax); returns the
+        net cash moved. The broker's record (kind `dividend`, `withholding`) names the ticker."""
+        with self._tx() as c:
+            k = self._known(c, code)
+            if k.sec_type == "FUT":
+                raise BrokerError(f"{code} is a future: it pays no dividend")
+            position = self._position(c, code)[0]
+            gross = position * Decimal(per_share)
+            tax = (gross * Decimal(withholding)).quantize(Decimal("0.01")) if gross > 0 else ZERO
+            self._move_cash(c, k.currency, gross, "dividend", ref or code)
+            self._move_cash(c, k.currency, -tax, "withholding", ref or code)
+            return gross - tax
+
+    def split(self, code: str, new: Decimal, old: Decimal) -> Decimal:
+        """Split (or reverse split) a share position: units x new/old, average price x old/new.
+        Refuses a split that would leave a fraction (a real broker pays cash in lieu)."""
+        with self._tx() as c:
+            k = self._known(c, code)
+            if k.sec_type == "FUT":
+                raise BrokerError(f"{code} is a future: it does not split")
+            position, avg, mark, unsettled = self._position(c, code)
+            after = position * Decimal(new) / Decimal(old)
+            if after != after.to_integral_value():
+                raise BrokerError(f"split {new}:{old} leaves {after} shares of {code}: not whole")
+            self._save_position(c, code, after, avg * Decimal(old) / Decimal(new), mark, unsettled)
+            price = self._price(c, code)
+            if price is not None:
+                c.execute("UPDATE prices SET price = ? WHERE code = ?",
+                          (str(price * Decimal(old) / Decimal(new)), code))
+            return after
+
+    def account_cash(self, currency: str, amount: Decimal, kind: str, ref: str = "") -> None:
+        """Interest (signed) or a fee (negative) on the account as a whole."""
+        if kind not in ("interest", "fee"):
+            raise BrokerError(f"account cash kind {kind!r} must be interest or fee")
+        with self._tx() as c:
+            self._move_cash(c, currency, Decimal(amount), kind, ref)
+
     def external_trade(self, contract: str | Contract, signed_qty: Decimal,
                        price: Decimal | None = None) -> Execution:
         """A trade made at the broker's own screen: an execution with no order of ours

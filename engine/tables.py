@@ -309,3 +309,30 @@ adjustment = Table(
 )
 
 Index("ix_adjustment_subject", adjustment.c.kind, adjustment.c.subject)
+
+
+# -- corporate actions and the account's cash events (0005) ------------------------------------
+
+# One row per dividend or split, from an imported file, IB's Flex statement or the simulated
+# broker; keyed by `key` (ticker, date and the source's id). The ledger entries that booked it are
+# recorded here, in the same transaction as the entries: `ex_txn_id` (dividend at the ex-date, or
+# the split) and `pay_txn_id` (the dividend's cash at the pay date).
+corporate_action = Table(
+    "corporate_action", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(128), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),  # dividend | split
+    Column("ticker", String(64), nullable=False),
+    Column("ex_date", String(10), nullable=False),  # the split's effective date for splits
+    Column("pay_date", String(10)),
+    Column("amount", BigInteger),  # per share, nano-units
+    Column("currency", String(16)),
+    Column("withholding", String(40)),  # fraction withheld, decimal text
+    Column("ratio_new", BigInteger),
+    Column("ratio_old", BigInteger),
+    Column("source", String(16), nullable=False),  # import | flex | sim
+    Column("ref", String(96), nullable=False, server_default=""),
+    Column("created_at", String(26), nullable=False),
+    Column("ex_txn_id", BigInteger),
+    Column("pay_txn_id", BigInteger),
+)

@@ -7,6 +7,12 @@
     Expenses:Commissions:<Strategy>            commissions (also :Unattributed)
     Equity:Opening-Balances, Equity:Deposits   capital
     Income:Adjustments, Expenses:Adjustments   booked cash differences, with a reason
+    Income:Dividends:<Strategy>                dividends (also :Unattributed)
+    Expenses:Taxes:Withholding:<Strategy>      tax withheld from dividends
+    Assets:Receivable:<Acct>:Dividends         dividends between ex-date and pay date
+    Income:Interest:<Holder>, Expenses:Interest:<Holder>, Expenses:Fees:<Holder>
+                                               the account's interest and fees, per strategy or
+                                               unallocated (:Account)
 
 User names (a strategy `trend_fast`, a futures root `6E`) are mapped onto valid beancount names
 (`Trend-fast`, `X6E`). The mapping is injective over the names configured together: `names_map`
@@ -86,6 +92,30 @@ class Chart:
     @staticmethod
     def commissions(strategy: str | None) -> str:
         return f"Expenses:Commissions:{strategy or UNATTRIBUTED}"
+
+    @staticmethod
+    def dividends(strategy: str | None) -> str:
+        return f"Income:Dividends:{strategy or UNATTRIBUTED}"
+
+    @staticmethod
+    def withholding(strategy: str | None) -> str:
+        return f"Expenses:Taxes:Withholding:{strategy or UNATTRIBUTED}"
+
+    @property
+    def dividends_receivable(self) -> str:
+        return f"Assets:Receivable:{self.broker_account}:Dividends"
+
+    @staticmethod
+    def interest_income(holder: str) -> str:
+        return f"Income:Interest:{holder}"
+
+    @staticmethod
+    def interest_expense(holder: str) -> str:
+        return f"Expenses:Interest:{holder}"
+
+    @staticmethod
+    def fees(holder: str) -> str:
+        return f"Expenses:Fees:{holder}"
 
     opening_balances = "Equity:Opening-Balances"
     deposits = "Equity:Deposits"

@@ -1,0 +1,297 @@
+"""Corporate actions through their life: imported once, booked once when due, to every holder.
+
+An action arrives from a file (`tradeledger actions import FILE`), from IB's Flex statement
+(`engine/trust/flex.py`) or from the simulated broker's own record of what it paid. It is
+stored once in `corporate_action`, keyed by ticker, date and the source's id; importing the same
+action again is a no-op, and one whose figures differ from the stored one is a conflict.
+
+Booking (`book_due`) takes every stored action whose date has come, in date order, and books it
+in one database transaction per action together with the row that records its entries, so a
+crash leaves an action either booked with its row updated or not booked at all, and a rerun
+books the rest:
+
+* a dividend's ex-date entry goes to the record holders: each holder's shares at the end of
+  the day before the ex-date, read from the ledger as of that moment (the unattributed holdings
+  included); its pay-date entry turns the receivable into cash once the pay date has come;
+* a split re-states every holder's lots at its date. It must be booked before anything trades
+  the ticker at or after that date (lots are read as they stand now), else it is refused.
+
+The file format (one header, blank fields where they do not apply):
+
+    kind,ticker,ex_date,pay_date,amount,currency,withholding,ratio
+    dividend,SPY,2026-12-19,2026-12-31,1.85,USD,0.15,
+    split,GLD,2026-12-10,,,,,2:1
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from tradeledger.engine.accounting.corporate import (
+    CorporateActionError, Dividend, Split, dividend_ex_entry, dividend_net, dividend_pay_entry, split_entry,
+)
+from tradeledger.engine.accounting.holdings import LEDGER_EPOCH, holder_of
+from tradeledger.engine.tables import corporate_action
+from tradeledger.engine.targets.prices import CsvImportError, parse_date, parse_number, read_csv_rows, trading_config
+from tradeledger.ledger.model import Account
+from tradeledger.ledger.numbers import from_scaled, to_scaled
+from tradeledger.ledger.store import fmt_ts
+
+UTC = dt.timezone.utc
+HEADER = ("kind", "ticker", "ex_date", "pay_date", "amount", "currency", "withholding", "ratio")
+
+
+# -- parsing (pure) --------------------------------------------------------------------------------
+
+
+def parse_ratio(text: str) -> tuple[Decimal, Decimal]:
+    parts = text.split(":")
+    if len(parts) != 2:
+        raise ValueError(f"ratio {text!r} must be NEW:OLD, e.g. 2:1 or 1:10")
+    new, old = (parse_number(p, "ratio") for p in parts)
+    if new <= 0 or old <= 0 or new != new.to_integral_value() or old != old.to_integral_value():
+        raise ValueError(f"ratio {text!r} must be two positive whole numbers")
+    if new == old:
+        raise ValueError(f"ratio {text!r} changes nothing")
+    return new, old
+
+
+def parse_actions_csv(text: str, shares: set[str], source: str) -> list[Dividend | Split]:
+    """Every row checked; a file with a bad row raises CsvImportError listing each (line, why)."""
+    header, rows = read_csv_rows(text, source)
+    if header != HEADER:
+        raise CsvImportError(source, [(1, f"header must be {','.join(HEADER)}")])
+    actions, problems = [], []
+    for line, fields in rows:
+        if len(fields) != len(HEADER):
+            problems.append((line, f"expected {len(HEADER)} fields, found {len(fields)}"))
+            continue
+        kind, ticker, ex_date, pay_date, amount, currency, withholding, ratio = (f.strip() for f in fields)
+        try:
+            if ticker not in shares:
+                raise ValueError(f"{ticker!r} is not a configured share or ETF")
+            if kind == "dividend":
+                ex, pay = parse_date(ex_date), parse_date(pay_date)
+                if pay < ex:
+                    raise ValueError(f"pay date {pay} is before the ex-date {ex}")
+                value = parse_number(amount, "amount")
+                if value == 0:
+                    raise ValueError("a dividend of 0")
+                tax = parse_number(withholding, "withholding") if withholding else Decimal(0)
+                if not 0 <= tax < 1:
+                    raise ValueError(f"withholding {tax} must be a fraction in [0, 1)")
+                if len(currency) != 3 or not currency.isalpha() or not currency.isupper():
+                    raise ValueError(f"currency {currency!r} must be a 3-letter code")
+                actions.append(Dividend(ticker, ex, pay, value, currency, tax, source="import"))
+            elif kind == "split":
+                new, old = parse_ratio(ratio)
+                actions.append(Split(ticker, parse_date(ex_date), new, old, source="import"))
+            else:
+                raise ValueError(f"kind {kind!r} must be dividend or split")
+        except ValueError as exc:
+            problems.append((line, str(exc)))
+    if problems:
+        raise CsvImportError(source, problems)
+    return actions
+
+
+# -- storing ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class StoreReport:
+    added: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {"added": self.added, "unchanged": self.unchanged}
+
+
+def _row(action: Dividend | Split, now: dt.datetime) -> dict:
+    common = {"key": action.key, "ticker": action.ticker, "source": action.source, "ref": action.ref,
+              "created_at": fmt_ts(now)}
+    if isinstance(action, Dividend):
+        return common | {"kind": "dividend", "ex_date": action.ex_date.isoformat(),
+                         "pay_date": action.pay_date.isoformat(), "amount": to_scaled(action.amount, "amount"),
+                         "currency": action.currency, "withholding": str(action.withholding),
+                         "ratio_new": None, "ratio_old": None}
+    return common | {"kind": "split", "ex_date": action.date.isoformat(), "pay_date": None, "amount": None,
+                     "currency": None, "withholding": None, "ratio_new": to_scaled(action.new),
+                     "ratio_old": to_scaled(action.old)}
+
+
+_COMPARED = ("kind", "ticker", "ex_date", "pay_date", "amount", "currency", "withholding", "ratio_new", "ratio_old")
+
+
+def store_actions(conn, actions: list[Dividend | Split], now: dt.datetime) -> StoreReport:
+    """Insert new actions; the same action again is a no-op; different figures under one key refuse."""
+    report = StoreReport()
+    for action in actions:
+        row = _row(action, now)
+        old = conn.execute(sa.select(corporate_action).where(corporate_action.c.key == action.key)).first()
+        if old is None:
+            conn.execute(corporate_action.insert().values(**row))
+            report.added.append(action.key)
+            continue
+        diffs = [c for c in _COMPARED if getattr(old, c) != row[c]
+                 and not (c == "withholding" and Decimal(old.withholding or 0) == Decimal(row[c] or 0))]
+        if diffs:
+            raise CorporateActionError(f"corporate action {action.key} is stored with other figures "
+                                       f"({', '.join(diffs)} differ); nothing imported")
+        report.unchanged.append(action.key)
+    return report
+
+
+def import_actions_csv(env, path: str | Path, now: dt.datetime | None = None) -> StoreReport:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CsvImportError(str(path), [(0, "not a UTF-8 text file")]) from None
+    config = trading_config(env)
+    shares = {name for name, i in config.instruments.items() if not i.is_future}
+    actions = parse_actions_csv(text, shares, str(path))
+    with env.engine.begin() as conn:
+        return store_actions(conn, actions, now or dt.datetime.now(UTC))
+
+
+def _action(row) -> Dividend | Split:
+    if row.kind == "dividend":
+        return Dividend(row.ticker, dt.date.fromisoformat(row.ex_date), dt.date.fromisoformat(row.pay_date),
+                        from_scaled(row.amount), row.currency, Decimal(row.withholding or 0), row.source, row.ref)
+    return Split(row.ticker, dt.date.fromisoformat(row.ex_date), from_scaled(row.ratio_new),
+                 from_scaled(row.ratio_old), row.source, row.ref)
+
+
+def list_actions(env) -> list[dict]:
+    with env.engine.connect() as conn:
+        rows = conn.execute(sa.select(corporate_action).order_by(corporate_action.c.ex_date,
+                                                                 corporate_action.c.id)).all()
+    return [{"key": r.key, "kind": r.kind, "ticker": r.ticker, "ex_date": r.ex_date, "pay_date": r.pay_date,
+             "amount": str(from_scaled(r.amount)) if r.amount is not None else None, "currency": r.currency,
+             "withholding": r.withholding, "ratio": f"{from_scaled(r.ratio_new)}:{from_scaled(r.ratio_old)}"
+             if r.kind == "split" else None, "source": r.source,
+             "state": _state(r)} for r in rows]
+
+
+def _state(row) -> str:
+    if row.kind == "split":
+        return "booked" if row.ex_txn_id is not None else "due"
+    if row.pay_txn_id is not None:
+        return "paid"
+    return "receivable" if row.ex_txn_id is not None else "due"
+
+
+# -- booking ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class BookReport:
+    booked: list[str] = field(default_factory=list)  # "dividend SPY ex 2026-12-19", ...
+    refused: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {"booked": self.booked, "refused": self.refused}
+
+
+def _start(date: dt.date) -> dt.datetime:
+    return dt.datetime.combine(date, dt.time(0), UTC)
+
+
+def _open_accounts(env, conn, accounts: set[str]) -> None:
+    for name in sorted(accounts):
+        env.ledger.open_account(Account(name, LEDGER_EPOCH), conn)
+
+
+def _holder_positions(env, conn, ticker: str, before: dt.date) -> dict[str | None, Decimal]:
+    chart = env.chart
+    balances = env.ledger.balances(as_of=before, prefix=chart.root, conn=conn, commodity=ticker)
+    result = {}
+    for (account, _), units in balances.items():
+        holder = holder_of(chart, account)
+        if holder is not False and units != 0:
+            result[holder] = units
+    return result
+
+
+def book_due(env, today: dt.date) -> BookReport:
+    """Book every stored action whose date is on or before `today`, each in its own transaction."""
+    report = BookReport()
+    with env.engine.connect() as conn:
+        rows = conn.execute(sa.select(corporate_action).where(corporate_action.c.ex_date <= today.isoformat())
+                            .order_by(corporate_action.c.ex_date, corporate_action.c.id)).all()
+    for row in rows:
+        action = _action(row)
+        try:
+            if isinstance(action, Split) and row.ex_txn_id is None:
+                _book_split(env, row.id, action)
+                report.booked.append(f"split {action.ticker} {action.new}:{action.old} on {action.date}")
+            elif isinstance(action, Dividend):
+                if row.ex_txn_id is None:
+                    _book_ex(env, row.id, action)
+                    report.booked.append(f"dividend {action.ticker} ex {action.ex_date}")
+                if row.pay_txn_id is None and action.pay_date <= today:
+                    _book_pay(env, row.id, action)
+                    report.booked.append(f"dividend {action.ticker} paid {action.pay_date}")
+        except CorporateActionError as exc:
+            report.refused.append(f"{action.key}: {exc}")
+    return report
+
+
+def _booked(conn, row_id: int, column: str) -> bool:
+    """Whether the action's entry is recorded (0: due but nobody held the shares, nothing to book)."""
+    return conn.execute(sa.select(corporate_action.c[column]).where(corporate_action.c.id == row_id)).scalar_one() \
+        is not None
+
+
+def _book_ex(env, row_id: int, dividend: Dividend) -> None:
+    chart = env.chart
+    with env.engine.begin() as conn:
+        if _booked(conn, row_id, "ex_txn_id"):
+            return  # another process booked it first
+        positions = _holder_positions(env, conn, dividend.ticker, dividend.ex_date)
+        txn = dividend_ex_entry(chart, dividend, positions, _start(dividend.ex_date))
+        txn_id = 0  # nobody held the shares: recorded as booked with no entry
+        if txn is not None:
+            _open_accounts(env, conn, {p.account for p in txn.postings})
+            txn_id = env.ledger.book(txn, conn).id
+        conn.execute(corporate_action.update().where(corporate_action.c.id == row_id).values(ex_txn_id=txn_id))
+
+
+def _book_pay(env, row_id: int, dividend: Dividend) -> None:
+    chart = env.chart
+    with env.engine.begin() as conn:
+        row = conn.execute(sa.select(corporate_action).where(corporate_action.c.id == row_id)).one()
+        if row.pay_txn_id is not None:
+            return
+        net = dividend_net(env.ledger.get(row.ex_txn_id, conn), chart) if row.ex_txn_id else Decimal(0)  # 0: none
+        txn = dividend_pay_entry(chart, dividend, net, _start(dividend.pay_date))
+        txn_id = env.ledger.book(txn, conn).id if txn is not None else 0
+        conn.execute(corporate_action.update().where(corporate_action.c.id == row_id).values(pay_txn_id=txn_id))
+
+
+def _book_split(env, row_id: int, split: Split) -> None:
+    chart = env.chart
+    with env.engine.begin() as conn:
+        if _booked(conn, row_id, "ex_txn_id"):
+            return
+        after = env.ledger.balances(as_of=_start(split.date) - dt.timedelta(microseconds=1), prefix=chart.root,
+                                    conn=conn, commodity=split.ticker)
+        now = env.ledger.balances(prefix=chart.root, conn=conn, commodity=split.ticker)
+        if after != now:
+            raise CorporateActionError(
+                f"{split.ticker} traded at or after the split date {split.date}: book splits before trading "
+                f"the new shares (reverse the later fills, book the split, then re-book them)")
+        lots = {}
+        for (account, _), units in now.items():
+            holder = holder_of(chart, account)
+            if holder is not False and units != 0:
+                lots[holder] = env.ledger.lots(account, split.ticker, conn)
+        txn = split_entry(chart, split, lots, _start(split.date))
+        txn_id = env.ledger.book(txn, conn).id if txn is not None else 0
+        conn.execute(corporate_action.update().where(corporate_action.c.id == row_id).values(ex_txn_id=txn_id))

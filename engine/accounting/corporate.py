@@ -1,0 +1,220 @@
+"""What share holdings bring and what the account pays and earns: dividends, splits, interest, fees.
+
+These are cash and position movements that happen at the broker without an order. Each becomes a
+balanced ledger entry, built here by pure functions from the action and the holdings it applies
+to; the caller reads the holdings and books the entry in one database transaction.
+
+Dividends (cash, per share, in the share's currency) are owed to whoever holds the shares at the
+end of the day before the ex-date (the record holders), the trader's unattributed holdings
+included. They are booked in two steps:
+
+    ex-date   Assets:Receivable:<Acct>:Dividends      gross - tax   (what the broker will pay)
+              Expenses:Taxes:Withholding:<Holder>     tax           (withheld at source)
+              Income:Dividends:<Holder>               -gross
+    pay date  Assets:Broker:<Acct>:Cash               net
+              Assets:Receivable:<Acct>:Dividends      -net
+
+A short holder pays the dividend (a payment in lieu, no withholding): the same postings with the
+signs turned. Gross amounts are exact (shares x amount per share); withholding is rounded to the
+currency's cent, half even, per holder.
+
+Splits change every lot's units and per-unit cost with the same total cost, keeping the lot's
+date and label (FIFO order is unchanged): 100 SPY {600 USD} becomes 200 SPY {300 USD} in a 2:1
+split. Each lot is closed and reopened in one entry, which beancount books with zero errors. A
+split that would leave a fraction of a share, or a per-unit cost finer than the ledger's
+precision, is refused: the broker pays cash in lieu, which is booked as the sale it is.
+
+Interest and fees belong to the account as a whole. They go to `Income:Interest:<Holder>`,
+`Expenses:Interest:<Holder>` or `Expenses:Fees:<Holder>`, either all to the account
+(`Account`, unallocated) or split across strategies by weights (e.g. their capital shares), in
+whole cents by largest remainder so that the parts add up to the amount exactly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from tradeledger.ledger.accounts import Chart
+from tradeledger.ledger.model import Cost, Posting, Transaction
+
+ZERO = Decimal(0)
+CENT = Decimal("0.01")
+NANO = Decimal("1e-9")
+UNALLOCATED = "Account"  # the holder component of interest and fees that no strategy bears
+
+
+class CorporateActionError(ValueError):
+    """An action that cannot be booked as given; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Dividend:
+    ticker: str
+    ex_date: dt.date
+    pay_date: dt.date
+    amount: Decimal  # per share, in `currency`
+    currency: str
+    withholding: Decimal = ZERO  # fraction withheld at source, 0..1
+    source: str = "import"
+    ref: str = ""  # the source's own id (a Flex transaction id), or derived from the fields
+
+    @property
+    def key(self) -> str:
+        return f"{self.ticker}:{self.ex_date.isoformat()}:{self.ref or 'div'}"
+
+
+@dataclass(frozen=True)
+class Split:
+    ticker: str
+    date: dt.date  # effective at the start of this day
+    new: Decimal  # shares after, per `old` shares before: 2:1 is new=2, old=1; 1:10 is new=1, old=10
+    old: Decimal
+    source: str = "import"
+    ref: str = ""
+
+    @property
+    def ratio(self) -> Decimal:
+        return self.new / self.old
+
+    @property
+    def key(self) -> str:
+        return f"{self.ticker}:{self.date.isoformat()}:split"
+
+
+@dataclass(frozen=True)
+class AccountCash:
+    """Interest or a fee for the whole account; `amount` is signed as it moves cash (a fee < 0)."""
+
+    kind: str  # interest | fee
+    date: dt.date
+    amount: Decimal
+    currency: str
+    description: str
+    ref: str
+
+
+# -- dividends -------------------------------------------------------------------------------------
+
+
+def cents(x: Decimal) -> Decimal:
+    return x.quantize(CENT, rounding=ROUND_HALF_EVEN)
+
+
+def dividend_ex_entry(chart: Chart, dividend: Dividend, positions: dict[str | None, Decimal],
+                      time: dt.datetime) -> Transaction | None:
+    """The ex-date entry for every record holder (holder -> shares held before the ex-date)."""
+    postings: list[Posting] = []
+    receivable = chart.dividends_receivable
+    for holder in sorted(positions, key=lambda h: h or ""):
+        shares = positions[holder]
+        if shares == 0:
+            continue
+        gross = shares * dividend.amount
+        tax = cents(gross * dividend.withholding) if gross > 0 else ZERO
+        postings.append(Posting(chart.dividends(holder), -gross, dividend.currency))
+        if tax:
+            postings.append(Posting(chart.withholding(holder), tax, dividend.currency))
+        postings.append(Posting(receivable, gross - tax, dividend.currency))
+    if not postings:
+        return None
+    return Transaction(
+        time=time, kind="dividend", narration=f"Dividend {dividend.ticker} {dividend.amount} {dividend.currency}"
+        f" per share, ex {dividend.ex_date.isoformat()}", postings=tuple(postings),
+        links=(f"div-{dividend.ticker}-{dividend.ex_date.isoformat()}",),
+        meta=(("ticker", dividend.ticker), ("pay-date", dividend.pay_date.isoformat()),
+              ("withholding", str(dividend.withholding)), ("source", dividend.source)),
+        key=f"dividend:{chart.broker_account}:{dividend.key}")
+
+
+def dividend_pay_entry(chart: Chart, dividend: Dividend, net: Decimal, time: dt.datetime) -> Transaction | None:
+    """The pay-date entry: the receivable booked at the ex-date becomes cash."""
+    if net == 0:
+        return None
+    return Transaction(
+        time=time, kind="dividend-paid", narration=f"Dividend {dividend.ticker} paid", postings=(
+            Posting(chart.cash, net, dividend.currency), Posting(chart.dividends_receivable, -net, dividend.currency)),
+        links=(f"div-{dividend.ticker}-{dividend.ex_date.isoformat()}",),
+        meta=(("ticker", dividend.ticker), ("ex-date", dividend.ex_date.isoformat())),
+        key=f"dividend-paid:{chart.broker_account}:{dividend.key}")
+
+
+def dividend_net(txn: Transaction, chart: Chart) -> Decimal:
+    """What the ex-date entry left receivable (the cash the pay date brings)."""
+    return sum((p.units for p in txn.postings if p.account == chart.dividends_receivable), ZERO)
+
+
+# -- splits ----------------------------------------------------------------------------------------
+
+
+def split_entry(chart: Chart, split: Split, lots: dict[str | None, list[tuple[Cost, Decimal]]],
+                time: dt.datetime) -> Transaction | None:
+    """Every holder's lots of the ticker, re-stated in post-split units at the same total cost."""
+    if split.new <= 0 or split.old <= 0:
+        raise CorporateActionError(f"split {split.ticker}: ratio {split.new}:{split.old} must be positive")
+    ratio = split.ratio
+    postings: list[Posting] = []
+    for holder in sorted(lots, key=lambda h: h or ""):
+        account = chart.holdings(holder)
+        for cost, units in lots[holder]:
+            new_units = units * split.new / split.old
+            new_cost = cost.number * split.old / split.new
+            if new_units != new_units.to_integral_value():
+                raise CorporateActionError(
+                    f"split {split.ticker} {split.new}:{split.old}: {units} shares of "
+                    f"{holder or 'unattributed'} become {new_units}, a fraction; book the broker's cash in "
+                    f"lieu as a sale first, then the split")
+            if new_cost != new_cost.quantize(NANO):
+                raise CorporateActionError(
+                    f"split {split.ticker}: the per-share cost {cost.number} / {ratio} is not exact to 9 places")
+            postings.append(Posting(account, -units, split.ticker, cost))
+            postings.append(Posting(account, new_units, split.ticker,
+                                    Cost(new_cost.normalize() if new_cost else ZERO, cost.currency, cost.date,
+                                         cost.label)))
+    if not postings:
+        return None
+    return Transaction(
+        time=time, kind="split", narration=f"Split {split.ticker} {split.new}:{split.old}",
+        postings=tuple(postings), links=(f"split-{split.ticker}-{split.date.isoformat()}",),
+        meta=(("ticker", split.ticker), ("ratio", f"{split.new}:{split.old}"), ("source", split.source)),
+        key=f"split:{chart.broker_account}:{split.key}")
+
+
+# -- interest and fees -----------------------------------------------------------------------------
+
+
+def allocate_cents(amount: Decimal, weights: dict[str, Decimal]) -> dict[str, Decimal]:
+    """`amount` split by weights in whole cents (largest remainder), summing to it exactly."""
+    positive = {k: w for k, w in weights.items() if w > 0}
+    total = sum(positive.values(), ZERO)
+    if not positive or total == 0:
+        return {UNALLOCATED: amount}
+    sign = -1 if amount < 0 else 1
+    in_cents = abs(amount) / CENT
+    if in_cents != in_cents.to_integral_value():  # sub-cent amounts: split the cents, keep the rest whole
+        return {UNALLOCATED: amount}
+    exact = {k: in_cents * w / total for k, w in positive.items()}
+    floors = {k: int(v) for k, v in exact.items()}
+    left = int(in_cents) - sum(floors.values())
+    for k in sorted(exact, key=lambda k: (-(exact[k] - floors[k]), k))[:left]:
+        floors[k] += 1
+    return {k: sign * Decimal(v) * CENT for k, v in floors.items() if v}
+
+
+def account_cash_entry(chart: Chart, item: AccountCash, shares: dict[str, Decimal]) -> Transaction:
+    """Interest or a fee against cash, borne by `shares` (holder component -> signed amount)."""
+    if item.kind not in ("interest", "fee"):
+        raise CorporateActionError(f"unknown account cash kind {item.kind!r} (interest or fee)")
+    postings = [Posting(chart.cash, item.amount, item.currency)]
+    for holder in sorted(shares):
+        part = shares[holder]
+        if item.kind == "fee":
+            account = chart.fees(holder)
+        else:
+            account = chart.interest_income(holder) if item.amount > 0 else chart.interest_expense(holder)
+        postings.append(Posting(account, -part, item.currency))
+    return Transaction(
+        time=dt.datetime.combine(item.date, dt.time(12), dt.timezone.utc), kind=item.kind,
+        narration=item.description or f"{item.kind} {item.amount} {item.currency}", postings=tuple(postings),
+        links=(), meta=(("ref", item.ref),), key=f"{item.kind}:{chart.broker_account}:{item.ref}")
