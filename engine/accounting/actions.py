@@ -33,7 +33,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from tradeledger.engine.accounting.corporate import (
-    CorporateActionError, Dividend, Split, dividend_ex_entry, dividend_net, dividend_pay_entry, split_entry,
+    UNALLOCATED, AccountCash, CorporateActionError, Dividend, Split, account_cash_entry, allocate_cents,
+    dividend_ex_entry, dividend_net, dividend_pay_entry, split_entry,
 )
 from tradeledger.engine.accounting.holdings import LEDGER_EPOCH, holder_of
 from tradeledger.engine.tables import corporate_action
@@ -295,3 +296,41 @@ def _book_split(env, row_id: int, split: Split) -> None:
         txn = split_entry(chart, split, lots, _start(split.date))
         txn_id = env.ledger.book(txn, conn).id if txn is not None else 0
         conn.execute(corporate_action.update().where(corporate_action.c.id == row_id).values(ex_txn_id=txn_id))
+
+
+# -- the account's interest and fees -----------------------------------------------------------------
+
+
+def account_cash_shares(config, item: AccountCash) -> dict[str, Decimal]:
+    """Who bears an interest or fee amount, by the configured rule (pure)."""
+    rule = config.interest_allocation if item.kind == "interest" else config.fee_allocation
+    if rule == "capital":
+        return allocate_cents(item.amount, {s.account_name: s.capital_share for s in config.strategies.values()})
+    return {UNALLOCATED: item.amount}
+
+
+def book_account_cash(env, item: AccountCash, conn=None) -> tuple[int, bool]:
+    """Book interest or a fee once (keyed by its reference); returns (entry id, booked now)."""
+    if item.amount == 0:
+        raise CorporateActionError(f"{item.kind} of 0 {item.currency}: nothing to book")
+    txn = account_cash_entry(env.chart, item, account_cash_shares(trading_config(env), item))
+    with _begin(env, conn) as c:
+        _open_accounts(env, c, {p.account for p in txn.postings})
+        booked = env.ledger.book(txn, c)
+    return booked.id, booked.created
+
+
+class _begin:
+    """The caller's connection, or a new transaction."""
+
+    def __init__(self, env, conn):
+        self.env, self.conn, self._ctx = env, conn, None
+
+    def __enter__(self):
+        if self.conn is not None:
+            return self.conn
+        self._ctx = self.env.engine.begin()
+        return self._ctx.__enter__()
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc) if self._ctx is not None else False

@@ -58,11 +58,13 @@ class Dividend:
     currency: str
     withholding: Decimal = ZERO  # fraction withheld at source, 0..1
     source: str = "import"
-    ref: str = ""  # the source's own id (a Flex transaction id), or derived from the fields
+    ref: str = ""  # the source's own id (a Flex action id), for the record
 
     @property
     def key(self) -> str:
-        return f"{self.ticker}:{self.ex_date.isoformat()}:{self.ref or 'div'}"
+        """One dividend per ticker and ex-date, whichever source reports it: a second source links
+        to the stored one (or disagrees, and says so) instead of booking it again."""
+        return f"{self.ticker}:{self.ex_date.isoformat()}:div"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from tradeledger.ledger.numbers import NumberError, to_decimal
 
 MONTH_CODES = "FGHJKMNQUVXZ"
 INSTRUMENT_TYPES = ("future", "share")
+ALLOCATION_RULES = ("none", "capital")  # how the account's interest and fees reach the strategies
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class TradingConfig:
     rules: dict  # rule name -> "module:function"
     sim_commission: Decimal = Decimal("1.00")
     sim_share_commission: Decimal = Decimal("0.005")
+    interest_allocation: str = "none"  # [account_cash] interest: "capital" (by capital share) or "none"
+    fee_allocation: str = "none"  # [account_cash] fees: the same choice
 
     def execution_instrument(self, signal: str) -> Instrument:
         return self.instruments[self.mappings.get(signal, signal)]
@@ -177,7 +180,15 @@ def parse_trading_config(raw: dict) -> TradingConfig:
         halted=frozenset([k for k, v in {**per, **per_strategy}.items() if v.get("halt")]),
         reduce_only=frozenset([k for k, v in {**per, **per_strategy}.items() if v.get("reduce_only")]),
     )
+    account_cash = raw.get("account_cash", {})
+    allocation = {}
+    for key in ("interest", "fees"):
+        allocation[key] = str(account_cash.get(key, "none"))
+        if allocation[key] not in ALLOCATION_RULES:
+            raise ConfigError(f"config: account_cash.{key} must be one of {', '.join(ALLOCATION_RULES)}, "
+                              f"not {allocation[key]!r}")
     return TradingConfig(
+        interest_allocation=allocation["interest"], fee_allocation=allocation["fees"],
         capital=_dec("portfolio", "capital", portfolio.get("capital", "1000000"), positive=True),
         buffer_fraction=_dec("portfolio", "buffer_fraction", portfolio.get("buffer_fraction", "0.1"), positive=True),
         max_run_age_hours=_dec("portfolio", "max_run_age_hours", portfolio.get("max_run_age_hours", 24), positive=True),

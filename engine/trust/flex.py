@@ -1,0 +1,267 @@
+"""IB's Flex statement as the record: book once what the API does not deliver, flag what differs.
+
+The API delivers executions and commissions, never dividends, interest or fees, and only a few
+days of executions. IB's Flex statement (an XML report the trader downloads or schedules) has
+all of it. `tradeledger import flex FILE` reads one with `ibflex` and, for the statement's
+account only:
+
+* Trades: an execution already booked (same execution id) is compared (side, quantity, price)
+  and a difference becomes a `statement_difference` exception; a missed one is booked through
+  the same path as a synced fill (attributed by its orderRef, else to Unattributed with an
+  exception), exactly once.
+* Dividends and their withholding tax (paired by IB's action id) become corporate actions, keyed
+  by ticker and ex-date like every other source: a dividend already known is linked, one whose
+  figures differ is a `statement_difference`, never a silent change. The per-share amount comes
+  from IB's description ("... Cash Dividend USD 1.85 per Share ..."). What IB paid is compared
+  with what the ledger's record holders imply. Due actions are then booked (`book_due`).
+* Broker interest and other fees are booked once each (keyed by IB's transaction id) by the
+  configured allocation rule (`[account_cash]`).
+* Deposits and withdrawals are proposed, not booked: an exception carries the exact
+  `tradeledger adjust cash ...` command.
+
+Replaying the same statement books nothing twice. Flex times are in the time zone the statement
+was generated in (IB's default: US/Eastern); `tz` says which.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from tradeledger.broker.base import Contract, Execution
+from tradeledger.engine.accounting.actions import book_account_cash, book_due, store_actions
+from tradeledger.engine.accounting.corporate import AccountCash, CorporateActionError, Dividend
+from tradeledger.engine.setup.contracts_ib import ib_contract_namer
+from tradeledger.engine.tables import adjustment, fill
+from tradeledger.engine.targets.prices import trading_config
+from tradeledger.engine.trading.fills import SyncReport, book_execution
+from tradeledger.engine.trust.exceptions import raise_exception
+from tradeledger.ledger.numbers import from_scaled
+
+UTC = dt.timezone.utc
+PER_SHARE = re.compile(r"Cash Dividend ([A-Z]{3}) ([0-9]+(?:\.[0-9]+)?) per Share")
+
+
+class FlexError(ValueError):
+    """A statement that cannot be read or is not this environment's; nothing was booked."""
+
+
+@dataclass(frozen=True)
+class FlexDividend:
+    ticker: str
+    ex_date: dt.date
+    pay_date: dt.date
+    per_share: Decimal
+    currency: str
+    gross: Decimal
+    tax: Decimal  # positive: what IB withheld
+    action_id: str
+
+
+@dataclass(frozen=True)
+class CashMove:
+    date: dt.date
+    amount: Decimal
+    currency: str
+    description: str
+    ref: str
+
+
+@dataclass(frozen=True)
+class FlexStatement:
+    account: str
+    to_date: dt.date
+    trades: tuple[Execution, ...]
+    dividends: tuple[FlexDividend, ...]
+    account_cash: tuple[AccountCash, ...]
+    deposits: tuple[CashMove, ...]
+
+
+@dataclass
+class FlexReport:
+    trades_booked: list[str] = field(default_factory=list)
+    trades_known: int = 0
+    dividends: list[str] = field(default_factory=list)
+    account_cash_booked: list[str] = field(default_factory=list)
+    account_cash_known: int = 0
+    proposed: list[str] = field(default_factory=list)  # adjust commands for deposits/withdrawals
+    differences: list[str] = field(default_factory=list)
+    booked_actions: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+# -- reading (pure but for the file) -----------------------------------------------------------------
+
+
+def _when(value, tz: ZoneInfo) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=tz)).astimezone(UTC)
+    return dt.datetime.combine(value, dt.time(12), tz).astimezone(UTC)
+
+
+def _day(value) -> dt.date:
+    """The statement's own date of a cash movement (its local day, as IB's statement shows it)."""
+    return value.date() if isinstance(value, dt.datetime) else value
+
+
+def _enum_value(x) -> str:
+    return getattr(x, "value", x) or ""
+
+
+def read_flex(path: str | Path, namer, tz: ZoneInfo) -> FlexStatement:
+    from ibflex import parser
+
+    try:
+        response = parser.parse(str(path))
+    except Exception as exc:  # ibflex raises its own errors and ElementTree's
+        raise FlexError(f"{path}: not a Flex statement IB's format allows ({type(exc).__name__}: {exc})") from None
+    if len(response.FlexStatements) != 1:
+        raise FlexError(f"{path}: {len(response.FlexStatements)} statements; import one account's at a time")
+    st = response.FlexStatements[0]
+    trades = tuple(_execution(t, st.accountId, namer, tz) for t in st.Trades
+                   if getattr(t, "ibExecID", None) and _enum_value(t.assetCategory) in ("STK", "FUT"))
+    by_action: dict[str, list] = defaultdict(list)
+    account_cash, deposits = [], []
+    for c in st.CashTransactions:
+        kind = _enum_value(c.type)
+        if kind in ("Dividends", "Payment In Lieu Of Dividends", "Withholding Tax"):
+            by_action[c.actionID or f"{c.symbol}:{c.dateTime}"].append(c)
+        elif kind in ("Broker Interest Received", "Broker Interest Paid"):
+            account_cash.append(AccountCash("interest", _day(c.dateTime), c.amount, c.currency,
+                                            c.description or kind, f"flex-{c.transactionID}"))
+        elif kind in ("Other Fees", "Advisor Fees"):
+            account_cash.append(AccountCash("fee", _day(c.dateTime), c.amount, c.currency,
+                                            c.description or kind, f"flex-{c.transactionID}"))
+        elif kind == "Deposits & Withdrawals":
+            deposits.append(CashMove(_day(c.dateTime), c.amount, c.currency, c.description or kind,
+                                     f"flex-{c.transactionID}"))
+    dividends = tuple(_dividend(rows, tz) for rows in by_action.values())
+    to_date = st.toDate if isinstance(st.toDate, dt.date) else dt.date.today()
+    return FlexStatement(st.accountId, to_date, trades, tuple(d for d in dividends if d), tuple(account_cash),
+                         tuple(deposits))
+
+
+def _execution(t, account: str, namer, tz: ZoneInfo) -> Execution:
+    category = _enum_value(t.assetCategory)
+    expiry = t.expiry.strftime("%Y%m%d") if getattr(t, "expiry", None) else ""
+    raw = Contract(code=t.symbol, sec_type=category, symbol=t.underlyingSymbol or t.symbol if category == "FUT"
+                   else t.symbol, exchange=t.exchange or "", currency=t.currency, multiplier=t.multiplier or Decimal(1),
+                   expiry=expiry, trading_class="")
+    contract = namer(raw) if namer else raw
+    commission = -t.ibCommission if t.ibCommission is not None else None
+    return Execution(exec_id=t.ibExecID, account=account, contract=contract,
+                     side="BUY" if _enum_value(t.buySell) in ("BUY", "BUY (Ca.)") else "SELL",
+                     quantity=abs(t.quantity), price=t.tradePrice, time=_when(t.dateTime, tz),
+                     order_ref=t.orderReference or "", commission=commission,
+                     commission_currency=t.ibCommissionCurrency or t.currency)
+
+
+def _dividend(rows, tz: ZoneInfo) -> FlexDividend | None:
+    gross_rows = [r for r in rows if _enum_value(r.type) != "Withholding Tax"]
+    if not gross_rows:
+        return None
+    first = gross_rows[0]
+    gross = sum((r.amount for r in gross_rows), Decimal(0))
+    tax = -sum((r.amount for r in rows if _enum_value(r.type) == "Withholding Tax"), Decimal(0))
+    match = PER_SHARE.search(first.description or "")
+    if first.exDate is None or match is None:
+        raise FlexError(f"dividend {first.symbol} of {gross} {first.currency}: the statement lacks its ex-date or "
+                        f"per-share amount; add exDate and the description to the Flex query")
+    ex = first.exDate.date() if isinstance(first.exDate, dt.datetime) else first.exDate
+    return FlexDividend(first.symbol, ex, _day(first.dateTime), Decimal(match.group(2)), match.group(1),
+                        gross, tax, str(first.actionID or ""))
+
+
+# -- importing -----------------------------------------------------------------------------------------
+
+
+def import_flex(env, path: str | Path, tz: str = "America/New_York", now: dt.datetime | None = None) -> FlexReport:
+    now = now or dt.datetime.now(UTC)
+    config = trading_config(env)
+    statement = read_flex(path, ib_contract_namer(config), ZoneInfo(tz))
+    if statement.account != env.settings.account:
+        raise FlexError(f"{path} is account {statement.account}'s statement; this environment is "
+                        f"{env.settings.account}: nothing booked")
+    report = FlexReport()
+    _import_trades(env, statement, report, now)
+    _import_dividends(env, statement, report, now)
+    for item in statement.account_cash:
+        _, created = book_account_cash(env, item)
+        if created:
+            report.account_cash_booked.append(f"{item.kind} {item.amount} {item.currency} {item.date}")
+        else:
+            report.account_cash_known += 1
+    _propose_cash_moves(env, statement, report, now)
+    report.booked_actions = book_due(env, statement.to_date).booked
+    return report
+
+
+def _difference(env, subject: str, detail: str, report: FlexReport, now: dt.datetime) -> None:
+    report.differences.append(detail)
+    with env.engine.begin() as conn:
+        raise_exception(conn, "statement_difference", subject, detail, severity="error", now=now)
+
+
+def _import_trades(env, statement: FlexStatement, report: FlexReport, now: dt.datetime) -> None:
+    for e in statement.trades:
+        with env.engine.begin() as conn:
+            booked = conn.execute(sa.select(fill).where(fill.c.account == e.account, fill.c.exec_key ==
+                                                        e.base_exec_id, fill.c.superseded_by.is_(None))).first()
+            if booked is None:
+                book_execution(conn, env.ledger, env.chart, e, SyncReport())
+                report.trades_booked.append(e.base_exec_id)
+                continue
+        report.trades_known += 1
+        ledger_side, qty, price = booked.side, from_scaled(booked.quantity), from_scaled(booked.price)
+        if (ledger_side, qty, price) != (e.side, e.quantity, e.price):
+            _difference(env, f"{e.contract.code} {e.base_exec_id}",
+                        f"execution {e.exec_id}: IB's statement says {e.side} {e.quantity} @ {e.price}, the ledger "
+                        f"booked {ledger_side} {qty} @ {price}", report, now)
+
+
+def _import_dividends(env, statement: FlexStatement, report: FlexReport, now: dt.datetime) -> None:
+    for d in statement.dividends:
+        withholding = (d.tax / d.gross).normalize() if d.gross > 0 and d.tax else Decimal(0)
+        dividend = Dividend(d.ticker, d.ex_date, d.pay_date, d.per_share, d.currency, withholding, "flex",
+                            d.action_id)
+        try:
+            with env.engine.begin() as conn:
+                store_actions(conn, [dividend], now)
+        except CorporateActionError as exc:
+            _difference(env, f"dividend {d.ticker} {d.ex_date}", f"IB's statement: {exc}", report, now)
+            continue
+        report.dividends.append(dividend.key)
+        held = sum(env.ledger.balances(as_of=d.ex_date, prefix=env.chart.root, commodity=d.ticker).values(),
+                   Decimal(0))
+        if held * d.per_share != d.gross:
+            _difference(env, f"dividend {d.ticker} {d.ex_date}",
+                        f"IB paid {d.gross} {d.currency} gross on {d.ticker} ex {d.ex_date} ({d.gross / d.per_share} "
+                        f"shares x {d.per_share}); the ledger's holders held {held}", report, now)
+
+
+def _propose_cash_moves(env, statement: FlexStatement, report: FlexReport, now: dt.datetime) -> None:
+    with env.engine.connect() as conn:
+        booked = {(r.subject, from_scaled(r.quantity)) for r in conn.execute(
+            sa.select(adjustment.c.subject, adjustment.c.quantity).where(adjustment.c.kind == "cash"))
+            if r.quantity is not None}
+    for move in statement.deposits:
+        if (move.currency, move.amount) in booked:
+            continue
+        kind = "deposit" if move.amount > 0 else "withdrawal"
+        command = (f'tradeledger adjust cash {move.currency} {move.amount} --kind {kind} '
+                   f'--reason "{move.description} ({move.date}, IB {move.ref})"')
+        report.proposed.append(command)
+        with env.engine.begin() as conn:
+            raise_exception(conn, "cash_movement", f"{move.currency} {move.amount} {move.date}",
+                            f"IB's statement shows a {kind} of {move.amount} {move.currency} on {move.date} that the "
+                            f"ledger has not booked; if it is right: {command}", severity="warning", now=now,
+                            dedupe_key=f"cash_movement:{statement.account}:{move.ref}")
