@@ -336,3 +336,13 @@ corporate_action = Table(
     Column("ex_txn_id", BigInteger),
     Column("pay_txn_id", BigInteger),
 )
+
+
+# Imported target weights of allocation strategies: one set per (strategy, date), facts.
+target_weight = Table(
+    "target_weight", metadata,
+    Column("strategy", String(64), primary_key=True),
+    Column("date", String(10), primary_key=True),
+    Column("ticker", String(64), primary_key=True),
+    Column("weight", String(40), nullable=False),  # decimal text in [0, 1]
+)

@@ -24,7 +24,8 @@ from tradeledger.ledger.numbers import NumberError, to_decimal
 
 MONTH_CODES = "FGHJKMNQUVXZ"
 INSTRUMENT_TYPES = ("future", "share")
-ALLOCATION_RULES = ("none", "capital")  # how the account's interest and fees reach the strategies
+ALLOCATION_RULES = ("none", "capital")
+STRATEGY_KINDS = ("trend", "allocation")  # how the account's interest and fees reach the strategies
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,25 @@ class Instrument:
 
 
 @dataclass(frozen=True)
+class AllocationSpec:
+    """How an allocation strategy finds its target weights and when it rebalances.
+
+    rule: "momentum" (built in: relative momentum over `lookback` closes, the `top_n` best, each
+    1/top_n, only those with a positive return when `absolute_filter`), "file" (weights imported
+    with `tradeledger weights import`), or a plug-in "module:function".
+    A line is rebalanced when its weight has drifted from the target by more than
+    min(band_abs, band_rel x target weight): whichever band is crossed first (the "5/25" rule).
+    """
+
+    rule: str = "momentum"
+    lookback: int = 126
+    top_n: int = 3
+    absolute_filter: bool = True
+    band_abs: Decimal = Decimal("0.05")
+    band_rel: Decimal = Decimal("0.25")
+
+
+@dataclass(frozen=True)
 class Strategy:
     name: str  # the user's name
     account_name: str  # its beancount component
@@ -55,7 +75,13 @@ class Strategy:
     idm: Decimal
     fdm: Decimal
     rules: tuple[tuple[str, Decimal], ...]  # (rule spec, weight)
-    instruments: tuple[tuple[str, Decimal], ...]  # (signal instrument, weight)
+    instruments: tuple[tuple[str, Decimal], ...]  # (signal instrument, weight); an allocation's universe
+    kind: str = "trend"  # trend (forecasts, volatility sizing) | allocation (target weights in shares)
+    allocation: AllocationSpec | None = None
+
+    @property
+    def is_allocation(self) -> bool:
+        return self.kind == "allocation"
 
 
 @dataclass(frozen=True)
@@ -85,6 +111,10 @@ class TradingConfig:
 
     def execution_instrument(self, signal: str) -> Instrument:
         return self.instruments[self.mappings.get(signal, signal)]
+
+    def forecasting_strategies(self) -> list[Strategy]:
+        """The strategies whose targets come from forecasts (not allocation weights)."""
+        return [s for s in self.strategies.values() if not s.is_allocation]
 
     def strategy_by_account(self, component: str) -> Strategy | None:
         return next((s for s in self.strategies.values() if s.account_name == component), None)
@@ -129,6 +159,30 @@ def _instrument(name: str, raw: dict) -> Instrument:
     )
 
 
+def _allocation(where: str, raw) -> AllocationSpec:
+    where = f"{where}.allocation"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: [{where}] must be a table")
+    unknown = set(raw) - {"rule", "lookback", "top_n", "absolute_filter", "band_abs", "band_rel"}
+    if unknown:
+        raise ConfigError(f"config: {where}: unknown key(s) {', '.join(sorted(unknown))} (allowed: rule, lookback, "
+                          f"top_n, absolute_filter, band_abs, band_rel)")
+    rule = str(raw.get("rule", "momentum"))
+    if rule not in ("momentum", "file") and ":" not in rule:
+        raise ConfigError(f"config: {where}.rule must be momentum, file or a plug-in 'module:function', not {rule!r}")
+    ints = {}
+    for key, default in (("lookback", 126), ("top_n", 3)):
+        value = raw.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"config: {where}.{key} must be a whole number >= 1, not {value!r}")
+        ints[key] = value
+    absolute = raw.get("absolute_filter", True)
+    if not isinstance(absolute, bool):
+        raise ConfigError(f"config: {where}.absolute_filter must be true or false, not {absolute!r}")
+    bands = {k: _dec(where, k, raw.get(k, d), positive=True) for k, d in (("band_abs", "0.05"), ("band_rel", "0.25"))}
+    return AllocationSpec(rule=rule, absolute_filter=absolute, **ints, **bands)
+
+
 def _weights(where: str, raw) -> tuple[tuple[str, Decimal], ...]:
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"config: {where} must be a non-empty table of weights")
@@ -158,7 +212,17 @@ def parse_trading_config(raw: dict) -> TradingConfig:
         for instrument, _ in weights:
             if instrument not in instruments:
                 raise ConfigError(f"config: {where}.instruments names unknown instrument {instrument!r}")
+        kind = str(spec.get("kind", "trend"))
+        if kind not in STRATEGY_KINDS:
+            raise ConfigError(f"config: {where}.kind must be one of {', '.join(STRATEGY_KINDS)}, not {kind!r}")
+        allocation = _allocation(where, spec.get("allocation", {})) if kind == "allocation" else None
+        if allocation is not None:
+            futures = [i for i, _ in weights if instruments[i].is_future]
+            if futures:
+                raise ConfigError(f"config: {where}: an allocation strategy holds shares and ETFs, not futures "
+                                  f"({', '.join(futures)})")
         strategies[name] = Strategy(
+            kind=kind, allocation=allocation,
             name=name, account_name=components[name],
             capital_share=_dec(where, "capital_share", spec.get("capital_share", 1), positive=True),
             risk_target=_dec(where, "risk_target", spec.get("risk_target", "0.2"), positive=True, allow_zero=False),

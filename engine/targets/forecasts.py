@@ -153,7 +153,7 @@ def resolve_forecasts(env, config: TradingConfig, as_of: dt.date, conn=None,
 
     Returns (forecasts, missing) where `missing` maps a pair to the reason it has no forecast.
     """
-    pairs = [(s, i) for s in config.strategies.values() for i, _ in s.instruments]
+    pairs = [(s, i) for s in config.forecasting_strategies() for i, _ in s.instruments]
     if histories is None:
         histories = price_histories(env, {i for _, i in pairs}, as_of, conn)
     stored = stored_forecasts(env, as_of, conn)
@@ -181,10 +181,10 @@ def compute_forecasts(env, as_of: dt.date | None = None) -> list[Forecast]:
     computed value never overwrites an imported one for the same date.
     """
     config = trading_config(env)
-    histories = price_histories(env, {i for s in config.strategies.values() for i, _ in s.instruments}, as_of)
+    histories = price_histories(env, {i for s in config.forecasting_strategies() for i, _ in s.instruments}, as_of)
     cache: dict = {}
     computed, errors = [], []
-    for strategy in config.strategies.values():
+    for strategy in config.forecasting_strategies():
         for instrument, _ in strategy.instruments:
             try:
                 computed.append(combine_latest(strategy, instrument, histories[instrument], config.rules, cache))

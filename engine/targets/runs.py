@@ -53,6 +53,7 @@ from tradeledger.engine.setup.config import (
     Instrument, TradingConfig, current_contract, instrument_of_contract, parse_trading_config,
 )
 from tradeledger.engine.setup.environment import ConfigError
+from tradeledger.engine.targets.allocation import AllocationError, size_allocation, split_adjusted, target_weights
 from tradeledger.engine.targets.forecasts import Forecast, resolve_forecasts
 from tradeledger.engine.targets.prices import (
     PriceError, _reader, fx_rate_on, latest_price, latest_settlement, price_histories, trading_config,
@@ -215,6 +216,12 @@ def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = Non
         problems = [f"no forecast: {reason}" for reason in missing.values()]
         prices, fxs, rows, seen, vols = {}, {}, [], {}, {}
         for strategy in config.strategies.values():
+            if strategy.is_allocation:
+                try:
+                    rows += _allocation_rows(env, strategy, config, as_of, conn, histories, positions, prices, fxs)
+                except (AllocationError, PriceError) as exc:
+                    problems.append(f"{strategy.name}: {exc}")
+                continue
             for signal, weight in strategy.instruments:
                 execution = config.execution_instrument(signal)
                 contract = current_contract(execution, as_of)
@@ -273,6 +280,37 @@ def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = Non
         if rows:
             conn.execute(target_line.insert(), [{"run_id": run_id, **row} for row in rows])
     return int(run_id)
+
+
+def _allocation_rows(env, strategy, config: TradingConfig, as_of: dt.date, conn, histories, positions,
+                     prices: dict, fxs: dict) -> list[dict]:
+    """An allocation strategy's lines: weights, then whole shares past the band (engine/targets/allocation.py)."""
+    universe = sorted(i for i, _ in strategy.instruments)
+    closes = split_adjusted({t: histories.get(t, pd.Series(dtype=float)) for t in universe}, conn)
+    weights, source = target_weights(strategy, closes, as_of, conn)
+    for ticker in universe:
+        instrument = config.instruments[ticker]
+        if ticker not in prices:
+            prices[ticker] = _execution_price(env, instrument, ticker, as_of, conn)
+        if instrument.currency not in fxs:
+            fxs[instrument.currency] = fx_rate_on(env, instrument.currency, as_of, conn)
+    account = env.chart.holdings(strategy.account_name)
+    capital = config.capital * strategy.capital_share
+    lines = size_allocation(
+        capital, weights, {t: prices[t][1] for t in universe},
+        {t: fxs[config.instruments[t].currency][1] for t in universe},
+        {t: positions.get((account, t), Decimal(0)) for t in universe}, strategy.allocation)
+    rows = []
+    for line in lines:
+        explain = {**line.explain, "strategy": strategy.name, "kind": "allocation", "account": strategy.account_name,
+                   "holdings_account": account, "execution_instrument": line.ticker, "contract": line.ticker,
+                   "currency": config.instruments[line.ticker].currency, "base_currency": env.settings.base_currency,
+                   "price_date": prices[line.ticker][0].isoformat(), "price_source": prices[line.ticker][2],
+                   "capital_share": str(strategy.capital_share), "weights_source": source}
+        rows.append({"strategy": strategy.name, "instrument": line.ticker, "contract": line.ticker,
+                     "current": to_scaled(line.current), "target": to_scaled(line.target),
+                     "explain": json.dumps(explain, sort_keys=True)})
+    return rows
 
 
 def _execution_price(env, instrument: Instrument, contract: str, as_of: dt.date, conn) -> tuple[dt.date, Decimal, str]:

@@ -1,10 +1,11 @@
-"""Corporate actions: dividends and splits, with the ledger entries that booked them.
+"""Corporate actions (dividends and splits, with the ledger entries that booked them) and the
+imported target weights of allocation strategies.
 
 Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-30
 
-The table definition below is a frozen copy of the engine's table as it stood at this revision.
+The table definitions below are frozen copies of the engine's tables as they stood at this revision.
 """
 
 from alembic import op
@@ -37,9 +38,17 @@ corporate_action = Table(
     Column("pay_txn_id", BigInteger),
 )
 
+target_weight = Table(
+    "target_weight", metadata,
+    Column("strategy", String(64), primary_key=True),
+    Column("date", String(10), primary_key=True),
+    Column("ticker", String(64), primary_key=True),
+    Column("weight", String(40), nullable=False),
+)
+
 
 def upgrade() -> None:
-    metadata.create_all(op.get_bind(), tables=[corporate_action])
+    metadata.create_all(op.get_bind(), tables=[corporate_action, target_weight])
     op.create_index("ix_corporate_action_ticker", "corporate_action", ["ticker", "ex_date"])
 
 
