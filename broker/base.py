@@ -146,6 +146,20 @@ class AccountSnapshot:
     unsettled_pnl: tuple[tuple[str, Decimal], ...] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True)
+class CashEvent:
+    """Cash the broker moved without a trade: a dividend, tax withheld, interest, a fee, a deposit.
+
+    Only brokers that report these through their API offer `cash_events()` (the simulated one);
+    IB reports them in its Flex statement instead (`tradeledger import flex`)."""
+
+    time: dt.datetime
+    currency: str
+    amount: Decimal
+    kind: str  # dividend | withholding | interest | fee | deposit
+    ref: str  # the ticker for dividends and withholding
+
+
 class Broker(Protocol):
     """What the engine needs from a broker. Every call is synchronous."""
 

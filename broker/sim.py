@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from tradeledger.broker.base import (
-    AccountSnapshot, BrokerDisconnected, Execution, OrderRequest, OrderStatus,
+    AccountSnapshot, BrokerDisconnected, CashEvent, Execution, OrderRequest, OrderStatus,
 )
 from tradeledger.broker.simexchange import SimExchange
 
@@ -71,6 +71,12 @@ class SimBroker:
 
     def executions(self, since: dt.datetime | None = None) -> list[Execution]:
         return self._call(lambda: self.exchange.executions(since))
+
+    def cash_events(self) -> list[CashEvent]:
+        """The exchange's cash journal, less trades, commissions and settlements."""
+        return self._call(lambda: [CashEvent(at, currency, amount, kind, ref)
+                                   for at, currency, amount, kind, ref in self.exchange.cash_journal()
+                                   if kind in ("dividend", "withholding", "interest", "fee", "deposit")])
 
     def snapshot(self) -> AccountSnapshot:
         return self._call(self.exchange.snapshot)

@@ -230,3 +230,27 @@ def test_split_leaving_a_fraction_is_refused():
     with pytest.raises(CorporateActionError, match="a fraction"):
         split_entry(chart, Split("SPY", dt.date(2026, 12, 3), D(1), D(10)), lots,
                     dt.datetime(2026, 12, 3, tzinfo=UTC))
+
+
+def test_a_dividend_the_broker_paid_but_nobody_imported_is_a_typed_break_until_imported(world, tmp_path):
+    from tradeledger.engine.trust.exceptions import list_exceptions
+    from tradeledger.ledger.db import read_connection
+
+    env, session, spy = world
+    buy(session, spy, "A", 10, 1, D(600))
+    session.exchange().set_clock(dt.datetime(2026, 12, 10, 15, tzinfo=UTC))
+    session.exchange().pay_dividend("SPY", D("1.85"), D("0.15"))
+    from tradeledger.engine.trust.reconcile import reconcile_session
+
+    result = reconcile_session(session, who="test")
+    assert not result.clean  # cash differs by the 15.72 the ledger has not booked
+    assert "unbooked dividend SPY 18.50 USD paid 2026-12-10" in result.notes
+    with read_connection(env.engine) as conn:
+        open_ = {e["dedupe_key"]: e["detail"] for e in list_exceptions(conn, "open")}
+    assert "import it" in open_["unbooked_dividend:DU1234567:SPY:2026-12-10"]
+
+    import_actions_csv(env, write(tmp_path, "dividend,SPY,2026-12-03,2026-12-10,1.85,USD,0.15,\n"))
+    clean, result = reconcile_clean(session)  # reconciliation books what is due, then compares
+    assert clean, result
+    assert env.ledger.income()[("Income:Dividends:A", "USD")] == D("-18.50")
+    assert_beancount_agrees(env, tmp_path)

@@ -444,8 +444,13 @@ def reconcile_session(session, who: str = "reconcile") -> ReconcileResult:
             sid = record_failed(conn, env.settings.account, now, f"{type(exc).__name__}: {exc}")
         return _unreachable(env.engine, env.settings.account, SnapshotResult(sid, None, str(exc)), None,
                             f"broker unreachable: {exc}", now)
-    return reconcile(env.engine, env.ledger, env.chart, broker, lock_key, tolerance, configured,
-                     session_now(session), who)
+    from tradeledger.engine.trust.actions_check import check_corporate_actions
+
+    now = session_now(session)
+    action_notes = check_corporate_actions(env, broker, now.date(), now)
+    result = reconcile(env.engine, env.ledger, env.chart, broker, lock_key, tolerance, configured, now, who)
+    result.notes[:0] = action_notes
+    return result
 
 
 def session_now(session) -> dt.datetime:
