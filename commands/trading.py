@@ -261,6 +261,34 @@ def sim_trade(c: Context, contract, qty, price):
                f"({execution.exec_id}); `tradeledger fills sync` books it")
 
 
+@sim_group.command("dividend")
+@click.argument("ticker")
+@click.argument("per_share")
+@click.option("--withholding", default="0", show_default=True, help="Fraction withheld at source, e.g. 0.15.")
+@pass_ctx
+def sim_dividend(c: Context, ticker, per_share, withholding):
+    """The broker pays a cash dividend of PER_SHARE on the account's whole TICKER position now."""
+    with open_session(c) as session:
+        net = session.exchange().pay_dividend(ticker, _to_decimal(per_share, "PER_SHARE"),
+                                              _to_decimal(withholding, "--withholding"))
+    click.echo(f"broker paid {net} net on {ticker}; the ledger books it from `tradeledger actions import` "
+               f"(or `import flex`) and `actions book`")
+
+
+@sim_group.command("split")
+@click.argument("ticker")
+@click.argument("ratio")
+@pass_ctx
+def sim_split(c: Context, ticker, ratio):
+    """The broker splits TICKER by RATIO (NEW:OLD, e.g. 2:1, or 1:10 for a reverse split)."""
+    from tradeledger.engine.accounting.actions import parse_ratio
+
+    new, old = parse_ratio(ratio)
+    with open_session(c) as session:
+        after = session.exchange().split(ticker, new, old)
+    click.echo(f"broker split {ticker} {ratio}: the account now holds {after}")
+
+
 @sim_group.command("price")
 @click.argument("contract")
 @click.argument("price")

@@ -19,7 +19,6 @@ import datetime as dt
 from decimal import Decimal as D
 
 import pytest
-import sqlalchemy as sa
 
 from tradeledger.engine.accounting.actions import book_due, import_actions_csv, list_actions
 from tradeledger.engine.accounting.corporate import CorporateActionError, Split, split_entry

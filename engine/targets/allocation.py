@@ -4,8 +4,8 @@ A tactical allocation strategy does not size from volatility: it decides what fr
 capital each ETF of its universe should hold, and keeps the rest as cash. Where the weights
 come from (`[strategies.S.allocation] rule`):
 
-* `momentum` (built in): each ETF's total return over the last `lookback` closes
-  (split-adjusted), the `top_n` best, each weighted 1/top_n; with `absolute_filter`, an ETF
+* `momentum` (built in): each ETF's price return over the last `lookback` closes
+  (split-adjusted by `price_histories`), the `top_n` best, each weighted 1/top_n; with `absolute_filter`, an ETF
   whose return is not positive is not held (its slot stays cash). Ties break by name.
 * `file`: weights imported with `tradeledger weights import FILE`
   (`date,strategy,ticker,weight`); the latest date on or before the run's date is used.
@@ -37,9 +37,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from tradeledger.engine.setup.config import AllocationSpec, Strategy
-from tradeledger.engine.tables import corporate_action, target_weight
+from tradeledger.engine.tables import target_weight
 from tradeledger.engine.targets.prices import CsvImportError, parse_date, parse_number, read_csv_rows
-from tradeledger.ledger.numbers import from_scaled
 
 ZERO, ONE = Decimal(0), Decimal(1)
 WEIGHTS_HEADER = ("date", "strategy", "ticker", "weight")
@@ -140,25 +139,6 @@ def size_allocation(capital: Decimal, weights: dict[str, Decimal], prices: dict[
 
 def _s(x: Decimal) -> str:
     return format(x.quantize(Decimal("1e-9")).normalize(), "f") if x else "0"
-
-
-# -- prices adjusted for splits ---------------------------------------------------------------------
-
-
-def split_adjusted(closes: dict[str, pd.Series], conn) -> dict[str, pd.Series]:
-    """Closes before each stored split divided by its ratio, so returns do not see the split."""
-    if not closes:
-        return closes
-    rows = conn.execute(sa.select(corporate_action.c.ticker, corporate_action.c.ex_date, corporate_action.c.ratio_new,
-                                  corporate_action.c.ratio_old).where(
-        corporate_action.c.kind == "split", corporate_action.c.ticker.in_(list(closes)))).all()
-    adjusted = dict(closes)
-    for ticker, date, new, old in rows:
-        series = adjusted[ticker].copy()
-        before = series.index < pd.Timestamp(date)
-        series[before] = series[before] * (from_scaled(old) / from_scaled(new)).__float__()
-        adjusted[ticker] = series
-    return adjusted
 
 
 # -- imported weights -------------------------------------------------------------------------------

@@ -22,7 +22,9 @@ a row that would change a stored value is a conflict, unless `replace=True`.
 Futures may have zero or negative prices (spreads; WTI crude in April 2020), shares may not.
 
 Queries read as of a date (`on`, inclusive; default: everything). A missing FX rate is an error
-naming the currency, never an assumed 1.
+naming the currency, never an assumed 1. Histories (`price_histories`, for signals and volatility)
+are split-adjusted: closes before a stored split are restated in post-split units; the stored
+closes themselves stay as they were quoted.
 """
 
 from __future__ import annotations
@@ -300,9 +302,23 @@ def price_histories(env, instruments, on: dt.date | None = None, conn=None) -> d
             for name, d, v in c.execute(query.where(price_bar.c.instrument.in_(chunk))
                                         .order_by(price_bar.c.instrument, price_bar.c.date)):
                 grouped[name].append((d, v))
-    return {n: pd.Series([v / 1e9 for _, v in rows], index=pd.DatetimeIndex([pd.Timestamp(d) for d, _ in rows],
-                                                                               name="date"), name=n, dtype=float)
-            for n, rows in grouped.items()}
+            splits = _splits(c, names)
+    series = {n: pd.Series([v / 1e9 for _, v in rows], index=pd.DatetimeIndex([pd.Timestamp(d) for d, _ in rows],
+                                                                                 name="date"), name=n, dtype=float)
+              for n, rows in grouped.items()}
+    for name, date, factor in splits:  # closes before a split, in post-split units: returns never see it
+        before = series[name].index < pd.Timestamp(date)
+        series[name][before] = series[name][before] * factor
+    return series
+
+
+def _splits(conn, names: list[str]) -> list[tuple[str, str, float]]:
+    """(ticker, effective date, old/new) of the stored splits of these instruments."""
+    from tradeledger.engine.tables import corporate_action as ca
+
+    rows = conn.execute(sa.select(ca.c.ticker, ca.c.ex_date, ca.c.ratio_new, ca.c.ratio_old).where(
+        ca.c.kind == "split", ca.c.ticker.in_(names))).all()
+    return [(t, d, float(from_scaled(old) / from_scaled(new))) for t, d, new, old in rows]
 
 
 def _latest(env, table, key_col, value_col, key: str, on: dt.date | None, conn) -> tuple[dt.date, Decimal] | None:

@@ -53,7 +53,7 @@ from tradeledger.engine.setup.config import (
     Instrument, TradingConfig, current_contract, instrument_of_contract, parse_trading_config,
 )
 from tradeledger.engine.setup.environment import ConfigError
-from tradeledger.engine.targets.allocation import AllocationError, size_allocation, split_adjusted, target_weights
+from tradeledger.engine.targets.allocation import AllocationError, size_allocation, target_weights
 from tradeledger.engine.targets.forecasts import Forecast, resolve_forecasts
 from tradeledger.engine.targets.prices import (
     PriceError, _reader, fx_rate_on, latest_price, latest_settlement, price_histories, trading_config,
@@ -286,7 +286,7 @@ def _allocation_rows(env, strategy, config: TradingConfig, as_of: dt.date, conn,
                      prices: dict, fxs: dict) -> list[dict]:
     """An allocation strategy's lines: weights, then whole shares past the band (engine/targets/allocation.py)."""
     universe = sorted(i for i, _ in strategy.instruments)
-    closes = split_adjusted({t: histories.get(t, pd.Series(dtype=float)) for t in universe}, conn)
+    closes = {t: histories.get(t, pd.Series(dtype=float)) for t in universe}
     weights, source = target_weights(strategy, closes, as_of, conn)
     for ticker in universe:
         instrument = config.instruments[ticker]

@@ -1,0 +1,185 @@
+"""Corporate actions, the account's interest and fees, allocation weights, and IB's Flex statement.
+
+    tradeledger actions import FILE        dividends and splits (kind,ticker,ex_date,pay_date,amount,...)
+    tradeledger actions list               every stored action and its state (due, receivable, paid, booked)
+    tradeledger actions book [--date D]    book what is due (reconcile does this too)
+    tradeledger actions interest|fee AMOUNT CURRENCY --date D --reason TEXT
+    tradeledger weights import FILE        target weights of allocation strategies (date,strategy,ticker,weight)
+    tradeledger import flex FILE           IB's Flex statement: missed trades, dividends, interest, fees
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import sys
+
+import click
+from tradeledger.commands.common import Context, json_option, parse_date, pass_ctx
+from tradeledger.ledger.numbers import to_decimal
+from tradeledger.reports.render import emit_json, table
+
+
+@click.group("actions")
+def actions_group():
+    """Dividends and splits (imported, booked once when due), and the account's interest and fees."""
+
+
+@actions_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@json_option
+@pass_ctx
+def actions_import(c: Context, file, as_json):
+    """Import dividends and splits from a CSV (kind,ticker,ex_date,pay_date,amount,currency,withholding,ratio).
+    Any bad row: every one reported by line, nothing stored. The same action again is a no-op."""
+    from tradeledger.engine.accounting.actions import import_actions_csv
+
+    report = import_actions_csv(c.open(), file)
+    if as_json:
+        emit_json(report.as_json())
+    else:
+        click.echo(f"{file}: {len(report.added)} new, {len(report.unchanged)} already stored; "
+                   f"`tradeledger actions book` (or reconcile) books them when due")
+
+
+@actions_group.command("list")
+@json_option
+@pass_ctx
+def actions_list(c: Context, as_json):
+    """Every stored corporate action with its state: due, receivable, paid (dividends) or booked (splits)."""
+    from tradeledger.engine.accounting.actions import list_actions
+
+    rows = list_actions(c.open())
+    if as_json:
+        emit_json(rows)
+    elif not rows:
+        click.echo("no corporate actions")
+    else:
+        table("corporate actions", ["kind", "ticker", "ex/date", "pay date", "amount", "withholding", "ratio",
+                                    "source", "state"],
+              [(r["kind"], r["ticker"], r["ex_date"], r["pay_date"] or "", f"{r['amount']} {r['currency']}"
+                if r["amount"] else "", r["withholding"] or "", r["ratio"] or "", r["source"], r["state"])
+               for r in rows])
+
+
+@actions_group.command("book")
+@click.option("--date", "date", default=None, help="Book what is due on or before this date (default: today).")
+@json_option
+@pass_ctx
+def actions_book(c: Context, date, as_json):
+    """Book every stored action that is due: a dividend at its ex-date and pay date, a split at its date."""
+    from tradeledger.engine.accounting.actions import book_due
+
+    day = parse_date(date, "--date") or _dt.datetime.now(_dt.timezone.utc).date()
+    report = book_due(c.open(), day)
+    if as_json:
+        emit_json(report.as_json())
+    else:
+        for line in report.booked:
+            click.echo(f"booked {line}")
+        for line in report.refused:
+            click.echo(f"refused {line}", err=True)
+        if not report.booked and not report.refused:
+            click.echo(f"nothing due on or before {day}")
+    if report.refused:
+        sys.exit(1)
+
+
+def _account_cash(c: Context, kind: str, amount: str, currency: str, date: str, reason: str, ref: str | None,
+                  as_json: bool):
+    from tradeledger.engine.accounting.actions import book_account_cash
+    from tradeledger.engine.accounting.corporate import AccountCash
+
+    if not reason.strip():
+        raise click.BadParameter("give a reason", param_hint="--reason")
+    value = to_decimal(amount, "AMOUNT")
+    day = parse_date(date, "--date")
+    currency = currency.upper()
+    # The same command twice books once: the reference is derived from what it says, unless given.
+    ref = ref or "manual-" + hashlib.sha256(f"{kind}|{day}|{value}|{currency}|{reason}".encode()).hexdigest()[:16]
+    entry_id, created = book_account_cash(c.open(), AccountCash(kind, day, value, currency, reason, ref))
+    if as_json:
+        emit_json({"entry": entry_id, "booked": created, "ref": ref})
+    else:
+        click.echo(f"{'booked' if created else 'already booked'}: {kind} {value} {currency} on {day} "
+                   f"(entry {entry_id}, ref {ref})")
+
+
+@actions_group.command("interest")
+@click.argument("amount")
+@click.argument("currency")
+@click.option("--date", "date", required=True, help="The day the broker credited or charged it.")
+@click.option("--reason", required=True, help="What it is, e.g. 'USD credit interest for November'.")
+@click.option("--ref", default=None, help="The broker's reference (keeps a re-entry from booking twice).")
+@json_option
+@pass_ctx
+def actions_interest(c: Context, amount, currency, date, reason, ref, as_json):
+    """Book interest on the account: AMOUNT signed as it moved cash (earned > 0, paid < 0)."""
+    _account_cash(c, "interest", amount, currency, date, reason, ref, as_json)
+
+
+@actions_group.command("fee")
+@click.argument("amount")
+@click.argument("currency")
+@click.option("--date", "date", required=True, help="The day the broker charged it.")
+@click.option("--reason", required=True, help="What it is, e.g. 'NYSE market data, November'.")
+@click.option("--ref", default=None, help="The broker's reference (keeps a re-entry from booking twice).")
+@json_option
+@pass_ctx
+def actions_fee(c: Context, amount, currency, date, reason, ref, as_json):
+    """Book a fee on the account: AMOUNT as it moved cash (a fee is negative, a refund positive)."""
+    _account_cash(c, "fee", amount, currency, date, reason, ref, as_json)
+
+
+@click.group("weights")
+def weights_group():
+    """Target weights of allocation strategies whose rule is `file`."""
+
+
+@weights_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@pass_ctx
+def weights_import(c: Context, file):
+    """Import target weights (date,strategy,ticker,weight): each in [0, 1], a day's set summing to at most 1,
+    only the strategy's own ETFs. Any bad row: every one reported by line, nothing stored."""
+    from tradeledger.engine.targets.allocation import import_weights_csv
+    from tradeledger.engine.targets.prices import trading_config
+
+    env = c.open()
+    added = import_weights_csv(env, file, trading_config(env))
+    click.echo(f"{file}: {added} new weight sets")
+
+
+@click.group("import")
+def import_group():
+    """Broker statements."""
+
+
+@import_group.command("flex")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--tz", default="America/New_York", show_default=True, help="The time zone of the statement's times.")
+@json_option
+@pass_ctx
+def import_flex_cmd(c: Context, file, tz, as_json):
+    """Read an IB Flex statement: book missed trades, dividends, interest and fees once; propose deposits;
+    raise every difference from the ledger as an exception (exit 1)."""
+    from tradeledger.engine.trust.flex import import_flex
+
+    report = import_flex(c.open(), file, tz=tz)
+    if as_json:
+        emit_json(report.as_json())
+    else:
+        click.echo(f"trades: {len(report.trades_booked)} booked, {report.trades_known} already booked; "
+                   f"dividends: {len(report.dividends)}; interest and fees: {len(report.account_cash_booked)} booked, "
+                   f"{report.account_cash_known} already booked")
+        for line in report.booked_actions:
+            click.echo(f"booked {line}")
+        for command in report.proposed:
+            click.echo(f"not booked (a cash movement to confirm): {command}")
+        for line in report.differences:
+            click.echo(f"difference: {line}", err=True)
+    if report.differences:
+        sys.exit(1)
+
+
+COMMANDS = [actions_group, weights_group, import_group]
