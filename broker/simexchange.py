@@ -90,6 +90,10 @@ CREATE TABLE IF NOT EXISTS settlements (
 CREATE TABLE IF NOT EXISTS faults (
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, arg TEXT NOT NULL,
     remaining INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dividends (
+    code TEXT NOT NULL, ex_date TEXT NOT NULL, pay_date TEXT NOT NULL, shares TEXT NOT NULL,
+    per_share TEXT NOT NULL, withholding TEXT NOT NULL, paid INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (code, ex_date));
 """
 
 
@@ -536,19 +540,41 @@ class SimExchange:
         with self._tx() as c:
             self._move_cash(c, currency, Decimal(amount), "deposit", "")
 
-    def pay_dividend(self, code: str, per_share: Decimal, withholding: Decimal = ZERO, ref: str = "") -> Decimal:
-        """Pay a cash dividend on the whole position now (a short pays it, without tax); returns the
-        net cash moved. The broker's record (kind `dividend`, `withholding`) names the ticker."""
+    def declare_dividend(self, code: str, per_share: Decimal, withholding: Decimal = ZERO,
+                         pay_date: dt.date | None = None) -> Decimal:
+        """The ex-date, now: the position held now (before the day's trading) is entitled to
+        `per_share`, paid on `pay_date` (default: today) by `pay_due_dividends`. Returns the shares."""
         with self._tx() as c:
             k = self._known(c, code)
             if k.sec_type == "FUT":
                 raise BrokerError(f"{code} is a future: it pays no dividend")
-            position = self._position(c, code)[0]
-            gross = position * Decimal(per_share)
-            tax = (gross * Decimal(withholding)).quantize(Decimal("0.01")) if gross > 0 else ZERO
-            self._move_cash(c, k.currency, gross, "dividend", ref or code)
-            self._move_cash(c, k.currency, -tax, "withholding", ref or code)
-            return gross - tax
+            today = self._now(c).date()
+            pay = pay_date or today
+            if pay < today:
+                raise BrokerError(f"pay date {pay} is before the ex-date {today}")
+            shares = self._position(c, code)[0]
+            c.execute("INSERT OR IGNORE INTO dividends (code, ex_date, pay_date, shares, per_share, withholding) "
+                      "VALUES (?,?,?,?,?,?)", (code, today.isoformat(), pay.isoformat(), str(shares),
+                                               str(Decimal(per_share)), str(Decimal(withholding))))
+        self.pay_due_dividends()
+        return shares
+
+    def pay_due_dividends(self) -> Decimal:
+        """Pay every declared dividend whose pay date has come (a short pays it, without tax); the
+        broker's record (kinds `dividend` and `withholding`) names the ticker. Returns the net paid."""
+        total = ZERO
+        with self._tx() as c:
+            today = self._now(c).date().isoformat()
+            for r in c.execute("SELECT * FROM dividends WHERE paid = 0 AND pay_date <= ? ORDER BY ex_date, code",
+                               (today,)).fetchall():
+                k = self._known(c, r["code"])
+                gross = Decimal(r["shares"]) * Decimal(r["per_share"])
+                tax = (gross * Decimal(r["withholding"])).quantize(Decimal("0.01")) if gross > 0 else ZERO
+                self._move_cash(c, k.currency, gross, "dividend", r["code"])
+                self._move_cash(c, k.currency, -tax, "withholding", r["code"])
+                c.execute("UPDATE dividends SET paid = 1 WHERE code = ? AND ex_date = ?", (r["code"], r["ex_date"]))
+                total += gross - tax
+        return total
 
     def split(self, code: str, new: Decimal, old: Decimal) -> Decimal:
         """Split (or reverse split) a share position: units x new/old, average price x old/new.

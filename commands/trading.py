@@ -219,8 +219,8 @@ def pnl_cmd(c: Context, by, since, until, as_json):
     if as_json:
         emit_json(result)
         return
-    table(f"P&L by {by} ({result['currency']})", [by, "realized", "unrealized", "commissions", "net"],
-          [(r[by], r["realized"], r["unrealized"], r["commissions"], r["net"]) for r in result["rows"]])
+    table(f"P&L by {by} ({result['currency']})", [by, "realized", "unrealized", "income", "commissions", "net"],
+          [(r[by], r["realized"], r["unrealized"], r["income"], r["commissions"], r["net"]) for r in result["rows"]])
     if result["missing_fx"]:
         click.echo(f"warning: no FX rate for {', '.join(result['missing_fx'])}: base totals left blank", err=True)
 
@@ -265,14 +265,16 @@ def sim_trade(c: Context, contract, qty, price):
 @click.argument("ticker")
 @click.argument("per_share")
 @click.option("--withholding", default="0", show_default=True, help="Fraction withheld at source, e.g. 0.15.")
+@click.option("--pay-date", default=None, help="When the broker pays it (default: today, the ex-date).")
 @pass_ctx
-def sim_dividend(c: Context, ticker, per_share, withholding):
-    """The broker pays a cash dividend of PER_SHARE on the account's whole TICKER position now."""
+def sim_dividend(c: Context, ticker, per_share, withholding, pay_date):
+    """TICKER goes ex-dividend now (the exchange's clock): the position held now is paid PER_SHARE on the pay date."""
     with open_session(c) as session:
-        net = session.exchange().pay_dividend(ticker, _to_decimal(per_share, "PER_SHARE"),
-                                              _to_decimal(withholding, "--withholding"))
-    click.echo(f"broker paid {net} net on {ticker}; the ledger books it from `tradeledger actions import` "
-               f"(or `import flex`) and `actions book`")
+        exchange = session.exchange()
+        shares = exchange.declare_dividend(ticker, _to_decimal(per_share, "PER_SHARE"),
+                                           _to_decimal(withholding, "--withholding"), parse_date(pay_date, "--pay-date"))
+    click.echo(f"{ticker} ex-dividend {per_share} on {shares} shares; the ledger books it from "
+               f"`tradeledger actions import` (or `import flex`) and `actions book`")
 
 
 @sim_group.command("split")
@@ -382,8 +384,8 @@ def cycle_cmd(c: Context, approve, as_of, yes, as_json):
         _warn_fills(result.fills)
         table("positions", ["strategy", "contract", "qty"], [(r["strategy"], r["contract"], r["qty"])
                                                             for r in data["positions"]])
-        table("P&L", ["strategy", "realized", "unrealized", "commissions", "net"],
-              [(r["strategy"], r["realized"], r["unrealized"], r["commissions"], r["net"])
+        table("P&L", ["strategy", "realized", "unrealized", "income", "commissions", "net"],
+              [(r["strategy"], r["realized"], r["unrealized"], r["income"], r["commissions"], r["net"])
                for r in data["pnl"]["rows"]])
 
 

@@ -100,6 +100,13 @@ def _unrealized(env, account, contract, qty, mark, last) -> Decimal:
                 for cost, units in env.ledger.lots(account, contract.code)), ZERO)
 
 
+# What holding brings besides price moves: dividends net of withholding, the account's interest and
+# fees (under the strategy that bears them, or `Account` when unallocated).
+CARRY_ACCOUNTS = ("Income:Dividends:", "Expenses:Taxes:Withholding:", "Income:Interest:", "Expenses:Interest:",
+                  "Expenses:Fees:")
+PNL_ACCOUNTS = ("Income:Trading:", "Expenses:Commissions:") + CARRY_ACCOUNTS
+
+
 def pnl(session: Session, by: str = "strategy", since: dt.date | None = None,
         until: dt.date | None = None) -> dict:
     """P&L rows grouped by strategy, instrument or day, per currency and in the base currency."""
@@ -109,7 +116,7 @@ def pnl(session: Session, by: str = "strategy", since: dt.date | None = None,
         raise ValueError("--since must be before --until")
     env = session.env
     base = env.settings.base_currency
-    native: dict = defaultdict(lambda: defaultdict(lambda: [ZERO, ZERO, ZERO]))  # key -> ccy -> [r, u, c]
+    native: dict = defaultdict(lambda: defaultdict(lambda: [ZERO, ZERO, ZERO, ZERO]))  # key -> ccy -> [r, u, c, i]
     for (account, currency, *rest), amount in _income_rows(session, by, since, until):
         key = rest[0] if rest else None
         slot = native[key][currency]
@@ -117,6 +124,8 @@ def pnl(session: Session, by: str = "strategy", since: dt.date | None = None,
             slot[0] -= amount
         elif account.startswith("Expenses:Commissions:"):
             slot[2] += amount
+        elif account.startswith(CARRY_ACCOUNTS):
+            slot[3] -= amount  # dividends less withholding, interest less fees: what holding brought
     if until is None and by != "day":  # unrealized is a figure of now, not of a past period
         for row in positions(session):
             if row["currency"] is None:
@@ -126,10 +135,10 @@ def pnl(session: Session, by: str = "strategy", since: dt.date | None = None,
     rows, missing = [], set()
     for key in sorted(native, key=lambda k: str(k)):
         per_ccy, total, complete = [], ZERO, True
-        for ccy, (realized, unrealized, commissions) in sorted(native[key].items()):
-            net = realized + unrealized - commissions
+        for ccy, (realized, unrealized, commissions, income) in sorted(native[key].items()):
+            net = realized + unrealized + income - commissions
             per_ccy.append({"currency": ccy, "realized": plain(realized), "unrealized": plain(unrealized),
-                            "commissions": plain(commissions), "net": plain(net)})
+                            "commissions": plain(commissions), "income": plain(income), "net": plain(net)})
             rate = _rate(env, ccy, base, until)
             if rate is None:
                 complete = False
@@ -139,7 +148,7 @@ def pnl(session: Session, by: str = "strategy", since: dt.date | None = None,
         convert = lambda field: _convert(env, per_ccy, field, base, until)  # noqa: E731
         rows.append({by: key, "realized": convert("realized"),
                      "unrealized": convert("unrealized"), "commissions": convert("commissions"),
-                     "net": _cents(total) if complete else None, "currency": base, "native": per_ccy})
+                     "income": convert("income"), "net": _cents(total) if complete else None, "currency": base, "native": per_ccy})
     return {"by": by, "since": since, "until": until, "currency": base, "rows": rows,
             "missing_fx": sorted(missing)}
 
@@ -174,17 +183,17 @@ def _instrument_name(session: Session, code: str) -> str:
 
 
 def _income_rows(session: Session, by: str, since, until):
-    """((account, currency, key), amount) for Income:Trading and Expenses:Commissions postings."""
+    """((account, currency, key), amount) for the P&L accounts' postings (PNL_ACCOUNTS)."""
     env = session.env
     if by == "strategy":
         for (account, ccy), amount in env.ledger.income(since, until).items():
-            if account.startswith(("Income:Trading:", "Expenses:Commissions:")):
+            if account.startswith(PNL_ACCOUNTS):
                 holder = account.rsplit(":", 1)[1]
                 yield (account, ccy, _holder_name(session, None if holder == "Unattributed" else holder)), amount
         return
     if by == "day":
         for (account, ccy, day), amount in env.ledger.income(since, until, by_day=True).items():
-            if account.startswith(("Income:Trading:", "Expenses:Commissions:")):
+            if account.startswith(PNL_ACCOUNTS):
                 yield (account, ccy, day), amount
         return
     # by instrument: each entry names its contract in its metadata
@@ -193,7 +202,7 @@ def _income_rows(session: Session, by: str, since, until):
     sums = unit_sums(p.c.units, env.engine)  # overflow-free on SQLite too
     query = (sa.select(a.c.name, p.c.commodity, contract, *sums)
              .join(t, t.c.id == p.c.txn_id).join(a, a.c.id == p.c.account_id)
-             .where(sa.or_(a.c.name.like("Income:Trading:%"), a.c.name.like("Expenses:Commissions:%")))
+             .where(sa.or_(*(a.c.name.like(prefix + "%") for prefix in PNL_ACCOUNTS)))
              .group_by(a.c.name, p.c.commodity, contract))
     if since:
         query = query.where(p.c.ts >= ts_bound(since))

@@ -105,6 +105,8 @@ def test_dividend_to_two_strategies_and_unattributed_with_withholding(world, tmp
     sync_fills(env.engine, env.ledger, env.chart, session.broker)
     assert holdings(env) == {("A", "SPY"): D(10), ("B", "SPY"): D(4), (None, "SPY"): D(6)}
 
+    session.exchange().set_clock(dt.datetime(2026, 12, 3, 9, tzinfo=UTC))  # the ex-date, before trading
+    assert session.exchange().declare_dividend("SPY", D("1.85"), D("0.15"), dt.date(2026, 12, 10)) == D(20)
     path = write(tmp_path, "dividend,SPY,2026-12-03,2026-12-10,1.85,USD,0.15,\n")
     assert import_actions_csv(env, path).added == ["SPY:2026-12-03:div"]
     assert import_actions_csv(env, path).unchanged == ["SPY:2026-12-03:div"]  # a replay stores nothing
@@ -126,7 +128,7 @@ def test_dividend_to_two_strategies_and_unattributed_with_withholding(world, tmp
 
     # The broker pays at the pay date; the ledger turns the receivable into cash then, once.
     session.exchange().set_clock(dt.datetime(2026, 12, 10, 15, tzinfo=UTC))
-    assert session.exchange().pay_dividend("SPY", D("1.85"), D("0.15")) == D("31.45")
+    assert session.exchange().pay_due_dividends() == D("31.45")
     assert book_due(env, dt.date(2026, 12, 10)).booked == ["dividend SPY paid 2026-12-10"]
     assert book_due(env, dt.date(2026, 12, 31)).booked == []  # nothing twice
     balances = env.ledger.balances()
@@ -237,8 +239,10 @@ def test_a_dividend_the_broker_paid_but_nobody_imported_is_a_typed_break_until_i
 
     env, session, spy = world
     buy(session, spy, "A", 10, 1, D(600))
+    session.exchange().set_clock(dt.datetime(2026, 12, 3, 9, tzinfo=UTC))
+    session.exchange().declare_dividend("SPY", D("1.85"), D("0.15"), dt.date(2026, 12, 10))
     session.exchange().set_clock(dt.datetime(2026, 12, 10, 15, tzinfo=UTC))
-    session.exchange().pay_dividend("SPY", D("1.85"), D("0.15"))
+    session.exchange().pay_due_dividends()
     from tradeledger.engine.trust.reconcile import reconcile_session
 
     result = reconcile_session(session, who="test")

@@ -49,14 +49,18 @@ def test_realized_and_commissions_are_exactly_the_postings(demo_home):
     assert result["rows"], "the demo trades"
     for row in result["rows"]:
         component = {"trend_fast": "Trend-fast", "trend_slow": "Trend-slow", "etf_trend": "Etf-trend",
-                     "unattributed": "Unattributed"}[row["strategy"]]
+                     "tactical": "Tactical", "unattributed": "Unattributed"}[row["strategy"]]
         for native in row["native"]:
             ccy = native["currency"]
             trading = income.get((f"Income:Trading:{component}", ccy), Decimal(0))
             commissions = income.get((f"Expenses:Commissions:{component}", ccy), Decimal(0))
+            carry = -income.get((f"Income:Dividends:{component}", ccy), Decimal(0)) \
+                - income.get((f"Expenses:Taxes:Withholding:{component}", ccy), Decimal(0))
             assert Decimal(native["realized"]) == -trading
             assert Decimal(native["commissions"]) == commissions
-            assert Decimal(native["net"]) == Decimal(native["realized"]) + Decimal(native["unrealized"]) - commissions
+            assert Decimal(native["income"]) == carry  # the demo's SPY dividend (etf_trend is short: it pays)
+            assert Decimal(native["net"]) == Decimal(native["realized"]) + Decimal(native["unrealized"]) \
+                + Decimal(native["income"]) - commissions
         assert {"strategy", "realized", "unrealized", "commissions", "net", "currency"} <= set(row)
 
 

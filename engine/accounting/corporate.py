@@ -125,7 +125,7 @@ def dividend_ex_entry(chart: Chart, dividend: Dividend, positions: dict[str | No
         time=time, kind="dividend", narration=f"Dividend {dividend.ticker} {dividend.amount} {dividend.currency}"
         f" per share, ex {dividend.ex_date.isoformat()}", postings=tuple(postings),
         links=(f"div-{dividend.ticker}-{dividend.ex_date.isoformat()}",),
-        meta=(("ticker", dividend.ticker), ("pay-date", dividend.pay_date.isoformat()),
+        meta=(("contract", dividend.ticker), ("pay-date", dividend.pay_date.isoformat()),
               ("withholding", str(dividend.withholding)), ("source", dividend.source)),
         key=f"dividend:{chart.broker_account}:{dividend.key}")
 

@@ -8,7 +8,10 @@ to each instrument's tick) and FX rates, enough for the slowest trend rule to wa
 `run_demo` then plays trading days on the simulated broker, each through the same engine
 functions the CLI uses: compute the target run, approve it, plan, cross, send, book the fills,
 and at the close import the day's prices, settle at the exchange and mark the ledger. On the
-second day someone trades at the broker's own screen, and the fill lands in Unattributed.
+second day someone trades at the broker's own screen, and the fill lands in Unattributed. A
+fourth strategy allocates across five ETFs by momentum; SPY goes ex-dividend on day 2 (paid on
+day 3) and GLD splits 2:1 at the start of day 3, at the broker and, through an imported
+corporate-actions file, in the ledger.
 """
 
 from __future__ import annotations
@@ -51,31 +54,51 @@ _INSTRUMENTS = {
     "SPY": ("share", "USD", "1", "ARCA", "SPY", "", "0.01", "", 600, 0.011),
     "TLT": ("share", "USD", "1", "NASDAQ", "TLT", "", "0.01", "", 90, 0.009),
     "GLD": ("share", "USD", "1", "ARCA", "GLD", "", "0.01", "", 240, 0.009),
+    "EFA": ("share", "USD", "1", "ARCA", "EFA", "", "0.01", "", 85, 0.010),
+    "IEF": ("share", "USD", "1", "NASDAQ", "IEF", "", "0.01", "", 95, 0.005),
 }
 _FX = {"EUR": (1.08, 0.004), "GBP": (1.27, 0.004)}
 
 _STRATEGIES = """
 [strategies.trend_fast]
-capital_share = "0.4"
+capital_share = "0.35"
 risk_target = "0.20"
 idm = "1.5"
 rules = { ewmac_8_32 = "0.5", ewmac_16_64 = "0.5" }
 instruments = { MES = "0.15", MNQ = "0.15", ZN = "0.15", GC = "0.15", BTC = "0.1", FESX = "0.15", Z = "0.15" }
 
 [strategies.trend_slow]
-capital_share = "0.4"
+capital_share = "0.35"
 risk_target = "0.20"
 idm = "1.5"
 rules = { ewmac_32_128 = "1" }
 instruments = { MES = "0.2", MNQ = "0.2", ZF = "0.2", FGBL = "0.2", CL = "0.2" }
 
 [strategies.etf_trend]
-capital_share = "0.2"
+capital_share = "0.1"
 risk_target = "0.15"
 idm = "1.2"
 rules = { ewmac_16_64 = "1" }
 instruments = { SPY = "0.4", TLT = "0.3", GLD = "0.3" }
+
+[strategies.tactical]
+kind = "allocation"
+capital_share = "0.05"
+instruments = { SPY = 1, TLT = 1, GLD = 1, EFA = 1, IEF = 1 }
+
+[strategies.tactical.allocation]
+rule = "momentum"
+lookback = 126
+top_n = 3
+absolute_filter = true
+band_abs = "0.05"
+band_rel = "0.25"
 """
+
+# Corporate actions during the demo, by trading day number: SPY goes ex-dividend on day 2 (paid on
+# day 3, 15% withheld) and GLD splits 2:1 at the start of day 3.
+DIVIDEND = ("SPY", Decimal("1.85"), Decimal("0.15"), 2, 3)  # ticker, per share, withholding, ex day, pay day
+SPLIT = ("GLD", Decimal(2), Decimal(1), 3)  # ticker, new, old, day
 
 
 def demo_config() -> str:
@@ -124,6 +147,10 @@ def seed_history(end: dt.date, days: int = 300, seed: int = 7) -> History:
         path = start * np.exp(np.cumsum(rng.normal(drift, vol, len(dates))))
         closes[name] = {d: _tick(float(p), Decimal(tick)) for d, p in zip(dates, path)}
     closes["MBT"] = dict(closes["BTC"])  # one underlying, two contract sizes
+    ticker, new, old, day_number = SPLIT
+    split_day = demo_days(day_number)[-1]
+    closes[ticker] = {d: (_tick(float(p * old / new), Decimal("0.01")) if d >= split_day else p)
+                      for d, p in closes[ticker].items()}  # quoted as the market quotes them
     fx = {}
     for ccy, (start, vol) in _FX.items():
         path = start * np.exp(np.cumsum(rng.normal(0, vol, len(dates))))
@@ -190,8 +217,38 @@ def _open_market(session: Session, history: History, day: dt.date, when: dt.date
     for name, instrument in session.config.instruments.items():
         contract = current_contract(instrument, day)
         exchange.add_contract(contract)
-        midpoint = float(history.closes[name][previous] + history.closes[name][day]) / 2
+        before = history.closes[name][previous]
+        if name == SPLIT[0] and previous < demo_days(SPLIT[3])[-1] <= day:
+            before = before * SPLIT[2] / SPLIT[1]  # yesterday's close in today's (post-split) units
+        midpoint = float(before + history.closes[name][day]) / 2
         exchange.set_price(contract.code, _tick(midpoint, instrument.tick_size), when)
+
+
+def _corporate_actions(session: Session, schedule: list[dt.date], number: int, day: dt.date, progress) -> None:
+    """Before the day's trading: the broker's split and dividend payment, and the ledger's import and booking
+    of the same actions (as a trader would import the broker's announcement)."""
+    from tradeledger.engine.accounting.actions import book_due, import_actions_csv
+
+    env, exchange = session.env, session.exchange()
+    exchange.set_clock(dt.datetime.combine(day, dt.time(13, 0), tzinfo=UTC))
+    ticker, per_share, withholding, ex_day, pay_day = DIVIDEND
+    split_ticker, new, old, split_day = SPLIT
+    if number == 1:
+        path = env.dir / "corporate-actions.csv"
+        path.write_text("kind,ticker,ex_date,pay_date,amount,currency,withholding,ratio\n"
+                        f"dividend,{ticker},{schedule[ex_day - 1]},{schedule[pay_day - 1]},{per_share},USD,{withholding},\n"
+                        f"split,{split_ticker},{schedule[split_day - 1]},,,,,{new}:{old}\n")
+        import_actions_csv(env, path)
+        progress(f"day 1 ({day}): imported the corporate actions announced ({path.name})")
+    if number == split_day:
+        exchange.split(split_ticker, new, old)
+        progress(f"day {number} ({day}): {split_ticker} splits {new}:{old}")
+    if number == ex_day:
+        shares = exchange.declare_dividend(ticker, per_share, withholding, schedule[pay_day - 1])
+        progress(f"day {number} ({day}): {ticker} goes ex-dividend ({per_share} per share on {shares} shares)")
+    if exchange.pay_due_dividends():
+        progress(f"day {number} ({day}): {ticker} pays its dividend")
+    book_due(env, day)
 
 
 def demo_days(count: int) -> list[dt.date]:
@@ -208,8 +265,10 @@ def run_demo(home, days: int = 3, progress=lambda message: None, db_url: str | N
     progress("initialising the demo environment and its price history")
     environment, history = init_demo(home, db_url=db_url)
     session = Session(environment)
+    schedule = demo_days(max(days, DIVIDEND[4], SPLIT[3]))
     for number, day in enumerate(demo_days(days), start=1):
         when = dt.datetime.combine(day, dt.time(15, 0), tzinfo=UTC)
+        _corporate_actions(session, schedule, number, day, progress)
         _open_market(session, history, day, when)
         progress(f"day {number} ({day}): computing targets")
         run_id = compute_run(environment, day, when)
