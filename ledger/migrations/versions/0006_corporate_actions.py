@@ -1,8 +1,8 @@
 """Corporate actions (dividends and splits, with the ledger entries that booked them) and the
 imported target weights of allocation strategies.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-30
 
 The table definitions below are frozen copies of the engine's tables as they stood at this revision.
@@ -11,8 +11,8 @@ The table definitions below are frozen copies of the engine's tables as they sto
 from alembic import op
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
