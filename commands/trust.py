@@ -202,9 +202,11 @@ def daemon_cmd(c: Context, once):
             click.echo(f"daemon running for {env.settings.env} (pid {os.getpid()}); logs in "
                        f"{daemon.log.handlers[0].baseFilename}")
             daemon.serve()
-            ok = True
+            ok = daemon.stopped_because is None
     finally:
         daemon.release()
+    if daemon.stopped_because is not None:
+        fail(f"the daemon stopped: {daemon.stopped_because}")
     sys.exit(0 if ok else 1)
 
 

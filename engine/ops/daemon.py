@@ -12,6 +12,12 @@ Model:
   target computation. They run one at a time (one worker thread), never overlapping.
 - **A failing job** becomes a `job_failed` exception (one per job, deduplicated) and the daemon
   goes on; the job's next success resolves it.
+- **Transient failures heal** (`resilience.py`): a locked or unreachable database, terminated
+  connections, a dropped broker: every job and every heartbeat is retried with backoff and
+  reconnects. A job that still fails raises `job_failed` once for the outage (`job_failed:
+  database` when the database was what failed); an outcome the database could not take at the
+  time is recorded as soon as it can. The daemon stops only on what cannot heal, saying which:
+  its lease taken by another daemon, or a database schema that is not the code's.
 - **Heartbeat**: `daemon_heartbeat` holds pid, time, the last job and how it ended, rewritten
   after every job and every lease renewal; `tradeledger status` reads it.
 - **SIGTERM/SIGINT** stop it cleanly: no new job starts, the running one finishes, the
@@ -30,6 +36,7 @@ import re
 import signal
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from logging.handlers import RotatingFileHandler
@@ -37,10 +44,12 @@ from logging.handlers import RotatingFileHandler
 import sqlalchemy as sa
 
 from tradeledger.engine.ops import jobs as daemon_jobs
+from tradeledger.engine.ops.resilience import Fatal, is_database_failure, is_transient, reason, retrying
 from tradeledger.engine.ops.jobs import DaemonConfig, parse_daemon_config
 from tradeledger.engine.setup.environment import Environment, check_apart
 from tradeledger.engine.setup.session import Session
 from tradeledger.engine.tables import daemon_heartbeat, daemon_lease
+from tradeledger.ledger import db
 from tradeledger.ledger.store import fmt_ts
 
 UTC = dt.timezone.utc
@@ -177,56 +186,131 @@ class Daemon:
         self.started = self.clock()
         self.results: list[JobResult] = []
         self._job_lock = threading.Lock()
+        self._outbox: list = []  # exception changes the database could not take yet, in order
+        self._outbox_lock = threading.Lock()
+        self.stopped_because: str | None = None  # what could not heal, when the daemon stopped on it
+        self._fatal: str | None = None  # the same, found by a scheduled job
+        self._db_trouble_at = 0.0  # time.monotonic() of the last database failure met
+        self._db_open = self._db_raise_queued = False  # the outage's exception: raised / not yet written
 
     @property
     def name(self) -> str:
         return self.env.settings.env
 
+    def _retrying(self, call, what: str, budget: float | None = None):
+        return retrying(call, engine=self.env.engine, log=self.log, what=what, stop_event=self.stop_event,
+                        budget_seconds=self.config.retry_seconds if budget is None else budget,
+                        on_retry=lambda exc: self._database_trouble(what, exc, "warning"))
+
+    def _database_trouble(self, what: str, exc: BaseException, severity: str) -> None:
+        """A database failure met (healed by a retry: warning; a job failed on it: error): one
+        `job_failed: database` exception per outage, resolved once the database has been quiet
+        for `retry_seconds`."""
+        if not is_database_failure(exc):
+            return
+        self._db_trouble_at = time.monotonic()
+        if self._db_raise_queued and severity == "warning":
+            return  # already on its way to the database; the outage is one exception
+        self._db_raise_queued, self._db_open = True, True
+        detail, now = f"{what}: {reason(exc)}", wall_now()
+
+        def raise_it(ex, conn):
+            ex.raise_exception(conn, "job_failed", "database", detail, severity=severity,
+                               dedupe_key="job_failed:database", now=now)
+            self._db_raise_queued = False
+
+        with self._outbox_lock:
+            self._outbox.append(raise_it)
+
+    def _database_quiet(self) -> None:
+        """Resolve the outage's exception once the database has been fine for `retry_seconds`."""
+        if not self._db_open or time.monotonic() - self._db_trouble_at < self.config.retry_seconds:
+            return
+        self._db_open = False
+        self._record(lambda ex, conn: ex.resolve_by_key(conn, "job_failed:database", "daemon",
+                                                        "the database has answered again"))
+
     def acquire(self) -> None:
-        acquire_lease(self.env.engine, self.name, self.owner, self.clock(), self.config.lease_seconds)
-        write_heartbeat(self.env.engine, self.name, self.owner, self.started, self.clock())
+        self._retrying(lambda: acquire_lease(self.env.engine, self.name, self.owner, self.clock(),
+                                             self.config.lease_seconds), "taking the lease")
+        self._retrying(lambda: write_heartbeat(self.env.engine, self.name, self.owner, self.started, self.clock()),
+                       "heartbeat")
         safe_url = self.env.engine.url.render_as_string(hide_password=True)
         self.log.info("daemon started for %s (account %s, database %s), lease %s",
                       self.name, self.env.settings.account, safe_url, self.owner)
 
     def release(self) -> None:
         try:
+            self._flush_outbox()
             write_heartbeat(self.env.engine, self.name, self.owner, self.started, self.clock(), state="stopped")
-        finally:
             release_lease(self.env.engine, self.name, self.owner)
+        except Exception as exc:  # noqa: BLE001 - the lease then simply expires
+            self.log.error("could not release the lease (it expires by itself): %s", reason(exc))
+        finally:
             self.session.close()
             self.log.info("daemon stopped, lease released")
 
     def run_job(self, name: str) -> JobResult:
-        """Run one job; a failure is logged and becomes a job_failed exception, never raised."""
+        """Run one job, retrying transient failures; a failure is logged and becomes a job_failed
+        exception, never raised (except what cannot heal: `Fatal`, which stops the daemon)."""
         with self._job_lock:
             key = f"job_failed:{name}"
             try:
-                result = JobResult(name, True, "ok: " + daemon_jobs.run(self.session, self.config, name))
-                self._exceptions(lambda ex, conn: ex.resolve_by_key(conn, key, "daemon", "the job succeeded again"))
+                text = self._retrying(lambda: self._attempt(name), f"job {name}")
+                result = JobResult(name, True, "ok: " + text)
+                self._record(lambda ex, conn: ex.resolve_by_key(conn, key, "daemon", "the job succeeded again"))
+                self._database_quiet()
                 self.log.info("job %s %s", name, result.result)
+            except Fatal:
+                raise
             except Exception as exc:  # noqa: BLE001 - any failure of a job is reported, never fatal
-                detail = f"{type(exc).__name__}: {exc}"
+                detail = reason(exc) if is_transient(exc) else f"{type(exc).__name__}: {exc}"
                 result = JobResult(name, False, "failed: " + detail)
                 self.log.error("job %s failed: %s", name, detail)
-                self._reconnect_after(exc)
-                self._exceptions(lambda ex, conn: ex.raise_exception(
-                    conn, "job_failed", name, detail, severity="error", dedupe_key=key, now=wall_now()))
+                if is_database_failure(exc):
+                    self._database_trouble(f"job {name} failed", exc, "error")
+                    self._flush_outbox()
+                else:
+                    now = wall_now()
+                    self._record(lambda ex, conn: ex.raise_exception(
+                        conn, "job_failed", name, detail, severity="error", dedupe_key=key, now=now))
             self.results.append(result)
             del self.results[:-100]
-            write_heartbeat(self.env.engine, self.name, self.owner, self.started, self.clock(), name, result.result)
+            try:
+                self._retrying(lambda: write_heartbeat(self.env.engine, self.name, self.owner, self.started,
+                                                       self.clock(), name, result.result), "heartbeat",
+                               budget=self.config.heartbeat_seconds)
+            except Exception as exc:  # noqa: BLE001 - the heartbeat loop writes it again
+                self.log.warning("heartbeat after job %s not written: %s", name, reason(exc))
             return result
 
-    def _exceptions(self, action) -> None:
+    def _attempt(self, name: str) -> str:
         try:
-            from tradeledger.engine.trust import exceptions
-        except ImportError:  # pragma: no cover - exceptions arrive with reconciliation
-            return
-        try:
-            with self.env.engine.begin() as conn:
-                action(exceptions, conn)
-        except Exception as exc:  # noqa: BLE001 - the database may be what failed; keep going
-            self.log.error("could not record the job's outcome as an exception: %s", exc)
+            return daemon_jobs.run(self.session, self.config, name)
+        except Exception as exc:
+            self._reconnect_after(exc)
+            raise
+
+    def _record(self, action) -> None:
+        """Apply an exception change (raise or resolve) now, or as soon as the database takes it."""
+        with self._outbox_lock:
+            self._outbox.append(action)
+        self._flush_outbox()
+
+    def _flush_outbox(self) -> None:
+        from tradeledger.engine.trust import exceptions
+
+        with self._outbox_lock:
+            while self._outbox:
+                try:
+                    with self.env.engine.begin() as conn:
+                        self._outbox[0](exceptions, conn)
+                except Exception as exc:  # noqa: BLE001 - the database may be what failed; keep going
+                    if is_transient(exc):
+                        self.log.warning("exception record waits for the database: %s", reason(exc))
+                        return
+                    self.log.error("could not record the job's outcome as an exception: %s", exc)
+                self._outbox.pop(0)
 
     def _reconnect_after(self, exc: Exception) -> None:
         from tradeledger.broker.base import BrokerDisconnected
@@ -244,11 +328,10 @@ class Daemon:
     def scheduler(self):
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-        from apscheduler.schedulers.background import BackgroundScheduler
 
-        scheduler = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=self.env.engine, tablename=JOBSTORE_TABLE)},
-            executors={"default": ThreadPoolExecutor(max_workers=1)},
+        scheduler = _resilient_scheduler(
+            self.log, jobstores={"default": SQLAlchemyJobStore(engine=self.env.engine, tablename=JOBSTORE_TABLE)},
+            executors={"default": ThreadPoolExecutor(max_workers=1)}, jobstore_retry_interval=5,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300}, timezone=UTC)
         for name, trigger in self.triggers().items():
             scheduler.add_job("tradeledger.engine.ops.daemon:scheduled_job", trigger=trigger, args=[self.name, name],
@@ -290,14 +373,53 @@ class Daemon:
         self.log.info("scheduled: %s", ", ".join(sorted(self.triggers())))
         try:
             while not self.stop_event.wait(self.config.heartbeat_seconds):
-                if not renew_lease(self.env.engine, self.name, self.owner, self.clock(), self.config.lease_seconds):
-                    self.log.error("lease lost to another daemon: stopping")
-                    break
-                write_heartbeat(self.env.engine, self.name, self.owner, self.started, self.clock())
+                try:
+                    self._retrying(self.beat, "heartbeat", budget=self.config.lease_seconds / 2)
+                except Fatal:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - transient beyond the budget: next beat
+                    self.log.error("heartbeat failed, trying again: %s", reason(exc))
+        except Fatal as exc:
+            self.stopped_because = str(exc)
+            self.log.error("stopping: %s", exc)
         finally:
             self.log.info("stopping: waiting for the running job to finish")
             scheduler.shutdown(wait=True)
             _RUNNING.pop(self.name, None)
+        if self.stopped_because is None and self._fatal is not None:
+            self.stopped_because = self._fatal
+
+    def beat(self) -> None:
+        """Renew the lease, check the schema, write the heartbeat, record what waited: one beat."""
+        if not renew_lease(self.env.engine, self.name, self.owner, self.clock(), self.config.lease_seconds):
+            raise Fatal("the lease was lost to another daemon (this one was cut off longer than "
+                        f"lease_seconds = {self.config.lease_seconds}): stopping so that only one runs")
+        try:
+            db.check_schema(self.env.engine)
+        except db.DatabaseError as exc:
+            raise Fatal(f"the database schema changed under the daemon: {exc}") from None
+        write_heartbeat(self.env.engine, self.name, self.owner, self.started, self.clock())
+        self._flush_outbox()
+        self._database_quiet()
+
+
+def _resilient_scheduler(log: logging.Logger, **kwargs):
+    """APScheduler's background scheduler, made to survive its job store's database failing.
+
+    APScheduler 3 retries a failed `get_due_jobs`, but an error while it updates a job's next
+    run time escapes its loop and ends its thread: jobs silently stop while the heartbeat goes
+    on. Here a failed pass is logged and tried again after `jobstore_retry_interval`."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    class Scheduler(BackgroundScheduler):
+        def _process_jobs(self):
+            try:
+                return super()._process_jobs()
+            except Exception as exc:  # noqa: BLE001 - the job store's database failed: try again
+                log.warning("scheduler: %s; trying again in %d s", reason(exc), self.jobstore_retry_interval)
+                return self.jobstore_retry_interval
+
+    return Scheduler(**kwargs)
 
 
 _RUNNING: dict[str, Daemon] = {}
@@ -308,4 +430,9 @@ def scheduled_job(env_name: str, job: str) -> None:
     daemon = _RUNNING.get(env_name)
     if daemon is None or daemon.stop_event.is_set():
         return  # fired after a stop request, or by a process that is not this environment's daemon
-    daemon.run_job(job)
+    try:
+        daemon.run_job(job)
+    except Fatal as exc:
+        daemon._fatal = str(exc)
+        daemon.log.error("stopping: %s", exc)
+        daemon.stop_event.set()

@@ -9,6 +9,7 @@
     targets_time = "22:00"            # optional: compute (never approve) a target run daily
     lease_seconds = 60                # how long a dead daemon keeps the environment
     heartbeat_seconds = 10
+    retry_seconds = 120               # how long a job retries a busy or lost database or broker
     log_file = "logs/daemon.log"      # relative to the env dir
     log_max_bytes = 5000000
     log_backups = 5
@@ -41,6 +42,7 @@ class DaemonConfig:
     targets_time: dt.time | None = None
     lease_seconds: int = 60
     heartbeat_seconds: int = 10
+    retry_seconds: int = 120
     log_file: str = "logs/daemon.log"
     log_max_bytes: int = 5_000_000
     log_backups: int = 5
@@ -73,7 +75,7 @@ def parse_daemon_config(raw: dict) -> DaemonConfig:
     if not isinstance(d, dict):
         raise ConfigError("config: [daemon] must be a table")
     known = {"fill_sync_seconds", "reconcile_seconds", "settlement_times", "data_csv", "data_time", "targets_time",
-             "lease_seconds", "heartbeat_seconds", "log_file", "log_max_bytes", "log_backups"}
+             "lease_seconds", "heartbeat_seconds", "retry_seconds", "log_file", "log_max_bytes", "log_backups"}
     unknown = sorted(set(d) - known)
     if unknown:
         raise ConfigError(f"config: unknown [daemon] key {unknown[0]!r}")
@@ -92,7 +94,8 @@ def parse_daemon_config(raw: dict) -> DaemonConfig:
         settlement_times={str(k): _time(f"settlement_times.{k}", v) for k, v in times.items()},
         data_csv=d.get("data_csv"), data_time=_time("data_time", d["data_time"]) if d.get("data_time") else None,
         targets_time=_time("targets_time", d["targets_time"]) if d.get("targets_time") else None,
-        lease_seconds=lease, heartbeat_seconds=heartbeat, log_file=str(d.get("log_file", "logs/daemon.log")),
+        lease_seconds=lease, heartbeat_seconds=heartbeat, retry_seconds=_positive_int(d, "retry_seconds", 120),
+        log_file=str(d.get("log_file", "logs/daemon.log")),
         log_max_bytes=_positive_int(d, "log_max_bytes", 5_000_000), log_backups=_positive_int(d, "log_backups", 5),
     )
 
