@@ -28,7 +28,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_de
 TRANSIENT_TEXT = ("database is locked", "database table is locked", "terminating connection",
                   "server closed the connection", "connection refused", "could not connect", "connection reset",
                   "the database system is starting up", "the database system is shutting down",
-                  "consuming input failed", "no connection to the server", "ssl syscall", "broken pipe")
+                  "consuming input failed", "connection is lost", "no connection to the server", "ssl syscall", "broken pipe")
 
 
 class Fatal(RuntimeError):
