@@ -78,5 +78,9 @@ class SimBroker:
                                    for at, currency, amount, kind, ref in self.exchange.cash_journal()
                                    if kind in ("dividend", "withholding", "interest", "fee", "deposit")])
 
+    def dividends(self) -> list[tuple]:
+        """(ticker, ex-date, pay date, per share, withholding) of the dividends the exchange declared."""
+        return self._call(self.exchange.declared_dividends)
+
     def snapshot(self) -> AccountSnapshot:
         return self._call(self.exchange.snapshot)

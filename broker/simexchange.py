@@ -542,8 +542,9 @@ class SimExchange:
 
     def declare_dividend(self, code: str, per_share: Decimal, withholding: Decimal = ZERO,
                          pay_date: dt.date | None = None) -> Decimal:
-        """The ex-date, now: the position held now (before the day's trading) is entitled to
-        `per_share`, paid on `pay_date` (default: today) by `pay_due_dividends`. Returns the shares."""
+        """Today (the exchange's clock) is the ex-date: the position held at the end of yesterday
+        (today's executions taken out) is entitled to `per_share`, paid on `pay_date` (default:
+        today) by `pay_due_dividends`. Returns the entitled shares."""
         with self._tx() as c:
             k = self._known(c, code)
             if k.sec_type == "FUT":
@@ -552,12 +553,23 @@ class SimExchange:
             pay = pay_date or today
             if pay < today:
                 raise BrokerError(f"pay date {pay} is before the ex-date {today}")
-            shares = self._position(c, code)[0]
+            start = _ts(dt.datetime.combine(today, dt.time(0), dt.timezone.utc))
+            shares = self._position(c, code)[0] - sum(
+                (signed(r["side"], Decimal(r["quantity"])) for r in c.execute(
+                    "SELECT side, quantity FROM executions WHERE code = ? AND at >= ? AND superseded = 0",
+                    (code, start))), ZERO)
             c.execute("INSERT OR IGNORE INTO dividends (code, ex_date, pay_date, shares, per_share, withholding) "
                       "VALUES (?,?,?,?,?,?)", (code, today.isoformat(), pay.isoformat(), str(shares),
                                                str(Decimal(per_share)), str(Decimal(withholding))))
         self.pay_due_dividends()
         return shares
+
+    def declared_dividends(self) -> list[tuple[str, dt.date, dt.date, Decimal, Decimal]]:
+        """(ticker, ex-date, pay date, per share, withholding) of every dividend declared here."""
+        with self._tx() as c:
+            return [(r["code"], dt.date.fromisoformat(r["ex_date"]), dt.date.fromisoformat(r["pay_date"]),
+                     Decimal(r["per_share"]), Decimal(r["withholding"]))
+                    for r in c.execute("SELECT * FROM dividends ORDER BY ex_date, code")]
 
     def pay_due_dividends(self) -> Decimal:
         """Pay every declared dividend whose pay date has come (a short pays it, without tax); the

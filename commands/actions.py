@@ -42,6 +42,22 @@ def actions_import(c: Context, file, as_json):
                    f"`tradeledger actions book` (or reconcile) books them when due")
 
 
+@actions_group.command("sync")
+@json_option
+@pass_ctx
+def actions_sync(c: Context, as_json):
+    """Store the dividends the broker announces through its API (the simulated broker; IB: `import flex`)."""
+    from tradeledger.commands.common import open_session
+    from tradeledger.engine.accounting.actions import sync_from_broker
+
+    with open_session(c) as session:
+        report = sync_from_broker(session.env, session.broker)
+    if as_json:
+        emit_json(report.as_json())
+    else:
+        click.echo(f"{len(report.added)} new, {len(report.unchanged)} already stored")
+
+
 @actions_group.command("list")
 @json_option
 @pass_ctx

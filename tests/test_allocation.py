@@ -142,3 +142,56 @@ def test_allocation_of_futures_is_refused_in_config(tmp_path):
     env = init_environment(tmp_path / "h2", "paper", "sim", None, config_extra=bad)
     with pytest.raises(ConfigError, match="not futures"):
         trading_config(env)
+
+
+def _trade_run(env, session, day, now):
+    from tradeledger.engine.targets.runs import approve_run
+    from tradeledger.engine.trading.cycle import submit_run, wait_for_fills
+
+    run_id = compute_run(env, as_of=day, now=now)
+    approve_run(env, run_id, "test", "reviewed", now)
+    order_plan, report = submit_run(session, run_id, now)
+    wait_for_fills(session, run_id, timeout=10)
+    return run_id, {cp.contract.code: cp for cp in order_plan.contracts if cp.side}
+
+
+def test_a_rebalance_inside_the_band_sends_nothing_and_one_past_it_trades(env, tmp_path):
+    """Day 1 buys the momentum weights; day 2, prices barely moved: every line is inside its band
+    and no order is planned; day 3, SPY jumped 30%: its weight drifted past the band and only the
+    lines past their bands trade."""
+    from tradeledger.engine.setup.session import Session
+    from tradeledger.engine.trading.orders import holder_positions
+
+    (tmp_path / "w.csv").write_text("date,strategy,ticker,weight\n2026-11-01,manual,SPY,0.5\n2026-11-01,manual,TLT,0.5\n")
+    import_weights_csv(env, tmp_path / "w.csv", trading_config(env))
+    session = Session(env)
+    utc = dt.timezone.utc
+    try:
+        session.exchange().set_commission(D(0))
+        _, orders = _trade_run(env, session, dt.date(2026, 11, 9), dt.datetime(2026, 11, 9, 15, tzinfo=utc))
+        assert {"SPY", "TLT", "GLD"} <= set(orders)
+        held = {k: v for k, v in holder_positions(env.ledger, env.chart).items() if v}
+        assert held[("Manual", "TLT")] > 0 and held[("Tactical", "SPY")] > 0
+
+        (tmp_path / "day2.csv").write_text("date,instrument,close\n" + "".join(
+            f"2026-11-10,{t},{p}\n" for t, p in (("SPY", "578.5"), ("TLT", "82.9"), ("GLD", "215.8"), ("EFA", "83.2"),
+                                                   ("IEF", "91.2"))))
+        import_prices_csv(env, tmp_path / "day2.csv")
+        run2, orders2 = _trade_run(env, session, dt.date(2026, 11, 10), dt.datetime(2026, 11, 10, 15, tzinfo=utc))
+        assert orders2 == {}, orders2
+        lines = show_run(env, run2, now=dt.datetime(2026, 11, 10, 16, tzinfo=utc)).lines
+        assert all(not line.explain["rebalance"] for line in lines if line.strategy == "manual")
+
+        (tmp_path / "day3.csv").write_text("date,instrument,close\n" + "".join(
+            f"2026-11-11,{t},{p}\n" for t, p in (("SPY", "750"), ("TLT", "82.9"), ("GLD", "215.8"), ("EFA", "83.2"),
+                                                   ("IEF", "91.2"))))
+        import_prices_csv(env, tmp_path / "day3.csv")
+        session.exchange().set_price("SPY", D(750))
+        run3, orders3 = _trade_run(env, session, dt.date(2026, 11, 11), dt.datetime(2026, 11, 11, 15, tzinfo=utc))
+        lines = {(line.strategy, line.instrument): line
+                 for line in show_run(env, run3, now=dt.datetime(2026, 11, 11, 16, tzinfo=utc)).lines}
+        spy = lines[("manual", "SPY")]
+        assert spy.explain["rebalance"] is True and D(spy.explain["drift"]) > D(spy.explain["band"])
+        assert "SPY" in orders3 and orders3["SPY"].side == "SELL"
+    finally:
+        session.close()

@@ -161,6 +161,26 @@ def import_actions_csv(env, path: str | Path, now: dt.datetime | None = None) ->
         return store_actions(conn, actions, now or dt.datetime.now(UTC))
 
 
+def sync_from_broker(env, broker, now: dt.datetime | None = None) -> StoreReport:
+    """Store the dividends a broker announces through its API (the simulated one does; for IB the Flex
+    statement is the source). Known ones are linked, different figures refused, as for a file."""
+    announced = getattr(broker, "dividends", None)
+    if announced is None:
+        raise CorporateActionError("this broker does not report dividends through its API: import a file or, "
+                                   "for IB, its Flex statement (tradeledger import flex FILE)")
+    actions = [Dividend(ticker, ex, pay, per_share, _currency(env, ticker), withholding, "sim")
+               for ticker, ex, pay, per_share, withholding in announced()]
+    with env.engine.begin() as conn:
+        return store_actions(conn, actions, now or dt.datetime.now(UTC))
+
+
+def _currency(env, ticker: str) -> str:
+    instrument = trading_config(env).instruments.get(ticker)
+    if instrument is None:
+        raise CorporateActionError(f"the broker announces a dividend on {ticker}, which is not configured")
+    return instrument.currency
+
+
 def _action(row) -> Dividend | Split:
     if row.kind == "dividend":
         return Dividend(row.ticker, dt.date.fromisoformat(row.ex_date), dt.date.fromisoformat(row.pay_date),

@@ -1,0 +1,81 @@
+"""The corporate-actions commands as a user drives them, on the simulated broker: a dividend the
+broker declares, seen by reconciliation, synced from the broker, booked once; interest entered twice
+books once; refusals exit non-zero with one line."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal as D
+
+from click.testing import CliRunner
+
+from tradeledger.cli import main
+from tradeledger.engine.setup.environment import open_environment
+
+CONFIG = """
+[instruments.SPY]
+type = "share"
+currency = "USD"
+exchange = "ARCA"
+
+[strategies.core]
+instruments = { SPY = 1 }
+"""
+
+
+def run(home, *args, ok=True):
+    result = CliRunner().invoke(main, ["--home", str(home), *args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def test_dividend_from_the_broker_to_the_books(tmp_path):
+    home = tmp_path / "home"
+    run(home, "init")
+    with open(home / "paper" / "config.toml", "a") as f:
+        f.write(CONFIG)
+    env = open_environment(home, "paper")
+    from tradeledger.engine.setup.session import Session
+    import datetime as dt
+
+    session = Session(env)
+    session.exchange().set_clock(dt.datetime(2026, 12, 2, 15, tzinfo=dt.timezone.utc))
+    session.close()
+    run(home, "sim", "price", "SPY", "600")
+    run(home, "sim", "trade", "SPY", "10", "600")
+    run(home, "fills", "sync")
+    out = run(home, "sim", "dividend", "SPY", "1.85", "--withholding", "0.15").output
+    assert "ex-dividend 1.85 on 0 shares" in out  # bought on the ex-date: no dividend
+    session = Session(env)
+    session.exchange().set_clock(dt.datetime(2026, 12, 3, 15, tzinfo=dt.timezone.utc))
+    session.close()
+    out = run(home, "sim", "dividend", "SPY", "1.85", "--withholding", "0.15").output
+    assert "ex-dividend 1.85 on 10 shares" in out
+    broken = run(home, "reconcile", ok=False)
+    assert broken.exit_code == 1 and "unbooked dividend SPY 18.50 USD" in broken.output
+    assert json.loads(run(home, "actions", "sync", "--json").output)["added"]
+    assert json.loads(run(home, "actions", "sync", "--json").output)["unchanged"]  # once
+    clean = run(home, "reconcile")
+    assert "booked dividend SPY" in clean.output
+    listed = json.loads(run(home, "actions", "list", "--json").output)
+    assert [(a["ticker"], a["ex_date"], a["state"], a["source"]) for a in listed] == [
+        ("SPY", "2026-12-02", "paid", "sim"), ("SPY", "2026-12-03", "paid", "sim")]
+    assert env.ledger.income()[("Income:Dividends:Unattributed", "USD")] == D("-18.50")  # once, for the 10 held
+    assert "nothing due" in run(home, "actions", "book", "--date", "2099-01-01").output
+    assert run(home, "check").exit_code == 0
+
+
+def test_interest_entered_twice_books_once_and_bad_input_is_one_line(tmp_path):
+    home = tmp_path / "home"
+    run(home, "init")
+    args = ("actions", "interest", "12.34", "usd", "--date", "2026-12-03", "--reason", "USD credit interest Nov")
+    first = json.loads(run(home, *args, "--json").output)
+    second = json.loads(run(home, *args, "--json").output)
+    assert first["booked"] is True and second["booked"] is False and first["entry"] == second["entry"]
+    env = open_environment(home, "paper")
+    assert env.ledger.income() == {("Income:Interest:Account", "USD"): D("-12.34")}
+    bad = run(home, "actions", "fee", "abc", "USD", "--date", "2026-12-03", "--reason", "x", ok=False)
+    assert bad.exit_code != 0 and "not a number" in bad.output.lower() and "Traceback" not in bad.output
+    bad = run(home, "actions", "import", str(tmp_path / "missing.csv"), ok=False)
+    assert bad.exit_code != 0
