@@ -536,9 +536,45 @@ class SimExchange:
         c.execute("INSERT INTO cash_journal (at, currency, amount, kind, ref) "
                   "VALUES (?,?,?,?,?)", (_ts(self._now(c)), currency, str(amount), kind, ref))
 
-    def deposit(self, currency: str, amount: Decimal) -> None:
+    def deposit(self, currency: str, amount: Decimal, kind: str = "deposit", ref: str = "") -> None:
+        """Cash arriving (amount > 0) or leaving (< 0) without a trade: a deposit, a withdrawal,
+        a transfer between accounts. No execution: only reconciliation can find it."""
+        amount = Decimal(amount)
+        if amount == 0:
+            raise BrokerError("a deposit of 0 moves nothing")
         with self._tx() as c:
-            self._move_cash(c, currency, Decimal(amount), "deposit", "")
+            self._move_cash(c, currency.upper(), amount, kind, ref)
+
+    def transfer_in(self, contract: str | Contract, signed_qty: Decimal, price: Decimal | None = None,
+                    cost: Decimal | None = None) -> None:
+        """A position arriving without an execution (a transfer from another broker, a position
+        opened on another platform, a delivery at expiry), or leaving (signed_qty < 0 on a long).
+
+        No cash moves and no execution is reported. Futures: the existing position is first
+        rolled from its mark to `price` (the contract's current price by default) into unsettled
+        P&L, then the position changes and is marked at `price`. Shares: the average cost takes
+        the arriving units at `cost` per unit (default: `price`). This is also how a test or a
+        user seeds an account that already holds positions before tradeledger first connects."""
+        signed_qty = Decimal(signed_qty)
+        if signed_qty == 0:
+            raise BrokerError("a transfer needs a non-zero quantity")
+        with self._tx() as c:
+            k = (self._register(c, contract) if isinstance(contract, Contract)
+                 else self._known(c, contract))
+            price = self._price(c, k.code) if price is None else Decimal(price)
+            if price is None:
+                raise BrokerError(f"no market price for {k.code}: give a price")
+            if self._price(c, k.code) is None:  # the contract now has a market
+                at = _ts(self._now(c))
+                c.execute("INSERT OR REPLACE INTO prices VALUES (?, ?, ?)", (k.code, str(price), at))
+                c.execute("INSERT INTO price_history (code, price, at) VALUES (?, ?, ?)",
+                          (k.code, str(price), at))
+            position, avg, mark, unsettled = self._position(c, k.code)
+            if k.sec_type == "FUT":
+                unsettled += variation(position, mark, price, k.multiplier)
+            unit_cost = price if cost is None else Decimal(cost)
+            self._save_position(c, k.code, position + signed_qty,
+                                average_price(position, avg, signed_qty, unit_cost), price, unsettled)
 
     def declare_dividend(self, code: str, per_share: Decimal, withholding: Decimal = ZERO,
                          pay_date: dt.date | None = None) -> Decimal:

@@ -59,3 +59,29 @@ def parse_date(text: str | None, what: str) -> _dt.date | None:
         return _dt.date.fromisoformat(text)
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a date (YYYY-MM-DD)", param_hint=what) from None
+
+
+def define_contract_options(f):
+    """Options that describe a contract tradeledger is not configured for (the broker's screen)."""
+    for option in reversed([
+        click.option("--sec-type", type=click.Choice(["STK", "FUT", "OPT"]), default=None,
+                     help="For an unconfigured contract: its type (give --currency too)."),
+        click.option("--currency", default=None, help="For an unconfigured contract: its currency."),
+        click.option("--multiplier", default="1", show_default=True, help="For an unconfigured contract."),
+        click.option("--exchange", "venue", default="SMART", show_default=True, help="For an unconfigured contract."),
+    ]):
+        f = option(f)
+    return f
+
+
+def described_contract(code: str, sec_type: str | None, currency: str | None, multiplier: str, venue: str):
+    """The contract the options describe, or None when they describe none (use the configured one)."""
+    if sec_type is None and currency is None:
+        return None
+    if not (sec_type and currency):
+        raise click.UsageError("an unconfigured contract needs both --sec-type and --currency")
+    from tradeledger.broker.base import Contract
+    from tradeledger.ledger.numbers import to_decimal
+
+    return Contract(code=code, sec_type=sec_type, symbol=code, exchange=venue, currency=currency.upper(),
+                    multiplier=to_decimal(multiplier, "--multiplier"))

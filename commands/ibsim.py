@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 import sqlalchemy as sa
-from tradeledger.commands.common import Context, pass_ctx
+from tradeledger.commands.common import Context, define_contract_options, described_contract, pass_ctx
 from tradeledger.engine.setup.environment import parse_settings, resolve_home
 from tradeledger.engine.setup.session import Session as _Session
 from tradeledger.ledger import db
@@ -195,6 +195,36 @@ def ibsim_trade(c: Context, contract, qty, price, state):
                                         _to_decimal(price, "PRICE"))
     click.echo(f"gateway executed {execution.side} {execution.quantity} {contract} @ {execution.price} "
                f"({execution.exec_id})")
+
+
+@ibsim_group.command("deposit", context_settings={"ignore_unknown_options": True})
+@click.argument("currency")
+@click.argument("amount")
+@click.option("--kind", type=click.Choice(["deposit", "withdrawal", "transfer"]), default="deposit", show_default=True)
+@click.option("--state", type=click.Path(dir_okay=False), default=None)
+@pass_ctx
+def ibsim_deposit(c: Context, currency, amount, kind, state):
+    """Cash arriving (AMOUNT > 0) or leaving (< 0) at the gateway's account without a trade."""
+    number = _to_decimal(amount, "AMOUNT")
+    _ibsim_exchange(c, state).deposit(currency, number, kind)
+    click.echo(f"gateway {kind}: {number} {currency.upper()}")
+
+
+@ibsim_group.command("transfer-in", context_settings={"ignore_unknown_options": True})
+@click.argument("contract")
+@click.argument("qty")
+@click.option("--price", default=None, help="Futures: the mark it arrives at (default: the market price).")
+@click.option("--cost", default=None, help="Shares: the cost per unit it arrives with (default: the price).")
+@define_contract_options
+@click.option("--state", type=click.Path(dir_okay=False), default=None)
+@pass_ctx
+def ibsim_transfer_in(c: Context, contract, qty, price, cost, sec_type, currency, multiplier, venue, state):
+    """A position arriving at the gateway's account without an execution (QTY signed; seeds an account)."""
+    exchange = _ibsim_exchange(c, state)
+    k = described_contract(contract, sec_type, currency, multiplier, venue) or _ibsim_contract(c, contract, exchange)
+    number = _to_decimal(qty, "QTY")
+    exchange.transfer_in(k, number, price and _to_decimal(price, "--price"), cost and _to_decimal(cost, "--cost"))
+    click.echo(f"gateway account received {number} {contract} without an execution")
 
 
 @ibsim_group.command("correct")

@@ -38,13 +38,21 @@ def init(c: Context, broker, account, base_currency, ib_host, ib_port, ib_client
     else:
         environment = init_environment(c.home, c.env, broker, account, base_currency, c.db_url,
                                        ib_host, ib_port, ib_client_id)
+    from tradeledger.engine.trust.opening import open_at_init
+
+    opening, deferred = open_at_init(environment)
     info = {"environment": c.env, "dir": str(environment.dir), "broker": environment.settings.broker,
-            "account": environment.settings.account, "revision": db.current_revision(environment.engine)}
+            "account": environment.settings.account, "revision": db.current_revision(environment.engine),
+            "opening": opening.as_json() if opening else None}
     if as_json:
         emit_json(info)
     else:
         click.echo(f"initialised {c.env} environment in {environment.dir} "
                    f"({info['broker']} broker, account {info['account']})")
+        if opening is not None:
+            click.echo(f"opening {'taken' if opening.created else 'already taken'}: {opening.summary()}")
+        else:
+            click.echo(f"opening deferred: {deferred}")
 
 
 @click.command()

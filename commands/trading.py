@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 import click
-from tradeledger.commands.common import Context, json_option, open_session, parse_date, pass_ctx
+from tradeledger.commands.common import (
+    Context, define_contract_options, described_contract, json_option, open_session, parse_date, pass_ctx,
+)
 
 # --- orders, fills, marks, positions, P&L, the simulated broker's screen, the cycle ---
 from tradeledger.engine.trading import cycle as _cycle
@@ -289,6 +291,36 @@ def sim_split(c: Context, ticker, ratio):
     with open_session(c) as session:
         after = session.exchange().split(ticker, new, old)
     click.echo(f"broker split {ticker} {ratio}: the account now holds {after}")
+
+
+@sim_group.command("deposit", context_settings={"ignore_unknown_options": True})
+@click.argument("currency")
+@click.argument("amount")
+@click.option("--kind", type=click.Choice(["deposit", "withdrawal", "transfer"]), default="deposit", show_default=True)
+@pass_ctx
+def sim_deposit(c: Context, currency, amount, kind):
+    """Cash arriving (AMOUNT > 0) or leaving (< 0) at the broker without a trade."""
+    session = _Session(c.open())
+    number = _to_decimal(amount, "AMOUNT")
+    session.exchange().deposit(currency, number, kind)
+    click.echo(f"broker {kind}: {number} {currency.upper()}; `tradeledger reconcile` proposes the entry")
+
+
+@sim_group.command("transfer-in", context_settings={"ignore_unknown_options": True})
+@click.argument("contract")
+@click.argument("qty")
+@click.option("--price", default=None, help="Futures: the mark it arrives at (default: the market price).")
+@click.option("--cost", default=None, help="Shares: the cost per unit it arrives with (default: the price).")
+@define_contract_options
+@pass_ctx
+def sim_transfer_in(c: Context, contract, qty, price, cost, sec_type, currency, multiplier, venue):
+    """A position arriving at the broker without an execution (QTY signed; also seeds an account)."""
+    session = _Session(c.open())
+    k = described_contract(contract, sec_type, currency, multiplier, venue) or _sim_contract(session, contract)
+    number = _to_decimal(qty, "QTY")
+    session.exchange().transfer_in(k, number, price and _to_decimal(price, "--price"),
+                                   cost and _to_decimal(cost, "--cost"))
+    click.echo(f"broker received {number} {contract} without an execution; `tradeledger reconcile` adopts it")
 
 
 @sim_group.command("price")

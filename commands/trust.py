@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass as _getpass
 import os
+import shlex
 import sys
 
 import click
@@ -240,6 +241,10 @@ def reconcile_cmd(c: Context, as_json):
         _recon_tables(result)
         for note in result.notes:
             click.echo(note)
+        prefix = "tradeledger" + (f" --home {shlex.quote(str(c.home))}" if c.home else "") + (f" --env {c.env}" if c.env != "paper" else "")
+        for line in result.cash:
+            if line.proposal:
+                click.echo(f"cash {line.currency} moved without a trade? proposed (not booked): {prefix} {line.proposal}")
         click.echo(f"reconciliation {result.reconciliation_id}: {'clean' if result.clean else 'NOT CLEAN'}")
     sys.exit(0 if result.clean else 1)
 
@@ -368,6 +373,9 @@ def _operations_status(environment, probe_broker: bool) -> dict:
     finally:
         session.close()
     with db.read_connection(environment.engine) as conn:
+        from tradeledger.engine.trust.opening import opening_status
+
+        info["opening"] = opening_status(conn, environment.settings.account)
         info["last_snapshot"] = _snapshots.latest_snapshot(conn, environment.settings.account)
         info["last_reconciliation"] = _reconcile.last_reconciliation(conn)
         info["open_exceptions"] = _exceptions.open_counts(conn)

@@ -38,6 +38,11 @@ The daemon and maintenance (migration 0004):
   to what, why, by whom, the ledger entry that records it, and the marks the contract's holders
   had before (so that the entry can be reversed with the mark chain intact).
   The APScheduler job store lives in the same database (`tl_apscheduler_jobs`, its own table).
+
+The opening (migration 0007):
+- `opening`: at most one row per broker account: when tradeledger first reached the broker, the
+  snapshot it took, the one ledger entry that booked what the account held (NULL if nothing),
+  and a JSON summary of positions and cash as held and as booked. No order is sent without it.
 """
 
 from __future__ import annotations
@@ -345,4 +350,19 @@ target_weight = Table(
     Column("date", String(10), primary_key=True),
     Column("ticker", String(64), primary_key=True),
     Column("weight", String(40), nullable=False),  # decimal text in [0, 1]
+)
+
+
+# -- the opening (0007) ----------------------------------------------------------------------
+
+opening = Table(
+    "opening", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account", String(64), nullable=False, unique=True),  # one opening per broker account
+    Column("taken_at", String(26), nullable=False),  # the opening snapshot's time (the broker's)
+    Column("recorded_at", String(26), nullable=False),
+    Column("snapshot_id", BigInteger, nullable=False),
+    Column("txn_id", BigInteger),  # the opening entry; NULL when the account held nothing to book
+    Column("source", String(32), nullable=False),  # init | reconcile | submit | ...
+    Column("held", Text, nullable=False),  # JSON: what the broker held and what was booked
 )

@@ -203,8 +203,8 @@ def test_shares_correction_rebooks_a_whole_lot_and_refuses_a_broken_one(w):
     [fill] = w.exchange.executions()
     w.correct(fill.exec_id, price="499.5")
     assert len(w.sync().corrected) == 1
-    # the lot is reversed and reopened at 499.5: cash -4995.00 - 10.00
-    assert w.cash() == D("-5005.00")
+    # the lot is reversed and reopened at 499.5: cash -4995.00 - 10.00 (the deposit was opened with the account)
+    assert w.cash() == D(100000) - D("5005.00")
     [(cost, units)] = w.env.ledger.lots(w.env.chart.holdings("A"), "SPY")
     assert (cost.number, units, cost.label) == (D("499.5"), D(10), fill.base_exec_id)
 

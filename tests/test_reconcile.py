@@ -163,21 +163,48 @@ def test_broker_flat_while_ledger_holds_break_lock_then_clean(world, tmp_path, m
     _books_ok(session, tmp_path)
 
 
-def test_ledger_flat_while_broker_holds(world, tmp_path):
+def test_a_later_surplus_is_adopted_and_strategies_keep_trading(world, tmp_path):
     session, exchange, mes = world
     _trade(session, 1, 1)
-    _trade(session, 2, 0)  # the ledger has held MES: a difference is a break, not an adoption
-    _forgotten_trade(exchange, mes.code, 3)
+    _trade(session, 2, 0)  # the ledger has held MES, and holds none now
+    _forgotten_trade(exchange, mes.code, 3)  # 3 arrive at the broker with no execution reported
     result = reconcile_session(session)
-    assert [(b.kind, b.ledger_qty, b.broker_qty, b.diff) for b in result.breaks] == [("position", D(0), D(3), D(-3))]
+    assert result.clean and result.breaks == [], result.as_json()
+    assert result.unattributed == [{"account": "DU1234567", "contract": mes.code, "qty": D(3), "adopted": True}]
+    assert _locks(session) == {}  # nothing locked: no strategy's position changed
+    [review] = _open(session, "unattributed_position")
+    assert review["severity"] == "warning" and f"adjust adopt {mes.code} 3" in review["detail"]
+    lines = [TargetLine("Trend", "MES", mes, D(1), D(5000))]
+    assert plan(3, lines, holder_positions(session.env.ledger, session.env.chart), Limits(), {},
+                _locks(session)).refusals == []
+    again = reconcile_session(session)  # adopted once
+    assert again.clean and again.unattributed[0]["adopted"] is False
+    assert holder_positions(session.env.ledger, session.env.chart) == {(None, mes.code): D(3)}
+    _books_ok(session, tmp_path)
+
+
+def test_a_shortfall_is_a_break_that_locks_until_a_person_says_whose(world, tmp_path):
+    from tradeledger.engine.trust.adjust import Context, book, new_key, plan_manual_close
+
+    session, exchange, mes = world
+    _trade(session, 1, 2)
+    _forgotten_trade(exchange, mes.code, -2, D(5010))  # gone at the broker, no execution reported
+    result = reconcile_session(session)
+    assert [(b.kind, b.ledger_qty, b.broker_qty, b.diff) for b in result.breaks] == [("position", D(2), D(0), D(2))]
     assert result.unattributed == [] and "MES" in _locks(session)
+    [brk] = [e for e in _open(session, "reconciliation_break") if e["subject"] == mes.code]
+    assert f"adjust manual-close {mes.code}" in brk["detail"]
+    # its variation margin (2 x 10 x 5) reached the broker's cash: a cash difference until it is said whose
     # Resolving by hand releases the lock; a later reconciliation that still finds it locks again.
-    [brk] = _open(session, "reconciliation_break")
     with session.env.engine.begin() as conn:
         resolve(conn, brk["id"], "me", "investigating with the broker")
     assert _locks(session) == {}
     assert not reconcile_session(session).clean and "MES" in _locks(session)
-    _forgotten_trade(exchange, mes.code, -3)
+    env = session.env
+    ctx, now = Context(env.ledger, env.chart, {"trend": "Trend"}), session.now()
+    key = new_key("manual-close", env.chart)
+    book(env.engine, ctx, lambda conn: plan_manual_close(conn, ctx, mes.code, "trend", "closed at the desk", now,
+                                                         key, price=D(5010)), "me")
     assert reconcile_session(session).clean and _locks(session) == {}
     _books_ok(session, tmp_path)
 
@@ -185,8 +212,8 @@ def test_ledger_flat_while_broker_holds(world, tmp_path):
 def test_failed_snapshot_is_never_flat(world, tmp_path):
     session, exchange, mes = world
     _trade(session, 1, 2)
-    _forgotten_trade(exchange, mes.code, 1)
-    assert not reconcile_session(session).clean  # a real break, open and locked
+    _forgotten_trade(exchange, mes.code, -1)
+    assert not reconcile_session(session).clean  # a real break (a shortfall), open and locked
     before = session.env.ledger.count()
     exchange.fault_disconnect(1)
     result = reconcile_session(session)
@@ -204,7 +231,7 @@ def test_failed_snapshot_is_never_flat(world, tmp_path):
     assert brk["count"] == 1 and "MES" in _locks(session)
 
     session.broker.connect()
-    _forgotten_trade(exchange, mes.code, -1)
+    _forgotten_trade(exchange, mes.code, 1)
     assert reconcile_session(session).clean
     assert _open(session) == [] and _locks(session) == {}
     _books_ok(session, tmp_path)
@@ -276,7 +303,7 @@ def test_pending_commission_is_not_a_cash_break(world):
     assert result.clean and result.cash[0].status == "ok"
 
 
-def test_positions_predating_the_ledger_are_adopted(world, tmp_path):
+def test_the_first_reconciliation_opens_the_ledger_where_the_broker_is(world, tmp_path):
     session, exchange, mes = world
     env = session.env
     spy = Contract("SPY", "STK", "SPY", "SMART", "USD")
@@ -287,7 +314,7 @@ def test_positions_predating_the_ledger_are_adopted(world, tmp_path):
     _forgotten_trade(exchange, mes.code, 3, D(4990))
     _forgotten_trade(exchange, "SPY", 10, D("450.25"))
     _forgotten_trade(exchange, opt.code, 1, D("3.10"))
-    # The ledger's opening cash (what the broker held before tradeledger) is the user's to book.
+    # Cash the ledger already holds (a deposit booked by hand) is not opened twice.
     opening = exchange.cash()["USD"]
     env.ledger.book(Transaction(T0, "opening", "Opening cash", (
         Posting(env.chart.cash, opening, "USD"), Posting(env.chart.opening_balances, -opening, "USD"))))
@@ -300,7 +327,8 @@ def test_positions_predating_the_ledger_are_adopted(world, tmp_path):
     lines = [TargetLine("Trend", "MES", mes, D(1), D(5000))]
     assert plan(3, lines, {}, Limits(), {}, _locks(session)).refusals == []
     kinds = {(e["subject"], e["severity"]) for e in _open(session, "unattributed_position")}
-    assert kinds == {(mes.code, "warning"), ("SPY", "info"), (opt.code, "error")}
+    assert kinds == {(opt.code, "error")}
+    assert any(note.startswith("opening: taken") for note in result.notes)
     with read_connection(env.engine) as conn:
         assert marks(conn)[(None, mes.code)] == D(4990)  # 24950 / 5: IB's avgCost is price x multiplier
     lots = env.ledger.lots(env.chart.unattributed, "SPY")
@@ -308,7 +336,7 @@ def test_positions_predating_the_ledger_are_adopted(world, tmp_path):
     assert env.ledger.balances()[("Equity:Opening-Balances", "USD")] == -opening - D("4502.50")
     again = reconcile_session(session)  # adopted once
     assert [u["adopted"] for u in again.unattributed] == [False, False]
-    assert len(_open(session, "unattributed_position")) == 3
+    assert len(_open(session, "unattributed_position")) == 1
     _books_ok(session, tmp_path)
 
 

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from tradeledger.engine import tables
 from tradeledger.engine.setup.config import current_contract
 from tradeledger.engine.trust.exceptions import active_locks
+from tradeledger.engine.trust.opening import ensure_opening
 from tradeledger.engine.trading.fills import SyncReport, sync_fills
 from tradeledger.engine.trading.orders import (
     OrderPlan, SubmitReport, TargetLine, holder_positions, plan, record_plan, record_refusals, send_planned,
@@ -55,6 +56,7 @@ def plan_run(session: Session, run_id: int, now: dt.datetime) -> OrderPlan:
 
 def submit_run(session: Session, run_id: int, now: dt.datetime) -> tuple[OrderPlan, SubmitReport]:
     env = session.env
+    ensure_opening(env.engine, session.broker, "submit", now)  # the account's holdings are in the books first
     order_plan = plan_run(session, run_id, now)
     record_plan(env.engine, env.ledger, env.chart, order_plan, env.settings.env, now)
     record_refusals(env.engine, order_plan, now)

@@ -5,7 +5,8 @@ are netted (`netting.net_changes`): opposite changes cross internally at the ref
 recorded with the run (a zero-sum transfer booked in the ledger, no broker, no commission), and
 only the residual goes to the broker as one order whose fills are allocated back pro rata.
 
-Limits apply before anything is sent, and a refusal names the limit. Submission is restartable:
+Limits apply before anything is sent, and a refusal names the limit. Nothing is sent to an
+account that has no opening (engine/trust/opening.py): `send_planned` takes it first, or refuses. Submission is restartable:
 orders are recorded (state `planned`) in the same transaction as the crosses, before anything
 is sent; each carries an orderRef naming it, so a restart asks the broker for that orderRef
 before it sends again, and nothing goes out twice.
@@ -24,6 +25,7 @@ from tradeledger.broker.base import Broker, BrokerDisconnected, Contract, OrderR
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.booking import Holding, after_trade, trade_postings
 from tradeledger.engine.trust.exceptions import raise_exception
+from tradeledger.engine.trust.opening import ensure_opening
 from tradeledger.engine.setup.config import Limits, TradingConfig, current_contract
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, holder_of, load_holdings, save_marks
 from tradeledger.engine.trading.netting import Cross, net_changes
@@ -202,6 +204,7 @@ def send_planned(engine, broker: Broker, run_id: int | None, now: dt.datetime) -
         planned = conn.execute(query.order_by(o.c.id)).all()
     if not planned:
         return report
+    ensure_opening(engine, broker, "submit", now)  # the gate: nothing is sent to an account never opened
     at_broker = {s.order_ref: s for s in broker.orders()}
     for row in planned:
         status = at_broker.get(row.order_ref)

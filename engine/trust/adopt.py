@@ -1,21 +1,26 @@
-"""Adopting broker positions that predate the ledger into the unattributed bucket.
+"""What the broker holds beyond the ledger: surpluses are adopted, shortfalls are breaks.
 
-A position the broker reports in a contract the ledger has never held (no posting in any
-strategy account or in Unattributed, ever) was there before tradeledger started keeping the
-books: the trader's own stocks, an option, a future bought by hand before the ledger existed.
-It is booked once into `Assets:Broker:<Acct>:Unattributed` with what the broker says about it,
-at the snapshot's time, and raises an `unattributed_position` exception (info for instruments
-tradeledger is not configured for, warning for ones it trades):
+After the opening (engine/trust/opening.py) every position change should arrive as an execution.
+Some do not: a transfer in from another broker, a position opened on another platform, a
+delivery at expiry. Reconciliation books every execution the broker reports first; what is left
+over is decided per contract by one rule (docs/reconciliation.md):
 
-* futures at zero cost (`2 MESZ26 {0 USD}`, the entry balances at zero), marked from the
-  adoption price on: the broker's average cost / multiplier (IB's futures avgCost is
-  price x multiplier), so later fills and settlements book variation margin from there;
-* shares (and anything else held at cost) as one lot at the broker's average cost per unit,
-  labelled `adopt-<contract>`, against `Equity:Opening-Balances`.
+* **surplus** — the broker holds more than all the ledger's holders together, in the same
+  direction (or the ledger holds none): the difference is adopted into
+  `Assets:Broker:<Acct>:Unattributed` (futures at the broker's mark, shares at its average cost
+  against Equity:Opening-Balances; `engine.accounting.arrivals.surplus_entry`) and raises an
+  `unattributed_position` exception to review (warning for an instrument tradeledger trades,
+  info otherwise). Nothing is locked: no strategy's position changed, so strategies keep trading.
+* **shortfall** — the broker holds less than the ledger's holders (or the other way round):
+  some holder's position left without an execution, and only a person knows whose. It stays a
+  reconciliation break that locks the instrument until someone says whose it was
+  (`tradeledger adjust manual-close`) and the books agree again.
 
-A contract the ledger *has* held and now disagrees on is not adopted: that is a reconciliation
-break, which a person resolves with the maintenance tools. Adoption is idempotent (its ledger key
-is per account and contract), and a failure for one contract is reported, never raised past it.
+A contract with an execution the ledger could not book is never adopted (the execution would
+count it twice once booked): its break stands. Adoption is one transaction per contract, keyed
+by account, contract and snapshot, and re-checks the ledger under the contract's lock, so two
+reconciliations never adopt one surplus twice. A failure for one contract is reported, never
+raised past it.
 """
 
 from __future__ import annotations
@@ -26,59 +31,58 @@ from decimal import Decimal
 from sqlalchemy.engine import Connection
 
 from tradeledger.broker.base import AccountSnapshot, BrokerPosition
-from tradeledger.engine.accounting.booking import Holding
+from tradeledger.engine.accounting.arrivals import arrival_price, surplus_entry, unbookable
+from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, holder_of, load_holdings, save_marks
 from tradeledger.engine.trust.exceptions import list_exceptions, raise_exception, resolve
-from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, save_marks
 from tradeledger.ledger.accounts import Chart
-from tradeledger.ledger.model import Cost, Posting, Transaction
 from tradeledger.ledger.store import Ledger
 
 ZERO = Decimal(0)
 
 
-def adoptable(snap: AccountSnapshot, ever_held: frozenset) -> list[BrokerPosition]:
-    """Broker positions in contracts the ledger has never held (pure)."""
-    return [p for p in snap.positions if p.quantity != 0 and p.contract.code not in ever_held]
+def surplus(broker_qty: Decimal, ledger_qty: Decimal) -> Decimal:
+    """The units the broker holds beyond the ledger in the same direction, else 0 (pure)."""
+    if broker_qty == 0 or (ledger_qty != 0 and (ledger_qty > 0) != (broker_qty > 0)):
+        return ZERO
+    return broker_qty - ledger_qty if abs(broker_qty) > abs(ledger_qty) else ZERO
 
 
-def adoption_price(position: BrokerPosition) -> Decimal:
-    """The per-unit price a futures position is marked from: IB's avgCost / multiplier."""
-    multiplier = position.contract.multiplier or Decimal(1)
-    return position.avg_cost / multiplier
+def surpluses(snap: AccountSnapshot, positions: dict, skip: set = frozenset()) -> list[tuple[BrokerPosition, Decimal]]:
+    """(broker position, surplus) for every contract the broker holds more of (pure)."""
+    out = []
+    for p in snap.positions:
+        extra = surplus(p.quantity, positions.get(p.contract.code, ZERO))
+        if extra and p.contract.code not in skip:
+            out.append((p, extra))
+    return out
 
 
-def adoption_entry(chart: Chart, position: BrokerPosition, time: dt.datetime) -> Transaction:
-    """The ledger entry adopting one broker position into Unattributed (pure)."""
-    k, qty = position.contract, position.quantity
-    if k.sec_type == "FUT":
-        price = adoption_price(position)
-        postings = (Posting(chart.unattributed, qty, k.code, Cost(ZERO, k.currency)),)
-    else:
-        price = position.avg_cost
-        cost = Cost(position.avg_cost, k.currency, time.date(), f"adopt-{k.code}")
-        postings = (Posting(chart.unattributed, qty, k.code, cost),)
-        if qty * position.avg_cost != 0:
-            postings += (Posting(chart.opening_balances, -qty * position.avg_cost, k.currency),)
-    return Transaction(
-        time=time, kind="adoption", narration=f"Adopt {qty} {k.code} held at the broker before the ledger",
-        postings=postings, links=(f"adopt-{_link(k.code)}",),
-        meta=(("contract", k.code), ("price", str(price)), ("source", "broker-snapshot")),
-        key=f"adopt:{chart.broker_account}:{k.code}")
-
-
-def adopt_position(conn: Connection, ledger: Ledger, chart: Chart, position: BrokerPosition, time: dt.datetime,
-                   configured: bool, now: dt.datetime | None = None) -> int:
-    """Book the adoption, set the futures mark, and raise the exception; returns the entry id."""
+def adopt_surplus(conn: Connection, ledger: Ledger, chart: Chart, position: BrokerPosition, snapshot_id: int,
+                  as_of: dt.datetime, configured: bool, now: dt.datetime | None = None) -> int | None:
+    """Adopt the contract's surplus as of the snapshot; returns the entry id, or None when the
+    ledger (re-read under the contract's lock) no longer shows a surplus."""
     k = position.contract
-    ensure_contract(conn, ledger, k, time.date())
+    why = unbookable(k)
+    if why:
+        raise ValueError(why)
+    ensure_contract(conn, ledger, k, as_of.date())
     ensure_holder(conn, ledger, chart, None)
-    booked = ledger.book(adoption_entry(chart, position, time), conn)
-    if k.sec_type == "FUT":
-        save_marks(conn, k, {None: Holding(position.quantity, adoption_price(position))}, time)
+    holdings = load_holdings(conn, ledger, chart, k)  # takes the contract's lock
+    held = sum((units for (account, _), units in ledger.balances(
+        as_of=as_of, prefix=chart.root, conn=conn, commodity=k.code).items()
+        if holder_of(chart, account) is not False), ZERO)
+    extra = surplus(position.quantity, held)
+    if not extra:
+        return None
+    txn, after = surplus_entry(chart, position, holdings, extra, snapshot_id, as_of)
+    booked = ledger.book(txn, conn)
+    save_marks(conn, k, after, as_of, before=holdings)
     raise_exception(
         conn, "unattributed_position", k.code,
-        f"{position.quantity} {k.code} at the broker predates the ledger: adopted into Unattributed "
-        f"(entry {booked.id}) at {adoption_price(position) if k.sec_type == 'FUT' else position.avg_cost}",
+        f"{extra} {k.code} arrived at the broker without an execution (a transfer in, a trade on another "
+        f"platform, a delivery): adopted into Unattributed (entry {booked.id}) at {arrival_price(position)}; "
+        f"strategies keep trading. To give it to a strategy: `tradeledger adjust adopt {k.code} {abs(extra)} "
+        f"--strategy NAME`",
         severity="warning" if configured else "info",
         dedupe_key=f"unattributed_position:{chart.broker_account}:{k.code}", now=now)
     return booked.id
@@ -93,7 +97,3 @@ def resolve_cleared_unattributed(conn: Connection, account: str, still_unattribu
         if e["kind"] == "unattributed_position" and key.startswith(prefix) \
                 and key[len(prefix):] not in still_unattributed:
             resolve(conn, e["id"], who, "Unattributed no longer holds this contract", now)
-
-
-def _link(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "_./-" else "-" for ch in text)

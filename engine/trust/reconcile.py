@@ -19,10 +19,13 @@ window (from the oldest execution it reported), because brokers report recent ex
 
 `reconcile` is the edge around it, in this order: snapshot (a failed one is recorded, raises
 `broker_disconnected`, and compares nothing: a broker that cannot be read is never "flat"); book
-every execution the broker reports (engine.fills, each in its own transaction); adopt positions
-that predate the ledger into Unattributed (`adopt.py`); compare; then, in one transaction, store the
-result, raise one `reconciliation_break` exception per cause and lock the contract's instrument,
-and resolve (unlocking) every earlier break of this account that is no longer there.
+every execution the broker reports (engine.fills, each in its own transaction); the account's
+opening, if it has none yet (`opening.py`); adopt every surplus the broker holds beyond the
+ledger into Unattributed (`adopt.py`: a surplus is reviewed, a shortfall is a break); compare;
+then, in one transaction, store the result, raise one `reconciliation_break` exception per cause
+and lock the contract's instrument, and resolve (unlocking) every earlier break of this account
+that is no longer there. A cash break is never booked: its line carries the `adjust cash`
+command that would book it (`CashLine.proposal`), for a person to run.
 
 `diff` is always ledger minus broker.
 """
@@ -40,7 +43,8 @@ from sqlalchemy.engine import Connection
 
 from tradeledger.broker.base import AccountSnapshot, Broker, Execution
 from tradeledger.engine import tables
-from tradeledger.engine.trust.adopt import adopt_position, adoptable, resolve_cleared_unattributed
+from tradeledger.engine.trust.adopt import adopt_surplus, resolve_cleared_unattributed, surplus, surpluses
+from tradeledger.engine.trust.opening import book_opening, get_opening
 from tradeledger.engine.trust.exceptions import list_exceptions, lock, raise_exception, resolve
 from tradeledger.engine.trading.fills import SyncReport, latest_versions, sync_fills
 from tradeledger.engine.accounting.holdings import holder_of, marks as holder_marks
@@ -121,11 +125,29 @@ class CashLine:
     def dedupe_key(self) -> str:
         return f"reconciliation_break:{self.account}:cash:{self.currency}"
 
+    @property
+    def proposal(self) -> str | None:
+        """The `adjust cash` command that books this break's cash (None unless it is a break):
+        cash moved at the broker without a trade (a deposit, a withdrawal, a transfer between
+        accounts) is proposed with the amount filled in, never booked silently."""
+        if self.status != "break":
+            return None
+        amount = -self.diff
+        kind = "deposit" if amount > 0 else "withdrawal"
+        return (f"adjust cash {self.currency} {_number(amount)} --kind {kind} --reason "
+                f"\"{kind} found by reconciliation at the broker\"")
+
     def as_json(self) -> dict:
         return {"account": self.account, "currency": self.currency, "ledger": self.ledger,
                 "broker": self.broker, "unsettled": self.unsettled, "marks": self.marks,
                 "expected": self.broker + self.unsettled + self.marks,
-                "diff": self.diff, "tolerance": self.tolerance, "status": self.status}
+                "diff": self.diff, "tolerance": self.tolerance, "status": self.status, "proposal": self.proposal}
+
+
+def _number(x: Decimal) -> str:
+    """A decimal as a user types it: no exponent, no trailing zeros."""
+    text = format(x, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 @dataclass(frozen=True)
@@ -324,14 +346,27 @@ def reconcile(engine, ledger: Ledger, chart: Chart, broker: Broker, lock_key: Ca
         return _unreachable(engine, account, snap_result, None, f"executions failed: {exc}", now)
     sync = sync_fills(engine, ledger, chart, _Fetched(executions))  # book what it reported, once
     window = min((e.time for e in executions), default=None)
+    adopted, failed, notes = [], set(), []
+    with read_connection(engine) as conn:
+        opened = get_opening(conn, account)
+    if opened is None:  # the first time tradeledger reads this broker: the ledger opens where it is
+        try:
+            opened = book_opening(engine, ledger, chart, snap_result.id, snap, "reconcile", now)
+            adopted += [p["contract"] for p in opened.held.get("positions", []) if p["booked"] != "0"]
+            failed |= {s["contract"] for s in opened.held.get("skipped", [])}
+            notes.append(f"opening: {opened.summary()}")
+        except Exception as exc:  # never stops the comparison: what is not booked shows as breaks
+            notes.append(f"could not book the opening: {type(exc).__name__}: {exc}")
     with read_connection(engine) as conn:
         view = ledger_view(conn, ledger, chart, snap.taken_at, window)
-    adopted, failed, notes = [], set(), []
-    for position in adoptable(snap, view.ever_held):
+    unbooked = {b.contract for b in execution_breaks(account, view.fills, executions) if b.kind == "unbooked_execution"}
+    for position, _extra in surpluses(snap, view.positions, unbooked | failed):
         try:
             with engine.begin() as conn:
-                adopt_position(conn, ledger, chart, position, snap.taken_at, configured(position.contract.code), now)
-            adopted.append(position.contract.code)
+                entry = adopt_surplus(conn, ledger, chart, position, snap_result.id, snap.taken_at,
+                                      configured(position.contract.code), now)
+            if entry is not None:
+                adopted.append(position.contract.code)
         except Exception as exc:  # one odd instrument never stops the others
             failed.add(position.contract.code)
             notes.append(f"could not adopt {position.contract.code}: {exc}")
@@ -385,7 +420,7 @@ def _raise_and_lock(conn: Connection, account: str, comparison: Comparison, lock
     for b in comparison.breaks:
         if b.kind == "position":
             subject, detail = b.contract, (f"{b.contract}: ledger {b.ledger_qty}, broker {b.broker_qty} "
-                                           f"(diff {b.diff}); {b.detail}")
+                                           f"(diff {b.diff}); {b.detail}; {_why_break(b)}")
         elif b.kind == "unknown_fill":
             subject, detail = b.contract, f"fill {b.detail} ({b.contract} {b.diff}) is booked but the broker does not report it"
         else:
@@ -398,8 +433,16 @@ def _raise_and_lock(conn: Connection, account: str, comparison: Comparison, lock
         if c.status == "break":
             raise_exception(conn, "reconciliation_break", f"cash {c.currency}",
                             f"cash {c.currency}: ledger {c.ledger}, broker {c.broker} + unsettled {c.unsettled} "
-                            f"(diff {c.diff}, tolerance {c.tolerance})", severity="warning",
+                            f"(diff {c.diff}, tolerance {c.tolerance}); cash moved without a trade? book it "
+                            f"with `tradeledger {c.proposal}`", severity="warning",
                             dedupe_key=c.dedupe_key, now=now)
+
+
+def _why_break(b: Break) -> str:
+    if surplus(b.broker_qty, b.ledger_qty):
+        return "a surplus at the broker that could not be adopted (an execution not booked, or a contract the ledger cannot hold)"
+    return (f"the broker holds less than the ledger's holders: say whose it was with `tradeledger adjust "
+            f"manual-close {b.contract} --strategy NAME --price P` (or --exec ID)")
 
 
 def _resolve_cleared(conn: Connection, account: str, comparison: Comparison, who: str, now) -> None:
