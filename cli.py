@@ -62,5 +62,14 @@ for _module in (setup, ledger, targets, trading, trust, actions, ibsim):
         main.add_command(_command)
 
 
-if __name__ == "__main__":  # pragma: no cover - `python -m tradeledger.cli`
+def run() -> None:
+    """The console script: a closed pipe (`tradeledger ... | head`) ends the command quietly."""
+    import signal
+
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     main()
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m tradeledger.cli`
+    run()

@@ -35,7 +35,18 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def _csv(ctx, param, value):
+    from tradeledger.reports.render import set_csv
+
+    set_csv(value)
+    return value
+
+
+def json_option(f):
+    """`--json` (exact data for a program) and `--csv` (every table as comma-separated values)."""
+    f = click.option("--csv", "as_csv", is_flag=True, expose_value=False, callback=_csv,
+                     help="Print tables as CSV (with a header).")(f)
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(f)
 
 
 class open_session:
