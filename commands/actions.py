@@ -15,7 +15,7 @@ import hashlib
 import sys
 
 import click
-from tradeledger.commands.common import Context, json_option, parse_date, pass_ctx
+from tradeledger.commands.common import Context, json_option, parse_date, pass_ctx, reason_option
 from tradeledger.ledger.numbers import to_decimal
 from tradeledger.reports.render import emit_json, table
 
@@ -125,7 +125,7 @@ def _account_cash(c: Context, kind: str, amount: str, currency: str, date: str, 
 @click.argument("amount")
 @click.argument("currency")
 @click.option("--date", "date", required=True, help="The day the broker credited or charged it.")
-@click.option("--reason", required=True, help="What it is, e.g. 'USD credit interest for November'.")
+@reason_option(help="What it is, e.g. 'USD credit interest for November'.")
 @click.option("--ref", default=None, help="The broker's reference (keeps a re-entry from booking twice).")
 @json_option
 @pass_ctx
@@ -138,7 +138,7 @@ def actions_interest(c: Context, amount, currency, date, reason, ref, as_json):
 @click.argument("amount")
 @click.argument("currency")
 @click.option("--date", "date", required=True, help="The day the broker charged it.")
-@click.option("--reason", required=True, help="What it is, e.g. 'NYSE market data, November'.")
+@reason_option(help="What it is, e.g. 'NYSE market data, November'.")
 @click.option("--ref", default=None, help="The broker's reference (keeps a re-entry from booking twice).")
 @json_option
 @pass_ctx

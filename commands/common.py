@@ -49,6 +49,41 @@ def json_option(f):
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(f)
 
 
+def _nonblank(ctx, param, value):
+    if value is not None and not value.strip():
+        raise click.BadParameter("may not be empty: say why", param_hint="--reason")
+    return value
+
+
+def _alias(ctx, param, value):
+    if value is not None:  # an old spelling (--why, --note): it fills --reason
+        ctx.meta["reason_alias"] = _nonblank(ctx, param, value)
+    return value
+
+
+def reason_option(required: bool = True, default: str | None = None, help: str = "Why: kept with the record."):
+    """The one reason flag, `--reason` (never empty); the old spellings `--why` and `--note` still work,
+    hidden. The command receives it as `reason`."""
+    def decorate(f):
+        import functools
+
+        @functools.wraps(f)
+        def wrapper(*args, **kwargs):
+            reason = kwargs.pop("reason")
+            kwargs.pop("_reason_why", None), kwargs.pop("_reason_note", None)
+            reason = reason if reason is not None else click.get_current_context().meta.get("reason_alias", default)
+            if required and reason is None:
+                raise click.UsageError("Missing option '--reason': say why.")
+            return f(*args, reason=reason, **kwargs)
+
+        wrapper = click.option("--note", "_reason_note", hidden=True, callback=_alias, expose_value=True)(wrapper)
+        wrapper = click.option("--why", "_reason_why", hidden=True, callback=_alias, expose_value=True)(wrapper)
+        return click.option("--reason", "reason", default=None, callback=_nonblank,
+                            help=help + (f" [default: {default}]" if default else "") +
+                            ("" if not required else " (required)"))(wrapper)
+    return decorate
+
+
 class open_session:
     """A Session for one command, its broker closed afterwards."""
 

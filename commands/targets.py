@@ -10,7 +10,7 @@ import datetime as _dt
 import getpass as _getpass
 
 import click
-from tradeledger.commands.common import Context, json_option, pass_ctx
+from tradeledger.commands.common import Context, json_option, pass_ctx, reason_option
 
 # --- data, instruments, signals, targets ---------------------------------------------------------
 # Prices and FX (engine/prices.py), instruments and mappings, forecasts (engine/forecasts.py) and
@@ -185,21 +185,21 @@ def targets_show(c: Context, run_id, as_json):
 
 @targets_group.command("approve")
 @click.argument("run_id", type=int)
-@click.option("--note", default=None)
+@reason_option(required=False, help="A note kept with the review.")
 @pass_ctx
-def targets_approve(c: Context, run_id, note):
+def targets_approve(c: Context, run_id, reason):
     """Approve a pending run so that it can be executed."""
-    run = _targets.approve_run(c.open(), run_id, _getpass.getuser(), note)
+    run = _targets.approve_run(c.open(), run_id, _getpass.getuser(), reason)
     click.echo(f"run {run.id} approved by {run.reviewed_by}")
 
 
 @targets_group.command("reject")
 @click.argument("run_id", type=int)
-@click.option("--note", required=True, help="Why the run is rejected.")
+@reason_option(help="Why the run is rejected.")
 @pass_ctx
-def targets_reject(c: Context, run_id, note):
+def targets_reject(c: Context, run_id, reason):
     """Reject a pending run; it can never be executed."""
-    run = _targets.reject_run(c.open(), run_id, _getpass.getuser(), note)
+    run = _targets.reject_run(c.open(), run_id, _getpass.getuser(), reason)
     click.echo(f"run {run.id} rejected by {run.reviewed_by}: {run.review_note}")
 
 

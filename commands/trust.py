@@ -13,7 +13,7 @@ import sys
 
 import click
 import sqlalchemy as sa
-from tradeledger.commands.common import Context, fail, json_option, open_session, pass_ctx
+from tradeledger.commands.common import Context, fail, json_option, open_session, pass_ctx, reason_option
 
 # --- adjust, daemon ---
 from tradeledger.engine.trust import adjust as _adjust
@@ -61,7 +61,7 @@ def _adjust_run(c: Context, kind: str, planner, yes: bool, as_json: bool, before
 
 
 _yes_option = click.option("--yes", is_flag=True, help="Book at once, without the dry run's confirmation.")
-_reason_option = click.option("--reason", required=True, help="Why: kept with the entry.")
+_reason_option = reason_option(help="Why: kept with the entry.")
 
 
 @click.group("adjust")
@@ -72,7 +72,7 @@ def adjust_group():
 @adjust_group.command("attribute")
 @click.argument("fill")
 @click.option("--strategy", required=True)
-@click.option("--reason", default="attributed by hand", show_default=True)
+@reason_option(required=False, default="attributed by hand")
 @_yes_option
 @json_option
 @pass_ctx
@@ -87,7 +87,7 @@ def adjust_attribute(c: Context, fill, strategy, reason, yes, as_json):
 @click.argument("qty")
 @click.option("--strategy", required=True)
 @click.option("--price", default=None, help="Price to adopt at (default: the current mark).")
-@click.option("--reason", default="adopted from unattributed", show_default=True)
+@reason_option(required=False, default="adopted from unattributed")
 @_yes_option
 @json_option
 @pass_ctx
@@ -120,7 +120,7 @@ def adjust_transfer(c: Context, contract, qty, source, target, price, reason, ye
 @click.option("--strategy", required=True)
 @click.option("--price", default=None, help="The price it was closed at (no broker execution).")
 @click.option("--exec", "exec_id", default=None, help="The broker's execution that closed it.")
-@click.option("--reason", default="closed outside tradeledger", show_default=True)
+@reason_option(required=False, default="closed outside tradeledger")
 @_yes_option
 @json_option
 @pass_ctx
@@ -307,6 +307,7 @@ def exceptions_group():
 @json_option
 @pass_ctx
 def exceptions_list(c: Context, show_all, as_json):
+    """Open (and acknowledged) exceptions; with --all, the resolved ones too."""
     with db.read_connection(c.open().engine) as conn:
         rows = _exceptions.list_exceptions(conn, None if show_all else "open")
     if as_json:
@@ -322,6 +323,7 @@ def exceptions_list(c: Context, show_all, as_json):
 @json_option
 @pass_ctx
 def exceptions_show(c: Context, exception_id, as_json):
+    """One exception with its whole history: seen when, how often, who acknowledged or resolved it and why."""
     with db.read_connection(c.open().engine) as conn:
         info = _exceptions.get_exception(conn, exception_id)
     if as_json:
@@ -335,21 +337,23 @@ def exceptions_show(c: Context, exception_id, as_json):
 
 @exceptions_group.command("ack")
 @click.argument("exception_id", type=int)
-@click.option("--why", required=True, help="Why (who takes it on, what is being done).")
+@reason_option(help="Who takes it on, what is being done.")
 @pass_ctx
-def exceptions_ack(c: Context, exception_id, why):
+def exceptions_ack(c: Context, exception_id, reason):
+    """Acknowledge an exception: someone is on it (it stays visible until resolved)."""
     with c.open().engine.begin() as conn:
-        _exceptions.acknowledge(conn, exception_id, _getpass.getuser(), why)
+        _exceptions.acknowledge(conn, exception_id, _getpass.getuser(), reason)
     click.echo(f"exception {exception_id} acknowledged")
 
 
 @exceptions_group.command("resolve")
 @click.argument("exception_id", type=int)
-@click.option("--why", required=True, help="Why it is resolved.")
+@reason_option(help="Why it is resolved.")
 @pass_ctx
-def exceptions_resolve(c: Context, exception_id, why):
+def exceptions_resolve(c: Context, exception_id, reason):
+    """Resolve an exception with a reason; the locks it holds are released."""
     with c.open().engine.begin() as conn:
-        _exceptions.resolve(conn, exception_id, _getpass.getuser(), why)
+        _exceptions.resolve(conn, exception_id, _getpass.getuser(), reason)
     click.echo(f"exception {exception_id} resolved (its locks released)")
 
 

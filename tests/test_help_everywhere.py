@@ -1,0 +1,33 @@
+"""Every command and subcommand answers --help with its own text, exit 0 (walked from the root
+group, so a new command is covered the day it is added)."""
+
+from __future__ import annotations
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from tradeledger.cli import main
+
+
+def _walk(group: click.Group, path: tuple[str, ...] = ()):
+    for name, command in sorted(group.commands.items()):
+        yield path + (name,), command
+        if isinstance(command, click.Group):
+            yield from _walk(command, path + (name,))
+
+
+COMMANDS = list(_walk(main))
+
+
+def test_the_tree_is_not_empty():
+    assert len(COMMANDS) > 60
+
+
+@pytest.mark.parametrize("path, command", COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
+def test_help(path, command):
+    result = CliRunner().invoke(main, [*path, "--help"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Usage: "), result.output
+    assert (command.help or command.short_help or "").strip(), f"{' '.join(path)} has no help text"
+    assert "Traceback" not in result.output
