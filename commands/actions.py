@@ -15,7 +15,7 @@ import hashlib
 import sys
 
 import click
-from tradeledger.commands.common import Context, json_option, parse_date, pass_ctx, reason_option
+from tradeledger.commands.common import Context, SIGNED, json_option, parse_date, pass_ctx, reason_option
 from tradeledger.ledger.numbers import to_decimal
 from tradeledger.reports.render import emit_json, table
 
@@ -121,7 +121,7 @@ def _account_cash(c: Context, kind: str, amount: str, currency: str, date: str, 
                    f"(entry {entry_id}, ref {ref})")
 
 
-@actions_group.command("interest")
+@actions_group.command("interest", context_settings=SIGNED)
 @click.argument("amount")
 @click.argument("currency")
 @click.option("--date", "date", required=True, help="The day the broker credited or charged it.")
@@ -134,7 +134,7 @@ def actions_interest(c: Context, amount, currency, date, reason, ref, as_json):
     _account_cash(c, "interest", amount, currency, date, reason, ref, as_json)
 
 
-@actions_group.command("fee")
+@actions_group.command("fee", context_settings=SIGNED)
 @click.argument("amount")
 @click.argument("currency")
 @click.option("--date", "date", required=True, help="The day the broker charged it.")

@@ -35,6 +35,8 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context)
+# For commands whose arguments are signed numbers: `sim trade MESZ26 -1 4590` reads -1 as a quantity.
+SIGNED = {"ignore_unknown_options": True}
 def _csv(ctx, param, value):
     from tradeledger.reports.render import set_csv
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 import sqlalchemy as sa
-from tradeledger.commands.common import Context, define_contract_options, described_contract, pass_ctx
+from tradeledger.commands.common import Context, SIGNED, define_contract_options, described_contract, pass_ctx
 from tradeledger.engine.setup.environment import parse_settings, resolve_home
 from tradeledger.engine.setup.session import Session as _Session
 from tradeledger.ledger import db
@@ -131,7 +131,7 @@ def ibsim_serve(c: Context, host, port, account, state, commission):
     click.echo("IB simulated gateway stopped")
 
 
-@ibsim_group.command("price")
+@ibsim_group.command("price", context_settings=SIGNED)
 @click.argument("contract")
 @click.argument("price")
 @click.option("--state", type=click.Path(dir_okay=False), default=None)
@@ -182,7 +182,7 @@ def ibsim_seed_demo(c: Context, state):
                f"{len(opened)} contracts priced at the gateway")
 
 
-@ibsim_group.command("trade")
+@ibsim_group.command("trade", context_settings=SIGNED)
 @click.argument("contract")
 @click.argument("qty")
 @click.argument("price")

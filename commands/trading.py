@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 from tradeledger.commands.common import (
-    Context, define_contract_options, described_contract, json_option, open_session, parse_date, pass_ctx,
+    Context, SIGNED, define_contract_options, described_contract, json_option, open_session, parse_date, pass_ctx,
 )
 
 # --- orders, fills, marks, positions, P&L, the simulated broker's screen, the cycle ---
@@ -249,7 +249,7 @@ def _sim_contract(session, code):
     return to_contract(instrument, code, expiry)
 
 
-@sim_group.command("trade")
+@sim_group.command("trade", context_settings=SIGNED)
 @click.argument("contract")
 @click.argument("qty")
 @click.argument("price")
@@ -263,7 +263,7 @@ def sim_trade(c: Context, contract, qty, price):
                f"({execution.exec_id}); `tradeledger fills sync` books it")
 
 
-@sim_group.command("dividend")
+@sim_group.command("dividend", context_settings=SIGNED)
 @click.argument("ticker")
 @click.argument("per_share")
 @click.option("--withholding", default="0", show_default=True, help="Fraction withheld at source, e.g. 0.15.")
@@ -293,7 +293,7 @@ def sim_split(c: Context, ticker, ratio):
     click.echo(f"broker split {ticker} {ratio}: the account now holds {after}")
 
 
-@sim_group.command("deposit", context_settings={"ignore_unknown_options": True})
+@sim_group.command("deposit", context_settings=SIGNED)
 @click.argument("currency")
 @click.argument("amount")
 @click.option("--kind", type=click.Choice(["deposit", "withdrawal", "transfer"]), default="deposit", show_default=True)
@@ -306,7 +306,7 @@ def sim_deposit(c: Context, currency, amount, kind):
     click.echo(f"broker {kind}: {number} {currency.upper()}; `tradeledger reconcile` proposes the entry")
 
 
-@sim_group.command("transfer-in", context_settings={"ignore_unknown_options": True})
+@sim_group.command("transfer-in", context_settings=SIGNED)
 @click.argument("contract")
 @click.argument("qty")
 @click.option("--price", default=None, help="Futures: the mark it arrives at (default: the market price).")
@@ -323,7 +323,7 @@ def sim_transfer_in(c: Context, contract, qty, price, cost, sec_type, currency, 
     click.echo(f"broker received {number} {contract} without an execution; `tradeledger reconcile` adopts it")
 
 
-@sim_group.command("price")
+@sim_group.command("price", context_settings=SIGNED)
 @click.argument("contract")
 @click.argument("price")
 @pass_ctx
@@ -336,7 +336,7 @@ def sim_price(c: Context, contract, price):
     click.echo(f"{contract} at {price}" + (f"; {len(filled)} resting orders filled" if filled else ""))
 
 
-@sim_group.command("settle")
+@sim_group.command("settle", context_settings=SIGNED)
 @click.argument("contract")
 @click.argument("price")
 @click.option("--date", "day", default=None)

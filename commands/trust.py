@@ -13,7 +13,7 @@ import sys
 
 import click
 import sqlalchemy as sa
-from tradeledger.commands.common import Context, fail, json_option, open_session, pass_ctx, reason_option
+from tradeledger.commands.common import Context, SIGNED, fail, json_option, open_session, pass_ctx, reason_option
 
 # --- adjust, daemon ---
 from tradeledger.engine.trust import adjust as _adjust
@@ -82,7 +82,7 @@ def adjust_attribute(c: Context, fill, strategy, reason, yes, as_json):
         conn, ctx, fill, strategy, reason, now, key), yes, as_json)
 
 
-@adjust_group.command("adopt")
+@adjust_group.command("adopt", context_settings=SIGNED)
 @click.argument("contract")
 @click.argument("qty")
 @click.option("--strategy", required=True)
@@ -98,7 +98,7 @@ def adjust_adopt(c: Context, contract, qty, strategy, price, reason, yes, as_jso
         conn, ctx, contract, qty, strategy, reason, now, key, price), yes, as_json)
 
 
-@adjust_group.command("transfer")
+@adjust_group.command("transfer", context_settings=SIGNED)
 @click.argument("contract")
 @click.argument("qty")
 @click.option("--from", "source", required=True)
