@@ -10,7 +10,7 @@ import datetime as _dt
 import getpass as _getpass
 
 import click
-from tradeledger.commands.common import Context, json_option, pass_ctx, reason_option
+from tradeledger.commands.common import Context, json_option, open_session, pass_ctx, reason_option
 
 # --- data, instruments, signals, targets ---------------------------------------------------------
 # Prices and FX (engine/prices.py), instruments and mappings, forecasts (engine/forecasts.py) and
@@ -151,13 +151,14 @@ def _show_run(run, as_json):
 @json_option
 @pass_ctx
 def targets_compute(c: Context, as_of, as_json):
-    """Size every strategy x instrument and store the run for review."""
-    environment = c.open()
-    run_id = _targets.compute_run(environment, _date_arg(as_of))
-    run = _targets.show_run(environment, run_id)
+    """Size every strategy x instrument and store the run for review (stamped by the environment's clock)."""
+    with open_session(c) as session:
+        now = session.now()  # the simulated exchange's clock on sim, as the cycle uses
+        run_id = _targets.compute_run(session.env, _date_arg(as_of) or now.date(), now)
+        run = _targets.show_run(session.env, run_id, now)
     _show_run(run, as_json)
     if not as_json:
-        click.echo(f"review it, then: tradeledger targets approve {run_id}  (or reject {run_id} --note ...)")
+        click.echo(f"review it, then: tradeledger targets approve {run_id}  (or reject {run_id} --reason ...)")
 
 
 @targets_group.command("list")
@@ -165,7 +166,8 @@ def targets_compute(c: Context, as_of, as_json):
 @pass_ctx
 def targets_list(c: Context, as_json):
     """Every target run, newest first, with its status."""
-    runs = _targets.list_runs(c.open())
+    with open_session(c) as session:
+        runs = _targets.list_runs(session.env, session.now())
     if as_json:
         emit_json([r.as_json(with_lines=False) for r in runs])
     else:
@@ -180,7 +182,9 @@ def targets_list(c: Context, as_json):
 @pass_ctx
 def targets_show(c: Context, run_id, as_json):
     """One run, every line explained."""
-    _show_run(_targets.show_run(c.open(), run_id), as_json)
+    with open_session(c) as session:
+        run = _targets.show_run(session.env, run_id, session.now())
+    _show_run(run, as_json)
 
 
 @targets_group.command("approve")
@@ -189,7 +193,8 @@ def targets_show(c: Context, run_id, as_json):
 @pass_ctx
 def targets_approve(c: Context, run_id, reason):
     """Approve a pending run so that it can be executed."""
-    run = _targets.approve_run(c.open(), run_id, _getpass.getuser(), reason)
+    with open_session(c) as session:
+        run = _targets.approve_run(session.env, run_id, _getpass.getuser(), reason, session.now())
     click.echo(f"run {run.id} approved by {run.reviewed_by}")
 
 
@@ -199,7 +204,8 @@ def targets_approve(c: Context, run_id, reason):
 @pass_ctx
 def targets_reject(c: Context, run_id, reason):
     """Reject a pending run; it can never be executed."""
-    run = _targets.reject_run(c.open(), run_id, _getpass.getuser(), reason)
+    with open_session(c) as session:
+        run = _targets.reject_run(session.env, run_id, _getpass.getuser(), reason, session.now())
     click.echo(f"run {run.id} rejected by {run.reviewed_by}: {run.review_note}")
 
 

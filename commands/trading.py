@@ -221,8 +221,11 @@ def pnl_cmd(c: Context, by, since, until, as_json):
     if as_json:
         emit_json(result)
         return
-    table(f"P&L by {by} ({result['currency']})", [by, "realized", "unrealized", "income", "commissions", "net"],
-          [(r[by], r["realized"], r["unrealized"], r["income"], r["commissions"], r["net"]) for r in result["rows"]])
+    columns = ["realized", "unrealized", "income", "commissions", "net"]
+    rows = [(r[by], *(r[k] for k in columns)) for r in result["rows"]]
+    if len(rows) > 1 and all(r[k] is not None for r in result["rows"] for k in columns):
+        rows.append(("TOTAL", *(sum(r[k] for r in result["rows"]) for k in columns)))  # base currency: they add up
+    table(f"P&L by {by} ({result['currency']})", [by, *columns], rows)
     if result["missing_fx"]:
         click.echo(f"warning: no FX rate for {', '.join(result['missing_fx'])}: base totals left blank", err=True)
 
@@ -247,6 +250,60 @@ def _sim_contract(session, code):
 
         expiry = f"20{code[-2:]}{MONTH_CODES.index(code[-3]) + 1:02d}"
     return to_contract(instrument, code, expiry)
+
+
+@sim_group.group("clock")
+def sim_clock():
+    """The simulated exchange's clock: every command of a sim environment reads the time from it."""
+
+
+def _parse_when(text: str) -> _dt.datetime:
+    try:
+        when = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a time (YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC unless a zone "
+                                 f"is given)", param_hint="WHEN") from None
+    return when if when.tzinfo else when.replace(tzinfo=_dt.timezone.utc)
+
+
+def _parse_duration(text: str) -> _dt.timedelta:
+    units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit():
+        raise click.BadParameter(f"{text!r} is not a duration such as 1d, 6h, 30m", param_hint="DURATION")
+    return _dt.timedelta(**{units[unit]: int(number)})
+
+
+@sim_clock.command("show")
+@pass_ctx
+def sim_clock_show(c: Context):
+    """Print the exchange's time (UTC)."""
+    with open_session(c) as session:
+        click.echo(session.exchange().now().isoformat())
+
+
+@sim_clock.command("set")
+@click.argument("when")
+@pass_ctx
+def sim_clock_set(c: Context, when):
+    """Set the exchange's clock to WHEN (2026-12-02 or 2026-12-02T15:00; UTC unless a zone is given)."""
+    with open_session(c) as session:
+        exchange = session.exchange()
+        target = _parse_when(when)
+        if target < exchange.now():
+            raise click.BadParameter(f"{target.isoformat()} is before the exchange's time {exchange.now().isoformat()}:"
+                                     " its clock only moves forward", param_hint="WHEN")
+        exchange.set_clock(target)
+        click.echo(f"exchange clock: {exchange.now().isoformat()}")
+
+
+@sim_clock.command("advance")
+@click.argument("duration")
+@pass_ctx
+def sim_clock_advance(c: Context, duration):
+    """Move the exchange's clock forward by DURATION (1d, 6h, 30m, 45s)."""
+    with open_session(c) as session:
+        click.echo(f"exchange clock: {session.exchange().advance_clock(_parse_duration(duration)).isoformat()}")
 
 
 @sim_group.command("trade", context_settings=SIGNED)

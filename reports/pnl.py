@@ -67,6 +67,9 @@ def latest_prices(session: Session, codes) -> dict[str, Decimal]:
 
 
 def positions(session: Session, strategy: str | None = None) -> list[dict]:
+    if strategy is not None and strategy != UNATTRIBUTED and strategy not in session.config.strategies:
+        known = ", ".join(sorted(session.config.strategies)) or "none configured"
+        raise ValueError(f"unknown strategy {strategy!r} (strategies: {known}, or {UNATTRIBUTED})")
     env = session.env
     chart = env.chart
     contracts = holdings_mod.known_contracts(env.ledger)
