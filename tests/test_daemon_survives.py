@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from decimal import Decimal as D
 
 import pytest
@@ -138,7 +139,8 @@ def test_the_daemon_survives_sqlite_locked_for_40_seconds(tmp_path):
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_the_daemon_survives_terminated_postgresql_connections(tmp_path, db_url):
-    tagged = sa.engine.make_url(db_url).update_query_dict({"application_name": "tl_daemon_under_test"})
+    app = f"tl_daemon_{uuid.uuid4().hex[:12]}"  # this run's daemon only: other runs may share the server
+    tagged = sa.engine.make_url(db_url).update_query_dict({"application_name": app})
     home, env, session = make_env(tmp_path, tagged.render_as_string(hide_password=False))
     reader = open_environment(home, "paper", db_url)  # the test's own connections are not terminated
     process = start_daemon(home)
@@ -150,7 +152,7 @@ def test_the_daemon_survives_terminated_postgresql_connections(tmp_path, db_url)
             with reader.engine.connect() as conn:
                 terminated += conn.exec_driver_sql(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE application_name = 'tl_daemon_under_test'").scalar_one()
+                    "WHERE application_name = %(app)s", {"app": app}).scalar_one()
             time.sleep(4)
         assert terminated >= 3
         assert process.poll() is None, "the daemon died on a terminated connection"
