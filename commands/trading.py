@@ -16,6 +16,8 @@ from tradeledger.commands.common import (
     Context, SIGNED, define_contract_options, described_contract, json_option, open_session, parse_date, pass_ctx,
 )
 
+from tradeledger.reports.names import Names
+
 # --- orders, fills, marks, positions, P&L, the simulated broker's screen, the cycle ---
 from tradeledger.engine.trading import cycle as _cycle
 from tradeledger.engine.trading import fills as _fills
@@ -31,26 +33,34 @@ from tradeledger.reports import pnl as _pnl
 from tradeledger.reports.render import emit_json, table
 
 
-def _plan_rows(order_plan):
+def _plan_rows(order_plan, names: Names):
+    n = names.strategy
     for cp in order_plan.contracts:
-        crosses = "; ".join(f"{x.seller}->{x.buyer} {x.quantity}" for x in cp.crosses)
+        crosses = "; ".join(f"{n(x.seller)}->{n(x.buyer)} {x.quantity}" for x in cp.crosses)
         order = f"{cp.side} {cp.quantity}" if cp.side else ""
-        yield (cp.contract.code, ", ".join(f"{h} {q:+}" for h, q in cp.changes), crosses, order,
-               ", ".join(f"{h} {q}" for h, q in cp.shares), cp.reference_price, cp.refused or "ok")
+        yield (cp.contract.code, ", ".join(f"{n(h)} {q:+}" for h, q in cp.changes), crosses, order,
+               ", ".join(f"{n(h)} {q}" for h, q in cp.shares), cp.reference_price, cp.refused or "ok")
 
 
-def _plan_json(order_plan):
+def _plan_json(order_plan, names: Names):
+    n = names.strategy
     return {"run": order_plan.run_id, "contracts": [{
         "contract": cp.contract.code, "instrument": cp.instrument, "reference_price": cp.reference_price,
-        "changes": dict(cp.changes), "crosses": [{"seller": x.seller, "buyer": x.buyer, "qty": x.quantity}
-                                                 for x in cp.crosses],
-        "order": {"side": cp.side, "qty": cp.quantity, "allocation": dict(cp.shares)} if cp.side else None,
+        "changes": names.keys(dict(cp.changes)), "crosses": [{"seller": n(x.seller), "buyer": n(x.buyer),
+                                                              "qty": x.quantity} for x in cp.crosses],
+        "order": {"side": cp.side, "qty": cp.quantity, "allocation": names.keys(dict(cp.shares))} if cp.side else None,
         "refused": cp.refused or None} for cp in order_plan.contracts]}
 
 
-def _show_plan(order_plan):
+def _names(env) -> Names:
+    from tradeledger.engine.targets.prices import trading_config
+
+    return Names(trading_config(env))
+
+
+def _show_plan(order_plan, names: Names):
     table(f"plan for run {order_plan.run_id}", ["contract", "changes", "crosses", "order", "allocation",
-                                                "reference", "limits"], _plan_rows(order_plan))
+                                                "reference", "limits"], _plan_rows(order_plan, names))
 
 
 @click.group("orders")
@@ -66,7 +76,8 @@ def orders_plan(c: Context, run_id, as_json):
     """Preview the crosses and broker orders of an approved run; nothing is recorded or sent."""
     session = _Session(c.open())
     order_plan = _cycle.plan_run(session, run_id, session.now())
-    emit_json(_plan_json(order_plan)) if as_json else _show_plan(order_plan)
+    names = _names(session.env)
+    emit_json(_plan_json(order_plan, names)) if as_json else _show_plan(order_plan, names)
 
 
 @orders_group.command("submit")
@@ -82,10 +93,10 @@ def orders_submit(c: Context, run_id, yes, as_json):
         order_plan, report = _cycle.submit_run(session, run_id, session.now())
         fills = _cycle.wait_for_fills(session, run_id, timeout=10.0)
     if as_json:
-        emit_json(_plan_json(order_plan) | {"sent": report.sent, "already_at_broker": report.already_at_broker,
+        emit_json(_plan_json(order_plan, _names(session.env)) | {"sent": report.sent, "already_at_broker": report.already_at_broker,
                                             "rejected": report.rejected, "fills_booked": fills.booked})
         return
-    _show_plan(order_plan)
+    _show_plan(order_plan, _names(session.env))
     click.echo(f"{report.crosses} crosses booked, {len(report.sent)} orders sent, {len(report.rejected)} rejected, "
                f"{len(fills.booked)} fills booked")
     for ref, why in report.rejected:
@@ -102,6 +113,8 @@ def orders_list(c: Context, as_json):
     env = c.open()
     with db.read_connection(env.engine) as conn:
         rows = _orders.list_orders(conn)
+    names = _names(env)
+    rows = [r | {"allocation": names.keys(r["allocation"])} for r in rows]
     if as_json:
         emit_json(rows)
         return
@@ -164,12 +177,16 @@ def fills_list(c: Context, limit, as_json):
     env = c.open()
     with db.read_connection(env.engine) as conn:
         rows = _fills.list_fills(conn, limit)
+    names = _names(env)
+    rows = [r | {"strategy": names.listed(r["strategy"]), "allocation": names.keys(r["allocation"])} for r in rows]
     if as_json:
         emit_json(rows)
         return
-    table("fills", ["fill", "order", "strategy", "contract", "side", "qty", "price", "time", "commission"],
-          [(r["fill_id"], r["order"] or "-", r["strategy"], r["contract"], r["side"], r["quantity"], r["price"],
-            r["time"][:19], r["commission"]) for r in rows])
+    table("fills", ["fill", "execution", "order", "strategy", "contract", "side", "qty", "price", "time",
+                    "commission"],
+          [(r["fill_id"], r["exec_id"], r["order"] or "-", r["strategy"], r["contract"], r["side"], r["quantity"],
+            r["price"], r["time"][:19], r["commission"]) for r in rows],
+          empty="no fills")
 
 
 @click.command("mark")
@@ -452,7 +469,7 @@ def cycle_cmd(c: Context, approve, as_of, yes, as_json):
         result = _cycle.run_cycle(session, approve, parse_date(as_of, "--as-of"), who=_getpass.getuser())
         data = {"run": result.run_id, "approved": result.approved, "notes": result.notes}
         if result.approved:
-            data |= {"plan": _plan_json(result.plan), "sent": result.submitted.sent,
+            data |= {"plan": _plan_json(result.plan, _names(session.env)), "sent": result.submitted.sent,
                      "rejected": result.submitted.rejected, "fills_booked": result.fills.booked,
                      "fills_failed": [{"exec_id": e, "why": why} for e, why in result.fills.failed],
                      "corrected": result.fills.corrected,
@@ -463,7 +480,7 @@ def cycle_cmd(c: Context, approve, as_of, yes, as_json):
     for note in result.notes:
         click.echo(note)
     if result.approved:
-        _show_plan(result.plan)
+        _show_plan(result.plan, _names(session.env))
         click.echo(f"{result.submitted.crosses} crosses booked, {len(result.submitted.sent)} orders sent, "
                    f"{len(result.submitted.rejected)} rejected, {len(result.fills.booked)} fills booked")
         for ref, why in result.submitted.rejected:

@@ -32,7 +32,7 @@ MONEY = {"realized", "unrealized", "commissions", "commission", "net", "income",
 QUANTITY = {"qty", "units", "current", "target", "change", "quantity", "filled", "remaining", "position",
             "shares", "held"}
 NUMERIC = MONEY | QUANTITY | {"price", "mark", "last", "forecast", "reference", "reference price", "rate", "weight",
-                              "avg cost", "fill price", "count", "entries", "postings", "bps", "days"}
+                              "avg cost", "fill price", "count", "entries", "postings", "bps", "days", "id", "run"}
 
 _state = {"csv": False, "tables": 0}
 
