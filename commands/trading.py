@@ -499,7 +499,8 @@ def cycle_cmd(c: Context, approve, as_of, yes, as_json):
 
 
 @click.command("demo")
-@click.option("--days", type=click.IntRange(1, 20), default=3, show_default=True)
+@click.option("--days", type=click.IntRange(1, 290), default=3, show_default=True,
+              help="Trading days to play (a year is about 260: every quarterly roll and expiry).")
 @pass_ctx
 def demo_cmd(c: Context, days):
     """Play a few simulated trading days in a NEW home (--home, or a fresh directory it names)."""

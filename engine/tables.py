@@ -366,3 +366,68 @@ opening = Table(
     Column("source", String(32), nullable=False),  # init | reconcile | submit | ...
     Column("held", Text, nullable=False),  # JSON: what the broker held and what was booked
 )
+
+
+# -- futures through their life (0008) ----------------------------------------------------------
+# roll_state: a user's pinned roll state per instrument (engine/futures/rolls.py);
+# contract_detail: the broker's own dates per contract (IB contract details), the truth over the rule;
+# order_leg: the legs of a spread order (broker_order row), each with its filled quantity;
+# contract_bar: daily closes per contract; roll_event: the roll dates actually used;
+# adjusted_price: the back-adjusted (Panama) series per instrument, each row explained by its raw
+# close, contract and cumulative adjustment.
+
+roll_state = Table(
+    "roll_state", metadata,
+    Column("instrument", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("set_by", String(64), nullable=False),
+    Column("set_at", String(26), nullable=False),
+    Column("note", Text),
+)
+
+contract_detail = Table(
+    "contract_detail", metadata,
+    Column("code", String(64), primary_key=True),
+    Column("instrument", String(64), nullable=False),
+    Column("last_trade_date", String(10)),
+    Column("real_expiration", String(10)),
+    Column("con_id", BigInteger),
+    Column("source", String(16), nullable=False),
+    Column("fetched_at", String(26), nullable=False),
+)
+
+order_leg = Table(
+    "order_leg", metadata,
+    Column("order_id", Integer, primary_key=True),
+    Column("contract", String(64), primary_key=True),
+    Column("side", String(4), nullable=False),
+    Column("ratio", Integer, nullable=False),
+    Column("filled", BigInteger, nullable=False, server_default="0"),
+    Column("contract_spec", Text, nullable=False),
+)
+
+contract_bar = Table(
+    "contract_bar", metadata,
+    Column("contract", String(64), primary_key=True),
+    Column("date", String(10), primary_key=True),
+    Column("close", BigInteger, nullable=False),
+)
+
+roll_event = Table(
+    "roll_event", metadata,
+    Column("instrument", String(64), primary_key=True),
+    Column("old", String(64), primary_key=True),
+    Column("new", String(64), nullable=False),
+    Column("date", String(10), nullable=False),
+    Column("run_id", Integer),
+)
+
+adjusted_price = Table(
+    "adjusted_price", metadata,
+    Column("instrument", String(64), primary_key=True),
+    Column("date", String(10), primary_key=True),
+    Column("price", BigInteger, nullable=False),
+    Column("contract", String(64), nullable=False),
+    Column("raw", BigInteger, nullable=False),
+    Column("adjustment", BigInteger, nullable=False),
+)

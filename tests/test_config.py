@@ -81,9 +81,10 @@ def test_the_current_contract_follows_the_expiry_calendar():
     assert current_contract(es, dt.date(2026, 12, 1)).code == "ESZ26"
     assert current_contract(es, dt.date(2026, 12, 8)).code == "ESH27"  # within the roll offset
     assert current_contract(es, dt.date(2026, 12, 8)).expiry == "202703"
-    # MBT: monthly, expiring on the 20th, rolled 5 days before
-    assert current_contract(mbt, dt.date(2026, 12, 14)).code == "MBTZ26"
-    assert current_contract(mbt, dt.date(2026, 12, 15)).code == "MBTF27"
+    # MBT: monthly, expiring on the 20th (a Sunday in December 2026: the Friday before, the 18th),
+    # rolled 5 days before
+    assert current_contract(mbt, dt.date(2026, 12, 12)).code == "MBTZ26"
+    assert current_contract(mbt, dt.date(2026, 12, 13)).code == "MBTF27"
     # a root that starts with a digit maps onto a valid commodity name
     assert current_contract(config.instruments["6E"], dt.date(2026, 1, 2)).code == "X6EH26"
     assert current_contract(config.instruments["SPY"], dt.date(2026, 1, 2)).code == "SPY"

@@ -11,14 +11,15 @@ uses the execution instrument's multiplier, currency and price.
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from tradeledger.broker.base import Contract
+from tradeledger.engine.futures.calendar import CalendarError, Schedule, first_notice_day, parse_rule, region_of
+from tradeledger.engine.futures import calendar as futures_calendar
 from tradeledger.engine.setup.environment import ConfigError
-from tradeledger.ledger.accounts import account_component, commodity_root, contract_code, names_map
+from tradeledger.ledger.accounts import account_component, commodity_root, names_map
 from tradeledger.ledger.model import LedgerError
 from tradeledger.ledger.numbers import NumberError, to_decimal
 
@@ -41,10 +42,20 @@ class Instrument:
     expiry_months: str = MONTH_CODES
     expiry_day: int = 15
     roll_offset_days: int = 5
+    expiry_rule: str = ""  # engine/futures/calendar.py; "" means day:<expiry_day>
+    force_days: int = 1
+    first_notice: str = ""  # "" (cash settled) or prev_month_end
+    carry_offset: int = 1  # carry: compare the current contract with the one this many listed months later
 
     @property
     def is_future(self) -> bool:
         return self.type == "future"
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule(commodity_root(self.name), self.expiry_months,
+                        parse_rule(self.expiry_rule or f"day:{self.expiry_day}"), region_of(self.exchange),
+                        self.roll_offset_days, self.force_days, self.first_notice)
 
 
 @dataclass(frozen=True)
@@ -149,13 +160,27 @@ def _instrument(name: str, raw: dict) -> Instrument:
         commodity_root(name)
     except LedgerError as exc:
         raise ConfigError(f"config: {where}: {exc}") from None
+    rule = str(raw.get("expiry_rule", ""))
+    first_notice = str(raw.get("first_notice", ""))
+    try:
+        if rule:
+            parse_rule(rule)
+        first_notice_day(first_notice, 2026, 3)
+    except CalendarError as exc:
+        raise ConfigError(f"config: {where}: {exc}") from None
+    roll_offset, force_days = int(raw.get("roll_offset_days", 5)), int(raw.get("force_days", 1))
+    if not 0 <= force_days <= roll_offset <= 60:
+        raise ConfigError(f"config: {where}: need 0 <= force_days ({force_days}) <= roll_offset_days "
+                          f"({roll_offset}) <= 60")
     return Instrument(
         name=name, type=kind, currency=currency, multiplier=multiplier,
         exchange=str(raw.get("exchange", "SMART")), ib_symbol=str(raw.get("ib_symbol", name)),
         trading_class=str(raw.get("trading_class", "")),
         tick_size=_dec(where, "tick_size", raw.get("tick_size", "0.01"), positive=True, allow_zero=False),
         expiry_months="".join(sorted(set(months), key=MONTH_CODES.index)),
-        expiry_day=int(raw.get("expiry_day", 15)), roll_offset_days=int(raw.get("roll_offset_days", 5)),
+        expiry_day=int(raw.get("expiry_day", 15)), roll_offset_days=roll_offset,
+        expiry_rule=rule, force_days=force_days, first_notice=first_notice,
+        carry_offset=int(raw.get("carry_offset", 1)),
     )
 
 
@@ -265,26 +290,24 @@ def parse_trading_config(raw: dict) -> TradingConfig:
     )
 
 
-def expiry_date(instrument: Instrument, year: int, month: int) -> dt.date:
-    day = min(instrument.expiry_day, calendar.monthrange(year, month)[1])
-    return dt.date(year, month, day)
-
-
-def current_contract(instrument: Instrument, on: dt.date) -> Contract:
-    """The contract to trade on a date: the first in the cycle not yet within its roll offset."""
+def current_contract(instrument: Instrument, on: dt.date, overrides: dict | None = None) -> Contract:
+    """The contract to trade on a date: the first whose roll window has not opened
+    (engine/futures/calendar.py; `overrides`: code -> last trading day from the broker)."""
     if not instrument.is_future:
         return to_contract(instrument, instrument.name, "")
-    year, month = on.year, on.month
-    for _ in range(48):
-        code = MONTH_CODES[month - 1]
-        if code in instrument.expiry_months:
-            roll = expiry_date(instrument, year, month) - dt.timedelta(days=instrument.roll_offset_days)
-            if on < roll:
-                return to_contract(instrument, contract_code(instrument.name, code, year), f"{year}{month:02d}")
-        month += 1
-        if month > 12:
-            year, month = year + 1, 1
-    raise ConfigError(f"instrument {instrument.name}: no contract found in its expiry calendar")
+    try:
+        dates = futures_calendar.current(instrument.schedule, on, overrides)
+    except CalendarError as exc:
+        raise ConfigError(f"instrument {instrument.name}: {exc}") from None
+    return to_contract(instrument, dates.code, dates.expiry)
+
+
+def contract_of_code(instrument: Instrument, code: str) -> Contract:
+    """The broker contract of one of the instrument's codes (the calendar gives its month)."""
+    if not instrument.is_future:
+        return to_contract(instrument, instrument.name, "")
+    dates = futures_calendar.find(instrument.schedule, code)
+    return to_contract(instrument, code, dates.expiry)
 
 
 def to_contract(instrument: Instrument, code: str, expiry: str) -> Contract:

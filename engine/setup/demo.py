@@ -23,6 +23,7 @@ from decimal import Decimal
 import numpy as np
 
 from tradeledger.engine.targets import prices
+from tradeledger.engine.futures.state import old_and_new
 from tradeledger.engine.setup.config import current_contract, instrument_of_contract, to_contract
 from tradeledger.engine.trading.cycle import submit_run, wait_for_fills
 from tradeledger.engine.setup.environment import init_environment
@@ -34,6 +35,8 @@ from tradeledger.engine.targets.runs import approve_run, compute_run
 
 UTC = dt.timezone.utc
 DEMO_START = dt.date(2026, 12, 1)
+DEMO_HORIZON_DAYS = 420  # calendar days of seeded history after the start: room for a year and more
+MAX_DEMO_DAYS = 290  # trading days
 
 # name: (type, currency, multiplier, exchange, ib symbol, trading class, tick, months, start price, daily vol)
 _INSTRUMENTS = {
@@ -56,6 +59,18 @@ _INSTRUMENTS = {
     "GLD": ("share", "USD", "1", "ARCA", "GLD", "", "0.01", "", 240, 0.009),
     "EFA": ("share", "USD", "1", "ARCA", "EFA", "", "0.01", "", 85, 0.010),
     "IEF": ("share", "USD", "1", "NASDAQ", "IEF", "", "0.01", "", 95, 0.005),
+}
+# name: (expiry rule, roll_offset_days, force_days, first notice) -- engine/futures/calendar.py
+_CALENDARS = {
+    "ES": ("third_friday", 8, 2, ""), "MES": ("third_friday", 8, 2, ""), "NQ": ("third_friday", 8, 2, ""),
+    "MNQ": ("third_friday", 8, 2, ""), "NKD": ("third_friday", 8, 2, ""), "FESX": ("third_friday", 8, 2, ""),
+    "Z": ("third_friday", 8, 2, ""),
+    "ZN": ("bdays_before_month_end:7", 10, 3, "prev_month_end"),
+    "ZF": ("bdays_before_month_end:7", 10, 3, "prev_month_end"),
+    "GC": ("bdays_before_month_end:3", 10, 3, "prev_month_end"),
+    "CL": ("bdays_before_day:3:25:-1", 6, 2, ""),
+    "FGBL": ("bdays_before_day:2:10:0", 8, 2, ""),
+    "BTC": ("last_friday", 6, 2, ""), "MBT": ("last_friday", 6, 2, ""),
 }
 _FX = {"EUR": (1.08, 0.004), "GBP": (1.27, 0.004)}
 
@@ -108,8 +123,11 @@ def demo_config() -> str:
         lines += [f"[instruments.{name}]", f'type = "{kind}"', f'currency = "{ccy}"', f'multiplier = "{mult}"',
                   f'exchange = "{exch}"', f'ib_symbol = "{sym}"', f'tick_size = "{tick}"']
         if kind == "future":
-            lines += [f'trading_class = "{tclass}"', f'expiry_months = "{months}"', "expiry_day = 20",
-                      "roll_offset_days = 5"]
+            rule, roll_days, force_days, notice = _CALENDARS[name]
+            lines += [f'trading_class = "{tclass}"', f'expiry_months = "{months}"', f'expiry_rule = "{rule}"',
+                      f"roll_offset_days = {roll_days}", f"force_days = {force_days}"]
+            if notice:
+                lines.append(f'first_notice = "{notice}"')
         lines.append("")
     lines += ["[mappings]", 'BTC = "MBT"', ""]
     lines += [_STRATEGIES.strip(), ""]
@@ -137,7 +155,7 @@ class History:
     fx: dict[str, dict[dt.date, Decimal]]
 
 
-def seed_history(end: dt.date, days: int = 300, seed: int = 7) -> History:
+def seed_history(end: dt.date, days: int = 300 + 300, seed: int = 7) -> History:
     """A deterministic random-walk history up to and including `end` (business days)."""
     rng = np.random.default_rng(seed)
     dates = _business_days(end, days)
@@ -171,7 +189,7 @@ def init_demo(home, env: str = "paper", db_url: str | None = None, start: dt.dat
     """An environment with the demo configuration and the price history of the days before
     `start` (the demo's first trading day; `init --demo` starts today, by the wall clock)."""
     environment = init_environment(home, env, "sim", None, db_url=db_url, config_extra="\n" + demo_config())
-    history = seed_history(start + dt.timedelta(days=10))
+    history = seed_history(start + dt.timedelta(days=DEMO_HORIZON_DAYS))
     closes, fx = history_csvs(history, until=start - dt.timedelta(days=1))
     session = Session(environment)
     for text, source in ((closes, "demo closes"), (fx, "demo fx")):
@@ -215,13 +233,21 @@ def _open_market(session: Session, history: History, day: dt.date, when: dt.date
     exchange.set_clock(when)
     previous = max(d for d in history.closes["ES"] if d < day)
     for name, instrument in session.config.instruments.items():
-        contract = current_contract(instrument, day)
-        exchange.add_contract(contract)
         before = history.closes[name][previous]
         if name == SPLIT[0] and previous < demo_days(SPLIT[3])[-1] <= day:
             before = before * SPLIT[2] / SPLIT[1]  # yesterday's close in today's (post-split) units
         midpoint = float(before + history.closes[name][day]) / 2
-        exchange.set_price(contract.code, _tick(midpoint, instrument.tick_size), when)
+        for contract in _trading_contracts(instrument, day):
+            exchange.add_contract(contract)
+            exchange.set_price(contract.code, _tick(midpoint, instrument.tick_size), when)
+
+
+def _trading_contracts(instrument, day: dt.date) -> list:
+    """The current contract and, inside a roll window, the one being rolled out of."""
+    if not instrument.is_future:
+        return [current_contract(instrument, day)]
+    old, new = old_and_new(instrument, day)
+    return [to_contract(instrument, d.code, d.expiry) for d in (old, new) if d is not None]
 
 
 def _corporate_actions(session: Session, schedule: list[dt.date], number: int, day: dt.date, progress) -> None:

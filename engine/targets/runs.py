@@ -19,8 +19,10 @@ For each strategy and each of its signal instruments (`engine/sizing.py` has the
   execution instrument's closes. If the execution instrument has fewer than MIN_VOL_PRICES
   closes, the signal instrument's percentage returns are used instead, scaled to the execution
   price (vol% x |execution price|): a micro contract moves like its underlying;
-* current: the strategy's ledger position in the contract
-  (`Assets:Broker:<acct>:Strategy:<component>`, commodity = contract code);
+* current: the strategy's exposure to the execution instrument: its ledger positions summed over
+  every contract of the instrument (`Assets:Broker:<acct>:Strategy:<component>`, commodities =
+  contract codes; explain["held"] lists them), so a position left in the old contract at a roll
+  counts and is never bought again in the new one;
 * capital, buffer fraction from `[portfolio]`; capital share, risk target, instrument weight and
   IDM from the strategy.
 
@@ -54,6 +56,7 @@ from tradeledger.engine.setup.config import (
 )
 from tradeledger.engine.setup.environment import ConfigError
 from tradeledger.engine.targets.allocation import AllocationError, size_allocation, target_weights
+from tradeledger.engine.futures.exposure import held_by_instrument, instrument_index
 from tradeledger.engine.targets.forecasts import Forecast, resolve_forecasts
 from tradeledger.engine.targets.prices import (
     PriceError, _reader, fx_rate_on, latest_price, latest_settlement, price_histories, trading_config,
@@ -213,6 +216,7 @@ def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = Non
         histories = price_histories(env, names, as_of, conn)
         forecasts, missing = resolve_forecasts(env, config, as_of, conn, histories)
         positions = env.ledger.positions(conn=conn)
+        held = held_by_instrument(positions, instrument_index(config))  # exposure is per instrument
         problems = [f"no forecast: {reason}" for reason in missing.values()]
         prices, fxs, rows, seen, vols = {}, {}, [], {}, {}
         for strategy in config.strategies.values():
@@ -248,7 +252,8 @@ def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = Non
                 if forecast is None:
                     continue
                 account = chart.holdings(strategy.account_name)
-                current = positions.get((account, contract.code), Decimal(0))
+                in_contracts = held.get((account, execution.name), {})
+                current = sum(in_contracts.values(), Decimal(0))
                 try:
                     result = size_position(SizingInput(
                         capital=config.capital, capital_share=strategy.capital_share,
@@ -267,6 +272,7 @@ def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = Non
                     "rule_forecasts": dict(forecast.rules), "price_date": p_date.isoformat(),
                     "price_source": p_source, "fx_date": fx_date.isoformat() if fx_date else None,
                     "volatility_source": vol_source,
+                    "held": {code: _num(units) for code, units in in_contracts.items()},
                 })
                 rows.append({"strategy": strategy.name, "instrument": signal, "contract": contract.code,
                              "current": to_scaled(current), "target": to_scaled(result.target),

@@ -17,6 +17,8 @@ import sqlalchemy as sa
 
 from tradeledger.engine import tables
 from tradeledger.engine.setup.config import current_contract
+from tradeledger.engine.futures.exposure import instrument_index
+from tradeledger.engine.futures.state import instrument_roll, pinned_states
 from tradeledger.engine.trust.exceptions import active_locks
 from tradeledger.engine.trust.opening import ensure_opening
 from tradeledger.engine.trading.fills import SyncReport, sync_fills
@@ -27,6 +29,9 @@ from tradeledger.engine.trading.orders import (
 from tradeledger.engine.setup.session import Session
 from tradeledger.engine.targets.runs import approve_run, compute_run, executable_lines, show_run
 from tradeledger.ledger.db import read_connection
+
+
+SPREADS = False  # a forced roll trades two outright legs until spread orders are recorded
 
 
 def order_lines(session: Session, run_id: int, now: dt.datetime) -> list[TargetLine]:
@@ -45,13 +50,25 @@ def order_lines(session: Session, run_id: int, now: dt.datetime) -> list[TargetL
     return lines
 
 
-def plan_run(session: Session, run_id: int, now: dt.datetime) -> OrderPlan:
+def plan_run(session: Session, run_id: int, now: dt.datetime, as_of: dt.date | None = None) -> OrderPlan:
+    """The orders of an approved run: exposure per instrument, routed by each instrument's roll
+    state on the run's date (engine/futures/state.py)."""
     lines = order_lines(session, run_id, now)
+    config, of = session.config, instrument_index(session.config)
     with read_connection(session.env.engine) as conn:
         positions = holder_positions(session.env.ledger, session.env.chart, conn)
         today = traded_today(conn, now.date())
         locks = active_locks(conn)
-    return plan(run_id, lines, positions, session.config.limits, today, locks)
+        pinned = pinned_states(conn)
+        day = as_of or show_run(session.env, run_id, now).as_of
+        rolls = {}
+        for line in lines:
+            if line.instrument in rolls:
+                continue
+            held = tuple(sorted({code for (_h, code), units in positions.items() if units and of(code) == line.instrument}))
+            rolls[line.instrument] = instrument_roll(config, line.instrument, day, conn, line.price, pinned,
+                                                     spreads=SPREADS, held_codes=held)
+    return plan(run_id, lines, positions, config.limits, today, locks, instrument_of=of, rolls=rolls)
 
 
 def submit_run(session: Session, run_id: int, now: dt.datetime) -> tuple[OrderPlan, SubmitReport]:

@@ -28,6 +28,7 @@ from tradeledger.engine.trust.exceptions import raise_exception
 from tradeledger.engine.trust.opening import ensure_opening
 from tradeledger.engine.setup.config import Limits, TradingConfig, current_contract
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, holder_of, load_holdings, save_marks
+from tradeledger.engine.futures.rolls import NO_ROLL, InstrumentRoll, route
 from tradeledger.engine.trading.netting import Cross, net_changes
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.db import read_connection
@@ -52,13 +53,38 @@ class ContractPlan:
 
 
 @dataclass(frozen=True)
+class SpreadPlan:
+    """A roll of one instrument as a calendar spread: sell `old`, buy `new` (for longs; `old_side`
+    says which way the old leg trades), `quantity` spreads, allocated by `shares`."""
+
+    instrument: str
+    old: Contract
+    new: Contract
+    old_price: Decimal
+    new_price: Decimal
+    moves: tuple[tuple[str, Decimal], ...]  # (holder, units moved from old to new)
+    old_crosses: tuple[Cross, ...]
+    new_crosses: tuple[Cross, ...]
+    quantity: Decimal
+    old_side: str | None  # SELL: longs roll; BUY: shorts roll; None: everything crossed
+    shares: tuple[tuple[str, Decimal], ...]
+    refused: str = ""
+
+    @property
+    def code(self) -> str:
+        return f"{self.old.code}/{self.new.code}"
+
+
+@dataclass(frozen=True)
 class OrderPlan:
     run_id: int
     contracts: tuple[ContractPlan, ...]
+    spreads: tuple[SpreadPlan, ...] = ()
 
     @property
     def refusals(self) -> list[tuple[str, str]]:
-        return [(c.contract.code, c.refused) for c in self.contracts if c.refused]
+        return [(c.contract.code, c.refused) for c in self.contracts if c.refused] + \
+            [(s.code, s.refused) for s in self.spreads if s.refused]
 
 
 @dataclass(frozen=True)
@@ -101,25 +127,77 @@ def check_limits(limits: Limits, instrument: str, holders_changes: dict, current
 
 
 def plan(run_id: int, lines: list[TargetLine], positions: dict, limits: Limits, traded_today: dict,
-         locks: dict | None = None) -> OrderPlan:
-    """Net each contract's changes and apply the limits; positions: (holder, code) -> units (pure)."""
-    by_contract: dict[str, list[TargetLine]] = {}
+         locks: dict | None = None, instrument_of=None, rolls: dict | None = None) -> OrderPlan:
+    """Net each contract's changes and apply the limits; positions: (holder, code) -> units (pure).
+
+    With `instrument_of` (code -> instrument name) a holder's current position is its exposure to
+    the line's instrument, summed over every contract of it, and the change (target - exposure) is
+    routed to contracts by the instrument's roll state (`rolls`: instrument -> InstrumentRoll,
+    engine/futures/rolls.py; none: everything trades the line's contract). Without it, a holder's
+    position in the line's contract alone is its current position.
+    Spread rolls (state force) are planned per instrument: see `plan_spreads`."""
+    rolls = rolls or {}
+    changes: dict[str, dict[str, Decimal]] = {}
+    info: dict[str, tuple] = {}  # code -> (contract, instrument, price, fx)
+    instrument_current: dict[str, dict] = {}
+    instrument_target: dict[str, dict] = {}
+    roll_moves: dict[str, dict[str, Decimal]] = {}
     for line in lines:
-        by_contract.setdefault(line.contract.code, []).append(line)
+        roll = rolls.get(line.instrument) or InstrumentRoll(line.instrument, NO_ROLL, "calendar", None, line.contract)
+        if instrument_of is None:
+            held = {line.contract.code: positions.get((line.holder, line.contract.code), ZERO)}
+        else:
+            held = {code: units for (h, code), units in positions.items()
+                    if h == line.holder and units and instrument_of(code) == line.instrument}
+        exposure = sum(held.values(), ZERO)
+        instrument_current.setdefault(line.instrument, {})[line.holder] = exposure
+        instrument_target.setdefault(line.instrument, {})[line.holder] = line.target
+        routed = route(roll.state, line.target - exposure, held, roll.old.code if roll.old else None,
+                       roll.new.code if instrument_of is not None else line.contract.code)
+        known = {c.code: c for c in (roll.old, roll.new, line.contract) if c is not None}
+        known.update(roll.contracts)
+        for code, qty in routed.outright:
+            info.setdefault(code, (known[code], line.instrument, roll.prices.get(code, line.price), line.fx))
+            changes.setdefault(code, {})[line.holder] = changes.get(code, {}).get(line.holder, ZERO) + qty
+        if routed.roll:
+            roll_moves.setdefault(line.instrument, {})[line.holder] = routed.roll
+        for code in (line.contract.code,):  # a line whose contract does not trade still shows
+            info.setdefault(code, (line.contract, line.instrument, roll.prices.get(code, line.price), line.fx))
+            changes.setdefault(code, {}).setdefault(line.holder, ZERO)
     plans = []
-    for code in sorted(by_contract):
-        group = by_contract[code]
-        contract, price = group[0].contract, group[0].price
-        targets = {line.holder: line.target for line in group}
-        current = {h: positions.get((h, code), ZERO) for h in targets}
-        changes = {h: targets[h] - current[h] for h in targets}
-        netting = net_changes({h: c for h, c in changes.items() if c}, price)
-        refused = check_limits(limits, group[0].instrument, changes, current, targets, netting.quantity,
-                               price, contract.multiplier, group[0].fx, traded_today.get(code, ZERO),
-                               locks, code)
-        plans.append(ContractPlan(contract, group[0].instrument, price, tuple(sorted(changes.items())),
+    for code in sorted(changes):
+        contract, instrument, price, fx = info[code]
+        holder_changes = changes[code]
+        netting = net_changes({h: c for h, c in holder_changes.items() if c}, price)
+        current, targets = instrument_current[instrument], instrument_target[instrument]
+        refused = check_limits(limits, instrument, holder_changes, current, targets, netting.quantity,
+                               price, contract.multiplier, fx, traded_today.get(code, ZERO), locks, code)
+        plans.append(ContractPlan(contract, instrument, price, tuple(sorted(holder_changes.items())),
                                   netting.crosses, netting.side, netting.quantity, netting.residual_shares, refused))
-    return OrderPlan(run_id, tuple(plans))
+    spreads = tuple(plan_spread(rolls[name], moves, limits, locks) for name, moves in sorted(roll_moves.items()))
+    return OrderPlan(run_id, tuple(plans), spreads)
+
+
+def plan_spread(roll, moves: dict[str, Decimal], limits: Limits, locks: dict | None) -> SpreadPlan:
+    """One calendar spread for the account: each holder's old-contract position moves to the new
+    contract. Opposite moves cross internally on both legs at the reference prices; the residual
+    is one spread order, allocated back by old-contract position (pure)."""
+    old, new = roll.old, roll.new
+    old_price, new_price = roll.prices[old.code], roll.prices[new.code]
+    old_leg = net_changes({h: -q for h, q in moves.items() if q}, old_price)
+    new_leg = net_changes({h: q for h, q in moves.items() if q}, new_price)
+    refused = ""
+    for key in (roll.instrument, old.code, new.code):
+        if locks and key in locks:
+            refused = f"{key} is locked: {locks[key]}"
+            break
+    if not refused and roll.instrument in limits.halted:
+        refused = f"instrument {roll.instrument} is halted"
+    if not refused and old_leg.quantity > limits.max_order_qty:
+        refused = f"spread of {old_leg.quantity} exceeds max_order_qty {limits.max_order_qty}"
+    return SpreadPlan(roll.instrument, old, new, old_price, new_price, tuple(sorted(moves.items())),
+                      old_leg.crosses, new_leg.crosses, old_leg.quantity, old_leg.side, old_leg.residual_shares,
+                      refused)
 
 
 @dataclass
