@@ -52,7 +52,7 @@ def order_lines(session: Session, run_id: int, now: dt.datetime) -> list[TargetL
 
 def plan_run(session: Session, run_id: int, now: dt.datetime, as_of: dt.date | None = None) -> OrderPlan:
     """The orders of an approved run: exposure per instrument, routed by each instrument's roll
-    state on the run's date (engine/futures/state.py)."""
+    state on the day the orders go out (engine/futures/state.py)."""
     lines = order_lines(session, run_id, now)
     config, of = session.config, instrument_index(session.config)
     with read_connection(session.env.engine) as conn:
@@ -60,7 +60,7 @@ def plan_run(session: Session, run_id: int, now: dt.datetime, as_of: dt.date | N
         today = traded_today(conn, now.date())
         locks = active_locks(conn)
         pinned = pinned_states(conn)
-        day = as_of or show_run(session.env, run_id, now).as_of
+        day = as_of or now.date()  # the roll state of the day the orders go out
         rolls = {}
         for line in lines:
             if line.instrument in rolls:
