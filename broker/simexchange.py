@@ -692,6 +692,17 @@ class SimExchange:
             self._move_cash(c, k.currency, cash, "variation", f"{code} {date}")
             return cash
 
+    def expire(self, code: str, final_price: Decimal, date: dt.date | None = None) -> Decimal:
+        """A futures contract expires: the final settlement at `final_price` moves the last
+        variation margin into cash, and the position disappears. No execution is reported."""
+        cash = self.settle(code, final_price, date)
+        with self._tx() as c:
+            if self._known(c, code).sec_type != "FUT":
+                raise BrokerError(f"{code} is not a future: it does not expire")
+            c.execute("DELETE FROM positions WHERE code = ?", (code,))
+            c.execute("DELETE FROM prices WHERE code = ?", (code,))
+        return cash
+
     def settlement_prices(self, code: str) -> list[tuple[dt.date, Decimal]]:
         with self._tx() as c:
             return [(dt.date.fromisoformat(r[0]), Decimal(r[1])) for r in c.execute(

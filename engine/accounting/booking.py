@@ -182,5 +182,29 @@ def settlement_entry(chart: Chart, contract: Contract, date: dt.date, time: dt.d
     return txn, after
 
 
+def expiry_entry(chart: Chart, contract: Contract, date: dt.date, time: dt.datetime, price: Decimal,
+                 holdings: dict) -> tuple[Transaction | None, dict]:
+    """A futures contract's expiry: every holder's position marked one last time to the final
+    settlement price (variation margin, as a daily settlement) and closed at that price. No
+    execution exists; one entry per contract."""
+    postings: list[Posting] = []
+    after = dict(holdings)
+    zero = Cost(ZERO, contract.currency)
+    for holder in sorted(holdings, key=lambda h: h or ""):
+        holding = holdings[holder]
+        if holding.position == 0:
+            continue
+        postings += mark_postings(chart, holder, contract, holding, price)
+        postings.append(Posting(chart.holdings(holder), -holding.position, contract.code, zero))
+        after[holder] = Holding(ZERO, None)
+    if not postings:
+        return None, after
+    txn = Transaction(time=time, kind="expiry", narration=f"Expiry {contract.code}: final settlement {price}",
+                      postings=tuple(postings), links=(f"expiry-{contract.code}",),
+                      meta=(("contract", contract.code), ("price", str(price)), ("last-trade", date.isoformat())),
+                      key=f"expiry:{chart.broker_account}:{contract.code}")
+    return txn, after
+
+
 def _link(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "_./-" else "-" for ch in text)

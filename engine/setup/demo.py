@@ -224,7 +224,22 @@ def _settle_day(session: Session, history: History, day: dt.date) -> list[str]:
         prices.store_rows(env, parsed, "demo settle")
     mark_day(env.engine, env.ledger, env.chart, known_contracts(env.ledger), day,
              {code: history.closes[instrument_of_contract(session.config, code).name][day] for code in codes}, close)
+    _expire_day(session, history, day, close)
     return codes
+
+
+def _expire_day(session: Session, history: History, day: dt.date, close: dt.datetime) -> None:
+    """Contracts whose last trading day is today expire at the exchange at today's settlement (no
+    execution; the position disappears), and the ledger books the final settlement per holder."""
+    from tradeledger.engine.futures.expiry import last_trading_day, settle_expired
+
+    env, exchange = session.env, session.exchange()
+    for position in exchange.positions():
+        code = position.contract.code
+        if position.contract.sec_type == "FUT" and last_trading_day(session.config, code, {}) == day:
+            exchange.expire(code, history.closes[instrument_of_contract(session.config, code).name][day], day)
+    at_broker = {p.contract.code for p in exchange.positions() if p.quantity}
+    settle_expired(env.engine, env.ledger, env.chart, session.config, at_broker, day + dt.timedelta(days=1), close)
 
 
 def _open_market(session: Session, history: History, day: dt.date, when: dt.datetime) -> None:

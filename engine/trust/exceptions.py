@@ -38,7 +38,8 @@ UTC = dt.timezone.utc
 KINDS = ("reconciliation_break", "unattributed_position", "unattributed_fill", "commission_overdue",
          "order_rejected", "order_stuck", "overfill", "stale_prices", "missing_fx", "missed_daemon_run",
          "broker_disconnected", "limit_hit", "job_failed", "corporate_action", "statement_difference",
-         "cash_movement")
+         "cash_movement", "missing_final_settlement", "interrupted_roll", "held_into_expiry",
+         "contract_dates_differ")
 SEVERITIES = ("info", "warning", "error", "critical")  # in increasing order
 STATES = ("open", "acknowledged", "resolved")
 OPEN_STATES = ("open", "acknowledged")

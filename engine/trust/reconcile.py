@@ -326,8 +326,12 @@ def _parse(text: str) -> dt.datetime:
 
 def reconcile(engine, ledger: Ledger, chart: Chart, broker: Broker, lock_key: Callable[[str], str] = lambda c: c,
               tolerance: Decimal = DEFAULT_CASH_TOLERANCE, configured: Callable[[str], bool] = lambda c: True,
-              now: dt.datetime | None = None, who: str = "reconcile") -> ReconcileResult:
+              now: dt.datetime | None = None, who: str = "reconcile",
+              expire: Callable[[set[str]], list[str]] | None = None) -> ReconcileResult:
     """Snapshot the broker, book what it reports, adopt, compare, and record breaks and locks.
+
+    `expire(codes the broker holds)` books the final settlement of expired contracts the broker
+    no longer shows (engine/futures/expiry.py) before the ledger is compared; it returns notes.
 
     `lock_key(contract)` names what a break locks (its instrument); `configured(contract)` says
     whether tradeledger trades it (adoptions of anything else are only informational).
@@ -345,8 +349,9 @@ def reconcile(engine, ledger: Ledger, chart: Chart, broker: Broker, lock_key: Ca
             record_failed(conn, account, now, f"executions: {type(exc).__name__}: {exc}")
         return _unreachable(engine, account, snap_result, None, f"executions failed: {exc}", now)
     sync = sync_fills(engine, ledger, chart, _Fetched(executions))  # book what it reported, once
+    expiry_notes = expire({p.contract.code for p in snap.positions if p.quantity}) if expire else []
     window = min((e.time for e in executions), default=None)
-    adopted, failed, notes = [], set(), []
+    adopted, failed, notes = [], set(), list(expiry_notes)
     with read_connection(engine) as conn:
         opened = get_opening(conn, account)
     if opened is None:  # the first time tradeledger reads this broker: the ledger opens where it is
@@ -491,7 +496,16 @@ def reconcile_session(session, who: str = "reconcile") -> ReconcileResult:
 
     now = session_now(session)
     action_notes = check_corporate_actions(env, broker, now.date(), now)
-    result = reconcile(env.engine, env.ledger, env.chart, broker, lock_key, tolerance, configured, now, who)
+
+    def expire(at_broker: set[str]) -> list[str]:
+        from tradeledger.engine.futures.expiry import settle_expired
+
+        done = settle_expired(env.engine, env.ledger, env.chart, config, at_broker, now.date(), now)
+        return [f"expired {code}: final settlement {price} booked" for code, price in done.booked] + \
+            [f"expired {code}: no final settlement price (exception raised)" for code in done.missing_price]
+
+    result = reconcile(env.engine, env.ledger, env.chart, broker, lock_key, tolerance, configured, now, who,
+                       expire=expire)
     result.notes[:0] = action_notes
     return result
 
