@@ -14,7 +14,7 @@ import os
 import click
 import sqlalchemy as sa
 from tradeledger.broker.base import BrokerError
-from tradeledger.commands import actions, ibsim, ledger, setup, targets, trading, trust
+from tradeledger.commands import actions, futures, ibsim, ledger, setup, targets, trading, trust
 from tradeledger.commands.common import Context, fail
 from tradeledger.engine.setup.environment import ENVIRONMENTS, ConfigError
 from tradeledger.ledger.db import DatabaseError
@@ -57,7 +57,7 @@ def main(ctx, home, env, db_url):
     ctx.obj = Context(home, env, db_url)
 
 
-for _module in (setup, ledger, targets, trading, trust, actions, ibsim):
+for _module in (setup, ledger, targets, trading, trust, actions, futures, ibsim):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

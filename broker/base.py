@@ -55,8 +55,22 @@ class Contract:
 
 
 @dataclass(frozen=True)
+class ComboLeg:
+    """One leg of a combination (BAG) order: buying the combo trades `side` x `ratio` of `contract`
+    per combo unit (selling it, the opposite side)."""
+
+    contract: Contract
+    side: str
+    ratio: int = 1
+
+
+@dataclass(frozen=True)
 class OrderRequest:
-    """An order to send. `order_ref` names tradeledger's order row and comes back on every fill."""
+    """An order to send. `order_ref` names tradeledger's order row and comes back on every fill.
+
+    A calendar spread is a BAG contract (`contract.sec_type == "BAG"`) with `legs`; the broker
+    fills it as one execution per leg, each carrying the combo's order_ref (IB also reports the
+    combo itself, which books nothing)."""
 
     order_ref: str
     contract: Contract
@@ -64,6 +78,7 @@ class OrderRequest:
     quantity: Decimal  # > 0
     order_type: str = MARKET
     limit_price: Decimal | None = None
+    legs: tuple[ComboLeg, ...] = ()
 
 
 @dataclass(frozen=True)

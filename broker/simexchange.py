@@ -87,6 +87,9 @@ CREATE TABLE IF NOT EXISTS cash_journal (
     kind TEXT NOT NULL, ref TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS settlements (
     code TEXT NOT NULL, date TEXT NOT NULL, price TEXT NOT NULL, PRIMARY KEY (code, date));
+CREATE TABLE IF NOT EXISTS order_legs (
+    order_id INTEGER NOT NULL, seq INTEGER NOT NULL, code TEXT NOT NULL, side TEXT NOT NULL,
+    ratio INTEGER NOT NULL, PRIMARY KEY (order_id, seq));
 CREATE TABLE IF NOT EXISTS faults (
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, arg TEXT NOT NULL,
     remaining INTEGER NOT NULL);
@@ -376,6 +379,8 @@ class SimExchange:
         """Accept an order; fill what is marketable now. `order_id` lets a wire client choose
         its own id, as IB clients do; by default the exchange assigns the next one."""
         _validate(request)
+        if request.legs:
+            return self._place_combo(request, order_id)
         with self._tx() as c:
             k = self._register(c, request.contract)
             if request.order_ref and c.execute(
@@ -407,6 +412,49 @@ class SimExchange:
             if not rejected:
                 self._match(c, order_id)
             return self._order_status(c, order_id)
+
+    def _place_combo(self, request: OrderRequest, order_id: int | None) -> OrderStatus:
+        """A combination (BAG) market order: each leg fills at its own current price, as its own
+        execution with the combo's order_ref. A `leg_only` fault fills the first leg and cancels
+        the rest (an interrupted spread); a leg without a price rejects the whole order."""
+        if request.order_type != MARKET:
+            raise BrokerError("the simulated exchange takes combination orders at market only")
+        with self._tx() as c:
+            legs = [(self._register(c, leg.contract), leg.side, int(leg.ratio)) for leg in request.legs]
+            self._register(c, request.contract)
+            if request.order_ref and c.execute(
+                    "SELECT 1 FROM orders WHERE order_ref = ?", (request.order_ref,)).fetchone():
+                raise BrokerError(f"duplicate order_ref {request.order_ref!r}")
+            next_id = int(self._meta(c, "next_order_id"))
+            order_id = next_id if order_id is None else order_id
+            self._set_meta(c, "next_order_id", str(max(next_id, order_id + 1)))
+            perm_id = self._counter(c, "next_perm_id")
+            missing = [k.code for k, _, _ in legs if self._price(c, k.code) is None]
+            c.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?,0,?,?)",
+                      (order_id, perm_id, request.order_ref, request.contract.code, request.side,
+                       str(request.quantity), MARKET, None, "0", "Rejected" if missing else "Submitted",
+                       f"no market price for {', '.join(missing)}" if missing else "", None, None,
+                       _ts(self._now(c))))
+            for seq, (k, side, ratio) in enumerate(legs):
+                c.execute("INSERT INTO order_legs VALUES (?,?,?,?,?)", (order_id, seq, k.code, side, ratio))
+            if not missing:
+                only_first = self._take_fault(c, "leg_only") is not None
+                for seq, (k, side, ratio) in enumerate(legs):
+                    if only_first and seq > 0:
+                        c.execute("UPDATE orders SET status = 'Cancelled', reason = ? WHERE order_id = ?",
+                                  (f"leg {k.code} not filled", order_id))
+                        break
+                    leg_side = side if request.side == BUY else ("SELL" if side == BUY else BUY)
+                    self._fill(c, k, leg_side, request.quantity * ratio, self._price(c, k.code), request.order_ref,
+                               order_id, perm_id)
+                else:
+                    c.execute("UPDATE orders SET filled = quantity, status = 'Filled' WHERE order_id = ?",
+                              (order_id,))
+            return self._order_status(c, order_id)
+
+    def fault_leg_only(self, n_orders: int = 1) -> None:
+        """The next combination order fills its first leg only; the rest is cancelled."""
+        self._add_fault("leg_only", {}, n_orders)
 
     def _match(self, c, order_id: int) -> None:
         """Trade a live, unheld order against the current price if it is marketable: as the

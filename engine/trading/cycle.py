@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from tradeledger.engine import tables
 from tradeledger.engine.setup.config import current_contract
 from tradeledger.engine.futures.exposure import instrument_index
+from tradeledger.engine.futures.interrupted import check_spreads
 from tradeledger.engine.futures.state import instrument_roll, pinned_states
 from tradeledger.engine.trust.exceptions import active_locks
 from tradeledger.engine.trust.opening import ensure_opening
@@ -31,7 +32,7 @@ from tradeledger.engine.targets.runs import approve_run, compute_run, executable
 from tradeledger.ledger.db import read_connection
 
 
-SPREADS = False  # a forced roll trades two outright legs until spread orders are recorded
+SPREADS = True  # a forced roll is one calendar spread per instrument (force_outright: two legs)
 
 
 def order_lines(session: Session, run_id: int, now: dt.datetime) -> list[TargetLine]:
@@ -55,6 +56,7 @@ def plan_run(session: Session, run_id: int, now: dt.datetime, as_of: dt.date | N
     state on the day the orders go out (engine/futures/state.py)."""
     lines = order_lines(session, run_id, now)
     config, of = session.config, instrument_index(session.config)
+    check_spreads(session.env.engine, lambda: session.broker, now)  # an interrupted roll is raised first
     with read_connection(session.env.engine) as conn:
         positions = holder_positions(session.env.ledger, session.env.chart, conn)
         today = traded_today(conn, now.date())
@@ -111,6 +113,9 @@ def wait_for_fills(session: Session, run_id: int, timeout: float = 30.0, poll: f
     deadline = wallclock.monotonic() + timeout
     while True:
         total = total.then(sync_fills(env.engine, env.ledger, env.chart, session.broker))
+        if open_orders_of(session, run_id) == 0:
+            return total
+        check_spreads(env.engine, session.broker, session.now())  # a spread the broker ended half-filled
         if open_orders_of(session, run_id) == 0 or wallclock.monotonic() >= deadline:
             return total
         wallclock.sleep(poll)

@@ -125,6 +125,7 @@ def sync_fills(engine, ledger: Ledger, chart: Chart, broker: Broker) -> SyncRepo
     # are booked in chunks, one transaction each, which re-check under the contracts' locks.
     booked = _booked_versions(engine, chart.broker_account, [e.base_exec_id for e in executions])
     todo: list[Execution] = []
+    executions = [e for e in executions if e.contract.sec_type != "BAG"]  # a combo's own report books nothing
     for execution in executions:
         if execution.account != chart.broker_account:
             raise ValueError(f"execution {execution.exec_id} is for account {execution.account}, "
@@ -218,8 +219,11 @@ def _attribute(conn: Connection, e: Execution) -> tuple[list[tuple[str | None, D
         sa.select(tables.order_alloc).where(tables.order_alloc.c.order_id == order.id))}
     fa, fl = tables.fill_alloc, tables.fill
     already: dict[str, Decimal] = {}
+    same_order = (fl.c.order_id == order.id) & fl.c.superseded_by.is_(None)
+    if _legs(conn, order.id):  # a spread: each leg is allocated on its own, by the same shares
+        same_order = same_order & (fl.c.contract == e.contract.code)
     rows = conn.execute(sa.select(fa.c.holder, sa.func.sum(fa.c.quantity)).join(fl, fl.c.id == fa.c.fill_id)
-                        .where(fl.c.order_id == order.id, fl.c.superseded_by.is_(None)).group_by(fa.c.holder))
+                        .where(same_order).group_by(fa.c.holder))
     for holder, qty in rows:
         already[holder] = abs(from_scaled(qty))
     split = allocate_fill(weights, e.quantity, already)
@@ -261,12 +265,30 @@ def _book_new_fill(conn: Connection, ledger: Ledger, chart: Chart, e: Execution,
         conn.execute(tables.fill_alloc.insert().values(fill_id=fill_id, holder=holder or "",
                                                         quantity=to_scaled(qty, "allocation")))
     if order is not None:
-        _advance_order(conn, order, e.quantity)
+        _advance_order(conn, order, e.quantity, contract.code)
     return fill_id
 
 
-def _advance_order(conn: Connection, order, qty: Decimal) -> None:
+def _legs(conn: Connection, order_id: int) -> list:
+    return conn.execute(sa.select(tables.order_leg).where(tables.order_leg.c.order_id == order_id)).all()
+
+
+def _advance_order(conn: Connection, order, qty: Decimal, code: str = "") -> None:
     o = tables.broker_order
+    legs = _legs(conn, order.id)
+    if legs:  # a spread is filled when every leg is; one leg alone leaves it partial (interrupted)
+        leg = next((r for r in legs if r.contract == code), None)
+        if leg is None:
+            raise ValueError(f"execution in {code} for spread order {order.order_ref}, which has no such leg")
+        t = tables.order_leg
+        done = from_scaled(leg.filled) + qty
+        conn.execute(t.update().where(t.c.order_id == order.id, t.c.contract == code).values(
+            filled=to_scaled(done, "filled")))
+        fills = [done if r.contract == code else from_scaled(r.filled) for r in legs]
+        total = from_scaled(order.quantity)
+        state = "filled" if min(fills) >= total else "partial"
+        conn.execute(o.update().where(o.c.id == order.id).values(filled=to_scaled(min(fills), "filled"), state=state))
+        return
     filled = from_scaled(order.filled) + qty
     total = from_scaled(order.quantity)
     state = "filled" if filled >= total else "partial"

@@ -21,7 +21,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from tradeledger.broker.base import Broker, BrokerDisconnected, Contract, OrderRequest
+from tradeledger.broker.base import BUY, SELL, Broker, BrokerDisconnected, ComboLeg, Contract, OrderRequest
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.booking import Holding, after_trade, trade_postings
 from tradeledger.engine.trust.exceptions import raise_exception
@@ -218,6 +218,9 @@ def record_plan(engine, ledger: Ledger, chart: Chart, order_plan: OrderPlan, env
                     tables.internal_cross.c.run_id == order_plan.run_id)).scalar():
             return 0  # already planned: submission resumes with what was recorded
         created = 0
+        for sp in order_plan.spreads:
+            if not sp.refused:
+                created += _record_spread(conn, ledger, chart, order_plan.run_id, sp, env_name, now)
         for cp in order_plan.contracts:
             if cp.refused:
                 continue
@@ -238,7 +241,37 @@ def record_plan(engine, ledger: Ledger, chart: Chart, order_plan: OrderPlan, env
         return created
 
 
-def _book_cross(conn, ledger: Ledger, chart: Chart, run_id: int, cp: ContractPlan, cross: Cross, now) -> None:
+def _record_spread(conn, ledger: Ledger, chart: Chart, run_id: int, sp: SpreadPlan, env_name: str, now) -> int:
+    """A roll by spread: the crosses of both legs booked at their reference prices, then one BAG
+    order (state planned) whose legs and allocation are recorded with it. Returns 1 if an order."""
+    o = tables.broker_order
+    for contract, price, crosses in ((sp.old, sp.old_price, sp.old_crosses), (sp.new, sp.new_price, sp.new_crosses)):
+        leg = ContractPlan(contract, sp.instrument, price, (), crosses, None, ZERO, ())
+        for cross in crosses:
+            _book_cross(conn, ledger, chart, run_id, leg, cross, now, tag="roll")
+    if sp.old_side is None:
+        return 0
+    new_side = BUY if sp.old_side == SELL else SELL
+    legs = [(sp.old, sp.old_side), (sp.new, new_side)]
+    spec = {**_contract_json(Contract(sp.code, "BAG", sp.old.symbol, sp.old.exchange, sp.old.currency,
+                                      sp.old.multiplier, "", sp.old.trading_class)),
+            "legs": [{"contract": _contract_json(c), "side": side, "ratio": 1} for c, side in legs]}
+    order_id = conn.execute(o.insert().values(
+        order_ref="", run_id=run_id, contract=sp.code, side=BUY, quantity=to_scaled(sp.quantity, "spread quantity"),
+        order_type="MKT", state="planned", created_at=fmt_ts(now), contract_spec=json.dumps(spec),
+    )).inserted_primary_key[0]
+    conn.execute(o.update().where(o.c.id == order_id).values(order_ref=f"tl-{env_name}-{order_id}"))
+    for contract, side in legs:
+        conn.execute(tables.order_leg.insert().values(order_id=order_id, contract=contract.code, side=side, ratio=1,
+                                                      contract_spec=json.dumps(_contract_json(contract))))
+    for holder, qty in sp.shares:
+        conn.execute(tables.order_alloc.insert().values(order_id=order_id, strategy=holder,
+                                                         quantity=to_scaled(qty, "allocation")))
+    return 1
+
+
+def _book_cross(conn, ledger: Ledger, chart: Chart, run_id: int, cp: ContractPlan, cross: Cross, now,
+                tag: str = "") -> None:
     contract = cp.contract
     ensure_contract(conn, ledger, contract, now.date())
     holdings = load_holdings(conn, ledger, chart, contract)
@@ -253,7 +286,8 @@ def _book_cross(conn, ledger: Ledger, chart: Chart, run_id: int, cp: ContractPla
     txn = Transaction(time=now, kind="cross", narration=f"Cross {contract.code} {cross.seller} -> {cross.buyer} "
                       f"{cross.quantity} @ {cp.reference_price}", postings=tuple(postings),
                       links=(f"cross-{run_id}-{contract.code}",), meta=(("contract", contract.code), ("run", str(run_id))),
-                      key=f"cross:{chart.broker_account}:{run_id}:{contract.code}:{cross.seller}:{cross.buyer}")
+                      key=f"cross:{chart.broker_account}:{run_id}:{contract.code}:{cross.seller}:{cross.buyer}"
+                      + (f":{tag}" if tag else ""))
     booked = ledger.book(txn, conn)
     save_marks(conn, contract, after, now, before=holdings)
     conn.execute(tables.internal_cross.insert().values(
@@ -290,8 +324,10 @@ def send_planned(engine, broker: Broker, run_id: int | None, now: dt.datetime) -
         if found:  # sent before a crash or a lost reply: record it, never send it again
             report.already_at_broker.append(row.order_ref)
         else:
-            request = OrderRequest(row.order_ref, Contract(**_contract_from_json(row.contract_spec)), row.side,
-                                   from_scaled(row.quantity))
+            spec = _contract_from_json(row.contract_spec)
+            legs = tuple(ComboLeg(Contract(**_contract_from_json(json.dumps(leg["contract"]))), leg["side"],
+                                  int(leg["ratio"])) for leg in spec.pop("legs", ()))
+            request = OrderRequest(row.order_ref, Contract(**spec), row.side, from_scaled(row.quantity), legs=legs)
             try:
                 status = broker.place_order(request)
             except BrokerDisconnected:

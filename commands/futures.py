@@ -1,0 +1,135 @@
+"""Futures commands: `instruments contracts`, `roll status|set|plan|execute`, `expire`.
+
+Each parses, calls one engine function (engine/futures/) and prints.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+import click
+from tradeledger.commands.common import Context, json_option, open_session, parse_date, pass_ctx
+from tradeledger.reports.render import emit_json, table
+
+
+def _today(c: Context, on: str | None) -> _dt.date:
+    return parse_date(on, "--date") or _dt.datetime.now(_dt.timezone.utc).date()
+
+
+@click.command("contracts")
+@click.argument("instrument")
+@click.option("--date", "on", default=None, help="As of this date (default today).")
+@click.option("--count", default=6, show_default=True, help="How many listed contracts to show.")
+@json_option
+@pass_ctx
+def instruments_contracts(c: Context, instrument, on, count, as_json):
+    """The known contracts of a future: last trading day (broker or rule), roll window, which is
+    priced, which is next, and who holds what."""
+    from tradeledger.engine.futures.status import contracts
+
+    rows = contracts(c.open(), instrument, _today(c, on), count)
+    if as_json:
+        emit_json(rows)
+        return
+    table(f"{instrument} contracts", ["contract", "last trade", "source", "first notice", "roll from", "force from",
+                                      "role", "held by"],
+          [(r["contract"], r["last_trade"] + (" (rule " + r["rule_last_trade"] + ")" if r["differs_from_rule"] else ""),
+            r["source"], r["first_notice"] or "", r["roll_start"], r["force_from"], r["role"], r["held_by"])
+           for r in rows])
+
+
+@click.group("roll")
+def roll_group():
+    """Roll states per instrument: status, set, plan, execute."""
+
+
+@roll_group.command("status")
+@click.option("--date", "on", default=None)
+@json_option
+@pass_ctx
+def roll_status_cmd(c: Context, on, as_json):
+    """Per instrument: contracts held per strategy, the roll's old and new contract, days to the
+    deadline, the state and who set it."""
+    from tradeledger.engine.futures.status import roll_status
+
+    rows = roll_status(c.open(), _today(c, on))
+    if as_json:
+        emit_json([r.as_json() for r in rows])
+        return
+    table("rolls", ["instrument", "state", "set by", "old", "new", "days to deadline", "held"],
+          [(r.instrument, r.state, r.source, r.old or "", r.new, "" if r.days_to_deadline is None else r.days_to_deadline,
+            "; ".join(f"{h}: " + ", ".join(f"{u} {code}" for code, u in by.items()) for h, by in r.held.items()))
+           for r in rows])
+
+
+@roll_group.command("set")
+@click.argument("instrument")
+@click.argument("state", type=click.Choice(["no_roll", "passive", "force", "force_outright", "close", "auto"]))
+@click.option("--note", default="", help="Why.")
+@pass_ctx
+def roll_set_cmd(c: Context, instrument, state, note):
+    """Pin an instrument's roll state (auto: the calendar decides again)."""
+    from tradeledger.engine.futures.status import set_roll_state
+
+    set_roll_state(c.open(), instrument, state, "cli", note)
+    click.echo(f"{instrument}: roll state {state}" + (" (the calendar decides)" if state == "auto" else " (pinned)"))
+
+
+@roll_group.command("plan")
+@click.option("--date", "on", default=None)
+@json_option
+@pass_ctx
+def roll_plan_cmd(c: Context, on, as_json):
+    """The orders the rolls would send now, netted across strategies (nothing is sent)."""
+    from tradeledger.engine.futures.execute import roll_plan
+
+    with open_session(c) as session:
+        order_plan = roll_plan(session, _today(c, on))
+    rows = []
+    for sp in order_plan.spreads:
+        rows.append({"instrument": sp.instrument, "kind": "spread", "order": f"{sp.old_side or '-'} {sp.old.code} / "
+                     f"{'BUY' if sp.old_side == 'SELL' else 'SELL'} {sp.new.code}" if sp.old_side else "all crossed",
+                     "quantity": str(sp.quantity), "moves": {h: str(q) for h, q in sp.moves},
+                     "crosses": len(sp.old_crosses), "allocation": {h: str(q) for h, q in sp.shares},
+                     "refused": sp.refused})
+    for cp in order_plan.contracts:
+        if cp.side or cp.crosses:
+            rows.append({"instrument": cp.instrument, "kind": "outright", "order": f"{cp.side or '-'} {cp.contract.code}",
+                         "quantity": str(cp.quantity), "moves": {h: str(q) for h, q in cp.changes if q},
+                         "crosses": len(cp.crosses), "allocation": {h: str(q) for h, q in cp.shares},
+                         "refused": cp.refused})
+    if as_json:
+        emit_json(rows)
+        return
+    table("roll plan", ["instrument", "kind", "order", "qty", "moves", "crosses", "allocation", "refused"],
+          [(r["instrument"], r["kind"], r["order"], r["quantity"], r["moves"], r["crosses"], r["allocation"], r["refused"])
+           for r in rows])
+
+
+@roll_group.command("execute")
+@click.option("--timeout", default=30.0, show_default=True)
+@json_option
+@pass_ctx
+def roll_execute_cmd(c: Context, timeout, as_json):
+    """Send the rolls due now (spreads and outright legs), wait for the fills and book them."""
+    from tradeledger.engine.futures.execute import execute_rolls
+
+    with open_session(c) as session:
+        result = execute_rolls(session, timeout=timeout)
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(f"rolls: {result['spreads']} spread(s), {result['outright']} outright order(s), "
+               f"{result['crosses']} cross(es); booked {result['booked']} execution(s)")
+    for code, why in result["refused"]:
+        click.echo(f"refused {code}: {why}")
+
+
+def _attach() -> None:
+    from tradeledger.commands.targets import instruments_group
+
+    instruments_group.add_command(instruments_contracts)
+
+
+_attach()
+COMMANDS = [roll_group]

@@ -1,0 +1,92 @@
+"""Rolling without changing exposure: `roll plan` and `roll execute`.
+
+A roll alone is a target run whose targets are the strategies' current exposures: nothing but the
+roll states move anything. It is recorded like any run (state approved, reviewed by `roll`, its
+inputs saying so) so that its crosses, orders and fills are attributed and restartable exactly as
+a strategy run's (engine/trading/orders.py); `cycle --approve` plans the same rolls together with
+the day's exposure changes, netted, in one run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+
+from tradeledger.engine import tables
+from tradeledger.engine.futures.exposure import exposures, instrument_index
+from tradeledger.engine.setup.config import current_contract
+from tradeledger.engine.targets.prices import PriceError, fx_rate_on, latest_price, latest_settlement
+from tradeledger.engine.targets.runs import APPROVED
+from tradeledger.engine.trading.cycle import plan_run, submit_run, wait_for_fills
+from tradeledger.engine.trading.orders import holder_positions
+from tradeledger.ledger.numbers import to_scaled
+from tradeledger.ledger.store import fmt_ts
+
+
+def _price(env, instrument, on: dt.date, conn) -> Decimal:
+    try:
+        return latest_price(env, instrument.name, on, conn)[1]
+    except PriceError:
+        return latest_settlement(env, current_contract(instrument, on).code, on, conn)[1]
+
+
+def record_roll_run(session, on: dt.date, now: dt.datetime) -> int:
+    """An approved run whose targets are the current exposures of every held future."""
+    env, config = session.env, session.config
+    of = instrument_index(config)
+    by_component = {s.account_name: s for s in config.strategies.values()}
+    with env.engine.begin() as conn:
+        held = exposures(holder_positions(env.ledger, env.chart, conn), of)
+        rows = []
+        for (holder, name), units in sorted(held.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+            instrument = config.instruments[name]
+            strategy = by_component.get(holder)
+            if strategy is None or not instrument.is_future:
+                continue  # unattributed positions are not rolled by tradeledger
+            price = _price(env, instrument, on, conn)
+            fx = fx_rate_on(env, instrument.currency, on, conn)[1]
+            contract = current_contract(instrument, on)
+            explain = {"kind": "roll", "strategy": strategy.name, "account": holder, "execution_instrument": name,
+                       "signal_instrument": name, "contract": contract.code, "price": str(price), "fx_rate": str(fx),
+                       "current": str(units), "target": str(units)}
+            rows.append({"strategy": strategy.name, "instrument": name, "contract": contract.code,
+                         "current": to_scaled(units), "target": to_scaled(units),
+                         "explain": json.dumps(explain, sort_keys=True)})
+        run_id = conn.execute(tables.target_run.insert().values(
+            created_at=fmt_ts(now), as_of=on.isoformat(), state=APPROVED, reviewed_at=fmt_ts(now), reviewed_by="roll",
+            review_note="roll: targets are the current exposures", inputs=json.dumps({"kind": "roll"}),
+        )).inserted_primary_key[0]
+        if rows:
+            conn.execute(tables.target_line.insert(), [{"run_id": run_id, **row} for row in rows])
+    return int(run_id)
+
+
+def roll_plan(session, on: dt.date):
+    """What the rolls due on `on` would send (a plan only: nothing is recorded or sent)."""
+    env = session.env
+    now = session.now()
+    run_id = record_roll_run(session, on, now)
+    try:
+        return plan_run(session, run_id, now, on)
+    finally:
+        _forget_run(env, run_id)
+
+
+def _forget_run(env, run_id: int) -> None:
+    """A planned-only roll run leaves nothing behind (it was never reviewed by a person)."""
+    with env.engine.begin() as conn:
+        conn.execute(tables.target_line.delete().where(tables.target_line.c.run_id == run_id))
+        conn.execute(tables.target_run.delete().where(tables.target_run.c.id == run_id))
+
+
+def execute_rolls(session, timeout: float = 30.0) -> dict:
+    now = session.now()
+    run_id = record_roll_run(session, now.date(), now)
+    order_plan, submitted = submit_run(session, run_id, now)
+    fills = wait_for_fills(session, run_id, timeout)
+    return {"run": run_id, "spreads": sum(1 for s in order_plan.spreads if s.old_side and not s.refused),
+            "outright": sum(1 for c in order_plan.contracts if c.side and not c.refused),
+            "crosses": sum(len(c.crosses) for c in order_plan.contracts if not c.refused)
+            + sum(len(s.old_crosses) + len(s.new_crosses) for s in order_plan.spreads if not s.refused),
+            "booked": len(fills.booked), "refused": order_plan.refusals}
