@@ -1,8 +1,8 @@
 """Futures through their life: roll states, broker contract details, spread legs, per-contract
 closes, the back-adjusted series and the rolls that made it, expiry settlements.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-30
 
 The table definitions below are frozen copies of the engine's tables as they stood at this
@@ -12,8 +12,8 @@ revision; a later change to a table gets a migration of its own.
 from alembic import op
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
