@@ -219,10 +219,13 @@ from tradeledger.engine.trust import snapshots as _snapshots
 
 
 def _recon_tables(result) -> None:
-    table("breaks", ["account", "contract", "kind", "ledger", "broker", "diff"],
-          [(b.account, b.contract or "", b.kind, b.ledger_qty, b.broker_qty, b.diff) for b in result.breaks])
-    table("cash", ["currency", "ledger", "broker", "unsettled", "diff", "status"],
-          [(c.currency, c.ledger, c.broker, c.unsettled, c.diff, c.status) for c in result.cash])
+    table("breaks", ["account", "contract", "kind", "ledger", "broker", "qty diff"],
+          [(b.account, b.contract or "", b.kind, b.ledger_qty, b.broker_qty, b.diff) for b in result.breaks],
+          empty="no position breaks")
+    # Every figure of the cash arithmetic: expected = broker + unsettled + marks; diff = ledger - expected.
+    table("cash", ["currency", "ledger", "broker", "unsettled", "marks", "expected", "diff", "tolerance", "status"],
+          [(c.currency, c.ledger, c.broker, c.unsettled, c.marks, c.broker + c.unsettled + c.marks, c.diff,
+            c.tolerance, c.status) for c in result.cash])
     if result.unattributed:
         table("unattributed", ["contract", "qty", "adopted now"],
               [(u["contract"], u["qty"], "yes" if u["adopted"] else "") for u in result.unattributed])

@@ -30,7 +30,7 @@ MONEY = {"realized", "unrealized", "commissions", "commission", "net", "income",
          "ledger", "broker", "beancount", "diff", "expected", "marks", "unsettled", "vm", "total", "notional",
          "capital", "nav", "pnl", "slippage", "fee", "fees", "dividends", "tolerance"}
 QUANTITY = {"qty", "units", "current", "target", "change", "quantity", "filled", "remaining", "position",
-            "shares", "held"}
+            "shares", "held", "qty diff"}
 NUMERIC = MONEY | QUANTITY | {"price", "mark", "last", "forecast", "reference", "reference price", "rate", "weight",
                               "avg cost", "fill price", "count", "entries", "postings", "bps", "days", "id", "run"}
 
