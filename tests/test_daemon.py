@@ -182,7 +182,15 @@ def test_daemon_config_is_validated_and_logs_never_hold_secrets(tmp_path):
         with pytest.raises(ConfigError, match=why):
             parse_daemon_config({"daemon": bad})
     config = parse_daemon_config({})
-    assert config.job_names() == ["fill_sync", "settle:CME", "reconcile", "monitor"]
+    assert config.job_names() == ["fill_sync", "reconcile", "monitor"]  # no futures: nothing to settle
+    # every exchange of a configured future is settled, at its known time unless the config names one
+    raw = {"instruments": {"MES": {"type": "future", "exchange": "CME"}, "FESX": {"type": "future", "exchange": "EUREX"},
+                           "Z": {"type": "future", "exchange": "ICEEU"}, "SPY": {"type": "share", "exchange": "ARCA"}},
+           "daemon": {"settlement_times": {"EUREX": "17:30"}}}
+    config = parse_daemon_config(raw)
+    assert config.job_names() == ["fill_sync", "settle:CME", "settle:EUREX", "settle:ICEEU", "reconcile", "monitor"]
+    assert config.settlement_times["EUREX"].strftime("%H:%M") == "17:30"
+    assert config.settlement_times["ICEEU"].strftime("%H:%M") == "17:45"
     home, env, _ = make_env(tmp_path)
     daemon = Daemon(open_environment(home, "paper"))
     daemon.log.info("connecting to postgresql+psycopg://trader:hunter2@db/x with password=hunter2")

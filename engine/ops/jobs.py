@@ -3,7 +3,8 @@
     [daemon]
     fill_sync_seconds = 60            # book new executions and late commissions
     reconcile_seconds = 300           # broker snapshot vs ledger (engine/reconcile.py), then monitoring
-    settlement_times = {CME = "21:00", EUREX = "17:30"}   # UTC; marks that exchange's futures
+    settlement_times = {CME = "21:00", EUREX = "16:45"}   # UTC; default: every exchange of a configured
+                                      # future at its known time (EXCHANGE_SETTLEMENT)
     data_csv = "prices.csv"           # optional: re-import this CSV (relative to the env dir) ...
     data_time = "21:30"               # ... daily at this UTC time
     targets_time = "22:00"            # optional: compute (never approve) a target run daily
@@ -29,7 +30,12 @@ from pathlib import Path
 from tradeledger.engine.setup.environment import ConfigError
 from tradeledger.engine.setup.session import Session
 
-DEFAULT_SETTLEMENT = {"CME": "21:00"}
+# When each exchange's daily settlement is known (UTC), for every exchange of a configured future
+# that `[daemon] settlement_times` does not name: the CME group settles around 14:00-15:00 Chicago
+# time, Eurex at 17:30 Frankfurt, ICE Futures Europe around 17:30 London (winter times, UTC below).
+EXCHANGE_SETTLEMENT = {"CME": "21:00", "CBOT": "21:00", "NYMEX": "21:00", "COMEX": "21:00", "GLOBEX": "21:00",
+                       "CFE": "21:00", "EUREX": "16:45", "ICEEU": "17:45", "ICEUS": "21:00", "ICE": "17:45"}
+FALLBACK_SETTLEMENT = "21:00"
 
 
 @dataclass(frozen=True)
@@ -79,9 +85,13 @@ def parse_daemon_config(raw: dict) -> DaemonConfig:
     unknown = sorted(set(d) - known)
     if unknown:
         raise ConfigError(f"config: unknown [daemon] key {unknown[0]!r}")
-    times = d.get("settlement_times", DEFAULT_SETTLEMENT)
+    times = d.get("settlement_times", {})
     if not isinstance(times, dict):
         raise ConfigError("config: daemon.settlement_times must be a table like {CME = \"21:00\"}")
+    # every exchange of a configured future is settled, by its known time unless the config names one
+    exchanges = {str(i.get("exchange", "")) for i in raw.get("instruments", {}).values()
+                 if isinstance(i, dict) and i.get("type") == "future" and i.get("exchange")}
+    times = {**{x: EXCHANGE_SETTLEMENT.get(x.upper(), FALLBACK_SETTLEMENT) for x in exchanges}, **times}
     if d.get("data_csv") is not None and d.get("data_time") is None:
         raise ConfigError("config: daemon.data_csv needs daemon.data_time")
     lease = _positive_int(d, "lease_seconds", 60)
