@@ -52,7 +52,12 @@ from tradeledger.broker.base import (
 
 UTC = dt.timezone.utc
 SCHEMA_VERSION = "1"
-DEFAULT_COMMISSION = Decimal("1.00")  # per contract (or share); set_commission overrides
+DEFAULT_COMMISSION = Decimal("1.00")  # per futures contract; set_commission overrides
+# Shares as IB's fixed pricing charges them: per share, at least SHARE_MINIMUM per execution, at
+# most SHARE_MAX_FRACTION of the trade's value.
+DEFAULT_SHARE_COMMISSION = Decimal("0.005")
+SHARE_MINIMUM = Decimal("1.00")
+SHARE_MAX_FRACTION = Decimal("0.01")
 ZERO = Decimal(0)
 _TIME_FMT = "%Y-%m-%dT%H:%M:%S.%f+00:00"  # fixed width, so text order is time order
 
@@ -133,6 +138,15 @@ def average_price(position: Decimal, avg: Decimal, qty: Decimal, price: Decimal)
     if (position > 0) == (qty > 0):
         return (position * avg + qty * price) / new
     return avg
+
+
+def commission_for(sec_type: str, rate: Decimal, qty: Decimal, price: Decimal, multiplier: Decimal) -> Decimal:
+    """What one execution costs (pure): futures `rate` per contract; shares `rate` per share, at
+    least SHARE_MINIMUM, at most SHARE_MAX_FRACTION of the value traded (IB's fixed schedule)."""
+    if sec_type == "FUT" or qty == 0 or rate == 0:  # a rate of 0 is a commission-free account
+        return rate * qty
+    cap = SHARE_MAX_FRACTION * qty * abs(price) * multiplier
+    return max(SHARE_MINIMUM, min(rate * qty, cap)) if cap >= SHARE_MINIMUM else cap
 
 
 def make_exec_id(prefix: str, counter: int, revision: int = 1) -> str:
@@ -327,10 +341,15 @@ class SimExchange:
             self._set_rate(c, code or "*", per_contract)
 
     @staticmethod
-    def _rate(c, code: str) -> Decimal:
-        r = c.execute("SELECT per_contract FROM commission_rates WHERE code IN (?, '*') "
-                      "ORDER BY code = '*' LIMIT 1", (code,)).fetchone()
-        return Decimal(r[0])
+    def _rate(c, code: str, sec_type: str = "FUT") -> Decimal:
+        """The contract's own rate, else the default for its kind ('*' futures, '*STK' shares)."""
+        default = "*STK" if sec_type == "STK" else "*"
+        r = c.execute("SELECT per_contract FROM commission_rates WHERE code IN (?, ?) "
+                      "ORDER BY code = ? LIMIT 1", (code, default, default)).fetchone()
+        return Decimal(r[0]) if r else DEFAULT_SHARE_COMMISSION
+
+    def _commission(self, c, k: Contract, qty: Decimal, price: Decimal) -> Decimal:
+        return commission_for(k.sec_type, self._rate(c, k.code, k.sec_type), qty, price, k.multiplier)
 
     # -- market --
 
@@ -539,7 +558,7 @@ class SimExchange:
         """Record one execution and apply it to position, cash and commission: all or nothing,
         because the caller's transaction commits them together."""
         exec_id = make_exec_id(self._meta(c, "exec_prefix"), self._counter(c, "next_exec"))
-        commission = self._rate(c, k.code) * qty
+        commission = self._commission(c, k, qty, price)
         at = _ts(self._now(c))
         c.execute("INSERT INTO executions (exec_id, base_id, order_id, perm_id, order_ref, code,"
                   " side, quantity, price, at, commission, polls_left) "
@@ -810,7 +829,7 @@ class SimExchange:
                 if position != 0 and position + q1 - q0 != 0:
                     avg = (avg * position + q1 * p1 - q0 * p0) / (position + q1 - q0)
             self._save_position(c, k.code, position + q1 - q0, avg, mark, unsettled)
-            c0, c1 = Decimal(old["commission"]), self._rate(c, k.code) * qty1
+            c0, c1 = Decimal(old["commission"]), self._commission(c, k, qty1, p1)
             self._move_cash(c, k.currency, c0 - c1, "correction", new_id)
             c.execute("UPDATE executions SET superseded = 1 WHERE seq = ?", (old["seq"],))
             c.execute("INSERT INTO executions (exec_id, base_id, order_id, perm_id, order_ref,"

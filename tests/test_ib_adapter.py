@@ -216,7 +216,7 @@ def test_adapter_snapshot_positions_cash_and_open_orders(broker, exchange):
     snap = broker.snapshot()
     (pos,) = snap.positions
     assert pos.contract.code == "SPY" and pos.quantity == 10 and pos.avg_cost == 500
-    assert dict(snap.cash)["USD"] == Decimal(100000) - 5000 - 10 - 0  # 10 shares x 1.00
+    assert dict(snap.cash)["USD"] == Decimal(100000) - 5000 - 1  # 10 shares: the 1.00 minimum (IB fixed)
     assert [o.order_ref for o in snap.open_orders] == ["tl-a-4"]
     assert dict(snap.unsettled_pnl)["USD"] == 0
     external = [e for e in broker.executions(refresh=True) if e.order_ref == ""]

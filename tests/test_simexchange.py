@@ -202,7 +202,8 @@ def test_shares_move_cash_at_the_fill(x):
     x.place_order(mkt("a", SPY, BUY, 10))
     x.set_price("SPY", D("502.30"))
     x.place_order(mkt("b", SPY, SELL, 4))
-    assert x.cash() == {"USD": D(10000) - D("5011.0") + D("2009.2") - D("0.070")}
+    # IB's fixed schedule: 0.005 a share but at least 1.00 an execution (10 and 4 shares: 1.00 each)
+    assert x.cash() == {"USD": D(10000) - D("5011.0") + D("2009.2") - D("2.00")}
     [pos] = x.positions()
     assert (pos.quantity, pos.avg_cost) == (D(6), D("501.10"))
     assert x.settle("SPY", D(503), dt.date(2026, 3, 2)) == 0
@@ -410,3 +411,13 @@ while True:
                   for i, (e1, e2) in enumerate(zip(execs, execs[1:])))
         assert x.unsettled_pnl() == {"USD": pnl}
         assert x.cash() == {"USD": -sum(e.commission for e in execs)}
+
+
+def test_commissions_follow_ibs_fixed_schedule():
+    from tradeledger.broker.simexchange import commission_for
+
+    assert commission_for("FUT", D("1.25"), D(3), D(6000), D(5)) == D("3.75")  # per contract
+    assert commission_for("STK", D("0.005"), D(270), D(600), D(1)) == D("1.35")  # per share
+    assert commission_for("STK", D("0.005"), D(10), D(600), D(1)) == D("1.00")  # the minimum
+    assert commission_for("STK", D("0.005"), D(1000), D("0.30"), D(1)) == D("3.000")  # at most 1% of 300
+    assert commission_for("STK", D("0.005"), D(10), D("2"), D(1)) == D("0.20")  # 1% of 20, below the minimum
