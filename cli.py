@@ -55,6 +55,22 @@ class Group(click.Group):
 def main(ctx, home, env, db_url):
     """tradeledger: signals -> targets -> orders -> fills -> positions -> P&L, on a double-entry ledger."""
     ctx.obj = Context(home, env, db_url)
+    _quiet_libraries()
+
+
+def _quiet_libraries() -> None:
+    """Libraries' own log lines (ib_async's "Make sure API port on TWS/IBG is open", ...) stay out of
+    the user's terminal: tradeledger says what failed in its own one line. A NullHandler keeps Python
+    from printing them by its last-resort handler, while a handler the daemon installs (its log
+    file) still receives them. TRADELEDGER_DEBUG=1 shows them."""
+    import logging
+
+    if os.environ.get("TRADELEDGER_DEBUG"):
+        return
+    for name in ("ib_async", "apscheduler", "alembic"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
 
 
 for _module in (setup, ledger, targets, trading, trust, actions, futures, ibsim):
