@@ -199,12 +199,12 @@ def test_split_fill_price_correction_and_refused_quantity_change(w):
 
 def test_shares_correction_rebooks_a_whole_lot_and_refuses_a_broken_one(w):
     w.exchange.deposit("USD", D(100000))
-    w.trade(SPY, {"A": 10}, 500)  # lot of 10 @ 500, cash -5000, commission 10.00
+    w.trade(SPY, {"A": 10}, 500)  # lot of 10 @ 500, cash -5000, commission 1.00 (IB's share minimum)
     [fill] = w.exchange.executions()
     w.correct(fill.exec_id, price="499.5")
     assert len(w.sync().corrected) == 1
-    # the lot is reversed and reopened at 499.5: cash -4995.00 - 10.00 (the deposit was opened with the account)
-    assert w.cash() == D(100000) - D("5005.00")
+    # the lot is reversed and reopened at 499.5: cash -4995.00 - 1.00 (the deposit was opened with the account)
+    assert w.cash() == D(100000) - D("4996.00")
     [(cost, units)] = w.env.ledger.lots(w.env.chart.holdings("A"), "SPY")
     assert (cost.number, units, cost.label) == (D("499.5"), D(10), fill.base_exec_id)
 
