@@ -26,6 +26,7 @@ from tradeledger.engine.accounting.holdings import marks
 from tradeledger.engine.setup.config import Limits, current_contract
 from tradeledger.engine.setup.environment import init_environment, open_environment
 from tradeledger.engine.setup.session import Session
+from tradeledger.engine.tables import broker_order
 from tradeledger.engine.tables import opening as opening_table
 from tradeledger.engine.trading.cycle import wait_for_fills
 from tradeledger.engine.trading.orders import TargetLine, holder_positions, plan, record_plan, send_planned
@@ -231,14 +232,21 @@ def test_a_cycle_before_any_reconcile_on_an_account_with_holdings(kind, tmp_path
 def test_no_order_is_sent_when_the_opening_cannot_be_taken(kind, tmp_path):
     a = Account(kind, tmp_path, open_at_start=False)
     try:
-        a.exchange.fault_disconnect(3)
+        a.session.broker  # connected; then the broker cannot be read
         if kind == "ib":
-            a.server.stop()  # the gateway is down: the opening cannot be taken
-        with pytest.raises((NoOpening, Exception)):
+            a.server.stop()
+        else:
+            a.exchange.fault_disconnect(1)
+        with pytest.raises(NoOpening, match="no opening for account DU1234567: the broker could not be read"):
             a.cycle(1, {"MES": 1})
         assert a.exchange.orders() == []  # nothing reached the broker
         with read_connection(a.env.engine) as conn:
             assert get_opening(conn) is None
+            assert conn.execute(sa.select(broker_order.c.state)).scalars().all() == ["planned"]
+        if kind == "sim":  # once the broker answers, the opening is taken and the order goes out
+            a.session.broker.connect()
+            send_planned(a.env.engine, a.session.broker, 1, dt.datetime.now(UTC))
+            assert [o.order_ref for o in a.exchange.orders()] == ["tl-paper-1"]
     finally:
         a.session.close()
         if kind == "ib":

@@ -360,6 +360,8 @@ def reconcile(engine, ledger: Ledger, chart: Chart, broker: Broker, lock_key: Ca
             adopted += [p["contract"] for p in opened.held.get("positions", []) if p["booked"] != "0"]
             failed |= {s["contract"] for s in opened.held.get("skipped", [])}
             notes.append(f"opening: {opened.summary()}")
+        except sa.exc.DBAPIError:
+            raise  # the database failed, not the opening: the caller (the daemon) retries
         except Exception as exc:  # never stops the comparison: what is not booked shows as breaks
             notes.append(f"could not book the opening: {type(exc).__name__}: {exc}")
     with read_connection(engine) as conn:
@@ -372,6 +374,8 @@ def reconcile(engine, ledger: Ledger, chart: Chart, broker: Broker, lock_key: Ca
                                       configured(position.contract.code), now)
             if entry is not None:
                 adopted.append(position.contract.code)
+        except sa.exc.DBAPIError:
+            raise  # the database failed, not this contract
         except Exception as exc:  # one odd instrument never stops the others
             failed.add(position.contract.code)
             notes.append(f"could not adopt {position.contract.code}: {exc}")
