@@ -101,4 +101,37 @@ def db_upgrade(c: Context):
     click.echo(f"schema at revision {after}" + ("" if before == after else f" (was {before})"))
 
 
-COMMANDS = [init, status, db_group]
+@click.group("config")
+def config_group():
+    """The environment's config.toml (every key: docs/config.md)."""
+
+
+@config_group.command("check")
+@json_option
+@pass_ctx
+def config_check(c: Context, as_json):
+    """Validate config.toml as the commands read it and print what applies, defaults included (exit 1 on a
+    mistake, with the file, the key and what is allowed). Does not open the database."""
+    from tradeledger.engine.setup.config_check import check_config
+
+    info = check_config(c.home, c.env)
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"{info['file']}: valid")
+    table("environment", ["key", "value"], list(info["environment"].items()))
+    table("portfolio", ["key", "value"], list(info["portfolio"].items()))
+    table("instruments", ["name", "type", "currency", "multiplier", "exchange"],
+          [(i["name"], i["type"], i["currency"], i["multiplier"], i["exchange"]) for i in info["instruments"]],
+          empty="no instruments configured ([instruments.NAME] tables)")
+    table("strategies", ["name", "kind", "capital share", "instruments", "rules"],
+          [(s["name"], s["kind"], s["capital_share"], s["instruments"], s["rules"]) for s in info["strategies"]],
+          empty="no strategies configured ([strategies.NAME] tables)")
+    table("limits", ["key", "value"], [(k, v if not isinstance(v, (dict, list)) else (v or "-"))
+                                       for k, v in info["limits"].items()])
+    table("daemon", ["key", "value"], [(k, ", ".join(v) if isinstance(v, list) else
+                                        (", ".join(f"{x} {t}" for x, t in v.items()) or "-") if isinstance(v, dict)
+                                        else v) for k, v in info["daemon"].items()])
+
+
+COMMANDS = [config_group, init, status, db_group]

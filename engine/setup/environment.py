@@ -115,19 +115,63 @@ def parse_settings(path: Path, env: str) -> Settings:
 
 
 def render_config(s: Settings, extra: str = "") -> str:
+    """The config.toml `init` writes: the environment's identity, commented, and the tables a trader adds
+    next as commented examples (every key, its unit and default: docs/config.md)."""
     lines = [
-        "# tradeledger environment configuration",
+        "# tradeledger environment configuration. Every key, its unit and its default: docs/config.md.",
+        "# Check it with `tradeledger config check` after an edit.",
         "[environment]",
-        f'name = "{s.env}"',
-        f'broker = "{s.broker}"',
-        f'account = "{s.account}"',
-        f'base_currency = "{s.base_currency}"',
+        f'name = "{s.env}"                 # paper or live; the database records it and refuses the other',
+        f'broker = "{s.broker}"                # sim (the embedded simulated broker) or ib',
+        f'account = "{s.account}"         # the broker account id (paper accounts start with DU)',
+        f'base_currency = "{s.base_currency}"        # the currency reports convert to; recorded, never changed later',
     ]
     if s.db_url:
-        lines.append(f'db_url = "{s.db_url}"')
+        lines.append(f'db_url = "{s.db_url}"  # SQLAlchemy URL (default: tradeledger.db beside this file)')
     if s.broker == "ib":
-        lines += ["", "[ib]", f'host = "{s.ib_host}"', f"port = {s.ib_port}", f"client_id = {s.ib_client_id}"]
+        lines += ["", "[ib]", f'host = "{s.ib_host}"', f"port = {s.ib_port}                      # Gateway paper 4002, TWS paper 7497",
+                  f"client_id = {s.ib_client_id}                    # unique per connection to the same gateway"]
+    if not extra.strip():
+        lines += ["", _EXAMPLE.strip()]
     return "\n".join(lines) + "\n" + extra
+
+
+_EXAMPLE = """
+# -- what to add next (uncomment and edit; `tradeledger config check` validates) --------------------
+# [portfolio]
+# capital = "1000000"          # base currency; strategies get capital_share of it
+# buffer_fraction = "0.10"     # no trade while the position is within 10% of the average position
+# max_run_age_hours = 24       # an approved run older than this is not executed
+#
+# [instruments.MES]            # a future: type, currency, multiplier, exchange (its settlement time)
+# type = "future"
+# currency = "USD"
+# multiplier = "5"
+# exchange = "CME"
+#
+# [instruments.SPY]            # a share or ETF
+# type = "share"
+# currency = "USD"
+# exchange = "ARCA"
+#
+# [strategies.trend]           # forecasts (EWMAC rules) sized by volatility targeting
+# capital_share = "0.5"
+# risk_target = "0.20"         # annualised
+# rules = { ewmac_16_64 = "1" }
+# instruments = { MES = "1" }
+#
+# [strategies.tactical]        # target weights in ETFs (docs/etf.md)
+# kind = "allocation"
+# capital_share = "0.5"
+# instruments = { SPY = 1 }
+#
+# [limits]
+# max_order_qty = 1000         # per order, in the instrument's units
+#
+# [daemon]                     # `tradeledger daemon`: fill sync, settlement, reconciliation
+# fill_sync_seconds = 60
+# reconcile_seconds = 300
+"""
 
 
 @dataclass

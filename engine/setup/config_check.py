@@ -1,0 +1,53 @@
+"""`tradeledger config check`: read and validate an environment's config.toml, and say what applies.
+
+Everything the environment would read is parsed as the commands parse it (the [environment] and
+[ib] settings, the trading configuration, the daemon's table), without opening the database, so a
+broken or unreachable database does not hide a config mistake and a config mistake is found before
+anything runs. A mistake raises ConfigError with one line naming the file, the key and what is
+allowed; otherwise the result lists every value in force, defaults included. docs/config.md
+documents each key.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from tradeledger.engine.ops.jobs import parse_daemon_config
+from tradeledger.engine.setup.config import parse_trading_config
+from tradeledger.engine.setup.environment import ConfigError, parse_settings, resolve_home
+import sqlalchemy as sa
+
+
+def check_config(home, env: str) -> dict:
+    path = resolve_home(home) / env / "config.toml"
+    settings = parse_settings(path, env)
+    try:
+        trading = parse_trading_config(settings.raw)
+        daemon = parse_daemon_config(settings.raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    s = str
+    return {
+        "file": s(path),
+        "environment": {"name": settings.env, "broker": settings.broker, "account": settings.account,
+                        "base_currency": settings.base_currency,
+                        "database": sa.engine.make_url(settings.db_url).render_as_string(hide_password=True) if settings.db_url else "sqlite (the environment's file)",
+                        **({"ib": f"{settings.ib_host}:{settings.ib_port} client {settings.ib_client_id}"}
+                           if settings.broker == "ib" else {})},
+        "portfolio": {"capital": trading.capital, "buffer_fraction": trading.buffer_fraction,
+                      "max_run_age_hours": trading.max_run_age_hours},
+        "instruments": [{"name": i.name, "type": i.type, "currency": i.currency, "multiplier": i.multiplier,
+                         "exchange": i.exchange} for i in trading.instruments.values()],
+        "mappings": dict(trading.mappings),
+        "strategies": [{"name": st.name, "kind": st.kind, "capital_share": st.capital_share,
+                        "instruments": ", ".join(i for i, _ in st.instruments),
+                        "rules": ", ".join(r for r, _ in st.rules) if not st.is_allocation else st.allocation.rule}
+                       for st in trading.strategies.values()],
+        "limits": {"max_order_qty": trading.limits.max_order_qty, "max_daily_qty": trading.limits.max_daily_qty,
+                   "max_position": dict(trading.limits.max_position), "max_notional": dict(trading.limits.max_notional),
+                   "halted": sorted(trading.limits.halted), "reduce_only": sorted(trading.limits.reduce_only)},
+        "account_cash": {"interest": trading.interest_allocation, "fees": trading.fee_allocation},
+        "daemon": {"jobs": daemon.job_names(),
+                   "settlement_times": {x: t.strftime("%H:%M UTC") for x, t in sorted(daemon.settlement_times.items())},
+                   "fill_sync_seconds": daemon.fill_sync_seconds, "reconcile_seconds": daemon.reconcile_seconds},
+    }

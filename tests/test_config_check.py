@@ -1,0 +1,46 @@
+"""`tradeledger config check`: a fresh init's commented config is valid; every value in force is
+printed (defaults included, daemon settlement per exchange); a mistake is one line naming the file
+and the key, exit 1; the database is not needed."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from tradeledger.cli import main
+
+
+def run(home, *args):
+    return CliRunner().invoke(main, ["--home", str(home), *args], catch_exceptions=False)
+
+
+def test_a_fresh_config_is_valid_and_every_value_in_force_is_shown(tmp_path):
+    home = tmp_path / "home"
+    assert run(home, "init").exit_code == 0
+    text = (home / "paper" / "config.toml").read_text()
+    assert "docs/config.md" in text and "# [strategies.trend]" in text  # commented, with examples
+    with open(home / "paper" / "config.toml", "a") as f:
+        f.write('\n[instruments.FESX]\ntype = "future"\ncurrency = "EUR"\nmultiplier = "10"\nexchange = "EUREX"\n'
+                '\n[strategies.trend]\ninstruments = { FESX = 1 }\n')
+    (home / "paper" / "tradeledger.db").unlink()  # the check reads the file only
+    result = run(home, "config", "check", "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["portfolio"] == {"capital": "1000000", "buffer_fraction": "0.1", "max_run_age_hours": "24"}
+    assert info["strategies"][0] | {} == {"name": "trend", "kind": "trend", "capital_share": "1",
+                                           "instruments": "FESX", "rules": "ewmac_16_64"}
+    assert info["daemon"]["settlement_times"] == {"EUREX": "16:45 UTC"}
+    assert "settle:EUREX" in info["daemon"]["jobs"]
+
+
+def test_a_mistake_is_one_line_with_the_file_and_the_key(tmp_path):
+    home = tmp_path / "home"
+    run(home, "init")
+    with open(home / "paper" / "config.toml", "a") as f:
+        f.write('\n[strategies.trend]\ninstruments = { NOPE = 1 }\n')
+    result = run(home, "config", "check")
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "config.toml" in lines[0] and "strategies.trend.instruments" in lines[0]
+    assert "NOPE" in lines[0] and "Traceback" not in result.output
