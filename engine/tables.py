@@ -43,11 +43,15 @@ The opening (migration 0007):
 - `opening`: at most one row per broker account: when tradeledger first reached the broker, the
   snapshot it took, the one ledger entry that booked what the account held (NULL if nothing),
   and a JSON summary of positions and cash as held and as booked. No order is sent without it.
+
+Alerts (migration 0009):
+- `alert_outbox`: one row per (alert, channel), written once (the deduplication), sent outside
+  any transaction and its outcome recorded: sent, retried with backoff, failed, or dropped.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text, text
+from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text, UniqueConstraint, text
 
 metadata = MetaData()
 
@@ -431,3 +435,26 @@ adjusted_price = Table(
     Column("raw", BigInteger, nullable=False),
     Column("adjustment", BigInteger, nullable=False),
 )
+
+# -- alerts (0009) ------------------------------------------------------------------------------
+
+# The alerts' outbox (engine/ops/alerts.py): one row per (alert, channel), so that an alert is
+# sent once per channel however often it is found, a channel that is down is retried with
+# backoff without repeating the others, and the rate limit counts what was sent.
+alert_outbox = Table(
+    "alert_outbox", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("alert_key", String(250), nullable=False),  # exception:<id>:<severity>, summary:<date>
+    Column("channel", String(16), nullable=False),  # sha256 of the channel's URL, 12 hex digits
+    Column("severity", String(8), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("state", String(8), nullable=False),  # pending | sent | failed | dropped
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("created_at", String(26), nullable=False),
+    Column("next_at", String(26), nullable=False),  # not before: the backoff after a failure
+    Column("sent_at", String(26)),
+    Column("last_error", Text),
+    UniqueConstraint("alert_key", "channel", name="ux_alert_outbox_key_channel"),
+)
+Index("ix_alert_outbox_due", alert_outbox.c.state, alert_outbox.c.next_at)

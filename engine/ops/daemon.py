@@ -167,6 +167,7 @@ class JobResult:
     name: str
     ok: bool
     result: str
+    at: dt.datetime | None = None  # when it ended (the health endpoint's ages)
 
 
 @dataclass
@@ -274,6 +275,7 @@ class Daemon:
                     now = wall_now()
                     self._record(lambda ex, conn: ex.raise_exception(
                         conn, "job_failed", name, detail, severity="error", dedupe_key=key, now=now))
+            result.at = self.clock()
             self.results.append(result)
             del self.results[:-100]
             try:
@@ -355,6 +357,10 @@ class Daemon:
             triggers["data_update"] = daily(c.data_time)
         if c.targets_time:
             triggers["targets"] = daily(c.targets_time)
+        if c.backup_time:
+            triggers["backup"] = daily(c.backup_time)
+        if c.alerts_seconds:
+            triggers["alerts"] = IntervalTrigger(seconds=c.alerts_seconds, timezone=UTC)
         return triggers
 
     def serve(self, install_signals: bool = True) -> None:
@@ -364,6 +370,7 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop_event.set())
         scheduler = self.scheduler()
+        health = self.health_server()
         _RUNNING[self.name] = self
         scheduler.start()
         wanted = {f"{self.name}:{name}" for name in self.triggers()}
@@ -386,8 +393,21 @@ class Daemon:
             self.log.info("stopping: waiting for the running job to finish")
             scheduler.shutdown(wait=True)
             _RUNNING.pop(self.name, None)
+            if health is not None:
+                health.stop()
         if self.stopped_because is None and self._fatal is not None:
             self.stopped_because = self._fatal
+
+    def health_server(self):
+        """The loopback health endpoint when `[health] port` is set (engine/ops/health.py), started."""
+        from tradeledger.engine.ops.health import HealthServer, Probe, parse_health_config
+
+        config = parse_health_config(self.env.settings.raw)
+        if config.port is None:
+            return None
+        self.health = HealthServer(Probe(self.env, self), config.host, config.port)
+        self.log.info("health endpoint on http://%s:%d/health and /metrics", config.host, self.health.start())
+        return self.health
 
     def beat(self) -> None:
         """Renew the lease, check the schema, write the heartbeat, record what waited: one beat."""

@@ -15,6 +15,10 @@
     log_max_bytes = 5000000
     log_backups = 5
 
+Two more jobs come from their own tables: `backup` daily at `[backup] daily` (engine/ops/backup.py;
+scheduled only, never part of `--once`), and `alerts` every `[alerts] every_seconds` when channels
+are configured (engine/ops/alerts.py; sending never fails the job, a channel that is down waits).
+
 Every job is a function of the daemon's `Session` returning a one-line result; it raises when it
 fails, and the daemon turns that into a `job_failed` exception and goes on. None of them sends an
 order: the daemon only books what happened, marks, reconciles and prepares runs for review.
@@ -27,6 +31,8 @@ import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tradeledger.engine.ops.alerts import parse_alert_config
+from tradeledger.engine.ops.backup import parse_backup_config
 from tradeledger.engine.setup.environment import ConfigError
 from tradeledger.engine.setup.session import Session
 
@@ -52,12 +58,16 @@ class DaemonConfig:
     log_file: str = "logs/daemon.log"
     log_max_bytes: int = 5_000_000
     log_backups: int = 5
+    backup_time: dt.time | None = None  # [backup] daily (engine/ops/backup.py)
+    alerts_seconds: int | None = None  # [alerts] every_seconds, when channels are configured (alerts.py)
 
     def job_names(self) -> list[str]:
-        """Every job, in the order `--once` runs them: data first, targets last."""
+        """Every job, in the order `--once` runs them: data first, targets, then alerts.
+
+        The daily backup is scheduled only: a `--once` run from cron would otherwise take one each time."""
         names = ["data_update"] if self.data_csv else []
         names += ["fill_sync"] + [f"settle:{x}" for x in sorted(self.settlement_times)] + ["reconcile", "monitor"]
-        return names + (["targets"] if self.targets_time else [])
+        return names + (["targets"] if self.targets_time else []) + (["alerts"] if self.alerts_seconds else [])
 
 
 def _time(where: str, text) -> dt.time:
@@ -85,6 +95,7 @@ def parse_daemon_config(raw: dict) -> DaemonConfig:
     unknown = sorted(set(d) - known)
     if unknown:
         raise ConfigError(f"config: unknown [daemon] key {unknown[0]!r}")
+    alerts = parse_alert_config(raw)
     times = d.get("settlement_times", {})
     if not isinstance(times, dict):
         raise ConfigError("config: daemon.settlement_times must be a table like {CME = \"21:00\"}")
@@ -107,6 +118,7 @@ def parse_daemon_config(raw: dict) -> DaemonConfig:
         lease_seconds=lease, heartbeat_seconds=heartbeat, retry_seconds=_positive_int(d, "retry_seconds", 120),
         log_file=str(d.get("log_file", "logs/daemon.log")),
         log_max_bytes=_positive_int(d, "log_max_bytes", 5_000_000), log_backups=_positive_int(d, "log_backups", 5),
+        backup_time=parse_backup_config(raw).daily, alerts_seconds=alerts.every_seconds if alerts.urls else None,
     )
 
 
@@ -209,4 +221,12 @@ def run(session: Session, config: DaemonConfig, name: str) -> str:
         return data_update(session, config.data_csv or "")
     if name == "targets":
         return targets(session)
+    if name == "backup":
+        from tradeledger.engine.ops.backup import daily_backup
+
+        return daily_backup(session.env)
+    if name == "alerts":
+        from tradeledger.engine.ops.alerts import run_alerts
+
+        return run_alerts(session.env)
     raise ValueError(f"unknown daemon job {name!r}")
