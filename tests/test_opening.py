@@ -369,3 +369,53 @@ def test_sim_seeding_and_deposit_commands(tmp_path):
     assert CliRunner().invoke(main, shlex.split(proposal)[1:] + ["--yes"]).exit_code == 0
     assert json.loads(run("reconcile", "--json"))["clean"] is True
     assert "transfer-in" in run("sim", "--help") and "deposit" in run("ibsim", "--help")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("gateway_at_init", [True, False])
+def test_the_issues_account_through_the_gateway_as_a_user_would(tmp_path, gateway_at_init):
+    """The issue, as written: a paper account holding 2 MES (5,990.25), 10 SPY (601.50) and
+    1,000,000 USD; `init --broker ib` (with the gateway up, or down: the opening is deferred),
+    `ibsim seed-demo`, a first `cycle --approve` before any reconcile, then `reconcile`: clean,
+    no cash break, no position break, the trader's holdings in Unattributed."""
+    home = tmp_path / "home"
+    (home / "paper").mkdir(parents=True)
+
+    def run(*args, ok=True):
+        result = CliRunner().invoke(main, ["--home", str(home), *args], catch_exceptions=False)
+        assert (result.exit_code == 0) == ok, result.output
+        return result.output
+
+    exchange = SimExchange(home / "paper" / "ibsim.db", ACCOUNT)
+    exchange.transfer_in(Contract("MESZ26", "FUT", "MES", "CME", "USD", D(5), "202612", "MES"), D(2), D("5990.25"))
+    exchange.transfer_in(Contract("SPY", "STK", "SPY", "ARCA", "USD"), D(10), D("601.50"))
+    exchange.deposit("USD", D(1_000_000))
+    port = _free_port()
+    server = IBSimServer(exchange, port=port, poll_interval=0.02).start() if gateway_at_init else None
+    try:
+        out = run("init", "--broker", "ib", "--account", ACCOUNT, "--ib-port", str(port))
+        assert ("opening taken" in out) == gateway_at_init and ("opening deferred" in out) != gateway_at_init
+        if server is None:
+            server = IBSimServer(exchange, port=port, poll_interval=0.02).start()
+        run("ibsim", "seed-demo")
+        cycle = json.loads(run("cycle", "--approve", "--json"))
+        assert cycle["sent"] and len(cycle["fills_booked"]) == len(cycle["sent"])
+        result = json.loads(run("reconcile", "--json"))
+        assert result["clean"] is True and result["breaks"] == []
+        assert {u["contract"]: D(u["qty"]) for u in result["unattributed"]} == {"MESZ26": D(2), "SPY": D(10)}
+        assert {c["currency"]: D(c["diff"]) for c in result["cash"]}["USD"] == 0
+        status = json.loads(run("status", "--json", "--no-broker"))
+        assert "2 MESZ26, 10 SPY" in status["opening"] and "1000000 USD" in status["opening"]
+        assert ("(init)" if gateway_at_init else "(submit)") in status["opening"]  # deferred: taken before the orders
+        assert json.loads(run("check", "--json"))["ok"] is True
+    finally:
+        if server is not None:
+            server.stop()
+        exchange.close()
