@@ -117,25 +117,27 @@ def adjust_transfer(c: Context, contract, qty, source, target, price, reason, ye
 
 @adjust_group.command("manual-close")
 @click.argument("contract")
-@click.option("--strategy", required=True)
+@click.option("--strategy", required=True, help="Whose position it was (a strategy, or unattributed with --price).")
 @click.option("--price", default=None, help="The price it was closed at (no broker execution).")
 @click.option("--exec", "exec_id", default=None, help="The broker's execution that closed it.")
+@click.option("--qty", default=None, help="With --price: close only this many units (default: the whole position).")
 @reason_option(required=False, default="closed outside tradeledger")
 @_yes_option
 @json_option
 @pass_ctx
-def adjust_manual_close(c: Context, contract, strategy, price, exec_id, reason, yes, as_json):
+def adjust_manual_close(c: Context, contract, strategy, price, exec_id, qty, reason, yes, as_json):
     """Book a position closed outside tradeledger: from the broker's execution, or at a price."""
     if (price is None) == (exec_id is None):
         raise click.UsageError("give exactly one of --price or --exec")
     price = price and _to_decimal(price, "--price")
+    qty = qty and _to_decimal(qty, "--qty")
 
     def sync_first(session):  # the execution is booked (to Unattributed) before it is attributed
         if exec_id is not None:
             _fills.sync_fills(session.env.engine, session.env.ledger, session.env.chart, session.broker)
 
     _adjust_run(c, "manual-close", lambda conn, ctx, now, key: _adjust.plan_manual_close(
-        conn, ctx, contract, strategy, reason, now, key, price, exec_id), yes, as_json, before=sync_first)
+        conn, ctx, contract, strategy, reason, now, key, price, exec_id, qty), yes, as_json, before=sync_first)
 
 
 @adjust_group.command("reverse")

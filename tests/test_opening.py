@@ -419,3 +419,31 @@ def test_the_issues_account_through_the_gateway_as_a_user_would(tmp_path, gatewa
         if server is not None:
             server.stop()
         exchange.close()
+
+
+def test_a_shortfall_of_the_traders_own_holdings_is_said_whose_and_the_cash_proposed(account):
+    """4 of the trader's 10 SPY leave the account without an execution (transferred out): a break that
+    locks SPY until a person says they were Unattributed's; the proceeds it books are then a cash
+    difference, proposed as a withdrawal: two commands, then clean."""
+    def cli(*args):
+        result = CliRunner().invoke(main, ["--home", str(account.home), *args], catch_exceptions=False)
+        assert result.exit_code in (0, 1), result.output
+        return result
+
+    account.exchange.transfer_in(account.spy, D(-4))
+    result = reconcile_session(account.session)
+    assert [(b.contract, b.ledger_qty, b.broker_qty) for b in result.breaks] == [("SPY", D(10), D(6))]
+    assert "SPY" in account._locks()
+    account.session.close()  # the commands below connect with the environment's own client id
+    account.session = Session(account.env)
+    closed = cli("adjust", "manual-close", "SPY", "--strategy", "unattributed", "--qty", "4", "--price", "610",
+                 "--reason", "transferred to another broker", "--yes")
+    assert closed.exit_code == 0 and "booked entry" in closed.output
+    assert [(c.number, u) for c, u in account.env.ledger.lots(account.env.chart.unattributed, "SPY")] == [
+        (D("601.50"), D(6))]
+    out = cli("reconcile").output
+    assert "adjust cash USD -2440 --kind withdrawal" in out and account._locks() == {}
+    proposal = out.split("proposed (not booked): ")[1].splitlines()[0]
+    assert cli(*shlex.split(proposal)[3:], "--yes").exit_code == 0  # after `tradeledger --home H`
+    assert reconcile_session(account.session).clean
+    account.books_ok()

@@ -132,12 +132,13 @@ def transfer_entry(chart: Chart, contract: Contract, holdings: dict, giver: str 
 
 def close_entry(chart: Chart, contract: Contract, holdings: dict, holder: str | None, price: Decimal,
                 time: dt.datetime, narration: str, key: str, links: tuple[str, ...],
-                meta: tuple[tuple[str, str], ...]) -> tuple[Transaction, dict]:
-    """Close a holder's whole position at `price` with no broker fill (it happened elsewhere)."""
+                meta: tuple[tuple[str, str], ...], qty: Decimal | None = None) -> tuple[Transaction, dict]:
+    """Close a holder's position (signed `qty` of it, else all of it) at `price` with no broker
+    fill (it happened elsewhere)."""
     holding = holdings.get(holder, Holding())
     if holding.position == 0:
         raise AdjustError(f"insufficient position: {_who(holder)} holds no {contract.code}")
-    qty = -holding.position
+    qty = -holding.position if qty is None else qty
     legs = trade_postings(chart, holder, contract, holding, qty, price, time.date(), key.rsplit(":", 1)[-1])
     after = dict(holdings)
     after[holder] = after_trade(contract, holding, legs, qty, price)
@@ -313,18 +314,23 @@ def _plan_move(conn: Connection, ctx: Context, kind: str, code: str, qty: Decima
 
 
 def plan_manual_close(conn: Connection, ctx: Context, code: str, strategy: str, reason: str, time: dt.datetime,
-                      key: str, price: Decimal | None = None, exec_key: str | None = None) -> Adjustment:
-    """From the broker's execution (already synced, so booked unattributed) or at a given price."""
+                      key: str, price: Decimal | None = None, exec_key: str | None = None,
+                      qty: Decimal | None = None) -> Adjustment:
+    """From the broker's execution (already synced, so booked unattributed) or at a given price;
+    at a price, `qty` closes only that many units (a partial shortfall), and the holder may be
+    Unattributed (the trader's own holdings went elsewhere)."""
     if (price is None) == (exec_key is None):
         raise AdjustError("manual-close needs either --price or --exec")
+    if qty is not None and exec_key is not None:
+        raise AdjustError("--qty is for --price: an execution closes its own quantity")
     contract = _contract(conn, code)
     holder = resolve_holder(conn, ctx, strategy)
-    if holder is None:
-        raise AdjustError("manual-close closes a strategy's position; for unattributed use --strategy of its owner")
+    if holder is None and exec_key is not None:
+        raise AdjustError("an execution booked to unattributed is already unattributed's: nothing to say")
     holdings = load_holdings(conn, ctx.ledger, ctx.chart, contract)
     have = holdings.get(holder, Holding()).position
     if have == 0:
-        raise AdjustError(f"insufficient position: {holder} holds no {code}")
+        raise AdjustError(f"insufficient position: {_who(holder)} holds no {code}")
     if exec_key is not None:
         adj = plan_attribute(conn, ctx, exec_key, holder, reason, time, key, kind="manual-close")
         if adj.contract.code != code:
@@ -332,10 +338,12 @@ def plan_manual_close(conn: Connection, ctx: Context, code: str, strategy: str, 
         if (adj.quantity > 0) == (have > 0) or abs(adj.quantity) > abs(have):
             raise AdjustError(f"execution {exec_key} ({adj.quantity:+}) does not close {holder}'s {have} {code}")
         return adj
-    narration = f"Manual close of {holder}'s {have} {code} @ {price} (closed outside tradeledger): {reason}"
+    closing = have if qty is None else _positive(qty, have, contract, holder)
+    narration = f"Manual close of {_who(holder)}'s {closing} {code} @ {price} (closed outside tradeledger): {reason}"
     txn, after = close_entry(ctx.chart, contract, holdings, holder, price, time, narration, key,
-                             (f"adjust-{key.rsplit(':', 1)[-1]}",), (("reason", reason), ("adjust", "manual-close")))
-    return Adjustment("manual-close", code, txn, reason, contract, holder, None, -have, price, after,
+                             (f"adjust-{key.rsplit(':', 1)[-1]}",), (("reason", reason), ("adjust", "manual-close")),
+                             -closing)
+    return Adjustment("manual-close", code, txn, reason, contract, holder, None, -closing, price, after,
                       _marks(holdings), resolves=(f"reconciliation_break:{ctx.chart.broker_account}:{code}",))
 
 
