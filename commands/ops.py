@@ -101,7 +101,9 @@ def service_group():
 def _plan(c: Context, user_mode: bool, run_as: str | None):
     from tradeledger.engine.ops.services import make_plan
 
-    return make_plan(c.home, c.env, user_mode, run_as)
+    root = click.get_current_context().find_root().command  # `tradeledger fava`, once the CLI has it
+    has_fava = isinstance(root, click.Group) and "fava" in root.commands
+    return make_plan(c.home, c.env, user_mode, run_as, tradeledger_fava=has_fava)
 
 
 @service_group.command("install")

@@ -152,3 +152,16 @@ def test_backup_and_restore_through_the_cli(tmp_path):
     assert len(again.output.strip().splitlines()) == 1
     live = cli(tmp_path / "other", "--env", "live", "restore", str(out))
     assert live.exit_code == 1 and "of the paper environment, not live" in live.output
+
+
+@needs_systemd
+def test_fava_unit_uses_tradeledger_fava_when_the_cli_has_it(tmp_path):
+    home = tmp_path / "home"
+    init_environment(home, "paper", "sim", None)
+    plain, own = make_plan(home, "paper", True), make_plan(home, "paper", True, tradeledger_fava=True)
+    assert plain.fava[0].endswith("/fava") and plain.fava[-1].endswith("paper/ledger.beancount")
+    assert own.fava[0] == own.exe and own.fava[1:] == ("--home", str(home.absolute()), "--env", "paper", "fava",
+                                                       "--host", "127.0.0.1", "--port", "5000")
+    install(own, tmp_path / "units")
+    checked = verify(tmp_path / "units")
+    assert checked.returncode == 0 and checked.stderr.strip() == "", checked.stderr

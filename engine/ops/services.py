@@ -135,16 +135,15 @@ def _executable(name: str) -> str:
     return str(Path(found).absolute())
 
 
-def fava_command(exe: str, home: Path, env: str, port: int) -> tuple[str, ...]:
-    """`tradeledger fava` when this version has it, else Fava itself on the exported ledger."""
-    try:
-        from tradeledger.commands import fava as _has_fava  # noqa: F401  (issue 12's command)
+def fava_command(exe: str, home: Path, env: str, port: int, tradeledger_fava: bool) -> tuple[str, ...]:
+    """`tradeledger fava` when the CLI has it, else Fava itself on the exported ledger."""
+    if tradeledger_fava:
         return (exe, "--home", str(home), "--env", env, "fava", "--host", "127.0.0.1", "--port", str(port))
-    except ImportError:
-        return (_executable("fava"), "--host", "127.0.0.1", "--port", str(port), str(home / env / "ledger.beancount"))
+    return (_executable("fava"), "--host", "127.0.0.1", "--port", str(port), str(home / env / "ledger.beancount"))
 
 
-def make_plan(home: str | Path | None, env: str, user_mode: bool, run_as: str | None = None) -> ServicePlan:
+def make_plan(home: str | Path | None, env: str, user_mode: bool, run_as: str | None = None,
+              tradeledger_fava: bool = False) -> ServicePlan:
     """The plan for an initialised environment; refuses a Fava port the other environment uses."""
     home = resolve_home(home).absolute()
     settings = parse_settings(home / env / "config.toml", env)
@@ -157,7 +156,7 @@ def make_plan(home: str | Path | None, env: str, user_mode: bool, run_as: str | 
     exe = _executable("tradeledger")
     if not user_mode and run_as is None:
         run_as = home.owner()
-    return ServicePlan(env, home, exe, fava_command(exe, home, env, port), user_mode, run_as, port)
+    return ServicePlan(env, home, exe, fava_command(exe, home, env, port, tradeledger_fava), user_mode, run_as, port)
 
 
 def unit_dir(user_mode: bool) -> Path:
