@@ -83,7 +83,8 @@ def _run(args, home: Path, url: str | None) -> int:
     t = time.perf_counter()
     opening = open_session_account(session, "bench")
     figures["opening"] = time.perf_counter() - t
-    assert opening.created and len(env.ledger.get(opening.txn_id).postings) >= args.futures + args.shares
+    postings = len(env.ledger.get(opening.txn_id).postings)
+    assert opening.created and postings >= args.futures + args.shares
     t = time.perf_counter()
     result = reconcile_session(session)
     figures["reconcile after it"] = time.perf_counter() - t
@@ -95,7 +96,7 @@ def _run(args, home: Path, url: str | None) -> int:
     session.close()
     base = figures["reconcile after it"]
     print(f"opening of {args.futures} futures + {args.shares} shares in 3 currencies "
-          f"({env.engine.url.get_backend_name()}):")
+          f"({env.engine.url.get_backend_name()}), one entry of {postings} postings:")
     for name, seconds in figures.items():
         print(f"  {name:<20} {seconds * 1000:8.1f} ms   {seconds / base:5.2f} x reconcile")
     return 0
