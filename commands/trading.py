@@ -23,7 +23,6 @@ from tradeledger.engine.trading import cycle as _cycle
 from tradeledger.engine.trading import fills as _fills
 from tradeledger.engine.trading import marking as _marking
 from tradeledger.engine.trading import orders as _orders
-from tradeledger.engine.accounting.holdings import known_contracts as _known_contracts
 from tradeledger.engine.setup.session import Session as _Session
 from tradeledger.ledger import db
 from tradeledger.ledger.export import check as check_ledger
@@ -194,14 +193,10 @@ def fills_list(c: Context, limit, as_json):
 @json_option
 @pass_ctx
 def mark(c: Context, day, as_json):
-    """Book the day's settlement variation margin per strategy and contract, once per date."""
-    session = _Session(c.open())
-    env = session.env
-    day = parse_date(day, "--date") or session.now().date()
-    prices = _marking.settlement_prices(env.engine, day)
-    when = _dt.datetime.combine(day, _dt.time(21, 0), tzinfo=_dt.timezone.utc)
-    booked, missing = _marking.mark_day(env.engine, env.ledger, env.chart, _known_contracts(env.ledger), day,
-                                        prices, when)
+    """Book the day's settlement variation margin per strategy and contract, once per date (never a
+    future date; today's before the settlement time is booked at the present moment)."""
+    with open_session(c) as session:
+        day, booked, missing = _marking.mark_settlements(session, parse_date(day, "--date"))
     if as_json:
         emit_json({"date": day, "booked": booked, "missing_settlement": missing})
     else:

@@ -44,3 +44,18 @@ def test_a_mistake_is_one_line_with_the_file_and_the_key(tmp_path):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "config.toml" in lines[0] and "strategies.trend.instruments" in lines[0]
     assert "NOPE" in lines[0] and "Traceback" not in result.output
+
+
+def test_marks_are_never_booked_in_the_future():
+    import datetime as dt
+
+    import pytest
+
+    from tradeledger.engine.trading.marking import settlement_booking_time
+
+    utc = dt.timezone.utc
+    before_close = dt.datetime(2026, 12, 2, 15, tzinfo=utc)
+    assert settlement_booking_time(dt.date(2026, 12, 2), before_close) == before_close  # not 21:00, still ahead
+    assert settlement_booking_time(dt.date(2026, 12, 1), before_close) == dt.datetime(2026, 12, 1, 21, tzinfo=utc)
+    with pytest.raises(ValueError, match="after today"):
+        settlement_booking_time(dt.date(2026, 12, 3), before_close)

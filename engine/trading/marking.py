@@ -55,3 +55,30 @@ def mark_day(engine, ledger: Ledger, chart: Chart, contracts: dict[str, Contract
                 save_marks(conn, contract, after, time)
                 booked.append(code)
     return booked, missing
+
+
+SETTLEMENT_TIME = dt.time(21, 0)  # UTC: when a day's settlement is booked unless the clock says earlier
+
+
+def settlement_booking_time(day: dt.date, now: dt.datetime) -> dt.datetime:
+    """When a day's marks are booked: the day's settlement time, never later than now (pure).
+
+    A day after today cannot be marked (nothing settled yet); today before the settlement time is
+    booked at the present moment, so the books never hold an entry in the future, which a
+    reconciliation in between would read as a cash break."""
+    if day > now.date():
+        raise ValueError(f"cannot mark {day}: it is after today ({now.date()}), nothing has settled yet")
+    return min(dt.datetime.combine(day, SETTLEMENT_TIME, tzinfo=dt.timezone.utc), now)
+
+
+def mark_settlements(session, day: dt.date | None = None) -> tuple[dt.date, list[str], list[str]]:
+    """Mark every held future to `day`'s stored settlement price (default: today by the environment's
+    clock); returns (day, contracts booked, contracts with no settlement price)."""
+    from tradeledger.engine.accounting.holdings import known_contracts
+
+    env, now = session.env, session.now()
+    day = day or now.date()
+    when = settlement_booking_time(day, now)
+    booked, missing = mark_day(env.engine, env.ledger, env.chart, known_contracts(env.ledger), day,
+                               settlement_prices(env.engine, day), when)
+    return day, booked, missing
