@@ -277,6 +277,9 @@ def test_adapter_refuses_duplicate_client_id_and_wrong_account(server, broker):
     with pytest.raises(BrokerError, match="not the configured account U7654321"):
         wrong.connect()
     wrong.close()
+    deadline = time.monotonic() + 5  # the gateway notices the closed socket on its next read
+    while server.connected_clients() != [7] and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert server.connected_clients() == [7]
 
 

@@ -15,7 +15,6 @@ import sqlalchemy as sa
 from tradeledger.engine.ops.jobs import parse_daemon_config
 from tradeledger.engine.setup.config import parse_trading_config
 from tradeledger.engine.setup.environment import ConfigError, parse_settings, resolve_home
-import sqlalchemy as sa
 
 
 def check_config(home, env: str) -> dict:
