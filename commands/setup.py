@@ -132,6 +132,8 @@ def config_check(c: Context, as_json):
     table("daemon", ["key", "value"], [(k, ", ".join(v) if isinstance(v, list) else
                                         (", ".join(f"{x} {t}" for x, t in v.items()) or "-") if isinstance(v, dict)
                                         else v) for k, v in info["daemon"].items()])
+    for name in ("reconcile", "monitor", "health", "service"):
+        table(name, ["key", "value"], list(info[name].items()))
 
 
 COMMANDS = [config_group, init, status, db_group]

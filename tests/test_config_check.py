@@ -59,3 +59,25 @@ def test_marks_are_never_booked_in_the_future():
     assert settlement_booking_time(dt.date(2026, 12, 1), before_close) == dt.datetime(2026, 12, 1, 21, tzinfo=utc)
     with pytest.raises(ValueError, match="after today"):
         settlement_booking_time(dt.date(2026, 12, 3), before_close)
+
+
+def test_the_tables_other_commands_read_are_checked_too(tmp_path):
+    home = tmp_path / "home"
+    run(home, "init")
+    with open(home / "paper" / "config.toml", "a") as f:
+        f.write('\n[reconcile]\ncash_tolerance = "0.05"\n[health]\nport = 8765\n')
+    info = json.loads(run(home, "config", "check", "--json").output)
+    assert info["reconcile"] == {"cash_tolerance": "0.05"} and info["health"] == {"endpoint": "127.0.0.1:8765"}
+    assert info["monitor"]["order_stuck_minutes"] == 30 and info["service"] == {"fava_port": 5000}
+    for bad, key in (('[reconcile]\ncash_tolerance = "-1"\n', "cash_tolerance"),
+                     ('[monitor]\nstale_price_days = 0\n', "monitor.stale_price_days"),
+                     ('[health]\nhost = "0.0.0.0"\n', "health.host"),
+                     ('[service]\nfava_port = 0\n', "service.fava_port")):
+        other = tmp_path / key
+        run(other, "init")
+        with open(other / "paper" / "config.toml", "a") as f:
+            f.write("\n" + bad)
+        result = run(other, "config", "check")
+        assert result.exit_code == 1, (key, result.output)
+        line, = result.output.strip().splitlines()
+        assert "config.toml" in line and key in line, line

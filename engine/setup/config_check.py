@@ -1,7 +1,8 @@
 """`tradeledger config check`: read and validate an environment's config.toml, and say what applies.
 
 Everything the environment would read is parsed as the commands parse it (the [environment] and
-[ib] settings, the trading configuration, the daemon's table), without opening the database, so a
+[ib] settings, the trading configuration, the daemon's table with [backup] and [alerts], and the
+[reconcile], [monitor], [health] and [service] tables), without opening the database, so a
 broken or unreachable database does not hide a config mistake and a config mistake is found before
 anything runs. A mistake raises ConfigError with one line naming the file, the key and what is
 allowed; otherwise the result lists every value in force, defaults included. docs/config.md
@@ -23,6 +24,7 @@ def check_config(home, env: str) -> dict:
     try:
         trading = parse_trading_config(settings.raw)
         daemon = parse_daemon_config(settings.raw)
+        others = _other_tables(settings.raw, env)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     s = str
@@ -46,7 +48,29 @@ def check_config(home, env: str) -> dict:
                    "max_position": dict(trading.limits.max_position), "max_notional": dict(trading.limits.max_notional),
                    "halted": sorted(trading.limits.halted), "reduce_only": sorted(trading.limits.reduce_only)},
         "account_cash": {"interest": trading.interest_allocation, "fees": trading.fee_allocation},
+        **others,
         "daemon": {"jobs": daemon.job_names(),
                    "settlement_times": {x: t.strftime("%H:%M UTC") for x, t in sorted(daemon.settlement_times.items())},
                    "fill_sync_seconds": daemon.fill_sync_seconds, "reconcile_seconds": daemon.reconcile_seconds},
     }
+
+
+def _other_tables(raw: dict, env: str) -> dict:
+    """[reconcile], [monitor], [health] and [service], read by the functions their commands use."""
+    from tradeledger.engine.ops.health import parse_health_config
+    from tradeledger.engine.ops.services import fava_port
+    from tradeledger.engine.trust.monitor import thresholds
+    from tradeledger.engine.trust.reconcile import cash_tolerance
+
+    try:
+        tolerance, limits = cash_tolerance(raw), thresholds(raw)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # their readers raise plain ValueError
+        message = str(exc)
+        raise ConfigError(message if message.startswith("config:") else f"config: {message}") from None
+    health = parse_health_config(raw)
+    return {"reconcile": {"cash_tolerance": tolerance},
+            "monitor": {k: getattr(limits, k) for k in limits.__dataclass_fields__},
+            "health": {"endpoint": f"{health.host}:{health.port}" if health.port is not None else "off"},
+            "service": {"fava_port": fava_port(raw, env)}}
