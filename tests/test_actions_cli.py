@@ -79,3 +79,20 @@ def test_interest_entered_twice_books_once_and_bad_input_is_one_line(tmp_path):
     assert bad.exit_code != 0 and "not a number" in bad.output.lower() and "Traceback" not in bad.output
     bad = run(home, "actions", "import", str(tmp_path / "missing.csv"), ok=False)
     assert bad.exit_code != 0
+
+
+def test_adopting_shares_defaults_to_their_latest_close(tmp_path):
+    home = tmp_path / "home"
+    run(home, "init")
+    with open(home / "paper" / "config.toml", "a") as f:
+        f.write(CONFIG)
+    (tmp_path / "closes.csv").write_text("date,instrument,close\n2026-11-27,SPY,598.5\n2026-11-30,SPY,610.25\n")
+    run(home, "data", "import", str(tmp_path / "closes.csv"))
+    run(home, "sim", "price", "SPY", "600")
+    run(home, "sim", "trade", "SPY", "5", "600")
+    run(home, "fills", "sync")
+    out = json.loads(run(home, "adjust", "adopt", "SPY", "3", "--strategy", "core", "--reason", "mine", "--yes",
+                         "--json").output)
+    assert D(out["price"]) == D("610.25")  # no mark for shares, no --price: the latest close
+    env = open_environment(home, "paper")
+    assert env.ledger.positions()[(env.chart.holdings("Core"), "SPY")] == D(3)

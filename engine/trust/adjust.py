@@ -214,7 +214,13 @@ def _current_price(conn: Connection, contract: Contract, holdings: dict, holder:
                        .order_by(p.c.date.desc()).limit(1)).first()
     if row is not None:
         return from_scaled(row.number)
-    raise AdjustError(f"no current mark for {contract.code}: give --price")
+    if contract.sec_type != "FUT":  # a share's latest close is its price
+        bar = tables.price_bar
+        close = conn.execute(sa.select(bar.c.close).where(bar.c.instrument == contract.code)
+                             .order_by(bar.c.date.desc()).limit(1)).scalar()
+        if close is not None:
+            return from_scaled(close)
+    raise AdjustError(f"no current mark or close for {contract.code}: give --price")
 
 
 def _cleared(chart: Chart, after: dict, code: str) -> tuple[str, ...]:
