@@ -19,12 +19,16 @@ from tradeledger.reports.render import emit_json, table
 @click.option("--ib-host", default="127.0.0.1", show_default=True)
 @click.option("--ib-port", default=4002, type=int, show_default=True)
 @click.option("--ib-client-id", default=1, type=int, show_default=True)
+@click.option("--capital", default=None, help="Book this initial deposit (Equity:Deposits against cash) and fund "
+              "the simulated broker with it.")
+@click.option("--currency", default=None, help="Currency of --capital (default: the base currency).")
 @click.option("--demo", is_flag=True, help="Write the demo configuration and seed its price history (sim only).")
 @click.option("--db-url", "init_db_url", default=None,
               help="Database URL to record in the config (the same as the global --db-url).")
 @json_option
 @pass_ctx
-def init(c: Context, broker, account, base_currency, ib_host, ib_port, ib_client_id, demo, init_db_url, as_json):
+def init(c: Context, broker, account, base_currency, ib_host, ib_port, ib_client_id, capital, currency, demo,
+         init_db_url, as_json):
     """Create the environment: directory, config, database schema and base accounts."""
     if init_db_url and c.db_url and init_db_url != c.db_url:
         raise click.UsageError("two different database URLs given (--db-url before and after init)")
@@ -38,17 +42,37 @@ def init(c: Context, broker, account, base_currency, ib_host, ib_port, ib_client
     else:
         environment = init_environment(c.home, c.env, broker, account, base_currency, c.db_url,
                                        ib_host, ib_port, ib_client_id)
+    capital_info = None
+    if capital is not None:  # the deposit first: the opening then books what the broker holds beyond it
+        from tradeledger.engine.setup.funding import fund
+        from tradeledger.ledger.numbers import NumberError, to_decimal
+
+        try:
+            amount = to_decimal(capital, "--capital")
+        except NumberError as exc:
+            raise click.BadParameter(str(exc), param_hint="--capital") from None
+        funded = fund(environment, amount, currency or environment.settings.base_currency,
+                      _dt.datetime.now(_dt.timezone.utc))
+        capital_info = {"amount": funded.amount, "currency": funded.currency, "entry": funded.entry,
+                        "broker_funded": funded.broker}
     from tradeledger.engine.trust.opening import open_at_init
 
     opening, deferred = open_at_init(environment)
     info = {"environment": c.env, "dir": str(environment.dir), "broker": environment.settings.broker,
             "account": environment.settings.account, "revision": db.current_revision(environment.engine),
             "opening": opening.as_json() if opening else None}
+    if capital_info is not None:
+        info["capital"] = capital_info
     if as_json:
         emit_json(info)
     else:
         click.echo(f"initialised {c.env} environment in {environment.dir} "
                    f"({info['broker']} broker, account {info['account']})")
+        if "capital" in info:
+            cap = info["capital"]
+            click.echo(f"capital: {cap['amount']} {cap['currency']} deposited"
+                       + (f" (entry {cap['entry']})" if cap["entry"] else " (already booked)")
+                       + (f"; the simulated broker ({cap['broker_funded']}) holds the same cash" if cap["broker_funded"] else ""))
         if opening is not None:
             click.echo(f"opening {'taken' if opening.created else 'already taken'}: {opening.summary()}")
         else:

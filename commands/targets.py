@@ -136,6 +136,9 @@ def _show_run(run, as_json):
                      line.current, line.target, line.change))
     table(f"run {run.id}", ["strategy", "instrument", "contract", "forecast", "vol", "price", "mult", "fx",
                             "capital", "buffer", "current", "target", "change"], rows)
+    base = run.inputs.get("base_currency", "")
+    for name, cap in sorted(run.inputs.get("strategy_capital", {}).items()):
+        click.echo(f"capital of {name}: {cap['amount']} {base} ({cap['source']})")
     for line in run.lines:
         e = line.explain
         click.echo(f"{line.strategy}/{line.instrument} -> {line.contract}: forecast {e['forecast']} "

@@ -89,6 +89,7 @@ class Strategy:
     instruments: tuple[tuple[str, Decimal], ...]  # (signal instrument, weight); an allocation's universe
     kind: str = "trend"  # trend (forecasts, volatility sizing) | allocation (target weights in shares)
     allocation: AllocationSpec | None = None
+    capital: Decimal | None = None  # a fixed amount (base currency) instead of a share of capital
 
     @property
     def is_allocation(self) -> bool:
@@ -119,6 +120,7 @@ class TradingConfig:
     sim_share_commission: Decimal = Decimal("0.005")
     interest_allocation: str = "none"  # [account_cash] interest: "capital" (by capital share) or "none"
     fee_allocation: str = "none"  # [account_cash] fees: the same choice
+    capital_mode: str = "fixed"  # fixed: [portfolio] capital; compounding: the account's NAV
 
     def execution_instrument(self, signal: str) -> Instrument:
         return self.instruments[self.mappings.get(signal, signal)]
@@ -255,6 +257,8 @@ def parse_trading_config(raw: dict) -> TradingConfig:
             fdm=_dec(where, "fdm", spec.get("fdm", 1), positive=True, allow_zero=False),
             rules=_weights(f"{where}.rules", spec.get("rules", {"ewmac_16_64": 1})),
             instruments=weights,
+            capital=(_dec(where, "capital", spec["capital"], positive=True, allow_zero=False)
+                     if "capital" in spec else None),
         )
     limits_raw = raw.get("limits", {})
     per = limits_raw.get("instruments", {})
@@ -283,11 +287,21 @@ def parse_trading_config(raw: dict) -> TradingConfig:
         max_run_age_hours=_dec("portfolio", "max_run_age_hours", portfolio.get("max_run_age_hours", 24), positive=True),
         instruments=instruments, mappings=mappings, strategies=strategies, limits=limits,
         rules={k: str(v) for k, v in raw.get("rules", {}).items()},
+        capital_mode=_capital_mode(portfolio.get("capital_mode", "fixed")),
         sim_commission=_dec("sim", "commission_per_contract", raw.get("sim", {}).get("commission_per_contract", "1.00"),
                             positive=True),
         sim_share_commission=_dec("sim", "commission_per_share", raw.get("sim", {}).get("commission_per_share", "0.005"),
                                   positive=True),
     )
+
+
+CAPITAL_MODES = ("fixed", "compounding")
+
+
+def _capital_mode(value) -> str:
+    if value not in CAPITAL_MODES:
+        raise ConfigError(f"config: portfolio.capital_mode must be one of {', '.join(CAPITAL_MODES)}, not {value!r}")
+    return value
 
 
 def current_contract(instrument: Instrument, on: dt.date, overrides: dict | None = None) -> Contract:

@@ -27,6 +27,7 @@ from tradeledger.engine.futures.state import old_and_new
 from tradeledger.engine.setup.config import current_contract, instrument_of_contract, to_contract
 from tradeledger.engine.trading.cycle import submit_run, wait_for_fills
 from tradeledger.engine.setup.environment import init_environment
+from tradeledger.engine.setup.funding import fund
 from tradeledger.engine.trading.fills import sync_fills
 from tradeledger.engine.accounting.holdings import known_contracts
 from tradeledger.engine.trading.marking import futures_held, mark_day
@@ -37,6 +38,7 @@ UTC = dt.timezone.utc
 DEMO_START = dt.date(2026, 12, 1)
 DEMO_HORIZON_DAYS = 420  # calendar days of seeded history after the start: room for a year and more
 MAX_DEMO_DAYS = 290  # trading days
+DEMO_CAPITAL = Decimal(2000000)  # deposited at the start; strategies size on their share of NAV
 
 # name: (type, currency, multiplier, exchange, ib symbol, trading class, tick, months, start price, daily vol)
 _INSTRUMENTS = {
@@ -118,7 +120,7 @@ SPLIT = ("GLD", Decimal(2), Decimal(1), 3)  # ticker, new, old, day
 
 def demo_config() -> str:
     """The [portfolio], [instruments.*], [mappings], [strategies.*], [limits] and [sim] tables."""
-    lines = ['[portfolio]', 'capital = "2000000"', 'buffer_fraction = "0.10"', 'max_run_age_hours = 24', '']
+    lines = ['[portfolio]', f'capital = "{DEMO_CAPITAL}"', 'capital_mode = "compounding"', 'buffer_fraction = "0.10"', 'max_run_age_hours = 24', '']
     for name, (kind, ccy, mult, exch, sym, tclass, tick, months, *_rest) in _INSTRUMENTS.items():
         lines += [f"[instruments.{name}]", f'type = "{kind}"', f'currency = "{ccy}"', f'multiplier = "{mult}"',
                   f'exchange = "{exch}"', f'ib_symbol = "{sym}"', f'tick_size = "{tick}"']
@@ -189,6 +191,8 @@ def init_demo(home, env: str = "paper", db_url: str | None = None, start: dt.dat
     """An environment with the demo configuration and the price history of the days before
     `start` (the demo's first trading day; `init --demo` starts today, by the wall clock)."""
     environment = init_environment(home, env, "sim", None, db_url=db_url, config_extra="\n" + demo_config())
+    fund(environment, DEMO_CAPITAL, environment.settings.base_currency,
+         dt.datetime.combine(start - dt.timedelta(days=1), dt.time(0, 0), tzinfo=UTC), who="demo")
     history = seed_history(start + dt.timedelta(days=DEMO_HORIZON_DAYS))
     closes, fx = history_csvs(history, until=start - dt.timedelta(days=1))
     session = Session(environment)

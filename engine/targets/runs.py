@@ -57,6 +57,7 @@ from tradeledger.engine.setup.config import (
 from tradeledger.engine.setup.environment import ConfigError
 from tradeledger.engine.targets.allocation import AllocationError, size_allocation, target_weights
 from tradeledger.engine.futures.exposure import held_by_instrument, instrument_index
+from tradeledger.engine.targets.capital import strategy_capital
 from tradeledger.engine.targets.forecasts import Forecast, resolve_forecasts
 from tradeledger.engine.targets.prices import (
     PriceError, _reader, fx_rate_on, latest_price, latest_settlement, price_histories, trading_config,
@@ -210,6 +211,7 @@ def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = Non
     if not config.strategies:
         raise TargetError("no strategies configured: add [strategies.NAME] tables to config.toml")
     chart, base = env.chart, env.settings.base_currency
+    account_nav, nav_note = _account_nav(env, config)
     with env.engine.begin() as conn:  # reads and writes in one transaction: a consistent snapshot
         names = {i for s in config.strategies.values() for i, _ in s.instruments}
         names |= {config.execution_instrument(i).name for i in names}
@@ -219,10 +221,17 @@ def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = Non
         held = held_by_instrument(positions, instrument_index(config))  # exposure is per instrument
         problems = [f"no forecast: {reason}" for reason in missing.values()]
         prices, fxs, rows, seen, vols = {}, {}, [], {}, {}
+        capitals = {}
         for strategy in config.strategies.values():
+            try:
+                capitals[strategy.name] = strategy_capital(config, strategy, account_nav, nav_note)
+            except ValueError as exc:
+                problems.append(f"{strategy.name}: {exc}")
+                continue
             if strategy.is_allocation:
                 try:
-                    rows += _allocation_rows(env, strategy, config, as_of, conn, histories, positions, prices, fxs)
+                    rows += _allocation_rows(env, strategy, config, as_of, conn, histories, positions, prices, fxs,
+                                             capitals[strategy.name])
                 except (AllocationError, PriceError) as exc:
                     problems.append(f"{strategy.name}: {exc}")
                 continue
@@ -249,14 +258,15 @@ def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = Non
                 except (PriceError, TargetError) as exc:
                     problems.append(f"{strategy.name}/{signal}: {exc}")
                     continue
-                if forecast is None:
+                if forecast is None or strategy.name not in capitals:
                     continue
+                capital = capitals[strategy.name]
                 account = chart.holdings(strategy.account_name)
                 in_contracts = held.get((account, execution.name), {})
                 current = sum(in_contracts.values(), Decimal(0))
                 try:
                     result = size_position(SizingInput(
-                        capital=config.capital, capital_share=strategy.capital_share,
+                        capital=capital.capital, capital_share=capital.share,
                         annual_risk_target=strategy.risk_target, instrument_weight=weight, idm=strategy.idm,
                         forecast=float(forecast.value), price=price, multiplier=execution.multiplier,
                         fx_rate=fx, daily_price_vol=vol, buffer_fraction=config.buffer_fraction,
@@ -271,7 +281,7 @@ def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = Non
                     "forecast_date": forecast.date.isoformat(), "forecast_source": forecast.source,
                     "rule_forecasts": dict(forecast.rules), "price_date": p_date.isoformat(),
                     "price_source": p_source, "fx_date": fx_date.isoformat() if fx_date else None,
-                    "volatility_source": vol_source,
+                    "volatility_source": vol_source, "capital_source": capital.source,
                     "held": {code: _num(units) for code, units in in_contracts.items()},
                 })
                 rows.append({"strategy": strategy.name, "instrument": signal, "contract": contract.code,
@@ -280,6 +290,10 @@ def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = Non
         if problems:
             raise TargetError("cannot compute targets, nothing stored: " + "; ".join(problems))
         inputs = _inputs(config, as_of, base, prices, fxs, forecasts)
+        inputs["capital_mode"] = config.capital_mode
+        inputs["nav"] = None if account_nav is None else str(account_nav)
+        inputs["strategy_capital"] = {n: {"capital": str(c.capital), "share": str(c.share),
+                                          "amount": str(c.amount), "source": c.source} for n, c in capitals.items()}
         run_id = conn.execute(target_run.insert().values(
             created_at=fmt_ts(now), as_of=as_of.isoformat(), state=PENDING, inputs=json.dumps(inputs, sort_keys=True),
         )).inserted_primary_key[0]
@@ -289,7 +303,7 @@ def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = Non
 
 
 def _allocation_rows(env, strategy, config: TradingConfig, as_of: dt.date, conn, histories, positions,
-                     prices: dict, fxs: dict) -> list[dict]:
+                     prices: dict, fxs: dict, capital_used) -> list[dict]:
     """An allocation strategy's lines: weights, then whole shares past the band (engine/targets/allocation.py)."""
     universe = sorted(i for i, _ in strategy.instruments)
     closes = {t: histories.get(t, pd.Series(dtype=float)) for t in universe}
@@ -301,7 +315,7 @@ def _allocation_rows(env, strategy, config: TradingConfig, as_of: dt.date, conn,
         if instrument.currency not in fxs:
             fxs[instrument.currency] = fx_rate_on(env, instrument.currency, as_of, conn)
     account = env.chart.holdings(strategy.account_name)
-    capital = config.capital * strategy.capital_share
+    capital = capital_used.amount
     lines = size_allocation(
         capital, weights, {t: prices[t][1] for t in universe},
         {t: fxs[config.instruments[t].currency][1] for t in universe},
@@ -312,11 +326,25 @@ def _allocation_rows(env, strategy, config: TradingConfig, as_of: dt.date, conn,
                    "holdings_account": account, "execution_instrument": line.ticker, "contract": line.ticker,
                    "currency": config.instruments[line.ticker].currency, "base_currency": env.settings.base_currency,
                    "price_date": prices[line.ticker][0].isoformat(), "price_source": prices[line.ticker][2],
-                   "capital_share": str(strategy.capital_share), "weights_source": source}
+                   "capital_share": str(capital_used.share), "weights_source": source,
+                   "capital_source": capital_used.source}
         rows.append({"strategy": strategy.name, "instrument": line.ticker, "contract": line.ticker,
                      "current": to_scaled(line.current), "target": to_scaled(line.target),
                      "explain": json.dumps(explain, sort_keys=True)})
     return rows
+
+
+def _account_nav(env, config) -> tuple[Decimal | None, str]:
+    """The account's NAV for compounding capital (read only when some strategy needs it)."""
+    if config.capital_mode != "compounding":
+        return None, ""
+    from tradeledger.engine.accounting.valuation import nav
+
+    value = nav(env, config)
+    note = f" {value.currency}"
+    if value.missing_fx:
+        note += f", no FX rate for {', '.join(value.missing_fx)}"
+    return value.total, note
 
 
 def _execution_price(env, instrument: Instrument, contract: str, as_of: dt.date, conn) -> tuple[dt.date, Decimal, str]:
