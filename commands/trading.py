@@ -225,18 +225,25 @@ def positions_cmd(c: Context, strategy, as_json):
 @click.option("--by", type=click.Choice(["strategy", "instrument", "day"]), default="strategy", show_default=True)
 @click.option("--since", default=None, help="From this date (YYYY-MM-DD), inclusive.")
 @click.option("--until", default=None, help="Up to this date (YYYY-MM-DD), exclusive.")
+@click.option("--cumulative", is_flag=True, help="With --by day: the cumulative P&L of the period too.")
 @json_option
 @pass_ctx
-def pnl_cmd(c: Context, by, since, until, as_json):
-    """Realized (variation margin and lot gains), unrealized, commissions and net, in the base currency."""
-    result = _pnl.pnl(_Session(c.open()), by, parse_date(since, "--since"), parse_date(until, "--until"))
+def pnl_cmd(c: Context, by, since, until, cumulative, as_json):
+    """Realized (variation margin and lot gains), change in unrealized, commissions and net, in the base
+    currency; the days of any period add up to its total."""
+    if cumulative and by != "day":
+        raise click.UsageError("--cumulative goes with --by day")
+    result = _pnl.pnl(_Session(c.open()), by, parse_date(since, "--since"), parse_date(until, "--until"),
+                      cumulative=cumulative)
     if as_json:
         emit_json(result)
         return
-    columns = ["realized", "unrealized", "income", "commissions", "net"]
+    columns = ["realized", "unrealized", "income", "commissions", "net"] + (["cumulative"] if cumulative else [])
     rows = [(r[by], *(r[k] for k in columns)) for r in result["rows"]]
-    if len(rows) > 1 and all(r[k] is not None for r in result["rows"] for k in columns):
-        rows.append(("TOTAL", *(sum(r[k] for r in result["rows"]) for k in columns)))  # base currency: they add up
+    summed = [k for k in columns if k != "cumulative"]
+    if len(rows) > 1 and all(r[k] is not None for r in result["rows"] for k in summed):
+        total = [sum(r[k] for r in result["rows"]) for k in summed]  # base currency: they add up
+        rows.append(("TOTAL", *total, *([total[-1]] if cumulative else [])))
     table(f"P&L by {by} ({result['currency']})", [by, *columns], rows)
     if result["missing_fx"]:
         click.echo(f"warning: no FX rate for {', '.join(result['missing_fx'])}: base totals left blank", err=True)

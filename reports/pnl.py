@@ -14,19 +14,13 @@ import datetime as dt
 from collections import defaultdict
 from decimal import Decimal
 
-import sqlalchemy as sa
-
 from tradeledger.engine.accounting import holdings as holdings_mod
-from tradeledger.engine.targets import prices
-from tradeledger.engine import tables
-from tradeledger.engine.setup.config import instrument_of_contract
+from tradeledger.engine.accounting import valuation
 from tradeledger.engine.accounting.holdings import holder_of
 from tradeledger.engine.setup.session import Session
-from tradeledger.ledger import schema
 from tradeledger.ledger.db import read_connection
-from tradeledger.ledger.numbers import from_scaled, plain
-from tradeledger.ledger.store import ts_bound
-from tradeledger.ledger.sums import combine, unit_sums
+from tradeledger.ledger.numbers import plain
+from tradeledger.reports import series
 
 ZERO = Decimal(0)
 UNATTRIBUTED = "unattributed"
@@ -39,31 +33,9 @@ def _holder_name(session: Session, holder: str | None) -> str:
     return strategy.name if strategy else holder
 
 
-def _latest_rows(conn, table, key, value) -> dict[str, tuple[str, int]]:
-    """key -> (date, scaled value) of each key's newest row, in one query."""
-    newest = sa.select(table.c[key], sa.func.max(table.c.date).label("date")).group_by(table.c[key]).subquery()
-    query = sa.select(table.c[key], table.c.date, table.c[value]).join(
-        newest, sa.and_(table.c[key] == newest.c[key], table.c.date == newest.c.date))
-    return {k: (d, v) for k, d, v in conn.execute(query)}
-
-
 def latest_prices(session: Session, codes) -> dict[str, Decimal]:
-    """The newest known price of each contract: its settlement, else its instrument's close
-    (a settlement wins a tie: it is the exchange's own mark)."""
-    with read_connection(session.env.engine) as conn:
-        settlements = _latest_rows(conn, tables.settlement, "contract", "price")
-        closes = _latest_rows(conn, tables.price_bar, "instrument", "close")
-    result = {}
-    for code in codes:
-        candidates = []
-        if code in settlements:
-            candidates.append((settlements[code][0], 1, settlements[code][1]))
-        instrument = instrument_of_contract(session.config, code)
-        if instrument is not None and instrument.name in closes:
-            candidates.append((closes[instrument.name][0], 0, closes[instrument.name][1]))
-        if candidates:
-            result[code] = from_scaled(max(candidates)[2])
-    return result
+    """The newest known price of each contract (engine/accounting/valuation.py)."""
+    return valuation.latest_prices(session.env, session.config, codes)
 
 
 def positions(session: Session, strategy: str | None = None) -> list[dict]:
@@ -105,120 +77,97 @@ def _unrealized(env, account, contract, qty, mark, last) -> Decimal:
 
 # What holding brings besides price moves: dividends net of withholding, the account's interest and
 # fees (under the strategy that bears them, or `Account` when unallocated).
-CARRY_ACCOUNTS = ("Income:Dividends:", "Expenses:Taxes:Withholding:", "Income:Interest:", "Expenses:Interest:",
-                  "Expenses:Fees:")
+CARRY_ACCOUNTS = series.CARRY_ACCOUNTS
 PNL_ACCOUNTS = ("Income:Trading:", "Expenses:Commissions:") + CARRY_ACCOUNTS
 
 
 def pnl(session: Session, by: str = "strategy", since: dt.date | None = None,
-        until: dt.date | None = None) -> dict:
-    """P&L rows grouped by strategy, instrument or day, per currency and in the base currency."""
+        until: dt.date | None = None, cumulative: bool = False) -> dict:
+    """P&L rows grouped by strategy, instrument or day, per currency and in the base currency.
+
+    Every figure is a sum of days (reports/series.py): realized and commissions of the period,
+    plus the change of the unrealized P&L from the day before `since` to the last day before
+    `until`, so that the days of any period add up to its total to the cent.
+    """
     if by not in ("strategy", "instrument", "day"):
         raise ValueError("--by must be strategy, instrument or day")
     if since and until and since >= until:
         raise ValueError("--since must be before --until")
-    env = session.env
-    base = env.settings.base_currency
-    native: dict = defaultdict(lambda: defaultdict(lambda: [ZERO, ZERO, ZERO, ZERO]))  # key -> ccy -> [r, u, c, i]
-    for (account, currency, *rest), amount in _income_rows(session, by, since, until):
-        key = rest[0] if rest else None
-        slot = native[key][currency]
-        if account.startswith("Income:Trading:"):
-            slot[0] -= amount
-        elif account.startswith("Expenses:Commissions:"):
-            slot[2] += amount
-        elif account.startswith(CARRY_ACCOUNTS):
-            slot[3] -= amount  # dividends less withholding, interest less fees: what holding brought
-    if until is None and by != "day":  # unrealized is a figure of now, not of a past period
-        for row in positions(session):
-            if row["currency"] is None:
-                continue
-            key = row["strategy"] if by == "strategy" else _instrument_name(session, row["contract"])
-            native[key][row["currency"]][1] += row["unrealized"]
+    base = session.env.settings.base_currency
+    built = series.build(session, "total" if by == "day" else by, until)
     rows, missing = [], set()
-    for key in sorted(native, key=lambda k: str(k)):
-        per_ccy, total, complete = [], ZERO, True
-        for ccy, (realized, unrealized, commissions, income) in sorted(native[key].items()):
-            net = realized + unrealized + income - commissions
-            per_ccy.append({"currency": ccy, "realized": plain(realized), "unrealized": plain(unrealized),
-                            "commissions": plain(commissions), "income": plain(income), "net": plain(net)})
-            rate = _rate(env, ccy, base, until)
-            if rate is None:
-                complete = False
-                missing.add(ccy)
-            else:
-                total += net * rate
-        convert = lambda field: _convert(env, per_ccy, field, base, until)  # noqa: E731
-        rows.append({by: key, "realized": convert("realized"),
-                     "unrealized": convert("unrealized"), "commissions": convert("commissions"),
-                     "income": convert("income"), "net": _cents(total) if complete else None, "currency": base, "native": per_ccy})
+    if by == "day":
+        days = built.groups.get(series.TOTAL, {})
+        for day, row in _period_rows(days, since, until, per_day=True):
+            missing |= set(row.pop("missing"))
+            if not cumulative:
+                row.pop("cumulative")
+            rows.append({"day": day, **row, "currency": base})
+    else:
+        for key in sorted(built.groups, key=str):
+            for _, row in _period_rows(built.groups[key], since, until, per_day=False):
+                missing |= set(row.pop("missing"))
+                row.pop("cumulative")
+                rows.append({by: key, **row, "currency": base})
     return {"by": by, "since": since, "until": until, "currency": base, "rows": rows,
             "missing_fx": sorted(missing)}
 
 
-def _rate(env, ccy: str, base: str, until: dt.date | None) -> Decimal | None:
-    if ccy == base:
-        return Decimal(1)
-    try:
-        return prices.fx_rate(env, ccy, until)
-    except ValueError:
-        return None
+def _period_rows(days: dict, since, until, per_day: bool) -> list[tuple]:
+    """(day, row) for each day of [since, until) (per_day), else one (None, row) for the period."""
+    ordered = sorted(days)
+    cum, missing, total, prev_u, gone = {}, {}, ZERO, ZERO, set()
+    for day in ordered:  # the exact cumulative P&L since the first entry, at each day's end
+        d = days[day]
+        total += d.base_realized + d.base_income - d.base_commissions + d.base_unrealized - prev_u
+        prev_u = d.base_unrealized
+        gone |= d.missing_fx
+        cum[day], missing[day] = total, frozenset(gone)
+    before = [d for d in ordered if since is not None and d < since]
+    inside = [d for d in ordered if (since is None or d >= since) and (until is None or d < until)]
+    start = before[-1] if before else None
+    if per_day:
+        rows, prev = [], start
+        for day in inside:
+            rows.append((day, _row(days, [day], prev, day, cum, missing, start)))
+            prev = day
+        return rows
+    return [(None, _row(days, inside, start, inside[-1], cum, missing, start))] if inside else []
 
 
-def _convert(env, per_ccy: list[dict], field: str, base: str, until) -> Decimal | None:
-    total = ZERO
-    for row in per_ccy:
-        rate = _rate(env, row["currency"], base, until)
-        if rate is None:
-            return None
-        total += row[field] * rate
-    return _cents(total)
+def _row(days: dict, span: list, prev_day, end_day, cum: dict, missing: dict, start_day) -> dict:
+    """One row: realized and commissions over `span`, unrealized from prev_day's end to end_day's."""
+    native: dict = defaultdict(lambda: [ZERO, ZERO, ZERO, ZERO])  # ccy -> realized, unrealized, commissions, income
+    realized = commissions = income = ZERO
+    for day in span:
+        d = days[day]
+        realized += d.base_realized
+        commissions += d.base_commissions
+        income += d.base_income
+        for ccy, value in d.realized.items():
+            native[ccy][0] += value
+        for ccy, value in d.commissions.items():
+            native[ccy][2] += value
+        for ccy, value in d.income.items():
+            native[ccy][3] += value
+    start_u = days[prev_day].unrealized if prev_day is not None else {}
+    end_u = days[end_day].unrealized
+    for ccy in set(start_u) | set(end_u):
+        native[ccy][1] += end_u.get(ccy, ZERO) - start_u.get(ccy, ZERO)
+    per_ccy = [{"currency": ccy, "realized": plain(r), "unrealized": plain(u), "commissions": plain(c),
+                "income": plain(i), "net": plain(r + u + i - c)}
+               for ccy, (r, u, c, i) in sorted(native.items()) if r or u or c or i]
+    if missing[end_day]:
+        return {"realized": None, "unrealized": None, "commissions": None, "income": None, "net": None,
+                "cumulative": None, "native": per_ccy, "missing": sorted(missing[end_day])}
+    prior = _cents(cum[prev_day]) if prev_day is not None else ZERO
+    origin = _cents(cum[start_day]) if start_day is not None else ZERO
+    net = _cents(cum[end_day]) - prior
+    realized, commissions, income = _cents(realized), _cents(commissions), _cents(income)
+    return {"realized": realized, "unrealized": net - realized - income + commissions, "commissions": commissions,
+            "income": income, "net": net, "cumulative": _cents(cum[end_day]) - origin, "native": per_ccy, "missing": []}
 
 
 def _cents(amount: Decimal) -> Decimal:
     """Base-currency totals are converted figures, shown to the cent; native figures stay exact."""
     return amount.quantize(Decimal("0.01"))
-
-
-def _instrument_name(session: Session, code: str) -> str:
-    instrument = instrument_of_contract(session.config, code)
-    return instrument.name if instrument else code
-
-
-def _income_rows(session: Session, by: str, since, until):
-    """((account, currency, key), amount) for the P&L accounts' postings (PNL_ACCOUNTS)."""
-    env = session.env
-    if by == "strategy":
-        for (account, ccy), amount in env.ledger.income(since, until).items():
-            if account.startswith(PNL_ACCOUNTS):
-                holder = account.rsplit(":", 1)[1]
-                yield (account, ccy, _holder_name(session, None if holder == "Unattributed" else holder)), amount
-        return
-    if by == "day":
-        for (account, ccy, day), amount in env.ledger.income(since, until, by_day=True).items():
-            if account.startswith(PNL_ACCOUNTS):
-                yield (account, ccy, day), amount
-        return
-    # by instrument: each entry names its contract in its metadata
-    p, t, a = schema.posting, schema.txn, schema.account
-    contract = _meta_field(env.engine.dialect.name, t.c.meta, "contract").label("contract")
-    sums = unit_sums(p.c.units, env.engine)  # overflow-free on SQLite too
-    query = (sa.select(a.c.name, p.c.commodity, contract, *sums)
-             .join(t, t.c.id == p.c.txn_id).join(a, a.c.id == p.c.account_id)
-             .where(sa.or_(*(a.c.name.like(prefix + "%") for prefix in PNL_ACCOUNTS)))
-             .group_by(a.c.name, p.c.commodity, contract))
-    if since:
-        query = query.where(p.c.ts >= ts_bound(since))
-    if until:
-        query = query.where(p.c.ts < ts_bound(until))
-    with read_connection(env.engine) as conn:
-        for row in conn.execute(query):
-            account, ccy, code, total = *row[:3], combine(row, len(sums))
-            yield (account, ccy, _instrument_name(session, code or "other")), from_scaled(total)
-
-
-def _meta_field(dialect: str, column, name: str):
-    """A field of an entry's JSON metadata, extracted by the database itself."""
-    if dialect == "postgresql":
-        return sa.func.json_extract_path_text(sa.cast(column, sa.JSON), name)
-    return sa.func.json_extract(column, f"$.{name}")

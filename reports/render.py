@@ -42,6 +42,10 @@ def set_csv(enabled: bool) -> None:
     _state["csv"] = bool(enabled)
 
 
+def csv_enabled() -> bool:
+    return _state["csv"]
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         return format(value, "f")
@@ -141,3 +145,21 @@ def _aligned(title: str, columns: list[str], cells: list[list[str]]) -> None:
     for row in cells:
         click.echo(line(row))
     click.echo("")
+
+
+def emit_csv(rows: list[dict], columns: list[str] | None = None) -> None:
+    """Rows as CSV on stdout (nested values as JSON text), exact decimals."""
+    import csv
+    import io
+
+    columns = columns or (list(rows[0]) if rows else [])
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        values = []
+        for column in columns:
+            value = _plain(row.get(column))
+            values.append(json.dumps(value) if isinstance(value, (dict, list)) else ("" if value is None else value))
+        writer.writerow(values)
+    click.echo(out.getvalue(), nl=False)

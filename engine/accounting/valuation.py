@@ -28,7 +28,7 @@ from tradeledger.engine import tables
 from tradeledger.engine.accounting import holdings as holdings_mod
 from tradeledger.engine.setup.config import TradingConfig, instrument_of_contract
 from tradeledger.ledger.db import read_connection
-from tradeledger.ledger.numbers import from_scaled
+from tradeledger.ledger.numbers import from_scaled, plain
 
 ZERO = Decimal(0)
 CENT = Decimal("0.01")
@@ -129,5 +129,6 @@ def nav(env, config: TradingConfig, on: dt.date | None = None) -> Nav:
                 missing.add(ccy)
             else:
                 total += amount * rates[ccy]
-    return Nav(env.settings.base_currency, on, None if missing else total.quantize(CENT), cash, shares, futures,
-               deposits, tuple(sorted(missing)))
+    tidy = lambda part: {ccy: plain(amount) for ccy, amount in sorted(part.items())}  # noqa: E731
+    return Nav(env.settings.base_currency, on, None if missing else total.quantize(CENT), tidy(cash), tidy(shares),
+               tidy(futures), tidy(deposits), tuple(sorted(missing)))

@@ -1,0 +1,100 @@
+"""Performance per strategy and in total: cumulative P&L, NAV, drawdown, return, volatility, Sharpe.
+
+The daily P&L comes from reports/pnl.py (realized plus the change in unrealized, so the days add
+up). Each strategy's NAV is its capital plus its cumulative P&L, the capital as the config gives
+it (engine/targets/capital.py): its share of the net deposits (compounding), its share of the
+fixed `[portfolio] capital`, or its own fixed amount. The account's NAV is the NAV query of each
+day (cash, shares at the close, futures' unsettled margin, at that day's FX rates).
+
+Statistics are of daily returns, net P&L over the previous day's NAV, over the days with data:
+annualised return = mean x 252, volatility = standard deviation x sqrt(252), Sharpe = their
+ratio (no risk-free rate). Drawdown is NAV below its running peak, in money and in percent.
+Ratios are floats rounded for display; money stays Decimal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from decimal import Decimal
+
+from tradeledger.engine.setup.session import Session
+from tradeledger.reports import pnl as pnl_mod
+from tradeledger.reports import series as series_mod
+
+ZERO = Decimal(0)
+YEAR = 252
+
+
+def _capital_base(session: Session, name: str, deposits: Decimal) -> tuple[Decimal | None, str]:
+    config = session.config
+    strategy = config.strategies.get(name)
+    if strategy is None:
+        return None, "no capital (positions no strategy owns)"
+    if strategy.capital is not None:
+        return strategy.capital, f"fixed: strategies.{name}.capital"
+    if config.capital_mode == "compounding":
+        return deposits * strategy.capital_share, f"share {strategy.capital_share} of net deposits"
+    return config.capital * strategy.capital_share, f"share {strategy.capital_share} of [portfolio] capital"
+
+
+def _curve(rows: list[dict], navs: dict | None, base: Decimal | None, start: Decimal | None) -> list[dict]:
+    """Each day's NAV and its drawdown below the running peak (the peak starts at `start`)."""
+    out, peak = [], start
+    for row in rows:
+        value = navs.get(row["day"]) if navs is not None else (None if base is None else base + row["cumulative"])
+        value = None if value is None else series_mod.cents(value)
+        if value is not None:
+            peak = value if peak is None else max(peak, value)
+        drawdown = None if value is None else value - peak
+        out.append({"day": row["day"], "net": row["net"], "cumulative": row["cumulative"], "nav": value,
+                    "drawdown": drawdown,
+                    "drawdown_pct": None if not peak or drawdown is None else round(float(drawdown / peak) * 100, 4)})
+    return out
+
+
+def _stats(curve: list[dict], start_nav: Decimal | None) -> dict:
+    returns, previous = [], start_nav
+    for point in curve:
+        if previous and previous > 0 and point["net"] is not None:
+            returns.append(float(point["net"] / previous))
+        previous = point["nav"]
+    n = len(returns)
+    mean = sum(returns) / n if n else None
+    vol = math.sqrt(sum((r - mean) ** 2 for r in returns) / (n - 1)) if n > 1 else None
+    annual_return = None if mean is None else mean * YEAR
+    annual_vol = None if vol is None else vol * math.sqrt(YEAR)
+    sharpe = annual_return / annual_vol if annual_vol else None
+    drawdowns = [p["drawdown"] for p in curve if p["drawdown"] is not None]
+    pcts = [p["drawdown_pct"] for p in curve if p["drawdown_pct"] is not None]
+    r = lambda x, k=4: None if x is None else round(x, k)  # noqa: E731
+    return {"days": len(curve), "pnl": curve[-1]["cumulative"] if curve else ZERO,
+            "annual_return_pct": r(annual_return and annual_return * 100), "annual_vol_pct": r(annual_vol and annual_vol * 100),
+            "sharpe": r(sharpe, 3), "max_drawdown": min(drawdowns) if drawdowns else ZERO,
+            "max_drawdown_pct": min(pcts) if pcts else 0.0}
+
+
+def performance(session: Session, since: dt.date | None = None, until: dt.date | None = None) -> dict:
+    """Daily curves and statistics per strategy and for the whole account."""
+    base_ccy = session.env.settings.base_currency
+    by_strategy = series_mod.build(session, "strategy", until)
+    total = series_mod.build(session, "total", until)
+    last_deposits = max(total.deposits.items())[1] if total.deposits else ZERO
+    strategies = []
+    for name in sorted(set(by_strategy.groups) | set(session.config.strategies)):
+        days = by_strategy.groups.get(name, {})
+        rows = [{"day": d, **r} for d, r in pnl_mod._period_rows(days, since, until, per_day=True)] if days else []
+        capital, source = _capital_base(session, name, last_deposits)
+        start = capital if capital is None or not rows else capital + rows[0]["cumulative"] - rows[0]["net"]
+        curve = _curve(rows, None, capital, start)
+        strategies.append({"strategy": name, "capital": capital, "capital_source": source, "currency": base_ccy,
+                           "curve": curve, "stats": _stats(curve, start)})
+    days = total.groups.get(series_mod.TOTAL, {})
+    rows = [{"day": d, **r} for d, r in pnl_mod._period_rows(days, since, until, per_day=True)] if days else []
+    first = rows[0]["day"] if rows else None
+    before = [d for d in total.days if first is not None and d < first]
+    start_nav = total.nav.get(before[-1]) if before else None
+    curve = _curve(rows, total.nav, None, start_nav)
+    account = {"strategy": "total", "capital": last_deposits, "capital_source": "net deposits",
+               "currency": base_ccy, "curve": curve, "stats": _stats(curve, start_nav)}
+    return {"currency": base_ccy, "since": since, "until": until, "strategies": strategies, "total": account}
