@@ -14,7 +14,7 @@ import os
 import click
 import sqlalchemy as sa
 from tradeledger.broker.base import BrokerError
-from tradeledger.commands import actions, futures, ibsim, ledger, ops, report, setup, targets, trading, trust
+from tradeledger.commands import actions, fava, futures, ibsim, ledger, ops, report, setup, targets, trading, trust
 from tradeledger.commands.common import Context, fail
 from tradeledger.engine.setup.environment import ENVIRONMENTS, ConfigError
 from tradeledger.ledger.db import DatabaseError
@@ -73,7 +73,7 @@ def _quiet_libraries() -> None:
             logger.addHandler(logging.NullHandler())
 
 
-for _module in (setup, ledger, targets, trading, trust, actions, futures, ops, ibsim, report):
+for _module in (setup, ledger, targets, trading, trust, actions, futures, ops, ibsim, report, fava):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

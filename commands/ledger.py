@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from tradeledger.commands.common import Context, json_option, pass_ctx
 from tradeledger.ledger.export import check as check_ledger
-from tradeledger.ledger.export import export_beancount
+from tradeledger.engine.accounting.export import export_ledger
 from tradeledger.reports.render import emit_json, table
 
 
@@ -42,11 +42,11 @@ def export_group():
               help="Output file (default: the environment's ledger.beancount).")
 @pass_ctx
 def export_beancount_cmd(c: Context, out):
-    """Write the whole ledger as a beancount file, atomically."""
+    """Write the whole ledger as a beancount file, atomically (with prices for shares, FX and futures'
+    unsettled margin, and tradeledger's Fava pages)."""
     environment = c.open()
     path = Path(out) if out else environment.ledger_path
-    size = export_beancount(environment.ledger, path, title=f"tradeledger {environment.settings.env} "
-                            f"{environment.settings.account}", operating_currency=environment.settings.base_currency)
+    size = export_ledger(environment, path=path)
     click.echo(f"wrote {path} ({size} bytes)")
 
 
@@ -60,7 +60,7 @@ def check(c: Context, path, as_json):
     environment = c.open()
     target = Path(path) if path else environment.ledger_path
     if not path:
-        export_beancount(environment.ledger, target, operating_currency=environment.settings.base_currency)
+        export_ledger(environment, path=target)
     result = check_ledger(environment.ledger, target)
     if as_json:
         emit_json(result.as_json())

@@ -26,7 +26,7 @@ from tradeledger.engine.trading import orders as _orders
 from tradeledger.engine.setup.session import Session as _Session
 from tradeledger.ledger import db
 from tradeledger.ledger.export import check as check_ledger
-from tradeledger.ledger.export import export_beancount
+from tradeledger.engine.accounting.export import export_ledger
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
 from tradeledger.reports import pnl as _pnl
 from tradeledger.reports.render import emit_json, table
@@ -536,7 +536,7 @@ def demo_cmd(c: Context, days):
         result = _pnl.pnl(session)
         table(f"P&L by strategy ({result['currency']})", ["strategy", "realized", "unrealized", "commissions", "net"],
               [(r["strategy"], r["realized"], r["unrealized"], r["commissions"], r["net"]) for r in result["rows"]])
-        export_beancount(env.ledger, env.ledger_path, operating_currency=env.settings.base_currency)
+        export_ledger(env, session.config)
         checked = check_ledger(env.ledger, env.ledger_path)
         from tradeledger.engine.trust.reconcile import reconcile_session
 
@@ -548,7 +548,7 @@ def demo_cmd(c: Context, days):
     click.echo(f"reconcile: {'clean' if reconciled.clean else 'NOT CLEAN'} (every contract and currency "
                f"against the broker; the trade made at its screen sits in Unattributed)")
     click.echo(f"explore it: tradeledger --home {home} positions | pnl --by instrument | fills list | targets list")
-    click.echo(f"browse it:  fava {env.ledger_path}")
+    click.echo(f"browse it:  tradeledger --home {home} fava")
     if not (checked.ok and reconciled.clean):
         sys.exit(1)
 

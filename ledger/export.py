@@ -2,7 +2,8 @@
 
 The export is the ledger in beancount's own syntax: options, `open` directives (with allowed
 commodities and booking method), `commodity` directives carrying the multiplier, `price`
-directives for shares (never for futures: beancount would value them without the multiplier),
+directives for shares (never a price per unit for futures: beancount would value them without the
+multiplier; the engine passes what a contract is worth after settlement, its unsettled margin),
 and every transaction with its links and metadata (`id`, `time`, `kind` and its own).
 
 It is written to a temporary file in the target's directory and renamed over the target, so a
@@ -61,11 +62,23 @@ def format_transaction(txn_id: int, txn: Transaction) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(ledger: Ledger, title: str, operating_currency: str):
-    """The ledger as beancount text, chunk by chunk."""
+def render(ledger: Ledger, title: str, operating_currency: str, prices=None, fava: tuple[str, str] | None = None):
+    """The ledger as beancount text, chunk by chunk.
+
+    `prices`: (date, commodity, number, currency) directives the caller values the ledger with
+    (the engine's closes, FX rates and futures' unsettled margin); `fava`: (extension module, its
+    config) for a `custom "fava-extension"` directive, and Fava opens on the balance sheet at
+    the operating currency (market value converted, as NAV is).
+    """
     yield f'option "title" {_quote(title)}\noption "operating_currency" "{operating_currency}"\n'
     yield 'option "booking_method" "STRICT"\n\n'
-    for account in ledger.accounts():
+    accounts = ledger.accounts()
+    if fava is not None:
+        first = min((a.open_date for a in accounts), default=None)
+        day = first.isoformat() if first else "2000-01-01"
+        yield f'{day} custom "fava-extension" {_quote(fava[0])} {_quote(fava[1])}\n'
+        yield f'{day} custom "fava-option" "default-page" "balance_sheet/?conversion={operating_currency}"\n\n'
+    for account in accounts:
         line = f"{account.open_date.isoformat()} open {account.name}"
         if account.currencies:
             line += " " + ",".join(account.currencies)
@@ -85,13 +98,15 @@ def render(ledger: Ledger, title: str, operating_currency: str):
     for date, commodity, number, currency in ledger.prices():
         if commodity not in futures:
             yield f"{date.isoformat()} price {commodity} {_num(number)} {currency}\n"
+    for date, commodity, number, currency in prices or ():  # futures included: the caller values them
+        yield f"{date.isoformat()} price {commodity} {_num(number)} {currency}\n"
     yield "\n"
     for txn_id, txn in ledger.entries():
         yield format_transaction(txn_id, txn) + "\n"
 
 
 def export_beancount(ledger: Ledger, path: Path, title: str = "tradeledger",
-                     operating_currency: str = "USD") -> int:
+                     operating_currency: str = "USD", prices=None, fava: tuple[str, str] | None = None) -> int:
     """Write the ledger to `path` atomically; returns the number of bytes written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +114,7 @@ def export_beancount(ledger: Ledger, path: Path, title: str = "tradeledger",
     size = 0
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for chunk in render(ledger, title, operating_currency):
+            for chunk in render(ledger, title, operating_currency, prices, fava):
                 out.write(chunk)
                 size += len(chunk)
             out.flush()

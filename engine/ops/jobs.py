@@ -208,7 +208,25 @@ def targets(session: Session) -> str:
     return f"target run {run_id} computed, pending review"
 
 
+BOOKING_JOBS = ("fill_sync", "reconcile", "data_update")  # and every settle:<exchange>
+
+
 def run(session: Session, config: DaemonConfig, name: str) -> str:
+    """Run one job; after a job that books (or brings prices), rewrite the beancount export so an
+    open Fava shows it (Fava reloads the file when it changes; the write is atomic)."""
+    books = name in BOOKING_JOBS or name.startswith("settle:")
+    before = session.env.ledger.count() if books else None
+    result = _run(session, config, name)
+    if books and (name in ("data_update",) or name.startswith("settle:") or session.env.ledger.count() != before
+                  or not session.env.ledger_path.exists()):
+        from tradeledger.engine.accounting.export import export_ledger
+
+        export_ledger(session.env, session.config)
+        result += "; export rewritten"
+    return result
+
+
+def _run(session: Session, config: DaemonConfig, name: str) -> str:
     if name == "fill_sync":
         return fill_sync(session)
     if name == "reconcile":
