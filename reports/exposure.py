@@ -132,36 +132,50 @@ def exposure(session: Session, on: dt.date | None = None) -> dict:
             "total": {"gross_notional": gross, "gross_pct_nav": round(float(gross / nav) * 100, 2) if nav else None}}
 
 
+def _json_field(conn, column, name: str):
+    """A field of a JSON text column, extracted by the database itself."""
+    if conn.dialect.name == "postgresql":
+        return sa.func.json_extract_path_text(sa.cast(column, sa.JSON), name)
+    return sa.func.json_extract(column, f"$.{name}")
+
+
 def _reference_prices(conn) -> dict[int, dict]:
-    """order id -> {run, reference price, instrument} from the order's run line."""
+    """order id -> {run, reference price}: the price its run sized the order's contract with."""
     o, t = tables.broker_order, tables.target_line
-    refs = {}
-    lines = defaultdict(dict)
-    for run_id, contract, explain in conn.execute(sa.select(t.c.run_id, t.c.contract, t.c.explain)):
-        e = json.loads(explain)
-        lines[run_id].setdefault(contract, Decimal(e["price"]))
-    for order_id, run_id, contract in conn.execute(sa.select(o.c.id, o.c.run_id, o.c.contract)):
-        price = lines.get(run_id, {}).get(contract)
-        if price is not None:
-            refs[order_id] = {"run": run_id, "reference": price}
-    return refs
+    price = sa.func.max(_json_field(conn, t.c.explain, "price"))
+    query = (sa.select(o.c.id, o.c.run_id, price).join(t, sa.and_(t.c.run_id == o.c.run_id, t.c.contract == o.c.contract))
+             .group_by(o.c.id, o.c.run_id))
+    return {order_id: {"run": run_id, "reference": Decimal(str(value))}
+            for order_id, run_id, value in conn.execute(query) if value is not None}
 
 
-def fills_with_costs(session: Session, day: dt.date | None = None) -> list[dict]:
-    """Every booked fill (or one day's) with its reference price, slippage and commission."""
+def fills_with_costs(session: Session, day: dt.date | None = None, since: dt.date | None = None,
+                     until: dt.date | None = None, limit: int | None = None) -> list[dict]:
+    """Booked fills (of one day, or since/until, or the newest `limit`) with their reference price,
+    slippage and commission, oldest first."""
+    if day is not None:
+        since, until = day, day + dt.timedelta(days=1)
     env = session.env
     f, fa = tables.fill, tables.fill_alloc
     contracts = known_contracts(env.ledger)
     with read_connection(env.engine) as conn:
         refs = _reference_prices(conn)
-        query = sa.select(f).where(f.c.superseded_by.is_(None)).order_by(f.c.time, f.c.id)
-        if day is not None:
-            query = query.where(f.c.time >= day.isoformat(), f.c.time < (day + dt.timedelta(days=1)).isoformat())
-        rows = conn.execute(query).all()
+        query = sa.select(f).where(f.c.superseded_by.is_(None)).order_by(f.c.time.desc(), f.c.id.desc())
+        if since is not None:
+            query = query.where(f.c.time >= since.isoformat())
+        if until is not None:
+            query = query.where(f.c.time < until.isoformat())
+        if limit is not None:
+            query = query.limit(limit)
+        rows = conn.execute(query).all()[::-1]
         allocs = defaultdict(list)
-        for r in conn.execute(sa.select(fa)):
+        ids = [r.id for r in rows]
+        alloc_query = sa.select(fa)
+        if since is not None or until is not None or limit is not None:
+            alloc_query = alloc_query.where(fa.c.fill_id.in_(ids)) if len(ids) <= 5000 else alloc_query
+        for r in conn.execute(alloc_query):
             allocs[r.fill_id].append((r.holder, from_scaled(r.quantity)))
-    out = []
+    out, rates = [], {}
     for r in rows:
         contract = contracts.get(r.contract)
         multiplier = contract.multiplier if contract else Decimal(1)
@@ -171,7 +185,10 @@ def fills_with_costs(session: Session, day: dt.date | None = None) -> list[dict]
         ref = refs.get(r.order_id, {}).get("reference") if r.order_id else None
         slip = None if ref is None else sign * (price - ref) * qty * multiplier
         commission = None if r.commission is None else from_scaled(r.commission)
-        rate = _rate(env, currency, dt.date.fromisoformat(r.time[:10]))
+        key = (currency, r.time[:10])
+        if key not in rates:
+            rates[key] = _rate(env, currency, dt.date.fromisoformat(r.time[:10]))
+        rate = rates[key]
         notional = None if ref is None else abs(qty * ref * multiplier)
         per = []
         for holder, q in allocs.get(r.id, []):
@@ -201,19 +218,17 @@ def costs(session: Session, since: dt.date | None = None, until: dt.date | None 
     """Slippage and commissions per strategy: money (base currency) and bps of traded notional."""
     totals = defaultdict(lambda: {"fills": 0, "notional": ZERO, "slippage": ZERO, "commissions": ZERO,
                                   "pending": 0, "missing_fx": set()})
-    for fill in fills_with_costs(session):
-        day = dt.date.fromisoformat(fill["time"][:10])
-        if (since and day < since) or (until and day >= until):
-            continue
+    contracts = known_contracts(session.env.ledger)
+    for fill in fills_with_costs(session, since=since, until=until):
         rate = fill["fx"]
+        contract = contracts.get(fill["contract"])
+        mult = contract.multiplier if contract else Decimal(1)
         for part in fill["strategies"]:
             t = totals[part["strategy"]]
             t["fills"] += 1
             if rate is None:
                 t["missing_fx"].add(fill["currency"])
                 continue
-            contract_mult = known_contracts(session.env.ledger).get(fill["contract"])
-            mult = contract_mult.multiplier if contract_mult else Decimal(1)
             if part["slippage"] is not None:
                 t["slippage"] += part["slippage"] * rate
                 t["notional"] += abs(part["quantity"]) * fill["reference"] * mult * rate

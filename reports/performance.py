@@ -77,8 +77,8 @@ def _stats(curve: list[dict], start_nav: Decimal | None) -> dict:
 def performance(session: Session, since: dt.date | None = None, until: dt.date | None = None) -> dict:
     """Daily curves and statistics per strategy and for the whole account."""
     base_ccy = session.env.settings.base_currency
-    by_strategy = series_mod.build(session, "strategy", until)
-    total = series_mod.build(session, "total", until)
+    built = series_mod.build_many(session, ("strategy", "total"), until)
+    by_strategy, total = built["strategy"], built["total"]
     last_deposits = max(total.deposits.items())[1] if total.deposits else ZERO
     strategies = []
     for name in sorted(set(by_strategy.groups) | set(session.config.strategies)):

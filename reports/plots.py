@@ -10,19 +10,27 @@ import base64
 import io
 
 
+class _Figures:
+    """matplotlib's object API on the Agg canvas: no pyplot, no display, nothing global."""
+
+    @staticmethod
+    def subplots(rows: int = 1, cols: int = 1, figsize=(10, 4), **kwargs):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize, layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(rows, cols, **kwargs)
+        return fig, axes
+
+
 def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return _Figures
 
 
 def _png(fig) -> bytes:
     out = io.BytesIO()
-    fig.savefig(out, format="png", dpi=96, bbox_inches="tight")
-    _pyplot().close(fig)
+    fig.savefig(out, format="png", dpi=90)
     return out.getvalue()
 
 

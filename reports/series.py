@@ -145,8 +145,7 @@ def compute(moves: list[Move], contracts: dict[str, ContractInfo], prices: _Pric
     deposits_base = ZERO
     groups: dict = defaultdict(dict)
     navs, deposits = {}, {}
-    moves = sorted(moves, key=lambda m: (m.day, m.entry))
-    i = 0
+    i = 0  # moves come in booking order (load_moves sorts them by time)
 
     def group(holder: str | None, code: str | None) -> str:
         if by == "strategy":
@@ -344,10 +343,16 @@ def last_price_date(env) -> dt.date | None:
 def build(session, by: str = "total", until: dt.date | None = None) -> Series:
     """The daily series of a session's ledger (every day from the first entry, so that a period
     starting later still knows the unrealized P&L it starts from)."""
+    return build_many(session, (by,), until)[by]
+
+
+def build_many(session, bys, until: dt.date | None = None) -> dict[str, Series]:
+    """Several groupings from one read of the postings and prices."""
     moves = load_moves(session)
-    end_days = day_range(sorted(moves, key=lambda m: m.day), last_price_date(session.env), until)
-    return compute(moves, contract_infos(session), load_prices(session.env), session.env.settings.base_currency,
-                   end_days, by)
+    end_days = day_range(moves, last_price_date(session.env), until)
+    contracts, prices = contract_infos(session), load_prices(session.env)
+    base = session.env.settings.base_currency
+    return {by: compute(moves, contracts, prices, base, end_days, by) for by in bys}
 
 
 def cents(amount: Decimal) -> Decimal:

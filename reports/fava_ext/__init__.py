@@ -19,6 +19,7 @@ from flask import request
 
 from tradeledger.ledger.db import read_connection
 
+FILLS_SHOWN = 500  # the blotter shows the newest fills; `tradeledger report costs --fills` has them all
 DB_URL_VARIABLE = "TRADELEDGER_FAVA_DB_URL"  # `tradeledger fava --db-url` passes it this way, never in the file
 
 
@@ -31,10 +32,29 @@ def money(value) -> str:
     return str(value)
 
 
+def fingerprint(env) -> tuple:
+    """What the pages' figures depend on, read cheaply: entries, prices, runs, orders, fills, checks."""
+    import sqlalchemy as sa
+
+    from tradeledger.engine import tables
+    from tradeledger.ledger import schema
+
+    with read_connection(env.engine) as conn:
+        parts = [conn.execute(sa.select(sa.func.max(t.c.id), sa.func.count())).one()
+                 for t in (schema.txn, tables.target_run, tables.broker_order, tables.fill, tables.reconciliation,
+                           tables.tl_exception)]
+        parts += [conn.execute(sa.select(sa.func.max(t.c.date), sa.func.count())).one()
+                  for t in (tables.price_bar, tables.settlement, tables.fx_rate)]
+        parts.append(conn.execute(sa.select(sa.func.max(tables.tl_exception.c.last_seen))).scalar())
+    return tuple(tuple(p) if isinstance(p, sa.Row) else p for p in parts)
+
+
 class _Pages:
-    """Opens the configured environment once; every page reads through it."""
+    """Opens the configured environment once; every page reads through it. Figures that take a
+    while (a year of daily P&L, the plots) are kept until the database's fingerprint changes."""
 
     _session = None
+    _cache: dict | None = None
 
     def session(self):
         if self._session is None:
@@ -48,6 +68,20 @@ class _Pages:
 
     def money(self, value) -> str:
         return money(value)
+
+    def cached(self, name: str, compute):
+        import threading
+
+        if self._cache is None:
+            self._cache, self._lock = {}, threading.Lock()
+        with self._lock:
+            key = fingerprint(self.session().env)
+            hit = self._cache.get(name)
+            if hit is not None and hit[0] == key:
+                return hit[1]
+            value = compute()
+            self._cache[name] = (key, value)
+            return value
 
     def arg(self, name: str, default=None):
         return request.args.get(name, default)
@@ -88,7 +122,7 @@ class TradeledgerOrders(_Pages, FavaExtensionBase):
     def fills(self):
         from tradeledger.reports.exposure import fills_with_costs
 
-        return list(reversed(fills_with_costs(self.session())))
+        return list(reversed(fills_with_costs(self.session(), limit=FILLS_SHOWN)))
 
     def costs(self):
         from tradeledger.reports.exposure import costs
@@ -123,24 +157,32 @@ class TradeledgerStrategies(_Pages, FavaExtensionBase):
 
     report_title = "Strategies"
 
-    def performance(self):
+    def figures(self) -> dict:
+        """Performance, exposure and their plots (kept while the database is unchanged)."""
+        return self.cached("strategies", self._figures)
+
+    def _figures(self) -> dict:
+        from tradeledger.reports import plots
+        from tradeledger.reports.exposure import exposure
         from tradeledger.reports.performance import performance
 
-        return performance(self.session())
-
-    def exposure(self):
-        from tradeledger.reports.exposure import exposure
-
-        return exposure(self.session())
-
-    def plots(self, perf, exposure) -> list[tuple[str, str]]:
-        from tradeledger.reports import plots
-
-        out = []
+        perf, exp = performance(self.session()), exposure(self.session())
+        images = []
         if perf["total"]["curve"]:
-            out.append(("P&L curves and drawdown", plots.data_uri(plots.equity_and_drawdown(perf))))
-            out.append(("Daily P&L", plots.data_uri(plots.daily_bars(perf))))
-        if exposure["rows"]:
-            on = exposure["on"] or "the latest prices"
-            out.append(("Exposure by instrument", plots.data_uri(plots.exposure_bars(exposure, on))))
-        return out
+            images.append(("P&L curves and drawdown", plots.data_uri(plots.equity_and_drawdown(perf))))
+            images.append(("Daily P&L", plots.data_uri(plots.daily_bars(perf))))
+        if exp["rows"]:
+            images.append(("Exposure by instrument", plots.data_uri(plots.exposure_bars(exp, exp["on"] or "the latest prices"))))
+        return {"performance": perf, "exposure": exp, "plots": images}
+
+    def after_load_file(self) -> None:
+        """Fava (re)loaded the export: work the figures out now, so the page is ready when opened."""
+        import threading
+
+        def warm():
+            try:
+                self.figures()
+            except Exception:  # the page itself will show the error when it is opened
+                pass
+
+        threading.Thread(target=warm, name="tradeledger-warm", daemon=True).start()
