@@ -131,8 +131,9 @@ def _show_run(run, as_json):
     rows = []
     for line in run.lines:
         e = line.explain
-        rows.append((line.strategy, line.instrument, line.contract, e["forecast"], e["volatility"], e["price"],
-                     e["multiplier"], e["fx_rate"], e["capital"], f"[{e['buffer_lower']}, {e['buffer_upper']}]",
+        buffer = f"[{e['buffer_lower']}, {e['buffer_upper']}]" if "buffer_lower" in e else ""
+        rows.append((line.strategy, line.instrument, line.contract, e.get("forecast"), e.get("volatility"), e.get("price"),
+                     e.get("multiplier"), e.get("fx_rate"), e.get("capital"), buffer,
                      line.current, line.target, line.change))
     table(f"run {run.id}", ["strategy", "instrument", "contract", "forecast", "vol", "price", "mult", "fx",
                             "capital", "buffer", "current", "target", "change"], rows)
@@ -141,6 +142,10 @@ def _show_run(run, as_json):
         click.echo(f"capital of {name}: {cap['amount']} {base} ({cap['source']})")
     for line in run.lines:
         e = line.explain
+        if e.get("kind") == "allocation":  # weights, not forecasts: every figure as stored
+            click.echo(f"{line.strategy}/{line.instrument}: " + ", ".join(
+                f"{k} {v}" for k, v in sorted(e.items()) if k not in ("strategy", "account", "holdings_account")))
+            continue
         click.echo(f"{line.strategy}/{line.instrument} -> {line.contract}: forecast {e['forecast']} "
                    f"({e['forecast_source']} {e['forecast_date']}), price {e['price']} {e['currency']} "
                    f"({e['price_source']} {e['price_date']}), vol {e['volatility']} ({e['volatility_source']}), "

@@ -112,8 +112,7 @@ def test_targets_show_prints_the_capital_and_where_it_came_from(tmp_path):
     when = dt.datetime.combine(DEMO_START, dt.time(15), tzinfo=dt.timezone.utc)
     run_id = compute_run(env, DEMO_START, when)
     shown = run(home, "targets", "show", str(run_id)).output
-    assert "capital of trend_fast: 800000" in shown
-    assert "(compounding: NAV 2000000.00 USD x share 0.4)" in shown
+    assert "capital of trend_fast: 700000.00 USD (compounding: NAV 2000000.00 USD x share 0.35)" in shown
     data = as_json(home, "targets", "show", str(run_id))
     assert data["inputs"]["nav"] == "2000000.00"
     assert all(line["explain"]["capital_source"].startswith("compounding") for line in data["lines"])

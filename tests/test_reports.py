@@ -48,7 +48,7 @@ def test_performance_totals_are_the_pnl_and_drawdowns_are_below_peaks(home):
         assert all(D(p["drawdown"]) <= 0 for p in entry["curve"] if p["drawdown"] is not None)
     assert D(total["stats"]["max_drawdown"]) <= 0 and total["stats"]["sharpe"] is not None
     rows = list(csv.DictReader(io.StringIO(run(home, "report", "performance", "--csv"))))
-    assert {r["strategy"] for r in rows} == {"etf_trend", "trend_fast", "trend_slow", "unattributed", "total"}
+    assert {r["strategy"] for r in rows} == {"etf_trend", "tactical", "trend_fast", "trend_slow", "unattributed", "total"}
     assert "sharpe" in run(home, "report", "performance")
 
 
@@ -71,7 +71,7 @@ def test_exposure_is_positions_times_price_multiplier_and_fx(home):
     for row in exposure["rows"]:
         (contract,) = row["contracts"]
         assert D(row["notional"]) == expected[(row["strategy"], contract)], row
-        if row["strategy"] != "unattributed":
+        if row["strategy"] not in ("unattributed", "tactical"):  # an allocation sizes by weight, not by volatility
             assert D(row["annual_risk"]) > 0 and row["pct_capital"] is not None
     assert len(exposure["rows"]) == len(positions)
 

@@ -293,7 +293,7 @@ def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = Non
         inputs["capital_mode"] = config.capital_mode
         inputs["nav"] = None if account_nav is None else str(account_nav)
         inputs["strategy_capital"] = {n: {"capital": str(c.capital), "share": str(c.share),
-                                          "amount": str(c.amount), "source": c.source} for n, c in capitals.items()}
+                                          "amount": str(c.amount.quantize(Decimal("0.01"))), "source": c.source} for n, c in capitals.items()}
         run_id = conn.execute(target_run.insert().values(
             created_at=fmt_ts(now), as_of=as_of.isoformat(), state=PENDING, inputs=json.dumps(inputs, sort_keys=True),
         )).inserted_primary_key[0]
