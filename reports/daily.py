@@ -95,6 +95,8 @@ def render_html(data: dict) -> str:
         f"NAV <b>{_cell(data['nav'])} {ccy}</b>; P&amp;L of the day <b>{_cell(data['day_pnl'])} {ccy}</b></p>",
         _table(f"Performance to {day} ({ccy})", ["strategy", "capital", "P&L", "annual return %", "annual vol %",
                                                   "Sharpe", "max drawdown", "max drawdown %"], stats),
+        f"<p>NAV moved by the strategies' P&amp;L, deposits, and the base-currency value of cash held in other "
+        f"currencies (FX translation: {_cell(perf['total']['stats'].get('fx_translation'))} {ccy} over the period).</p>",
     ]
     parts += [f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='{plots.data_uri(png)}'>"
               for title, png in images]

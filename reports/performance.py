@@ -6,6 +6,9 @@ it (engine/targets/capital.py): its share of the net deposits (compounding), its
 fixed `[portfolio] capital`, or its own fixed amount. The account's NAV is the NAV query of each
 day (cash, shares at the close, futures' unsettled margin, at that day's FX rates).
 
+The account's NAV also moves with the base-currency value of the cash it holds in other currencies
+(FX translation); that is no strategy's P&L, and the total says how much it was.
+
 Statistics are of daily returns, net P&L over the previous day's NAV, over the days with data:
 annualised return = mean x 252, volatility = standard deviation x sqrt(252), Sharpe = their
 ratio (no risk-free rate). Drawdown is NAV below its running peak, in money and in percent.
@@ -97,4 +100,9 @@ def performance(session: Session, since: dt.date | None = None, until: dt.date |
     curve = _curve(rows, total.nav, None, start_nav)
     account = {"strategy": "total", "capital": last_deposits, "capital_source": "net deposits",
                "currency": base_ccy, "curve": curve, "stats": _stats(curve, start_nav)}
+    if curve and start_nav is not None and curve[-1]["nav"] is not None:
+        # NAV also moves with the base value of cash held in other currencies: not a strategy's P&L
+        moved = curve[-1]["nav"] - series_mod.cents(start_nav)
+        deposited = total.deposits[curve[-1]["day"]] - total.deposits[before[-1]]
+        account["stats"]["fx_translation"] = series_mod.cents(moved - deposited - curve[-1]["cumulative"])
     return {"currency": base_ccy, "since": since, "until": until, "strategies": strategies, "total": account}

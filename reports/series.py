@@ -276,8 +276,7 @@ def load_moves(session) -> list[Move]:
              .join(t, t.c.id == p.c.txn_id).join(a, a.c.id == p.c.account_id)
              .where(sa.or_(a.c.name.like("Income:Trading:%"), a.c.name.like("Expenses:Commissions:%"),
                            *(a.c.name.like(prefix + "%") for prefix in CARRY_ACCOUNTS),
-                           a.c.name.like(holdings + "%"), a.c.name.in_([chart.unattributed, chart.cash,
-                                                                         chart.deposits])))
+                           a.c.name.like(holdings + "%"), a.c.name.like("Assets:%"), a.c.name.in_([chart.deposits])))
              .order_by(p.c.ts, p.c.txn_id, p.c.id))
     moves, metas, names = [], {}, {}
     with read_connection(env.engine) as conn:
@@ -294,7 +293,8 @@ def load_moves(session) -> list[Move]:
         contract, price = metas[txn_id]
         day = dt.date.fromisoformat(ts[:10])
         amount = from_scaled(units)
-        if account == chart.cash:
+        if account == chart.cash or (account.startswith("Assets:") and cost is None and not account.startswith(holdings)
+                                     and account != chart.unattributed):  # cash, and money due (receivables)
             moves.append(Move(day, "cash", None, commodity, amount, entry=txn_id))
         elif account == chart.deposits:
             moves.append(Move(day, "deposit", None, commodity, -amount, entry=txn_id))

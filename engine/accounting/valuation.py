@@ -3,7 +3,7 @@
 The ledger holds cash per currency, shares at cost and futures at zero cost with a mark. What
 they are worth on a date:
 
-* cash: its balance, converted at the day's FX rate;
+* cash (and money due, such as a dividend receivable): its balance, at the day's FX rate;
 * shares: units x price x multiplier (the close of the day, else the newest before it);
 * futures: the variation margin not yet booked, position x (price - mark) x multiplier; zero
   right after the daily mark, since the settlement books everything up to the settlement price.
@@ -102,8 +102,9 @@ def nav(env, config: TradingConfig, on: dt.date | None = None) -> Nav:
     deposits: dict = {}
     held: dict = {}
     for (account, commodity), units in balances.items():
-        if account == chart.cash:
-            cash[commodity] = cash.get(commodity, ZERO) + units
+        if account == chart.cash or (account.startswith("Assets:") and not account.startswith(chart.root + ":Strategy:")
+                                     and account != chart.unattributed and commodity not in contracts):
+            cash[commodity] = cash.get(commodity, ZERO) + units  # cash, and money due (dividend receivables)
         elif account == chart.deposits:
             deposits[commodity] = deposits.get(commodity, ZERO) - units
         elif account.startswith(chart.root + ":") and commodity in contracts:
