@@ -116,3 +116,20 @@ def test_targets_show_prints_the_capital_and_where_it_came_from(tmp_path):
     data = as_json(home, "targets", "show", str(run_id))
     assert data["inputs"]["nav"] == "2000000.00"
     assert all(line["explain"]["capital_source"].startswith("compounding") for line in data["lines"])
+
+
+def test_init_capital_on_ib_funds_the_simulated_gateway(tmp_path):
+    from tradeledger.broker.simexchange import SimExchange
+
+    home = tmp_path / "home"
+    info = as_json(home, "init", "--broker", "ib", "--account", "DU7654321", "--ib-port", "4002",
+                   "--capital", "250000", "--currency", "EUR")
+    state = home / "paper" / "ibsim.db"
+    assert info["capital"]["broker_funded"] == str(state)
+    exchange = SimExchange(state, "DU7654321")
+    try:
+        assert exchange.cash() == {"EUR": D(250000)}
+    finally:
+        exchange.close()
+    env = open_environment(home, "paper")
+    assert env.ledger.balances()[(DEPOSITS, "EUR")] == D(-250000)
