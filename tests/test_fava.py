@@ -3,7 +3,6 @@
 import json
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -33,9 +32,10 @@ def fava_url(tmp_path_factory):
     export_beancount(session.env.ledger, path, title="tradeledger demo")
     session.close()
     port = _free_port()
-    fava = Path(sys.executable).with_name("fava")
-    process = subprocess.Popen([str(fava), str(path), "-H", "127.0.0.1", "-p", str(port), "--read-only"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from tradeledger.commands.fava import fava_command  # this interpreter's Fava, script or not
+
+    process = subprocess.Popen(fava_command(path, "127.0.0.1", port), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
