@@ -139,12 +139,14 @@ def _json_field(conn, column, name: str):
     return sa.func.json_extract(column, f"$.{name}")
 
 
-def _reference_prices(conn) -> dict[int, dict]:
+def _reference_prices(conn, order_ids=None) -> dict[int, dict]:
     """order id -> {run, reference price}: the price its run sized the order's contract with."""
     o, t = tables.broker_order, tables.target_line
     price = sa.func.max(_json_field(conn, t.c.explain, "price"))
     query = (sa.select(o.c.id, o.c.run_id, price).join(t, sa.and_(t.c.run_id == o.c.run_id, t.c.contract == o.c.contract))
              .group_by(o.c.id, o.c.run_id))
+    if order_ids is not None:
+        query = query.where(o.c.id.in_(sorted(order_ids)))
     return {order_id: {"run": run_id, "reference": Decimal(str(value))}
             for order_id, run_id, value in conn.execute(query) if value is not None}
 
@@ -159,7 +161,6 @@ def fills_with_costs(session: Session, day: dt.date | None = None, since: dt.dat
     f, fa = tables.fill, tables.fill_alloc
     contracts = known_contracts(env.ledger)
     with read_connection(env.engine) as conn:
-        refs = _reference_prices(conn)
         query = sa.select(f).where(f.c.superseded_by.is_(None)).order_by(f.c.time.desc(), f.c.id.desc())
         if since is not None:
             query = query.where(f.c.time >= since.isoformat())
@@ -168,6 +169,8 @@ def fills_with_costs(session: Session, day: dt.date | None = None, since: dt.dat
         if limit is not None:
             query = query.limit(limit)
         rows = conn.execute(query).all()[::-1]
+        wanted = {r.order_id for r in rows if r.order_id is not None}
+        refs = _reference_prices(conn, wanted if len(wanted) <= 5000 else None)
         allocs = defaultdict(list)
         ids = [r.id for r in rows]
         alloc_query = sa.select(fa)

@@ -279,6 +279,12 @@ def load_moves(session) -> list[Move]:
                            a.c.name.like(holdings + "%"), a.c.name.like("Assets:%"), a.c.name.in_([chart.deposits])))
              .order_by(p.c.ts, p.c.txn_id, p.c.id))
     moves, metas, names = [], {}, {}
+
+    def holder_of(account: str, component: str) -> str:
+        if account not in names:
+            names[account] = _holder_name(session, component)
+        return names[account]
+
     with read_connection(env.engine) as conn:
         rows = conn.execute(query).all()
     entry_contract: dict[int, str] = {}  # an entry's contract when its metadata names none (reversals)
@@ -299,17 +305,17 @@ def load_moves(session) -> list[Move]:
         elif account == chart.deposits:
             moves.append(Move(day, "deposit", None, commodity, -amount, entry=txn_id))
         elif account.startswith("Income:Trading:"):
-            holder = names.setdefault(account, _holder_name(session, account.rsplit(":", 1)[1]))
+            holder = holder_of(account, account.rsplit(":", 1)[1])
             moves.append(Move(day, "realized", holder, commodity, -amount, contract=contract, price=price, entry=txn_id))
         elif account.startswith("Expenses:Commissions:"):
-            holder = names.setdefault(account, _holder_name(session, account.rsplit(":", 1)[1]))
+            holder = holder_of(account, account.rsplit(":", 1)[1])
             moves.append(Move(day, "commission", holder, commodity, amount, contract=contract, entry=txn_id))
         elif account.startswith(CARRY_ACCOUNTS):  # what holding brought: income up, expenses down
-            holder = names.setdefault(account, _holder_name(session, account.rsplit(":", 1)[1]))
+            holder = holder_of(account, account.rsplit(":", 1)[1])
             moves.append(Move(day, "income", holder, commodity, -amount, contract=contract, entry=txn_id))
         elif cost is not None:  # a position (futures at zero cost, shares at their lot's cost)
             component = "Unattributed" if account == chart.unattributed else account[len(holdings):]
-            holder = names.setdefault(account, _holder_name(session, component))
+            holder = holder_of(account, component)
             moves.append(Move(day, "position", holder, commodity, amount, basis=from_scaled(weight),
                               price=price if contract == commodity else None, entry=txn_id))
     return moves

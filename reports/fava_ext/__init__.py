@@ -19,7 +19,7 @@ from flask import request
 
 from tradeledger.ledger.db import read_connection
 
-FILLS_SHOWN = 500  # the blotter shows the newest fills; `tradeledger report costs --fills` has them all
+ROWS_SHOWN = 500  # the blotter shows the newest orders and fills; `orders list`, `report costs --fills` have all
 DB_URL_VARIABLE = "TRADELEDGER_FAVA_DB_URL"  # `tradeledger fava --db-url` passes it this way, never in the file
 
 
@@ -86,6 +86,21 @@ class _Pages:
     def arg(self, name: str, default=None):
         return request.args.get(name, default)
 
+    def warm(self) -> None:
+        """Work out what the page keeps (see `cached`); nothing by default."""
+
+    def after_load_file(self) -> None:
+        """Fava (re)loaded the export: work the kept figures out now, so the page is ready when opened."""
+        import threading
+
+        def warm():
+            try:
+                self.warm()
+            except Exception:  # the page itself shows the error when it is opened
+                pass
+
+        threading.Thread(target=warm, name=f"tradeledger-warm-{self.name}", daemon=True).start()
+
 
 class TradeledgerTargets(_Pages, FavaExtensionBase):
     """Target runs, and one run's lines with every figure they were sized from."""
@@ -117,17 +132,20 @@ class TradeledgerOrders(_Pages, FavaExtensionBase):
         from tradeledger.engine.trading.orders import list_orders
 
         with read_connection(self.session().env.engine) as conn:
-            return list(reversed(list_orders(conn)))
+            return list(reversed(list_orders(conn)))[:ROWS_SHOWN]
 
     def fills(self):
         from tradeledger.reports.exposure import fills_with_costs
 
-        return list(reversed(fills_with_costs(self.session(), limit=FILLS_SHOWN)))
+        return list(reversed(fills_with_costs(self.session(), limit=ROWS_SHOWN)))
 
     def costs(self):
         from tradeledger.reports.exposure import costs
 
-        return costs(self.session())
+        return self.cached("costs", lambda: costs(self.session()))
+
+    def warm(self) -> None:
+        self.costs()
 
 
 class TradeledgerReconciliation(_Pages, FavaExtensionBase):
@@ -175,14 +193,5 @@ class TradeledgerStrategies(_Pages, FavaExtensionBase):
             images.append(("Exposure by instrument", plots.data_uri(plots.exposure_bars(exp, exp["on"] or "the latest prices"))))
         return {"performance": perf, "exposure": exp, "plots": images}
 
-    def after_load_file(self) -> None:
-        """Fava (re)loaded the export: work the figures out now, so the page is ready when opened."""
-        import threading
-
-        def warm():
-            try:
-                self.figures()
-            except Exception:  # the page itself will show the error when it is opened
-                pass
-
-        threading.Thread(target=warm, name="tradeledger-warm", daemon=True).start()
+    def warm(self) -> None:
+        self.figures()
