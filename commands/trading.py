@@ -431,19 +431,6 @@ def sim_settle(c: Context, contract, price, day):
     click.echo(f"{contract} settled at {number} on {day}: {cash} moved to cash at the broker")
 
 
-@sim_group.command("deposit", context_settings={"ignore_unknown_options": True})
-@click.argument("currency")
-@click.argument("amount")
-@pass_ctx
-def sim_deposit(c: Context, currency, amount):
-    """Money paid in at the broker (AMOUNT negative: withdrawn); book it with `adjust cash --kind deposit`."""
-    session = _Session(c.open())
-    number = _to_decimal(amount, "AMOUNT")
-    session.exchange().deposit(currency.upper(), number, ref="screen")
-    click.echo(f"broker cash {'+' if number > 0 else ''}{number} {currency.upper()}; book it with "
-               f"`tradeledger adjust cash {currency.upper()} {number} --kind {'deposit' if number > 0 else 'withdrawal'}`")
-
-
 @sim_group.command("fault")
 @click.argument("kind", type=click.Choice(["partial-fill", "duplicate-executions", "late-commission",
                                            "disconnect", "correct"]))

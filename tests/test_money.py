@@ -35,6 +35,9 @@ def funded(tmp_path):
     home = tmp_path / "home"
     info = as_json(home, "init", "--capital", "1000000")
     assert info["capital"]["amount"] == "1000000" and info["capital"]["currency"] == "USD"
+    # the money model: the opening books what the broker holds minus what the ledger holds: nothing
+    assert info["opening"]["entry"] is None
+    assert [(c["currency"], c["booked"]) for c in info["opening"]["cash"]] == [("USD", "0")]
     return home
 
 
