@@ -55,9 +55,9 @@ def test_performance_totals_are_the_pnl_and_drawdowns_are_below_peaks(home):
 def test_exposure_is_positions_times_price_multiplier_and_fx(home):
     exposure = data(home, "report", "exposure")
     positions = data(home, "positions")
-    multipliers = {"MESZ26": D(5), "MNQZ26": D(2), "ZNZ26": D(1000), "ZFZ26": D(1000), "CLZ26": D(1000),
-                   "MBTZ26": D("0.1"), "FESXZ26": D(10), "FGBLZ26": D(1000), "ZZ26": D(10), "SPY": D(1),
-                   "GLD": D(1), "TLT": D(1), "GCZ26": D(100), "GCG27": D(100)}
+    from tradeledger.engine.setup.environment import open_environment
+
+    multipliers = {c.name: c.multiplier for c in open_environment(home, "paper").ledger.commodities()}
     import sqlite3
 
     db = sqlite3.connect(home / "paper" / "tradeledger.db")
@@ -77,6 +77,9 @@ def test_exposure_is_positions_times_price_multiplier_and_fx(home):
 
 
 def test_slippage_is_against_the_runs_reference_price(home):
+    from tradeledger.engine.setup.environment import open_environment
+
+    multipliers = {c.name: c.multiplier for c in open_environment(home, "paper").ledger.commodities()}
     fills = data(home, "report", "costs", "--fills")
     run1 = data(home, "targets", "show", "1")
     reference = {line["contract"]: D(line["explain"]["price"]) for line in run1["lines"]}
@@ -85,8 +88,7 @@ def test_slippage_is_against_the_runs_reference_price(home):
         if fill["run"] != 1:
             continue
         sign = 1 if fill["side"] == "BUY" else -1
-        mult = {"CLZ26": 1000, "FGBLZ26": 1000, "MESZ26": 5, "MNQZ26": 2, "ZNZ26": 1000, "ZFZ26": 1000,
-                "MBTZ26": D("0.1"), "FESXZ26": 10, "ZZ26": 10}.get(fill["contract"], 1)
+        mult = multipliers[fill["contract"]]
         assert D(fill["reference"]) == reference[fill["contract"]]
         assert D(fill["slippage"]) == sign * (D(fill["price"]) - reference[fill["contract"]]) * D(fill["quantity"]) * D(mult)
         checked += 1
