@@ -118,9 +118,13 @@ DIVIDEND = ("SPY", Decimal("1.85"), Decimal("0.15"), 2, 3)  # ticker, per share,
 SPLIT = ("GLD", Decimal(2), Decimal(1), 3)  # ticker, new, old, day
 
 
-def demo_config() -> str:
-    """The [portfolio], [instruments.*], [mappings], [strategies.*], [limits] and [sim] tables."""
-    lines = ['[portfolio]', f'capital = "{DEMO_CAPITAL}"', 'capital_mode = "compounding"', 'buffer_fraction = "0.10"', 'max_run_age_hours = 24', '']
+def demo_config(capital_mode: str = "fixed") -> str:
+    """The [portfolio], [instruments.*], [mappings], [strategies.*], [limits] and [sim] tables.
+
+    The demo itself deposits its capital and compounds on NAV; the same tables seeded into an
+    account that is still to be opened (`ibsim seed-demo`) size on the fixed capital until the
+    ledger knows what the account holds."""
+    lines = ['[portfolio]', f'capital = "{DEMO_CAPITAL}"', f'capital_mode = "{capital_mode}"', 'buffer_fraction = "0.10"', 'max_run_age_hours = 24', '']
     for name, (kind, ccy, mult, exch, sym, tclass, tick, months, *_rest) in _INSTRUMENTS.items():
         lines += [f"[instruments.{name}]", f'type = "{kind}"', f'currency = "{ccy}"', f'multiplier = "{mult}"',
                   f'exchange = "{exch}"', f'ib_symbol = "{sym}"', f'tick_size = "{tick}"']
@@ -190,7 +194,7 @@ def history_csvs(history: History, until: dt.date | None = None) -> tuple[str, s
 def init_demo(home, env: str = "paper", db_url: str | None = None, start: dt.date = DEMO_START):
     """An environment with the demo configuration and the price history of the days before
     `start` (the demo's first trading day; `init --demo` starts today, by the wall clock)."""
-    environment = init_environment(home, env, "sim", None, db_url=db_url, config_extra="\n" + demo_config())
+    environment = init_environment(home, env, "sim", None, db_url=db_url, config_extra="\n" + demo_config("compounding"))
     fund(environment, DEMO_CAPITAL, environment.settings.base_currency,
          dt.datetime.combine(start - dt.timedelta(days=1), dt.time(0, 0), tzinfo=UTC), who="demo")
     history = seed_history(start + dt.timedelta(days=DEMO_HORIZON_DAYS))
