@@ -16,12 +16,13 @@ import sqlalchemy as sa
 from tradeledger.broker.base import BrokerError
 from tradeledger.commands import actions, fava, futures, ibsim, ledger, ops, report, setup, targets, trading, trust
 from tradeledger.commands.common import Context, fail
-from tradeledger.engine.setup.environment import ENVIRONMENTS, ConfigError
-from tradeledger.ledger.db import DatabaseError
-from tradeledger.ledger.model import LedgerError
-from tradeledger.ledger.numbers import NumberError
+from tradeledger.engine.setup.environment import ENVIRONMENTS
+from tradeledger.errors import UserError
 
-USER_ERRORS = (LedgerError, DatabaseError, ConfigError, NumberError, BrokerError, ValueError, OSError)
+# What a user can cause or fix: one line and exit 1. Every tradeledger error meant for a person
+# derives from errors.UserError (LedgerError, NumberError, ConfigError, DatabaseError, PriceError,
+# TargetError, AdjustError, ...); a bare ValueError is a bug and is reported as an internal error.
+USER_ERRORS = (UserError, BrokerError, OSError)
 
 
 class Group(click.Group):

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from tradeledger.engine.targets import prices
-from tradeledger.engine.accounting.booking import FillShare, Holding, fill_entry, settlement_entry
+from tradeledger.engine.accounting.entries import FillShare, Holding, fill_entry, settlement_entry
 from tradeledger.engine.setup.config import current_contract
 from tradeledger.engine.trading.cycle import plan_run, submit_run, wait_for_fills
 from tradeledger.engine.setup.environment import init_environment

@@ -15,6 +15,7 @@ executions (always positive there) and through the sign of `quantity` on positio
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
@@ -52,6 +53,24 @@ class Contract:
     expiry: str = ""  # YYYYMM (lastTradeDateOrContractMonth) for futures
     trading_class: str = ""
     con_id: int = 0
+
+
+def contract_fields(c: Contract) -> dict:
+    """A contract's fields as JSON values (the multiplier as exact text)."""
+    return {"code": c.code, "sec_type": c.sec_type, "symbol": c.symbol, "exchange": c.exchange,
+            "currency": c.currency, "multiplier": str(c.multiplier), "expiry": c.expiry,
+            "trading_class": c.trading_class, "con_id": c.con_id}
+
+
+def contract_to_json(c: Contract) -> str:
+    """A contract as the text stored with a snapshot (every field; exact multiplier)."""
+    return json.dumps(contract_fields(c), sort_keys=True)
+
+
+def contract_from_json(text: str) -> Contract:
+    data = json.loads(text)
+    data["multiplier"] = Decimal(data["multiplier"])
+    return Contract(**data)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from tradeledger.engine.setup.environment import parse_settings, resolve_home
 from tradeledger.engine.setup.session import Session as _Session
 from tradeledger.ledger import db
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
+from tradeledger.errors import UserError
 
 # --- ibsim ---
 # The simulated IB gateway (broker/ibsim) as a process, and its market screen. Its state is a
@@ -59,7 +60,7 @@ def _ibsim_contract(c: Context, code: str, exchange):
     if instrument is None:
         known = exchange.contract(code)
         if known is None:
-            raise ValueError(f"unknown contract {code}: not a configured instrument's contract")
+            raise UserError(f"unknown contract {code}: not a configured instrument's contract")
         return known
     expiry = f"20{code[-2:]}{MONTH_CODES.index(code[-3]) + 1:02d}" if instrument.is_future else ""
     return to_contract(instrument, code, expiry)

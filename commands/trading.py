@@ -30,6 +30,7 @@ from tradeledger.engine.accounting.export import export_ledger
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
 from tradeledger.reports import pnl as _pnl
 from tradeledger.reports.render import emit_json, table
+from tradeledger.errors import UserError
 
 
 def _plan_rows(order_plan, names: Names):
@@ -261,7 +262,7 @@ def _sim_contract(session, code):
     if instrument is None:
         known = session.exchange().contract(code)
         if known is None:
-            raise ValueError(f"unknown contract {code}: not a configured instrument's contract")
+            raise UserError(f"unknown contract {code}: not a configured instrument's contract")
         return known
     expiry = ""
     if instrument.is_future:

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from tradeledger.errors import UserError
 from tradeledger.ledger import schema
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -28,7 +29,7 @@ _PACKAGED_MIGRATIONS = MIGRATIONS
 HEAD = "0009"
 
 
-class DatabaseError(RuntimeError):
+class DatabaseError(UserError, RuntimeError):
     """The database cannot be used as asked; the message says what to do."""
 
 

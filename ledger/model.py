@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 from decimal import Decimal
 
+from tradeledger.errors import UserError
 from tradeledger.ledger.numbers import plain
 
 ACCOUNT_TYPES = ("Assets", "Liabilities", "Equity", "Income", "Expenses")
@@ -42,7 +43,7 @@ _KIND = re.compile(r"^[a-z][a-z0-9_-]*$")
 BOOKING_METHODS = ("STRICT", "FIFO", "LIFO", "NONE")
 
 
-class LedgerError(ValueError):
+class LedgerError(UserError):
     """An entry or request the ledger refuses; the message says why."""
 
 

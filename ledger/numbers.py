@@ -13,13 +13,15 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
+from tradeledger.errors import UserError
+
 SCALE = 9
 _FACTOR = 10**SCALE
 _LIMIT = 2**63 - 1
 MAX_ABS = Decimal(_LIMIT) / _FACTOR
 
 
-class NumberError(ValueError):
+class NumberError(UserError):
     """A number that the ledger cannot store exactly."""
 
 
@@ -78,3 +80,17 @@ def plain(number: Decimal) -> Decimal:
     if normal.as_tuple().exponent > 0:
         return normal.quantize(Decimal(1))
     return normal
+
+
+def jsonable(value):
+    """Decimals as exact text, dates and times as ISO text, tuples as lists, all the way down: a
+    value `json.dumps` writes without losing a digit."""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value

@@ -19,7 +19,7 @@ from tradeledger.reports import exposure as exposure_mod
 from tradeledger.reports import performance as performance_mod
 from tradeledger.reports import plots
 from tradeledger.reports import trust as trust_mod
-from tradeledger.reports.render import _plain
+from tradeledger.ledger.numbers import jsonable as _plain
 
 
 def daily(session: Session, day: dt.date) -> dict:

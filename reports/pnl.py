@@ -16,17 +16,18 @@ from decimal import Decimal
 
 from tradeledger.engine.accounting import holdings as holdings_mod
 from tradeledger.engine.accounting import valuation
-from tradeledger.engine.accounting.holdings import holder_of
+from tradeledger.engine.accounting.holders import UNATTRIBUTED_NAME, Holder, holder_of
 from tradeledger.engine.setup.session import Session
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import plain
+from tradeledger.errors import UserError
 from tradeledger.reports import series
 
 ZERO = Decimal(0)
-UNATTRIBUTED = "unattributed"
+UNATTRIBUTED = UNATTRIBUTED_NAME
 
 
-def _holder_name(session: Session, holder: str | None) -> str:
+def _holder_name(session: Session, holder: Holder) -> str:
     if holder is None:
         return UNATTRIBUTED
     strategy = session.config.strategy_by_account(holder)
@@ -41,7 +42,7 @@ def latest_prices(session: Session, codes) -> dict[str, Decimal]:
 def positions(session: Session, strategy: str | None = None) -> list[dict]:
     if strategy is not None and strategy != UNATTRIBUTED and strategy not in session.config.strategies:
         known = ", ".join(sorted(session.config.strategies)) or "none configured"
-        raise ValueError(f"unknown strategy {strategy!r} (strategies: {known}, or {UNATTRIBUTED})")
+        raise UserError(f"unknown strategy {strategy!r} (strategies: {known}, or {UNATTRIBUTED})")
     env = session.env
     chart = env.chart
     contracts = holdings_mod.known_contracts(env.ledger)
@@ -90,9 +91,9 @@ def pnl(session: Session, by: str = "strategy", since: dt.date | None = None,
     `until`, so that the days of any period add up to its total to the cent.
     """
     if by not in ("strategy", "instrument", "day"):
-        raise ValueError("--by must be strategy, instrument or day")
+        raise UserError("--by must be strategy, instrument or day")
     if since and until and since >= until:
-        raise ValueError("--since must be before --until")
+        raise UserError("--since must be before --until")
     base = session.env.settings.base_currency
     built = series.build(session, "total" if by == "day" else by, until)
     rows, missing = [], set()

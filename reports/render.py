@@ -25,6 +25,8 @@ from typing import Any, Iterable
 
 import click
 
+from tradeledger.ledger.numbers import jsonable
+
 CENT = Decimal("0.01")
 MONEY = {"realized", "unrealized", "commissions", "commission", "net", "income", "cash", "amount", "balance",
          "ledger", "broker", "beancount", "diff", "expected", "marks", "unsettled", "vm", "total", "notional",
@@ -46,20 +48,8 @@ def csv_enabled() -> bool:
     return _state["csv"]
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value
-
-
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(_plain(data), indent=2, sort_keys=False))
+    click.echo(json.dumps(jsonable(data), indent=2, sort_keys=False))
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -84,7 +74,7 @@ def display(value: Any, column: str) -> str:
         return ""
     number = _decimal(value)
     if number is None:
-        return str(_plain(value))
+        return str(jsonable(value))
     kind = column.lower()
     if kind in MONEY:
         return f"{number.quantize(CENT):f}" if number == number.quantize(CENT) or abs(number) >= CENT \
@@ -159,7 +149,7 @@ def emit_csv(rows: list[dict], columns: list[str] | None = None) -> None:
     for row in rows:
         values = []
         for column in columns:
-            value = _plain(row.get(column))
+            value = jsonable(row.get(column))
             values.append(json.dumps(value) if isinstance(value, (dict, list)) else ("" if value is None else value))
         writer.writerow(values)
     click.echo(out.getvalue(), nl=False)

@@ -9,6 +9,7 @@ skipped silently there.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import pytest
@@ -66,3 +67,20 @@ def engine(db_url):
 @pytest.fixture
 def ledger(engine):
     return Ledger(engine)
+
+
+def _wait_for(predicate, timeout: float = 30.0, step: float = 0.05) -> bool:
+    """Poll `predicate` until it is true (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(step)
+
+
+@pytest.fixture
+def wait_for():
+    """Await a condition instead of sleeping a fixed time: `assert wait_for(lambda: ..., timeout)`."""
+    return _wait_for

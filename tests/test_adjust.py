@@ -232,7 +232,7 @@ def test_cash_and_reverse(world, tmp_path):
 
 
 def test_pure_builders_balance_and_refuse():
-    from tradeledger.engine.accounting.booking import Holding
+    from tradeledger.engine.accounting.entries import Holding
     from tradeledger.ledger.accounts import Chart
     from tradeledger.ledger.model import imbalance
 

@@ -20,9 +20,10 @@ from tradeledger.broker.base import Contract
 from tradeledger.broker.sim import SimBroker
 from tradeledger.broker.simexchange import SimExchange
 from tradeledger.engine import tables
-from tradeledger.engine.accounting.booking import Holding
+from tradeledger.engine.accounting.entries import Holding
 from tradeledger.engine.setup.config import Limits
-from tradeledger.engine.trading.corrections import CorrectionUnsupported, HolderCorrection, futures_correction
+from tradeledger.engine.accounting.entries import HolderCorrection, futures_correction
+from tradeledger.errors import CorrectionUnsupported
 from tradeledger.engine.setup.environment import init_environment
 from tradeledger.engine.trading.fills import sync_fills
 from tradeledger.engine.accounting.holdings import marks

@@ -126,7 +126,7 @@ def test_killed_between_sending_an_order_and_booking_its_fill(tmp_path):
     assert_books_true(env, tmp_path)
 
 
-def test_daemon_and_cli_write_at_the_same_time(tmp_path, db_url):
+def test_daemon_and_cli_write_at_the_same_time(tmp_path, db_url, wait_for):
     """`db_url` (conftest) runs this on SQLite and on PostgreSQL."""
     home, env, session = make_env(tmp_path, db_url)
     exchange = session.exchange()
@@ -146,7 +146,8 @@ def test_daemon_and_cli_write_at_the_same_time(tmp_path, db_url):
             if trades % 5 == 0:  # and this process syncs too, racing the daemon for the same fills
                 sync_fills(env.engine, env.ledger, env.chart, session.broker)
             time.sleep(0.05)
-        time.sleep(2.5)  # the daemon's last sync
+        log_path = env.dir / "logs" / "daemon.log"
+        assert wait_for(lambda: log_path.exists() and "fills booked" in log_path.read_text(), timeout=60)  # a daemon sync
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=20) == 0, daemon.stderr.read()
     finally:

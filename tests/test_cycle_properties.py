@@ -115,7 +115,7 @@ def _open_orders(env):
 def test_a_lot_with_a_multiplier_realizes_per_unit_cost():
     """An option (multiplier 100) bought at 2.50 is a lot at 250 per contract; selling it at 3.10
     realizes (3.10 x 100 - 250) x 1 = 60.00, and the entry balances."""
-    from tradeledger.engine.accounting.booking import Holding, after_trade, trade_postings
+    from tradeledger.engine.accounting.entries import Holding, after_trade, trade_postings
     from tradeledger.ledger.accounts import Chart
     from tradeledger.ledger.model import imbalance
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from tradeledger.broker.base import AccountSnapshot, BrokerPosition, Contract
-from tradeledger.engine.accounting.booking import Holding, after_trade, trade_postings
+from tradeledger.engine.accounting.entries import Holding, after_trade, link, trade_postings
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.model import Posting, Transaction, is_valid_commodity
 
@@ -170,7 +170,7 @@ def opening_entry(chart: Chart, snap: AccountSnapshot, snapshot_id: int, holding
     if postings:
         txn = Transaction(time=time, kind="opening",
                           narration=f"Opening: the account {chart.broker_account} as the broker held it",
-                          postings=tuple(postings), links=(f"opening-{_link(chart.broker_account)}",),
+                          postings=tuple(postings), links=(f"opening-{link(chart.broker_account)}",),
                           meta=(("snapshot", str(snapshot_id)), ("source", "broker-snapshot")),
                           key=f"opening:{chart.broker_account}")
     return OpeningPlan(txn, tuple(opened), tuple(lines), tuple(skipped), after_all)
@@ -189,12 +189,8 @@ def surplus_entry(chart: Chart, position: BrokerPosition, holdings: dict, surplu
     txn = Transaction(
         time=time, kind="adoption",
         narration=f"Adopt {surplus} {k.code} found at the broker without an execution",
-        postings=tuple(legs), links=(f"adopt-{_link(k.code)}-{snapshot_id}",),
+        postings=tuple(legs), links=(f"adopt-{link(k.code)}-{snapshot_id}",),
         meta=(("contract", k.code), ("price", str(price)), ("snapshot", str(snapshot_id)),
               ("source", "broker-snapshot")),
         key=f"adopt:{chart.broker_account}:{k.code}:{snapshot_id}")
     return txn, held
-
-
-def _link(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "_./-" else "-" for ch in text)

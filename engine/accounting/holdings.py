@@ -1,8 +1,8 @@
 """Who holds what in a contract: positions from the ledger, marks and lots, read and written
 inside the caller's database transaction.
 
-A *holder* is a strategy's account component (`Trend-fast`) or None for the unattributed
-bucket. Positions come from postings (the truth); marks come from `position_mark`, which is
+A *holder* (`holders.Holder`) is a strategy's account component (`Trend-fast`) or None for the
+unattributed bucket. Positions come from postings (the truth); marks come from `position_mark`, which is
 written in the same transaction as every entry that moves a futures position.
 """
 
@@ -16,21 +16,14 @@ from sqlalchemy.engine import Connection
 
 from tradeledger.broker.base import Contract
 from tradeledger.engine import tables
-from tradeledger.engine.accounting.booking import Holding
+from tradeledger.engine.accounting.entries import Holding
+from tradeledger.engine.accounting.holders import Holder, from_column, holder_of, to_column
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.model import Account
 from tradeledger.ledger.numbers import from_scaled, to_scaled
 from tradeledger.ledger.store import Commodity, Ledger, fmt_ts
 
 LEDGER_EPOCH = dt.date(2000, 1, 1)  # accounts the engine opens on demand open on this date
-
-
-def holder_of(chart: Chart, account: str) -> str | None | bool:
-    """The holder owning a holdings account; False when the account holds nothing of theirs."""
-    if account == chart.unattributed:
-        return None
-    prefix = f"{chart.root}:Strategy:"
-    return account[len(prefix):] if account.startswith(prefix) else False
 
 
 def lock_contract(conn: Connection, code: str) -> None:
@@ -49,7 +42,7 @@ def load_holdings(conn: Connection, ledger: Ledger, chart: Chart, contract: Cont
     """holder -> Holding for every holder with a position in the contract (or a mark)."""
     lock_contract(conn, contract.code)
     balances = ledger.balances(prefix=chart.root, conn=conn, commodity=contract.code)
-    marks = {row.holder or None: from_scaled(row.price) for row in conn.execute(
+    marks = {from_column(row.holder): from_scaled(row.price) for row in conn.execute(
         sa.select(tables.position_mark).where(tables.position_mark.c.contract == contract.code))}
     result: dict = {}
     for (account, _), units in balances.items():
@@ -70,19 +63,19 @@ def save_marks(conn: Connection, contract: Contract, holdings: dict, time: dt.da
     for holder, holding in holdings.items():
         if before is not None and before.get(holder) == holding:
             continue
-        key = (t.c.holder == (holder or "")) & (t.c.contract == contract.code)
+        key = (t.c.holder == to_column(holder)) & (t.c.contract == contract.code)
         conn.execute(t.delete().where(key))
         if holding.position != 0 and holding.mark is not None:
-            conn.execute(t.insert().values(holder=holder or "", contract=contract.code,
+            conn.execute(t.insert().values(holder=to_column(holder), contract=contract.code,
                                            price=to_scaled(holding.mark, "mark"), time=fmt_ts(time)))
 
 
-def marks(conn: Connection) -> dict[tuple[str | None, str], Decimal]:
-    return {(r.holder or None, r.contract): from_scaled(r.price)
+def marks(conn: Connection) -> dict[tuple[Holder, str], Decimal]:
+    return {(from_column(r.holder), r.contract): from_scaled(r.price)
             for r in conn.execute(sa.select(tables.position_mark))}
 
 
-def ensure_holder(conn: Connection, ledger: Ledger, chart: Chart, holder: str | None) -> None:
+def ensure_holder(conn: Connection, ledger: Ledger, chart: Chart, holder: Holder) -> None:
     """Open a holder's holdings, income and commission accounts if they are not open yet."""
     ledger.open_account(Account(chart.holdings(holder), LEDGER_EPOCH, booking="FIFO"), conn)
     ledger.open_account(Account(chart.trading(holder), LEDGER_EPOCH), conn)

@@ -23,12 +23,12 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from tradeledger.engine import tables
-from tradeledger.engine.accounting.booking import expiry_entry
+from tradeledger.engine.accounting.entries import expiry_entry
 from tradeledger.engine.accounting.holdings import known_contracts, load_holdings, save_marks
 from tradeledger.engine.futures import calendar as cal
 from tradeledger.engine.futures.state import overrides
 from tradeledger.engine.setup.config import TradingConfig, instrument_of_contract
-from tradeledger.engine.trust.exceptions import raise_exception, resolve_by_key
+from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception, resolve_by_key
 from tradeledger.engine.trading.marking import futures_held
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled
@@ -69,7 +69,7 @@ def final_settlement(conn, code: str, last: dt.date) -> Decimal | None:
 
 
 def missing_key(account: str, code: str) -> str:
-    return f"missing_final_settlement:{account}:{code}"
+    return dedupe_key(ExceptionKind.MISSING_FINAL_SETTLEMENT, account, code)
 
 
 def settle_expired(engine, ledger, chart, config: TradingConfig, broker_codes: set[str] | None,
@@ -86,7 +86,7 @@ def settle_expired(engine, ledger, chart, config: TradingConfig, broker_codes: s
             price = final_settlement(conn, code, last)
             if price is None:
                 report.missing_price.append(code)
-                raise_exception(conn, "missing_final_settlement", code,
+                raise_exception(conn, ExceptionKind.MISSING_FINAL_SETTLEMENT, code,
                                 f"{code} expired on {last} and the broker no longer holds it, but there is no "
                                 f"final settlement price: import `date,contract,settle` with the row "
                                 f"`{last.isoformat()},{code},PRICE` and run again", severity="error",

@@ -16,7 +16,7 @@ import datetime as dt
 import sqlalchemy as sa
 
 from tradeledger.engine import tables
-from tradeledger.engine.trust.exceptions import raise_exception
+from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled
 
@@ -43,9 +43,9 @@ def check_spreads(engine, broker, now: dt.datetime) -> list[str]:
             conn.execute(o.update().where(o.c.id == row.id).values(state="cancelled", reason=status.reason or None))
             if len(set(filled.values())) > 1:
                 detail = ", ".join(f"{code} {qty} of {from_scaled(row.quantity)}" for code, qty in sorted(filled.items()))
-                raise_exception(conn, "interrupted_roll", row.contract,
+                raise_exception(conn, ExceptionKind.INTERRUPTED_ROLL, row.contract,
                                 f"spread {row.order_ref} ({row.contract}) stopped with unequal legs: {detail} "
                                 f"({status.reason or status.status}); the next cycle completes the roll by exposure",
-                                severity="error", dedupe_key=f"interrupted_roll:{row.order_ref}", now=now)
+                                severity="error", dedupe_key=dedupe_key(ExceptionKind.INTERRUPTED_ROLL, row.order_ref), now=now)
                 interrupted.append(row.order_ref)
     return interrupted

@@ -29,7 +29,7 @@ from tradeledger.engine.futures.state import instrument_roll, old_and_new, overr
 from tradeledger.engine.setup.environment import ConfigError
 from tradeledger.engine.targets.prices import trading_config
 from tradeledger.engine.accounting.holdings import holder_of
-from tradeledger.engine.trust.exceptions import raise_exception
+from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.store import fmt_ts
 
@@ -122,10 +122,10 @@ def roll_status(env, on: dt.date, now: dt.datetime | None = None) -> list[RollSt
                 for code, units in by_code.items():
                     last = cal.find(instrument.schedule, code, known).last_trade
                     if units and on >= last - dt.timedelta(days=1):
-                        raise_exception(conn, "held_into_expiry", code,
+                        raise_exception(conn, ExceptionKind.HELD_INTO_EXPIRY, code,
                                         f"{holder} still holds {units} {code}, whose last trading day is "
                                         f"{last}: roll or close it (tradeledger roll set {name} force)",
-                                        severity="error", dedupe_key=f"held_into_expiry:{code}:{holder}", now=now)
+                                        severity="error", dedupe_key=dedupe_key(ExceptionKind.HELD_INTO_EXPIRY, code, holder), now=now)
             result.append(RollStatus(name, roll.state, roll.source, roll.old.code if roll.old else None, roll.new.code,
                                      (old.deadline - on).days if old else None, holders))
     return result
@@ -165,8 +165,8 @@ def store_contract_details(env, rows: list[dict], source: str = "ib", now: dt.da
             if last and last != dates.last_trade.isoformat():
                 line = f"{row['code']}: the broker says last trading day {last}, the rule {dates.last_trade}"
                 differences.append(line)
-                raise_exception(conn, "contract_dates_differ", row["code"], line + " (the broker's date is used)",
-                                severity="info", dedupe_key=f"contract_dates_differ:{row['code']}:{last}", now=now)
+                raise_exception(conn, ExceptionKind.CONTRACT_DATES_DIFFER, row["code"], line + " (the broker's date is used)",
+                                severity="info", dedupe_key=dedupe_key(ExceptionKind.CONTRACT_DATES_DIFFER, row["code"], last), now=now)
     return differences
 
 

@@ -216,8 +216,8 @@ class Daemon:
         detail, now = f"{what}: {reason(exc)}", wall_now()
 
         def raise_it(ex, conn):
-            ex.raise_exception(conn, "job_failed", "database", detail, severity=severity,
-                               dedupe_key="job_failed:database", now=now)
+            ex.raise_exception(conn, ex.ExceptionKind.JOB_FAILED, "database", detail, severity=severity,
+                               dedupe_key=ex.dedupe_key(ex.ExceptionKind.JOB_FAILED, "database"), now=now)
             self._db_raise_queued = False
 
         with self._outbox_lock:
@@ -228,8 +228,8 @@ class Daemon:
         if not self._db_open or time.monotonic() - self._db_trouble_at < self.config.retry_seconds:
             return
         self._db_open = False
-        self._record(lambda ex, conn: ex.resolve_by_key(conn, "job_failed:database", "daemon",
-                                                        "the database has answered again"))
+        self._record(lambda ex, conn: ex.resolve_by_key(
+            conn, ex.dedupe_key(ex.ExceptionKind.JOB_FAILED, "database"), "daemon", "the database has answered again"))
 
     def acquire(self) -> None:
         self._retrying(lambda: acquire_lease(self.env.engine, self.name, self.owner, self.clock(),
@@ -255,7 +255,9 @@ class Daemon:
         """Run one job, retrying transient failures; a failure is logged and becomes a job_failed
         exception, never raised (except what cannot heal: `Fatal`, which stops the daemon)."""
         with self._job_lock:
-            key = f"job_failed:{name}"
+            from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key
+
+            key = dedupe_key(ExceptionKind.JOB_FAILED, name)
             try:
                 text = self._retrying(lambda: self._attempt(name), f"job {name}")
                 result = JobResult(name, True, "ok: " + text)
@@ -274,7 +276,7 @@ class Daemon:
                 else:
                     now = wall_now()
                     self._record(lambda ex, conn: ex.raise_exception(
-                        conn, "job_failed", name, detail, severity="error", dedupe_key=key, now=now))
+                        conn, ExceptionKind.JOB_FAILED, name, detail, severity="error", dedupe_key=key, now=now))
             result.at = self.clock()
             self.results.append(result)
             del self.results[:-100]

@@ -162,12 +162,13 @@ def settle(session: Session, exchange: str) -> str:
                                prices, now)
     missing = [c for c in missing if c in mine]
     if missing:
-        from tradeledger.engine.trust.exceptions import raise_exception
+        from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception
 
         with env.engine.begin() as conn:
-            raise_exception(conn, "stale_prices", f"settlement {exchange} {now.date()}",
+            raise_exception(conn, ExceptionKind.STALE_PRICES, f"settlement {exchange} {now.date()}",
                             f"no settlement price on {now.date()} for {', '.join(missing)}",
-                            severity="warning", dedupe_key=f"stale_prices:settlement:{exchange}:{now.date()}", now=now)
+                            severity="warning", dedupe_key=dedupe_key(ExceptionKind.STALE_PRICES, "settlement", exchange, now.date()),
+                            now=now)
     return f"{len(booked)} settled" + (f"; no price for {', '.join(missing)}" if missing else "")
 
 
@@ -247,4 +248,4 @@ def _run(session: Session, config: DaemonConfig, name: str) -> str:
         from tradeledger.engine.ops.alerts import run_alerts
 
         return run_alerts(session.env)
-    raise ValueError(f"unknown daemon job {name!r}")
+    raise ConfigError(f"unknown daemon job {name!r}")

@@ -26,6 +26,7 @@ from typing import Callable
 from tradeledger.broker.base import Contract
 from tradeledger.engine.setup.config import MONTH_CODES, Instrument, TradingConfig, to_contract
 from tradeledger.ledger.accounts import contract_code
+from tradeledger.engine.setup.environment import ConfigError
 
 
 def _candidates(config: TradingConfig, c: Contract) -> list[Instrument]:
@@ -45,7 +46,7 @@ def instrument_for(config: TradingConfig, c: Contract) -> Instrument | None:
     found = _candidates(config, c)
     if len(found) > 1:
         names = ", ".join(sorted(i.name for i in found))
-        raise ValueError(f"IB contract {c.symbol} {c.trading_class} {c.expiry} matches several "
+        raise ConfigError(f"IB contract {c.symbol} {c.trading_class} {c.expiry} matches several "
                          f"instruments ({names}): give each a distinct trading_class")
     return found[0] if found else None
 
@@ -57,7 +58,7 @@ def name_contract(config: TradingConfig, c: Contract) -> Contract:
         return c
     if c.sec_type == "FUT":
         if len(c.expiry) < 6:
-            raise ValueError(f"IB contract {c.symbol} {c.trading_class} has no expiry: "
+            raise ConfigError(f"IB contract {c.symbol} {c.trading_class} has no expiry: "
                              "cannot name it")
         year, month = int(c.expiry[:4]), int(c.expiry[4:6])
         code = contract_code(instrument.name, MONTH_CODES[month - 1], year)
@@ -65,7 +66,7 @@ def name_contract(config: TradingConfig, c: Contract) -> Contract:
     else:
         ours = to_contract(instrument, instrument.name, "")
     if c.multiplier and c.sec_type == "FUT" and c.multiplier != ours.multiplier:
-        raise ValueError(f"IB reports multiplier {c.multiplier} for {code}, the config says "
+        raise ConfigError(f"IB reports multiplier {c.multiplier} for {code}, the config says "
                          f"{ours.multiplier}: fix [instruments.{instrument.name}]")
     return replace(ours, exchange=c.exchange or ours.exchange, con_id=c.con_id)
 

@@ -28,13 +28,14 @@ from tradeledger.ledger import db
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.model import Account
 from tradeledger.ledger.store import Commodity, Ledger
+from tradeledger.errors import UserError
 
 ENVIRONMENTS = ("paper", "live")
 BROKERS = ("sim", "ib")
 DEFAULT_SIM_ACCOUNT = "DU1234567"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration a user must fix; the message names the file and the field."""
 
 

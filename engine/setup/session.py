@@ -16,6 +16,7 @@ from pathlib import Path
 from tradeledger.broker.base import Broker
 from tradeledger.engine.setup.config import TradingConfig, parse_trading_config
 from tradeledger.engine.setup.environment import Environment
+from tradeledger.errors import UserError
 
 UTC = dt.timezone.utc
 
@@ -56,7 +57,7 @@ class Session:
     def exchange(self):
         """The simulated exchange behind a sim environment (the broker's own screen)."""
         if self.env.settings.broker != "sim":
-            raise ValueError("this environment trades at IB, not on the simulated exchange")
+            raise UserError("this environment trades at IB, not on the simulated exchange")
         if "_exchange" not in self.__dict__:
             self._exchange = open_sim_exchange(self.env, self.config)
         return self._exchange

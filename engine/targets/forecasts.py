@@ -43,13 +43,14 @@ from tradeledger.engine.targets.prices import (
 from tradeledger.engine.targets.signals import combine_forecasts, ewmac, load_rule, run_rule, validate_forecast
 from tradeledger.engine.tables import forecast as forecast_table
 from tradeledger.ledger.numbers import plain
+from tradeledger.errors import UserError
 
 EWMAC_NAME = re.compile(r"^ewmac_(\d+)_(\d+)$")
 FORECAST_HEADER = ("date", "strategy", "instrument", "forecast")
 PRECISION = 6
 
 
-class ForecastError(ValueError):
+class ForecastError(UserError):
     """No usable forecast; the message names the strategy, instrument and reason."""
 
 

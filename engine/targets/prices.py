@@ -43,6 +43,7 @@ from tradeledger.engine.setup.config import TradingConfig, instrument_of_contrac
 from tradeledger.engine.tables import fx_rate as fx_table, price_bar, settlement
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import NumberError, from_scaled, to_decimal, to_scaled
+from tradeledger.errors import UserError
 
 KINDS = {
     ("date", "instrument", "close"): "price",
@@ -53,11 +54,11 @@ _TABLES = {"price": (price_bar, "instrument", "close"), "settlement": (settlemen
            "fx": (fx_table, "currency", "rate")}
 
 
-class PriceError(ValueError):
+class PriceError(UserError):
     """Missing or unusable price data; the message names what is missing."""
 
 
-class CsvImportError(ValueError):
+class CsvImportError(UserError):
     """A file with bad rows: nothing of it was stored. `problems` lists (line, message)."""
 
     def __init__(self, source: str, problems: list[tuple[int, str]]):

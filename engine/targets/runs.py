@@ -66,6 +66,7 @@ from tradeledger.engine.targets.sizing import SizingInput, SizingResult, size_po
 from tradeledger.engine.tables import target_line, target_run
 from tradeledger.ledger.numbers import from_scaled, plain, to_scaled
 from tradeledger.ledger.store import fmt_ts, parse_ts
+from tradeledger.errors import UserError
 
 UTC = dt.timezone.utc
 VOL_SPAN = 35
@@ -73,7 +74,7 @@ MIN_VOL_PRICES = 10
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 
 
-class TargetError(ValueError):
+class TargetError(UserError):
     """A run that cannot be computed, reviewed or executed; the message says why."""
 
 
@@ -117,7 +118,10 @@ def execution_vol(exec_name: str, exec_hist: pd.Series, signal_name: str, signal
 
 
 @dataclass(frozen=True)
-class TargetLine:
+class RunLine:
+    """One strategy's target in one instrument, as the run recorded it with its explanation
+    (`trading.orders.TargetLine` is what an approved line becomes for order planning)."""
+
     run_id: int
     strategy: str  # the configured strategy name (its account component is explain["account"])
     instrument: str  # the signal instrument
@@ -146,7 +150,7 @@ class TargetRun:
     reviewed_by: str | None
     review_note: str | None
     inputs: dict
-    lines: tuple[TargetLine, ...] = ()
+    lines: tuple[RunLine, ...] = ()
 
     def as_json(self, with_lines: bool = True) -> dict:
         data = {"id": self.id, "created_at": self.created_at.isoformat(), "as_of": self.as_of.isoformat(),
@@ -392,8 +396,8 @@ def _run(row, newest: int, now: dt.datetime, max_age: Decimal, lines=()) -> Targ
         review_note=row.review_note, inputs=json.loads(row.inputs), lines=tuple(lines))
 
 
-def _line(row) -> TargetLine:
-    return TargetLine(row.run_id, row.strategy, row.instrument, row.contract, from_scaled(row.current),
+def _line(row) -> RunLine:
+    return RunLine(row.run_id, row.strategy, row.instrument, row.contract, from_scaled(row.current),
                       from_scaled(row.target), json.loads(row.explain))
 
 
@@ -445,12 +449,12 @@ def reject_run(env, run_id: int, who: str, note: str, now: dt.datetime | None = 
     return _review(env, run_id, REJECTED, who, note, now)
 
 
-def executable_run(env, run_id: int, now: dt.datetime | None = None, conn=None) -> tuple[TargetLine, ...]:
+def executable_run(env, run_id: int, now: dt.datetime | None = None, conn=None) -> tuple[RunLine, ...]:
     """The lines of an approved, current, unexpired run; otherwise an error saying why not."""
     return executable_lines(show_run(env, run_id, now, conn))
 
 
-def executable_lines(run: TargetRun) -> tuple[TargetLine, ...]:
+def executable_lines(run: TargetRun) -> tuple[RunLine, ...]:
     """A shown run's lines if it may be executed, else the error saying why not (pure)."""
     run_id = run.id
     if run.status != APPROVED:

@@ -28,7 +28,7 @@ from tradeledger.engine.trading.orders import (
     traded_today,
 )
 from tradeledger.engine.setup.session import Session
-from tradeledger.engine.targets.runs import approve_run, compute_run, executable_lines, show_run
+from tradeledger.engine.targets.runs import TargetError, approve_run, compute_run, executable_lines, show_run
 from tradeledger.ledger.db import read_connection
 
 
@@ -45,7 +45,7 @@ def order_lines(session: Session, run_id: int, now: dt.datetime) -> list[TargetL
         instrument = config.instruments[x["execution_instrument"]]
         contract = current_contract(instrument, run.as_of)
         if contract.code != line.contract:
-            raise ValueError(f"run {run_id}: {line.contract} is no longer the contract of {instrument.name}")
+            raise TargetError(f"run {run_id}: {line.contract} is no longer the contract of {instrument.name}")
         lines.append(TargetLine(x["account"], instrument.name, contract, line.target, Decimal(x["price"]),
                                 Decimal(x["fx_rate"])))
     return lines

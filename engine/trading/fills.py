@@ -1,9 +1,12 @@
 """Booking the broker's executions: each exactly once, attributed, with its commission when known.
 
 `sync_fills` pulls every execution the broker reports (live fills and the execution list are
-the same stream here) and books each one in its own database transaction: the ledger entry,
-the `fill` row, its allocation, the order's filled quantity and the holders' new marks commit
-together or not at all. The booking key is (broker account, execution id without its correction
+the same stream here) and books those not booked yet in chunks of `BATCH` (200), one database
+transaction per chunk: each execution's ledger entry, `fill` row, allocation, its order's filled
+quantity and the holders' new marks commit together or not at all. If one execution of a chunk
+cannot be booked the chunk rolls back and each of its executions is booked in a transaction of
+its own, so the others land and the one that fails is reported (`SyncReport.failed`) and raised
+as an exception. The booking key is (broker account, execution id without its correction
 suffix), so a replay, a duplicate report or a restart books nothing twice.
 
 Attribution: an execution's orderRef names our order; the order's allocation splits the fill
@@ -16,7 +19,6 @@ linked to the fill books it when it arrives.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -25,10 +27,11 @@ from sqlalchemy.engine import Connection
 
 from tradeledger.broker.base import BUY, Broker, Execution
 from tradeledger.engine import tables
-from tradeledger.engine.accounting.booking import FillShare, commission_entry, fill_entry
-from tradeledger.engine.trust.exceptions import raise_exception
+from tradeledger.engine.accounting.entries import FillShare, commission_entry, commission_split, fill_entry
+from tradeledger.engine.trust.exceptions import UNBOOKED_EXECUTION, ExceptionKind, dedupe_key, raise_exception
+from tradeledger.engine.accounting.holders import UNATTRIBUTED_NAME, Holder, display, from_column, to_column
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, lock_contract, save_marks
-from tradeledger.engine.trading.netting import allocate_commission, allocate_fill
+from tradeledger.engine.trading.netting import Overfill, allocate_fill
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled, to_scaled
@@ -162,11 +165,11 @@ def _book_alone(engine, ledger: Ledger, chart: Chart, execution: Execution, repo
         report.merge(trial)
     except (LedgerError, ValueError, ArithmeticError) as exc:
         report.failed.append((execution.exec_id, str(exc)))
-        kind = "overfill" if str(exc).startswith("overfill") else "unattributed_fill"
+        kind = ExceptionKind.OVERFILL if isinstance(exc, Overfill) else ExceptionKind.UNATTRIBUTED_FILL
         with engine.begin() as conn:
             raise_exception(conn, kind, f"{execution.contract.code} {execution.base_exec_id}",
                             f"execution {execution.exec_id} could not be booked: {exc}", severity="error",
-                            dedupe_key=f"unbooked_execution:{execution.account}:{execution.base_exec_id}")
+                            dedupe_key=dedupe_key(UNBOOKED_EXECUTION, execution.account, execution.base_exec_id))
 
 
 def book_execution(conn: Connection, ledger: Ledger, chart: Chart, e: Execution, report: SyncReport) -> None:
@@ -200,15 +203,16 @@ def book_execution(conn: Connection, ledger: Ledger, chart: Chart, e: Execution,
     _book_new_fill(conn, ledger, chart, e, shares, order)
     if order is None:  # a trade made outside tradeledger: booked to Unattributed, and said so
         report.unattributed.append(e.base_exec_id)
-        raise_exception(conn, "unattributed_fill", f"{e.contract.code} {e.base_exec_id}",
+        raise_exception(conn, ExceptionKind.UNATTRIBUTED_FILL, f"{e.contract.code} {e.base_exec_id}",
                         f"{e.side} {e.quantity} {e.contract.code} @ {e.price} at {e.time.isoformat()} has no "
-                        f"orderRef of ours: booked to Unattributed", dedupe_key=f"unattributed_fill:{e.account}:{e.base_exec_id}")
+                        f"orderRef of ours: booked to Unattributed",
+                        dedupe_key=dedupe_key(ExceptionKind.UNATTRIBUTED_FILL, e.account, e.base_exec_id))
     report.booked.append(e.base_exec_id)
     if e.commission is None:
         report.pending_commissions.append(e.base_exec_id)
 
 
-def _attribute(conn: Connection, e: Execution) -> tuple[list[tuple[str | None, Decimal]], object]:
+def _attribute(conn: Connection, e: Execution) -> tuple[list[tuple[Holder, Decimal]], object]:
     """(holder, signed qty) parts of an execution, and our order row (None: unattributed)."""
     sign = 1 if e.side == BUY else -1
     o = tables.broker_order
@@ -230,40 +234,23 @@ def _attribute(conn: Connection, e: Execution) -> tuple[list[tuple[str | None, D
     return [(holder, sign * qty) for holder, qty in split.items()], order
 
 
-def _commission_parts(shares, commission: Decimal | None) -> dict:
-    if commission is None:
-        return {}
-    if commission.as_tuple().exponent > -2:
-        commission = commission.quantize(Decimal("0.01"))
-    weights = {holder or "": abs(qty) for holder, qty in shares}
-    return {(k or None): v for k, v in allocate_commission(commission, weights).items()}
-
-
 def _book_new_fill(conn: Connection, ledger: Ledger, chart: Chart, e: Execution, shares, order) -> int:
     contract = e.contract
     ensure_contract(conn, ledger, contract, e.time.date())
     for holder, _ in shares:
         ensure_holder(conn, ledger, chart, holder)
-    parts = _commission_parts(shares, e.commission)
+    parts = commission_split(e.commission, shares)
     fill_shares = [FillShare(h, q, parts.get(h, Decimal(0)) if e.commission is not None else None)
                    for h, q in shares]
     holdings = load_holdings(conn, ledger, chart, contract)
-    who = ", ".join(h or "unattributed" for h, _ in shares)
+    who = ", ".join(display(h) for h, _ in shares)
     narration = f"{e.side} {e.quantity} {contract.code} @ {e.price} for {who}"
     txn, after = fill_entry(chart, contract, e.base_exec_id, e.price, e.time, fill_shares, holdings,
                             e.commission_currency or contract.currency, e.order_ref, narration)
     booked = ledger.book(txn, conn)
     save_marks(conn, contract, after, e.time, before=holdings)
-    fill_id = conn.execute(tables.fill.insert().values(
-        account=e.account, exec_key=e.base_exec_id, exec_id=e.exec_id, order_id=order.id if order else None,
-        order_ref=e.order_ref or "", contract=contract.code, side=e.side,
-        quantity=to_scaled(e.quantity, "fill quantity"), price=to_scaled(e.price, "fill price"),
-        time=fmt_ts(e.time), commission=None if e.commission is None else to_scaled(e.commission, "commission"),
-        commission_currency=e.commission_currency or contract.currency, txn_id=booked.id,
-    )).inserted_primary_key[0]
-    for holder, qty in shares:
-        conn.execute(tables.fill_alloc.insert().values(fill_id=fill_id, holder=holder or "",
-                                                        quantity=to_scaled(qty, "allocation")))
+    fill_id = record_fill(conn, e, shares, booked.id, order.id if order else None, e.order_ref or "",
+                          e.commission_currency or contract.currency)
     if order is not None:
         _advance_order(conn, order, e.quantity, contract.code)
     return fill_id
@@ -295,21 +282,37 @@ def _advance_order(conn: Connection, order, qty: Decimal, code: str = "") -> Non
     conn.execute(o.update().where(o.c.id == order.id).values(filled=to_scaled(filled, "filled"), state=state))
 
 
+def record_fill(conn: Connection, e: Execution, shares, txn_id: int, order_id: int | None, order_ref: str,
+                commission_currency: str) -> int:
+    """The `fill` row of one booked execution version and its allocation rows; returns its id."""
+    fill_id = conn.execute(tables.fill.insert().values(
+        account=e.account, exec_key=e.base_exec_id, exec_id=e.exec_id, order_id=order_id,
+        order_ref=order_ref, contract=e.contract.code, side=e.side,
+        quantity=to_scaled(e.quantity, "fill quantity"), price=to_scaled(e.price, "fill price"),
+        time=fmt_ts(e.time), commission=None if e.commission is None else to_scaled(e.commission, "commission"),
+        commission_currency=commission_currency, txn_id=txn_id,
+    )).inserted_primary_key[0]
+    for holder, qty in shares:
+        conn.execute(tables.fill_alloc.insert().values(fill_id=fill_id, holder=to_column(holder),
+                                                        quantity=to_scaled(qty, "allocation")))
+    return fill_id
+
+
 def attributed_to(conn: Connection, exec_key: str) -> str | None:
     """The strategy an unattributed fill was later attributed to (`adjust attribute`), if any."""
     from tradeledger.engine.tables import adjustment
 
     return conn.execute(sa.select(adjustment.c.to_holder).where(
-        adjustment.c.kind.in_(("attribute", "manual-close")), adjustment.c.subject == exec_key)).scalar() or None
+        adjustment.c.kind.in_(("attribute", "manual-close")), adjustment.c.subject == exec_key)).scalar() or None  # "" never: attributed to a strategy
 
 
 def _book_late_commission(conn: Connection, ledger: Ledger, chart: Chart, row, e: Execution) -> None:
-    shares = [(r.holder or None, from_scaled(r.quantity)) for r in conn.execute(
+    shares = [(from_column(r.holder), from_scaled(r.quantity)) for r in conn.execute(
         sa.select(tables.fill_alloc).where(tables.fill_alloc.c.fill_id == row.id))]
     taker = attributed_to(conn, row.exec_key)
     if taker is not None:  # the position moved to a strategy: so does the commission that comes late
         shares = [(taker if holder is None else holder, qty) for holder, qty in shares]
-    parts = _commission_parts(shares, e.commission)
+    parts = commission_split(e.commission, shares)
     commission_txn = None
     if any(v != 0 for v in parts.values()):
         from tradeledger.engine.trading.corrections import is_correction_row
@@ -330,7 +333,7 @@ def list_fills(conn: Connection, limit: int | None = None) -> list[dict]:
     rows = conn.execute(query).all()
     allocs: dict[int, list] = {}
     for r in conn.execute(sa.select(fa)):
-        allocs.setdefault(r.fill_id, []).append((r.holder or "unattributed", from_scaled(r.quantity)))
+        allocs.setdefault(r.fill_id, []).append((display(from_column(r.holder)), from_scaled(r.quantity)))
     from tradeledger.engine.tables import adjustment
 
     attributed = dict(conn.execute(sa.select(adjustment.c.subject, adjustment.c.to_holder).where(
@@ -338,7 +341,7 @@ def list_fills(conn: Connection, limit: int | None = None) -> list[dict]:
     result = []
     for r in rows[-limit:] if limit else rows:
         if r.exec_key in attributed:
-            allocs[r.id] = [(f"{attributed[r.exec_key]} (attributed)" if h == "unattributed" else h, q)
+            allocs[r.id] = [(f"{attributed[r.exec_key]} (attributed)" if h == UNATTRIBUTED_NAME else h, q)
                             for h, q in allocs.get(r.id, [])]
         result.append({
             "fill_id": r.exec_key, "exec_id": r.exec_id, "order": r.order_ref or None,
@@ -350,7 +353,3 @@ def list_fills(conn: Connection, limit: int | None = None) -> list[dict]:
             "currency": r.commission_currency, "entry": r.txn_id,
         })
     return result
-
-
-def now_utc() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)

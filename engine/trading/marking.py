@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from tradeledger.broker.base import Contract
 from tradeledger.engine import tables
-from tradeledger.engine.accounting.booking import settlement_entry
+from tradeledger.engine.accounting.entries import settlement_entry
 from tradeledger.engine.accounting.holdings import load_holdings, save_marks
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.db import read_connection

@@ -44,6 +44,10 @@ from tradeledger.ledger.numbers import exact_decimal
 ZERO = Decimal(0)
 
 
+class Overfill(ValueError):
+    """Fills beyond what the order is for: the execution cannot be allocated."""
+
+
 class Cross(NamedTuple):
     """An internal transfer: `seller` sells `quantity` contracts to `buyer` at the plan's
     reference price."""
@@ -152,9 +156,7 @@ def allocate_fill(
             raise ValueError(f"{name!r} was allocated {before[name]}, more than its share {share}")
     cumulative = sum(before.values()) + qty
     if cumulative > total_share:
-        raise ValueError(
-            f"overfill: {cumulative} filled in total, but the order is for {total_share}"
-        )
+        raise Overfill(f"overfill: {cumulative} filled in total, but the order is for {total_share}")
     after = _apportion(cumulative, shares, floors=before)
     return {n: Decimal(after[n] - before[n]) for n, _ in shares if after[n] != before[n]}
 

@@ -21,18 +21,18 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from tradeledger.broker.base import BUY, SELL, Broker, BrokerDisconnected, ComboLeg, Contract, OrderRequest
+from tradeledger.broker.base import BUY, SELL, Broker, BrokerDisconnected, ComboLeg, Contract, OrderRequest, contract_fields
 from tradeledger.engine import tables
-from tradeledger.engine.accounting.booking import Holding, after_trade, trade_postings
-from tradeledger.engine.trust.exceptions import raise_exception
+from tradeledger.engine.accounting.entries import cross_entry
+from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception
 from tradeledger.engine.trust.opening import ensure_opening
-from tradeledger.engine.setup.config import Limits, TradingConfig, current_contract
-from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, holder_of, load_holdings, save_marks
+from tradeledger.engine.setup.config import Limits
+from tradeledger.engine.accounting.holders import holder_of
+from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, save_marks
 from tradeledger.engine.futures.rolls import NO_ROLL, InstrumentRoll, route
 from tradeledger.engine.trading.netting import Cross, net_changes
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.db import read_connection
-from tradeledger.ledger.model import Transaction
 from tradeledger.ledger.numbers import from_scaled, to_scaled
 from tradeledger.ledger.store import Ledger, fmt_ts
 
@@ -274,20 +274,11 @@ def _book_cross(conn, ledger: Ledger, chart: Chart, run_id: int, cp: ContractPla
                 tag: str = "") -> None:
     contract = cp.contract
     ensure_contract(conn, ledger, contract, now.date())
-    holdings = load_holdings(conn, ledger, chart, contract)
-    postings, after = [], dict(holdings)
-    label = f"cross-{run_id}-{contract.code}-{cross.seller}-{cross.buyer}"
-    for holder, qty in ((cross.seller, -cross.quantity), (cross.buyer, cross.quantity)):
+    for holder in (cross.seller, cross.buyer):
         ensure_holder(conn, ledger, chart, holder)
-        holding = after.get(holder, Holding())
-        legs = trade_postings(chart, holder, contract, holding, qty, cp.reference_price, now.date(), label)
-        postings += legs
-        after[holder] = after_trade(contract, holding, legs, qty, cp.reference_price)
-    txn = Transaction(time=now, kind="cross", narration=f"Cross {contract.code} {cross.seller} -> {cross.buyer} "
-                      f"{cross.quantity} @ {cp.reference_price}", postings=tuple(postings),
-                      links=(f"cross-{run_id}-{contract.code}",), meta=(("contract", contract.code), ("run", str(run_id))),
-                      key=f"cross:{chart.broker_account}:{run_id}:{contract.code}:{cross.seller}:{cross.buyer}"
-                      + (f":{tag}" if tag else ""))
+    holdings = load_holdings(conn, ledger, chart, contract)
+    txn, after = cross_entry(chart, contract, holdings, run_id, cross.seller, cross.buyer, cross.quantity,
+                             cp.reference_price, now, tag)
     booked = ledger.book(txn, conn)
     save_marks(conn, contract, after, now, before=holdings)
     conn.execute(tables.internal_cross.insert().values(
@@ -301,8 +292,8 @@ def record_refusals(engine, order_plan: OrderPlan, now: dt.datetime) -> None:
         return
     with engine.begin() as conn:
         for code, why in order_plan.refusals:
-            raise_exception(conn, "limit_hit", code, f"run {order_plan.run_id}: {code} not traded: {why}",
-                            dedupe_key=f"limit_hit:{code}:{now.date().isoformat()}", now=now)
+            raise_exception(conn, ExceptionKind.LIMIT_HIT, code, f"run {order_plan.run_id}: {code} not traded: {why}",
+                            dedupe_key=dedupe_key(ExceptionKind.LIMIT_HIT, code, now.date().isoformat()), now=now)
 
 
 def send_planned(engine, broker: Broker, run_id: int | None, now: dt.datetime) -> SubmitReport:
@@ -338,7 +329,7 @@ def send_planned(engine, broker: Broker, run_id: int | None, now: dt.datetime) -
                 state=state, broker_order_id=status.broker_order_id, perm_id=status.perm_id,
                 sent_at=fmt_ts(now), reason=status.reason or None))
             if state == "rejected":
-                raise_exception(conn, "order_rejected", row.order_ref,
+                raise_exception(conn, ExceptionKind.ORDER_REJECTED, row.order_ref,
                                 f"{row.side} {from_scaled(row.quantity)} {row.contract} rejected by the broker: "
                                 f"{status.reason or status.status}", "error", now=now)
         if state == "rejected":
@@ -349,9 +340,7 @@ def send_planned(engine, broker: Broker, run_id: int | None, now: dt.datetime) -
 
 
 def _contract_json(c: Contract) -> dict:
-    return {"code": c.code, "sec_type": c.sec_type, "symbol": c.symbol, "exchange": c.exchange,
-            "currency": c.currency, "multiplier": str(c.multiplier), "expiry": c.expiry,
-            "trading_class": c.trading_class, "con_id": c.con_id}
+    return contract_fields(c)
 
 
 def _contract_from_json(text: str) -> dict:
@@ -389,6 +378,18 @@ def list_orders(conn) -> list[dict]:
              "why": r.reason or ""} for r in rows]
 
 
+def add_filled(conn, order_id: int, quantity: Decimal, only_from: tuple[str, ...] | None = None) -> None:
+    """Add `quantity` (a correction: a signed difference) to an order's filled quantity; the order
+    becomes filled or partial (only from the states `only_from`, when given)."""
+    o = tables.broker_order
+    order = conn.execute(sa.select(o).where(o.c.id == order_id)).first()
+    filled = from_scaled(order.filled) + quantity
+    state = order.state
+    if only_from is None or state in only_from:
+        state = "filled" if filled >= from_scaled(order.quantity) else "partial"
+    conn.execute(o.update().where(o.c.id == order_id).values(filled=to_scaled(filled, "filled"), state=state))
+
+
 def cancel(engine, broker: Broker, order_id: int, now: dt.datetime) -> str:
     o = tables.broker_order
     with read_connection(engine) as conn:
@@ -402,8 +403,3 @@ def cancel(engine, broker: Broker, order_id: int, now: dt.datetime) -> str:
     with engine.begin() as conn:
         conn.execute(o.update().where(o.c.id == order_id).values(state="cancelled"))
     return row.order_ref
-
-
-def contract_for(config: TradingConfig, instrument: str, on: dt.date) -> Contract:
-    return current_contract(config.instruments[instrument], on)
-

@@ -22,7 +22,7 @@ from decimal import Decimal
 
 from tradeledger.broker.base import BrokerError, CashEvent
 from tradeledger.engine.accounting.actions import book_due, list_actions
-from tradeledger.engine.trust.exceptions import raise_exception
+from tradeledger.engine.trust.exceptions import UNBOOKED_DIVIDEND, ExceptionKind, dedupe_key, raise_exception
 
 
 def unbooked_dividends(events: list[CashEvent], known: set[tuple[str, dt.date]]) -> list[tuple[str, dt.date, Decimal, str]]:
@@ -43,7 +43,7 @@ def check_corporate_actions(env, broker, today: dt.date, now: dt.datetime) -> li
         for refused in report.refused:
             key, _, why = refused.partition(": ")
             notes.append(f"could not book {refused}")
-            raise_exception(conn, "corporate_action", key, f"corporate action {key} is due but was not booked: {why}",
+            raise_exception(conn, ExceptionKind.CORPORATE_ACTION, key, f"corporate action {key} is due but was not booked: {why}",
                             severity="error", now=now)
     events = getattr(broker, "cash_events", None)
     if events is None:
@@ -56,9 +56,9 @@ def check_corporate_actions(env, broker, today: dt.date, now: dt.datetime) -> li
     with env.engine.begin() as conn:
         for ticker, day, amount, currency in unbooked_dividends(paid, known):
             notes.append(f"unbooked dividend {ticker} {amount} {currency} paid {day}")
-            raise_exception(conn, "corporate_action", f"dividend {ticker} {day}",
+            raise_exception(conn, ExceptionKind.CORPORATE_ACTION, f"dividend {ticker} {day}",
                             f"the broker paid a dividend of {amount} {currency} on {ticker} on {day} that tradeledger "
                             f"has no record of: import it (tradeledger actions import FILE, or tradeledger import "
                             f"flex FILE), then reconcile", severity="error", now=now,
-                            dedupe_key=f"unbooked_dividend:{env.settings.account}:{ticker}:{day}")
+                            dedupe_key=dedupe_key(UNBOOKED_DIVIDEND, env.settings.account, ticker, day))
     return notes

@@ -40,23 +40,23 @@ from sqlalchemy.engine import Connection
 
 from tradeledger.broker.base import Contract
 from tradeledger.engine import tables
-from tradeledger.engine.accounting.booking import Holding, after_trade, trade_postings
-from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, holder_of, load_holdings, save_marks
+from tradeledger.engine.accounting.entries import (
+    CASH_KINDS, Holding, cash_entry, close_entry, key_tail, link, transfer_entry, with_commission_moved,
+)
+from tradeledger.engine.accounting.holders import Holder, display, from_column, holder_of, names_unattributed, to_column
+from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, save_marks
+from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key
 from tradeledger.engine.tables import adjustment
 from tradeledger.ledger import schema
 from tradeledger.ledger.accounts import Chart
-from tradeledger.ledger.model import Posting, Transaction, reversal_of
+from tradeledger.errors import AdjustError
+from tradeledger.ledger.model import Transaction, reversal_of
 from tradeledger.ledger.numbers import from_scaled, to_scaled
 from tradeledger.ledger.store import Commodity, Ledger, fmt_ts
 
 ZERO = Decimal(0)
 KINDS = ("attribute", "adopt", "transfer", "manual-close", "reverse", "cash")
-CASH_KINDS = ("interest", "fee", "deposit", "withdrawal", "adjustment")
 POSITION_KINDS = ("attribute", "adopt", "transfer", "manual-close")
-
-
-class AdjustError(ValueError):
-    """A maintenance request that cannot be carried out; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,8 @@ class Adjustment:
     txn: Transaction
     reason: str
     contract: Contract | None = None
-    from_holder: str | None = None
-    to_holder: str | None = None
+    from_holder: Holder = None
+    to_holder: Holder = None
     quantity: Decimal | None = None
     price: Decimal | None = None
     after: dict = field(default_factory=dict)  # holder -> Holding, futures marks to save
@@ -94,76 +94,13 @@ class Booked:
     resolved: tuple[str, ...]
 
 
-def _who(holder: str | None) -> str:
-    return holder or "unattributed"
+def _who(holder: Holder) -> str:
+    return display(holder)
 
 
 def new_key(kind: str, chart: Chart) -> str:
     """A fresh idempotency key for one user request (kept from the dry run to the booking)."""
     return f"adjust:{kind}:{chart.broker_account}:{uuid.uuid4().hex[:16]}"
-
-
-# -- pure builders -------------------------------------------------------------------------------
-
-def transfer_entry(chart: Chart, contract: Contract, holdings: dict, giver: str | None, taker: str | None,
-                   qty: Decimal, price: Decimal, time: dt.datetime, kind: str, narration: str, key: str,
-                   links: tuple[str, ...], meta: tuple[tuple[str, str], ...]) -> tuple[Transaction, dict]:
-    """Move signed `qty` of the giver's position to the taker at `price` (a zero-sum trade)."""
-    if giver == taker:
-        raise AdjustError(f"{_who(giver)} cannot transfer to itself")
-    if qty == 0:
-        raise AdjustError("nothing to move: quantity 0")
-    have = holdings.get(giver, Holding()).position
-    if have == 0 or (have > 0) != (qty > 0) or abs(qty) > abs(have):
-        raise AdjustError(f"insufficient position: {_who(giver)} holds {have} {contract.code}, "
-                          f"cannot give {qty}")
-    postings: list[Posting] = []
-    after = dict(holdings)
-    label = key.rsplit(":", 1)[-1]
-    for holder, change in ((giver, -qty), (taker, qty)):
-        holding = after.get(holder, Holding())
-        legs = trade_postings(chart, holder, contract, holding, change, price, time.date(), f"{kind}-{label}")
-        postings += legs
-        after[holder] = after_trade(contract, holding, legs, change, price)
-    txn = Transaction(time=time, kind=kind, narration=narration, postings=tuple(postings),
-                      links=links, meta=meta + (("contract", contract.code), ("price", str(price))), key=key)
-    return txn, after
-
-
-def close_entry(chart: Chart, contract: Contract, holdings: dict, holder: str | None, price: Decimal,
-                time: dt.datetime, narration: str, key: str, links: tuple[str, ...],
-                meta: tuple[tuple[str, str], ...], qty: Decimal | None = None) -> tuple[Transaction, dict]:
-    """Close a holder's position (signed `qty` of it, else all of it) at `price` with no broker
-    fill (it happened elsewhere)."""
-    holding = holdings.get(holder, Holding())
-    if holding.position == 0:
-        raise AdjustError(f"insufficient position: {_who(holder)} holds no {contract.code}")
-    qty = -holding.position if qty is None else qty
-    legs = trade_postings(chart, holder, contract, holding, qty, price, time.date(), key.rsplit(":", 1)[-1])
-    after = dict(holdings)
-    after[holder] = after_trade(contract, holding, legs, qty, price)
-    txn = Transaction(time=time, kind="manual-close", narration=narration, postings=tuple(legs), links=links,
-                      meta=meta + (("contract", contract.code), ("price", str(price))), key=key)
-    return txn, after
-
-
-def cash_entry(chart: Chart, currency: str, amount: Decimal, cash_kind: str, reason: str, time: dt.datetime,
-               key: str) -> Transaction:
-    """Cash in (amount > 0) or out against Income/Expenses:Adjustments, or Equity:Deposits."""
-    if amount == 0:
-        raise AdjustError("a cash adjustment of 0 books nothing")
-    if cash_kind not in CASH_KINDS:
-        raise AdjustError(f"unknown cash kind {cash_kind!r}: use one of {', '.join(CASH_KINDS)}")
-    if cash_kind == "deposit" and amount < 0 or cash_kind == "withdrawal" and amount > 0:
-        raise AdjustError(f"a {cash_kind} of {amount}: deposits are positive, withdrawals negative")
-    if cash_kind in ("deposit", "withdrawal"):
-        counter = chart.deposits
-    else:
-        counter = chart.income_adjustments if amount > 0 else chart.expense_adjustments
-    return Transaction(time=time, kind="cash-adjust", narration=f"{cash_kind.capitalize()} {amount} {currency}: "
-                       f"{reason}", postings=(Posting(chart.cash, amount, currency), Posting(counter, -amount, currency)),
-                       links=(f"adjust-{key.rsplit(':', 1)[-1]}",),
-                       meta=(("reason", reason), ("adjust", cash_kind)), key=key)
 
 
 # -- planners: read the state inside a transaction, build the entry ---------------------------------
@@ -175,9 +112,9 @@ class Context:
     strategies: dict  # user name -> account component
 
 
-def resolve_holder(conn: Connection, ctx: Context, name: str) -> str | None:
+def resolve_holder(conn: Connection, ctx: Context, name: str) -> Holder:
     """A strategy's account component from its user name or component; 'unattributed' -> None."""
-    if name.lower() == "unattributed":
+    if names_unattributed(name):
         return None
     if name in ctx.strategies:
         return ctx.strategies[name]
@@ -199,10 +136,10 @@ def _contract(conn: Connection, code: str) -> Contract:
 
 
 def _marks(holdings: dict) -> dict:
-    return {(h or ""): str(x.mark) for h, x in holdings.items() if x.mark is not None}
+    return {to_column(h): str(x.mark) for h, x in holdings.items() if x.mark is not None}
 
 
-def _current_price(conn: Connection, contract: Contract, holdings: dict, holder: str | None,
+def _current_price(conn: Connection, contract: Contract, holdings: dict, holder: Holder,
                    price: Decimal | None) -> Decimal:
     if price is not None:
         return price
@@ -227,11 +164,11 @@ def _cleared(chart: Chart, after: dict, code: str) -> tuple[str, ...]:
     """Exception keys (as fills/adopt/reconcile raise them) answered once the unattributed bucket
     holds nothing more of the contract."""
     if after.get(None, Holding()).position == 0:
-        return (f"unattributed_position:{chart.broker_account}:{code}",)
+        return (dedupe_key(ExceptionKind.UNATTRIBUTED_POSITION, chart.broker_account, code),)
     return ()
 
 
-def _positive(qty: Decimal, have: Decimal, contract: Contract, holder: str | None) -> Decimal:
+def _positive(qty: Decimal, have: Decimal, contract: Contract, holder: Holder) -> Decimal:
     """A user's quantity as a signed move along the holder's position."""
     if have == 0:
         raise AdjustError(f"insufficient position: {_who(holder)} holds no {contract.code}")
@@ -254,10 +191,10 @@ def plan_attribute(conn: Connection, ctx: Context, exec_key: str, strategy: str,
     done = conn.execute(sa.select(adjustment.c.txn_id, adjustment.c.to_holder).where(
         adjustment.c.kind.in_(("attribute", "manual-close")), adjustment.c.subject == exec_key)).first()
     if done is not None:
-        raise AdjustError(f"fill {exec_key} is already attributed to {_who(done.to_holder or None)} "
+        raise AdjustError(f"fill {exec_key} is already attributed to {_who(from_column(done.to_holder))} "
                           f"by entry {done.txn_id}")
     unattributed = conn.execute(sa.select(tables.fill_alloc.c.quantity).where(
-        tables.fill_alloc.c.fill_id == row.id, tables.fill_alloc.c.holder == "")).scalar()
+        tables.fill_alloc.c.fill_id == row.id, tables.fill_alloc.c.holder == to_column(None))).scalar()
     if unattributed is None:
         raise AdjustError(f"fill {exec_key} is not unattributed: it was booked for its order {row.order_ref}")
     qty, price = from_scaled(unattributed), from_scaled(row.price)
@@ -269,12 +206,12 @@ def plan_attribute(conn: Connection, ctx: Context, exec_key: str, strategy: str,
     # The unattributed bucket *received* qty with the fill: it now gives qty to the strategy.
     narration = f"{'Manual close' if kind == 'manual-close' else 'Attribute'} fill {exec_key}: {qty:+} " \
                 f"{contract.code} @ {price} to {taker}: {reason}"
-    links = (f"fill-{_link(exec_key)}", f"adjust-{key.rsplit(':', 1)[-1]}")
+    links = (f"fill-{link(exec_key)}", f"adjust-{key_tail(key)}")
     txn, after = transfer_entry(ctx.chart, contract, holdings, None, taker, qty, price, time, kind, narration, key,
                                 links, (("reason", reason), ("exec", exec_key), ("adjust", kind)))
     txn = _with_commission(ctx.chart, txn, row, taker)
     return Adjustment(kind, exec_key, txn, reason, contract, None, taker, qty, price, after, _marks(holdings),
-                      resolves=(f"unattributed_fill:{ctx.chart.broker_account}:{exec_key}",)
+                      resolves=(dedupe_key(ExceptionKind.UNATTRIBUTED_FILL, ctx.chart.broker_account, exec_key),)
                       + _cleared(ctx.chart, after, row.contract))
 
 
@@ -282,10 +219,7 @@ def _with_commission(chart: Chart, txn: Transaction, fill_row, taker: str) -> Tr
     """Move the fill's booked commission (when it is known) from Unattributed to the strategy."""
     if not fill_row.commission:  # pending (a late commission books to the fill's own allocation) or zero
         return txn
-    amount, currency = from_scaled(fill_row.commission), fill_row.commission_currency
-    moved = (Posting(chart.commissions(taker), amount, currency), Posting(chart.commissions(None), -amount, currency))
-    return Transaction(time=txn.time, kind=txn.kind, narration=txn.narration, postings=txn.postings + moved,
-                       links=txn.links, meta=txn.meta, key=txn.key)
+    return with_commission_moved(chart, txn, from_scaled(fill_row.commission), fill_row.commission_currency, taker)
 
 
 def plan_adopt(conn: Connection, ctx: Context, code: str, qty: Decimal, strategy: str, reason: str,
@@ -302,8 +236,8 @@ def plan_transfer(conn: Connection, ctx: Context, code: str, qty: Decimal, sourc
     return _plan_move(conn, ctx, "transfer", code, qty, giver, taker, reason, time, key, price)
 
 
-def _plan_move(conn: Connection, ctx: Context, kind: str, code: str, qty: Decimal, giver: str | None,
-               taker: str | None, reason: str, time: dt.datetime, key: str, price: Decimal | None) -> Adjustment:
+def _plan_move(conn: Connection, ctx: Context, kind: str, code: str, qty: Decimal, giver: Holder,
+               taker: Holder, reason: str, time: dt.datetime, key: str, price: Decimal | None) -> Adjustment:
     """Move a position between holders at a price (adopt: from unattributed into a strategy)."""
     contract = _contract(conn, code)
     holdings = load_holdings(conn, ctx.ledger, ctx.chart, contract)
@@ -313,7 +247,7 @@ def _plan_move(conn: Connection, ctx: Context, kind: str, code: str, qty: Decima
     narration = f"{what} {signed:+} {contract.code} @ {at} from {_who(giver)} {'into' if kind == 'adopt' else 'to'} " \
                 f"{_who(taker)}: {reason}"
     txn, after = transfer_entry(ctx.chart, contract, holdings, giver, taker, signed, at, time, kind, narration,
-                                key, (f"adjust-{key.rsplit(':', 1)[-1]}",), (("reason", reason), ("adjust", kind)))
+                                key, (f"adjust-{key_tail(key)}",), (("reason", reason), ("adjust", kind)))
     resolves = _cleared(ctx.chart, after, code) if giver is None else ()
     return Adjustment(kind, code, txn, reason, contract, giver, taker, signed, at, after, _marks(holdings),
                       resolves=resolves)
@@ -347,10 +281,9 @@ def plan_manual_close(conn: Connection, ctx: Context, code: str, strategy: str, 
     closing = have if qty is None else _positive(qty, have, contract, holder)
     narration = f"Manual close of {_who(holder)}'s {closing} {code} @ {price} (closed outside tradeledger): {reason}"
     txn, after = close_entry(ctx.chart, contract, holdings, holder, price, time, narration, key,
-                             (f"adjust-{key.rsplit(':', 1)[-1]}",), (("reason", reason), ("adjust", "manual-close")),
-                             -closing)
-    return Adjustment("manual-close", code, txn, reason, contract, holder, None, -closing, price, after,
-                      _marks(holdings), resolves=(f"reconciliation_break:{ctx.chart.broker_account}:{code}",))
+                             (f"adjust-{key_tail(key)}",), (("reason", reason), ("adjust", "manual-close")))
+    return Adjustment("manual-close", code, txn, reason, contract, holder, None, -have, price, after,
+                      _marks(holdings), resolves=(dedupe_key(ExceptionKind.RECONCILIATION_BREAK, ctx.chart.broker_account, code),))
 
 
 def plan_cash(conn: Connection, ctx: Context, currency: str, amount: Decimal, reason: str, time: dt.datetime,
@@ -360,7 +293,8 @@ def plan_cash(conn: Connection, ctx: Context, currency: str, amount: Decimal, re
         raise AdjustError(f"{currency!r} is not a currency code")
     txn = cash_entry(ctx.chart, currency, amount, cash_kind, reason, time, key)
     return Adjustment("cash", currency, txn, reason, quantity=amount,
-                      resolves=(f"reconciliation_break:{ctx.chart.broker_account}:cash:{currency}",))
+                      resolves=(dedupe_key(ExceptionKind.RECONCILIATION_BREAK, ctx.chart.broker_account, "cash",
+                                          currency),))
 
 
 def plan_reverse(conn: Connection, ctx: Context, entry_id: int, reason: str, time: dt.datetime, key: str) -> Adjustment:
@@ -397,11 +331,11 @@ def plan_reverse(conn: Connection, ctx: Context, entry_id: int, reason: str, tim
                               "mark chain; book a transfer instead")
         before = json.loads(row.marks_before or "{}")
         holdings = load_holdings(conn, ctx.ledger, ctx.chart, contract)
-        for holder in set(holdings) | {h or None for h in before}:
+        for holder in set(holdings) | {from_column(h) for h in before}:
             units = holdings.get(holder, Holding()).position - sum(
                 (q.units for q in original.postings if q.commodity == row.contract
                  and holder_of(ctx.chart, q.account) == holder), ZERO)
-            mark = before.get(holder or "")
+            mark = before.get(to_column(holder))
             after[holder] = Holding(units, Decimal(mark) if mark is not None and units != 0 else None)
     txn = reversal_of(entry_id, original, time, reason, key)  # exactly what Ledger.reverse books
     return Adjustment("reverse", str(entry_id), txn, reason, contract, after=after, reverses=entry_id)
@@ -433,8 +367,8 @@ def book(engine, ctx: Context, planner, who: str, expect: str | None = None) -> 
         resolved = _resolve(conn, adj, who)
         adjustment_id = conn.execute(adjustment.insert().values(
             kind=adj.kind, subject=adj.subject, contract=adj.contract.code if adj.contract else None,
-            from_holder=None if adj.kind not in POSITION_KINDS else (adj.from_holder or ""),
-            to_holder=None if adj.kind not in POSITION_KINDS else (adj.to_holder or ""),
+            from_holder=None if adj.kind not in POSITION_KINDS else to_column(adj.from_holder),
+            to_holder=None if adj.kind not in POSITION_KINDS else to_column(adj.to_holder),
             quantity=None if adj.quantity is None else to_scaled(adj.quantity, "quantity"),
             price=None if adj.price is None else to_scaled(adj.price, "price"), reason=adj.reason, who=who,
             created_at=fmt_ts(adj.txn.time), txn_id=booked.id, marks_before=json.dumps(adj.marks_before),
@@ -448,7 +382,7 @@ def _restore_marks(conn: Connection, contract: Contract, after: dict, time: dt.d
     t = tables.position_mark
     for holder, holding in after.items():  # a position moved away entirely keeps no mark
         if holding.position == 0:
-            conn.execute(t.delete().where(t.c.holder == (holder or ""), t.c.contract == contract.code))
+            conn.execute(t.delete().where(t.c.holder == to_column(holder), t.c.contract == contract.code))
 
 
 def _resolve(conn: Connection, adj: Adjustment, who: str) -> tuple[str, ...]:
@@ -470,7 +404,3 @@ def list_adjustments(conn: Connection) -> list[dict]:
              "quantity": None if r.quantity is None else from_scaled(r.quantity),
              "price": None if r.price is None else from_scaled(r.price), "reason": r.reason, "who": r.who,
              "at": r.created_at, "entry": r.txn_id, "resolved": json.loads(r.resolved or "[]")} for r in rows]
-
-
-def _link(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "_./-" else "-" for ch in text)

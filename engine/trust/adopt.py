@@ -32,8 +32,11 @@ from sqlalchemy.engine import Connection
 
 from tradeledger.broker.base import AccountSnapshot, BrokerPosition
 from tradeledger.engine.accounting.arrivals import arrival_price, surplus_entry, unbookable
-from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, holder_of, load_holdings, save_marks
-from tradeledger.engine.trust.exceptions import list_exceptions, raise_exception, resolve
+from tradeledger.engine.accounting.holders import holder_of
+from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, save_marks
+from tradeledger.engine.trust.exceptions import (
+    ExceptionKind, dedupe_key, key_prefix, list_exceptions, raise_exception, resolve,
+)
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.store import Ledger
 
@@ -78,22 +81,22 @@ def adopt_surplus(conn: Connection, ledger: Ledger, chart: Chart, position: Brok
     booked = ledger.book(txn, conn)
     save_marks(conn, k, after, as_of, before=holdings)
     raise_exception(
-        conn, "unattributed_position", k.code,
+        conn, ExceptionKind.UNATTRIBUTED_POSITION, k.code,
         f"{extra} {k.code} arrived at the broker without an execution (a transfer in, a trade on another "
         f"platform, a delivery): adopted into Unattributed (entry {booked.id}) at {arrival_price(position)}; "
         f"strategies keep trading. To give it to a strategy: `tradeledger adjust adopt {k.code} {abs(extra)} "
         f"--strategy NAME`",
         severity="warning" if configured else "info",
-        dedupe_key=f"unattributed_position:{chart.broker_account}:{k.code}", now=now)
+        dedupe_key=dedupe_key(ExceptionKind.UNATTRIBUTED_POSITION, chart.broker_account, k.code), now=now)
     return booked.id
 
 
 def resolve_cleared_unattributed(conn: Connection, account: str, still_unattributed: set, who: str,
                                  now: dt.datetime | None = None) -> None:
     """Resolve unattributed_position exceptions whose contract Unattributed no longer holds."""
-    prefix = f"unattributed_position:{account}:"
+    prefix = key_prefix(ExceptionKind.UNATTRIBUTED_POSITION, account)
     for e in list_exceptions(conn, "open"):
         key = e["dedupe_key"]
-        if e["kind"] == "unattributed_position" and key.startswith(prefix) \
+        if e["kind"] == ExceptionKind.UNATTRIBUTED_POSITION and key.startswith(prefix) \
                 and key[len(prefix):] not in still_unattributed:
             resolve(conn, e["id"], who, "Unattributed no longer holds this contract", now)

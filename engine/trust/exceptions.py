@@ -2,8 +2,9 @@
 
 An *exception* is a typed record of something a person should know about: a reconciliation
 break, a fill without an orderRef, a commission overdue, a broker that cannot be reached. It
-has a severity, a subject (what it is about, e.g. a contract) and a *dedupe key* (default
-`kind:subject`): one cause is one exception, however many runs see it. Raising the same cause
+has a kind (`ExceptionKind`), a severity, a subject (what it is about, e.g. a contract) and a
+*dedupe key* (`dedupe_key(kind, *parts)`, default `kind:subject`): one cause is one exception,
+however many runs see it. Raising the same cause
 again while its exception is open (or acknowledged) updates `last_seen` and `count` (and keeps
 the highest severity and the latest detail) instead of adding a row; once it is resolved, the
 next occurrence opens a new exception.
@@ -26,26 +27,57 @@ updates the winner's row instead.
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tradeledger.engine.tables import instrument_lock, tl_exception
 from tradeledger.ledger.store import fmt_ts
+from tradeledger.errors import UserError
 
 UTC = dt.timezone.utc
 
-KINDS = ("reconciliation_break", "unattributed_position", "unattributed_fill", "commission_overdue",
-         "order_rejected", "order_stuck", "overfill", "stale_prices", "missing_fx", "missed_daemon_run",
-         "broker_disconnected", "limit_hit", "job_failed", "corporate_action", "statement_difference",
-         "cash_movement", "missing_final_settlement", "interrupted_roll", "held_into_expiry",
-         "contract_dates_differ")
+
+class ExceptionKind(StrEnum):
+    """What an exception is about (stored as its value)."""
+
+    RECONCILIATION_BREAK = "reconciliation_break"
+    UNATTRIBUTED_POSITION = "unattributed_position"
+    UNATTRIBUTED_FILL = "unattributed_fill"
+    COMMISSION_OVERDUE = "commission_overdue"
+    ORDER_REJECTED = "order_rejected"
+    ORDER_STUCK = "order_stuck"
+    OVERFILL = "overfill"
+    STALE_PRICES = "stale_prices"
+    MISSING_FX = "missing_fx"
+    MISSED_DAEMON_RUN = "missed_daemon_run"
+    BROKER_DISCONNECTED = "broker_disconnected"
+    LIMIT_HIT = "limit_hit"
+    JOB_FAILED = "job_failed"
+    CORPORATE_ACTION = "corporate_action"
+    STATEMENT_DIFFERENCE = "statement_difference"
+    CASH_MOVEMENT = "cash_movement"
+    MISSING_FINAL_SETTLEMENT = "missing_final_settlement"
+    INTERRUPTED_ROLL = "interrupted_roll"
+    HELD_INTO_EXPIRY = "held_into_expiry"
+    CONTRACT_DATES_DIFFER = "contract_dates_differ"
+
+
+KINDS = tuple(kind.value for kind in ExceptionKind)
+# The cause an execution that could not be booked is deduplicated under, whichever kind it raises
+# (overfill or unattributed_fill): one exception per execution, apart from its booked fill's.
+UNBOOKED_EXECUTION = "unbooked_execution"
+# The cause a dividend the broker paid and nobody imported is deduplicated under (corporate_action).
+UNBOOKED_DIVIDEND = "unbooked_dividend"
+CAUSES = (UNBOOKED_EXECUTION, UNBOOKED_DIVIDEND)
+
 SEVERITIES = ("info", "warning", "error", "critical")  # in increasing order
 STATES = ("open", "acknowledged", "resolved")
 OPEN_STATES = ("open", "acknowledged")
 
 
-class ExceptionStateError(ValueError):
+class ExceptionStateError(UserError):
     """An exception or lock cannot do what was asked (unknown id, already resolved, no reason)."""
 
 
@@ -59,15 +91,30 @@ def _require(value: str, what: str) -> str:
     return str(value).strip()
 
 
-def default_key(kind: str, subject: str) -> str:
-    return f"{kind}:{subject}"
+def dedupe_key(kind: ExceptionKind | str, *parts: object) -> str:
+    """The one spelling of a dedupe key: the kind (or cause) and the parts that name one cause,
+    e.g. `dedupe_key(ExceptionKind.UNATTRIBUTED_FILL, account, exec_key)`. Every raise and every
+    resolve builds its key here, so the two always agree."""
+    if isinstance(kind, str) and not isinstance(kind, ExceptionKind) and kind not in CAUSES:
+        kind = ExceptionKind(kind)
+    return ":".join([str(kind), *(str(p) for p in parts)])
 
 
-def raise_exception(conn: Connection, kind: str, subject: str, detail: str, severity: str = "warning",
+def key_prefix(kind: ExceptionKind, *parts: object) -> str:
+    """What every key of `kind` that begins with `parts` starts with."""
+    return dedupe_key(kind, *parts, "")
+
+
+def default_key(kind: ExceptionKind | str, subject: str) -> str:
+    return dedupe_key(kind, subject)
+
+
+def raise_exception(conn: Connection, kind: ExceptionKind | str, subject: str, detail: str, severity: str = "warning",
                     dedupe_key: str | None = None, now: dt.datetime | None = None) -> int:
     """Open an exception, or bump the open one with the same dedupe key; returns its id."""
     if kind not in KINDS:
         raise ExceptionStateError(f"unknown exception kind {kind!r} (one of {', '.join(KINDS)})")
+    kind = ExceptionKind(kind)
     if severity not in SEVERITIES:
         raise ExceptionStateError(f"unknown severity {severity!r} (one of {', '.join(SEVERITIES)})")
     subject = _require(subject, "a subject")
@@ -78,7 +125,7 @@ def raise_exception(conn: Connection, kind: str, subject: str, detail: str, seve
         try:
             with conn.begin_nested():
                 return conn.execute(tl_exception.insert().values(
-                    kind=kind, severity=severity, subject=subject, detail=detail or "", dedupe_key=key,
+                    kind=kind.value, severity=severity, subject=subject, detail=detail or "", dedupe_key=key,
                     state="open", first_seen=at, last_seen=at, count=1)).inserted_primary_key[0]
         except sa.exc.IntegrityError:  # another writer opened the same cause first
             existing = _open_by_key(conn, key)

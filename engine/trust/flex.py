@@ -42,7 +42,7 @@ from tradeledger.engine.setup.contracts_ib import ib_contract_namer
 from tradeledger.engine.tables import adjustment, fill
 from tradeledger.engine.targets.prices import trading_config
 from tradeledger.engine.trading.fills import SyncReport, book_execution
-from tradeledger.engine.trust.exceptions import raise_exception
+from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception
 from tradeledger.ledger.numbers import from_scaled
 
 UTC = dt.timezone.utc
@@ -208,7 +208,7 @@ def import_flex(env, path: str | Path, tz: str = "America/New_York", now: dt.dat
 def _difference(env, subject: str, detail: str, report: FlexReport, now: dt.datetime) -> None:
     report.differences.append(detail)
     with env.engine.begin() as conn:
-        raise_exception(conn, "statement_difference", subject, detail, severity="error", now=now)
+        raise_exception(conn, ExceptionKind.STATEMENT_DIFFERENCE, subject, detail, severity="error", now=now)
 
 
 def _import_trades(env, statement: FlexStatement, report: FlexReport, now: dt.datetime) -> None:
@@ -261,7 +261,7 @@ def _propose_cash_moves(env, statement: FlexStatement, report: FlexReport, now: 
                    f'--reason "{move.description} ({move.date}, IB {move.ref})"')
         report.proposed.append(command)
         with env.engine.begin() as conn:
-            raise_exception(conn, "cash_movement", f"{move.currency} {move.amount} {move.date}",
+            raise_exception(conn, ExceptionKind.CASH_MOVEMENT, f"{move.currency} {move.amount} {move.date}",
                             f"IB's statement shows a {kind} of {move.amount} {move.currency} on {move.date} that the "
                             f"ledger has not booked; if it is right: {command}", severity="warning", now=now,
-                            dedupe_key=f"cash_movement:{statement.account}:{move.ref}")
+                            dedupe_key=dedupe_key(ExceptionKind.CASH_MOVEMENT, statement.account, move.ref))

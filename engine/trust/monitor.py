@@ -22,10 +22,11 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from tradeledger.engine import tables
-from tradeledger.engine.trust.exceptions import list_exceptions, raise_exception, resolve_by_key
-from tradeledger.engine.accounting.holdings import holder_of
+from tradeledger.engine.trust.exceptions import dedupe_key, list_exceptions, raise_exception, resolve_by_key
+from tradeledger.engine.accounting.holders import holder_of
 from tradeledger.ledger import schema
 from tradeledger.ledger.numbers import to_decimal
+from tradeledger.engine.setup.environment import ConfigError
 
 KINDS = ("commission_overdue", "order_stuck", "missing_fx", "stale_prices", "missed_daemon_run")
 
@@ -59,7 +60,7 @@ class Finding:
 
     @property
     def dedupe_key(self) -> str:
-        return f"{self.kind}:{self.subject}"
+        return dedupe_key(self.kind, self.subject)
 
 
 def findings(facts: Facts, limits: Thresholds) -> list[Finding]:
@@ -100,7 +101,7 @@ def thresholds(raw_config: dict) -> Thresholds:
         if name in table:
             number = to_decimal(str(table[name]), f"monitor.{name}")
             if number <= 0 or number != int(number):
-                raise ValueError(f"config: monitor.{name} must be a positive whole number")
+                raise ConfigError(f"config: monitor.{name} must be a positive whole number")
             values[name] = int(number)
     return Thresholds(**values)
 

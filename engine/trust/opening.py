@@ -28,7 +28,7 @@ from tradeledger.broker.base import AccountSnapshot, Broker
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.arrivals import OpeningPlan, opening_entry
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, save_marks
-from tradeledger.engine.trust.exceptions import raise_exception
+from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception
 from tradeledger.engine.trust.snapshots import take_snapshot
 from tradeledger.ledger import db
 from tradeledger.ledger.accounts import Chart
@@ -109,10 +109,11 @@ def book_opening(engine, ledger: Ledger, chart: Chart, snapshot_id: int, snap: A
                 txn_id=txn_id, source=source, held=json.dumps(plan.as_json(), sort_keys=True),
             )).inserted_primary_key[0]
             for position, why in plan.skipped:
-                raise_exception(conn, "unattributed_position", position.contract.code,
+                raise_exception(conn, ExceptionKind.UNATTRIBUTED_POSITION, position.contract.code,
                                 f"{position.quantity} {position.contract.code} at the broker could not be booked at "
                                 f"the opening: {why}", severity="error",
-                                dedupe_key=f"unattributed_position:{account}:{position.contract.code}", now=now)
+                                dedupe_key=dedupe_key(ExceptionKind.UNATTRIBUTED_POSITION, account, position.contract.code),
+                                now=now)
             return Opening(opening_id, account, fmt_ts(snap.taken_at), snapshot_id, txn_id, source,
                            json.loads(json.dumps(plan.as_json())), created=True)
     except sa.exc.IntegrityError:  # another process opened the account first: its opening stands

@@ -19,7 +19,7 @@ window (from the oldest execution it reported), because brokers report recent ex
 
 `reconcile` is the edge around it, in this order: snapshot (a failed one is recorded, raises
 `broker_disconnected`, and compares nothing: a broker that cannot be read is never "flat"); book
-every execution the broker reports (engine.fills, each in its own transaction); the account's
+every execution the broker reports (`fills.sync_fills`, 200 per transaction); the account's
 opening, if it has none yet (`opening.py`); adopt every surplus the broker holds beyond the
 ledger into Unattributed (`adopt.py`: a surplus is reviewed, a shortfall is a break); compare;
 then, in one transaction, store the result, raise one `reconciliation_break` exception per cause
@@ -45,17 +45,20 @@ from tradeledger.broker.base import AccountSnapshot, Broker, Execution
 from tradeledger.engine import tables
 from tradeledger.engine.trust.adopt import adopt_surplus, resolve_cleared_unattributed, surplus, surpluses
 from tradeledger.engine.trust.opening import book_opening, get_opening
-from tradeledger.engine.trust.exceptions import list_exceptions, lock, raise_exception, resolve
+from tradeledger.engine.trust.exceptions import (
+    ExceptionKind, dedupe_key, key_prefix, list_exceptions, lock, raise_exception, resolve,
+)
 from tradeledger.engine.trading.fills import SyncReport, latest_versions, sync_fills
-from tradeledger.engine.accounting.holdings import holder_of, marks as holder_marks
+from tradeledger.engine.accounting.holders import holder_of
+from tradeledger.engine.accounting.holdings import marks as holder_marks
 from tradeledger.engine.trust.snapshots import SnapshotResult, disconnect_key, record_failed, take_snapshot
 from tradeledger.engine.tables import reconciliation
 from tradeledger.ledger import schema
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.db import read_connection
-from tradeledger.ledger.numbers import from_scaled, to_decimal
+from tradeledger.ledger.numbers import from_scaled, jsonable, to_decimal
 from tradeledger.ledger.store import Ledger, fmt_ts
-from tradeledger.reports.render import _plain
+from tradeledger.engine.setup.environment import ConfigError
 
 UTC = dt.timezone.utc
 ZERO = Decimal(0)
@@ -102,7 +105,7 @@ class Break:
     @property
     def dedupe_key(self) -> str:
         subject = self.contract if self.kind == "position" else f"{self.kind}:{self.detail}"
-        return f"reconciliation_break:{self.account}:{subject}"
+        return dedupe_key(ExceptionKind.RECONCILIATION_BREAK, self.account, subject)
 
     def as_json(self) -> dict:
         return {"account": self.account, "contract": self.contract, "ledger_qty": self.ledger_qty,
@@ -123,7 +126,7 @@ class CashLine:
 
     @property
     def dedupe_key(self) -> str:
-        return f"reconciliation_break:{self.account}:cash:{self.currency}"
+        return dedupe_key(ExceptionKind.RECONCILIATION_BREAK, self.account, "cash", self.currency)
 
     @property
     def proposal(self) -> str | None:
@@ -253,7 +256,7 @@ def cash_tolerance(raw_config: dict) -> Decimal:
     value = raw_config.get("reconcile", {}).get("cash_tolerance", str(DEFAULT_CASH_TOLERANCE))
     tolerance = to_decimal(str(value), "reconcile.cash_tolerance")
     if tolerance < 0:
-        raise ValueError("reconcile.cash_tolerance must not be negative")
+        raise ConfigError("reconcile.cash_tolerance must not be negative")
     return tolerance
 
 
@@ -380,9 +383,10 @@ def reconcile(engine, ledger: Ledger, chart: Chart, broker: Broker, lock_key: Ca
             failed.add(position.contract.code)
             notes.append(f"could not adopt {position.contract.code}: {exc}")
             with engine.begin() as conn:
-                raise_exception(conn, "unattributed_position", position.contract.code,
+                raise_exception(conn, ExceptionKind.UNATTRIBUTED_POSITION, position.contract.code,
                                 f"position {position.quantity} at the broker could not be adopted: {exc}",
-                                severity="error", dedupe_key=f"unattributed_position:{account}:{position.contract.code}",
+                                severity="error",
+                                dedupe_key=dedupe_key(ExceptionKind.UNATTRIBUTED_POSITION, account, position.contract.code),
                                 now=now)
     if adopted:
         with read_connection(engine) as conn:
@@ -422,7 +426,7 @@ def _unreachable(engine, account: str, snap_result: SnapshotResult, sync, why: s
 def _record(conn: Connection, result: ReconcileResult, snapshot_id: int | None, now: dt.datetime) -> int:
     return conn.execute(reconciliation.insert().values(
         snapshot_id=snapshot_id, run_at=fmt_ts(now), clean=1 if result.clean else 0, breaks=len(result.breaks),
-        result=json.dumps(_plain(result.as_json()), sort_keys=True))).inserted_primary_key[0]
+        result=json.dumps(jsonable(result.as_json()), sort_keys=True))).inserted_primary_key[0]
 
 
 def _raise_and_lock(conn: Connection, account: str, comparison: Comparison, lock_key, now) -> None:
@@ -434,13 +438,13 @@ def _raise_and_lock(conn: Connection, account: str, comparison: Comparison, lock
             subject, detail = b.contract, f"fill {b.detail} ({b.contract} {b.diff}) is booked but the broker does not report it"
         else:
             subject, detail = b.contract, f"execution {b.detail} ({b.contract} {b.broker_qty}) is not booked"
-        exception_id = raise_exception(conn, "reconciliation_break", subject, detail, severity="error",
+        exception_id = raise_exception(conn, ExceptionKind.RECONCILIATION_BREAK, subject, detail, severity="error",
                                        dedupe_key=b.dedupe_key, now=now)
         lock(conn, lock_key(b.contract), f"reconciliation break (exception {exception_id}): {detail}",
              exception_id, now)
     for c in comparison.cash:
         if c.status == "break":
-            raise_exception(conn, "reconciliation_break", f"cash {c.currency}",
+            raise_exception(conn, ExceptionKind.RECONCILIATION_BREAK, f"cash {c.currency}",
                             f"cash {c.currency}: ledger {c.ledger}, broker {c.broker} + unsettled {c.unsettled} "
                             f"(diff {c.diff}, tolerance {c.tolerance}); cash moved without a trade? book it "
                             f"with `tradeledger {c.proposal}`", severity="warning",
@@ -458,9 +462,9 @@ def _resolve_cleared(conn: Connection, account: str, comparison: Comparison, who
     """Resolve (and so unlock) every break of this account that this reconciliation no longer finds."""
     current = {b.dedupe_key for b in comparison.breaks}
     current |= {c.dedupe_key for c in comparison.cash if c.status != "ok"}
-    prefix = f"reconciliation_break:{account}:"
+    prefix = key_prefix(ExceptionKind.RECONCILIATION_BREAK, account)
     for e in list_exceptions(conn, "open"):
-        if e["kind"] == "reconciliation_break" and e["dedupe_key"].startswith(prefix) \
+        if e["kind"] == ExceptionKind.RECONCILIATION_BREAK and e["dedupe_key"].startswith(prefix) \
                 and e["dedupe_key"] not in current:
             resolve(conn, e["id"], who, f"reconciliation at {fmt_ts(now)} no longer finds it", now)
 

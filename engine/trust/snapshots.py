@@ -7,25 +7,24 @@ unsettled futures P&L, open orders) written once, in one database transaction, t
 A snapshot that fails for any reason (the broker disconnected, refused, or answered something
 unusable) is recorded too, as a row with status `failed`, its error and no positions, and it
 raises a `broker_disconnected` exception. A failed snapshot is never read as "flat":
-`load_snapshot` refuses it, and reconciliation compares nothing against it. A later successful
+reconciliation compares nothing against it. A later successful
 snapshot resolves the disconnection exception.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from tradeledger.broker.base import AccountSnapshot, Broker, BrokerPosition, Contract, OrderStatus
-from tradeledger.engine.trust.exceptions import raise_exception, resolve_by_key
+from tradeledger.broker.base import AccountSnapshot, Broker, contract_to_json
+from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception, resolve_by_key
 from tradeledger.engine.tables import broker_snapshot, snapshot_cash, snapshot_order, snapshot_position
-from tradeledger.ledger.numbers import from_scaled, to_scaled
-from tradeledger.ledger.store import fmt_ts, parse_ts
+from tradeledger.ledger.numbers import to_scaled
+from tradeledger.ledger.store import fmt_ts
 
 UTC = dt.timezone.utc
 ZERO = Decimal(0)
@@ -44,20 +43,8 @@ class SnapshotResult:
         return self.snapshot is not None
 
 
-def contract_json(c: Contract) -> str:
-    return json.dumps({"code": c.code, "sec_type": c.sec_type, "symbol": c.symbol, "exchange": c.exchange,
-                       "currency": c.currency, "multiplier": str(c.multiplier), "expiry": c.expiry,
-                       "trading_class": c.trading_class, "con_id": c.con_id}, sort_keys=True)
-
-
-def contract_from_json(text: str) -> Contract:
-    data = json.loads(text)
-    data["multiplier"] = Decimal(data["multiplier"])
-    return Contract(**data)
-
-
 def disconnect_key(account: str) -> str:
-    return f"broker_disconnected:{account}"
+    return dedupe_key(ExceptionKind.BROKER_DISCONNECTED, account)
 
 
 def validate_snapshot(snap: AccountSnapshot, account: str) -> None:
@@ -93,7 +80,7 @@ def record_failed(conn: Connection, account: str, now: dt.datetime, error: str) 
     sid = conn.execute(broker_snapshot.insert().values(
         account=account, taken_at=fmt_ts(now), recorded_at=fmt_ts(now), status="failed", error=error,
         positions=0)).inserted_primary_key[0]
-    raise_exception(conn, "broker_disconnected", account, f"snapshot {sid} failed: {error}", severity="error",
+    raise_exception(conn, ExceptionKind.BROKER_DISCONNECTED, account, f"snapshot {sid} failed: {error}", severity="error",
                     dedupe_key=disconnect_key(account), now=now)
     return sid
 
@@ -106,7 +93,7 @@ def record_snapshot(conn: Connection, snap: AccountSnapshot, now: dt.datetime | 
         error=None, positions=len(snap.positions))).inserted_primary_key[0]
     if snap.positions:
         conn.execute(snapshot_position.insert(), [
-            dict(snapshot_id=sid, contract=p.contract.code, contract_spec=contract_json(p.contract),
+            dict(snapshot_id=sid, contract=p.contract.code, contract_spec=contract_to_json(p.contract),
                  quantity=to_scaled(p.quantity, f"{p.contract.code} position"),
                  avg_cost=to_scaled(p.avg_cost, f"{p.contract.code} average cost")) for p in snap.positions])
     cash = dict(snap.cash)
@@ -123,29 +110,6 @@ def record_snapshot(conn: Connection, snap: AccountSnapshot, now: dt.datetime | 
         conn.execute(snapshot_order.insert(), orders)
     resolve_by_key(conn, disconnect_key(snap.account), "snapshot", f"snapshot {sid} succeeded", now)
     return sid
-
-
-def load_snapshot(conn: Connection, snapshot_id: int) -> AccountSnapshot:
-    """A stored snapshot as the broker's record; a failed one is refused, never read as flat."""
-    row = conn.execute(sa.select(broker_snapshot).where(broker_snapshot.c.id == snapshot_id)).first()
-    if row is None:
-        raise ValueError(f"no snapshot {snapshot_id}")
-    if row.status != "ok":
-        raise ValueError(f"snapshot {snapshot_id} failed ({row.error}); it says nothing about positions")
-    positions = tuple(BrokerPosition(row.account, contract_from_json(p.contract_spec), from_scaled(p.quantity),
-                                     from_scaled(p.avg_cost))
-                      for p in conn.execute(sa.select(snapshot_position).where(
-                          snapshot_position.c.snapshot_id == snapshot_id).order_by(snapshot_position.c.contract)))
-    cash_rows = conn.execute(sa.select(snapshot_cash).where(snapshot_cash.c.snapshot_id == snapshot_id)
-                             .order_by(snapshot_cash.c.currency)).all()
-    orders = tuple(OrderStatus(o.order_ref, o.broker_order_id or 0, 0, o.contract, o.side, from_scaled(o.quantity),
-                               from_scaled(o.filled), o.status)
-                   for o in conn.execute(sa.select(snapshot_order).where(
-                       snapshot_order.c.snapshot_id == snapshot_id).order_by(snapshot_order.c.seq)))
-    return AccountSnapshot(
-        account=row.account, taken_at=parse_ts(row.taken_at), positions=positions,
-        cash=tuple((r.currency, from_scaled(r.cash)) for r in cash_rows), open_orders=orders,
-        unsettled_pnl=tuple((r.currency, from_scaled(r.unsettled)) for r in cash_rows if r.unsettled))
 
 
 def latest_snapshot(conn: Connection, account: str | None = None) -> dict | None:

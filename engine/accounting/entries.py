@@ -1,0 +1,461 @@
+"""Every ledger entry tradeledger books is built here: pure functions, no database.
+
+Futures follow the mark chain (DESIGN.md). Each holder's position in a contract (a strategy, or
+None for the unattributed bucket, `holders.Holder`) is held at zero cost and has a *mark*, its
+last settlement or fill price. A trade first marks the existing position to the trade price,
+
+    variation margin = position x (price - mark) x multiplier,
+
+booked `Income:Trading:<holder>` against `Assets:Broker:<Acct>:Cash` in the contract's currency;
+then the position changes, and the whole new position is marked at the trade price. A trade
+that crosses zero is a close of the old position plus an open of the new one, because
+beancount cannot reduce a position through zero. A settlement marks every position to the
+settlement price the same way.
+
+Shares are lots at cost labelled with the fill id (intraday lots never merge); a reduction names
+the lots it closes, oldest first, and realizes (price - cost) x units into Income:Trading.
+
+Commissions are postings of their own: Expenses:Commissions:<holder> against cash.
+
+Three shared builders make every entry that moves positions or commissions:
+`trade_between` (one trade at one price between holders: marks, position changes, lots, and
+the holdings after it), `commission_split` (a commission pro rata to the holders' quantities,
+exact to the cent) and `link` (a beancount link from any id). The entries:
+
+    kind          builder            booked by
+    fill          fill_entry         trading/fills.py
+    commission    commission_entry   trading/fills.py (a commission reported late)
+    cross         cross_entry        trading/orders.py (internal cross at the reference price)
+    fill          correction_entry   trading/corrections.py (a corrected execution)
+    settlement    settlement_entry   trading/marking.py
+    expiry        expiry_entry       futures/expiry.py (final settlement of an expired future)
+    attribute, adopt, transfer       transfer_entry   trust/adjust.py
+    manual-close  close_entry        trust/adjust.py
+    cash-adjust   cash_entry         trust/adjust.py
+    reversal      ledger.model.reversal_of, booked by Ledger.reverse
+
+Two neighbours build the entries of what arrives without a trade, with these same postings
+rules: `arrivals.py` (the opening and later surpluses into Unattributed) and `corporate.py`
+(dividends, splits, interest and fees).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+
+from tradeledger.broker.base import Contract, Execution
+from tradeledger.engine.accounting.holders import Holder, display, from_column, sort_key, to_column
+from tradeledger.engine.trading.netting import allocate_commission
+from tradeledger.errors import AdjustError, CorrectionUnsupported
+from tradeledger.ledger.accounts import Chart
+from tradeledger.ledger.model import Cost, Posting, Transaction
+
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class Holding:
+    """A holder's current position in one contract: units, mark (futures), open lots (shares)."""
+
+    position: Decimal = ZERO
+    mark: Decimal | None = None
+    lots: tuple[tuple[Cost, Decimal], ...] = ()
+
+
+def _sign(x: Decimal) -> int:
+    return (x > 0) - (x < 0)
+
+
+def link(text: str) -> str:
+    """A beancount link made of any id (characters a link cannot hold become '-')."""
+    return "".join(ch if ch.isalnum() or ch in "_./-" else "-" for ch in text)
+
+
+def key_tail(key: str) -> str:
+    """The last part of an idempotency key (`adjust:transfer:DU1:ab12` -> `ab12`): its label."""
+    return key.rsplit(":", 1)[-1]
+
+
+# -- postings of one holder -----------------------------------------------------------------------
+
+def mark_postings(chart: Chart, holder: Holder, contract: Contract, holding: Holding,
+                  price: Decimal) -> list[Posting]:
+    """Variation margin of a futures position from its mark to `price`."""
+    if holding.position == 0 or contract.sec_type != "FUT":
+        return []
+    if holding.mark is None:
+        raise ValueError(f"{contract.code}: position of {display(holder)} has no mark")
+    vm = holding.position * (price - holding.mark) * contract.multiplier
+    return vm_postings(chart, holder, contract.currency, vm)
+
+
+def vm_postings(chart: Chart, holder: Holder, currency: str, amount: Decimal) -> list[Posting]:
+    """Variation margin `amount` into the broker's cash, out of the holder's trading income."""
+    if amount == 0:
+        return []
+    return [Posting(chart.cash, amount, currency), Posting(chart.trading(holder), -amount, currency)]
+
+
+def position_postings(account: str, code: str, currency: str, before: Decimal, change: Decimal) -> list[Posting]:
+    """A futures position change at zero cost, split into close + open if it crosses zero."""
+    zero = Cost(ZERO, currency)
+    after = before + change
+    if change == 0:
+        return []
+    if before != 0 and after != 0 and _sign(before) != _sign(after):
+        return [Posting(account, -before, code, zero), Posting(account, after, code, zero)]
+    return [Posting(account, change, code, zero)]
+
+
+def futures_trade(chart: Chart, holder: Holder, contract: Contract, holding: Holding,
+                  qty: Decimal, price: Decimal) -> list[Posting]:
+    return mark_postings(chart, holder, contract, holding, price) + position_postings(
+        chart.holdings(holder), contract.code, contract.currency, holding.position, qty)
+
+
+def shares_trade(chart: Chart, holder: Holder, contract: Contract, holding: Holding,
+                 qty: Decimal, price: Decimal, date: dt.date, label: str) -> list[Posting]:
+    account, currency = chart.holdings(holder), contract.currency
+    postings = [Posting(chart.cash, -qty * price * contract.multiplier, currency)]
+    remaining = qty
+    for cost, units in holding.lots:  # oldest first; all open lots share one sign
+        if remaining == 0 or _sign(units) == _sign(remaining):
+            break
+        take = _sign(remaining) * min(abs(units), abs(remaining))
+        postings.append(Posting(account, take, contract.code, cost))
+        gain = -take * (price * contract.multiplier - cost.number)  # cost is per unit, multiplier in
+        if gain != 0:
+            postings.append(Posting(chart.trading(holder), -gain, currency))
+        remaining -= take
+    if remaining != 0:
+        postings.append(Posting(account, remaining, contract.code,
+                                Cost(price * contract.multiplier, currency, date, label)))
+    return postings
+
+
+def trade_postings(chart: Chart, holder: Holder, contract: Contract, holding: Holding,
+                   qty: Decimal, price: Decimal, date: dt.date, label: str) -> list[Posting]:
+    """The postings of one holder's share of a trade (signed qty)."""
+    if qty == 0:
+        return []
+    if contract.sec_type == "FUT":
+        return futures_trade(chart, holder, contract, holding, qty, price)
+    return shares_trade(chart, holder, contract, holding, qty, price, date, label)
+
+
+def commission_postings(chart: Chart, holder: Holder, amount: Decimal, currency: str) -> list[Posting]:
+    if amount == 0:
+        return []
+    return [Posting(chart.commissions(holder), amount, currency), Posting(chart.cash, -amount, currency)]
+
+
+def after_trade(contract: Contract, holding: Holding, postings: list[Posting], qty: Decimal,
+                price: Decimal) -> Holding:
+    """The holding after a trade: futures re-marked at the price; shares lots from the postings."""
+    position = holding.position + qty
+    if contract.sec_type == "FUT":
+        return Holding(position, price if position != 0 else None)
+    lots = {cost: units for cost, units in holding.lots}
+    for p in postings:
+        if p.commodity == contract.code and p.cost is not None:
+            lots[p.cost] = lots.get(p.cost, ZERO) + p.units
+    ordered = tuple((c, u) for c, u in lots.items() if u != 0)
+    return Holding(position, None, ordered)
+
+
+# -- the shared builders --------------------------------------------------------------------------
+
+def trade_between(chart: Chart, contract: Contract, holdings: dict, legs, price: Decimal, date: dt.date,
+                  label: str, commissions: dict | None = None,
+                  commission_currency: str = "") -> tuple[list[Posting], dict]:
+    """One trade at one price among holders: `legs` are (holder, signed qty) in booking order.
+
+    Each holder's existing position is first marked to the price (futures) or its lots reduced
+    oldest first (shares), then changed; `commissions` (holder -> amount) adds each holder's
+    commission after its leg. Returns the postings and the holdings after (holder -> Holding)."""
+    postings: list[Posting] = []
+    after = dict(holdings)
+    for holder, qty in legs:
+        holding = after.get(holder, Holding())
+        trade = trade_postings(chart, holder, contract, holding, qty, price, date, label)
+        postings += trade
+        after[holder] = after_trade(contract, holding, trade, qty, price)
+        if commissions is not None:
+            postings += commission_postings(chart, holder, commissions.get(holder, ZERO), commission_currency)
+    return postings, after
+
+
+def commission_split(commission: Decimal | None, quantities) -> dict:
+    """A commission split among holders pro rata to their (signed) quantities, summing to it to
+    the cent (largest remainder); {} while it is pending (None)."""
+    if commission is None:
+        return {}
+    if commission.as_tuple().exponent > -2:
+        commission = commission.quantize(Decimal("0.01"))
+    weights = {to_column(holder): abs(qty) for holder, qty in quantities}
+    return {from_column(k): v for k, v in allocate_commission(commission, weights).items()}
+
+
+# -- fills, commissions, crosses, settlements ----------------------------------------------------
+
+@dataclass(frozen=True)
+class FillShare:
+    """One holder's part of a broker fill."""
+
+    holder: Holder
+    qty: Decimal  # signed
+    commission: Decimal | None  # None: pending
+
+
+def fill_entry(chart: Chart, contract: Contract, exec_key: str, price: Decimal, time: dt.datetime,
+               shares: list[FillShare], holdings: dict, commission_currency: str, order_ref: str,
+               narration: str) -> tuple[Transaction, dict]:
+    """The ledger entry of one execution and the holdings after it (holdings: holder -> Holding)."""
+    pending = any(s.commission is None for s in shares)
+    commissions = {s.holder: s.commission for s in shares if s.commission is not None}
+    postings, after = trade_between(chart, contract, holdings, [(s.holder, s.qty) for s in shares], price,
+                                    time.date(), exec_key, commissions, commission_currency)
+    meta = (("exec", exec_key), ("price", str(price)), ("contract", contract.code),
+            ("commission", "pending" if pending else "booked"), ("order-ref", order_ref or "none"))
+    txn = Transaction(time=time, kind="fill", narration=narration, postings=tuple(postings),
+                      links=(f"fill-{link(exec_key)}",), meta=meta, key=f"fill:{chart.broker_account}:{exec_key}")
+    return txn, after
+
+
+def commission_entry(chart: Chart, exec_key: str, time: dt.datetime, parts: dict, currency: str,
+                     contract_code: str) -> Transaction:
+    postings: list[Posting] = []
+    for holder, amount in parts.items():
+        postings += commission_postings(chart, holder, amount, currency)
+    if not postings:  # a zero commission still closes the pending state: book nothing, record it
+        raise ValueError("zero commission: nothing to book")
+    return Transaction(time=time, kind="commission", narration=f"Commission {exec_key}", postings=tuple(postings),
+                       links=(f"fill-{link(exec_key)}",), meta=(("contract", contract_code), ("exec", exec_key)),
+                       key=f"commission:{chart.broker_account}:{exec_key}")
+
+
+def cross_entry(chart: Chart, contract: Contract, holdings: dict, run_id: int, seller: str, buyer: str,
+                quantity: Decimal, price: Decimal, time: dt.datetime, tag: str = "") -> tuple[Transaction, dict]:
+    """An internal cross: `quantity` moves from seller to buyer at the run's reference price,
+    zero-sum, with no broker order and no commission."""
+    label = f"cross-{run_id}-{contract.code}-{seller}-{buyer}"
+    postings, after = trade_between(chart, contract, holdings, ((seller, -quantity), (buyer, quantity)), price,
+                                    time.date(), label)
+    txn = Transaction(time=time, kind="cross", narration=f"Cross {contract.code} {seller} -> {buyer} "
+                      f"{quantity} @ {price}", postings=tuple(postings),
+                      links=(f"cross-{run_id}-{contract.code}",), meta=(("contract", contract.code), ("run", str(run_id))),
+                      key=f"cross:{chart.broker_account}:{run_id}:{contract.code}:{seller}:{buyer}"
+                      + (f":{tag}" if tag else ""))
+    return txn, after
+
+
+def settlement_entry(chart: Chart, contract: Contract, date: dt.date, time: dt.datetime, price: Decimal,
+                     holdings: dict) -> tuple[Transaction | None, dict]:
+    """Mark every holder's futures position to the settlement price; one entry per contract and day."""
+    postings: list[Posting] = []
+    after = dict(holdings)
+    for holder in sorted(holdings, key=sort_key):
+        holding = holdings[holder]
+        if holding.position == 0:
+            continue
+        postings += mark_postings(chart, holder, contract, holding, price)
+        after[holder] = Holding(holding.position, price)
+    if not postings:
+        return None, after
+    txn = Transaction(time=time, kind="settlement", narration=f"Settle {contract.code} {price}",
+                      postings=tuple(postings), links=(f"settle-{contract.code}-{date.isoformat()}",),
+                      meta=(("contract", contract.code), ("price", str(price))),
+                      key=f"settle:{chart.broker_account}:{contract.code}:{date.isoformat()}")
+    return txn, after
+
+
+
+def expiry_entry(chart: Chart, contract: Contract, date: dt.date, time: dt.datetime, price: Decimal,
+                 holdings: dict) -> tuple[Transaction | None, dict]:
+    """A futures contract's expiry: every holder's position marked one last time to the final
+    settlement price (variation margin, as a daily settlement) and closed at that price. No
+    execution exists; one entry per contract."""
+    postings: list[Posting] = []
+    after = dict(holdings)
+    for holder in sorted(holdings, key=sort_key):
+        holding = holdings[holder]
+        if holding.position == 0:
+            continue
+        postings += mark_postings(chart, holder, contract, holding, price)
+        postings += position_postings(chart.holdings(holder), contract.code, contract.currency, holding.position,
+                                      -holding.position)
+        after[holder] = Holding(ZERO, None)
+    if not postings:
+        return None, after
+    txn = Transaction(time=time, kind="expiry", narration=f"Expiry {contract.code}: final settlement {price}",
+                      postings=tuple(postings), links=(f"expiry-{contract.code}",),
+                      meta=(("contract", contract.code), ("price", str(price)), ("last-trade", date.isoformat())),
+                      key=f"expiry:{chart.broker_account}:{contract.code}")
+    return txn, after
+
+# -- corrections (trading/corrections.py explains the arithmetic) ---------------------------------
+
+@dataclass(frozen=True)
+class HolderCorrection:
+    holder: Holder
+    q_old: Decimal  # signed
+    q_new: Decimal  # signed
+
+
+@dataclass(frozen=True)
+class OriginalFill:
+    """The booked version of a fill that a correction replaces."""
+
+    exec_key: str
+    exec_id: str
+    txn_id: int
+    entry: Transaction
+    quantity: Decimal  # unsigned, as reported
+    price: Decimal
+    date: dt.date
+
+
+def futures_correction(chart: Chart, contract: Contract, h: HolderCorrection, holding: Holding,
+                       vm_pre: Decimal, p_old: Decimal, p_new: Decimal
+                       ) -> tuple[list[Posting], Holding]:
+    """One holder's part of a corrected futures entry and its holding after (pure).
+
+    `holding` is the holder's position *before* the reversal (it includes q_old)."""
+    x = holding.position
+    y = x - h.q_old  # after the reversal
+    if x != 0 and y != 0 and _sign(x) != _sign(y):
+        raise CorrectionUnsupported(
+            f"{contract.code}: the position of {display(h.holder)} has changed sign since "
+            "the fill; reverse and rebook it by hand")
+    if x != 0 and holding.mark is None:
+        raise CorrectionUnsupported(f"{contract.code}: {display(h.holder)} has no mark")
+    mark = holding.mark if x != 0 else p_new
+    k = contract.multiplier
+    cash = vm_pre + (h.q_new * (mark - p_new) - h.q_old * (mark - p_old)) * k
+    postings = vm_postings(chart, h.holder, contract.currency, cash)
+    postings += position_postings(chart.holdings(h.holder), contract.code, contract.currency, y, h.q_new)
+    final = y + h.q_new
+    return postings, Holding(final, mark if final != 0 else None)
+
+
+def shares_correction(chart: Chart, contract: Contract, h: HolderCorrection, lots, original: Transaction,
+                      label: str, date: dt.date, p_new: Decimal) -> list[Posting]:
+    """One holder's corrected shares entry (pure): only while the fill's own lot is whole."""
+    account = chart.holdings(h.holder)
+    mine = [p for p in original.postings if p.account == account and p.commodity == contract.code]
+    if any(p.cost is None or p.cost.label != label for p in mine) or not mine:
+        raise CorrectionUnsupported(f"{contract.code}: the fill closed earlier lots; a corrected "
+                                    "reduction must be reversed and rebooked by hand")
+    opened = sum((p.units for p in mine), ZERO)
+    open_now = sum((u for cost, u in lots if cost.label == label), ZERO)
+    if open_now != opened:
+        raise CorrectionUnsupported(f"{contract.code}: lot {label} of {display(h.holder)} "
+                                    f"is no longer whole ({open_now} of {opened} left); reverse and "
+                                    "rebook it by hand")
+    others = tuple((cost, u) for cost, u in lots if cost.label != label)
+    position = sum((u for _, u in others), ZERO)
+    return shares_trade(chart, h.holder, contract, Holding(position, None, others), h.q_new, p_new,
+                        date, label)
+
+
+def correction_entry(chart: Chart, contract: Contract, original: OriginalFill, e: Execution,
+                     parts: list[HolderCorrection], holdings: dict, currency: str,
+                     when: dt.datetime) -> tuple[Transaction, dict]:
+    """The corrected entry of a fill (booked after the original's reversal), linked to the
+    original, and the futures holdings after it. Raises CorrectionUnsupported before anything
+    is written when the correction cannot be booked automatically."""
+    commission = commission_split(e.commission, [(part.holder, part.q_new) for part in parts])
+    postings: list[Posting] = []
+    after: dict = {}
+    for part in parts:
+        holding = holdings.get(part.holder, Holding())
+        if contract.sec_type == "FUT":
+            vm_pre = -sum((p.units for p in original.entry.postings
+                           if p.account == chart.trading(part.holder) and p.commodity == contract.currency), ZERO)
+            legs, after[part.holder] = futures_correction(chart, contract, part, holding, vm_pre,
+                                                          original.price, e.price)
+        else:
+            legs = shares_correction(chart, contract, part, holding.lots, original.entry, original.exec_key,
+                                     original.date, e.price)
+        postings += legs
+        if commission:
+            postings += commission_postings(chart, part.holder, commission.get(part.holder, ZERO), currency)
+    who = ", ".join(display(part.holder) for part in parts)
+    meta = (("exec", original.exec_key), ("exec-id", e.exec_id), ("corrects", original.exec_id),
+            ("price", str(e.price)), ("contract", contract.code),
+            ("commission", "pending" if e.commission is None else "booked"),
+            ("order-ref", e.order_ref or "none"))
+    txn = Transaction(time=when, kind="fill", postings=tuple(postings), meta=meta,
+                      narration=f"Correction: {e.side} {e.quantity} {contract.code} @ {e.price} "
+                                f"for {who} (was {original.quantity} @ {original.price})",
+                      links=(f"fill-{link(original.exec_key)}", f"entry-{original.txn_id}"),
+                      key=f"fill:{chart.broker_account}:{e.exec_id}")
+    return txn, after
+
+
+# -- maintenance --------------------------------------------------------------------
+
+CASH_KINDS = ("interest", "fee", "deposit", "withdrawal", "adjustment")
+
+
+def transfer_entry(chart: Chart, contract: Contract, holdings: dict, giver: Holder, taker: Holder,
+                   qty: Decimal, price: Decimal, time: dt.datetime, kind: str, narration: str, key: str,
+                   links: tuple[str, ...], meta: tuple[tuple[str, str], ...]) -> tuple[Transaction, dict]:
+    """Move signed `qty` of the giver's position to the taker at `price` (a zero-sum trade)."""
+    if giver == taker:
+        raise AdjustError(f"{display(giver)} cannot transfer to itself")
+    if qty == 0:
+        raise AdjustError("nothing to move: quantity 0")
+    have = holdings.get(giver, Holding()).position
+    if have == 0 or (have > 0) != (qty > 0) or abs(qty) > abs(have):
+        raise AdjustError(f"insufficient position: {display(giver)} holds {have} {contract.code}, "
+                          f"cannot give {qty}")
+    postings, after = trade_between(chart, contract, holdings, ((giver, -qty), (taker, qty)), price, time.date(),
+                                    f"{kind}-{key_tail(key)}")
+    txn = Transaction(time=time, kind=kind, narration=narration, postings=tuple(postings),
+                      links=links, meta=meta + (("contract", contract.code), ("price", str(price))), key=key)
+    return txn, after
+
+
+def with_commission_moved(chart: Chart, txn: Transaction, amount: Decimal, currency: str, taker: Holder,
+                          giver: Holder = None) -> Transaction:
+    """The entry with a booked commission moved from the giver (unattributed) to the taker."""
+    moved = (Posting(chart.commissions(taker), amount, currency), Posting(chart.commissions(giver), -amount, currency))
+    return Transaction(time=txn.time, kind=txn.kind, narration=txn.narration, postings=txn.postings + moved,
+                       links=txn.links, meta=txn.meta, key=txn.key)
+
+
+def close_entry(chart: Chart, contract: Contract, holdings: dict, holder: Holder, price: Decimal,
+                time: dt.datetime, narration: str, key: str, links: tuple[str, ...],
+                meta: tuple[tuple[str, str], ...], qty: Decimal | None = None) -> tuple[Transaction, dict]:
+    """Close a holder's position (signed `qty` of it, else all of it) at `price` with no broker
+    fill (it happened elsewhere)."""
+    holding = holdings.get(holder, Holding())
+    if holding.position == 0:
+        raise AdjustError(f"insufficient position: {display(holder)} holds no {contract.code}")
+    qty = -holding.position if qty is None else qty
+    postings, after = trade_between(chart, contract, holdings, ((holder, qty),), price, time.date(), key_tail(key))
+    txn = Transaction(time=time, kind="manual-close", narration=narration, postings=tuple(postings), links=links,
+                      meta=meta + (("contract", contract.code), ("price", str(price))), key=key)
+    return txn, after
+
+
+def cash_entry(chart: Chart, currency: str, amount: Decimal, cash_kind: str, reason: str, time: dt.datetime,
+               key: str) -> Transaction:
+    """Cash in (amount > 0) or out against Income/Expenses:Adjustments, or Equity:Deposits."""
+    if amount == 0:
+        raise AdjustError("a cash adjustment of 0 books nothing")
+    if cash_kind not in CASH_KINDS:
+        raise AdjustError(f"unknown cash kind {cash_kind!r}: use one of {', '.join(CASH_KINDS)}")
+    if cash_kind == "deposit" and amount < 0 or cash_kind == "withdrawal" and amount > 0:
+        raise AdjustError(f"a {cash_kind} of {amount}: deposits are positive, withdrawals negative")
+    if cash_kind in ("deposit", "withdrawal"):
+        counter = chart.deposits
+    else:
+        counter = chart.income_adjustments if amount > 0 else chart.expense_adjustments
+    return Transaction(time=time, kind="cash-adjust", narration=f"{cash_kind.capitalize()} {amount} {currency}: "
+                       f"{reason}", postings=(Posting(chart.cash, amount, currency), Posting(counter, -amount, currency)),
+                       links=(f"adjust-{key_tail(key)}",),
+                       meta=(("reason", reason), ("adjust", cash_kind)), key=key)
