@@ -281,8 +281,9 @@ def plan_manual_close(conn: Connection, ctx: Context, code: str, strategy: str, 
     closing = have if qty is None else _positive(qty, have, contract, holder)
     narration = f"Manual close of {_who(holder)}'s {closing} {code} @ {price} (closed outside tradeledger): {reason}"
     txn, after = close_entry(ctx.chart, contract, holdings, holder, price, time, narration, key,
-                             (f"adjust-{key_tail(key)}",), (("reason", reason), ("adjust", "manual-close")))
-    return Adjustment("manual-close", code, txn, reason, contract, holder, None, -have, price, after,
+                             (f"adjust-{key_tail(key)}",), (("reason", reason), ("adjust", "manual-close")),
+                             -closing)
+    return Adjustment("manual-close", code, txn, reason, contract, holder, None, -closing, price, after,
                       _marks(holdings), resolves=(dedupe_key(ExceptionKind.RECONCILIATION_BREAK, ctx.chart.broker_account, code),))
 
 
