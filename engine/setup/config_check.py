@@ -66,7 +66,7 @@ def _other_tables(raw: dict, env: str) -> dict:
         tolerance, limits = cash_tolerance(raw), thresholds(raw)
     except ConfigError:
         raise
-    except ValueError as exc:  # their readers raise plain ValueError
+    except ValueError as exc:  # a number that does not parse (NumberError) says no table
         message = str(exc)
         raise ConfigError(message if message.startswith("config:") else f"config: {message}") from None
     health = parse_health_config(raw)

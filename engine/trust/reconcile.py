@@ -256,7 +256,7 @@ def cash_tolerance(raw_config: dict) -> Decimal:
     value = raw_config.get("reconcile", {}).get("cash_tolerance", str(DEFAULT_CASH_TOLERANCE))
     tolerance = to_decimal(str(value), "reconcile.cash_tolerance")
     if tolerance < 0:
-        raise ConfigError("reconcile.cash_tolerance must not be negative")
+        raise ConfigError("config: reconcile.cash_tolerance must not be negative")
     return tolerance
 
 
