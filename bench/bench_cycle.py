@@ -99,7 +99,7 @@ def bench_cycle(home: Path, n_strategies: int, n_instruments: int) -> Session:
     run_id = timed("compute target run", lambda: compute_run(env, START, when), figures)
     timed("approve", lambda: approve_run(env, run_id, "bench", None, when), figures)
     order_plan = timed("plan (netting, limits)", lambda: plan_run(session, run_id, when), figures)
-    _, report = timed("record + cross + send", lambda: submit_run(session, run_id, when), figures)
+    report = timed("record + cross + send", lambda: submit_run(session, run_id, when), figures).submitted
     fills = timed("book fills", lambda: wait_for_fills(session, run_id, timeout=60), figures)
     elapsed = time.perf_counter() - total
     crosses = sum(len(c.crosses) for c in order_plan.contracts)

@@ -120,9 +120,11 @@ def targets_group():
     """Target runs: compute, review, approve or reject."""
 
 
-def _show_run(run, as_json):
+def _show_run(run, as_json, flags=None, planned=False):
+    flags = flags or {}
     if as_json:
-        emit_json(run.as_json())
+        emit_json(run.as_json() | {"limits": {code: {"outcome": o, "detail": d} for code, (o, d) in flags.items()},
+                                   "planned": planned})
         return
     reviewed = f", {run.state} by {run.reviewed_by} at {run.reviewed_at:%Y-%m-%d %H:%M} UTC" if run.reviewed_at else ""
     note = f": {run.review_note}" if run.review_note else ""
@@ -152,6 +154,12 @@ def _show_run(run, as_json):
                    f"x{e['multiplier']}, fx {e['fx_rate']}; cash vol target {e['daily_cash_vol_target']} / "
                    f"value vol {e['value_vol']} = {e['vol_scalar']}; unrounded {e['unrounded_target']}, "
                    f"buffer [{e['buffer_lower']}, {e['buffer_upper']}]; {line.current} -> {line.target}")
+    for code, (outcome, detail) in sorted(flags.items()):
+        if outcome in ("refused", "clipped"):
+            when = "was" if planned else "will be"
+            click.echo(f"warning: {code} {when} {outcome} by a limit: {detail}", err=True)
+    if run.unattended:
+        click.echo(f"note: run {run.id} was approved unattended: no person reviewed it")
 
 
 @targets_group.command("compute")
@@ -189,10 +197,12 @@ def targets_list(c: Context, as_json):
 @json_option
 @pass_ctx
 def targets_show(c: Context, run_id, as_json):
-    """One run, every line explained."""
+    """One run, every line explained, and each contract a limit will refuse or clip flagged."""
+    from tradeledger.engine.trading.cycle import review_run
+
     with open_session(c) as session:
-        run = _targets.show_run(session.env, run_id, session.now())
-    _show_run(run, as_json)
+        run, flags, planned = review_run(session, run_id)
+    _show_run(run, as_json, flags, planned)
 
 
 @targets_group.command("approve")

@@ -37,9 +37,11 @@ def _plan_rows(order_plan, names: Names):
     n = names.strategy
     for cp in order_plan.contracts:
         crosses = "; ".join(f"{n(x.seller)}->{n(x.buyer)} {x.quantity}" for x in cp.crosses)
-        order = f"{cp.side} {cp.quantity}" if cp.side else ""
+        order = f"{cp.side} {cp.quantity}" if cp.side and cp.quantity else ""
+        limits = f"REFUSED: {cp.refused}" if cp.refused else (f"CLIPPED: {cp.clipped}" if cp.clipped else "ok")
         yield (cp.contract.code, ", ".join(f"{n(h)} {q:+}" for h, q in cp.changes), crosses, order,
-               ", ".join(f"{n(h)} {q}" for h, q in cp.shares), cp.reference_price, cp.refused or "ok")
+               ", ".join(f"{n(h)} {q}" for h, q in cp.shares), ", ".join(f"{n(h)} {q:+}" for h, q in cp.in_flight),
+               cp.reference_price, limits)
 
 
 def _plan_json(order_plan, names: Names):
@@ -48,8 +50,9 @@ def _plan_json(order_plan, names: Names):
         "contract": cp.contract.code, "instrument": cp.instrument, "reference_price": cp.reference_price,
         "changes": names.keys(dict(cp.changes)), "crosses": [{"seller": n(x.seller), "buyer": n(x.buyer),
                                                               "qty": x.quantity} for x in cp.crosses],
-        "order": {"side": cp.side, "qty": cp.quantity, "allocation": names.keys(dict(cp.shares))} if cp.side else None,
-        "refused": cp.refused or None} for cp in order_plan.contracts]}
+        "order": {"side": cp.side, "qty": cp.quantity, "allocation": names.keys(dict(cp.shares))}
+        if cp.side and cp.quantity else None, "in_flight": names.keys(dict(cp.in_flight)), "outcome": cp.outcome,
+        "refused": cp.refused or None, "clipped": cp.clipped or None} for cp in order_plan.contracts]}
 
 
 def _names(env) -> Names:
@@ -60,7 +63,70 @@ def _names(env) -> Names:
 
 def _show_plan(order_plan, names: Names):
     table(f"plan for run {order_plan.run_id}", ["contract", "changes", "crosses", "order", "allocation",
-                                                "reference", "limits"], _plan_rows(order_plan, names))
+                                                "in flight", "reference", "limits"], _plan_rows(order_plan, names))
+
+
+def _execution_json(x, names: Names, fills=None, still_working=()):
+    """Everything one execution of a run did, for --json (cycle and orders submit)."""
+    data = _plan_json(x.plan, names) if x.plan is not None else {"run": x.run_id, "contracts": []}
+    sync = _sync_json(x.synced)
+    data |= {"resumed": x.resumed, "nothing_sent_because": dict(x.nothing_sent_because),
+             "sent": x.submitted.sent, "already_at_broker": x.submitted.already_at_broker,
+             "rejected": x.submitted.rejected, "refused": dict(x.refusals), "clipped": dict(x.submitted.clips),
+             "settled": x.settled.lines, "sync_before": sync,
+             "fills_booked": x.synced.booked + (fills.booked if fills else []),
+             "sync_after": _sync_json(fills) if fills else None, "still_working": list(still_working)}
+    return data
+
+
+def _sync_json(report):
+    return {"booked": report.booked, "commissions": report.commissions, "replays": report.replays,
+            "unattributed": report.unattributed, "pending_commissions": report.pending_commissions,
+            "corrections_not_booked": report.corrections, "correction_reasons": report.correction_reasons,
+            "corrected": report.corrected, "failed": [{"exec_id": e, "error": why} for e, why in report.failed]}
+
+
+def _echo_sync(report, what):
+    """Every part of a sync report, as lines; problems on stderr."""
+    click.echo(f"{what}: {len(report.booked)} fills booked, {len(report.commissions)} late commissions booked, "
+               f"{len(report.corrected)} corrections booked, {report.replays} already booked, "
+               f"{len(report.pending_commissions)} commissions pending")
+    for key in report.unattributed:
+        click.echo(f"warning: fill {key} has no order of ours: booked to Unattributed", err=True)
+    for key in report.corrections:
+        why = report.correction_reasons.get(key, "")
+        click.echo(f"warning: execution correction {key} is not booked{': ' + why if why else ''}; "
+                   f"see `tradeledger fills list`", err=True)
+    if report.failed:
+        click.echo(f"error: {len(report.failed)} executions could not be booked", err=True)
+    for exec_id, why in report.failed:
+        click.echo(f"error: execution {exec_id} not booked: {why}", err=True)
+
+
+def _echo_execution(x, names: Names, fills=None, still_working=()):
+    """The plan (or what the recorded plan decided), what was sent, and every problem, one line each."""
+    for line in x.settled.lines:
+        click.echo(f"older order {line}")
+    if x.plan is not None:
+        _show_plan(x.plan, names)
+    else:
+        click.echo(f"run {x.run_id} was planned before: each line as recorded then")
+        for code, why in x.nothing_sent_because:
+            click.echo(f"  {code}: {why}")
+    _echo_sync(x.synced, "before planning")
+    r = x.submitted
+    click.echo(f"{r.crosses} crosses booked, {len(r.sent)} orders sent, {len(r.already_at_broker)} found already at "
+               f"the broker, {len(r.rejected)} rejected by the broker, {len(x.refusals)} refused by limits")
+    if fills is not None:
+        _echo_sync(fills, "after sending")
+    for ref, why in r.rejected:
+        click.echo(f"error: order {ref} rejected by the broker: {why}", err=True)
+    for code, why in x.refusals:
+        click.echo(f"error: {code} refused: {why}", err=True)
+    for code, why in r.clips:
+        click.echo(f"warning: {code} clipped: {why}", err=True)
+    for line in still_working:
+        click.echo(f"error: still working, not waited for: {line} (the next cycle counts it)", err=True)
 
 
 @click.group("orders")
@@ -83,26 +149,26 @@ def orders_plan(c: Context, run_id, as_json):
 @orders_group.command("submit")
 @click.argument("run_id", type=int)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (live environments ask).")
+@click.option("--wait", "wait", type=float, default=10.0, show_default=True, help="Seconds to wait for fills.")
 @json_option
 @pass_ctx
-def orders_submit(c: Context, run_id, yes, as_json):
-    """Book the crosses, record the orders, then send them (each with an orderRef naming it)."""
+def orders_submit(c: Context, run_id, yes, wait, as_json):
+    """Book the crosses, record the orders, then send them (each with an orderRef naming it).
+
+    Exits non-zero when a limit refused a line, the broker rejected an order, an execution could not
+    be booked, or an order is still working when the wait ends."""
     with open_session(c) as session:
         if session.env.settings.env == "live" and not yes:
             click.confirm(f"Send run {run_id}'s orders to LIVE account {session.env.settings.account}?", abort=True)
-        order_plan, report = _cycle.submit_run(session, run_id, session.now())
-        fills = _cycle.wait_for_fills(session, run_id, timeout=10.0)
+        x = _cycle.submit_run(session, run_id, session.now())
+        fills = _cycle.wait_for_fills(session, run_id, timeout=wait)
+        working = _cycle.still_working(session)
     if as_json:
-        emit_json(_plan_json(order_plan, _names(session.env)) | {"sent": report.sent, "already_at_broker": report.already_at_broker,
-                                            "rejected": report.rejected, "fills_booked": fills.booked})
-        return
-    _show_plan(order_plan, _names(session.env))
-    click.echo(f"{report.crosses} crosses booked, {len(report.sent)} orders sent, {len(report.rejected)} rejected, "
-               f"{len(fills.booked)} fills booked")
-    for ref, why in report.rejected:
-        click.echo(f"rejected {ref}: {why}")
-    for code, why in report.refusals:
-        click.echo(f"refused {code}: {why}")
+        emit_json(_execution_json(x, _names(session.env), fills, working))
+    else:
+        _echo_execution(x, _names(session.env), fills, working)
+    if x.refusals or x.submitted.rejected or x.synced.failed or fills.failed or working:
+        sys.exit(1)
 
 
 @orders_group.command("list")
@@ -129,7 +195,11 @@ def orders_list(c: Context, as_json):
 def orders_cancel(c: Context, order_id):
     """Cancel an order that is not done; what already filled stays booked."""
     with open_session(c) as session:
-        ref = _orders.cancel(session.env.engine, session.broker, order_id, session.now())
+        ref, confirmed = _cycle.cancel_order(session, order_id)
+    if not confirmed:
+        click.echo(f"error: cancel of order {order_id} ({ref}) requested; the broker has not confirmed it yet, so it "
+                   f"still counts as working", err=True)
+        sys.exit(1)
     click.echo(f"cancelled order {order_id} ({ref})")
 
 
@@ -142,30 +212,18 @@ def fills_group():
 @json_option
 @pass_ctx
 def fills_sync(c: Context, as_json):
-    """Book every execution the broker reports that is not booked yet (and late commissions)."""
+    """Book every execution the broker reports that is not booked yet (and late commissions).
+
+    Exits non-zero when an execution could not be booked: each one is listed with the error."""
     with open_session(c) as session:
         env = session.env
         report = _fills.sync_fills(env.engine, env.ledger, env.chart, session.broker)
-    data = {"booked": report.booked, "commissions": report.commissions, "replays": report.replays,
-            "unattributed": report.unattributed, "pending_commissions": report.pending_commissions,
-            "corrections_not_booked": report.corrections, "corrected": report.corrected,
-            "failed": [{"exec_id": e, "why": why} for e, why in report.failed]}
     if as_json:
-        emit_json(data)
-        return
-    click.echo(f"{len(report.booked)} fills booked, {len(report.commissions)} late commissions booked, "
-               f"{report.replays} already booked, {len(report.pending_commissions)} commissions pending")
-    _warn_fills(report)
-
-
-def _warn_fills(report):
-    """What a sync could not book, said on stderr (the exceptions list has it too)."""
-    for key in report.unattributed:
-        click.echo(f"warning: fill {key} has no order of ours: booked to Unattributed", err=True)
-    for key in report.corrections:
-        click.echo(f"warning: execution correction {key} is not booked; see `tradeledger fills list`", err=True)
-    for exec_id, why in report.failed:
-        click.echo(f"error: execution {exec_id} could not be booked: {why}", err=True)
+        emit_json(_sync_json(report))
+    else:
+        _echo_sync(report, "fills sync")
+    if report.failed:
+        sys.exit(1)
 
 
 @fills_group.command("list")
@@ -459,43 +517,64 @@ def sim_fault(c: Context, kind, qty, price, exec_id, count):
 
 
 @click.command("cycle")
-@click.option("--approve", is_flag=True, help="Approve the computed run and trade it now.")
+@click.option("--approve", is_flag=True, help="Execute a reviewed run: the one named by --run, else the newest "
+              "(only when no older run awaits review).")
+@click.option("--run", "run_id", type=int, default=None, help="With --approve: the run to execute.")
+@click.option("--unattended", is_flag=True, help="Compute a run and trade it with no person's review (recorded "
+              "on the run); refused while a run awaits review.")
 @click.option("--as-of", default=None, help="Compute from data up to this date (YYYY-MM-DD).")
+@click.option("--wait", "wait", type=float, default=None, help="Seconds to wait for fills "
+              "(default: [trading] fill_wait_seconds, 30).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (live environments ask).")
 @json_option
 @pass_ctx
-def cycle_cmd(c: Context, approve, as_of, yes, as_json):
-    """Compute targets and stop for review; with --approve: plan, submit, wait for fills, book, report."""
+def cycle_cmd(c: Context, approve, run_id, unattended, as_of, wait, yes, as_json):
+    """Compute a run and stop for review; --approve [--run N] executes exactly the reviewed run.
+
+    Exits non-zero when a limit refused a line, the broker rejected an order, an execution could not
+    be booked, or an order is still working when the wait ends (the next cycle counts it)."""
+    if run_id is not None and not approve:
+        raise click.UsageError("--run names the run to execute: use it with --approve")
+    if unattended and (approve or run_id is not None):
+        raise click.UsageError("--unattended computes its own run: not with --approve or --run")
     with open_session(c) as session:
-        if approve and session.env.settings.env == "live" and not yes:
-            click.confirm(f"Trade LIVE account {session.env.settings.account} without reviewing the run?", abort=True)
-        result = _cycle.run_cycle(session, approve, parse_date(as_of, "--as-of"), who=_getpass.getuser())
-        data = {"run": result.run_id, "approved": result.approved, "notes": result.notes}
-        if result.approved:
-            data |= {"plan": _plan_json(result.plan, _names(session.env)), "sent": result.submitted.sent,
-                     "rejected": result.submitted.rejected, "fills_booked": result.fills.booked,
-                     "fills_failed": [{"exec_id": e, "why": why} for e, why in result.fills.failed],
-                     "corrected": result.fills.corrected,
-                     "positions": _pnl.positions(session), "pnl": _pnl.pnl(session)}
+        names = _names(session.env)
+        if (approve or unattended) and session.env.settings.env == "live" and not yes:
+            click.confirm(f"Trade LIVE account {session.env.settings.account}"
+                          + (" with no person's review?" if unattended else "?"), abort=True)
+        if approve or unattended:
+            result = _cycle.execute(session, run_id, _getpass.getuser(), wait, unattended=unattended,
+                                    as_of=parse_date(as_of, "--as-of"))
+        else:
+            result = _cycle.compute_for_review(session, parse_date(as_of, "--as-of"))
+        data = {"run": result.run_id, "approved": result.approved, "notes": result.notes,
+                "command": f"tradeledger cycle --approve --run {result.run_id}"}
+        if result.execution is not None:
+            data |= _execution_json(result.execution, _names(session.env), result.fills, result.still_working)
+            data |= {"positions": _pnl.positions(session), "pnl": _pnl.pnl(session)}
+        elif result.preview is not None:
+            data["preview"] = _plan_json(result.preview, _names(session.env))
     if as_json:
         emit_json(data)
-        return
-    for note in result.notes:
-        click.echo(note)
-    if result.approved:
-        _show_plan(result.plan, _names(session.env))
-        click.echo(f"{result.submitted.crosses} crosses booked, {len(result.submitted.sent)} orders sent, "
-                   f"{len(result.submitted.rejected)} rejected, {len(result.fills.booked)} fills booked")
-        for ref, why in result.submitted.rejected:
-            click.echo(f"rejected {ref}: {why}")
-        for code, why in result.submitted.refusals:
-            click.echo(f"refused {code}: {why}")
-        _warn_fills(result.fills)
-        table("positions", ["strategy", "contract", "qty"], [(r["strategy"], r["contract"], r["qty"])
-                                                            for r in data["positions"]])
-        table("P&L", ["strategy", "realized", "unrealized", "income", "commissions", "net"],
-              [(r["strategy"], r["realized"], r["unrealized"], r["income"], r["commissions"], r["net"])
-               for r in data["pnl"]["rows"]])
+    else:
+        for note in result.notes:
+            click.echo(note)
+        if result.execution is not None:
+            _echo_execution(result.execution, names, result.fills, result.still_working)
+            table("positions", ["strategy", "contract", "qty"], [(r["strategy"], r["contract"], r["qty"])
+                                                                for r in data["positions"]])
+            table("P&L", ["strategy", "realized", "unrealized", "income", "commissions", "net"],
+                  [(r["strategy"], r["realized"], r["unrealized"], r["income"], r["commissions"], r["net"])
+                   for r in data["pnl"]["rows"]])
+        elif result.preview is not None:
+            _show_plan(result.preview, names)
+            for code, why in result.preview.refusals:
+                click.echo(f"warning: {code} will be refused if executed now: {why}", err=True)
+            for code, why in result.preview.clips:
+                click.echo(f"warning: {code} will be clipped if executed now: {why}", err=True)
+            click.echo(f"execute exactly this run with: tradeledger cycle --approve --run {result.run_id}")
+    if not result.ok:
+        sys.exit(1)
 
 
 # --- the demo ---

@@ -47,6 +47,16 @@ The opening (migration 0007):
 Alerts (migration 0009):
 - `alert_outbox`: one row per (alert, channel), written once (the deduplication), sent outside
   any transaction and its outcome recorded: sent, retried with backoff, failed, or dropped.
+
+Never trade twice (migration 0010):
+- `trading_lease`: at most one row per environment, held by the one process that plans, sends
+  and books orders (`engine/trading/lease.py`); taken over once expired or once its process is
+  gone from this host.
+- `run_plan`: one row per (run, contract) written in the transaction that records the run's
+  plan: what the run decided for that contract (an order, a cross, nothing, refused or clipped by
+  a limit) and why, so that a run is planned once and a resubmission says why a line sends nothing.
+- `target_run.unattended`: 1 when the run was approved by `cycle --unattended`, i.e. no person
+  reviewed it.
 """
 
 from __future__ import annotations
@@ -97,6 +107,7 @@ target_run = Table(
     Column("reviewed_by", String(64)),
     Column("review_note", Text),
     Column("inputs", Text, nullable=False),  # JSON: config and prices the run was computed from
+    Column("unattended", Integer, nullable=False, server_default="0"),  # 1: approved with no person's review (0010)
 )
 
 target_line = Table(
@@ -458,3 +469,26 @@ alert_outbox = Table(
     UniqueConstraint("alert_key", "channel", name="ux_alert_outbox_key_channel"),
 )
 Index("ix_alert_outbox_due", alert_outbox.c.state, alert_outbox.c.next_at)
+
+
+# -- never trade twice (0010) ----------------------------------------------------------------
+
+trading_lease = Table(
+    "trading_lease", metadata,
+    Column("env", String(16), primary_key=True),
+    Column("owner", String(128), nullable=False),  # host:pid:random, unique per trading process
+    Column("pid", Integer, nullable=False),
+    Column("host", String(128), nullable=False),
+    Column("what", String(200), nullable=False),  # the command that holds it
+    Column("acquired_at", String(26), nullable=False),
+    Column("expires_at", String(26), nullable=False),
+)
+
+run_plan = Table(
+    "run_plan", metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("contract", String(64), primary_key=True),
+    Column("outcome", String(16), nullable=False),  # order | cross | unchanged | refused | clipped
+    Column("detail", Text, nullable=False),  # what was decided and why, in words
+    Column("planned_at", String(26), nullable=False),
+)

@@ -150,7 +150,7 @@ def _trade_run(env, session, day, now):
 
     run_id = compute_run(env, as_of=day, now=now)
     approve_run(env, run_id, "test", "reviewed", now)
-    order_plan, report = submit_run(session, run_id, now)
+    order_plan = submit_run(session, run_id, now).plan
     wait_for_fills(session, run_id, timeout=10)
     return run_id, {cp.contract.code: cp for cp in order_plan.contracts if cp.side}
 

@@ -74,7 +74,7 @@ def test_random_cycles_keep_the_books_true(days):
                 sync_fills(env.engine, env.ledger, chart, broker)
             partial = set()
             for order in _open_orders(env):
-                cancel(env.engine, broker, order, when)
+                cancel(env.engine, env.ledger, chart, broker, order, when)
                 partial.add(order)
 
             positions = holder_positions(env.ledger, chart)

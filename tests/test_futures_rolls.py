@@ -183,7 +183,7 @@ def test_an_interrupted_roll_is_raised_and_the_next_run_completes_it_once(world)
     now2 = now + dt.timedelta(minutes=5)
     exchange.set_clock(now2)
     run = _approved_run(session, now2, {"A": 3, "B": -1})
-    order_plan, _ = submit_run(session, run, now2)
+    order_plan = submit_run(session, run, now2).plan
     assert not order_plan.spreads
     assert [(cp.contract.code, cp.side, cp.quantity) for cp in order_plan.contracts if cp.side] == \
         [("MESH27", "BUY", D(2))]
@@ -218,7 +218,7 @@ def test_a_passive_roll_over_several_runs(world):
     now = dt.datetime(2026, 12, 16, 15, tzinfo=UTC)
     exchange.set_clock(now)
     run = _approved_run(session, now, {"A": 2, "B": 0})
-    order_plan, _ = submit_run(session, run, now)
+    order_plan = submit_run(session, run, now).plan
     assert [sp.quantity for sp in order_plan.spreads] == [D(1)]
     wait_for_fills(session, run, timeout=5)
     assert _positions(env) == {("A", "MESH27"): D(2)}

@@ -83,7 +83,7 @@ def _forget_run(env, run_id: int) -> None:
 def execute_rolls(session, timeout: float = 30.0) -> dict:
     now = session.now()
     run_id = record_roll_run(session, now.date(), now)
-    order_plan, submitted = submit_run(session, run_id, now)
+    order_plan = submit_run(session, run_id, now, what="roll execute").plan
     fills = wait_for_fills(session, run_id, timeout)
     return {"run": run_id, "spreads": sum(1 for s in order_plan.spreads if s.old_side and not s.refused),
             "outright": sum(1 for c in order_plan.contracts if c.side and not c.refused),

@@ -96,14 +96,51 @@ class Strategy:
         return self.kind == "allocation"
 
 
+LIMIT_NAMES = ("max_order_qty", "max_daily_qty", "max_position", "max_notional", "max_order_notional")
+
+
+@dataclass(frozen=True)
+class LimitSet:
+    """One instrument's limits, quantities in its own units (contracts of a future, shares of a
+    share), notionals in the base currency; None: no such limit. `clip` names the limits that clip
+    an order to what they allow instead of refusing it."""
+    max_order_qty: Decimal | None = None
+    max_daily_qty: Decimal | None = None
+    max_position: Decimal | None = None
+    max_notional: Decimal | None = None  # of the whole position after the order
+    max_order_notional: Decimal | None = None  # of one order
+    clip: frozenset = frozenset()
+
+
 @dataclass(frozen=True)
 class Limits:
+    """`[limits]`: defaults per kind of instrument, in that kind's units, and each instrument's own.
+
+    `max_order_qty`/`max_daily_qty` are contracts and apply to futures; `max_order_shares`/
+    `max_daily_shares` are shares and apply to shares; `max_order_notional` (base currency)
+    applies to both. `[limits.instruments.X]` sets X's own limits in X's units; `clip = [...]`
+    (at either level) makes the named limits clip instead of refuse."""
     max_order_qty: Decimal = Decimal(1000)
     max_daily_qty: Decimal = Decimal(5000)
-    max_position: dict = field(default_factory=dict)  # instrument -> Decimal
-    max_notional: dict = field(default_factory=dict)  # instrument -> Decimal (base currency)
+    max_order_shares: Decimal = Decimal(10000)
+    max_daily_shares: Decimal = Decimal(50000)
+    max_order_notional: Decimal | None = None
+    clip: frozenset = frozenset()
+    instruments: dict = field(default_factory=dict)  # instrument -> LimitSet of its own (None: default)
     halted: frozenset = frozenset()  # instrument or strategy names
     reduce_only: frozenset = frozenset()
+
+    def for_instrument(self, name: str, is_future: bool) -> LimitSet:
+        own = self.instruments.get(name, LimitSet())
+
+        def pick(value, default):
+            return default if value is None else value
+        return LimitSet(
+            max_order_qty=pick(own.max_order_qty, self.max_order_qty if is_future else self.max_order_shares),
+            max_daily_qty=pick(own.max_daily_qty, self.max_daily_qty if is_future else self.max_daily_shares),
+            max_position=own.max_position, max_notional=own.max_notional,
+            max_order_notional=pick(own.max_order_notional, self.max_order_notional),
+            clip=own.clip if name in self.instruments and own.clip else self.clip)
 
 
 @dataclass(frozen=True)
@@ -260,19 +297,7 @@ def parse_trading_config(raw: dict) -> TradingConfig:
             capital=(_dec(where, "capital", spec["capital"], positive=True, allow_zero=False)
                      if "capital" in spec else None),
         )
-    limits_raw = raw.get("limits", {})
-    per = limits_raw.get("instruments", {})
-    per_strategy = limits_raw.get("strategies", {})
-    limits = Limits(
-        max_order_qty=_dec("limits", "max_order_qty", limits_raw.get("max_order_qty", 1000), positive=True),
-        max_daily_qty=_dec("limits", "max_daily_qty", limits_raw.get("max_daily_qty", 5000), positive=True),
-        max_position={k: _dec(f"limits.instruments.{k}", "max_position", v["max_position"], positive=True)
-                      for k, v in per.items() if "max_position" in v},
-        max_notional={k: _dec(f"limits.instruments.{k}", "max_notional", v["max_notional"], positive=True)
-                      for k, v in per.items() if "max_notional" in v},
-        halted=frozenset([k for k, v in {**per, **per_strategy}.items() if v.get("halt")]),
-        reduce_only=frozenset([k for k, v in {**per, **per_strategy}.items() if v.get("reduce_only")]),
-    )
+    limits = parse_limits(raw.get("limits", {}), instruments)
     account_cash = raw.get("account_cash", {})
     allocation = {}
     for key in ("interest", "fees"):
@@ -302,6 +327,52 @@ def _capital_mode(value) -> str:
     if value not in CAPITAL_MODES:
         raise ConfigError(f"config: portfolio.capital_mode must be one of {', '.join(CAPITAL_MODES)}, not {value!r}")
     return value
+
+
+def _clip(where: str, raw) -> frozenset:
+    if raw is None:
+        return frozenset()
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or any(name not in LIMIT_NAMES for name in raw):
+        raise ConfigError(f"config: {where}.clip must list limits among {', '.join(LIMIT_NAMES)}, not {raw!r}")
+    return frozenset(raw)
+
+
+def parse_limits(raw: dict, instruments: dict) -> Limits:
+    """`[limits]` and `[limits.instruments.X]`, `[limits.strategies.S]` (halt, reduce_only)."""
+    if not isinstance(raw, dict):
+        raise ConfigError("config: [limits] must be a table")
+    per = raw.get("instruments", {})
+    per_strategy = raw.get("strategies", {})
+
+    def opt(where, table, key):
+        return _dec(where, key, table[key], positive=True) if key in table else None
+    own = {}
+    for name, table in per.items():
+        where = f"limits.instruments.{name}"
+        if name not in instruments:
+            raise ConfigError(f"config: [{where}] names unknown instrument {name!r}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"config: [{where}] must be a table")
+        unknown = set(table) - set(LIMIT_NAMES) - {"clip", "halt", "reduce_only"}
+        if unknown:
+            raise ConfigError(f"config: [{where}] has unknown keys {', '.join(sorted(unknown))} "
+                              f"(known: {', '.join(LIMIT_NAMES)}, clip, halt, reduce_only)")
+        own[name] = LimitSet(*(opt(where, table, key) for key in LIMIT_NAMES), clip=_clip(where, table.get("clip")))
+    defaults = Limits()
+    return Limits(
+        max_order_qty=_dec("limits", "max_order_qty", raw.get("max_order_qty", defaults.max_order_qty), positive=True),
+        max_daily_qty=_dec("limits", "max_daily_qty", raw.get("max_daily_qty", defaults.max_daily_qty), positive=True),
+        max_order_shares=_dec("limits", "max_order_shares", raw.get("max_order_shares", defaults.max_order_shares),
+                              positive=True),
+        max_daily_shares=_dec("limits", "max_daily_shares", raw.get("max_daily_shares", defaults.max_daily_shares),
+                              positive=True),
+        max_order_notional=opt("limits", raw, "max_order_notional"),
+        clip=_clip("limits", raw.get("clip")), instruments=own,
+        halted=frozenset([k for k, v in {**per, **per_strategy}.items() if v.get("halt")]),
+        reduce_only=frozenset([k for k, v in {**per, **per_strategy}.items() if v.get("reduce_only")]),
+    )
 
 
 def current_contract(instrument: Instrument, on: dt.date, overrides: dict | None = None) -> Contract:

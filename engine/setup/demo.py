@@ -323,7 +323,7 @@ def run_demo(home, days: int = 3, progress=lambda message: None, db_url: str | N
         run_id = compute_run(environment, day, when)
         approve_run(environment, run_id, "demo", "approved by the demo", when)
         progress(f"day {number} ({day}): trading run {run_id}")
-        submit_run(session, run_id, when)
+        submit_run(session, run_id, when, what="demo")
         wait_for_fills(session, run_id, timeout=10)
         if number == 2:
             spy = to_contract(session.config.instruments["SPY"], "SPY", "")

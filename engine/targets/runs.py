@@ -151,12 +151,13 @@ class TargetRun:
     review_note: str | None
     inputs: dict
     lines: tuple[RunLine, ...] = ()
+    unattended: bool = False  # approved by `cycle --unattended`: no person reviewed it
 
     def as_json(self, with_lines: bool = True) -> dict:
         data = {"id": self.id, "created_at": self.created_at.isoformat(), "as_of": self.as_of.isoformat(),
                 "state": self.state, "status": self.status,
                 "reviewed_at": self.reviewed_at.isoformat() if self.reviewed_at else None,
-                "reviewed_by": self.reviewed_by, "review_note": self.review_note}
+                "reviewed_by": self.reviewed_by, "review_note": self.review_note, "unattended": self.unattended}
         if with_lines:
             data["inputs"] = self.inputs
             data["lines"] = [line.as_json() for line in self.lines]
@@ -393,7 +394,8 @@ def _run(row, newest: int, now: dt.datetime, max_age: Decimal, lines=()) -> Targ
         id=row.id, created_at=created, as_of=dt.date.fromisoformat(row.as_of), state=row.state,
         status=run_status(row.state, created, row.id < newest, now, max_age),
         reviewed_at=parse_ts(row.reviewed_at) if row.reviewed_at else None, reviewed_by=row.reviewed_by,
-        review_note=row.review_note, inputs=json.loads(row.inputs), lines=tuple(lines))
+        review_note=row.review_note, inputs=json.loads(row.inputs), lines=tuple(lines),
+        unattended=bool(row.unattended))
 
 
 def _line(row) -> RunLine:
@@ -423,7 +425,8 @@ def show_run(env, run_id: int, now: dt.datetime | None = None, conn=None) -> Tar
     return _run(row, newest, now, max_age, [_line(r) for r in lines])
 
 
-def _review(env, run_id: int, state: str, who: str, note: str | None, now: dt.datetime | None) -> TargetRun:
+def _review(env, run_id: int, state: str, who: str, note: str | None, now: dt.datetime | None,
+            unattended: bool = False) -> TargetRun:
     now = now or dt.datetime.now(UTC)
     with env.engine.begin() as conn:
         run = show_run(env, run_id, now, conn)
@@ -433,13 +436,29 @@ def _review(env, run_id: int, state: str, who: str, note: str | None, now: dt.da
         if state == APPROVED and run.status != PENDING:
             raise TargetError(f"run {run_id} is {run.status}: compute a new run and review that one")
         conn.execute(target_run.update().where(target_run.c.id == run_id, target_run.c.state == PENDING).values(
-            state=state, reviewed_at=fmt_ts(now), reviewed_by=who or "unknown", review_note=note))
+            state=state, reviewed_at=fmt_ts(now), reviewed_by=who or "unknown", review_note=note,
+            unattended=int(unattended)))
         return show_run(env, run_id, now, conn)
 
 
-def approve_run(env, run_id: int, who: str, note: str | None = None, now: dt.datetime | None = None) -> TargetRun:
-    """pending -> approved, for a run that is neither superseded nor expired."""
-    return _review(env, run_id, APPROVED, who, note, now)
+def approve_run(env, run_id: int, who: str, note: str | None = None, now: dt.datetime | None = None,
+                unattended: bool = False) -> TargetRun:
+    """pending -> approved, for a run that is neither superseded nor expired. `unattended`: no person
+    reviewed it (`cycle --unattended`), and the run records that."""
+    return _review(env, run_id, APPROVED, who, note, now, unattended)
+
+
+def pending_runs(env, conn=None) -> list[tuple[int, dt.datetime]]:
+    """(id, created) of every run still waiting for a person's review (state pending), oldest first."""
+    with _reader(env, conn) as c:
+        rows = c.execute(sa.select(target_run.c.id, target_run.c.created_at).where(target_run.c.state == PENDING)
+                         .order_by(target_run.c.id)).all()
+    return [(r.id, parse_ts(r.created_at)) for r in rows]
+
+
+def newest_run_id(env, conn=None) -> int | None:
+    with _reader(env, conn) as c:
+        return c.execute(sa.select(sa.func.max(target_run.c.id))).scalar()
 
 
 def reject_run(env, run_id: int, who: str, note: str, now: dt.datetime | None = None) -> TargetRun:

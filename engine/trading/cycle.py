@@ -1,9 +1,27 @@
-"""The cycle: compute targets, stop for review; once approved, plan, submit, wait, book, report.
+"""The cycle: compute a run and stop for review; execute exactly the run a person reviewed.
 
-Each step is one of the engine's functions; this module only strings them together, so a
-person can run any step alone from the CLI and get the same result. `submit_run` is safe to run
-again after a crash: the plan is recorded once per run, and planned orders are looked up at the
-broker by orderRef before anything is sent.
+Each step is one of the engine's functions; this module strings them together, so a person can
+run any step alone from the CLI and get the same result.
+
+**What was reviewed is what trades.** `cycle` computes run N, shows it, and names the command that
+executes exactly that run (`tradeledger cycle --approve --run N`). `--approve --run N` approves N
+if it is still pending (a run is reviewed once) and executes it. `--approve` alone executes the
+newest run only when no older run is still pending review (`choose_run`); it never computes a new
+run, so it never supersedes a run under review. `cycle --unattended` is the one mode that computes
+and trades without a person: it refuses while any run awaits review, and records on the run that
+nobody reviewed it.
+
+**Executing a run** (`submit_run`) holds the environment's trading lease (`lease.py`) throughout:
+sync fills; settle the working orders of older runs (`inflight.py`: cancelled and confirmed, or
+kept and counted); plan the run once (target minus ledger position minus what is in flight),
+recording its crosses, orders and per-contract decisions in one transaction; send what the broker
+does not already have. Killed at any point and run again, it sends nothing that was already sent:
+the plan is recorded once per run, planned orders are looked up at the broker by orderRef before
+anything is sent, and a new run counts or cancels what an older one left working.
+
+**Waiting is explicit.** `wait_for_fills` syncs until the run's orders are done or the wait ends;
+a cycle that stops waiting lists the orders still working (`CycleResult.still_working`) and the
+CLI exits non-zero; the next cycle counts them.
 """
 
 from __future__ import annotations
@@ -16,49 +34,70 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from tradeledger.engine import tables
-from tradeledger.engine.setup.config import current_contract
 from tradeledger.engine.futures.exposure import instrument_index
 from tradeledger.engine.futures.interrupted import check_spreads
 from tradeledger.engine.futures.state import instrument_roll, pinned_states
+from tradeledger.engine.setup.config import current_contract
+from tradeledger.engine.setup.session import Session
+from tradeledger.engine.targets.runs import (
+    APPROVED, PENDING, TargetError, approve_run, compute_run, executable_lines, newest_run_id, pending_runs, show_run,
+)
+from tradeledger.engine.trading import killpoint
+from tradeledger.engine.trading import lease as trading_lease
+from tradeledger.engine.trading.fills import SyncReport, sync_fills
+from tradeledger.engine.trading.inflight import SettleReport, in_flight, settle_older_orders, working_orders
+from tradeledger.engine.trading.orders import (
+    OrderPlan, SubmitReport, TargetLine, holder_positions, is_planned, plan, record_plan, record_refusals,
+    cancel, recorded_plan, send_planned, traded_today, why_nothing,
+)
 from tradeledger.engine.trust.exceptions import active_locks
 from tradeledger.engine.trust.opening import ensure_opening
-from tradeledger.engine.trading.fills import SyncReport, sync_fills
-from tradeledger.engine.trading.orders import (
-    OrderPlan, SubmitReport, TargetLine, holder_positions, plan, record_plan, record_refusals, send_planned,
-    traded_today,
-)
-from tradeledger.engine.setup.session import Session
-from tradeledger.engine.targets.runs import TargetError, approve_run, compute_run, executable_lines, show_run
 from tradeledger.ledger.db import read_connection
 
 
 SPREADS = True  # a forced roll is one calendar spread per instrument (force_outright: two legs)
 
 
+def trading_settings(session: Session) -> dict:
+    """`[trading]`: lease_wait_seconds (5), fill_wait_seconds (30), cancel_wait_seconds (10)."""
+    raw = session.env.settings.raw.get("trading", {})
+    out = {}
+    for key, default in (("lease_wait_seconds", 5.0), ("fill_wait_seconds", 30.0), ("cancel_wait_seconds", 10.0)):
+        value = raw.get(key, default)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"config: trading.{key} must be a number of seconds >= 0, not {value!r}")
+        out[key] = float(value)
+    return out
+
+
 def order_lines(session: Session, run_id: int, now: dt.datetime) -> list[TargetLine]:
     """The approved run's lines as order targets (refuses an unexecutable run)."""
+    return target_lines(session, show_run(session.env, run_id, now), check=True)
+
+
+def target_lines(session: Session, run, check: bool) -> list[TargetLine]:
     config = session.config
-    run = show_run(session.env, run_id, now)
     lines = []
-    for line in executable_lines(run):
+    for line in (executable_lines(run) if check else run.lines):
         x = line.explain
         instrument = config.instruments[x["execution_instrument"]]
         contract = current_contract(instrument, run.as_of)
         if contract.code != line.contract:
-            raise TargetError(f"run {run_id}: {line.contract} is no longer the contract of {instrument.name}")
+            raise TargetError(f"run {run.id}: {line.contract} is no longer the contract of {instrument.name}")
         lines.append(TargetLine(x["account"], instrument.name, contract, line.target, Decimal(x["price"]),
                                 Decimal(x["fx_rate"])))
     return lines
 
 
-def plan_run(session: Session, run_id: int, now: dt.datetime, as_of: dt.date | None = None) -> OrderPlan:
-    """The orders of an approved run: exposure per instrument, routed by each instrument's roll
-    state on the day the orders go out (engine/futures/state.py)."""
-    lines = order_lines(session, run_id, now)
+def _plan_lines(session: Session, run_id: int, lines: list[TargetLine], now: dt.datetime,
+                as_of: dt.date | None = None) -> OrderPlan:
+    """Exposure per instrument, routed by each instrument's roll state on the day the orders go out
+    (engine/futures/state.py), counting the orders in flight (engine/trading/inflight.py)."""
     config, of = session.config, instrument_index(session.config)
     check_spreads(session.env.engine, lambda: session.broker, now)  # an interrupted roll is raised first
     with read_connection(session.env.engine) as conn:
         positions = holder_positions(session.env.ledger, session.env.chart, conn)
+        flight = in_flight(working_orders(conn))
         today = traded_today(conn, now.date())
         locks = active_locks(conn)
         pinned = pinned_states(conn)
@@ -70,21 +109,102 @@ def plan_run(session: Session, run_id: int, now: dt.datetime, as_of: dt.date | N
             held = tuple(sorted({code for (_h, code), units in positions.items() if units and of(code) == line.instrument}))
             rolls[line.instrument] = instrument_roll(config, line.instrument, day, conn, line.price, pinned,
                                                      spreads=SPREADS, held_codes=held)
-    return plan(run_id, lines, positions, config.limits, today, locks, instrument_of=of, rolls=rolls)
+    return plan(run_id, lines, positions, config.limits, today, locks, instrument_of=of, rolls=rolls,
+                in_flight=flight)
 
 
-def submit_run(session: Session, run_id: int, now: dt.datetime) -> tuple[OrderPlan, SubmitReport]:
+def plan_run(session: Session, run_id: int, now: dt.datetime, as_of: dt.date | None = None) -> OrderPlan:
+    """The plan of an approved run from the ledger and the orders in flight now (nothing recorded)."""
+    return _plan_lines(session, run_id, order_lines(session, run_id, now), now, as_of)
+
+
+def preview_run(session: Session, run_id: int, now: dt.datetime) -> OrderPlan:
+    """What planning any run (even one not approved yet) would do now: for review (`targets show`)."""
+    run = show_run(session.env, run_id, now)
+    return _plan_lines(session, run_id, target_lines(session, run, check=False), now)
+
+
+def review_run(session: Session, run_id: int) -> tuple[object, dict[str, tuple[str, str]], bool]:
+    """A run for review with, per contract, what its execution would do about the limits:
+    (run, {contract: (outcome, detail)}, planned). A planned run shows what it decided when planned;
+    another shows what planning it now would decide (refused, clipped, order, cross, unchanged)."""
+    now = session.now()
+    run = show_run(session.env, run_id, now)
+    with read_connection(session.env.engine) as conn:
+        if is_planned(conn, run_id):
+            return run, {r["contract"]: (r["outcome"], r["detail"]) for r in recorded_plan(conn, run_id)}, True
+    try:
+        preview = _plan_lines(session, run_id, target_lines(session, run, check=False), now)
+    except ValueError as exc:
+        return run, {line.contract: ("refused", str(exc)) for line in run.lines}, False
+    return run, {cp.contract.code: (cp.outcome, cp.describe()) for cp in preview.contracts}, False
+
+
+@dataclass
+class Execution:
+    """What executing a run did (one `submit_run`)."""
+    run_id: int
+    plan: OrderPlan | None  # None: the run was planned before; `resumed` says what it decided
+    submitted: SubmitReport
+    synced: SyncReport
+    settled: SettleReport
+    resumed: list[dict] = field(default_factory=list)  # recorded_plan rows of an already planned run
+
+    @property
+    def refusals(self) -> list[tuple[str, str]]:
+        if self.plan is not None:
+            return self.plan.refusals
+        return [(r["contract"], r["detail"]) for r in self.resumed if r["outcome"] == "refused"]
+
+    @property
+    def nothing_sent_because(self) -> list[tuple[str, str]]:
+        """For a resubmitted run: why each line sends nothing now."""
+        return [(r["contract"], why_nothing(r)) for r in self.resumed]
+
+
+def submit_run(session: Session, run_id: int, now: dt.datetime, what: str = "orders submit") -> Execution:
+    """Execute an approved run once: under the trading lease, sync, settle older orders, plan once, send."""
     env = session.env
-    ensure_opening(env.engine, session.broker, "submit", now)  # the account's holdings are in the books first
-    order_plan = plan_run(session, run_id, now)
-    record_plan(env.engine, env.ledger, env.chart, order_plan, env.settings.env, now)
-    record_refusals(env.engine, order_plan, now)
-    if env.settings.env == "paper" and env.settings.broker == "sim":
-        open_sim_market(session, order_plan, now)
-    report = send_planned(env.engine, session.broker, run_id, now)
-    report.refusals = order_plan.refusals
-    report.crosses = sum(len(c.crosses) for c in order_plan.contracts if not c.refused)
-    return order_plan, report
+    settings = trading_settings(session)
+    with trading_lease.hold(env.engine, env.settings.env, f"{what} (run {run_id})",
+                            wait=settings["lease_wait_seconds"]) as held:
+        executable_lines(show_run(env, run_id, now))  # approved, newest, unexpired: else say why not
+        ensure_opening(env.engine, session.broker, "submit", now)  # the account's holdings are in the books first
+        syncs = [sync_fills(env.engine, env.ledger, env.chart, session.broker)]
+        killpoint.reach("synced")
+
+        def sync():
+            syncs.append(sync_fills(env.engine, env.ledger, env.chart, session.broker))
+
+        settled = settle_older_orders(env.engine, session.broker, run_id, sync, now,
+                                      timeout=settings["cancel_wait_seconds"], guard=held.check)
+        killpoint.reach("settled")
+        with read_connection(env.engine) as conn:
+            planned_before = is_planned(conn, run_id)
+        order_plan, resumed = None, []
+        if planned_before:
+            with read_connection(env.engine) as conn:
+                resumed = recorded_plan(conn, run_id)
+        else:
+            order_plan = plan_run(session, run_id, now)
+            held.check()
+            if env.settings.env == "paper" and env.settings.broker == "sim":
+                open_sim_market(session, order_plan, now)  # before the plan is recorded: a resumed run finds it open
+            record_plan(env.engine, env.ledger, env.chart, order_plan, env.settings.env, now)
+            killpoint.reach("recorded")
+            record_refusals(env.engine, order_plan, now)
+        report = send_planned(env.engine, session.broker, run_id, now, guard=held.check)
+    if order_plan is not None:
+        report.refusals = order_plan.refusals
+        report.clips = order_plan.clips
+        report.crosses = sum(len(c.crosses) for c in order_plan.contracts if not c.refused)
+    synced = SyncReport()
+    for one in syncs:
+        synced = synced.then(one)
+    execution = Execution(run_id, order_plan, report, synced, settled, resumed)
+    if resumed:
+        report.refusals = execution.refusals
+    return execution
 
 
 def open_sim_market(session: Session, order_plan: OrderPlan, now: dt.datetime) -> None:
@@ -97,6 +217,20 @@ def open_sim_market(session: Session, order_plan: OrderPlan, now: dt.datetime) -
         exchange.add_contract(cp.contract)
         if exchange.price(cp.contract.code) is None:
             exchange.set_price(cp.contract.code, cp.reference_price, now)
+
+
+def cancel_order(session: Session, order_id: int) -> tuple[str, bool]:
+    """Cancel one order under the trading lease; (order_ref, confirmed by the broker)."""
+    env = session.env
+    with trading_lease.hold(env.engine, env.settings.env, f"orders cancel {order_id}",
+                            wait=trading_settings(session)["lease_wait_seconds"]):
+        return cancel(env.engine, env.ledger, env.chart, session.broker, order_id, session.now())
+
+
+def still_working(session: Session, run_id: int | None = None) -> list[str]:
+    """Orders (of a run, or all) not done: each described with what filled so far."""
+    with read_connection(session.env.engine) as conn:
+        return [o.describe() for o in working_orders(conn) if run_id is None or o.run_id == run_id]
 
 
 def open_orders_of(session: Session, run_id: int) -> int:
@@ -121,24 +255,101 @@ def wait_for_fills(session: Session, run_id: int, timeout: float = 30.0, poll: f
         wallclock.sleep(poll)
 
 
+
+# -- which run, and the whole cycle ------------------------------------------------------------------
+
+
+def choose_run(session: Session, run_id: int | None) -> int:
+    """The run `cycle --approve` executes: the named one, else the newest if nothing older awaits review."""
+    env = session.env
+    if run_id is not None:
+        return run_id
+    newest = newest_run_id(env)
+    if newest is None:
+        raise TargetError("no target run yet: `tradeledger cycle` computes one for review")
+    older = [(rid, created) for rid, created in pending_runs(env) if rid < newest]
+    if older:
+        listed = ", ".join(f"run {rid} (computed {created:%Y-%m-%d %H:%M} UTC)" for rid, created in older)
+        raise TargetError(f"{listed} still pending review: approve or reject it first, or name the run to execute: "
+                          f"`tradeledger cycle --approve --run {newest}`")
+    return newest
+
+
 @dataclass
 class CycleResult:
     run_id: int
     approved: bool
-    plan: OrderPlan | None = None
-    submitted: SubmitReport | None = None
+    execution: Execution | None = None
     fills: SyncReport | None = None
+    still_working: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    preview: OrderPlan | None = None  # a computed run's plan as it would be now (limit flags)
+
+    @property
+    def plan(self) -> OrderPlan | None:
+        return self.execution.plan if self.execution else None
+
+    @property
+    def submitted(self) -> SubmitReport | None:
+        return self.execution.submitted if self.execution else None
+
+    @property
+    def ok(self) -> bool:
+        """Nothing refused, rejected, unbooked or left working."""
+        if self.execution is None:
+            return True
+        x = self.execution
+        failed = x.synced.failed + (self.fills.failed if self.fills else [])
+        return not (x.refusals or x.submitted.rejected or failed or self.still_working)
 
 
-def run_cycle(session: Session, approve: bool, as_of: dt.date | None = None, who: str = "cli",
-              timeout: float = 30.0) -> CycleResult:
+def compute_for_review(session: Session, as_of: dt.date | None = None) -> CycleResult:
+    """`cycle`: compute a run, say which runs it supersedes, and name the command that executes it."""
     now = session.now()
+    waiting = pending_runs(session.env)
     run_id = compute_run(session.env, as_of or now.date(), now)
-    if not approve:
-        return CycleResult(run_id, False, notes=[f"run {run_id} computed; review it with `tradeledger targets show "
-                                                 f"{run_id}`, then approve it or run `cycle --approve`"])
-    approve_run(session.env, run_id, who, "approved by cycle --approve", now)
-    order_plan, submitted = submit_run(session, run_id, now)
-    fills = wait_for_fills(session, run_id, timeout)
-    return CycleResult(run_id, True, order_plan, submitted, fills)
+    notes = [f"run {rid} (computed {created:%Y-%m-%d %H:%M} UTC, pending review) is superseded by run {run_id}"
+             for rid, created in waiting]
+    notes.append(f"run {run_id} computed: review it (`tradeledger targets show {run_id}`)")
+    return CycleResult(run_id, False, notes=notes, preview=preview_run(session, run_id, now))
+
+
+def execute(session: Session, run_id: int | None, who: str, timeout: float | None = None,
+            unattended: bool = False, as_of: dt.date | None = None) -> CycleResult:
+    """`cycle --approve [--run N]` (or `--unattended`): approve if pending, execute, wait, report;
+    all of it under the trading lease, so two cycles never choose, approve or plan at once."""
+    env = session.env
+    now = session.now()
+    what = "cycle --unattended" if unattended else "cycle --approve"
+    settings = trading_settings(session)
+    wait = settings["fill_wait_seconds"] if timeout is None else timeout
+    with trading_lease.hold(env.engine, env.settings.env, what, wait=settings["lease_wait_seconds"]):
+        run_id, notes = _approved_run(session, run_id, who, unattended, as_of, now)
+        execution = submit_run(session, run_id, now, what=what)
+        fills = wait_for_fills(session, run_id, wait)
+        killpoint.reach("waited")
+        working = still_working(session)
+    return CycleResult(run_id, True, execution, fills, working, notes)
+
+
+def _approved_run(session: Session, run_id: int | None, who: str, unattended: bool, as_of: dt.date | None,
+                  now: dt.datetime) -> tuple[int, list[str]]:
+    env = session.env
+    if unattended:
+        waiting = pending_runs(env)
+        if waiting:
+            raise TargetError(f"run {waiting[-1][0]} is pending review: an unattended cycle would supersede it; "
+                              f"approve or reject it first")
+        run_id = compute_run(env, as_of or now.date(), now)
+        approve_run(env, run_id, who, "unattended: no person reviewed this run (cycle --unattended)", now,
+                    unattended=True)
+        return run_id, [f"run {run_id} computed and approved unattended (recorded: no person reviewed it)"]
+    run_id = choose_run(session, run_id)
+    run = show_run(env, run_id, now)
+    if run.state == PENDING:
+        approve_run(env, run_id, who, "approved by cycle --approve", now)
+        return run_id, [f"run {run_id} approved by {who}"]
+    if run.state == APPROVED:
+        return run_id, [f"run {run_id} was approved by {run.reviewed_by}; executing it (nothing already sent is "
+                        f"sent twice)"]
+    return run_id, []

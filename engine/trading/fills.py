@@ -278,7 +278,8 @@ def _advance_order(conn: Connection, order, qty: Decimal, code: str = "") -> Non
         return
     filled = from_scaled(order.filled) + qty
     total = from_scaled(order.quantity)
-    state = "filled" if filled >= total else "partial"
+    # A cancelled order stays cancelled with what it filled (a fill reported after the cancel).
+    state = "filled" if filled >= total else ("cancelled" if order.state == "cancelled" else "partial")
     conn.execute(o.update().where(o.c.id == order.id).values(filled=to_scaled(filled, "filled"), state=state))
 
 

@@ -5,7 +5,9 @@ are netted (`netting.net_changes`): opposite changes cross internally at the ref
 recorded with the run (a zero-sum transfer booked in the ledger, no broker, no commission), and
 only the residual goes to the broker as one order whose fills are allocated back pro rata.
 
-Limits apply before anything is sent, and a refusal names the limit. Nothing is sent to an
+Limits apply before anything is sent (`limits.py`: per instrument, in its own units, refuse or
+clip), and a refusal names the limit. Orders in flight count (`inflight.py`): a holder's change is
+its target minus its ledger position minus what its working orders will still bring. Nothing is sent to an
 account that has no opening (engine/trust/opening.py): `send_planned` takes it first, or refuses. Submission is restartable:
 orders are recorded (state `planned`) in the same transaction as the crosses, before anything
 is sent; each carries an orderRef naming it, so a restart asks the broker for that orderRef
@@ -30,7 +32,9 @@ from tradeledger.engine.setup.config import Limits
 from tradeledger.engine.accounting.holders import holder_of
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, save_marks
 from tradeledger.engine.futures.rolls import NO_ROLL, InstrumentRoll, route
-from tradeledger.engine.trading.netting import Cross, net_changes
+from tradeledger.engine.trading import killpoint
+from tradeledger.engine.trading.limits import judge, override_refusal
+from tradeledger.engine.trading.netting import Cross, allocate_fill, net_changes
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled, to_scaled
@@ -47,9 +51,34 @@ class ContractPlan:
     changes: tuple[tuple[str, Decimal], ...]  # (holder, signed change)
     crosses: tuple[Cross, ...]
     side: str | None
-    quantity: Decimal
+    quantity: Decimal  # what goes to the broker (after a clipping limit)
     shares: tuple[tuple[str, Decimal], ...]
-    refused: str = ""  # the limit that stops this contract, if any
+    refused: str = ""  # the limit, lock or override that stops this contract, if any
+    clipped: str = ""  # the limit that clipped the order, if any
+    in_flight: tuple[tuple[str, Decimal], ...] = ()  # (holder, signed remaining of working orders) counted
+
+    @property
+    def outcome(self) -> str:
+        if self.refused:
+            return "refused"
+        if self.clipped:
+            return "clipped"
+        if self.side is not None and self.quantity:
+            return "order"
+        return "cross" if self.crosses else "unchanged"
+
+    def describe(self) -> str:
+        """What this contract's plan does, in words (kept with the run as its plan)."""
+        flight = "; counting working orders " + ", ".join(f"{h} {q:+}" for h, q in self.in_flight) \
+            if self.in_flight else ""
+        crosses = "; ".join(f"{x.seller}->{x.buyer} {x.quantity}" for x in self.crosses)
+        if self.refused:
+            return f"refused: {self.refused}{flight}"
+        parts = ([f"cross {crosses}"] if crosses else []) + (
+            [f"{self.side} {self.quantity} at the broker"] if self.side and self.quantity else [])
+        if self.clipped:
+            parts.append(self.clipped)
+        return ("; ".join(parts) or "no change: every holder is at its target") + flight
 
 
 @dataclass(frozen=True)
@@ -74,6 +103,17 @@ class SpreadPlan:
     def code(self) -> str:
         return f"{self.old.code}/{self.new.code}"
 
+    @property
+    def outcome(self) -> str:
+        return "refused" if self.refused else ("order" if self.old_side else "cross")
+
+    def describe(self) -> str:
+        if self.refused:
+            return f"refused: {self.refused}"
+        moves = ", ".join(f"{h} {q:+}" for h, q in self.moves)
+        return f"roll {self.old.code} -> {self.new.code} ({moves})" + (
+            f": spread {self.quantity} at the broker" if self.old_side else ": all crossed")
+
 
 @dataclass(frozen=True)
 class OrderPlan:
@@ -86,6 +126,10 @@ class OrderPlan:
         return [(c.contract.code, c.refused) for c in self.contracts if c.refused] + \
             [(s.code, s.refused) for s in self.spreads if s.refused]
 
+    @property
+    def clips(self) -> list[tuple[str, str]]:
+        return [(c.contract.code, c.clipped) for c in self.contracts if c.clipped]
+
 
 @dataclass(frozen=True)
 class TargetLine:
@@ -97,37 +141,9 @@ class TargetLine:
     fx: Decimal = Decimal(1)
 
 
-def check_limits(limits: Limits, instrument: str, holders_changes: dict, current: dict, targets: dict,
-                 quantity: Decimal, price: Decimal, multiplier: Decimal, fx: Decimal, traded_today: Decimal,
-                 locks: dict | None = None, contract: str = "") -> str:
-    """The first limit (or lock: key -> reason, engine.exceptions) this contract's trading would break, or "" (pure)."""
-    for key in (instrument, contract):
-        if key and locks and key in locks:
-            return f"{key} is locked: {locks[key]}"
-    if instrument in limits.halted:
-        return f"instrument {instrument} is halted"
-    for holder, change in holders_changes.items():
-        if holder in limits.halted and change:
-            return f"strategy {holder} is halted"
-        if (holder in limits.reduce_only or instrument in limits.reduce_only) and change:
-            now, target = current.get(holder, ZERO), targets.get(holder, ZERO)
-            if abs(target) > abs(now) or (target and now and (target > 0) != (now > 0)) or (target and not now):
-                return f"reduce-only: {holder} may not go from {now} to {target} in {instrument}"
-    if quantity > limits.max_order_qty:
-        return f"order of {quantity} exceeds max_order_qty {limits.max_order_qty}"
-    if traded_today + quantity > limits.max_daily_qty:
-        return f"{traded_today} already traded today + {quantity} exceeds max_daily_qty {limits.max_daily_qty}"
-    total = sum(targets.values(), ZERO)
-    if instrument in limits.max_position and abs(total) > limits.max_position[instrument]:
-        return f"position {total} exceeds max_position {limits.max_position[instrument]}"
-    notional = abs(total) * abs(price) * multiplier * fx
-    if instrument in limits.max_notional and notional > limits.max_notional[instrument]:
-        return f"notional {notional} exceeds max_notional {limits.max_notional[instrument]}"
-    return ""
-
-
 def plan(run_id: int, lines: list[TargetLine], positions: dict, limits: Limits, traded_today: dict,
-         locks: dict | None = None, instrument_of=None, rolls: dict | None = None) -> OrderPlan:
+         locks: dict | None = None, instrument_of=None, rolls: dict | None = None,
+         in_flight: dict | None = None) -> OrderPlan:
     """Net each contract's changes and apply the limits; positions: (holder, code) -> units (pure).
 
     With `instrument_of` (code -> instrument name) a holder's current position is its exposure to
@@ -135,8 +151,14 @@ def plan(run_id: int, lines: list[TargetLine], positions: dict, limits: Limits, 
     routed to contracts by the instrument's roll state (`rolls`: instrument -> InstrumentRoll,
     engine/futures/rolls.py; none: everything trades the line's contract). Without it, a holder's
     position in the line's contract alone is its current position.
-    Spread rolls (state force) are planned per instrument: see `plan_spreads`."""
+    Spread rolls (state force) are planned per instrument: see `plan_spreads`.
+    `in_flight`: (holder, code) -> signed remaining quantity of working orders, already on its way:
+    it counts as held, so a holder's change is its target minus ledger position minus in flight."""
     rolls = rolls or {}
+    in_flight = in_flight or {}
+    positions = dict(positions)
+    for key, qty in in_flight.items():
+        positions[key] = positions.get(key, ZERO) + qty
     changes: dict[str, dict[str, Decimal]] = {}
     info: dict[str, tuple] = {}  # code -> (contract, instrument, price, fx)
     instrument_current: dict[str, dict] = {}
@@ -170,10 +192,21 @@ def plan(run_id: int, lines: list[TargetLine], positions: dict, limits: Limits, 
         holder_changes = changes[code]
         netting = net_changes({h: c for h, c in holder_changes.items() if c}, price)
         current, targets = instrument_current[instrument], instrument_target[instrument]
-        refused = check_limits(limits, instrument, holder_changes, current, targets, netting.quantity,
-                               price, contract.multiplier, fx, traded_today.get(code, ZERO), locks, code)
+        flight = tuple(sorted((h, q) for (h, c), q in in_flight.items() if c == code and q))
+        refused = override_refusal(limits.halted, limits.reduce_only, locks, instrument, code, holder_changes,
+                                   current, targets)
+        side, quantity, shares, clipped = netting.side, netting.quantity, netting.residual_shares, ""
+        if not refused:
+            is_future = contract.sec_type == "FUT"
+            account = sum((q for (h, c), q in positions.items() if c == code), ZERO)  # ledger + in flight
+            verdict = judge(limits.for_instrument(instrument, is_future), instrument, is_future, side, quantity,
+                            account, price, contract.multiplier, fx, traded_today.get(code, ZERO))
+            refused, clipped = verdict.refused, verdict.clipped
+            if clipped:
+                quantity = verdict.quantity
+                shares = tuple(sorted(allocate_fill(dict(shares), quantity).items())) if quantity else ()
         plans.append(ContractPlan(contract, instrument, price, tuple(sorted(holder_changes.items())),
-                                  netting.crosses, netting.side, netting.quantity, netting.residual_shares, refused))
+                                  netting.crosses, side, quantity, shares, refused, clipped, flight))
     spreads = tuple(plan_spread(rolls[name], moves, limits, locks) for name, moves in sorted(roll_moves.items()))
     return OrderPlan(run_id, tuple(plans), spreads)
 
@@ -207,17 +240,21 @@ class SubmitReport:
     rejected: list[tuple[str, str]] = field(default_factory=list)
     crosses: int = 0
     refusals: list[tuple[str, str]] = field(default_factory=list)
+    clips: list[tuple[str, str]] = field(default_factory=list)
 
 
 def record_plan(engine, ledger: Ledger, chart: Chart, order_plan: OrderPlan, env_name: str, now: dt.datetime) -> int:
     """Book the crosses and record the orders (state planned) in one transaction; once per run."""
     o = tables.broker_order
     with engine.begin() as conn:
-        if conn.execute(sa.select(sa.func.count()).select_from(o).where(o.c.run_id == order_plan.run_id)).scalar() or \
-                conn.execute(sa.select(sa.func.count()).select_from(tables.internal_cross).where(
-                    tables.internal_cross.c.run_id == order_plan.run_id)).scalar():
+        if is_planned(conn, order_plan.run_id):
             return 0  # already planned: submission resumes with what was recorded
         created = 0
+        for item in (*order_plan.spreads, *order_plan.contracts):  # each contract's decision, kept with the run
+            code = item.code if isinstance(item, SpreadPlan) else item.contract.code
+            conn.execute(tables.run_plan.insert().values(run_id=order_plan.run_id, contract=code,
+                                                         outcome=item.outcome, detail=item.describe(),
+                                                         planned_at=fmt_ts(now)))
         for sp in order_plan.spreads:
             if not sp.refused:
                 created += _record_spread(conn, ledger, chart, order_plan.run_id, sp, env_name, now)
@@ -226,7 +263,7 @@ def record_plan(engine, ledger: Ledger, chart: Chart, order_plan: OrderPlan, env
                 continue
             for cross in cp.crosses:
                 _book_cross(conn, ledger, chart, order_plan.run_id, cp, cross, now)
-            if cp.side is None:
+            if cp.side is None or not cp.quantity:
                 continue
             order_id = conn.execute(o.insert().values(
                 order_ref="", run_id=order_plan.run_id, contract=cp.contract.code, side=cp.side,
@@ -239,6 +276,41 @@ def record_plan(engine, ledger: Ledger, chart: Chart, order_plan: OrderPlan, env
                                                                  quantity=to_scaled(qty, "allocation")))
             created += 1
         return created
+
+
+def is_planned(conn, run_id: int) -> bool:
+    """Has this run's plan been recorded (its crosses booked, its orders recorded)? A run is planned once."""
+    for table in (tables.run_plan, tables.broker_order, tables.internal_cross):
+        if conn.execute(sa.select(sa.func.count()).select_from(table).where(table.c.run_id == run_id)).scalar():
+            return True
+    return False
+
+
+def recorded_plan(conn, run_id: int) -> list[dict]:
+    """What the run decided per contract when it was planned, and where each of its orders stands now."""
+    o = tables.broker_order
+    rows = {r.contract: {"contract": r.contract, "outcome": r.outcome, "detail": r.detail, "planned_at": r.planned_at,
+                         "orders": []}
+            for r in conn.execute(sa.select(tables.run_plan).where(tables.run_plan.c.run_id == run_id))}
+    for r in conn.execute(sa.select(o).where(o.c.run_id == run_id).order_by(o.c.id)):
+        line = rows.setdefault(r.contract, {"contract": r.contract, "outcome": "order", "detail": "", "planned_at":
+                                            r.created_at, "orders": []})
+        line["orders"].append({"order_ref": r.order_ref, "side": r.side, "quantity": from_scaled(r.quantity),
+                               "filled": from_scaled(r.filled), "state": r.state, "why": r.reason or ""})
+    return [rows[k] for k in sorted(rows)]
+
+
+def why_nothing(line: dict) -> str:
+    """Why a line of an already planned run sends nothing now (pure)."""
+    when = line["planned_at"][:19]
+    if line["outcome"] == "refused":
+        return f"{line['detail']} (when the run was planned at {when}); a run is planned once: compute a new run " \
+               f"to trade it under the limits now in force"
+    if not line["orders"]:
+        return f"planned at {when}: {line['detail']}; nothing was for the broker"
+    states = ", ".join(f"{x['order_ref']} {x['side']} {x['quantity']} {x['state']} ({x['filled']} filled)"
+                       for x in line["orders"])
+    return f"already sent when the run was planned at {when}: {states}"
 
 
 def _record_spread(conn, ledger: Ledger, chart: Chart, run_id: int, sp: SpreadPlan, env_name: str, now) -> int:
@@ -296,8 +368,11 @@ def record_refusals(engine, order_plan: OrderPlan, now: dt.datetime) -> None:
                             dedupe_key=dedupe_key(ExceptionKind.LIMIT_HIT, code, now.date().isoformat()), now=now)
 
 
-def send_planned(engine, broker: Broker, run_id: int | None, now: dt.datetime) -> SubmitReport:
-    """Send every planned order (of a run, or all), asking the broker first whether it has it."""
+def send_planned(engine, broker: Broker, run_id: int | None, now: dt.datetime, guard=None) -> SubmitReport:
+    """Send every planned order (of a run, or all), asking the broker first whether it has it.
+
+    `guard()` is called before each send (the trading lease's check: a process that lost its lease
+    stops before sending anything more)."""
     report = SubmitReport()
     o = tables.broker_order
     with read_connection(engine) as conn:
@@ -319,10 +394,13 @@ def send_planned(engine, broker: Broker, run_id: int | None, now: dt.datetime) -
             legs = tuple(ComboLeg(Contract(**_contract_from_json(json.dumps(leg["contract"]))), leg["side"],
                                   int(leg["ratio"])) for leg in spec.pop("legs", ()))
             request = OrderRequest(row.order_ref, Contract(**spec), row.side, from_scaled(row.quantity), legs=legs)
+            if guard is not None:
+                guard()
             try:
                 status = broker.place_order(request)
             except BrokerDisconnected:
                 raise  # the order stays planned; the next submit asks the broker first
+            killpoint.reach("placed")
         state = "rejected" if status.status in ("Rejected", "Inactive") else "sent"
         with engine.begin() as conn:
             conn.execute(o.update().where(o.c.id == row.id, o.c.state == "planned").values(
@@ -332,6 +410,7 @@ def send_planned(engine, broker: Broker, run_id: int | None, now: dt.datetime) -
                 raise_exception(conn, ExceptionKind.ORDER_REJECTED, row.order_ref,
                                 f"{row.side} {from_scaled(row.quantity)} {row.contract} rejected by the broker: "
                                 f"{status.reason or status.status}", "error", now=now)
+        killpoint.reach("marked")
         if state == "rejected":
             report.rejected.append((row.order_ref, status.reason))
         elif not found:
@@ -361,7 +440,9 @@ def holder_positions(ledger: Ledger, chart: Chart, conn=None) -> dict:
 
 def traded_today(conn, day: dt.date) -> dict[str, Decimal]:
     o = tables.broker_order
-    rows = conn.execute(sa.select(o.c.contract, sa.func.sum(o.c.quantity)).where(
+    # A cancelled order counts what it filled; every other order (but a rejected one) its quantity.
+    counted = sa.case((o.c.state == "cancelled", o.c.filled), else_=o.c.quantity)
+    rows = conn.execute(sa.select(o.c.contract, sa.func.sum(counted)).where(
         o.c.created_at >= day.isoformat(), o.c.state != "rejected").group_by(o.c.contract))
     return {code: from_scaled(q) for code, q in rows}
 
@@ -390,7 +471,11 @@ def add_filled(conn, order_id: int, quantity: Decimal, only_from: tuple[str, ...
     conn.execute(o.update().where(o.c.id == order_id).values(filled=to_scaled(filled, "filled"), state=state))
 
 
-def cancel(engine, broker: Broker, order_id: int, now: dt.datetime) -> str:
+def cancel(engine, ledger: Ledger, chart: Chart, broker: Broker, order_id: int, now: dt.datetime) -> tuple[str, bool]:
+    """Cancel an order that is not done; what already filled stays booked. (order_ref, confirmed):
+    the order is recorded cancelled only once the broker says it is done and its fills are booked."""
+    from tradeledger.engine.trading.fills import sync_fills
+
     o = tables.broker_order
     with read_connection(engine) as conn:
         row = conn.execute(sa.select(o).where(o.c.id == order_id)).first()
@@ -398,8 +483,26 @@ def cancel(engine, broker: Broker, order_id: int, now: dt.datetime) -> str:
         raise ValueError(f"no order {order_id}")
     if row.state in ("filled", "cancelled", "rejected"):
         raise ValueError(f"order {order_id} is {row.state}; nothing to cancel")
-    if row.state != "planned":
-        broker.cancel_order(row.order_ref)
+    at_broker = {s.order_ref: s for s in broker.orders()}.get(row.order_ref)
+    if row.state == "planned" and at_broker is None:
+        with engine.begin() as conn:
+            conn.execute(o.update().where(o.c.id == order_id, o.c.state == "planned").values(
+                state="cancelled", reason="cancelled before it was sent"))
+        return row.order_ref, True
+    status = broker.cancel_order(row.order_ref)
+    sync_fills(engine, ledger, chart, broker)
+    if not status.is_done:
+        return row.order_ref, False
     with engine.begin() as conn:
-        conn.execute(o.update().where(o.c.id == order_id).values(state="cancelled"))
-    return row.order_ref
+        booked = conn.execute(sa.select(o.c.filled).where(o.c.id == order_id)).scalar()
+        if from_scaled(booked) < status.filled:
+            return row.order_ref, False  # fills not reported yet: still counted until they are booked
+        conn.execute(o.update().where(o.c.id == order_id, o.c.state.in_(("planned", "sent", "partial"))).values(
+            state="filled" if from_scaled(booked) >= from_scaled(row.quantity) else "cancelled",
+            reason="cancelled by `tradeledger orders cancel`"))
+    return row.order_ref, True
+
+
+def contract_for(config: TradingConfig, instrument: str, on: dt.date) -> Contract:
+    return current_contract(config.instruments[instrument], on)
+

@@ -1,0 +1,35 @@
+"""Named points of the order path where a test may kill or pause this process.
+
+`TRADELEDGER_KILL_AT=name[:n]` sends SIGKILL to this process the n-th time (default the first)
+it reaches the point `name`; `TRADELEDGER_PAUSE_AT=name:seconds` sleeps there, and
+`TRADELEDGER_PAUSE_AT=name:@FILE` waits there until FILE exists (ten minutes at most). Unset (always, in
+normal use), `reach` does nothing but count. The points: synced, settled, recorded, placed (an
+order accepted by the broker, not yet recorded as sent), marked (recorded as sent), waited.
+The crash tests use them to prove that a rerun after a kill at any point sends nothing twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+_counts: dict[str, int] = {}
+
+
+def reach(name: str) -> None:
+    _counts[name] = _counts.get(name, 0) + 1
+    kill = os.environ.get("TRADELEDGER_KILL_AT")
+    if kill:
+        point, _, nth = kill.partition(":")
+        if point == name and _counts[name] == int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+    pause = os.environ.get("TRADELEDGER_PAUSE_AT")
+    if pause:
+        point, _, seconds = pause.partition(":")
+        if point == name and seconds.startswith("@"):
+            deadline = time.monotonic() + 600
+            while not os.path.exists(seconds[1:]) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        elif point == name:
+            time.sleep(float(seconds or 1))
