@@ -44,9 +44,7 @@ def check_config(home, env: str) -> dict:
                         "instruments": ", ".join(i for i, _ in st.instruments),
                         "rules": ", ".join(r for r, _ in st.rules) if not st.is_allocation else st.allocation.rule}
                        for st in trading.strategies.values()],
-        "limits": {"max_order_qty": trading.limits.max_order_qty, "max_daily_qty": trading.limits.max_daily_qty,
-                   "max_position": dict(trading.limits.max_position), "max_notional": dict(trading.limits.max_notional),
-                   "halted": sorted(trading.limits.halted), "reduce_only": sorted(trading.limits.reduce_only)},
+        "limits": _limits(trading),
         "account_cash": {"interest": trading.interest_allocation, "fees": trading.fee_allocation},
         **others,
         "daemon": {"jobs": daemon.job_names(),
@@ -74,3 +72,24 @@ def _other_tables(raw: dict, env: str) -> dict:
             "monitor": {k: getattr(limits, k) for k in limits.__dataclass_fields__},
             "health": {"endpoint": f"{health.host}:{health.port}" if health.port is not None else "off"},
             "service": {"fava_port": fava_port(raw, env)}}
+
+
+def _limits(trading) -> dict:
+    """The limits in force: the defaults per kind of instrument, then each instrument that has its
+    own (in its own units: contracts of a future, shares of a share; notionals in the base currency)."""
+    limits = trading.limits
+    out = {"max_order_qty (contracts)": limits.max_order_qty, "max_daily_qty (contracts)": limits.max_daily_qty,
+           "max_order_shares": limits.max_order_shares, "max_daily_shares": limits.max_daily_shares,
+           "max_order_notional": limits.max_order_notional, "clip": ", ".join(sorted(limits.clip)) or "-"}
+    for name in sorted(limits.instruments):
+        instrument = trading.instruments[name]
+        own = limits.for_instrument(name, instrument.is_future)
+        unit = "contracts" if instrument.is_future else "shares"
+        parts = [f"{key} {value}" + (f" {unit}" if key.endswith(("_qty", "position")) else "")
+                 for key in ("max_order_qty", "max_daily_qty", "max_position", "max_notional", "max_order_notional")
+                 if (value := getattr(own, key)) is not None]
+        if own.clip:
+            parts.append("clips: " + ", ".join(sorted(own.clip)))
+        out[f"instrument {name}"] = "; ".join(parts)
+    out |= {"halted": sorted(limits.halted), "reduce_only": sorted(limits.reduce_only)}
+    return out
