@@ -400,6 +400,13 @@ def correction_entry(chart: Chart, contract: Contract, original: OriginalFill, e
 CASH_KINDS = ("interest", "fee", "deposit", "withdrawal", "adjustment")
 
 
+def whole_contracts(contract: Contract, qty: Decimal) -> None:
+    """Futures move in whole contracts on every path (transfer, adopt, attribute, manual close), as
+    fills do: a fraction is refused, never booked (pure)."""
+    if contract.sec_type == "FUT" and qty != qty.to_integral_value():
+        raise AdjustError(f"{contract.code} is a future: whole contracts only, not {qty}")
+
+
 def transfer_entry(chart: Chart, contract: Contract, holdings: dict, giver: Holder, taker: Holder,
                    qty: Decimal, price: Decimal, time: dt.datetime, kind: str, narration: str, key: str,
                    links: tuple[str, ...], meta: tuple[tuple[str, str], ...]) -> tuple[Transaction, dict]:
@@ -408,6 +415,7 @@ def transfer_entry(chart: Chart, contract: Contract, holdings: dict, giver: Hold
         raise AdjustError(f"{display(giver)} cannot transfer to itself")
     if qty == 0:
         raise AdjustError("nothing to move: quantity 0")
+    whole_contracts(contract, qty)
     have = holdings.get(giver, Holding()).position
     if have == 0 or (have > 0) != (qty > 0) or abs(qty) > abs(have):
         raise AdjustError(f"insufficient position: {display(giver)} holds {have} {contract.code}, "
@@ -436,6 +444,7 @@ def close_entry(chart: Chart, contract: Contract, holdings: dict, holder: Holder
     if holding.position == 0:
         raise AdjustError(f"insufficient position: {display(holder)} holds no {contract.code}")
     qty = -holding.position if qty is None else qty
+    whole_contracts(contract, qty)
     postings, after = trade_between(chart, contract, holdings, ((holder, qty),), price, time.date(), key_tail(key))
     txn = Transaction(time=time, kind="manual-close", narration=narration, postings=tuple(postings), links=links,
                       meta=meta + (("contract", contract.code), ("price", str(price))), key=key)

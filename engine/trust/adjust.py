@@ -41,7 +41,7 @@ from sqlalchemy.engine import Connection
 from tradeledger.broker.base import Contract
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.entries import (
-    CASH_KINDS, Holding, cash_entry, close_entry, key_tail, link, transfer_entry, with_commission_moved,
+    CASH_KINDS, Holding, cash_entry, close_entry, key_tail, link, transfer_entry, whole_contracts, with_commission_moved,
 )
 from tradeledger.engine.accounting.holders import Holder, display, from_column, holder_of, names_unattributed, to_column
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, save_marks
@@ -240,6 +240,7 @@ def _plan_move(conn: Connection, ctx: Context, kind: str, code: str, qty: Decima
                taker: Holder, reason: str, time: dt.datetime, key: str, price: Decimal | None) -> Adjustment:
     """Move a position between holders at a price (adopt: from unattributed into a strategy)."""
     contract = _contract(conn, code)
+    whole_contracts(contract, qty)
     holdings = load_holdings(conn, ctx.ledger, ctx.chart, contract)
     signed = _positive(qty, holdings.get(giver, Holding()).position, contract, giver)
     at = _current_price(conn, contract, holdings, giver, price)

@@ -4,6 +4,8 @@
 
 - a commission still pending long after its fill          -> commission_overdue
 - an order sent (or planned) that is not done after a while -> order_stuck
+- an order planned but never sent while no trader holds the  -> order_stuck (at once: its run was
+  environment's trading lease                                   interrupted; rerun or replace it)
 - a position held in a currency with no FX rate to the base -> missing_fx
 - a held contract whose newest price is days old            -> stale_prices
 - a daemon whose heartbeat has gone quiet while it runs     -> missed_daemon_run
@@ -49,6 +51,8 @@ class Facts:
     fx_known: frozenset[str]  # currencies with an FX rate on or before today
     price_dates: dict  # contract -> newest price date (settlement or its instrument's close)
     heartbeat: tuple[str, dt.datetime] | None  # (state, at) of the daemon, None if it never ran
+    # (order ref, contract, run, planned at) of planned orders while no trader holds the trading lease
+    interrupted: tuple[tuple[str, str, int | None, dt.datetime], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,9 +75,15 @@ def findings(facts: Facts, limits: Thresholds) -> list[Finding]:
         if age > dt.timedelta(minutes=limits.commission_overdue_minutes):
             found.append(Finding("commission_overdue", key, f"the commission of fill {key} ({contract}) is "
                                  f"still unknown {int(age.total_seconds() // 60)} minutes after the fill"))
+    stuck_now = {ref for ref, *_ in facts.interrupted}
+    for ref, contract, run_id, since in facts.interrupted:
+        found.append(Finding("order_stuck", ref, f"order {ref} ({contract}) was planned by run {run_id} at "
+                             f"{since:%Y-%m-%d %H:%M} UTC and never sent, and no trader is running: the run was "
+                             f"interrupted; `tradeledger cycle --approve --run {run_id}` resumes it (a newer run "
+                             f"cancels it)", "error"))
     for ref, contract, state, since in facts.open_orders:
         age = now - since
-        if age > dt.timedelta(minutes=limits.order_stuck_minutes):
+        if ref not in stuck_now and age > dt.timedelta(minutes=limits.order_stuck_minutes):
             found.append(Finding("order_stuck", ref, f"order {ref} ({contract}) is still {state} after "
                                  f"{int(age.total_seconds() // 60)} minutes", "error"))
     for currency in sorted({ccy for _, ccy in facts.held if ccy and ccy != facts.base_currency}):
@@ -112,8 +122,13 @@ def read_facts(conn, env, config, now: dt.datetime) -> Facts:
     f, o, c = tables.fill, tables.broker_order, schema.commodity
     pending = tuple((r.exec_key, r.contract, _time(r.time)) for r in conn.execute(
         sa.select(f.c.exec_key, f.c.contract, f.c.time).where(f.c.commission.is_(None), f.c.superseded_by.is_(None))))
-    orders = tuple((r.order_ref, r.contract, r.state, _time(r.sent_at or r.created_at)) for r in conn.execute(
-        sa.select(o).where(o.c.state.in_(("planned", "sent", "partial")))))
+    rows = conn.execute(sa.select(o).where(o.c.state.in_(("planned", "sent", "partial")))).all()
+    orders = tuple((r.order_ref, r.contract, r.state, _time(r.sent_at or r.created_at)) for r in rows)
+    from tradeledger.engine.trading.lease import live_holder
+
+    trader = live_holder(None, env.settings.env, conn)
+    interrupted = () if trader is not None else tuple(
+        (r.order_ref, r.contract, r.run_id, _time(r.created_at)) for r in rows if r.state == "planned")
     currencies = dict(conn.execute(sa.select(c.c.name, c.c.currency).where(c.c.kind != "currency")).all())
     chart = env.chart
     held = set()
@@ -135,7 +150,7 @@ def read_facts(conn, env, config, now: dt.datetime) -> Facts:
             close = dt.date.fromisoformat(closes[instrument.name])
             dates[code] = max(dates.get(code, close), close)
     return Facts(now, env.settings.base_currency, pending, orders, tuple(sorted(held)), fx_known, dates,
-                 _heartbeat(conn, env.settings.env))
+                 _heartbeat(conn, env.settings.env), interrupted)
 
 
 def _heartbeat(conn, env_name: str):
