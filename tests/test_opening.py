@@ -405,7 +405,8 @@ def test_the_issues_account_through_the_gateway_as_a_user_would(tmp_path, gatewa
         if server is None:
             server = IBSimServer(exchange, port=port, poll_interval=0.02).start()
         run("ibsim", "seed-demo")
-        cycle = json.loads(run("cycle", "--approve", "--json"))
+        computed = json.loads(run("cycle", "--json"))  # computed for review; the approval names the run
+        cycle = json.loads(run("cycle", "--approve", "--run", str(computed["run"]), "--json"))
         assert cycle["sent"] and len(cycle["fills_booked"]) == len(cycle["sent"])
         result = json.loads(run("reconcile", "--json"))
         assert result["clean"] is True and result["breaks"] == []
