@@ -38,6 +38,7 @@ from tradeledger.engine.futures.exposure import instrument_index
 from tradeledger.engine.futures.interrupted import check_spreads
 from tradeledger.engine.futures.state import instrument_roll, pinned_states
 from tradeledger.engine.setup.config import current_contract
+from tradeledger.engine.setup.environment import ConfigError
 from tradeledger.engine.setup.session import Session
 from tradeledger.engine.targets.runs import (
     APPROVED, PENDING, TargetError, approve_run, compute_run, executable_lines, newest_run_id, pending_runs, show_run,
@@ -65,7 +66,7 @@ def trading_settings(session: Session) -> dict:
     for key, default in (("lease_wait_seconds", 5.0), ("fill_wait_seconds", 30.0), ("cancel_wait_seconds", 10.0)):
         value = raw.get(key, default)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"config: trading.{key} must be a number of seconds >= 0, not {value!r}")
+            raise ConfigError(f"config: trading.{key} must be a number of seconds >= 0, not {value!r}")
         out[key] = float(value)
     return out
 

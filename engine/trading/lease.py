@@ -32,6 +32,7 @@ from typing import Iterator
 import sqlalchemy as sa
 
 from tradeledger.engine.tables import trading_lease
+from tradeledger.errors import UserError
 from tradeledger.ledger.store import fmt_ts
 
 UTC = dt.timezone.utc
@@ -39,11 +40,11 @@ LEASE_SECONDS = 30
 DEFAULT_WAIT = 5.0
 
 
-class TradingBusy(ValueError):
+class TradingBusy(UserError):
     """Another live process holds this environment's trading lease."""
 
 
-class LeaseLost(RuntimeError):
+class LeaseLost(UserError):
     """Our lease expired and was taken over: stop before sending anything more."""
 
 

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from tradeledger.broker.base import BUY, SELL, Broker, BrokerDisconnected, ComboLeg, Contract, OrderRequest, contract_fields
 from tradeledger.engine import tables
+from tradeledger.errors import UserError
 from tradeledger.engine.accounting.entries import cross_entry
 from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception
 from tradeledger.engine.trust.opening import ensure_opening
@@ -480,9 +481,9 @@ def cancel(engine, ledger: Ledger, chart: Chart, broker: Broker, order_id: int, 
     with read_connection(engine) as conn:
         row = conn.execute(sa.select(o).where(o.c.id == order_id)).first()
     if row is None:
-        raise ValueError(f"no order {order_id}")
+        raise UserError(f"no order {order_id}")
     if row.state in ("filled", "cancelled", "rejected"):
-        raise ValueError(f"order {order_id} is {row.state}; nothing to cancel")
+        raise UserError(f"order {order_id} is {row.state}; nothing to cancel")
     at_broker = {s.order_ref: s for s in broker.orders()}.get(row.order_ref)
     if row.state == "planned" and at_broker is None:
         with engine.begin() as conn:

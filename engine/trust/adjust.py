@@ -41,7 +41,8 @@ from sqlalchemy.engine import Connection
 from tradeledger.broker.base import Contract
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.entries import (
-    CASH_KINDS, Holding, cash_entry, close_entry, key_tail, link, transfer_entry, whole_contracts, with_commission_moved,
+    CASH_KINDS, Holding, cash_entry, close_entry, key_tail, link, transfer_entry, whole_contracts,
+    with_commission_moved,
 )
 from tradeledger.engine.accounting.holders import Holder, display, from_column, holder_of, names_unattributed, to_column
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, save_marks
