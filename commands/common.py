@@ -13,11 +13,12 @@ import sys
 import click
 from tradeledger.engine.setup.environment import Environment, open_environment
 from tradeledger.engine.setup.session import Session as _Session
+from tradeledger.ledger.db import mask_secrets
 
 
 def fail(message: str) -> None:
     """End the command with one line on stderr and exit code 1."""
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {mask_secrets(message)}", err=True)
     sys.exit(1)
 
 

@@ -9,6 +9,7 @@ import click
 from tradeledger.commands.common import Context, json_option, pass_ctx
 from tradeledger.ledger.export import check as check_ledger
 from tradeledger.engine.accounting.export import export_ledger
+from tradeledger.ledger.verify import verify
 from tradeledger.reports.render import emit_json, table
 
 
@@ -56,14 +57,23 @@ def export_beancount_cmd(c: Context, out):
 @json_option
 @pass_ctx
 def check(c: Context, path, as_json):
-    """Export, load with beancount, and compare every balance with the ledger's own."""
+    """Verify the database (`db verify`), then export, load with beancount, and compare every
+    balance with the ledger's own."""
     environment = c.open()
+    verification = verify(environment.ledger)
+    if not verification.ok:  # a damaged database: its export would prove nothing
+        if as_json:
+            emit_json({"ok": False, "database": verification.as_json()})
+        else:
+            print_findings(verification)
+            click.echo(f"NOT CLEAN: the database fails verification ({len(verification.findings)} findings)")
+        sys.exit(1)
     target = Path(path) if path else environment.ledger_path
     if not path:
         export_ledger(environment, path=target)
     result = check_ledger(environment.ledger, target)
     if as_json:
-        emit_json(result.as_json())
+        emit_json(result.as_json() | {"database": verification.as_json()})
     else:
         for error in result.errors:
             click.echo(f"beancount error: {error}")
@@ -71,9 +81,13 @@ def check(c: Context, path, as_json):
             table("differences", ["account", "commodity", "ledger", "beancount"], result.differences)
         click.echo(f"{'clean' if result.ok else 'NOT CLEAN'}: {result.entries} entries, "
                    f"{result.accounts} accounts, {len(result.errors)} beancount errors, "
-                   f"{len(result.differences)} differences")
+                   f"{len(result.differences)} differences; database verified")
     if not result.ok:
         sys.exit(1)
+
+
+def print_findings(verification) -> None:
+    table("database verification", ["check", "finding"], [(f.check, f.detail) for f in verification.findings])
 
 
 COMMANDS = [accounts, export_group, check]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as _dt
+import sys
 
 import click
 import sqlalchemy as sa
 from tradeledger.commands.common import Context, json_option, pass_ctx
-from tradeledger.engine.setup.environment import default_db_url, init_environment, parse_settings, resolve_home
+from tradeledger.engine.setup.environment import database_url, init_environment, parse_settings, resolve_home
 from tradeledger.ledger import db
 from tradeledger.reports.render import emit_json, table
 
@@ -115,7 +116,7 @@ def db_upgrade(c: Context):
     """Bring the database schema up to this version of tradeledger."""
     home = resolve_home(c.home)
     settings = parse_settings(home / c.env / "config.toml", c.env)
-    url = c.db_url or settings.db_url or default_db_url(home / c.env)
+    url = c.db_url or database_url(settings, home / c.env)
     engine = db.make_engine(url)
     try:
         before, after = db.upgrade(engine)
@@ -158,6 +159,27 @@ def config_check(c: Context, as_json):
                                         else v) for k, v in info["daemon"].items()])
     for name in ("reconcile", "monitor", "health", "service"):
         table(name, ["key", "value"], list(info[name].items()))
+
+
+
+@db_group.command("verify")
+@json_option
+@pass_ctx
+def db_verify(c: Context, as_json):
+    """Integrity check, every entry re-summed, balances re-derived and compared, reversal links."""
+    from tradeledger.commands.ledger import print_findings
+    from tradeledger.ledger.verify import verify
+
+    result = verify(c.open().ledger)
+    if as_json:
+        emit_json(result.as_json())
+    else:
+        if result.findings:
+            print_findings(result)
+        click.echo(f"{'verified' if result.ok else 'NOT VERIFIED'}: {result.entries} entries, {result.postings} "
+                   f"postings, {len(result.findings)} findings")
+    if not result.ok:
+        sys.exit(1)
 
 
 COMMANDS = [config_group, init, status, db_group]

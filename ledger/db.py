@@ -11,6 +11,7 @@ in `tl_meta`; `open_database` refuses a database whose schema is behind the code
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -33,12 +34,24 @@ class DatabaseError(UserError, RuntimeError):
     """The database cannot be used as asked; the message says what to do."""
 
 
+_SECRET = re.compile(r"(://[^:/@\s]*:)[^@\s]+@|((?:password|passwd|pwd|secret|token)\s*=\s*)[^\s&;,'\"]+", re.I)
+
+
+def mask_secrets(text: str) -> str:
+    """Any message with its secrets masked: a URL's password (`user:***@host`) and key=value
+    passwords, secrets and tokens. Every line a user or a log sees passes through this."""
+    return _SECRET.sub(lambda m: (m.group(1) + "***@") if m.group(1) else (m.group(2) + "***"), text)
+
+
 def make_engine(url: str, synchronous: str = "FULL") -> Engine:
     """An engine for `url`, with SQLite set up for safe concurrent use."""
     try:
         engine = sa.create_engine(url, future=True)
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
-        raise DatabaseError(f"invalid database URL {url!r}: {exc}") from None
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as exc:
+        why = str(exc)
+        if isinstance(exc, ValueError) and "int()" in why:
+            why = "the port must be a number (host:5432)"
+        raise DatabaseError(mask_secrets(f"invalid database URL {url!r}: {why}")) from None
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, synchronous)
     return engine

@@ -157,7 +157,7 @@ def test_sigterm_stops_the_daemon_cleanly_between_jobs(tmp_path):
         assert conn.execute(sa.select(daemon_lease)).first() is None
         jobs = conn.execute(sa.text("SELECT id FROM tl_apscheduler_jobs")).scalars().all()
     assert set(jobs) == {"paper:fill_sync", "paper:reconcile", "paper:monitor", "paper:settle:CME",
-                         "paper:backup"}  # in the same database; the daily backup is on by default
+                         "paper:backup", "paper:verify"}  # in the same database; backup and verify daily
 
 
 def test_a_killed_daemon_is_replaced_once_its_lease_expires(tmp_path):

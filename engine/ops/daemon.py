@@ -32,7 +32,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import re
 import signal
 import socket
 import threading
@@ -54,7 +53,6 @@ from tradeledger.ledger.store import fmt_ts
 
 UTC = dt.timezone.utc
 JOBSTORE_TABLE = "tl_apscheduler_jobs"
-_SECRET = re.compile(r"(://[^:/@\s]+:)[^@\s]+@|((?:password|passwd|secret|token)\s*[=:]\s*)\S+", re.I)
 
 
 class DaemonAlreadyRunning(RuntimeError):
@@ -126,8 +124,7 @@ class _Redact(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        record.msg, record.args = _SECRET.sub(lambda m: (m.group(1) or m.group(2)) + "***" +
-                                              ("@" if m.group(1) else ""), message), ()
+        record.msg, record.args = db.mask_secrets(message), ()
         return True
 
 
@@ -355,6 +352,7 @@ class Daemon:
                     "reconcile": IntervalTrigger(seconds=c.reconcile_seconds, timezone=UTC),
                     "monitor": IntervalTrigger(seconds=c.reconcile_seconds, timezone=UTC)}
         triggers |= {f"settle:{x}": daily(t) for x, t in c.settlement_times.items()}
+        triggers["verify"] = daily(c.verify_time)
         if c.data_csv:
             triggers["data_update"] = daily(c.data_time)
         if c.targets_time:

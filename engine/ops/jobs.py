@@ -11,6 +11,7 @@
     lease_seconds = 60                # how long a dead daemon keeps the environment
     heartbeat_seconds = 10
     retry_seconds = 120               # how long a job retries a busy or lost database or broker
+    verify_time = "03:30"             # UTC, daily: `tradeledger db verify` (integrity, balances, links)
     log_file = "logs/daemon.log"      # relative to the env dir
     log_max_bytes = 5000000
     log_backups = 5
@@ -55,6 +56,7 @@ class DaemonConfig:
     lease_seconds: int = 60
     heartbeat_seconds: int = 10
     retry_seconds: int = 120
+    verify_time: dt.time = dt.time(3, 30, tzinfo=dt.timezone.utc)
     log_file: str = "logs/daemon.log"
     log_max_bytes: int = 5_000_000
     log_backups: int = 5
@@ -91,7 +93,7 @@ def parse_daemon_config(raw: dict) -> DaemonConfig:
     if not isinstance(d, dict):
         raise ConfigError("config: [daemon] must be a table")
     known = {"fill_sync_seconds", "reconcile_seconds", "settlement_times", "data_csv", "data_time", "targets_time",
-             "lease_seconds", "heartbeat_seconds", "retry_seconds", "log_file", "log_max_bytes", "log_backups"}
+             "lease_seconds", "heartbeat_seconds", "retry_seconds", "verify_time", "log_file", "log_max_bytes", "log_backups"}
     unknown = sorted(set(d) - known)
     if unknown:
         raise ConfigError(f"config: unknown [daemon] key {unknown[0]!r}")
@@ -116,6 +118,7 @@ def parse_daemon_config(raw: dict) -> DaemonConfig:
         data_csv=d.get("data_csv"), data_time=_time("data_time", d["data_time"]) if d.get("data_time") else None,
         targets_time=_time("targets_time", d["targets_time"]) if d.get("targets_time") else None,
         lease_seconds=lease, heartbeat_seconds=heartbeat, retry_seconds=_positive_int(d, "retry_seconds", 120),
+        verify_time=_time("verify_time", d.get("verify_time", "03:30")),
         log_file=str(d.get("log_file", "logs/daemon.log")),
         log_max_bytes=_positive_int(d, "log_max_bytes", 5_000_000), log_backups=_positive_int(d, "log_backups", 5),
         backup_time=parse_backup_config(raw).daily, alerts_seconds=alerts.every_seconds if alerts.urls else None,
@@ -209,6 +212,18 @@ def targets(session: Session) -> str:
     return f"target run {run_id} computed, pending review"
 
 
+def verify(session: Session) -> str:
+    """The database verified (ledger/verify.py): a finding fails the job, so it is raised."""
+    from tradeledger.ledger.verify import verify as verify_database
+
+    result = verify_database(session.env.ledger)
+    if not result.ok:
+        shown = "; ".join(f"{f.check}: {f.detail}" for f in result.findings[:3])
+        raise RuntimeError(f"the database fails verification ({len(result.findings)} findings): {shown}; "
+                           "run `tradeledger db verify`")
+    return f"verified {result.entries} entries, {result.postings} postings"
+
+
 BOOKING_JOBS = ("fill_sync", "reconcile", "data_update")  # and every settle:<exchange>
 
 
@@ -228,6 +243,8 @@ def run(session: Session, config: DaemonConfig, name: str) -> str:
 
 
 def _run(session: Session, config: DaemonConfig, name: str) -> str:
+    if name == "verify":
+        return verify(session)
     if name == "fill_sync":
         return fill_sync(session)
     if name == "reconcile":

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from tradeledger.engine.setup import secrets
 from tradeledger.ledger import db
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.model import Account
@@ -60,6 +61,8 @@ class Settings:
     ib_port: int = 4002
     ib_client_id: int = 1
     raw: dict = field(default_factory=dict, compare=False)
+    db_password_env: str | None = None  # the database password: from this environment variable ...
+    db_password_file: str | None = None  # ... or this file (engine/setup/secrets.py), never the URL
 
 
 def check_identity(env: str, broker: str, account: str, ib_port: int | None = None) -> None:
@@ -102,6 +105,7 @@ def parse_settings(path: Path, env: str) -> Settings:
             account=str(section.get("account", "")), base_currency=str(section.get("base_currency", "USD")),
             db_url=section.get("db_url"), ib_host=str(ib.get("host", "127.0.0.1")),
             ib_port=int(ib.get("port", 4002)), ib_client_id=int(ib.get("client_id", 1)), raw=raw,
+            db_password_env=section.get("db_password_env"), db_password_file=section.get("db_password_file"),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: invalid value: {exc}") from None
@@ -129,6 +133,10 @@ def render_config(s: Settings, extra: str = "") -> str:
     ]
     if s.db_url:
         lines.append(f'db_url = "{s.db_url}"  # SQLAlchemy URL (default: tradeledger.db beside this file)')
+    if s.db_password_file:
+        lines.append(f'db_password_file = "{s.db_password_file}"  # the database password (0600)')
+    if s.db_password_env:
+        lines.append(f'db_password_env = "{s.db_password_env}"  # the database password from this variable')
     if s.broker == "ib":
         lines += ["", "[ib]", f'host = "{s.ib_host}"', f"port = {s.ib_port}                      # Gateway paper 4002, TWS paper 7497",
                   f"client_id = {s.ib_client_id}                    # unique per connection to the same gateway"]
@@ -212,6 +220,13 @@ def default_db_url(env_dir: Path) -> str:
     return f"sqlite:///{(env_dir / 'tradeledger.db').resolve()}"
 
 
+def database_url(settings: Settings, env_dir: Path) -> str:
+    """The environment's database URL with its password from where the config says it is."""
+    url = settings.db_url or default_db_url(env_dir)
+    return secrets.with_password(url, secrets.read_password(env_dir / "config.toml", env_dir, settings.db_password_env,
+                                                            settings.db_password_file))
+
+
 def _connect(url: str) -> sa.engine.Engine:
     engine = db.make_engine(url)
     try:
@@ -226,12 +241,72 @@ def open_environment(home: str | Path | None, env: str, db_url: str | None = Non
     """Open an initialised environment, refusing a wrong identity or an outdated schema."""
     home = resolve_home(home)
     settings = parse_settings(home / env / "config.toml", env)
-    url = db_url or settings.db_url or default_db_url(home / env)
+    url = db_url or database_url(settings, home / env)
+    _refuse_a_lost_database(url, home / env)
     engine = _connect(url)
-    db.check_schema(engine)
+    try:
+        db.check_schema(engine)
+    except db.DatabaseError:
+        history = environment_history(home / env, url)
+        if history and db.current_revision(engine) is None:
+            raise db.DatabaseError(_lost_message(url, "has no tradeledger schema", history)) from None
+        raise
     environment = Environment(home, settings, engine, Ledger(engine))
     db.verify_identity(engine, environment.identity())
+    verify_base_currency(engine, home / env / "config.toml", settings.base_currency)
     return environment
+
+
+def environment_history(env_dir: Path, url: str) -> list[str]:
+    """What shows that this environment has kept books before: an export, logs, backups, the
+    simulator's state; any non-empty file but its config, its secrets and the database itself."""
+    database = sa.engine.make_url(url).database if url.startswith("sqlite") else None
+    skip = {env_dir / "config.toml"} | ({Path(database + x) for x in ("", "-wal", "-shm", "-journal")}
+                                       if database else set())
+    found = []
+    for path in sorted(env_dir.rglob("*")) if env_dir.is_dir() else []:
+        if path.is_file() and path not in skip and "secrets" not in path.relative_to(env_dir).parts \
+                and not path.name.endswith(".tmp") and path.stat().st_size > 0:
+            found.append(str(path.relative_to(env_dir)))
+    return found
+
+
+def _lost_message(url: str, what: str, history: list[str]) -> str:
+    shown = sa.engine.make_url(url).render_as_string(hide_password=True)
+    listed = ", ".join(history[:3]) + (f" and {len(history) - 3} more" if len(history) > 3 else "")
+    return (f"the database {shown} {what}, but this environment has kept books ({listed}): restore the "
+            "database from a backup; do not run `tradeledger init`, which would start an empty ledger")
+
+
+def _refuse_a_lost_database(url: str, env_dir: Path) -> None:
+    """A missing or empty SQLite file is never silently created or initialised over."""
+    if not url.startswith("sqlite"):
+        return
+    database = sa.engine.make_url(url).database
+    if not database or database == ":memory:":
+        return
+    path = Path(database)
+    what = "does not exist" if not path.exists() else "is empty (0 bytes)" if path.stat().st_size == 0 else None
+    if what is None:
+        return
+    history = environment_history(env_dir, url)
+    if history:
+        raise db.DatabaseError(_lost_message(url, what, history))
+    raise db.DatabaseError(f"the database {path} {what}: run `tradeledger init` to create the ledger")
+
+
+def verify_base_currency(engine: sa.engine.Engine, config_path: Path, configured: str) -> None:
+    """The base currency is part of the books' identity: stored FX rates, commissions and P&L in
+    base are all in it. A database made before it was recorded gets it recorded now."""
+    recorded = db.read_meta(engine).get("base_currency")
+    if recorded is None:
+        db.write_meta(engine, {"base_currency": configured})
+    elif recorded != configured:
+        raise ConfigError(
+            f"{config_path}: base_currency = {configured!r}, but this ledger is kept in {recorded} (recorded at "
+            f"init; its FX rates and P&L are in {recorded}): set base_currency = \"{recorded}\" again; a ledger's "
+            f"base currency never changes, so for {configured} books start a new environment "
+            f"(tradeledger --home OTHER_HOME init --base-currency {configured})")
 
 
 def init_environment(home: str | Path | None, env: str, broker: str, account: str | None,
@@ -242,7 +317,9 @@ def init_environment(home: str | Path | None, env: str, broker: str, account: st
     account = account or (DEFAULT_SIM_ACCOUNT if broker == "sim" and env == "paper" else "")
     check_identity(env, broker, account, ib_port if broker == "ib" else None)
     env_dir = home / env
-    settings = Settings(env, broker, account, base_currency.upper(), db_url, ib_host, ib_port, ib_client_id)
+    bare_url, password = secrets.split_password(db_url) if db_url else (None, None)
+    settings = Settings(env, broker, account, base_currency.upper(), bare_url, ib_host, ib_port, ib_client_id,
+                        db_password_file=secrets.PASSWORD_FILE if password is not None else None)
     config_path = env_dir / "config.toml"
     if config_path.exists():
         existing = parse_settings(config_path, env)
@@ -250,18 +327,25 @@ def init_environment(home: str | Path | None, env: str, broker: str, account: st
             raise ConfigError(f"{config_path} already exists for broker {existing.broker}, account "
                               f"{existing.account}; refusing to overwrite it")
         configured = existing.db_url or default_db_url(env_dir)
-        if db_url and db_url != configured:
+        if db_url and bare_url != configured:
             shown = sa.engine.make_url(configured).render_as_string(hide_password=True)
             raise ConfigError(f"{config_path} already uses the database {shown}; refusing to "
                               "initialise another one with --db-url")
         settings = existing
+        password = None  # the configured source holds it
     _check_shared_database(home, env, settings.db_url or default_db_url(env_dir))
     raw = settings.raw or tomllib.loads(render_config(settings, config_extra))
     check_apart(home, env, Settings(**{**settings.__dict__, "raw": raw}))
     env_dir.mkdir(parents=True, exist_ok=True)
     (env_dir / "logs").mkdir(exist_ok=True)
-    url = settings.db_url or default_db_url(env_dir)
+    if password is not None:
+        secrets.write_private(env_dir / secrets.PASSWORD_FILE, password + "\n")
+    url = database_url(settings, env_dir)
     engine = _connect(url)
+    if config_path.exists() and db.current_revision(engine) is None:
+        history = environment_history(env_dir, url)
+        if history:  # the ledger was lost, not never made: an empty one would hide that
+            raise db.DatabaseError(_lost_message(url, "has no tradeledger schema", history))
     db.upgrade(engine)
     environment = Environment(home, settings, engine, Ledger(engine))
     db.write_meta(engine, environment.identity() | {"broker": settings.broker,
@@ -272,9 +356,7 @@ def init_environment(home: str | Path | None, env: str, broker: str, account: st
             tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"the configuration to write is not valid TOML: {exc}") from None
-        tmp = config_path.with_suffix(".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(config_path)
+        secrets.write_private(config_path, text)  # 0600: it names the database and may hold secrets
     environment.settings = parse_settings(config_path, env)  # what is on disk, with every table
     open_base_accounts(environment)
     return environment
