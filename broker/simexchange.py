@@ -306,7 +306,11 @@ class SimExchange:
             return k
         if (known.sec_type, known.currency, known.multiplier) != (
                 k.sec_type, k.currency, Decimal(k.multiplier)):
-            raise BrokerError(f"contract {k.code} is already known as {known}")
+            raise BrokerError(
+                f"contract {k.code} is already traded as {known.sec_type} in {known.currency} with multiplier "
+                f"{known.multiplier}; it cannot become {k.sec_type} in {k.currency} with multiplier {k.multiplier} "
+                f"(a traded contract's type, currency and multiplier never change): put the instrument's "
+                "back in config.toml, or configure a new instrument")
         return known
 
     @classmethod

@@ -173,8 +173,13 @@ class Ledger:
                     name=commodity.name, kind=commodity.kind, currency=commodity.currency,
                     multiplier=str(commodity.multiplier), first_date=commodity.first_date.isoformat(),
                 ))
-            elif Decimal(row.multiplier) != commodity.multiplier or row.kind != commodity.kind:
-                raise LedgerError(f"commodity {commodity.name} is already defined differently")
+            elif (Decimal(row.multiplier), row.kind, row.currency) != (commodity.multiplier, commodity.kind,
+                                                                      commodity.currency):
+                raise LedgerError(
+                    f"commodity {commodity.name} is booked as {row.kind} in {row.currency or '-'} with multiplier "
+                    f"{Decimal(row.multiplier)}, not {commodity.kind} in {commodity.currency or '-'} with multiplier "
+                    f"{commodity.multiplier}: a booked commodity never changes; put its definition back in "
+                    "config.toml, or configure a new instrument")
             else:
                 self._remember(c, ("commodity", commodity.name), (commodity,),
                                lambda: self._commodities.__setitem__(commodity.name, commodity))

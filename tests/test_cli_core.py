@@ -146,7 +146,7 @@ def test_live_not_initialised_next_to_paper(home):
     ("name = 'paper'\n", "missing [environment] table"),
     ("[environment]\nname = 'paper'\nbroker = 'nasdaq'\naccount = 'DU1'\n", "unknown broker 'nasdaq'"),
     ("[environment]\nname = 'live'\nbroker = 'ib'\naccount = 'U1'\n", "describes environment 'live', not 'paper'"),
-    ("[environment]\nname = 'paper'\nbroker = 'ib'\naccount = 'DU1'\n[ib]\nport = 'x'\n", "invalid value"),
+    ("[environment]\nname = 'paper'\nbroker = 'ib'\naccount = 'DU1'\n[ib]\nport = 'x'\n", "ib.port must be a whole number, not the string 'x'"),
 ])
 def test_malformed_config(home, config, message):
     (home / "paper" / "config.toml").write_text(config)
@@ -282,7 +282,8 @@ def test_init_status_check_on_postgresql(tmp_path, db_url):
     assert json.loads(ok(run("--home", str(home), "status", "--json")).stdout)["database"] == status["database"]
     book_deposit(home, "42.42")
     report = json.loads(ok(run("--home", str(home), "--db-url", db_url, "check", "--json")).stdout)
-    assert report == {"ok": True, "entries": 1, "accounts": BASE_ACCOUNTS, "errors": [], "differences": []}
+    assert report == {"ok": True, "entries": 1, "accounts": BASE_ACCOUNTS, "errors": [], "differences": [],
+                      "database": {"ok": True, "entries": 1, "postings": 2, "findings": []}}
     with sa.create_engine(db_url).connect() as conn:
         assert conn.exec_driver_sql("SELECT value FROM tl_meta WHERE key = 'environment'").scalar_one() == "paper"
     ok(run("--home", str(home), "--db-url", db_url, "init"))  # again: unchanged

@@ -98,6 +98,10 @@ def parse_settings(path: Path, env: str) -> Settings:
     section = raw.get("environment")
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: missing [environment] table")
+    from tradeledger.engine.setup.config_shape import check_shape
+
+    check_shape(raw, path)  # any value of the wrong shape: one line naming the key
+    _check_tables(raw, path)
     ib = raw.get("ib", {})
     try:
         settings = Settings(
@@ -117,6 +121,19 @@ def parse_settings(path: Path, env: str) -> Settings:
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return settings
+
+
+def _check_tables(raw: dict, path: Path) -> None:
+    """The trading and daemon tables validated as the file is read, their errors naming it."""
+    from tradeledger.engine.ops.jobs import parse_daemon_config
+    from tradeledger.engine.setup.config import parse_trading_config
+
+    for parse in (parse_trading_config, parse_daemon_config):
+        try:
+            parse(raw)
+        except ConfigError as exc:
+            message = str(exc)
+            raise ConfigError(f"{path}: {message.removeprefix('config: ')}") from None
 
 
 def render_config(s: Settings, extra: str = "") -> str:
