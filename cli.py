@@ -10,6 +10,7 @@ on stderr and a non-zero exit, never a traceback. Nothing imports this module.
 from __future__ import annotations
 
 import os
+import sqlite3
 
 import click
 import sqlalchemy as sa
@@ -37,12 +38,24 @@ class Group(click.Group):
             raise
         except USER_ERRORS as exc:
             fail(str(exc))
-        except sa.exc.DBAPIError as exc:
-            fail(f"database error: {str(getattr(exc, 'orig', exc)).strip().splitlines()[0]}")
+        except (sa.exc.DBAPIError, sqlite3.Error) as exc:  # sqlite3: the simulator's own state file
+            fail(database_failure(exc))
         except Exception as exc:  # a bug: still one line, the traceback on request
             if os.environ.get("TRADELEDGER_DEBUG"):
                 raise
             fail(f"internal error: {type(exc).__name__}: {exc} (set TRADELEDGER_DEBUG=1 for details)")
+
+
+def database_failure(exc: BaseException) -> str:
+    """One line for a failure the database reported, with what to do where there is something."""
+    reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+    if "disk is full" in reason or "no space left" in reason.lower():
+        where = getattr(exc, "database", None) or "the database"
+        return (f"database error: {reason} ({where}): free space on its disk and run the command again; "
+                "the transaction was rolled back, nothing was half-written")
+    if isinstance(exc, sqlite3.Error) and not isinstance(exc, sa.exc.DBAPIError):
+        return f"simulator state error: {reason}"
+    return f"database error: {reason}"
 
 
 @click.group(cls=Group)

@@ -295,7 +295,7 @@ def _lost_message(url: str, what: str, history: list[str]) -> str:
             "database from a backup; do not run `tradeledger init`, which would start an empty ledger")
 
 
-def _refuse_a_lost_database(url: str, env_dir: Path) -> None:
+def _refuse_a_lost_database(url: str, env_dir: Path, initialising: bool = False) -> None:
     """A missing or empty SQLite file is never silently created or initialised over."""
     if not url.startswith("sqlite"):
         return
@@ -309,7 +309,8 @@ def _refuse_a_lost_database(url: str, env_dir: Path) -> None:
     history = environment_history(env_dir, url)
     if history:
         raise db.DatabaseError(_lost_message(url, what, history))
-    raise db.DatabaseError(f"the database {path} {what}: run `tradeledger init` to create the ledger")
+    if not initialising:
+        raise db.DatabaseError(f"the database {path} {what}: run `tradeledger init` to create the ledger")
 
 
 def verify_base_currency(engine: sa.engine.Engine, config_path: Path, configured: str) -> None:
@@ -358,6 +359,8 @@ def init_environment(home: str | Path | None, env: str, broker: str, account: st
     if password is not None:
         secrets.write_private(env_dir / secrets.PASSWORD_FILE, password + "\n")
     url = database_url(settings, env_dir)
+    if config_path.exists():
+        _refuse_a_lost_database(url, env_dir, initialising=True)
     engine = _connect(url)
     if config_path.exists() and db.current_revision(engine) is None:
         history = environment_history(env_dir, url)

@@ -250,7 +250,13 @@ def parse_forecasts_csv(text: str, config: TradingConfig, source: str = "<csv>")
 def import_forecasts_csv(env, path: str | Path, replace: bool = False) -> ImportReport:
     """Import forecasts made elsewhere, all or nothing; they replace computed ones for their date."""
     path = Path(path)
-    rows = parse_forecasts_csv(path.read_text(encoding="utf-8"), trading_config(env), str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CsvImportError(str(path), [(1, f"not a UTF-8 text file (byte {exc.object[exc.start]:#04x} at "
+                                             f"offset {exc.start}): give a CSV of date,strategy,instrument,forecast")]) \
+            from None
+    rows = parse_forecasts_csv(text, trading_config(env), str(path))
     report = ImportReport(str(path), "forecast", rows=len(rows))
     with env.engine.begin() as conn:
         existing = {(r.strategy, r.instrument, r.date): (r.value, r.source) for r in conn.execute(sa.select(forecast_table))}
