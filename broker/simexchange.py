@@ -309,7 +309,7 @@ class SimExchange:
             raise BrokerError(
                 f"contract {k.code} is already traded as {known.sec_type} in {known.currency} with multiplier "
                 f"{known.multiplier}; it cannot become {k.sec_type} in {k.currency} with multiplier {k.multiplier} "
-                f"(a traded contract's type, currency and multiplier never change): put the instrument's "
+                f"(a traded contract's type, currency and multiplier never change): put the instrument's definition "
                 "back in config.toml, or configure a new instrument")
         return known
 

@@ -139,9 +139,8 @@ def test_a_weights_file_with_bad_lines_is_refused_whole(env, tmp_path):
 def test_allocation_of_futures_is_refused_in_config(tmp_path):
     bad = CONFIG + '\n[instruments.ES]\ntype = "future"\ncurrency = "USD"\nmultiplier = 50\n' \
                    '\n[strategies.bad]\nkind = "allocation"\ninstruments = { ES = 1 }\n'
-    env = init_environment(tmp_path / "h2", "paper", "sim", None, config_extra=bad)
-    with pytest.raises(ConfigError, match="not futures"):
-        trading_config(env)
+    with pytest.raises(ConfigError, match="config.toml: strategies.bad: .*not futures"):  # as the file is read
+        init_environment(tmp_path / "h2", "paper", "sim", None, config_extra=bad)
 
 
 def _trade_run(env, session, day, now):

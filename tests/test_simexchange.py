@@ -139,7 +139,7 @@ def test_cancel(x):
 def test_contract_conflict_refused_and_nothing_stored(x):
     x.set_price("MESZ26", D(5000))
     wrong = Contract("MESZ26", "FUT", "MES", "CME", "USD", D(50), "202612")
-    with pytest.raises(BrokerError, match="already known"):
+    with pytest.raises(BrokerError, match="already traded as"):
         x.place_order(mkt("o", wrong, BUY, 1))
     assert x.orders() == []
 
