@@ -251,3 +251,27 @@ def test_a_terminated_connection_shows_its_cause_not_pending_rollback(tmp_path, 
     cause = str(excinfo.value.orig)
     assert "terminat" in cause or "closed" in cause or "connection is lost" in cause, cause
     assert env.ledger.book(txn).created  # the next use reconnects
+
+
+def test_the_daily_verify_job(tmp_path):
+    """Scheduled daily; a database that fails verification is a job_failed exception naming it."""
+    from tradeledger.engine.ops.daemon import Daemon
+
+    home, env, _ = make_env(tmp_path)
+    daemon = Daemon(open_environment(home, "paper"))
+    assert "verify" in daemon.triggers()
+    result = daemon.run_job("verify")
+    assert result.ok and result.result.startswith("ok: verified")
+    raw = sqlite3.connect(env.dir / "tradeledger.db")  # a posting written with the rules dropped
+    for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        raw.execute(f"DROP TRIGGER {name}")
+    cash = raw.execute(f"SELECT id FROM account WHERE name = '{env.chart.cash}'").fetchone()[0]
+    raw.execute("INSERT INTO posting (txn_id, ts, account_id, commodity, units, weight, weight_currency) "
+                f"VALUES (77, '2026-12-01 00:00:00.000000', {cash}, 'USD', 5, 5, 'USD')")
+    raw.commit()
+    raw.close()
+    result = daemon.run_job("verify")
+    assert not result.ok and "fails verification" in result.result
+    failures = job_failures(env)
+    assert [e["subject"] for e in failures] == ["verify"] and "posting" in failures[0]["detail"]
+    daemon.release()

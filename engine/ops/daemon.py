@@ -53,6 +53,7 @@ from tradeledger.ledger.store import fmt_ts
 
 UTC = dt.timezone.utc
 JOBSTORE_TABLE = "tl_apscheduler_jobs"
+QUIET_SECONDS = 60  # a database fine for this long ends an outage (its job_failed exception resolves)
 
 
 class DaemonAlreadyRunning(RuntimeError):
@@ -202,8 +203,7 @@ class Daemon:
 
     def _database_trouble(self, what: str, exc: BaseException, severity: str) -> None:
         """A database failure met (healed by a retry: warning; a job failed on it: error): one
-        `job_failed: database` exception per outage, resolved once the database has been quiet
-        for `retry_seconds`."""
+        `job_failed: database` exception per outage, resolved once the database has been quiet."""
         if not is_database_failure(exc):
             return
         self._db_trouble_at = time.monotonic()
@@ -221,8 +221,10 @@ class Daemon:
             self._outbox.append(raise_it)
 
     def _database_quiet(self) -> None:
-        """Resolve the outage's exception once the database has been fine for `retry_seconds`."""
-        if not self._db_open or time.monotonic() - self._db_trouble_at < self.config.retry_seconds:
+        """Resolve the outage's exception once the database has been fine for a while (a minute,
+        or `retry_seconds` if longer): blips seconds apart are one outage, not several."""
+        quiet = max(QUIET_SECONDS, self.config.retry_seconds)
+        if not self._db_open or time.monotonic() - self._db_trouble_at < quiet:
             return
         self._db_open = False
         self._record(lambda ex, conn: ex.resolve_by_key(

@@ -275,15 +275,17 @@ def open_environment(home: str | Path | None, env: str, db_url: str | None = Non
 
 
 def environment_history(env_dir: Path, url: str) -> list[str]:
-    """What shows that this environment has kept books before: an export, logs, backups, the
-    simulator's state; any non-empty file but its config, its secrets and the database itself."""
+    """What shows that this environment has kept books before: an export, logs, backups; any
+    non-empty file but its config, its secrets, the database itself and the simulated broker's
+    own state (the broker's side is not the ledger's history)."""
     database = sa.engine.make_url(url).database if url.startswith("sqlite") else None
     skip = {env_dir / "config.toml"} | ({Path(database + x) for x in ("", "-wal", "-shm", "-journal")}
                                        if database else set())
     found = []
     for path in sorted(env_dir.rglob("*")) if env_dir.is_dir() else []:
         if path.is_file() and path not in skip and "secrets" not in path.relative_to(env_dir).parts \
-                and not path.name.endswith(".tmp") and path.stat().st_size > 0:
+                and not path.name.endswith((".tmp", "-wal", "-shm", "-journal")) \
+                and not path.name.startswith("sim.db") and path.stat().st_size > 0:
             found.append(str(path.relative_to(env_dir)))
     return found
 
