@@ -433,7 +433,8 @@ class Ledger:
             header = c.execute(sa.select(schema.txn).where(schema.txn.c.id == txn_id)).first()
             if header is None:
                 raise LedgerError(f"no entry {txn_id}")
-            rows = c.execute(_postings_query().where(schema.posting.c.txn_id == txn_id)).all()
+            rows = c.execute(_postings_query().where(schema.posting.c.txn_id == txn_id)
+                             .order_by(schema.posting.c.id)).all()  # as booked (a join's order is the planner's)
         return _txn_from_rows(header, rows)
 
     def find_by_key(self, key: str, conn: Connection | None = None) -> int | None:
