@@ -10,20 +10,32 @@ on stderr and a non-zero exit, never a traceback. Nothing imports this module.
 from __future__ import annotations
 
 import os
-import sqlite3
+import sys
 
 import click
-import sqlalchemy as sa
-from tradeledger.broker.base import BrokerError
 from tradeledger.commands import actions, fava, futures, ibsim, ledger, ops, report, setup, targets, trading, trust
 from tradeledger.commands.common import Context, fail
-from tradeledger.engine.setup.environment import ENVIRONMENTS
+from tradeledger.engine.setup import ENVIRONMENTS
 from tradeledger.errors import UserError
 
 # What a user can cause or fix: one line and exit 1. Every tradeledger error meant for a person
 # derives from errors.UserError (LedgerError, NumberError, ConfigError, DatabaseError, PriceError,
 # TargetError, AdjustError, ...); a bare ValueError is a bug and is reported as an internal error.
-USER_ERRORS = (UserError, BrokerError, OSError)
+# The broker's errors are looked up only once something failed, and only if the broker module was
+# imported (an exception's class always is), so starting the CLI imports no broker or SQLAlchemy.
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    broker = sys.modules.get("tradeledger.broker.base")
+    return (UserError, OSError, *((broker.BrokerError,) if broker is not None else ()))
+
+
+def _database_error(exc: BaseException) -> bool:
+    """Whether `exc` is SQLAlchemy's wrapper of a database driver's error, or sqlite3's own (the
+    simulator's state file); looked up only in modules already imported."""
+    sa_exc, sqlite3 = sys.modules.get("sqlalchemy.exc"), sys.modules.get("sqlite3")
+    return ((sa_exc is not None and isinstance(exc, sa_exc.DBAPIError))
+            or (sqlite3 is not None and isinstance(exc, sqlite3.Error)))
 
 
 class Group(click.Group):
@@ -36,11 +48,12 @@ class Group(click.Group):
             raise
         except (click.ClickException, click.Abort):
             raise
-        except USER_ERRORS as exc:
-            fail(str(exc))
-        except (sa.exc.DBAPIError, sqlite3.Error) as exc:  # sqlite3: the simulator's own state file
-            fail(database_failure(exc))
-        except Exception as exc:  # a bug: still one line, the traceback on request
+        except Exception as exc:
+            if isinstance(exc, user_errors()):
+                fail(str(exc))
+            if _database_error(exc):  # sqlite3: the simulator's own state file
+                fail(database_failure(exc))
+            # a bug: still one line, the traceback on request
             if os.environ.get("TRADELEDGER_DEBUG"):
                 raise
             fail(f"internal error: {type(exc).__name__}: {exc} (set TRADELEDGER_DEBUG=1 for details)")
@@ -53,7 +66,9 @@ def database_failure(exc: BaseException) -> str:
         where = getattr(exc, "database", None) or "the database"
         return (f"database error: {reason} ({where}): free space on its disk and run the command again; "
                 "the transaction was rolled back, nothing was half-written")
-    if isinstance(exc, sqlite3.Error) and not isinstance(exc, sa.exc.DBAPIError):
+    sa_exc, sqlite3 = sys.modules.get("sqlalchemy.exc"), sys.modules.get("sqlite3")
+    if sqlite3 is not None and isinstance(exc, sqlite3.Error) and not (
+            sa_exc is not None and isinstance(exc, sa_exc.DBAPIError)):
         return f"simulator state error: {reason}"
     return f"database error: {reason}"
 

@@ -8,16 +8,42 @@ needs from the CLI's plumbing comes from here, never from `cli.py` (which nobody
 from __future__ import annotations
 
 import datetime as _dt
+import importlib
 import sys
+from typing import TYPE_CHECKING
 
 import click
-from tradeledger.engine.setup.environment import Environment, open_environment
-from tradeledger.engine.setup.session import Session as _Session
-from tradeledger.ledger.db import mask_secrets
+
+if TYPE_CHECKING:
+    from tradeledger.engine.setup.environment import Environment
+    from tradeledger.engine.setup.session import Session as _Session
+
+
+class lazy:
+    """A module imported when a command first uses it, so that starting the CLI (and `--help`)
+    imports none of the engine, SQLAlchemy or pandas; a command pays only for what it runs."""
+
+    def __init__(self, module: str):
+        self.__dict__["_lazy_module"] = module
+
+    def __getattr__(self, name: str):
+        return getattr(importlib.import_module(self.__dict__["_lazy_module"]), name)
+
+
+def lazy_function(module: str, name: str):
+    """A function (or class to call) of `module`, imported on its first call."""
+
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
 
 
 def fail(message: str) -> None:
     """End the command with one line on stderr and exit code 1."""
+    from tradeledger.ledger.db import mask_secrets  # here: only a failure pays for its import
+
     click.echo(f"error: {mask_secrets(message)}", err=True)
     sys.exit(1)
 
@@ -31,6 +57,8 @@ class Context:
 
     def open(self) -> Environment:
         if self._environment is None:
+            from tradeledger.engine.setup.environment import open_environment
+
             self._environment = open_environment(self.home, self.env, self.db_url)
         return self._environment
 
@@ -91,7 +119,9 @@ class open_session:
     """A Session for one command, its broker closed afterwards."""
 
     def __init__(self, c: Context):
-        self.session = _Session(c.open())
+        from tradeledger.engine.setup.session import Session
+
+        self.session = Session(c.open())
 
     def __enter__(self) -> _Session:
         return self.session

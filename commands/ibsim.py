@@ -11,17 +11,20 @@ import sys
 from pathlib import Path
 
 import click
-import sqlalchemy as sa
-from tradeledger.commands.common import Context, SIGNED, define_contract_options, described_contract, pass_ctx
-from tradeledger.engine.setup.environment import parse_settings, resolve_home
-from tradeledger.engine.setup.session import Session as _Session
-from tradeledger.ledger import db
+from tradeledger.commands.common import Context, SIGNED, define_contract_options, described_contract, pass_ctx, lazy, lazy_function
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
 from tradeledger.errors import UserError
+
 
 # --- ibsim ---
 # The simulated IB gateway (broker/ibsim) as a process, and its market screen. Its state is a
 # SimExchange file: by default <home>/<env>/ibsim.db, with the environment's account.
+# Imported on first use (commands/common.py: lazy): starting the CLI imports no engine.
+sa = lazy("sqlalchemy")
+parse_settings = lazy_function("tradeledger.engine.setup.environment", "parse_settings")
+resolve_home = lazy_function("tradeledger.engine.setup.environment", "resolve_home")
+_Session = lazy_function("tradeledger.engine.setup.session", "Session")
+db = lazy("tradeledger.ledger.db")
 
 
 def _ibsim_state(c: Context, state: str | None) -> tuple[Path, str | None]:

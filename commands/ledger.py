@@ -6,11 +6,13 @@ import sys
 from pathlib import Path
 
 import click
-from tradeledger.commands.common import Context, json_option, pass_ctx
-from tradeledger.ledger.export import check as check_ledger
-from tradeledger.engine.accounting.export import export_ledger
-from tradeledger.ledger.verify import verify
+from tradeledger.commands.common import Context, json_option, lazy_function, pass_ctx
 from tradeledger.reports.render import emit_json, table
+
+# Imported on first use (commands/common.py: lazy): starting the CLI imports no engine.
+check_ledger = lazy_function("tradeledger.ledger.export", "check")
+export_ledger = lazy_function("tradeledger.engine.accounting.export", "export_ledger")
+verify = lazy_function("tradeledger.ledger.verify", "verify")
 
 
 @click.command()

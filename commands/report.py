@@ -6,9 +6,10 @@ The figures come from reports/ (the same functions the daily HTML report and the
 from __future__ import annotations
 
 import click
-from tradeledger.commands.common import Context, json_option, pass_ctx, parse_date
-from tradeledger.engine.setup.session import Session as _Session
+from tradeledger.commands.common import Context, json_option, lazy_function, pass_ctx, parse_date
 from tradeledger.reports.render import csv_enabled, emit_csv, emit_json, table
+
+_Session = lazy_function("tradeledger.engine.setup.session", "Session")  # imported on first use
 since_option = click.option("--since", default=None, help="From this date (YYYY-MM-DD), inclusive.")
 until_option = click.option("--until", default=None, help="Up to this date (YYYY-MM-DD), exclusive.")
 

@@ -6,11 +6,16 @@ import datetime as _dt
 import sys
 
 import click
-import sqlalchemy as sa
-from tradeledger.commands.common import Context, json_option, pass_ctx
-from tradeledger.engine.setup.environment import database_url, init_environment, parse_settings, resolve_home
-from tradeledger.ledger import db
+from tradeledger.commands.common import Context, json_option, lazy, lazy_function, pass_ctx
 from tradeledger.reports.render import emit_json, table
+
+# Imported on first use (commands/common.py: lazy): starting the CLI imports no engine.
+sa = lazy("sqlalchemy")
+database_url = lazy_function("tradeledger.engine.setup.environment", "database_url")
+init_environment = lazy_function("tradeledger.engine.setup.environment", "init_environment")
+parse_settings = lazy_function("tradeledger.engine.setup.environment", "parse_settings")
+resolve_home = lazy_function("tradeledger.engine.setup.environment", "resolve_home")
+db = lazy("tradeledger.ledger.db")
 
 
 @click.command()

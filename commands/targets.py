@@ -10,15 +10,16 @@ import datetime as _dt
 import getpass as _getpass
 
 import click
-from tradeledger.commands.common import Context, json_option, open_session, pass_ctx, reason_option
+from tradeledger.commands.common import Context, json_option, open_session, pass_ctx, reason_option, lazy
+from tradeledger.reports.render import emit_json, table
 
 # --- data, instruments, signals, targets ---------------------------------------------------------
 # Prices and FX (engine/prices.py), instruments and mappings, forecasts (engine/forecasts.py) and
 # target runs (engine/targets.py).
-from tradeledger.engine.targets import forecasts as _forecasts
-from tradeledger.engine.targets import prices as _prices
-from tradeledger.engine.targets import runs as _targets
-from tradeledger.reports.render import emit_json, table
+# Imported on first use (commands/common.py: lazy): starting the CLI imports no engine.
+_forecasts = lazy("tradeledger.engine.targets.forecasts")
+_prices = lazy("tradeledger.engine.targets.prices")
+_targets = lazy("tradeledger.engine.targets.runs")
 
 
 def _date_arg(value: str | None) -> _dt.date | None:

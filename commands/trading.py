@@ -13,24 +13,24 @@ from pathlib import Path
 
 import click
 from tradeledger.commands.common import (
-    Context, SIGNED, define_contract_options, described_contract, json_option, open_session, parse_date, pass_ctx,
+    Context, SIGNED, define_contract_options, described_contract, json_option, open_session, parse_date, pass_ctx, lazy, lazy_function,
 )
-
-from tradeledger.reports.names import Names
-
-# --- orders, fills, marks, positions, P&L, the simulated broker's screen, the cycle ---
-from tradeledger.engine.trading import cycle as _cycle
-from tradeledger.engine.trading import fills as _fills
-from tradeledger.engine.trading import marking as _marking
-from tradeledger.engine.trading import orders as _orders
-from tradeledger.engine.setup.session import Session as _Session
-from tradeledger.ledger import db
-from tradeledger.ledger.export import check as check_ledger
-from tradeledger.engine.accounting.export import export_ledger
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
-from tradeledger.reports import pnl as _pnl
+from tradeledger.reports.names import Names
 from tradeledger.reports.render import emit_json, table
 from tradeledger.errors import UserError
+
+# --- orders, fills, marks, positions, P&L, the simulated broker's screen, the cycle ---
+# Imported on first use (commands/common.py: lazy): starting the CLI imports no engine.
+_cycle = lazy("tradeledger.engine.trading.cycle")
+_fills = lazy("tradeledger.engine.trading.fills")
+_marking = lazy("tradeledger.engine.trading.marking")
+_orders = lazy("tradeledger.engine.trading.orders")
+_Session = lazy_function("tradeledger.engine.setup.session", "Session")
+db = lazy("tradeledger.ledger.db")
+check_ledger = lazy_function("tradeledger.ledger.export", "check")
+export_ledger = lazy_function("tradeledger.engine.accounting.export", "export_ledger")
+_pnl = lazy("tradeledger.reports.pnl")
 
 
 def _plan_rows(order_plan, names: Names):

@@ -12,16 +12,18 @@ import shlex
 import sys
 
 import click
-import sqlalchemy as sa
-from tradeledger.commands.common import Context, SIGNED, fail, json_option, open_session, pass_ctx, reason_option
-
-# --- adjust, daemon ---
-from tradeledger.engine.trust import adjust as _adjust
-from tradeledger.engine.trading import fills as _fills
-from tradeledger.engine.setup.session import Session as _Session
-from tradeledger.ledger import db
+from tradeledger.commands.common import Context, SIGNED, fail, json_option, open_session, pass_ctx, reason_option, lazy, lazy_function
+from tradeledger.engine.trust import CASH_KINDS
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
 from tradeledger.reports.render import emit_json, table
+
+# --- adjust, daemon ---
+# Imported on first use (commands/common.py: lazy): starting the CLI imports no engine.
+sa = lazy("sqlalchemy")
+_adjust = lazy("tradeledger.engine.trust.adjust")
+_fills = lazy("tradeledger.engine.trading.fills")
+_Session = lazy_function("tradeledger.engine.setup.session", "Session")
+db = lazy("tradeledger.ledger.db")
 
 
 def _adjust_context(session) -> _adjust.Context:
@@ -155,7 +157,7 @@ def adjust_reverse(c: Context, entry, reason, yes, as_json):
 @adjust_group.command("cash", context_settings={"ignore_unknown_options": True})
 @click.argument("currency")
 @click.argument("amount")
-@click.option("--kind", "cash_kind", type=click.Choice(_adjust.CASH_KINDS), default="adjustment", show_default=True)
+@click.option("--kind", "cash_kind", type=click.Choice(CASH_KINDS), default="adjustment", show_default=True)
 @_reason_option
 @_yes_option
 @json_option
@@ -215,9 +217,9 @@ def daemon_cmd(c: Context, once):
 
 # --- reconciliation, exceptions ---------------------------------------------------------------
 
-from tradeledger.engine.trust import exceptions as _exceptions
-from tradeledger.engine.trust import reconcile as _reconcile
-from tradeledger.engine.trust import snapshots as _snapshots
+_exceptions = lazy("tradeledger.engine.trust.exceptions")
+_reconcile = lazy("tradeledger.engine.trust.reconcile")
+_snapshots = lazy("tradeledger.engine.trust.snapshots")
 
 
 def _recon_tables(result) -> None:

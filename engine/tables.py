@@ -61,7 +61,7 @@ Never trade twice (migration 0010):
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
 
 metadata = MetaData()
 
@@ -268,8 +268,9 @@ tl_exception = Table(
     Column("resolved_by", String(64)),
     Column("resolved_why", Text),
 )
-Index("ux_exception_open_key", tl_exception.c.dedupe_key, unique=True,
-      sqlite_where=text("state != 'resolved'"), postgresql_where=text("state != 'resolved'"))
+# The migration also makes dedupe_key unique among exceptions not resolved (a partial index,
+# ux_exception_open_key). It is not mirrored here: its dialect options would import both SQL
+# dialects on every start, and no query names it.
 Index("ix_exception_state", tl_exception.c.state)
 
 instrument_lock = Table(

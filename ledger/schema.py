@@ -89,3 +89,28 @@ price = Table(
     Column("currency", String(16), primary_key=True),
     Column("number", BigInteger, nullable=False),
 )
+
+# Maintained on SQLite by a trigger on posting (migration 0011; on PostgreSQL they stay empty), in the statement that inserts the posting:
+# the sums of units per account and commodity, and per lot held at a cost, each in two parts
+# (whole = SUM(units / 10^9), nanos = SUM(units % 10^9): exact, no 64-bit overflow). A lot's
+# absent date or label is ''. ledger/maintained.py checks them against the postings.
+balance = Table(
+    "balance", metadata,
+    Column("account_id", Integer, ForeignKey("account.id"), primary_key=True),
+    Column("commodity", String(64), primary_key=True),
+    Column("whole", BigInteger, nullable=False),
+    Column("nanos", BigInteger, nullable=False),
+)
+
+lot_balance = Table(
+    "lot_balance", metadata,
+    Column("account_id", Integer, ForeignKey("account.id"), primary_key=True),
+    Column("commodity", String(64), primary_key=True),
+    Column("cost", BigInteger, primary_key=True),
+    Column("cost_currency", String(64), primary_key=True),
+    Column("cost_date", String(10), primary_key=True),
+    Column("cost_label", String(128), primary_key=True),
+    Column("whole", BigInteger, nullable=False),
+    Column("nanos", BigInteger, nullable=False),
+    Column("first_ts", String(26), nullable=False),
+)

@@ -31,7 +31,7 @@ from tradeledger.ledger.model import (
     BOOKING_METHODS, is_valid_account, is_valid_commodity, reversal_of, validate,
 )
 from tradeledger.ledger.numbers import from_scaled, to_scaled
-from tradeledger.ledger.sums import combine, unit_sums
+from tradeledger.ledger.sums import FACTOR, combine, unit_sums
 from tradeledger.ledger.rows import Prepared, fingerprint, prepare
 
 UTC = dt.timezone.utc
@@ -359,7 +359,8 @@ class Ledger:
         what it read from the ledger, but a reversal of a purchase whose lot was since sold, or a
         hand-made entry, could break the export: so the ledger checks, in the same transaction.
         (Unlabelled lots, futures at zero cost, are reduced FIFO and never split here.)"""
-        p = schema.posting
+        b, lb, p = schema.balance, schema.lot_balance, schema.posting
+        kept = maintained(c)
         account_balance: dict[tuple, Decimal] = {}
         lot_balance: dict[tuple, Decimal] = {}
         for _txn_id, txn in entries:
@@ -371,10 +372,15 @@ class Ledger:
                 holding = (account_id, posting.commodity)
                 lot = holding + (cost,)
                 if holding not in account_balance:
-                    account_balance[holding] = _units_total(c, p.c.account_id == account_id,
-                                                            p.c.commodity == posting.commodity)
+                    account_balance[holding] = _kept_total(c, b, b.c.account_id == account_id,
+                                                           b.c.commodity == posting.commodity) if kept else \
+                        _units_total(c, p.c.account_id == account_id, p.c.commodity == posting.commodity)
                 if lot not in lot_balance:
-                    lot_balance[lot] = _units_total(
+                    lot_balance[lot] = _kept_total(
+                        c, lb, lb.c.account_id == account_id, lb.c.commodity == posting.commodity,
+                        lb.c.cost_label == cost.label, lb.c.cost == to_scaled(cost.number),
+                        lb.c.cost_currency == cost.currency,
+                        lb.c.cost_date == (cost.date.isoformat() if cost.date else "")) if kept else _units_total(
                         c, p.c.account_id == account_id, p.c.commodity == posting.commodity,
                         p.c.cost_label == cost.label, p.c.cost == to_scaled(cost.number),
                         p.c.cost_currency == cost.currency,
@@ -470,22 +476,32 @@ class Ledger:
 
     def balances(self, as_of: dt.datetime | dt.date | None = None, prefix: str | None = None,
                  conn: Connection | None = None, commodity: str | None = None) -> dict[tuple[str, str], Decimal]:
-        """Units per (account, commodity) including entries up to `as_of` (a date: before it)."""
-        p, a = schema.posting, schema.account
+        """Units per (account, commodity) including entries up to `as_of` (a date: before it).
+
+        Without `as_of` on SQLite this reads the balances the database maintains (migration 0011):
+        its cost is the number of accounts, not of postings. With `as_of`, or on PostgreSQL, it sums
+        the postings."""
+        p, a, b = schema.posting, schema.account, schema.balance
         with _read(self.engine, conn) as c:
-            sums = unit_sums(p.c.units, c)  # overflow-free on SQLite too (ledger/sums.py)
-            query = sa.select(p.c.account_id, p.c.commodity, *sums).group_by(p.c.account_id, p.c.commodity)
+            if as_of is None and maintained(c):
+                sums = [b.c.whole, b.c.nanos]
+                query = sa.select(b.c.account_id, b.c.commodity, *sums)
+                column_account, column_commodity = b.c.account_id, b.c.commodity
+            else:
+                sums = unit_sums(p.c.units, c)  # overflow-free on SQLite too (ledger/sums.py)
+                query = sa.select(p.c.account_id, p.c.commodity, *sums).group_by(p.c.account_id, p.c.commodity)
+                if as_of is not None:
+                    bound = ts_bound(as_of)
+                    query = query.where(p.c.ts <= bound if isinstance(as_of, dt.datetime) else p.c.ts < bound)
+                column_account, column_commodity = p.c.account_id, p.c.commodity
             if commodity is not None:
-                query = query.where(p.c.commodity == commodity)
-            if as_of is not None:
-                bound = ts_bound(as_of)
-                query = query.where(p.c.ts <= bound if isinstance(as_of, dt.datetime) else p.c.ts < bound)
+                query = query.where(column_commodity == commodity)
             names = dict(c.execute(sa.select(a.c.id, a.c.name)).all())
-            if prefix is not None:  # read only those accounts' postings (the index leads with the account)
+            if prefix is not None:  # read only those accounts' rows (the key leads with the account)
                 wanted = [i for i, name in names.items() if name.startswith(prefix)]
                 if not wanted:
                     return {}
-                query = query.where(p.c.account_id.in_(wanted))
+                query = query.where(column_account.in_(wanted))
             totals = [(row[0], row[1], combine(row, len(sums))) for row in c.execute(query)]
         return {(names[acc], com): from_scaled(total) for acc, com, total in totals if total != 0}
 
@@ -499,13 +515,20 @@ class Ledger:
 
     def income(self, since: dt.date | dt.datetime | None = None, until: dt.date | dt.datetime | None = None,
                by_day: bool = False, conn: Connection | None = None) -> dict[tuple, Decimal]:
-        """Income and expenses per (account, currency[, day]) with since <= time < until."""
-        p, a = schema.posting, schema.account
+        """Income and expenses per (account, currency[, day]) with since <= time < until.
+
+        Over all time (no bounds, not by day) on SQLite this reads the maintained balances."""
+        p, a, b = schema.posting, schema.account, schema.balance
         with _read(self.engine, conn) as c:
             accounts = dict(c.execute(sa.select(a.c.id, a.c.name).where(
                 sa.or_(a.c.name.like("Income:%"), a.c.name.like("Expenses:%")))).all())
             if not accounts:
                 return {}
+            if since is None and until is None and not by_day and maintained(c):
+                rows = c.execute(sa.select(b.c.account_id, b.c.commodity, b.c.whole, b.c.nanos).where(
+                    b.c.account_id.in_(list(accounts)))).all()
+                return {(accounts[acc], com): from_scaled(whole * FACTOR + nanos)
+                        for acc, com, whole, nanos in rows if whole * FACTOR + nanos != 0}
             columns = [p.c.account_id, p.c.commodity]
             if by_day:
                 columns.append(sa.func.substr(p.c.ts, 1, 10).label("day"))
@@ -525,17 +548,27 @@ class Ledger:
         return result
 
     def lots(self, account: str, commodity: str, conn: Connection | None = None) -> list[tuple[Cost, Decimal]]:
-        """Open lots of a commodity in an account, oldest first: (cost, units)."""
-        p, a = schema.posting, schema.account
+        """Open lots of a commodity in an account, oldest first: (cost, units); on SQLite read from
+        the lots the database maintains (migration 0011), so the cost is the number of lots."""
+        lot, a = schema.lot_balance, schema.account  # maintained on SQLite (see `maintained`)
+        query = (sa.select(lot.c.cost, lot.c.cost_currency, lot.c.cost_date, lot.c.cost_label, lot.c.first_ts,
+                           lot.c.whole, lot.c.nanos)
+                 .join(a, a.c.id == lot.c.account_id)
+                 .where(a.c.name == account, lot.c.commodity == commodity))
         with _read(self.engine, conn) as c:
-            sums = unit_sums(p.c.units, c)
-            query = (sa.select(p.c.cost, p.c.cost_currency, p.c.cost_date, p.c.cost_label,
-                               sa.func.min(p.c.ts), *sums)
-                     .join(a, a.c.id == p.c.account_id)
-                     .where(a.c.name == account, p.c.commodity == commodity, p.c.cost.is_not(None))
-                     .group_by(p.c.cost, p.c.cost_currency, p.c.cost_date, p.c.cost_label))
-            rows = [(*r[:5], combine(r, len(sums))) for r in c.execute(query)]
-        lots = [(Cost(from_scaled(r[0]), r[1], r[2] and dt.date.fromisoformat(r[2]), r[3]), from_scaled(r[5]), r[4])
+            if maintained(c):
+                rows = [(*r[:5], r[5] * FACTOR + r[6]) for r in c.execute(query)]
+            else:  # summed from the postings (PostgreSQL)
+                p = schema.posting
+                sums = unit_sums(p.c.units, c)
+                query = (sa.select(p.c.cost, p.c.cost_currency, p.c.cost_date, p.c.cost_label,
+                                   sa.func.min(p.c.ts), *sums)
+                         .join(a, a.c.id == p.c.account_id)
+                         .where(a.c.name == account, p.c.commodity == commodity, p.c.cost.is_not(None))
+                         .group_by(p.c.cost, p.c.cost_currency, p.c.cost_date, p.c.cost_label))
+                rows = [(*r[:5], combine(r, len(sums))) for r in c.execute(query)]
+        lots = [(Cost(from_scaled(r[0]), r[1], dt.date.fromisoformat(r[2]) if r[2] else None, r[3] or None),
+                 from_scaled(r[5]), r[4])
                 for r in rows if r[5] != 0]
         lots.sort(key=lambda lot: (lot[2], lot[0].label or ""))
         return [(cost, units) for cost, units, _ in lots]
@@ -569,11 +602,22 @@ class _read(_tx):
         return self._ctx.__enter__()
 
 
+def maintained(c: Connection) -> bool:
+    """Whether the database maintains `balance` and `lot_balance` (SQLite; see migration 0011)."""
+    return c.dialect.name == "sqlite"
+
+
 def _units_total(c: Connection, *where) -> Decimal:
     """The exact sum of posting units matching `where` (0 when none), overflow-free."""
     sums = unit_sums(schema.posting.c.units, c)
     total = combine(c.execute(sa.select(*sums).where(*where)).one(), len(sums))
     return from_scaled(total or 0)
+
+
+def _kept_total(c: Connection, table, *where) -> Decimal:
+    """A maintained balance (`balance` or `lot_balance` row matching `where`), 0 when none."""
+    row = c.execute(sa.select(table.c.whole, table.c.nanos).where(*where)).first()
+    return from_scaled(0 if row is None else row[0] * FACTOR + row[1])
 
 
 def _same_or_conflict(txn: Transaction, fingerprint: str) -> None:

@@ -28,10 +28,10 @@ from tradeledger.engine.setup import secrets
 from tradeledger.ledger import db
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.model import Account
+from tradeledger.engine.setup import ENVIRONMENTS
 from tradeledger.ledger.store import Commodity, Ledger
 from tradeledger.errors import UserError
 
-ENVIRONMENTS = ("paper", "live")
 BROKERS = ("sim", "ib")
 DEFAULT_SIM_ACCOUNT = "DU1234567"
 

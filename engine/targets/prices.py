@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
 import sqlalchemy as sa
 
 from tradeledger.engine.setup.config import TradingConfig, instrument_of_contract, parse_trading_config
@@ -44,6 +45,9 @@ from tradeledger.engine.tables import fx_rate as fx_table, price_bar, settlement
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import NumberError, from_scaled, to_decimal, to_scaled
 from tradeledger.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported by the two functions that build series: reading a price needs none
 
 KINDS = {
     ("date", "instrument", "close"): "price",
@@ -286,6 +290,8 @@ def price_history(env, instrument: str, on: dt.date | None = None, conn=None) ->
         query = query.where(price_bar.c.date <= on.isoformat())
     with _reader(env, conn) as c:
         rows = c.execute(query.order_by(price_bar.c.date)).all()
+    import pandas as pd
+
     index = pd.DatetimeIndex([pd.Timestamp(d) for d, _ in rows], name="date")
     return pd.Series([v / 1e9 for _, v in rows], index=index, name=instrument, dtype=float)
 
@@ -304,6 +310,8 @@ def price_histories(env, instruments, on: dt.date | None = None, conn=None) -> d
                                         .order_by(price_bar.c.instrument, price_bar.c.date)):
                 grouped[name].append((d, v))
             splits = _splits(c, names)
+    import pandas as pd
+
     series = {n: pd.Series([v / 1e9 for _, v in rows], index=pd.DatetimeIndex([pd.Timestamp(d) for d, _ in rows],
                                                                                  name="date"), name=n, dtype=float)
               for n, rows in grouped.items()}

@@ -48,6 +48,7 @@ from tradeledger.engine.accounting.holders import Holder, display, from_column, 
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, save_marks
 from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key
 from tradeledger.engine.tables import adjustment
+from tradeledger.engine.trust import CASH_KINDS
 from tradeledger.ledger import schema
 from tradeledger.ledger.accounts import Chart
 from tradeledger.errors import AdjustError

@@ -1,0 +1,123 @@
+"""Start-up against its ceilings, in one run: prints figures and ratios; not a test.
+
+    python bench/bench_start.py [--home DIR] [--runs 7]
+
+Whole processes, as a user starts them, on the demo ledger (`tradeledger demo`, made in a fresh
+home unless --home names one): `tradeledger --help` and `tradeledger positions --json`, beside
+beancount loading the same ledger's export (`bean-check`'s work: `loader.load_file`) and a bare
+`python -c pass` (the interpreter's floor). The commands run interleaved, round after round, so
+that other load falls on all alike; each figure is the median wall time, and the CPU time (user +
+system) is printed beside it, which load on a shared machine inflates less.
+
+Issue 15 target: `--help` and `positions --json` at most 250 ms, and faster than beancount's load.
+It also prints where `positions --json` spends its imports (`python -X importtime`, top modules).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def run(argv: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds of one process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+RSS_PROBE = """
+import atexit, sys
+def peak():
+    print([line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")][0], file=sys.stderr)
+atexit.register(peak)
+sys.argv = ["tradeledger", *sys.argv[1:]]
+from tradeledger.cli import main
+main()
+"""
+
+
+def peak_rss_mb(args: list[str]) -> float:
+    """Peak RSS (VmHWM) of the CLI running `args` in a fresh process."""
+    proc = subprocess.run([sys.executable, "-c", RSS_PROBE, *args], capture_output=True, text=True)
+    return int(proc.stderr.strip().splitlines()[-1]) / 1024
+
+
+def importtime(argv: list[str], top: int = 8) -> list[tuple[int, str]]:
+    proc = subprocess.run([sys.executable, "-X", "importtime", *argv], capture_output=True, text=True)
+    rows = []
+    for line in proc.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            _, cumulative, name = line[len("import time:"):].split("|")
+            if cumulative.strip().isdigit() and not name.startswith("   "):  # top-level imports only
+                rows.append((int(cumulative), name.strip()))
+    return sorted(rows, reverse=True)[:top]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--home", type=Path, default=None, help="an existing home with a ledger (default: a demo)")
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args(argv)
+    exe = [sys.executable, "-m", "tradeledger.cli"]
+    home = args.home
+    if home is None:
+        home = Path(tempfile.mkdtemp(prefix="tl-bench-start-")) / "home"
+        print(f"making the demo ledger in {home} ...")
+        subprocess.run([*exe, "--home", str(home), "demo", "--days", "3"], check=True, stdout=subprocess.DEVNULL)
+    export = home / "paper" / "bench-start.beancount"
+    subprocess.run([*exe, "--home", str(home), "export", "beancount", "--out", str(export)], check=True,
+                   stdout=subprocess.DEVNULL)
+    txns = sum(1 for line in export.read_text().splitlines() if line[:4].isdigit() and " * " in line)
+
+    commands = {
+        "python -c pass (floor)": [sys.executable, "-c", "pass"],
+        "tradeledger --help": [*exe, "--help"],
+        "tradeledger positions --json": [*exe, "--home", str(home), "positions", "--json"],
+        "beancount load_file (same ledger)": [sys.executable, "-c", "import sys; from beancount import loader; "
+                                              "loader.initialize(use_cache=False); loader.load_file(sys.argv[1])",
+                                              str(export)],
+    }
+    for argv_ in commands.values():  # warm the file cache once
+        run(argv_)
+    walls: dict[str, list[float]] = {name: [] for name in commands}
+    cpus: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(args.runs):
+        for name, argv_ in commands.items():
+            wall, cpu = run(argv_)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+    wall = {name: statistics.median(v) for name, v in walls.items()}
+    cpu = {name: statistics.median(v) for name, v in cpus.items()}
+    beancount = "beancount load_file (same ledger)"
+    print(f"\nstart-up on the demo ledger ({txns} transactions), median of {args.runs} interleaved runs, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
+    for name in commands:
+        ratio = wall[beancount] / wall[name]
+        print(f"  {name:<36} wall {wall[name] * 1000:6.0f} ms   cpu {cpu[name] * 1000:6.0f} ms   "
+              f"beancount's load / this: {ratio:4.2f}x")
+    for name in ("tradeledger --help", "tradeledger positions --json"):
+        ok = wall[name] <= 0.250 and wall[name] < wall[beancount]
+        print(f"  {'met   ' if ok else 'MISSED'} {name} <= 250 ms and faster than beancount's load "
+              f"(cpu {'<=' if cpu[name] <= 0.250 else '>'} 250 ms)")
+    for args_ in (["--help"], ["--home", str(home), "positions", "--json"]):
+        print(f"  peak RSS of tradeledger {' '.join(a for a in args_ if a != str(home)).replace('--home ', '')}: "
+              f"{peak_rss_mb(args_):.1f} MB (target <= 80 MB)")
+    print("\nimports of `positions --json` (python -X importtime, cumulative, top level):")
+    for micros, name in importtime(["-m", "tradeledger.cli", "--home", str(home), "positions", "--json"]):
+        print(f"  {micros / 1000:7.1f} ms  {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Starting the CLI imports only what a command uses: `--help` imports no engine, SQLAlchemy,
+pandas, alembic, rich, beancount, ib_async or Fava; `positions --json` on a ledger adds the
+ledger and SQLAlchemy but still none of the others. Checked in a fresh interpreter."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from tradeledger.cli import main
+
+HEAVY = ("pandas", "numpy", "alembic", "beancount", "beanquery", "ib_async", "fava", "rich", "apscheduler")
+
+PROBE = """
+import json, sys
+sys.argv = ["tradeledger", *sys.argv[1:]]
+from tradeledger.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules} | {name for name in sys.modules
+                                                                        if name.startswith("tradeledger.")})),
+      file=sys.stderr)
+"""
+
+
+def _modules(*args: str) -> set[str]:
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120)
+    return set(json.loads(proc.stderr.strip().splitlines()[-1]))
+
+
+def test_help_imports_no_engine_and_no_heavy_library():
+    loaded = _modules("--help")
+    assert "tradeledger.cli" in loaded
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
+    assert "sqlalchemy" not in loaded
+    assert not {m for m in loaded if m.startswith(("tradeledger.engine.", "tradeledger.ledger.store",
+                                                   "tradeledger.reports.pnl"))
+                and m not in ("tradeledger.engine.setup", "tradeledger.engine.trust")}
+
+
+def test_positions_json_imports_no_heavy_library(tmp_path):
+    home = tmp_path / "home"
+    result = CliRunner().invoke(main, ["--home", str(home), "init"])
+    assert result.exit_code == 0, result.output
+    loaded = _modules("--home", str(home), "positions", "--json")
+    assert {"sqlalchemy", "tradeledger.ledger.store", "tradeledger.reports.pnl"} <= loaded
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
+
+
+def test_a_user_error_is_still_one_line_without_the_error_modules_imported_up_front(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tradeledger.cli", "--home", str(tmp_path / "none"), "status"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
