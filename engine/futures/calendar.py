@@ -239,6 +239,7 @@ def contract_code(root: str, year: int, month: int) -> str:
     return f"{root}{MONTH_CODES[month - 1]}{year % 100:02d}"
 
 
+@lru_cache(maxsize=16384)
 def contract_dates(schedule: Schedule, year: int, month: int, last_trade: dt.date | None = None) -> ContractDates:
     """The calendar of one contract; `last_trade` overrides the rule (IB's contract details)."""
     last = last_trade or last_trading_day(schedule.rule, year, month, schedule.region)
@@ -252,7 +253,17 @@ def contract_dates(schedule: Schedule, year: int, month: int, last_trade: dt.dat
 def chain(schedule: Schedule, start: dt.date, count: int, overrides: dict | None = None) -> list[ContractDates]:
     """`count` listed contracts in expiry order, the first being the first not yet expired on `start`
     (`overrides`: code -> last trading day, from the broker)."""
-    overrides = overrides or {}
+    if not overrides:
+        return list(_chain_cached(schedule, start, count))
+    return _chain(schedule, start, count, overrides)
+
+
+@lru_cache(maxsize=16384)
+def _chain_cached(schedule: Schedule, start: dt.date, count: int) -> tuple[ContractDates, ...]:
+    return tuple(_chain(schedule, start, count, {}))
+
+
+def _chain(schedule: Schedule, start: dt.date, count: int, overrides: dict) -> list[ContractDates]:
     result: list[ContractDates] = []
     year, month = _shift_month(start.year, start.month, -2)  # a bdays_before_day rule expires early
     for _ in range(12 * 12):

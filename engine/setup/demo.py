@@ -23,6 +23,7 @@ from decimal import Decimal
 import numpy as np
 
 from tradeledger.engine.targets import prices
+from tradeledger.engine.futures import calendar as futures_calendar
 from tradeledger.engine.futures.state import old_and_new
 from tradeledger.engine.setup.config import current_contract, instrument_of_contract, to_contract
 from tradeledger.engine.trading.cycle import submit_run, wait_for_fills
@@ -39,6 +40,7 @@ DEMO_START = dt.date(2026, 12, 1)
 DEMO_HORIZON_DAYS = 420  # calendar days of seeded history after the start: room for a year and more
 MAX_DEMO_DAYS = 290  # trading days
 DEMO_CAPITAL = Decimal(2000000)  # deposited at the start; strategies size on their share of NAV
+CARRY_HISTORY_DAYS = 60  # days of contract closes seeded before the start (carry's volatility warms up)
 
 # name: (type, currency, multiplier, exchange, ib symbol, trading class, tick, months, start price, daily vol)
 _INSTRUMENTS = {
@@ -74,6 +76,11 @@ _CALENDARS = {
     "FGBL": ("bdays_before_day:2:10:0", 8, 2, ""),
     "BTC": ("last_friday", 6, 2, ""), "MBT": ("last_friday", 6, 2, ""),
 }
+# name: annual basis of a contract over the underlying (contango > 0, backwardation < 0): a contract
+# closes at underlying x (1 + basis x years to its last trading day), so contracts differ, a roll
+# spread has a price and carry has something to say
+_BASIS = {"ES": 0.01, "MES": 0.01, "NQ": 0.012, "MNQ": 0.012, "ZN": -0.01, "ZF": -0.008, "GC": 0.03,
+          "CL": -0.06, "BTC": 0.06, "MBT": 0.06, "FESX": 0.0, "FGBL": -0.01, "Z": -0.02, "NKD": 0.01}
 _FX = {"EUR": (1.08, 0.004), "GBP": (1.27, 0.004)}
 
 _STRATEGIES = """
@@ -88,7 +95,8 @@ instruments = { MES = "0.15", MNQ = "0.15", ZN = "0.15", GC = "0.15", BTC = "0.1
 capital_share = "0.35"
 risk_target = "0.20"
 idm = "1.5"
-rules = { ewmac_32_128 = "1" }
+rules = { ewmac_32_128 = "0.6", carry = "0.4" }
+fdm = "1.1"
 instruments = { MES = "0.2", MNQ = "0.2", ZF = "0.2", FGBL = "0.2", CL = "0.2" }
 
 [strategies.etf_trend]
@@ -200,16 +208,45 @@ def init_demo(home, env: str = "paper", db_url: str | None = None, start: dt.dat
     history = seed_history(start + dt.timedelta(days=DEMO_HORIZON_DAYS))
     closes, fx = history_csvs(history, until=start - dt.timedelta(days=1))
     session = Session(environment)
-    for text, source in ((closes, "demo closes"), (fx, "demo fx")):
+    days = [d for d in history.closes["ES"] if d < start][-CARRY_HISTORY_DAYS:]
+    contract_closes = contract_closes_csv(session, history, days)
+    for text, source in ((closes, "demo closes"), (fx, "demo fx"), (contract_closes, "demo contract closes")):
         parsed = prices.parse_prices_csv(text, session.config, environment.settings.base_currency, source)
         prices.store_rows(environment, parsed, source)
     return environment, history
 
 
+def contract_close(session: Session, history: History, code: str, day: dt.date) -> Decimal:
+    """A contract's close: the underlying's close x (1 + basis x years to its last trading day)."""
+    instrument = instrument_of_contract(session.config, code)
+    last = futures_calendar.find(instrument.schedule, code).last_trade
+    years = max((last - day).days, 0) / 365
+    return _tick(float(history.closes[instrument.name][day]) * (1 + _BASIS[instrument.name] * years),
+                 instrument.tick_size)
+
+
+def _curve_codes(instrument, day: dt.date) -> list[str]:
+    """The contracts whose closes the demo publishes: the current one and the next ones carry reads."""
+    current = futures_calendar.current(instrument.schedule, day)
+    later = futures_calendar.chain(instrument.schedule, current.last_trade + dt.timedelta(days=1),
+                                   instrument.carry_offset)
+    return [current.code] + [d.code for d in later]
+
+
+def contract_closes_csv(session: Session, history: History, days: list[dt.date]) -> str:
+    rows = ["date,contract,close"]
+    for name, instrument in session.config.instruments.items():
+        if instrument.is_future:
+            for day in days:
+                rows += [f"{day.isoformat()},{code},{contract_close(session, history, code, day)}"
+                         for code in _curve_codes(instrument, day)]
+    return "\n".join(rows) + "\n"
+
+
 def _import_day(session: Session, history: History, day: dt.date) -> None:
     closes = "date,instrument,close\n" + "".join(f"{day.isoformat()},{n},{s[day]}\n" for n, s in history.closes.items())
     fx = "date,currency,rate\n" + "".join(f"{day.isoformat()},{c},{s[day]}\n" for c, s in history.fx.items())
-    for text in (closes, fx):
+    for text in (closes, fx, contract_closes_csv(session, history, [day])):
         parsed = prices.parse_prices_csv(text, session.config, session.env.settings.base_currency, "demo day")
         prices.store_rows(session.env, parsed, "demo day")
 
@@ -222,8 +259,7 @@ def _settle_day(session: Session, history: History, day: dt.date) -> list[str]:
     codes = futures_held(env.engine, env.ledger, env.chart)
     rows = []
     for code in codes:
-        instrument = instrument_of_contract(session.config, code)
-        price = history.closes[instrument.name][day]
+        price = contract_close(session, history, code, day)
         exchange.settle(code, price, day)
         rows.append(f"{day.isoformat()},{code},{price}")
     if rows:
@@ -231,7 +267,7 @@ def _settle_day(session: Session, history: History, day: dt.date) -> list[str]:
                                          env.settings.base_currency, "demo settle")
         prices.store_rows(env, parsed, "demo settle")
     mark_day(env.engine, env.ledger, env.chart, known_contracts(env.ledger), day,
-             {code: history.closes[instrument_of_contract(session.config, code).name][day] for code in codes}, close)
+             {code: contract_close(session, history, code, day) for code in codes}, close)
     _expire_day(session, history, day, close)
     return codes
 
@@ -245,7 +281,7 @@ def _expire_day(session: Session, history: History, day: dt.date, close: dt.date
     for position in exchange.positions():
         code = position.contract.code
         if position.contract.sec_type == "FUT" and last_trading_day(session.config, code, {}) == day:
-            exchange.expire(code, history.closes[instrument_of_contract(session.config, code).name][day], day)
+            exchange.expire(code, contract_close(session, history, code, day), day)
     at_broker = {p.contract.code for p in exchange.positions() if p.quantity}
     settle_expired(env.engine, env.ledger, env.chart, session.config, at_broker, day + dt.timedelta(days=1), close)
 
@@ -262,7 +298,12 @@ def _open_market(session: Session, history: History, day: dt.date, when: dt.date
         midpoint = float(before + history.closes[name][day]) / 2
         for contract in _trading_contracts(instrument, day):
             exchange.add_contract(contract)
-            exchange.set_price(contract.code, _tick(midpoint, instrument.tick_size), when)
+            if instrument.is_future:  # the contract's own level: the underlying's plus its basis
+                last = futures_calendar.find(instrument.schedule, contract.code).last_trade
+                factor = 1 + _BASIS[name] * max((last - day).days, 0) / 365
+                exchange.set_price(contract.code, _tick(midpoint * factor, instrument.tick_size), when)
+            else:
+                exchange.set_price(contract.code, _tick(midpoint, instrument.tick_size), when)
 
 
 def _trading_contracts(instrument, day: dt.date) -> list:

@@ -40,6 +40,7 @@ from tradeledger.engine.targets.prices import (
     CsvImportError, ImportReport, _reader, parse_date, parse_number, price_histories, read_csv_rows,
     trading_config,
 )
+from tradeledger.engine.targets.carry import CARRY_NAME, carry_series, curve as carry_curve, explain_carry, scalar_of
 from tradeledger.engine.targets.signals import combine_forecasts, ewmac, load_rule, run_rule, validate_forecast
 from tradeledger.engine.tables import forecast as forecast_table
 from tradeledger.ledger.numbers import plain
@@ -62,6 +63,7 @@ class Forecast:
     value: Decimal
     source: str  # rule | import
     rules: tuple[tuple[str, float], ...] = ()  # each rule's own latest forecast, when computed
+    carry: tuple[tuple[str, object], ...] = ()  # the carry rule's figures on that date (carry.explain_carry)
 
     def as_json(self) -> dict:
         return {"strategy": self.strategy, "instrument": self.instrument, "date": self.date.isoformat(),
@@ -71,11 +73,17 @@ class Forecast:
 # -- computing (pure) -----------------------------------------------------------------------------
 
 
-def rule_series(name: str, prices: pd.Series, plugins: dict[str, str]) -> pd.Series:
-    """One rule's forecast series over a price history."""
+def rule_series(name: str, prices: pd.Series, plugins: dict[str, str], curve: pd.DataFrame | None = None
+                ) -> pd.Series:
+    """One rule's forecast series over a price history (`curve`: the contract closes carry reads)."""
     match = EWMAC_NAME.match(name)
     if match:
         return ewmac(prices, int(match.group(1)), int(match.group(2)))
+    if CARRY_NAME.match(name):
+        if curve is None or curve.empty:
+            raise ForecastError(f"rule {name}: no contract closes (import date,contract,close for the priced and "
+                                "next contracts)")
+        return carry_series(curve, prices, scalar_of(name))
     spec = plugins.get(name)
     if spec is None:
         raise ForecastError(f"rule {name!r} is neither ewmac_FAST_SLOW nor listed in the config's [rules] table")
@@ -87,7 +95,7 @@ def round_forecast(value: float) -> Decimal:
 
 
 def combine_latest(strategy: Strategy, instrument: str, prices: pd.Series, plugins: dict[str, str],
-                   cache: dict | None = None) -> Forecast:
+                   cache: dict | None = None, curve: pd.DataFrame | None = None) -> Forecast:
     """The strategy's combined forecast on the last date of `prices` (pure, given the plug-ins)."""
     where = f"strategy {strategy.name}, instrument {instrument}"
     prices = prices.dropna()
@@ -98,7 +106,7 @@ def combine_latest(strategy: Strategy, instrument: str, prices: pd.Series, plugi
     for name, _ in strategy.rules:
         key = (instrument, name, last, len(prices))
         try:
-            series = cache[key] if cache is not None and key in cache else rule_series(name, prices, plugins)
+            series = cache[key] if cache is not None and key in cache else rule_series(name, prices, plugins, curve)
         except ValueError as exc:
             raise ForecastError(f"{where}: rule {name}: {exc}") from None
         if cache is not None:
@@ -113,8 +121,30 @@ def combine_latest(strategy: Strategy, instrument: str, prices: pd.Series, plugi
         combined = combine_forecasts(values, weights, float(strategy.fdm))
     except ValueError as exc:
         raise ForecastError(f"{where}: {exc}") from None
+    carry = ()
+    used = [name for name, _ in strategy.rules if CARRY_NAME.match(name)]
+    if used and curve is not None:
+        carry = tuple(sorted(explain_carry(curve, prices, scalar_of(used[0])).items()))
     return Forecast(strategy.name, instrument, last.date(), round_forecast(combined), "rule",
-                    tuple(sorted(values.items())))
+                    tuple(sorted(values.items())), carry)
+
+
+CURVE_DAYS = 5
+
+
+def carry_curves(env, config: TradingConfig, histories: dict, conn) -> dict[str, pd.DataFrame]:
+    """instrument -> its carry curve (engine/targets/carry.py) for every future a carry rule reads."""
+    wanted = {i for s in config.forecasting_strategies() if any(CARRY_NAME.match(r) for r, _ in s.rules)
+              for i, _ in s.instruments}
+    result = {}
+    with _reader(env, conn) as c:
+        for name in sorted(wanted):
+            instrument = config.instruments[name]
+            series = histories.get(name)
+            if instrument.is_future and series is not None and len(series):
+                # a fixed scalar: only the last days of the curve matter (the forecast is the last day's)
+                result[name] = carry_curve(env, instrument, [d.date() for d in series.index[-CURVE_DAYS:]], c)
+    return result
 
 
 def pick(computed: Forecast | None, stored: Forecast | None) -> Forecast | None:
@@ -158,13 +188,14 @@ def resolve_forecasts(env, config: TradingConfig, as_of: dt.date, conn=None,
     if histories is None:
         histories = price_histories(env, {i for _, i in pairs}, as_of, conn)
     stored = stored_forecasts(env, as_of, conn)
+    curves = carry_curves(env, config, histories, conn)
     cache: dict = {}
     result, missing = {}, {}
     for strategy, instrument in pairs:
         computed, reason = None, None
         try:
             computed = combine_latest(strategy, instrument, histories.get(instrument, pd.Series(dtype=float)),
-                                      config.rules, cache)
+                                      config.rules, cache, curves.get(instrument))
         except ForecastError as exc:
             reason = str(exc)
         chosen = pick(computed, stored.get((strategy.name, instrument)))
@@ -183,12 +214,15 @@ def compute_forecasts(env, as_of: dt.date | None = None) -> list[Forecast]:
     """
     config = trading_config(env)
     histories = price_histories(env, {i for s in config.forecasting_strategies() for i, _ in s.instruments}, as_of)
+    with _reader(env, None) as conn:
+        curves = carry_curves(env, config, histories, conn)
     cache: dict = {}
     computed, errors = [], []
     for strategy in config.forecasting_strategies():
         for instrument, _ in strategy.instruments:
             try:
-                computed.append(combine_latest(strategy, instrument, histories[instrument], config.rules, cache))
+                computed.append(combine_latest(strategy, instrument, histories[instrument], config.rules, cache,
+                                               curves.get(instrument)))
             except ForecastError as exc:
                 errors.append(str(exc))
     if errors:

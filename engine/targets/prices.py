@@ -11,6 +11,7 @@ They come in as CSV files whose header says which kind they are:
     date,instrument,close      e.g. 2026-11-27,SPY,601.25
     date,contract,settle       e.g. 2026-11-27,MBTZ26,97012.5
     date,currency,rate         e.g. 2026-11-27,EUR,1.0571
+    date,contract,close        e.g. 2026-11-27,MESH27,6061.25   (a contract's own daily close: carry)
 
 An import is all or nothing. Parsing (`parse_prices_csv`) is a pure function of the text and the
 trading configuration: every row is checked (ISO date, a configured instrument or a contract of a
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from tradeledger.engine.setup.config import TradingConfig, instrument_of_contract, parse_trading_config
-from tradeledger.engine.tables import fx_rate as fx_table, price_bar, settlement
+from tradeledger.engine.tables import contract_bar, fx_rate as fx_table, price_bar, settlement
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import NumberError, from_scaled, to_decimal, to_scaled
 from tradeledger.errors import UserError
@@ -53,9 +54,10 @@ KINDS = {
     ("date", "instrument", "close"): "price",
     ("date", "contract", "settle"): "settlement",
     ("date", "currency", "rate"): "fx",
+    ("date", "contract", "close"): "contract_close",
 }
 _TABLES = {"price": (price_bar, "instrument", "close"), "settlement": (settlement, "contract", "price"),
-           "fx": (fx_table, "currency", "rate")}
+           "fx": (fx_table, "currency", "rate"), "contract_close": (contract_bar, "contract", "close")}
 
 
 class PriceError(UserError):
@@ -186,7 +188,7 @@ def _check_value(kind: str, key: str, text: str, config: TradingConfig, base: st
         if value <= 0 and not instrument.is_future:
             raise ValueError(f"{key} close {value}: a share price must be positive")
         return value
-    if kind == "settlement":
+    if kind in ("settlement", "contract_close"):
         instrument = instrument_of_contract(config, key)
         if instrument is None or not instrument.is_future:
             raise ValueError(f"{key!r} is not a contract of a configured future")
