@@ -41,7 +41,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import TypeVar
 
-from ib_async import IB, Contract as IBContract, LimitOrder, MarketOrder, Trade
+from ib_async import IB, ComboLeg as IBComboLeg, Contract as IBContract, LimitOrder, MarketOrder, Trade
 from ib_async.util import UNSET_DOUBLE
 
 from tradeledger.broker.base import (
@@ -342,7 +342,16 @@ class IBBroker:
         if request.order_ref and any(o.order_ref == request.order_ref
                                      for o in self._order_statuses(ib)):
             raise BrokerError(f"order_ref {request.order_ref!r} is already at the broker")
-        contract = await self._qualify(request.contract)
+        if request.legs:  # a spread: qualify its legs, never the BAG (IB has no details for a combo)
+            legs = [(await self._qualify(leg.contract), leg) for leg in request.legs]
+            contract = request.contract
+            ib_contract = IBContract(
+                secType="BAG", symbol=contract.symbol, exchange=contract.exchange, currency=contract.currency,
+                comboLegs=[IBComboLeg(conId=k.con_id, ratio=leg.ratio, action=leg.side, exchange=k.exchange)
+                           for k, leg in legs])
+        else:
+            contract = await self._qualify(request.contract)
+            ib_contract = to_ib(contract)
         qty = plain(request.quantity)
         if request.order_type == LIMIT:
             order = LimitOrder(request.side, qty, plain(request.limit_price))
@@ -351,7 +360,7 @@ class IBBroker:
         order.orderRef = request.order_ref
         order.account = self.account
         order.tif = "DAY"
-        trade = ib.placeOrder(to_ib(contract), order)
+        trade = ib.placeOrder(ib_contract, order)
         await self._settle(trade, lambda: trade.orderStatus.status != "PendingSubmit")
         failure = _trade_error(trade, (200, 103))
         if failure is not None:

@@ -39,7 +39,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Callable, TypeVar
 
-from tradeledger.broker.base import BrokerError, BrokerPosition, Contract, Execution, OrderStatus
+from tradeledger.broker.base import BrokerError, BrokerPosition, ComboLeg, Contract, Execution, OrderStatus
 from tradeledger.broker.ibsim import messages as m
 from tradeledger.broker.ibsim.contracts import WireContract, with_con_id
 from tradeledger.broker.ibsim.session import Session, order_request
@@ -322,15 +322,27 @@ class IBSimServer:
 
     def place_order(self, session: Session, order_id: int, wc: WireContract, action: str,
                     quantity: Decimal | None, order_type: str, limit: Decimal | None,
-                    order_ref: str) -> None:
+                    order_ref: str, legs: tuple = ()) -> None:
         if order_id <= 0 or order_id in self._owner:
             session.error(order_id, 103, f"Duplicate order id: {order_id}")
             return
-        contract = session.resolve(order_id, wc)
+        combo: tuple[ComboLeg, ...] = ()
+        if wc.sec_type == "BAG":  # a combination: its legs by conId, the BAG itself is no security
+            by_id = {c.con_id: c for c in self.catalogue()}
+            missing = [con_id for con_id, _, _ in legs if con_id not in by_id]
+            if not legs or missing:
+                session.error(order_id, 200, f"No security definition has been found for the combo legs {missing}")
+                return
+            combo = tuple(ComboLeg(by_id[con_id], side, ratio) for con_id, ratio, side in legs)
+            first = combo[0].contract
+            contract = Contract("/".join(leg.contract.code for leg in combo), "BAG", first.symbol, first.exchange,
+                                first.currency, first.multiplier, "", first.trading_class)
+        else:
+            contract = session.resolve(order_id, wc)
         if contract is None:
             return
         try:
-            request = order_request(order_ref, contract, action, quantity, order_type, limit)
+            request = replace(order_request(order_ref, contract, action, quantity, order_type, limit), legs=combo)
             st = self.exchange.place_order(request, order_id=order_id)
         except BrokerError as exc:
             if str(exc).startswith("duplicate order id"):

@@ -297,8 +297,15 @@ class Session:
         r.skip(4)  # auxPrice, tif, ocaGroup, account
         r.skip(2)  # openClose, origin
         order_ref = r.str()
+        legs = []
+        if wc.sec_type == "BAG":  # combo legs follow the order's first fields
+            r.skip(8)  # transmit, parentId, blockOrder, sweepToFill, displaySize, triggerMethod, outsideRth, hidden
+            for _ in range(r.int()):
+                con_id, ratio, leg_action, _exchange = r.int(), r.int(), r.str(), r.str()
+                r.skip(4)  # openClose, shortSaleSlot, designatedLocation, exemptCode
+                legs.append((con_id, ratio, leg_action))
         self.server.place_order(self, order_id, wc, action, quantity, order_type, limit_price,
-                                order_ref)
+                                order_ref, tuple(legs))
 
     def cancel_order(self, r: wire.FieldReader) -> None:
         r.skip()

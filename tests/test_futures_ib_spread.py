@@ -1,0 +1,136 @@
+"""A forced roll through the simulated IB gateway as a spread: the real ib_async client sends a
+BAG order with two ComboLegs (the adapter qualifies the legs, never the combo), the gateway fills
+it as one execution per leg with the combo's orderRef, and the ledger books them per strategy
+(allocated back by old-contract position). The ledger balances, checks clean and reconciles clean
+against the gateway. The gateway's snapshot is taken by the wall clock, so the test trades today:
+the broker's own contract dates (stored as IB's contract details would be) make today the force
+day of the current quarterly contract."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal as D
+
+import pytest
+import sqlalchemy as sa
+
+from tradeledger.broker.ibsim import IBSimServer
+from tradeledger.broker.simexchange import SimExchange
+from tradeledger.engine import tables
+from tradeledger.engine.accounting.holdings import known_contracts
+from tradeledger.engine.futures.execute import record_roll_run
+from tradeledger.engine.futures.state import old_and_new, overrides
+from tradeledger.engine.futures.status import store_contract_details
+from tradeledger.engine.setup.config import Limits, contract_of_code, current_contract
+from tradeledger.engine.setup.environment import init_environment
+from tradeledger.engine.setup.session import Session
+from tradeledger.engine.targets import prices
+from tradeledger.engine.trading.cycle import submit_run, wait_for_fills
+from tradeledger.engine.trading.fills import sync_fills
+from tradeledger.engine.trading.marking import mark_day
+from tradeledger.engine.trading.orders import TargetLine, holder_positions, plan, record_plan, send_planned
+from tradeledger.engine.trust.reconcile import reconcile_session
+from tradeledger.ledger.db import read_connection
+from tradeledger.ledger.export import check, export_beancount
+
+UTC = dt.timezone.utc
+ACCOUNT = "DU1234567"
+CONFIG = """
+[instruments.MES]
+type = "future"
+currency = "USD"
+multiplier = 5
+exchange = "CME"
+ib_symbol = "MES"
+trading_class = "MES"
+expiry_months = "HMUZ"
+expiry_rule = "third_friday"
+roll_offset_days = 8
+force_days = 2
+
+[strategies.a]
+instruments = { MES = 1 }
+
+[strategies.b]
+instruments = { MES = 1 }
+"""
+
+
+@pytest.fixture
+def world(tmp_path):
+    exchange = SimExchange(tmp_path / "ibsim.db", ACCOUNT, commission_per_contract=D("1.25"))
+    exchange.deposit("USD", D(1_000_000))
+    server = IBSimServer(exchange, poll_interval=0.02).start()
+    env = init_environment(tmp_path / "home", "paper", "ib", ACCOUNT, ib_port=server.port, config_extra=CONFIG)
+    session = Session(env)
+    mes = session.config.instruments["MES"]
+    today = dt.datetime.now(UTC).date()
+    z = current_contract(mes, today)
+    # IB says this contract's last trading day is the day after tomorrow: today is its force day
+    store_contract_details(env, [{"instrument": "MES", "code": z.code,
+                                  "last_trade_date": (today + dt.timedelta(days=2)).strftime("%Y%m%d")}])
+    with read_connection(env.engine) as conn:
+        old, new = old_and_new(mes, today, overrides(conn))
+    assert old.code == z.code
+    h = contract_of_code(mes, new.code)
+    for k in (z, h):
+        exchange.add_contract(k)
+    yield session, exchange, z, h
+    session.close()
+    server.stop()
+    exchange.close()
+
+
+def _settle(session, exchange, close, by_code):
+    env = session.env
+    day = close.date()
+    exchange.set_clock(close)
+    for code, price in by_code.items():
+        exchange.settle(code, price, day)
+    text = "date,contract,settle\n" + "".join(f"{day.isoformat()},{c},{p}\n" for c, p in by_code.items())
+    prices.store_rows(env, prices.parse_prices_csv(text, session.config, "USD", "test"), "test")
+    mark_day(env.engine, env.ledger, env.chart, known_contracts(env.ledger), day, by_code, close)
+
+
+def test_a_forced_roll_through_the_ib_gateway_is_one_spread(world):
+    session, exchange, z, h = world
+    env = session.env
+    start = dt.datetime.now(UTC).replace(microsecond=0)
+    t0, now, close = start - dt.timedelta(minutes=30), start - dt.timedelta(minutes=20), start - dt.timedelta(minutes=10)
+    exchange.set_clock(t0)
+    exchange.set_price(z.code, D(6000), t0)
+    lines = [TargetLine("A", "MES", z, D(3), D(6000)), TargetLine("B", "MES", z, D(-1), D(6000))]
+    record_plan(env.engine, env.ledger, env.chart, plan(1000, lines, {}, Limits(), {}), "paper", t0)
+    send_planned(env.engine, session.broker, 1000, t0)
+    for _ in range(50):
+        if len(sync_fills(env.engine, env.ledger, env.chart, session.broker).booked) or \
+                holder_positions(env.ledger, env.chart).get(("A", z.code)) == D(3):
+            break
+    _settle(session, exchange, t0 + dt.timedelta(minutes=1), {z.code: D(6000)})
+    assert holder_positions(env.ledger, env.chart)[("A", z.code)] == D(3)
+
+    exchange.set_clock(now)
+    exchange.set_price(z.code, D(6012), now)
+    exchange.set_price(h.code, D(6063), now)
+    prices.store_rows(env, prices.parse_prices_csv(f"date,instrument,close\n{now.date()},MES,6060\n",
+                                                   session.config, "USD", "t"), "t")
+    run = record_roll_run(session, now.date(), now)
+    order_plan, report = submit_run(session, run, now)
+    [spread] = order_plan.spreads
+    assert (spread.quantity, dict(spread.shares)) == (D(2), {"A": D(2)})
+    assert len(report.sent) == 1
+    wait_for_fills(session, run, timeout=10)
+    positions = {k: v for k, v in holder_positions(env.ledger, env.chart).items() if v}
+    assert positions == {("A", h.code): D(3), ("B", h.code): D(-1)}
+    with read_connection(env.engine) as conn:
+        [order] = conn.execute(sa.select(tables.broker_order).where(tables.broker_order.c.run_id == run)).all()
+        legs = conn.execute(sa.select(tables.fill.c.contract, tables.fill.c.side, tables.fill.c.price).where(
+            tables.fill.c.order_id == order.id)).all()
+    assert (order.contract, order.state) == (f"{z.code}/{h.code}", "filled")
+    assert sorted((c, s, p) for c, s, p in legs) == sorted([(h.code, "BUY", 6063 * 10**9), (z.code, "SELL", 6012 * 10**9)])
+    assert {p.contract.code: p.quantity for p in exchange.positions()} == {h.code: D(2)}
+    _settle(session, exchange, close, {h.code: D(6070)})
+    export_beancount(env.ledger, env.ledger_path)
+    assert check(env.ledger, env.ledger_path).ok
+    result = reconcile_session(session)
+    assert result.clean, (result.breaks, result.cash)
