@@ -125,10 +125,31 @@ def roll_execute_cmd(c: Context, timeout, as_json):
         click.echo(f"refused {code}: {why}")
 
 
+@click.command("adjusted")
+@click.argument("instrument")
+@click.option("--last", default=10, show_default=True, help="How many of the latest days to print.")
+@json_option
+@pass_ctx
+def data_adjusted(c: Context, instrument, last, as_json):
+    """Rebuild and show the back-adjusted (Panama) series of a future from its contract closes:
+    each day's raw close, its contract and the adjustment added."""
+    from tradeledger.engine.futures.panama import rebuild_series
+
+    rows = rebuild_series(c.open(), instrument)[-last:]
+    data = [{"date": r.date.isoformat(), "contract": r.contract, "raw": r.raw, "adjustment": r.adjustment,
+             "adjusted": r.price} for r in rows]
+    if as_json:
+        emit_json(data)
+        return
+    table(f"{instrument} back-adjusted", ["date", "contract", "raw", "adjustment", "adjusted"],
+          [(r["date"], r["contract"], r["raw"], r["adjustment"], r["adjusted"]) for r in data])
+
+
 def _attach() -> None:
-    from tradeledger.commands.targets import instruments_group
+    from tradeledger.commands.targets import data_group, instruments_group
 
     instruments_group.add_command(instruments_contracts)
+    data_group.add_command(data_adjusted)
 
 
 _attach()

@@ -177,9 +177,13 @@ def ibsim_seed_demo(c: Context, state):
     c._environment = None
     env = c.open()
     yesterday = _dt.date.today() - _dt.timedelta(days=1)
-    closes, fx = _demo.history_csvs(_demo.seed_history(yesterday))
-    config = _Session(env).config
-    for text, source in ((closes, "demo closes"), (fx, "demo fx")):
+    history = _demo.seed_history(yesterday)
+    closes, fx = _demo.history_csvs(history)
+    session = _Session(env)
+    config = session.config
+    days = sorted(history.closes["ES"])[-_demo.CARRY_HISTORY_DAYS:]
+    curve = _demo.contract_closes_csv(session, history, days)  # the contract closes carry reads
+    for text, source in ((closes, "demo closes"), (fx, "demo fx"), (curve, "demo contract closes")):
         _p.store_rows(env, _p.parse_prices_csv(text, config, env.settings.base_currency, source), source)
     opened = _ibsim_open(c, exchange)
     click.echo(f"demo instruments and history up to {yesterday} added to {env.config_path}; "

@@ -74,7 +74,7 @@ def segments_for(instrument, start: dt.date, end: dt.date, used: dict[str, dt.da
         if not result or result[-1][1] != code:
             previous = result[-1][1] if result else None
             switch = used.get(previous, day) if previous else day
-            result.append((min(switch, day) if previous else day, code))
+            result.append((switch, code))
         day += dt.timedelta(days=1)
     return result
 
@@ -99,3 +99,14 @@ def rebuild(env, config, name: str, conn) -> list[AdjustedRow]:
                                      "contract": r.contract, "raw": to_scaled(r.raw),
                                      "adjustment": to_scaled(r.adjustment)} for r in rows])
     return rows
+
+
+def rebuild_series(env, name: str) -> list[AdjustedRow]:
+    """`rebuild` in its own transaction, for the command line."""
+    from tradeledger.engine.targets.prices import trading_config
+
+    config = trading_config(env)
+    if name not in config.instruments or not config.instruments[name].is_future:
+        raise ValueError(f"{name!r} is not a configured future")
+    with env.engine.begin() as conn:
+        return rebuild(env, config, name, conn)

@@ -226,11 +226,12 @@ def contract_close(session: Session, history: History, code: str, day: dt.date) 
 
 
 def _curve_codes(instrument, day: dt.date) -> list[str]:
-    """The contracts whose closes the demo publishes: the current one and the next ones carry reads."""
-    current = futures_calendar.current(instrument.schedule, day)
+    """The contracts whose closes the demo publishes: the one being rolled out of (while it trades),
+    the current one and the next ones carry reads."""
+    old, current = old_and_new(instrument, day)
     later = futures_calendar.chain(instrument.schedule, current.last_trade + dt.timedelta(days=1),
                                    instrument.carry_offset)
-    return [current.code] + [d.code for d in later]
+    return ([old.code] if old else []) + [current.code] + [d.code for d in later]
 
 
 def contract_closes_csv(session: Session, history: History, days: list[dt.date]) -> str:

@@ -317,7 +317,10 @@ def why_nothing(line: dict) -> str:
 def _record_spread(conn, ledger: Ledger, chart: Chart, run_id: int, sp: SpreadPlan, env_name: str, now) -> int:
     """A roll by spread: the crosses of both legs booked at their reference prices, then one BAG
     order (state planned) whose legs and allocation are recorded with it. Returns 1 if an order."""
-    o = tables.broker_order
+    o, ev = tables.broker_order, tables.roll_event
+    if conn.execute(sa.select(ev.c.old).where(ev.c.instrument == sp.instrument, ev.c.old == sp.old.code)).first() is None:
+        conn.execute(ev.insert().values(instrument=sp.instrument, old=sp.old.code, new=sp.new.code,
+                                        date=now.date().isoformat(), run_id=run_id))  # the roll date used
     for contract, price, crosses in ((sp.old, sp.old_price, sp.old_crosses), (sp.new, sp.new_price, sp.new_crosses)):
         leg = ContractPlan(contract, sp.instrument, price, (), crosses, None, ZERO, ())
         for cross in crosses:
