@@ -66,7 +66,7 @@ def cycle(session: Session, day: dt.date, prices: dict) -> tuple[float, int, int
     start = time.perf_counter()
     run_id = compute_run(env, day, when)
     approve_run(env, run_id, "bench", None, when)
-    order_plan, report = submit_run(session, run_id, when)
+    order_plan = submit_run(session, run_id, when, what="bench").plan
     fills = wait_for_fills(session, run_id, timeout=120)
     elapsed = time.perf_counter() - start
     return elapsed, sum(1 for s in order_plan.spreads if s.old_side), len(fills.booked)

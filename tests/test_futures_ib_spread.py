@@ -115,10 +115,10 @@ def test_a_forced_roll_through_the_ib_gateway_is_one_spread(world):
     prices.store_rows(env, prices.parse_prices_csv(f"date,instrument,close\n{now.date()},MES,6060\n",
                                                    session.config, "USD", "t"), "t")
     run = record_roll_run(session, now.date(), now)
-    order_plan, report = submit_run(session, run, now)
-    [spread] = order_plan.spreads
+    execution = submit_run(session, run, now)
+    [spread] = execution.plan.spreads
     assert (spread.quantity, dict(spread.shares)) == (D(2), {"A": D(2)})
-    assert len(report.sent) == 1
+    assert len(execution.submitted.sent) == 1
     wait_for_fills(session, run, timeout=10)
     positions = {k: v for k, v in holder_positions(env.ledger, env.chart).items() if v}
     assert positions == {("A", h.code): D(3), ("B", h.code): D(-1)}
