@@ -194,12 +194,13 @@ def fills_with_costs(session: Session, day: dt.date | None = None, since: dt.dat
         rate = rates[key]
         notional = None if ref is None else abs(qty * ref * multiplier)
         per = []
+        split = _commission_split(commission, allocs.get(r.id, []))
         for holder, q in allocs.get(r.id, []):
             share = abs(q) / qty if qty else ZERO
             name = _strategy_name(session, holder)
             per.append({"strategy": name, "quantity": q,
                         "slippage": None if slip is None else slip * share,
-                        "commission": None if commission is None else commission * share})
+                        "commission": None if commission is None else split.get(holder or "", ZERO)})
         out.append({"fill_id": r.exec_key, "time": r.time, "order": r.order_ref or None,
                     "run": refs.get(r.order_id, {}).get("run") if r.order_id else None,
                     "contract": r.contract, "side": r.side, "quantity": qty, "price": price, "reference": ref,
@@ -208,6 +209,19 @@ def fills_with_costs(session: Session, day: dt.date | None = None, since: dt.dat
                     "slippage_bps": None if slip is None or not notional else round(float(slip / notional * BPS), 2),
                     "fx": rate, "strategies": per})
     return out
+
+
+def _commission_split(commission: Decimal | None, allocs: list) -> dict[str, Decimal]:
+    """A fill's commission per holder exactly as the ledger booked it (engine/trading/fills.py:
+    cents, largest remainder over the allocated quantities), so the parts add up to the postings."""
+    from tradeledger.engine.trading.netting import allocate_commission
+
+    weights = {(holder or ""): abs(q) for holder, q in allocs if q}
+    if commission is None or not weights:
+        return {}
+    if commission.as_tuple().exponent > -2:
+        commission = commission.quantize(Decimal("0.01"))
+    return allocate_commission(commission, weights)
 
 
 def _strategy_name(session: Session, holder: str | None) -> str:
