@@ -22,3 +22,7 @@ class AdjustError(UserError):
 
 class CorrectionUnsupported(UserError):
     """An execution correction that cannot be booked automatically; the message says why."""
+
+
+class CorporateActionError(UserError):
+    """A corporate action that cannot be stored or booked as given; the message says why and what to do."""

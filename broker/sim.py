@@ -76,11 +76,16 @@ class SimBroker:
         """The exchange's cash journal, less trades, commissions and settlements."""
         return self._call(lambda: [CashEvent(at, currency, amount, kind, ref)
                                    for at, currency, amount, kind, ref in self.exchange.cash_journal()
-                                   if kind in ("dividend", "withholding", "interest", "fee", "deposit")])
+                                   if kind in ("dividend", "withholding", "interest", "fee", "deposit",
+                                               "cash_in_lieu")])
 
     def dividends(self) -> list[tuple]:
         """(ticker, ex-date, pay date, per share, withholding) of the dividends the exchange declared."""
         return self._call(self.exchange.declared_dividends)
+
+    def splits(self) -> list[tuple]:
+        """(ticker, date, new, old, cash in lieu per new share or None) of the splits the exchange made."""
+        return self._call(self.exchange.declared_splits)
 
     def snapshot(self) -> AccountSnapshot:
         return self._call(self.exchange.snapshot)

@@ -102,6 +102,9 @@ CREATE TABLE IF NOT EXISTS dividends (
     code TEXT NOT NULL, ex_date TEXT NOT NULL, pay_date TEXT NOT NULL, shares TEXT NOT NULL,
     per_share TEXT NOT NULL, withholding TEXT NOT NULL, paid INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (code, ex_date));
+CREATE TABLE IF NOT EXISTS splits (
+    code TEXT NOT NULL, date TEXT NOT NULL, new TEXT NOT NULL, old TEXT NOT NULL, cash_in_lieu TEXT,
+    PRIMARY KEY (code, date));
 """
 
 
@@ -695,23 +698,39 @@ class SimExchange:
                 total += gross - tax
         return total
 
-    def split(self, code: str, new: Decimal, old: Decimal) -> Decimal:
-        """Split (or reverse split) a share position: units x new/old, average price x old/new.
-        Refuses a split that would leave a fraction (a real broker pays cash in lieu)."""
+    def split(self, code: str, new: Decimal, old: Decimal, cash_in_lieu: Decimal | None = None) -> Decimal:
+        """Split (or reverse split) a share position today: units x new/old, average price x
+        old/new. A fraction of a share left over is sold for cash in lieu at `cash_in_lieu` per new
+        share (the cash rounded to the cent, kind `cash_in_lieu`); without that price a split that
+        leaves a fraction is refused. Recorded (`declared_splits`). Returns the shares held after."""
+        new, old = Decimal(new), Decimal(old)
         with self._tx() as c:
             k = self._known(c, code)
             if k.sec_type == "FUT":
                 raise BrokerError(f"{code} is a future: it does not split")
             position, avg, mark, unsettled = self._position(c, code)
-            after = position * Decimal(new) / Decimal(old)
-            if after != after.to_integral_value():
-                raise BrokerError(f"split {new}:{old} leaves {after} shares of {code}: not whole")
-            self._save_position(c, code, after, avg * Decimal(old) / Decimal(new), mark, unsettled)
+            exact = position * new / old
+            after = exact.to_integral_value(rounding=ROUND_FLOOR) if exact > 0 else exact
+            if after != exact and cash_in_lieu is None:
+                raise BrokerError(f"split {new}:{old} leaves {exact} shares of {code}: not whole; give the "
+                                  f"cash-in-lieu price")
+            if after != exact:
+                self._move_cash(c, k.currency, ((exact - after) * Decimal(cash_in_lieu)).quantize(Decimal("0.01")),
+                                "cash_in_lieu", code)
+            self._save_position(c, code, after, avg * old / new, mark, unsettled)
             price = self._price(c, code)
             if price is not None:
-                c.execute("UPDATE prices SET price = ? WHERE code = ?",
-                          (str(price * Decimal(old) / Decimal(new)), code))
+                c.execute("UPDATE prices SET price = ? WHERE code = ?", (str(price * old / new), code))
+            c.execute("INSERT OR REPLACE INTO splits VALUES (?, ?, ?, ?, ?)",
+                      (code, self._now(c).date().isoformat(), str(new), str(old),
+                       None if cash_in_lieu is None else str(Decimal(cash_in_lieu))))
             return after
+
+    def declared_splits(self) -> list[tuple[str, dt.date, Decimal, Decimal, Decimal | None]]:
+        """(ticker, date, new, old, cash in lieu per new share or None) of every split made here."""
+        with self._tx() as c:
+            return [(r["code"], dt.date.fromisoformat(r["date"]), Decimal(r["new"]), Decimal(r["old"]),
+                     _dec(r["cash_in_lieu"])) for r in c.execute("SELECT * FROM splits ORDER BY date, code")]
 
     def account_cash(self, currency: str, amount: Decimal, kind: str, ref: str = "") -> None:
         """Interest (signed) or a fee (negative) on the account as a whole."""

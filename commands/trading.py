@@ -417,15 +417,58 @@ def sim_dividend(c: Context, ticker, per_share, withholding, pay_date):
 @sim_group.command("split")
 @click.argument("ticker")
 @click.argument("ratio")
+@click.option("--cash-in-lieu", "cash_in_lieu", default=None,
+              help="The price per new share the broker pays for a fraction of a share left over.")
 @pass_ctx
-def sim_split(c: Context, ticker, ratio):
-    """The broker splits TICKER by RATIO (NEW:OLD, e.g. 2:1, or 1:10 for a reverse split)."""
+def sim_split(c: Context, ticker, ratio, cash_in_lieu):
+    """The broker splits TICKER by RATIO (NEW:OLD, e.g. 2:1, or 1:10 for a reverse split) today."""
     from tradeledger.engine.accounting.actions import parse_ratio
 
-    new, old = parse_ratio(ratio)
+    try:
+        new, old = parse_ratio(ratio)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="RATIO") from None
+    price = cash_in_lieu and _to_decimal(cash_in_lieu, "--cash-in-lieu")
     with open_session(c) as session:
-        after = session.exchange().split(ticker, new, old)
-    click.echo(f"broker split {ticker} {ratio}: the account now holds {after}")
+        after = session.exchange().split(ticker, new, old, price)
+    click.echo(f"broker split {ticker} {ratio}: the account now holds {after}; `tradeledger actions sync` "
+               f"stores it, `actions book` (or reconcile) books it")
+
+
+def _sim_account_cash(c: Context, kind: str, amount: str, currency: str, ref: str | None) -> None:
+    number = _to_decimal(amount, "AMOUNT")
+    if number == 0:
+        raise click.BadParameter(f"a {kind} of 0 moves nothing", param_hint="AMOUNT")
+    if kind == "fee" and number > 0:
+        raise click.BadParameter("a fee takes cash: give it negative (a refund is an adjustment)",
+                                 param_hint="AMOUNT")
+    with open_session(c) as session:
+        exchange = session.exchange()
+        exchange.account_cash(currency.upper(), number, kind, ref or "")
+        day = exchange.now().date()
+    click.echo(f"broker {kind}: {number} {currency.upper()} on {day}; the ledger books it with "
+               f"`tradeledger actions {kind} {number} {currency.upper()} --date {day} --reason ...` "
+               f"(or IB's Flex statement)")
+
+
+@sim_group.command("interest", context_settings=SIGNED)
+@click.argument("amount")
+@click.argument("currency")
+@click.option("--ref", default=None, help="The broker's reference for it.")
+@pass_ctx
+def sim_interest(c: Context, amount, currency, ref):
+    """The broker credits (AMOUNT > 0) or charges (< 0) interest on the account today."""
+    _sim_account_cash(c, "interest", amount, currency, ref)
+
+
+@sim_group.command("fee", context_settings=SIGNED)
+@click.argument("amount")
+@click.argument("currency")
+@click.option("--ref", default=None, help="The broker's reference for it.")
+@pass_ctx
+def sim_fee(c: Context, amount, currency, ref):
+    """The broker charges a fee (AMOUNT < 0, e.g. market data) on the account today."""
+    _sim_account_cash(c, "fee", amount, currency, ref)
 
 
 @sim_group.command("deposit", context_settings=SIGNED)

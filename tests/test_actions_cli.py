@@ -96,3 +96,54 @@ def test_adopting_shares_defaults_to_their_latest_close(tmp_path):
     assert D(out["price"]) == D("610.25")  # no mark for shares, no --price: the latest close
     env = open_environment(home, "paper")
     assert env.ledger.positions()[(env.chart.holdings("Core"), "SPY")] == D(3)
+
+
+def test_the_brokers_interest_fees_and_cash_in_lieu_to_a_clean_reconcile(tmp_path):
+    """The simulated broker credits interest, charges a fee and splits 1:4 paying cash in lieu; each shows
+    as a cash break until the trader books it (`actions interest|fee`, `actions sync`), then reconcile is
+    clean. Interest and fees are split by capital (0.75 / 0.25) in whole cents."""
+    import datetime as dt
+
+    from tradeledger.engine.setup.session import Session
+
+    home = tmp_path / "home"
+    run(home, "init")
+    with open(home / "paper" / "config.toml", "a") as f:
+        f.write(CONFIG.replace("[strategies.core]\n", "[strategies.core]\ncapital_share = 0.75\n")
+                + '\n[strategies.satellite]\ninstruments = { SPY = 1 }\ncapital_share = 0.25\n'
+                + '\n[account_cash]\ninterest = "capital"\nfees = "capital"\n')
+    env = open_environment(home, "paper")
+    session = Session(env)
+    session.exchange().set_clock(dt.datetime(2026, 12, 2, 15, tzinfo=dt.timezone.utc))
+    session.close()
+    run(home, "sim", "price", "SPY", "600")
+    run(home, "sim", "trade", "SPY", "10", "600")
+    run(home, "fills", "sync")
+    run(home, "reconcile")  # clean: the ledger has the trade
+
+    assert "broker interest: 12.34 USD on 2026-12-02" in run(home, "sim", "interest", "12.34", "usd").output
+    run(home, "sim", "fee", "-1.50", "USD")
+    bad = run(home, "sim", "fee", "1.50", "USD", ok=False)
+    assert bad.exit_code != 0 and "negative" in bad.output
+    assert run(home, "reconcile", ok=False).exit_code == 1  # cash differs by 10.84 until booked
+    run(home, "actions", "interest", "12.34", "USD", "--date", "2026-12-02", "--reason", "credit interest")
+    run(home, "actions", "fee", "-1.50", "USD", "--date", "2026-12-02", "--reason", "market data")
+    run(home, "reconcile")
+    income = env.ledger.income()
+    assert income[("Income:Interest:Core", "USD")] == D("-9.26")
+    assert income[("Income:Interest:Satellite", "USD")] == D("-3.08")
+    assert income[("Expenses:Fees:Core", "USD")] + income[("Expenses:Fees:Satellite", "USD")] == D("1.50")
+
+    session = Session(env)
+    session.exchange().set_clock(dt.datetime(2026, 12, 7, 9, tzinfo=dt.timezone.utc))
+    session.close()
+    bad = run(home, "sim", "split", "SPY", "1:4", ok=False)
+    assert bad.exit_code != 0 and "cash-in-lieu" in bad.output
+    assert "now holds 2" in run(home, "sim", "split", "SPY", "1:4", "--cash-in-lieu", "2410.10").output
+    assert run(home, "reconcile", ok=False).exit_code == 1  # the ledger does not know the split yet
+    assert json.loads(run(home, "actions", "sync", "--json").output)["added"] == ["SPY:2026-12-07:split"]
+    assert "booked split SPY" in run(home, "reconcile").output
+    assert env.ledger.positions()[(env.chart.unattributed, "SPY")] == D(2)
+    # 0.5 new share at 2410.10 = 1205.05; its cost 0.5 x 2400 = 1200: 5.05 realised
+    assert env.ledger.income()[("Income:Trading:Unattributed", "USD")] == D("-5.05")
+    assert run(home, "check").exit_code == 0

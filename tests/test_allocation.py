@@ -194,3 +194,68 @@ def test_a_rebalance_inside_the_band_sends_nothing_and_one_past_it_trades(env, t
         assert "SPY" in orders3 and orders3["SPY"].side == "SELL"
     finally:
         session.close()
+
+
+PLUGIN = '''
+import datetime as dt
+
+
+def weights(closes, as_of):
+    """Inverse of each ETF's last close, scaled to sum to 0.9 (a rule a user might write)."""
+    assert isinstance(as_of, dt.date) and set(closes.columns) == {"TLT", "IEF"}
+    inverse = {t: 1 / float(closes[t].iloc[-1]) for t in closes.columns}
+    total = sum(inverse.values())
+    return {t: round(0.9 * v / total, 4) for t, v in inverse.items()}
+
+
+def too_much(closes, as_of):
+    return {t: 0.8 for t in closes.columns}
+'''
+
+
+def test_a_plug_in_rules_weights_size_the_run_and_bad_ones_are_refused(tmp_path, monkeypatch):
+    """A plug-in `module:function` gets the closes and the run's date; its weights are the run's target
+    weights (shown in targets show), sized in whole shares from the strategy's capital; weights summing
+    past 1 are refused like a bad file."""
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "tl_test_rule.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path / "plugins"))
+    config = CONFIG + '''
+[strategies.plug]
+kind = "allocation"
+instruments = { TLT = 1, IEF = 1 }
+capital_share = 0.2
+
+[strategies.plug.allocation]
+rule = "tl_test_rule:weights"
+'''
+    env = init_environment(tmp_path / "home", "paper", "sim", None, config_extra=config)
+    rows = ["date,instrument,close"] + [f"2026-11-0{d},{t},{p}" for d in (2, 3) for t, p in
+                                        (("SPY", 500), ("TLT", 90), ("GLD", 200), ("EFA", 80), ("IEF", 95))]
+    rows += [f"2026-10-{d:02d},{t},{p}" for d in range(1, 31) for t, p in
+             (("SPY", 500), ("TLT", 90), ("GLD", 200), ("EFA", 80), ("IEF", 95))]
+    (tmp_path / "closes.csv").write_text("\n".join(rows) + "\n")
+    import_prices_csv(env, tmp_path / "closes.csv")
+    (tmp_path / "w.csv").write_text("date,strategy,ticker,weight\n2026-11-01,manual,SPY,0.5\n")
+    import_weights_csv(env, tmp_path / "w.csv", trading_config(env))
+    now = dt.datetime(2026, 11, 3, 12, tzinfo=dt.timezone.utc)
+    run = show_run(env, compute_run(env, as_of=dt.date(2026, 11, 3), now=now), now=now)
+    lines = {line.instrument: line for line in run.lines if line.strategy == "plug"}
+    # 1/90 and 1/95 scaled to 0.9: TLT 0.9 x 95 / 185 = 0.4622, IEF 0.9 x 90 / 185 = 0.4378
+    assert lines["TLT"].explain["weights_source"] == {"rule": "tl_test_rule:weights"}
+    assert D(lines["TLT"].explain["target_weight"]) == D("0.4622")
+    assert D(lines["IEF"].explain["target_weight"]) == D("0.4378")
+    capital = D(100000) * D("0.2")
+    assert lines["TLT"].target == (capital * D("0.4622") / 90).to_integral_value(rounding="ROUND_FLOOR")  # 102
+    assert lines["IEF"].target == (capital * D("0.4378") / 95).to_integral_value(rounding="ROUND_FLOOR")  # 92
+
+    spec = AllocationSpec(rule="tl_test_rule:too_much")
+    from tradeledger.engine.targets.allocation import target_weights
+
+    strategy = trading_config(env).strategies["plug"]
+    import dataclasses
+
+    with pytest.raises(AllocationError, match="sum to 1.6"):
+        target_weights(dataclasses.replace(strategy, allocation=spec), {"TLT": pd.Series([90.0]),
+                                                                         "IEF": pd.Series([95.0])},
+                       dt.date(2026, 11, 3), None)

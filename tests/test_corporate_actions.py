@@ -257,3 +257,109 @@ def test_a_dividend_the_broker_paid_but_nobody_imported_is_a_typed_break_until_i
     assert clean, result
     assert env.ledger.income()[("Income:Dividends:A", "USD")] == D("-18.50")
     assert_beancount_agrees(env, tmp_path)
+
+
+def test_withholding_adds_up_to_the_brokers_account_level_figure(world, tmp_path):
+    """A and B hold 10 SPY each; 0.33 per share, 15% withheld. Each holder's tax alone is 3.30 x 0.15
+    = 0.495 -> 0.50 (half even), 1.00 in all; the broker withholds on the account: 6.60 x 0.15 = 0.99.
+    The ledger splits the 0.99 by largest remainder (a tie: A first), so cash agrees to the cent."""
+    env, session, spy = world
+    buy(session, spy, "A", 10, 1, D(600))
+    buy(session, spy, "B", 10, 2, D(600))
+    session.exchange().set_clock(dt.datetime(2026, 12, 3, 9, tzinfo=UTC))
+    session.exchange().declare_dividend("SPY", D("0.33"), D("0.15"), dt.date(2026, 12, 3))
+    import_actions_csv(env, write(tmp_path, "dividend,SPY,2026-12-03,2026-12-03,0.33,USD,0.15,\n"))
+    book_due(env, dt.date(2026, 12, 3))
+    income = env.ledger.income()
+    assert income[("Expenses:Taxes:Withholding:A", "USD")] == D("0.50")
+    assert income[("Expenses:Taxes:Withholding:B", "USD")] == D("0.49")
+    assert_beancount_agrees(env, tmp_path)
+    clean, result = reconcile_clean(session)
+    assert clean, result
+
+
+def test_reverse_split_with_cash_in_lieu_on_lots_of_different_costs(world, tmp_path):
+    """A holds 15 SPY at 600.10 and 27 at 590.30, B 34 at 595, the trader 8 at 600 (unattributed). A
+    1:10 reverse split, cash in lieu 6100 per new share:
+
+        A  1.5 + 2.7 = 4.2 new shares   keeps 4, sells 0.2 of its oldest lot (cost 6001): +1220, P&L 19.80
+        B  3.4                          keeps 3, sells 0.4 (cost 5950): +2440, P&L 60
+        U  0.8                          keeps 1: the largest fraction gets the share the fractions make,
+                                        buying 0.2 from the others at 6100: -1220
+        account 84 -> 8.4: the broker keeps 8 and pays 0.4 x 6100 = 2440 = 1220 + 2440 - 1220.
+    """
+    from tradeledger.engine.accounting.actions import sync_from_broker
+
+    env, session, spy = world
+    exchange = session.exchange()
+    exchange.set_clock(dt.datetime(2026, 12, 1, 15, tzinfo=UTC))
+    buy(session, spy, "A", 15, 1, D("600.10"))
+    exchange.set_clock(dt.datetime(2026, 12, 2, 15, tzinfo=UTC))
+    buy(session, spy, "A", 27, 2, D("590.30"))
+    buy(session, spy, "B", 34, 3, D("595"))
+    exchange.external_trade("SPY", D(8), D(600))
+    sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    cash_before = env.ledger.balances()[(env.chart.cash, "USD")]
+
+    exchange.set_clock(dt.datetime(2026, 12, 7, 9, tzinfo=UTC))
+    assert exchange.split("SPY", D(1), D(10), D(6100)) == D(8)
+    assert sync_from_broker(env, session.broker).added == ["SPY:2026-12-07:split"]
+    # The same split from a file, with the same price: stored once whatever the source; another price refused.
+    assert import_actions_csv(env, write(tmp_path, "split,SPY,2026-12-07,,6100,USD,,1:10\n")).unchanged == [
+        "SPY:2026-12-07:split"]
+    with pytest.raises(CorporateActionError, match="other figures"):
+        import_actions_csv(env, write(tmp_path, "split,SPY,2026-12-07,,6000,USD,,1:10\n"))
+    assert book_due(env, dt.date(2026, 12, 7)).booked == ["split SPY 1:10 on 2026-12-07"]
+    assert book_due(env, dt.date(2026, 12, 8)).booked == []  # once
+
+    ledger, chart = env.ledger, env.chart
+    assert holdings(env) == {("A", "SPY"): D(4), ("B", "SPY"): D(3), (None, "SPY"): D(1)}
+    lots = {h: [(c.number, u) for c, u in ledger.lots(chart.holdings(h), "SPY")] for h in ("A", "B", None)}
+    assert lots["A"] == [(D("6001"), D("1.3")), (D("5903"), D("2.7"))]
+    assert lots["B"] == [(D("5950"), D("3"))]
+    assert sorted(lots[None]) == [(D("6000"), D("0.8")), (D("6100"), D("0.2"))]
+    income = ledger.income()
+    assert income[("Income:Trading:A", "USD")] == D("-19.80")
+    assert income[("Income:Trading:B", "USD")] == D("-60")
+    assert ("Income:Trading:Unattributed", "USD") not in income
+    assert ledger.balances()[(chart.cash, "USD")] - cash_before == D(2440)
+    assert_beancount_agrees(env, tmp_path)
+    clean, result = reconcile_clean(session)
+    assert clean, result
+
+
+def test_cash_in_lieu_parts_add_up_to_the_brokers_cents():
+    """1:10 on A 13, B 24, U 7 (1.3, 2.4, 0.7 new): the account's 4.4 keeps 4; U rounds up. Cash in lieu
+    33.333: A +9.9999, B +13.3332, U -9.9999, the broker pays 0.4 x 33.333 = 13.3332 -> 13.33; the parts in
+    cents by largest remainder: A 10.00, B 13.33, U -10.00; the sub-cent rest is trading income."""
+    from tradeledger.engine.accounting.entries import split_postings
+
+    chart = Chart("DU1234567")
+    day = dt.date(2026, 12, 1)
+    lots = {h: [(Cost(D(100), "USD", day, h or "u"), D(n))] for h, n in (("A", 13), ("B", 24), (None, 7))}
+    postings = split_postings(chart, "SPY", D(1), D(10), lots, dt.date(2026, 12, 7), D("33.333"), "USD")
+    cash = {p.account: p.units for p in postings if p.account == chart.cash}
+    assert sum(p.units for p in postings if p.account == chart.cash) == D("13.33")
+    assert [p.units for p in postings if p.account == chart.cash] == [D("-10.00"), D("10.00"), D("13.33")]
+    assert cash and sum(p.units * (p.cost.number if p.cost else 1) for p in postings) == 0  # balanced
+    units = {}
+    for p in postings:
+        if p.commodity == "SPY":
+            units[p.account] = units.get(p.account, D(0)) + p.units
+    assert units == {chart.holdings("A"): D(1) - 13, chart.holdings("B"): D(2) - 24, chart.holdings(None): D(1) - 7}
+
+
+def test_a_split_leaving_whole_shares_across_holders_moves_the_fraction_inside():
+    """A and B hold 15 each; 1:10 leaves 1.5 each, 3 for the account (no cash at the broker): A (a tie,
+    holder order) keeps 2, buying B's half share at the cash-in-lieu price; without a price it is refused."""
+    from tradeledger.engine.accounting.entries import split_postings
+
+    chart = Chart("DU1234567")
+    day = dt.date(2026, 12, 1)
+    lots = {h: [(Cost(D(100), "USD", day, h), D(15))] for h in ("A", "B")}
+    with pytest.raises(CorporateActionError, match="cash-in-lieu price"):
+        split_postings(chart, "SPY", D(1), D(10), lots, dt.date(2026, 12, 7))
+    postings = split_postings(chart, "SPY", D(1), D(10), lots, dt.date(2026, 12, 7), D(1010), "USD")
+    assert sum(p.units for p in postings if p.account == chart.cash) == 0
+    held = {h: sum(p.units for p in postings if p.account == chart.holdings(h)) + 15 for h in ("A", "B")}
+    assert held == {"A": D(2), "B": D(1)}

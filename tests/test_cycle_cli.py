@@ -165,3 +165,16 @@ def test_a_new_users_first_cycle_trades_and_reconciles(tmp_path):
     assert len(result["fills_booked"]) == len(result["sent"])
     assert data(home, "check")["ok"] is True
     assert data(home, "reconcile")["clean"] is True
+
+
+def test_the_demo_allocates_over_five_etfs_through_a_dividend_and_a_split(demo_home):
+    """The allocation strategy over five ETFs held shares through SPY's dividend (paid) and GLD's 2:1 split
+    (booked), and check and reconcile ended clean (the fixture)."""
+    actions = {(a["kind"], a["ticker"]): a["state"] for a in data(demo_home, "actions", "list")}
+    assert actions == {("dividend", "SPY"): "paid", ("split", "GLD"): "booked"}
+    config = (demo_home / "paper" / "config.toml").read_text()
+    assert 'kind = "allocation"' in config and "SPY = 1, TLT = 1, GLD = 1, EFA = 1, IEF = 1" in config
+    tactical = [row for row in data(demo_home, "positions") if row["strategy"] == "tactical"]
+    assert tactical, "the allocation strategy holds ETFs at the end"
+    pnl = data(demo_home, "pnl")
+    assert any(row.get("strategy") == "tactical" for row in pnl["rows"])

@@ -21,6 +21,11 @@ The file format (one header, blank fields where they do not apply):
     kind,ticker,ex_date,pay_date,amount,currency,withholding,ratio
     dividend,SPY,2026-12-19,2026-12-31,1.85,USD,0.15,
     split,GLD,2026-12-10,,,,,2:1
+    split,XYZ,2026-12-14,,41.25,USD,,1:10
+
+A split's `amount` and `currency`, when given, are the broker's cash in lieu of a fractional share,
+per new share: without it a split that leaves a fraction is refused when it comes to be booked.
+A source that gives the price for a split stored without one completes it (until it is booked).
 """
 
 from __future__ import annotations
@@ -91,7 +96,13 @@ def parse_actions_csv(text: str, shares: set[str], source: str) -> list[Dividend
                 actions.append(Dividend(ticker, ex, pay, value, currency, tax, source="import"))
             elif kind == "split":
                 new, old = parse_ratio(ratio)
-                actions.append(Split(ticker, parse_date(ex_date), new, old, source="import"))
+                cil = parse_number(amount, "cash in lieu") if amount else None
+                if cil is not None and (cil <= 0 or len(currency) != 3 or not currency.isalpha()
+                                        or not currency.isupper()):
+                    raise ValueError(f"cash in lieu {amount} {currency!r}: a positive price per new share and "
+                                     f"a 3-letter currency")
+                actions.append(Split(ticker, parse_date(ex_date), new, old, source="import",
+                                     cash_in_lieu=cil, currency=currency if cil is not None else ""))
             else:
                 raise ValueError(f"kind {kind!r} must be dividend or split")
         except ValueError as exc:
@@ -121,8 +132,10 @@ def _row(action: Dividend | Split, now: dt.datetime) -> dict:
                          "pay_date": action.pay_date.isoformat(), "amount": to_scaled(action.amount, "amount"),
                          "currency": action.currency, "withholding": str(action.withholding),
                          "ratio_new": None, "ratio_old": None}
-    return common | {"kind": "split", "ex_date": action.date.isoformat(), "pay_date": None, "amount": None,
-                     "currency": None, "withholding": None, "ratio_new": to_scaled(action.new),
+    cil = action.cash_in_lieu
+    return common | {"kind": "split", "ex_date": action.date.isoformat(), "pay_date": None,
+                     "amount": None if cil is None else to_scaled(cil, "cash in lieu"),
+                     "currency": action.currency or None if cil is not None else None, "withholding": None, "ratio_new": to_scaled(action.new),
                      "ratio_old": to_scaled(action.old)}
 
 
@@ -141,6 +154,14 @@ def store_actions(conn, actions: list[Dividend | Split], now: dt.datetime) -> St
             continue
         diffs = [c for c in _COMPARED if getattr(old, c) != row[c]
                  and not (c == "withholding" and Decimal(old.withholding or 0) == Decimal(row[c] or 0))]
+        if (row["kind"] == "split" and set(diffs) <= {"amount", "currency"} and old.amount is None
+                and old.ex_txn_id is None):  # a split's cash-in-lieu price arriving with a later source
+            conn.execute(corporate_action.update().where(corporate_action.c.id == old.id)
+                         .values(amount=row["amount"], currency=row["currency"]))
+            report.unchanged.append(action.key)
+            continue
+        if row["kind"] == "split" and set(diffs) <= {"amount", "currency"} and row["amount"] is None:
+            diffs = []  # this source does not know the cash-in-lieu price: it does not disagree
         if diffs:
             raise CorporateActionError(f"corporate action {action.key} is stored with other figures "
                                        f"({', '.join(diffs)} differ); nothing imported")
@@ -162,14 +183,18 @@ def import_actions_csv(env, path: str | Path, now: dt.datetime | None = None) ->
 
 
 def sync_from_broker(env, broker, now: dt.datetime | None = None) -> StoreReport:
-    """Store the dividends a broker announces through its API (the simulated one does; for IB the Flex
-    statement is the source). Known ones are linked, different figures refused, as for a file."""
+    """Store the dividends (and splits) a broker announces through its API (the simulated one does; for
+    IB the Flex statement is the source). Known ones are linked, different figures refused, as for a file."""
     announced = getattr(broker, "dividends", None)
     if announced is None:
         raise CorporateActionError("this broker does not report dividends through its API: import a file or, "
                                    "for IB, its Flex statement (tradeledger import flex FILE)")
-    actions = [Dividend(ticker, ex, pay, per_share, _currency(env, ticker), withholding, "sim")
-               for ticker, ex, pay, per_share, withholding in announced()]
+    actions: list[Dividend | Split] = [Dividend(ticker, ex, pay, per_share, _currency(env, ticker), withholding, "sim")
+                                       for ticker, ex, pay, per_share, withholding in announced()]
+    splits = getattr(broker, "splits", None)
+    if splits is not None:  # the splits it made, with its cash-in-lieu price if it paid one
+        actions += [Split(ticker, day, new, old, "sim", "", cil, _currency(env, ticker) if cil is not None else "")
+                    for ticker, day, new, old, cil in splits()]
     with env.engine.begin() as conn:
         return store_actions(conn, actions, now or dt.datetime.now(UTC))
 
@@ -186,7 +211,7 @@ def _action(row) -> Dividend | Split:
         return Dividend(row.ticker, dt.date.fromisoformat(row.ex_date), dt.date.fromisoformat(row.pay_date),
                         from_scaled(row.amount), row.currency, Decimal(row.withholding or 0), row.source, row.ref)
     return Split(row.ticker, dt.date.fromisoformat(row.ex_date), from_scaled(row.ratio_new),
-                 from_scaled(row.ratio_old), row.source, row.ref)
+                 from_scaled(row.ratio_old), row.source, row.ref, from_scaled(row.amount), row.currency or "")
 
 
 def list_actions(env) -> list[dict]:

@@ -15,14 +15,18 @@ included. They are booked in two steps:
               Assets:Receivable:<Acct>:Dividends      -net
 
 A short holder pays the dividend (a payment in lieu, no withholding): the same postings with the
-signs turned. Gross amounts are exact (shares x amount per share); withholding is rounded to the
-currency's cent, half even, per holder.
+signs turned. Gross amounts are exact (shares x amount per share). The broker withholds on the
+account as a whole (the rate x the account's gross, to the cent); that figure is split among the
+long holders in whole cents by largest remainder, so the ledger's tax is the broker's to the cent.
 
 Splits change every lot's units and per-unit cost with the same total cost, keeping the lot's
 date and label (FIFO order is unchanged): 100 SPY {600 USD} becomes 200 SPY {300 USD} in a 2:1
 split. Each lot is closed and reopened in one entry, which beancount books with zero errors. A
-split that would leave a fraction of a share, or a per-unit cost finer than the ledger's
-precision, is refused: the broker pays cash in lieu, which is booked as the sale it is.
+split that leaves a fraction of a share is paid by the broker in cash (cash in lieu, a price per
+new share): in the same entry each holder keeps its whole shares (the account's whole shares shared
+out by largest remainder) and sells the rest FIFO at that price, realising P&L against the lots'
+cost (`entries.split_postings`). Without a cash-in-lieu price such a split is refused, as is a
+per-unit cost or lot finer than the ledger's precision.
 
 Interest and fees belong to the account as a whole. They go to `Income:Interest:<Holder>`,
 `Expenses:Interest:<Holder>` or `Expenses:Fees:<Holder>`, either all to the account
@@ -36,6 +40,8 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from tradeledger.engine.accounting.entries import split_postings, withholding_parts
+from tradeledger.errors import CorporateActionError
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.model import Cost, Posting, Transaction
 
@@ -43,10 +49,6 @@ ZERO = Decimal(0)
 CENT = Decimal("0.01")
 NANO = Decimal("1e-9")
 UNALLOCATED = "Account"  # the holder component of interest and fees that no strategy bears
-
-
-class CorporateActionError(ValueError):
-    """An action that cannot be booked as given; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class Split:
     old: Decimal
     source: str = "import"
     ref: str = ""
+    cash_in_lieu: Decimal | None = None  # per post-split share, in `currency`: what the broker pays for a fraction
+    currency: str = ""
 
     @property
     def ratio(self) -> Decimal:
@@ -109,12 +113,13 @@ def dividend_ex_entry(chart: Chart, dividend: Dividend, positions: dict[str | No
     """The ex-date entry for every record holder (holder -> shares held before the ex-date)."""
     postings: list[Posting] = []
     receivable = chart.dividends_receivable
+    taxes = withholding_parts(dividend.amount, dividend.withholding, positions)
     for holder in sorted(positions, key=lambda h: h or ""):
         shares = positions[holder]
         if shares == 0:
             continue
         gross = shares * dividend.amount
-        tax = cents(gross * dividend.withholding) if gross > 0 else ZERO
+        tax = taxes.get(holder, ZERO)
         postings.append(Posting(chart.dividends(holder), -gross, dividend.currency))
         if tax:
             postings.append(Posting(chart.withholding(holder), tax, dividend.currency))
@@ -152,35 +157,19 @@ def dividend_net(txn: Transaction, chart: Chart) -> Decimal:
 
 def split_entry(chart: Chart, split: Split, lots: dict[str | None, list[tuple[Cost, Decimal]]],
                 time: dt.datetime) -> Transaction | None:
-    """Every holder's lots of the ticker, re-stated in post-split units at the same total cost."""
-    if split.new <= 0 or split.old <= 0:
-        raise CorporateActionError(f"split {split.ticker}: ratio {split.new}:{split.old} must be positive")
-    ratio = split.ratio
-    postings: list[Posting] = []
-    for holder in sorted(lots, key=lambda h: h or ""):
-        account = chart.holdings(holder)
-        for cost, units in lots[holder]:
-            new_units = units * split.new / split.old
-            new_cost = cost.number * split.old / split.new
-            if new_units != new_units.to_integral_value():
-                raise CorporateActionError(
-                    f"split {split.ticker} {split.new}:{split.old}: {units} shares of "
-                    f"{holder or 'unattributed'} become {new_units}, a fraction; book the broker's cash in "
-                    f"lieu as a sale first, then the split")
-            if new_cost != new_cost.quantize(NANO):
-                raise CorporateActionError(
-                    f"split {split.ticker}: the per-share cost {cost.number} / {ratio} is not exact to 9 places")
-            postings.append(Posting(account, -units, split.ticker, cost))
-            postings.append(Posting(account, new_units, split.ticker,
-                                    Cost(new_cost.normalize() if new_cost else ZERO, cost.currency, cost.date,
-                                         cost.label)))
+    """Every holder's lots of the ticker, re-stated in post-split units at the same total cost, and
+    the fractions the broker paid cash in lieu for sold (`entries.split_postings`)."""
+    postings = split_postings(chart, split.ticker, split.new, split.old, lots, split.date, split.cash_in_lieu,
+                              split.currency)
     if not postings:
         return None
+    meta = (("ticker", split.ticker), ("ratio", f"{split.new}:{split.old}"), ("source", split.source))
+    if split.cash_in_lieu is not None:
+        meta += (("cash-in-lieu", f"{split.cash_in_lieu} {split.currency}"),)
     return Transaction(
         time=time, kind="split", narration=f"Split {split.ticker} {split.new}:{split.old}",
         postings=tuple(postings), links=(f"split-{split.ticker}-{split.date.isoformat()}",),
-        meta=(("ticker", split.ticker), ("ratio", f"{split.new}:{split.old}"), ("source", split.source)),
-        key=f"split:{chart.broker_account}:{split.key}")
+        meta=meta, key=f"split:{chart.broker_account}:{split.key}")
 
 
 # -- interest and fees -----------------------------------------------------------------------------

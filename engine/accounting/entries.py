@@ -48,11 +48,12 @@ from decimal import Decimal
 from tradeledger.broker.base import Contract, Execution
 from tradeledger.engine.accounting.holders import Holder, display, from_column, sort_key, to_column
 from tradeledger.engine.trading.netting import allocate_commission
-from tradeledger.errors import AdjustError, CorrectionUnsupported
+from tradeledger.errors import AdjustError, CorporateActionError, CorrectionUnsupported
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.model import Cost, Posting, Transaction
 
 ZERO = Decimal(0)
+NANO = Decimal("1e-9")
 
 
 @dataclass(frozen=True)
@@ -468,3 +469,116 @@ def cash_entry(chart: Chart, currency: str, amount: Decimal, cash_kind: str, rea
                        f"{reason}", postings=(Posting(chart.cash, amount, currency), Posting(counter, -amount, currency)),
                        links=(f"adjust-{key_tail(key)}",),
                        meta=(("reason", reason), ("adjust", cash_kind)), key=key)
+
+
+# -- corporate actions: withholding and cash in lieu (corporate.py builds the entries around them) ---
+
+CENT = Decimal("0.01")
+
+
+def cents_by_largest_remainder(total: Decimal, exact: dict) -> dict:
+    """`total` (whole cents) in whole-cent parts, each as near its `exact` share as can be: every
+    part is its exact share rounded down to the cent, then the cents left over go one each to the
+    largest remainders (ties: to the larger share, then in holder order), so the parts add up to
+    `total` exactly. Works
+    with signed shares (a holder that pays). Parts of 0 are left out."""
+    in_cents = total / CENT
+    if in_cents != in_cents.to_integral_value():
+        raise ValueError(f"{total} is not a whole number of cents")
+    floors = {k: (v / CENT).to_integral_value(rounding="ROUND_FLOOR") for k, v in exact.items()}
+    left = int(in_cents - sum(floors.values(), ZERO))
+    order = sorted(exact, key=lambda k: (-(exact[k] / CENT - floors[k]), -abs(exact[k]), sort_key(k)))
+    if left < 0 or left > len(order):
+        raise ValueError(f"{total} is not the sum of {exact} rounded to the cent")
+    for k in order[:left]:
+        floors[k] += 1
+    return {k: v * CENT for k, v in floors.items() if v}
+
+
+def withholding_parts(per_share: Decimal, rate: Decimal, positions: dict) -> dict:
+    """Each record holder's withholding tax on a dividend, adding up to the account's.
+
+    The broker withholds on the account as a whole: `rate` x the account's gross, rounded to the
+    cent (half even), where the gross is the net position's (a short holder pays the dividend and
+    is not taxed). That figure is split among the long holders by their gross, in whole cents by
+    largest remainder, so the ledger's withholding is the broker's to the cent (rounding each
+    holder's tax alone can differ from it by a cent per holder)."""
+    gross = {h: units * per_share for h, units in positions.items() if units > 0}
+    account_gross = sum(positions.values(), ZERO) * per_share
+    if not gross or account_gross <= 0 or rate == 0:
+        return {}
+    total = (account_gross * rate).quantize(CENT, rounding="ROUND_HALF_EVEN")
+    long_gross = sum(gross.values(), ZERO)
+    return cents_by_largest_remainder(total, {h: total * g / long_gross for h, g in gross.items()})
+
+
+def whole_after_split(exact: dict) -> dict:
+    """Whole shares each holder keeps after a split that leaves fractions: the account keeps the
+    whole part of its total (what the broker keeps), shared out by largest remainder (each holder
+    its whole part, the shares left over one each to the largest fractions), so the holders' whole
+    shares add up to the broker's. Long holders only (pure)."""
+    floors = {h: v.to_integral_value(rounding="ROUND_FLOOR") for h, v in exact.items()}
+    total = sum(exact.values(), ZERO).to_integral_value(rounding="ROUND_FLOOR")
+    left = int(total - sum(floors.values(), ZERO))
+    for h in sorted(exact, key=lambda h: (-(exact[h] - floors[h]), sort_key(h)))[:left]:
+        floors[h] += 1
+    return floors
+
+
+def split_postings(chart: Chart, ticker: str, new: Decimal, old: Decimal, lots: dict, date: dt.date,
+                   cash_in_lieu: Decimal | None = None, currency: str = "") -> list[Posting]:
+    """The postings of a split (`new` shares for every `old`) on every holder's lots.
+
+    Each lot is closed and reopened at units x new/old and per-unit cost x old/new, keeping its
+    date and label (the same total cost, FIFO order unchanged). When that leaves a fraction of a
+    share, the broker sells the account's fraction and pays cash in lieu at `cash_in_lieu` per
+    post-split share (the account's cash rounded to the cent): each holder keeps its whole shares
+    (`whole_after_split`) and sells the rest of its position, oldest lots first, realising the
+    price less the lots' cost into Income:Trading; a holder whose largest fraction rounded up
+    buys the missing part from the others at the same price (a new lot). The holders' cash adds
+    up to the broker's by largest remainder; the sub-cent rest is trading income."""
+    if new <= 0 or old <= 0:
+        raise CorporateActionError(f"split {ticker}: ratio {new}:{old} must be positive")
+    restated: dict = {}
+    for holder in sorted(lots, key=sort_key):
+        restated[holder] = []
+        for cost, units in lots[holder]:
+            new_units, new_cost = units * new / old, cost.number * old / new
+            if new_units != new_units.quantize(NANO) or new_cost != new_cost.quantize(NANO):
+                raise CorporateActionError(f"split {ticker} {new}:{old}: a lot of {units} at {cost.number} becomes "
+                                  f"{new_units} at {new_cost}, not exact to 9 places; book it by hand")
+            restated[holder].append((cost, units, Cost(new_cost.normalize() if new_cost else ZERO, cost.currency,
+                                                       cost.date, cost.label), new_units))
+    exact = {h: sum((r[3] for r in rows), ZERO) for h, rows in restated.items()}
+    fractional = {h: v for h, v in exact.items() if v != v.to_integral_value()}
+    if fractional and cash_in_lieu is None:
+        holder, units = next(iter(fractional.items()))
+        raise CorporateActionError(f"split {ticker} {new}:{old}: {display(holder)} would hold {units} shares, a fraction; "
+                          f"give the broker's cash-in-lieu price per new share (the split's amount)")
+    if any(v < 0 for v in fractional.values()):
+        raise CorporateActionError(f"split {ticker} {new}:{old}: a short position would hold a fraction; book it by hand")
+    keep = whole_after_split(exact) if fractional else exact
+    cash = {h: (exact[h] - keep[h]) * cash_in_lieu for h in exact if keep[h] != exact[h]} if fractional else {}
+    parts = cents_by_largest_remainder(sum(cash.values(), ZERO).quantize(CENT, rounding="ROUND_HALF_EVEN"),
+                                       cash) if cash else {}
+    postings: list[Posting] = []
+    for holder, rows in restated.items():
+        account = chart.holdings(holder)
+        to_sell = exact[holder] - keep[holder]  # > 0 sells, < 0 buys, post-split units
+        gain = parts.get(holder, ZERO)  # cash in (out when buying)
+        for cost, units, new_cost, new_units in rows:
+            sold = min(new_units, to_sell) if to_sell > 0 else ZERO
+            to_sell -= sold
+            gain -= sold * new_cost.number
+            postings.append(Posting(account, -units, ticker, cost))
+            if new_units - sold:
+                postings.append(Posting(account, new_units - sold, ticker, new_cost))
+        if to_sell < 0:  # rounded up: buy the missing fraction at the cash-in-lieu price
+            postings.append(Posting(account, -to_sell, ticker, Cost(cash_in_lieu, currency, date,
+                                                                    f"cil-{ticker}-{date.isoformat()}")))
+            gain -= to_sell * cash_in_lieu
+        if parts.get(holder):
+            postings.append(Posting(chart.cash, parts[holder], currency))
+        if gain and holder in cash:
+            postings.append(Posting(chart.trading(holder), -gain, currency))
+    return postings
