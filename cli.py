@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import sys
 
+import importlib
+
 import click
-from tradeledger.commands import actions, fava, futures, ibsim, ledger, ops, report, setup, targets, trading, trust
 from tradeledger.commands.common import Context, fail
 from tradeledger.engine.setup import ENVIRONMENTS
 from tradeledger.errors import UserError
@@ -38,8 +39,55 @@ def _database_error(exc: BaseException) -> bool:
             or (sqlite3 is not None and isinstance(exc, sqlite3.Error)))
 
 
+# Which module of commands/ holds each command. A command's module is imported when the command
+# runs (or --help lists them all), so `positions` does not pay for importing the other ten;
+# tests/test_start_imports.py holds this table equal to the modules' COMMANDS lists.
+COMMAND_MODULES = {
+    "setup": ("config", "init", "status", "db"),
+    "ledger": ("accounts", "export", "check"),
+    "targets": ("data", "instruments", "signals", "targets"),
+    "trading": ("orders", "fills", "mark", "positions", "pnl", "sim", "cycle", "demo"),
+    "trust": ("adjust", "daemon", "reconcile", "monitor", "snapshot", "exceptions"),
+    "actions": ("actions", "weights", "import"),
+    "futures": ("roll",),
+    "ops": ("backup", "restore", "alerts", "service"),
+    "ibsim": ("ibsim",),
+    "report": ("report",),
+    "fava": ("fava",),
+}
+_MODULE_OF = {name: module for module, names in COMMAND_MODULES.items() for name in names}
+
+
 class Group(click.Group):
-    """Turns every user-facing failure into one line and exit code 1."""
+    """Turns every user-facing failure into one line and exit code 1; imports a command's module
+    when the command is first looked up (`commands` itself holds them all, imported)."""
+
+    @property
+    def commands(self) -> dict:
+        for module in COMMAND_MODULES:
+            self._load(module)
+        return self._commands
+
+    @commands.setter
+    def commands(self, value: dict) -> None:
+        self._commands, self._loaded = value, set()
+
+    def _load(self, module: str) -> None:
+        if module not in self._loaded:
+            self._loaded.add(module)
+            for command in importlib.import_module(f"tradeledger.commands.{module}").COMMANDS:
+                self._commands[command.name] = command
+
+    def add_command(self, cmd, name=None) -> None:
+        self._commands[name or cmd.name] = cmd
+
+    def get_command(self, ctx, cmd_name):
+        if cmd_name not in self._commands and cmd_name in _MODULE_OF:
+            self._load(_MODULE_OF[cmd_name])
+        return self._commands.get(cmd_name)
+
+    def list_commands(self, ctx) -> list[str]:
+        return sorted(set(self._commands) | set(_MODULE_OF))
 
     def invoke(self, ctx):
         try:
@@ -100,11 +148,6 @@ def _quiet_libraries() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
             logger.addHandler(logging.NullHandler())
-
-
-for _module in (setup, ledger, targets, trading, trust, actions, futures, ops, ibsim, report, fava):
-    for _command in _module.COMMANDS:
-        main.add_command(_command)
 
 
 def run() -> None:

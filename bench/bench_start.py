@@ -26,11 +26,19 @@ import time
 from pathlib import Path
 
 
+# As a user runs an installed tradeledger: its modules' bytecode compiled once and reused (pip
+# compiles it at install). A shell with PYTHONDONTWRITEBYTECODE set (this machine's sessions) would
+# otherwise recompile every tradeledger module in every run, while beancount's bytecode is cached;
+# the cache goes to a directory of its own, not into the source tree.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+ENV["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="tl-bench-pycache-")
+
+
 def run(argv: list[str]) -> tuple[float, float]:
     """Wall and CPU seconds of one process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -49,12 +57,12 @@ main()
 
 def peak_rss_mb(args: list[str]) -> float:
     """Peak RSS (VmHWM) of the CLI running `args` in a fresh process."""
-    proc = subprocess.run([sys.executable, "-c", RSS_PROBE, *args], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", RSS_PROBE, *args], capture_output=True, text=True, env=ENV)
     return int(proc.stderr.strip().splitlines()[-1]) / 1024
 
 
 def importtime(argv: list[str], top: int = 8) -> list[tuple[int, str]]:
-    proc = subprocess.run([sys.executable, "-X", "importtime", *argv], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-X", "importtime", *argv], capture_output=True, text=True, env=ENV)
     rows = []
     for line in proc.stderr.splitlines():
         if line.startswith("import time:") and "|" in line:

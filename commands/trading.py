@@ -31,6 +31,7 @@ db = lazy("tradeledger.ledger.db")
 check_ledger = lazy_function("tradeledger.ledger.export", "check")
 export_ledger = lazy_function("tradeledger.engine.accounting.export", "export_ledger")
 _pnl = lazy("tradeledger.reports.pnl")
+_quick_positions = lazy_function("tradeledger.reports.positions", "quick_positions")
 
 
 def _plan_rows(order_plan, names: Names):
@@ -271,7 +272,10 @@ def mark(c: Context, day, as_json):
 @pass_ctx
 def positions_cmd(c: Context, strategy, as_json):
     """Positions per strategy and contract, from the ledger."""
-    rows = _pnl.positions(_Session(c.open()), strategy)
+    # the read path without SQLAlchemy when it can vouch for the environment, else the full one
+    rows = _quick_positions(c.home, c.env, c.db_url, strategy)
+    if rows is None:
+        rows = _pnl.positions(_Session(c.open()), strategy)
     if as_json:
         emit_json(rows)
         return

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-
-import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from typing import TYPE_CHECKING
 
 from tradeledger.errors import UserError
-from tradeledger.ledger import schema
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+# SQLAlchemy (and the tables, ledger/schema.py) are imported by the functions that use them: the
+# read path without SQLAlchemy (ledger/reading.py, the read commands) takes HEAD, DatabaseError
+# and mask_secrets from here.
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _PACKAGED_MIGRATIONS = MIGRATIONS
@@ -45,6 +48,8 @@ def mask_secrets(text: str) -> str:
 
 def make_engine(url: str, synchronous: str = "FULL") -> Engine:
     """An engine for `url`, with SQLite set up for safe concurrent use."""
+    import sqlalchemy as sa
+
     try:
         engine = sa.create_engine(url, future=True)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as exc:
@@ -58,6 +63,8 @@ def make_engine(url: str, synchronous: str = "FULL") -> Engine:
 
 
 def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+    from sqlalchemy import event
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # pragma: no cover - exercised by every test
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
@@ -114,6 +121,8 @@ def head_revision() -> str:
 
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is stamped with (alembic's own table), None when unstamped."""
+    import sqlalchemy as sa
+
     with read_connection(engine) as conn:
         if not sa.inspect(conn).has_table("alembic_version"):
             return None
@@ -164,6 +173,9 @@ def check_schema(engine: Engine) -> None:
 
 
 def read_meta(engine: Engine) -> dict[str, str]:
+    import sqlalchemy as sa
+    from tradeledger.ledger import schema
+
     with read_connection(engine) as conn:
         rows = conn.execute(sa.select(schema.meta.c.key, schema.meta.c.value)).all()
     return {key: value for key, value in rows}
@@ -171,6 +183,9 @@ def read_meta(engine: Engine) -> dict[str, str]:
 
 def write_meta(engine: Engine, values: dict[str, str]) -> None:
     """Record identity values; an existing key may not be changed (identity is permanent)."""
+    import sqlalchemy as sa
+    from tradeledger.ledger import schema
+
     with engine.begin() as conn:
         existing = dict(conn.execute(sa.select(schema.meta.c.key, schema.meta.c.value)).all())
         for key, value in values.items():
@@ -194,6 +209,8 @@ def verify_identity(engine: Engine, expected: dict[str, str]) -> None:
 
 
 def connectivity_error(url: str, exc: Exception) -> DatabaseError:
+    import sqlalchemy as sa
+
     safe = sa.engine.make_url(url).render_as_string(hide_password=True)
     reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
     return DatabaseError(f"cannot reach the database at {safe}: {reason}")

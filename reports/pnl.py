@@ -16,22 +16,16 @@ from decimal import Decimal
 
 from tradeledger.engine.accounting import holdings as holdings_mod
 from tradeledger.engine.accounting import valuation
-from tradeledger.engine.accounting.holders import UNATTRIBUTED_NAME, Holder, holder_of
+from tradeledger.engine.accounting.holders import UNATTRIBUTED_NAME
 from tradeledger.engine.setup.session import Session
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import plain
 from tradeledger.errors import UserError
 from tradeledger.reports import series
+from tradeledger.reports.positions import holder_names, position_rows
 
 ZERO = Decimal(0)
 UNATTRIBUTED = UNATTRIBUTED_NAME
-
-
-def _holder_name(session: Session, holder: Holder) -> str:
-    if holder is None:
-        return UNATTRIBUTED
-    strategy = session.config.strategy_by_account(holder)
-    return strategy.name if strategy else holder
 
 
 def latest_prices(session: Session, codes) -> dict[str, Decimal]:
@@ -49,31 +43,13 @@ def positions(session: Session, strategy: str | None = None) -> list[dict]:
     with read_connection(env.engine) as conn:
         balances = env.ledger.positions(prefix=chart.root, conn=conn)
         marks = holdings_mod.marks(conn)
-    last_prices = latest_prices(session, {code for _, code in balances})
-    rows = []
-    for (account, code), qty in sorted(balances.items()):
-        holder = holder_of(chart, account)
-        if holder is False:
-            continue
-        name = _holder_name(session, holder)
-        if strategy is not None and name != strategy:
-            continue
-        contract = contracts.get(code)
-        last = last_prices.get(code)
-        unrealized = _unrealized(env, account, contract, qty, marks.get((holder, code)), last)
-        rows.append({"account": account, "strategy": name, "contract": code, "qty": qty,
-                     "mark": marks.get((holder, code)), "last": last, "unrealized": plain(unrealized),
-                     "currency": contract.currency if contract else None})
-    return rows
+        last_prices = latest_prices(session, {code for _, code in balances})
 
+        def lots(account: str, code: str):
+            return [(cost.number, units) for cost, units in env.ledger.lots(account, code, conn=conn)]
 
-def _unrealized(env, account, contract, qty, mark, last) -> Decimal:
-    if contract is None or last is None:
-        return ZERO
-    if contract.sec_type == "FUT":
-        return ZERO if mark is None else qty * (last - mark) * contract.multiplier
-    return sum((units * (last * contract.multiplier - cost.number)
-                for cost, units in env.ledger.lots(account, contract.code)), ZERO)
+        return position_rows(chart, balances, contracts, marks, last_prices, lots, holder_names(session.config),
+                             strategy)
 
 
 # What holding brings besides price moves: dividends net of withholding, the account's interest and

@@ -18,12 +18,12 @@ from decimal import Decimal
 from tradeledger.broker.base import Contract
 from tradeledger.engine.futures.calendar import CalendarError, Schedule, first_notice_day, parse_rule, region_of
 from tradeledger.engine.futures import calendar as futures_calendar
-from tradeledger.engine.setup.environment import ConfigError
+from tradeledger.engine.setup import ConfigError
+from tradeledger.engine.setup.names import MONTH_CODES, belongs_to
 from tradeledger.ledger.accounts import account_component, commodity_root, names_map
 from tradeledger.ledger.model import LedgerError
 from tradeledger.ledger.numbers import NumberError, to_decimal
 
-MONTH_CODES = "FGHJKMNQUVXZ"
 INSTRUMENT_TYPES = ("future", "share")
 ALLOCATION_RULES = ("none", "capital")
 STRATEGY_KINDS = ("trend", "allocation")  # how the account's interest and fees reach the strategies
@@ -404,12 +404,5 @@ def to_contract(instrument: Instrument, code: str, expiry: str) -> Contract:
 
 
 def instrument_of_contract(config: TradingConfig, code: str) -> Instrument | None:
-    """The configured instrument a contract code belongs to (by root), or None."""
-    for instrument in config.instruments.values():
-        if not instrument.is_future and code == instrument.name:
-            return instrument
-        root = commodity_root(instrument.name)
-        if instrument.is_future and code.startswith(root) and len(code) == len(root) + 3 \
-                and code[len(root)] in MONTH_CODES and code[-2:].isdigit():
-            return instrument
-    return None
+    """The configured instrument a contract code belongs to (by root), or None (engine/setup/names.py)."""
+    return next((i for i in config.instruments.values() if belongs_to(i.name, i.is_future, code)), None)

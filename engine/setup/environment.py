@@ -16,7 +16,6 @@ a paper environment may not name anything else.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -24,28 +23,15 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from tradeledger.engine.setup import secrets
+from tradeledger.engine.setup import quick, secrets
 from tradeledger.ledger import db
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.model import Account
-from tradeledger.engine.setup import ENVIRONMENTS
+from tradeledger.engine.setup import ENVIRONMENTS, ConfigError, default_db_url, resolve_home  # noqa: F401 (re-exported)
 from tradeledger.ledger.store import Commodity, Ledger
-from tradeledger.errors import UserError
 
 BROKERS = ("sim", "ib")
 DEFAULT_SIM_ACCOUNT = "DU1234567"
-
-
-class ConfigError(UserError):
-    """A configuration a user must fix; the message names the file and the field."""
-
-
-def resolve_home(home: str | Path | None) -> Path:
-    if home:
-        return Path(home).expanduser()
-    if os.environ.get("TRADELEDGER_HOME"):
-        return Path(os.environ["TRADELEDGER_HOME"]).expanduser()
-    return Path.home() / ".tradeledger"
 
 
 @dataclass(frozen=True)
@@ -233,10 +219,6 @@ class Environment:
         return {"environment": self.settings.env, "broker_account": self.settings.account}
 
 
-def default_db_url(env_dir: Path) -> str:
-    return f"sqlite:///{(env_dir / 'tradeledger.db').resolve()}"
-
-
 def database_url(settings: Settings, env_dir: Path) -> str:
     """The environment's database URL with its password from where the config says it is."""
     url = settings.db_url or default_db_url(env_dir)
@@ -271,6 +253,7 @@ def open_environment(home: str | Path | None, env: str, db_url: str | None = Non
     environment = Environment(home, settings, engine, Ledger(engine))
     db.verify_identity(engine, environment.identity())
     verify_base_currency(engine, home / env / "config.toml", settings.base_currency)
+    quick.record_checked(home / env, settings.raw, env)  # the read commands may now skip the checks
     return environment
 
 
@@ -279,7 +262,7 @@ def environment_history(env_dir: Path, url: str) -> list[str]:
     non-empty file but its config, its secrets, the database itself and the simulated broker's
     own state (the broker's side is not the ledger's history)."""
     database = sa.engine.make_url(url).database if url.startswith("sqlite") else None
-    skip = {env_dir / "config.toml"} | ({Path(database + x) for x in ("", "-wal", "-shm", "-journal")}
+    skip = {env_dir / "config.toml", env_dir / quick.STAMP} | ({Path(database + x) for x in ("", "-wal", "-shm", "-journal")}
                                        if database else set())
     found = []
     for path in sorted(env_dir.rglob("*")) if env_dir.is_dir() else []:
@@ -381,6 +364,7 @@ def init_environment(home: str | Path | None, env: str, broker: str, account: st
         secrets.write_private(config_path, text)  # 0600: it names the database and may hold secrets
     environment.settings = parse_settings(config_path, env)  # what is on disk, with every table
     open_base_accounts(environment)
+    quick.record_checked(env_dir, environment.settings.raw, env)
     return environment
 
 

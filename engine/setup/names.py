@@ -1,0 +1,44 @@
+"""Which configured instrument a contract belongs to, and which strategy owns an account: the
+rules by themselves, on plain names, so that the read commands (reports/positions.py) apply them
+to config.toml without building the whole trading configuration (engine/setup/config.py, which
+applies the same functions to its records).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tradeledger.ledger.accounts import account_component, commodity_root, names_map
+
+MONTH_CODES = "FGHJKMNQUVXZ"
+
+
+def belongs_to(name: str, is_future: bool, code: str) -> bool:
+    """Whether contract `code` is instrument `name`'s: a share by its name, a future by its root,
+    a month code and two digits of year (MESZ26)."""
+    if not is_future:
+        return code == name
+    root = commodity_root(name)
+    return code.startswith(root) and len(code) == len(root) + 3 and code[len(root)] in MONTH_CODES \
+        and code[-2:].isdigit()
+
+
+def instrument_of_contract(instruments: Iterable[tuple[str, bool]], code: str) -> str | None:
+    """The first of (name, is_future) in configured order that `code` belongs to, or None."""
+    return next((name for name, is_future in instruments if belongs_to(name, is_future, code)), None)
+
+
+def strategy_accounts(strategy_names: list[str]) -> dict[str, str]:
+    """Strategy name -> its account component (`trend_fast` -> `Trend-fast`), refusing collisions."""
+    return names_map(strategy_names, account_component)
+
+
+def from_raw(raw: dict) -> tuple[list[tuple[str, bool]], dict[str, str]]:
+    """(instruments as (name, is_future) in order, account component -> strategy name) from a
+    config.toml already checked (parse_trading_config accepted it)."""
+    instruments = [(name, spec.get("type") == "future") for name, spec in raw.get("instruments", {}).items()]
+    components = strategy_accounts(list(raw.get("strategies", {})))
+    owners: dict[str, str] = {}
+    for name, component in components.items():
+        owners.setdefault(component, name)  # TradingConfig.strategy_by_account: the first one
+    return instruments, owners

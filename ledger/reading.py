@@ -1,0 +1,217 @@
+"""Reading the ledger on a raw DB-API connection: no SQLAlchemy, no alembic, for commands that only read.
+
+`Ledger` (store.py) reads through SQLAlchemy, which costs a command about a tenth of a second to
+import before it does anything. The read commands (`positions`) read few rows: the balances the
+database maintains, the open lots, the commodities. `Reader` reads the same rows with fixed SQL on
+the driver's own connection (sqlite3, or psycopg for PostgreSQL) and returns exactly what the
+`Ledger` queries of the same name return (tests/test_reading.py compares them over random ledgers
+on both backends):
+
+    reader = open_reader("sqlite:////path/tradeledger.db")   # None: use the full path
+    with reader:
+        reader.revision(), reader.meta()
+        reader.positions(prefix="Assets:Broker:DU1"), reader.lots(account, "SPY")
+
+Everything is read in one read transaction (a consistent snapshot, no write lock on SQLite) with
+a modest page cache, and no query returns more rows than there are accounts, commodities or lots:
+memory does not grow with the ledger. Where the database does not maintain the balances
+(PostgreSQL), they are summed from the postings in SQL, as `Ledger` does.
+
+A URL this module cannot open exactly as SQLAlchemy would (another driver, an unusual SQLite URL)
+gives None, and the caller takes the full path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from tradeledger.ledger.numbers import SCALE, from_scaled
+
+FACTOR = 10**SCALE
+# The page cache of a read connection: the queries here touch a few pages, an export streams the
+# postings once; neither needs the 64 MB a writer keeps for the posting indexes (ledger/db.py).
+READ_CACHE_KIB = 8192
+
+
+class Reader:
+    """One read transaction on a raw connection; `dialect` is "sqlite" or "postgresql"."""
+
+    def __init__(self, conn, dialect: str):
+        self.conn, self.dialect = conn, dialect
+        self._names: dict[int, str] | None = None
+
+    # -- the connection -----------------------------------------------------------------------
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
+
+    def close(self) -> None:
+        try:
+            self.conn.rollback()  # a read transaction: nothing to keep
+        finally:
+            self.conn.close()
+
+    def rows(self, sql: str, params: tuple = ()):
+        """Rows of `sql`, written with `?` placeholders (turned into the driver's style)."""
+        if self.dialect != "sqlite":
+            sql = sql.replace("?", "%s")
+        cursor = self.conn.cursor()
+        cursor.execute(sql, params)
+        return cursor
+
+    @property
+    def maintained(self) -> bool:
+        """Whether the database maintains `balance` and `lot_balance` (store.maintained)."""
+        return self.dialect == "sqlite"
+
+    # -- identity ------------------------------------------------------------------------------
+
+    def revision(self) -> str | None | list:
+        """The schema revision the database is stamped with; None unstamped, a list when several."""
+        if self.dialect == "sqlite":
+            present = self.rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'")
+        else:
+            present = self.rows("SELECT 1 FROM information_schema.tables WHERE table_name = 'alembic_version' "
+                                "AND table_schema = ANY (current_schemas(false))")
+        if present.fetchone() is None:
+            return None
+        versions = [row[0] for row in self.rows("SELECT version_num FROM alembic_version")]
+        return versions[0] if len(versions) == 1 else (versions or None)
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.rows("SELECT key, value FROM tl_meta"))
+
+    # -- the ledger's reads (the same answers as `Ledger`'s methods of the same name) --------
+
+    def account_names(self) -> dict[int, str]:
+        if self._names is None:
+            self._names = dict(self.rows("SELECT id, name FROM account"))
+        return self._names
+
+    def commodities(self) -> list[tuple[str, str, str | None, Decimal]]:
+        """(name, kind, currency, multiplier) of every commodity, by name."""
+        return [(name, kind, currency, Decimal(multiplier)) for name, kind, currency, multiplier in
+                self.rows("SELECT name, kind, currency, multiplier FROM commodity ORDER BY name")]
+
+    def balances(self, prefix: str | None = None) -> dict[tuple[str, str], Decimal]:
+        """Units per (account, commodity) over all time, zero balances left out (Ledger.balances)."""
+        names = self.account_names()
+        wanted = [i for i, name in names.items() if prefix is None or name.startswith(prefix)]
+        if not wanted:
+            return {}
+        marks = ", ".join("?" * len(wanted))
+        if self.maintained:
+            sql = f"SELECT account_id, commodity, whole, nanos FROM balance WHERE account_id IN ({marks})"
+        elif self.dialect == "sqlite":  # pragma: no cover - every SQLite ledger maintains them
+            sql = (f"SELECT account_id, commodity, SUM(units / {FACTOR}), SUM(units % {FACTOR}) FROM posting "
+                   f"WHERE account_id IN ({marks}) GROUP BY account_id, commodity")
+        else:
+            sql = (f"SELECT account_id, commodity, SUM(units), 0 FROM posting "
+                   f"WHERE account_id IN ({marks}) GROUP BY account_id, commodity")
+        result = {}
+        for account_id, commodity, whole, rest in self.rows(sql, tuple(wanted)):
+            total = int(whole) * FACTOR + int(rest) if self.maintained or self.dialect == "sqlite" else int(whole)
+            if total != 0:
+                result[(names[account_id], commodity)] = from_scaled(total)
+        return result
+
+    def positions(self, prefix: str = "Assets:") -> dict[tuple[str, str], Decimal]:
+        """Balances in contracts and shares: commodities that are not currencies (Ledger.positions)."""
+        currencies = {name for name, kind, _, _ in self.commodities() if kind == "currency"}
+        return {k: v for k, v in self.balances(prefix).items() if k[1] not in currencies}
+
+    def lots(self, account: str, commodity: str) -> list[tuple[Decimal, str, dt.date | None, str | None, Decimal]]:
+        """Open lots, oldest first: (cost number, cost currency, cost date, label, units) (Ledger.lots)."""
+        if self.maintained:
+            rows = [(*r[:5], r[5] * FACTOR + r[6]) for r in self.rows(
+                "SELECT l.cost, l.cost_currency, l.cost_date, l.cost_label, l.first_ts, l.whole, l.nanos "
+                "FROM lot_balance l JOIN account a ON a.id = l.account_id WHERE a.name = ? AND l.commodity = ?",
+                (account, commodity))]
+        else:
+            rows = [(*r[:5], int(r[5])) for r in self.rows(
+                "SELECT p.cost, p.cost_currency, p.cost_date, p.cost_label, MIN(p.ts), SUM(p.units) "
+                "FROM posting p JOIN account a ON a.id = p.account_id "
+                "WHERE a.name = ? AND p.commodity = ? AND p.cost IS NOT NULL "
+                "GROUP BY p.cost, p.cost_currency, p.cost_date, p.cost_label", (account, commodity))]
+        lots = [(from_scaled(r[0]), r[1], dt.date.fromisoformat(r[2]) if r[2] else None, r[3] or None,
+                 from_scaled(r[5]), r[4]) for r in rows if r[5] != 0]
+        lots.sort(key=lambda lot: (lot[5], lot[3] or ""))
+        return [lot[:5] for lot in lots]
+
+
+# -- opening ----------------------------------------------------------------------------------
+
+def open_reader(url: str, busy_timeout_ms: int = 30000) -> Reader | None:
+    """A Reader on `url` (a SQLAlchemy URL), or None when this module cannot open it as
+    ledger/db.py would (the caller then takes the full path, which says what is wrong)."""
+    scheme, _, rest = url.partition("://")
+    if scheme in ("sqlite", "sqlite+pysqlite"):
+        return _open_sqlite(rest, busy_timeout_ms)
+    if scheme in ("postgresql+psycopg", "postgresql+psycopg3"):
+        return _open_postgresql(url)
+    return None
+
+
+def _open_sqlite(rest: str, busy_timeout_ms: int) -> Reader | None:
+    import sqlite3
+    from pathlib import Path
+
+    path, _, query = rest[1:].partition("?") if rest.startswith("/") else ("", "", "")
+    if not path or query or path == ":memory:" or not Path(path).is_file():
+        return None  # missing, in memory, or with options: the full path decides
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        conn.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}")
+        conn.execute("PRAGMA query_only = ON")
+        conn.execute("BEGIN")  # deferred: a snapshot once the first read runs, no write lock
+    except sqlite3.Error:
+        conn.close()
+        return None
+    return Reader(conn, "sqlite")
+
+
+def postgresql_params(url: str) -> dict[str, str] | None:
+    """psycopg's connection keywords for a `postgresql+psycopg://` URL, as SQLAlchemy passes them."""
+    parts = urlsplit(url)
+    params: dict[str, str] = {}
+    try:
+        if parts.hostname:
+            params["host"] = unquote(parts.hostname)
+        if parts.port:
+            params["port"] = str(parts.port)
+    except ValueError:  # a port that is not a number: the full path says so
+        return None
+    if parts.username:
+        params["user"] = unquote(parts.username)
+    if parts.password is not None:
+        params["password"] = unquote(parts.password)
+    if parts.path.strip("/"):
+        params["dbname"] = unquote(parts.path.lstrip("/"))
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in params or key in ("host", "port", "user", "password", "dbname"):
+            return None  # a URL that spells a part twice: the full path decides
+        params[key] = value
+    return params
+
+
+def _open_postgresql(url: str) -> Reader | None:
+    params = postgresql_params(url)
+    if params is None:
+        return None
+    import psycopg
+
+    try:
+        conn = psycopg.connect(**params)
+    except psycopg.Error:
+        return None  # unreachable or refused: the full path says so, in its words
+    conn.read_only = True
+    # one snapshot for every query of the command, as SQLite's read transaction gives
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    return Reader(conn, "postgresql")
