@@ -168,7 +168,25 @@ def weights_import(c: Context, file):
 
 @click.group("import")
 def import_group():
-    """Broker statements."""
+    """Broker statements, and ledger entries in bulk."""
+
+
+@import_group.command("entries")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@json_option
+@pass_ctx
+def import_entries_cmd(c: Context, file, as_json):
+    """Book a JSON-lines file of accounts, commodities and entries (what `export entries` writes) in one
+    transaction: every rule checked over the whole set, all or nothing; entries already booked (same key,
+    same content) are skipped, so importing a file twice books it once."""
+    from tradeledger.engine.ops.entries_file import import_entries
+
+    result = import_entries(c.open(), file)
+    if as_json:
+        emit_json({"booked": result.booked, "replays": result.replays, "postings": result.postings})
+    else:
+        click.echo(f"{file}: {result.booked} entries booked ({result.postings} postings), "
+                   f"{result.replays} already booked")
 
 
 @import_group.command("flex")

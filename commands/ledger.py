@@ -53,6 +53,18 @@ def export_beancount_cmd(c: Context, out):
     click.echo(f"wrote {path} ({size} bytes)")
 
 
+@export_group.command("entries")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output file (JSON lines).")
+@pass_ctx
+def export_entries_cmd(c: Context, out):
+    """Write every account, commodity and entry exactly, as JSON lines, streamed (what `import entries`
+    reads: moves a ledger to another environment or from SQLite to PostgreSQL)."""
+    from tradeledger.engine.ops.entries_file import export_entries
+
+    accounts, entries = export_entries(c.open(), Path(out))
+    click.echo(f"wrote {out} ({accounts} accounts, {entries} entries)")
+
+
 @click.command()
 @click.option("--file", "path", type=click.Path(dir_okay=False), default=None,
               help="Check this file instead of a fresh export.")

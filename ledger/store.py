@@ -245,6 +245,14 @@ class Ledger:
                 return [Booked(txn_id, True) for txn_id in ids]
         return self._book_general(conn, txns)
 
+    def import_entries(self, entries, expected: int | None = None, before=None):
+        """A bulk import: every entry booked in one transaction, all or nothing, its rules checked
+        over the staged set (`ledger/bulk.py`); entries already booked (same key, same content)
+        are skipped. Entries are `Transaction`s, or `bulk.Importing` for a reversal named by key."""
+        from tradeledger.ledger import bulk
+
+        return bulk.import_entries(self, entries, expected=expected, before=before)
+
     def _book_own(self, txns: list[Transaction], prepared: list[Prepared], results: list[Booked]) -> bool:
         """The fast path in a transaction of its own, on a raw pooled connection (no SQLAlchemy
         statement, event or result in the way: one BEGIN, one id query, two executemany, COMMIT).
@@ -351,18 +359,19 @@ class Ledger:
             found.update({k: (i, f) for k, i, f in rows})
         return found
 
-    def _check_lots(self, c: Connection, entries: list[tuple[int, Transaction]]) -> None:
+    def _check_lots(self, c: Connection, entries: list[tuple[int, Transaction]],
+                    state: tuple[dict, dict] | None = None) -> None:
         """Refuse a reduction of a labelled lot (shares) that the lot cannot cover.
 
         Beancount books a posting against a lot only if the lot holds enough of the same sign;
         otherwise it refuses the whole ledger file ("not enough lots"). The engine always reduces
         what it read from the ledger, but a reversal of a purchase whose lot was since sold, or a
         hand-made entry, could break the export: so the ledger checks, in the same transaction.
-        (Unlabelled lots, futures at zero cost, are reduced FIFO and never split here.)"""
+        (Unlabelled lots, futures at zero cost, are reduced FIFO and never split here.) `state`
+        carries what was read and changed from one call to the next (a bulk import's chunks)."""
         b, lb, p = schema.balance, schema.lot_balance, schema.posting
         kept = maintained(c)
-        account_balance: dict[tuple, Decimal] = {}
-        lot_balance: dict[tuple, Decimal] = {}
+        account_balance, lot_balance = state if state is not None else ({}, {})
         for _txn_id, txn in entries:
             for posting in txn.postings:
                 cost = posting.cost
@@ -442,6 +451,12 @@ class Ledger:
             rows = c.execute(_postings_query().where(schema.posting.c.txn_id == txn_id)
                              .order_by(schema.posting.c.id)).all()  # as booked (a join's order is the planner's)
         return _txn_from_rows(header, rows)
+
+    def reversed_originals(self, conn: Connection | None = None) -> dict[int, str | None]:
+        """id -> key (None: it has none) of every entry that a reversal names."""
+        t, o = schema.txn, schema.txn.alias("original")
+        with _read(self.engine, conn) as c:
+            return dict(c.execute(sa.select(o.c.id, o.c.idem_key).join(t, t.c.reverses_id == o.c.id)).all())
 
     def find_by_key(self, key: str, conn: Connection | None = None) -> int | None:
         with _read(self.engine, conn) as c:

@@ -1,0 +1,71 @@
+"""The whole ledger in and out as JSON lines (`export entries`, `import entries`).
+
+`export_entries` writes every account, commodity and entry of an environment's ledger, exactly,
+streamed in booking order (memory stays flat however big the ledger is), atomically (a temporary
+file renamed over the target). `import_entries` reads such a file, or one written by another
+system in the same format (`ledger/jsonl.py`), and books it through the bulk import
+(`ledger/bulk.py`): all or nothing in one transaction, accounts and commodities opened in that
+same transaction, every rule of the ledger checked over the whole set, entries already booked
+(same key, same content) skipped. Together they move a ledger between environments or from
+SQLite to PostgreSQL; `db verify` on the target then re-derives everything from its postings.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tradeledger.errors import UserError
+from tradeledger.ledger.bulk import Imported
+from tradeledger.ledger.jsonl import EntriesFile, account_line, commodity_line, entry_line
+from tradeledger.ledger.store import Commodity
+
+
+def export_entries(env, path: Path) -> tuple[int, int]:
+    """Write the ledger to `path`; returns (accounts, entries) written."""
+    ledger = env.ledger
+    path = Path(path)
+    originals = ledger.reversed_originals()
+    temporary = path.with_name(f".{path.name}.tmp")
+    entries = 0
+    with open(temporary, "w", encoding="utf-8") as out:
+        accounts = ledger.accounts()
+        for account in accounts:
+            out.write(account_line(account) + "\n")
+        for c in ledger.commodities():
+            out.write(commodity_line(c.name, c.kind, c.currency, c.multiplier, c.first_date) + "\n")
+        for txn_id, txn in ledger.entries():
+            # An original that a reversal names without a key is named by its ref (its id here).
+            ref = str(txn_id) if txn_id in originals and originals[txn_id] is None else None
+            reverses = None
+            if txn.reverses is not None:
+                key = originals.get(txn.reverses)
+                reverses = {"key": key} if key is not None else {"ref": str(txn.reverses)}
+            out.write(entry_line(txn, ref, reverses) + "\n")
+            entries += 1
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+    return len(accounts), entries
+
+
+def import_entries(env, path: Path) -> Imported:
+    """Book every entry of a JSON-lines file (see the module's docstring)."""
+    path = Path(path)
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    with handle:
+        expected = sum(1 for _ in handle)  # lines, about the entries: decides whether indexes are rebuilt
+        handle.seek(0)
+        source = EntriesFile(handle, name=str(path))
+        ledger = env.ledger
+
+        def open_all(conn) -> None:
+            for account in source.accounts:
+                ledger.open_account(account, conn)
+            for c in source.commodities:
+                ledger.ensure_commodity(Commodity(c.name, c.kind, c.currency, c.multiplier, c.date), conn)
+
+        return ledger.import_entries(source.entries(), expected=expected, before=open_all)

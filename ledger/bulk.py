@@ -1,0 +1,378 @@
+"""Bulk import: many entries in one database transaction, their rules checked once over the set.
+
+`Ledger.book_many` has every row checked as it goes in: on SQLite each posting fires five
+triggers (sealed, no replace, foreign keys on, the maintained balance and lot) and each header
+re-sums its postings. For a large import that per-row work, not the disk, is the limit.
+`import_entries` keeps every rule but checks each once, over everything the import wrote:
+
+1. Each entry is checked and turned into rows in Python exactly as the booking fast path does
+   (`rows.prepare`: the same exactness, the same fingerprint), its accounts checked (known, open
+   on its date, accepting the commodity). Its key is looked up among the entries booked before
+   it (in the ledger or earlier in the import): the same content is a replay (skipped), another
+   content a conflict (the import is refused). A reversal may name its original by key
+   (`Importing`), since a file cannot know ids. Labelled lots are checked against their
+   reductions in import order (`Ledger._check_lots`).
+2. The rows go by executemany (COPY on PostgreSQL), chunk by chunk, into `txn` and `posting`.
+3. One statement per rule then checks every row the import wrote: each entry balances per
+   currency (overflow-free), its postings carry its time and name it, and it has postings; the
+   maintained balances and lots get one aggregate upsert.
+
+On SQLite steps 2-3 run with the per-row INSERT triggers of `posting` and `txn` dropped and, when
+the import is at least as big as the ledger, the posting indexes too (built again after, sorted:
+cheaper than growing them row by row; on a big ledger it is the other way round, so they stay).
+Both are re-created from their own stored definitions before the same COMMIT. SQLite's DDL is
+transactional: no other connection ever sees the ledger without its triggers (readers see the last
+commit; writers wait for the write lock this transaction holds from its BEGIN IMMEDIATE), and a
+failure or a kill rolls everything back. The triggers are dropped only when the INSERT triggers
+present are exactly those whose rules step 3 (and the foreign keys and unique indexes, which stay)
+re-checks (`SQLITE_INSERT_TRIGGERS`); a database with any other keeps all of them, and the rows
+go in under them. What replaces each trigger:
+
+| trigger (migration) | its rule, during a bulk import |
+| --- | --- |
+| `txn_balanced` (0001/0005) | step 3: balance per currency, postings present and at the entry's time |
+| `posting_sealed` (0001) | step 3: every new posting names an entry of this import |
+| `posting_no_replace`, `txn_no_replace` (0005) | new ids only (MAX(id) under the write lock); the unique indexes on key and reversal stay |
+| `posting_foreign_keys_on` (0005) | the connection's `PRAGMA foreign_keys` is checked to be on; the foreign keys stay |
+| `txn_reverses_existing` (0005) | the foreign key `reverses_id -> txn.id` (immediate) stays |
+| `posting_balance`, `posting_lot_balance` (0011) | step 3: one aggregate upsert of the new postings |
+
+On PostgreSQL the triggers stay (dropping one would lock the table against every reader until the
+commit): the rows go in by COPY under them, postings then headers, chunk by chunk.
+
+The import is all or nothing: a single refused entry refuses it, naming the entry by its place in
+the input (1-based) and what is wrong. Replays of entries already booked are skipped, so an
+import run twice books once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from tradeledger.ledger.model import IdempotencyConflict, LedgerError, Transaction, validate
+from tradeledger.ledger.rows import fingerprint, prepare
+
+F = 1_000_000_000  # nano-units per unit (numbers.py)
+CHUNK = 5_000  # entries prepared and written per executemany
+
+# The INSERT triggers whose rules this module re-checks (see the table above).
+SQLITE_INSERT_TRIGGERS = frozenset({
+    "posting_sealed", "posting_no_replace", "posting_foreign_keys_on", "posting_balance", "posting_lot_balance",
+    "txn_balanced", "txn_no_replace", "txn_reverses_existing",
+})
+
+_POSTING_COLUMNS = ("txn_id, ts, account_id, commodity, units, cost, cost_currency, cost_date, cost_label, price, "
+                    "price_currency, weight, weight_currency")
+_TXN_COLUMNS = "id, ts, kind, narration, links, meta, idem_key, fingerprint, reverses_id, booked_at"
+
+
+class Importing(NamedTuple):
+    """An entry whose reversal names its original by key (an entry already booked, or one earlier
+    in the same import), or by the `ref` an earlier entry of the import carries: what a file can
+    say, since it cannot know the ids its entries will get."""
+
+    txn: Transaction
+    reverses_key: str | None = None
+    ref: str | None = None
+    reverses_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class Imported:
+    booked: int  # entries written now
+    replays: int  # entries already booked with the same key and content (skipped)
+    postings: int  # postings written now
+
+
+def import_entries(ledger, entries: Iterable[Transaction | Importing], expected: int | None = None,
+                   chunk: int = CHUNK, before=None) -> Imported:
+    """Book every entry, all or nothing, in one transaction (see the module's docstring).
+    `expected`: about how many entries come (a stream cannot say), to choose whether the posting
+    indexes are built after; without it they are kept. `before(conn)` runs first in the same
+    transaction (opening the accounts and commodities the entries need)."""
+    if expected is None and hasattr(entries, "__len__"):
+        expected = len(entries)  # type: ignore[arg-type]
+    with ledger.engine.begin() as conn:
+        if before is not None:
+            before(conn)
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            run = _Import(ledger, conn, cursor, expected or 0)
+            for batch in _chunks(entries, chunk):
+                run.write(batch)
+            return run.finish()
+        finally:
+            cursor.close()
+
+
+def _chunks(entries, size: int):
+    batch = []
+    for place, item in enumerate(entries, 1):
+        batch.append((place, item))
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _refuse(place: int, why: str) -> LedgerError:
+    return LedgerError(f"entry {place} of the import: {why}; nothing was imported")
+
+
+class _Import:
+    def __init__(self, ledger, conn, cursor, expected: int):
+        self.ledger, self.conn, self.cursor = ledger, conn, cursor
+        self.sqlite = conn.dialect.name == "sqlite"
+        self.mark = "?" if self.sqlite else "%s"
+        self.booked_at = _ts(dt.datetime.now(dt.timezone.utc))
+        self.accounts = self._accounts()
+        self.lot_state: tuple[dict, dict] = ({}, {})
+        self.refs: dict[str, int] = {}  # ref -> id of the entries that carry one
+        self.booked = self.replays = self.postings = 0
+        self.indexes: list[str] = []  # what was dropped, as its own stored DDL
+        self.triggers: list[str] = []
+        if self.sqlite:
+            self.next_id = self._one("SELECT COALESCE(MAX(id), 0) FROM txn")[0] + 1  # under the write lock
+            self.first_posting = self._one("SELECT COALESCE(MAX(id), 0) FROM posting")[0] + 1
+            self.first_txn = self.next_id
+            self.checked = self._drop(expected)
+        else:
+            self.checked = False  # PostgreSQL: the triggers check every row
+
+    # -- set up -------------------------------------------------------------------------------
+
+    def _one(self, sql: str, params=()):
+        self.cursor.execute(sql, params)
+        return self.cursor.fetchone()
+
+    def _accounts(self) -> dict[str, tuple]:
+        """name -> (id, open date, close date, currencies) of every account (a few hundred)."""
+        self.cursor.execute("SELECT name, id, open_date, close_date, currencies FROM account")
+        return {name: (i, dt.date.fromisoformat(opened), closed and dt.date.fromisoformat(closed),
+                       frozenset(currencies.split(",")) if currencies else frozenset())
+                for name, i, opened, closed, currencies in self.cursor.fetchall()}
+
+    def _drop(self, expected: int) -> bool:
+        """Drop the per-row INSERT triggers (and the posting indexes, when the import is at least
+        as big as the ledger) if they are exactly those this module re-checks; True if dropped."""
+        if self._one("PRAGMA foreign_keys")[0] != 1:  # what posting_foreign_keys_on refuses
+            raise LedgerError("postings need PRAGMA foreign_keys = ON, so that none can exist without "
+                              "its transaction")
+        self.cursor.execute("SELECT name, sql, type, tbl_name FROM sqlite_master WHERE type IN ('trigger', 'index') "
+                            "AND tbl_name IN ('posting', 'txn') AND sql IS NOT NULL")
+        objects = self.cursor.fetchall()
+        triggers = [(name, sql) for name, sql, kind, _ in objects if kind == "trigger" and _on_insert(sql)]
+        if {name for name, _ in triggers} != SQLITE_INSERT_TRIGGERS:
+            return False  # a rule this module does not know: every trigger stays
+        existing = self._one("SELECT COUNT(*) FROM posting")[0]
+        indexes = [(name, sql) for name, sql, kind, table in objects
+                   if kind == "index" and table == "posting" and expected * 5 >= existing]
+        for name, sql in triggers:
+            self.cursor.execute(f"DROP TRIGGER {name}")
+            self.triggers.append(sql)
+        for name, sql in indexes:
+            self.cursor.execute(f"DROP INDEX {name}")
+            self.indexes.append(sql)
+        return True
+
+    # -- each chunk ---------------------------------------------------------------------------
+
+    def write(self, batch: list) -> None:
+        prepared = []
+        for place, item in batch:
+            item = item if isinstance(item, Importing) else Importing(item)
+            txn, reverses_key = item.txn, item.reverses_key
+            if not isinstance(txn, Transaction):
+                raise _refuse(place, f"not an entry: {type(txn).__name__}")
+            if (txn.reverses is not None) + (reverses_key is not None) + (item.reverses_ref is not None) > 1:
+                raise _refuse(place, "a reversal names its original once, by id, key or ref")
+            ready = prepare(txn)
+            if ready is None:
+                try:
+                    validate(txn)
+                except LedgerError as exc:
+                    raise _refuse(place, str(exc)) from None
+                raise _refuse(place, "a number cannot be stored exactly (more than 9 decimals, or out of range)")
+            prepared.append((place, txn, reverses_key, ready, fingerprint(txn, ready), item))
+        booked = self._booked_keys({p[1].key for p in prepared if p[1].key} | {p[2] for p in prepared if p[2]})
+        ids = iter(self._new_ids(len(prepared)))  # a replay leaves its id unused: a gap, harmless
+        fresh = []
+        for place, txn, reverses_key, ready, digest, item in prepared:
+            reverses = txn.reverses
+            if reverses_key is not None:  # booked, or met earlier in the import (it is in `booked` then)
+                if reverses_key not in booked:
+                    raise _refuse(place, f"it reverses {reverses_key!r}, which is neither booked nor earlier "
+                                         "in the import")
+                reverses = booked[reverses_key][0]
+            elif item.reverses_ref is not None:
+                if item.reverses_ref not in self.refs:
+                    raise _refuse(place, f"it reverses ref {item.reverses_ref!r}, which no earlier entry of the "
+                                         "import carries")
+                reverses = self.refs[item.reverses_ref]
+            if reverses != txn.reverses:  # its content names the original's id, as `book` would store it
+                txn = dataclasses.replace(txn, reverses=reverses)
+                digest = fingerprint(txn, ready)
+            if txn.key is not None and txn.key in booked:
+                txn_id, booked_digest = booked[txn.key]
+                if booked_digest != digest:
+                    raise IdempotencyConflict(f"entry {place} of the import: an entry with key {txn.key!r} is "
+                                              "already booked with different content; nothing was imported")
+                self.replays += 1
+            else:
+                txn_id = next(ids)
+                if txn.key is not None:
+                    booked[txn.key] = (txn_id, digest)
+                fresh.append((place, txn, ready, digest, txn_id, reverses))
+            if item.ref is not None:
+                self.refs[item.ref] = txn_id
+        self._write(fresh)
+
+    def _new_ids(self, n: int) -> list[int]:
+        """Ids for n new entries: on SQLite counted on from MAX(id), read under the write lock;
+        on PostgreSQL from its sequence."""
+        if self.sqlite:
+            first, self.next_id = self.next_id, self.next_id + n
+            return list(range(first, first + n))
+        self.cursor.execute("SELECT nextval('txn_id_seq') FROM generate_series(1, %s)", (n,))
+        return [row[0] for row in self.cursor.fetchall()]
+
+    def _booked_keys(self, keys: set[str]) -> dict[str, tuple[int, str]]:
+        """key -> (id, fingerprint) of the entries already booked (earlier chunks included)."""
+        found: dict[str, tuple[int, str]] = {}
+        keys = list(keys)
+        for start in range(0, len(keys), 500):
+            part = keys[start:start + 500]
+            self.cursor.execute(f"SELECT idem_key, id, fingerprint FROM txn WHERE idem_key IN "
+                                f"({', '.join([self.mark] * len(part))})", part)
+            found.update({key: (i, digest) for key, i, digest in self.cursor.fetchall()})
+        return found
+
+    def _write(self, fresh: list) -> None:
+        headers, postings = [], []
+        accounts = self.accounts
+        for place, txn, ready, digest, txn_id, reverses in fresh:
+            ts, date = _ts(txn.time), txn.date
+            for row in ready.postings:
+                account = accounts.get(row[0])
+                if account is None:
+                    raise _refuse(place, f"unknown account {row[0]}: open it first")
+                if date < account[1] or (account[2] and date > account[2]):
+                    raise _refuse(place, f"account {row[0]} is not open on {date}")
+                if account[3] and row[1] not in account[3]:
+                    raise _refuse(place, f"account {row[0]} does not accept {row[1]}")
+                postings.append((txn_id, ts, account[0], *row[1:]))
+            if ready.labelled:
+                try:
+                    self.ledger._check_lots(self.conn, [(txn_id, txn)], self.lot_state)
+                except LedgerError as exc:
+                    raise _refuse(place, str(exc)) from None
+            headers.append((txn_id, ts, txn.kind, txn.narration, ",".join(txn.links), _meta_json(txn.meta),
+                            txn.key, digest, reverses, self.booked_at))
+        if not headers:
+            return
+        try:
+            if self.sqlite and self.checked:  # headers first: each posting finds its entry at once
+                self._rows("txn", _TXN_COLUMNS, headers)
+                self._rows("posting", _POSTING_COLUMNS, postings)
+            else:  # under the triggers: postings, then the headers that seal them
+                self._rows("posting", _POSTING_COLUMNS, postings)
+                self._rows("txn", _TXN_COLUMNS, headers)
+        except self.conn.dialect.loaded_dbapi.Error as exc:
+            raise LedgerError(f"the database refused the import: {_reason(exc)}; nothing was imported") from None
+        if self.checked:
+            self._maintain(self.first_posting + self.postings)
+        self.booked += len(headers)
+        self.postings += len(postings)
+
+    def _rows(self, table: str, columns: str, rows: list[tuple]) -> None:
+        if self.sqlite:
+            marks = ", ".join("?" * (columns.count(",") + 1))
+            self.cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+            return
+        with self.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    # -- the whole set ------------------------------------------------------------------------
+
+    def finish(self) -> Imported:
+        for sql in self.indexes:  # first: the checks read the new postings by entry
+            self.cursor.execute(sql)
+        if self.checked and self.booked:
+            self._check()
+        for sql in self.triggers:
+            self.cursor.execute(sql)
+        return Imported(self.booked, self.replays, self.postings)
+
+    def _check(self) -> None:
+        """What the dropped triggers check row by row, once over the rows this import wrote: each
+        new entry balances per currency (exactly, no 64-bit overflow) and its postings carry its
+        time; it has postings; no new posting joins an entry booked before the import. (A posting
+        naming no entry at all is refused at COMMIT by the deferred foreign key.)"""
+        first_txn, first_posting = self.first_txn, self.first_posting
+        row = self._one(f"""SELECT txn_id FROM posting WHERE txn_id >= ? GROUP BY txn_id, weight_currency
+            HAVING SUM(weight % {F}) % {F} <> 0 OR SUM(weight / {F}) + SUM(weight % {F}) / {F} <> 0
+                OR MIN(ts) <> MAX(ts) LIMIT 1""", (first_txn,))
+        if row is None:
+            row = self._one("""SELECT t.id FROM txn t WHERE t.id >= ? AND (
+                NOT EXISTS (SELECT 1 FROM posting p WHERE p.txn_id = t.id)
+                OR EXISTS (SELECT 1 FROM posting p WHERE p.txn_id = t.id AND p.ts <> t.ts)) LIMIT 1""",
+                            (first_txn,))
+        if row is not None:
+            raise LedgerError(f"entry {row[0]} does not balance (or has no postings, or mixed times); nothing "
+                              "was imported")
+        row = self._one("SELECT txn_id FROM posting WHERE id >= ? AND +txn_id < ? LIMIT 1", (first_posting, first_txn))
+        if row is not None:
+            raise LedgerError(f"postings cannot be added to a booked transaction ({row[0]}); nothing was imported")
+
+    def _maintain(self, first: int) -> None:
+        """The maintained balances and lots (migration 0011), from a chunk's postings (ids from
+        `first`) in one pass each: kept chunk by chunk, so the next chunk's lot check reads them."""
+        self.cursor.execute(f"""INSERT INTO balance (account_id, commodity, whole, nanos)
+            SELECT account_id, commodity, SUM(units / {F}), SUM(units % {F}) FROM posting
+            WHERE id >= ? GROUP BY account_id, commodity
+            ON CONFLICT (account_id, commodity) DO UPDATE
+            SET whole = balance.whole + excluded.whole, nanos = balance.nanos + excluded.nanos""", (first,))
+        self.cursor.execute(f"""INSERT INTO lot_balance (account_id, commodity, cost, cost_currency, cost_date,
+                                                     cost_label, whole, nanos, first_ts)
+            SELECT account_id, commodity, cost, cost_currency, COALESCE(cost_date, ''), COALESCE(cost_label, ''),
+                   SUM(units / {F}), SUM(units % {F}), MIN(ts) FROM posting WHERE id >= ? AND cost IS NOT NULL
+            GROUP BY account_id, commodity, cost, cost_currency, COALESCE(cost_date, ''), COALESCE(cost_label, '')
+            ON CONFLICT (account_id, commodity, cost, cost_currency, cost_date, cost_label) DO UPDATE
+            SET whole = lot_balance.whole + excluded.whole, nanos = lot_balance.nanos + excluded.nanos,
+                first_ts = CASE WHEN excluded.first_ts < lot_balance.first_ts THEN excluded.first_ts
+                                ELSE lot_balance.first_ts END""", (first,))
+
+
+def _ts(time: dt.datetime) -> str:
+    """`store.fmt_ts`, by isoformat (three times faster than strftime)."""
+    if time.tzinfo is None:
+        raise LedgerError("times must be timezone-aware")
+    return time.astimezone(_UTC).isoformat(" ", "microseconds")[:26]
+
+
+_UTC = dt.timezone.utc
+_quote = json.encoder.encode_basestring_ascii  # what json.dumps writes for a str (ensure_ascii)
+
+
+def _meta_json(meta: tuple) -> str:
+    """`json.dumps(dict(meta), sort_keys=True)` for string keys and values, without the encoder's
+    machinery (the same text: the same separators, the same escapes)."""
+    if not meta:
+        return "{}"
+    return "{" + ", ".join(f"{_quote(k)}: {_quote(v)}" for k, v in sorted(dict(meta).items())) + "}"
+
+
+def _on_insert(sql: str) -> bool:
+    head = " ".join(sql.split()).upper().split(" BEGIN ")[0]
+    return " INSERT ON " in head
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0].replace("tradeledger: ", "")

@@ -1,0 +1,336 @@
+"""The bulk import (`Ledger.import_entries`, `tradeledger import entries`): every rule of the
+ledger still holds, checked over the set; all or nothing; a replay books nothing; the maintained
+balances and lots are right afterwards (`db verify` passes); the triggers and indexes it drops
+come back; on both backends. And `export entries` then `import entries` moves a ledger exactly."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import sqlite3
+from decimal import Decimal as D
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from tradeledger.ledger.bulk import SQLITE_INSERT_TRIGGERS, Importing
+from tradeledger.ledger.maintained import verify_balances
+from tradeledger.ledger.model import Cost, IdempotencyConflict, LedgerError, Posting, Transaction
+from tradeledger.ledger.store import Ledger
+from tradeledger.ledger.verify import verify
+
+from tradeledger.ledger.model import Account
+from tradeledger.ledger.store import Commodity
+
+UTC = dt.timezone.utc
+OPEN = dt.date(2026, 1, 1)
+CASH = "Assets:Broker:DU1234567:Cash"
+A = "Assets:Broker:DU1234567:Strategy:A"
+B = "Assets:Broker:DU1234567:Strategy:B"
+INC = "Income:Trading:A"
+FEES = "Expenses:Commissions:A"
+DEPOSITS = "Equity:Deposits"
+
+
+def t(day: int, hour: int = 15) -> dt.datetime:
+    return dt.datetime(2026, 12, day, hour, tzinfo=UTC)
+
+
+def open_books(ledger: Ledger) -> Ledger:
+    opened = {a.name for a in ledger.accounts()}  # an environment's `init` opens cash and deposits
+    for name in (CASH, A, B, INC, FEES, DEPOSITS):
+        if name not in opened:
+            ledger.open_account(Account(name, OPEN, booking="FIFO" if ":Strategy:" in name else "STRICT"))
+    for ccy in ("USD", "JPY"):
+        if ccy not in {c.name for c in ledger.commodities()}:
+            ledger.ensure_commodity(Commodity(ccy, "currency", None, D(1), OPEN))
+    ledger.ensure_commodity(Commodity("MESZ26", "future", "USD", D(5), OPEN))
+    ledger.ensure_commodity(Commodity("SPY", "share", "USD", D(1), OPEN))
+    return ledger
+
+
+def entries() -> list[Transaction]:
+    zero = Cost(D(0), "USD")
+    lot1 = Cost(D("600.25"), "USD", dt.date(2026, 12, 1), "fill-1")
+    lot2 = Cost(D("601.5"), "USD", dt.date(2026, 12, 2), "fill-2")
+    return [
+        Transaction(t(1, 9), "deposit", "deposit", (Posting(CASH, D("5000000000"), "JPY"),
+                                                   Posting(DEPOSITS, D("-5000000000"), "JPY")), key="d1"),
+        Transaction(t(1, 10), "deposit", "deposit", (Posting(CASH, D("5000000000.5"), "JPY"),
+                                                    Posting(DEPOSITS, D("-5000000000.5"), "JPY")), key="d2"),
+        Transaction(t(1, 11), "deposit", "deposit", (Posting(CASH, D(100000), "USD"),
+                                                    Posting(DEPOSITS, D(-100000), "USD")), key="d3"),
+        Transaction(t(1), "fill", "buy 3 MESZ26", (Posting(A, D(3), "MESZ26", zero), Posting(A, D(-1), "MESZ26", zero),
+                                                   Posting(FEES, D("1.86"), "USD"), Posting(CASH, D("-1.86"), "USD")),
+                    key="f1"),
+        Transaction(t(1, 16), "fill", "buy SPY", (Posting(B, D(10), "SPY", lot1), Posting(CASH, D("-6002.5"), "USD")),
+                    key="f2"),
+        Transaction(t(2), "fill", "buy SPY", (Posting(B, D(5), "SPY", lot2), Posting(CASH, D("-3007.5"), "USD")),
+                    key="f3"),
+        Transaction(t(3), "fill", "sell SPY", (Posting(B, D(-4), "SPY", lot1), Posting(CASH, D("2404"), "USD"),
+                                               Posting(INC, D(-3), "USD"), Posting(FEES, D("1.000000001"), "USD"),
+                                               Posting(CASH, D("-1.000000001"), "USD")), key="f4"),
+    ]
+
+
+
+
+def _schema(ledger: Ledger) -> list[tuple]:
+    if ledger.engine.dialect.name != "sqlite":
+        with ledger.engine.connect() as c:
+            return sorted(c.exec_driver_sql(
+                "SELECT tgname FROM pg_trigger WHERE tgrelid IN ('posting'::regclass, 'txn'::regclass)").all())
+    with ledger.engine.connect() as c:
+        return sorted(c.exec_driver_sql("SELECT type, name, sql FROM sqlite_master WHERE tbl_name IN "
+                                        "('posting', 'txn')").all())
+
+
+def _state(ledger: Ledger):
+    return ledger.balances(), {(a, c): ledger.lots(a, c) for a in (A, B) for c in ("SPY", "MESZ26")}, ledger.count()
+
+
+def test_import_books_what_book_many_books(ledger: Ledger):
+    open_books(ledger)
+    schema = _schema(ledger)
+    result = ledger.import_entries(entries())
+    assert (result.booked, result.replays, result.postings) == (7, 0, 19)
+    assert _schema(ledger) == schema  # triggers and indexes are back, as they were
+    booked = [ledger.get(i) for i in range(1, 8)]
+    assert [b.key for b in booked] == [e.key for e in entries()]
+    assert [b.fingerprint() for b in booked] == [e.fingerprint() for e in entries()]
+    assert ledger.balances()[(CASH, "JPY")] == D("10000000000.5")
+    assert ledger.lots(B, "SPY") == [(entries()[4].postings[0].cost, D(6)),
+                                     (entries()[5].postings[0].cost, D(5))]
+    assert verify(ledger).ok and verify_balances(ledger.engine) == []
+    # A replay books nothing; booking the same entries one by one is a replay too.
+    assert ledger.import_entries(entries()).replays == 7
+    assert all(not ledger.book(e).created for e in entries())
+    assert ledger.count() == (7, 19)
+
+
+def test_import_onto_a_ledger_with_history_keeps_its_indexes_and_sums(ledger: Ledger):
+    open_books(ledger)
+    first, rest = entries()[:5], entries()[5:]
+    ledger.book_many(first)
+    before = _schema(ledger)
+    ledger.import_entries(rest, expected=1)  # much smaller than the ledger: indexes kept
+    assert _schema(ledger) == before
+    assert verify(ledger).ok and verify_balances(ledger.engine) == []
+    assert ledger.lots(B, "SPY")[0][1] == D(6)
+
+
+def test_a_bad_entry_refuses_the_whole_import(ledger: Ledger):
+    open_books(ledger)
+    schema = _schema(ledger)
+    bad = Transaction(t(5), "fill", "unbalanced", (Posting(CASH, D(1), "USD"), Posting(INC, D(-2), "USD")), key="bad")
+    with pytest.raises(LedgerError, match=r"entry 8 of the import: .*nothing was imported"):
+        ledger.import_entries(entries() + [bad])
+    assert ledger.count() == (0, 0) and ledger.balances() == {}
+    assert _schema(ledger) == schema
+    unknown = Transaction(t(5), "fill", "x", (Posting("Assets:Nowhere", D(1), "USD"), Posting(INC, D(-1), "USD")))
+    with pytest.raises(LedgerError, match="entry 2 of the import: unknown account Assets:Nowhere"):
+        ledger.import_entries([entries()[0], unknown])
+    early = Transaction(dt.datetime(2025, 1, 1, tzinfo=UTC), "fill", "x",
+                        (Posting(CASH, D(1), "USD"), Posting(INC, D(-1), "USD")))
+    with pytest.raises(LedgerError, match="is not open on 2025-01-01"):
+        ledger.import_entries([early])
+    assert ledger.count() == (0, 0)
+
+
+def test_keys_replays_and_conflicts(ledger: Ledger):
+    open_books(ledger)
+    one = entries()[2]
+    other = Transaction(one.time, one.kind, "another narration", one.postings, key=one.key)
+    result = ledger.import_entries([one, one, entries()[0]])
+    assert (result.booked, result.replays) == (2, 1)
+    with pytest.raises(IdempotencyConflict, match="entry 2 of the import: an entry with key 'd3'"):
+        ledger.import_entries([entries()[1], other])
+    assert ledger.count() == (2, 4)
+    with pytest.raises(IdempotencyConflict, match="entry 3 of the import"):
+        ledger.import_entries([entries()[5], entries()[6], Transaction(t(9), "x", "y", one.postings, key="f3")])
+
+
+def test_a_labelled_lot_cannot_be_over_reduced_across_chunks(ledger: Ledger):
+    open_books(ledger)
+    lot = Cost(D("600.25"), "USD", dt.date(2026, 12, 1), "fill-1")
+    buy = Transaction(t(1), "fill", "buy", (Posting(B, D(10), "SPY", lot), Posting(CASH, D("-6002.5"), "USD")), key="b")
+    sells = [Transaction(t(2, h), "fill", "sell", (Posting(B, D(-4), "SPY", lot), Posting(CASH, D("2401"), "USD")),
+                         key=f"s{h}") for h in (10, 11, 12)]
+    from tradeledger.ledger import bulk
+
+    with pytest.raises(LedgerError, match=r"entry 4 of the import: .*would reduce lot 'fill-1'"):
+        bulk.import_entries(ledger, [buy] + sells, chunk=2)  # the third sale is in the second chunk
+    assert ledger.count() == (0, 0)
+    assert bulk.import_entries(ledger, [buy] + sells[:2], chunk=1).booked == 3
+    assert ledger.lots(B, "SPY") == [(lot, D(2))]
+
+
+def test_reversals_named_by_key_or_ref(ledger: Ledger):
+    open_books(ledger)
+    ledger.import_entries(entries()[:3])
+    original = ledger.get(3)
+    by_key = Importing(_unnamed_reversal(original, "r-d3"), reverses_key="d3")
+    unkeyed = Transaction(t(4, 9), "cash-adjust", "no key", (Posting(CASH, D(5), "USD"), Posting(INC, D(-5), "USD")))
+    result = ledger.import_entries([by_key, Importing(unkeyed, ref="u"),
+                                    Importing(_unnamed_reversal(unkeyed, None), reverses_ref="u")])
+    assert result.booked == 3
+    assert ledger.get(4).reverses == 3 and ledger.get(6).reverses == 5
+    assert ledger.balances().get((CASH, "USD")) is None  # deposit and adjustment both undone
+    # The reversal's content names its original's id, as `book` stores it: booking it again is a replay.
+    assert not ledger.book(ledger.get(4)).created
+    assert ledger.import_entries([by_key]).replays == 1
+    with pytest.raises(LedgerError, match="entry 1 of the import: .*reverses 'nope'"):
+        ledger.import_entries([Importing(_unnamed_reversal(original, "r2"), reverses_key="nope")])
+    with pytest.raises(LedgerError, match="already reversed|UNIQUE|unique"):
+        ledger.import_entries([Importing(_unnamed_reversal(original, "r3"), reverses_key="d3")])
+    assert verify(ledger).ok
+
+
+def _unnamed_reversal(original: Transaction, key: str | None) -> Transaction:
+    postings = tuple(p._replace(units=-p.units) for p in original.postings)
+    return Transaction(original.time + dt.timedelta(hours=1), "reversal", f"reverses {original.narration}",
+                       postings, meta=(("reason", "test"),), key=key)
+
+
+def test_an_unknown_insert_trigger_keeps_every_trigger(tmp_path):
+    """A rule this import does not know: it inserts under the triggers (and they still refuse)."""
+    from tradeledger.ledger import db
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'l.db'}")
+    db.upgrade(engine)
+    ledger = open_books(Ledger(engine))
+    with engine.begin() as c:
+        c.exec_driver_sql("CREATE TRIGGER posting_audit AFTER INSERT ON posting WHEN NEW.units = 7000000000 "
+                          "BEGIN SELECT RAISE(ABORT, 'seven'); END")
+    assert ledger.import_entries(entries()).booked == 7
+    assert verify_balances(engine) == []  # kept by the triggers themselves
+    seven = Transaction(t(9), "x", "seven", (Posting(CASH, D(7), "USD"), Posting(INC, D(-7), "USD")), key="7")
+    with pytest.raises(LedgerError, match="seven"):
+        ledger.import_entries([seven])
+    with engine.connect() as c:
+        names = {r[0] for r in c.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    assert SQLITE_INSERT_TRIGGERS | {"posting_audit"} <= names
+
+
+def test_a_failure_after_the_triggers_were_dropped_leaves_them_in_place(tmp_path, monkeypatch):
+    from tradeledger.ledger import bulk, db
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'l.db'}")
+    db.upgrade(engine)
+    ledger = open_books(Ledger(engine))
+    schema = _schema(ledger)
+
+    def boom(self):
+        raise RuntimeError("killed mid-import")
+
+    monkeypatch.setattr(bulk._Import, "_check", boom)
+    with pytest.raises(RuntimeError):
+        ledger.import_entries(entries())
+    assert _schema(ledger) == schema and ledger.count() == (0, 0)
+    # Another connection (the sqlite3 shell) never saw the ledger without its rules.
+    raw = sqlite3.connect(tmp_path / "l.db")
+    raw.execute("PRAGMA foreign_keys = ON")
+    with pytest.raises(sqlite3.DatabaseError, match="does not balance"):
+        with raw:
+            raw.execute("INSERT INTO posting (txn_id, ts, account_id, commodity, units, weight, weight_currency) "
+                        "VALUES (99, '2026-12-01 00:00:00.000000', 1, 'USD', 1, 1, 'USD')")
+            raw.execute("INSERT INTO txn (id, ts, kind, narration, fingerprint, booked_at) "
+                        "VALUES (99, '2026-12-01 00:00:00.000000', 'x', 'x', 'f', 'now')")
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10**6), split=st.integers(0, 30))
+def test_import_equals_booking_one_by_one(ledger: Ledger, seed: int, split: int):
+    """Property: whatever the entries and however the import is cut into calls, the ledger it
+    leaves answers every query as booking the same entries one by one would."""
+    if not ledger.accounts():
+        open_books(ledger)
+    rng = random.Random(seed)
+    base = t(1) + dt.timedelta(days=seed % 1000)
+    made = []
+    for k in range(rng.randint(1, 30)):
+        amount = D(rng.randint(-10**6, 10**6)) / D(100) or D(1)
+        made.append(Transaction(base + dt.timedelta(seconds=k), "adj", f"{seed}-{k}",
+                                (Posting(CASH, amount, "USD"), Posting(FEES, -amount, "USD")), key=f"p{seed}-{k}"))
+    made = [e for e in made if ledger.find_by_key(e.key) is None]  # hypothesis may draw a seed again
+    balances = ledger.balances()
+    cut = min(split, len(made))
+    ledger.import_entries(made[:cut])
+    ledger.import_entries(made)  # the first part again: replays
+    expected = dict(balances)
+    for e in made:
+        for p in e.postings:
+            expected[(p.account, p.commodity)] = expected.get((p.account, p.commodity), D(0)) + p.units
+    assert ledger.balances() == {k: v for k, v in expected.items() if v}
+    assert verify_balances(ledger.engine) == []
+
+
+def test_export_then_import_moves_a_ledger_exactly(ledger: Ledger, tmp_path):
+    """The ledger file round trip through the engine functions the CLI calls."""
+    from tradeledger.engine.ops.entries_file import export_entries, import_entries
+    from tradeledger.ledger import db
+
+    open_books(ledger)
+    ledger.book_many(entries())
+    ledger.reverse(6, t(5), "booked twice")
+    unkeyed = ledger.book(Transaction(t(6), "adj", "no key", (Posting(CASH, D(2), "USD"), Posting(INC, D(-2), "USD"))))
+    ledger.reverse(unkeyed.id, t(7), "wrong")
+
+    class Env:
+        def __init__(self, ledger):
+            self.ledger = ledger
+
+    path = tmp_path / "ledger.jsonl"
+    assert export_entries(Env(ledger), path) == (6, 10)
+    lines = path.read_text().splitlines()
+    assert all(json.loads(line) for line in lines)
+    target_engine = db.make_engine(f"sqlite:///{tmp_path / 'target.db'}")
+    db.upgrade(target_engine)
+    target = Ledger(target_engine)
+    result = import_entries(Env(target), path)
+    assert (result.booked, result.replays) == (10, 0)
+    assert target.balances() == ledger.balances()
+    assert [target.get(i).fingerprint() for i in range(1, 11)] == [ledger.get(i).fingerprint() for i in range(1, 11)]
+    assert verify(target).ok and verify_balances(target_engine) == []
+    # Entries without a key have nothing to be recognised by: importing the file again would book
+    # them again, and the database refuses a second reversal of entry 6, so nothing is imported.
+    with pytest.raises(LedgerError, match="nothing was imported"):
+        import_entries(Env(target), path)
+    assert target.count() == ledger.count()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(lines[0] + "\n" + '{"time": "2026-12-01T00:00:00", "kind": "x"}\n')
+    with pytest.raises(LedgerError, match="bad.jsonl, line 2: not an entry"):
+        import_entries(Env(target), bad)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_ledger_moves_from_sqlite_to_postgresql_through_the_commands(tmp_path, db_url):
+    """`export entries` on a SQLite environment, `import entries` into a PostgreSQL one: the same
+    balances, `db verify` and `check` clean; importing again books nothing new."""
+    from click.testing import CliRunner
+
+    from tradeledger.cli import main
+    from tradeledger.engine.setup.environment import open_environment
+
+    def run(*args):
+        result = CliRunner().invoke(main, list(args))
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        return result.output
+
+    source, target = str(tmp_path / "source"), str(tmp_path / "target")
+    run("--home", source, "init")
+    env = open_environment(source, "paper")
+    open_books(env.ledger)
+    env.ledger.book_many(entries())
+    out = tmp_path / "ledger.jsonl"
+    assert "7 entries" in run("--home", source, "export", "entries", "--out", str(out))
+    run("--home", target, "--db-url", db_url, "init")
+    assert "7 entries booked (19 postings), 0 already booked" in run("--home", target, "import", "entries", str(out))
+    moved = open_environment(target, "paper")
+    assert moved.engine.dialect.name == "postgresql"
+    assert moved.ledger.balances() == env.ledger.balances()
+    assert "verified: 7 entries" in run("--home", target, "db", "verify")
+    run("--home", target, "check")
+    assert json.loads(run("--home", target, "import", "entries", str(out), "--json")) == {
+        "booked": 0, "replays": 7, "postings": 0}
