@@ -194,6 +194,25 @@ class CashEvent:
     ref: str  # the ticker for dividends and withholding
 
 
+@dataclass(frozen=True)
+class ListedContract:
+    """A contract the broker lists, with its own dates (IB's contract details): the last trading
+    day (`lastTradeDateOrContractMonth`, YYYYMMDD; a month only when the broker gives no day) and
+    the real expiration (`realExpirationDate`); empty when the broker does not say."""
+
+    contract: Contract
+    last_trade_date: str = ""
+    real_expiration: str = ""
+
+
+@dataclass(frozen=True)
+class DailyBar:
+    """One day's close of a contract as the broker's historical data gives it."""
+
+    date: dt.date
+    close: Decimal
+
+
 class Broker(Protocol):
     """What the engine needs from a broker. Every call is synchronous."""
 
@@ -218,3 +237,12 @@ class Broker(Protocol):
         ...
 
     def snapshot(self) -> AccountSnapshot: ...
+
+    def daily_bars(self, contract: Contract, days: int) -> list[DailyBar]:
+        """The contract's daily closes over the last `days` days (IB: reqHistoricalData)."""
+        ...
+
+    def listed_contracts(self, pattern: Contract) -> list[ListedContract]:
+        """Every contract the broker lists that matches `pattern` (a future without an expiry:
+        all its months), with the broker's dates (IB: reqContractDetails)."""
+        ...

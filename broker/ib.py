@@ -46,7 +46,7 @@ from ib_async.util import UNSET_DOUBLE
 
 from tradeledger.broker.base import (
     BUY, LIMIT, SELL, AccountSnapshot, BrokerDisconnected, BrokerError, BrokerPosition,
-    Contract, Execution, OrderRequest, OrderStatus,
+    Contract, DailyBar, Execution, ListedContract, OrderRequest, OrderStatus,
 )
 
 log = logging.getLogger("tradeledger.broker.ib")
@@ -332,6 +332,40 @@ class IBBroker:
             self._by_con_id[c.conId] = contract
         return contract
 
+    def listed_contracts(self, pattern: Contract) -> list[ListedContract]:
+        """IB's contract details for `pattern` (a future without an expiry: every listed month),
+        each contract named as ours and remembered by conId, with IB's own dates."""
+        return self._run(lambda: self._listed_contracts(pattern), retry=True)
+
+    async def _listed_contracts(self, pattern: Contract) -> list[ListedContract]:
+        ib = await self._ready()
+        wanted = IBContract(secType=pattern.sec_type, symbol=pattern.symbol, exchange=pattern.exchange,
+                            currency=pattern.currency, lastTradeDateOrContractMonth=pattern.expiry,
+                            tradingClass=pattern.trading_class)
+        details = await asyncio.wait_for(ib.reqContractDetailsAsync(wanted), self.request_timeout)
+        out = []
+        for d in details:
+            contract = self.from_ib(d.contract)
+            last = (d.contract.lastTradeDateOrContractMonth or "").strip()
+            out.append(ListedContract(contract, last if len(last) == 8 else "", (d.realExpirationDate or "").strip()))
+        return out
+
+    def daily_bars(self, contract: Contract, days: int) -> list[DailyBar]:
+        """The contract's daily bars over the last `days` days (reqHistoricalData, TRADES)."""
+        return self._run(lambda: self._daily_bars(contract, days), retry=True)
+
+    async def _daily_bars(self, contract: Contract, days: int) -> list[DailyBar]:
+        ib = await self._ready()
+        qualified = await self._qualify(contract)
+        bars = await asyncio.wait_for(ib.reqHistoricalDataAsync(
+            to_ib(qualified), endDateTime="", durationStr=f"{int(days)} D", barSizeSetting="1 day",
+            whatToShow="TRADES", useRTH=True, formatDate=1), self.request_timeout)
+        out = []
+        for bar in bars or []:
+            day = bar.date if isinstance(bar.date, dt.date) else dt.datetime.strptime(str(bar.date)[:8], "%Y%m%d")
+            out.append(DailyBar(day.date() if isinstance(day, dt.datetime) else day, dec(bar.close)))
+        return out
+
     # --- orders ------------------------------------------------------------------------------
 
     def place_order(self, request: OrderRequest) -> OrderStatus:
@@ -420,7 +454,10 @@ class IBBroker:
             status, reason = "Rejected", rejected.message
         elif st.status == "Inactive" and trade.log == [] and not o.orderId:
             status = "Inactive"  # a completed order from an earlier session
-        filled = [dec(st.filled), sum((dec(f.execution.shares) for f in trade.fills), Decimal(0))]
+        # a combination's fills are its legs' executions plus its own report: only the latter
+        # counts the combos filled (as ib_async's Trade.filled does)
+        fills = [f for f in trade.fills if trade.contract.secType != "BAG" or f.contract.secType == "BAG"]
+        filled = [dec(st.filled), sum((dec(f.execution.shares) for f in fills), Decimal(0))]
         if o.filledQuantity != UNSET_DOUBLE:
             filled.append(dec(o.filledQuantity))
         return OrderStatus(
@@ -456,6 +493,10 @@ class IBBroker:
 
     def _absorb_fills(self) -> None:
         for fill in self._ib.fills():
+            if fill.contract.secType == "BAG":
+                # IB's extra report of a filled combination: the legs' executions are the trades
+                # (and carry the commissions); booking this one too would count the spread twice
+                continue
             ex, report = fill.execution, fill.commissionReport
             known = report.execId == ex.execId  # set only once a commissionReport arrived
             previous = self._executions.get(ex.execId)

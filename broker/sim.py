@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from tradeledger.broker.base import (
-    AccountSnapshot, BrokerDisconnected, CashEvent, Execution, OrderRequest, OrderStatus,
+    AccountSnapshot, BrokerDisconnected, CashEvent, Contract, DailyBar, Execution, ListedContract, OrderRequest,
+    OrderStatus,
 )
 from tradeledger.broker.simexchange import SimExchange
 
@@ -89,3 +90,25 @@ class SimBroker:
 
     def snapshot(self) -> AccountSnapshot:
         return self._call(self.exchange.snapshot)
+
+    def daily_bars(self, contract: Contract, days: int) -> list[DailyBar]:
+        """Daily closes from the exchange's price history (a settlement is its day's last price),
+        built exactly as the simulated gateway answers reqHistoricalData."""
+        from tradeledger.broker.ibsim.history import bars_from_history
+
+        def bars() -> list[DailyBar]:
+            history = self.exchange.price_history(contract.code)
+            return [DailyBar(dt.datetime.strptime(b.date, "%Y%m%d").date(), b.close)
+                    for b in bars_from_history(history, "1 day", f"{days} D", self.exchange.now())]
+        return self._call(bars)
+
+    def listed_contracts(self, pattern: Contract) -> list[ListedContract]:
+        """The exchange's futures of `pattern`'s symbol (and trading class), with the dates the
+        exchange was given (`SimExchange.set_contract_dates`), else none: the rule stays the truth."""
+        def listed() -> list[ListedContract]:
+            dates = self.exchange.contract_dates()
+            return [ListedContract(k, *dates.get(k.code, ("", ""))) for k in self.exchange.contracts()
+                    if k.sec_type == pattern.sec_type and k.symbol == pattern.symbol
+                    and (not pattern.trading_class or k.trading_class in ("", pattern.trading_class))
+                    and (not pattern.expiry or k.expiry.startswith(pattern.expiry))]
+        return self._call(listed)

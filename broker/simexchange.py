@@ -95,6 +95,8 @@ CREATE TABLE IF NOT EXISTS settlements (
 CREATE TABLE IF NOT EXISTS order_legs (
     order_id INTEGER NOT NULL, seq INTEGER NOT NULL, code TEXT NOT NULL, side TEXT NOT NULL,
     ratio INTEGER NOT NULL, PRIMARY KEY (order_id, seq));
+CREATE TABLE IF NOT EXISTS contract_dates (
+    code TEXT PRIMARY KEY, last_trade TEXT NOT NULL, real_expiration TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS faults (
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, arg TEXT NOT NULL,
     remaining INTEGER NOT NULL);
@@ -342,6 +344,27 @@ class SimExchange:
         with self._tx() as c:
             return [self._contract_from_row(r) for r in c.execute("SELECT * FROM contracts ORDER BY code")]
 
+    def set_contract_dates(self, code: str, last_trade: dt.date, real_expiration: dt.date | None = None) -> None:
+        """The venue's own last trading day (and expiration) of a known future: what IB's contract
+        details would say (`lastTradeDateOrContractMonth`, `realExpirationDate`)."""
+        with self._tx() as c:
+            self._known(c, code)
+            c.execute("INSERT OR REPLACE INTO contract_dates VALUES (?, ?, ?)",
+                      (code, last_trade.strftime("%Y%m%d"), (real_expiration or last_trade).strftime("%Y%m%d")))
+
+    def contract_dates(self) -> dict[str, tuple[str, str]]:
+        """code -> (last trading day, real expiration), YYYYMMDD, of the futures given dates."""
+        with self._tx() as c:
+            return {r[0]: (r[1], r[2]) for r in c.execute("SELECT code, last_trade, real_expiration FROM contract_dates")}
+
+    def combo_legs(self) -> dict[int, list[tuple[str, str, int]]]:
+        """order_id -> its legs (code, side as bought, ratio) for every combination order."""
+        with self._tx() as c:
+            legs: dict[int, list[tuple[str, str, int]]] = {}
+            for r in c.execute("SELECT order_id, code, side, ratio FROM order_legs ORDER BY order_id, seq"):
+                legs.setdefault(r[0], []).append((r[1], r[2], int(r[3])))
+            return legs
+
     def set_commission(self, per_contract: Decimal, code: str | None = None) -> None:
         """Commission per contract (or share) for `code`, or the default for all codes."""
         with self._tx() as c:
@@ -392,7 +415,7 @@ class SimExchange:
     def price_history(self, code: str) -> list[tuple[dt.datetime, Decimal]]:
         with self._tx() as c:
             return [(_parse_ts(r["at"]), Decimal(r["price"])) for r in c.execute(
-                "SELECT at, price FROM price_history WHERE code = ? ORDER BY seq", (code,))]
+                "SELECT at, price FROM price_history WHERE code = ? ORDER BY at, seq", (code,))]
 
     # -- orders --
 
@@ -773,6 +796,10 @@ class SimExchange:
                 return ZERO
             c.execute("INSERT INTO settlements VALUES (?, ?, ?)",
                       (code, date.isoformat(), str(price)))
+            # the day's settlement is its last price: a daily bar closes there (historical data)
+            now = self._now(c)
+            at = now if now.date() == date else dt.datetime.combine(date, dt.time(23, 59, 59), tzinfo=UTC)
+            c.execute("INSERT INTO price_history (code, price, at) VALUES (?, ?, ?)", (code, str(price), _ts(at)))
             position, avg, mark, unsettled = self._position(c, code)
             if k.sec_type != "FUT":  # shares only take the mark
                 self._save_position(c, code, position, avg, price, unsettled)

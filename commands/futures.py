@@ -20,21 +20,26 @@ def _today(c: Context, on: str | None) -> _dt.date:
 @click.argument("instrument")
 @click.option("--date", "on", default=None, help="As of this date (default today).")
 @click.option("--count", default=6, show_default=True, help="How many listed contracts to show.")
+@click.option("--refresh", is_flag=True, help="First ask the broker for its contract dates (IB: contract details).")
 @json_option
 @pass_ctx
-def instruments_contracts(c: Context, instrument, on, count, as_json):
+def instruments_contracts(c: Context, instrument, on, count, refresh, as_json):
     """The known contracts of a future: last trading day (broker or rule), roll window, which is
     priced, which is next, and who holds what."""
-    from tradeledger.engine.futures.status import contracts
+    from tradeledger.engine.futures.fetch import contracts_with_refresh
 
-    rows = contracts(c.open(), instrument, _today(c, on), count)
+    with open_session(c) as session:
+        rows, differences = contracts_with_refresh(session, instrument, _today(c, on), count, refresh)
     if as_json:
         emit_json(rows)
         return
-    table(f"{instrument} contracts", ["contract", "last trade", "source", "first notice", "roll from", "force from",
-                                      "role", "held by"],
+    for line in differences:
+        click.echo(f"differs from the rule: {line}")
+    table(f"{instrument} contracts", ["contract", "last trade", "source", "expires", "first notice", "roll from",
+                                      "force from", "role", "held by"],
           [(r["contract"], r["last_trade"] + (" (rule " + r["rule_last_trade"] + ")" if r["differs_from_rule"] else ""),
-            r["source"], r["first_notice"] or "", r["roll_start"], r["force_from"], r["role"], r["held_by"])
+            r["source"], r["real_expiration"] or "", r["first_notice"] or "", r["roll_start"], r["force_from"],
+            r["role"], r["held_by"])
            for r in rows])
 
 
@@ -145,11 +150,36 @@ def data_adjusted(c: Context, instrument, last, as_json):
           [(r["date"], r["contract"], r["raw"], r["adjustment"], r["adjusted"]) for r in data])
 
 
+@click.command("fetch")
+@click.argument("instruments", nargs=-1)
+@click.option("--days", default=5, show_default=True, type=int, help="How many days of daily bars to ask for.")
+@json_option
+@pass_ctx
+def data_fetch(c: Context, instruments, days, as_json):
+    """Daily bars from the broker (IB: reqHistoricalData): per contract for futures (the old one
+    while it trades, the priced one, the next ones carry reads, those held), per ticker for
+    shares; stored like an import, so a rerun stores nothing new. Futures' contract dates are
+    asked for first (IB: contract details)."""
+    from tradeledger.engine.futures.fetch import fetch_bars
+
+    with open_session(c) as session:
+        report = fetch_bars(session, instruments, days)
+    if as_json:
+        emit_json(report.as_json())
+        return
+    click.echo(str(report))
+    for line in report.differences:
+        click.echo(f"differs from the rule: {line}")
+    for line in report.missing:
+        click.echo(f"no bars: {line}")
+
+
 def _attach() -> None:
     from tradeledger.commands.targets import data_group, instruments_group
 
     instruments_group.add_command(instruments_contracts)
     data_group.add_command(data_adjusted)
+    data_group.add_command(data_fetch)
 
 
 _attach()

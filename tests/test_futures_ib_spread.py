@@ -129,6 +129,25 @@ def test_a_forced_roll_through_the_ib_gateway_is_one_spread(world):
     assert (order.contract, order.state) == (f"{z.code}/{h.code}", "filled")
     assert sorted((c, s, p) for c, s, p in legs) == sorted([(h.code, "BUY", 6063 * 10**9), (z.code, "SELL", 6012 * 10**9)])
     assert {p.contract.code: p.quantity for p in exchange.positions()} == {h.code: D(2)}
+    # IB's extra report of the combination: one BAG execution (the combo's quantity and net price)
+    # reaches the real client after the legs; the adapter drops it and books nothing twice
+    ib = session.broker._ib
+    bag = [f for f in ib.fills() if f.contract.secType == "BAG"]
+    assert [(f.execution.orderRef, f.execution.side, f.execution.shares, f.execution.price) for f in bag] == [
+        (order.order_ref, "BOT", 2.0, 51.0)]
+    assert [t.filled() for t in ib.trades() if t.contract.secType == "BAG"] == [2.0]
+    assert all(e.contract.sec_type != "BAG" for e in session.broker.executions(refresh=True))
+    [status] = [o for o in session.broker.orders() if o.order_ref == order.order_ref]
+    assert (status.quantity, status.filled) == (D(2), D(2))
+    session.broker.close()  # a new connection: IB returns the day's fills, the combo's included
+    session.broker.connect()
+    assert [f.execution.orderRef for f in session.broker._ib.fills() if f.contract.secType == "BAG"] == [
+        order.order_ref]
+    again = sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    assert not again.booked and not again.failed and again.replays >= 2
+    with read_connection(env.engine) as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(tables.fill).where(
+            tables.fill.c.order_id == order.id)).scalar() == 2
     _settle(session, exchange, close, {h.code: D(6070)})
     export_beancount(env.ledger, env.ledger_path)
     assert check(env.ledger, env.ledger_path).ok

@@ -149,15 +149,17 @@ def account_summary_end(req_id: int) -> Fields:
 # --- contracts and market data ----------------------------------------------------------------
 
 
-def contract_details(req_id: int, c: Contract, min_tick: Decimal, long_name: str) -> Fields:
+def contract_details(req_id: int, c: Contract, min_tick: Decimal, long_name: str,
+                     last_trade: str = "", real_expiration: str = "") -> Fields:
     # No version field from server version 164 on; lastTradeDate travels as "lastTimes".
+    # A future's last trading day (YYYYMMDD) when the venue knows it, else its month.
     is_future = c.sec_type == "FUT"
     return [
         10,
         req_id,
         c.symbol,
         c.sec_type,
-        c.expiry,
+        (last_trade or c.expiry) if is_future else c.expiry,
         "0",
         "",
         c.exchange,
@@ -188,7 +190,7 @@ def contract_details(req_id: int, c: Contract, min_tick: Decimal, long_name: str
         c.symbol if is_future else "",  # underSymbol
         "IND" if is_future else "",  # underSecType
         "",  # marketRuleIds
-        c.expiry if is_future else "",  # realExpirationDate
+        (real_expiration or c.expiry) if is_future else "",  # realExpirationDate
         "" if is_future else "COMMON",  # stockType
         1,  # minSize
         1,  # sizeIncrement

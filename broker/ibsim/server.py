@@ -55,6 +55,35 @@ MIN_TICKS = {"MBT": "5", "BRR": "5", "ES": "0.25", "MES": "0.25", "NQ": "0.25", 
              "RTY": "0.1", "M2K": "0.1", "YM": "1", "MYM": "1", "ZN": "0.015625",
              "ZF": "0.0078125", "ZB": "0.03125", "ZT": "0.00390625"}
 FULL_SCAN_EVERY = 40  # publisher ticks between full execution scans (see _scan_since)
+BAG_CON_ID = 28812380  # the conId IB gives every combination (BAG) contract
+
+
+def combo_reports(executions: list[Execution], combos: dict[int, list[tuple[str, str, int]]],
+                  orders: dict[int, OrderStatus], contracts: dict[str, Contract]) -> list[Execution]:
+    """IB's extra execution report for each filled combination (pure): after the legs' own
+    executions, one more for the BAG itself, with the combo's quantity and net price (the sum of
+    each leg's price x ratio, bought legs positive) and the order's orderRef and permId. It
+    carries no commission: the legs' reports do."""
+    reports = []
+    for order_id, legs in sorted(combos.items()):
+        st = orders.get(order_id)
+        if st is None or st.status != "Filled":
+            continue
+        first: dict[str, Execution] = {}
+        for ex in executions:  # the first report of each leg (a correction is an extra report)
+            if ex.broker_order_id == order_id and ex.contract.sec_type != "BAG":
+                first.setdefault(ex.contract.code, ex)
+        if any(code not in first for code, _, _ in legs):
+            continue
+        net = sum((first[code].price * ratio * (1 if side == "BUY" else -1) for code, side, ratio in legs), Decimal(0))
+        lead = first[legs[0][0]]
+        combo = contracts.get(st.contract_code) or Contract(st.contract_code, "BAG", lead.contract.symbol,
+                                                            lead.contract.exchange, lead.contract.currency)
+        reports.append(replace(
+            lead, exec_id=f"{lead.exec_id.split('.')[0]}.{st.perm_id:08x}.02.01",
+            contract=replace(combo, sec_type="BAG", con_id=BAG_CON_ID), side=st.side, quantity=st.quantity,
+            price=net, time=max(first[code].time for code, _, _ in legs), commission=None, commission_currency=""))
+    return reports
 
 
 class IBSimServer:
@@ -306,12 +335,33 @@ class IBSimServer:
             if ex.exec_id in done:
                 continue
             done.add(ex.exec_id)
+            if ex.contract.sec_type == "BAG":  # the combo's own report: its quantity, its net price
+                yield (replace(ex, account=self.account), ex.broker_order_id,
+                       self._owner.get(ex.broker_order_id, 0), ex.quantity, ex.price)
+                continue
             qty, notional = totals.get(ex.perm_id, (Decimal(0), Decimal(0)))
             qty, notional = qty + ex.quantity, notional + ex.quantity * ex.price
             totals[ex.perm_id] = (qty, notional)
             yield (replace(ex, account=self.account, contract=with_con_id(ex.contract)),
                    ex.broker_order_id, self._owner.get(ex.broker_order_id, 0), qty,
                    notional / qty)
+
+    def with_combo_reports(self, executions: list[Execution], new: list[Execution] | None = None) -> list[Execution]:
+        """`executions` and, after them, the combination reports of the filled combos among them
+        (or among `new`: then only reports not sent yet)."""
+        wanted = {ex.broker_order_id for ex in (executions if new is None else new)}
+        combos = {oid: legs for oid, legs in self.exchange.combo_legs().items() if oid in wanted} if wanted else {}
+        if not combos:
+            return executions if new is None else []
+        every = executions if new is None else self.exchange.executions()
+        orders = {o.broker_order_id: o for o in self.exchange.orders()}
+        reports = combo_reports(every, combos, orders, {c.code: c for c in self.exchange.contracts()})
+        if new is None:
+            return executions + reports
+        fresh = [r for r in reports if r.exec_id not in self._seen]
+        for r in fresh:
+            self._seen[r.exec_id] = time.monotonic()
+        return fresh
 
     def commission_released(self, ex: Execution, now: float) -> bool:
         if ex.commission is None or self._hold:
@@ -421,7 +471,8 @@ class IBSimServer:
                 self._pending[ex.exec_id] = ex.time
             if ex.broker_order_id:
                 touched.add(ex.broker_order_id)
-        for ex, order_id, owner, cum, avg in self.execution_rows(new):
+        combos = self.with_combo_reports(executions, new) if new else []
+        for ex, order_id, owner, cum, avg in self.execution_rows(new + combos):
             for session in self._receivers(owner):
                 session.send(m.exec_details(-1, ex, order_id, owner, cum, avg))
         if new:

@@ -227,8 +227,9 @@ class Session:
         if not found:
             self.error(req_id, 200, "No security definition has been found for the request")
             return
+        dates = self.exchange.contract_dates()
         for c in found:
-            self.send(m.contract_details(req_id, c, self.server.min_tick(c), c.code))
+            self.send(m.contract_details(req_id, c, self.server.min_tick(c), c.code, *dates.get(c.code, ("", ""))))
         self.send(m.contract_details_end(req_id))
 
     def req_mkt_data(self, r: wire.FieldReader) -> None:
@@ -336,7 +337,7 @@ class Session:
         since, symbol, sec_type = r.str(), r.str(), r.str()
         _exchange, side = r.str(), r.str()
         cutoff = _parse_filter_time(since)
-        executions = self.exchange.executions()
+        executions = self.server.with_combo_reports(self.exchange.executions())
         released = []
         for ex, order_id, owner, cum, avg in self.server.execution_rows(executions):
             if (client_id and owner != client_id) or (account and account != ex.account) \

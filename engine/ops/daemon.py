@@ -355,7 +355,7 @@ class Daemon:
                     "monitor": IntervalTrigger(seconds=c.reconcile_seconds, timezone=UTC)}
         triggers |= {f"settle:{x}": daily(t) for x, t in c.settlement_times.items()}
         triggers["verify"] = daily(c.verify_time)
-        if c.data_csv:
+        if c.data_csv or c.data_fetch:
             triggers["data_update"] = daily(c.data_time)
         if c.targets_time:
             triggers["targets"] = daily(c.targets_time)

@@ -6,7 +6,9 @@
     settlement_times = {CME = "21:00", EUREX = "16:45"}   # UTC; default: every exchange of a configured
                                       # future at its known time (EXCHANGE_SETTLEMENT)
     data_csv = "prices.csv"           # optional: re-import this CSV (relative to the env dir) ...
-    data_time = "21:30"               # ... daily at this UTC time
+    data_fetch = true                 # optional: fetch daily bars per contract from the broker ...
+    data_fetch_days = 5               # ... this many days back (`tradeledger data fetch`)
+    data_time = "21:30"               # ... daily at this UTC time (either needs it)
     targets_time = "22:00"            # optional: compute (never approve) a target run daily
     lease_seconds = 60                # how long a dead daemon keeps the environment
     heartbeat_seconds = 10
@@ -51,6 +53,8 @@ class DaemonConfig:
     reconcile_seconds: int = 300
     settlement_times: dict = field(default_factory=dict)  # exchange -> dt.time (UTC)
     data_csv: str | None = None
+    data_fetch: bool = False
+    data_fetch_days: int = 5
     data_time: dt.time | None = None
     targets_time: dt.time | None = None
     lease_seconds: int = 60
@@ -67,7 +71,7 @@ class DaemonConfig:
         """Every job, in the order `--once` runs them: data first, targets, then alerts.
 
         The daily backup is scheduled only: a `--once` run from cron would otherwise take one each time."""
-        names = ["data_update"] if self.data_csv else []
+        names = ["data_update"] if self.data_csv or self.data_fetch else []
         names += ["fill_sync"] + [f"settle:{x}" for x in sorted(self.settlement_times)] + ["reconcile", "monitor"]
         return names + (["targets"] if self.targets_time else []) + (["alerts"] if self.alerts_seconds else [])
 
@@ -92,7 +96,8 @@ def parse_daemon_config(raw: dict) -> DaemonConfig:
     d = raw.get("daemon", {})
     if not isinstance(d, dict):
         raise ConfigError("config: [daemon] must be a table")
-    known = {"fill_sync_seconds", "reconcile_seconds", "settlement_times", "data_csv", "data_time", "targets_time",
+    known = {"fill_sync_seconds", "reconcile_seconds", "settlement_times", "data_csv", "data_fetch", "data_fetch_days",
+             "data_time", "targets_time",
              "lease_seconds", "heartbeat_seconds", "retry_seconds", "verify_time", "log_file", "log_max_bytes", "log_backups"}
     unknown = sorted(set(d) - known)
     if unknown:
@@ -107,6 +112,11 @@ def parse_daemon_config(raw: dict) -> DaemonConfig:
     times = {**{x: EXCHANGE_SETTLEMENT.get(x.upper(), FALLBACK_SETTLEMENT) for x in exchanges}, **times}
     if d.get("data_csv") is not None and d.get("data_time") is None:
         raise ConfigError("config: daemon.data_csv needs daemon.data_time")
+    fetch = d.get("data_fetch", False)
+    if not isinstance(fetch, bool):
+        raise ConfigError(f"config: daemon.data_fetch must be true or false, not {fetch!r}")
+    if fetch and d.get("data_time") is None:
+        raise ConfigError("config: daemon.data_fetch needs daemon.data_time")
     lease = _positive_int(d, "lease_seconds", 60)
     heartbeat = _positive_int(d, "heartbeat_seconds", 10)
     if heartbeat * 2 > lease:
@@ -115,7 +125,8 @@ def parse_daemon_config(raw: dict) -> DaemonConfig:
         fill_sync_seconds=_positive_int(d, "fill_sync_seconds", 60),
         reconcile_seconds=_positive_int(d, "reconcile_seconds", 300),
         settlement_times={str(k): _time(f"settlement_times.{k}", v) for k, v in times.items()},
-        data_csv=d.get("data_csv"), data_time=_time("data_time", d["data_time"]) if d.get("data_time") else None,
+        data_csv=d.get("data_csv"), data_fetch=fetch, data_fetch_days=_positive_int(d, "data_fetch_days", 5),
+        data_time=_time("data_time", d["data_time"]) if d.get("data_time") else None,
         targets_time=_time("targets_time", d["targets_time"]) if d.get("targets_time") else None,
         lease_seconds=lease, heartbeat_seconds=heartbeat, retry_seconds=_positive_int(d, "retry_seconds", 120),
         verify_time=_time("verify_time", d.get("verify_time", "03:30")),
@@ -195,13 +206,21 @@ def monitor(session: Session) -> str:
     return f"{len(found)} findings" + (": " + ", ".join(sorted({f.kind for f in found})) if found else "")
 
 
-def data_update(session: Session, csv: str) -> str:
+def data_update(session: Session, csv: str | None, fetch: bool = False, days: int = 5) -> str:
+    """Prices for the day: the broker's daily bars per contract (and contract dates) when
+    `fetch`, then the CSV when one is configured."""
+    from tradeledger.engine.futures.fetch import fetch_bars
     from tradeledger.engine.targets.prices import import_prices_csv
 
-    path = Path(csv).expanduser()
-    path = path if path.is_absolute() else session.env.dir / path
-    report = import_prices_csv(session.env, path, replace=True)
-    return f"imported {path.name}: {report}"
+    done = []
+    if fetch:
+        done.append(f"fetched {fetch_bars(session, days=days)}")
+    if csv:
+        path = Path(csv).expanduser()
+        path = path if path.is_absolute() else session.env.dir / path
+        report = import_prices_csv(session.env, path, replace=True)
+        done.append(f"imported {path.name}: {report}")
+    return "; ".join(done)
 
 
 def targets(session: Session) -> str:
@@ -254,7 +273,7 @@ def _run(session: Session, config: DaemonConfig, name: str) -> str:
     if name.startswith("settle:"):
         return settle(session, name.partition(":")[2])
     if name == "data_update":
-        return data_update(session, config.data_csv or "")
+        return data_update(session, config.data_csv, config.data_fetch, config.data_fetch_days)
     if name == "targets":
         return targets(session)
     if name == "backup":
