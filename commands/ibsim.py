@@ -181,8 +181,8 @@ def ibsim_seed_demo(c: Context, state):
     closes, fx = _demo.history_csvs(history)
     session = _Session(env)
     config = session.config
-    days = sorted(history.closes["ES"])[-_demo.CARRY_HISTORY_DAYS:]
-    curve = _demo.contract_closes_csv(session, history, days)  # the contract closes carry reads
+    days = sorted(history.closes["ES"])
+    curve = _demo.contract_closes_csv(session, history, days)  # the back-adjusted series and carry read them
     for text, source in ((closes, "demo closes"), (fx, "demo fx"), (curve, "demo contract closes")):
         _p.store_rows(env, _p.parse_prices_csv(text, config, env.settings.base_currency, source), source)
     opened = _ibsim_open(c, exchange)

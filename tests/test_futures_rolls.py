@@ -162,6 +162,32 @@ def test_roll_execute_moves_both_strategies_by_one_spread(world):
     _clean(session)
 
 
+def test_roll_execute_never_supersedes_a_run_under_review(world):
+    """A roll run would be newer than a strategy run waiting for review and so supersede it: the
+    reviewer's run could no longer be executed. roll execute refuses, naming the run; once that
+    run is rejected, the roll goes ahead."""
+    from tradeledger.engine.targets.runs import TargetError, reject_run, show_run
+
+    session, exchange, z, h = world
+    env = session.env
+    now = dt.datetime(2026, 12, 16, 15, tzinfo=UTC)
+    exchange.set_clock(now)
+    exchange.set_price(z.code, D(6010), now)
+    exchange.set_price(h.code, D(6060), now)
+    prices.store_rows(env, prices.parse_prices_csv("date,instrument,close\n2026-12-15,MES,6060\n", session.config,
+                                                   "USD", "t"), "t")
+    with env.engine.begin() as conn:
+        pending = conn.execute(tables.target_run.insert().values(
+            created_at=fmt_ts(now), as_of=now.date().isoformat(), state="pending", inputs="{}")).inserted_primary_key[0]
+    with pytest.raises(TargetError, match=f"run {pending} is pending review"):
+        execute_rolls(session, timeout=5)
+    assert show_run(env, pending, now).status == "pending"  # still the newest run: it can be approved
+    assert _positions(env) == {("A", "MESZ26"): D(3), ("B", "MESZ26"): D(-1)}
+    reject_run(env, pending, "test", "not today", now)
+    assert execute_rolls(session, timeout=5)["spreads"] == 1
+    assert _positions(env) == {("A", "MESH27"): D(3), ("B", "MESH27"): D(-1)}
+
+
 def test_an_interrupted_roll_is_raised_and_the_next_run_completes_it_once(world):
     session, exchange, z, h = world
     env = session.env

@@ -37,6 +37,8 @@ def test_a_year_of_demo_trading(tmp_path):
     last = json.loads(runs[-1])
     assert set(last["rule_forecasts"]) == {"carry", "ewmac_32_128"}
     assert last["carry"]["priced_contract"] and last["carry"]["next_contract"]
+    # its trend rule and volatility read the back-adjusted series, never the spliced closes
+    assert last["signal_prices"] == f"{last['signal_instrument']} back-adjusted (Panama)"
     # nothing left in an expired contract
     positions = json.loads(CliRunner().invoke(main, ["--home", str(home), "positions", "--json"]).output)
     rows = positions if isinstance(positions, list) else positions["rows"]

@@ -5,6 +5,11 @@ roll states move anything. It is recorded like any run (state approved, reviewed
 inputs saying so) so that its crosses, orders and fills are attributed and restartable exactly as
 a strategy run's (engine/trading/orders.py); `cycle --approve` plans the same rolls together with
 the day's exposure changes, netted, in one run.
+
+A roll run is newer than any run before it, so it would supersede a strategy run still waiting
+for its review (or approved and not executed yet): the reviewer's run could no longer be executed,
+and the day's exposure changes would be silently dropped. `roll execute` therefore refuses while
+such a run exists, naming it: execute it with `cycle --approve` (which rolls too), or reject it.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ import datetime as dt
 import json
 from decimal import Decimal
 
+import sqlalchemy as sa
+
 from tradeledger.engine import tables
 from tradeledger.engine.futures.exposure import exposures, instrument_index
 from tradeledger.engine.setup.config import current_contract
 from tradeledger.engine.targets.prices import PriceError, fx_rate_on, latest_price, latest_settlement
-from tradeledger.engine.targets.runs import APPROVED
+from tradeledger.engine.targets.runs import APPROVED, PENDING, TargetError, list_runs
 from tradeledger.engine.trading.cycle import plan_run, submit_run, wait_for_fills
 from tradeledger.engine.trading.orders import holder_positions
 from tradeledger.ledger.numbers import to_scaled
@@ -80,8 +87,30 @@ def _forget_run(env, run_id: int) -> None:
         conn.execute(tables.target_run.delete().where(tables.target_run.c.id == run_id))
 
 
+def run_under_review(env, now: dt.datetime) -> str | None:
+    """Why a roll run may not be recorded now: the newest strategy run, when it is still pending
+    review or approved and not planned yet (and not expired), in words; else None."""
+    runs = list_runs(env, now)
+    if not runs or runs[0].inputs.get("kind") == "roll" or runs[0].status not in (PENDING, APPROVED):
+        return None
+    newest = runs[0]
+    if newest.status == APPROVED:
+        with env.engine.begin() as conn:
+            planned = conn.execute(sa.select(tables.run_plan.c.run_id).where(
+                tables.run_plan.c.run_id == newest.id).limit(1)).first()
+        if planned is not None:
+            return None
+        return (f"run {newest.id} is approved and not executed yet: execute it with `tradeledger cycle --approve "
+                f"--run {newest.id}` (it rolls too); a roll run now would supersede it")
+    return (f"run {newest.id} is pending review: approve and execute it with `tradeledger cycle --approve --run "
+            f"{newest.id}` (it rolls too), or reject it; a roll run now would supersede it")
+
+
 def execute_rolls(session, timeout: float = 30.0) -> dict:
     now = session.now()
+    waiting = run_under_review(session.env, now)
+    if waiting:
+        raise TargetError(f"roll execute refused: {waiting}")
     run_id = record_roll_run(session, now.date(), now)
     order_plan = submit_run(session, run_id, now, what="roll execute").plan
     fills = wait_for_fills(session, run_id, timeout)

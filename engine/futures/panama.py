@@ -1,5 +1,5 @@
 """The back-adjusted (Panama) continuous series of a future, from contract closes at the roll
-dates actually used.
+dates actually used; what signals read for a future.
 
 Each date belongs to one contract: the contract held (or priced) from one roll to the next. The
 roll dates are the ones the account actually used (`roll_event`, recorded when a roll order was
@@ -9,9 +9,25 @@ no jump at a roll and its latest part equals the current contract's own closes:
 
     adjusted(d) = close(contract of d, d) + sum of gaps of the rolls after d
 
+The gap is measured on the first day on or after the roll date on which both contracts have a
+close (a calendar switch may fall on a weekend), else on the last day before it on which both do;
+two contracts never priced on the same day is an error naming the roll.
+
 Every stored row keeps its raw close, its contract and its cumulative adjustment, so a reader can
 redo any figure (`adjusted_price`; `tradeledger data adjusted INSTRUMENT`).
+
+Kept current as contract closes are stored (`refresh`, called by `prices.store_rows` in the same
+transaction): closes of later days in the contract the series already ends in are appended with
+adjustment 0 (the latest part is the current contract's own closes); anything else -- a roll
+reached, a roll date recorded since, an earlier close changed -- rebuilds the instrument's series.
+
+Signals (EWMAC, volatility for sizing and carry) read it (`with_adjusted`): a future whose
+back-adjusted series goes back as far as its instrument closes is read from it, so a roll gap is
+never a price move; a future without contract closes, or with contract closes for a recent window
+only (kept for carry), is read from its instrument closes as imported. A run's explanation says
+which (`signal_prices`). Carry reads the contract closes themselves (engine/targets/carry.py).
 """
+
 
 from __future__ import annotations
 
@@ -23,9 +39,14 @@ import sqlalchemy as sa
 
 from tradeledger.engine import tables
 from tradeledger.engine.futures import calendar as cal
+from tradeledger.errors import UserError
 from tradeledger.ledger.numbers import from_scaled, to_scaled
 
 ZERO = Decimal(0)
+
+
+class SeriesError(UserError):
+    """The back-adjusted series cannot be built; the message names the roll and what to import."""
 
 
 @dataclass(frozen=True)
@@ -40,27 +61,44 @@ class AdjustedRow:
         return self.raw + self.adjustment
 
 
+def _measurable(closes, old: str, new: str, planned: dt.date, dates: list[dt.date],
+                until: dt.date | None) -> dt.date:
+    """The day a roll's gap is measured: the first on or after `planned` (before `until`) with
+    both closes, else the last before it with both; an error naming the roll when there is none."""
+    both = [d for d in dates if (old, d) in closes and (new, d) in closes]
+    after = [d for d in both if d >= planned and (until is None or d < until)]
+    if after:
+        return after[0]
+    before = [d for d in both if d < planned]
+    if before:
+        return before[-1]
+    raise ValueError(f"roll {old} -> {new} on {planned}: need both closes on that day (no day has both)")
+
+
 def panama(closes: dict[tuple[str, dt.date], Decimal], segments: list[tuple[dt.date, str]]) -> list[AdjustedRow]:
     """Back-adjust (pure). `segments`: (first date, contract) in date order, each contract in force
     from its date to the next segment's; `closes`: (contract, date) -> close. A date whose contract
-    has no close is left out; a roll whose gap cannot be measured (either close missing on the roll
-    date) is an error naming it."""
-    dates_by_segment: list[tuple[str, list[dt.date]]] = []
+    has no close is left out, and so are leading contracts without any close (the history starts
+    later). Each roll is measured (and switches) on the day `_measurable` finds."""
     all_dates = sorted({d for (_c, d) in closes})
-    for i, (start, code) in enumerate(segments):
-        end = segments[i + 1][0] if i + 1 < len(segments) else None
-        dates_by_segment.append((code, [d for d in all_dates if d >= start and (end is None or d < end)]))
+    priced = {c for (c, _d) in closes}
+    while len(segments) > 1 and segments[0][1] not in priced:  # history starts in a later contract
+        segments = [(min(segments[0][0], all_dates[0]), segments[1][1])] + segments[2:]
+    starts = [start for start, _code in segments]
+    for i in range(1, len(segments)):
+        until = segments[i + 1][0] if i + 1 < len(segments) else None
+        starts[i] = max(_measurable(closes, segments[i - 1][1], segments[i][1], segments[i][0], all_dates, until),
+                        starts[i - 1])
     rows: list[AdjustedRow] = []
     adjustment = ZERO
-    for i in range(len(dates_by_segment) - 1, -1, -1):
-        code, dates = dates_by_segment[i]
-        if i + 1 < len(dates_by_segment):
-            roll_day, new_code = segments[i + 1]
-            old_close, new_close = closes.get((code, roll_day)), closes.get((new_code, roll_day))
-            if old_close is None or new_close is None:
-                raise ValueError(f"roll {code} -> {new_code} on {roll_day}: need both closes on that day")
-            adjustment += new_close - old_close
-        rows += [AdjustedRow(d, code, closes[(code, d)], adjustment) for d in dates if (code, d) in closes]
+    for i in range(len(segments) - 1, -1, -1):
+        code = segments[i][1]
+        end = starts[i + 1] if i + 1 < len(segments) else None
+        if i + 1 < len(segments):
+            roll_day, new_code = starts[i + 1], segments[i + 1][1]
+            adjustment += closes[(new_code, roll_day)] - closes[(code, roll_day)]
+        rows += [AdjustedRow(d, code, closes[(code, d)], adjustment) for d in all_dates
+                 if d >= starts[i] and (end is None or d < end) and (code, d) in closes]
     return sorted(rows, key=lambda r: r.date)
 
 
@@ -79,7 +117,7 @@ def segments_for(instrument, start: dt.date, end: dt.date, used: dict[str, dt.da
     return result
 
 
-def rebuild(env, config, name: str, conn) -> list[AdjustedRow]:
+def rebuild(env, config, name: str, conn) -> list[AdjustedRow]:  # env: unused, kept for callers
     """Recompute and store instrument `name`'s adjusted series from its contract closes."""
     instrument = config.instruments[name]
     bar, event, adj = tables.contract_bar, tables.roll_event, tables.adjusted_price
@@ -92,7 +130,11 @@ def rebuild(env, config, name: str, conn) -> list[AdjustedRow]:
     used = {old: dt.date.fromisoformat(d) for old, d in conn.execute(
         sa.select(event.c.old, event.c.date).where(event.c.instrument == name))}
     dates = sorted(d for (_c, d) in closes)
-    rows = panama(closes, segments_for(instrument, dates[0], dates[-1], used))
+    try:
+        rows = panama(closes, segments_for(instrument, dates[0], dates[-1], used))
+    except ValueError as exc:
+        raise SeriesError(f"{name}: the back-adjusted series cannot be built: {exc}; import both contracts' "
+                          "closes (date,contract,close) for a day around the roll") from None
     conn.execute(adj.delete().where(adj.c.instrument == name))
     if rows:
         conn.execute(adj.insert(), [{"instrument": name, "date": r.date.isoformat(), "price": to_scaled(r.price),
@@ -107,6 +149,92 @@ def rebuild_series(env, name: str) -> list[AdjustedRow]:
 
     config = trading_config(env)
     if name not in config.instruments or not config.instruments[name].is_future:
-        raise ValueError(f"{name!r} is not a configured future")
+        raise SeriesError(f"{name!r} is not a configured future")
     with env.engine.begin() as conn:
         return rebuild(env, config, name, conn)
+
+
+def _used(conn, name: str) -> dict[str, dt.date]:
+    event = tables.roll_event
+    return {old: dt.date.fromisoformat(d) for old, d in conn.execute(
+        sa.select(event.c.old, event.c.date).where(event.c.instrument == name))}
+
+
+def _appendable(conn, instrument, name: str, dates: list[dt.date]) -> tuple[str, dt.date] | None:
+    """(contract, last date) when closes of `dates` only extend the stored series in its last
+    contract (see the module docstring), else None: the series must be rebuilt."""
+    adj = tables.adjusted_price
+    last = conn.execute(sa.select(adj.c.date, adj.c.contract).where(adj.c.instrument == name)
+                        .order_by(adj.c.date.desc()).limit(1)).first()
+    if last is None:
+        return None
+    end, code = dt.date.fromisoformat(last[0]), last[1]
+    if any(d <= end for d in dates):
+        return None
+    used = _used(conn, name)
+    if any(cal.current(instrument.schedule, d).code != code or (code in used and used[code] <= d) for d in dates):
+        return None
+    into = {new: used[old] for old, new in conn.execute(sa.select(tables.roll_event.c.old, tables.roll_event.c.new)
+                                                          .where(tables.roll_event.c.instrument == name))
+            if old in used}
+    if code in into:  # a roll into this contract recorded since: does the series switch on its date?
+        first = conn.execute(sa.select(sa.func.min(adj.c.date)).where(adj.c.instrument == name,
+                                                                      adj.c.contract == code)).scalar()
+        if first is not None and dt.date.fromisoformat(first) < into[code]:
+            return None
+    return code, end
+
+
+def refresh(conn, config, changed: dict[str, list[dt.date]]) -> None:
+    """Bring the stored series of each future in `changed` (name -> dates of the contract closes
+    just stored) up to date, in the caller's transaction: append, or rebuild."""
+    bar, adj = tables.contract_bar, tables.adjusted_price
+    for name, dates in sorted(changed.items()):
+        instrument = config.instruments[name]
+        dates = sorted(set(dates))
+        found = _appendable(conn, instrument, name, dates)
+        if found is None:
+            rebuild(None, config, name, conn)
+            continue
+        code, _end = found
+        rows = conn.execute(sa.select(bar.c.date, bar.c.close).where(
+            bar.c.contract == code, bar.c.date.in_([d.isoformat() for d in dates]))).all()
+        if rows:
+            conn.execute(adj.insert(), [{"instrument": name, "date": d, "price": close, "contract": code,
+                                         "raw": close, "adjustment": 0} for d, close in rows])
+
+
+def adjusted_histories(conn, names, on: dt.date | None = None) -> dict[str, "pd.Series"]:
+    """name -> its back-adjusted series up to `on` as floats (analysis data), for the futures
+    among `names` that have one."""
+    import pandas as pd
+
+    adj = tables.adjusted_price
+    names = sorted(set(names))
+    grouped: dict[str, list] = {}
+    query = sa.select(adj.c.instrument, adj.c.date, adj.c.price)
+    if on is not None:
+        query = query.where(adj.c.date <= on.isoformat())
+    for i in range(0, len(names), 500):
+        for name, d, price in conn.execute(query.where(adj.c.instrument.in_(names[i:i + 500]))
+                                           .order_by(adj.c.instrument, adj.c.date)):
+            grouped.setdefault(name, []).append((d, price))
+    return {name: pd.Series([p / 1e9 for _d, p in rows], index=pd.DatetimeIndex([pd.Timestamp(d) for d, _p in rows],
+                                                                                 name="date"), name=name, dtype=float)
+            for name, rows in grouped.items()}
+
+
+def with_adjusted(conn, config, histories: dict, on: dt.date | None = None) -> tuple[dict, set[str]]:
+    """`histories` with every future read from its back-adjusted series instead of its instrument
+    closes, when that series goes back as far as the instrument closes do (contract closes kept
+    only for a recent window -- for carry -- leave the signals on the longer instrument history);
+    returns (histories, the names so replaced)."""
+    futures = [n for n in histories if n in config.instruments and config.instruments[n].is_future]
+    if not futures:
+        return histories, set()
+    adjusted = {}
+    for name, series in adjusted_histories(conn, futures, on).items():
+        closes = histories.get(name)
+        if len(series) and (closes is None or not len(closes) or series.index[0] <= closes.index[0]):
+            adjusted[name] = series
+    return {**histories, **adjusted}, set(adjusted)

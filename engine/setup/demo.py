@@ -40,7 +40,6 @@ DEMO_START = dt.date(2026, 12, 1)
 DEMO_HORIZON_DAYS = 420  # calendar days of seeded history after the start: room for a year and more
 MAX_DEMO_DAYS = 290  # trading days
 DEMO_CAPITAL = Decimal(2000000)  # deposited at the start; strategies size on their share of NAV
-CARRY_HISTORY_DAYS = 60  # days of contract closes seeded before the start (carry's volatility warms up)
 
 # name: (type, currency, multiplier, exchange, ib symbol, trading class, tick, months, start price, daily vol)
 _INSTRUMENTS = {
@@ -208,7 +207,9 @@ def init_demo(home, env: str = "paper", db_url: str | None = None, start: dt.dat
     history = seed_history(start + dt.timedelta(days=DEMO_HORIZON_DAYS))
     closes, fx = history_csvs(history, until=start - dt.timedelta(days=1))
     session = Session(environment)
-    days = [d for d in history.closes["ES"] if d < start][-CARRY_HISTORY_DAYS:]
+    # contract closes for the whole history: the back-adjusted series signals read goes back as far
+    # as the instrument closes (engine/futures/panama.py), and carry reads the curve
+    days = [d for d in history.closes["ES"] if d < start]
     contract_closes = contract_closes_csv(session, history, days)
     for text, source in ((closes, "demo closes"), (fx, "demo fx"), (contract_closes, "demo contract closes")):
         parsed = prices.parse_prices_csv(text, session.config, environment.settings.base_currency, source)

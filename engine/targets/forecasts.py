@@ -40,6 +40,7 @@ from tradeledger.engine.targets.prices import (
     CsvImportError, ImportReport, _reader, parse_date, parse_number, price_histories, read_csv_rows,
     trading_config,
 )
+from tradeledger.engine.futures.panama import with_adjusted
 from tradeledger.engine.targets.carry import CARRY_NAME, carry_series, curve as carry_curve, explain_carry, scalar_of
 from tradeledger.engine.targets.signals import combine_forecasts, ewmac, load_rule, run_rule, validate_forecast
 from tradeledger.engine.tables import forecast as forecast_table
@@ -187,6 +188,8 @@ def resolve_forecasts(env, config: TradingConfig, as_of: dt.date, conn=None,
     pairs = [(s, i) for s in config.forecasting_strategies() for i, _ in s.instruments]
     if histories is None:
         histories = price_histories(env, {i for _, i in pairs}, as_of, conn)
+        with _reader(env, conn) as c:
+            histories, _ = with_adjusted(c, config, histories, as_of)
     stored = stored_forecasts(env, as_of, conn)
     curves = carry_curves(env, config, histories, conn)
     cache: dict = {}
@@ -215,6 +218,7 @@ def compute_forecasts(env, as_of: dt.date | None = None) -> list[Forecast]:
     config = trading_config(env)
     histories = price_histories(env, {i for s in config.forecasting_strategies() for i, _ in s.instruments}, as_of)
     with _reader(env, None) as conn:
+        histories, _ = with_adjusted(conn, config, histories, as_of)  # futures: the Panama series
         curves = carry_curves(env, config, histories, conn)
     cache: dict = {}
     computed, errors = [], []

@@ -251,7 +251,23 @@ def store_rows(env, parsed: ParsedImport, source: str, replace: bool = False) ->
             conn.execute(table.update().where(table.c[key_col] == row.key,
                                               table.c.date == row.date.isoformat()).values({value_col: scaled}))
         report.inserted, report.replaced = len(inserts), len(updates)
+        if parsed.kind == "contract_close" and (inserts or updates):
+            _refresh_adjusted(env, conn, [(r["contract"], r["date"]) for r in inserts]
+                              + [(row.key, row.date.isoformat()) for row, _ in updates])
     return report
+
+
+def _refresh_adjusted(env, conn, changed: list[tuple[str, str]]) -> None:
+    """The back-adjusted series of the futures whose contract closes changed, in this transaction."""
+    from tradeledger.engine.futures.panama import refresh
+
+    config = trading_config(env)
+    by_instrument: dict[str, list[dt.date]] = {}
+    for code, date in changed:
+        instrument = instrument_of_contract(config, code)
+        if instrument is not None and instrument.is_future:
+            by_instrument.setdefault(instrument.name, []).append(dt.date.fromisoformat(date))
+    refresh(conn, config, by_instrument)
 
 
 def _existing(conn, table, key_col, value_col, keys: set[str]) -> dict[tuple[str, str], int]:

@@ -58,6 +58,7 @@ from tradeledger.engine.setup.environment import ConfigError
 from tradeledger.engine.targets.allocation import AllocationError, size_allocation, target_weights
 from tradeledger.engine.futures.exposure import held_by_instrument, instrument_index
 from tradeledger.engine.targets.capital import strategy_capital
+from tradeledger.engine.futures.panama import with_adjusted
 from tradeledger.engine.targets.forecasts import Forecast, resolve_forecasts
 from tradeledger.engine.targets.prices import (
     PriceError, _reader, fx_rate_on, latest_price, latest_settlement, price_histories, trading_config,
@@ -221,6 +222,7 @@ def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = Non
         names = {i for s in config.strategies.values() for i, _ in s.instruments}
         names |= {config.execution_instrument(i).name for i in names}
         histories = price_histories(env, names, as_of, conn)
+        histories, adjusted = with_adjusted(conn, config, histories, as_of)  # futures: the Panama series
         forecasts, missing = resolve_forecasts(env, config, as_of, conn, histories)
         positions = env.ledger.positions(conn=conn)
         held = held_by_instrument(positions, instrument_index(config))  # exposure is per instrument
@@ -260,6 +262,8 @@ def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = Non
                             execution.name, histories.get(execution.name, pd.Series(dtype=float)),
                             signal, histories.get(signal, pd.Series(dtype=float)), price)
                     vol, vol_source = vols[(execution.name, signal)]
+                    if execution.name in adjusted:
+                        vol_source = vol_source.replace(f"{execution.name} closes", f"{execution.name} back-adjusted closes")
                 except (PriceError, TargetError) as exc:
                     problems.append(f"{strategy.name}/{signal}: {exc}")
                     continue
@@ -288,6 +292,7 @@ def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = Non
                     "price_date": p_date.isoformat(),
                     "price_source": p_source, "fx_date": fx_date.isoformat() if fx_date else None,
                     "volatility_source": vol_source, "capital_source": capital.source,
+                    "signal_prices": f"{signal} back-adjusted (Panama)" if signal in adjusted else f"{signal} closes",
                     "held": {code: _num(units) for code, units in in_contracts.items()},
                 })
                 rows.append({"strategy": strategy.name, "instrument": signal, "contract": contract.code,
