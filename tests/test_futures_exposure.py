@@ -101,3 +101,38 @@ def test_demo_runs_through_the_december_roll(tmp_path):
     assert set(held[("trend_slow", "MES")]) <= {"MESZ26", "MESH27"}
     assert sum(held[("trend_slow", "MES")].values()) == D(line["target"])
     assert sum(D(v) for v in line["explain"]["held"].values()) == D(line["current"])
+
+
+@given(st.dictionaries(st.sampled_from(["A", "B", "C", "D"]),
+                       st.tuples(st.integers(-20, 20).map(D), st.integers(-20, 20).map(D)), min_size=1, max_size=4))
+def test_a_roll_never_changes_a_strategys_exposure(held):
+    """Random holdings of several strategies in the old and the new contract, a forced roll, targets
+    equal to the exposures: the plan is one spread netted across strategies (crosses on both legs,
+    the residual allocated back); applied in full, every strategy's exposure is what it was and
+    nothing is left in the old contract. No outright order is sent."""
+    from tradeledger.engine.futures.rolls import InstrumentRoll
+
+    z = Contract("MESZ26", "FUT", "MES", "CME", "USD", D(5), "202612", "MES")
+    h = Contract("MESH27", "FUT", "MES", "CME", "USD", D(5), "202703", "MES")
+    positions = {}
+    for holder, (in_z, in_h) in held.items():
+        positions[(holder, z.code)], positions[(holder, h.code)] = in_z, in_h
+    lines = [TargetLine(holder, "MES", h, in_z + in_h, D(6060)) for holder, (in_z, in_h) in held.items()]
+    roll = InstrumentRoll("MES", FORCE, "user", z, h, {z.code: D(6010), h.code: D(6060)})
+    order_plan = plan(1, lines, positions, Limits(), {}, instrument_of=lambda code: "MES",
+                      rolls={"MES": roll})
+    assert all(cp.side is None for cp in order_plan.contracts)  # a roll alone sends no outright order
+    after = dict(positions)
+    for sp in order_plan.spreads:
+        for legs, code in ((sp.old_crosses, z.code), (sp.new_crosses, h.code)):
+            for cross in legs:
+                after[(cross.seller, code)] -= cross.quantity
+                after[(cross.buyer, code)] += cross.quantity
+        sign = -1 if sp.old_side == "SELL" else 1
+        for holder, quantity in sp.shares:
+            after[(holder, z.code)] += sign * quantity
+            after[(holder, h.code)] -= sign * quantity
+    assert len(order_plan.spreads) <= 1
+    for holder, (in_z, in_h) in held.items():
+        assert after[(holder, z.code)] == 0
+        assert after[(holder, z.code)] + after[(holder, h.code)] == in_z + in_h
