@@ -5,7 +5,8 @@
     tradeledger actions book [--date D]    book what is due (reconcile does this too)
     tradeledger actions interest|fee AMOUNT CURRENCY --date D --reason TEXT
     tradeledger weights import FILE        target weights of allocation strategies (date,strategy,ticker,weight)
-    tradeledger import flex FILE           IB's Flex statement: missed trades, dividends, interest, fees
+    tradeledger import flex FILE           IB's Flex statement: missed trades, dividends, interest, fees,
+                                           corporate actions, futures expiries
 """
 
 from __future__ import annotations
@@ -195,8 +196,9 @@ def import_entries_cmd(c: Context, file, as_json):
 @json_option
 @pass_ctx
 def import_flex_cmd(c: Context, file, tz, as_json):
-    """Read an IB Flex statement: book missed trades, dividends, interest and fees once; propose deposits;
-    raise every difference from the ledger as an exception (exit 1)."""
+    """Read an IB Flex statement: book missed trades, dividends, interest, fees, splits (cash in lieu included)
+    and futures expiries once; propose deposits; raise every difference from the ledger, and what it cannot
+    book, as an exception (exit 1)."""
     from tradeledger.engine.trust.flex import import_flex
 
     report = import_flex(c.open(), file, tz=tz)
@@ -206,13 +208,20 @@ def import_flex_cmd(c: Context, file, tz, as_json):
         click.echo(f"trades: {len(report.trades_booked)} booked, {report.trades_known} already booked; "
                    f"dividends: {len(report.dividends)}; interest and fees: {len(report.account_cash_booked)} booked, "
                    f"{report.account_cash_known} already booked")
+        if report.corporate_actions or report.expiries_booked or report.expiries_known:
+            click.echo(f"corporate actions: {len(report.corporate_actions)} stored or linked; futures expiries: "
+                       f"{len(report.expiries_booked)} booked, {report.expiries_known} already booked")
         for line in report.booked_actions:
             click.echo(f"booked {line}")
+        for line in report.expiries_booked:
+            click.echo(f"booked expiry {line}")
         for command in report.proposed:
             click.echo(f"not booked (a cash movement to confirm): {command}")
+        for line in report.to_do:
+            click.echo(f"not booked: {line}", err=True)
         for line in report.differences:
             click.echo(f"difference: {line}", err=True)
-    if report.differences:
+    if report.differences or report.to_do:
         sys.exit(1)
 
 

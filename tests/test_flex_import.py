@@ -117,3 +117,18 @@ def test_a_file_that_is_not_a_statement_is_refused(env, tmp_path):
     shutil.copy(Path(__file__), bad)
     with pytest.raises(FlexError, match="not a Flex statement"):
         import_flex(env, bad, now=NOW)
+
+
+def test_a_dividend_imported_at_a_round_rate_links_with_the_statements_tax(env, tmp_path):
+    """A file says 15% withheld; IB's statement says 2.78 of 18.50 (not 0.15 exactly): the same dividend,
+    since 18.50 x 0.15 = 2.775 -> 2.78 is IB's account-level figure. Linked, not a difference."""
+    from tradeledger.engine.accounting.actions import import_actions_csv, list_actions
+
+    (tmp_path / "a.csv").write_text("kind,ticker,ex_date,pay_date,amount,currency,withholding,ratio\n"
+                                    "dividend,SPY,2026-12-03,2026-12-10,1.85,USD,0.15,\n")
+    import_actions_csv(env, tmp_path / "a.csv")
+    report = import_flex(env, DATA, now=NOW)
+    assert report.differences == [] and report.dividends == ["SPY:2026-12-03:div"]
+    [action] = list_actions(env)
+    assert action["source"] == "import" and action["withholding"] == "0.15" and action["state"] == "paid"
+    assert env.ledger.income()[("Expenses:Taxes:Withholding:Unattributed", "USD")] == D("2.78")
