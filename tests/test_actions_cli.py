@@ -125,10 +125,17 @@ def test_the_brokers_interest_fees_and_cash_in_lieu_to_a_clean_reconcile(tmp_pat
     run(home, "sim", "fee", "-1.50", "USD")
     bad = run(home, "sim", "fee", "1.50", "USD", ok=False)
     assert bad.exit_code != 0 and "negative" in bad.output
-    assert run(home, "reconcile", ok=False).exit_code == 1  # cash differs by 10.84 until booked
+    broken = run(home, "reconcile", ok=False)  # cash differs by 10.84 until booked: typed, with the commands
+    assert broken.exit_code == 1
+    assert "unbooked interest 12.34 USD on 2026-12-02" in broken.output
+    assert "unbooked fee -1.50 USD on 2026-12-02" in broken.output
+    opened = {e["subject"]: e["detail"] for e in json.loads(run(home, "exceptions", "list", "--json").output)}
+    assert "tradeledger actions interest 12.34 USD --date 2026-12-02" in opened["interest USD 2026-12-02"]
     run(home, "actions", "interest", "12.34", "USD", "--date", "2026-12-02", "--reason", "credit interest")
     run(home, "actions", "fee", "-1.50", "USD", "--date", "2026-12-02", "--reason", "market data")
     run(home, "reconcile")
+    opened = {e["subject"] for e in json.loads(run(home, "exceptions", "list", "--json").output)}
+    assert "interest USD 2026-12-02" not in opened  # resolved once booked
     income = env.ledger.income()
     assert income[("Income:Interest:Core", "USD")] == D("-9.26")
     assert income[("Income:Interest:Satellite", "USD")] == D("-3.08")
@@ -140,7 +147,8 @@ def test_the_brokers_interest_fees_and_cash_in_lieu_to_a_clean_reconcile(tmp_pat
     bad = run(home, "sim", "split", "SPY", "1:4", ok=False)
     assert bad.exit_code != 0 and "cash-in-lieu" in bad.output
     assert "now holds 2" in run(home, "sim", "split", "SPY", "1:4", "--cash-in-lieu", "2410.10").output
-    assert run(home, "reconcile", ok=False).exit_code == 1  # the ledger does not know the split yet
+    broken = run(home, "reconcile", ok=False)  # the ledger does not know the split yet
+    assert broken.exit_code == 1 and "unbooked split SPY 1:4 on 2026-12-07" in broken.output
     assert json.loads(run(home, "actions", "sync", "--json").output)["added"] == ["SPY:2026-12-07:split"]
     assert "booked split SPY" in run(home, "reconcile").output
     assert env.ledger.positions()[(env.chart.unattributed, "SPY")] == D(2)

@@ -8,7 +8,10 @@ executions first. What is left is made visible, typed, with what to do:
   tradeledger has no record of for that day: import it (`tradeledger actions import FILE`, or
   IB's statement with `tradeledger import flex FILE`), then reconcile again;
 * `corporate_action`: a stored action that is due but could not be booked (e.g. a split after
-  the new shares traded), with the reason.
+  the new shares traded), with the reason; or a split the broker made that tradeledger has no
+  record of (`tradeledger actions sync`);
+* `cash_movement`: interest or a fee the broker moved on a day that the ledger has not booked on
+  that day, with the `tradeledger actions interest|fee ...` command that books it.
 
 Only brokers that report cash events (the simulated one) allow the first check; for IB the Flex
 statement is the record of dividends, interest and fees.
@@ -22,7 +25,9 @@ from decimal import Decimal
 
 from tradeledger.broker.base import BrokerError, CashEvent
 from tradeledger.engine.accounting.actions import book_due, list_actions
-from tradeledger.engine.trust.exceptions import UNBOOKED_DIVIDEND, ExceptionKind, dedupe_key, raise_exception
+from tradeledger.engine.trust.exceptions import (
+    UNBOOKED_DIVIDEND, ExceptionKind, dedupe_key, raise_exception, resolve_by_key,
+)
 
 
 def unbooked_dividends(events: list[CashEvent], known: set[tuple[str, dt.date]]) -> list[tuple[str, dt.date, Decimal, str]]:
@@ -52,7 +57,8 @@ def check_corporate_actions(env, broker, today: dt.date, now: dt.datetime) -> li
         paid = events()
     except BrokerError as exc:  # the reconciliation that follows records the broker as unreachable
         return notes + [f"broker cash events not read: {exc}"]
-    known = {(a["ticker"], dt.date.fromisoformat(a["pay_date"])) for a in list_actions(env) if a["kind"] == "dividend"}
+    actions = list_actions(env)
+    known = {(a["ticker"], dt.date.fromisoformat(a["pay_date"])) for a in actions if a["kind"] == "dividend"}
     with env.engine.begin() as conn:
         for ticker, day, amount, currency in unbooked_dividends(paid, known):
             notes.append(f"unbooked dividend {ticker} {amount} {currency} paid {day}")
@@ -61,4 +67,74 @@ def check_corporate_actions(env, broker, today: dt.date, now: dt.datetime) -> li
                             f"has no record of: import it (tradeledger actions import FILE, or tradeledger import "
                             f"flex FILE), then reconcile", severity="error", now=now,
                             dedupe_key=dedupe_key(UNBOOKED_DIVIDEND, env.settings.account, ticker, day))
+    notes += _check_account_cash(env, paid, now) + _check_splits(env, broker, {a["key"] for a in actions}, now)
+    return notes
+
+
+ACCOUNT_CASH = {"interest": ("Income:Interest:", "Expenses:Interest:"), "fee": ("Expenses:Fees:",)}
+
+
+def unbooked_account_cash(events: list[CashEvent], booked: dict) -> list[tuple[str, dt.date, Decimal, str]]:
+    """(kind, day, amount the broker moved that the ledger has not booked, currency) of interest and fees,
+    per day; `booked` is the ledger's cash from them per (kind, day, currency) (pure)."""
+    moved: dict[tuple[str, dt.date, str], Decimal] = defaultdict(Decimal)
+    for e in events:
+        if e.kind in ACCOUNT_CASH:
+            moved[(e.kind, e.time.date(), e.currency)] += e.amount
+    return [(kind, day, amount - booked.get((kind, day, currency), Decimal(0)), currency)
+            for (kind, day, currency), amount in sorted(moved.items())
+            if amount != booked.get((kind, day, currency), Decimal(0))]
+
+
+def _check_account_cash(env, events: list[CashEvent], now: dt.datetime) -> list[str]:
+    """Interest and fees the broker moved on a day that the ledger has not booked on that day: a
+    `cash_movement` exception carrying the command that books it (resolved once the day agrees)."""
+    days = sorted({e.time.date() for e in events if e.kind in ACCOUNT_CASH})
+    booked: dict[tuple[str, dt.date, str], Decimal] = defaultdict(Decimal)
+    for day in days:
+        for (account, currency), units in env.ledger.income(since=day, until=day + dt.timedelta(days=1)).items():
+            for kind, prefixes in ACCOUNT_CASH.items():
+                if account.startswith(prefixes):
+                    booked[(kind, day, currency)] -= units  # income is a credit: the cash it brought
+    missing = unbooked_account_cash(events, booked)
+    notes = []
+    with env.engine.begin() as conn:
+        for kind, day, amount, currency in missing:
+            command = (f'tradeledger actions {kind} {amount} {currency} --date {day.isoformat()} '
+                       f'--reason "broker {kind} {day.isoformat()}"')
+            notes.append(f"unbooked {kind} {amount} {currency} on {day}")
+            raise_exception(conn, ExceptionKind.CASH_MOVEMENT, f"{kind} {currency} {day}",
+                            f"the broker's {kind} of {amount} {currency} on {day} is not booked: {command}",
+                            severity="error", now=now,
+                            dedupe_key=dedupe_key(ExceptionKind.CASH_MOVEMENT, env.settings.account, kind, day,
+                                                  currency))
+        for kind, day, currency in {(k, d, c) for k, d, c in booked} - {(k, d, c) for k, d, _, c in missing}:
+            resolve_by_key(conn, dedupe_key(ExceptionKind.CASH_MOVEMENT, env.settings.account, kind, day, currency),
+                           "reconcile", "booked", now)
+    return notes
+
+
+def _check_splits(env, broker, stored: set[str], now: dt.datetime) -> list[str]:
+    """A split the broker made that tradeledger has no record of: a `corporate_action` exception naming
+    what to import (resolved once it is stored)."""
+    made = getattr(broker, "splits", None)
+    if made is None:
+        return []
+    try:
+        splits = made()
+    except BrokerError as exc:
+        return [f"broker splits not read: {exc}"]
+    notes = []
+    with env.engine.begin() as conn:
+        for ticker, day, new, old, cash_in_lieu in splits:
+            key = dedupe_key(ExceptionKind.CORPORATE_ACTION, env.settings.account, "split", ticker, day)
+            if f"{ticker}:{day.isoformat()}:split" in stored:
+                resolve_by_key(conn, key, "reconcile", "stored", now)
+                continue
+            notes.append(f"unbooked split {ticker} {new}:{old} on {day}")
+            raise_exception(conn, ExceptionKind.CORPORATE_ACTION, f"split {ticker} {day}",
+                            f"the broker split {ticker} {new}:{old} on {day}"
+                            + (f" paying cash in lieu at {cash_in_lieu}" if cash_in_lieu is not None else "")
+                            + " and tradeledger has no record of it: tradeledger actions sync (or actions import "
+                            "FILE), then reconcile", severity="error", now=now, dedupe_key=key)
     return notes
