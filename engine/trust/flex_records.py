@@ -110,7 +110,7 @@ class FlexExpiry:
     category: str  # FUT, OPT, FOP
     contract: Contract  # named as tradeledger names it (futures)
     what: str  # Expiration, Assignment, Exercise, Cash Settlement
-    date: dt.date
+    date: dt.date | None
     quantity: Decimal  # as IB reports it (closing a long: negative)
     price: Decimal | None  # the final settlement / exercise price, None when IB gives none
     ref: str  # IB's trade id
@@ -225,7 +225,7 @@ def _import_split(env, item: FlexSplit, difference, now: dt.datetime, report: Re
         difference(subject, f"IB's statement: split {item.ticker} {item.new}:{item.old} on {item.date} took "
                             f"{item.shares_before} old shares; the ledger's holders held {held}")
         return
-    if whole != exact.to_integral_value(rounding="ROUND_FLOOR") and held > 0:
+    if whole != exact.to_integral_value(rounding="ROUND_FLOOR"):
         difference(subject, f"IB's statement: split {item.ticker} {item.new}:{item.old} on {item.date} leaves "
                             f"{whole} shares; the ledger's {held} make {exact}")
         return
@@ -282,6 +282,12 @@ def import_expiries(env, records, namer, difference, now: dt.datetime, report: R
     """Match or book each futures expiry of the statement once; every option record is an exception."""
     for item in read_expiries(records, namer):
         code = item.contract.code
+        if item.date is None:
+            _exception(env, ExceptionKind.STATEMENT_DIFFERENCE, f"{item.what} {code}",
+                       f"IB's statement shows an {item.what.lower()} of {item.quantity} {code} without a date: add "
+                       f"the date and expiry fields to the Flex query's Option Exercises section", item.ref, now,
+                       report)
+            continue
         if item.category != "FUT":
             _exception(env, ExceptionKind.STATEMENT_DIFFERENCE, f"{item.what} {code} {item.date}",
                        f"IB's statement shows an option {item.what.lower()} of {item.quantity} {code} on {item.date}: "
