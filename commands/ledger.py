@@ -12,7 +12,7 @@ from tradeledger.reports.render import emit_json, table
 # Imported on first use (commands/common.py: lazy): starting the CLI imports no engine.
 check_ledger = lazy_function("tradeledger.ledger.export", "check")
 export_ledger = lazy_function("tradeledger.engine.accounting.export", "export_ledger")
-verify = lazy_function("tradeledger.ledger.verify", "verify")
+verify_books = lazy_function("tradeledger.engine.accounting.holdings", "verify_books")
 
 
 @click.command()
@@ -74,7 +74,7 @@ def check(c: Context, path, as_json):
     """Verify the database (`db verify`), then export, load with beancount, and compare every
     balance with the ledger's own."""
     environment = c.open()
-    verification = verify(environment.ledger)
+    verification = verify_books(environment.ledger, environment.chart)
     if not verification.ok:  # a damaged database: its export would prove nothing
         if as_json:
             emit_json({"ok": False, "database": verification.as_json()})

@@ -171,11 +171,13 @@ def config_check(c: Context, as_json):
 @json_option
 @pass_ctx
 def db_verify(c: Context, as_json):
-    """Integrity check, every entry re-summed, balances re-derived and compared, reversal links."""
+    """Integrity check, every entry re-summed, balances and lots re-derived and compared, reversal links,
+    and every futures position's mark."""
     from tradeledger.commands.ledger import print_findings
-    from tradeledger.ledger.verify import verify
+    from tradeledger.engine.accounting.holdings import verify_books
 
-    result = verify(c.open().ledger)
+    env = c.open()
+    result = verify_books(env.ledger, env.chart)
     if as_json:
         emit_json(result.as_json())
     else:

@@ -308,6 +308,8 @@ class _Import:
             self._check()
         for sql in self.triggers:
             self.cursor.execute(sql)
+        if not self.sqlite and self.booked:  # the deltas of this import's postings (migration 0012)
+            self.cursor.execute("SELECT tl_fold_balances()")
         return Imported(self.booked, self.replays, self.postings)
 
     def _check(self) -> None:

@@ -13,7 +13,8 @@ One JSON object per line, exact (numbers as decimal text, times ISO 8601 with th
                   {"account": "...", "units": "-1.24", "commodity": "USD"}]}
 
 Every `open` and `commodity` line comes before the first entry (they are opened in the import's
-own transaction). A reversal names its original by key (`"reverses": {"key": "..."}`), or, for an
+own transaction), and so do the lines of state the caller names (`directives`: the engine's
+marks, `{"mark": {...}}`), which are handed to it as they are. A reversal names its original by key (`"reverses": {"key": "..."}`), or, for an
 original without a key, by the `ref` that original carries in the same file
 (`"reverses": {"ref": "17"}`): a file cannot know the ids its entries will get. An entry's `cost`
 and `price` are optional. A line that cannot be read is refused with its line number.
@@ -85,11 +86,12 @@ def _posting_json(p: Posting) -> dict:
 class EntriesFile:
     """A file's directives (read first) and then its entries, streamed as `Importing` records."""
 
-    def __init__(self, lines: Iterable[str], name: str = "input"):
+    def __init__(self, lines: Iterable[str], name: str = "input", directives: tuple[str, ...] = ()):
         self.name = name
         self._lines = enumerate(lines, 1)
         self.accounts: list[Account] = []
         self.commodities: list[CommodityLine] = []
+        self.directives: dict[str, list[tuple[int, dict]]] = {kind: [] for kind in directives}
         self._first: tuple[int, dict] | None = None
         for number, line in self._lines:
             obj = self._parse(number, line)
@@ -99,6 +101,9 @@ class EntriesFile:
                 self.accounts.append(self._account(number, obj["open"]))
             elif "commodity" in obj:
                 self.commodities.append(self._commodity(number, obj["commodity"]))
+            elif len(obj) == 1 and next(iter(obj)) in self.directives and isinstance(next(iter(obj.values())), dict):
+                kind, = obj
+                self.directives[kind].append((number, obj[kind]))
             else:
                 self._first = (number, obj)
                 break
@@ -110,9 +115,13 @@ class EntriesFile:
             obj = self._parse(number, line)
             if obj is None:
                 continue
-            if "open" in obj or "commodity" in obj:
-                raise self._error(number, "open and commodity lines come before the first entry")
+            if "open" in obj or "commodity" in obj or (len(obj) == 1 and next(iter(obj)) in self.directives):
+                raise self._error(number, f"{next(iter(obj))} lines come before the first entry")
             yield self._entry(number, obj)
+
+    def error(self, number: int, why: str) -> LedgerError:
+        """A refusal naming the file and the line (for the caller's own directives too)."""
+        return self._error(number, why)
 
     def _error(self, number: int, why: str) -> LedgerError:
         return LedgerError(f"{self.name}, line {number}: {why}; nothing was imported")

@@ -1,8 +1,9 @@
 """The maintained balances and lots checked against the postings they summarise.
 
-On SQLite the database keeps `balance` (per account and commodity) and `lot_balance` (per lot
-held at a cost) in the same statement as every posting insert (migration 0011), and the queries read them
-instead of summing the ledger. Postings stay the truth: `verify_balances` recomputes both tables
+The database keeps `balance` (per account and commodity) and `lot_balance` (per lot held at a
+cost): SQLite in the same statement as every posting insert (migration 0011), PostgreSQL through
+per-transaction deltas folded in later (0012; a sum there is its row plus its visible deltas,
+`store.kept_balances`); the queries read them instead of summing the ledger. Postings stay the truth: `verify_balances` recomputes both tables
 from the postings, exactly and without overflow (`sums.py`), and returns every difference. An
 empty list means the maintained state is exact. It reads only, in one snapshot (one read
 transaction), so a booking that commits meanwhile cannot make it report a false difference.
@@ -22,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from tradeledger.ledger import schema
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled
+from tradeledger.ledger.store import kept_balances, kept_lots
 from tradeledger.ledger.sums import FACTOR, combine, unit_sums
 
 
@@ -42,26 +44,25 @@ class BalanceDifference:
 
 
 def verify_balances(engine: Engine, conn: Connection | None = None) -> list[BalanceDifference]:
-    """Every difference between the maintained balances and lots and their postings (none on
-    PostgreSQL, where nothing is maintained: its queries sum the postings themselves)."""
-    if engine.dialect.name != "sqlite":
-        return []
+    """Every difference between the maintained balances and lots and their postings."""
     if conn is not None:
         return _verify(conn)
     with read_connection(engine) as c:
+        if c.dialect.name == "postgresql":  # one snapshot for every statement, not one per statement
+            c = c.execution_options(isolation_level="REPEATABLE READ")
         with c.begin():
             return _verify(c)
 
 
 def _verify(c: Connection) -> list[BalanceDifference]:
-    p, b, lot = schema.posting, schema.balance, schema.lot_balance
+    p, b, lot = schema.posting, kept_balances(c), kept_lots(c)
     names = dict(c.execute(sa.select(schema.account.c.id, schema.account.c.name)).all())
     sums = unit_sums(p.c.units, c)
     differences: list[BalanceDifference] = []
 
     truth = {(r[0], r[1]): combine(r, len(sums)) for r in c.execute(
         sa.select(p.c.account_id, p.c.commodity, *sums).group_by(p.c.account_id, p.c.commodity))}
-    kept = {(r.account_id, r.commodity): r.whole * FACTOR + r.nanos for r in c.execute(sa.select(b))}
+    kept = {(r.account_id, r.commodity): int(r.whole) * FACTOR + int(r.nanos) for r in c.execute(sa.select(b))}
     for key in sorted(set(truth) | set(kept), key=lambda k: (names.get(k[0], ""), k[1])):
         if truth.get(key) != kept.get(key):
             differences.append(BalanceDifference("balance", names.get(key[0], f"#{key[0]}"), key[1], (),
@@ -72,7 +73,7 @@ def _verify(c: Connection) -> list[BalanceDifference]:
     truth = {tuple(r[:6]): (combine(r, len(sums)), r[6]) for r in c.execute(
         sa.select(*group, sa.func.min(p.c.ts), *sums).where(p.c.cost.is_not(None)).group_by(*group))}
     kept = {(r.account_id, r.commodity, r.cost, r.cost_currency, r.cost_date, r.cost_label):
-            (r.whole * FACTOR + r.nanos, r.first_ts) for r in c.execute(sa.select(lot))}
+            (int(r.whole) * FACTOR + int(r.nanos), r.first_ts) for r in c.execute(sa.select(lot))}
     for key in sorted(set(truth) | set(kept), key=lambda k: (names.get(k[0], ""), *map(str, k[1:]))):
         if truth.get(key) != kept.get(key):
             differences.append(BalanceDifference(

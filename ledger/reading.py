@@ -67,8 +67,9 @@ class Reader:
 
     @property
     def maintained(self) -> bool:
-        """Whether the database maintains `balance` and `lot_balance` (store.maintained)."""
-        return self.dialect == "sqlite"
+        """Whether the database maintains `balance` and `lot_balance` (store.maintained): both
+        backends at the schema head (PostgreSQL through per-transaction deltas, migration 0012)."""
+        return True
 
     # -- identity ------------------------------------------------------------------------------
 
@@ -106,8 +107,15 @@ class Reader:
         if not wanted:
             return {}
         marks = ", ".join("?" * len(wanted))
-        if self.maintained:
+        params = tuple(wanted)
+        if self.maintained and self.dialect == "sqlite":
             sql = f"SELECT account_id, commodity, whole, nanos FROM balance WHERE account_id IN ({marks})"
+        elif self.maintained:  # the row plus its deltas not folded yet, in one statement (store.kept_balances)
+            sql = (f"SELECT account_id, commodity, SUM(whole), SUM(nanos) FROM ("
+                   f"SELECT account_id, commodity, whole, nanos FROM balance WHERE account_id IN ({marks}) UNION ALL "
+                   f"SELECT account_id, commodity, whole, nanos FROM balance_delta WHERE account_id IN ({marks})) k "
+                   f"GROUP BY account_id, commodity")
+            params = params * 2
         elif self.dialect == "sqlite":  # pragma: no cover - every SQLite ledger maintains them
             sql = (f"SELECT account_id, commodity, SUM(units / {FACTOR}), SUM(units % {FACTOR}) FROM posting "
                    f"WHERE account_id IN ({marks}) GROUP BY account_id, commodity")
@@ -115,7 +123,7 @@ class Reader:
             sql = (f"SELECT account_id, commodity, SUM(units), 0 FROM posting "
                    f"WHERE account_id IN ({marks}) GROUP BY account_id, commodity")
         result = {}
-        for account_id, commodity, whole, rest in self.rows(sql, tuple(wanted)):
+        for account_id, commodity, whole, rest in self.rows(sql, params):
             total = int(whole) * FACTOR + int(rest) if self.maintained or self.dialect == "sqlite" else int(whole)
             if total != 0:
                 result[(names[account_id], commodity)] = from_scaled(total)
@@ -129,9 +137,14 @@ class Reader:
     def lots(self, account: str, commodity: str) -> list[tuple[Decimal, str, dt.date | None, str | None, Decimal]]:
         """Open lots, oldest first: (cost number, cost currency, cost date, label, units) (Ledger.lots)."""
         if self.maintained:
-            rows = [(*r[:5], r[5] * FACTOR + r[6]) for r in self.rows(
+            lots = "lot_balance" if self.dialect == "sqlite" else (  # with its deltas (store.kept_lots)
+                "(SELECT account_id, commodity, cost, cost_currency, cost_date, cost_label, SUM(whole) AS whole, "
+                "SUM(nanos) AS nanos, MIN(first_ts) AS first_ts FROM (SELECT * FROM lot_balance UNION ALL "
+                "SELECT account_id, commodity, cost, cost_currency, cost_date, cost_label, whole, nanos, first_ts "
+                "FROM lot_delta) u GROUP BY account_id, commodity, cost, cost_currency, cost_date, cost_label)")
+            rows = [(*r[:5], int(r[5]) * FACTOR + int(r[6])) for r in self.rows(
                 "SELECT l.cost, l.cost_currency, l.cost_date, l.cost_label, l.first_ts, l.whole, l.nanos "
-                "FROM lot_balance l JOIN account a ON a.id = l.account_id WHERE a.name = ? AND l.commodity = ?",
+                f"FROM {lots} l JOIN account a ON a.id = l.account_id WHERE a.name = ? AND l.commodity = ?",
                 (account, commodity))]
         else:
             rows = [(*r[:5], int(r[5])) for r in self.rows(

@@ -90,7 +90,8 @@ price = Table(
     Column("number", BigInteger, nullable=False),
 )
 
-# Maintained on SQLite by a trigger on posting (migration 0011; on PostgreSQL they stay empty), in the statement that inserts the posting:
+# Maintained on SQLite by a trigger on posting (migration 0011), in the statement that inserts the posting
+# (on PostgreSQL through per-transaction deltas, below):
 # the sums of units per account and commodity, and per lot held at a cost, each in two parts
 # (whole = SUM(units / 10^9), nanos = SUM(units % 10^9): exact, no 64-bit overflow). A lot's
 # absent date or label is ''. ledger/maintained.py checks them against the postings.
@@ -105,6 +106,33 @@ balance = Table(
 lot_balance = Table(
     "lot_balance", metadata,
     Column("account_id", Integer, ForeignKey("account.id"), primary_key=True),
+    Column("commodity", String(64), primary_key=True),
+    Column("cost", BigInteger, primary_key=True),
+    Column("cost_currency", String(64), primary_key=True),
+    Column("cost_date", String(10), primary_key=True),
+    Column("cost_label", String(128), primary_key=True),
+    Column("whole", BigInteger, nullable=False),
+    Column("nanos", BigInteger, nullable=False),
+    Column("first_ts", String(26), nullable=False),
+)
+
+# PostgreSQL's way to the same sums (migration 0012; empty on SQLite): a statement trigger on
+# posting adds each transaction's postings here under its own transaction id (no row another
+# transaction writes, so bookers never wait on each other), and `tl_fold_balances()` moves the
+# committed deltas into `balance` / `lot_balance`. A balance is its row plus its visible deltas.
+balance_delta = Table(
+    "balance_delta", metadata,
+    Column("xid", BigInteger, primary_key=True),
+    Column("account_id", Integer, primary_key=True),
+    Column("commodity", String(64), primary_key=True),
+    Column("whole", BigInteger, nullable=False),
+    Column("nanos", BigInteger, nullable=False),
+)
+
+lot_delta = Table(
+    "lot_delta", metadata,
+    Column("xid", BigInteger, primary_key=True),
+    Column("account_id", Integer, primary_key=True),
     Column("commodity", String(64), primary_key=True),
     Column("cost", BigInteger, primary_key=True),
     Column("cost_currency", String(64), primary_key=True),

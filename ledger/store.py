@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -305,6 +305,8 @@ class Ledger:
         try:
             cursor.executemany(_INSERT_POSTING.replace("?", mark), postings)
             cursor.executemany(_INSERT_TXN.replace("?", mark), headers)
+            if dialect.name == "postgresql":
+                cursor.execute("SELECT tl_fold_balances()")  # see fold_balances
         except dialect.loaded_dbapi.Error:
             raise _Retry() from None
         return ids
@@ -369,8 +371,7 @@ class Ledger:
         hand-made entry, could break the export: so the ledger checks, in the same transaction.
         (Unlabelled lots, futures at zero cost, are reduced FIFO and never split here.) `state`
         carries what was read and changed from one call to the next (a bulk import's chunks)."""
-        b, lb, p = schema.balance, schema.lot_balance, schema.posting
-        kept = maintained(c)
+        balances, lots = kept_balances(c), kept_lots(c)
         account_balance, lot_balance = state if state is not None else ({}, {})
         for _txn_id, txn in entries:
             for posting in txn.postings:
@@ -381,19 +382,13 @@ class Ledger:
                 holding = (account_id, posting.commodity)
                 lot = holding + (cost,)
                 if holding not in account_balance:
-                    account_balance[holding] = _kept_total(c, b, b.c.account_id == account_id,
-                                                           b.c.commodity == posting.commodity) if kept else \
-                        _units_total(c, p.c.account_id == account_id, p.c.commodity == posting.commodity)
+                    account_balance[holding] = _kept_total(c, balances, account_id=account_id,
+                                                           commodity=posting.commodity)
                 if lot not in lot_balance:
                     lot_balance[lot] = _kept_total(
-                        c, lb, lb.c.account_id == account_id, lb.c.commodity == posting.commodity,
-                        lb.c.cost_label == cost.label, lb.c.cost == to_scaled(cost.number),
-                        lb.c.cost_currency == cost.currency,
-                        lb.c.cost_date == (cost.date.isoformat() if cost.date else "")) if kept else _units_total(
-                        c, p.c.account_id == account_id, p.c.commodity == posting.commodity,
-                        p.c.cost_label == cost.label, p.c.cost == to_scaled(cost.number),
-                        p.c.cost_currency == cost.currency,
-                        p.c.cost_date == (cost.date and cost.date.isoformat()))
+                        c, lots, account_id=account_id, commodity=posting.commodity, cost_label=cost.label,
+                        cost=to_scaled(cost.number), cost_currency=cost.currency,
+                        cost_date=cost.date.isoformat() if cost.date else "")
                 held, in_lot, units = account_balance[holding], lot_balance[lot], posting.units
                 reduces = held != 0 and (units > 0) != (held > 0)
                 if reduces and (in_lot == 0 or (in_lot > 0) != (held > 0) or abs(units) > abs(in_lot)):
@@ -418,6 +413,7 @@ class Ledger:
         try:
             c.execute(schema.posting.insert(), postings)
             c.execute(schema.txn.insert(), headers)
+            fold_balances(c)
         except (sa.exc.IntegrityError, sa.exc.InternalError) as exc:
             raise LedgerError(f"the database refused the entry: {_db_reason(exc)}") from None
 
@@ -490,15 +486,17 @@ class Ledger:
     # -- queries ------------------------------------------------------------------------------
 
     def balances(self, as_of: dt.datetime | dt.date | None = None, prefix: str | None = None,
-                 conn: Connection | None = None, commodity: str | None = None) -> dict[tuple[str, str], Decimal]:
-        """Units per (account, commodity) including entries up to `as_of` (a date: before it).
+                 conn: Connection | None = None, commodity: str | None = None,
+                 commodities: Collection[str] | None = None) -> dict[tuple[str, str], Decimal]:
+        """Units per (account, commodity) including entries up to `as_of` (a date: before it), of
+        one commodity or of some.
 
-        Without `as_of` on SQLite this reads the balances the database maintains (migration 0011):
-        its cost is the number of accounts, not of postings. With `as_of`, or on PostgreSQL, it sums
-        the postings."""
-        p, a, b = schema.posting, schema.account, schema.balance
+        Without `as_of` this reads the balances the database maintains (migrations 0011, 0012):
+        its cost is the number of accounts, not of postings. With `as_of` it sums the postings."""
+        p, a = schema.posting, schema.account
         with _read(self.engine, conn) as c:
             if as_of is None and maintained(c):
+                b = kept_balances(c)
                 sums = [b.c.whole, b.c.nanos]
                 query = sa.select(b.c.account_id, b.c.commodity, *sums)
                 column_account, column_commodity = b.c.account_id, b.c.commodity
@@ -511,6 +509,8 @@ class Ledger:
                 column_account, column_commodity = p.c.account_id, p.c.commodity
             if commodity is not None:
                 query = query.where(column_commodity == commodity)
+            if commodities is not None:
+                query = query.where(column_commodity.in_(sorted(commodities)))
             names = dict(c.execute(sa.select(a.c.id, a.c.name)).all())
             if prefix is not None:  # read only those accounts' rows (the key leads with the account)
                 wanted = [i for i, name in names.items() if name.startswith(prefix)]
@@ -532,18 +532,19 @@ class Ledger:
                by_day: bool = False, conn: Connection | None = None) -> dict[tuple, Decimal]:
         """Income and expenses per (account, currency[, day]) with since <= time < until.
 
-        Over all time (no bounds, not by day) on SQLite this reads the maintained balances."""
-        p, a, b = schema.posting, schema.account, schema.balance
+        Over all time (no bounds, not by day) this reads the maintained balances."""
+        p, a = schema.posting, schema.account
         with _read(self.engine, conn) as c:
             accounts = dict(c.execute(sa.select(a.c.id, a.c.name).where(
                 sa.or_(a.c.name.like("Income:%"), a.c.name.like("Expenses:%")))).all())
             if not accounts:
                 return {}
             if since is None and until is None and not by_day and maintained(c):
+                b = kept_balances(c)
                 rows = c.execute(sa.select(b.c.account_id, b.c.commodity, b.c.whole, b.c.nanos).where(
                     b.c.account_id.in_(list(accounts)))).all()
-                return {(accounts[acc], com): from_scaled(whole * FACTOR + nanos)
-                        for acc, com, whole, nanos in rows if whole * FACTOR + nanos != 0}
+                totals = [(acc, com, int(whole) * FACTOR + int(nanos)) for acc, com, whole, nanos in rows]
+                return {(accounts[acc], com): from_scaled(total) for acc, com, total in totals if total != 0}
             columns = [p.c.account_id, p.c.commodity]
             if by_day:
                 columns.append(sa.func.substr(p.c.ts, 1, 10).label("day"))
@@ -563,25 +564,16 @@ class Ledger:
         return result
 
     def lots(self, account: str, commodity: str, conn: Connection | None = None) -> list[tuple[Cost, Decimal]]:
-        """Open lots of a commodity in an account, oldest first: (cost, units); on SQLite read from
-        the lots the database maintains (migration 0011), so the cost is the number of lots."""
-        lot, a = schema.lot_balance, schema.account  # maintained on SQLite (see `maintained`)
-        query = (sa.select(lot.c.cost, lot.c.cost_currency, lot.c.cost_date, lot.c.cost_label, lot.c.first_ts,
-                           lot.c.whole, lot.c.nanos)
-                 .join(a, a.c.id == lot.c.account_id)
-                 .where(a.c.name == account, lot.c.commodity == commodity))
+        """Open lots of a commodity in an account, oldest first: (cost, units), read from the lots
+        the database maintains (migrations 0011, 0012), so the cost is the number of lots."""
+        a = schema.account
         with _read(self.engine, conn) as c:
-            if maintained(c):
-                rows = [(*r[:5], r[5] * FACTOR + r[6]) for r in c.execute(query)]
-            else:  # summed from the postings (PostgreSQL)
-                p = schema.posting
-                sums = unit_sums(p.c.units, c)
-                query = (sa.select(p.c.cost, p.c.cost_currency, p.c.cost_date, p.c.cost_label,
-                                   sa.func.min(p.c.ts), *sums)
-                         .join(a, a.c.id == p.c.account_id)
-                         .where(a.c.name == account, p.c.commodity == commodity, p.c.cost.is_not(None))
-                         .group_by(p.c.cost, p.c.cost_currency, p.c.cost_date, p.c.cost_label))
-                rows = [(*r[:5], combine(r, len(sums))) for r in c.execute(query)]
+            lot = kept_lots(c)
+            query = (sa.select(lot.c.cost, lot.c.cost_currency, lot.c.cost_date, lot.c.cost_label, lot.c.first_ts,
+                               lot.c.whole, lot.c.nanos)
+                     .join(a, a.c.id == lot.c.account_id)
+                     .where(a.c.name == account, lot.c.commodity == commodity))
+            rows = [(*r[:5], int(r[5]) * FACTOR + int(r[6])) for r in c.execute(query)]
         lots = [(Cost(from_scaled(r[0]), r[1], dt.date.fromisoformat(r[2]) if r[2] else None, r[3] or None),
                  from_scaled(r[5]), r[4])
                 for r in rows if r[5] != 0]
@@ -618,21 +610,54 @@ class _read(_tx):
 
 
 def maintained(c: Connection) -> bool:
-    """Whether the database maintains `balance` and `lot_balance` (SQLite; see migration 0011)."""
-    return c.dialect.name == "sqlite"
+    """Whether the database maintains `balance` and `lot_balance`: SQLite directly (migration
+    0011), PostgreSQL through per-transaction deltas (0012; see `kept_balances`)."""
+    return True
 
 
-def _units_total(c: Connection, *where) -> Decimal:
-    """The exact sum of posting units matching `where` (0 when none), overflow-free."""
-    sums = unit_sums(schema.posting.c.units, c)
-    total = combine(c.execute(sa.select(*sums).where(*where)).one(), len(sums))
-    return from_scaled(total or 0)
+def kept_balances(c: Connection):
+    """The maintained balances as a selectable with the columns of `balance` (account_id,
+    commodity, whole, nanos): the table itself on SQLite; on PostgreSQL the table plus the deltas
+    this statement can see (committed and not folded yet, or this transaction's own), summed in
+    the same statement, so in one snapshot."""
+    b = schema.balance
+    if c.dialect.name == "sqlite":
+        return b
+    d = schema.balance_delta
+    both = sa.union_all(sa.select(b.c.account_id, b.c.commodity, b.c.whole, b.c.nanos),
+                        sa.select(d.c.account_id, d.c.commodity, d.c.whole, d.c.nanos)).subquery()
+    return (sa.select(both.c.account_id, both.c.commodity, sa.func.sum(both.c.whole).label("whole"),
+                      sa.func.sum(both.c.nanos).label("nanos"))
+            .group_by(both.c.account_id, both.c.commodity).subquery("kept_balance"))
 
 
-def _kept_total(c: Connection, table, *where) -> Decimal:
-    """A maintained balance (`balance` or `lot_balance` row matching `where`), 0 when none."""
-    row = c.execute(sa.select(table.c.whole, table.c.nanos).where(*where)).first()
-    return from_scaled(0 if row is None else row[0] * FACTOR + row[1])
+def kept_lots(c: Connection):
+    """The maintained lots as a selectable with the columns of `lot_balance` (see kept_balances)."""
+    lot = schema.lot_balance
+    if c.dialect.name == "sqlite":
+        return lot
+    d = schema.lot_delta
+    key = ("account_id", "commodity", "cost", "cost_currency", "cost_date", "cost_label")
+    both = sa.union_all(*(sa.select(*(t.c[k] for k in key), t.c.whole, t.c.nanos, t.c.first_ts)
+                          for t in (lot, d))).subquery()
+    return (sa.select(*(both.c[k] for k in key), sa.func.sum(both.c.whole).label("whole"),
+                      sa.func.sum(both.c.nanos).label("nanos"), sa.func.min(both.c.first_ts).label("first_ts"))
+            .group_by(*(both.c[k] for k in key)).subquery("kept_lot"))
+
+
+def fold_balances(c: Connection) -> None:
+    """PostgreSQL: move committed deltas into `balance`/`lot_balance` (migration 0012), unless
+    another transaction is doing so; called once per booking transaction, so the deltas a reader
+    adds up stay few. Nothing to do on SQLite."""
+    if c.dialect.name == "postgresql":
+        c.exec_driver_sql("SELECT tl_fold_balances()")
+
+
+def _kept_total(c: Connection, table, **where) -> Decimal:
+    """A maintained balance (`kept_balances` or `kept_lots` row matching `where`), 0 when none."""
+    row = c.execute(sa.select(table.c.whole, table.c.nanos).where(
+        *(table.c[name] == value for name, value in where.items()))).first()
+    return from_scaled(0 if row is None else int(row[0]) * FACTOR + int(row[1]))
 
 
 def _same_or_conflict(txn: Transaction, fingerprint: str) -> None:

@@ -9,7 +9,9 @@ reads everything again, by a second road, and compares:
 2. **entries**: every entry re-summed in Python from its posting rows: it has postings, they
    carry its time, and their weights are zero per currency;
 3. **balances**: every (account, commodity) balance re-derived in Python from the posting
-   rows and compared with what the ledger's own balance query answers (`Ledger.balances`);
+   rows and compared with what the ledger's own balance query answers (`Ledger.balances`, which
+   reads the maintained balances), and every maintained lot re-summed from its postings
+   (`maintained.verify_balances`);
 4. **links**: every reversal names an existing entry that is not itself a reversal, at most
    once, and its postings are exactly the original's negated.
 
@@ -56,7 +58,7 @@ class Verification:
 def verify(ledger) -> Verification:
     findings: list[Finding] = []
     counts = [0, 0]
-    for check in (_storage, _entries_and_balances, _links):
+    for check in (_storage, _entries_and_balances, _lots, _links):
         try:
             check(ledger, findings, counts)
         except sa.exc.DBAPIError as exc:  # a damaged file: say so, and what it said
@@ -135,6 +137,14 @@ def _entries_and_balances(ledger, findings: list[Finding], counts) -> None:
         if have != want:
             findings.append(Finding("balances", f"{key[0]} {key[1]}: the ledger answers {have}, its postings "
                                                 f"sum to {want}"))
+
+
+def _lots(ledger, findings: list[Finding], counts) -> None:
+    from tradeledger.ledger.maintained import verify_balances
+
+    for difference in verify_balances(ledger.engine):
+        if difference.table == "lot_balance":  # the balances themselves are compared above
+            findings.append(Finding("balances", str(difference)))
 
 
 def _links(ledger, findings: list[Finding], counts) -> None:

@@ -102,7 +102,6 @@ def test_postings_inserted_with_plain_sql_are_maintained_too(ledger: Ledger):
     assert verify_balances(books.engine) == []
 
 
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_verify_names_a_maintained_row_changed_behind_the_ledgers_back(ledger: Ledger):
     books = open_books(ledger)
     for entry in entries():

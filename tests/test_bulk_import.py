@@ -277,9 +277,9 @@ def test_export_then_import_moves_a_ledger_exactly(ledger: Ledger, tmp_path):
     unkeyed = ledger.book(Transaction(t(6), "adj", "no key", (Posting(CASH, D(2), "USD"), Posting(INC, D(-2), "USD"))))
     ledger.reverse(unkeyed.id, t(7), "wrong")
 
-    class Env:
+    class Env:  # what the two functions use of an environment
         def __init__(self, ledger):
-            self.ledger = ledger
+            self.ledger, self.engine = ledger, ledger.engine
 
     path = tmp_path / "ledger.jsonl"
     assert export_entries(Env(ledger), path) == (6, 10)
@@ -323,6 +323,12 @@ def test_a_ledger_moves_from_sqlite_to_postgresql_through_the_commands(tmp_path,
     env = open_environment(source, "paper")
     open_books(env.ledger)
     env.ledger.book_many(entries())
+    from tradeledger.engine import tables
+
+    with env.engine.begin() as conn:  # A's futures position is marked, as the engine's fills leave it
+        conn.execute(tables.position_mark.insert().values(holder="A", contract="MESZ26", price=6000 * 10**9,
+                                                          time="2026-12-01 15:00:00.000000"))
+    assert "verified" in run("--home", source, "db", "verify")
     out = tmp_path / "ledger.jsonl"
     assert "7 entries" in run("--home", source, "export", "entries", "--out", str(out))
     run("--home", target, "--db-url", db_url, "init")
@@ -330,7 +336,7 @@ def test_a_ledger_moves_from_sqlite_to_postgresql_through_the_commands(tmp_path,
     moved = open_environment(target, "paper")
     assert moved.engine.dialect.name == "postgresql"
     assert moved.ledger.balances() == env.ledger.balances()
-    assert "verified: 7 entries" in run("--home", target, "db", "verify")
+    assert "verified: 7 entries" in run("--home", target, "db", "verify")  # the mark came along
     run("--home", target, "check")
     assert json.loads(run("--home", target, "import", "entries", str(out), "--json")) == {
         "booked": 0, "replays": 7, "postings": 0}

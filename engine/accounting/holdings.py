@@ -17,8 +17,9 @@ from sqlalchemy.engine import Connection
 from tradeledger.broker.base import Contract
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.entries import Holding
-from tradeledger.engine.accounting.holders import Holder, from_column, holder_of, to_column
+from tradeledger.engine.accounting.holders import Holder, display, from_column, holder_of, to_column
 from tradeledger.ledger.accounts import Chart
+from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.model import Account
 from tradeledger.ledger.numbers import from_scaled, to_scaled
 from tradeledger.ledger.store import Commodity, Ledger, fmt_ts
@@ -39,18 +40,28 @@ def lock_contract(conn: Connection, code: str) -> None:
 
 
 def load_holdings(conn: Connection, ledger: Ledger, chart: Chart, contract: Contract) -> dict:
-    """holder -> Holding for every holder with a position in the contract (or a mark)."""
-    lock_contract(conn, contract.code)
-    balances = ledger.balances(prefix=chart.root, conn=conn, commodity=contract.code)
-    marks = {from_column(row.holder): from_scaled(row.price) for row in conn.execute(
-        sa.select(tables.position_mark).where(tables.position_mark.c.contract == contract.code))}
-    result: dict = {}
-    for (account, _), units in balances.items():
+    """holder -> Holding for every holder with a position in the contract."""
+    return load_holdings_many(conn, ledger, chart, [contract])[contract.code]
+
+
+def load_holdings_many(conn: Connection, ledger: Ledger, chart: Chart, contracts: list[Contract]) -> dict[str, dict]:
+    """`load_holdings` of several contracts in three reads (positions, marks, and the lots of the
+    shares held): contract code -> holder -> Holding. Each contract is locked first, in one order."""
+    codes = sorted({c.code for c in contracts})
+    kinds = {c.code: c.sec_type for c in contracts}
+    for code in codes:
+        lock_contract(conn, code)
+    balances = ledger.balances(prefix=chart.root, conn=conn, commodities=codes)
+    t = tables.position_mark
+    marks = {(from_column(row.holder), row.contract): from_scaled(row.price)
+             for row in conn.execute(sa.select(t).where(t.c.contract.in_(codes)))}
+    result: dict[str, dict] = {code: {} for code in codes}
+    for (account, code), units in balances.items():
         holder = holder_of(chart, account)
         if holder is False:
             continue
-        lots = () if contract.sec_type == "FUT" else tuple(ledger.lots(account, contract.code, conn))
-        result[holder] = Holding(units, marks.get(holder), lots)
+        lots = () if kinds[code] == "FUT" else tuple(ledger.lots(account, code, conn))
+        result[code][holder] = Holding(units, marks.get((holder, code)), lots)
     return result
 
 
@@ -68,6 +79,30 @@ def save_marks(conn: Connection, contract: Contract, holdings: dict, time: dt.da
         if holding.position != 0 and holding.mark is not None:
             conn.execute(t.insert().values(holder=to_column(holder), contract=contract.code,
                                            price=to_scaled(holding.mark, "mark"), time=fmt_ts(time)))
+
+
+def verify_books(ledger: Ledger, chart: Chart):
+    """`db verify` (ledger/verify.py) plus the engine's running state per holder and contract:
+    every futures position the postings hold has its mark, and no mark is left for a holding the
+    postings say is flat (the marks are written in the same transaction as the entries that move
+    a position, so either finding means something wrote one without the other)."""
+    from dataclasses import replace
+
+    from tradeledger.ledger.verify import Finding, verify
+
+    result = verify(ledger)
+    found: list[Finding] = []
+    with read_connection(ledger.engine) as conn:
+        futures = {c.name for c in ledger.commodities(conn) if c.kind == "future"}
+        held = {(holder, code): units for (account, code), units in
+                ledger.balances(prefix=chart.root, conn=conn).items()
+                if code in futures and (holder := holder_of(chart, account)) is not False}
+        kept = {(from_column(r.holder), r.contract) for r in conn.execute(sa.select(tables.position_mark))}
+    for holder, code in sorted(set(held) - kept, key=str):
+        found.append(Finding("marks", f"{display(holder)} holds {held[(holder, code)]} {code} without a mark"))
+    for holder, code in sorted(kept - set(held), key=str):
+        found.append(Finding("marks", f"{display(holder)} has a mark for {code} but holds none"))
+    return replace(result, findings=result.findings + tuple(found)) if found else result
 
 
 def marks(conn: Connection) -> dict[tuple[Holder, str], Decimal]:

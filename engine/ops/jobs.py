@@ -233,9 +233,9 @@ def targets(session: Session) -> str:
 
 def verify(session: Session) -> str:
     """The database verified (ledger/verify.py): a finding fails the job, so it is raised."""
-    from tradeledger.ledger.verify import verify as verify_database
+    from tradeledger.engine.accounting.holdings import verify_books
 
-    result = verify_database(session.env.ledger)
+    result = verify_books(session.env.ledger, session.env.chart)
     if not result.ok:
         shown = "; ".join(f"{f.check}: {f.detail}" for f in result.findings[:3])
         raise RuntimeError(f"the database fails verification ({len(result.findings)} findings): {shown}; "

@@ -1,9 +1,11 @@
 """Booking the broker's executions: each exactly once, attributed, with its commission when known.
 
 `sync_fills` pulls every execution the broker reports (live fills and the execution list are
-the same stream here) and books those not booked yet in chunks of `BATCH` (200), one database
+the same stream here) and books those not booked yet in chunks of `BATCH` (500), one database
 transaction per chunk: each execution's ledger entry, `fill` row, allocation, its order's filled
-quantity and the holders' new marks commit together or not at all. If one execution of a chunk
+quantity and the holders' new marks commit together or not at all. A chunk of new executions is
+booked as one (`fill_chunk.py`: each read once per chunk, each table written once); a chunk with
+a correction, a late commission or a spread's leg is booked one execution after another. If one execution of a chunk
 cannot be booked the chunk rolls back and each of its executions is booked in a transaction of
 its own, so the others land and the one that fails is reported (`SyncReport.failed`) and raised
 as an exception. The booking key is (broker account, execution id without its correction
@@ -31,6 +33,7 @@ from tradeledger.engine.accounting.entries import FillShare, commission_entry, c
 from tradeledger.engine.trust.exceptions import UNBOOKED_EXECUTION, ExceptionKind, dedupe_key, raise_exception
 from tradeledger.engine.accounting.holders import UNATTRIBUTED_NAME, Holder, display, from_column, to_column
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, lock_contract, save_marks
+from tradeledger.engine.trading.fill_chunk import book_new_fills
 from tradeledger.engine.trading.netting import Overfill, allocate_fill
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.db import read_connection
@@ -79,7 +82,7 @@ class SyncReport:
         return total
 
 
-BATCH = 200  # executions booked per database transaction on a sync (one commit, not 200)
+BATCH = 500  # executions booked per database transaction on a sync (one commit, not 500)
 
 
 def _version(exec_id: str) -> int:
@@ -145,8 +148,9 @@ def sync_fills(engine, ledger: Ledger, chart: Chart, broker: Broker) -> SyncRepo
             with engine.begin() as conn:
                 for code in sorted({e.contract.code for e in chunk}):  # one order: no lock cycle
                     lock_contract(conn, code)
-                for execution in chunk:
-                    book_execution(conn, ledger, chart, execution, trial)
+                if not book_new_fills(conn, ledger, chart, chunk, trial):  # a chunk done as a chunk
+                    for execution in chunk:
+                        book_execution(conn, ledger, chart, execution, trial)
         except (LedgerError, ValueError, ArithmeticError):
             # One of them cannot be booked: the chunk rolled back whole; book each on its own so
             # that the others land and the one that fails is raised as an exception.
