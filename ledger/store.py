@@ -305,7 +305,7 @@ class Ledger:
         try:
             cursor.executemany(_INSERT_POSTING.replace("?", mark), postings)
             cursor.executemany(_INSERT_TXN.replace("?", mark), headers)
-            if dialect.name == "postgresql":
+            if dialect.name == "postgresql" and _fold_due(ids):
                 cursor.execute("SELECT tl_fold_balances()")  # see fold_balances
         except dialect.loaded_dbapi.Error:
             raise _Retry() from None
@@ -413,7 +413,8 @@ class Ledger:
         try:
             c.execute(schema.posting.insert(), postings)
             c.execute(schema.txn.insert(), headers)
-            fold_balances(c)
+            if _fold_due([txn_id for txn_id, _ in entries]):
+                fold_balances(c)
         except (sa.exc.IntegrityError, sa.exc.InternalError) as exc:
             raise LedgerError(f"the database refused the entry: {_db_reason(exc)}") from None
 
@@ -645,10 +646,20 @@ def kept_lots(c: Connection):
             .group_by(*(both.c[k] for k in key)).subquery("kept_lot"))
 
 
+FOLD_EVERY = 16  # entries (by id) between two folds of the PostgreSQL deltas
+
+
+def _fold_due(ids: list[int]) -> bool:
+    """Whether a booking of these entry ids folds the deltas: the one that takes a multiple of
+    FOLD_EVERY does, whichever process it is (ids come from one sequence), so the deltas a reader
+    adds up stay few (what committed since the last fold) and the fold's cost is spread."""
+    return any(i % FOLD_EVERY == 0 for i in ids) or len(ids) >= FOLD_EVERY
+
+
 def fold_balances(c: Connection) -> None:
     """PostgreSQL: move committed deltas into `balance`/`lot_balance` (migration 0012), unless
-    another transaction is doing so; called once per booking transaction, so the deltas a reader
-    adds up stay few. Nothing to do on SQLite."""
+    another transaction is doing so (see `_fold_due` for when a booking calls it). Nothing to do on
+    SQLite."""
     if c.dialect.name == "postgresql":
         c.exec_driver_sql("SELECT tl_fold_balances()")
 

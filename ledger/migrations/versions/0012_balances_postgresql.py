@@ -15,13 +15,14 @@ writes only rows of its own:
   writing transaction's id. No other transaction ever writes those rows, so a booker never waits
   for another and cannot deadlock with one; a rollback takes its deltas with it;
 - `tl_fold_balances()` moves the deltas of committed transactions into `balance` / `lot_balance`
-  (one DELETE ... RETURNING feeding one aggregate upsert per table). The ledger calls it once per
-  booking transaction; only one transaction folds at a time (a transaction-scoped advisory lock,
+  (one DELETE ... RETURNING feeding one aggregate upsert per table). The ledger calls it from the
+  booking that takes every 16th entry id (`store.FOLD_EVERY`), and at the end of a bulk import;
+  only one transaction folds at a time (a transaction-scoped advisory lock,
   *tried*: a booker that finds another folding skips, and the next one folds). Since only folders
   write `balance`, no booker waits on its rows either;
 - a reader sums `balance` and the deltas it can see in one statement (one snapshot): committed
   deltas not folded yet, and its own transaction's. The deltas are few (what committed since the
-  last fold), so a balance costs the number of accounts, not of postings.
+  last fold: about 16 entries' worth), so a balance costs the number of accounts, not of postings.
 
 The deferred balance check of 0005 (a posting added to another transaction's entry) is untouched:
 it reads postings, not these tables. Existing postings are summed into `balance` and `lot_balance`
