@@ -211,14 +211,21 @@ class Ledger:
     def book(self, txn: Transaction, conn: Connection | None = None) -> Booked:
         return self.book_many([txn], conn)[0]
 
-    def book_many(self, txns: Iterable[Transaction], conn: Connection | None = None) -> list[Booked]:
+    def book_many(self, txns: Iterable[Transaction], conn: Connection | None = None,
+                  new: bool = False) -> list[Booked]:
         """Book entries in one database transaction; replays return the existing ids.
 
         The fast path writes positional rows on the raw DB-API cursor and lets the unique index
         on the idempotency key find a replay; on any refusal from the database (a replay, a
         conflict, a rule) it undoes its rows and the general path below books or refuses the
         entries with its usual answers. A transaction it opens itself is simply rolled back;
-        inside the caller's transaction a savepoint bounds the attempt."""
+        inside the caller's transaction a savepoint bounds the attempt.
+
+        `new=True` (in the caller's transaction) says the caller knows none of the entries is
+        booked yet (a fill sync's chunk): no savepoint is taken (SQLite copies every page a
+        savepoint's statements touch into a journal of its own, which costs as much as the
+        inserts), and a refusal by the database raises `LedgerError`: the caller's transaction
+        is then to be rolled back, as the one-by-one path it falls back to expects."""
         txns = list(txns)
         prepared = [prepare(txn) for txn in txns]
         for txn, ready in zip(txns, prepared):
@@ -232,7 +239,16 @@ class Ledger:
                 return results
             with self.engine.begin() as c:
                 return self._book_general(c, txns)
-        if fast:
+        if fast and new:
+            cursor = conn.connection.cursor()
+            try:
+                ids = self._insert_rows(cursor, conn.dialect, _allocate_ids(conn, len(txns)), txns, prepared,
+                                        refused=LedgerError)
+            except _Retry:  # an account not cached yet: refused before anything was written
+                pass
+            else:
+                return [Booked(txn_id, True) for txn_id in ids]
+        elif fast:
             cursor = conn.connection.cursor()
             cursor.execute("SAVEPOINT tl_book")
             try:
@@ -283,9 +299,10 @@ class Ledger:
         return True
 
     def _insert_rows(self, cursor, dialect, ids: list[int], txns: list[Transaction],
-                     prepared: list[Prepared]) -> list[int]:
-        """Insert every entry as new; `_Retry` when the database refuses or an account is not
-        cached (the general path looks it up and says what is wrong)."""
+                     prepared: list[Prepared], refused: type[Exception] | None = None) -> list[int]:
+        """Insert every entry as new; `_Retry` when an account is not cached (before anything is
+        written: the general path looks it up and says what is wrong), or when the database
+        refuses (then `refused` instead, when given, with the database's reason)."""
         booked_at = fmt_ts(dt.datetime.now(UTC))
         postings, headers = [], []
         accounts, account_ids = self._accounts, self._account_ids
@@ -307,7 +324,9 @@ class Ledger:
             cursor.executemany(_INSERT_TXN.replace("?", mark), headers)
             if dialect.name == "postgresql" and _fold_due(ids):
                 cursor.execute("SELECT tl_fold_balances()")  # see fold_balances
-        except dialect.loaded_dbapi.Error:
+        except dialect.loaded_dbapi.Error as exc:
+            if refused is not None:
+                raise refused(f"the database refused the entries: {_db_reason(exc)}") from None
             raise _Retry() from None
         return ids
 

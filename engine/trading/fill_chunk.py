@@ -117,7 +117,7 @@ def book_new_fills(conn: Connection, ledger: Ledger, chart: Chart, executions: l
         entries.append(txn)
         fills.append((e, shares, order, currency))
 
-    booked = ledger.book_many(entries, conn)
+    booked = ledger.book_many(entries, conn, new=True)  # none booked yet: checked above, under the locks
     fill_ids = _fill_ids(conn, len(fills))
     _many(conn, "INSERT INTO fill (id, account, exec_key, exec_id, order_id, order_ref, contract, side, quantity, "
                 "price, time, commission, commission_currency, txn_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

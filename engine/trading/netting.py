@@ -157,6 +157,8 @@ def allocate_fill(
     cumulative = sum(before.values()) + qty
     if cumulative > total_share:
         raise Overfill(f"overfill: {cumulative} filled in total, but the order is for {total_share}")
+    if len(shares) == 1:  # one strategy on the residual side (the common case): all of it
+        return {shares[0][0]: Decimal(qty)}
     after = _apportion(cumulative, shares, floors=before)
     return {n: Decimal(after[n] - before[n]) for n, _ in shares if after[n] != before[n]}
 
@@ -179,6 +181,8 @@ def allocate_commission(
     weights = [(n, q) for n, q in weights if q]
     if not weights:
         raise ValueError("cannot allocate a commission over no quantity")
+    if len(weights) == 1:  # one strategy pays it all
+        return {weights[0][0]: (Decimal(units) * quantum).quantize(quantum)}
     parts = _apportion(abs(units), weights, capped=False)
     sign = -1 if units < 0 else 1
     return {n: (Decimal(sign * parts[n]) * quantum).quantize(quantum) for n, _ in weights}
