@@ -26,3 +26,33 @@ class CorrectionUnsupported(UserError):
 
 class CorporateActionError(UserError):
     """A corporate action that cannot be stored or booked as given; the message says why and what to do."""
+
+
+class UnknownName(UserError):
+    """A strategy, instrument, contract (or other named thing) that is not known: one line naming
+    it, the closest known spelling when there is one, and the known ones (or where to find them).
+
+    `UnknownName("strategy", "trend_slwo", ["trend_fast", "trend_slow"])` says
+    `unknown strategy 'trend_slwo' (did you mean 'trend_slow'?; known: trend_fast, trend_slow)`."""
+
+    SHOWN = 25  # beyond this many known names, the message points to the command that lists them
+
+    def __init__(self, kind: str, name: object, known=(), see: str | None = None):
+        """`known`: the known names (None: too many to say, `see` says where they are listed)."""
+        import difflib
+
+        listed = known is not None
+        known = sorted({str(k) for k in known or ()})
+        self.kind, self.name, self.known = kind, name, known
+        parts = []
+        close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6) or \
+            [k for k in known if k.lower() == str(name).lower()]
+        if close:
+            parts.append(f"did you mean {close[0]!r}?")
+        if known and len(known) <= self.SHOWN:
+            parts.append(f"known: {', '.join(known)}")
+        elif listed and not known:
+            parts.append(f"no {kind} is known yet")
+        if see:
+            parts.append(f"see `{see}`")
+        super().__init__(f"unknown {kind} {name!r} ({'; '.join(parts)})")

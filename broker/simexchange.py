@@ -49,6 +49,7 @@ from tradeledger.broker.base import (
     BUY, LIMIT, MARKET, SIDES, AccountSnapshot, BrokerError, BrokerPosition, Contract,
     Execution, OrderRequest, OrderStatus,
 )
+from tradeledger.errors import UnknownName
 
 UTC = dt.timezone.utc
 SCHEMA_VERSION = "1"
@@ -333,7 +334,8 @@ class SimExchange:
     def _known(self, c, code: str) -> Contract:
         k = self._contract(c, code)
         if k is None:
-            raise BrokerError(f"unknown contract {code}: add_contract() it first")
+            listed = [r["code"] for r in c.execute("SELECT code FROM contracts")]
+            raise BrokerError(str(UnknownName("contract", code, listed, see="tradeledger instruments list")))
         return k
 
     def contract(self, code: str) -> Contract | None:

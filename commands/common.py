@@ -60,7 +60,28 @@ class Context:
             from tradeledger.engine.setup.environment import open_environment
 
             self._environment = open_environment(self.home, self.env, self.db_url)
+            _show_prices_at_their_ticks(self._environment)
         return self._environment
+
+
+def _show_prices_at_their_ticks(environment: Environment) -> None:
+    """Tables show a price at its instrument's tick precision: the render path asks the configuration
+    (read once, on the first table with a price)."""
+    from tradeledger.reports.render import set_tick_source
+
+    ticks: dict = {}
+
+    def tick(code: str):
+        if "config" not in ticks:
+            from tradeledger.engine.setup.config import parse_trading_config
+
+            ticks["config"] = parse_trading_config(environment.settings.raw)
+        if code not in ticks:
+            from tradeledger.engine.setup.config import tick_size
+
+            ticks[code] = tick_size(ticks["config"], code)
+        return ticks[code]
+    set_tick_source(tick)
 
 
 pass_ctx = click.make_pass_decorator(Context)

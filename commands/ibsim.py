@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 from tradeledger.commands.common import Context, SIGNED, define_contract_options, described_contract, pass_ctx, lazy, lazy_function
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
-from tradeledger.errors import UserError
+from tradeledger.errors import UnknownName, UserError
 
 
 # --- ibsim ---
@@ -63,7 +63,7 @@ def _ibsim_contract(c: Context, code: str, exchange):
     if instrument is None:
         known = exchange.contract(code)
         if known is None:
-            raise UserError(f"unknown contract {code}: not a configured instrument's contract")
+            raise UnknownName("contract", code, None, see="tradeledger instruments list")
         return known
     expiry = f"20{code[-2:]}{MONTH_CODES.index(code[-3]) + 1:02d}" if instrument.is_future else ""
     return to_contract(instrument, code, expiry)

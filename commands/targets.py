@@ -182,14 +182,14 @@ def targets_compute(c: Context, as_of, as_json):
 @json_option
 @pass_ctx
 def targets_list(c: Context, as_json):
-    """Every target run, newest first, with its status."""
+    """Every target run, newest first, with its state."""
     with open_session(c) as session:
         runs = _targets.list_runs(session.env, session.now())
     if as_json:
         emit_json([r.as_json(with_lines=False) for r in runs])
     else:
-        table("target runs", ["run", "as of", "created", "status", "reviewed by", "note"],
-              [(r.id, r.as_of, f"{r.created_at:%Y-%m-%d %H:%M}", r.status, r.reviewed_by, r.review_note)
+        table("target runs", ["run", "as of", "created", "state", "reviewed by", "note"],
+              [(r.id, r.as_of, r.created_at, r.status, r.reviewed_by, r.review_note)
                for r in runs])
 
 

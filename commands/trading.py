@@ -18,7 +18,7 @@ from tradeledger.commands.common import (
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
 from tradeledger.reports.names import Names
 from tradeledger.reports.render import emit_json, table
-from tradeledger.errors import UserError
+from tradeledger.errors import UnknownName, UserError
 
 # --- orders, fills, marks, positions, P&L, the simulated broker's screen, the cycle ---
 # Imported on first use (commands/common.py: lazy): starting the CLI imports no engine.
@@ -324,7 +324,7 @@ def _sim_contract(session, code):
     if instrument is None:
         known = session.exchange().contract(code)
         if known is None:
-            raise UserError(f"unknown contract {code}: not a configured instrument's contract")
+            raise UnknownName("contract", code, None, see="tradeledger instruments list")
         return known
     expiry = ""
     if instrument.is_future:

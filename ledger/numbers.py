@@ -11,9 +11,11 @@ A number outside it is refused with a clear error, never rounded.
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal, InvalidOperation
 
 from tradeledger.errors import UserError
+from tradeledger.ledger.times import iso_time
 
 SCALE = 9
 _FACTOR = 10**SCALE
@@ -83,10 +85,13 @@ def plain(number: Decimal) -> Decimal:
 
 
 def jsonable(value):
-    """Decimals as exact text, dates and times as ISO text, tuples as lists, all the way down: a
-    value `json.dumps` writes without losing a digit."""
+    """Decimals as exact text, dates as ISO text, times (datetimes and the ledger's stored time text)
+    as ISO 8601 with their zone (`times.iso_time`), tuples as lists, all the way down: a value
+    `json.dumps` writes without losing a digit."""
     if isinstance(value, Decimal):
         return format(value, "f")
+    if isinstance(value, (str, dt.datetime)):
+        return iso_time(value)
     if isinstance(value, dict):
         return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -20,7 +20,7 @@ from tradeledger.engine.accounting.holders import UNATTRIBUTED_NAME
 from tradeledger.engine.setup.session import Session
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import plain
-from tradeledger.errors import UserError
+from tradeledger.errors import UnknownName, UserError
 from tradeledger.reports import series
 from tradeledger.reports.positions import holder_names, position_rows
 
@@ -35,8 +35,7 @@ def latest_prices(session: Session, codes) -> dict[str, Decimal]:
 
 def positions(session: Session, strategy: str | None = None) -> list[dict]:
     if strategy is not None and strategy != UNATTRIBUTED and strategy not in session.config.strategies:
-        known = ", ".join(sorted(session.config.strategies)) or "none configured"
-        raise UserError(f"unknown strategy {strategy!r} (strategies: {known}, or {UNATTRIBUTED})")
+        raise UnknownName("strategy", strategy, [*session.config.strategies, UNATTRIBUTED])
     env = session.env
     chart = env.chart
     contracts = holdings_mod.known_contracts(env.ledger)

@@ -9,10 +9,17 @@ Three faces of one table, chosen by where the output goes:
 * `--csv` (every command that takes `--json` takes it too): comma-separated values with a header;
   a command that prints several tables puts a `# title` line before each after the first.
 
-Figures follow one format by what a column holds (`display`): money at two decimals (the cent;
-exact figures stay in `--json`), quantities as integers when whole, prices and rates exactly,
-without trailing zeros. Numbers are right-aligned. An empty result is a line that says so, never
-an empty box. JSON keeps exact decimal strings and ISO 8601 times.
+Figures follow one format by what a column holds (`display`): money at its currency's minor unit
+(the row's `currency`, else the cent; exact figures stay in `--json`), prices at the tick precision
+of the row's contract or instrument (MES ticks 0.25: `4590.25`, `4590.00`; 6E ticks 0.00005:
+`1.08455`; ZF's binary 1/128 pads to five places, `112.87500`; a price finer than that, an
+average, is shown whole, never rounded), quantities as
+integers when whole, rates exactly without trailing zeros. Numbers are right-aligned. Times in a
+table are UTC to the second. An empty result is a line that says so, never an empty box. JSON keeps
+exact decimal strings and ISO 8601 times with their zone (`ledger/times.py`).
+
+Tick sizes come from the environment's configuration through `set_tick_source` (a function of a
+contract code or instrument name), set when a command opens its environment.
 """
 
 from __future__ import annotations
@@ -21,11 +28,12 @@ import csv
 import json
 import sys
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import click
 
 from tradeledger.ledger.numbers import jsonable
+from tradeledger.ledger.times import table_time
 
 CENT = Decimal("0.01")
 MONEY = {"realized", "unrealized", "commissions", "commission", "net", "income", "cash", "amount", "balance",
@@ -33,19 +41,56 @@ MONEY = {"realized", "unrealized", "commissions", "commission", "net", "income",
          "capital", "nav", "pnl", "slippage", "fee", "fees", "dividends", "tolerance"}
 QUANTITY = {"qty", "units", "current", "target", "change", "quantity", "filled", "remaining", "position",
             "shares", "held", "qty diff"}
-NUMERIC = MONEY | QUANTITY | {"price", "mark", "last", "forecast", "reference", "reference price", "rate", "weight",
-                              "avg cost", "fill price", "count", "entries", "postings", "bps", "days", "id", "run"}
+PRICE = {"price", "mark", "last", "reference", "reference price", "avg cost", "fill price", "close", "raw",
+         "adjusted", "settle", "settlement", "limit price"}
+NUMERIC = MONEY | QUANTITY | PRICE | {"forecast", "rate", "weight", "count", "entries", "postings", "bps", "days",
+                                      "id", "run"}
+# Currencies whose minor unit is not the cent (ISO 4217); every other currency has two decimals.
+MINOR_UNITS = {"JPY": 0, "KRW": 0, "CLP": 0, "ISK": 0, "HUF": 2, "VND": 0, "TWD": 2, "BHD": 3, "KWD": 3,
+               "JOD": 3, "OMR": 3, "TND": 3}
+MAX_PRICE_PLACES = 5  # 6E's 0.00005; finer ticks are binary fractions of a point (ZF 1/128)
+# The columns that say which contract (for its tick) and which currency (for its minor unit) a row is in.
+CONTRACT_COLUMNS = ("contract", "instrument")
 
-_state = {"csv": False, "tables": 0}
+_state: dict[str, Any] = {"csv": False, "tables": 0, "ticks": None}
 
 
 def set_csv(enabled: bool) -> None:
-    """`--csv` was given: tables print as comma-separated values."""
+    """`--csv` was given (or not): tables print as comma-separated values. Called once per command,
+    it starts the command's count of tables afresh (several commands may run in one process)."""
     _state["csv"] = bool(enabled)
+    _state["tables"] = 0
 
 
 def csv_enabled() -> bool:
     return _state["csv"]
+
+
+def set_tick_source(ticks: Callable[[str], Decimal | None] | None) -> None:
+    """Where prices find their tick size: a contract code or instrument name -> tick (None: unknown)."""
+    _state["ticks"] = ticks
+
+
+def _tick(code: Any) -> Decimal | None:
+    source = _state["ticks"]
+    if source is None or not isinstance(code, str) or not code:
+        return None
+    try:
+        return source(code)
+    except Exception:  # a table is still printed when the configuration cannot say
+        return None
+
+
+def places_of(step: Decimal) -> int:
+    """Decimal places of a tick or minor unit: 0.25 -> 2, 0.00005 -> 5, 5 -> 0."""
+    return max(0, -step.normalize().as_tuple().exponent)
+
+
+def _at_places(number: Decimal, places: int) -> str:
+    """`number` with exactly `places` decimals when that loses nothing, else exactly as it is."""
+    step = Decimal(1).scaleb(-places)
+    rounded = number.quantize(step)
+    return f"{rounded:f}" if rounded == number else f"{number.normalize():f}"
 
 
 def emit_json(data: Any) -> None:
@@ -68,20 +113,41 @@ def _decimal(value: Any) -> Decimal | None:
     return None
 
 
-def display(value: Any, column: str) -> str:
-    """One cell as a person reads it (pure): see the module docstring."""
+def display(value: Any, column: str, tick: Decimal | None = None, currency: str | None = None) -> str:
+    """One cell as a person reads it (pure): see the module docstring. `tick`: the row's contract's
+    tick size (prices); `currency`: the row's currency (money)."""
     if value is None:
         return ""
+    time = table_time(value)
+    if time is not value:
+        return time
     number = _decimal(value)
     if number is None:
         return str(jsonable(value))
     kind = column.lower()
     if kind in MONEY:
-        return f"{number.quantize(CENT):f}" if number == number.quantize(CENT) or abs(number) >= CENT \
-            else f"{number.normalize():f}"  # a sub-cent amount is shown as it is, never as 0.00
+        unit = Decimal(1).scaleb(-MINOR_UNITS.get(str(currency or "").upper(), 2))
+        return f"{number.quantize(unit):f}" if number == number.quantize(unit) or abs(number) >= unit \
+            else f"{number.normalize():f}"  # a sub-unit amount is shown as it is, never as 0.00
+    if kind in PRICE and tick is not None:  # a binary tick (ZF's 1/128) pads to 5 places, not 7
+        return _at_places(number, min(places_of(tick), MAX_PRICE_PLACES))
     if number == number.to_integral_value():
         return f"{number.to_integral_value():f}"
     return f"{number.normalize():f}"
+
+
+def _cells(columns: list[str], rows: Iterable[Iterable[Any]]) -> list[list[str]]:
+    lower = [c.lower() for c in columns]
+    where = next((lower.index(c) for c in CONTRACT_COLUMNS if c in lower), None)
+    ccy = lower.index("currency") if "currency" in lower else None
+    prices = any(c in PRICE for c in lower)
+    cells = []
+    for row in rows:
+        row = list(row)
+        tick = _tick(row[where]) if prices and where is not None else None
+        currency = row[ccy] if ccy is not None else None
+        cells.append([display(v, c, tick, currency) for v, c in zip(row, columns)])
+    return cells
 
 
 def _is_numeric(column: str) -> bool:
@@ -90,7 +156,7 @@ def _is_numeric(column: str) -> bool:
 
 def table(title: str, columns: list[str], rows: Iterable[Iterable[Any]], empty: str | None = None) -> None:
     """Print one table; with no rows, one line saying there is nothing (`empty`, else "no <title>")."""
-    cells = [[display(v, c) for v, c in zip(row, columns)] for row in rows]
+    cells = _cells(columns, rows)
     _state["tables"] += 1
     if not cells:
         if not _state["csv"]:

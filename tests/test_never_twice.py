@@ -265,12 +265,12 @@ def test_the_reviewed_run_is_the_run_that_trades(template, tmp_path):
     an unattended cycle refuses while a run awaits review, and records it when it trades."""
     home = copy_home(template, tmp_path / "home")
     shown = cli(home, "targets", "show", 1, "--json")
-    assert json.loads(shown.stdout)["status"] == "pending"
+    assert json.loads(shown.stdout)["state"] == "pending"
     traded = cli(home, "cycle", "--approve", "--json")
     result = json.loads(traded.stdout)
     assert result["run"] == 1 and result["sent"]
     runs = json.loads(cli(home, "targets", "list", "--json").stdout)
-    assert [(r["id"], r["status"]) for r in runs] == [(1, "approved")]
+    assert [(r["id"], r["state"]) for r in runs] == [(1, "approved")]
     assert_agrees(home, 1, tmp_path)
 
     computed = cli(home, "cycle")

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from tradeledger.engine.setup.config import parse_trading_config
 from tradeledger.engine.setup.environment import ConfigError, init_environment, open_environment
+from tradeledger.errors import UnknownName
 from tradeledger.engine.targets.forecasts import import_forecasts_csv
 from tradeledger.engine.targets.prices import import_prices_csv
 from tradeledger.engine.tables import target_line, target_run
@@ -252,7 +253,7 @@ def test_set_mapping_edits_config(tmp_path):
     after = env.config_path.read_text()
     assert tomllib.loads(after) == tomllib.loads(before)
     assert "multiplier = 0.1   # micro bitcoin" in after  # the rest of the file is intact
-    with pytest.raises(ConfigError, match="unknown instrument 'ETH'"):
+    with pytest.raises(UnknownName, match="unknown instrument 'ETH'"):
         set_mapping(env, "ETH", "MBT")
     rows = {r["name"]: r for r in list_instruments(env, AS_OF)}
     assert rows["BTC"]["executes_in"] == "MBT" and rows["MBT"]["signalled_by"] == ["BTC"]

@@ -47,6 +47,7 @@ from tradeledger.engine.targets.prices import CsvImportError, parse_date, parse_
 from tradeledger.ledger.model import Account
 from tradeledger.ledger.numbers import from_scaled, to_scaled
 from tradeledger.ledger.store import fmt_ts
+from tradeledger.errors import UserError
 
 UTC = dt.timezone.utc
 HEADER = ("kind", "ticker", "ex_date", "pay_date", "amount", "currency", "withholding", "ratio")
@@ -58,12 +59,12 @@ HEADER = ("kind", "ticker", "ex_date", "pay_date", "amount", "currency", "withho
 def parse_ratio(text: str) -> tuple[Decimal, Decimal]:
     parts = text.split(":")
     if len(parts) != 2:
-        raise ValueError(f"ratio {text!r} must be NEW:OLD, e.g. 2:1 or 1:10")
+        raise UserError(f"ratio {text!r} must be NEW:OLD, e.g. 2:1 or 1:10")
     new, old = (parse_number(p, "ratio") for p in parts)
     if new <= 0 or old <= 0 or new != new.to_integral_value() or old != old.to_integral_value():
-        raise ValueError(f"ratio {text!r} must be two positive whole numbers")
+        raise UserError(f"ratio {text!r} must be two positive whole numbers")
     if new == old:
-        raise ValueError(f"ratio {text!r} changes nothing")
+        raise UserError(f"ratio {text!r} changes nothing")
     return new, old
 
 

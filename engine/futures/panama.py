@@ -39,7 +39,7 @@ import sqlalchemy as sa
 
 from tradeledger.engine import tables
 from tradeledger.engine.futures import calendar as cal
-from tradeledger.errors import UserError
+from tradeledger.errors import UnknownName, UserError
 from tradeledger.ledger.numbers import from_scaled, to_scaled
 
 ZERO = Decimal(0)
@@ -148,8 +148,10 @@ def rebuild_series(env, name: str) -> list[AdjustedRow]:
     from tradeledger.engine.targets.prices import trading_config
 
     config = trading_config(env)
-    if name not in config.instruments or not config.instruments[name].is_future:
-        raise SeriesError(f"{name!r} is not a configured future")
+    if name in config.instruments and not config.instruments[name].is_future:
+        raise SeriesError(f"{name} is a {config.instruments[name].type}: only a future has a back-adjusted series")
+    if name not in config.instruments:
+        raise UnknownName("future", name, [n for n, i in config.instruments.items() if i.is_future])
     with env.engine.begin() as conn:
         return rebuild(env, config, name, conn)
 

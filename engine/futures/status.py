@@ -32,13 +32,14 @@ from tradeledger.engine.accounting.holdings import holder_of
 from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.store import fmt_ts
+from tradeledger.errors import UnknownName
 
 UTC = dt.timezone.utc
 
 
 def _future(config, name: str):
     if name not in config.instruments:
-        raise ConfigError(f"unknown instrument {name!r}; configured: {', '.join(sorted(config.instruments))}")
+        raise UnknownName("instrument", name, config.instruments)
     instrument = config.instruments[name]
     if not instrument.is_future:
         raise ConfigError(f"{name} is not a future: it has no contracts to roll")

@@ -67,7 +67,7 @@ from tradeledger.engine.targets.sizing import SizingInput, SizingResult, size_po
 from tradeledger.engine.tables import target_line, target_run
 from tradeledger.ledger.numbers import from_scaled, plain, to_scaled
 from tradeledger.ledger.store import fmt_ts, parse_ts
-from tradeledger.errors import UserError
+from tradeledger.errors import UnknownName, UserError
 
 UTC = dt.timezone.utc
 VOL_SPAN = 35
@@ -155,8 +155,10 @@ class TargetRun:
     unattended: bool = False  # approved by `cycle --unattended`: no person reviewed it
 
     def as_json(self, with_lines: bool = True) -> dict:
+        """`state` is the run's state as it stands (its `status`: pending, approved, rejected, or
+        superseded / expired): one name, the one orders, exceptions and `status` use."""
         data = {"id": self.id, "created_at": self.created_at.isoformat(), "as_of": self.as_of.isoformat(),
-                "state": self.state, "status": self.status,
+                "state": self.status,
                 "reviewed_at": self.reviewed_at.isoformat() if self.reviewed_at else None,
                 "reviewed_by": self.reviewed_by, "review_note": self.review_note, "unattended": self.unattended}
         if with_lines:
@@ -558,7 +560,7 @@ def set_mapping(env, signal: str, execution: str) -> MappingChange:
     config = parse_trading_config(raw)
     for name in (signal, execution):
         if name not in config.instruments:
-            raise ConfigError(f"unknown instrument {name!r}; configured: {', '.join(sorted(config.instruments))}")
+            raise UnknownName("instrument", name, config.instruments)
     old = config.mappings.get(signal, signal)
     new_text = edit_mappings(text, signal, None if execution == signal else execution)
     new_raw = tomllib.loads(new_text)

@@ -51,7 +51,7 @@ from tradeledger.engine.tables import adjustment
 from tradeledger.engine.trust import CASH_KINDS
 from tradeledger.ledger import schema
 from tradeledger.ledger.accounts import Chart
-from tradeledger.errors import AdjustError
+from tradeledger.errors import AdjustError, UnknownName
 from tradeledger.ledger.model import Transaction, reversal_of
 from tradeledger.ledger.numbers import from_scaled, to_scaled
 from tradeledger.ledger.store import Commodity, Ledger, fmt_ts
@@ -125,14 +125,15 @@ def resolve_holder(conn: Connection, ctx: Context, name: str) -> Holder:
     account = ctx.chart.holdings(name)
     if conn.execute(sa.select(schema.account.c.id).where(schema.account.c.name == account)).first():
         return name
-    known = ", ".join(sorted(ctx.strategies)) or "none configured"
-    raise AdjustError(f"unknown strategy {name!r} (known: {known})")
+    raise UnknownName("strategy", name, ctx.strategies)
 
 
 def _contract(conn: Connection, code: str) -> Contract:
     row = conn.execute(sa.select(schema.commodity).where(schema.commodity.c.name == code)).first()
     if row is None or row.kind not in ("future", "share"):
-        raise AdjustError(f"unknown contract {code!r}: the ledger has never booked it")
+        booked = conn.execute(sa.select(schema.commodity.c.name).where(
+            schema.commodity.c.kind.in_(("future", "share")))).scalars()
+        raise UnknownName("contract", code, booked, see="tradeledger positions")
     return Contract(code=code, sec_type="FUT" if row.kind == "future" else "STK", symbol=code, exchange="",
                     currency=row.currency or "", multiplier=Decimal(row.multiplier))
 
@@ -184,6 +185,9 @@ def _positive(qty: Decimal, have: Decimal, contract: Contract, holder: Holder) -
 
 def plan_attribute(conn: Connection, ctx: Context, exec_key: str, strategy: str, reason: str,
                    time: dt.datetime, key: str, kind: str = "attribute") -> Adjustment:
+    taker = resolve_holder(conn, ctx, strategy)  # an unknown strategy is said first, whatever the fill
+    if taker is None:
+        raise AdjustError("attribute a fill to a strategy, not to unattributed")
     f = tables.fill
     row = conn.execute(sa.select(f).where(f.c.account == ctx.chart.broker_account, f.c.superseded_by.is_(None),
                                           sa.or_(f.c.exec_key == exec_key, f.c.exec_id == exec_key))).first()
@@ -200,9 +204,6 @@ def plan_attribute(conn: Connection, ctx: Context, exec_key: str, strategy: str,
     if unattributed is None:
         raise AdjustError(f"fill {exec_key} is not unattributed: it was booked for its order {row.order_ref}")
     qty, price = from_scaled(unattributed), from_scaled(row.price)
-    taker = resolve_holder(conn, ctx, strategy)
-    if taker is None:
-        raise AdjustError("attribute a fill to a strategy, not to unattributed")
     contract = _contract(conn, row.contract)
     holdings = load_holdings(conn, ctx.ledger, ctx.chart, contract)
     # The unattributed bucket *received* qty with the fill: it now gives qty to the strategy.

@@ -34,6 +34,7 @@ from tradeledger.ledger import db
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.store import Commodity, Ledger, fmt_ts
+from tradeledger.ledger.times import table_time
 
 UTC = dt.timezone.utc
 
@@ -64,7 +65,7 @@ class Opening:
         held = self.held
         positions = [f"{p['broker']} {p['contract']}" for p in held.get("positions", [])]
         cash = [f"{c['broker']} {c['currency']}" for c in held.get("cash", []) if c["broker"] not in ("0", "0.00")]
-        parts = [f"taken {self.taken_at} ({self.source})",
+        parts = [f"taken {table_time(self.taken_at)} UTC ({self.source})",
                  f"positions: {', '.join(positions) or 'none'}", f"cash: {', '.join(cash) or 'none'}"]
         if held.get("skipped"):
             parts.append(f"not booked: {', '.join(s['contract'] for s in held['skipped'])}")

@@ -1,0 +1,94 @@
+"""One figure format (reports/render.py): prices at their instrument's tick precision, money at
+its currency's minor unit, whole quantities as integers, times in a table as UTC to the second;
+JSON keeps exact strings and ISO 8601 times with a zone. Then the same on a demo home, piped."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import re
+from decimal import Decimal as D
+
+import pytest
+from click.testing import CliRunner
+
+from tradeledger.cli import main
+from tradeledger.ledger.numbers import jsonable
+from tradeledger.ledger.times import iso_time, table_time
+from tradeledger.reports.render import display, places_of
+
+
+@pytest.mark.parametrize("value, tick, shown", [
+    (D("4590.25"), D("0.25"), "4590.25"),
+    (D("4590"), D("0.25"), "4590.00"),
+    (D("1.08455"), D("0.00005"), "1.08455"),
+    (D("1.0845"), D("0.00005"), "1.08450"),
+    (D("4728"), D("1"), "4728"),
+    (D("358920"), D("5"), "358920"),
+    (D("5930.5"), D("0.5"), "5930.5"),
+    (D("112.46875"), D("0.0078125"), "112.46875"),  # a binary tick pads to five places
+    (D("112.875"), D("0.0078125"), "112.87500"),
+    (D("4590.3333"), D("0.25"), "4590.3333"),  # an average finer than the tick: never rounded
+])
+def test_prices_at_their_tick_precision(value, tick, shown):
+    assert display(value, "price", tick=tick) == shown
+    assert display(str(value), "mark", tick=tick) == shown
+
+
+def test_money_at_the_minor_unit_quantities_whole():
+    assert display(D("21975.045"), "cash") == "21975.04"  # to the cent, half to even; --json keeps 21975.045
+    assert display(D("-175.5"), "realized") == "-175.50"
+    assert display(D("1500"), "amount", currency="JPY") == "1500"
+    assert display(D("0.004"), "diff") == "0.004"  # a sub-cent amount is shown as it is, never as 0.00
+    assert display(D("3.000"), "qty") == "3"
+    assert display(D("2.5"), "qty") == "2.5"
+    assert places_of(D("0.25")) == 2 and places_of(D("5")) == 0 and places_of(D("0.00005")) == 5
+
+
+def test_times_in_json_and_in_tables():
+    stored = "2026-12-01 15:00:00.000000"
+    assert iso_time(stored) == "2026-12-01T15:00:00+00:00"
+    assert iso_time("2026-12-01 15:00:00.250000") == "2026-12-01T15:00:00.250000+00:00"
+    assert iso_time(dt.datetime(2026, 12, 1, 15)) == "2026-12-01T15:00:00+00:00"  # naive is UTC
+    cet = dt.timezone(dt.timedelta(hours=1))
+    assert iso_time(dt.datetime(2026, 12, 1, 16, tzinfo=cet)) == "2026-12-01T16:00:00+01:00"
+    assert table_time(dt.datetime(2026, 12, 1, 16, tzinfo=cet)) == "2026-12-01 15:00:00"
+    assert display(stored, "time") == "2026-12-01 15:00:00"
+    assert jsonable({"t": stored, "d": dt.date(2026, 12, 1), "n": "2026-12-01", "x": D("1.50")}) == \
+        {"t": "2026-12-01T15:00:00+00:00", "d": "2026-12-01", "n": "2026-12-01", "x": "1.50"}
+    assert iso_time("taken 2026-12-01 15:00:00") == "taken 2026-12-01 15:00:00"  # a sentence is left alone
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("render") / "home"
+    result = CliRunner().invoke(main, ["--home", str(home), "demo"])
+    assert result.exit_code == 0, result.output
+    return home
+
+
+def _rows(home, *args):
+    """A table's cells as shown (CSV: the same cells a piped table aligns)."""
+    output = CliRunner().invoke(main, ["--home", str(home), *args, "--csv"]).stdout
+    return list(csv.DictReader(io.StringIO(output)))
+
+
+def test_a_piped_table_shows_prices_at_their_ticks_and_json_keeps_them_exact(home):
+    fills = _rows(home, "fills", "list")
+    ticks = {"MES": 2, "MNQ": 2, "ZF": 5, "ZN": 5, "GC": 1, "CL": 2, "FESX": 0, "MBT": 0, "Z": 1, "FGBL": 2}
+    seen = set()
+    for fill in fills:
+        root = re.sub(r"[FGHJKMNQUVXZ]\d\d$", "", fill["contract"])
+        if root in ticks:
+            decimals = fill["price"].split(".")[1] if "." in fill["price"] else ""
+            assert len(decimals) == ticks[root], fill
+            seen.add(root)
+    assert {"MES", "ZF", "FESX"} <= seen
+    exact = json.loads(CliRunner().invoke(main, ["--home", str(home), "fills", "list", "--json"]).stdout)
+    mes = next(f for f in exact if f["contract"].startswith("MES"))
+    assert mes["price"] == format(D(mes["price"]), "f") and not mes["price"].endswith("0")
+    positions = _rows(home, "positions")
+    assert all(re.fullmatch(r"-?\d+", p["qty"]) for p in positions)
+    assert all(re.fullmatch(r"-?\d+\.\d\d", p["unrealized"]) for p in positions)
