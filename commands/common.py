@@ -60,37 +60,43 @@ class Context:
             from tradeledger.engine.setup.environment import open_environment
 
             self._environment = open_environment(self.home, self.env, self.db_url)
-            _show_prices_at_their_ticks(self._environment)
         return self._environment
 
 
-def _show_prices_at_their_ticks(environment: Environment) -> None:
-    """Tables show a price at its instrument's tick precision: the render path asks the configuration
-    (read once, on the first table with a price)."""
-    from tradeledger.reports.render import set_tick_source
-
-    ticks: dict = {}
+def config_ticks(c: Context):
+    """A contract's or instrument's tick size, from the environment's config.toml as written, read on
+    the first table that shows a price (the quick read path opens no environment, so neither does
+    this): tables show prices at their instrument's tick precision."""
+    cache: dict = {}
 
     def tick(code: str):
-        if "config" not in ticks:
-            from tradeledger.engine.setup.config import parse_trading_config
+        if "instruments" not in cache:
+            import tomllib
 
-            ticks["config"] = parse_trading_config(environment.settings.raw)
-        if code not in ticks:
-            from tradeledger.engine.setup.config import tick_size
+            from tradeledger.engine.setup import resolve_home
 
-            ticks[code] = tick_size(ticks["config"], code)
-        return ticks[code]
-    set_tick_source(tick)
+            try:
+                raw = tomllib.loads((resolve_home(c.home) / c.env / "config.toml").read_text(encoding="utf-8"))
+            except (OSError, ValueError):  # no or broken config: the command says so itself
+                raw = {}
+            cache["instruments"] = raw.get("instruments") if isinstance(raw.get("instruments"), dict) else {}
+        if code not in cache:
+            from tradeledger.engine.setup.names import tick_of
+
+            cache[code] = tick_of(cache["instruments"], code)
+        return cache[code]
+    return tick
 
 
 pass_ctx = click.make_pass_decorator(Context)
 # For commands whose arguments are signed numbers: `sim trade MESZ26 -1 4590` reads -1 as a quantity.
 SIGNED = {"ignore_unknown_options": True}
 def _csv(ctx, param, value):
-    from tradeledger.reports.render import set_csv
+    from tradeledger.reports.render import set_csv, set_tick_source
 
     set_csv(value)
+    c = ctx.find_object(Context)
+    set_tick_source(config_ticks(c) if c is not None else None)
     return value
 
 

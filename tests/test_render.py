@@ -89,6 +89,10 @@ def test_a_piped_table_shows_prices_at_their_ticks_and_json_keeps_them_exact(hom
     exact = json.loads(CliRunner().invoke(main, ["--home", str(home), "fills", "list", "--json"]).stdout)
     mes = next(f for f in exact if f["contract"].startswith("MES"))
     assert mes["price"] == format(D(mes["price"]), "f") and not mes["price"].endswith("0")
-    positions = _rows(home, "positions")
+    positions = _rows(home, "positions")  # the quick read path (no environment opened) too
+    for row in positions:
+        root = re.sub(r"[FGHJKMNQUVXZ]\d\d$", "", row["contract"])
+        if root in ticks and row["mark"]:
+            assert len(row["mark"].split(".")[1] if "." in row["mark"] else "") == ticks[root], row
     assert all(re.fullmatch(r"-?\d+", p["qty"]) for p in positions)
     assert all(re.fullmatch(r"-?\d+\.\d\d", p["unrealized"]) for p in positions)

@@ -406,9 +406,3 @@ def to_contract(instrument: Instrument, code: str, expiry: str) -> Contract:
 def instrument_of_contract(config: TradingConfig, code: str) -> Instrument | None:
     """The configured instrument a contract code belongs to (by root), or None (engine/setup/names.py)."""
     return next((i for i in config.instruments.values() if belongs_to(i.name, i.is_future, code)), None)
-
-
-def tick_size(config: TradingConfig, code: str) -> Decimal | None:
-    """The tick size of an instrument (by name) or of one of its contracts (by code); None if unknown."""
-    instrument = config.instruments.get(code) or instrument_of_contract(config, code)
-    return None if instrument is None else instrument.tick_size

@@ -42,3 +42,20 @@ def from_raw(raw: dict) -> tuple[list[tuple[str, bool]], dict[str, str]]:
     for name, component in components.items():
         owners.setdefault(component, name)  # TradingConfig.strategy_by_account: the first one
     return instruments, owners
+
+
+def tick_of(instruments: dict, code: str):
+    """The tick size (Decimal) of instrument `code` or of the instrument whose contract `code` is, from
+    config.toml's [instruments] table as written (default 0.01); None when no instrument claims it."""
+    from decimal import Decimal, InvalidOperation
+
+    for name, spec in instruments.items():
+        if not isinstance(spec, dict):
+            continue
+        if name == code or belongs_to(name, spec.get("type") == "future", code):
+            try:
+                tick = Decimal(str(spec.get("tick_size", "0.01")))
+            except InvalidOperation:
+                return None
+            return tick if tick.is_finite() and tick > 0 else None
+    return None
