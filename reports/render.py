@@ -12,8 +12,8 @@ Three faces of one table, chosen by where the output goes:
 Figures follow one format by what a column holds (`display`): money at its currency's minor unit
 (the row's `currency`, else the cent; exact figures stay in `--json`), prices at the tick precision
 of the row's contract or instrument (MES ticks 0.25: `4590.25`, `4590.00`; 6E ticks 0.00005:
-`1.08455`; ZF's binary 1/128 pads to five places, `112.87500`; a price finer than that, an
-average, is shown whole, never rounded), quantities as
+`1.08455`; ZF ticks 1/128 of a point: `112.8750000`; a price finer than its tick, an average,
+is shown whole, never rounded), quantities as
 integers when whole, rates exactly without trailing zeros. Numbers are right-aligned. Times in a
 table are UTC to the second. An empty result is a line that says so, never an empty box. JSON keeps
 exact decimal strings and ISO 8601 times with their zone (`ledger/times.py`).
@@ -48,7 +48,6 @@ NUMERIC = MONEY | QUANTITY | PRICE | {"forecast", "rate", "weight", "count", "en
 # Currencies whose minor unit is not the cent (ISO 4217); every other currency has two decimals.
 MINOR_UNITS = {"JPY": 0, "KRW": 0, "CLP": 0, "ISK": 0, "HUF": 2, "VND": 0, "TWD": 2, "BHD": 3, "KWD": 3,
                "JOD": 3, "OMR": 3, "TND": 3}
-MAX_PRICE_PLACES = 5  # 6E's 0.00005; finer ticks are binary fractions of a point (ZF 1/128)
 # The columns that say which contract (for its tick) and which currency (for its minor unit) a row is in.
 CONTRACT_COLUMNS = ("contract", "instrument")
 
@@ -129,8 +128,8 @@ def display(value: Any, column: str, tick: Decimal | None = None, currency: str 
         unit = Decimal(1).scaleb(-MINOR_UNITS.get(str(currency or "").upper(), 2))
         return f"{number.quantize(unit):f}" if number == number.quantize(unit) or abs(number) >= unit \
             else f"{number.normalize():f}"  # a sub-unit amount is shown as it is, never as 0.00
-    if kind in PRICE and tick is not None:  # a binary tick (ZF's 1/128) pads to 5 places, not 7
-        return _at_places(number, min(places_of(tick), MAX_PRICE_PLACES))
+    if kind in PRICE and tick is not None:
+        return _at_places(number, places_of(tick))
     if number == number.to_integral_value():
         return f"{number.to_integral_value():f}"
     return f"{number.normalize():f}"

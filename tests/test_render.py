@@ -28,8 +28,8 @@ from tradeledger.reports.render import display, places_of
     (D("4728"), D("1"), "4728"),
     (D("358920"), D("5"), "358920"),
     (D("5930.5"), D("0.5"), "5930.5"),
-    (D("112.46875"), D("0.0078125"), "112.46875"),  # a binary tick pads to five places
-    (D("112.875"), D("0.0078125"), "112.87500"),
+    (D("112.46875"), D("0.0078125"), "112.4687500"),  # ZF: 1/128 of a point
+    (D("114.578125"), D("0.015625"), "114.578125"),  # ZN: 1/64
     (D("4590.3333"), D("0.25"), "4590.3333"),  # an average finer than the tick: never rounded
 ])
 def test_prices_at_their_tick_precision(value, tick, shown):
@@ -77,7 +77,7 @@ def _rows(home, *args):
 
 def test_a_piped_table_shows_prices_at_their_ticks_and_json_keeps_them_exact(home):
     fills = _rows(home, "fills", "list")
-    ticks = {"MES": 2, "MNQ": 2, "ZF": 5, "ZN": 5, "GC": 1, "CL": 2, "FESX": 0, "MBT": 0, "Z": 1, "FGBL": 2}
+    ticks = {"MES": 2, "MNQ": 2, "ZF": 7, "ZN": 6, "GC": 1, "CL": 2, "FESX": 0, "MBT": 0, "Z": 1, "FGBL": 2}
     seen = set()
     for fill in fills:
         root = re.sub(r"[FGHJKMNQUVXZ]\d\d$", "", fill["contract"])
