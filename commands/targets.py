@@ -229,3 +229,8 @@ def targets_reject(c: Context, run_id, reason):
 
 
 COMMANDS = [data_group, instruments_group, signals_group, targets_group]
+
+# `instruments contracts`, `data adjusted` and `data fetch` live with the futures commands and join
+# these groups when that module is imported: import it with the groups, so that they are there when
+# the CLI loads only this module (cli.COMMAND_MODULES) to run `tradeledger data fetch`.
+from tradeledger.commands import futures as _futures  # noqa: E402,F401

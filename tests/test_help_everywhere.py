@@ -3,6 +3,8 @@ group, so a new command is covered the day it is added)."""
 
 from __future__ import annotations
 
+import re
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -31,3 +33,20 @@ def test_help(path, command):
     assert result.output.startswith("Usage: "), result.output
     assert (command.help or command.short_help or "").strip(), f"{' '.join(path)} has no help text"
     assert "Traceback" not in result.output
+
+
+GROUPS = [(path, command) for path, command in COMMANDS if isinstance(command, click.Group) and len(path) == 1]
+
+
+@pytest.mark.parametrize("path, group", GROUPS, ids=[" ".join(p) for p, _ in GROUPS])
+def test_a_group_run_alone_has_all_its_subcommands(path, group):
+    """The CLI imports only the module of the command it runs (cli.COMMAND_MODULES): a subcommand
+    another module attaches to a group (`data fetch`, `instruments contracts`) is still there."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "tradeledger.cli", *path, "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    listed = set(re.findall(r"^  (\S+)", proc.stdout.split("Commands:", 1)[1], re.M))
+    assert listed == set(group.commands), set(group.commands) ^ listed

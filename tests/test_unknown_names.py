@@ -14,7 +14,8 @@ from tradeledger.broker.simexchange import SimExchange
 from tradeledger.cli import main
 from tradeledger.errors import UnknownName
 
-NAME_PARAMS = {"strategy", "source", "target", "contract", "instrument", "signal", "execution", "ticker"}
+NAME_PARAMS = {"strategy", "source", "target", "contract", "instrument", "instruments", "signal", "execution",
+               "ticker"}
 BAD = "NOSUCH"
 
 # (command path, parameter) -> the command line with {bad} where the unknown name goes.
@@ -31,6 +32,7 @@ CASES: dict[tuple[tuple[str, ...], str], list[str]] = {
     (("adjust", "transfer"), "source"): ["GLD", "1", "--from", "{bad}", "--to", "etf_trend", "--reason", "x", "--yes"],
     (("adjust", "transfer"), "target"): ["GLD", "1", "--from", "tactical", "--to", "{bad}", "--reason", "x", "--yes"],
     (("data", "adjusted"), "instrument"): ["{bad}"],
+    (("data", "fetch"), "instruments"): ["MES", "{bad}"],
     (("instruments", "contracts"), "instrument"): ["{bad}"],
     (("instruments", "map"), "signal"): ["{bad}", "MES"],
     (("instruments", "map"), "execution"): ["MES", "{bad}"],

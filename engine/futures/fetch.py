@@ -36,6 +36,7 @@ from tradeledger.engine.futures.status import store_contract_details
 from tradeledger.engine.setup.config import Instrument, TradingConfig, contract_of_code, instrument_of_contract
 from tradeledger.engine.setup.environment import ConfigError
 from tradeledger.engine.targets import prices
+from tradeledger.errors import UnknownName
 
 DEFAULT_DAYS = 5
 
@@ -72,7 +73,7 @@ def selected(config: TradingConfig, names) -> list[Instrument]:
     names = list(names or [])
     unknown = [n for n in names if n not in config.instruments]
     if unknown:
-        raise ConfigError(f"unknown instrument {unknown[0]!r}; configured: {', '.join(sorted(config.instruments))}")
+        raise UnknownName("instrument", unknown[0], config.instruments)
     return [config.instruments[n] for n in (names or sorted(config.instruments))]
 
 
