@@ -15,6 +15,7 @@ of every account and commodity with the ledger's own query; any difference is re
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -22,7 +23,11 @@ from decimal import Decimal
 from pathlib import Path
 
 from tradeledger.ledger.model import Posting, Transaction
-from tradeledger.ledger.store import Ledger
+from tradeledger.ledger.numbers import SCALE
+from tradeledger.ledger.reading import engine_reader
+from tradeledger.ledger.store import Ledger, parse_ts
+
+FACTOR = 10**SCALE
 
 
 def _num(number: Decimal) -> str:
@@ -69,40 +74,146 @@ def render(ledger: Ledger, title: str, operating_currency: str, prices=None, fav
     (the engine's closes, FX rates and futures' unsettled margin); `fava`: (extension module, its
     config) for a `custom "fava-extension"` directive, and Fava opens on the balance sheet at
     the operating currency (market value converted, as NAV is).
+
+    Everything is read in one read transaction on one raw connection with a modest page cache
+    (ledger/reading.py): the entries as two streams in id order, headers and postings, merged as
+    they arrive and written from their rows (`format_transaction` gives the same text from
+    records); memory holds one batch of rows and the accounts, never the ledger.
     """
     yield f'option "title" {_quote(title)}\noption "operating_currency" "{operating_currency}"\n'
     yield 'option "booking_method" "STRICT"\n\n'
-    accounts = ledger.accounts()
-    if fava is not None:
-        first = min((a.open_date for a in accounts), default=None)
-        day = first.isoformat() if first else "2000-01-01"
-        yield f'{day} custom "fava-extension" {_quote(fava[0])} {_quote(fava[1])}\n'
-        yield f'{day} custom "fava-option" "default-page" "balance_sheet/?conversion={operating_currency}"\n\n'
-    for account in accounts:
-        line = f"{account.open_date.isoformat()} open {account.name}"
-        if account.currencies:
-            line += " " + ",".join(account.currencies)
-        if account.booking != "STRICT":
-            line += f' "{account.booking}"'
-        yield line + "\n"
-        if account.close_date is not None:
-            yield f"{account.close_date.isoformat()} close {account.name}\n"
-    yield "\n"
-    futures = set()
-    for c in ledger.commodities():
-        if c.kind == "future":
-            futures.add(c.name)
-        yield (f"{c.first_date.isoformat()} commodity {c.name}\n  kind: {_quote(c.kind)}\n"
-               f"  multiplier: {_quote(_num(c.multiplier))}\n")
-    yield "\n"
-    for date, commodity, number, currency in ledger.prices():
-        if commodity not in futures:
+    with engine_reader(ledger.engine) as reader:
+        accounts = list(reader.rows("SELECT id, name, open_date, close_date, currencies, booking FROM account "
+                                    "ORDER BY name"))
+        if fava is not None:
+            first = min((opened for _, _, opened, _, _, _ in accounts), default=None)
+            day = first or "2000-01-01"
+            yield f'{day} custom "fava-extension" {_quote(fava[0])} {_quote(fava[1])}\n'
+            yield f'{day} custom "fava-option" "default-page" "balance_sheet/?conversion={operating_currency}"\n\n'
+        for _, name, opened, closed, currencies, booking in accounts:
+            line = f"{opened} open {name}"
+            if currencies:
+                line += " " + currencies
+            if booking != "STRICT":
+                line += f' "{booking}"'
+            yield line + "\n"
+            if closed:
+                yield f"{closed} close {name}\n"
+        yield "\n"
+        futures = set()
+        for name, kind, first_date, multiplier in reader.rows(
+                "SELECT name, kind, first_date, multiplier FROM commodity ORDER BY name"):
+            if kind == "future":
+                futures.add(name)
+            yield (f"{first_date} commodity {name}\n  kind: {_quote(kind)}\n"
+                   f"  multiplier: {_quote(_num(Decimal(multiplier)))}\n")
+        yield "\n"
+        for date, commodity, number, currency in reader.rows(
+                "SELECT date, commodity, number, currency FROM price ORDER BY date, commodity"):
+            if commodity not in futures:
+                yield f"{date} price {commodity} {scaled_text(number)} {currency}\n"
+        for date, commodity, number, currency in prices or ():  # futures included: the caller values them
             yield f"{date.isoformat()} price {commodity} {_num(number)} {currency}\n"
-    for date, commodity, number, currency in prices or ():  # futures included: the caller values them
-        yield f"{date.isoformat()} price {commodity} {_num(number)} {currency}\n"
-    yield "\n"
-    for txn_id, txn in ledger.entries():
-        yield format_transaction(txn_id, txn) + "\n"
+        yield "\n"
+        yield from _entries(reader, {row[0]: row[1] for row in accounts})
+
+
+_HEADERS = "SELECT id, ts, kind, narration, links, meta, reverses_id FROM txn ORDER BY id"
+_POSTINGS = ("SELECT txn_id, account_id, units, commodity, cost, cost_currency, cost_date, cost_label, price, "
+             "price_currency FROM posting ORDER BY txn_id, id")
+
+
+def _entries(reader, names: dict[int, str]):
+    """Every entry as format_transaction writes it, from two row streams in entry id order: the
+    postings drive, each new entry id takes its header (an entry without postings, which the
+    database does not allow, would still be written as its header alone)."""
+    headers = reader.stream(_HEADERS, "tl_export_headers", batch=1000)
+    header = next(headers, None)
+    out: list[str] = []
+    lines: list[str] | None = None
+    current = None
+    size = 0
+    for txn_id, account_id, units, commodity, cost, cost_ccy, cost_date, label, price, price_ccy in \
+            reader.stream(_POSTINGS, "tl_export_postings"):
+        if txn_id != current:
+            if lines is not None:
+                out.append("\n".join(lines) + "\n\n")
+                lines = None
+            while header is not None and header[0] < txn_id:  # entries without postings
+                out.append("\n".join(_head(header)) + "\n\n")
+                header = next(headers, None)
+            current = txn_id
+            if header is None or header[0] != txn_id:
+                continue  # a posting without its header: not an entry (db verify names it)
+            lines = _head(header)
+            header = next(headers, None)
+            if len(out) >= 512:
+                yield "".join(out)
+                out = []
+        if lines is None:
+            continue
+        line = f"  {names[account_id]}  {_text(units)} {commodity}"
+        if cost is not None:
+            line += " {" + _text(cost) + " " + cost_ccy
+            if cost_date:
+                line += ", " + cost_date
+            if label is not None:
+                line += ", " + _quote(label)
+            line += "}"
+        elif price is not None:
+            line += f" @ {_text(price)} {price_ccy}"
+        lines.append(line)
+    if lines is not None:
+        out.append("\n".join(lines) + "\n\n")
+    while header is not None:
+        out.append("\n".join(_head(header)) + "\n\n")
+        header = next(headers, None)
+    if out:
+        yield "".join(out)
+
+
+def _head(header) -> list[str]:
+    """An entry's first lines (format_transaction's) from its header row."""
+    txn_id, ts, kind, narration, links, meta, reverses = header
+    if len(ts) == 26 and ts[10] == " ":  # the stored form (store.TS_FORMAT): no parsing needed
+        day, time = ts[:10], f"{ts[:10]}T{ts[11:]}Z"
+    else:
+        parsed = parse_ts(ts)
+        day, time = parsed.date().isoformat(), parsed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    head = f"{day} * {_quote(narration)}"
+    if links:
+        head += " " + " ".join("^" + link for link in links.split(","))
+    lines = [head, f'  id: "{txn_id}"', f'  time: "{time}"', f"  kind: {_quote(kind)}"]
+    if reverses is not None:
+        lines.append(f'  reverses: "{reverses}"')
+    if meta != "{}":
+        for key, value in sorted(json.loads(meta).items()):
+            if key not in ("id", "time", "kind", "reverses"):
+                lines.append(f"  {key}: {_quote(value)}")
+    return lines
+
+
+def scaled_text(value: int) -> str:
+    """Stored nano-units as `_num(from_scaled(value))` writes them (tests hold them equal), without
+    building a Decimal: the export writes one or two of these per posting."""
+    whole, rest = divmod(value, FACTOR) if value >= 0 else divmod(-value, FACTOR)
+    sign = "-" if value < 0 else ""
+    if rest == 0:
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{rest:09d}".rstrip("0")
+
+
+_texts: dict[int, str] = {}
+
+
+def _text(value: int) -> str:
+    """scaled_text, remembered: quantities, fees and prices repeat (bounded: cleared when full)."""
+    text = _texts.get(value)
+    if text is None:
+        if len(_texts) >= 4096:
+            _texts.clear()
+        text = _texts[value] = scaled_text(value)
+    return text
 
 
 def export_beancount(ledger: Ledger, path: Path, title: str = "tradeledger",

@@ -65,6 +65,25 @@ class Reader:
         cursor.execute(sql, params)
         return cursor
 
+    def stream(self, sql: str, name: str, batch: int = 5000):
+        """The rows of `sql` a batch at a time, never all at once: SQLite steps its statement as
+        rows are fetched; PostgreSQL holds them in a server-side cursor (several may be open on
+        the one connection, in its one transaction)."""
+        if self.dialect == "sqlite":
+            cursor = self.conn.cursor()
+            cursor.arraysize = batch
+            cursor.execute(sql)
+        else:
+            cursor = self.conn.cursor(name=name)
+            cursor.itersize = batch
+            cursor.execute(sql)
+        while True:
+            rows = cursor.fetchmany(batch)
+            if not rows:
+                break
+            yield from rows
+        cursor.close()
+
     @property
     def maintained(self) -> bool:
         """Whether the database maintains `balance` and `lot_balance` (store.maintained): both
@@ -159,6 +178,37 @@ class Reader:
 
 
 # -- opening ----------------------------------------------------------------------------------
+
+class engine_reader:
+    """A Reader on one of an SQLAlchemy engine's pooled connections, for a caller that holds an
+    engine (the export): one read transaction, SQLite's page cache kept modest while it reads
+    and given back as it was."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def __enter__(self) -> Reader:
+        self.pooled = self.engine.raw_connection()
+        conn = self.pooled.driver_connection
+        self.dialect = "sqlite" if self.engine.dialect.name == "sqlite" else "postgresql"
+        if self.dialect == "sqlite":
+            self.cache = conn.execute("PRAGMA cache_size").fetchone()[0]
+            conn.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}")
+            conn.execute("BEGIN")
+        else:  # this transaction only: one snapshot for every query, as SQLite's read transaction
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        return Reader(conn, self.dialect)
+
+    def __exit__(self, *exc) -> bool:
+        conn = self.pooled.driver_connection
+        try:
+            conn.rollback()
+            if self.dialect == "sqlite":
+                conn.execute(f"PRAGMA cache_size = {int(self.cache)}")
+        finally:
+            self.pooled.close()  # back to the pool
+        return False
+
 
 def open_reader(url: str, busy_timeout_ms: int = 30000) -> Reader | None:
     """A Reader on `url` (a SQLAlchemy URL), or None when this module cannot open it as
