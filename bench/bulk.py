@@ -25,10 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_ledger import Generator, setup  # noqa: E402
+from bench_ledger import ACCT, CONTRACTS, STRATEGIES, Generator, holdings, setup  # noqa: E402
+from tradeledger.ledger.model import Account  # noqa: E402
 from tradeledger.ledger import db  # noqa: E402
 from tradeledger.ledger.rows import fingerprint, prepare  # noqa: E402
-from tradeledger.ledger.store import Ledger, fmt_ts  # noqa: E402
+from tradeledger.ledger.store import Commodity, Ledger, fmt_ts  # noqa: E402
 
 UTC = dt.timezone.utc
 POSTING = ("INSERT INTO posting (txn_id, ts, account_id, commodity, units, cost, cost_currency, cost_date, "
@@ -37,13 +38,33 @@ HEADER = ("INSERT INTO txn (id, ts, kind, narration, links, meta, idem_key, fing
           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
-def make(path: Path, postings: int, batch: int = 20000, progress=print) -> tuple[int, int]:
-    """A ledger of about `postings` postings at `path` (made anew); returns (entries, postings)."""
+def make(path: Path, postings: int | None = None, entries: int | None = None, batch: int = 20000,
+         progress=print, home: Path | None = None) -> tuple[int, int]:
+    """A ledger at `path` (made anew) of about `postings` postings, or exactly `entries` entries;
+    returns (entries, postings). With `home`, it is made as the database of a paper environment
+    there (`init_environment` first: its identity, config and base accounts)."""
+    postings = postings if postings is not None else 10**15
+    entries = entries if entries is not None else 10**15
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
+    if home is not None:
+        from tradeledger.engine.setup.environment import init_environment
+
+        init_environment(home, "paper", "sim", ACCT, db_url=f"sqlite:///{path}").engine.dispose()
     engine = db.make_engine(f"sqlite:///{path}", synchronous="OFF")
     db.upgrade(engine)
-    setup(Ledger(engine))
+    ledger = Ledger(engine)
+    known = {account.name for account in ledger.accounts()}
+    if not known:
+        setup(ledger)
+    else:  # an environment's base accounts (its cash, USD) are open already: the strategies' only
+        with engine.begin() as conn:
+            for s in STRATEGIES:
+                for name, booking in ((holdings(s), "FIFO"), (f"Income:Trading:{s}", "STRICT"),
+                                      (f"Expenses:Commissions:{s}", "STRICT")):
+                    ledger.open_account(Account(name, dt.date(2025, 1, 1), booking=booking), conn)
+            for contract, (multiplier, _, _) in CONTRACTS.items():
+                ledger.ensure_commodity(Commodity(contract, "future", "USD", multiplier, dt.date(2025, 1, 1)), conn)
     engine.dispose()
     raw = sqlite3.connect(path, isolation_level=None)
     raw.execute("PRAGMA journal_mode = WAL")
@@ -63,7 +84,7 @@ def make(path: Path, postings: int, batch: int = 20000, progress=print) -> tuple
     started, written, txn_id = time.perf_counter(), 0, 0
     booked_at = fmt_ts(dt.datetime.now(UTC))
     stream = Generator().entries(10**12)
-    while written < postings:
+    while written < postings and txn_id < entries:
         rows, headers = [], []
         for txn in stream:
             ready = prepare(txn)
@@ -73,7 +94,7 @@ def make(path: Path, postings: int, batch: int = 20000, progress=print) -> tuple
             headers.append((txn_id, ts, txn.kind, txn.narration, ",".join(txn.links),
                             json.dumps(dict(txn.meta), sort_keys=True) if txn.meta else "{}", txn.key,
                             fingerprint(txn, ready), txn.reverses, booked_at))
-            if len(headers) >= batch or written + len(rows) >= postings:
+            if len(headers) >= batch or written + len(rows) >= postings or txn_id >= entries:
                 break
         raw.execute("BEGIN")
         raw.executemany(POSTING, rows)
@@ -118,10 +139,11 @@ def check(path: Path) -> tuple[bool, str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("path", type=Path)
-    parser.add_argument("--postings", type=int, default=1_000_000)
+    parser.add_argument("--postings", type=int, default=None)
+    parser.add_argument("--entries", type=int, default=None)
     parser.add_argument("--verify", action="store_true")
     args = parser.parse_args(argv)
-    make(args.path, args.postings)
+    make(args.path, args.postings, args.entries)
     if args.verify:
         ok, text = check(args.path)
         print(text)
