@@ -15,7 +15,7 @@ import sys
 import importlib
 
 import click
-from tradeledger.commands.common import Context, fail
+from tradeledger.commands.common import Invocation, fail
 from tradeledger.engine.setup import ENVIRONMENTS
 from tradeledger.errors import UserError
 
@@ -131,7 +131,7 @@ def database_failure(exc: BaseException) -> str:
 @click.pass_context
 def main(ctx, home, env, db_url):
     """tradeledger: signals -> targets -> orders -> fills -> positions -> P&L, on a double-entry ledger."""
-    ctx.obj = Context(home, env, db_url)
+    ctx.obj = Invocation(home, env, db_url)
     _quiet_libraries()
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tradeledger.engine.context import Books, Context
 from tradeledger.engine.targets import prices
 from tradeledger.engine.accounting.entries import FillShare, Holding, fill_entry, settlement_entry
 from tradeledger.engine.setup.config import current_contract
@@ -54,7 +55,7 @@ def config_text(n_strategies: int, n_instruments: int) -> str:
     return "\n".join(lines)
 
 
-def seed_prices(env, session, n_instruments: int, days: int = 300) -> dict[str, D]:
+def seed_prices(ctx: Context, session, n_instruments: int, days: int = 300) -> dict[str, D]:
     rng = np.random.default_rng(11)
     dates, day = [], START - dt.timedelta(days=1)
     while len(dates) < days:
@@ -70,7 +71,7 @@ def seed_prices(env, session, n_instruments: int, days: int = 300) -> dict[str, 
             rows.append(f"{d.isoformat()},I{i:03d},{p:.2f}")
         last[f"I{i:03d}"] = D(f"{path[-1]:.2f}")
     parsed = prices.parse_prices_csv("\n".join(rows) + "\n", session.config, "USD", "bench")
-    prices.store_rows(env, parsed, "bench")
+    prices.store_rows(ctx, parsed, "bench")
     return last
 
 
@@ -119,7 +120,7 @@ def bench_year(home: Path, n_strategies: int, n_instruments: int, days: int) -> 
         for contract in contracts:
             ensure_contract(conn, ledger, contract, START)
         for holder in holders:
-            ensure_holder(conn, ledger, chart, holder)
+            ensure_holder(conn, Books(ledger, chart), holder)
     state = {(h, c.code): Holding() for h in holders for c in contracts}
     price = {c.code: D(100) for c in contracts}
     start, entries, day = time.perf_counter(), 0, START

@@ -53,7 +53,7 @@ def config_text(n_strategies: int, n_instruments: int) -> str:
 
 
 def cycle(session: Session, day: dt.date, prices: dict) -> tuple[float, int, int]:
-    env, exchange = session.env, session.exchange()
+    env, exchange = session, session.exchange()
     when = dt.datetime.combine(day, dt.time(15), tzinfo=UTC)
     exchange.set_clock(when)
     for name, instrument in session.config.instruments.items():
@@ -93,7 +93,7 @@ def bench_year(home: Path, days: int) -> None:
     start = time.perf_counter()
     session = run_demo(home, days)
     elapsed = time.perf_counter() - start
-    txns, postings = session.env.ledger.count()
+    txns, postings = session.ledger.count()
     session.close()
     print(f"a year of the demo: {days} trading days in {elapsed:.1f} s ({txns:,} entries, {postings:,} postings); "
           f"ratio to the 60 s ceiling: {elapsed / 60:.2f}")

@@ -65,10 +65,10 @@ def setup(root: Path, n: int):
 
 
 def record(session, run_id: int, contracts, target) -> None:
-    env = session.env
+    env = session
     lines = [TargetLine("Bench", c.code[:4], c, D(target), D(1000 + i)) for i, c in enumerate(contracts)]
     order_plan = plan(run_id, lines, {}, Limits(max_order_qty=D(10**6), max_daily_qty=D(10**8)), {})
-    record_plan(env.engine, env.ledger, env.chart, order_plan, "paper", dt.datetime.now(UTC))
+    record_plan(env, order_plan, dt.datetime.now(UTC))
 
 
 def timed(label: str, fn, results: dict):
@@ -89,21 +89,21 @@ def bench_cycle(root: Path, n: int) -> dict:
         snap = timed("snapshot (positions, cash)", broker.snapshot, r)
         assert snap.positions == ()
         sent = timed(f"qualify + place {n} orders (orderRef each)",
-                     lambda: send_planned(session.env.engine, broker, 1, dt.datetime.now(UTC)), r)
+                     lambda: send_planned(session, broker, 1, dt.datetime.now(UTC)), r)
         assert len(sent.sent) == n
         def book_all():
             report = wait_for_fills(session, 1, timeout=60, poll=0.02)
             while report.pending_commissions:  # the last commission reports may trail the fills
                 time.sleep(0.02)
-                report = sync_fills(session.env.engine, session.env.ledger, session.env.chart, broker)
+                report = sync_fills(session, broker)
             return report
 
         timed("fills + commissions booked (wait_for_fills)", book_all, r)
-        with read_connection(session.env.engine) as conn:
+        with read_connection(session.engine) as conn:
             assert conn.execute(sa.select(sa.func.count()).select_from(tables.fill).where(
                 tables.fill.c.commission.is_not(None))).scalar() == n
         again = timed("final sync (all replays)", lambda: sync_fills(
-            session.env.engine, session.env.ledger, session.env.chart, broker), r)
+            session, broker), r)
         assert again.replays == n
         positions = timed("snapshot after", broker.snapshot, r)
         assert len(positions.positions) == n
@@ -152,11 +152,11 @@ def bench_sync(root: Path, m: int, n: int = 100) -> dict:
         timed("connect (reqExecutions of the day at connect)", broker.connect, r)
         executions = timed("executions() joined with commissions", broker.executions, r)
         assert len(executions) == m and all(e.commission is not None for e in executions)
-        env = session.env
-        report = timed(f"sync_fills: book {m} fills", lambda: sync_fills(env.engine, env.ledger, env.chart,
+        env = session
+        report = timed(f"sync_fills: book {m} fills", lambda: sync_fills(env,
                                                                          broker), r)
         assert len(report.booked) == m, (len(report.booked), report.failed[:3] if hasattr(report, "failed") else "")
-        again = timed("second sync (all replays)", lambda: sync_fills(env.engine, env.ledger, env.chart, broker), r)
+        again = timed("second sync (all replays)", lambda: sync_fills(env, broker), r)
         assert again.replays == m and not again.booked
         print(f"  fills booked per second: {m / r[f'sync_fills: book {m} fills']:.0f}")
     finally:

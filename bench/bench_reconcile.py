@@ -28,6 +28,8 @@ import time
 from decimal import Decimal as D
 from pathlib import Path
 
+from tradeledger.engine.context import Books, Context
+from tradeledger.engine.setup.environment import Settings
 from tradeledger.broker.base import AccountSnapshot, BrokerPosition, Contract, Execution
 from tradeledger.engine import tables
 from tradeledger.engine.trust.reconcile import compare, ledger_view, reconcile
@@ -162,7 +164,7 @@ def main() -> None:
 
     def queries():
         with read_connection(engine) as conn:
-            return ledger_view(conn, ledger, chart, taken_at, window)
+            return ledger_view(conn, Books(ledger, chart), taken_at, window)
 
     q_ms, view = median_ms(queries)
     c_ms, comparison = median_ms(lambda: compare(view, snap, execs))
@@ -175,11 +177,12 @@ def main() -> None:
     with engine.begin() as conn:
         record_snapshot(conn, snap, taken_at)
     print(f"store the snapshot (one transaction):     {(time.perf_counter() - t) * 1000:8.1f} ms")
+    ctx = Context(tmp, Settings("paper", "sim", ACCOUNT), engine, ledger)
     t = time.perf_counter()
-    result = reconcile(engine, ledger, chart, FixedBroker(snap, execs), now=taken_at)
+    result = reconcile(ctx, FixedBroker(snap, execs), now=taken_at)
     first = (time.perf_counter() - t) * 1000
     t = time.perf_counter()
-    result = reconcile(engine, ledger, chart, FixedBroker(snap, execs), now=taken_at)
+    result = reconcile(ctx, FixedBroker(snap, execs), now=taken_at)
     second = (time.perf_counter() - t) * 1000
     print(f"whole reconcile, first ({len(result.breaks)} breaks raised + locked): {first:8.1f} ms")
     print(f"whole reconcile, again (breaks deduplicated):        {second:8.1f} ms")

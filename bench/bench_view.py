@@ -33,6 +33,7 @@ import urllib.request
 from decimal import Decimal as D
 from pathlib import Path
 
+from tradeledger.engine.context import Books
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.booking import FillShare, Holding, fill_entry, settlement_entry
 from tradeledger.engine.accounting.export import export_ledger
@@ -96,7 +97,7 @@ def generate(home: Path, n_strategies: int, n_instruments: int, days: int) -> Se
         for contract in contracts:
             ensure_contract(conn, ledger, contract, START)
         for holder in holders:
-            ensure_holder(conn, ledger, chart, holder)
+            ensure_holder(conn, Books(ledger, chart), holder)
     state = {(h, c.code): Holding() for h in holders for c in contracts}
     price = {c.code: D(100) for c in contracts}
     fx = D("1.08")
@@ -196,7 +197,7 @@ def main(argv=None) -> int:
     home = out / "home"
     started = time.perf_counter()
     session = generate(home, args.strategies, args.instruments, args.days)
-    env = session.env
+    env = session
     txns, postings = env.ledger.count()
     print(f"generated {args.days} days, {args.strategies} strategies x {args.instruments} instruments: "
           f"{txns:,} entries, {postings:,} postings ({time.perf_counter() - started:.1f} s)")

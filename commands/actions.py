@@ -16,7 +16,7 @@ import hashlib
 import sys
 
 import click
-from tradeledger.commands.common import Context, SIGNED, json_option, parse_date, pass_ctx, reason_option
+from tradeledger.commands.common import Invocation, SIGNED, json_option, parse_date, pass_ctx, reason_option
 from tradeledger.ledger.numbers import to_decimal
 from tradeledger.reports.render import emit_json, table
 
@@ -30,7 +30,7 @@ def actions_group():
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @json_option
 @pass_ctx
-def actions_import(c: Context, file, as_json):
+def actions_import(c: Invocation, file, as_json):
     """Import dividends and splits from a CSV (kind,ticker,ex_date,pay_date,amount,currency,withholding,ratio).
     Any bad row: every one reported by line, nothing stored. The same action again is a no-op."""
     from tradeledger.engine.accounting.actions import import_actions_csv
@@ -46,13 +46,13 @@ def actions_import(c: Context, file, as_json):
 @actions_group.command("sync")
 @json_option
 @pass_ctx
-def actions_sync(c: Context, as_json):
+def actions_sync(c: Invocation, as_json):
     """Store the dividends the broker announces through its API (the simulated broker; IB: `import flex`)."""
     from tradeledger.commands.common import open_session
     from tradeledger.engine.accounting.actions import sync_from_broker
 
     with open_session(c) as session:
-        report = sync_from_broker(session.env, session.broker)
+        report = sync_from_broker(session, session.broker)
     if as_json:
         emit_json(report.as_json())
     else:
@@ -62,7 +62,7 @@ def actions_sync(c: Context, as_json):
 @actions_group.command("list")
 @json_option
 @pass_ctx
-def actions_list(c: Context, as_json):
+def actions_list(c: Invocation, as_json):
     """Every stored corporate action with its state: due, receivable, paid (dividends) or booked (splits)."""
     from tradeledger.engine.accounting.actions import list_actions
 
@@ -83,7 +83,7 @@ def actions_list(c: Context, as_json):
 @click.option("--date", "date", default=None, help="Book what is due on or before this date (default: today).")
 @json_option
 @pass_ctx
-def actions_book(c: Context, date, as_json):
+def actions_book(c: Invocation, date, as_json):
     """Book every stored action that is due: a dividend at its ex-date and pay date, a split at its date."""
     from tradeledger.engine.accounting.actions import book_due
 
@@ -102,7 +102,7 @@ def actions_book(c: Context, date, as_json):
         sys.exit(1)
 
 
-def _account_cash(c: Context, kind: str, amount: str, currency: str, date: str, reason: str, ref: str | None,
+def _account_cash(c: Invocation, kind: str, amount: str, currency: str, date: str, reason: str, ref: str | None,
                   as_json: bool):
     from tradeledger.engine.accounting.actions import book_account_cash
     from tradeledger.engine.accounting.corporate import AccountCash
@@ -130,7 +130,7 @@ def _account_cash(c: Context, kind: str, amount: str, currency: str, date: str, 
 @click.option("--ref", default=None, help="The broker's reference (keeps a re-entry from booking twice).")
 @json_option
 @pass_ctx
-def actions_interest(c: Context, amount, currency, date, reason, ref, as_json):
+def actions_interest(c: Invocation, amount, currency, date, reason, ref, as_json):
     """Book interest on the account: AMOUNT signed as it moved cash (earned > 0, paid < 0)."""
     _account_cash(c, "interest", amount, currency, date, reason, ref, as_json)
 
@@ -143,7 +143,7 @@ def actions_interest(c: Context, amount, currency, date, reason, ref, as_json):
 @click.option("--ref", default=None, help="The broker's reference (keeps a re-entry from booking twice).")
 @json_option
 @pass_ctx
-def actions_fee(c: Context, amount, currency, date, reason, ref, as_json):
+def actions_fee(c: Invocation, amount, currency, date, reason, ref, as_json):
     """Book a fee on the account: AMOUNT as it moved cash (a fee is negative, a refund positive)."""
     _account_cash(c, "fee", amount, currency, date, reason, ref, as_json)
 
@@ -156,7 +156,7 @@ def weights_group():
 @weights_group.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @pass_ctx
-def weights_import(c: Context, file):
+def weights_import(c: Invocation, file):
     """Import target weights (date,strategy,ticker,weight): each in [0, 1], a day's set summing to at most 1,
     only the strategy's own ETFs. Any bad row: every one reported by line, nothing stored."""
     from tradeledger.engine.targets.allocation import import_weights_csv
@@ -176,7 +176,7 @@ def import_group():
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @json_option
 @pass_ctx
-def import_entries_cmd(c: Context, file, as_json):
+def import_entries_cmd(c: Invocation, file, as_json):
     """Book a JSON-lines file of accounts, commodities and entries (what `export entries` writes) in one
     transaction: every rule checked over the whole set, all or nothing; entries already booked (same key,
     same content) are skipped, so importing a file twice books it once."""
@@ -195,7 +195,7 @@ def import_entries_cmd(c: Context, file, as_json):
 @click.option("--tz", default="America/New_York", show_default=True, help="The time zone of the statement's times.")
 @json_option
 @pass_ctx
-def import_flex_cmd(c: Context, file, tz, as_json):
+def import_flex_cmd(c: Invocation, file, tz, as_json):
     """Read an IB Flex statement: book missed trades, dividends, interest, fees, splits (cash in lieu included)
     and futures expiries once; propose deposits; raise every difference from the ledger, and what it cannot
     book, as an exception (exit 1)."""

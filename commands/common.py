@@ -48,7 +48,7 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
-class Context:
+class Invocation:
     """The root options of one invocation; the environment is opened on first use."""
 
     def __init__(self, home: str | None, env: str, db_url: str | None):
@@ -63,7 +63,7 @@ class Context:
         return self._environment
 
 
-def config_ticks(c: Context):
+def config_ticks(c: Invocation):
     """A contract's or instrument's tick size, from the environment's config.toml as written, read on
     the first table that shows a price (the quick read path opens no environment, so neither does
     this): tables show prices at their instrument's tick precision."""
@@ -88,14 +88,14 @@ def config_ticks(c: Context):
     return tick
 
 
-pass_ctx = click.make_pass_decorator(Context)
+pass_ctx = click.make_pass_decorator(Invocation)
 # For commands whose arguments are signed numbers: `sim trade MESZ26 -1 4590` reads -1 as a quantity.
 SIGNED = {"ignore_unknown_options": True}
 def _csv(ctx, param, value):
     from tradeledger.reports.render import set_csv, set_tick_source
 
     set_csv(value)
-    c = ctx.find_object(Context)
+    c = ctx.find_object(Invocation)
     set_tick_source(config_ticks(c) if c is not None else None)
     return value
 
@@ -145,7 +145,7 @@ def reason_option(required: bool = True, default: str | None = None, help: str =
 class open_session:
     """A Session for one command, its broker closed afterwards."""
 
-    def __init__(self, c: Context):
+    def __init__(self, c: Invocation):
         from tradeledger.engine.setup.session import Session
 
         self.session = Session(c.open())

@@ -18,7 +18,7 @@ import sys
 import time
 
 import click
-from tradeledger.commands.common import Context, pass_ctx
+from tradeledger.commands.common import Invocation, pass_ctx
 
 
 def is_loopback(host: str) -> bool:
@@ -55,7 +55,7 @@ def _wait_until_listening(host: str, port: int, process: subprocess.Popen, timeo
 @click.option("--public", is_flag=True, help="Allow a non-loopback --host (Fava has no authentication).")
 @click.option("--no-export", is_flag=True, help="Serve the existing file without exporting first.")
 @pass_ctx
-def fava_cmd(c: Context, host, port, public, no_export):
+def fava_cmd(c: Invocation, host, port, public, no_export):
     """Export the ledger and serve it in Fava with the Targets, Orders and fills, Reconciliation,
     Exceptions and Strategies pages (Ctrl-C stops it)."""
     from tradeledger.engine.accounting.export import export_ledger

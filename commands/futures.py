@@ -8,11 +8,11 @@ from __future__ import annotations
 import datetime as _dt
 
 import click
-from tradeledger.commands.common import Context, json_option, open_session, parse_date, pass_ctx
+from tradeledger.commands.common import Invocation, json_option, open_session, parse_date, pass_ctx
 from tradeledger.reports.render import emit_json, table
 
 
-def _today(c: Context, on: str | None) -> _dt.date:
+def _today(c: Invocation, on: str | None) -> _dt.date:
     return parse_date(on, "--date") or _dt.datetime.now(_dt.timezone.utc).date()
 
 
@@ -23,7 +23,7 @@ def _today(c: Context, on: str | None) -> _dt.date:
 @click.option("--refresh", is_flag=True, help="First ask the broker for its contract dates (IB: contract details).")
 @json_option
 @pass_ctx
-def instruments_contracts(c: Context, instrument, on, count, refresh, as_json):
+def instruments_contracts(c: Invocation, instrument, on, count, refresh, as_json):
     """The known contracts of a future: last trading day (broker or rule), roll window, which is
     priced, which is next, and who holds what."""
     from tradeledger.engine.futures.fetch import contracts_with_refresh
@@ -52,7 +52,7 @@ def roll_group():
 @click.option("--date", "on", default=None)
 @json_option
 @pass_ctx
-def roll_status_cmd(c: Context, on, as_json):
+def roll_status_cmd(c: Invocation, on, as_json):
     """Per instrument: contracts held per strategy, the roll's old and new contract, days to the
     deadline, the state and who set it."""
     from tradeledger.engine.futures.status import roll_status
@@ -72,7 +72,7 @@ def roll_status_cmd(c: Context, on, as_json):
 @click.argument("state", type=click.Choice(["no_roll", "passive", "force", "force_outright", "close", "auto"]))
 @click.option("--note", default="", help="Why.")
 @pass_ctx
-def roll_set_cmd(c: Context, instrument, state, note):
+def roll_set_cmd(c: Invocation, instrument, state, note):
     """Pin an instrument's roll state (auto: the calendar decides again)."""
     from tradeledger.engine.futures.status import set_roll_state
 
@@ -84,7 +84,7 @@ def roll_set_cmd(c: Context, instrument, state, note):
 @click.option("--date", "on", default=None)
 @json_option
 @pass_ctx
-def roll_plan_cmd(c: Context, on, as_json):
+def roll_plan_cmd(c: Invocation, on, as_json):
     """The orders the rolls would send now, netted across strategies (nothing is sent)."""
     from tradeledger.engine.futures.execute import roll_plan
 
@@ -115,7 +115,7 @@ def roll_plan_cmd(c: Context, on, as_json):
 @click.option("--timeout", default=30.0, show_default=True)
 @json_option
 @pass_ctx
-def roll_execute_cmd(c: Context, timeout, as_json):
+def roll_execute_cmd(c: Invocation, timeout, as_json):
     """Send the rolls due now (spreads and outright legs), wait for the fills and book them."""
     from tradeledger.engine.futures.execute import execute_rolls
 
@@ -135,7 +135,7 @@ def roll_execute_cmd(c: Context, timeout, as_json):
 @click.option("--last", default=10, show_default=True, help="How many of the latest days to print.")
 @json_option
 @pass_ctx
-def data_adjusted(c: Context, instrument, last, as_json):
+def data_adjusted(c: Invocation, instrument, last, as_json):
     """Rebuild and show the back-adjusted (Panama) series of a future from its contract closes:
     each day's raw close, its contract and the adjustment added."""
     from tradeledger.engine.futures.panama import rebuild_series
@@ -155,7 +155,7 @@ def data_adjusted(c: Context, instrument, last, as_json):
 @click.option("--days", default=5, show_default=True, type=int, help="How many days of daily bars to ask for.")
 @json_option
 @pass_ctx
-def data_fetch(c: Context, instruments, days, as_json):
+def data_fetch(c: Invocation, instruments, days, as_json):
     """Daily bars from the broker (IB: reqHistoricalData): per contract for futures (the old one
     while it trades, the priced one, the next ones carry reads, those held), per ticker for
     shares; stored like an import, so a rerun stores nothing new. Futures' contract dates are

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import click
-from tradeledger.commands.common import Context, SIGNED, define_contract_options, described_contract, pass_ctx, lazy, lazy_function
+from tradeledger.commands.common import Invocation, SIGNED, define_contract_options, described_contract, pass_ctx, lazy, lazy_function
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
 from tradeledger.errors import UnknownName, UserError
 
@@ -27,7 +27,7 @@ _Session = lazy_function("tradeledger.engine.setup.session", "Session")
 db = lazy("tradeledger.ledger.db")
 
 
-def _ibsim_state(c: Context, state: str | None) -> tuple[Path, str | None]:
+def _ibsim_state(c: Invocation, state: str | None) -> tuple[Path, str | None]:
     """(state file, the environment's account if the environment exists)."""
     env_dir = resolve_home(c.home) / c.env
     account = None
@@ -39,7 +39,7 @@ def _ibsim_state(c: Context, state: str | None) -> tuple[Path, str | None]:
     return env_dir / "ibsim.db", account
 
 
-def _ibsim_exchange(c: Context, state: str | None):
+def _ibsim_exchange(c: Invocation, state: str | None):
     import sqlite3
 
     from tradeledger.broker.simexchange import SimExchange
@@ -52,7 +52,7 @@ def _ibsim_exchange(c: Context, state: str | None):
     return SimExchange(path, stored[0] if stored else (account or "DU1234567"))
 
 
-def _ibsim_contract(c: Context, code: str, exchange):
+def _ibsim_contract(c: Invocation, code: str, exchange):
     from tradeledger.engine.setup.config import (
         MONTH_CODES,
         instrument_of_contract,
@@ -69,7 +69,7 @@ def _ibsim_contract(c: Context, code: str, exchange):
     return to_contract(instrument, code, expiry)
 
 
-def _ibsim_open(c: Context, exchange) -> list[str]:
+def _ibsim_open(c: Invocation, exchange) -> list[str]:
     """Price every configured instrument's current contract at its latest imported close."""
     from tradeledger.engine import tables as _tables
     from tradeledger.engine.setup.config import current_contract
@@ -77,7 +77,7 @@ def _ibsim_open(c: Context, exchange) -> list[str]:
 
     session = _Session(c.open())
     bars, opened = _tables.price_bar, []
-    with db.read_connection(session.env.engine) as conn:
+    with db.read_connection(session.engine) as conn:
         for name, instrument in sorted(session.config.instruments.items()):
             close = conn.execute(sa.select(bars.c.close).where(bars.c.instrument == name)
                                  .order_by(bars.c.date.desc()).limit(1)).scalar()
@@ -103,7 +103,7 @@ def ibsim_group():
               help="SimExchange file (default: <home>/<env>/ibsim.db).")
 @click.option("--commission", default=None, help="Commission per contract/share (kept in the state file).")
 @pass_ctx
-def ibsim_serve(c: Context, host, port, account, state, commission):
+def ibsim_serve(c: Invocation, host, port, account, state, commission):
     """Run the simulated gateway until Ctrl-C or SIGTERM."""
     import asyncio
     import signal
@@ -140,7 +140,7 @@ def ibsim_serve(c: Context, host, port, account, state, commission):
 @click.argument("price")
 @click.option("--state", type=click.Path(dir_okay=False), default=None)
 @pass_ctx
-def ibsim_price(c: Context, contract, price, state):
+def ibsim_price(c: Invocation, contract, price, state):
     """Set a contract's market price at the gateway (known from the environment's instruments)."""
     exchange = _ibsim_exchange(c, state)
     exchange.add_contract(_ibsim_contract(c, contract, exchange))
@@ -151,7 +151,7 @@ def ibsim_price(c: Context, contract, price, state):
 @ibsim_group.command("open")
 @click.option("--state", type=click.Path(dir_okay=False), default=None)
 @pass_ctx
-def ibsim_open(c: Context, state):
+def ibsim_open(c: Invocation, state):
     """Price every configured instrument's current contract at its latest imported close."""
     opened = _ibsim_open(c, _ibsim_exchange(c, state))
     click.echo(f"{len(opened)} contracts priced at the gateway: {', '.join(opened)}")
@@ -160,7 +160,7 @@ def ibsim_open(c: Context, state):
 @ibsim_group.command("seed-demo")
 @click.option("--state", type=click.Path(dir_okay=False), default=None)
 @pass_ctx
-def ibsim_seed_demo(c: Context, state):
+def ibsim_seed_demo(c: Invocation, state):
     """Give a paper IB environment the demo's instruments, strategies and price history up to
     yesterday, and price their contracts at the gateway: `cycle --approve` then trades."""
     from tradeledger.engine.setup import demo as _demo
@@ -196,7 +196,7 @@ def ibsim_seed_demo(c: Context, state):
 @click.argument("price")
 @click.option("--state", type=click.Path(dir_okay=False), default=None)
 @pass_ctx
-def ibsim_trade(c: Context, contract, qty, price, state):
+def ibsim_trade(c: Invocation, contract, qty, price, state):
     """A trade made at the gateway outside tradeledger (no orderRef): QTY signed."""
     exchange = _ibsim_exchange(c, state)
     execution = exchange.external_trade(_ibsim_contract(c, contract, exchange), _to_decimal(qty, "QTY"),
@@ -211,7 +211,7 @@ def ibsim_trade(c: Context, contract, qty, price, state):
 @click.option("--kind", type=click.Choice(["deposit", "withdrawal", "transfer"]), default="deposit", show_default=True)
 @click.option("--state", type=click.Path(dir_okay=False), default=None)
 @pass_ctx
-def ibsim_deposit(c: Context, currency, amount, kind, state):
+def ibsim_deposit(c: Invocation, currency, amount, kind, state):
     """Cash arriving (AMOUNT > 0) or leaving (< 0) at the gateway's account without a trade."""
     number = _to_decimal(amount, "AMOUNT")
     _ibsim_exchange(c, state).deposit(currency, number, kind)
@@ -226,7 +226,7 @@ def ibsim_deposit(c: Context, currency, amount, kind, state):
 @define_contract_options
 @click.option("--state", type=click.Path(dir_okay=False), default=None)
 @pass_ctx
-def ibsim_transfer_in(c: Context, contract, qty, price, cost, sec_type, currency, multiplier, venue, state):
+def ibsim_transfer_in(c: Invocation, contract, qty, price, cost, sec_type, currency, multiplier, venue, state):
     """A position arriving at the gateway's account without an execution (QTY signed; seeds an account)."""
     exchange = _ibsim_exchange(c, state)
     k = described_contract(contract, sec_type, currency, multiplier, venue) or _ibsim_contract(c, contract, exchange)
@@ -241,7 +241,7 @@ def ibsim_transfer_in(c: Context, contract, qty, price, cost, sec_type, currency
 @click.option("--qty", default=None)
 @click.option("--state", type=click.Path(dir_okay=False), default=None)
 @pass_ctx
-def ibsim_correct(c: Context, exec_id, price, qty, state):
+def ibsim_correct(c: Invocation, exec_id, price, qty, state):
     """Correct an execution at the gateway (.01 -> .02); `fills sync` books it by reversal."""
     ex = _ibsim_exchange(c, state).correct_execution(
         exec_id, price and _to_decimal(price, "--price"), qty and _to_decimal(qty, "--qty"))

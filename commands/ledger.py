@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import click
-from tradeledger.commands.common import Context, json_option, lazy_function, pass_ctx
+from tradeledger.commands.common import Invocation, json_option, lazy_function, pass_ctx
 from tradeledger.reports.render import emit_json, table
 
 # Imported on first use (commands/common.py: lazy): starting the CLI imports no engine.
@@ -18,7 +18,7 @@ verify_books = lazy_function("tradeledger.engine.accounting.holdings", "verify_b
 @click.command()
 @json_option
 @pass_ctx
-def accounts(c: Context, as_json):
+def accounts(c: Invocation, as_json):
     """Accounts with their balances."""
     environment = c.open()
     balances = environment.ledger.balances()
@@ -44,7 +44,7 @@ def export_group():
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Output file (default: the environment's ledger.beancount).")
 @pass_ctx
-def export_beancount_cmd(c: Context, out):
+def export_beancount_cmd(c: Invocation, out):
     """Write the whole ledger as a beancount file, atomically (with prices for shares, FX and futures'
     unsettled margin, and tradeledger's Fava pages)."""
     environment = c.open()
@@ -56,7 +56,7 @@ def export_beancount_cmd(c: Context, out):
 @export_group.command("entries")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output file (JSON lines).")
 @pass_ctx
-def export_entries_cmd(c: Context, out):
+def export_entries_cmd(c: Invocation, out):
     """Write every account, commodity and entry exactly, as JSON lines, streamed (what `import entries`
     reads: moves a ledger to another environment or from SQLite to PostgreSQL)."""
     from tradeledger.engine.ops.entries_file import export_entries
@@ -70,7 +70,7 @@ def export_entries_cmd(c: Context, out):
               help="Check this file instead of a fresh export.")
 @json_option
 @pass_ctx
-def check(c: Context, path, as_json):
+def check(c: Invocation, path, as_json):
     """Verify the database (`db verify`), then export, load with beancount, and compare every
     balance with the ledger's own."""
     environment = c.open()

@@ -10,7 +10,7 @@ import datetime as _dt
 from pathlib import Path
 
 import click
-from tradeledger.commands.common import Context, fail, json_option, pass_ctx
+from tradeledger.commands.common import Invocation, fail, json_option, pass_ctx
 from tradeledger.reports.render import emit_json, table
 
 
@@ -19,7 +19,7 @@ from tradeledger.reports.render import emit_json, table
               help="Backup file (default: <env>/backups/tradeledger-<env>-<account>-<time>.tar.gz).")
 @json_option
 @pass_ctx
-def backup_cmd(c: Context, out, as_json):
+def backup_cmd(c: Invocation, out, as_json):
     """A consistent online copy of the environment (database, config, manifest) in one file."""
     from tradeledger.engine.ops.backup import take_backup
 
@@ -43,7 +43,7 @@ def restore_cmd(ctx, file, as_json):
     digest equal to the manifest's, and beancount's balances equal to the ledger's."""
     from tradeledger.engine.ops.backup import restore
 
-    c: Context = ctx.obj
+    c: Invocation = ctx.obj
     root = ctx.find_root()
     explicit_env = root.get_parameter_source("env") == click.core.ParameterSource.COMMANDLINE
     result = restore(Path(file), c.home, c.env if explicit_env else None, c.db_url)
@@ -65,7 +65,7 @@ def alerts_group():
 
 @alerts_group.command("send")
 @pass_ctx
-def alerts_send(c: Context):
+def alerts_send(c: Invocation):
     """Send what is due now (what the daemon's alerts job does); for cron when no daemon runs."""
     from tradeledger.engine.ops.alerts import run_alerts
 
@@ -74,7 +74,7 @@ def alerts_send(c: Context):
 
 @alerts_group.command("test")
 @pass_ctx
-def alerts_test(c: Context):
+def alerts_test(c: Invocation):
     """Send a test message to every channel now; exit 1 if any channel fails."""
     from tradeledger.engine.ops.alerts import apprise_send, channel_id, parse_alert_config
 
@@ -98,7 +98,7 @@ def service_group():
     """systemd units for the daemon and Fava of one environment."""
 
 
-def _plan(c: Context, user_mode: bool, run_as: str | None):
+def _plan(c: Invocation, user_mode: bool, run_as: str | None):
     from tradeledger.engine.ops.services import make_plan
 
     root = click.get_current_context().find_root().command  # `tradeledger fava`, once the CLI has it
@@ -113,7 +113,7 @@ def _plan(c: Context, user_mode: bool, run_as: str | None):
               help="Write the units here instead of systemd's directory (packaging, review).")
 @click.option("--enable", is_flag=True, help="Also run systemctl daemon-reload and enable --now.")
 @pass_ctx
-def service_install(c: Context, user_mode, run_as, unit_dir, enable):
+def service_install(c: Invocation, user_mode, run_as, unit_dir, enable):
     """Write the environment's units (daemon, Fava, export timer) and its 0600 secrets file."""
     from tradeledger.engine.ops.services import install
 
@@ -130,7 +130,7 @@ def service_install(c: Context, user_mode, run_as, unit_dir, enable):
 @click.option("--unit-dir", type=click.Path(file_okay=False), default=None)
 @json_option
 @pass_ctx
-def service_status(c: Context, user_mode, unit_dir, as_json):
+def service_status(c: Invocation, user_mode, unit_dir, as_json):
     """Each unit: installed, and its state as systemd reports it."""
     from tradeledger.engine.ops.services import status
 

@@ -6,7 +6,7 @@ The figures come from reports/ (the same functions the daily HTML report and the
 from __future__ import annotations
 
 import click
-from tradeledger.commands.common import Context, json_option, lazy_function, pass_ctx, parse_date
+from tradeledger.commands.common import Invocation, json_option, lazy_function, pass_ctx, parse_date
 from tradeledger.reports.render import csv_enabled, emit_csv, emit_json, table
 
 _Session = lazy_function("tradeledger.engine.setup.session", "Session")  # imported on first use
@@ -36,12 +36,12 @@ def report_group():
 @click.option("--date", "day", default=None, help="At the end of this day (default: now).")
 @json_option
 @pass_ctx
-def report_nav(c: Context, day, as_json):
+def report_nav(c: Invocation, day, as_json):
     """The account's NAV: cash, shares at market, futures' unsettled margin, in the base currency."""
     from tradeledger.engine.accounting.valuation import nav
 
     session = _Session(c.open())
-    value = nav(session.env, session.config, parse_date(day, "--date"))
+    value = nav(session, session.config, parse_date(day, "--date"))
     rows = [{"part": part, "currency": ccy, "amount": amount}
             for part in ("cash", "shares", "futures", "deposits") for ccy, amount in sorted(getattr(value, part).items())]
     rows.append({"part": "NAV", "currency": value.currency, "amount": value.total})
@@ -55,7 +55,7 @@ def report_nav(c: Context, day, as_json):
 @until_option
 @json_option
 @pass_ctx
-def report_performance(c: Context, since, until, as_json):
+def report_performance(c: Invocation, since, until, as_json):
     """Per strategy and in total: P&L, annualised return, volatility, Sharpe, max drawdown (CSV: the daily curves)."""
     from tradeledger.reports.performance import performance
 
@@ -74,7 +74,7 @@ def report_performance(c: Context, since, until, as_json):
 @click.option("--date", "day", default=None, help="At the end of this day (default: now).")
 @json_option
 @pass_ctx
-def report_exposure(c: Context, day, as_json):
+def report_exposure(c: Invocation, day, as_json):
     """Notional per strategy and instrument in the base currency, % of capital, expected annual risk."""
     from tradeledger.reports.exposure import exposure
 
@@ -89,7 +89,7 @@ def report_exposure(c: Context, day, as_json):
 @click.option("--fills", "per_fill", is_flag=True, help="One row per fill instead of per strategy.")
 @json_option
 @pass_ctx
-def report_costs(c: Context, since, until, per_fill, as_json):
+def report_costs(c: Invocation, since, until, per_fill, as_json):
     """Slippage against the run's reference price and commissions, per strategy, in money and bps."""
     from tradeledger.reports.exposure import costs, fills_with_costs
 
@@ -113,7 +113,7 @@ def report_costs(c: Context, since, until, per_fill, as_json):
               help="Write here instead of <env>/reports/daily-<date>.html.")
 @json_option
 @pass_ctx
-def report_daily(c: Context, day, out, as_json):
+def report_daily(c: Invocation, day, out, as_json):
     """Write the day's self-contained HTML report (plots, positions, fills, reconciliation, exceptions)."""
     from tradeledger.reports.daily import write_daily
 

@@ -6,7 +6,7 @@ import datetime as _dt
 import sys
 
 import click
-from tradeledger.commands.common import Context, json_option, lazy, lazy_function, pass_ctx
+from tradeledger.commands.common import Invocation, json_option, lazy, lazy_function, pass_ctx
 from tradeledger.reports.render import emit_json, table
 
 # Imported on first use (commands/common.py: lazy): starting the CLI imports no engine.
@@ -33,7 +33,7 @@ db = lazy("tradeledger.ledger.db")
               help="Database URL to record in the config (the same as the global --db-url).")
 @json_option
 @pass_ctx
-def init(c: Context, broker, account, base_currency, ib_host, ib_port, ib_client_id, capital, currency, demo,
+def init(c: Invocation, broker, account, base_currency, ib_host, ib_port, ib_client_id, capital, currency, demo,
          init_db_url, as_json):
     """Create the environment: directory, config, database schema and base accounts."""
     if init_db_url and c.db_url and init_db_url != c.db_url:
@@ -89,7 +89,7 @@ def init(c: Context, broker, account, base_currency, ib_host, ib_port, ib_client
 @click.option("--no-broker", is_flag=True, help="Do not try to reach the broker.")
 @json_option
 @pass_ctx
-def status(c: Context, no_broker, as_json):
+def status(c: Invocation, no_broker, as_json):
     """Environment, account, database, ledger, broker, reconciliation, exceptions, locks, daemon at a glance."""
     environment = c.open()
     txns, postings = environment.ledger.count()
@@ -117,7 +117,7 @@ def db_group():
 
 @db_group.command("upgrade")
 @pass_ctx
-def db_upgrade(c: Context):
+def db_upgrade(c: Invocation):
     """Bring the database schema up to this version of tradeledger."""
     home = resolve_home(c.home)
     settings = parse_settings(home / c.env / "config.toml", c.env)
@@ -139,7 +139,7 @@ def config_group():
 @config_group.command("check")
 @json_option
 @pass_ctx
-def config_check(c: Context, as_json):
+def config_check(c: Invocation, as_json):
     """Validate config.toml as the commands read it and print what applies, defaults included (exit 1 on a
     mistake, with the file, the key and what is allowed). Does not open the database."""
     from tradeledger.engine.setup.config_check import check_config
@@ -170,7 +170,7 @@ def config_check(c: Context, as_json):
 @db_group.command("verify")
 @json_option
 @pass_ctx
-def db_verify(c: Context, as_json):
+def db_verify(c: Invocation, as_json):
     """Integrity check, every entry re-summed, balances and lots re-derived and compared, reversal links,
     and every futures position's mark."""
     from tradeledger.commands.ledger import print_findings

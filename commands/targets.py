@@ -10,7 +10,7 @@ import datetime as _dt
 import getpass as _getpass
 
 import click
-from tradeledger.commands.common import Context, json_option, open_session, pass_ctx, reason_option, lazy
+from tradeledger.commands.common import Invocation, json_option, open_session, pass_ctx, reason_option, lazy
 from tradeledger.reports.render import emit_json, table
 
 # --- data, instruments, signals, targets ---------------------------------------------------------
@@ -41,7 +41,7 @@ def data_group():
 @click.option("--replace", is_flag=True, help="Let the file change values already stored.")
 @json_option
 @pass_ctx
-def data_import(c: Context, file, replace, as_json):
+def data_import(c: Invocation, file, replace, as_json):
     """Import a CSV of closes (date,instrument,close), settlements (date,contract,settle) or FX
     rates (date,currency,rate). Any bad row: every one reported by line, nothing stored."""
     report = _prices.import_prices_csv(c.open(), file, replace=replace)
@@ -56,7 +56,7 @@ def instruments_group():
 @instruments_group.command("list")
 @json_option
 @pass_ctx
-def instruments_list(c: Context, as_json):
+def instruments_list(c: Invocation, as_json):
     """Instruments with their current contract, mapping and latest price."""
     rows = _targets.list_instruments(c.open())
     if as_json:
@@ -71,7 +71,7 @@ def instruments_list(c: Context, as_json):
 @click.argument("signal")
 @click.argument("execution")
 @pass_ctx
-def instruments_map(c: Context, signal, execution):
+def instruments_map(c: Invocation, signal, execution):
     """Make strategies signalling on SIGNAL trade EXECUTION (the same name removes the mapping)."""
     change = _targets.set_mapping(c.open(), signal, execution)
     if change.old == change.new:
@@ -97,7 +97,7 @@ def _forecast_rows(forecasts):
 @click.option("--replace", is_flag=True, help="Let the file change imported forecasts already stored.")
 @json_option
 @pass_ctx
-def signals_import(c: Context, file, replace, as_json):
+def signals_import(c: Invocation, file, replace, as_json):
     """Import forecasts made elsewhere (date,strategy,instrument,forecast), all or nothing."""
     report = _forecasts.import_forecasts_csv(c.open(), file, replace=replace)
     emit_json(report.as_json()) if as_json else click.echo(_import_summary(report))
@@ -107,7 +107,7 @@ def signals_import(c: Context, file, replace, as_json):
 @click.option("--as-of", default=None, help="Use prices up to this date (YYYY-MM-DD).")
 @json_option
 @pass_ctx
-def signals_compute(c: Context, as_of, as_json):
+def signals_compute(c: Invocation, as_of, as_json):
     """Compute and store every strategy's forecasts from its rules (imports take precedence)."""
     result = _forecasts.compute_forecasts(c.open(), _date_arg(as_of))
     if as_json:
@@ -167,12 +167,12 @@ def _show_run(run, as_json, flags=None, planned=False):
 @click.option("--as-of", default=None, help="Compute from data up to this date (YYYY-MM-DD; default today).")
 @json_option
 @pass_ctx
-def targets_compute(c: Context, as_of, as_json):
+def targets_compute(c: Invocation, as_of, as_json):
     """Size every strategy x instrument and store the run for review (stamped by the environment's clock)."""
     with open_session(c) as session:
         now = session.now()  # the simulated exchange's clock on sim, as the cycle uses
-        run_id = _targets.compute_run(session.env, _date_arg(as_of) or now.date(), now)
-        run = _targets.show_run(session.env, run_id, now)
+        run_id = _targets.compute_run(session, _date_arg(as_of) or now.date(), now)
+        run = _targets.show_run(session, run_id, now)
     _show_run(run, as_json)
     if not as_json:
         click.echo(f"review it, then: tradeledger targets approve {run_id}  (or reject {run_id} --reason ...)")
@@ -181,10 +181,10 @@ def targets_compute(c: Context, as_of, as_json):
 @targets_group.command("list")
 @json_option
 @pass_ctx
-def targets_list(c: Context, as_json):
+def targets_list(c: Invocation, as_json):
     """Every target run, newest first, with its state."""
     with open_session(c) as session:
-        runs = _targets.list_runs(session.env, session.now())
+        runs = _targets.list_runs(session, session.now())
     if as_json:
         emit_json([r.as_json(with_lines=False) for r in runs])
     else:
@@ -197,7 +197,7 @@ def targets_list(c: Context, as_json):
 @click.argument("run_id", type=int)
 @json_option
 @pass_ctx
-def targets_show(c: Context, run_id, as_json):
+def targets_show(c: Invocation, run_id, as_json):
     """One run, every line explained, and each contract a limit will refuse or clip flagged."""
     from tradeledger.engine.trading.cycle import review_run
 
@@ -210,10 +210,10 @@ def targets_show(c: Context, run_id, as_json):
 @click.argument("run_id", type=int)
 @reason_option(required=False, help="A note kept with the review.")
 @pass_ctx
-def targets_approve(c: Context, run_id, reason):
+def targets_approve(c: Invocation, run_id, reason):
     """Approve a pending run so that it can be executed."""
     with open_session(c) as session:
-        run = _targets.approve_run(session.env, run_id, _getpass.getuser(), reason, session.now())
+        run = _targets.approve_run(session, run_id, _getpass.getuser(), reason, session.now())
     click.echo(f"run {run.id} approved by {run.reviewed_by}")
 
 
@@ -221,10 +221,10 @@ def targets_approve(c: Context, run_id, reason):
 @click.argument("run_id", type=int)
 @reason_option(help="Why the run is rejected.")
 @pass_ctx
-def targets_reject(c: Context, run_id, reason):
+def targets_reject(c: Invocation, run_id, reason):
     """Reject a pending run; it can never be executed."""
     with open_session(c) as session:
-        run = _targets.reject_run(session.env, run_id, _getpass.getuser(), reason, session.now())
+        run = _targets.reject_run(session, run_id, _getpass.getuser(), reason, session.now())
     click.echo(f"run {run.id} rejected by {run.reviewed_by}: {run.review_note}")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 from tradeledger.commands.common import (
-    Context, SIGNED, define_contract_options, described_contract, json_option, open_session, parse_date, pass_ctx, lazy, lazy_function,
+    Invocation, SIGNED, define_contract_options, described_contract, json_option, open_session, parse_date, pass_ctx, lazy, lazy_function,
 )
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
 from tradeledger.reports.names import Names
@@ -139,11 +139,11 @@ def orders_group():
 @click.argument("run_id", type=int)
 @json_option
 @pass_ctx
-def orders_plan(c: Context, run_id, as_json):
+def orders_plan(c: Invocation, run_id, as_json):
     """Preview the crosses and broker orders of an approved run; nothing is recorded or sent."""
     session = _Session(c.open())
     order_plan = _cycle.plan_run(session, run_id, session.now())
-    names = _names(session.env)
+    names = _names(session)
     emit_json(_plan_json(order_plan, names)) if as_json else _show_plan(order_plan, names)
 
 
@@ -153,21 +153,21 @@ def orders_plan(c: Context, run_id, as_json):
 @click.option("--wait", "wait", type=float, default=10.0, show_default=True, help="Seconds to wait for fills.")
 @json_option
 @pass_ctx
-def orders_submit(c: Context, run_id, yes, wait, as_json):
+def orders_submit(c: Invocation, run_id, yes, wait, as_json):
     """Book the crosses, record the orders, then send them (each with an orderRef naming it).
 
     Exits non-zero when a limit refused a line, the broker rejected an order, an execution could not
     be booked, or an order is still working when the wait ends."""
     with open_session(c) as session:
-        if session.env.settings.env == "live" and not yes:
-            click.confirm(f"Send run {run_id}'s orders to LIVE account {session.env.settings.account}?", abort=True)
+        if session.name == "live" and not yes:
+            click.confirm(f"Send run {run_id}'s orders to LIVE account {session.settings.account}?", abort=True)
         x = _cycle.submit_run(session, run_id, session.now())
         fills = _cycle.wait_for_fills(session, run_id, timeout=wait)
         working = _cycle.still_working(session)
     if as_json:
-        emit_json(_execution_json(x, _names(session.env), fills, working))
+        emit_json(_execution_json(x, _names(session), fills, working))
     else:
-        _echo_execution(x, _names(session.env), fills, working)
+        _echo_execution(x, _names(session), fills, working)
     if x.refusals or x.submitted.rejected or x.synced.failed or fills.failed or working:
         sys.exit(1)
 
@@ -175,7 +175,7 @@ def orders_submit(c: Context, run_id, yes, wait, as_json):
 @orders_group.command("list")
 @json_option
 @pass_ctx
-def orders_list(c: Context, as_json):
+def orders_list(c: Invocation, as_json):
     """Every order: state, quantity, filled, allocation."""
     env = c.open()
     with db.read_connection(env.engine) as conn:
@@ -193,7 +193,7 @@ def orders_list(c: Context, as_json):
 @orders_group.command("cancel")
 @click.argument("order_id", type=int)
 @pass_ctx
-def orders_cancel(c: Context, order_id):
+def orders_cancel(c: Invocation, order_id):
     """Cancel an order that is not done; what already filled stays booked."""
     with open_session(c) as session:
         ref, confirmed = _cycle.cancel_order(session, order_id)
@@ -212,13 +212,13 @@ def fills_group():
 @fills_group.command("sync")
 @json_option
 @pass_ctx
-def fills_sync(c: Context, as_json):
+def fills_sync(c: Invocation, as_json):
     """Book every execution the broker reports that is not booked yet (and late commissions).
 
     Exits non-zero when an execution could not be booked: each one is listed with the error."""
     with open_session(c) as session:
-        env = session.env
-        report = _fills.sync_fills(env.engine, env.ledger, env.chart, session.broker)
+        env = session
+        report = _fills.sync_fills(env, session.broker)
     if as_json:
         emit_json(_sync_json(report))
     else:
@@ -231,7 +231,7 @@ def fills_sync(c: Context, as_json):
 @click.option("--limit", type=int, default=None, help="Only the last N fills.")
 @json_option
 @pass_ctx
-def fills_list(c: Context, limit, as_json):
+def fills_list(c: Invocation, limit, as_json):
     """The blotter: fill id, order, strategy, contract, quantity, price, time, commission (or pending)."""
     env = c.open()
     with db.read_connection(env.engine) as conn:
@@ -252,7 +252,7 @@ def fills_list(c: Context, limit, as_json):
 @click.option("--date", "day", default=None, help="Settlement date (YYYY-MM-DD; default: today).")
 @json_option
 @pass_ctx
-def mark(c: Context, day, as_json):
+def mark(c: Invocation, day, as_json):
     """Book the day's settlement variation margin per strategy and contract, once per date (never a
     future date; today's before the settlement time is booked at the present moment)."""
     with open_session(c) as session:
@@ -270,7 +270,7 @@ def mark(c: Context, day, as_json):
 @click.option("--strategy", default=None, help="Only this strategy (or 'unattributed').")
 @json_option
 @pass_ctx
-def positions_cmd(c: Context, strategy, as_json):
+def positions_cmd(c: Invocation, strategy, as_json):
     """Positions per strategy and contract, from the ledger."""
     # the read path without SQLAlchemy when it can vouch for the environment, else the full one
     rows = _quick_positions(c.home, c.env, c.db_url, strategy)
@@ -291,7 +291,7 @@ def positions_cmd(c: Context, strategy, as_json):
 @click.option("--cumulative", is_flag=True, help="With --by day: the cumulative P&L of the period too.")
 @json_option
 @pass_ctx
-def pnl_cmd(c: Context, by, since, until, cumulative, as_json):
+def pnl_cmd(c: Invocation, by, since, until, cumulative, as_json):
     """Realized (variation margin and lot gains), change in unrealized, commissions and net, in the base
     currency; the days of any period add up to its total."""
     if cumulative and by != "day":
@@ -358,7 +358,7 @@ def _parse_duration(text: str) -> _dt.timedelta:
 
 @sim_clock.command("show")
 @pass_ctx
-def sim_clock_show(c: Context):
+def sim_clock_show(c: Invocation):
     """Print the exchange's time (UTC)."""
     with open_session(c) as session:
         click.echo(session.exchange().now().isoformat())
@@ -367,7 +367,7 @@ def sim_clock_show(c: Context):
 @sim_clock.command("set")
 @click.argument("when")
 @pass_ctx
-def sim_clock_set(c: Context, when):
+def sim_clock_set(c: Invocation, when):
     """Set the exchange's clock to WHEN (2026-12-02 or 2026-12-02T15:00; UTC unless a zone is given)."""
     with open_session(c) as session:
         exchange = session.exchange()
@@ -382,7 +382,7 @@ def sim_clock_set(c: Context, when):
 @sim_clock.command("advance")
 @click.argument("duration")
 @pass_ctx
-def sim_clock_advance(c: Context, duration):
+def sim_clock_advance(c: Invocation, duration):
     """Move the exchange's clock forward by DURATION (1d, 6h, 30m, 45s)."""
     with open_session(c) as session:
         click.echo(f"exchange clock: {session.exchange().advance_clock(_parse_duration(duration)).isoformat()}")
@@ -393,7 +393,7 @@ def sim_clock_advance(c: Context, duration):
 @click.argument("qty")
 @click.argument("price")
 @pass_ctx
-def sim_trade(c: Context, contract, qty, price):
+def sim_trade(c: Invocation, contract, qty, price):
     """A trade made at the broker outside tradeledger (no orderRef): QTY signed, e.g. -2."""
     session = _Session(c.open())
     execution = session.exchange().external_trade(_sim_contract(session, contract), _to_decimal(qty, "QTY"),
@@ -408,7 +408,7 @@ def sim_trade(c: Context, contract, qty, price):
 @click.option("--withholding", default="0", show_default=True, help="Fraction withheld at source, e.g. 0.15.")
 @click.option("--pay-date", default=None, help="When the broker pays it (default: today, the ex-date).")
 @pass_ctx
-def sim_dividend(c: Context, ticker, per_share, withholding, pay_date):
+def sim_dividend(c: Invocation, ticker, per_share, withholding, pay_date):
     """TICKER goes ex-dividend now (the exchange's clock): the position held now is paid PER_SHARE on the pay date."""
     with open_session(c) as session:
         exchange = session.exchange()
@@ -424,7 +424,7 @@ def sim_dividend(c: Context, ticker, per_share, withholding, pay_date):
 @click.option("--cash-in-lieu", "cash_in_lieu", default=None,
               help="The price per new share the broker pays for a fraction of a share left over.")
 @pass_ctx
-def sim_split(c: Context, ticker, ratio, cash_in_lieu):
+def sim_split(c: Invocation, ticker, ratio, cash_in_lieu):
     """The broker splits TICKER by RATIO (NEW:OLD, e.g. 2:1, or 1:10 for a reverse split) today."""
     from tradeledger.engine.accounting.actions import parse_ratio
 
@@ -439,7 +439,7 @@ def sim_split(c: Context, ticker, ratio, cash_in_lieu):
                f"stores it, `actions book` (or reconcile) books it")
 
 
-def _sim_account_cash(c: Context, kind: str, amount: str, currency: str, ref: str | None) -> None:
+def _sim_account_cash(c: Invocation, kind: str, amount: str, currency: str, ref: str | None) -> None:
     number = _to_decimal(amount, "AMOUNT")
     if number == 0:
         raise click.BadParameter(f"a {kind} of 0 moves nothing", param_hint="AMOUNT")
@@ -460,7 +460,7 @@ def _sim_account_cash(c: Context, kind: str, amount: str, currency: str, ref: st
 @click.argument("currency")
 @click.option("--ref", default=None, help="The broker's reference for it.")
 @pass_ctx
-def sim_interest(c: Context, amount, currency, ref):
+def sim_interest(c: Invocation, amount, currency, ref):
     """The broker credits (AMOUNT > 0) or charges (< 0) interest on the account today."""
     _sim_account_cash(c, "interest", amount, currency, ref)
 
@@ -470,7 +470,7 @@ def sim_interest(c: Context, amount, currency, ref):
 @click.argument("currency")
 @click.option("--ref", default=None, help="The broker's reference for it.")
 @pass_ctx
-def sim_fee(c: Context, amount, currency, ref):
+def sim_fee(c: Invocation, amount, currency, ref):
     """The broker charges a fee (AMOUNT < 0, e.g. market data) on the account today."""
     _sim_account_cash(c, "fee", amount, currency, ref)
 
@@ -480,7 +480,7 @@ def sim_fee(c: Context, amount, currency, ref):
 @click.argument("amount")
 @click.option("--kind", type=click.Choice(["deposit", "withdrawal", "transfer"]), default="deposit", show_default=True)
 @pass_ctx
-def sim_deposit(c: Context, currency, amount, kind):
+def sim_deposit(c: Invocation, currency, amount, kind):
     """Cash arriving (AMOUNT > 0) or leaving (< 0) at the broker without a trade."""
     session = _Session(c.open())
     number = _to_decimal(amount, "AMOUNT")
@@ -495,7 +495,7 @@ def sim_deposit(c: Context, currency, amount, kind):
 @click.option("--cost", default=None, help="Shares: the cost per unit it arrives with (default: the price).")
 @define_contract_options
 @pass_ctx
-def sim_transfer_in(c: Context, contract, qty, price, cost, sec_type, currency, multiplier, venue):
+def sim_transfer_in(c: Invocation, contract, qty, price, cost, sec_type, currency, multiplier, venue):
     """A position arriving at the broker without an execution (QTY signed; also seeds an account)."""
     session = _Session(c.open())
     k = described_contract(contract, sec_type, currency, multiplier, venue) or _sim_contract(session, contract)
@@ -509,7 +509,7 @@ def sim_transfer_in(c: Context, contract, qty, price, cost, sec_type, currency, 
 @click.argument("contract")
 @click.argument("price")
 @pass_ctx
-def sim_price(c: Context, contract, price):
+def sim_price(c: Invocation, contract, price):
     """Set the simulated market price of a contract."""
     session = _Session(c.open())
     exchange = session.exchange()
@@ -523,7 +523,7 @@ def sim_price(c: Context, contract, price):
 @click.argument("price")
 @click.option("--date", "day", default=None)
 @pass_ctx
-def sim_settle(c: Context, contract, price, day):
+def sim_settle(c: Invocation, contract, price, day):
     """Settle a contract at the exchange (cash moves) and record the settlement price for `mark`."""
     session = _Session(c.open())
     day = parse_date(day, "--date") or session.now().date()
@@ -532,7 +532,7 @@ def sim_settle(c: Context, contract, price, day):
     csv_text = f"date,contract,settle\n{day.isoformat()},{contract},{number}\n"
     from tradeledger.engine.targets import prices as _p
 
-    _p.store_rows(session.env, _p.parse_prices_csv(csv_text, session.config, session.env.settings.base_currency,
+    _p.store_rows(session, _p.parse_prices_csv(csv_text, session.config, session.settings.base_currency,
                                                    "sim settle"), "sim settle", replace=True)
     click.echo(f"{contract} settled at {number} on {day}: {cash} moved to cash at the broker")
 
@@ -545,7 +545,7 @@ def sim_settle(c: Context, contract, price, day):
 @click.option("--exec-id", default=None, help="correct: the execution to correct.")
 @click.option("--count", type=int, default=1, help="How many calls/polls the fault lasts.")
 @pass_ctx
-def sim_fault(c: Context, kind, qty, price, exec_id, count):
+def sim_fault(c: Invocation, kind, qty, price, exec_id, count):
     """Arm a fault at the simulated broker, to see tradeledger handle it."""
     exchange = _Session(c.open()).exchange()
     if kind == "partial-fill":
@@ -575,7 +575,7 @@ def sim_fault(c: Context, kind, qty, price, exec_id, count):
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (live environments ask).")
 @json_option
 @pass_ctx
-def cycle_cmd(c: Context, approve, run_id, unattended, as_of, wait, yes, as_json):
+def cycle_cmd(c: Invocation, approve, run_id, unattended, as_of, wait, yes, as_json):
     """Compute a run and stop for review; --approve [--run N] executes exactly the reviewed run.
 
     Exits non-zero when a limit refused a line, the broker rejected an order, an execution could not
@@ -585,9 +585,9 @@ def cycle_cmd(c: Context, approve, run_id, unattended, as_of, wait, yes, as_json
     if unattended and (approve or run_id is not None):
         raise click.UsageError("--unattended computes its own run: not with --approve or --run")
     with open_session(c) as session:
-        names = _names(session.env)
-        if (approve or unattended) and session.env.settings.env == "live" and not yes:
-            click.confirm(f"Trade LIVE account {session.env.settings.account}"
+        names = _names(session)
+        if (approve or unattended) and session.name == "live" and not yes:
+            click.confirm(f"Trade LIVE account {session.settings.account}"
                           + (" with no person's review?" if unattended else "?"), abort=True)
         if approve or unattended:
             result = _cycle.execute(session, run_id, _getpass.getuser(), wait, unattended=unattended,
@@ -597,10 +597,10 @@ def cycle_cmd(c: Context, approve, run_id, unattended, as_of, wait, yes, as_json
         data = {"run": result.run_id, "approved": result.approved, "notes": result.notes,
                 "command": f"tradeledger cycle --approve --run {result.run_id}"}
         if result.execution is not None:
-            data |= _execution_json(result.execution, _names(session.env), result.fills, result.still_working)
+            data |= _execution_json(result.execution, _names(session), result.fills, result.still_working)
             data |= {"positions": _pnl.positions(session), "pnl": _pnl.pnl(session)}
         elif result.preview is not None:
-            data["preview"] = _plan_json(result.preview, _names(session.env))
+            data["preview"] = _plan_json(result.preview, _names(session))
     if as_json:
         emit_json(data)
     else:
@@ -631,7 +631,7 @@ def cycle_cmd(c: Context, approve, run_id, unattended, as_of, wait, yes, as_json
 @click.option("--days", type=click.IntRange(1, 290), default=3, show_default=True,
               help="Trading days to play (a year is about 260: every quarterly roll and expiry).")
 @pass_ctx
-def demo_cmd(c: Context, days):
+def demo_cmd(c: Invocation, days):
     """Play a few simulated trading days in a NEW home (--home, or a fresh directory it names)."""
     import tempfile
 
@@ -643,7 +643,7 @@ def demo_cmd(c: Context, days):
     click.echo(f"demo home: {home}")
     session = run_demo(home, days, progress=lambda message: click.echo(f"  {message}"))
     try:
-        env = session.env
+        env = session
         rows = _pnl.positions(session)
         table("positions", ["strategy", "contract", "qty", "mark", "last", "unrealized"],
               [(r["strategy"], r["contract"], r["qty"], r["mark"], r["last"], r["unrealized"]) for r in rows])

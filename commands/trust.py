@@ -12,7 +12,8 @@ import shlex
 import sys
 
 import click
-from tradeledger.commands.common import Context, SIGNED, fail, json_option, open_session, pass_ctx, reason_option, lazy, lazy_function
+from typing import TYPE_CHECKING
+from tradeledger.commands.common import Invocation, SIGNED, fail, json_option, open_session, pass_ctx, reason_option, lazy, lazy_function
 from tradeledger.engine.trust import CASH_KINDS
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
 from tradeledger.reports.render import emit_json, table
@@ -23,21 +24,18 @@ sa = lazy("sqlalchemy")
 _adjust = lazy("tradeledger.engine.trust.adjust")
 _fills = lazy("tradeledger.engine.trading.fills")
 _Session = lazy_function("tradeledger.engine.setup.session", "Session")
+if TYPE_CHECKING:
+    from tradeledger.engine.context import Context as _Context
 db = lazy("tradeledger.ledger.db")
 
 
-def _adjust_context(session) -> _adjust.Context:
-    strategies = {name: s.account_name for name, s in session.config.strategies.items()}
-    return _adjust.Context(session.env.ledger, session.env.chart, strategies)
-
-
-def _adjust_run(c: Context, kind: str, planner, yes: bool, as_json: bool, before=None) -> None:
+def _adjust_run(c: Invocation, kind: str, planner, yes: bool, as_json: bool, before=None) -> None:
     """Dry run first (the entry, its postings, what it resolves), then book on confirmation."""
     with open_session(c) as session:
-        env = session.env
+        env = session
         if before is not None:
             before(session)
-        ctx, now, key = _adjust_context(session), session.now(), _adjust.new_key(kind, env.chart)
+        ctx, now, key = session, session.now(), _adjust.new_key(kind, env.chart)
         with db.read_connection(env.engine) as conn:
             plan = planner(conn, ctx, now, key)
         summary = plan.summary()
@@ -52,7 +50,7 @@ def _adjust_run(c: Context, kind: str, planner, yes: bool, as_json: bool, before
             else:
                 click.echo("not booked")
             return
-        booked = _adjust.book(env.engine, ctx, lambda conn: planner(conn, ctx, now, key), _getpass.getuser(),
+        booked = _adjust.book(ctx, lambda conn: planner(conn, ctx, now, key), _getpass.getuser(),
                               expect=plan.txn.fingerprint())
     if as_json:
         emit_json(summary | {"booked": True, "entry": booked.txn_id, "adjustment": booked.adjustment_id,
@@ -78,7 +76,7 @@ def adjust_group():
 @_yes_option
 @json_option
 @pass_ctx
-def adjust_attribute(c: Context, fill, strategy, reason, yes, as_json):
+def adjust_attribute(c: Invocation, fill, strategy, reason, yes, as_json):
     """Move an unattributed fill's position to a strategy, at the fill price."""
     _adjust_run(c, "attribute", lambda conn, ctx, now, key: _adjust.plan_attribute(
         conn, ctx, fill, strategy, reason, now, key), yes, as_json)
@@ -93,7 +91,7 @@ def adjust_attribute(c: Context, fill, strategy, reason, yes, as_json):
 @_yes_option
 @json_option
 @pass_ctx
-def adjust_adopt(c: Context, contract, qty, strategy, price, reason, yes, as_json):
+def adjust_adopt(c: Invocation, contract, qty, strategy, price, reason, yes, as_json):
     """Move QTY of an unattributed position into a strategy, at the current mark."""
     qty, price = _to_decimal(qty, "QTY"), price and _to_decimal(price, "--price")
     _adjust_run(c, "adopt", lambda conn, ctx, now, key: _adjust.plan_adopt(
@@ -110,7 +108,7 @@ def adjust_adopt(c: Context, contract, qty, strategy, price, reason, yes, as_jso
 @_yes_option
 @json_option
 @pass_ctx
-def adjust_transfer(c: Context, contract, qty, source, target, price, reason, yes, as_json):
+def adjust_transfer(c: Invocation, contract, qty, source, target, price, reason, yes, as_json):
     """Move QTY of a position from one strategy to another, at the current mark."""
     qty, price = _to_decimal(qty, "QTY"), price and _to_decimal(price, "--price")
     _adjust_run(c, "transfer", lambda conn, ctx, now, key: _adjust.plan_transfer(
@@ -127,7 +125,7 @@ def adjust_transfer(c: Context, contract, qty, source, target, price, reason, ye
 @_yes_option
 @json_option
 @pass_ctx
-def adjust_manual_close(c: Context, contract, strategy, price, exec_id, qty, reason, yes, as_json):
+def adjust_manual_close(c: Invocation, contract, strategy, price, exec_id, qty, reason, yes, as_json):
     """Book a position closed outside tradeledger: from the broker's execution, or at a price."""
     if (price is None) == (exec_id is None):
         raise click.UsageError("give exactly one of --price or --exec")
@@ -136,7 +134,7 @@ def adjust_manual_close(c: Context, contract, strategy, price, exec_id, qty, rea
 
     def sync_first(session):  # the execution is booked (to Unattributed) before it is attributed
         if exec_id is not None:
-            _fills.sync_fills(session.env.engine, session.env.ledger, session.env.chart, session.broker)
+            _fills.sync_fills(session, session.broker)
 
     _adjust_run(c, "manual-close", lambda conn, ctx, now, key: _adjust.plan_manual_close(
         conn, ctx, contract, strategy, reason, now, key, price, exec_id, qty), yes, as_json, before=sync_first)
@@ -148,7 +146,7 @@ def adjust_manual_close(c: Context, contract, strategy, price, exec_id, qty, rea
 @_yes_option
 @json_option
 @pass_ctx
-def adjust_reverse(c: Context, entry, reason, yes, as_json):
+def adjust_reverse(c: Invocation, entry, reason, yes, as_json):
     """Book the exact opposite of an entry, linked to it."""
     _adjust_run(c, "reverse", lambda conn, ctx, now, key: _adjust.plan_reverse(conn, ctx, entry, reason, now, key),
                 yes, as_json)
@@ -162,7 +160,7 @@ def adjust_reverse(c: Context, entry, reason, yes, as_json):
 @_yes_option
 @json_option
 @pass_ctx
-def adjust_cash(c: Context, currency, amount, cash_kind, reason, yes, as_json):
+def adjust_cash(c: Invocation, currency, amount, cash_kind, reason, yes, as_json):
     """Book a cash movement (AMOUNT signed: + in, - out): interest, fees, deposits, withdrawals."""
     amount = _to_decimal(amount, "AMOUNT")
     _adjust_run(c, "cash", lambda conn, ctx, now, key: _adjust.plan_cash(
@@ -172,7 +170,7 @@ def adjust_cash(c: Context, currency, amount, cash_kind, reason, yes, as_json):
 @adjust_group.command("list")
 @json_option
 @pass_ctx
-def adjust_list(c: Context, as_json):
+def adjust_list(c: Invocation, as_json):
     """Every maintenance entry booked: what, why, who, and its ledger entry."""
     env = c.open()
     with db.read_connection(env.engine) as conn:
@@ -188,7 +186,7 @@ def adjust_list(c: Context, as_json):
 @click.command("daemon")
 @click.option("--once", is_flag=True, help="Run every job once and exit (0 if all succeeded, 1 if not).")
 @pass_ctx
-def daemon_cmd(c: Context, once):
+def daemon_cmd(c: Invocation, once):
     """Run the scheduler: fill sync, reconciliation, settlement marks, data and targets from [daemon]."""
     from tradeledger.engine.ops.daemon import Daemon, DaemonAlreadyRunning
 
@@ -238,7 +236,7 @@ def _recon_tables(result) -> None:
 @click.command("reconcile")
 @json_option
 @pass_ctx
-def reconcile_cmd(c: Context, as_json):
+def reconcile_cmd(c: Invocation, as_json):
     """Snapshot the broker, book its executions, adopt old positions, compare; exit 1 unless clean."""
     with open_session(c) as session:
         result = _reconcile.reconcile_session(session, who=_getpass.getuser())
@@ -259,7 +257,7 @@ def reconcile_cmd(c: Context, as_json):
 @click.command("monitor")
 @json_option
 @pass_ctx
-def monitor_cmd(c: Context, as_json):
+def monitor_cmd(c: Invocation, as_json):
     """Look for overdue commissions, stuck orders, missing FX, stale prices and a silent daemon;
     raise each as an exception, resolve those that cleared; exit 1 if anything is found."""
     from tradeledger.engine.trust.monitor import check
@@ -278,10 +276,10 @@ def monitor_cmd(c: Context, as_json):
 @click.command("snapshot")
 @json_option
 @pass_ctx
-def snapshot_cmd(c: Context, as_json):
+def snapshot_cmd(c: Invocation, as_json):
     """Take and store a broker snapshot (positions, cash, unsettled P&L, open orders); exit 1 if it fails."""
     with open_session(c) as session:
-        env = session.env
+        env = session
         now = _reconcile.session_now(session)
         try:
             broker = session.broker
@@ -290,7 +288,7 @@ def snapshot_cmd(c: Context, as_json):
                 sid = _snapshots.record_failed(conn, env.settings.account, now, f"{type(exc).__name__}: {exc}")
             result = _snapshots.SnapshotResult(sid, None, str(exc))
         else:
-            result = _snapshots.take_snapshot(env.engine, broker, env.settings.account, now)
+            result = _snapshots.take_snapshot(env, broker, now)
     data = _snapshots.snapshot_json(result)
     if as_json:
         emit_json(data)
@@ -313,7 +311,7 @@ def exceptions_group():
 @click.option("--all", "show_all", is_flag=True, help="Include resolved exceptions.")
 @json_option
 @pass_ctx
-def exceptions_list(c: Context, show_all, as_json):
+def exceptions_list(c: Invocation, show_all, as_json):
     """Open (and acknowledged) exceptions; with --all, the resolved ones too."""
     with db.read_connection(c.open().engine) as conn:
         rows = _exceptions.list_exceptions(conn, None if show_all else "open")
@@ -329,7 +327,7 @@ def exceptions_list(c: Context, show_all, as_json):
 @click.argument("exception_id", type=int)
 @json_option
 @pass_ctx
-def exceptions_show(c: Context, exception_id, as_json):
+def exceptions_show(c: Invocation, exception_id, as_json):
     """One exception with its whole history: seen when, how often, who acknowledged or resolved it and why."""
     with db.read_connection(c.open().engine) as conn:
         info = _exceptions.get_exception(conn, exception_id)
@@ -346,7 +344,7 @@ def exceptions_show(c: Context, exception_id, as_json):
 @click.argument("exception_id", type=int)
 @reason_option(help="Who takes it on, what is being done.")
 @pass_ctx
-def exceptions_ack(c: Context, exception_id, reason):
+def exceptions_ack(c: Invocation, exception_id, reason):
     """Acknowledge an exception: someone is on it (it stays visible until resolved)."""
     with c.open().engine.begin() as conn:
         _exceptions.acknowledge(conn, exception_id, _getpass.getuser(), reason)
@@ -357,19 +355,19 @@ def exceptions_ack(c: Context, exception_id, reason):
 @click.argument("exception_id", type=int)
 @reason_option(help="Why it is resolved.")
 @pass_ctx
-def exceptions_resolve(c: Context, exception_id, reason):
+def exceptions_resolve(c: Invocation, exception_id, reason):
     """Resolve an exception with a reason; the locks it holds are released."""
     with c.open().engine.begin() as conn:
         _exceptions.resolve(conn, exception_id, _getpass.getuser(), reason)
     click.echo(f"exception {exception_id} resolved (its locks released)")
 
 
-def _operations_status(environment, probe_broker: bool) -> dict:
+def _operations_status(ctx: _Context, probe_broker: bool) -> dict:
     """Broker, snapshot, reconciliation, exceptions, locks, target run, today's P&L, daemon (for `status`)."""
     from tradeledger.engine.tables import target_run
 
     info: dict = {}
-    session = _Session(environment)
+    session = _Session(ctx)
     try:
         if probe_broker:
             try:
@@ -383,19 +381,19 @@ def _operations_status(environment, probe_broker: bool) -> dict:
         today = _reconcile.session_now(session).date()
     finally:
         session.close()
-    with db.read_connection(environment.engine) as conn:
+    with db.read_connection(ctx.engine) as conn:
         from tradeledger.engine.trust.opening import opening_status
 
-        info["opening"] = opening_status(conn, environment.settings.account)
-        info["last_snapshot"] = _snapshots.latest_snapshot(conn, environment.settings.account)
+        info["opening"] = opening_status(conn, ctx.settings.account)
+        info["last_snapshot"] = _snapshots.latest_snapshot(conn, ctx.settings.account)
         info["last_reconciliation"] = _reconcile.last_reconciliation(conn)
         info["open_exceptions"] = _exceptions.open_counts(conn)
         info["locks"] = _exceptions.active_locks(conn)
         run = conn.execute(sa.select(target_run).order_by(target_run.c.id.desc()).limit(1)).first()
         info["latest_target_run"] = None if run is None else {"id": run.id, "as_of": run.as_of, "state": run.state}
-        info["daemon_heartbeat"] = _heartbeat(conn, environment.settings.env)
+        info["daemon_heartbeat"] = _heartbeat(conn, ctx.settings.env)
     pnl: dict = {}
-    for (account, currency), amount in environment.ledger.income(since=today).items():
+    for (account, currency), amount in ctx.ledger.income(since=today).items():
         if account.startswith(("Income:Trading:", "Expenses:Commissions:")):
             pnl[currency] = pnl.get(currency, 0) - amount
     info["pnl_today"] = {"date": today.isoformat(), **pnl}

@@ -22,21 +22,21 @@ from tradeledger.reports import trust as trust_mod
 from tradeledger.ledger.numbers import jsonable as _plain
 
 
-def daily(session: Session, day: dt.date) -> dict:
+def daily(ctx: Session, day: dt.date) -> dict:
     """Everything the daily report shows for `day` (figures up to that day's end)."""
     until = day + dt.timedelta(days=1)
-    perf = performance_mod.performance(session, None, until)
-    fills = [f for f in exposure_mod.fills_with_costs(session, day)]
+    perf = performance_mod.performance(ctx, None, until)
+    fills = [f for f in exposure_mod.fills_with_costs(ctx, day)]
     total_day = next((p for p in perf["total"]["curve"] if p["day"] == day), None)
     return {
-        "environment": session.env.settings.env, "account": session.env.settings.account, "date": day,
-        "currency": session.env.settings.base_currency,
+        "environment": ctx.name, "account": ctx.settings.account, "date": day,
+        "currency": ctx.settings.base_currency,
         "nav": total_day["nav"] if total_day else None, "day_pnl": total_day["net"] if total_day else None,
-        "performance": perf, "exposure": exposure_mod.exposure(session, day),
-        "positions": exposure_mod.held(session, day), "fills": fills,
-        "costs": exposure_mod.costs(session, day, until),
-        "reconciliation": trust_mod.latest_reconciliation(session.env),
-        "exceptions": trust_mod.exceptions(session.env)["open"],
+        "performance": perf, "exposure": exposure_mod.exposure(ctx, day),
+        "positions": exposure_mod.held(ctx, day), "fills": fills,
+        "costs": exposure_mod.costs(ctx, day, until),
+        "reconciliation": trust_mod.latest_reconciliation(ctx),
+        "exceptions": trust_mod.exceptions(ctx)["open"],
     }
 
 
@@ -126,15 +126,15 @@ def render_html(data: dict) -> str:
     return "\n".join(parts)
 
 
-def report_path(session: Session, day: dt.date) -> Path:
-    return session.env.dir / "reports" / f"daily-{day.isoformat()}.html"
+def report_path(ctx: Session, day: dt.date) -> Path:
+    return ctx.dir / "reports" / f"daily-{day.isoformat()}.html"
 
 
-def write_daily(session: Session, day: dt.date, path: Path | None = None) -> tuple[Path, dict]:
+def write_daily(ctx: Session, day: dt.date, path: Path | None = None) -> tuple[Path, dict]:
     """Write the day's report atomically; returns (path, the data it shows)."""
-    data = daily(session, day)
+    data = daily(ctx, day)
     text = render_html(data)
-    path = Path(path) if path else report_path(session, day)
+    path = Path(path) if path else report_path(ctx, day)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

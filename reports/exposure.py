@@ -23,6 +23,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.engine import tables
 from tradeledger.engine.accounting import valuation
 from tradeledger.engine.accounting.holdings import holder_of, known_contracts
@@ -55,45 +56,45 @@ def _latest_run_figures(conn) -> tuple[dict, dict]:
     return lines, capital
 
 
-def _rate(env, ccy: str, on: dt.date | None = None) -> Decimal | None:
+def _rate(ctx: Context, ccy: str, on: dt.date | None = None) -> Decimal | None:
     try:
-        return fx_rate(env, ccy, on)
+        return fx_rate(ctx, ccy, on)
     except (PriceError, ValueError):
         return None
 
 
-def held(session: Session, on: dt.date | None = None) -> list[dict]:
+def held(ctx: Session, on: dt.date | None = None) -> list[dict]:
     """Positions per holder and contract at the end of day `on` (default: now), with the price of
     that day and the notional in the base currency."""
-    env, chart = session.env, session.env.chart
+    env, chart = ctx, ctx.chart
     contracts = known_contracts(env.ledger)
     balances = env.ledger.positions(prefix=chart.root) if on is None else {
         k: v for k, v in env.ledger.balances(as_of=on + dt.timedelta(days=1), prefix=chart.root).items()
         if k[1] in contracts}
-    prices = valuation.latest_prices(env, session.config, {code for _, code in balances}, on)
+    prices = valuation.latest_prices(env, ctx.config, {code for _, code in balances}, on)
     rows = []
     for (account, code), qty in sorted(balances.items()):
         holder = holder_of(chart, account)
         if holder is False or code not in contracts:
             continue
         contract = contracts[code]
-        instrument = instrument_of_contract(session.config, code)
+        instrument = instrument_of_contract(ctx.config, code)
         price, rate = prices.get(code), _rate(env, contract.currency, on)
         notional = None if price is None or rate is None else cents(qty * price * contract.multiplier * rate)
-        rows.append({"strategy": _strategy_name(session, holder or ""), "instrument": instrument.name if instrument else code,
+        rows.append({"strategy": _strategy_name(ctx, holder or ""), "instrument": instrument.name if instrument else code,
                      "contract": code, "qty": qty, "price": price, "currency": contract.currency,
                      "multiplier": contract.multiplier, "fx": rate, "notional": notional})
     return rows
 
 
-def exposure(session: Session, on: dt.date | None = None) -> dict:
+def exposure(ctx: Session, on: dt.date | None = None) -> dict:
     """Rows per (strategy, instrument), and totals per strategy and for the account."""
-    env = session.env
+    env = ctx
     with read_connection(env.engine) as conn:
         lines, capital = _latest_run_figures(conn)
     grouped: dict = defaultdict(lambda: {"qty": ZERO, "notional": ZERO, "risk": ZERO, "contracts": [],
                                          "missing": set(), "risk_known": True})
-    for row in held(session, on):
+    for row in held(ctx, on):
         g = grouped[(row["strategy"], row["instrument"])]
         g["contracts"].append(row["contract"])
         g["qty"] += row["qty"]
@@ -106,7 +107,7 @@ def exposure(session: Session, on: dt.date | None = None) -> dict:
             g["risk_known"] = False
         else:
             g["risk"] += abs(row["qty"]) * Decimal(vol) * row["multiplier"] * row["fx"] * ANNUAL
-    nav = valuation.nav(env, session.config, on).total
+    nav = valuation.nav(env, ctx.config, on).total
     rows, per_strategy = [], defaultdict(lambda: {"notional": ZERO, "gross": ZERO, "risk": ZERO})
     for (strategy, name), g in sorted(grouped.items()):
         if g["qty"] == 0:
@@ -151,13 +152,13 @@ def _reference_prices(conn, order_ids=None) -> dict[int, dict]:
             for order_id, run_id, value in conn.execute(query) if value is not None}
 
 
-def fills_with_costs(session: Session, day: dt.date | None = None, since: dt.date | None = None,
+def fills_with_costs(ctx: Session, day: dt.date | None = None, since: dt.date | None = None,
                      until: dt.date | None = None, limit: int | None = None) -> list[dict]:
     """Booked fills (of one day, or since/until, or the newest `limit`) with their reference price,
     slippage and commission, oldest first."""
     if day is not None:
         since, until = day, day + dt.timedelta(days=1)
-    env = session.env
+    env = ctx
     f, fa = tables.fill, tables.fill_alloc
     contracts = known_contracts(env.ledger)
     with read_connection(env.engine) as conn:
@@ -197,7 +198,7 @@ def fills_with_costs(session: Session, day: dt.date | None = None, since: dt.dat
         split = _commission_split(commission, allocs.get(r.id, []))
         for holder, q in allocs.get(r.id, []):
             share = abs(q) / qty if qty else ZERO
-            name = _strategy_name(session, holder)
+            name = _strategy_name(ctx, holder)
             per.append({"strategy": name, "quantity": q,
                         "slippage": None if slip is None else slip * share,
                         "commission": None if commission is None else split.get(holder or "", ZERO)})
@@ -224,19 +225,19 @@ def _commission_split(commission: Decimal | None, allocs: list) -> dict[str, Dec
     return allocate_commission(commission, weights)
 
 
-def _strategy_name(session: Session, holder: str | None) -> str:
+def _strategy_name(ctx: Session, holder: str | None) -> str:
     if not holder:
         return "unattributed"
-    strategy = session.config.strategy_by_account(holder)
+    strategy = ctx.config.strategy_by_account(holder)
     return strategy.name if strategy else holder
 
 
-def costs(session: Session, since: dt.date | None = None, until: dt.date | None = None) -> dict:
+def costs(ctx: Session, since: dt.date | None = None, until: dt.date | None = None) -> dict:
     """Slippage and commissions per strategy: money (base currency) and bps of traded notional."""
     totals = defaultdict(lambda: {"fills": 0, "notional": ZERO, "slippage": ZERO, "commissions": ZERO,
                                   "pending": 0, "missing_fx": set()})
-    contracts = known_contracts(session.env.ledger)
-    for fill in fills_with_costs(session, since=since, until=until):
+    contracts = known_contracts(ctx.ledger)
+    for fill in fills_with_costs(ctx, since=since, until=until):
         rate = fill["fx"]
         contract = contracts.get(fill["contract"])
         mult = contract.multiplier if contract else Decimal(1)
@@ -261,4 +262,4 @@ def costs(session: Session, since: dt.date | None = None, until: dt.date | None 
                      "commissions": cents(t["commissions"]),
                      "commission_bps": round(float(t["commissions"] / n * BPS), 2) if n else None,
                      "pending_commissions": t["pending"], "missing_fx": sorted(t["missing_fx"])})
-    return {"currency": session.env.settings.base_currency, "since": since, "until": until, "rows": rows}
+    return {"currency": ctx.settings.base_currency, "since": since, "until": until, "rows": rows}

@@ -29,8 +29,8 @@ ZERO = Decimal(0)
 YEAR = 252
 
 
-def _capital_base(session: Session, name: str, deposits: Decimal) -> tuple[Decimal | None, str]:
-    config = session.config
+def _capital_base(ctx: Session, name: str, deposits: Decimal) -> tuple[Decimal | None, str]:
+    config = ctx.config
     strategy = config.strategies.get(name)
     if strategy is None:
         return None, "no capital (positions no strategy owns)"
@@ -77,17 +77,17 @@ def _stats(curve: list[dict], start_nav: Decimal | None) -> dict:
             "max_drawdown_pct": min(pcts) if pcts else 0.0}
 
 
-def performance(session: Session, since: dt.date | None = None, until: dt.date | None = None) -> dict:
+def performance(ctx: Session, since: dt.date | None = None, until: dt.date | None = None) -> dict:
     """Daily curves and statistics per strategy and for the whole account."""
-    base_ccy = session.env.settings.base_currency
-    built = series_mod.build_many(session, ("strategy", "total"), until)
+    base_ccy = ctx.settings.base_currency
+    built = series_mod.build_many(ctx, ("strategy", "total"), until)
     by_strategy, total = built["strategy"], built["total"]
     last_deposits = max(total.deposits.items())[1] if total.deposits else ZERO
     strategies = []
-    for name in sorted(set(by_strategy.groups) | set(session.config.strategies)):
+    for name in sorted(set(by_strategy.groups) | set(ctx.config.strategies)):
         days = by_strategy.groups.get(name, {})
         rows = [{"day": d, **r} for d, r in pnl_mod._period_rows(days, since, until, per_day=True)] if days else []
-        capital, source = _capital_base(session, name, last_deposits)
+        capital, source = _capital_base(ctx, name, last_deposits)
         start = capital if capital is None or not rows else capital + rows[0]["cumulative"] - rows[0]["net"]
         curve = _curve(rows, None, capital, start)
         strategies.append({"strategy": name, "capital": capital, "capital_source": source, "currency": base_ccy,

@@ -28,26 +28,26 @@ ZERO = Decimal(0)
 UNATTRIBUTED = UNATTRIBUTED_NAME
 
 
-def latest_prices(session: Session, codes) -> dict[str, Decimal]:
+def latest_prices(ctx: Session, codes) -> dict[str, Decimal]:
     """The newest known price of each contract (engine/accounting/valuation.py)."""
-    return valuation.latest_prices(session.env, session.config, codes)
+    return valuation.latest_prices(ctx, ctx.config, codes)
 
 
-def positions(session: Session, strategy: str | None = None) -> list[dict]:
-    if strategy is not None and strategy != UNATTRIBUTED and strategy not in session.config.strategies:
-        raise UnknownName("strategy", strategy, [*session.config.strategies, UNATTRIBUTED])
-    env = session.env
+def positions(ctx: Session, strategy: str | None = None) -> list[dict]:
+    if strategy is not None and strategy != UNATTRIBUTED and strategy not in ctx.config.strategies:
+        raise UnknownName("strategy", strategy, [*ctx.config.strategies, UNATTRIBUTED])
+    env = ctx
     chart = env.chart
     contracts = holdings_mod.known_contracts(env.ledger)
     with read_connection(env.engine) as conn:
         balances = env.ledger.positions(prefix=chart.root, conn=conn)
         marks = holdings_mod.marks(conn)
-        last_prices = latest_prices(session, {code for _, code in balances})
+        last_prices = latest_prices(ctx, {code for _, code in balances})
 
         def lots(account: str, code: str):
             return [(cost.number, units) for cost, units in env.ledger.lots(account, code, conn=conn)]
 
-        return position_rows(chart, balances, contracts, marks, last_prices, lots, holder_names(session.config),
+        return position_rows(chart, balances, contracts, marks, last_prices, lots, holder_names(ctx.config),
                              strategy)
 
 
@@ -57,7 +57,7 @@ CARRY_ACCOUNTS = series.CARRY_ACCOUNTS
 PNL_ACCOUNTS = ("Income:Trading:", "Expenses:Commissions:") + CARRY_ACCOUNTS
 
 
-def pnl(session: Session, by: str = "strategy", since: dt.date | None = None,
+def pnl(ctx: Session, by: str = "strategy", since: dt.date | None = None,
         until: dt.date | None = None, cumulative: bool = False) -> dict:
     """P&L rows grouped by strategy, instrument or day, per currency and in the base currency.
 
@@ -69,8 +69,8 @@ def pnl(session: Session, by: str = "strategy", since: dt.date | None = None,
         raise UserError("--by must be strategy, instrument or day")
     if since and until and since >= until:
         raise UserError("--since must be before --until")
-    base = session.env.settings.base_currency
-    built = series.build(session, "total" if by == "day" else by, until)
+    base = ctx.settings.base_currency
+    built = series.build(ctx, "total" if by == "day" else by, until)
     rows, missing = [], set()
     if by == "day":
         days = built.groups.get(series.TOTAL, {})

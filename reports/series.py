@@ -34,6 +34,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.holdings import known_contracts
 from tradeledger.engine.setup.config import instrument_of_contract
@@ -236,18 +237,18 @@ def compute(moves: list[Move], contracts: dict[str, ContractInfo], prices: _Pric
 
 # -- reading the database -------------------------------------------------------------------------
 
-def contract_infos(session) -> dict[str, ContractInfo]:
+def contract_infos(ctx: Context) -> dict[str, ContractInfo]:
     result = {}
-    for code, c in known_contracts(session.env.ledger).items():
-        instrument = instrument_of_contract(session.config, code)
+    for code, c in known_contracts(ctx.ledger).items():
+        instrument = instrument_of_contract(ctx.config, code)
         result[code] = ContractInfo(code, c.currency, c.multiplier, c.sec_type == "FUT",
                                     instrument.name if instrument else code)
     return result
 
 
-def load_prices(env) -> _Prices:
+def load_prices(ctx: Context) -> _Prices:
     settlements, closes, fx = defaultdict(dict), defaultdict(dict), defaultdict(dict)
-    with read_connection(env.engine) as conn:
+    with read_connection(ctx.engine) as conn:
         for code, d, v in conn.execute(sa.select(tables.settlement.c.contract, tables.settlement.c.date,
                                                  tables.settlement.c.price)):
             settlements[code][dt.date.fromisoformat(d)] = from_scaled(v)
@@ -260,16 +261,16 @@ def load_prices(env) -> _Prices:
     return _Prices(settlements, closes, fx)
 
 
-def _holder_name(session, component: str) -> str:
+def _holder_name(ctx: Context, component: str) -> str:
     if component == "Unattributed":
         return UNATTRIBUTED
-    strategy = session.config.strategy_by_account(component)
+    strategy = ctx.config.strategy_by_account(component)
     return strategy.name if strategy else component
 
 
-def load_moves(session) -> list[Move]:
+def load_moves(ctx: Context) -> list[Move]:
     """Every posting that moves P&L, cash, deposits or a position, with its entry's contract and price."""
-    env, chart = session.env, session.env.chart
+    env, chart = ctx, ctx.chart
     p, t, a = schema.posting, schema.txn, schema.account
     holdings = chart.root + ":Strategy:"
     query = (sa.select(p.c.ts, p.c.txn_id, a.c.name, p.c.commodity, p.c.units, p.c.weight, p.c.cost, t.c.meta)
@@ -282,7 +283,7 @@ def load_moves(session) -> list[Move]:
 
     def holder_of(account: str, component: str) -> str:
         if account not in names:
-            names[account] = _holder_name(session, component)
+            names[account] = _holder_name(ctx, component)
         return names[account]
 
     with read_connection(env.engine) as conn:
@@ -338,26 +339,26 @@ def day_range(moves: list[Move], prices_last: dt.date | None, until: dt.date | N
     return days
 
 
-def last_price_date(env) -> dt.date | None:
-    with read_connection(env.engine) as conn:
+def last_price_date(ctx: Context) -> dt.date | None:
+    with read_connection(ctx.engine) as conn:
         found = [conn.execute(sa.select(sa.func.max(table.c.date))).scalar()
                  for table in (tables.price_bar, tables.settlement)]
     found = [dt.date.fromisoformat(d) for d in found if d]
     return max(found) if found else None
 
 
-def build(session, by: str = "total", until: dt.date | None = None) -> Series:
+def build(ctx: Context, by: str = "total", until: dt.date | None = None) -> Series:
     """The daily series of a session's ledger (every day from the first entry, so that a period
     starting later still knows the unrealized P&L it starts from)."""
-    return build_many(session, (by,), until)[by]
+    return build_many(ctx, (by,), until)[by]
 
 
-def build_many(session, bys, until: dt.date | None = None) -> dict[str, Series]:
+def build_many(ctx: Context, bys, until: dt.date | None = None) -> dict[str, Series]:
     """Several groupings from one read of the postings and prices."""
-    moves = load_moves(session)
-    end_days = day_range(moves, last_price_date(session.env), until)
-    contracts, prices = contract_infos(session), load_prices(session.env)
-    base = session.env.settings.base_currency
+    moves = load_moves(ctx)
+    end_days = day_range(moves, last_price_date(ctx), until)
+    contracts, prices = contract_infos(ctx), load_prices(ctx)
+    base = ctx.settings.base_currency
     return {by: compute(moves, contracts, prices, base, end_days, by) for by in bys}
 
 

@@ -7,15 +7,16 @@ import json
 
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.engine.tables import reconciliation
 from tradeledger.engine.trust.exceptions import active_locks, list_exceptions
 from tradeledger.ledger.db import read_connection
 
 
-def latest_reconciliation(env) -> dict | None:
+def latest_reconciliation(ctx: Context) -> dict | None:
     """The newest reconciliation: when, clean or not, its breaks and cash lines."""
     t = reconciliation
-    with read_connection(env.engine) as conn:
+    with read_connection(ctx.engine) as conn:
         row = conn.execute(sa.select(t).order_by(t.c.id.desc()).limit(1)).first()
         history = [{"id": r.id, "run_at": r.run_at, "clean": bool(r.clean), "breaks": r.breaks}
                    for r in conn.execute(sa.select(t.c.id, t.c.run_at, t.c.clean, t.c.breaks)
@@ -28,9 +29,9 @@ def latest_reconciliation(env) -> dict | None:
             "unattributed": result.get("unattributed", []), "history": history}
 
 
-def exceptions(env) -> dict:
+def exceptions(ctx: Context) -> dict:
     """Open (and acknowledged) exceptions, the whole history, and the instrument locks."""
-    with read_connection(env.engine) as conn:
+    with read_connection(ctx.engine) as conn:
         everything = list_exceptions(conn)
         locks = active_locks(conn)
     open_ = [e for e in everything if e["state"] in ("open", "acknowledged")]

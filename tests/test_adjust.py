@@ -67,21 +67,21 @@ def cli(home, *args, input=None, ok=True):
 
 
 def buy_for(session, contract, holder, target, run_id):
-    env = session.env
+    env = session
     lines = [TargetLine(holder, "MBT", contract, D(target), D(90000))]
     order_plan = plan(run_id, lines, holder_positions(env.ledger, env.chart), Limits(), {})
-    record_plan(env.engine, env.ledger, env.chart, order_plan, "paper", session.now())
-    send_planned(env.engine, session.broker, run_id, session.now())
-    sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    record_plan(env, order_plan, session.now())
+    send_planned(env, session.broker, run_id, session.now())
+    sync_fills(env, session.broker)
 
 
 def settle(session, contract, day, price):
     """The exchange settles (cash moves at the broker) and the ledger marks the same price."""
-    env, exchange = session.env, session.exchange()
+    env, exchange = session, session.exchange()
     exchange.set_clock(dt.datetime.combine(day, dt.time(21), tzinfo=UTC))
     exchange.set_price(contract.code, price)
     exchange.settle(contract.code, price, day)
-    mark_day(env.engine, env.ledger, env.chart, {contract.code: contract}, day, {contract.code: price},
+    mark_day(env, {contract.code: contract}, day, {contract.code: price},
              dt.datetime.combine(day, dt.time(21), tzinfo=UTC))
 
 
@@ -112,7 +112,7 @@ def reconcile_clean(session):
 def test_attribute_moves_the_fill_and_its_pnl_since_to_the_strategy(world, tmp_path):
     home, env, session, contract = world
     execution = session.exchange().external_trade(contract, D(2), D(90000))
-    sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    sync_fills(env, session.broker)
     key = execution.exec_id.rpartition(".")[0]
     assert positions(env) == {(None, "MBTZ26"): D(2)}
     assert f"unattributed_fill:DU1234567:{key}" in open_keys(env)
@@ -148,7 +148,7 @@ def test_attribute_moves_the_fill_and_its_pnl_since_to_the_strategy(world, tmp_p
 def test_adopt_and_transfer_at_the_current_mark(world, tmp_path):
     home, env, session, contract = world
     session.exchange().external_trade(contract, D(-3), D(90000))
-    sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    sync_fills(env, session.broker)
     cli(home, "adjust", "adopt", "MBTZ26", "3", "--strategy", "carry", "--yes")
     assert positions(env) == {("Carry", "MBTZ26"): D(-3)}
     assert "unattributed_position:DU1234567:MBTZ26" not in open_keys(env)
@@ -254,10 +254,10 @@ def test_a_commission_arriving_after_the_attribution_goes_to_the_strategy(world,
     exchange = session.exchange()
     exchange.fault_late_commission(n_polls=1)
     execution = exchange.external_trade(contract, D(2), D(90000))
-    first = sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    first = sync_fills(env, session.broker)
     assert first.pending_commissions == [execution.base_exec_id]
     cli(home, "adjust", "attribute", execution.base_exec_id, "--strategy", "trend", "--reason", "mine", "--yes")
-    later = sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    later = sync_fills(env, session.broker)
     assert later.commissions == [execution.base_exec_id]
     income = env.ledger.income()
     assert income[("Expenses:Commissions:Trend", "USD")] == D("2.00")  # 2 contracts x 1.00

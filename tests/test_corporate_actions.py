@@ -62,15 +62,15 @@ def world(tmp_path):
 
 
 def buy(session, contract, holder, qty, run_id, price):
-    env = session.env
+    env = session
     session.exchange().set_price(contract.code, price)
     lines = [TargetLine(holder, "SPY", contract, D(qty), price)]
     positions = holder_positions(env.ledger, env.chart)
     lines = [TargetLine(holder, "SPY", contract, positions.get((holder, "SPY"), D(0)) + D(qty), price)]
     order_plan = plan(run_id, lines, positions, Limits(), {})
-    record_plan(env.engine, env.ledger, env.chart, order_plan, "paper", session.now())
-    send_planned(env.engine, session.broker, run_id, session.now())
-    sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    record_plan(env, order_plan, session.now())
+    send_planned(env, session.broker, run_id, session.now())
+    sync_fills(env, session.broker)
 
 
 def holdings(env):
@@ -102,7 +102,7 @@ def test_dividend_to_two_strategies_and_unattributed_with_withholding(world, tmp
     buy(session, spy, "A", 10, 1, D(600))
     buy(session, spy, "B", 4, 2, D(600))
     session.exchange().external_trade("SPY", D(6), D(600))
-    sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    sync_fills(env, session.broker)
     assert holdings(env) == {("A", "SPY"): D(10), ("B", "SPY"): D(4), (None, "SPY"): D(6)}
 
     session.exchange().set_clock(dt.datetime(2026, 12, 3, 9, tzinfo=UTC))  # the ex-date, before trading
@@ -298,7 +298,7 @@ def test_reverse_split_with_cash_in_lieu_on_lots_of_different_costs(world, tmp_p
     buy(session, spy, "A", 27, 2, D("590.30"))
     buy(session, spy, "B", 34, 3, D("595"))
     exchange.external_trade("SPY", D(8), D(600))
-    sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    sync_fills(env, session.broker)
     cash_before = env.ledger.balances()[(env.chart.cash, "USD")]
 
     exchange.set_clock(dt.datetime(2026, 12, 7, 9, tzinfo=UTC))

@@ -58,17 +58,17 @@ class World:
         lines = [TargetLine(h, "X", contract, D(t), D(price)) for h, t in targets.items()]
         order_plan = plan(self.run, lines, holder_positions(self.env.ledger, self.env.chart),
                           Limits(), {})
-        record_plan(self.env.engine, self.env.ledger, self.env.chart, order_plan, "paper", now)
-        send_planned(self.env.engine, self.broker, self.run, now)
+        record_plan(self.env, order_plan, now)
+        send_planned(self.env, self.broker, self.run, now)
         return self.sync()
 
     def sync(self):
-        return sync_fills(self.env.engine, self.env.ledger, self.env.chart, self.broker)
+        return sync_fills(self.env, self.broker)
 
     def settle(self, contract, price, day):
         self.exchange.settle(contract.code, D(price), day)
         when = dt.datetime.combine(day, dt.time(21), tzinfo=UTC)
-        mark_day(self.env.engine, self.env.ledger, self.env.chart, {contract.code: contract}, day,
+        mark_day(self.env, {contract.code: contract}, day,
                  {contract.code: D(price)}, when)
 
     def correct(self, exec_id, price=None, qty=None):

@@ -88,7 +88,7 @@ contract = to_contract(session.config.instruments["MBT"], "MBTZ26", "202612")
 now = session.now()
 lines = [TargetLine("Trend", "MBT", contract, D(3), D(90000))]
 order_plan = plan(1, lines, holder_positions(env.ledger, env.chart), Limits(), {})
-record_plan(env.engine, env.ledger, env.chart, order_plan, "paper", now)
+record_plan(env, order_plan, now)
 broker = session.broker
 real = broker.place_order
 def place_then_die(request):
@@ -96,7 +96,7 @@ def place_then_die(request):
     print("SENT", request.order_ref, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)   # before the order row says 'sent', before any fill is booked
 broker.place_order = place_then_die
-send_planned(env.engine, broker, 1, now)
+send_planned(env, broker, 1, now)
 print("NOT KILLED", flush=True)
 """
 
@@ -113,12 +113,12 @@ def test_killed_between_sending_an_order_and_booking_its_fill(tmp_path):
         assert order.state == "planned"  # the crash came before the row was updated
         assert conn.execute(sa.select(sa.func.count()).select_from(tables.fill)).scalar() == 0
     # Restart: the planned order is looked up at the broker by orderRef before anything is sent.
-    report = send_planned(env.engine, session.broker, 1, session.now())
+    report = send_planned(env, session.broker, 1, session.now())
     assert report.already_at_broker == [order.order_ref]  # recorded as sent, not sent again
     assert report.sent == []
     assert len(session.exchange().orders()) == 1  # not sent twice
-    first = sync_fills(env.engine, env.ledger, env.chart, session.broker)
-    again = sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    first = sync_fills(env, session.broker)
+    again = sync_fills(env, session.broker)
     assert len(first.booked) == 1 and again.booked == [] and again.replays == 1
     assert holder_positions(env.ledger, env.chart) == {("Trend", "MBTZ26"): D(3)}
     with read_connection(env.engine) as conn:
@@ -133,7 +133,7 @@ def test_daemon_and_cli_write_at_the_same_time(tmp_path, db_url, wait_for):
     daemon = subprocess.Popen([sys.executable, "-m", "tradeledger.cli", "--home", str(home), "daemon"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        ctx = adjust.Context(env.ledger, env.chart, {"trend": "Trend"})
+        ctx = env
         trades = 0
         deadline = time.monotonic() + 6
         while time.monotonic() < deadline:  # executions arrive while this process books entries
@@ -141,10 +141,10 @@ def test_daemon_and_cli_write_at_the_same_time(tmp_path, db_url, wait_for):
             trades += 1
             now = dt.datetime.now(UTC)
             key = adjust.new_key("cash", env.chart)
-            adjust.book(env.engine, ctx, lambda conn: adjust.plan_cash(conn, ctx, "USD", D("0.01"), "interest",
+            adjust.book(ctx, lambda conn: adjust.plan_cash(conn, ctx, "USD", D("0.01"), "interest",
                                                                        now, key, "interest"), "test")
             if trades % 5 == 0:  # and this process syncs too, racing the daemon for the same fills
-                sync_fills(env.engine, env.ledger, env.chart, session.broker)
+                sync_fills(env, session.broker)
             time.sleep(0.05)
         log_path = env.dir / "logs" / "daemon.log"
         assert wait_for(lambda: log_path.exists() and "fills booked" in log_path.read_text(), timeout=60)  # a daemon sync
@@ -153,7 +153,7 @@ def test_daemon_and_cli_write_at_the_same_time(tmp_path, db_url, wait_for):
     finally:
         if daemon.poll() is None:
             daemon.kill()
-    sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    sync_fills(env, session.broker)
     with read_connection(env.engine) as conn:
         keys = conn.execute(sa.select(tables.fill.c.exec_key)).scalars().all()
         cash_entries = conn.execute(sa.select(sa.func.count()).select_from(schema.txn).where(

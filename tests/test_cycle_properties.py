@@ -62,19 +62,19 @@ def test_random_cycles_keep_the_books_true(days):
                                 day["mbt"] if c == "MBTZ26" else day["spy"])
                      for (s, c), t in day["targets"].items()]
             order_plan = plan(number, lines, holder_positions(env.ledger, chart), Limits(), {})
-            record_plan(env.engine, env.ledger, chart, order_plan, "paper", when)
+            record_plan(env, order_plan, when)
             if day["partial"]:
                 exchange.fault_partial_fill(qty=D(1))
             if day["late"]:
                 exchange.fault_late_commission(n_polls=1)
-            send_planned(env.engine, broker, number, when)
+            send_planned(env, broker, number, when)
             if day["duplicates"]:
                 exchange.fault_duplicate_executions(2)
             for _ in range(3):
-                sync_fills(env.engine, env.ledger, chart, broker)
+                sync_fills(env, broker)
             partial = set()
             for order in _open_orders(env):
-                cancel(env.engine, env.ledger, chart, broker, order, when)
+                cancel(env, broker, order, when)
                 partial.add(order)
 
             positions = holder_positions(env.ledger, chart)
@@ -88,10 +88,10 @@ def test_random_cycles_keep_the_books_true(days):
 
             settle = day["mbt"] + day["settle"] * 5
             exchange.settle("MBTZ26", settle, when.date())
-            mark_day(env.engine, env.ledger, chart, known_contracts(env.ledger), when.date(), {"MBTZ26": settle},
+            mark_day(env, known_contracts(env.ledger), when.date(), {"MBTZ26": settle},
                      when.replace(hour=21))
 
-        replay = sync_fills(env.engine, env.ledger, chart, broker)
+        replay = sync_fills(env, broker)
         assert replay.booked == [] and replay.commissions == []
         path = tmp / "ledger.beancount"
         export_beancount(env.ledger, path)

@@ -62,7 +62,7 @@ def test_sync_reports_put_one_after_the_other_keep_everything():
 def test_a_cycle_reports_the_fill_it_could_not_book_and_the_correction_it_booked(tmp_path):
     env = init_environment(tmp_path / "home", "paper", "sim", None)
     run = plan(1, [TargetLine("Trend", "MES", MES, D(2), D(5000))], {}, Limits(), {})
-    record_plan(env.engine, env.ledger, env.chart, run, "paper", T0)  # order tl-paper-1: buy 2
+    record_plan(env, run, T0)  # order tl-paper-1: buy 2
     outside = _execution("0000aaaa.00000001.01.01", 1, 4990, 1)  # a trade at the broker's screen
     overfill = _execution("0000aaaa.00000002.01.01", 3, 5000, 2, "tl-paper-1")  # 3 of an order of 2
     fill = _execution("0000aaaa.00000003.01.01", 2, 5000, 3, "tl-paper-1")

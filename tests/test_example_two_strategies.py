@@ -34,7 +34,7 @@ def _day(env, exchange, broker, run_id, targets, ref, when):
     lines = [TargetLine(h, "MBT", MBT, D(t), D(ref)) for h, t in targets.items()]
     positions = holder_positions(env.ledger, env.chart)
     order_plan = plan(run_id, lines, positions, Limits(), {})
-    record_plan(env.engine, env.ledger, env.chart, order_plan, "paper", when)
+    record_plan(env, order_plan, when)
     return order_plan
 
 
@@ -56,26 +56,26 @@ def test_two_strategies_two_days(tmp_path):
 
     exchange.fault_partial_fill(qty=D(1))
     exchange.fault_late_commission(n_polls=2)  # this order's commissions arrive at the 3rd sync
-    sent = send_planned(env.engine, broker, 1, t1)
+    sent = send_planned(env, broker, 1, t1)
     assert len(sent.sent) == 1
-    report = sync_fills(env.engine, env.ledger, chart, broker)
+    report = sync_fills(env, broker)
     assert len(report.booked) == 1  # E1: 1 @ 90050
 
     exchange.set_clock(t1 + dt.timedelta(minutes=5))
     exchange.set_price("MBTZ26", D(90150))
     exchange.release_order(sent.sent[0])  # the rest fills at 90150: E2
-    report = sync_fills(env.engine, env.ledger, chart, broker)
+    report = sync_fills(env, broker)
     assert len(report.booked) == 1 and len(report.pending_commissions) == 2
     pending = [f for f in _fills(env) if f["commission"] == "pending"]
     assert [f["price"] for f in pending] == [D(90050), D(90150)]
     assert ("Expenses:Commissions:A", "USD") not in env.ledger.income()  # pending, never zero
     arrived = []
     for _ in range(3):  # the commission reports arrive, each once
-        arrived += sync_fills(env.engine, env.ledger, chart, broker).commissions
+        arrived += sync_fills(env, broker).commissions
     assert sorted(arrived) == sorted(f["fill_id"] for f in pending)
     assert all(f["commission"] == D("2.00") for f in _fills(env))
 
-    mark_day(env.engine, env.ledger, chart, {"MBTZ26": MBT}, t1.date(), {"MBTZ26": D(90500)},
+    mark_day(env, {"MBTZ26": MBT}, t1.date(), {"MBTZ26": D(90500)},
              t1.replace(hour=21))
     income = env.ledger.income(until=dt.date(2026, 12, 2))
     assert income[("Income:Trading:A", "USD")] == D("-130.00")
@@ -89,9 +89,9 @@ def test_two_strategies_two_days(tmp_path):
     order_plan = _day(env, exchange, broker, 2, {"A": -2, "B": -1}, 90400, t2)
     [cp] = order_plan.contracts
     assert cp.crosses == () and (cp.side, cp.quantity) == ("SELL", D(5))
-    send_planned(env.engine, broker, 2, t2)
-    sync_fills(env.engine, env.ledger, chart, broker)
-    mark_day(env.engine, env.ledger, chart, {"MBTZ26": MBT}, t2.date(), {"MBTZ26": D(90000)},
+    send_planned(env, broker, 2, t2)
+    sync_fills(env, broker)
+    mark_day(env, {"MBTZ26": MBT}, t2.date(), {"MBTZ26": D(90000)},
              t2.replace(hour=21))
 
     income = env.ledger.income()
@@ -105,9 +105,9 @@ def test_two_strategies_two_days(tmp_path):
     assert broker_position.quantity == D(-3) == sum(positions.values())
 
     # Replaying every execution books nothing more; marking a day again books nothing.
-    again = sync_fills(env.engine, env.ledger, chart, broker)
+    again = sync_fills(env, broker)
     assert again.booked == [] and again.commissions == [] and again.replays == 3
-    booked, _ = mark_day(env.engine, env.ledger, chart, {"MBTZ26": MBT}, t2.date(), {"MBTZ26": D(90000)},
+    booked, _ = mark_day(env, {"MBTZ26": MBT}, t2.date(), {"MBTZ26": D(90000)},
                          t2.replace(hour=21))
     assert booked == []
 

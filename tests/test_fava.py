@@ -28,8 +28,8 @@ def _get(url: str) -> tuple[str, str]:
 def fava_url(tmp_path_factory):
     home = tmp_path_factory.mktemp("fava") / "home"
     session = run_demo(home, days=2)
-    path = Path(session.env.ledger_path)
-    export_beancount(session.env.ledger, path, title="tradeledger demo")
+    path = Path(session.ledger_path)
+    export_beancount(session.ledger, path, title="tradeledger demo")
     session.close()
     port = _free_port()
     from tradeledger.commands.fava import fava_command  # this interpreter's Fava, script or not

@@ -66,25 +66,25 @@ def world(tmp_path):
 
 
 def buy(session, contract, holder, qty, run_id, price):
-    env = session.env
+    env = session
     session.exchange().set_price(contract.code, price)
     positions = holder_positions(env.ledger, env.chart)
     lines = [TargetLine(holder, contract.code, contract, positions.get((holder, contract.code), D(0)) + D(qty), price)]
-    record_plan(env.engine, env.ledger, env.chart, plan(run_id, lines, positions, Limits(), {}), "paper", session.now())
-    send_planned(env.engine, session.broker, run_id, session.now())
-    sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    record_plan(env, plan(run_id, lines, positions, Limits(), {}), session.now())
+    send_planned(env, session.broker, run_id, session.now())
+    sync_fills(env, session.broker)
 
 
 def the_month_at_the_broker(session, contracts):
     """What the statement reports, done by the simulated broker (and the trades before it)."""
-    env, exchange = session.env, session.exchange()
+    env, exchange = session, session.exchange()
     buy(session, contracts["TLT"], "A", 15, 1, D(90))
     exchange.set_clock(dt.datetime(2026, 12, 2, 15, tzinfo=UTC))
     buy(session, contracts["TLT"], "A", 27, 2, D(91))
     buy(session, contracts["TLT"], "B", 34, 3, D(92))
     exchange.external_trade("TLT", D(8), D(90))
     buy(session, contracts["SPY"], "A", 10, 4, D(600))
-    sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    sync_fills(env, session.broker)
     exchange.set_clock(dt.datetime(2026, 12, 3, 9, tzinfo=UTC))
     exchange.declare_dividend("SPY", D("1.85"), D("0.15"), dt.date(2026, 12, 10))
     exchange.set_clock(dt.datetime(2026, 12, 7, 9, tzinfo=UTC))
@@ -224,15 +224,15 @@ def futures(tmp_path):
     exchange.add_contract(z)
     exchange.set_price(z.code, D(6000))
     lines = [TargetLine("A", "MES", z, D(3), D(6000)), TargetLine("B", "MES", z, D(-1), D(6000))]
-    record_plan(env.engine, env.ledger, env.chart, plan(1, lines, holder_positions(env.ledger, env.chart), Limits(),
+    record_plan(env, plan(1, lines, holder_positions(env.ledger, env.chart), Limits(),
                                                         {}), "paper", t0)
-    send_planned(env.engine, session.broker, 1, t0)
-    sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    send_planned(env, session.broker, 1, t0)
+    sync_fills(env, session.broker)
     day = LAST - dt.timedelta(days=1)
     close = dt.datetime.combine(day, dt.time(21), tzinfo=UTC)
     exchange.set_clock(close)
     exchange.settle(z.code, D(6010), day)
-    mark_day(env.engine, env.ledger, env.chart, known_contracts(env.ledger), day, {z.code: D(6010)}, close)
+    mark_day(env, known_contracts(env.ledger), day, {z.code: D(6010)}, close)
     exchange.set_clock(dt.datetime(2026, 12, 19, 1, tzinfo=UTC))
     exchange.expire(z.code, D(6020), LAST)
     yield env, session, z

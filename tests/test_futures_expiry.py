@@ -58,15 +58,15 @@ def world(tmp_path):
     session.broker  # connect
     lines = [TargetLine("A", "MES", z, D(3), D(6000)), TargetLine("B", "MES", z, D(-1), D(6000))]
     order_plan = plan(1, lines, holder_positions(env.ledger, env.chart), Limits(), {})
-    record_plan(env.engine, env.ledger, env.chart, order_plan, "paper", t0)
-    send_planned(env.engine, session.broker, 1, t0)
-    sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    record_plan(env, order_plan, t0)
+    send_planned(env, session.broker, 1, t0)
+    sync_fills(env, session.broker)
     # the last ordinary settlement, on the day before the last trading day
     day = LAST - dt.timedelta(days=1)
     close = dt.datetime.combine(day, dt.time(21), tzinfo=UTC)
     exchange.set_clock(close)
     exchange.settle(z.code, D(6010), day)
-    mark_day(env.engine, env.ledger, env.chart, known_contracts(env.ledger), day, {z.code: D(6010)}, close)
+    mark_day(env, known_contracts(env.ledger), day, {z.code: D(6010)}, close)
     yield session, exchange, z
     session.close()
 
@@ -74,7 +74,7 @@ def world(tmp_path):
 def _settlement_row(session, day, code, price):
     parsed = prices.parse_prices_csv(f"date,contract,settle\n{day.isoformat()},{code},{price}\n", session.config,
                                      "USD", "test")
-    prices.store_rows(session.env, parsed, "test")
+    prices.store_rows(session, parsed, "test")
 
 
 def _ledger_income(env):
@@ -84,7 +84,7 @@ def _ledger_income(env):
 
 def test_an_expiry_with_no_execution_is_a_final_settlement(world):
     session, exchange, z = world
-    env = session.env
+    env = session
     # the exchange expires MESZ26 at the final settlement price 6,020: the position disappears
     exchange.set_clock(dt.datetime(2026, 12, 19, 1, tzinfo=UTC))
     exchange.expire(z.code, D(6020), LAST)
@@ -111,7 +111,7 @@ def test_an_expiry_with_no_execution_is_a_final_settlement(world):
 
 def test_a_missing_final_settlement_price_is_an_exception_naming_the_contract(world):
     session, exchange, z = world
-    env = session.env
+    env = session
     exchange.set_clock(dt.datetime(2026, 12, 19, 1, tzinfo=UTC))
     exchange.expire(z.code, D(6020), LAST)
     result = reconcile_session(session)

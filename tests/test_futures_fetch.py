@@ -102,7 +102,7 @@ def gateway(tmp_path):
 
 def test_data_fetch_through_the_ib_gateway_stores_contract_closes_once(gateway):
     session, exchange = gateway
-    env = session.env
+    env = session
     mes = session.config.instruments["MES"]
     today = dt.datetime.now(UTC).date()
     codes = codes_to_price(mes, today, set())
@@ -122,7 +122,7 @@ def test_data_fetch_through_the_ib_gateway_stores_contract_closes_once(gateway):
 
 def test_contract_details_from_the_gateway_are_stored_and_a_difference_reported(gateway, tmp_path):
     session, exchange = gateway
-    env = session.env
+    env = session
     mes = session.config.instruments["MES"]
     z, h = cal.chain(mes.schedule, dt.date(2026, 12, 1), 2)
     for dates in (z, h):

@@ -82,28 +82,28 @@ def world(tmp_path):
 
 
 def _settle(session, exchange, close, by_code):
-    env = session.env
+    env = session
     day = close.date()
     exchange.set_clock(close)
     for code, price in by_code.items():
         exchange.settle(code, price, day)
     text = "date,contract,settle\n" + "".join(f"{day.isoformat()},{c},{p}\n" for c, p in by_code.items())
     prices.store_rows(env, prices.parse_prices_csv(text, session.config, "USD", "test"), "test")
-    mark_day(env.engine, env.ledger, env.chart, known_contracts(env.ledger), day, by_code, close)
+    mark_day(env, known_contracts(env.ledger), day, by_code, close)
 
 
 def test_a_forced_roll_through_the_ib_gateway_is_one_spread(world):
     session, exchange, z, h = world
-    env = session.env
+    env = session
     start = dt.datetime.now(UTC).replace(microsecond=0)
     t0, now, close = start - dt.timedelta(minutes=30), start - dt.timedelta(minutes=20), start - dt.timedelta(minutes=10)
     exchange.set_clock(t0)
     exchange.set_price(z.code, D(6000), t0)
     lines = [TargetLine("A", "MES", z, D(3), D(6000)), TargetLine("B", "MES", z, D(-1), D(6000))]
-    record_plan(env.engine, env.ledger, env.chart, plan(1000, lines, {}, Limits(), {}), "paper", t0)
-    send_planned(env.engine, session.broker, 1000, t0)
+    record_plan(env, plan(1000, lines, {}, Limits(), {}), t0)
+    send_planned(env, session.broker, 1000, t0)
     for _ in range(50):
-        if len(sync_fills(env.engine, env.ledger, env.chart, session.broker).booked) or \
+        if len(sync_fills(env, session.broker).booked) or \
                 holder_positions(env.ledger, env.chart).get(("A", z.code)) == D(3):
             break
     _settle(session, exchange, t0 + dt.timedelta(minutes=1), {z.code: D(6000)})
@@ -143,7 +143,7 @@ def test_a_forced_roll_through_the_ib_gateway_is_one_spread(world):
     session.broker.connect()
     assert [f.execution.orderRef for f in session.broker._ib.fills() if f.contract.secType == "BAG"] == [
         order.order_ref]
-    again = sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    again = sync_fills(env, session.broker)
     assert not again.booked and not again.failed and again.replays >= 2
     with read_connection(env.engine) as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(tables.fill).where(

@@ -68,23 +68,23 @@ def world(tmp_path):
     session.broker  # connect
     # A +3, B -1 in Z (one crossed, BUY 2 at the broker), all marked at the settlement 6,000
     lines = [TargetLine("A", "MES", z, D(3), D(6000)), TargetLine("B", "MES", z, D(-1), D(6000))]
-    record_plan(env.engine, env.ledger, env.chart, plan(1000, lines, {}, Limits(), {}), "paper", DAY0)
-    send_planned(env.engine, session.broker, 1000, DAY0)
-    sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    record_plan(env, plan(1000, lines, {}, Limits(), {}), DAY0)
+    send_planned(env, session.broker, 1000, DAY0)
+    sync_fills(env, session.broker)
     _settle(session, DAY0.date(), {z.code: D(6000)})
     yield session, exchange, z, h
     session.close()
 
 
 def _settle(session, day, by_code):
-    env, exchange = session.env, session.exchange()
+    env, exchange = session, session.exchange()
     close = dt.datetime.combine(day, dt.time(21), tzinfo=UTC)
     exchange.set_clock(close)
     for code, price in by_code.items():
         exchange.settle(code, price, day)
     text = "date,contract,settle\n" + "".join(f"{day.isoformat()},{c},{p}\n" for c, p in by_code.items())
     prices.store_rows(env, prices.parse_prices_csv(text, session.config, "USD", "test"), "test")
-    mark_day(env.engine, env.ledger, env.chart, known_contracts(env.ledger), day, by_code, close)
+    mark_day(env, known_contracts(env.ledger), day, by_code, close)
 
 
 def _usd(env):
@@ -92,7 +92,7 @@ def _usd(env):
 
 
 def _clean(session):
-    env = session.env
+    env = session
     export_beancount(env.ledger, env.ledger_path)
     assert check(env.ledger, env.ledger_path).ok
     result = reconcile_session(session)
@@ -105,7 +105,7 @@ def _positions(env):
 
 def test_the_netted_roll_of_the_examples_to_the_cent(world):
     session, exchange, z, h = world
-    env = session.env
+    env = session
     before = _usd(env)
     cash = env.chart.cash
     day = dt.date(2026, 12, 16)
@@ -121,12 +121,12 @@ def test_the_netted_roll_of_the_examples_to_the_cent(world):
     assert (sp.old_side, sp.quantity, dict(sp.shares)) == ("SELL", D(2), {"A": D(2)})
     assert [(c.seller, c.buyer, c.quantity) for c in sp.old_crosses] == [("A", "B", D(1))]
     assert [(c.seller, c.buyer, c.quantity) for c in sp.new_crosses] == [("B", "A", D(1))]
-    record_plan(env.engine, env.ledger, env.chart, order_plan, "paper", now)
+    record_plan(env, order_plan, now)
     exchange.set_price(z.code, D(6012), now)
     exchange.set_price(h.code, D(6063), now)
-    sent = send_planned(env.engine, session.broker, 1001, now)
+    sent = send_planned(env, session.broker, 1001, now)
     assert len(sent.sent) == 1  # one spread for the account
-    report = sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    report = sync_fills(env, session.broker)
     assert len(report.booked) == 2  # its two leg executions
     _settle(session, day, {h.code: D(6070)})
     after = _usd(env)
@@ -146,7 +146,7 @@ def test_the_netted_roll_of_the_examples_to_the_cent(world):
 
 def test_roll_execute_moves_both_strategies_by_one_spread(world):
     session, exchange, z, h = world
-    env = session.env
+    env = session
     now = dt.datetime(2026, 12, 16, 15, tzinfo=UTC)  # force_from of MESZ26 (deadline 18th - 2)
     exchange.set_clock(now)
     exchange.set_price(z.code, D(6010), now)
@@ -169,7 +169,7 @@ def test_roll_execute_never_supersedes_a_run_under_review(world):
     from tradeledger.engine.targets.runs import TargetError, reject_run, show_run
 
     session, exchange, z, h = world
-    env = session.env
+    env = session
     now = dt.datetime(2026, 12, 16, 15, tzinfo=UTC)
     exchange.set_clock(now)
     exchange.set_price(z.code, D(6010), now)
@@ -190,7 +190,7 @@ def test_roll_execute_never_supersedes_a_run_under_review(world):
 
 def test_an_interrupted_roll_is_raised_and_the_next_run_completes_it_once(world):
     session, exchange, z, h = world
-    env = session.env
+    env = session
     now = dt.datetime(2026, 12, 16, 15, tzinfo=UTC)
     exchange.set_clock(now)
     exchange.set_price(z.code, D(6010), now)
@@ -221,7 +221,7 @@ def test_an_interrupted_roll_is_raised_and_the_next_run_completes_it_once(world)
 
 def test_a_passive_roll_over_several_runs(world):
     session, exchange, z, h = world
-    env = session.env
+    env = session
     set_roll_state(env, "MES", "passive", "test")
     # run 1: A cuts to 1 (sells 2 of its Z), B goes from -1 to -2 (sells 1 of H)
     now = dt.datetime(2026, 12, 11, 15, tzinfo=UTC)
@@ -256,7 +256,7 @@ def _approved_run(session, now, targets):
     """An approved run with these targets on the current contract (as a reviewed run would be)."""
     import json
 
-    env = session.env
+    env = session
     with env.engine.begin() as conn:
         run_id = conn.execute(tables.target_run.insert().values(
             created_at=fmt_ts(now), as_of=now.date().isoformat(), state="approved",

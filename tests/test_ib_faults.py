@@ -71,21 +71,21 @@ class Rig:
 
     @property
     def env(self):
-        return self.session.env
+        return self.session
 
     def record(self, targets: dict, price=90000) -> int:
         self.run += 1
         lines = [TargetLine(h, "BTC", self.contract, D(t), D(price)) for h, t in targets.items()]
         order_plan = plan(self.run, lines, holder_positions(self.env.ledger, self.env.chart), Limits(), {})
-        record_plan(self.env.engine, self.env.ledger, self.env.chart, order_plan, "paper",
+        record_plan(self.env, order_plan,
                     dt.datetime.now(UTC))
         return self.run
 
     def submit(self, run_id: int):
-        return send_planned(self.env.engine, self.session.broker, run_id, dt.datetime.now(UTC))
+        return send_planned(self.env, self.session.broker, run_id, dt.datetime.now(UTC))
 
     def sync(self):
-        return sync_fills(self.env.engine, self.env.ledger, self.env.chart, self.session.broker)
+        return sync_fills(self.env, self.session.broker)
 
     def restart_gateway(self) -> None:
         self.server = IBSimServer(self.exchange, port=self.port, poll_interval=0.02).start()
@@ -215,7 +215,7 @@ def place_then_report(request):  # the real order, then a line the test waits fo
 
 broker.place_order = place_then_report
 import datetime as dt
-send_planned(session.env.engine, broker, None, dt.datetime.now(dt.timezone.utc))
+send_planned(session, broker, None, dt.datetime.now(dt.timezone.utc))
 """
 
 

@@ -85,44 +85,44 @@ def world(tmp_path):
 
 
 def open_exceptions(session):
-    with read_connection(session.env.engine) as conn:
+    with read_connection(session.engine) as conn:
         return {(e["kind"], e["subject"]): e for e in list_exceptions(conn, "open")}
 
 
 def test_an_overdue_commission_is_raised_then_resolved_when_it_arrives(world):
     session, exchange, mes = world
-    env = session.env
+    env = session
     exchange.fault_late_commission(n_polls=3)
     lines = [TargetLine("Trend", "MES", mes, D(2), D(5000))]
-    record_plan(env.engine, env.ledger, env.chart, plan(1, lines, {}, Limits(), {}), "paper", T0)
-    send_planned(env.engine, session.broker, 1, T0)
-    [key] = sync_fills(env.engine, env.ledger, env.chart, session.broker).pending_commissions
+    record_plan(env, plan(1, lines, {}, Limits(), {}), T0)
+    send_planned(env, session.broker, 1, T0)
+    [key] = sync_fills(env, session.broker).pending_commissions
     assert ("commission_overdue", key) not in open_exceptions(session)
     check(session, T0 + dt.timedelta(hours=2))
     assert ("commission_overdue", key) in open_exceptions(session)
     check(session, T0 + dt.timedelta(hours=3))  # raised again: still one exception, counted
     assert len([k for k in open_exceptions(session) if k[0] == "commission_overdue"]) == 1
     for _ in range(3):
-        sync_fills(env.engine, env.ledger, env.chart, session.broker)
+        sync_fills(env, session.broker)
     check(session, T0 + dt.timedelta(hours=4))
     assert ("commission_overdue", key) not in open_exceptions(session)
 
 
 def test_a_rejected_order_and_a_limit_are_exceptions(world):
     session, exchange, mes = world
-    env = session.env
+    env = session
     # No market price for FESX at the simulated exchange: the broker rejects the order.
     fesx = Contract("FESXZ26", "FUT", "FESX", "SMART", "EUR", D(10), "202612")
     exchange.add_contract(fesx)
     lines = [TargetLine("Trend", "FESX", fesx, D(1), D(4900))]
-    record_plan(env.engine, env.ledger, env.chart, plan(7, lines, {}, Limits(), {}), "paper", T0)
-    report = send_planned(env.engine, session.broker, 7, T0)
+    record_plan(env, plan(7, lines, {}, Limits(), {}), T0)
+    report = send_planned(env, session.broker, 7, T0)
     assert report.rejected and ("order_rejected", report.rejected[0][0]) in open_exceptions(session)
     # A run that wants more than max_order_qty (3) is refused before anything is sent.
     run_lines = [TargetLine("Trend", "MES", mes, D(5), D(5000))]
     order_plan = plan(8, run_lines, {}, session.config.limits, {})
     assert order_plan.refusals and "max_order_qty" in order_plan.refusals[0][1]
-    record_refusals(env.engine, order_plan, T0)
+    record_refusals(env, order_plan, T0)
     assert ("limit_hit", mes.code) in open_exceptions(session)
 
 
@@ -131,6 +131,6 @@ def test_a_position_without_an_fx_rate_or_fresh_prices_is_flagged(world):
     fesx = Contract("FESXZ26", "FUT", "FESX", "SMART", "EUR", D(10), "202612")
     exchange.add_contract(fesx)
     exchange.external_trade(fesx, D(1), D(4900))
-    sync_fills(session.env.engine, session.env.ledger, session.env.chart, session.broker)
+    sync_fills(session, session.broker)
     found = check(session, T0)
     assert ("missing_fx", "EUR") in kinds(found) and ("stale_prices", "FESXZ26") in kinds(found)

@@ -129,8 +129,8 @@ class Account:
                           self._locks())
         assert order_plan.refusals == []
         now = dt.datetime.now(UTC)
-        record_plan(env.engine, env.ledger, env.chart, order_plan, "paper", now)
-        send_planned(env.engine, self.session.broker, run_id, now)
+        record_plan(env, order_plan, now)
+        send_planned(env, self.session.broker, run_id, now)
         wait_for_fills(self.session, run_id, timeout=10)
 
     def _locks(self):
@@ -245,7 +245,7 @@ def test_no_order_is_sent_when_the_opening_cannot_be_taken(kind, tmp_path):
             assert conn.execute(sa.select(broker_order.c.state)).scalars().all() == ["planned"]
         if kind == "sim":  # once the broker answers, the opening is taken and the order goes out
             a.session.broker.connect()
-            send_planned(a.env.engine, a.session.broker, 1, dt.datetime.now(UTC))
+            send_planned(a.env, a.session.broker, 1, dt.datetime.now(UTC))
             assert [o.order_ref for o in a.exchange.orders()] == ["tl-paper-1"]
     finally:
         a.session.close()

@@ -62,7 +62,7 @@ def test_cumulative_is_the_running_sum(demo):
 def test_nav_is_deposits_plus_everything_earned(demo):
     built = series_mod.build(demo, "total")
     last = built.days[-1]
-    now = nav(demo.env, demo.config)
+    now = nav(demo, demo.config)
     assert series_mod.cents(built.nav[last]) == now.total
     assert built.deposits[last] == D(2000000)
 

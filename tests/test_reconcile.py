@@ -73,14 +73,14 @@ def _tick(exchange, minutes=1):
 
 def _trade(session, run_id, target, price=D(5000)):
     """The strategy goes to `target` contracts through tradeledger's own orders."""
-    env, exchange = session.env, session.exchange()
+    env, exchange = session, session.exchange()
     mes = current_contract(session.config.instruments["MES"], T0.date())
     now = _tick(exchange)
     lines = [TargetLine("Trend", "MES", mes, D(target), price)]
     order_plan = plan(run_id, lines, holder_positions(env.ledger, env.chart), Limits(), {})
-    record_plan(env.engine, env.ledger, env.chart, order_plan, "paper", now)
-    send_planned(env.engine, session.broker, run_id, now)
-    sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    record_plan(env, order_plan, now)
+    send_planned(env, session.broker, run_id, now)
+    sync_fills(env, session.broker)
     _tick(exchange)
 
 
@@ -94,19 +94,19 @@ def _forgotten_trade(exchange, code, qty, price=None):
 
 
 def _open(session, kind=None):
-    with read_connection(session.env.engine) as conn:
+    with read_connection(session.engine) as conn:
         return [e for e in list_exceptions(conn, "open") if kind is None or e["kind"] == kind]
 
 
 def _locks(session):
-    with read_connection(session.env.engine) as conn:
+    with read_connection(session.engine) as conn:
         return active_locks(conn)
 
 
 def _books_ok(session, tmp_path):
     path = tmp_path / "check.beancount"
-    export_beancount(session.env.ledger, path)
-    result = check(session.env.ledger, path)
+    export_beancount(session.ledger, path)
+    result = check(session.ledger, path)
     assert result.ok, result
 
 
@@ -122,7 +122,7 @@ def test_trade_made_outside_tradeledger(world, tmp_path):
     assert data["unattributed"] == [{"account": "DU1234567", "contract": mes.code, "qty": D(2), "adopted": False}]
     [fill_exc] = _open(session, "unattributed_fill")
     assert mes.code in fill_exc["subject"] and "orderRef" in fill_exc["detail"]
-    assert holder_positions(session.env.ledger, session.env.chart) == {(None, mes.code): D(2)}
+    assert holder_positions(session.ledger, session.chart) == {(None, mes.code): D(2)}
     again = reconcile_session(session)  # a second sync books nothing and raises nothing new
     assert again.clean and len(_open(session, "unattributed_fill")) == 1
     _books_ok(session, tmp_path)
@@ -157,7 +157,7 @@ def test_broker_flat_while_ledger_holds_break_lock_then_clean(world, tmp_path, m
     _forgotten_trade(exchange, mes.code, 2)  # the position is back at the broker
     fixed = reconcile_session(session)
     assert fixed.clean and _locks(session) == {} and _open(session, "reconciliation_break") == []
-    with read_connection(session.env.engine) as conn:
+    with read_connection(session.engine) as conn:
         [closed] = [e for e in list_exceptions(conn, "resolved") if e["id"] == brk["id"]]
     assert closed["resolved"]["by"] == "reconcile"
     _books_ok(session, tmp_path)
@@ -175,16 +175,16 @@ def test_a_later_surplus_is_adopted_and_strategies_keep_trading(world, tmp_path)
     [review] = _open(session, "unattributed_position")
     assert review["severity"] == "warning" and f"adjust adopt {mes.code} 3" in review["detail"]
     lines = [TargetLine("Trend", "MES", mes, D(1), D(5000))]
-    assert plan(3, lines, holder_positions(session.env.ledger, session.env.chart), Limits(), {},
+    assert plan(3, lines, holder_positions(session.ledger, session.chart), Limits(), {},
                 _locks(session)).refusals == []
     again = reconcile_session(session)  # adopted once
     assert again.clean and again.unattributed[0]["adopted"] is False
-    assert holder_positions(session.env.ledger, session.env.chart) == {(None, mes.code): D(3)}
+    assert holder_positions(session.ledger, session.chart) == {(None, mes.code): D(3)}
     _books_ok(session, tmp_path)
 
 
 def test_a_shortfall_is_a_break_that_locks_until_a_person_says_whose(world, tmp_path):
-    from tradeledger.engine.trust.adjust import Context, book, new_key, plan_manual_close
+    from tradeledger.engine.trust.adjust import book, new_key, plan_manual_close
 
     session, exchange, mes = world
     _trade(session, 1, 2)
@@ -196,14 +196,14 @@ def test_a_shortfall_is_a_break_that_locks_until_a_person_says_whose(world, tmp_
     assert f"adjust manual-close {mes.code}" in brk["detail"]
     # its variation margin (2 x 10 x 5) reached the broker's cash: a cash difference until it is said whose
     # Resolving by hand releases the lock; a later reconciliation that still finds it locks again.
-    with session.env.engine.begin() as conn:
+    with session.engine.begin() as conn:
         resolve(conn, brk["id"], "me", "investigating with the broker")
     assert _locks(session) == {}
     assert not reconcile_session(session).clean and "MES" in _locks(session)
-    env = session.env
-    ctx, now = Context(env.ledger, env.chart, {"trend": "Trend"}), session.now()
+    env = session
+    ctx, now = env, session.now()
     key = new_key("manual-close", env.chart)
-    book(env.engine, ctx, lambda conn: plan_manual_close(conn, ctx, mes.code, "trend", "closed at the desk", now,
+    book(ctx, lambda conn: plan_manual_close(conn, ctx, mes.code, "trend", "closed at the desk", now,
                                                          key, price=D(5010)), "me")
     assert reconcile_session(session).clean and _locks(session) == {}
     _books_ok(session, tmp_path)
@@ -214,14 +214,14 @@ def test_failed_snapshot_is_never_flat(world, tmp_path):
     _trade(session, 1, 2)
     _forgotten_trade(exchange, mes.code, -1)
     assert not reconcile_session(session).clean  # a real break (a shortfall), open and locked
-    before = session.env.ledger.count()
+    before = session.ledger.count()
     exchange.fault_disconnect(1)
     result = reconcile_session(session)
     assert not result.clean
     assert [b.as_json() for b in result.breaks] == [{"account": "DU1234567", "contract": None, "ledger_qty": None,
                                                     "broker_qty": None, "diff": None, "kind": "broker_unreachable"}]
-    assert session.env.ledger.count() == before  # nothing booked
-    with read_connection(session.env.engine) as conn:
+    assert session.ledger.count() == before  # nothing booked
+    with read_connection(session.engine) as conn:
         last = conn.execute(sa.select(broker_snapshot).order_by(broker_snapshot.c.id.desc())).first()
     assert last.status == "failed" and "BrokerDisconnected" in last.error
     [down] = _open(session, "broker_disconnected")
@@ -252,16 +252,16 @@ class _Stale:
 
 def test_snapshot_older_than_a_booked_fill_raises_no_false_break(world):
     session, exchange, mes = world
-    env = session.env
+    env = session
     _trade(session, 1, 1)
     old = session.broker.snapshot()  # broker: 1
     _trade(session, 2, 3)  # booked after the snapshot: ledger 3
-    result = reconcile(env.engine, env.ledger, env.chart, _Stale(session.broker, old), now=session.now())
+    result = reconcile(env, _Stale(session.broker, old), now=session.now())
     assert result.clean, result.as_json()
     executions = session.broker.executions()
     window = min(e.time for e in executions)
     with read_connection(env.engine) as conn:  # as of now the ledger holds 3 against the snapshot's 1
-        now_view = ledger_view(conn, env.ledger, env.chart, session.now(), window)
+        now_view = ledger_view(conn, env.books, session.now(), window)
     assert [(b.kind, b.ledger_qty, b.broker_qty) for b in compare(now_view, old, executions).breaks] == [
         ("position", D(3), D(1))]
 
@@ -283,7 +283,7 @@ def test_cash_within_and_outside_tolerance(world, tmp_path):
     assert result.cash[0].as_json()["status"] == "break" and result.cash[0].diff == D("-5.005")
     [brk] = _open(session, "reconciliation_break")
     assert brk["subject"] == "cash USD" and _locks(session) == {}  # cash breaks lock no instrument
-    env = session.env
+    env = session
     env.ledger.book(Transaction(session.now(), "deposit", "Deposit", (
         Posting(env.chart.cash, D("5.005"), "USD"), Posting(env.chart.deposits, D("-5.005"), "USD"))))
     assert reconcile_session(session).clean and _open(session) == []
@@ -298,14 +298,14 @@ def test_pending_commission_is_not_a_cash_break(world):
     result = reconcile_session(session)
     assert result.clean and result.cash[0].status == "pending" and result.cash[0].diff == D("2.50")
     for _ in range(5):
-        sync_fills(session.env.engine, session.env.ledger, session.env.chart, session.broker)
+        sync_fills(session, session.broker)
     result = reconcile_session(session)
     assert result.clean and result.cash[0].status == "ok"
 
 
 def test_the_first_reconciliation_opens_the_ledger_where_the_broker_is(world, tmp_path):
     session, exchange, mes = world
-    env = session.env
+    env = session
     spy = Contract("SPY", "STK", "SPY", "SMART", "USD")
     opt = Contract("SPY 261218C00500000", "OPT", "SPY", "SMART", "USD", D(100))  # not a commodity name
     exchange.add_contract(spy)
@@ -345,12 +345,12 @@ def test_unknown_fill_inside_the_broker_window_is_flagged(world):
     from tradeledger.engine.trading.fills import SyncReport, book_execution
 
     session, exchange, mes = world
-    env = session.env
+    env = session
     _trade(session, 1, 1)
     ghost = Execution("ffffffff.00000099.01.01", "DU1234567", mes, "BUY", D(1), D(5000), session.now(),
                       commission=D(0), commission_currency="USD")
     with env.engine.begin() as conn:
-        book_execution(conn, env.ledger, env.chart, ghost, SyncReport())
+        book_execution(conn, env.books, ghost, SyncReport())
     _tick(exchange)
     result = reconcile_session(session)
     kinds = sorted((b.kind, b.contract) for b in result.breaks)
@@ -364,18 +364,18 @@ def test_an_internal_cross_marks_strategies_off_the_broker_and_cash_still_reconc
     is exactly sum over holders of position x (holder's mark - broker's mark) x multiplier:
     Carry 2 x 5010 + Trend -1 x 5010 - 1 x 5000 (the broker's mark), times 5 = 50. Clean."""
     session, exchange, mes = world
-    env = session.env
+    env = session
     now = _tick(exchange)
     lines = [TargetLine("Carry", "MES", mes, D(1), D(5000))]
-    record_plan(env.engine, env.ledger, env.chart, plan(1, lines, {}, Limits(), {}), "paper", now)
-    send_planned(env.engine, session.broker, 1, now)
-    sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    record_plan(env, plan(1, lines, {}, Limits(), {}), now)
+    send_planned(env, session.broker, 1, now)
+    sync_fills(env, session.broker)
     now = _tick(exchange)
     lines = [TargetLine("Carry", "MES", mes, D(2), D(5010)), TargetLine("Trend", "MES", mes, D(-1), D(5010))]
     order_plan = plan(2, lines, holder_positions(env.ledger, env.chart), Limits(), {})
     assert [(x.seller, x.buyer, x.quantity) for x in order_plan.contracts[0].crosses] == [("Trend", "Carry", D(1))]
     assert order_plan.contracts[0].side is None  # everything crossed: nothing for the broker
-    record_plan(env.engine, env.ledger, env.chart, order_plan, "paper", now)
+    record_plan(env, order_plan, now)
     _tick(exchange)
     result = reconcile_session(session, who="test")
     [usd] = result.cash

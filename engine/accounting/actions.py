@@ -37,6 +37,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.engine.accounting.corporate import (
     UNALLOCATED, AccountCash, CorporateActionError, Dividend, Split, account_cash_entry, allocate_cents,
     dividend_ex_entry, dividend_net, dividend_pay_entry, split_entry,
@@ -170,38 +171,38 @@ def store_actions(conn, actions: list[Dividend | Split], now: dt.datetime) -> St
     return report
 
 
-def import_actions_csv(env, path: str | Path, now: dt.datetime | None = None) -> StoreReport:
+def import_actions_csv(ctx: Context, path: str | Path, now: dt.datetime | None = None) -> StoreReport:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise CsvImportError(str(path), [(0, "not a UTF-8 text file")]) from None
-    config = trading_config(env)
+    config = trading_config(ctx)
     shares = {name for name, i in config.instruments.items() if not i.is_future}
     actions = parse_actions_csv(text, shares, str(path))
-    with env.engine.begin() as conn:
+    with ctx.engine.begin() as conn:
         return store_actions(conn, actions, now or dt.datetime.now(UTC))
 
 
-def sync_from_broker(env, broker, now: dt.datetime | None = None) -> StoreReport:
+def sync_from_broker(ctx: Context, broker, now: dt.datetime | None = None) -> StoreReport:
     """Store the dividends (and splits) a broker announces through its API (the simulated one does; for
     IB the Flex statement is the source). Known ones are linked, different figures refused, as for a file."""
     announced = getattr(broker, "dividends", None)
     if announced is None:
         raise CorporateActionError("this broker does not report dividends through its API: import a file or, "
                                    "for IB, its Flex statement (tradeledger import flex FILE)")
-    actions: list[Dividend | Split] = [Dividend(ticker, ex, pay, per_share, _currency(env, ticker), withholding, "sim")
+    actions: list[Dividend | Split] = [Dividend(ticker, ex, pay, per_share, _currency(ctx, ticker), withholding, "sim")
                                        for ticker, ex, pay, per_share, withholding in announced()]
     splits = getattr(broker, "splits", None)
     if splits is not None:  # the splits it made, with its cash-in-lieu price if it paid one
-        actions += [Split(ticker, day, new, old, "sim", "", cil, _currency(env, ticker) if cil is not None else "")
+        actions += [Split(ticker, day, new, old, "sim", "", cil, _currency(ctx, ticker) if cil is not None else "")
                     for ticker, day, new, old, cil in splits()]
-    with env.engine.begin() as conn:
+    with ctx.engine.begin() as conn:
         return store_actions(conn, actions, now or dt.datetime.now(UTC))
 
 
-def _currency(env, ticker: str) -> str:
-    instrument = trading_config(env).instruments.get(ticker)
+def _currency(ctx: Context, ticker: str) -> str:
+    instrument = trading_config(ctx).instruments.get(ticker)
     if instrument is None:
         raise CorporateActionError(f"the broker announces a dividend on {ticker}, which is not configured")
     return instrument.currency
@@ -215,8 +216,8 @@ def _action(row) -> Dividend | Split:
                  from_scaled(row.ratio_old), row.source, row.ref, from_scaled(row.amount), row.currency or "")
 
 
-def list_actions(env) -> list[dict]:
-    with env.engine.connect() as conn:
+def list_actions(ctx: Context) -> list[dict]:
+    with ctx.engine.connect() as conn:
         rows = conn.execute(sa.select(corporate_action).order_by(corporate_action.c.ex_date,
                                                                  corporate_action.c.id)).all()
     return [{"key": r.key, "kind": r.kind, "ticker": r.ticker, "ex_date": r.ex_date, "pay_date": r.pay_date,
@@ -250,14 +251,14 @@ def _start(date: dt.date) -> dt.datetime:
     return dt.datetime.combine(date, dt.time(0), UTC)
 
 
-def _open_accounts(env, conn, accounts: set[str]) -> None:
+def _open_accounts(ctx: Context, conn, accounts: set[str]) -> None:
     for name in sorted(accounts):
-        env.ledger.open_account(Account(name, LEDGER_EPOCH), conn)
+        ctx.ledger.open_account(Account(name, LEDGER_EPOCH), conn)
 
 
-def _holder_positions(env, conn, ticker: str, before: dt.date) -> dict[str | None, Decimal]:
-    chart = env.chart
-    balances = env.ledger.balances(as_of=before, prefix=chart.root, conn=conn, commodity=ticker)
+def _holder_positions(ctx: Context, conn, ticker: str, before: dt.date) -> dict[str | None, Decimal]:
+    chart = ctx.chart
+    balances = ctx.ledger.balances(as_of=before, prefix=chart.root, conn=conn, commodity=ticker)
     result = {}
     for (account, _), units in balances.items():
         holder = holder_of(chart, account)
@@ -266,24 +267,24 @@ def _holder_positions(env, conn, ticker: str, before: dt.date) -> dict[str | Non
     return result
 
 
-def book_due(env, today: dt.date) -> BookReport:
+def book_due(ctx: Context, today: dt.date) -> BookReport:
     """Book every stored action whose date is on or before `today`, each in its own transaction."""
     report = BookReport()
-    with env.engine.connect() as conn:
+    with ctx.engine.connect() as conn:
         rows = conn.execute(sa.select(corporate_action).where(corporate_action.c.ex_date <= today.isoformat())
                             .order_by(corporate_action.c.ex_date, corporate_action.c.id)).all()
     for row in rows:
         action = _action(row)
         try:
             if isinstance(action, Split) and row.ex_txn_id is None:
-                _book_split(env, row.id, action)
+                _book_split(ctx, row.id, action)
                 report.booked.append(f"split {action.ticker} {action.new}:{action.old} on {action.date}")
             elif isinstance(action, Dividend):
                 if row.ex_txn_id is None:
-                    _book_ex(env, row.id, action)
+                    _book_ex(ctx, row.id, action)
                     report.booked.append(f"dividend {action.ticker} ex {action.ex_date}")
                 if row.pay_txn_id is None and action.pay_date <= today:
-                    _book_pay(env, row.id, action)
+                    _book_pay(ctx, row.id, action)
                     report.booked.append(f"dividend {action.ticker} paid {action.pay_date}")
         except CorporateActionError as exc:
             report.refused.append(f"{action.key}: {exc}")
@@ -296,40 +297,40 @@ def _booked(conn, row_id: int, column: str) -> bool:
         is not None
 
 
-def _book_ex(env, row_id: int, dividend: Dividend) -> None:
-    chart = env.chart
-    with env.engine.begin() as conn:
+def _book_ex(ctx: Context, row_id: int, dividend: Dividend) -> None:
+    chart = ctx.chart
+    with ctx.engine.begin() as conn:
         if _booked(conn, row_id, "ex_txn_id"):
             return  # another process booked it first
-        positions = _holder_positions(env, conn, dividend.ticker, dividend.ex_date)
+        positions = _holder_positions(ctx, conn, dividend.ticker, dividend.ex_date)
         txn = dividend_ex_entry(chart, dividend, positions, _start(dividend.ex_date))
         txn_id = 0  # nobody held the shares: recorded as booked with no entry
         if txn is not None:
-            _open_accounts(env, conn, {p.account for p in txn.postings})
-            txn_id = env.ledger.book(txn, conn).id
+            _open_accounts(ctx, conn, {p.account for p in txn.postings})
+            txn_id = ctx.ledger.book(txn, conn).id
         conn.execute(corporate_action.update().where(corporate_action.c.id == row_id).values(ex_txn_id=txn_id))
 
 
-def _book_pay(env, row_id: int, dividend: Dividend) -> None:
-    chart = env.chart
-    with env.engine.begin() as conn:
+def _book_pay(ctx: Context, row_id: int, dividend: Dividend) -> None:
+    chart = ctx.chart
+    with ctx.engine.begin() as conn:
         row = conn.execute(sa.select(corporate_action).where(corporate_action.c.id == row_id)).one()
         if row.pay_txn_id is not None:
             return
-        net = dividend_net(env.ledger.get(row.ex_txn_id, conn), chart) if row.ex_txn_id else Decimal(0)  # 0: none
+        net = dividend_net(ctx.ledger.get(row.ex_txn_id, conn), chart) if row.ex_txn_id else Decimal(0)  # 0: none
         txn = dividend_pay_entry(chart, dividend, net, _start(dividend.pay_date))
-        txn_id = env.ledger.book(txn, conn).id if txn is not None else 0
+        txn_id = ctx.ledger.book(txn, conn).id if txn is not None else 0
         conn.execute(corporate_action.update().where(corporate_action.c.id == row_id).values(pay_txn_id=txn_id))
 
 
-def _book_split(env, row_id: int, split: Split) -> None:
-    chart = env.chart
-    with env.engine.begin() as conn:
+def _book_split(ctx: Context, row_id: int, split: Split) -> None:
+    chart = ctx.chart
+    with ctx.engine.begin() as conn:
         if _booked(conn, row_id, "ex_txn_id"):
             return
-        after = env.ledger.balances(as_of=_start(split.date) - dt.timedelta(microseconds=1), prefix=chart.root,
+        after = ctx.ledger.balances(as_of=_start(split.date) - dt.timedelta(microseconds=1), prefix=chart.root,
                                     conn=conn, commodity=split.ticker)
-        now = env.ledger.balances(prefix=chart.root, conn=conn, commodity=split.ticker)
+        now = ctx.ledger.balances(prefix=chart.root, conn=conn, commodity=split.ticker)
         if after != now:
             raise CorporateActionError(
                 f"{split.ticker} traded at or after the split date {split.date}: book splits before trading "
@@ -338,9 +339,9 @@ def _book_split(env, row_id: int, split: Split) -> None:
         for (account, _), units in now.items():
             holder = holder_of(chart, account)
             if holder is not False and units != 0:
-                lots[holder] = env.ledger.lots(account, split.ticker, conn)
+                lots[holder] = ctx.ledger.lots(account, split.ticker, conn)
         txn = split_entry(chart, split, lots, _start(split.date))
-        txn_id = env.ledger.book(txn, conn).id if txn is not None else 0
+        txn_id = ctx.ledger.book(txn, conn).id if txn is not None else 0
         conn.execute(corporate_action.update().where(corporate_action.c.id == row_id).values(ex_txn_id=txn_id))
 
 
@@ -355,14 +356,14 @@ def account_cash_shares(config, item: AccountCash) -> dict[str, Decimal]:
     return {UNALLOCATED: item.amount}
 
 
-def book_account_cash(env, item: AccountCash, conn=None) -> tuple[int, bool]:
+def book_account_cash(ctx: Context, item: AccountCash, conn=None) -> tuple[int, bool]:
     """Book interest or a fee once (keyed by its reference); returns (entry id, booked now)."""
     if item.amount == 0:
         raise CorporateActionError(f"{item.kind} of 0 {item.currency}: nothing to book")
-    txn = account_cash_entry(env.chart, item, account_cash_shares(trading_config(env), item))
-    with _begin(env, conn) as c:
-        _open_accounts(env, c, {p.account for p in txn.postings})
-        booked = env.ledger.book(txn, c)
+    txn = account_cash_entry(ctx.chart, item, account_cash_shares(trading_config(ctx), item))
+    with _begin(ctx, conn) as c:
+        _open_accounts(ctx, c, {p.account for p in txn.postings})
+        booked = ctx.ledger.book(txn, c)
     return booked.id, booked.created
 
 

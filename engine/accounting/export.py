@@ -27,6 +27,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.engine import tables
 from tradeledger.engine.accounting import holdings as holdings_mod
 from tradeledger.engine.accounting import valuation
@@ -45,12 +46,12 @@ def _first_entry_date(conn) -> dt.date | None:
     return None if first is None else dt.date.fromisoformat(first[:10])
 
 
-def futures_values(env, config: TradingConfig) -> dict[str, Decimal]:
+def futures_values(ctx: Context, config: TradingConfig) -> dict[str, Decimal]:
     """Unsettled variation margin per contract held now, per contract of net position."""
-    chart = env.chart
-    contracts = holdings_mod.known_contracts(env.ledger)
-    with read_connection(env.engine) as conn:
-        balances = env.ledger.positions(prefix=chart.root, conn=conn)
+    chart = ctx.chart
+    contracts = holdings_mod.known_contracts(ctx.ledger)
+    with read_connection(ctx.engine) as conn:
+        balances = ctx.ledger.positions(prefix=chart.root, conn=conn)
         marks = holdings_mod.marks(conn)
     held: dict = {}
     for (account, code), qty in balances.items():
@@ -59,7 +60,7 @@ def futures_values(env, config: TradingConfig) -> dict[str, Decimal]:
         if contract is None or contract.sec_type != "FUT" or holder is False:
             continue
         held.setdefault(code, []).append((holder, qty))
-    prices = valuation.latest_prices(env, config, held)
+    prices = valuation.latest_prices(ctx, config, held)
     values = {}
     for code, holders in held.items():
         price, multiplier = prices.get(code), contracts[code].multiplier
@@ -72,15 +73,15 @@ def futures_values(env, config: TradingConfig) -> dict[str, Decimal]:
     return values
 
 
-def price_directives(env, config: TradingConfig) -> list[tuple[dt.date, str, Decimal, str]]:
+def price_directives(ctx: Context, config: TradingConfig) -> list[tuple[dt.date, str, Decimal, str]]:
     """(date, commodity, number, currency) for shares, FX rates and futures, sorted by date."""
-    base = env.settings.base_currency
-    commodities = env.ledger.commodities()
+    base = ctx.settings.base_currency
+    commodities = ctx.ledger.commodities()
     shares = {c.name for c in commodities if c.kind != "future" and c.kind != "currency"}
     futures = {c.name: c for c in commodities if c.kind == "future"}
     currencies = {c.name for c in commodities if c.kind == "currency"} - {base}
     out: dict = {}
-    with read_connection(env.engine) as conn:
+    with read_connection(ctx.engine) as conn:
         start = _first_entry_date(conn)
         if start is None:
             return []
@@ -107,16 +108,16 @@ def price_directives(env, config: TradingConfig) -> list[tuple[dt.date, str, Dec
             for code, day in conn.execute(sa.select(st.c.contract, st.c.date).where(
                     st.c.contract.in_(list(futures)), st.c.date >= since)):
                 out[(day, code)] = (ZERO, futures[code].currency)
-    latest = valuation_date(env)
-    for code, value in futures_values(env, config).items():
+    latest = valuation_date(ctx)
+    for code, value in futures_values(ctx, config).items():
         if latest is not None:
             out[(latest.isoformat(), code)] = (value, futures[code].currency if code in futures else base)
     return [(dt.date.fromisoformat(day), name, number, ccy) for (day, name), (number, ccy) in sorted(out.items())]
 
 
-def valuation_date(env) -> dt.date | None:
+def valuation_date(ctx: Context) -> dt.date | None:
     """The newest date of any price, settlement or FX rate (what 'now' is valued at)."""
-    with read_connection(env.engine) as conn:
+    with read_connection(ctx.engine) as conn:
         dates = [conn.execute(sa.select(sa.func.max(t.c.date))).scalar()
                  for t in (tables.price_bar, tables.settlement, tables.fx_rate)]
         entry = conn.execute(sa.select(sa.func.max(schema.txn.c.ts))).scalar()
@@ -124,13 +125,13 @@ def valuation_date(env) -> dt.date | None:
     return dt.date.fromisoformat(max(dates)) if dates else None
 
 
-def export_ledger(env, config: TradingConfig | None = None, path: Path | None = None) -> int:
+def export_ledger(ctx: Context, config: TradingConfig | None = None, path: Path | None = None) -> int:
     """Write the environment's beancount file (default: its ledger.beancount) with its prices."""
     from tradeledger.engine.setup.config import parse_trading_config
 
-    config = config or parse_trading_config(env.settings.raw)
-    settings = env.settings
-    return export_beancount(env.ledger, Path(path) if path else env.ledger_path,
+    config = config or parse_trading_config(ctx.settings.raw)
+    settings = ctx.settings
+    return export_beancount(ctx.ledger, Path(path) if path else ctx.ledger_path,
                             title=f"tradeledger {settings.env} {settings.account}",
-                            operating_currency=settings.base_currency, prices=price_directives(env, config),
-                            fava=("tradeledger.reports.fava_ext", repr({"home": str(env.home.resolve()), "env": settings.env})))
+                            operating_currency=settings.base_currency, prices=price_directives(ctx, config),
+                            fava=("tradeledger.reports.fava_ext", repr({"home": str(ctx.home.resolve()), "env": settings.env})))

@@ -14,6 +14,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from tradeledger.engine.context import Books
 from tradeledger.broker.base import Contract
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.entries import Holding
@@ -39,14 +40,15 @@ def lock_contract(conn: Connection, code: str) -> None:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"tl:{code}"})
 
 
-def load_holdings(conn: Connection, ledger: Ledger, chart: Chart, contract: Contract) -> dict:
+def load_holdings(conn: Connection, books: Books, contract: Contract) -> dict:
     """holder -> Holding for every holder with a position in the contract."""
-    return load_holdings_many(conn, ledger, chart, [contract])[contract.code]
+    return load_holdings_many(conn, books, [contract])[contract.code]
 
 
-def load_holdings_many(conn: Connection, ledger: Ledger, chart: Chart, contracts: list[Contract]) -> dict[str, dict]:
+def load_holdings_many(conn: Connection, books: Books, contracts: list[Contract]) -> dict[str, dict]:
     """`load_holdings` of several contracts in three reads (positions, marks, and the lots of the
     shares held): contract code -> holder -> Holding. Each contract is locked first, in one order."""
+    ledger, chart = books.ledger, books.chart
     codes = sorted({c.code for c in contracts})
     kinds = {c.code: c.sec_type for c in contracts}
     for code in codes:
@@ -110,8 +112,9 @@ def marks(conn: Connection) -> dict[tuple[Holder, str], Decimal]:
             for r in conn.execute(sa.select(tables.position_mark))}
 
 
-def ensure_holder(conn: Connection, ledger: Ledger, chart: Chart, holder: Holder) -> None:
+def ensure_holder(conn: Connection, books: Books, holder: Holder) -> None:
     """Open a holder's holdings, income and commission accounts if they are not open yet."""
+    ledger, chart = books.ledger, books.chart
     ledger.open_account(Account(chart.holdings(holder), LEDGER_EPOCH, booking="FIFO"), conn)
     ledger.open_account(Account(chart.trading(holder), LEDGER_EPOCH), conn)
     ledger.open_account(Account(chart.commissions(holder), LEDGER_EPOCH), conn)

@@ -24,6 +24,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.engine import tables
 from tradeledger.engine.accounting import holdings as holdings_mod
 from tradeledger.engine.setup.config import TradingConfig, instrument_of_contract
@@ -45,9 +46,9 @@ def _newest(conn, table, key: str, value: str, on: dt.date | None) -> dict[str, 
     return {k: (d, v) for k, d, v in conn.execute(query)}
 
 
-def latest_prices(env, config: TradingConfig, codes, on: dt.date | None = None) -> dict[str, Decimal]:
+def latest_prices(ctx: Context, config: TradingConfig, codes, on: dt.date | None = None) -> dict[str, Decimal]:
     """The newest known price of each contract on or before `on` (default: any date)."""
-    with read_connection(env.engine) as conn:
+    with read_connection(ctx.engine) as conn:
         settlements = _newest(conn, tables.settlement, "contract", "price", on)
         closes = _newest(conn, tables.price_bar, "instrument", "close", on)
     result = {}
@@ -63,11 +64,11 @@ def latest_prices(env, config: TradingConfig, codes, on: dt.date | None = None) 
     return result
 
 
-def fx_rates(env, on: dt.date | None = None) -> dict[str, Decimal]:
+def fx_rates(ctx: Context, on: dt.date | None = None) -> dict[str, Decimal]:
     """Base-currency units per unit of each currency with a rate on or before `on` (base: 1)."""
-    with read_connection(env.engine) as conn:
+    with read_connection(ctx.engine) as conn:
         rates = {ccy: from_scaled(v) for ccy, (_, v) in _newest(conn, tables.fx_rate, "currency", "rate", on).items()}
-    rates[env.settings.base_currency] = Decimal(1)
+    rates[ctx.settings.base_currency] = Decimal(1)
     return rates
 
 
@@ -90,12 +91,12 @@ class Nav:
                 "missing_fx": list(self.missing_fx)}
 
 
-def nav(env, config: TradingConfig, on: dt.date | None = None) -> Nav:
+def nav(ctx: Context, config: TradingConfig, on: dt.date | None = None) -> Nav:
     """NAV now (on=None), or at the end of day `on` (entries before the next day, prices of `on`)."""
-    chart, ledger = env.chart, env.ledger
+    chart, ledger = ctx.chart, ctx.ledger
     as_of = None if on is None else on + dt.timedelta(days=1)
     contracts = holdings_mod.known_contracts(ledger)
-    with read_connection(env.engine) as conn:
+    with read_connection(ctx.engine) as conn:
         balances = ledger.balances(as_of=as_of, conn=conn)
         marks = holdings_mod.marks(conn) if on is None else {}
     cash: dict = {}
@@ -109,7 +110,7 @@ def nav(env, config: TradingConfig, on: dt.date | None = None) -> Nav:
             deposits[commodity] = deposits.get(commodity, ZERO) - units
         elif account.startswith(chart.root + ":") and commodity in contracts:
             held[(account, commodity)] = units
-    prices = latest_prices(env, config, {code for _, code in held}, on)
+    prices = latest_prices(ctx, config, {code for _, code in held}, on)
     shares: dict = {}
     futures: dict = {}
     for (account, code), qty in held.items():
@@ -122,7 +123,7 @@ def nav(env, config: TradingConfig, on: dt.date | None = None) -> Nav:
             futures[contract.currency] = futures.get(contract.currency, ZERO) + qty * (price - mark) * contract.multiplier
         else:
             shares[contract.currency] = shares.get(contract.currency, ZERO) + qty * price * contract.multiplier
-    rates = fx_rates(env, on)
+    rates = fx_rates(ctx, on)
     total, missing = ZERO, set()
     for part in (cash, shares, futures):
         for ccy, amount in part.items():
@@ -131,5 +132,5 @@ def nav(env, config: TradingConfig, on: dt.date | None = None) -> Nav:
             else:
                 total += amount * rates[ccy]
     tidy = lambda part: {ccy: plain(amount) for ccy, amount in sorted(part.items())}  # noqa: E731
-    return Nav(env.settings.base_currency, on, None if missing else total.quantize(CENT), tidy(cash), tidy(shares),
+    return Nav(ctx.settings.base_currency, on, None if missing else total.quantize(CENT), tidy(cash), tidy(shares),
                tidy(futures), tidy(deposits), tuple(sorted(missing)))

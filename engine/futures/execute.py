@@ -20,6 +20,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.engine import tables
 from tradeledger.engine.futures.exposure import exposures, instrument_index
 from tradeledger.engine.setup.config import current_contract
@@ -31,16 +32,16 @@ from tradeledger.ledger.numbers import to_scaled
 from tradeledger.ledger.store import fmt_ts
 
 
-def _price(env, instrument, on: dt.date, conn) -> Decimal:
+def _price(ctx: Context, instrument, on: dt.date, conn) -> Decimal:
     try:
-        return latest_price(env, instrument.name, on, conn)[1]
+        return latest_price(ctx, instrument.name, on, conn)[1]
     except PriceError:
-        return latest_settlement(env, current_contract(instrument, on).code, on, conn)[1]
+        return latest_settlement(ctx, current_contract(instrument, on).code, on, conn)[1]
 
 
 def record_roll_run(session, on: dt.date, now: dt.datetime) -> int:
     """An approved run whose targets are the current exposures of every held future."""
-    env, config = session.env, session.config
+    env, config = session, session.config
     of = instrument_index(config)
     by_component = {s.account_name: s for s in config.strategies.values()}
     with env.engine.begin() as conn:
@@ -71,7 +72,7 @@ def record_roll_run(session, on: dt.date, now: dt.datetime) -> int:
 
 def roll_plan(session, on: dt.date):
     """What the rolls due on `on` would send (a plan only: nothing is recorded or sent)."""
-    env = session.env
+    env = session
     now = session.now()
     run_id = record_roll_run(session, on, now)
     try:
@@ -80,22 +81,22 @@ def roll_plan(session, on: dt.date):
         _forget_run(env, run_id)
 
 
-def _forget_run(env, run_id: int) -> None:
+def _forget_run(ctx: Context, run_id: int) -> None:
     """A planned-only roll run leaves nothing behind (it was never reviewed by a person)."""
-    with env.engine.begin() as conn:
+    with ctx.engine.begin() as conn:
         conn.execute(tables.target_line.delete().where(tables.target_line.c.run_id == run_id))
         conn.execute(tables.target_run.delete().where(tables.target_run.c.id == run_id))
 
 
-def run_under_review(env, now: dt.datetime) -> str | None:
+def run_under_review(ctx: Context, now: dt.datetime) -> str | None:
     """Why a roll run may not be recorded now: the newest strategy run, when it is still pending
     review or approved and not planned yet (and not expired), in words; else None."""
-    runs = list_runs(env, now)
+    runs = list_runs(ctx, now)
     if not runs or runs[0].inputs.get("kind") == "roll" or runs[0].status not in (PENDING, APPROVED):
         return None
     newest = runs[0]
     if newest.status == APPROVED:
-        with env.engine.begin() as conn:
+        with ctx.engine.begin() as conn:
             planned = conn.execute(sa.select(tables.run_plan.c.run_id).where(
                 tables.run_plan.c.run_id == newest.id).limit(1)).first()
         if planned is not None:
@@ -108,7 +109,7 @@ def run_under_review(env, now: dt.datetime) -> str | None:
 
 def execute_rolls(session, timeout: float = 30.0) -> dict:
     now = session.now()
-    waiting = run_under_review(session.env, now)
+    waiting = run_under_review(session, now)
     if waiting:
         raise TargetError(f"roll execute refused: {waiting}")
     run_id = record_roll_run(session, now.date(), now)

@@ -22,6 +22,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.entries import expiry_entry
 from tradeledger.engine.accounting.holdings import known_contracts, load_holdings, save_marks
@@ -48,13 +49,14 @@ def last_trading_day(config: TradingConfig, code: str, known: dict) -> dt.date |
     return cal.find(instrument.schedule, code, known).last_trade
 
 
-def expired_held(engine, ledger, chart, config: TradingConfig, today: dt.date) -> list[tuple[str, dt.date]]:
+def expired_held(ctx: Context, today: dt.date) -> list[tuple[str, dt.date]]:
     """(contract, last trading day) of every future the ledger holds whose last trading day has passed."""
+    engine = ctx.engine
     with read_connection(engine) as conn:
         known = overrides(conn)
     result = []
-    for code in futures_held(engine, ledger, chart):
-        last = last_trading_day(config, code, known)
+    for code in futures_held(ctx):
+        last = last_trading_day(ctx.config, code, known)
         if last is not None and last < today:
             result.append((code, last))
     return result
@@ -72,13 +74,15 @@ def missing_key(account: str, code: str) -> str:
     return dedupe_key(ExceptionKind.MISSING_FINAL_SETTLEMENT, account, code)
 
 
-def settle_expired(engine, ledger, chart, config: TradingConfig, broker_codes: set[str] | None,
+def settle_expired(ctx: Context, broker_codes: set[str] | None,
                    today: dt.date, now: dt.datetime) -> ExpiryReport:
     """Book the final settlement of every expired contract the broker no longer shows
     (`broker_codes`: contracts with a non-zero position at the broker; None: not asked)."""
+    engine, ledger, chart = ctx.engine, ctx.ledger, ctx.chart
+
     report = ExpiryReport()
     contracts = None
-    for code, last in expired_held(engine, ledger, chart, config, today):
+    for code, last in expired_held(ctx, today):
         if broker_codes is None or code in broker_codes:
             report.still_at_broker.append(code)
             continue
@@ -94,7 +98,7 @@ def settle_expired(engine, ledger, chart, config: TradingConfig, broker_codes: s
                 continue
             contracts = contracts or known_contracts(ledger, conn)
             contract = contracts[code]
-            holdings = load_holdings(conn, ledger, chart, contract)
+            holdings = load_holdings(conn, ctx.books, contract)
             when = dt.datetime.combine(last, dt.time(23, 0), tzinfo=dt.timezone.utc)
             txn, after = expiry_entry(chart, contract, last, min(when, now), price, holdings)
             if txn is None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from tradeledger.engine.context import Context
 from tradeledger.broker.base import BrokerError, Contract
 from tradeledger.engine.futures import calendar as cal
 from tradeledger.engine.futures.state import old_and_new
@@ -89,10 +90,10 @@ def codes_to_price(instrument: Instrument, on: dt.date, held: set[str], known: d
     return codes
 
 
-def _held_codes(env, config: TradingConfig) -> dict[str, set[str]]:
+def _held_codes(ctx: Context, config: TradingConfig) -> dict[str, set[str]]:
     """instrument -> contract codes held by anyone (the ledger's positions)."""
     result: dict[str, set[str]] = {}
-    for (_account, code), units in env.ledger.positions(prefix=env.chart.root).items():
+    for (_account, code), units in ctx.ledger.positions(prefix=ctx.chart.root).items():
         instrument = instrument_of_contract(config, code)
         if units and instrument is not None and instrument.is_future:
             result.setdefault(instrument.name, set()).add(code)
@@ -116,7 +117,7 @@ def refresh_contract_details(session, names=(), now: dt.datetime | None = None) 
                 continue
             rows.append({"instrument": instrument.name, "code": code, "last_trade_date": listed.last_trade_date,
                          "real_expiration": listed.real_expiration, "con_id": listed.contract.con_id or None})
-    return store_contract_details(session.env, rows, now=now) if rows else []
+    return store_contract_details(session, rows, now=now) if rows else []
 
 
 def fetch_bars(session, names=(), days: int = DEFAULT_DAYS, on: dt.date | None = None,
@@ -125,7 +126,7 @@ def fetch_bars(session, names=(), days: int = DEFAULT_DAYS, on: dt.date | None =
     of every contract that matters on `on` (default: the session's today), stored (see above)."""
     if isinstance(days, bool) or not isinstance(days, int) or days < 1:
         raise ConfigError(f"--days must be a whole number of days >= 1, not {days!r}")
-    env, config = session.env, session.config
+    env, config = session, session.config
     now = now or session.now()
     on = on or now.date()
     report = FetchReport()
@@ -175,4 +176,4 @@ def contracts_with_refresh(session, name: str, on: dt.date, count: int, refresh:
     from tradeledger.engine.futures.status import contracts
 
     differences = refresh_contract_details(session, [name]) if refresh else []
-    return contracts(session.env, name, on, count), differences
+    return contracts(session, name, on, count), differences

@@ -15,15 +15,17 @@ import datetime as dt
 
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.engine import tables
 from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled
 
 
-def check_spreads(engine, broker, now: dt.datetime) -> list[str]:
+def check_spreads(ctx: Context, broker, now: dt.datetime) -> list[str]:
     """Close out spread orders the broker finished with unequal legs; returns their order refs.
     `broker` may be a callable returning it (asked only when a spread is open)."""
+    engine = ctx.engine
     o, legs_t = tables.broker_order, tables.order_leg
     with read_connection(engine) as conn:
         open_spreads = conn.execute(sa.select(o).where(o.c.state.in_(("sent", "partial")), o.c.id.in_(

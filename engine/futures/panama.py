@@ -37,6 +37,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.engine import tables
 from tradeledger.engine.futures import calendar as cal
 from tradeledger.errors import UnknownName, UserError
@@ -117,7 +118,7 @@ def segments_for(instrument, start: dt.date, end: dt.date, used: dict[str, dt.da
     return result
 
 
-def rebuild(env, config, name: str, conn) -> list[AdjustedRow]:  # env: unused, kept for callers
+def rebuild(ctx: Context, config, name: str, conn) -> list[AdjustedRow]:  # env: unused, kept for callers
     """Recompute and store instrument `name`'s adjusted series from its contract closes."""
     instrument = config.instruments[name]
     bar, event, adj = tables.contract_bar, tables.roll_event, tables.adjusted_price
@@ -143,17 +144,17 @@ def rebuild(env, config, name: str, conn) -> list[AdjustedRow]:  # env: unused, 
     return rows
 
 
-def rebuild_series(env, name: str) -> list[AdjustedRow]:
+def rebuild_series(ctx: Context, name: str) -> list[AdjustedRow]:
     """`rebuild` in its own transaction, for the command line."""
     from tradeledger.engine.targets.prices import trading_config
 
-    config = trading_config(env)
+    config = trading_config(ctx)
     if name in config.instruments and not config.instruments[name].is_future:
         raise SeriesError(f"{name} is a {config.instruments[name].type}: only a future has a back-adjusted series")
     if name not in config.instruments:
         raise UnknownName("future", name, [n for n, i in config.instruments.items() if i.is_future])
-    with env.engine.begin() as conn:
-        return rebuild(env, config, name, conn)
+    with ctx.engine.begin() as conn:
+        return rebuild(ctx, config, name, conn)
 
 
 def _used(conn, name: str) -> dict[str, dt.date]:

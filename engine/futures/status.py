@@ -21,6 +21,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.engine import tables
 from tradeledger.engine.futures import calendar as cal
 from tradeledger.engine.futures.exposure import held_by_instrument, instrument_index
@@ -46,24 +47,24 @@ def _future(config, name: str):
     return instrument
 
 
-def _holders(env, config) -> dict[tuple, dict[str, Decimal]]:
+def _holders(ctx: Context, config) -> dict[tuple, dict[str, Decimal]]:
     """(holder, instrument) -> {contract: units}; holder is the strategy component or 'unattributed'."""
     positions = {}
-    for (account, code), units in env.ledger.positions(prefix=env.chart.root).items():
-        holder = holder_of(env.chart, account)
+    for (account, code), units in ctx.ledger.positions(prefix=ctx.chart.root).items():
+        holder = holder_of(ctx.chart, account)
         if holder is not False:
             positions[(holder or "unattributed", code)] = units
     return held_by_instrument(positions, instrument_index(config))
 
 
-def contracts(env, name: str, on: dt.date, count: int = 6) -> list[dict]:
-    config = trading_config(env)
+def contracts(ctx: Context, name: str, on: dt.date, count: int = 6) -> list[dict]:
+    config = trading_config(ctx)
     instrument = _future(config, name)
-    with read_connection(env.engine) as conn:
+    with read_connection(ctx.engine) as conn:
         known = overrides(conn, instrument)
         details = {r.code: r for r in conn.execute(sa.select(tables.contract_detail).where(
             tables.contract_detail.c.instrument == name))}
-    held = _holders(env, config)
+    held = _holders(ctx, config)
     holders_of: dict[str, list[str]] = {}
     for (holder, inst), by_code in held.items():
         if inst == name:
@@ -107,11 +108,11 @@ class RollStatus:
                 "held": {h: {c: str(u) for c, u in by.items()} for h, by in self.held.items()}}
 
 
-def roll_status(env, on: dt.date, now: dt.datetime | None = None) -> list[RollStatus]:
-    config = trading_config(env)
-    held = _holders(env, config)
+def roll_status(ctx: Context, on: dt.date, now: dt.datetime | None = None) -> list[RollStatus]:
+    config = trading_config(ctx)
+    held = _holders(ctx, config)
     result = []
-    with env.engine.begin() as conn:
+    with ctx.engine.begin() as conn:
         pinned, known = pinned_states(conn), overrides(conn)
         for name, instrument in sorted(config.instruments.items()):
             if not instrument.is_future:
@@ -132,14 +133,14 @@ def roll_status(env, on: dt.date, now: dt.datetime | None = None) -> list[RollSt
     return result
 
 
-def set_roll_state(env, name: str, state: str, who: str, note: str = "", now: dt.datetime | None = None) -> str:
+def set_roll_state(ctx: Context, name: str, state: str, who: str, note: str = "", now: dt.datetime | None = None) -> str:
     """Pin `state` for instrument `name`; `auto` gives it back to the calendar. Returns the state."""
-    config = trading_config(env)
+    config = trading_config(ctx)
     _future(config, name)
     if state != "auto" and state not in STATES:
         raise ValueError(f"roll state must be one of {', '.join(STATES)} or auto, not {state!r}")
     t = tables.roll_state
-    with env.engine.begin() as conn:
+    with ctx.engine.begin() as conn:
         conn.execute(t.delete().where(t.c.instrument == name))
         if state != "auto":
             conn.execute(t.insert().values(instrument=name, state=state, set_by=who,
@@ -147,14 +148,14 @@ def set_roll_state(env, name: str, state: str, who: str, note: str = "", now: dt
     return state
 
 
-def store_contract_details(env, rows: list[dict], source: str = "ib", now: dt.datetime | None = None) -> list[str]:
+def store_contract_details(ctx: Context, rows: list[dict], source: str = "ib", now: dt.datetime | None = None) -> list[str]:
     """Store the broker's dates per contract (rows: instrument, code, last_trade_date (YYYYMMDD or
     ISO), real_expiration, con_id); returns the differences from the rule, one line each."""
-    config = trading_config(env)
+    config = trading_config(ctx)
     now = now or dt.datetime.now(UTC)
     t = tables.contract_detail
     differences = []
-    with env.engine.begin() as conn:
+    with ctx.engine.begin() as conn:
         for row in rows:
             instrument = _future(config, row["instrument"])
             last = _iso(row.get("last_trade_date"))

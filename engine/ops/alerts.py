@@ -39,7 +39,8 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from tradeledger.engine.setup.environment import ConfigError, Environment
+from tradeledger.engine.context import Context
+from tradeledger.engine.setup.environment import ConfigError
 from tradeledger.engine.trust.exceptions import SEVERITIES, list_exceptions, open_counts
 from tradeledger.engine.tables import alert_outbox
 from tradeledger.ledger import db
@@ -253,9 +254,10 @@ class Delivery:
     waiting: int  # due but held back by the rate limit, or not yet due after a failure
 
 
-def deliver(engine, config: AlertConfig, now: dt.datetime, send: Sender = apprise_send,
+def deliver(ctx: Context, config: AlertConfig, now: dt.datetime, send: Sender = apprise_send,
             logger: logging.Logger = log) -> Delivery:
     """Send what is due, within the rate limit; each outcome recorded in its own transaction."""
+    engine = ctx.engine
     t = alert_outbox
     channels = config.channels
     with engine.begin() as conn:  # rows of channels no longer configured are dropped
@@ -294,35 +296,35 @@ def deliver(engine, config: AlertConfig, now: dt.datetime, send: Sender = appris
 
 # -- the daemon's job ------------------------------------------------------------------------------
 
-def collect(env: Environment, config: AlertConfig, now: dt.datetime) -> list[Alert]:
+def collect(ctx: Context, config: AlertConfig, now: dt.datetime) -> list[Alert]:
     """What the trader must hear of now: open exceptions as configured, the day's summary when due."""
     from tradeledger.engine.trust.reconcile import last_reconciliation
 
-    with db.read_connection(env.engine) as conn:
+    with db.read_connection(ctx.engine) as conn:
         exceptions = list_exceptions(conn, "open")
-        found = alerts_for(exceptions, config.min_severity, env.settings.env)
+        found = alerts_for(exceptions, config.min_severity, ctx.settings.env)
         day = summary_due(now, config.summary_time)
         if day is not None:
             kinds: dict[str, int] = {}
             for e in exceptions:
                 kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
             start = dt.datetime.combine(day, dt.time(0), tzinfo=UTC)
-            pnl = pnl_by_strategy(env.ledger.income(since=start, conn=conn))
-            found.append(summary_alert(env.settings.env, day, pnl, open_counts(conn), kinds,
+            pnl = pnl_by_strategy(ctx.ledger.income(since=start, conn=conn))
+            found.append(summary_alert(ctx.settings.env, day, pnl, open_counts(conn), kinds,
                                        last_reconciliation(conn)))
     return found
 
 
-def run_alerts(env: Environment, now: dt.datetime | None = None, send: Sender = apprise_send,
+def run_alerts(ctx: Context, now: dt.datetime | None = None, send: Sender = apprise_send,
                logger: logging.Logger = log, config: AlertConfig | None = None) -> str:
     """Collect, enqueue (one transaction), deliver; a one-line result. Sending never raises."""
     now = now or dt.datetime.now(UTC)
-    config = config or parse_alert_config(env.settings.raw)
+    config = config or parse_alert_config(ctx.settings.raw)
     if not config.urls:
         return "no alert channels configured"
-    alerts = collect(env, config, now)
-    with env.engine.begin() as conn:
+    alerts = collect(ctx, config, now)
+    with ctx.engine.begin() as conn:
         new = enqueue(conn, alerts, list(config.channels), now)
-    result = deliver(env.engine, config, now, send, logger)
+    result = deliver(ctx, config, now, send, logger)
     return (f"{new} new, {result.sent} sent, {result.failed} failed (will retry), {result.given_up} given up, "
             f"{result.waiting} waiting")

@@ -53,9 +53,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.engine.setup.environment import (
     ConfigError,
-    Environment,
     default_db_url,
     open_environment,
     resolve_home,
@@ -169,13 +169,13 @@ class RestoreResult:
 
 # -- reading one snapshot --------------------------------------------------------------------------
 
-def _figures(env: Environment, conn) -> dict:
+def _figures(ctx: Context, conn) -> dict:
     t = schema.txn
     return {
         "transactions": int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar()),
         "postings": int(conn.execute(sa.select(sa.func.count()).select_from(schema.posting)).scalar()),
         "last_txn_id": conn.execute(sa.select(sa.func.max(t.c.id))).scalar(),
-        "balances_digest": balances_digest(env.ledger.balances(conn=conn)),
+        "balances_digest": balances_digest(ctx.ledger.balances(conn=conn)),
         "schema_revision": conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar(),
     }
 
@@ -188,10 +188,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _copy_sqlite(env: Environment, target: Path, while_pinned: Callable[[], None] | None) -> dict:
+def _copy_sqlite(ctx: Context, target: Path, while_pinned: Callable[[], None] | None) -> dict:
     """The backup API through a connection whose read transaction pins one snapshot."""
-    with db.read_connection(env.engine) as conn, conn.begin():
-        figures = _figures(env, conn)  # the first read pins the WAL snapshot
+    with db.read_connection(ctx.engine) as conn, conn.begin():
+        figures = _figures(ctx, conn)  # the first read pins the WAL snapshot
         if while_pinned is not None:
             while_pinned()
         destination = sqlite3.connect(target)
@@ -226,12 +226,12 @@ def _run(command: list[str], env: dict, what: str) -> None:
         raise BackupError(f"{what} failed: {command[0]}: {reason}")
 
 
-def _dump_pg(env: Environment, target: Path, while_pinned: Callable[[], None] | None) -> tuple[dict, str | None]:
+def _dump_pg(ctx: Context, target: Path, while_pinned: Callable[[], None] | None) -> tuple[dict, str | None]:
     """pg_dump of the snapshot a REPEATABLE READ transaction exports, with that snapshot's figures."""
-    libpq, pg_schema = _pg_env(env.engine.url)
-    with env.engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
+    libpq, pg_schema = _pg_env(ctx.engine.url)
+    with ctx.engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
         snapshot = conn.execute(sa.text("SELECT pg_export_snapshot()")).scalar()
-        figures = _figures(env, conn)
+        figures = _figures(ctx, conn)
         if while_pinned is not None:
             while_pinned()
         command = ["pg_dump", "--format=custom", "--no-owner", "--no-acl", f"--snapshot={snapshot}",
@@ -242,15 +242,15 @@ def _dump_pg(env: Environment, target: Path, while_pinned: Callable[[], None] | 
 
 # -- backup ----------------------------------------------------------------------------------------
 
-def default_backup_dir(env: Environment) -> Path:
-    return env.dir / parse_backup_config(env.settings.raw).dir
+def default_backup_dir(ctx: Context) -> Path:
+    return ctx.dir / parse_backup_config(ctx.settings.raw).dir
 
 
-def backup_name(env: Environment, now: dt.datetime) -> str:
-    return f"tradeledger-{env.settings.env}-{env.settings.account}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}.tar.gz"
+def backup_name(ctx: Context, now: dt.datetime) -> str:
+    return f"tradeledger-{ctx.settings.env}-{ctx.settings.account}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}.tar.gz"
 
 
-def take_backup(env: Environment, out: Path | None = None, now: dt.datetime | None = None,
+def take_backup(ctx: Context, out: Path | None = None, now: dt.datetime | None = None,
                 while_pinned: Callable[[], None] | None = None) -> BackupResult:
     """One consistent online copy of the environment in one file (written atomically, mode 0600).
 
@@ -258,30 +258,30 @@ def take_backup(env: Environment, out: Path | None = None, now: dt.datetime | No
     """
     now = now or dt.datetime.now(UTC)
     if out is None:
-        folder = default_backup_dir(env)
-        out, n = folder / backup_name(env, now), 1
+        folder = default_backup_dir(ctx)
+        out, n = folder / backup_name(ctx, now), 1
         while out.exists():
-            out, n = folder / backup_name(env, now).replace(".tar.gz", f"-{n}.tar.gz"), n + 1
+            out, n = folder / backup_name(ctx, now).replace(".tar.gz", f"-{n}.tar.gz"), n + 1
     out = Path(out)
     if out.exists() and out.is_dir():
         raise BackupError(f"{out} is a directory: give a file name")
     out.parent.mkdir(parents=True, exist_ok=True)
-    backend = env.engine.dialect.name
+    backend = ctx.engine.dialect.name
     with tempfile.TemporaryDirectory(prefix="tl-backup-", dir=out.parent) as tmp:
         work = Path(tmp)
         os.chmod(work, 0o700)
         if backend == "sqlite":
             member, pg_schema = "database.sqlite", None
-            figures = _copy_sqlite(env, work / member, while_pinned)
+            figures = _copy_sqlite(ctx, work / member, while_pinned)
         elif backend == "postgresql":
             member = "database.pgdump"
-            figures, pg_schema = _dump_pg(env, work / member, while_pinned)
+            figures, pg_schema = _dump_pg(ctx, work / member, while_pinned)
         else:
             raise BackupError(f"cannot back up a {backend} database")
-        shutil.copyfile(env.config_path, work / "config.toml")
+        shutil.copyfile(ctx.config_path, work / "config.toml")
         members = [member, "config.toml"]
-        sim = env.dir / "sim.db"
-        if env.settings.broker == "sim" and sim.exists():
+        sim = ctx.dir / "sim.db"
+        if ctx.settings.broker == "sim" and sim.exists():
             source, destination = sqlite3.connect(sim), sqlite3.connect(work / "sim.db")
             try:
                 source.backup(destination)
@@ -289,11 +289,11 @@ def take_backup(env: Environment, out: Path | None = None, now: dt.datetime | No
                 source.close()
                 destination.close()
             members.append("sim.db")
-        meta = db.read_meta(env.engine)
+        meta = db.read_meta(ctx.engine)
         manifest = Manifest(
-            format=FORMAT, created_at=now.astimezone(UTC).isoformat(), environment=env.settings.env,
-            broker_account=env.settings.account, broker=env.settings.broker,
-            base_currency=meta.get("base_currency", env.settings.base_currency), backend=backend,
+            format=FORMAT, created_at=now.astimezone(UTC).isoformat(), environment=ctx.settings.env,
+            broker_account=ctx.settings.account, broker=ctx.settings.broker,
+            base_currency=meta.get("base_currency", ctx.settings.base_currency), backend=backend,
             pg_schema=pg_schema, files={m: _sha256(work / m) for m in members}, **figures)
         (work / "manifest.json").write_text(json.dumps(manifest.as_json(), indent=2) + "\n", encoding="utf-8")
         partial = work / "backup.tar.gz"
@@ -308,12 +308,12 @@ def take_backup(env: Environment, out: Path | None = None, now: dt.datetime | No
     return BackupResult(out, manifest, out.stat().st_size)
 
 
-def daily_backup(env: Environment, now: dt.datetime | None = None) -> str:
+def daily_backup(ctx: Context, now: dt.datetime | None = None) -> str:
     """The daemon's job: a backup into the backup folder, then retention; a one-line result."""
-    config = parse_backup_config(env.settings.raw)
-    result = take_backup(env, now=now)
+    config = parse_backup_config(ctx.settings.raw)
+    result = take_backup(ctx, now=now)
     folder = result.path.parent
-    removed = prune([p.name for p in folder.iterdir()], env.settings.env, config.keep)
+    removed = prune([p.name for p in folder.iterdir()], ctx.settings.env, config.keep)
     for name in removed:
         (folder / name).unlink(missing_ok=True)
     return (f"backup {result.path.name} ({result.manifest.transactions} entries, {result.size} bytes)"
@@ -408,29 +408,29 @@ def _sqlite_path(url: str) -> Path:
     return Path(parsed.database)
 
 
-def _no_daemon(env: Environment) -> None:
+def _no_daemon(ctx: Context) -> None:
     """The restored copy has no daemon: no lease, and a heartbeat that says stopped."""
     from tradeledger.engine.tables import daemon_heartbeat, daemon_lease
 
-    with env.engine.begin() as conn:
+    with ctx.engine.begin() as conn:
         conn.execute(daemon_lease.delete())
         conn.execute(daemon_heartbeat.update().values(state="stopped"))
 
 
-def verify(env: Environment, manifest: Manifest) -> tuple[list[str], str, int]:
+def verify(ctx: Context, manifest: Manifest) -> tuple[list[str], str, int]:
     """Problems of a restored ledger against its manifest (empty: verified), its digest, entries checked."""
     problems = []
-    with db.read_connection(env.engine) as conn, conn.begin():
-        if env.engine.dialect.name == "sqlite":
+    with db.read_connection(ctx.engine) as conn, conn.begin():
+        if ctx.engine.dialect.name == "sqlite":
             integrity = conn.exec_driver_sql("PRAGMA integrity_check").scalar()
             if integrity != "ok":
                 problems.append(f"SQLite integrity check: {integrity}")
-        figures = _figures(env, conn)
+        figures = _figures(ctx, conn)
     for key in ("schema_revision", "transactions", "postings", "last_txn_id", "balances_digest"):
         if figures[key] != getattr(manifest, key):
             problems.append(f"{key} is {figures[key]}, the manifest says {getattr(manifest, key)}")
-    export_beancount(env.ledger, env.ledger_path, operating_currency=env.settings.base_currency)
-    result = check_export(env.ledger, env.ledger_path)
+    export_beancount(ctx.ledger, ctx.ledger_path, operating_currency=ctx.settings.base_currency)
+    result = check_export(ctx.ledger, ctx.ledger_path)
     problems += [f"beancount: {e}" for e in result.errors[:3]]
     problems += [f"beancount balance differs: {a} {c}: ledger {o}, beancount {b}"
                  for a, c, o, b in result.differences[:3]]

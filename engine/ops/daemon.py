@@ -42,10 +42,11 @@ from logging.handlers import RotatingFileHandler
 
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.engine.ops import jobs as daemon_jobs
 from tradeledger.engine.ops.resilience import Fatal, is_database_failure, is_transient, reason, retrying
 from tradeledger.engine.ops.jobs import DaemonConfig, parse_daemon_config
-from tradeledger.engine.setup.environment import Environment, check_apart
+from tradeledger.engine.setup.environment import check_apart
 from tradeledger.engine.setup.session import Session
 from tradeledger.engine.tables import daemon_heartbeat, daemon_lease
 from tradeledger.ledger import db
@@ -66,8 +67,9 @@ def wall_now() -> dt.datetime:
 
 # -- lease and heartbeat (each call one transaction) -------------------------------------------
 
-def acquire_lease(engine, env: str, owner: str, now: dt.datetime, seconds: int) -> None:
+def acquire_lease(ctx: Context, owner: str, now: dt.datetime, seconds: int) -> None:
     """Take the environment's lease, or take over an expired one; refuse a live holder."""
+    engine, env = ctx.engine, ctx.name
     expires = fmt_ts(now + dt.timedelta(seconds=seconds))
     pid, host = os.getpid(), socket.gethostname()
     try:
@@ -90,21 +92,24 @@ def acquire_lease(engine, env: str, owner: str, now: dt.datetime, seconds: int) 
         raise DaemonAlreadyRunning(f"another daemon took the {env} environment's lease just now") from None
 
 
-def renew_lease(engine, env: str, owner: str, now: dt.datetime, seconds: int) -> bool:
+def renew_lease(ctx: Context, owner: str, now: dt.datetime, seconds: int) -> bool:
     """Extend our lease; False when it is no longer ours (taken over after it expired)."""
+    engine, env = ctx.engine, ctx.name
     with engine.begin() as conn:
         result = conn.execute(daemon_lease.update().where(daemon_lease.c.env == env, daemon_lease.c.owner == owner)
                               .values(expires_at=fmt_ts(now + dt.timedelta(seconds=seconds))))
         return result.rowcount == 1
 
 
-def release_lease(engine, env: str, owner: str) -> None:
+def release_lease(ctx: Context, owner: str) -> None:
+    engine, env = ctx.engine, ctx.name
     with engine.begin() as conn:
         conn.execute(daemon_lease.delete().where(daemon_lease.c.env == env, daemon_lease.c.owner == owner))
 
 
-def write_heartbeat(engine, env: str, owner: str, started: dt.datetime, now: dt.datetime,
+def write_heartbeat(ctx: Context, owner: str, started: dt.datetime, now: dt.datetime,
                     last_job: str | None = None, last_result: str | None = None, state: str = "running") -> None:
+    engine, env = ctx.engine, ctx.name
     values = dict(pid=os.getpid(), owner=owner, started_at=fmt_ts(started), at=fmt_ts(now), state=state)
     if last_job is not None:
         values |= dict(last_job=last_job, last_result=(last_result or "")[:2000])
@@ -129,10 +134,10 @@ class _Redact(logging.Filter):
         return True
 
 
-def setup_logging(env: Environment, config: DaemonConfig) -> logging.Logger:
-    path = daemon_jobs.log_path(env.dir, config)
+def setup_logging(ctx: Context, config: DaemonConfig) -> logging.Logger:
+    path = daemon_jobs.log_path(ctx.dir, config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    logger = logging.getLogger(f"tradeledger.daemon.{env.settings.env}")
+    logger = logging.getLogger(f"tradeledger.daemon.{ctx.settings.env}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
     target = os.path.abspath(path)
@@ -170,7 +175,7 @@ class JobResult:
 
 @dataclass
 class Daemon:
-    env: Environment
+    env: Context
     config: DaemonConfig = None  # type: ignore[assignment]
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
     clock: object = wall_now
@@ -231,9 +236,9 @@ class Daemon:
             conn, ex.dedupe_key(ex.ExceptionKind.JOB_FAILED, "database"), "daemon", "the database has answered again"))
 
     def acquire(self) -> None:
-        self._retrying(lambda: acquire_lease(self.env.engine, self.name, self.owner, self.clock(),
+        self._retrying(lambda: acquire_lease(self.env, self.owner, self.clock(),
                                              self.config.lease_seconds), "taking the lease")
-        self._retrying(lambda: write_heartbeat(self.env.engine, self.name, self.owner, self.started, self.clock()),
+        self._retrying(lambda: write_heartbeat(self.env, self.owner, self.started, self.clock()),
                        "heartbeat")
         safe_url = self.env.engine.url.render_as_string(hide_password=True)
         self.log.info("daemon started for %s (account %s, database %s), lease %s",
@@ -242,8 +247,8 @@ class Daemon:
     def release(self) -> None:
         try:
             self._flush_outbox()
-            write_heartbeat(self.env.engine, self.name, self.owner, self.started, self.clock(), state="stopped")
-            release_lease(self.env.engine, self.name, self.owner)
+            write_heartbeat(self.env, self.owner, self.started, self.clock(), state="stopped")
+            release_lease(self.env, self.owner)
         except Exception as exc:  # noqa: BLE001 - the lease then simply expires
             self.log.error("could not release the lease (it expires by itself): %s", reason(exc))
         finally:
@@ -280,7 +285,7 @@ class Daemon:
             self.results.append(result)
             del self.results[:-100]
             try:
-                self._retrying(lambda: write_heartbeat(self.env.engine, self.name, self.owner, self.started,
+                self._retrying(lambda: write_heartbeat(self.env, self.owner, self.started,
                                                        self.clock(), name, result.result), "heartbeat",
                                budget=self.config.heartbeat_seconds)
             except Exception as exc:  # noqa: BLE001 - the heartbeat loop writes it again
@@ -413,14 +418,14 @@ class Daemon:
 
     def beat(self) -> None:
         """Renew the lease, check the schema, write the heartbeat, record what waited: one beat."""
-        if not renew_lease(self.env.engine, self.name, self.owner, self.clock(), self.config.lease_seconds):
+        if not renew_lease(self.env, self.owner, self.clock(), self.config.lease_seconds):
             raise Fatal("the lease was lost to another daemon (this one was cut off longer than "
                         f"lease_seconds = {self.config.lease_seconds}): stopping so that only one runs")
         try:
             db.check_schema(self.env.engine)
         except db.DatabaseError as exc:
             raise Fatal(f"the database schema changed under the daemon: {exc}") from None
-        write_heartbeat(self.env.engine, self.name, self.owner, self.started, self.clock())
+        write_heartbeat(self.env, self.owner, self.started, self.clock())
         self._flush_outbox()
         self._database_quiet()
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.engine import tables
 from tradeledger.errors import UserError
 from tradeledger.ledger.bulk import Imported
@@ -30,9 +31,9 @@ from tradeledger.ledger.numbers import from_scaled, jsonable, to_scaled
 from tradeledger.ledger.store import Commodity, parse_ts
 
 
-def export_entries(env, path: Path) -> tuple[int, int]:
+def export_entries(ctx: Context, path: Path) -> tuple[int, int]:
     """Write the ledger to `path`; returns (accounts, entries) written."""
-    ledger = env.ledger
+    ledger = ctx.ledger
     path = Path(path)
     originals = ledger.reversed_originals()
     temporary = path.with_name(f".{path.name}.tmp")
@@ -43,7 +44,7 @@ def export_entries(env, path: Path) -> tuple[int, int]:
             out.write(account_line(account) + "\n")
         for c in ledger.commodities():
             out.write(commodity_line(c.name, c.kind, c.currency, c.multiplier, c.first_date) + "\n")
-        with read_connection(env.engine) as conn:
+        with read_connection(ctx.engine) as conn:
             for r in conn.execute(sa.select(tables.position_mark).order_by(tables.position_mark.c.contract,
                                                                              tables.position_mark.c.holder)):
                 out.write(json.dumps({"mark": {"holder": r.holder, "contract": r.contract,
@@ -63,7 +64,7 @@ def export_entries(env, path: Path) -> tuple[int, int]:
     return len(accounts), entries
 
 
-def import_entries(env, path: Path) -> Imported:
+def import_entries(ctx: Context, path: Path) -> Imported:
     """Book every entry of a JSON-lines file (see the module's docstring)."""
     path = Path(path)
     try:
@@ -74,7 +75,7 @@ def import_entries(env, path: Path) -> Imported:
         expected = sum(1 for _ in handle)  # lines, about the entries: decides whether indexes are rebuilt
         handle.seek(0)
         source = EntriesFile(handle, name=str(path), directives=("mark",))
-        ledger = env.ledger
+        ledger = ctx.ledger
         marks = [_mark(source, number, m) for number, m in source.directives["mark"]]
 
         def open_all(conn) -> None:

@@ -36,7 +36,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import sqlalchemy as sa
 
-from tradeledger.engine.setup.environment import ConfigError, Environment
+from tradeledger.engine.context import Context
+from tradeledger.engine.setup.environment import ConfigError
 from tradeledger.engine.tables import alert_outbox, daemon_heartbeat, daemon_lease, reconciliation, tl_exception
 from tradeledger.ledger import db, schema
 from tradeledger.ledger.store import parse_ts
@@ -109,7 +110,7 @@ def latest_jobs(results) -> list[JobState]:
 class Probe:
     """What the endpoint reads: the database, and the daemon it runs in (if any)."""
 
-    def __init__(self, env: Environment, daemon=None, clock=lambda: dt.datetime.now(UTC)):
+    def __init__(self, env: Context, daemon=None, clock=lambda: dt.datetime.now(UTC)):
         self.env, self.daemon, self.clock = env, daemon, clock
 
     def _rows(self, conn) -> tuple[dict | None, dict | None]:

@@ -146,8 +146,8 @@ def log_path(env_dir: Path, config: DaemonConfig) -> Path:
 def fill_sync(session: Session) -> str:
     from tradeledger.engine.trading.fills import sync_fills
 
-    env = session.env
-    report = sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    env = session
+    report = sync_fills(env, session.broker)
     return (f"{len(report.booked)} fills booked, {len(report.commissions)} late commissions, {report.replays} "
             f"replays, {len(report.unattributed)} unattributed, {len(report.pending_commissions)} pending")
 
@@ -158,10 +158,10 @@ def settle(session: Session, exchange: str) -> str:
     from tradeledger.engine.accounting.holdings import known_contracts
     from tradeledger.engine.trading.marking import futures_held, mark_day, settlement_prices
 
-    env, config = session.env, session.config
+    env, config = session, session.config
     now = session.now()
     contracts = known_contracts(env.ledger)
-    held = futures_held(env.engine, env.ledger, env.chart)
+    held = futures_held(env)
 
     def exchange_of(code: str) -> str:
         instrument = instrument_of_contract(config, code)
@@ -170,9 +170,9 @@ def settle(session: Session, exchange: str) -> str:
     mine = [c for c in held if exchange_of(c) == exchange]
     if not mine:
         return f"no {exchange} futures held"
-    prices = {c: p for c, p in settlement_prices(env.engine, now.date()).items() if c in mine}
+    prices = {c: p for c, p in settlement_prices(env, now.date()).items() if c in mine}
     # mark_day walks every held future: the other exchanges' come back as "missing", ignored here.
-    booked, missing = mark_day(env.engine, env.ledger, env.chart, {c: contracts[c] for c in mine}, now.date(),
+    booked, missing = mark_day(env, {c: contracts[c] for c in mine}, now.date(),
                                prices, now)
     missing = [c for c in missing if c in mine]
     if missing:
@@ -217,8 +217,8 @@ def data_update(session: Session, csv: str | None, fetch: bool = False, days: in
         done.append(f"fetched {fetch_bars(session, days=days)}")
     if csv:
         path = Path(csv).expanduser()
-        path = path if path.is_absolute() else session.env.dir / path
-        report = import_prices_csv(session.env, path, replace=True)
+        path = path if path.is_absolute() else session.dir / path
+        report = import_prices_csv(session, path, replace=True)
         done.append(f"imported {path.name}: {report}")
     return "; ".join(done)
 
@@ -227,7 +227,7 @@ def targets(session: Session) -> str:
     from tradeledger.engine.targets.runs import compute_run
 
     now = session.now()
-    run_id = compute_run(session.env, now.date(), now)
+    run_id = compute_run(session, now.date(), now)
     return f"target run {run_id} computed, pending review"
 
 
@@ -235,7 +235,7 @@ def verify(session: Session) -> str:
     """The database verified (ledger/verify.py): a finding fails the job, so it is raised."""
     from tradeledger.engine.accounting.holdings import verify_books
 
-    result = verify_books(session.env.ledger, session.env.chart)
+    result = verify_books(session.ledger, session.chart)
     if not result.ok:
         shown = "; ".join(f"{f.check}: {f.detail}" for f in result.findings[:3])
         raise RuntimeError(f"the database fails verification ({len(result.findings)} findings): {shown}; "
@@ -250,13 +250,13 @@ def run(session: Session, config: DaemonConfig, name: str) -> str:
     """Run one job; after a job that books (or brings prices), rewrite the beancount export so an
     open Fava shows it (Fava reloads the file when it changes; the write is atomic)."""
     books = name in BOOKING_JOBS or name.startswith("settle:")
-    before = session.env.ledger.count() if books else None
+    before = session.ledger.count() if books else None
     result = _run(session, config, name)
-    if books and (name in ("data_update",) or name.startswith("settle:") or session.env.ledger.count() != before
-                  or not session.env.ledger_path.exists()):
+    if books and (name in ("data_update",) or name.startswith("settle:") or session.ledger.count() != before
+                  or not session.ledger_path.exists()):
         from tradeledger.engine.accounting.export import export_ledger
 
-        export_ledger(session.env, session.config)
+        export_ledger(session, session.config)
         result += "; export rewritten"
     return result
 
@@ -279,9 +279,9 @@ def _run(session: Session, config: DaemonConfig, name: str) -> str:
     if name == "backup":
         from tradeledger.engine.ops.backup import daily_backup
 
-        return daily_backup(session.env)
+        return daily_backup(session)
     if name == "alerts":
         from tradeledger.engine.ops.alerts import run_alerts
 
-        return run_alerts(session.env)
+        return run_alerts(session)
     raise ConfigError(f"unknown daemon job {name!r}")

@@ -249,16 +249,16 @@ def _import_day(session: Session, history: History, day: dt.date) -> None:
     closes = "date,instrument,close\n" + "".join(f"{day.isoformat()},{n},{s[day]}\n" for n, s in history.closes.items())
     fx = "date,currency,rate\n" + "".join(f"{day.isoformat()},{c},{s[day]}\n" for c, s in history.fx.items())
     for text in (closes, fx, contract_closes_csv(session, history, [day])):
-        parsed = prices.parse_prices_csv(text, session.config, session.env.settings.base_currency, "demo day")
-        prices.store_rows(session.env, parsed, "demo day")
+        parsed = prices.parse_prices_csv(text, session.config, session.settings.base_currency, "demo day")
+        prices.store_rows(session, parsed, "demo day")
 
 
 def _settle_day(session: Session, history: History, day: dt.date) -> list[str]:
     """Settle every held future at the exchange and in the ledger at the day's close."""
-    env, exchange = session.env, session.exchange()
+    env, exchange = session, session.exchange()
     close = dt.datetime.combine(day, dt.time(21, 0), tzinfo=UTC)
     exchange.set_clock(close)  # the exchange settles at its close, and its clock says so
-    codes = futures_held(env.engine, env.ledger, env.chart)
+    codes = futures_held(env)
     rows = []
     for code in codes:
         price = contract_close(session, history, code, day)
@@ -268,7 +268,7 @@ def _settle_day(session: Session, history: History, day: dt.date) -> list[str]:
         parsed = prices.parse_prices_csv("date,contract,settle\n" + "\n".join(rows) + "\n", session.config,
                                          env.settings.base_currency, "demo settle")
         prices.store_rows(env, parsed, "demo settle")
-    mark_day(env.engine, env.ledger, env.chart, known_contracts(env.ledger), day,
+    mark_day(env, known_contracts(env.ledger), day,
              {code: contract_close(session, history, code, day) for code in codes}, close)
     _expire_day(session, history, day, close)
     return codes
@@ -279,13 +279,13 @@ def _expire_day(session: Session, history: History, day: dt.date, close: dt.date
     execution; the position disappears), and the ledger books the final settlement per holder."""
     from tradeledger.engine.futures.expiry import last_trading_day, settle_expired
 
-    env, exchange = session.env, session.exchange()
+    env, exchange = session, session.exchange()
     for position in exchange.positions():
         code = position.contract.code
         if position.contract.sec_type == "FUT" and last_trading_day(session.config, code, {}) == day:
             exchange.expire(code, contract_close(session, history, code, day), day)
     at_broker = {p.contract.code for p in exchange.positions() if p.quantity}
-    settle_expired(env.engine, env.ledger, env.chart, session.config, at_broker, day + dt.timedelta(days=1), close)
+    settle_expired(env, at_broker, day + dt.timedelta(days=1), close)
 
 
 def _open_market(session: Session, history: History, day: dt.date, when: dt.datetime) -> None:
@@ -321,7 +321,7 @@ def _corporate_actions(session: Session, schedule: list[dt.date], number: int, d
     of the same actions (as a trader would import the broker's announcement)."""
     from tradeledger.engine.accounting.actions import book_due, import_actions_csv
 
-    env, exchange = session.env, session.exchange()
+    env, exchange = session, session.exchange()
     exchange.set_clock(dt.datetime.combine(day, dt.time(13, 0), tzinfo=UTC))
     ticker, per_share, withholding, ex_day, pay_day = DIVIDEND
     split_ticker, new, old, split_day = SPLIT
@@ -372,7 +372,7 @@ def run_demo(home, days: int = 3, progress=lambda message: None, db_url: str | N
             spy = to_contract(session.config.instruments["SPY"], "SPY", "")
             progress(f"day {number} ({day}): someone buys 25 SPY at the broker's own screen")
             session.exchange().external_trade(spy, Decimal(25), session.exchange().price("SPY"))
-            sync_fills(environment.engine, environment.ledger, environment.chart, session.broker)
+            sync_fills(environment, session.broker)
         progress(f"day {number} ({day}): closing prices, settlement and marks")
         _import_day(session, history, day)
         _settle_day(session, history, day)

@@ -15,6 +15,7 @@ a paper environment may not name anything else.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import tomllib
 from dataclasses import dataclass, field
@@ -23,9 +24,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.engine.setup import quick, secrets
 from tradeledger.ledger import db
-from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.model import Account
 from tradeledger.engine.setup import ENVIRONMENTS, ConfigError, default_db_url, resolve_home  # noqa: F401 (re-exported)
 from tradeledger.ledger.store import Commodity, Ledger
@@ -186,37 +187,6 @@ _EXAMPLE = """
 """
 
 
-@dataclass
-class Environment:
-    """An opened environment: its paths, settings, database engine and ledger."""
-
-    home: Path
-    settings: Settings
-    engine: sa.engine.Engine
-    ledger: Ledger
-
-    @property
-    def dir(self) -> Path:
-        return self.home / self.settings.env
-
-    @property
-    def config_path(self) -> Path:
-        return self.dir / "config.toml"
-
-    @property
-    def ledger_path(self) -> Path:
-        return self.dir / "ledger.beancount"
-
-    @property
-    def log_dir(self) -> Path:
-        return self.dir / "logs"
-
-    @property
-    def chart(self) -> Chart:
-        return Chart(self.settings.account)
-
-    def identity(self) -> dict[str, str]:
-        return {"environment": self.settings.env, "broker_account": self.settings.account}
 
 
 def database_url(settings: Settings, env_dir: Path) -> str:
@@ -236,7 +206,7 @@ def _connect(url: str) -> sa.engine.Engine:
     return engine
 
 
-def open_environment(home: str | Path | None, env: str, db_url: str | None = None) -> Environment:
+def open_environment(home: str | Path | None, env: str, db_url: str | None = None) -> Context:
     """Open an initialised environment, refusing a wrong identity or an outdated schema."""
     home = resolve_home(home)
     settings = parse_settings(home / env / "config.toml", env)
@@ -250,7 +220,7 @@ def open_environment(home: str | Path | None, env: str, db_url: str | None = Non
         if history and db.current_revision(engine) is None:
             raise db.DatabaseError(_lost_message(url, "has no tradeledger schema", history)) from None
         raise
-    environment = Environment(home, settings, engine, Ledger(engine))
+    environment = Context(home, settings, engine, Ledger(engine))
     db.verify_identity(engine, environment.identity())
     verify_base_currency(engine, home / env / "config.toml", settings.base_currency)
     quick.record_checked(home / env, settings.raw, env)  # the read commands may now skip the checks
@@ -314,7 +284,7 @@ def verify_base_currency(engine: sa.engine.Engine, config_path: Path, configured
 
 def init_environment(home: str | Path | None, env: str, broker: str, account: str | None,
                      base_currency: str = "USD", db_url: str | None = None, ib_host: str = "127.0.0.1",
-                     ib_port: int = 4002, ib_client_id: int = 1, config_extra: str = "") -> Environment:
+                     ib_port: int = 4002, ib_client_id: int = 1, config_extra: str = "") -> Context:
     """Create (or re-open unchanged) an environment: directory, config, schema, identity, accounts."""
     home = resolve_home(home)
     account = account or (DEFAULT_SIM_ACCOUNT if broker == "sim" and env == "paper" else "")
@@ -352,7 +322,7 @@ def init_environment(home: str | Path | None, env: str, broker: str, account: st
         if history:  # the ledger was lost, not never made: an empty one would hide that
             raise db.DatabaseError(_lost_message(url, "has no tradeledger schema", history))
     db.upgrade(engine)
-    environment = Environment(home, settings, engine, Ledger(engine))
+    environment = Context(home, settings, engine, Ledger(engine))
     db.write_meta(engine, environment.identity() | {"broker": settings.broker,
                                                     "base_currency": settings.base_currency})
     if not config_path.exists():
@@ -362,20 +332,20 @@ def init_environment(home: str | Path | None, env: str, broker: str, account: st
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"the configuration to write is not valid TOML: {exc}") from None
         secrets.write_private(config_path, text)  # 0600: it names the database and may hold secrets
-    environment.settings = parse_settings(config_path, env)  # what is on disk, with every table
+    environment = dataclasses.replace(environment, settings=parse_settings(config_path, env))  # what is on disk, with every table
     open_base_accounts(environment)
     quick.record_checked(env_dir, environment.settings.raw, env)
     return environment
 
 
-def open_base_accounts(environment: Environment, date: dt.date = dt.date(2000, 1, 1)) -> None:
-    ledger, chart = environment.ledger, environment.chart
-    with environment.engine.begin() as conn:
+def open_base_accounts(ctx: Context, date: dt.date = dt.date(2000, 1, 1)) -> None:
+    ledger, chart = ctx.ledger, ctx.chart
+    with ctx.engine.begin() as conn:
         for name in (chart.cash, chart.opening_balances, chart.deposits, chart.income_adjustments,
                      chart.expense_adjustments, chart.trading(None), chart.commissions(None)):
             ledger.open_account(Account(name, date), conn)
         ledger.open_account(Account(chart.unattributed, date, booking="FIFO"), conn)
-        base = environment.settings.base_currency
+        base = ctx.settings.base_currency
         ledger.ensure_commodity(Commodity(base, "currency", None, Decimal(1), date), conn)
 
 

@@ -21,7 +21,8 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
-from tradeledger.engine.setup.environment import ConfigError, Environment
+from tradeledger.engine.context import Context
+from tradeledger.engine.setup.environment import ConfigError
 
 INIT_KEY = "deposit:init"
 INIT_REF = "init"
@@ -35,41 +36,38 @@ class Funded:
     broker: str | None  # what was funded at the broker side
 
 
-def fund(env: Environment, amount: Decimal, currency: str, when: dt.datetime, who: str = "init") -> Funded:
+def fund(ctx: Context, amount: Decimal, currency: str, when: dt.datetime, who: str = "init") -> Funded:
     """Book the initial deposit and fund the simulated broker with it (each exactly once)."""
-    from tradeledger.engine.setup.config import parse_trading_config
     from tradeledger.engine.trust import adjust
 
     currency = currency.upper()
     if amount <= 0:
         raise ConfigError(f"--capital must be positive, not {amount}")
-    existing = env.ledger.find_by_key(INIT_KEY)
+    existing = ctx.ledger.find_by_key(INIT_KEY)
     entry = None
     if existing is not None:
-        booked = env.ledger.get(existing)
-        cash = next(p for p in booked.postings if p.account == env.chart.cash)
+        booked = ctx.ledger.get(existing)
+        cash = next(p for p in booked.postings if p.account == ctx.chart.cash)
         if (cash.units, cash.commodity) != (amount, currency):
             raise ConfigError(f"the initial deposit is already booked as {cash.units} {cash.commodity} "
                               f"(entry {existing}); add money with `adjust cash {currency} AMOUNT --kind deposit`")
     else:
-        config = parse_trading_config(env.settings.raw)
-        ctx = adjust.Context(env.ledger, env.chart, {s.name: s.account_name for s in config.strategies.values()})
-        booked = adjust.book(env.engine, ctx, lambda conn: adjust.plan_cash(
+        booked = adjust.book(ctx, lambda conn: adjust.plan_cash(
             conn, ctx, currency, amount, "initial capital", when, INIT_KEY, "deposit"), who)
         entry = booked.txn_id
-    return Funded(amount, currency, entry, _fund_broker(env, amount, currency))
+    return Funded(amount, currency, entry, _fund_broker(ctx, amount, currency))
 
 
-def _fund_broker(env: Environment, amount: Decimal, currency: str) -> str | None:
+def _fund_broker(ctx: Context, amount: Decimal, currency: str) -> str | None:
     from tradeledger.broker.simexchange import SimExchange
 
-    if env.settings.broker == "sim":
-        path = env.dir / "sim.db"
-    elif env.settings.ib_host in ("127.0.0.1", "localhost", "::1"):
-        path = env.dir / "ibsim.db"  # the simulated gateway's state; a real gateway ignores it
+    if ctx.settings.broker == "sim":
+        path = ctx.dir / "sim.db"
+    elif ctx.settings.ib_host in ("127.0.0.1", "localhost", "::1"):
+        path = ctx.dir / "ibsim.db"  # the simulated gateway's state; a real gateway ignores it
     else:
         return None
-    exchange = SimExchange(path, env.settings.account)
+    exchange = SimExchange(path, ctx.settings.account)
     try:
         if not any(kind == "deposit" and ref == INIT_REF for _, _, _, kind, ref in exchange.cash_journal()):
             exchange.deposit(currency, amount, ref=INIT_REF)

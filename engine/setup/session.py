@@ -1,4 +1,4 @@
-"""A trading session: an opened environment with its trading config and its broker.
+"""A trading session: an opened environment (a Context, engine/context.py) with its broker.
 
 `Session` is what every trading command works with. It builds the broker the environment's
 config names: the embedded simulated broker (its exchange state in `<env>/sim.db`) or
@@ -9,38 +9,39 @@ and fills are in the database.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import fields
 from functools import cached_property
 from pathlib import Path
 
 from tradeledger.broker.base import Broker
-from tradeledger.engine.setup.config import TradingConfig, parse_trading_config
-from tradeledger.engine.setup.environment import Environment
-from tradeledger.errors import UserError
+from tradeledger.engine.setup.config import TradingConfig
+from tradeledger.engine.context import Context
 
 UTC = dt.timezone.utc
 
 
-def sim_exchange_path(env: Environment) -> Path:
-    return env.dir / "sim.db"
+def sim_exchange_path(ctx: Context) -> Path:
+    return ctx.dir / "sim.db"
 
 
-@dataclass
-class Session:
-    env: Environment
+class Session(Context):
+    """A Context that owns its broker: connected on first use, closed by `close()` or `with`."""
 
-    @cached_property
-    def config(self) -> TradingConfig:
-        return parse_trading_config(self.env.settings.raw)
+    def __init__(self, ctx: Context):
+        for f in fields(Context):
+            object.__setattr__(self, f.name, getattr(ctx, f.name))
+        for cached in ("chart", "config", "_exchange"):  # what the context already computed
+            if cached in ctx.__dict__:
+                self.__dict__[cached] = ctx.__dict__[cached]
 
     @cached_property
     def broker(self) -> Broker:
-        if self.env.settings.broker == "sim":  # the broker's screen and its API: one exchange
+        if self.settings.broker == "sim":  # the broker's screen and its API: one exchange
             from tradeledger.broker.sim import SimBroker
 
-            broker = SimBroker(self.exchange(), self.env.settings.account)
+            broker = SimBroker(self.exchange(), self.settings.account)
         else:
-            broker = ib_broker(self.env, self.config)
+            broker = ib_broker(self, self.config)
         broker.connect()
         return broker
 
@@ -48,38 +49,31 @@ class Session:
         if "broker" in self.__dict__:
             self.broker.close()
 
-    def now(self) -> dt.datetime:
-        """The session's clock: the simulated exchange's clock on sim, else the wall clock."""
-        if self.env.settings.broker == "sim":
-            return self.exchange().now()
-        return dt.datetime.now(UTC)
+    def __enter__(self) -> Session:
+        return self
 
-    def exchange(self):
-        """The simulated exchange behind a sim environment (the broker's own screen)."""
-        if self.env.settings.broker != "sim":
-            raise UserError("this environment trades at IB, not on the simulated exchange")
-        if "_exchange" not in self.__dict__:
-            self._exchange = open_sim_exchange(self.env, self.config)
-        return self._exchange
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
 
 
-def ib_broker(env: Environment, config: TradingConfig) -> Broker:
+def ib_broker(ctx: Context, config: TradingConfig) -> Broker:
     """Interactive Brokers through ib_async, as the environment's [ib] table says."""
     from tradeledger.broker.ib import IBBroker
     from tradeledger.engine.setup.contracts_ib import ib_contract_namer
 
-    settings = env.settings
+    settings = ctx.settings
     # Executions come back named by IB (symbol BRR, local symbol BTCZ6); the namer gives
     # them tradeledger's code (BTCZ26) from the configured instrument.
     return IBBroker(settings.ib_host, settings.ib_port, settings.ib_client_id, settings.account,
                     contract_namer=ib_contract_namer(config))
 
 
-def open_sim_exchange(env: Environment, config: TradingConfig):
+def open_sim_exchange(ctx: Context, config: TradingConfig):
     """The environment's simulated exchange, with the configured commission schedule."""
     from tradeledger.broker.simexchange import SimExchange
 
-    exchange = SimExchange(sim_exchange_path(env), env.settings.account,
+    exchange = SimExchange(sim_exchange_path(ctx), ctx.settings.account,
                            commission_per_contract=config.sim_commission)
     for instrument in config.instruments.values():
         if not instrument.is_future:

@@ -36,6 +36,7 @@ from decimal import ROUND_FLOOR, Decimal
 import pandas as pd
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.engine.setup.config import AllocationSpec, Strategy
 from tradeledger.engine.tables import target_weight
 from tradeledger.engine.targets.prices import CsvImportError, parse_date, parse_number, read_csv_rows
@@ -181,13 +182,13 @@ def parse_weights_csv(text: str, strategies: dict[str, Strategy], source: str) -
     return sets
 
 
-def import_weights_csv(env, path, config) -> int:
+def import_weights_csv(ctx: Context, path, config) -> int:
     """Store a weights file, all or nothing; a set already stored for (strategy, date) is replaced
     only by the same figures (else refused). Returns the number of (strategy, date) sets added."""
     text = open(path, encoding="utf-8").read()
     sets = parse_weights_csv(text, config.strategies, str(path))
     added = 0
-    with env.engine.begin() as conn:
+    with ctx.engine.begin() as conn:
         for (strategy, day), weights in sorted(sets.items()):
             old = {r.ticker: Decimal(r.weight) for r in conn.execute(sa.select(target_weight).where(
                 target_weight.c.strategy == strategy, target_weight.c.date == day))}

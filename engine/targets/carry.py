@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.engine import tables
 from tradeledger.engine.futures import calendar as cal
 from tradeledger.ledger.numbers import from_scaled
@@ -73,7 +74,7 @@ def scalar_of(name: str) -> float:
     return float(match.group(1)) if match and match.group(1) else CARRY_SCALAR
 
 
-def curve(env, instrument, dates, conn) -> pd.DataFrame:
+def curve(ctx: Context, instrument, dates, conn) -> pd.DataFrame:
     """Per date: the priced contract's close and the next listed contract's close, and the months
     between them, from contract_bar."""
     t = tables.contract_bar

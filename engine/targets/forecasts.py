@@ -35,6 +35,7 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.engine.setup.config import Strategy, TradingConfig
 from tradeledger.engine.targets.prices import (
     CsvImportError, ImportReport, _reader, parse_date, parse_number, price_histories, read_csv_rows,
@@ -133,18 +134,18 @@ def combine_latest(strategy: Strategy, instrument: str, prices: pd.Series, plugi
 CURVE_DAYS = 5
 
 
-def carry_curves(env, config: TradingConfig, histories: dict, conn) -> dict[str, pd.DataFrame]:
+def carry_curves(ctx: Context, config: TradingConfig, histories: dict, conn) -> dict[str, pd.DataFrame]:
     """instrument -> its carry curve (engine/targets/carry.py) for every future a carry rule reads."""
     wanted = {i for s in config.forecasting_strategies() if any(CARRY_NAME.match(r) for r, _ in s.rules)
               for i, _ in s.instruments}
     result = {}
-    with _reader(env, conn) as c:
+    with _reader(ctx, conn) as c:
         for name in sorted(wanted):
             instrument = config.instruments[name]
             series = histories.get(name)
             if instrument.is_future and series is not None and len(series):
                 # a fixed scalar: only the last days of the curve matter (the forecast is the last day's)
-                result[name] = carry_curve(env, instrument, [d.date() for d in series.index[-CURVE_DAYS:]], c)
+                result[name] = carry_curve(ctx, instrument, [d.date() for d in series.index[-CURVE_DAYS:]], c)
     return result
 
 
@@ -160,13 +161,13 @@ def pick(computed: Forecast | None, stored: Forecast | None) -> Forecast | None:
 # -- database edges --------------------------------------------------------------------------------
 
 
-def stored_forecasts(env, as_of: dt.date | None, conn=None) -> dict[tuple[str, str], Forecast]:
+def stored_forecasts(ctx: Context, as_of: dt.date | None, conn=None) -> dict[tuple[str, str], Forecast]:
     """The latest stored forecast per (strategy, instrument) on or before `as_of` (import wins a tie)."""
     query = sa.select(forecast_table)
     if as_of is not None:
         query = query.where(forecast_table.c.date <= as_of.isoformat())
     best: dict[tuple[str, str], Forecast] = {}
-    with _reader(env, conn) as c:
+    with _reader(ctx, conn) as c:
         for row in c.execute(query):
             f = Forecast(row.strategy, row.instrument, dt.date.fromisoformat(row.date), Decimal(row.value), row.source)
             best[(f.strategy, f.instrument)] = _later(best.get((f.strategy, f.instrument)), f)
@@ -179,7 +180,7 @@ def _later(current: Forecast | None, new: Forecast) -> Forecast:
     return current
 
 
-def resolve_forecasts(env, config: TradingConfig, as_of: dt.date, conn=None,
+def resolve_forecasts(ctx: Context, config: TradingConfig, as_of: dt.date, conn=None,
                       histories: dict | None = None) -> tuple[dict[tuple[str, str], Forecast], dict[tuple[str, str], str]]:
     """Every (strategy, instrument) forecast a run on `as_of` would use, and the pairs that have none.
 
@@ -187,11 +188,11 @@ def resolve_forecasts(env, config: TradingConfig, as_of: dt.date, conn=None,
     """
     pairs = [(s, i) for s in config.forecasting_strategies() for i, _ in s.instruments]
     if histories is None:
-        histories = price_histories(env, {i for _, i in pairs}, as_of, conn)
-        with _reader(env, conn) as c:
+        histories = price_histories(ctx, {i for _, i in pairs}, as_of, conn)
+        with _reader(ctx, conn) as c:
             histories, _ = with_adjusted(c, config, histories, as_of)
-    stored = stored_forecasts(env, as_of, conn)
-    curves = carry_curves(env, config, histories, conn)
+    stored = stored_forecasts(ctx, as_of, conn)
+    curves = carry_curves(ctx, config, histories, conn)
     cache: dict = {}
     result, missing = {}, {}
     for strategy, instrument in pairs:
@@ -209,17 +210,17 @@ def resolve_forecasts(env, config: TradingConfig, as_of: dt.date, conn=None,
     return result, missing
 
 
-def compute_forecasts(env, as_of: dt.date | None = None) -> list[Forecast]:
+def compute_forecasts(ctx: Context, as_of: dt.date | None = None) -> list[Forecast]:
     """Compute every pair's forecast from prices up to `as_of` and store it (source `rule`).
 
     A pair whose forecast cannot be computed is an error naming it, and nothing is stored. A
     computed value never overwrites an imported one for the same date.
     """
-    config = trading_config(env)
-    histories = price_histories(env, {i for s in config.forecasting_strategies() for i, _ in s.instruments}, as_of)
-    with _reader(env, None) as conn:
+    config = trading_config(ctx)
+    histories = price_histories(ctx, {i for s in config.forecasting_strategies() for i, _ in s.instruments}, as_of)
+    with _reader(ctx, None) as conn:
         histories, _ = with_adjusted(conn, config, histories, as_of)  # futures: the Panama series
-        curves = carry_curves(env, config, histories, conn)
+        curves = carry_curves(ctx, config, histories, conn)
     cache: dict = {}
     computed, errors = [], []
     for strategy in config.forecasting_strategies():
@@ -231,7 +232,7 @@ def compute_forecasts(env, as_of: dt.date | None = None) -> list[Forecast]:
                 errors.append(str(exc))
     if errors:
         raise ForecastError("; ".join(errors))
-    with env.engine.begin() as conn:
+    with ctx.engine.begin() as conn:
         existing = {(r.strategy, r.instrument, r.date): (r.value, r.source) for r in conn.execute(sa.select(forecast_table))}
         result = []
         for f in computed:
@@ -285,7 +286,7 @@ def parse_forecasts_csv(text: str, config: TradingConfig, source: str = "<csv>")
     return rows
 
 
-def import_forecasts_csv(env, path: str | Path, replace: bool = False) -> ImportReport:
+def import_forecasts_csv(ctx: Context, path: str | Path, replace: bool = False) -> ImportReport:
     """Import forecasts made elsewhere, all or nothing; they replace computed ones for their date."""
     path = Path(path)
     try:
@@ -294,9 +295,9 @@ def import_forecasts_csv(env, path: str | Path, replace: bool = False) -> Import
         raise CsvImportError(str(path), [(1, f"not a UTF-8 text file (byte {exc.object[exc.start]:#04x} at "
                                              f"offset {exc.start}): give a CSV of date,strategy,instrument,forecast")]) \
             from None
-    rows = parse_forecasts_csv(text, trading_config(env), str(path))
+    rows = parse_forecasts_csv(text, trading_config(ctx), str(path))
     report = ImportReport(str(path), "forecast", rows=len(rows))
-    with env.engine.begin() as conn:
+    with ctx.engine.begin() as conn:
         existing = {(r.strategy, r.instrument, r.date): (r.value, r.source) for r in conn.execute(sa.select(forecast_table))}
         for line, f in rows:
             key = (f.strategy, f.instrument, f.date.isoformat())

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.engine.setup.config import TradingConfig, instrument_of_contract, parse_trading_config
 from tradeledger.engine.tables import contract_bar, fx_rate as fx_table, price_bar, settlement
 from tradeledger.ledger.db import read_connection
@@ -210,25 +211,25 @@ def _check_value(kind: str, key: str, text: str, config: TradingConfig, base: st
 # -- storing --------------------------------------------------------------------------------------
 
 
-def trading_config(env) -> TradingConfig:
-    return parse_trading_config(env.settings.raw)
+def trading_config(ctx: Context) -> TradingConfig:
+    return parse_trading_config(ctx.settings.raw)
 
 
-def import_prices_csv(env, path: str | Path, replace: bool = False) -> ImportReport:
+def import_prices_csv(ctx: Context, path: str | Path, replace: bool = False) -> ImportReport:
     """Import one price/settlement/FX file, all or nothing (see the module docstring)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise CsvImportError(str(path), [(1, "not a UTF-8 text file")]) from None
-    parsed = parse_prices_csv(text, trading_config(env), env.settings.base_currency, str(path))
-    return store_rows(env, parsed, str(path), replace)
+    parsed = parse_prices_csv(text, trading_config(ctx), ctx.settings.base_currency, str(path))
+    return store_rows(ctx, parsed, str(path), replace)
 
 
-def store_rows(env, parsed: ParsedImport, source: str, replace: bool = False) -> ImportReport:
+def store_rows(ctx: Context, parsed: ParsedImport, source: str, replace: bool = False) -> ImportReport:
     table, key_col, value_col = _TABLES[parsed.kind]
     report = ImportReport(source, parsed.kind, rows=len(parsed.rows))
-    with env.engine.begin() as conn:
+    with ctx.engine.begin() as conn:
         existing = _existing(conn, table, key_col, value_col, {r.key for r in parsed.rows})
         inserts, updates = [], []
         for row in parsed.rows:
@@ -252,16 +253,16 @@ def store_rows(env, parsed: ParsedImport, source: str, replace: bool = False) ->
                                               table.c.date == row.date.isoformat()).values({value_col: scaled}))
         report.inserted, report.replaced = len(inserts), len(updates)
         if parsed.kind == "contract_close" and (inserts or updates):
-            _refresh_adjusted(env, conn, [(r["contract"], r["date"]) for r in inserts]
+            _refresh_adjusted(ctx, conn, [(r["contract"], r["date"]) for r in inserts]
                               + [(row.key, row.date.isoformat()) for row, _ in updates])
     return report
 
 
-def _refresh_adjusted(env, conn, changed: list[tuple[str, str]]) -> None:
+def _refresh_adjusted(ctx: Context, conn, changed: list[tuple[str, str]]) -> None:
     """The back-adjusted series of the futures whose contract closes changed, in this transaction."""
     from tradeledger.engine.futures.panama import refresh
 
-    config = trading_config(env)
+    config = trading_config(ctx)
     by_instrument: dict[str, list[dt.date]] = {}
     for code, date in changed:
         instrument = instrument_of_contract(config, code)
@@ -301,12 +302,12 @@ class _reader:
         return False
 
 
-def price_history(env, instrument: str, on: dt.date | None = None, conn=None) -> pd.Series:
+def price_history(ctx: Context, instrument: str, on: dt.date | None = None, conn=None) -> pd.Series:
     """Daily closes up to `on` as floats (analysis data for signals), indexed by date; may be empty."""
     query = sa.select(price_bar.c.date, price_bar.c.close).where(price_bar.c.instrument == instrument)
     if on is not None:
         query = query.where(price_bar.c.date <= on.isoformat())
-    with _reader(env, conn) as c:
+    with _reader(ctx, conn) as c:
         rows = c.execute(query.order_by(price_bar.c.date)).all()
     import pandas as pd
 
@@ -314,14 +315,14 @@ def price_history(env, instrument: str, on: dt.date | None = None, conn=None) ->
     return pd.Series([v / 1e9 for _, v in rows], index=index, name=instrument, dtype=float)
 
 
-def price_histories(env, instruments, on: dt.date | None = None, conn=None) -> dict[str, pd.Series]:
+def price_histories(ctx: Context, instruments, on: dt.date | None = None, conn=None) -> dict[str, pd.Series]:
     """`price_history` for many instruments in one query."""
     names = sorted(set(instruments))
     query = sa.select(price_bar.c.instrument, price_bar.c.date, price_bar.c.close)
     if on is not None:
         query = query.where(price_bar.c.date <= on.isoformat())
     grouped: dict[str, list] = {n: [] for n in names}
-    with _reader(env, conn) as c:
+    with _reader(ctx, conn) as c:
         for i in range(0, len(names), 500):
             chunk = names[i:i + 500]
             for name, d, v in c.execute(query.where(price_bar.c.instrument.in_(chunk))
@@ -348,11 +349,11 @@ def _splits(conn, names: list[str]) -> list[tuple[str, str, float]]:
     return [(t, d, float(from_scaled(old) / from_scaled(new))) for t, d, new, old in rows]
 
 
-def _latest(env, table, key_col, value_col, key: str, on: dt.date | None, conn) -> tuple[dt.date, Decimal] | None:
+def _latest(ctx: Context, table, key_col, value_col, key: str, on: dt.date | None, conn) -> tuple[dt.date, Decimal] | None:
     query = sa.select(table.c.date, table.c[value_col]).where(table.c[key_col] == key)
     if on is not None:
         query = query.where(table.c.date <= on.isoformat())
-    with _reader(env, conn) as c:
+    with _reader(ctx, conn) as c:
         row = c.execute(query.order_by(table.c.date.desc()).limit(1)).first()
     return None if row is None else (dt.date.fromisoformat(row[0]), from_scaled(row[1]))
 
@@ -361,34 +362,34 @@ def _when(on: dt.date | None) -> str:
     return f" on or before {on.isoformat()}" if on else ""
 
 
-def latest_price(env, instrument: str, on: dt.date | None = None, conn=None) -> tuple[dt.date, Decimal]:
+def latest_price(ctx: Context, instrument: str, on: dt.date | None = None, conn=None) -> tuple[dt.date, Decimal]:
     """The latest close of an instrument (exact) on or before `on`."""
-    found = _latest(env, price_bar, "instrument", "close", instrument, on, conn)
+    found = _latest(ctx, price_bar, "instrument", "close", instrument, on, conn)
     if found is None:
         raise PriceError(f"no price for instrument {instrument}{_when(on)}: import one with `tradeledger data import`")
     return found
 
 
-def latest_settlement(env, contract: str, on: dt.date | None = None, conn=None) -> tuple[dt.date, Decimal]:
+def latest_settlement(ctx: Context, contract: str, on: dt.date | None = None, conn=None) -> tuple[dt.date, Decimal]:
     """The latest settlement price of a futures contract on or before `on`."""
-    found = _latest(env, settlement, "contract", "price", contract, on, conn)
+    found = _latest(ctx, settlement, "contract", "price", contract, on, conn)
     if found is None:
         raise PriceError(f"no settlement price for contract {contract}{_when(on)}")
     return found
 
 
-def fx_rate_on(env, currency: str, on: dt.date | None = None, conn=None) -> tuple[dt.date | None, Decimal]:
+def fx_rate_on(ctx: Context, currency: str, on: dt.date | None = None, conn=None) -> tuple[dt.date | None, Decimal]:
     """(date of the rate, base-currency units per one `currency`); (None, 1) for the base currency."""
     currency = currency.upper()
-    if currency == env.settings.base_currency:
+    if currency == ctx.settings.base_currency:
         return None, Decimal(1)
-    found = _latest(env, fx_table, "currency", "rate", currency, on, conn)
+    found = _latest(ctx, fx_table, "currency", "rate", currency, on, conn)
     if found is None:
-        raise PriceError(f"no FX rate for {currency} to {env.settings.base_currency}{_when(on)}: "
+        raise PriceError(f"no FX rate for {currency} to {ctx.settings.base_currency}{_when(on)}: "
                          f"import one (CSV header date,currency,rate)")
     return found
 
 
-def fx_rate(env, currency: str, on: dt.date | None = None, conn=None) -> Decimal:
+def fx_rate(ctx: Context, currency: str, on: dt.date | None = None, conn=None) -> Decimal:
     """Base-currency units per one unit of `currency`; 1 for the base currency; never assumed."""
-    return fx_rate_on(env, currency, on, conn)[1]
+    return fx_rate_on(ctx, currency, on, conn)[1]

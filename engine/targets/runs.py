@@ -51,6 +51,7 @@ from decimal import Decimal, InvalidOperation
 import pandas as pd
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.engine.setup.config import (
     Instrument, TradingConfig, current_contract, instrument_of_contract, parse_trading_config,
 )
@@ -211,22 +212,22 @@ def explain_line(result: SizingResult, extra: dict) -> dict:
     return {**extra, **{k: _num(v) for k, v in figures.items()}, "within_buffer": result.within_buffer}
 
 
-def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = None) -> int:
+def compute_run(ctx: Context, as_of: dt.date | None = None, now: dt.datetime | None = None) -> int:
     """Size every (strategy, instrument) and persist the run (pending); return its id."""
     now = now or dt.datetime.now(UTC)
     as_of = as_of or now.date()
-    config = trading_config(env)
+    config = trading_config(ctx)
     if not config.strategies:
         raise TargetError("no strategies configured: add [strategies.NAME] tables to config.toml")
-    chart, base = env.chart, env.settings.base_currency
-    account_nav, nav_note = _account_nav(env, config)
-    with env.engine.begin() as conn:  # reads and writes in one transaction: a consistent snapshot
+    chart, base = ctx.chart, ctx.settings.base_currency
+    account_nav, nav_note = _account_nav(ctx, config)
+    with ctx.engine.begin() as conn:  # reads and writes in one transaction: a consistent snapshot
         names = {i for s in config.strategies.values() for i, _ in s.instruments}
         names |= {config.execution_instrument(i).name for i in names}
-        histories = price_histories(env, names, as_of, conn)
+        histories = price_histories(ctx, names, as_of, conn)
         histories, adjusted = with_adjusted(conn, config, histories, as_of)  # futures: the Panama series
-        forecasts, missing = resolve_forecasts(env, config, as_of, conn, histories)
-        positions = env.ledger.positions(conn=conn)
+        forecasts, missing = resolve_forecasts(ctx, config, as_of, conn, histories)
+        positions = ctx.ledger.positions(conn=conn)
         held = held_by_instrument(positions, instrument_index(config))  # exposure is per instrument
         problems = [f"no forecast: {reason}" for reason in missing.values()]
         prices, fxs, rows, seen, vols = {}, {}, [], {}, {}
@@ -239,7 +240,7 @@ def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = Non
                 continue
             if strategy.is_allocation:
                 try:
-                    rows += _allocation_rows(env, strategy, config, as_of, conn, histories, positions, prices, fxs,
+                    rows += _allocation_rows(ctx, strategy, config, as_of, conn, histories, positions, prices, fxs,
                                              capitals[strategy.name])
                 except (AllocationError, PriceError) as exc:
                     problems.append(f"{strategy.name}: {exc}")
@@ -254,10 +255,10 @@ def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = Non
                 forecast = forecasts.get((strategy.name, signal))
                 try:
                     if execution.name not in prices:
-                        prices[execution.name] = _execution_price(env, execution, contract.code, as_of, conn)
+                        prices[execution.name] = _execution_price(ctx, execution, contract.code, as_of, conn)
                     p_date, price, p_source = prices[execution.name]
                     if execution.currency not in fxs:
-                        fxs[execution.currency] = fx_rate_on(env, execution.currency, as_of, conn)
+                        fxs[execution.currency] = fx_rate_on(ctx, execution.currency, as_of, conn)
                     fx_date, fx = fxs[execution.currency]
                     if (execution.name, signal) not in vols:  # the same for every strategy
                         vols[(execution.name, signal)] = execution_vol(
@@ -315,7 +316,7 @@ def compute_run(env, as_of: dt.date | None = None, now: dt.datetime | None = Non
     return int(run_id)
 
 
-def _allocation_rows(env, strategy, config: TradingConfig, as_of: dt.date, conn, histories, positions,
+def _allocation_rows(ctx: Context, strategy, config: TradingConfig, as_of: dt.date, conn, histories, positions,
                      prices: dict, fxs: dict, capital_used) -> list[dict]:
     """An allocation strategy's lines: weights, then whole shares past the band (engine/targets/allocation.py)."""
     universe = sorted(i for i, _ in strategy.instruments)
@@ -324,10 +325,10 @@ def _allocation_rows(env, strategy, config: TradingConfig, as_of: dt.date, conn,
     for ticker in universe:
         instrument = config.instruments[ticker]
         if ticker not in prices:
-            prices[ticker] = _execution_price(env, instrument, ticker, as_of, conn)
+            prices[ticker] = _execution_price(ctx, instrument, ticker, as_of, conn)
         if instrument.currency not in fxs:
-            fxs[instrument.currency] = fx_rate_on(env, instrument.currency, as_of, conn)
-    account = env.chart.holdings(strategy.account_name)
+            fxs[instrument.currency] = fx_rate_on(ctx, instrument.currency, as_of, conn)
+    account = ctx.chart.holdings(strategy.account_name)
     capital = capital_used.amount
     lines = size_allocation(
         capital, weights, {t: prices[t][1] for t in universe},
@@ -337,7 +338,7 @@ def _allocation_rows(env, strategy, config: TradingConfig, as_of: dt.date, conn,
     for line in lines:
         explain = {**line.explain, "strategy": strategy.name, "kind": "allocation", "account": strategy.account_name,
                    "holdings_account": account, "execution_instrument": line.ticker, "contract": line.ticker,
-                   "currency": config.instruments[line.ticker].currency, "base_currency": env.settings.base_currency,
+                   "currency": config.instruments[line.ticker].currency, "base_currency": ctx.settings.base_currency,
                    "price_date": prices[line.ticker][0].isoformat(), "price_source": prices[line.ticker][2],
                    "capital_share": str(capital_used.share), "weights_source": source,
                    "capital_source": capital_used.source}
@@ -347,28 +348,28 @@ def _allocation_rows(env, strategy, config: TradingConfig, as_of: dt.date, conn,
     return rows
 
 
-def _account_nav(env, config) -> tuple[Decimal | None, str]:
+def _account_nav(ctx: Context, config) -> tuple[Decimal | None, str]:
     """The account's NAV for compounding capital (read only when some strategy needs it)."""
     if config.capital_mode != "compounding":
         return None, ""
     from tradeledger.engine.accounting.valuation import nav
 
-    value = nav(env, config)
+    value = nav(ctx, config)
     note = f" {value.currency}"
     if value.missing_fx:
         note += f", no FX rate for {', '.join(value.missing_fx)}"
     return value.total, note
 
 
-def _execution_price(env, instrument: Instrument, contract: str, as_of: dt.date, conn) -> tuple[dt.date, Decimal, str]:
+def _execution_price(ctx: Context, instrument: Instrument, contract: str, as_of: dt.date, conn) -> tuple[dt.date, Decimal, str]:
     try:
-        date, price = latest_price(env, instrument.name, as_of, conn)
+        date, price = latest_price(ctx, instrument.name, as_of, conn)
         return date, price, f"{instrument.name} close"
     except PriceError:
         if not instrument.is_future:
             raise
     try:
-        date, price = latest_settlement(env, contract, as_of, conn)
+        date, price = latest_settlement(ctx, contract, as_of, conn)
     except PriceError:
         raise PriceError(f"no price for {instrument.name} (no close, no settlement of {contract}) "
                          f"on or before {as_of}") from None
@@ -411,19 +412,19 @@ def _line(row) -> RunLine:
                       from_scaled(row.target), json.loads(row.explain))
 
 
-def list_runs(env, now: dt.datetime | None = None) -> list[TargetRun]:
+def list_runs(ctx: Context, now: dt.datetime | None = None) -> list[TargetRun]:
     """Every run, newest first, with its derived status (no lines)."""
-    now, max_age = now or dt.datetime.now(UTC), trading_config(env).max_run_age_hours
-    with _reader(env, None) as c:
+    now, max_age = now or dt.datetime.now(UTC), trading_config(ctx).max_run_age_hours
+    with _reader(ctx, None) as c:
         rows = c.execute(sa.select(target_run).order_by(target_run.c.id.desc())).all()
     newest = rows[0].id if rows else 0
     return [_run(row, newest, now, max_age) for row in rows]
 
 
-def show_run(env, run_id: int, now: dt.datetime | None = None, conn=None) -> TargetRun:
+def show_run(ctx: Context, run_id: int, now: dt.datetime | None = None, conn=None) -> TargetRun:
     """One run with its lines and derived status."""
-    now, max_age = now or dt.datetime.now(UTC), trading_config(env).max_run_age_hours
-    with _reader(env, conn) as c:
+    now, max_age = now or dt.datetime.now(UTC), trading_config(ctx).max_run_age_hours
+    with _reader(ctx, conn) as c:
         row = c.execute(sa.select(target_run).where(target_run.c.id == run_id)).first()
         if row is None:
             raise TargetError(f"no target run {run_id}")
@@ -433,11 +434,11 @@ def show_run(env, run_id: int, now: dt.datetime | None = None, conn=None) -> Tar
     return _run(row, newest, now, max_age, [_line(r) for r in lines])
 
 
-def _review(env, run_id: int, state: str, who: str, note: str | None, now: dt.datetime | None,
+def _review(ctx: Context, run_id: int, state: str, who: str, note: str | None, now: dt.datetime | None,
             unattended: bool = False) -> TargetRun:
     now = now or dt.datetime.now(UTC)
-    with env.engine.begin() as conn:
-        run = show_run(env, run_id, now, conn)
+    with ctx.engine.begin() as conn:
+        run = show_run(ctx, run_id, now, conn)
         if run.state != PENDING:
             raise TargetError(f"run {run_id} was already {run.state} by {run.reviewed_by} at "
                               f"{run.reviewed_at:%Y-%m-%d %H:%M} UTC; a run is reviewed once")
@@ -446,39 +447,39 @@ def _review(env, run_id: int, state: str, who: str, note: str | None, now: dt.da
         conn.execute(target_run.update().where(target_run.c.id == run_id, target_run.c.state == PENDING).values(
             state=state, reviewed_at=fmt_ts(now), reviewed_by=who or "unknown", review_note=note,
             unattended=int(unattended)))
-        return show_run(env, run_id, now, conn)
+        return show_run(ctx, run_id, now, conn)
 
 
-def approve_run(env, run_id: int, who: str, note: str | None = None, now: dt.datetime | None = None,
+def approve_run(ctx: Context, run_id: int, who: str, note: str | None = None, now: dt.datetime | None = None,
                 unattended: bool = False) -> TargetRun:
     """pending -> approved, for a run that is neither superseded nor expired. `unattended`: no person
     reviewed it (`cycle --unattended`), and the run records that."""
-    return _review(env, run_id, APPROVED, who, note, now, unattended)
+    return _review(ctx, run_id, APPROVED, who, note, now, unattended)
 
 
-def pending_runs(env, conn=None) -> list[tuple[int, dt.datetime]]:
+def pending_runs(ctx: Context, conn=None) -> list[tuple[int, dt.datetime]]:
     """(id, created) of every run still waiting for a person's review (state pending), oldest first."""
-    with _reader(env, conn) as c:
+    with _reader(ctx, conn) as c:
         rows = c.execute(sa.select(target_run.c.id, target_run.c.created_at).where(target_run.c.state == PENDING)
                          .order_by(target_run.c.id)).all()
     return [(r.id, parse_ts(r.created_at)) for r in rows]
 
 
-def newest_run_id(env, conn=None) -> int | None:
-    with _reader(env, conn) as c:
+def newest_run_id(ctx: Context, conn=None) -> int | None:
+    with _reader(ctx, conn) as c:
         return c.execute(sa.select(sa.func.max(target_run.c.id))).scalar()
 
 
-def reject_run(env, run_id: int, who: str, note: str, now: dt.datetime | None = None) -> TargetRun:
+def reject_run(ctx: Context, run_id: int, who: str, note: str, now: dt.datetime | None = None) -> TargetRun:
     """pending -> rejected; a reason is required."""
     if not note or not note.strip():
         raise TargetError("rejecting a run needs a note saying why")
-    return _review(env, run_id, REJECTED, who, note, now)
+    return _review(ctx, run_id, REJECTED, who, note, now)
 
 
-def executable_run(env, run_id: int, now: dt.datetime | None = None, conn=None) -> tuple[RunLine, ...]:
+def executable_run(ctx: Context, run_id: int, now: dt.datetime | None = None, conn=None) -> tuple[RunLine, ...]:
     """The lines of an approved, current, unexpired run; otherwise an error saying why not."""
-    return executable_lines(show_run(env, run_id, now, conn))
+    return executable_lines(show_run(ctx, run_id, now, conn))
 
 
 def executable_lines(run: TargetRun) -> tuple[RunLine, ...]:
@@ -495,13 +496,13 @@ def executable_lines(run: TargetRun) -> tuple[RunLine, ...]:
 # -- instruments and mappings -----------------------------------------------------------------------
 
 
-def list_instruments(env, on: dt.date | None = None) -> list[dict]:
-    config = trading_config(env)
+def list_instruments(ctx: Context, on: dt.date | None = None) -> list[dict]:
+    config = trading_config(ctx)
     on = on or dt.datetime.now(UTC).date()
     rows = []
     for name, inst in sorted(config.instruments.items()):
         try:
-            price_date, price = latest_price(env, name, on)
+            price_date, price = latest_price(ctx, name, on)
         except PriceError:
             price_date, price = None, None
         rows.append({"name": name, "type": inst.type, "currency": inst.currency, "multiplier": inst.multiplier,
@@ -552,9 +553,9 @@ def edit_mappings(text: str, signal: str, execution: str | None) -> str:
     return "".join(lines)
 
 
-def set_mapping(env, signal: str, execution: str) -> MappingChange:
+def set_mapping(ctx: Context, signal: str, execution: str) -> MappingChange:
     """Make `signal` execute in `execution` (the same name removes the mapping), editing config.toml."""
-    path = env.config_path
+    path = ctx.config_path
     text = path.read_text(encoding="utf-8")
     raw = tomllib.loads(text)
     config = parse_trading_config(raw)
@@ -577,10 +578,10 @@ def set_mapping(env, signal: str, execution: str) -> MappingChange:
         fh.flush()
         os.fsync(fh.fileno())
     tmp.replace(path)
-    env.settings.raw["mappings"] = new_raw.get("mappings", {})
+    ctx.settings.raw["mappings"] = new_raw.get("mappings", {})
     holders = ()
     if old != execution:
         old_inst = config.instruments[old]
-        holders = tuple((acct, com, qty) for (acct, com), qty in sorted(env.ledger.positions().items())
+        holders = tuple((acct, com, qty) for (acct, com), qty in sorted(ctx.ledger.positions().items())
                         if qty and instrument_of_contract(config, com) == old_inst)
     return MappingChange(signal, old, execution, holders)

@@ -43,6 +43,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from tradeledger.engine.context import Books
 from tradeledger.broker.base import BUY, Execution
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.entries import HolderCorrection, OriginalFill, correction_entry
@@ -51,9 +52,8 @@ from tradeledger.engine.accounting.holdings import load_holdings, save_marks
 from tradeledger.engine.trading.orders import add_filled
 from tradeledger.errors import CorrectionUnsupported
 from tradeledger.ledger import schema
-from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.numbers import from_scaled
-from tradeledger.ledger.store import Ledger, parse_ts
+from tradeledger.ledger.store import parse_ts
 
 __all__ = ["CorrectionUnsupported", "book_correction", "is_correction_row"]
 
@@ -70,11 +70,12 @@ def _latest_ts(conn: Connection, code: str) -> dt.datetime | None:
     return parse_ts(ts) if ts else None
 
 
-def book_correction(conn: Connection, ledger: Ledger, chart: Chart, row, e: Execution) -> int:
+def book_correction(conn: Connection, books: Books, row, e: Execution) -> int:
     """Replace the booked fill `row` by its corrected version `e`; returns the new fill id.
 
     Everything is checked before anything is written: a CorrectionUnsupported leaves the
     caller's transaction untouched."""
+    ledger, chart = books.ledger, books.chart
     contract = e.contract
     if contract.code != row.contract or e.side != row.side:
         raise CorrectionUnsupported(f"correction {e.exec_id} changes the contract or side of "
@@ -89,7 +90,7 @@ def book_correction(conn: Connection, ledger: Ledger, chart: Chart, row, e: Exec
         parts = [HolderCorrection(allocations[0][0], allocations[0][1], sign * e.quantity)]
     else:
         parts = [HolderCorrection(hld, q, q) for hld, q in allocations]
-    holdings = load_holdings(conn, ledger, chart, contract)
+    holdings = load_holdings(conn, books, contract)
     currency = e.commission_currency or row.commission_currency or contract.currency
     original = OriginalFill(row.exec_key, row.exec_id, row.txn_id, ledger.get(row.txn_id, conn), q_old_total, p_old,
                             parse_ts(row.time).date())

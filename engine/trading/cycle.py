@@ -61,7 +61,7 @@ SPREADS = True  # a forced roll is one calendar spread per instrument (force_out
 
 def trading_settings(session: Session) -> dict:
     """`[trading]`: lease_wait_seconds (5), fill_wait_seconds (30), cancel_wait_seconds (10)."""
-    raw = session.env.settings.raw.get("trading", {})
+    raw = session.settings.raw.get("trading", {})
     out = {}
     for key, default in (("lease_wait_seconds", 5.0), ("fill_wait_seconds", 30.0), ("cancel_wait_seconds", 10.0)):
         value = raw.get(key, default)
@@ -73,7 +73,7 @@ def trading_settings(session: Session) -> dict:
 
 def order_lines(session: Session, run_id: int, now: dt.datetime) -> list[TargetLine]:
     """The approved run's lines as order targets (refuses an unexecutable run)."""
-    return target_lines(session, show_run(session.env, run_id, now), check=True)
+    return target_lines(session, show_run(session, run_id, now), check=True)
 
 
 def target_lines(session: Session, run, check: bool) -> list[TargetLine]:
@@ -95,9 +95,9 @@ def _plan_lines(session: Session, run_id: int, lines: list[TargetLine], now: dt.
     """Exposure per instrument, routed by each instrument's roll state on the day the orders go out
     (engine/futures/state.py), counting the orders in flight (engine/trading/inflight.py)."""
     config, of = session.config, instrument_index(session.config)
-    check_spreads(session.env.engine, lambda: session.broker, now)  # an interrupted roll is raised first
-    with read_connection(session.env.engine) as conn:
-        positions = holder_positions(session.env.ledger, session.env.chart, conn)
+    check_spreads(session, lambda: session.broker, now)  # an interrupted roll is raised first
+    with read_connection(session.engine) as conn:
+        positions = holder_positions(session.ledger, session.chart, conn)
         flight = in_flight(working_orders(conn))
         today = traded_today(conn, now.date())
         locks = active_locks(conn)
@@ -121,7 +121,7 @@ def plan_run(session: Session, run_id: int, now: dt.datetime, as_of: dt.date | N
 
 def preview_run(session: Session, run_id: int, now: dt.datetime) -> OrderPlan:
     """What planning any run (even one not approved yet) would do now: for review (`targets show`)."""
-    run = show_run(session.env, run_id, now)
+    run = show_run(session, run_id, now)
     return _plan_lines(session, run_id, target_lines(session, run, check=False), now)
 
 
@@ -130,8 +130,8 @@ def review_run(session: Session, run_id: int) -> tuple[object, dict[str, tuple[s
     (run, {contract: (outcome, detail)}, planned). A planned run shows what it decided when planned;
     another shows what planning it now would decide (refused, clipped, order, cross, unchanged)."""
     now = session.now()
-    run = show_run(session.env, run_id, now)
-    with read_connection(session.env.engine) as conn:
+    run = show_run(session, run_id, now)
+    with read_connection(session.engine) as conn:
         if is_planned(conn, run_id):
             return run, {r["contract"]: (r["outcome"], r["detail"]) for r in recorded_plan(conn, run_id)}, True
     try:
@@ -165,19 +165,19 @@ class Execution:
 
 def submit_run(session: Session, run_id: int, now: dt.datetime, what: str = "orders submit") -> Execution:
     """Execute an approved run once: under the trading lease, sync, settle older orders, plan once, send."""
-    env = session.env
+    env = session
     settings = trading_settings(session)
-    with trading_lease.hold(env.engine, env.settings.env, f"{what} (run {run_id})",
+    with trading_lease.hold(env, f"{what} (run {run_id})",
                             wait=settings["lease_wait_seconds"]) as held:
         executable_lines(show_run(env, run_id, now))  # approved, newest, unexpired: else say why not
-        ensure_opening(env.engine, session.broker, "submit", now)  # the account's holdings are in the books first
-        syncs = [sync_fills(env.engine, env.ledger, env.chart, session.broker)]
+        ensure_opening(env, session.broker, "submit", now)  # the account's holdings are in the books first
+        syncs = [sync_fills(env, session.broker)]
         killpoint.reach("synced")
 
         def sync():
-            syncs.append(sync_fills(env.engine, env.ledger, env.chart, session.broker))
+            syncs.append(sync_fills(env, session.broker))
 
-        settled = settle_older_orders(env.engine, session.broker, run_id, sync, now,
+        settled = settle_older_orders(env, session.broker, run_id, sync, now,
                                       timeout=settings["cancel_wait_seconds"], guard=held.check)
         killpoint.reach("settled")
         with read_connection(env.engine) as conn:
@@ -191,10 +191,10 @@ def submit_run(session: Session, run_id: int, now: dt.datetime, what: str = "ord
             held.check()
             if env.settings.env == "paper" and env.settings.broker == "sim":
                 open_sim_market(session, order_plan, now)  # before the plan is recorded: a resumed run finds it open
-            record_plan(env.engine, env.ledger, env.chart, order_plan, env.settings.env, now)
+            record_plan(env, order_plan, now)
             killpoint.reach("recorded")
-            record_refusals(env.engine, order_plan, now)
-        report = send_planned(env.engine, session.broker, run_id, now, guard=held.check)
+            record_refusals(env, order_plan, now)
+        report = send_planned(env, session.broker, run_id, now, guard=held.check)
     if order_plan is not None:
         report.refusals = order_plan.refusals
         report.clips = order_plan.clips
@@ -222,35 +222,35 @@ def open_sim_market(session: Session, order_plan: OrderPlan, now: dt.datetime) -
 
 def cancel_order(session: Session, order_id: int) -> tuple[str, bool]:
     """Cancel one order under the trading lease; (order_ref, confirmed by the broker)."""
-    env = session.env
-    with trading_lease.hold(env.engine, env.settings.env, f"orders cancel {order_id}",
+    env = session
+    with trading_lease.hold(env, f"orders cancel {order_id}",
                             wait=trading_settings(session)["lease_wait_seconds"]):
-        return cancel(env.engine, env.ledger, env.chart, session.broker, order_id, session.now())
+        return cancel(env, session.broker, order_id, session.now())
 
 
 def still_working(session: Session, run_id: int | None = None) -> list[str]:
     """Orders (of a run, or all) not done: each described with what filled so far."""
-    with read_connection(session.env.engine) as conn:
+    with read_connection(session.engine) as conn:
         return [o.describe() for o in working_orders(conn) if run_id is None or o.run_id == run_id]
 
 
 def open_orders_of(session: Session, run_id: int) -> int:
     o = tables.broker_order
-    with read_connection(session.env.engine) as conn:
+    with read_connection(session.engine) as conn:
         return conn.execute(sa.select(sa.func.count()).select_from(o).where(
             o.c.run_id == run_id, o.c.state.in_(("planned", "sent", "partial")))).scalar()
 
 
 def wait_for_fills(session: Session, run_id: int, timeout: float = 30.0, poll: float = 0.2) -> SyncReport:
     """Sync fills until every order of the run is done or `timeout` seconds pass."""
-    env = session.env
+    env = session
     total = SyncReport()
     deadline = wallclock.monotonic() + timeout
     while True:
-        total = total.then(sync_fills(env.engine, env.ledger, env.chart, session.broker))
+        total = total.then(sync_fills(env, session.broker))
         if open_orders_of(session, run_id) == 0:
             return total
-        check_spreads(env.engine, session.broker, session.now())  # a spread the broker ended half-filled
+        check_spreads(env, session.broker, session.now())  # a spread the broker ended half-filled
         if open_orders_of(session, run_id) == 0 or wallclock.monotonic() >= deadline:
             return total
         wallclock.sleep(poll)
@@ -262,7 +262,7 @@ def wait_for_fills(session: Session, run_id: int, timeout: float = 30.0, poll: f
 
 def choose_run(session: Session, run_id: int | None) -> int:
     """The run `cycle --approve` executes: the named one, else the newest if nothing older awaits review."""
-    env = session.env
+    env = session
     if run_id is not None:
         return run_id
     newest = newest_run_id(env)
@@ -307,8 +307,8 @@ class CycleResult:
 def compute_for_review(session: Session, as_of: dt.date | None = None) -> CycleResult:
     """`cycle`: compute a run, say which runs it supersedes, and name the command that executes it."""
     now = session.now()
-    waiting = pending_runs(session.env)
-    run_id = compute_run(session.env, as_of or now.date(), now)
+    waiting = pending_runs(session)
+    run_id = compute_run(session, as_of or now.date(), now)
     notes = [f"run {rid} (computed {created:%Y-%m-%d %H:%M} UTC, pending review) is superseded by run {run_id}"
              for rid, created in waiting]
     notes.append(f"run {run_id} computed: review it (`tradeledger targets show {run_id}`)")
@@ -319,12 +319,12 @@ def execute(session: Session, run_id: int | None, who: str, timeout: float | Non
             unattended: bool = False, as_of: dt.date | None = None) -> CycleResult:
     """`cycle --approve [--run N]` (or `--unattended`): approve if pending, execute, wait, report;
     all of it under the trading lease, so two cycles never choose, approve or plan at once."""
-    env = session.env
+    env = session
     now = session.now()
     what = "cycle --unattended" if unattended else "cycle --approve"
     settings = trading_settings(session)
     wait = settings["fill_wait_seconds"] if timeout is None else timeout
-    with trading_lease.hold(env.engine, env.settings.env, what, wait=settings["lease_wait_seconds"]):
+    with trading_lease.hold(env, what, wait=settings["lease_wait_seconds"]):
         run_id, notes = _approved_run(session, run_id, who, unattended, as_of, now)
         execution = submit_run(session, run_id, now, what=what)
         fills = wait_for_fills(session, run_id, wait)
@@ -335,7 +335,7 @@ def execute(session: Session, run_id: int | None, who: str, timeout: float | Non
 
 def _approved_run(session: Session, run_id: int | None, who: str, unattended: bool, as_of: dt.date | None,
                   now: dt.datetime) -> tuple[int, list[str]]:
-    env = session.env
+    env = session
     if unattended:
         waiting = pending_runs(env)
         if waiting:

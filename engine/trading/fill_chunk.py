@@ -29,6 +29,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from tradeledger.engine.context import Books
 from tradeledger.broker.base import BUY, Execution
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.entries import FillShare, commission_split, fill_entry
@@ -49,9 +50,10 @@ def _in_chunks(values: list):
         yield values[start:start + _IN]
 
 
-def book_new_fills(conn: Connection, ledger: Ledger, chart: Chart, executions: list[Execution], report) -> bool:
+def book_new_fills(conn: Connection, books: Books, executions: list[Execution], report) -> bool:
     """Book a chunk of executions none of which is booked yet, as one; False (nothing written)
     when the chunk holds anything the one-by-one path must book (see the module's docstring)."""
+    ledger, chart = books.ledger, books.chart
     f, o, oa, fa, leg = tables.fill, tables.broker_order, tables.order_alloc, tables.fill_alloc, tables.order_leg
     account = chart.broker_account
     keys = [e.base_exec_id for e in executions]
@@ -80,7 +82,7 @@ def book_new_fills(conn: Connection, ledger: Ledger, chart: Chart, executions: l
     for e in {e.contract.code: e for e in reversed(executions)}.values():  # each contract's first
         ensure_contract(conn, ledger, e.contract, e.time.date())
     opened: set = set()
-    holdings = load_holdings_many(conn, ledger, chart, list(contracts.values()))
+    holdings = load_holdings_many(conn, books, list(contracts.values()))
     before = dict(holdings)
 
     moved: dict[tuple[str, object], object] = {}  # (contract, holder) -> time its holding last changed
@@ -100,7 +102,7 @@ def book_new_fills(conn: Connection, ledger: Ledger, chart: Chart, executions: l
             filled[order.id] += e.quantity
         for holder, _ in shares:
             if holder not in opened:
-                ensure_holder(conn, ledger, chart, holder)
+                ensure_holder(conn, books, holder)
                 opened.add(holder)
         parts = commission_split(e.commission, shares)
         fill_shares = [FillShare(h, q, parts.get(h, Decimal(0)) if e.commission is not None else None)

@@ -27,6 +27,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from tradeledger.engine.context import Books, Context
 from tradeledger.broker.base import BUY, Broker, Execution
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.entries import FillShare, commission_entry, commission_split, fill_entry
@@ -124,7 +125,8 @@ def _booked_versions(engine, account: str, keys: list[str]) -> dict[str, tuple[s
     return found
 
 
-def sync_fills(engine, ledger: Ledger, chart: Chart, broker: Broker) -> SyncReport:
+def sync_fills(ctx: Context, broker: Broker) -> SyncReport:
+    engine, chart = ctx.engine, ctx.chart
     report = SyncReport()
     executions = latest_versions(broker.executions())
     # Most of what a broker reports on a sync is already booked: one read finds those. The rest
@@ -148,24 +150,24 @@ def sync_fills(engine, ledger: Ledger, chart: Chart, broker: Broker) -> SyncRepo
             with engine.begin() as conn:
                 for code in sorted({e.contract.code for e in chunk}):  # one order: no lock cycle
                     lock_contract(conn, code)
-                if not book_new_fills(conn, ledger, chart, chunk, trial):  # a chunk done as a chunk
+                if not book_new_fills(conn, ctx.books, chunk, trial):  # a chunk done as a chunk
                     for execution in chunk:
-                        book_execution(conn, ledger, chart, execution, trial)
+                        book_execution(conn, ctx.books, execution, trial)
         except (LedgerError, ValueError, ArithmeticError):
             # One of them cannot be booked: the chunk rolled back whole; book each on its own so
             # that the others land and the one that fails is raised as an exception.
             for execution in chunk:
-                _book_alone(engine, ledger, chart, execution, report)
+                _book_alone(engine, ctx.books, execution, report)
         else:
             report.merge(trial)
     return report
 
 
-def _book_alone(engine, ledger: Ledger, chart: Chart, execution: Execution, report: SyncReport) -> None:
+def _book_alone(engine, books: Books, execution: Execution, report: SyncReport) -> None:
     trial = SyncReport()
     try:
         with engine.begin() as conn:
-            book_execution(conn, ledger, chart, execution, trial)
+            book_execution(conn, books, execution, trial)
         report.merge(trial)
     except (LedgerError, ValueError, ArithmeticError) as exc:
         report.failed.append((execution.exec_id, str(exc)))
@@ -176,7 +178,7 @@ def _book_alone(engine, ledger: Ledger, chart: Chart, execution: Execution, repo
                             dedupe_key=dedupe_key(UNBOOKED_EXECUTION, execution.account, execution.base_exec_id))
 
 
-def book_execution(conn: Connection, ledger: Ledger, chart: Chart, e: Execution, report: SyncReport) -> None:
+def book_execution(conn: Connection, books: Books, e: Execution, report: SyncReport) -> None:
     lock_contract(conn, e.contract.code)  # before "is it booked?": two syncing processes never both book it
     f = tables.fill
     existing = conn.execute(sa.select(f).where(
@@ -188,7 +190,7 @@ def book_execution(conn: Connection, ledger: Ledger, chart: Chart, e: Execution,
             from tradeledger.engine.trading.corrections import CorrectionUnsupported, book_correction
 
             try:
-                book_correction(conn, ledger, chart, existing, e)
+                book_correction(conn, books, existing, e)
                 report.corrected.append(e.exec_id)
                 if e.commission is None:
                     report.pending_commissions.append(e.base_exec_id)
@@ -196,7 +198,7 @@ def book_execution(conn: Connection, ledger: Ledger, chart: Chart, e: Execution,
                 report.corrections.append(e.exec_id)
                 report.correction_reasons[e.exec_id] = str(exc)
         elif existing.commission is None and e.commission is not None:
-            _book_late_commission(conn, ledger, chart, existing, e)
+            _book_late_commission(conn, books, existing, e)
             report.commissions.append(e.base_exec_id)
         else:
             report.replays += 1
@@ -204,7 +206,7 @@ def book_execution(conn: Connection, ledger: Ledger, chart: Chart, e: Execution,
                 report.pending_commissions.append(e.base_exec_id)
         return
     shares, order = _attribute(conn, e)
-    _book_new_fill(conn, ledger, chart, e, shares, order)
+    _book_new_fill(conn, books, e, shares, order)
     if order is None:  # a trade made outside tradeledger: booked to Unattributed, and said so
         report.unattributed.append(e.base_exec_id)
         raise_exception(conn, ExceptionKind.UNATTRIBUTED_FILL, f"{e.contract.code} {e.base_exec_id}",
@@ -238,15 +240,16 @@ def _attribute(conn: Connection, e: Execution) -> tuple[list[tuple[Holder, Decim
     return [(holder, sign * qty) for holder, qty in split.items()], order
 
 
-def _book_new_fill(conn: Connection, ledger: Ledger, chart: Chart, e: Execution, shares, order) -> int:
+def _book_new_fill(conn: Connection, books: Books, e: Execution, shares, order) -> int:
+    ledger, chart = books.ledger, books.chart
     contract = e.contract
     ensure_contract(conn, ledger, contract, e.time.date())
     for holder, _ in shares:
-        ensure_holder(conn, ledger, chart, holder)
+        ensure_holder(conn, books, holder)
     parts = commission_split(e.commission, shares)
     fill_shares = [FillShare(h, q, parts.get(h, Decimal(0)) if e.commission is not None else None)
                    for h, q in shares]
-    holdings = load_holdings(conn, ledger, chart, contract)
+    holdings = load_holdings(conn, books, contract)
     who = ", ".join(display(h) for h, _ in shares)
     narration = f"{e.side} {e.quantity} {contract.code} @ {e.price} for {who}"
     txn, after = fill_entry(chart, contract, e.base_exec_id, e.price, e.time, fill_shares, holdings,
@@ -311,7 +314,8 @@ def attributed_to(conn: Connection, exec_key: str) -> str | None:
         adjustment.c.kind.in_(("attribute", "manual-close")), adjustment.c.subject == exec_key)).scalar() or None  # "" never: attributed to a strategy
 
 
-def _book_late_commission(conn: Connection, ledger: Ledger, chart: Chart, row, e: Execution) -> None:
+def _book_late_commission(conn: Connection, books: Books, row, e: Execution) -> None:
+    ledger, chart = books.ledger, books.chart
     shares = [(from_column(r.holder), from_scaled(r.quantity)) for r in conn.execute(
         sa.select(tables.fill_alloc).where(tables.fill_alloc.c.fill_id == row.id))]
     taker = attributed_to(conn, row.exec_key)

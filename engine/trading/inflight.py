@@ -33,6 +33,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.broker.base import BUY, Broker, BrokerError
 from tradeledger.engine import tables
 from tradeledger.ledger.db import read_connection
@@ -117,9 +118,10 @@ def _update(engine, order_id: int, **values) -> None:
         conn.execute(o.update().where(o.c.id == order_id, o.c.state.in_(WORKING)).values(**values))
 
 
-def settle_older_orders(engine, broker: Broker, run_id: int, sync, now: dt.datetime, timeout: float = 10.0,
+def settle_older_orders(ctx: Context, broker: Broker, run_id: int, sync, now: dt.datetime, timeout: float = 10.0,
                         poll: float = 0.2, guard=None) -> SettleReport:
     """Apply the rule above to every working order not of `run_id`; `sync()` books the broker's fills."""
+    engine = ctx.engine
     report = SettleReport()
     with read_connection(engine) as conn:
         orders = working_orders(conn)

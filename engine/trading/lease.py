@@ -31,6 +31,7 @@ from typing import Iterator
 
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.engine.tables import trading_lease
 from tradeledger.errors import UserError
 from tradeledger.ledger.store import fmt_ts
@@ -158,9 +159,10 @@ _held_lock = threading.Lock()
 
 
 @contextmanager
-def hold(engine, env: str, what: str, wait: float = DEFAULT_WAIT, seconds: int = LEASE_SECONDS,
+def hold(ctx: Context, what: str, wait: float = DEFAULT_WAIT, seconds: int = LEASE_SECONDS,
          poll: float = 0.1) -> Iterator[Lease]:
     """Hold the environment's trading lease for the block (re-entrant within this process)."""
+    engine, env = ctx.engine, ctx.name
     key = (engine.url.render_as_string(hide_password=True), env)
     with _held_lock:
         mine = _held.get(key)

@@ -12,42 +12,44 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.broker.base import Contract
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.entries import settlement_entry
 from tradeledger.engine.accounting.holdings import load_holdings, save_marks
-from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled
-from tradeledger.ledger.store import Ledger
 
 
-def futures_held(engine, ledger: Ledger, chart: Chart) -> list[str]:
+def futures_held(ctx: Context) -> list[str]:
     """Contract codes of futures with a non-zero position in any holder."""
+    engine, ledger, chart = ctx.engine, ctx.ledger, ctx.chart
     with read_connection(engine) as conn:
         futures = set(conn.execute(sa.text("SELECT name FROM commodity WHERE kind = 'future'")).scalars())
         positions = ledger.positions(prefix=chart.root, conn=conn)
     return sorted({code for (_, code), units in positions.items() if code in futures and units != 0})
 
 
-def settlement_prices(engine, day: dt.date) -> dict[str, Decimal]:
+def settlement_prices(ctx: Context, day: dt.date) -> dict[str, Decimal]:
+    engine = ctx.engine
     s = tables.settlement
     with read_connection(engine) as conn:
         rows = conn.execute(sa.select(s.c.contract, s.c.price).where(s.c.date == day.isoformat()))
         return {code: from_scaled(price) for code, price in rows}
 
 
-def mark_day(engine, ledger: Ledger, chart: Chart, contracts: dict[str, Contract], day: dt.date,
+def mark_day(ctx: Context, contracts: dict[str, Contract], day: dt.date,
              prices: dict[str, Decimal], time: dt.datetime) -> tuple[list[str], list[str]]:
     """Book the day's settlement for every held future; returns (booked codes, codes without a price)."""
+    engine, ledger, chart = ctx.engine, ctx.ledger, ctx.chart
     booked, missing = [], []
-    for code in futures_held(engine, ledger, chart):
+    for code in futures_held(ctx):
         if code not in prices:
             missing.append(code)
             continue
         contract = contracts[code]
         with engine.begin() as conn:
-            holdings = load_holdings(conn, ledger, chart, contract)
+            holdings = load_holdings(conn, ctx.books, contract)
             txn, after = settlement_entry(chart, contract, day, time, prices[code], holdings)
             if txn is None:
                 continue
@@ -76,9 +78,9 @@ def mark_settlements(session, day: dt.date | None = None) -> tuple[dt.date, list
     clock); returns (day, contracts booked, contracts with no settlement price)."""
     from tradeledger.engine.accounting.holdings import known_contracts
 
-    env, now = session.env, session.now()
+    env, now = session, session.now()
     day = day or now.date()
     when = settlement_booking_time(day, now)
-    booked, missing = mark_day(env.engine, env.ledger, env.chart, known_contracts(env.ledger), day,
-                               settlement_prices(env.engine, day), when)
+    booked, missing = mark_day(env, known_contracts(env.ledger), day,
+                               settlement_prices(env, day), when)
     return day, booked, missing

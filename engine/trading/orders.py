@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
+from tradeledger.engine.context import Books, Context
 from tradeledger.broker.base import BUY, SELL, Broker, BrokerDisconnected, ComboLeg, Contract, OrderRequest, contract_fields
 from tradeledger.engine import tables
 from tradeledger.errors import UserError
@@ -244,8 +246,10 @@ class SubmitReport:
     clips: list[tuple[str, str]] = field(default_factory=list)
 
 
-def record_plan(engine, ledger: Ledger, chart: Chart, order_plan: OrderPlan, env_name: str, now: dt.datetime) -> int:
+def record_plan(ctx: Context, order_plan: OrderPlan, now: dt.datetime) -> int:
     """Book the crosses and record the orders (state planned) in one transaction; once per run."""
+    engine = ctx.engine
+    env_name = ctx.name
     o = tables.broker_order
     with engine.begin() as conn:
         if is_planned(conn, order_plan.run_id):
@@ -258,12 +262,12 @@ def record_plan(engine, ledger: Ledger, chart: Chart, order_plan: OrderPlan, env
                                                          planned_at=fmt_ts(now)))
         for sp in order_plan.spreads:
             if not sp.refused:
-                created += _record_spread(conn, ledger, chart, order_plan.run_id, sp, env_name, now)
+                created += _record_spread(conn, ctx.books, order_plan.run_id, sp, env_name, now)
         for cp in order_plan.contracts:
             if cp.refused:
                 continue
             for cross in cp.crosses:
-                _book_cross(conn, ledger, chart, order_plan.run_id, cp, cross, now)
+                _book_cross(conn, ctx.books, order_plan.run_id, cp, cross, now)
             if cp.side is None or not cp.quantity:
                 continue
             order_id = conn.execute(o.insert().values(
@@ -314,7 +318,7 @@ def why_nothing(line: dict) -> str:
     return f"already sent when the run was planned at {when}: {states}"
 
 
-def _record_spread(conn, ledger: Ledger, chart: Chart, run_id: int, sp: SpreadPlan, env_name: str, now) -> int:
+def _record_spread(conn: Connection, books: Books, run_id: int, sp: SpreadPlan, env_name: str, now) -> int:
     """A roll by spread: the crosses of both legs booked at their reference prices, then one BAG
     order (state planned) whose legs and allocation are recorded with it. Returns 1 if an order."""
     o, ev = tables.broker_order, tables.roll_event
@@ -324,7 +328,7 @@ def _record_spread(conn, ledger: Ledger, chart: Chart, run_id: int, sp: SpreadPl
     for contract, price, crosses in ((sp.old, sp.old_price, sp.old_crosses), (sp.new, sp.new_price, sp.new_crosses)):
         leg = ContractPlan(contract, sp.instrument, price, (), crosses, None, ZERO, ())
         for cross in crosses:
-            _book_cross(conn, ledger, chart, run_id, leg, cross, now, tag="roll")
+            _book_cross(conn, books, run_id, leg, cross, now, tag="roll")
     if sp.old_side is None:
         return 0
     new_side = BUY if sp.old_side == SELL else SELL
@@ -346,13 +350,14 @@ def _record_spread(conn, ledger: Ledger, chart: Chart, run_id: int, sp: SpreadPl
     return 1
 
 
-def _book_cross(conn, ledger: Ledger, chart: Chart, run_id: int, cp: ContractPlan, cross: Cross, now,
+def _book_cross(conn: Connection, books: Books, run_id: int, cp: ContractPlan, cross: Cross, now,
                 tag: str = "") -> None:
+    ledger, chart = books.ledger, books.chart
     contract = cp.contract
     ensure_contract(conn, ledger, contract, now.date())
     for holder in (cross.seller, cross.buyer):
-        ensure_holder(conn, ledger, chart, holder)
-    holdings = load_holdings(conn, ledger, chart, contract)
+        ensure_holder(conn, books, holder)
+    holdings = load_holdings(conn, books, contract)
     txn, after = cross_entry(chart, contract, holdings, run_id, cross.seller, cross.buyer, cross.quantity,
                              cp.reference_price, now, tag)
     booked = ledger.book(txn, conn)
@@ -362,8 +367,9 @@ def _book_cross(conn, ledger: Ledger, chart: Chart, run_id: int, cp: ContractPla
         quantity=to_scaled(cross.quantity, "cross"), price=to_scaled(cp.reference_price, "price"), txn_id=booked.id))
 
 
-def record_refusals(engine, order_plan: OrderPlan, now: dt.datetime) -> None:
+def record_refusals(ctx: Context, order_plan: OrderPlan, now: dt.datetime) -> None:
     """A limit or a lock that stopped a contract becomes a limit_hit exception (one per day)."""
+    engine = ctx.engine
     if not order_plan.refusals:
         return
     with engine.begin() as conn:
@@ -372,11 +378,12 @@ def record_refusals(engine, order_plan: OrderPlan, now: dt.datetime) -> None:
                             dedupe_key=dedupe_key(ExceptionKind.LIMIT_HIT, code, now.date().isoformat()), now=now)
 
 
-def send_planned(engine, broker: Broker, run_id: int | None, now: dt.datetime, guard=None) -> SubmitReport:
+def send_planned(ctx: Context, broker: Broker, run_id: int | None, now: dt.datetime, guard=None) -> SubmitReport:
     """Send every planned order (of a run, or all), asking the broker first whether it has it.
 
     `guard()` is called before each send (the trading lease's check: a process that lost its lease
     stops before sending anything more)."""
+    engine = ctx.engine
     report = SubmitReport()
     o = tables.broker_order
     with read_connection(engine) as conn:
@@ -386,7 +393,7 @@ def send_planned(engine, broker: Broker, run_id: int | None, now: dt.datetime, g
         planned = conn.execute(query.order_by(o.c.id)).all()
     if not planned:
         return report
-    ensure_opening(engine, broker, "submit", now)  # the gate: nothing is sent to an account never opened
+    ensure_opening(ctx, broker, "submit", now)  # the gate: nothing is sent to an account never opened
     at_broker = {s.order_ref: s for s in broker.orders()}
     for row in planned:
         status = at_broker.get(row.order_ref)
@@ -475,9 +482,10 @@ def add_filled(conn, order_id: int, quantity: Decimal, only_from: tuple[str, ...
     conn.execute(o.update().where(o.c.id == order_id).values(filled=to_scaled(filled, "filled"), state=state))
 
 
-def cancel(engine, ledger: Ledger, chart: Chart, broker: Broker, order_id: int, now: dt.datetime) -> tuple[str, bool]:
+def cancel(ctx: Context, broker: Broker, order_id: int, now: dt.datetime) -> tuple[str, bool]:
     """Cancel an order that is not done; what already filled stays booked. (order_ref, confirmed):
     the order is recorded cancelled only once the broker says it is done and its fills are booked."""
+    engine = ctx.engine
     from tradeledger.engine.trading.fills import sync_fills
 
     o = tables.broker_order
@@ -494,7 +502,7 @@ def cancel(engine, ledger: Ledger, chart: Chart, broker: Broker, order_id: int, 
                 state="cancelled", reason="cancelled before it was sent"))
         return row.order_ref, True
     status = broker.cancel_order(row.order_ref)
-    sync_fills(engine, ledger, chart, broker)
+    sync_fills(ctx, broker)
     if not status.is_done:
         return row.order_ref, False
     with engine.begin() as conn:
@@ -506,7 +514,4 @@ def cancel(engine, ledger: Ledger, chart: Chart, broker: Broker, order_id: int, 
             reason="cancelled by `tradeledger orders cancel`"))
     return row.order_ref, True
 
-
-def contract_for(config: TradingConfig, instrument: str, on: dt.date) -> Contract:
-    return current_contract(config.instruments[instrument], on)
 

@@ -23,6 +23,7 @@ import datetime as dt
 from collections import defaultdict
 from decimal import Decimal
 
+from tradeledger.engine.context import Context
 from tradeledger.broker.base import BrokerError, CashEvent
 from tradeledger.engine.accounting.actions import book_due, list_actions
 from tradeledger.engine.trust.exceptions import (
@@ -40,11 +41,11 @@ def unbooked_dividends(events: list[CashEvent], known: set[tuple[str, dt.date]])
             if (ticker, day) not in known]
 
 
-def check_corporate_actions(env, broker, today: dt.date, now: dt.datetime) -> list[str]:
+def check_corporate_actions(ctx: Context, broker, today: dt.date, now: dt.datetime) -> list[str]:
     """Book due actions, then raise what is still missing; returns notes for the reconciliation."""
-    report = book_due(env, today)
+    report = book_due(ctx, today)
     notes = [f"booked {what}" for what in report.booked]
-    with env.engine.begin() as conn:
+    with ctx.engine.begin() as conn:
         for refused in report.refused:
             key, _, why = refused.partition(": ")
             notes.append(f"could not book {refused}")
@@ -57,17 +58,17 @@ def check_corporate_actions(env, broker, today: dt.date, now: dt.datetime) -> li
         paid = events()
     except BrokerError as exc:  # the reconciliation that follows records the broker as unreachable
         return notes + [f"broker cash events not read: {exc}"]
-    actions = list_actions(env)
+    actions = list_actions(ctx)
     known = {(a["ticker"], dt.date.fromisoformat(a["pay_date"])) for a in actions if a["kind"] == "dividend"}
-    with env.engine.begin() as conn:
+    with ctx.engine.begin() as conn:
         for ticker, day, amount, currency in unbooked_dividends(paid, known):
             notes.append(f"unbooked dividend {ticker} {amount} {currency} paid {day}")
             raise_exception(conn, ExceptionKind.CORPORATE_ACTION, f"dividend {ticker} {day}",
                             f"the broker paid a dividend of {amount} {currency} on {ticker} on {day} that tradeledger "
                             f"has no record of: import it (tradeledger actions import FILE, or tradeledger import "
                             f"flex FILE), then reconcile", severity="error", now=now,
-                            dedupe_key=dedupe_key(UNBOOKED_DIVIDEND, env.settings.account, ticker, day))
-    notes += _check_account_cash(env, paid, now) + _check_splits(env, broker, {a["key"] for a in actions}, now)
+                            dedupe_key=dedupe_key(UNBOOKED_DIVIDEND, ctx.settings.account, ticker, day))
+    notes += _check_account_cash(ctx, paid, now) + _check_splits(ctx, broker, {a["key"] for a in actions}, now)
     return notes
 
 
@@ -86,19 +87,19 @@ def unbooked_account_cash(events: list[CashEvent], booked: dict) -> list[tuple[s
             if amount != booked.get((kind, day, currency), Decimal(0))]
 
 
-def _check_account_cash(env, events: list[CashEvent], now: dt.datetime) -> list[str]:
+def _check_account_cash(ctx: Context, events: list[CashEvent], now: dt.datetime) -> list[str]:
     """Interest and fees the broker moved on a day that the ledger has not booked on that day: a
     `cash_movement` exception carrying the command that books it (resolved once the day agrees)."""
     days = sorted({e.time.date() for e in events if e.kind in ACCOUNT_CASH})
     booked: dict[tuple[str, dt.date, str], Decimal] = defaultdict(Decimal)
     for day in days:
-        for (account, currency), units in env.ledger.income(since=day, until=day + dt.timedelta(days=1)).items():
+        for (account, currency), units in ctx.ledger.income(since=day, until=day + dt.timedelta(days=1)).items():
             for kind, prefixes in ACCOUNT_CASH.items():
                 if account.startswith(prefixes):
                     booked[(kind, day, currency)] -= units  # income is a credit: the cash it brought
     missing = unbooked_account_cash(events, booked)
     notes = []
-    with env.engine.begin() as conn:
+    with ctx.engine.begin() as conn:
         for kind, day, amount, currency in missing:
             command = (f'tradeledger actions {kind} {amount} {currency} --date {day.isoformat()} '
                        f'--reason "broker {kind} {day.isoformat()}"')
@@ -106,15 +107,15 @@ def _check_account_cash(env, events: list[CashEvent], now: dt.datetime) -> list[
             raise_exception(conn, ExceptionKind.CASH_MOVEMENT, f"{kind} {currency} {day}",
                             f"the broker's {kind} of {amount} {currency} on {day} is not booked: {command}",
                             severity="error", now=now,
-                            dedupe_key=dedupe_key(ExceptionKind.CASH_MOVEMENT, env.settings.account, kind, day,
+                            dedupe_key=dedupe_key(ExceptionKind.CASH_MOVEMENT, ctx.settings.account, kind, day,
                                                   currency))
         for kind, day, currency in {(k, d, c) for k, d, c in booked} - {(k, d, c) for k, d, _, c in missing}:
-            resolve_by_key(conn, dedupe_key(ExceptionKind.CASH_MOVEMENT, env.settings.account, kind, day, currency),
+            resolve_by_key(conn, dedupe_key(ExceptionKind.CASH_MOVEMENT, ctx.settings.account, kind, day, currency),
                            "reconcile", "booked", now)
     return notes
 
 
-def _check_splits(env, broker, stored: set[str], now: dt.datetime) -> list[str]:
+def _check_splits(ctx: Context, broker, stored: set[str], now: dt.datetime) -> list[str]:
     """A split the broker made that tradeledger has no record of: a `corporate_action` exception naming
     what to import (resolved once it is stored)."""
     made = getattr(broker, "splits", None)
@@ -125,9 +126,9 @@ def _check_splits(env, broker, stored: set[str], now: dt.datetime) -> list[str]:
     except BrokerError as exc:
         return [f"broker splits not read: {exc}"]
     notes = []
-    with env.engine.begin() as conn:
+    with ctx.engine.begin() as conn:
         for ticker, day, new, old, cash_in_lieu in splits:
-            key = dedupe_key(ExceptionKind.CORPORATE_ACTION, env.settings.account, "split", ticker, day)
+            key = dedupe_key(ExceptionKind.CORPORATE_ACTION, ctx.settings.account, "split", ticker, day)
             if f"{ticker}:{day.isoformat()}:split" in stored:
                 resolve_by_key(conn, key, "reconcile", "stored", now)
                 continue

@@ -38,6 +38,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from tradeledger.engine.context import Context
 from tradeledger.broker.base import Contract
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.entries import (
@@ -54,7 +55,7 @@ from tradeledger.ledger.accounts import Chart
 from tradeledger.errors import AdjustError, UnknownName
 from tradeledger.ledger.model import Transaction, reversal_of
 from tradeledger.ledger.numbers import from_scaled, to_scaled
-from tradeledger.ledger.store import Commodity, Ledger, fmt_ts
+from tradeledger.ledger.store import Commodity, fmt_ts
 
 ZERO = Decimal(0)
 KINDS = ("attribute", "adopt", "transfer", "manual-close", "reverse", "cash")
@@ -106,13 +107,6 @@ def new_key(kind: str, chart: Chart) -> str:
 
 
 # -- planners: read the state inside a transaction, build the entry ---------------------------------
-
-@dataclass(frozen=True)
-class Context:
-    ledger: Ledger
-    chart: Chart
-    strategies: dict  # user name -> account component
-
 
 def resolve_holder(conn: Connection, ctx: Context, name: str) -> Holder:
     """A strategy's account component from its user name or component; 'unattributed' -> None."""
@@ -205,7 +199,7 @@ def plan_attribute(conn: Connection, ctx: Context, exec_key: str, strategy: str,
         raise AdjustError(f"fill {exec_key} is not unattributed: it was booked for its order {row.order_ref}")
     qty, price = from_scaled(unattributed), from_scaled(row.price)
     contract = _contract(conn, row.contract)
-    holdings = load_holdings(conn, ctx.ledger, ctx.chart, contract)
+    holdings = load_holdings(conn, ctx.books, contract)
     # The unattributed bucket *received* qty with the fill: it now gives qty to the strategy.
     narration = f"{'Manual close' if kind == 'manual-close' else 'Attribute'} fill {exec_key}: {qty:+} " \
                 f"{contract.code} @ {price} to {taker}: {reason}"
@@ -244,7 +238,7 @@ def _plan_move(conn: Connection, ctx: Context, kind: str, code: str, qty: Decima
     """Move a position between holders at a price (adopt: from unattributed into a strategy)."""
     contract = _contract(conn, code)
     whole_contracts(contract, qty)
-    holdings = load_holdings(conn, ctx.ledger, ctx.chart, contract)
+    holdings = load_holdings(conn, ctx.books, contract)
     signed = _positive(qty, holdings.get(giver, Holding()).position, contract, giver)
     at = _current_price(conn, contract, holdings, giver, price)
     what = "Adopt" if kind == "adopt" else "Transfer"
@@ -271,7 +265,7 @@ def plan_manual_close(conn: Connection, ctx: Context, code: str, strategy: str, 
     holder = resolve_holder(conn, ctx, strategy)
     if holder is None and exec_key is not None:
         raise AdjustError("an execution booked to unattributed is already unattributed's: nothing to say")
-    holdings = load_holdings(conn, ctx.ledger, ctx.chart, contract)
+    holdings = load_holdings(conn, ctx.books, contract)
     have = holdings.get(holder, Holding()).position
     if have == 0:
         raise AdjustError(f"insufficient position: {_who(holder)} holds no {code}")
@@ -335,7 +329,7 @@ def plan_reverse(conn: Connection, ctx: Context, entry_id: int, reason: str, tim
             raise AdjustError(f"{row.contract} has entries after entry {entry_id}: reversing it would break the "
                               "mark chain; book a transfer instead")
         before = json.loads(row.marks_before or "{}")
-        holdings = load_holdings(conn, ctx.ledger, ctx.chart, contract)
+        holdings = load_holdings(conn, ctx.books, contract)
         for holder in set(holdings) | {from_column(h) for h in before}:
             units = holdings.get(holder, Holding()).position - sum(
                 (q.units for q in original.postings if q.commodity == row.contract
@@ -348,9 +342,9 @@ def plan_reverse(conn: Connection, ctx: Context, entry_id: int, reason: str, tim
 
 # -- booking -------------------------------------------------------------------------------------
 
-def book(engine, ctx: Context, planner, who: str, expect: str | None = None) -> Booked:
+def book(ctx: Context, planner, who: str, expect: str | None = None) -> Booked:
     """Plan inside one write transaction and book; `expect` is the dry run's entry fingerprint."""
-    with engine.begin() as conn:
+    with ctx.engine.begin() as conn:
         adj: Adjustment = planner(conn)
         if expect is not None and adj.txn.fingerprint() != expect:
             raise AdjustError("the ledger changed since the dry run: run the command again")
@@ -358,7 +352,7 @@ def book(engine, ctx: Context, planner, who: str, expect: str | None = None) -> 
             ensure_contract(conn, ctx.ledger, adj.contract, adj.txn.date)
         for holder in {adj.from_holder, adj.to_holder}:
             if adj.kind in POSITION_KINDS:
-                ensure_holder(conn, ctx.ledger, ctx.chart, holder)
+                ensure_holder(conn, ctx.books, holder)
         if adj.kind == "cash":
             ctx.ledger.ensure_commodity(Commodity(adj.subject, "currency", None, Decimal(1), dt.date(2000, 1, 1)), conn)
         if adj.reverses is not None:

@@ -30,6 +30,7 @@ from decimal import Decimal
 
 from sqlalchemy.engine import Connection
 
+from tradeledger.engine.context import Books
 from tradeledger.broker.base import AccountSnapshot, BrokerPosition
 from tradeledger.engine.accounting.arrivals import arrival_price, surplus_entry, unbookable
 from tradeledger.engine.accounting.holders import holder_of
@@ -37,8 +38,6 @@ from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holde
 from tradeledger.engine.trust.exceptions import (
     ExceptionKind, dedupe_key, key_prefix, list_exceptions, raise_exception, resolve,
 )
-from tradeledger.ledger.accounts import Chart
-from tradeledger.ledger.store import Ledger
 
 ZERO = Decimal(0)
 
@@ -60,17 +59,18 @@ def surpluses(snap: AccountSnapshot, positions: dict, skip: set = frozenset()) -
     return out
 
 
-def adopt_surplus(conn: Connection, ledger: Ledger, chart: Chart, position: BrokerPosition, snapshot_id: int,
+def adopt_surplus(conn: Connection, books: Books, position: BrokerPosition, snapshot_id: int,
                   as_of: dt.datetime, configured: bool, now: dt.datetime | None = None) -> int | None:
     """Adopt the contract's surplus as of the snapshot; returns the entry id, or None when the
     ledger (re-read under the contract's lock) no longer shows a surplus."""
+    ledger, chart = books.ledger, books.chart
     k = position.contract
     why = unbookable(k)
     if why:
         raise ValueError(why)
     ensure_contract(conn, ledger, k, as_of.date())
-    ensure_holder(conn, ledger, chart, None)
-    holdings = load_holdings(conn, ledger, chart, k)  # takes the contract's lock
+    ensure_holder(conn, books, None)
+    holdings = load_holdings(conn, books, k)  # takes the contract's lock
     held = sum((units for (account, _), units in ledger.balances(
         as_of=as_of, prefix=chart.root, conn=conn, commodity=k.code).items()
         if holder_of(chart, account) is not False), ZERO)

@@ -39,6 +39,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from tradeledger.engine.context import Context
 from tradeledger.broker.base import Contract, Execution
 from tradeledger.engine.accounting.actions import book_account_cash, book_due, list_actions, store_actions
 from tradeledger.engine.accounting.corporate import AccountCash, CorporateActionError, Dividend
@@ -194,104 +195,104 @@ def _dividend(rows, tz: ZoneInfo) -> FlexDividend | None:
 # -- importing -----------------------------------------------------------------------------------------
 
 
-def import_flex(env, path: str | Path, tz: str = "America/New_York", now: dt.datetime | None = None) -> FlexReport:
+def import_flex(ctx: Context, path: str | Path, tz: str = "America/New_York", now: dt.datetime | None = None) -> FlexReport:
     now = now or dt.datetime.now(UTC)
-    config = trading_config(env)
+    config = trading_config(ctx)
     statement = read_flex(path, ib_contract_namer(config), ZoneInfo(tz))
-    if statement.account != env.settings.account:
+    if statement.account != ctx.settings.account:
         raise FlexError(f"{path} is account {statement.account}'s statement; this environment is "
-                        f"{env.settings.account}: nothing booked")
+                        f"{ctx.settings.account}: nothing booked")
     report = FlexReport()
-    _import_trades(env, statement, report, now)
-    _import_dividends(env, statement, report, now)
+    _import_trades(ctx, statement, report, now)
+    _import_dividends(ctx, statement, report, now)
     for item in statement.account_cash:
-        _, created = book_account_cash(env, item)
+        _, created = book_account_cash(ctx, item)
         if created:
             report.account_cash_booked.append(f"{item.kind} {item.amount} {item.currency} {item.date}")
         else:
             report.account_cash_known += 1
-    _propose_cash_moves(env, statement, report, now)
-    _import_records(env, statement, config, report, now)
-    booked = book_due(env, statement.to_date)
+    _propose_cash_moves(ctx, statement, report, now)
+    _import_records(ctx, statement, config, report, now)
+    booked = book_due(ctx, statement.to_date)
     report.booked_actions = booked.booked
     for refused in booked.refused:
         key, _, why = refused.partition(": ")
         report.to_do.append(f"corporate action {key} is due but was not booked: {why}")
-        with env.engine.begin() as conn:
+        with ctx.engine.begin() as conn:
             raise_exception(conn, ExceptionKind.CORPORATE_ACTION, key, report.to_do[-1], severity="error", now=now)
     return report
 
 
-def _import_records(env, statement: FlexStatement, config, report: FlexReport, now: dt.datetime) -> None:
+def _import_records(ctx: Context, statement: FlexStatement, config, report: FlexReport, now: dt.datetime) -> None:
     """Corporate-action records and option/futures expiries (engine/trust/flex_records.py)."""
     from tradeledger.engine.trust.flex_records import RecordsReport, import_corporate_actions, import_expiries
 
     records = RecordsReport([], [], 0, [])
     shares = {name for name, i in config.instruments.items() if not i.is_future}
-    difference = lambda subject, detail: _difference(env, subject, detail, report, now)  # noqa: E731
-    import_corporate_actions(env, statement.corporate_actions, shares, difference, now, records)
-    import_expiries(env, statement.option_eae, ib_contract_namer(config), difference, now, records)
+    difference = lambda subject, detail: _difference(ctx, subject, detail, report, now)  # noqa: E731
+    import_corporate_actions(ctx, statement.corporate_actions, shares, difference, now, records)
+    import_expiries(ctx, statement.option_eae, ib_contract_namer(config), difference, now, records)
     report.corporate_actions = records.actions
     report.expiries_booked, report.expiries_known = records.expiries_booked, records.expiries_known
     report.to_do += records.todo
 
 
-def _difference(env, subject: str, detail: str, report: FlexReport, now: dt.datetime) -> None:
+def _difference(ctx: Context, subject: str, detail: str, report: FlexReport, now: dt.datetime) -> None:
     report.differences.append(detail)
-    with env.engine.begin() as conn:
+    with ctx.engine.begin() as conn:
         raise_exception(conn, ExceptionKind.STATEMENT_DIFFERENCE, subject, detail, severity="error", now=now)
 
 
-def _import_trades(env, statement: FlexStatement, report: FlexReport, now: dt.datetime) -> None:
+def _import_trades(ctx: Context, statement: FlexStatement, report: FlexReport, now: dt.datetime) -> None:
     for e in statement.trades:
-        with env.engine.begin() as conn:
+        with ctx.engine.begin() as conn:
             booked = conn.execute(sa.select(fill).where(fill.c.account == e.account, fill.c.exec_key ==
                                                         e.base_exec_id, fill.c.superseded_by.is_(None))).first()
             if booked is None:
-                book_execution(conn, env.ledger, env.chart, e, SyncReport())
+                book_execution(conn, ctx.books, e, SyncReport())
                 report.trades_booked.append(e.base_exec_id)
                 continue
         report.trades_known += 1
         ledger_side, qty, price = booked.side, from_scaled(booked.quantity), from_scaled(booked.price)
         if (ledger_side, qty, price) != (e.side, e.quantity, e.price):
-            _difference(env, f"{e.contract.code} {e.base_exec_id}",
+            _difference(ctx, f"{e.contract.code} {e.base_exec_id}",
                         f"execution {e.exec_id}: IB's statement says {e.side} {e.quantity} @ {e.price}, the ledger "
                         f"booked {ledger_side} {qty} @ {price}", report, now)
 
 
-def _import_dividends(env, statement: FlexStatement, report: FlexReport, now: dt.datetime) -> None:
+def _import_dividends(ctx: Context, statement: FlexStatement, report: FlexReport, now: dt.datetime) -> None:
     for d in statement.dividends:
-        withholding = _stored_rate(env, d) or ((d.tax / d.gross).normalize() if d.gross > 0 and d.tax else Decimal(0))
+        withholding = _stored_rate(ctx, d) or ((d.tax / d.gross).normalize() if d.gross > 0 and d.tax else Decimal(0))
         dividend = Dividend(d.ticker, d.ex_date, d.pay_date, d.per_share, d.currency, withholding, "flex",
                             d.action_id)
         try:
-            with env.engine.begin() as conn:
+            with ctx.engine.begin() as conn:
                 store_actions(conn, [dividend], now)
         except CorporateActionError as exc:
-            _difference(env, f"dividend {d.ticker} {d.ex_date}", f"IB's statement: {exc}", report, now)
+            _difference(ctx, f"dividend {d.ticker} {d.ex_date}", f"IB's statement: {exc}", report, now)
             continue
         report.dividends.append(dividend.key)
-        held = sum(env.ledger.balances(as_of=d.ex_date, prefix=env.chart.root, commodity=d.ticker).values(),
+        held = sum(ctx.ledger.balances(as_of=d.ex_date, prefix=ctx.chart.root, commodity=d.ticker).values(),
                    Decimal(0))
         if held * d.per_share != d.gross:
-            _difference(env, f"dividend {d.ticker} {d.ex_date}",
+            _difference(ctx, f"dividend {d.ticker} {d.ex_date}",
                         f"IB paid {d.gross} {d.currency} gross on {d.ticker} ex {d.ex_date} ({d.gross / d.per_share} "
                         f"shares x {d.per_share}); the ledger's holders held {held}", report, now)
 
 
-def _stored_rate(env, d: FlexDividend) -> Decimal | None:
+def _stored_rate(ctx: Context, d: FlexDividend) -> Decimal | None:
     """The withholding rate of the dividend already stored (from a file, the broker), when it yields IB's
     account-level tax to the cent on IB's gross: IB states the tax, not the rate, and 2.78 / 18.50 is not
     the 0.15 a file says, though both withhold 2.78."""
-    stored = next((a for a in list_actions(env) if a["key"] == f"{d.ticker}:{d.ex_date.isoformat()}:div"), None)
+    stored = next((a for a in list_actions(ctx) if a["key"] == f"{d.ticker}:{d.ex_date.isoformat()}:div"), None)
     if stored is None or not stored["withholding"]:
         return None
     rate = Decimal(stored["withholding"])
     return rate if (d.gross * rate).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN) == d.tax else None
 
 
-def _propose_cash_moves(env, statement: FlexStatement, report: FlexReport, now: dt.datetime) -> None:
-    with env.engine.connect() as conn:
+def _propose_cash_moves(ctx: Context, statement: FlexStatement, report: FlexReport, now: dt.datetime) -> None:
+    with ctx.engine.connect() as conn:
         booked = {(r.subject, from_scaled(r.quantity)) for r in conn.execute(
             sa.select(adjustment.c.subject, adjustment.c.quantity).where(adjustment.c.kind == "cash"))
             if r.quantity is not None}
@@ -302,7 +303,7 @@ def _propose_cash_moves(env, statement: FlexStatement, report: FlexReport, now: 
         command = (f'tradeledger adjust cash {move.currency} {move.amount} --kind {kind} '
                    f'--reason "{move.description} ({move.date}, IB {move.ref})"')
         report.proposed.append(command)
-        with env.engine.begin() as conn:
+        with ctx.engine.begin() as conn:
             raise_exception(conn, ExceptionKind.CASH_MOVEMENT, f"{move.currency} {move.amount} {move.date}",
                             f"IB's statement shows a {kind} of {move.amount} {move.currency} on {move.date} that the "
                             f"ledger has not booked; if it is right: {command}", severity="warning", now=now,

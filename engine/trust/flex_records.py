@@ -41,6 +41,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from tradeledger.engine.context import Context
 from tradeledger.broker.base import Contract
 from tradeledger.engine.accounting.actions import list_actions, store_actions
 from tradeledger.engine.accounting.corporate import Split
@@ -182,43 +183,43 @@ class RecordsReport:
     todo: list[str]  # what could not be booked, with what to do (each also an exception)
 
 
-def _exception(env, kind: ExceptionKind, subject: str, detail: str, ref: str, now: dt.datetime,
+def _exception(ctx: Context, kind: ExceptionKind, subject: str, detail: str, ref: str, now: dt.datetime,
                report: RecordsReport, severity: str = "error", key: str | None = None) -> None:
     report.todo.append(detail)
-    with env.engine.begin() as conn:
+    with ctx.engine.begin() as conn:
         raise_exception(conn, kind, subject, detail, severity=severity, now=now,
-                        dedupe_key=key or dedupe_key(kind, env.settings.account, "flex", ref))
+                        dedupe_key=key or dedupe_key(kind, ctx.settings.account, "flex", ref))
 
 
-def _held_before(env, ticker: str, day: dt.date) -> Decimal:
+def _held_before(ctx: Context, ticker: str, day: dt.date) -> Decimal:
     """The shares of `ticker` the ledger's holders held at the end of the day before `day`."""
-    balances = env.ledger.balances(as_of=day, prefix=env.chart.root, commodity=ticker)
-    return sum((u for (account, _), u in balances.items() if holder_of(env.chart, account) is not False), ZERO)
+    balances = ctx.ledger.balances(as_of=day, prefix=ctx.chart.root, commodity=ticker)
+    return sum((u for (account, _), u in balances.items() if holder_of(ctx.chart, account) is not False), ZERO)
 
 
-def import_corporate_actions(env, records, shares: set[str], difference, now: dt.datetime,
+def import_corporate_actions(ctx: Context, records, shares: set[str], difference, now: dt.datetime,
                              report: RecordsReport) -> None:
     """Store the statement's splits (and link its cash dividends) as corporate actions, once each;
     `difference(subject, detail)` raises what differs from the ledger."""
     for item in read_corporate_actions(records):
         if isinstance(item, FlexOtherAction):
-            _exception(env, ExceptionKind.CORPORATE_ACTION, f"{item.kind} {item.ticker} {item.date}",
+            _exception(ctx, ExceptionKind.CORPORATE_ACTION, f"{item.kind} {item.ticker} {item.date}",
                        f"IB's statement shows a {item.kind} on {item.ticker} on {item.date} ({item.description}): "
                        f"tradeledger does not book it; book its effect by hand (tradeledger adjust ...)",
                        item.action_id, now, report)
         elif item.ticker not in shares:
-            _exception(env, ExceptionKind.CORPORATE_ACTION, f"{item.ticker} {item.date}",
+            _exception(ctx, ExceptionKind.CORPORATE_ACTION, f"{item.ticker} {item.date}",
                        f"IB's statement shows a corporate action on {item.ticker}, which is not a configured share: "
                        f"configure it or book the action by hand", item.action_id, now, report)
         elif isinstance(item, FlexSplit):
-            _import_split(env, item, difference, now, report)
+            _import_split(ctx, item, difference, now, report)
         else:
-            _link_cash_dividend(env, item, difference, now, report)
+            _link_cash_dividend(ctx, item, difference, now, report)
 
 
-def _import_split(env, item: FlexSplit, difference, now: dt.datetime, report: RecordsReport) -> None:
+def _import_split(ctx: Context, item: FlexSplit, difference, now: dt.datetime, report: RecordsReport) -> None:
     subject = f"split {item.ticker} {item.date}"
-    held = _held_before(env, item.ticker, item.date)
+    held = _held_before(ctx, item.ticker, item.date)
     exact = held * item.new / item.old
     whole = item.shares_after if item.shares_after is not None else held + (item.shares_added or ZERO)
     if item.shares_before is not None and item.shares_before != held:
@@ -240,16 +241,16 @@ def _import_split(env, item: FlexSplit, difference, now: dt.datetime, report: Re
     split = Split(item.ticker, item.date, item.new, item.old, "flex", item.action_id, price,
                   item.currency if price is not None else "")
     try:
-        with env.engine.begin() as conn:
+        with ctx.engine.begin() as conn:
             store_actions(conn, [split], now)
     except CorporateActionError as exc:
         difference(subject, f"IB's statement: {exc}")
         return
     report.actions.append(split.key)
     if fraction > 0 and price is None:
-        stored = next((a for a in list_actions(env) if a["key"] == split.key), None)
+        stored = next((a for a in list_actions(ctx) if a["key"] == split.key), None)
         if stored is None or stored["amount"] is None:
-            _exception(env, ExceptionKind.CORPORATE_ACTION, subject,
+            _exception(ctx, ExceptionKind.CORPORATE_ACTION, subject,
                        f"IB's statement: split {item.ticker} {item.new}:{item.old} on {item.date} leaves the account "
                        f"{fraction} of a share, and shows no cash in lieu for it: add its price per new share "
                        f"(tradeledger actions import FILE with split,{item.ticker},{item.date},,PRICE,"
@@ -257,12 +258,12 @@ def _import_split(env, item: FlexSplit, difference, now: dt.datetime, report: Re
                        item.action_id, now, report)
 
 
-def _link_cash_dividend(env, item: FlexCashDividend, difference, now: dt.datetime, report: RecordsReport) -> None:
+def _link_cash_dividend(ctx: Context, item: FlexCashDividend, difference, now: dt.datetime, report: RecordsReport) -> None:
     day = item.date.isoformat()
-    known = [a for a in list_actions(env) if a["kind"] == "dividend" and a["ticker"] == item.ticker
+    known = [a for a in list_actions(ctx) if a["kind"] == "dividend" and a["ticker"] == item.ticker
              and day in (a["pay_date"], a["ex_date"])]
     if not known:
-        _exception(env, ExceptionKind.CORPORATE_ACTION, f"dividend {item.ticker} {item.date}",
+        _exception(ctx, ExceptionKind.CORPORATE_ACTION, f"dividend {item.ticker} {item.date}",
                    f"IB's statement shows a cash dividend of {item.per_share} {item.currency} per share on "
                    f"{item.ticker} on {item.date} that tradeledger has no record of, and gives no ex-date: import "
                    f"it (tradeledger actions import FILE with dividend,{item.ticker},EX_DATE,{day},{item.per_share},"
@@ -278,28 +279,28 @@ def _link_cash_dividend(env, item: FlexCashDividend, difference, now: dt.datetim
     report.actions.append(action["key"])
 
 
-def import_expiries(env, records, namer, difference, now: dt.datetime, report: RecordsReport) -> None:
+def import_expiries(ctx: Context, records, namer, difference, now: dt.datetime, report: RecordsReport) -> None:
     """Match or book each futures expiry of the statement once; every option record is an exception."""
     for item in read_expiries(records, namer):
         code = item.contract.code
         if item.date is None:
-            _exception(env, ExceptionKind.STATEMENT_DIFFERENCE, f"{item.what} {code}",
+            _exception(ctx, ExceptionKind.STATEMENT_DIFFERENCE, f"{item.what} {code}",
                        f"IB's statement shows an {item.what.lower()} of {item.quantity} {code} without a date: add "
                        f"the date and expiry fields to the Flex query's Option Exercises section", item.ref, now,
                        report)
             continue
         if item.category != "FUT":
-            _exception(env, ExceptionKind.STATEMENT_DIFFERENCE, f"{item.what} {code} {item.date}",
+            _exception(ctx, ExceptionKind.STATEMENT_DIFFERENCE, f"{item.what} {code} {item.date}",
                        f"IB's statement shows an option {item.what.lower()} of {item.quantity} {code} on {item.date}: "
                        f"tradeledger does not hold options; book its effect by hand (tradeledger adjust ...; the "
                        f"shares of an exercise or assignment come as a trade in the statement)", item.ref, now,
                        report, severity="warning")
             continue
-        _import_futures_expiry(env, item, difference, now, report)
+        _import_futures_expiry(ctx, item, difference, now, report)
 
 
-def _import_futures_expiry(env, item: FlexExpiry, difference, now: dt.datetime, report: RecordsReport) -> None:
-    ledger, chart, code = env.ledger, env.chart, item.contract.code
+def _import_futures_expiry(ctx: Context, item: FlexExpiry, difference, now: dt.datetime, report: RecordsReport) -> None:
+    ledger, chart, code = ctx.ledger, ctx.chart, item.contract.code
     subject = f"expiry {code}"
     booked_id = ledger.find_by_key(f"expiry:{chart.broker_account}:{code}")
     if booked_id is not None:
@@ -322,14 +323,14 @@ def _import_futures_expiry(env, item: FlexExpiry, difference, now: dt.datetime, 
                             f"holders hold {held}")
         return
     if item.price is None:
-        _exception(env, ExceptionKind.MISSING_FINAL_SETTLEMENT, code,
+        _exception(ctx, ExceptionKind.MISSING_FINAL_SETTLEMENT, code,
                    f"IB's statement shows {code} expired on {item.date} without its final settlement price: import "
                    f"`date,contract,settle` with the row `{item.date.isoformat()},{code},PRICE` and reconcile "
                    f"(the expiry path books it)", item.ref, now, report, key=missing_key(chart.broker_account, code))
         return
-    with env.engine.begin() as conn:
+    with ctx.engine.begin() as conn:
         contract = known_contracts(ledger, conn)[code]
-        holdings = load_holdings(conn, ledger, chart, contract)
+        holdings = load_holdings(conn, ctx.books, contract)
         when = min(dt.datetime.combine(item.date, dt.time(23, 0), tzinfo=UTC), now)
         txn, after = expiry_entry(chart, contract, item.date, when, item.price, holdings)
         if txn is not None and ledger.book(txn, conn).created:

@@ -166,7 +166,7 @@ def _time(text: str) -> dt.datetime:
 
 def check(session, now: dt.datetime | None = None, who: str = "monitor") -> list[Finding]:
     """Raise what is found, resolve what cleared; one transaction. Returns the findings."""
-    env = session.env
+    env = session
     now = now or session.now()
     limits = thresholds(env.settings.raw)
     with env.engine.begin() as conn:

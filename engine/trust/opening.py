@@ -24,16 +24,15 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from tradeledger.engine.context import Books, Context
 from tradeledger.broker.base import AccountSnapshot, Broker
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.arrivals import OpeningPlan, opening_entry
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, save_marks
 from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception
 from tradeledger.engine.trust.snapshots import take_snapshot
-from tradeledger.ledger import db
-from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.db import read_connection
-from tradeledger.ledger.store import Commodity, Ledger, fmt_ts
+from tradeledger.ledger.store import Commodity, fmt_ts
 from tradeledger.ledger.times import table_time
 
 UTC = dt.timezone.utc
@@ -93,9 +92,10 @@ def require_opening(conn: Connection, account: str | None = None) -> Opening:
     return found
 
 
-def book_opening(engine, ledger: Ledger, chart: Chart, snapshot_id: int, snap: AccountSnapshot, source: str,
+def book_opening(ctx: Context, snapshot_id: int, snap: AccountSnapshot, source: str,
                  now: dt.datetime | None = None) -> Opening:
     """Book the opening from a stored snapshot, in one transaction; an existing opening wins."""
+    engine, chart = ctx.engine, ctx.chart
     now = now or dt.datetime.now(UTC)
     account = chart.broker_account
     try:
@@ -103,8 +103,8 @@ def book_opening(engine, ledger: Ledger, chart: Chart, snapshot_id: int, snap: A
             existing = get_opening(conn, account)
             if existing is not None:
                 return existing
-            plan = _plan(conn, ledger, chart, snapshot_id, snap)
-            txn_id = _book(conn, ledger, chart, plan, snap)
+            plan = _plan(conn, ctx.books, snapshot_id, snap)
+            txn_id = _book(conn, ctx.books, plan, snap)
             opening_id = conn.execute(tables.opening.insert().values(
                 account=account, taken_at=fmt_ts(snap.taken_at), recorded_at=fmt_ts(now), snapshot_id=snapshot_id,
                 txn_id=txn_id, source=source, held=json.dumps(plan.as_json(), sort_keys=True),
@@ -125,12 +125,13 @@ def book_opening(engine, ledger: Ledger, chart: Chart, snapshot_id: int, snap: A
         return existing
 
 
-def _plan(conn: Connection, ledger: Ledger, chart: Chart, snapshot_id: int, snap: AccountSnapshot) -> OpeningPlan:
+def _plan(conn: Connection, books: Books, snapshot_id: int, snap: AccountSnapshot) -> OpeningPlan:
+    ledger, chart = books.ledger, books.chart
     holdings = {}
     for position in snap.positions:
         if position.quantity:
             try:
-                holdings[position.contract.code] = load_holdings(conn, ledger, chart, position.contract)
+                holdings[position.contract.code] = load_holdings(conn, books, position.contract)
             except Exception:  # a contract the ledger cannot hold: the plan skips it
                 holdings[position.contract.code] = {}
     cash = {ccy: units for (account, ccy), units in ledger.balances(prefix=chart.cash, conn=conn).items()
@@ -138,10 +139,11 @@ def _plan(conn: Connection, ledger: Ledger, chart: Chart, snapshot_id: int, snap
     return opening_entry(chart, snap, snapshot_id, holdings, cash)
 
 
-def _book(conn: Connection, ledger: Ledger, chart: Chart, plan: OpeningPlan, snap: AccountSnapshot) -> int | None:
+def _book(conn: Connection, books: Books, plan: OpeningPlan, snap: AccountSnapshot) -> int | None:
+    ledger = books.ledger
     if plan.txn is None:
         return None
-    ensure_holder(conn, ledger, chart, None)
+    ensure_holder(conn, books, None)
     for opened in plan.positions:
         ensure_contract(conn, ledger, opened.contract, snap.taken_at.date())
     for line in plan.cash:
@@ -153,10 +155,11 @@ def _book(conn: Connection, ledger: Ledger, chart: Chart, plan: OpeningPlan, sna
     return booked.id
 
 
-def take_opening(engine, ledger: Ledger, chart: Chart, broker: Broker, source: str,
+def take_opening(ctx: Context, broker: Broker, source: str,
                  now: dt.datetime | None = None) -> Opening:
     """The account's opening, taken now if there is none: snapshot, book the executions the broker
     reports, then the opening entry. Raises NoOpening when the broker cannot be read."""
+    engine, chart = ctx.engine, ctx.chart
     from tradeledger.engine.trading.fills import sync_fills  # fills -> orders -> this module
 
     with read_connection(engine) as conn:
@@ -164,7 +167,7 @@ def take_opening(engine, ledger: Ledger, chart: Chart, broker: Broker, source: s
     if existing is not None:
         return existing
     now = now or dt.datetime.now(UTC)
-    result = take_snapshot(engine, broker, chart.broker_account, now)
+    result = take_snapshot(ctx, broker, now)
     if not result.ok:
         raise NoOpening(f"no opening for account {chart.broker_account}: the broker could not be read "
                         f"({result.error}); nothing is sent until it can")
@@ -173,23 +176,23 @@ def take_opening(engine, ledger: Ledger, chart: Chart, broker: Broker, source: s
     except Exception as exc:
         raise NoOpening(f"no opening for account {chart.broker_account}: the broker's executions could not be "
                         f"read ({type(exc).__name__}: {exc})") from None
-    sync_fills(engine, ledger, chart, _Fetched(executions))
-    return book_opening(engine, ledger, chart, result.id, result.snapshot, source, now)
+    sync_fills(ctx, _Fetched(executions))
+    return book_opening(ctx, result.id, result.snapshot, source, now)
 
 
-def ensure_opening(engine, broker: Broker, source: str, now: dt.datetime | None = None) -> Opening:
+def ensure_opening(ctx: Context, broker: Broker, source: str, now: dt.datetime | None = None) -> Opening:
     """The opening of the database's account, taken with `broker` if it is missing."""
+    engine = ctx.engine
     with read_connection(engine) as conn:
         existing = get_opening(conn)
     if existing is not None:
         return existing
-    account = db.read_meta(engine)["broker_account"]
-    return take_opening(engine, Ledger(engine), Chart(account), broker, source, now)
+    return take_opening(ctx, broker, source, now)
 
 
 def open_session_account(session, source: str) -> Opening:
     """The opening of a Session's environment (connecting to its broker if needed)."""
-    env = session.env
+    env = session
     try:
         broker = session.broker
     except Exception as exc:
@@ -199,7 +202,7 @@ def open_session_account(session, source: str) -> Opening:
         now = session.now()
     except Exception:
         now = dt.datetime.now(UTC)
-    return take_opening(env.engine, env.ledger, env.chart, broker, source, now)
+    return take_opening(env, broker, source, now)
 
 
 class _Fetched:
@@ -210,12 +213,12 @@ class _Fetched:
         return list(self._executions)
 
 
-def open_at_init(environment) -> tuple[Opening | None, str]:
+def open_at_init(ctx: Context) -> tuple[Opening | None, str]:
     """`init`'s attempt at the opening: (the opening, "") when the broker is reachable, else
     (None, why) — it is then taken by the first reconciliation or before the first order."""
     from tradeledger.engine.setup.session import Session
 
-    session = Session(environment)
+    session = Session(ctx)
     try:
         return open_session_account(session, "init"), ""
     except NoOpening as exc:

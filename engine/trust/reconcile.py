@@ -36,13 +36,14 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tradeledger.broker.base import AccountSnapshot, Broker, Execution
 from tradeledger.engine import tables
+from tradeledger.engine.context import Books, Context
 from tradeledger.engine.trust.adopt import adopt_surplus, resolve_cleared_unattributed, surplus, surpluses
 from tradeledger.engine.trust.opening import book_opening, get_opening
 from tradeledger.engine.trust.exceptions import (
@@ -54,11 +55,13 @@ from tradeledger.engine.accounting.holdings import marks as holder_marks
 from tradeledger.engine.trust.snapshots import SnapshotResult, disconnect_key, record_failed, take_snapshot
 from tradeledger.engine.tables import reconciliation
 from tradeledger.ledger import schema
-from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled, jsonable, to_decimal
-from tradeledger.ledger.store import Ledger, fmt_ts
+from tradeledger.ledger.store import fmt_ts
 from tradeledger.engine.setup.environment import ConfigError
+
+if TYPE_CHECKING:
+    from tradeledger.engine.setup.session import Session
 
 UTC = dt.timezone.utc
 ZERO = Decimal(0)
@@ -262,12 +265,13 @@ def cash_tolerance(raw_config: dict) -> Decimal:
 
 # -- reading the ledger -------------------------------------------------------------------------
 
-def ledger_view(conn: Connection, ledger: Ledger, chart: Chart, as_of: dt.datetime,
+def ledger_view(conn: Connection, books: Books, as_of: dt.datetime,
                 fills_since: dt.datetime | None = None) -> LedgerView:
     """The ledger's side of a reconciliation, as of `as_of`, in a few aggregate queries.
 
     Fills are read one by one only from `fills_since` (the oldest execution the broker reports);
     without it, none are: there is nothing of the broker's to compare them with."""
+    ledger, chart = books.ledger, books.chart
     currencies = set(conn.execute(sa.select(schema.commodity.c.name).where(
         schema.commodity.c.kind == "currency")).scalars())
     positions: dict[str, Decimal] = {}
@@ -327,21 +331,22 @@ def _parse(text: str) -> dt.datetime:
 
 # -- the edge: snapshot, book, adopt, compare, record -------------------------------------------
 
-def reconcile(engine, ledger: Ledger, chart: Chart, broker: Broker, lock_key: Callable[[str], str] = lambda c: c,
-              tolerance: Decimal = DEFAULT_CASH_TOLERANCE, configured: Callable[[str], bool] = lambda c: True,
-              now: dt.datetime | None = None, who: str = "reconcile",
+def reconcile(ctx: Context, broker: Broker, now: dt.datetime | None = None, who: str = "reconcile",
               expire: Callable[[set[str]], list[str]] | None = None) -> ReconcileResult:
     """Snapshot the broker, book what it reports, adopt, compare, and record breaks and locks.
 
     `expire(codes the broker holds)` books the final settlement of expired contracts the broker
     no longer shows (engine/futures/expiry.py) before the ledger is compared; it returns notes.
 
-    `lock_key(contract)` names what a break locks (its instrument); `configured(contract)` says
-    whether tradeledger trades it (adoptions of anything else are only informational).
+    A break locks its instrument (the contract itself when tradeledger does not trade it);
+    adoptions of contracts the config does not name are only informational; cash is compared
+    within the config's `[reconcile] cash_tolerance`.
     """
+    engine, chart = ctx.engine, ctx.chart
+    lock_key, configured, tolerance = _lock_key(ctx), _configured(ctx), cash_tolerance(ctx.settings.raw)
     now = now or dt.datetime.now(UTC)
     account = chart.broker_account
-    snap_result = take_snapshot(engine, broker, account, now)
+    snap_result = take_snapshot(ctx, broker, now)
     if not snap_result.ok:
         return _unreachable(engine, account, snap_result, None, f"snapshot failed: {snap_result.error}", now)
     snap = snap_result.snapshot
@@ -351,7 +356,7 @@ def reconcile(engine, ledger: Ledger, chart: Chart, broker: Broker, lock_key: Ca
         with engine.begin() as conn:
             record_failed(conn, account, now, f"executions: {type(exc).__name__}: {exc}")
         return _unreachable(engine, account, snap_result, None, f"executions failed: {exc}", now)
-    sync = sync_fills(engine, ledger, chart, _Fetched(executions))  # book what it reported, once
+    sync = sync_fills(ctx, _Fetched(executions))  # book what it reported, once
     expiry_notes = expire({p.contract.code for p in snap.positions if p.quantity}) if expire else []
     window = min((e.time for e in executions), default=None)
     adopted, failed, notes = [], set(), list(expiry_notes)
@@ -359,7 +364,7 @@ def reconcile(engine, ledger: Ledger, chart: Chart, broker: Broker, lock_key: Ca
         opened = get_opening(conn, account)
     if opened is None:  # the first time tradeledger reads this broker: the ledger opens where it is
         try:
-            opened = book_opening(engine, ledger, chart, snap_result.id, snap, "reconcile", now)
+            opened = book_opening(ctx, snap_result.id, snap, "reconcile", now)
             adopted += [p["contract"] for p in opened.held.get("positions", []) if p["booked"] != "0"]
             failed |= {s["contract"] for s in opened.held.get("skipped", [])}
             notes.append(f"opening: {opened.summary()}")
@@ -368,12 +373,12 @@ def reconcile(engine, ledger: Ledger, chart: Chart, broker: Broker, lock_key: Ca
         except Exception as exc:  # never stops the comparison: what is not booked shows as breaks
             notes.append(f"could not book the opening: {type(exc).__name__}: {exc}")
     with read_connection(engine) as conn:
-        view = ledger_view(conn, ledger, chart, snap.taken_at, window)
+        view = ledger_view(conn, ctx.books, snap.taken_at, window)
     unbooked = {b.contract for b in execution_breaks(account, view.fills, executions) if b.kind == "unbooked_execution"}
     for position, _extra in surpluses(snap, view.positions, unbooked | failed):
         try:
             with engine.begin() as conn:
-                entry = adopt_surplus(conn, ledger, chart, position, snap_result.id, snap.taken_at,
+                entry = adopt_surplus(conn, ctx.books, position, snap_result.id, snap.taken_at,
                                       configured(position.contract.code), now)
             if entry is not None:
                 adopted.append(position.contract.code)
@@ -390,7 +395,7 @@ def reconcile(engine, ledger: Ledger, chart: Chart, broker: Broker, lock_key: Ca
                                 now=now)
     if adopted:
         with read_connection(engine) as conn:
-            view = ledger_view(conn, ledger, chart, snap.taken_at, window)
+            view = ledger_view(conn, ctx.books, snap.taken_at, window)
     comparison = compare(view, snap, executions, tolerance)
     unattributed = [{"account": account, "contract": code, "qty": qty, "adopted": code in adopted}
                     for code, qty in sorted(view.unattributed.items())]
@@ -478,42 +483,46 @@ def last_reconciliation(conn: Connection) -> dict | None:
             "snapshot": row.snapshot_id}
 
 
-def reconcile_session(session, who: str = "reconcile") -> ReconcileResult:
-    """Reconcile a Session's environment against its broker, with its config's locks and tolerance."""
+def _lock_key(ctx: Context) -> Callable[[str], str]:
+    """What a break in a contract locks: its configured instrument, else the contract (else the account)."""
     from tradeledger.engine.setup.config import instrument_of_contract
 
-    env, config = session.env, session.config
-
     def lock_key(code: str) -> str:
-        instrument = instrument_of_contract(config, code) if code else None
-        return instrument.name if instrument else (code or env.settings.account)
+        instrument = instrument_of_contract(ctx.config, code) if code else None
+        return instrument.name if instrument else (code or ctx.settings.account)
+    return lock_key
 
-    def configured(code: str) -> bool:
-        return instrument_of_contract(config, code) is not None
 
-    tolerance = cash_tolerance(env.settings.raw)
+def _configured(ctx: Context) -> Callable[[str], bool]:
+    from tradeledger.engine.setup.config import instrument_of_contract
+
+    return lambda code: instrument_of_contract(ctx.config, code) is not None
+
+
+def reconcile_session(session: Session, who: str = "reconcile") -> ReconcileResult:
+    """Reconcile a Session against its own broker: a broker that cannot be reached is recorded as
+    a failed snapshot; corporate actions are checked and expired contracts settled first."""
     try:
         broker = session.broker
     except Exception as exc:  # cannot even connect: recorded as a failed snapshot
         now = session_now(session)
-        with env.engine.begin() as conn:
-            sid = record_failed(conn, env.settings.account, now, f"{type(exc).__name__}: {exc}")
-        return _unreachable(env.engine, env.settings.account, SnapshotResult(sid, None, str(exc)), None,
+        with session.engine.begin() as conn:
+            sid = record_failed(conn, session.settings.account, now, f"{type(exc).__name__}: {exc}")
+        return _unreachable(session.engine, session.settings.account, SnapshotResult(sid, None, str(exc)), None,
                             f"broker unreachable: {exc}", now)
     from tradeledger.engine.trust.actions_check import check_corporate_actions
 
     now = session_now(session)
-    action_notes = check_corporate_actions(env, broker, now.date(), now)
+    action_notes = check_corporate_actions(session, broker, now.date(), now)
 
     def expire(at_broker: set[str]) -> list[str]:
         from tradeledger.engine.futures.expiry import settle_expired
 
-        done = settle_expired(env.engine, env.ledger, env.chart, config, at_broker, now.date(), now)
+        done = settle_expired(session, at_broker, now.date(), now)
         return [f"expired {code}: final settlement {price} booked" for code, price in done.booked] + \
             [f"expired {code}: no final settlement price (exception raised)" for code in done.missing_price]
 
-    result = reconcile(env.engine, env.ledger, env.chart, broker, lock_key, tolerance, configured, now, who,
-                       expire=expire)
+    result = reconcile(session, broker, now, who, expire=expire)
     result.notes[:0] = action_notes
     return result
 

@@ -20,6 +20,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from tradeledger.engine.context import Context
 from tradeledger.broker.base import AccountSnapshot, Broker, contract_to_json
 from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception, resolve_by_key
 from tradeledger.engine.tables import broker_snapshot, snapshot_cash, snapshot_order, snapshot_position
@@ -60,8 +61,10 @@ def validate_snapshot(snap: AccountSnapshot, account: str) -> None:
         seen.add(p.contract.code)
 
 
-def take_snapshot(engine, broker: Broker, account: str, now: dt.datetime | None = None) -> SnapshotResult:
+def take_snapshot(ctx: Context, broker: Broker, now: dt.datetime | None = None) -> SnapshotResult:
     """Ask the broker for a snapshot and store it; a failure is stored as failed, never raised."""
+    engine = ctx.engine
+    account = ctx.settings.account
     now = now or dt.datetime.now(UTC)
     try:
         snap = broker.snapshot()

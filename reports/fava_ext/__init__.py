@@ -17,6 +17,7 @@ from decimal import Decimal
 from fava.ext import FavaExtensionBase
 from flask import request
 
+from tradeledger.engine.context import Context
 from tradeledger.ledger.db import read_connection
 
 ROWS_SHOWN = 500  # the blotter shows the newest orders and fills; `orders list`, `report costs --fills` have all
@@ -32,14 +33,14 @@ def money(value) -> str:
     return str(value)
 
 
-def fingerprint(env) -> tuple:
+def fingerprint(ctx: Context) -> tuple:
     """What the pages' figures depend on, read cheaply: entries, prices, runs, orders, fills, checks."""
     import sqlalchemy as sa
 
     from tradeledger.engine import tables
     from tradeledger.ledger import schema
 
-    with read_connection(env.engine) as conn:
+    with read_connection(ctx.engine) as conn:
         parts = [conn.execute(sa.select(sa.func.max(t.c.id), sa.func.count())).one()
                  for t in (schema.txn, tables.target_run, tables.broker_order, tables.fill, tables.reconciliation,
                            tables.tl_exception)]
@@ -75,7 +76,7 @@ class _Pages:
         if self._cache is None:
             self._cache, self._lock = {}, threading.Lock()
         with self._lock:
-            key = fingerprint(self.session().env)
+            key = fingerprint(self.session())
             hit = self._cache.get(name)
             if hit is not None and hit[0] == key:
                 return hit[1]
@@ -110,7 +111,7 @@ class TradeledgerTargets(_Pages, FavaExtensionBase):
     def runs(self):
         from tradeledger.engine.targets.runs import list_runs
 
-        return sorted(list_runs(self.session().env, self.session().now()), key=lambda r: -r.id)  # newest first
+        return sorted(list_runs(self.session(), self.session().now()), key=lambda r: -r.id)  # newest first
 
     def run(self):
         from tradeledger.engine.targets.runs import show_run
@@ -120,7 +121,7 @@ class TradeledgerTargets(_Pages, FavaExtensionBase):
             return None
         wanted = self.arg("run")
         run_id = int(wanted) if wanted and wanted.isdigit() else runs[0].id
-        return show_run(self.session().env, run_id, self.session().now())
+        return show_run(self.session(), run_id, self.session().now())
 
 
 class TradeledgerOrders(_Pages, FavaExtensionBase):
@@ -131,7 +132,7 @@ class TradeledgerOrders(_Pages, FavaExtensionBase):
     def orders(self):
         from tradeledger.engine.trading.orders import list_orders
 
-        with read_connection(self.session().env.engine) as conn:
+        with read_connection(self.session().engine) as conn:
             return list(reversed(list_orders(conn)))[:ROWS_SHOWN]
 
     def fills(self):
@@ -156,7 +157,7 @@ class TradeledgerReconciliation(_Pages, FavaExtensionBase):
     def latest(self):
         from tradeledger.reports.trust import latest_reconciliation
 
-        return latest_reconciliation(self.session().env)
+        return latest_reconciliation(self.session())
 
 
 class TradeledgerExceptions(_Pages, FavaExtensionBase):
@@ -167,7 +168,7 @@ class TradeledgerExceptions(_Pages, FavaExtensionBase):
     def exceptions(self):
         from tradeledger.reports.trust import exceptions
 
-        return exceptions(self.session().env)
+        return exceptions(self.session())
 
 
 class TradeledgerStrategies(_Pages, FavaExtensionBase):
