@@ -225,7 +225,7 @@ def futures(tmp_path):
     exchange.set_price(z.code, D(6000))
     lines = [TargetLine("A", "MES", z, D(3), D(6000)), TargetLine("B", "MES", z, D(-1), D(6000))]
     record_plan(env, plan(1, lines, holder_positions(env.ledger, env.chart), Limits(),
-                                                        {}), "paper", t0)
+                                                        {}), t0)
     send_planned(env, session.broker, 1, t0)
     sync_fills(env, session.broker)
     day = LAST - dt.timedelta(days=1)
