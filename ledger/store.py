@@ -31,6 +31,7 @@ from tradeledger.ledger.model import (
     BOOKING_METHODS, is_valid_account, is_valid_commodity, reversal_of, validate,
 )
 from tradeledger.ledger.numbers import from_scaled, to_scaled
+from tradeledger.ledger.queries import LedgerQueries
 from tradeledger.ledger.sums import FACTOR, combine, unit_sums
 from tradeledger.ledger.rows import Prepared, fingerprint, prepare
 
@@ -74,7 +75,7 @@ class Commodity:
     first_date: dt.date
 
 
-class Ledger:
+class Ledger(LedgerQueries):
     def __init__(self, engine: Engine):
         self.engine = engine
         # Caches of rows that are never deleted or changed: accounts and commodities. A row seen

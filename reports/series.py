@@ -38,7 +38,6 @@ from tradeledger.engine.context import Context
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.holdings import known_contracts
 from tradeledger.engine.setup.config import instrument_of_contract
-from tradeledger.ledger import schema
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled
 
@@ -271,14 +270,8 @@ def _holder_name(ctx: Context, component: str) -> str:
 def load_moves(ctx: Context) -> list[Move]:
     """Every posting that moves P&L, cash, deposits or a position, with its entry's contract and price."""
     env, chart = ctx, ctx.chart
-    p, t, a = schema.posting, schema.txn, schema.account
     holdings = chart.root + ":Strategy:"
-    query = (sa.select(p.c.ts, p.c.txn_id, a.c.name, p.c.commodity, p.c.units, p.c.weight, p.c.cost, t.c.meta)
-             .join(t, t.c.id == p.c.txn_id).join(a, a.c.id == p.c.account_id)
-             .where(sa.or_(a.c.name.like("Income:Trading:%"), a.c.name.like("Expenses:Commissions:%"),
-                           *(a.c.name.like(prefix + "%") for prefix in CARRY_ACCOUNTS),
-                           a.c.name.like(holdings + "%"), a.c.name.like("Assets:%"), a.c.name.in_([chart.deposits])))
-             .order_by(p.c.ts, p.c.txn_id, p.c.id))
+    prefixes = ("Income:Trading:", "Expenses:Commissions:", *CARRY_ACCOUNTS, holdings, "Assets:")
     moves, metas, names = [], {}, {}
 
     def holder_of(account: str, component: str) -> str:
@@ -286,8 +279,7 @@ def load_moves(ctx: Context) -> list[Move]:
             names[account] = _holder_name(ctx, component)
         return names[account]
 
-    with read_connection(env.engine) as conn:
-        rows = conn.execute(query).all()
+    rows = env.ledger.moves(prefixes, (chart.deposits,))
     entry_contract: dict[int, str] = {}  # an entry's contract when its metadata names none (reversals)
     for ts, txn_id, account, commodity, units, weight, cost, meta in rows:
         if cost is not None and (account.startswith(holdings) or account == chart.unattributed):

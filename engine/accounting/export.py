@@ -32,18 +32,12 @@ from tradeledger.engine import tables
 from tradeledger.engine.accounting import holdings as holdings_mod
 from tradeledger.engine.accounting import valuation
 from tradeledger.engine.setup.config import TradingConfig, instrument_of_contract
-from tradeledger.ledger import schema
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.export import export_beancount
 from tradeledger.ledger.numbers import from_scaled
 
 ZERO = Decimal(0)
 NANO = Decimal("1e-9")
-
-
-def _first_entry_date(conn) -> dt.date | None:
-    first = conn.execute(sa.select(sa.func.min(schema.txn.c.ts))).scalar()
-    return None if first is None else dt.date.fromisoformat(first[:10])
 
 
 def futures_values(ctx: Context, config: TradingConfig) -> dict[str, Decimal]:
@@ -82,7 +76,8 @@ def price_directives(ctx: Context, config: TradingConfig) -> list[tuple[dt.date,
     currencies = {c.name for c in commodities if c.kind == "currency"} - {base}
     out: dict = {}
     with read_connection(ctx.engine) as conn:
-        start = _first_entry_date(conn)
+        first = ctx.ledger.entry_times(conn)[0]
+        start = None if first is None else first.date()
         if start is None:
             return []
         since = start.isoformat()
@@ -120,8 +115,8 @@ def valuation_date(ctx: Context) -> dt.date | None:
     with read_connection(ctx.engine) as conn:
         dates = [conn.execute(sa.select(sa.func.max(t.c.date))).scalar()
                  for t in (tables.price_bar, tables.settlement, tables.fx_rate)]
-        entry = conn.execute(sa.select(sa.func.max(schema.txn.c.ts))).scalar()
-    dates = [d for d in dates if d] + ([entry[:10]] if entry else [])
+        entry = ctx.ledger.entry_times(conn)[1]
+    dates = [d for d in dates if d] + ([entry.date().isoformat()] if entry else [])
     return dt.date.fromisoformat(max(dates)) if dates else None
 
 

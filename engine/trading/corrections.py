@@ -37,7 +37,6 @@ by `sync_fills` on every sync until someone deals with it.
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -51,7 +50,6 @@ from tradeledger.engine.accounting.holders import Holder, from_column
 from tradeledger.engine.accounting.holdings import load_holdings, save_marks
 from tradeledger.engine.trading.orders import add_filled
 from tradeledger.errors import CorrectionUnsupported
-from tradeledger.ledger import schema
 from tradeledger.ledger.numbers import from_scaled
 from tradeledger.ledger.store import parse_ts
 
@@ -62,12 +60,6 @@ def _allocations(conn: Connection, fill_id: int) -> list[tuple[Holder, Decimal]]
     fa = tables.fill_alloc
     return [(from_column(r.holder), from_scaled(r.quantity))
             for r in conn.execute(sa.select(fa).where(fa.c.fill_id == fill_id).order_by(fa.c.holder))]
-
-
-def _latest_ts(conn: Connection, code: str) -> dt.datetime | None:
-    p = schema.posting
-    ts = conn.execute(sa.select(sa.func.max(p.c.ts)).where(p.c.commodity == code)).scalar()
-    return parse_ts(ts) if ts else None
 
 
 def book_correction(conn: Connection, books: Books, row, e: Execution) -> int:
@@ -96,7 +88,7 @@ def book_correction(conn: Connection, books: Books, row, e: Execution) -> int:
                             parse_ts(row.time).date())
     # Dated after everything already booked in this contract, so that the reversal never sits
     # before an entry that depended on the original in the exported ledger's date order.
-    latest = _latest_ts(conn, contract.code)
+    latest = ledger.last_posting_time(contract.code, conn)
     when = max(t for t in (e.time, parse_ts(row.time), latest) if t is not None)
     txn, after = correction_entry(chart, contract, original, e, parts, holdings, currency, when)
 

@@ -25,7 +25,7 @@ def futures_held(ctx: Context) -> list[str]:
     """Contract codes of futures with a non-zero position in any holder."""
     engine, ledger, chart = ctx.engine, ctx.ledger, ctx.chart
     with read_connection(engine) as conn:
-        futures = set(conn.execute(sa.text("SELECT name FROM commodity WHERE kind = 'future'")).scalars())
+        futures = ledger.commodity_names("future", conn)
         positions = ledger.positions(prefix=chart.root, conn=conn)
     return sorted({code for (_, code), units in positions.items() if code in futures and units != 0})
 

@@ -50,10 +50,9 @@ from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holde
 from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key
 from tradeledger.engine.tables import adjustment
 from tradeledger.engine.trust import CASH_KINDS
-from tradeledger.ledger import schema
 from tradeledger.ledger.accounts import Chart
 from tradeledger.errors import AdjustError, UnknownName
-from tradeledger.ledger.model import Transaction, reversal_of
+from tradeledger.ledger.model import LedgerError, Transaction, reversal_of
 from tradeledger.ledger.numbers import from_scaled, to_scaled
 from tradeledger.ledger.store import Commodity, fmt_ts
 
@@ -117,16 +116,15 @@ def resolve_holder(conn: Connection, ctx: Context, name: str) -> Holder:
     if name in ctx.strategies.values():
         return name
     account = ctx.chart.holdings(name)
-    if conn.execute(sa.select(schema.account.c.id).where(schema.account.c.name == account)).first():
+    if ctx.ledger.has_account(account, conn):
         return name
     raise UnknownName("strategy", name, ctx.strategies)
 
 
-def _contract(conn: Connection, code: str) -> Contract:
-    row = conn.execute(sa.select(schema.commodity).where(schema.commodity.c.name == code)).first()
+def _contract(conn: Connection, ledger, code: str) -> Contract:
+    row = ledger.commodity(code, conn)
     if row is None or row.kind not in ("future", "share"):
-        booked = conn.execute(sa.select(schema.commodity.c.name).where(
-            schema.commodity.c.kind.in_(("future", "share")))).scalars()
+        booked = [c.name for c in ledger.commodities(conn) if c.kind in ("future", "share")]
         raise UnknownName("contract", code, booked, see="tradeledger positions")
     return Contract(code=code, sec_type="FUT" if row.kind == "future" else "STK", symbol=code, exchange="",
                     currency=row.currency or "", multiplier=Decimal(row.multiplier))
@@ -136,18 +134,16 @@ def _marks(holdings: dict) -> dict:
     return {to_column(h): str(x.mark) for h, x in holdings.items() if x.mark is not None}
 
 
-def _current_price(conn: Connection, contract: Contract, holdings: dict, holder: Holder,
+def _current_price(conn: Connection, ledger, contract: Contract, holdings: dict, holder: Holder,
                    price: Decimal | None) -> Decimal:
     if price is not None:
         return price
     holding = holdings.get(holder, Holding())
     if contract.sec_type == "FUT" and holding.mark is not None:
         return holding.mark
-    p = schema.price
-    row = conn.execute(sa.select(p.c.number).where(p.c.commodity == contract.code)
-                       .order_by(p.c.date.desc()).limit(1)).first()
-    if row is not None:
-        return from_scaled(row.number)
+    recorded = ledger.latest_price(contract.code, conn)
+    if recorded is not None:
+        return recorded
     if contract.sec_type != "FUT":  # a share's latest close is its price
         bar = tables.price_bar
         close = conn.execute(sa.select(bar.c.close).where(bar.c.instrument == contract.code)
@@ -198,7 +194,7 @@ def plan_attribute(conn: Connection, ctx: Context, exec_key: str, strategy: str,
     if unattributed is None:
         raise AdjustError(f"fill {exec_key} is not unattributed: it was booked for its order {row.order_ref}")
     qty, price = from_scaled(unattributed), from_scaled(row.price)
-    contract = _contract(conn, row.contract)
+    contract = _contract(conn, ctx.ledger, row.contract)
     holdings = load_holdings(conn, ctx.books, contract)
     # The unattributed bucket *received* qty with the fill: it now gives qty to the strategy.
     narration = f"{'Manual close' if kind == 'manual-close' else 'Attribute'} fill {exec_key}: {qty:+} " \
@@ -236,11 +232,11 @@ def plan_transfer(conn: Connection, ctx: Context, code: str, qty: Decimal, sourc
 def _plan_move(conn: Connection, ctx: Context, kind: str, code: str, qty: Decimal, giver: Holder,
                taker: Holder, reason: str, time: dt.datetime, key: str, price: Decimal | None) -> Adjustment:
     """Move a position between holders at a price (adopt: from unattributed into a strategy)."""
-    contract = _contract(conn, code)
+    contract = _contract(conn, ctx.ledger, code)
     whole_contracts(contract, qty)
     holdings = load_holdings(conn, ctx.books, contract)
     signed = _positive(qty, holdings.get(giver, Holding()).position, contract, giver)
-    at = _current_price(conn, contract, holdings, giver, price)
+    at = _current_price(conn, ctx.ledger, contract, holdings, giver, price)
     what = "Adopt" if kind == "adopt" else "Transfer"
     narration = f"{what} {signed:+} {contract.code} @ {at} from {_who(giver)} {'into' if kind == 'adopt' else 'to'} " \
                 f"{_who(taker)}: {reason}"
@@ -261,7 +257,7 @@ def plan_manual_close(conn: Connection, ctx: Context, code: str, strategy: str, 
         raise AdjustError("manual-close needs either --price or --exec")
     if qty is not None and exec_key is not None:
         raise AdjustError("--qty is for --price: an execution closes its own quantity")
-    contract = _contract(conn, code)
+    contract = _contract(conn, ctx.ledger, code)
     holder = resolve_holder(conn, ctx, strategy)
     if holder is None and exec_key is not None:
         raise AdjustError("an execution booked to unattributed is already unattributed's: nothing to say")
@@ -300,17 +296,16 @@ def plan_reverse(conn: Connection, ctx: Context, entry_id: int, reason: str, tim
     """Reversal of an entry. Entries that carry engine state (fills, settlements, crosses) are
     refused with the tool to use instead; a position adjustment can be reversed while no later
     entry has touched its contract, and its holders' marks go back to what they were."""
-    t = schema.txn
-    header = conn.execute(sa.select(t).where(t.c.id == entry_id)).first()
-    if header is None:
-        raise AdjustError(f"unknown entry {entry_id}")
-    if header.kind in ("fill", "commission", "settlement", "cross"):
-        raise AdjustError(f"entry {entry_id} is a {header.kind}: it is the record of what happened at the broker; "
+    try:
+        original = ctx.ledger.get(entry_id, conn)
+    except LedgerError:
+        raise AdjustError(f"unknown entry {entry_id}") from None
+    if original.kind in ("fill", "commission", "settlement", "cross"):
+        raise AdjustError(f"entry {entry_id} is a {original.kind}: it is the record of what happened at the broker; "
                           "repair its effect with `adjust transfer`, `adjust manual-close` or `adjust cash`")
-    already = conn.execute(sa.select(t.c.id).where(t.c.reverses_id == entry_id)).first()
+    already = ctx.ledger.reversed_by(entry_id, conn)
     if already is not None:
-        raise AdjustError(f"entry {entry_id} is already reversed by entry {already.id}")
-    original = ctx.ledger.get(entry_id, conn)
+        raise AdjustError(f"entry {entry_id} is already reversed by entry {already}")
     if original.kind == "reversal":
         raise AdjustError(f"entry {entry_id} is itself a reversal; book a new entry instead")
     row = conn.execute(sa.select(adjustment).where(adjustment.c.txn_id == entry_id)).first()
@@ -321,10 +316,8 @@ def plan_reverse(conn: Connection, ctx: Context, entry_id: int, reason: str, tim
         if row is None or not row.contract:
             raise AdjustError(f"entry {entry_id} moves positions but was not booked by `adjust`; "
                               "use `adjust transfer` or `adjust manual-close` instead")
-        contract = _contract(conn, row.contract)
-        p = schema.posting
-        later = conn.execute(sa.select(sa.func.count()).select_from(p).where(
-            p.c.commodity == row.contract, p.c.txn_id > entry_id)).scalar()
+        contract = _contract(conn, ctx.ledger, row.contract)
+        later = ctx.ledger.postings_after(row.contract, entry_id, conn)
         if later:
             raise AdjustError(f"{row.contract} has entries after entry {entry_id}: reversing it would break the "
                               "mark chain; book a transfer instead")

@@ -26,7 +26,6 @@ import sqlalchemy as sa
 from tradeledger.engine import tables
 from tradeledger.engine.trust.exceptions import dedupe_key, list_exceptions, raise_exception, resolve_by_key
 from tradeledger.engine.accounting.holders import holder_of
-from tradeledger.ledger import schema
 from tradeledger.ledger.numbers import to_decimal
 from tradeledger.engine.setup.environment import ConfigError
 
@@ -119,7 +118,7 @@ def thresholds(raw_config: dict) -> Thresholds:
 def read_facts(conn, env, config, now: dt.datetime) -> Facts:
     from tradeledger.engine.setup.config import instrument_of_contract
 
-    f, o, c = tables.fill, tables.broker_order, schema.commodity
+    f, o = tables.fill, tables.broker_order
     pending = tuple((r.exec_key, r.contract, _time(r.time)) for r in conn.execute(
         sa.select(f.c.exec_key, f.c.contract, f.c.time).where(f.c.commission.is_(None), f.c.superseded_by.is_(None))))
     rows = conn.execute(sa.select(o).where(o.c.state.in_(("planned", "sent", "partial")))).all()
@@ -129,7 +128,7 @@ def read_facts(conn, env, config, now: dt.datetime) -> Facts:
     trader = live_holder(None, env.settings.env, conn)
     interrupted = () if trader is not None else tuple(
         (r.order_ref, r.contract, r.run_id, _time(r.created_at)) for r in rows if r.state == "planned")
-    currencies = dict(conn.execute(sa.select(c.c.name, c.c.currency).where(c.c.kind != "currency")).all())
+    currencies = {c.name: c.currency for c in env.ledger.commodities(conn) if c.kind != "currency"}
     chart = env.chart
     held = set()
     for (account, code), units in env.ledger.positions(prefix=chart.root, conn=conn).items():

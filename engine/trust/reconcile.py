@@ -54,7 +54,6 @@ from tradeledger.engine.accounting.holders import holder_of
 from tradeledger.engine.accounting.holdings import marks as holder_marks
 from tradeledger.engine.trust.snapshots import SnapshotResult, disconnect_key, record_failed, take_snapshot
 from tradeledger.engine.tables import reconciliation
-from tradeledger.ledger import schema
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled, jsonable, to_decimal
 from tradeledger.ledger.store import fmt_ts
@@ -272,8 +271,7 @@ def ledger_view(conn: Connection, books: Books, as_of: dt.datetime,
     Fills are read one by one only from `fills_since` (the oldest execution the broker reports);
     without it, none are: there is nothing of the broker's to compare them with."""
     ledger, chart = books.ledger, books.chart
-    currencies = set(conn.execute(sa.select(schema.commodity.c.name).where(
-        schema.commodity.c.kind == "currency")).scalars())
+    currencies = ledger.commodity_names("currency", conn)
     positions: dict[str, Decimal] = {}
     unattributed: dict[str, Decimal] = {}
     cash: dict[str, Decimal] = {}
@@ -289,10 +287,7 @@ def ledger_view(conn: Connection, books: Books, as_of: dt.datetime,
         positions[commodity] = positions.get(commodity, ZERO) + units
         if holder is None:
             unattributed[commodity] = unattributed.get(commodity, ZERO) + units
-    p, a = schema.posting, schema.account
-    holdings_ids = sa.select(a.c.id).where(sa.or_(a.c.name.like(f"{chart.root}:Strategy:%"),
-                                                  a.c.name == chart.unattributed))
-    ever = set(conn.execute(sa.select(p.c.commodity).where(p.c.account_id.in_(holdings_ids)).distinct()).scalars())
+    ever = ledger.commodities_ever_in(f"{chart.root}:Strategy:", (chart.unattributed,), conn)
     f = tables.fill
     mine = (f.c.account == chart.broker_account) & f.c.superseded_by.is_(None)
     pending = {ccy or "": int(n) for ccy, n in conn.execute(
@@ -306,14 +301,12 @@ def ledger_view(conn: Connection, books: Books, as_of: dt.datetime,
             fills.append(BookedFill(r.exec_key, r.contract, qty if r.side == "BUY" else -qty, _parse(r.time)))
     return LedgerView(chart.broker_account, as_of, {k: v for k, v in positions.items() if v != 0},
                       {k: v for k, v in unattributed.items() if v != 0}, frozenset(ever - currencies),
-                      cash, pending, tuple(fills), _marked(conn, held))
+                      cash, pending, tuple(fills), _marked(conn, ledger, held))
 
 
-def _marked(conn: Connection, held: dict) -> dict:
+def _marked(conn: Connection, ledger, held: dict) -> dict:
     """futures contract -> (currency, multiplier, sum of holder position x holder mark)."""
-    c = schema.commodity
-    futures = {r.name: (r.currency, Decimal(r.multiplier)) for r in conn.execute(
-        sa.select(c.c.name, c.c.currency, c.c.multiplier).where(c.c.kind == "future"))}
+    futures = {c.name: (c.currency, c.multiplier) for c in ledger.commodities(conn) if c.kind == "future"}
     marks = holder_marks(conn)
     result: dict = {}
     for (holder, code), units in held.items():

@@ -38,11 +38,11 @@ def fingerprint(ctx: Context) -> tuple:
     import sqlalchemy as sa
 
     from tradeledger.engine import tables
-    from tradeledger.ledger import schema
 
     with read_connection(ctx.engine) as conn:
-        parts = [conn.execute(sa.select(sa.func.max(t.c.id), sa.func.count())).one()
-                 for t in (schema.txn, tables.target_run, tables.broker_order, tables.fill, tables.reconciliation,
+        parts = [ctx.ledger.entries_mark(conn)]
+        parts += [conn.execute(sa.select(sa.func.max(t.c.id), sa.func.count())).one()
+                  for t in (tables.target_run, tables.broker_order, tables.fill, tables.reconciliation,
                            tables.tl_exception)]
         parts += [conn.execute(sa.select(sa.func.max(t.c.date), sa.func.count())).one()
                   for t in (tables.price_bar, tables.settlement, tables.fx_rate)]
