@@ -230,6 +230,13 @@ class SimExchange:
             raise BrokerError(f"{self.path} holds account {stored}, not {account}")
         self.account = account
 
+    @classmethod
+    def open_existing(cls, path: str | Path, default_account: str = "DU1234567") -> SimExchange:
+        """An exchange already kept in `path`, under the account it holds (`default_account` if none)."""
+        with sqlite3.connect(path) as raw:
+            stored = raw.execute("SELECT value FROM meta WHERE key = 'account'").fetchone()
+        return cls(path, stored[0] if stored else default_account)
+
     # -- plumbing --
 
     def close(self) -> None:

@@ -20,11 +20,9 @@ from tradeledger.errors import UnknownName, UserError
 # The simulated IB gateway (broker/ibsim) as a process, and its market screen. Its state is a
 # SimExchange file: by default <home>/<env>/ibsim.db, with the environment's account.
 # Imported on first use (commands/common.py: lazy): starting the CLI imports no engine.
-sa = lazy("sqlalchemy")
 parse_settings = lazy_function("tradeledger.engine.setup.environment", "parse_settings")
 resolve_home = lazy_function("tradeledger.engine.setup.environment", "resolve_home")
-_Session = lazy_function("tradeledger.engine.setup.session", "Session")
-db = lazy("tradeledger.ledger.db")
+_demo = lazy("tradeledger.engine.setup.demo")
 
 
 def _ibsim_state(c: Invocation, state: str | None) -> tuple[Path, str | None]:
@@ -40,16 +38,12 @@ def _ibsim_state(c: Invocation, state: str | None) -> tuple[Path, str | None]:
 
 
 def _ibsim_exchange(c: Invocation, state: str | None):
-    import sqlite3
-
     from tradeledger.broker.simexchange import SimExchange
 
     path, account = _ibsim_state(c, state)
     if not path.exists():
         raise click.UsageError(f"no simulated gateway state at {path}: start `tradeledger ibsim serve` first")
-    with sqlite3.connect(path) as raw:
-        stored = raw.execute("SELECT value FROM meta WHERE key = 'account'").fetchone()
-    return SimExchange(path, stored[0] if stored else (account or "DU1234567"))
+    return SimExchange.open_existing(path, account or "DU1234567")
 
 
 def _ibsim_contract(c: Invocation, code: str, exchange):
@@ -59,7 +53,7 @@ def _ibsim_contract(c: Invocation, code: str, exchange):
         to_contract,
     )
 
-    instrument = instrument_of_contract(_Session(c.open()).config, code)
+    instrument = instrument_of_contract(c.open().config, code)
     if instrument is None:
         known = exchange.contract(code)
         if known is None:
@@ -67,27 +61,6 @@ def _ibsim_contract(c: Invocation, code: str, exchange):
         return known
     expiry = f"20{code[-2:]}{MONTH_CODES.index(code[-3]) + 1:02d}" if instrument.is_future else ""
     return to_contract(instrument, code, expiry)
-
-
-def _ibsim_open(c: Invocation, exchange) -> list[str]:
-    """Price every configured instrument's current contract at its latest imported close."""
-    from tradeledger.engine import tables as _tables
-    from tradeledger.engine.setup.config import current_contract
-    from tradeledger.ledger.numbers import from_scaled
-
-    session = _Session(c.open())
-    bars, opened = _tables.price_bar, []
-    with db.read_connection(session.engine) as conn:
-        for name, instrument in sorted(session.config.instruments.items()):
-            close = conn.execute(sa.select(bars.c.close).where(bars.c.instrument == name)
-                                 .order_by(bars.c.date.desc()).limit(1)).scalar()
-            if close is None:
-                continue
-            contract = current_contract(instrument, session.now().date())
-            exchange.add_contract(contract)
-            exchange.set_price(contract.code, from_scaled(close))
-            opened.append(contract.code)
-    return opened
 
 
 @click.group("ibsim")
@@ -153,7 +126,7 @@ def ibsim_price(c: Invocation, contract, price, state):
 @pass_ctx
 def ibsim_open(c: Invocation, state):
     """Price every configured instrument's current contract at its latest imported close."""
-    opened = _ibsim_open(c, _ibsim_exchange(c, state))
+    opened = _demo.price_at_latest_closes(c.open(), _ibsim_exchange(c, state))
     click.echo(f"{len(opened)} contracts priced at the gateway: {', '.join(opened)}")
 
 
@@ -163,7 +136,6 @@ def ibsim_open(c: Invocation, state):
 def ibsim_seed_demo(c: Invocation, state):
     """Give a paper IB environment the demo's instruments, strategies and price history up to
     yesterday, and price their contracts at the gateway: `cycle --approve` then trades."""
-    from tradeledger.engine.setup import demo as _demo
     from tradeledger.engine.targets import prices as _p
 
     env = c.open()
@@ -179,13 +151,13 @@ def ibsim_seed_demo(c: Invocation, state):
     yesterday = _dt.date.today() - _dt.timedelta(days=1)
     history = _demo.seed_history(yesterday)
     closes, fx = _demo.history_csvs(history)
-    session = _Session(env)
+    session = env
     config = session.config
     days = sorted(history.closes["ES"])
     curve = _demo.contract_closes_csv(session, history, days)  # the back-adjusted series and carry read them
     for text, source in ((closes, "demo closes"), (fx, "demo fx"), (curve, "demo contract closes")):
         _p.store_rows(env, _p.parse_prices_csv(text, config, env.settings.base_currency, source), source)
-    opened = _ibsim_open(c, exchange)
+    opened = _demo.price_at_latest_closes(c.open(), exchange)
     click.echo(f"demo instruments and history up to {yesterday} added to {env.config_path}; "
                f"{len(opened)} contracts priced at the gateway")
 

@@ -6,10 +6,9 @@ The figures come from reports/ (the same functions the daily HTML report and the
 from __future__ import annotations
 
 import click
-from tradeledger.commands.common import Invocation, json_option, lazy_function, pass_ctx, parse_date
+from tradeledger.commands.common import Invocation, json_option, pass_ctx, parse_date
 from tradeledger.reports.render import csv_enabled, emit_csv, emit_json, table
 
-_Session = lazy_function("tradeledger.engine.setup.session", "Session")  # imported on first use
 since_option = click.option("--since", default=None, help="From this date (YYYY-MM-DD), inclusive.")
 until_option = click.option("--until", default=None, help="Up to this date (YYYY-MM-DD), exclusive.")
 
@@ -40,8 +39,8 @@ def report_nav(c: Invocation, day, as_json):
     """The account's NAV: cash, shares at market, futures' unsettled margin, in the base currency."""
     from tradeledger.engine.accounting.valuation import nav
 
-    session = _Session(c.open())
-    value = nav(session, session.config, parse_date(day, "--date"))
+    ctx = c.open()
+    value = nav(ctx, ctx.config, parse_date(day, "--date"))
     rows = [{"part": part, "currency": ccy, "amount": amount}
             for part in ("cash", "shares", "futures", "deposits") for ccy, amount in sorted(getattr(value, part).items())]
     rows.append({"part": "NAV", "currency": value.currency, "amount": value.total})
@@ -59,7 +58,7 @@ def report_performance(c: Invocation, since, until, as_json):
     """Per strategy and in total: P&L, annualised return, volatility, Sharpe, max drawdown (CSV: the daily curves)."""
     from tradeledger.reports.performance import performance
 
-    data = performance(_Session(c.open()), parse_date(since, "--since"), parse_date(until, "--until"))
+    data = performance(c.open(), parse_date(since, "--since"), parse_date(until, "--until"))
     entries = data["strategies"] + [data["total"]]
     if csv_enabled():
         rows = [{"strategy": e["strategy"], **p} for e in entries for p in e["curve"]]
@@ -78,7 +77,7 @@ def report_exposure(c: Invocation, day, as_json):
     """Notional per strategy and instrument in the base currency, % of capital, expected annual risk."""
     from tradeledger.reports.exposure import exposure
 
-    data = exposure(_Session(c.open()), parse_date(day, "--date"))
+    data = exposure(c.open(), parse_date(day, "--date"))
     _out(data, data["rows"], ["strategy", "instrument", "contracts", "qty", "notional", "pct_capital", "annual_risk"],
          f"exposure ({data['currency']}; NAV {data['nav']})", as_json)
 
@@ -93,22 +92,22 @@ def report_costs(c: Invocation, since, until, per_fill, as_json):
     """Slippage against the run's reference price and commissions, per strategy, in money and bps."""
     from tradeledger.reports.exposure import costs, fills_with_costs
 
-    session = _Session(c.open())
+    ctx = c.open()
     since, until = parse_date(since, "--since"), parse_date(until, "--until")
     if per_fill:
-        rows = [f for f in fills_with_costs(session)
+        rows = [f for f in fills_with_costs(ctx)
                 if (since is None or f["time"][:10] >= since.isoformat())
                 and (until is None or f["time"][:10] < until.isoformat())]
         _out(rows, rows, ["time", "fill_id", "contract", "side", "quantity", "price", "reference", "slippage",
                           "slippage_bps", "commission", "currency"], "fills with costs", as_json)
         return
-    data = costs(session, since, until)
+    data = costs(ctx, since, until)
     _out(data, data["rows"], ["strategy", "fills", "notional", "slippage", "slippage_bps", "commissions",
                               "commission_bps", "pending_commissions"], f"costs ({data['currency']})", as_json)
 
 
 @report_group.command("daily")
-@click.option("--date", "day", default=None, help="The report's date (default: today by the session's clock).")
+@click.option("--date", "day", default=None, help="The report's date (default: today by the ctx's clock).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write here instead of <env>/reports/daily-<date>.html.")
 @json_option
@@ -117,12 +116,9 @@ def report_daily(c: Invocation, day, out, as_json):
     """Write the day's self-contained HTML report (plots, positions, fills, reconciliation, exceptions)."""
     from tradeledger.reports.daily import write_daily
 
-    session = _Session(c.open())
-    try:
-        day = parse_date(day, "--date") or session.now().date()
-        path, data = write_daily(session, day, out)
-    finally:
-        session.close()
+    ctx = c.open()
+    day = parse_date(day, "--date") or ctx.now().date()
+    path, data = write_daily(ctx, day, out)
     if as_json:
         emit_json({"path": str(path), **data})
     elif csv_enabled():

@@ -91,23 +91,13 @@ def init(c: Invocation, broker, account, base_currency, ib_host, ib_port, ib_cli
 @pass_ctx
 def status(c: Invocation, no_broker, as_json):
     """Environment, account, database, ledger, broker, reconciliation, exceptions, locks, daemon at a glance."""
-    environment = c.open()
-    txns, postings = environment.ledger.count()
-    info = {
-        "environment": environment.settings.env, "account": environment.settings.account,
-        "broker": environment.settings.broker,
-        "database": environment.engine.url.render_as_string(hide_password=True),
-        "schema_revision": db.current_revision(environment.engine),
-        "accounts": len(environment.ledger.accounts()), "transactions": txns, "postings": postings,
-        "ledger_file": str(environment.ledger_path) if environment.ledger_path.exists() else None,
-    }
-    from tradeledger.commands.trust import _operations_status, _status_value
+    from tradeledger.engine.ops.status import environment_status, status_value
 
-    info |= _operations_status(environment, probe_broker=not no_broker)
+    info = environment_status(c.open(), probe_broker=not no_broker)
     if as_json:
         emit_json(info)
     else:
-        table("status", ["item", "value"], [(k, _status_value(v)) for k, v in info.items()])
+        table("status", ["item", "value"], [(k, status_value(v)) for k, v in info.items()])
 
 
 @click.group("db")

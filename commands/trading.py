@@ -141,8 +141,8 @@ def orders_group():
 @pass_ctx
 def orders_plan(c: Invocation, run_id, as_json):
     """Preview the crosses and broker orders of an approved run; nothing is recorded or sent."""
-    session = _Session(c.open())
-    order_plan = _cycle.plan_run(session, run_id, session.now())
+    with open_session(c) as session:  # an interrupted roll is checked at the broker first
+        order_plan = _cycle.plan_run(session, run_id, session.now())
     names = _names(session)
     emit_json(_plan_json(order_plan, names)) if as_json else _show_plan(order_plan, names)
 
@@ -275,7 +275,7 @@ def positions_cmd(c: Invocation, strategy, as_json):
     # the read path without SQLAlchemy when it can vouch for the environment, else the full one
     rows = _quick_positions(c.home, c.env, c.db_url, strategy)
     if rows is None:
-        rows = _pnl.positions(_Session(c.open()), strategy)
+        rows = _pnl.positions(c.open(), strategy)
     if as_json:
         emit_json(rows)
         return
@@ -296,7 +296,7 @@ def pnl_cmd(c: Invocation, by, since, until, cumulative, as_json):
     currency; the days of any period add up to its total."""
     if cumulative and by != "day":
         raise click.UsageError("--cumulative goes with --by day")
-    result = _pnl.pnl(_Session(c.open()), by, parse_date(since, "--since"), parse_date(until, "--until"),
+    result = _pnl.pnl(c.open(), by, parse_date(since, "--since"), parse_date(until, "--until"),
                       cumulative=cumulative)
     if as_json:
         emit_json(result)
@@ -395,7 +395,7 @@ def sim_clock_advance(c: Invocation, duration):
 @pass_ctx
 def sim_trade(c: Invocation, contract, qty, price):
     """A trade made at the broker outside tradeledger (no orderRef): QTY signed, e.g. -2."""
-    session = _Session(c.open())
+    session = c.open()  # a Context: the simulated exchange needs no broker connection
     execution = session.exchange().external_trade(_sim_contract(session, contract), _to_decimal(qty, "QTY"),
                                                    _to_decimal(price, "PRICE"))
     click.echo(f"broker executed {execution.side} {execution.quantity} {contract} @ {execution.price} "
@@ -482,7 +482,7 @@ def sim_fee(c: Invocation, amount, currency, ref):
 @pass_ctx
 def sim_deposit(c: Invocation, currency, amount, kind):
     """Cash arriving (AMOUNT > 0) or leaving (< 0) at the broker without a trade."""
-    session = _Session(c.open())
+    session = c.open()  # a Context: the simulated exchange needs no broker connection
     number = _to_decimal(amount, "AMOUNT")
     session.exchange().deposit(currency, number, kind)
     click.echo(f"broker {kind}: {number} {currency.upper()}; `tradeledger reconcile` proposes the entry")
@@ -497,7 +497,7 @@ def sim_deposit(c: Invocation, currency, amount, kind):
 @pass_ctx
 def sim_transfer_in(c: Invocation, contract, qty, price, cost, sec_type, currency, multiplier, venue):
     """A position arriving at the broker without an execution (QTY signed; also seeds an account)."""
-    session = _Session(c.open())
+    session = c.open()  # a Context: the simulated exchange needs no broker connection
     k = described_contract(contract, sec_type, currency, multiplier, venue) or _sim_contract(session, contract)
     number = _to_decimal(qty, "QTY")
     session.exchange().transfer_in(k, number, price and _to_decimal(price, "--price"),
@@ -511,7 +511,7 @@ def sim_transfer_in(c: Invocation, contract, qty, price, cost, sec_type, currenc
 @pass_ctx
 def sim_price(c: Invocation, contract, price):
     """Set the simulated market price of a contract."""
-    session = _Session(c.open())
+    session = c.open()  # a Context: the simulated exchange needs no broker connection
     exchange = session.exchange()
     exchange.add_contract(_sim_contract(session, contract))
     filled = exchange.set_price(contract, _to_decimal(price, "PRICE"))
@@ -525,15 +525,9 @@ def sim_price(c: Invocation, contract, price):
 @pass_ctx
 def sim_settle(c: Invocation, contract, price, day):
     """Settle a contract at the exchange (cash moves) and record the settlement price for `mark`."""
-    session = _Session(c.open())
-    day = parse_date(day, "--date") or session.now().date()
     number = _to_decimal(price, "PRICE")
-    cash = session.exchange().settle(contract, number, day)
-    csv_text = f"date,contract,settle\n{day.isoformat()},{contract},{number}\n"
-    from tradeledger.engine.targets import prices as _p
-
-    _p.store_rows(session, _p.parse_prices_csv(csv_text, session.config, session.settings.base_currency,
-                                                   "sim settle"), "sim settle", replace=True)
+    with open_session(c) as session:
+        day, cash = _marking.settle_at_sim_exchange(session, contract, number, parse_date(day, "--date"))
     click.echo(f"{contract} settled at {number} on {day}: {cash} moved to cash at the broker")
 
 
@@ -547,7 +541,7 @@ def sim_settle(c: Invocation, contract, price, day):
 @pass_ctx
 def sim_fault(c: Invocation, kind, qty, price, exec_id, count):
     """Arm a fault at the simulated broker, to see tradeledger handle it."""
-    exchange = _Session(c.open()).exchange()
+    exchange = c.open().exchange()
     if kind == "partial-fill":
         exchange.fault_partial_fill(qty=_to_decimal(qty or "1", "--qty"))
     elif kind == "duplicate-executions":

@@ -12,7 +12,6 @@ import shlex
 import sys
 
 import click
-from typing import TYPE_CHECKING
 from tradeledger.commands.common import Invocation, SIGNED, fail, json_option, open_session, pass_ctx, reason_option, lazy, lazy_function
 from tradeledger.engine.trust import CASH_KINDS
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
@@ -20,12 +19,9 @@ from tradeledger.reports.render import emit_json, table
 
 # --- adjust, daemon ---
 # Imported on first use (commands/common.py: lazy): starting the CLI imports no engine.
-sa = lazy("sqlalchemy")
 _adjust = lazy("tradeledger.engine.trust.adjust")
 _fills = lazy("tradeledger.engine.trading.fills")
 _Session = lazy_function("tradeledger.engine.setup.session", "Session")
-if TYPE_CHECKING:
-    from tradeledger.engine.context import Context as _Context
 db = lazy("tradeledger.ledger.db")
 
 
@@ -262,7 +258,8 @@ def monitor_cmd(c: Invocation, as_json):
     raise each as an exception, resolve those that cleared; exit 1 if anything is found."""
     from tradeledger.engine.trust.monitor import check
 
-    found = check(_Session(c.open()), who=_getpass.getuser())
+    with open_session(c) as session:
+        found = check(session, who=_getpass.getuser())
     if as_json:
         emit_json([{"kind": f.kind, "subject": f.subject, "severity": f.severity, "detail": f.detail}
                    for f in found])
@@ -279,16 +276,7 @@ def monitor_cmd(c: Invocation, as_json):
 def snapshot_cmd(c: Invocation, as_json):
     """Take and store a broker snapshot (positions, cash, unsettled P&L, open orders); exit 1 if it fails."""
     with open_session(c) as session:
-        env = session
-        now = _reconcile.session_now(session)
-        try:
-            broker = session.broker
-        except Exception as exc:  # unreachable: recorded as a failed snapshot
-            with env.engine.begin() as conn:
-                sid = _snapshots.record_failed(conn, env.settings.account, now, f"{type(exc).__name__}: {exc}")
-            result = _snapshots.SnapshotResult(sid, None, str(exc))
-        else:
-            result = _snapshots.take_snapshot(env, broker, now)
+        result = _snapshots.snapshot_session(session)
     data = _snapshots.snapshot_json(result)
     if as_json:
         emit_json(data)
@@ -360,60 +348,6 @@ def exceptions_resolve(c: Invocation, exception_id, reason):
     with c.open().engine.begin() as conn:
         _exceptions.resolve(conn, exception_id, _getpass.getuser(), reason)
     click.echo(f"exception {exception_id} resolved (its locks released)")
-
-
-def _operations_status(ctx: _Context, probe_broker: bool) -> dict:
-    """Broker, snapshot, reconciliation, exceptions, locks, target run, today's P&L, daemon (for `status`)."""
-    from tradeledger.engine.tables import target_run
-
-    info: dict = {}
-    session = _Session(ctx)
-    try:
-        if probe_broker:
-            try:
-                session.broker
-                info["broker_reachable"] = True
-            except Exception as exc:  # reachable or not is the answer, not an error
-                info["broker_reachable"] = False
-                info["broker_error"] = f"{type(exc).__name__}: {exc}"
-        else:
-            info["broker_reachable"] = "not checked"
-        today = _reconcile.session_now(session).date()
-    finally:
-        session.close()
-    with db.read_connection(ctx.engine) as conn:
-        from tradeledger.engine.trust.opening import opening_status
-
-        info["opening"] = opening_status(conn, ctx.settings.account)
-        info["last_snapshot"] = _snapshots.latest_snapshot(conn, ctx.settings.account)
-        info["last_reconciliation"] = _reconcile.last_reconciliation(conn)
-        info["open_exceptions"] = _exceptions.open_counts(conn)
-        info["locks"] = _exceptions.active_locks(conn)
-        run = conn.execute(sa.select(target_run).order_by(target_run.c.id.desc()).limit(1)).first()
-        info["latest_target_run"] = None if run is None else {"id": run.id, "as_of": run.as_of, "state": run.state}
-        info["daemon_heartbeat"] = _heartbeat(conn, ctx.settings.env)
-    pnl: dict = {}
-    for (account, currency), amount in ctx.ledger.income(since=today).items():
-        if account.startswith(("Income:Trading:", "Expenses:Commissions:")):
-            pnl[currency] = pnl.get(currency, 0) - amount
-    info["pnl_today"] = {"date": today.isoformat(), **pnl}
-    return info
-
-
-def _heartbeat(conn, env_name: str):
-    """The daemon's last heartbeat, if the daemon's tables exist and it ever ran; else "never"."""
-    if not sa.inspect(conn).has_table("daemon_heartbeat"):
-        return "never"
-    row = conn.execute(sa.text("SELECT * FROM daemon_heartbeat WHERE env = :env"), {"env": env_name}).mappings().first()
-    if row is None:
-        return "never"
-    return {k: row[k] for k in ("at", "state", "last_job", "last_result") if k in row}
-
-
-def _status_value(value) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={_status_value(v)}" for k, v in value.items()) or "none"
-    return "none" if value is None else str(value)
 
 
 COMMANDS = [adjust_group, daemon_cmd, reconcile_cmd, monitor_cmd, snapshot_cmd, exceptions_group]

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from tradeledger.errors import UserError
 from tradeledger.engine.context import Context
 from tradeledger.engine.accounting.corporate import (
     UNALLOCATED, AccountCash, CorporateActionError, Dividend, Split, account_cash_entry, allocate_cents,
@@ -82,31 +83,31 @@ def parse_actions_csv(text: str, shares: set[str], source: str) -> list[Dividend
         kind, ticker, ex_date, pay_date, amount, currency, withholding, ratio = (f.strip() for f in fields)
         try:
             if ticker not in shares:
-                raise ValueError(f"{ticker!r} is not a configured share or ETF")
+                raise UserError(f"{ticker!r} is not a configured share or ETF")
             if kind == "dividend":
                 ex, pay = parse_date(ex_date), parse_date(pay_date)
                 if pay < ex:
-                    raise ValueError(f"pay date {pay} is before the ex-date {ex}")
+                    raise UserError(f"pay date {pay} is before the ex-date {ex}")
                 value = parse_number(amount, "amount")
                 if value == 0:
-                    raise ValueError("a dividend of 0")
+                    raise UserError("a dividend of 0")
                 tax = parse_number(withholding, "withholding") if withholding else Decimal(0)
                 if not 0 <= tax < 1:
-                    raise ValueError(f"withholding {tax} must be a fraction in [0, 1)")
+                    raise UserError(f"withholding {tax} must be a fraction in [0, 1)")
                 if len(currency) != 3 or not currency.isalpha() or not currency.isupper():
-                    raise ValueError(f"currency {currency!r} must be a 3-letter code")
+                    raise UserError(f"currency {currency!r} must be a 3-letter code")
                 actions.append(Dividend(ticker, ex, pay, value, currency, tax, source="import"))
             elif kind == "split":
                 new, old = parse_ratio(ratio)
                 cil = parse_number(amount, "cash in lieu") if amount else None
                 if cil is not None and (cil <= 0 or len(currency) != 3 or not currency.isalpha()
                                         or not currency.isupper()):
-                    raise ValueError(f"cash in lieu {amount} {currency!r}: a positive price per new share and "
+                    raise UserError(f"cash in lieu {amount} {currency!r}: a positive price per new share and "
                                      f"a 3-letter currency")
                 actions.append(Split(ticker, parse_date(ex_date), new, old, source="import",
                                      cash_in_lieu=cil, currency=currency if cil is not None else ""))
             else:
-                raise ValueError(f"kind {kind!r} must be dividend or split")
+                raise UserError(f"kind {kind!r} must be dividend or split")
         except ValueError as exc:
             problems.append((line, str(exc)))
     if problems:

@@ -21,6 +21,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from tradeledger.errors import UserError
 from tradeledger.engine.context import Context
 from tradeledger.engine import tables
 from tradeledger.engine.futures import calendar as cal
@@ -138,7 +139,7 @@ def set_roll_state(ctx: Context, name: str, state: str, who: str, note: str = ""
     config = trading_config(ctx)
     _future(config, name)
     if state != "auto" and state not in STATES:
-        raise ValueError(f"roll state must be one of {', '.join(STATES)} or auto, not {state!r}")
+        raise UserError(f"roll state must be one of {', '.join(STATES)} or auto, not {state!r}")
     t = tables.roll_state
     with ctx.engine.begin() as conn:
         conn.execute(t.delete().where(t.c.instrument == name))

@@ -22,6 +22,7 @@ from decimal import Decimal
 
 import numpy as np
 
+from tradeledger.engine.context import Context
 from tradeledger.engine.targets import prices
 from tradeledger.engine.futures import calendar as futures_calendar
 from tradeledger.engine.futures.state import old_and_new
@@ -147,6 +148,22 @@ def demo_config(capital_mode: str = "fixed") -> str:
     lines += ["[limits]", "max_order_qty = 500", "max_daily_qty = 2000", "",
               "[sim]", 'commission_per_contract = "1.25"', 'commission_per_share = "0.005"', ""]
     return "\n".join(lines)
+
+
+def price_at_latest_closes(ctx: Context, exchange) -> list[str]:
+    """Price every configured instrument's current contract at a gateway's exchange at its latest
+    imported close; the contracts priced."""
+    opened = []
+    for name, instrument in sorted(ctx.config.instruments.items()):
+        try:
+            _, close = prices.latest_price(ctx, name)
+        except prices.PriceError:
+            continue
+        contract = current_contract(instrument, ctx.now().date())
+        exchange.add_contract(contract)
+        exchange.set_price(contract.code, close)
+        opened.append(contract.code)
+    return opened
 
 
 def _business_days(end: dt.date, count: int) -> list[dt.date]:

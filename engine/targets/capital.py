@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from tradeledger.errors import UserError
 from tradeledger.engine.setup.config import Strategy, TradingConfig
 
 
@@ -37,9 +38,9 @@ def strategy_capital(config: TradingConfig, strategy: Strategy, nav: Decimal | N
         return Capital(strategy.capital, Decimal(1), f"fixed: strategies.{strategy.name}.capital")
     if config.capital_mode == "compounding":
         if nav is None:
-            raise ValueError(f"compounding capital needs the account's NAV, unknown{nav_note}")
+            raise UserError(f"compounding capital needs the account's NAV, unknown{nav_note}")
         if nav <= 0:
-            raise ValueError(f"compounding capital: the account's NAV is {nav}: deposit capital first "
+            raise UserError(f"compounding capital: the account's NAV is {nav}: deposit capital first "
                              "(`tradeledger init --capital` or `adjust cash --kind deposit`)")
         return Capital(nav, strategy.capital_share, f"compounding: NAV {nav}{nav_note} x share {strategy.capital_share}")
     return Capital(config.capital, strategy.capital_share,

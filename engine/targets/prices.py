@@ -271,6 +271,16 @@ def _refresh_adjusted(ctx: Context, conn, changed: list[tuple[str, str]]) -> Non
     refresh(conn, config, by_instrument)
 
 
+def store_settlement(ctx: Context, contract: str, day: dt.date, price: Decimal, source: str,
+                     replace: bool = True) -> ImportReport:
+    """Record one contract's settlement price for a day, checked as a settlement file's row is."""
+    try:
+        value = _check_value("settlement", contract, str(price), ctx.config, ctx.settings.base_currency)
+    except ValueError as exc:
+        raise PriceError(f"{source}: {exc}") from None
+    return store_rows(ctx, ParsedImport("settlement", (PriceRow(1, day, contract, value),)), source, replace)
+
+
 def _existing(conn, table, key_col, value_col, keys: set[str]) -> dict[tuple[str, str], int]:
     result = {}
     keys_list = sorted(keys)

@@ -45,6 +45,8 @@ from numbers import Real
 import numpy as np
 import pandas as pd
 
+from tradeledger.errors import UserError
+
 AVERAGE_ABS_FORECAST = 10.0
 FORECAST_CAP = 20.0
 
@@ -56,20 +58,20 @@ Rule = Callable[[pd.Series], pd.Series]
 
 
 def validate_forecast(x: object) -> float:
-    """Return `x` as a float if it is a usable forecast, else raise ValueError saying why.
+    """Return `x` as a float if it is a usable forecast, else raise UserError saying why.
 
     A usable forecast is a finite real number within [-20, 20]. Booleans are refused (``True``
     is an int in Python, but never a forecast); Decimal is accepted and converted.
     """
     if isinstance(x, bool) or not isinstance(x, (Real, Decimal)):
-        raise ValueError(f"forecast must be a real number, got {type(x).__name__} {x!r}")
+        raise UserError(f"forecast must be a real number, got {type(x).__name__} {x!r}")
     value = float(x)
     if math.isnan(value):
-        raise ValueError("forecast is NaN (no signal); refuse to size on it")
+        raise UserError("forecast is NaN (no signal); refuse to size on it")
     if math.isinf(value):
-        raise ValueError(f"forecast is infinite ({value}); refuse to size on it")
+        raise UserError(f"forecast is infinite ({value}); refuse to size on it")
     if not -FORECAST_CAP <= value <= FORECAST_CAP:
-        raise ValueError(
+        raise UserError(
             f"forecast {value} is outside [-{FORECAST_CAP:g}, {FORECAST_CAP:g}]; cap it first"
         )
     return value
@@ -79,7 +81,7 @@ def cap_forecast(x: float, cap: float = FORECAST_CAP) -> float:
     """Clip a finite forecast to [-cap, cap]. NaN and inf are errors, never silently capped."""
     value = float(x)
     if not math.isfinite(value):
-        raise ValueError(f"cannot cap a non-finite forecast ({value})")
+        raise UserError(f"cannot cap a non-finite forecast ({value})")
     return max(-cap, min(cap, value))
 
 
@@ -98,31 +100,31 @@ def combine_forecasts(
     needed because the multiplier can push the combination past 20.
     """
     if not forecasts:
-        raise ValueError("no forecasts to combine")
+        raise UserError("no forecasts to combine")
     missing = sorted(set(forecasts) - set(weights))
     extra = sorted(set(weights) - set(forecasts))
     if missing or extra:
-        raise ValueError(
+        raise UserError(
             f"forecast weights do not match the forecasts: no weight for {missing}, "
             f"weight without forecast for {extra}"
         )
     fdm_value = _finite_float(fdm, "forecast diversification multiplier")
     if fdm_value <= 0:
-        raise ValueError(f"forecast diversification multiplier must be > 0, got {fdm_value}")
+        raise UserError(f"forecast diversification multiplier must be > 0, got {fdm_value}")
     total_weight = 0.0
     combined = 0.0
     for name in sorted(forecasts):
         weight = _finite_float(weights[name], f"weight of rule {name!r}")
         if weight < 0:
-            raise ValueError(f"weight of rule {name!r} is negative ({weight})")
+            raise UserError(f"weight of rule {name!r} is negative ({weight})")
         try:
             forecast = validate_forecast(forecasts[name])
         except ValueError as exc:
-            raise ValueError(f"rule {name!r}: {exc}") from None
+            raise UserError(f"rule {name!r}: {exc}") from None
         total_weight += weight
         combined += weight * forecast
     if not math.isclose(total_weight, 1.0, rel_tol=0.0, abs_tol=1e-9):
-        raise ValueError(f"forecast weights must sum to 1, they sum to {total_weight!r}")
+        raise UserError(f"forecast weights must sum to 1, they sum to {total_weight!r}")
     return cap_forecast(combined * fdm_value)
 
 
@@ -140,9 +142,9 @@ def ewmac_raw(prices: pd.Series, fast: int, slow: int, vol_span: int = 35) -> pd
     series = _price_series(prices)
     for name, span in (("fast", fast), ("slow", slow), ("vol_span", vol_span)):
         if isinstance(span, bool) or not isinstance(span, int) or span < 1:
-            raise ValueError(f"EWMAC {name} span must be a positive integer, got {span!r}")
+            raise UserError(f"EWMAC {name} span must be a positive integer, got {span!r}")
     if fast >= slow:
-        raise ValueError(f"EWMAC fast span ({fast}) must be shorter than slow span ({slow})")
+        raise UserError(f"EWMAC fast span ({fast}) must be shorter than slow span ({slow})")
     # adjust=True (pandas' default) weights the early observations correctly instead of
     # pretending an infinite history of the first price.
     crossover = series.ewm(span=fast).mean() - series.ewm(span=slow).mean()
@@ -160,7 +162,7 @@ def forecast_scalar(raw: pd.Series) -> float:
     values = pd.to_numeric(pd.Series(raw), errors="coerce").replace([np.inf, -np.inf], np.nan)
     mean_abs = values.abs().mean()
     if not math.isfinite(mean_abs) or mean_abs <= 0:
-        raise ValueError("cannot estimate a forecast scalar: no non-zero raw forecast values")
+        raise UserError("cannot estimate a forecast scalar: no non-zero raw forecast values")
     return AVERAGE_ABS_FORECAST / float(mean_abs)
 
 
@@ -168,7 +170,7 @@ def scale_and_cap(raw: pd.Series, scalar: float | None = None) -> pd.Series:
     """Scale raw values by `scalar` (estimated with `forecast_scalar` if None) and cap at +/-20."""
     used = forecast_scalar(raw) if scalar is None else _finite_float(scalar, "forecast scalar")
     if used <= 0:
-        raise ValueError(f"forecast scalar must be > 0, got {used}")
+        raise UserError(f"forecast scalar must be > 0, got {used}")
     return (raw * used).clip(lower=-FORECAST_CAP, upper=FORECAST_CAP)
 
 
@@ -190,20 +192,20 @@ def ewmac(
 def load_rule(spec: str) -> Rule:
     """Load the rule named by ``"package.module:function"`` (the part after ':' may be dotted).
 
-    Every failure is a ValueError that names the spec, so a bad configuration line is found
+    Every failure is a UserError (a ValueError) that names the spec, so a bad configuration line is found
     from its message alone.
     """
     if not isinstance(spec, str):
-        raise ValueError(f"rule spec must be a string 'module:function', got {spec!r}")
+        raise UserError(f"rule spec must be a string 'module:function', got {spec!r}")
     module_name, sep, attr_path = spec.strip().partition(":")
     if not sep or not module_name or not attr_path or ":" in attr_path:
-        raise ValueError(f"rule spec {spec!r} is not of the form 'module:function'")
+        raise UserError(f"rule spec {spec!r} is not of the form 'module:function'")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise ValueError(f"rule spec {spec!r}: module {exc.name!r} not found") from exc
+        raise UserError(f"rule spec {spec!r}: module {exc.name!r} not found") from exc
     except Exception as exc:  # a plug-in that fails on import is still a bad spec to the user
-        raise ValueError(
+        raise UserError(
             f"rule spec {spec!r}: importing {module_name!r} failed: {exc!r}"
         ) from exc
     target: object = module
@@ -211,11 +213,11 @@ def load_rule(spec: str) -> Rule:
         try:
             target = getattr(target, part)
         except AttributeError:
-            raise ValueError(
+            raise UserError(
                 f"rule spec {spec!r}: {module_name!r} has no attribute {attr_path!r}"
             ) from None
     if not callable(target):
-        raise ValueError(
+        raise UserError(
             f"rule spec {spec!r}: {attr_path!r} is a {type(target).__name__}, not callable"
         )
     return target  # type: ignore[return-value]
@@ -231,16 +233,16 @@ def run_rule(rule: Rule, prices: pd.Series) -> pd.Series:
     """
     result = rule(_price_series(prices))
     if not isinstance(result, pd.Series):
-        raise ValueError(f"rule {rule!r} returned {type(result).__name__}, not a pandas Series")
+        raise UserError(f"rule {rule!r} returned {type(result).__name__}, not a pandas Series")
     values = pd.to_numeric(result, errors="coerce")
     bad = values[values.isna() & result.notna()]
     if len(bad):
-        raise ValueError(f"rule {rule!r} returned non-numeric values at {list(bad.index[:3])}")
+        raise UserError(f"rule {rule!r} returned non-numeric values at {list(bad.index[:3])}")
     for idx, value in values.dropna().items():
         try:
             validate_forecast(float(value))
         except ValueError as exc:
-            raise ValueError(f"rule {rule!r} at {idx!r}: {exc}") from None
+            raise UserError(f"rule {rule!r} at {idx!r}: {exc}") from None
     return values.astype(float)
 
 
@@ -250,21 +252,21 @@ def run_rule(rule: Rule, prices: pd.Series) -> pd.Series:
 
 def _finite_float(x: object, what: str) -> float:
     if isinstance(x, bool) or not isinstance(x, (Real, Decimal)):
-        raise ValueError(f"{what} must be a real number, got {x!r}")
+        raise UserError(f"{what} must be a real number, got {x!r}")
     value = float(x)
     if not math.isfinite(value):
-        raise ValueError(f"{what} must be finite, got {value}")
+        raise UserError(f"{what} must be finite, got {value}")
     return value
 
 
 def _price_series(prices: pd.Series) -> pd.Series:
     """Prices as a float Series. Price history is analysis data here, not booked money."""
     if not isinstance(prices, pd.Series):
-        raise ValueError(f"prices must be a pandas Series, got {type(prices).__name__}")
+        raise UserError(f"prices must be a pandas Series, got {type(prices).__name__}")
     try:
         series = prices.astype(float)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"prices are not numeric: {exc}") from None
+        raise UserError(f"prices are not numeric: {exc}") from None
     if np.isinf(series.to_numpy()).any():
-        raise ValueError("prices contain infinite values")
+        raise UserError("prices contain infinite values")
     return series

@@ -43,6 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
+from tradeledger.errors import UserError
 from tradeledger.engine.targets.signals import validate_forecast
 from tradeledger.ledger.numbers import exact_decimal
 
@@ -223,4 +224,4 @@ def _validated(inp: SizingInput, allow_nonpositive_price: bool) -> SizingInput:
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
-        raise ValueError(message)
+        raise UserError(message)

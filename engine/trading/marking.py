@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from tradeledger.errors import UserError
 from tradeledger.engine.context import Context
 from tradeledger.broker.base import Contract
 from tradeledger.engine import tables
@@ -69,7 +70,7 @@ def settlement_booking_time(day: dt.date, now: dt.datetime) -> dt.datetime:
     booked at the present moment, so the books never hold an entry in the future, which a
     reconciliation in between would read as a cash break."""
     if day > now.date():
-        raise ValueError(f"cannot mark {day}: it is after today ({now.date()}), nothing has settled yet")
+        raise UserError(f"cannot mark {day}: it is after today ({now.date()}), nothing has settled yet")
     return min(dt.datetime.combine(day, SETTLEMENT_TIME, tzinfo=dt.timezone.utc), now)
 
 
@@ -84,3 +85,14 @@ def mark_settlements(session, day: dt.date | None = None) -> tuple[dt.date, list
     booked, missing = mark_day(env, known_contracts(env.ledger), day,
                                settlement_prices(env, day), when)
     return day, booked, missing
+
+
+def settle_at_sim_exchange(session, contract: str, price: Decimal, day: dt.date | None = None) -> tuple[dt.date, Decimal]:
+    """`sim settle`: the simulated exchange settles a contract (its cash moves at the broker) and the
+    settlement price is recorded for `mark`. (the day, the cash moved)"""
+    from tradeledger.engine.targets.prices import store_settlement
+
+    day = day or session.now().date()
+    cash = session.exchange().settle(contract, price, day)
+    store_settlement(session, contract, day, price, "sim settle")
+    return day, cash

@@ -52,7 +52,7 @@ from tradeledger.engine.trust.exceptions import (
 from tradeledger.engine.trading.fills import SyncReport, latest_versions, sync_fills
 from tradeledger.engine.accounting.holders import holder_of
 from tradeledger.engine.accounting.holdings import marks as holder_marks
-from tradeledger.engine.trust.snapshots import SnapshotResult, disconnect_key, record_failed, take_snapshot
+from tradeledger.engine.trust.snapshots import SnapshotResult, disconnect_key, record_failed, session_now, take_snapshot
 from tradeledger.engine.tables import reconciliation
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled, jsonable, to_decimal
@@ -518,13 +518,6 @@ def reconcile_session(session: Session, who: str = "reconcile") -> ReconcileResu
     result = reconcile(session, broker, now, who, expire=expire)
     result.notes[:0] = action_notes
     return result
-
-
-def session_now(session) -> dt.datetime:
-    try:
-        return session.now()
-    except Exception:
-        return dt.datetime.now(UTC)
 
 
 __all__ = ["compare", "execution_breaks", "cash_lines", "ledger_view", "reconcile", "reconcile_session",

@@ -139,3 +139,23 @@ def snapshot_json(result: SnapshotResult) -> dict:
             "cash": [{"currency": c, "cash": a, "unsettled": unsettled.get(c, ZERO)} for c, a in s.cash],
             "open_orders": [{"order_ref": o.order_ref, "contract": o.contract_code, "side": o.side,
                              "qty": o.quantity, "filled": o.filled, "status": o.status} for o in s.open_orders]}
+
+
+def session_now(session) -> dt.datetime:
+    """The session's clock, or the wall clock when that cannot be read (a broker that is down)."""
+    try:
+        return session.now()
+    except Exception:
+        return dt.datetime.now(dt.timezone.utc)
+
+
+def snapshot_session(session) -> SnapshotResult:
+    """Snapshot a Session's own broker; one that cannot even be reached is a failed snapshot, stored."""
+    now = session_now(session)
+    try:
+        broker = session.broker
+    except Exception as exc:  # unreachable: recorded as a failed snapshot
+        with session.engine.begin() as conn:
+            sid = record_failed(conn, session.settings.account, now, f"{type(exc).__name__}: {exc}")
+        return SnapshotResult(sid, None, str(exc))
+    return take_snapshot(session, broker, now)
