@@ -69,6 +69,15 @@ def ledger(engine):
     return Ledger(engine)
 
 
+def pytest_collection_modifyitems(items):
+    """Every test that runs on PostgreSQL (a fixture parametrized "postgresql") is marked `pg`, so
+    `-m pg` runs exactly the PostgreSQL half and `-m "not pg"` the rest; `slow` is set by hand."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "postgresql" in callspec.params.values():
+            item.add_marker(pytest.mark.pg)
+
+
 def _wait_for(predicate, timeout: float = 30.0, step: float = 0.05) -> bool:
     """Poll `predicate` until it is true (True) or `timeout` seconds pass (False)."""
     deadline = time.monotonic() + timeout

@@ -20,12 +20,10 @@ from decimal import Decimal as D
 
 import sqlalchemy as sa
 
+from support import future, sim_world
 from tradeledger.engine.trust import adjust
-from tradeledger.engine.setup.config import to_contract
-from tradeledger.engine.setup.environment import init_environment
 from tradeledger.engine.trading.fills import sync_fills
 from tradeledger.engine.trading.orders import holder_positions, send_planned
-from tradeledger.engine.setup.session import Session
 from tradeledger.engine import tables
 from tradeledger.ledger import schema
 from tradeledger.ledger.db import read_connection
@@ -54,12 +52,7 @@ settlement_times = {}
 
 def make_env(tmp_path, db_url=None):
     home = tmp_path / "home"
-    env = init_environment(home, "paper", "sim", None, db_url=db_url, config_extra=CONFIG)
-    session = Session(env)
-    exchange = session.exchange()
-    exchange.set_clock(T0)
-    exchange.add_contract(to_contract(session.config.instruments["MBT"], "MBTZ26", "202612"))
-    exchange.set_price("MBTZ26", D(90000))
+    env, session = sim_world(home, CONFIG, T0, future("MBT", "MBTZ26", "202612", 90000), db_url=db_url)
     return home, env, session
 
 

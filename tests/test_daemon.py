@@ -14,14 +14,13 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
+from support import future, sim_world
 from tradeledger.cli import main
-from tradeledger.engine.setup.config import to_contract
 from tradeledger.engine.ops.daemon import Daemon, DaemonAlreadyRunning, acquire_lease, read_heartbeat
 from tradeledger.engine.ops.jobs import parse_daemon_config
 from tradeledger.engine.setup.environment import ConfigError, init_environment, open_environment
 from tradeledger.engine.trust.exceptions import list_exceptions
 from tradeledger.engine.trading.fills import list_fills
-from tradeledger.engine.setup.session import Session
 from tradeledger.engine.tables import daemon_lease
 from tradeledger.ledger.db import read_connection
 
@@ -48,12 +47,7 @@ settlement_times = { CME = "21:00" }
 
 def make_env(tmp_path, extra="", db_url=None):
     home = tmp_path / "home"
-    env = init_environment(home, "paper", "sim", None, db_url=db_url, config_extra=CONFIG + extra)
-    session = Session(env)
-    exchange = session.exchange()
-    exchange.set_clock(T0)
-    exchange.add_contract(to_contract(session.config.instruments["MBT"], "MBTZ26", "202612"))
-    exchange.set_price("MBTZ26", D(90000))
+    env, session = sim_world(home, CONFIG + extra, T0, future("MBT", "MBTZ26", "202612", 90000), db_url=db_url)
     return home, env, session
 
 
@@ -123,21 +117,12 @@ def start_daemon(home, *args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
-def wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def heartbeat(env):
     with read_connection(env.engine) as conn:
         return read_heartbeat(conn, "paper")
 
 
-def test_sigterm_stops_the_daemon_cleanly_between_jobs(tmp_path):
+def test_sigterm_stops_the_daemon_cleanly_between_jobs(tmp_path, wait_for):
     home, env, session = make_env(tmp_path)
     process = start_daemon(home)
     try:
@@ -160,7 +145,7 @@ def test_sigterm_stops_the_daemon_cleanly_between_jobs(tmp_path):
                          "paper:backup", "paper:verify"}  # in the same database; backup and verify daily
 
 
-def test_a_killed_daemon_is_replaced_once_its_lease_expires(tmp_path):
+def test_a_killed_daemon_is_replaced_once_its_lease_expires(tmp_path, wait_for):
     home, env, _ = make_env(tmp_path)
     process = start_daemon(home)
     try:
@@ -172,8 +157,8 @@ def test_a_killed_daemon_is_replaced_once_its_lease_expires(tmp_path):
             process.kill()
     refused = cli(home, "daemon", "--once")
     assert refused.exit_code == 1 and "already runs" in refused.output
-    time.sleep(3.5)  # lease_seconds = 3
-    assert cli(home, "daemon", "--once").exit_code == 0
+    # lease_seconds = 3: once the dead daemon's lease expires, a new one takes it over
+    assert wait_for(lambda: cli(home, "daemon", "--once").exit_code == 0, timeout=15)
 
 
 def test_daemon_config_is_validated_and_logs_never_hold_secrets(tmp_path):

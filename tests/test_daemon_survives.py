@@ -24,10 +24,9 @@ from decimal import Decimal as D
 import pytest
 import sqlalchemy as sa
 
+from support import future, sim_world
 from tradeledger.engine.ops.resilience import is_transient, retrying
-from tradeledger.engine.setup.config import to_contract
-from tradeledger.engine.setup.environment import init_environment, open_environment
-from tradeledger.engine.setup.session import Session
+from tradeledger.engine.setup.environment import open_environment
 from tradeledger.engine.trading.fills import list_fills
 from tradeledger.engine.trust.exceptions import list_exceptions
 from tradeledger.ledger.db import read_connection
@@ -57,12 +56,7 @@ settlement_times = { CME = "21:00" }
 
 def make_env(tmp_path, db_url=None):
     home = tmp_path / "home"
-    env = init_environment(home, "paper", "sim", None, db_url=db_url, config_extra=CONFIG)
-    session = Session(env)
-    exchange = session.exchange()
-    exchange.set_clock(T0)
-    exchange.add_contract(to_contract(session.config.instruments["MBT"], "MBTZ26", "202612"))
-    exchange.set_price("MBTZ26", D(90000))
+    env, session = sim_world(home, CONFIG, T0, future("MBT", "MBTZ26", "202612", 90000), db_url=db_url)
     return home, env, session
 
 
@@ -110,6 +104,7 @@ def stop(process) -> tuple[int, str]:
     return code, process.stderr.read()
 
 
+@pytest.mark.slow
 def test_the_daemon_survives_sqlite_locked_for_40_seconds(tmp_path):
     home, env, session = make_env(tmp_path)
     process = start_daemon(home)

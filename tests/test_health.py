@@ -11,11 +11,10 @@ from decimal import Decimal as D
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tradeledger.engine.setup.config import to_contract
+from support import future, sim_world
 from tradeledger.engine.ops.daemon import Daemon
-from tradeledger.engine.setup.environment import ConfigError, init_environment
+from tradeledger.engine.setup.environment import ConfigError
 from tradeledger.engine.ops.health import HealthServer, JobState, Probe, assess, parse_health_config
-from tradeledger.engine.setup.session import Session
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
@@ -36,12 +35,8 @@ lease_seconds = 3
 
 
 def make_env(tmp_path, extra=""):
-    env = init_environment(tmp_path / "home", "paper", "sim", None, config_extra=CONFIG + extra)
-    exchange = Session(env).exchange()
-    exchange.set_clock(T0)
-    exchange.add_contract(to_contract(Session(env).config.instruments["MBT"], "MBTZ26", "202612"))
-    exchange.set_price("MBTZ26", D(90000))
-    return env, exchange
+    env, session = sim_world(tmp_path / "home", CONFIG + extra, T0, future("MBT", "MBTZ26", "202612", 90000))
+    return env, session.exchange()
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:

@@ -8,14 +8,13 @@ from decimal import Decimal as D
 
 import pytest
 
+from support import sim_world
 from tradeledger.broker.base import Contract
 from tradeledger.engine.setup.config import Limits, current_contract
-from tradeledger.engine.setup.environment import init_environment
 from tradeledger.engine.trust.exceptions import list_exceptions
 from tradeledger.engine.trading.fills import sync_fills
 from tradeledger.engine.trust.monitor import Facts, Thresholds, check, findings
 from tradeledger.engine.trading.orders import TargetLine, plan, record_plan, record_refusals, send_planned
-from tradeledger.engine.setup.session import Session
 from tradeledger.ledger.db import read_connection
 
 UTC = dt.timezone.utc
@@ -73,13 +72,10 @@ def test_each_anomaly_is_found_past_its_threshold_and_not_before():
 
 @pytest.fixture
 def world(tmp_path):
-    env = init_environment(tmp_path / "home", "paper", "sim", None, config_extra=CONFIG)
-    session = Session(env)
+    env, session = sim_world(tmp_path / "home", CONFIG, T0,
+                             lambda config: [(current_contract(config.instruments["MES"], T0.date()), D(5000))])
     exchange = session.exchange()
-    exchange.set_clock(T0)
     mes = current_contract(session.config.instruments["MES"], T0.date())
-    exchange.add_contract(mes)
-    exchange.set_price(mes.code, D(5000))
     yield session, exchange, mes
     session.close()
 

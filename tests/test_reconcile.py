@@ -16,16 +16,15 @@ from decimal import Decimal as D
 import pytest
 import sqlalchemy as sa
 
+from support import sim_world
 from tradeledger.broker.base import AccountSnapshot, Contract
 from tradeledger.engine.trading import cycle
 from tradeledger.engine.setup.config import Limits, current_contract
-from tradeledger.engine.setup.environment import init_environment
 from tradeledger.engine.trust.exceptions import active_locks, list_exceptions, resolve
 from tradeledger.engine.trading.fills import sync_fills
 from tradeledger.engine.accounting.holdings import marks
 from tradeledger.engine.trading.orders import TargetLine, holder_positions, plan, record_plan, send_planned
 from tradeledger.engine.trust.reconcile import compare, ledger_view, reconcile, reconcile_session
-from tradeledger.engine.setup.session import Session
 from tradeledger.engine.tables import broker_snapshot
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.export import check, export_beancount
@@ -55,13 +54,10 @@ cash_tolerance = "0.01"
 
 @pytest.fixture
 def world(tmp_path):
-    env = init_environment(tmp_path / "home", "paper", "sim", None, config_extra=CONFIG)
-    session = Session(env)
+    env, session = sim_world(tmp_path / "home", CONFIG, T0,
+                             lambda config: [(current_contract(config.instruments["MES"], T0.date()), D(5000))])
     exchange = session.exchange()
-    exchange.set_clock(T0)
     mes = current_contract(session.config.instruments["MES"], T0.date())
-    exchange.add_contract(mes)
-    exchange.set_price(mes.code, D(5000))
     session.broker  # connect
     yield session, exchange, mes
     session.close()

@@ -1,0 +1,43 @@
+"""Setup that several test files share (imported as `support`: pyproject puts tests/ on sys.path).
+
+`sim_world` initialises a paper environment on the simulated broker, sets the exchange's clock
+and lists contracts at their first prices: what the cycle, daemon, reconciliation and monitor
+tests all start from. The fixtures in conftest.py use the same helpers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from pathlib import Path
+
+from tradeledger.broker.base import Contract
+from tradeledger.engine.context import Context
+from tradeledger.engine.setup.config import TradingConfig, to_contract
+from tradeledger.engine.setup.environment import init_environment
+from tradeledger.engine.setup.session import Session
+
+Listing = Callable[[TradingConfig], Iterable[tuple[Contract, Decimal]]]
+
+
+def future(instrument: str, code: str, expiry: str, price) -> Listing:
+    """A futures contract of a configured instrument, listed at `price`."""
+    return lambda config: [(to_contract(config.instruments[instrument], code, expiry), Decimal(price))]
+
+
+def sim_world(home: Path, config: str, clock: dt.datetime, *listings: Listing, db_url: str | None = None,
+              connect: bool = False) -> tuple[Context, Session]:
+    """An initialised sim environment (config.toml's extra tables: `config`) and its Session, the
+    exchange's clock at `clock`, every listed contract added at its price; connected if asked."""
+    env = init_environment(home, "paper", "sim", None, db_url=db_url, config_extra=config)
+    session = Session(env)
+    exchange = session.exchange()
+    exchange.set_clock(clock)
+    for listing in listings:
+        for contract, price in listing(session.config):
+            exchange.add_contract(contract)
+            exchange.set_price(contract.code, price)
+    if connect:
+        session.broker
+    return env, session
