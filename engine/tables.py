@@ -144,7 +144,7 @@ broker_order = Table(
 order_alloc = Table(
     "order_alloc", metadata,
     Column("order_id", Integer, primary_key=True),
-    Column("strategy", String(64), primary_key=True),  # the holder: a strategy's account component
+    Column("holder", String(64), primary_key=True),  # a strategy's account component ("" unattributed)
     Column("quantity", BigInteger, nullable=False),  # the strategy's share of the order, unsigned
 )
 

@@ -72,7 +72,7 @@ def book_new_fills(conn: Connection, books: Books, executions: list[Execution], 
         if conn.execute(sa.select(leg.c.order_id).where(leg.c.order_id.in_(part)).limit(1)).first() is not None:
             return False  # a spread: its legs are allocated each on its own
         for r in conn.execute(sa.select(oa).where(oa.c.order_id.in_(part))):
-            weights[r.order_id][r.strategy] = from_scaled(r.quantity)
+            weights[r.order_id][r.holder] = from_scaled(r.quantity)
         for order_id, holder, qty in conn.execute(
                 sa.select(f.c.order_id, fa.c.holder, sa.func.sum(fa.c.quantity)).join(f, f.c.id == fa.c.fill_id)
                 .where(f.c.order_id.in_(part), f.c.superseded_by.is_(None)).group_by(f.c.order_id, fa.c.holder)):

@@ -225,7 +225,7 @@ def _attribute(conn: Connection, e: Execution) -> tuple[list[tuple[Holder, Decim
     order = conn.execute(sa.select(o).where(o.c.order_ref == e.order_ref)).first() if e.order_ref else None
     if order is None:
         return [(None, sign * e.quantity)], None
-    weights = {r.strategy: from_scaled(r.quantity) for r in conn.execute(
+    weights = {r.holder: from_scaled(r.quantity) for r in conn.execute(
         sa.select(tables.order_alloc).where(tables.order_alloc.c.order_id == order.id))}
     fa, fl = tables.fill_alloc, tables.fill
     already: dict[str, Decimal] = {}

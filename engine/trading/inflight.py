@@ -74,7 +74,7 @@ def working_orders(conn) -> list[WorkingOrder]:
     ids = [r.id for r in rows]
     shares: dict[int, dict[str, Decimal]] = {}
     for r in conn.execute(sa.select(a).where(a.c.order_id.in_(ids))):
-        shares.setdefault(r.order_id, {})[r.strategy] = from_scaled(r.quantity)
+        shares.setdefault(r.order_id, {})[r.holder] = from_scaled(r.quantity)
     for order_id, holder, qty in conn.execute(
             sa.select(f.c.order_id, fa.c.holder, sa.func.sum(fa.c.quantity)).join(fa, fa.c.fill_id == f.c.id)
             .where(f.c.order_id.in_(ids), f.c.superseded_by.is_(None)).group_by(f.c.order_id, fa.c.holder)):

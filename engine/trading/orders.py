@@ -277,7 +277,7 @@ def record_plan(ctx: Context, order_plan: OrderPlan, now: dt.datetime) -> int:
             )).inserted_primary_key[0]
             conn.execute(o.update().where(o.c.id == order_id).values(order_ref=f"tl-{env_name}-{order_id}"))
             for holder, qty in cp.shares:
-                conn.execute(tables.order_alloc.insert().values(order_id=order_id, strategy=holder,
+                conn.execute(tables.order_alloc.insert().values(order_id=order_id, holder=holder,
                                                                  quantity=to_scaled(qty, "allocation")))
             created += 1
         return created
@@ -345,7 +345,7 @@ def _record_spread(conn: Connection, books: Books, run_id: int, sp: SpreadPlan, 
         conn.execute(tables.order_leg.insert().values(order_id=order_id, contract=contract.code, side=side, ratio=1,
                                                       contract_spec=json.dumps(_contract_json(contract))))
     for holder, qty in sp.shares:
-        conn.execute(tables.order_alloc.insert().values(order_id=order_id, strategy=holder,
+        conn.execute(tables.order_alloc.insert().values(order_id=order_id, holder=holder,
                                                          quantity=to_scaled(qty, "allocation")))
     return 1
 
@@ -463,7 +463,7 @@ def list_orders(conn) -> list[dict]:
     rows = conn.execute(sa.select(o).order_by(o.c.id)).all()
     allocs: dict[int, dict] = {}
     for r in conn.execute(sa.select(tables.order_alloc)):
-        allocs.setdefault(r.order_id, {})[r.strategy] = from_scaled(r.quantity)
+        allocs.setdefault(r.order_id, {})[r.holder] = from_scaled(r.quantity)
     return [{"id": r.id, "order_ref": r.order_ref, "run": r.run_id, "contract": r.contract, "side": r.side,
              "quantity": from_scaled(r.quantity), "filled": from_scaled(r.filled), "state": r.state,
              "allocation": allocs.get(r.id, {}), "created_at": r.created_at, "sent_at": r.sent_at,
