@@ -21,7 +21,8 @@ from decimal import Decimal as D
 import pytest
 
 from tradeledger.engine.accounting.actions import book_due, import_actions_csv, list_actions
-from tradeledger.engine.accounting.corporate import CorporateActionError, Split, split_entry
+from tradeledger.engine.accounting.corporate import CorporateActionError, Split
+from tradeledger.engine.accounting.entries import split_entry
 from tradeledger.engine.setup.config import Limits, to_contract
 from tradeledger.engine.setup.environment import init_environment
 from tradeledger.engine.setup.session import Session

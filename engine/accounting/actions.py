@@ -40,9 +40,9 @@ import sqlalchemy as sa
 from tradeledger.errors import UserError
 from tradeledger.engine.context import Context
 from tradeledger.engine.accounting.corporate import (
-    UNALLOCATED, AccountCash, CorporateActionError, Dividend, Split, account_cash_entry, allocate_cents,
-    dividend_ex_entry, dividend_net, dividend_pay_entry, split_entry,
+    UNALLOCATED, AccountCash, CorporateActionError, Dividend, Split, allocate_cents,
 )
+from tradeledger.engine.accounting.entries import account_cash_entry, dividend_ex_entry, dividend_net, dividend_pay_entry, split_entry
 from tradeledger.engine.accounting.holdings import LEDGER_EPOCH, holder_of
 from tradeledger.engine.tables import corporate_action
 from tradeledger.engine.targets.prices import CsvImportError, parse_date, parse_number, read_csv_rows, trading_config

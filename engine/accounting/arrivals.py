@@ -1,4 +1,5 @@
-"""What arrives in the account without a trade: the opening, and later surpluses. Pure functions.
+"""What arrives in the account without a trade: the opening, and later surpluses (the records; the
+entries are built by `entries.opening_entry` and `entries.surplus_entry`).
 
 The *opening* is the ledger's first look at the broker. It books, in one entry linked
 `opening-<Acct>`, what the broker holds MINUS what the ledger already holds, against
@@ -28,14 +29,11 @@ paid by `Equity:Opening-Balances` instead of by cash (nothing was paid from this
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from tradeledger.broker.base import AccountSnapshot, BrokerPosition, Contract
-from tradeledger.engine.accounting.entries import Holding, after_trade, link, trade_postings
-from tradeledger.ledger.accounts import Chart
-from tradeledger.ledger.model import Posting, Transaction, is_valid_commodity
+from tradeledger.broker.base import BrokerPosition, Contract
+from tradeledger.ledger.model import Transaction, is_valid_commodity
 
 ZERO = Decimal(0)
 
@@ -104,93 +102,3 @@ def unbookable(contract: Contract) -> str:
     return ""
 
 
-def arrival_postings(chart: Chart, contract: Contract, holding: Holding, qty: Decimal, price: Decimal,
-                     date: dt.date, label: str) -> list[Posting]:
-    """Unattributed receives signed `qty` at `price` without paying for it from this account."""
-    legs = trade_postings(chart, None, contract, holding, qty, price, date, label)
-    if contract.sec_type == "FUT":
-        return legs
-    first = legs[0]  # shares_trade's purchase leg: paid by equity, not by this account's cash
-    assert first.account == chart.cash and first.commodity == contract.currency
-    return [Posting(chart.opening_balances, first.units, first.commodity)] + legs[1:]
-
-
-def _cash_of(postings: list[Posting], chart: Chart) -> dict[str, Decimal]:
-    out: dict[str, Decimal] = {}
-    for p in postings:
-        if p.account == chart.cash:
-            out[p.commodity] = out.get(p.commodity, ZERO) + p.units
-    return out
-
-
-def opening_entry(chart: Chart, snap: AccountSnapshot, snapshot_id: int, holdings: dict, ledger_cash: dict,
-                  acquired: dict | None = None) -> OpeningPlan:
-    """The opening (pure): `holdings` is contract code -> holder -> Holding for every contract the
-    broker holds; `ledger_cash` currency -> the ledger's cash; `acquired` code -> lot date."""
-    acquired = acquired or {}
-    time, day = snap.taken_at, snap.taken_at.date()
-    postings: list[Posting] = []
-    opened, skipped, after_all = [], [], {}
-    vm: dict[str, Decimal] = {}
-    marks_over: dict[str, Decimal] = {}  # what the ledger's marks add over the broker's, per currency
-    for position in sorted(snap.positions, key=lambda p: p.contract.code):
-        k = position.contract
-        if position.quantity == 0:
-            continue
-        why = unbookable(k)
-        if why:
-            skipped.append((position, why))
-            continue
-        held = dict(holdings.get(k.code, {}))
-        ledger_qty = sum((h.position for h in held.values()), ZERO)
-        diff, price = position.quantity - ledger_qty, arrival_price(position)
-        if diff:
-            legs = arrival_postings(chart, k, held.get(None, Holding()), diff, price,
-                                    acquired.get(k.code, day), f"open-{k.code}")
-            postings += legs
-            for ccy, amount in _cash_of(legs, chart).items():
-                vm[ccy] = vm.get(ccy, ZERO) + amount
-            held[None] = after_trade(k, held.get(None, Holding()), legs, diff, price)
-            after_all[k.code] = held
-        opened.append(OpenedPosition(k, position.quantity, ledger_qty, diff, price))
-        if k.sec_type == "FUT" and position.mark is not None:
-            extra = sum(((h.mark - position.mark) * h.position * k.multiplier for h in held.values()
-                         if h.position and h.mark is not None), ZERO)
-            marks_over[k.currency] = marks_over.get(k.currency, ZERO) + extra
-    cash, unsettled = dict(snap.cash), dict(snap.unsettled_pnl)
-    lines = []
-    for ccy in sorted(set(cash) | set(unsettled) | set(ledger_cash) | set(vm) | set(marks_over)):
-        target = cash.get(ccy, ZERO) + unsettled.get(ccy, ZERO) + marks_over.get(ccy, ZERO)
-        booked = target - ledger_cash.get(ccy, ZERO) - vm.get(ccy, ZERO)
-        if booked:
-            postings += [Posting(chart.cash, booked, ccy), Posting(chart.opening_balances, -booked, ccy)]
-        lines.append(OpenedCash(ccy, cash.get(ccy, ZERO), unsettled.get(ccy, ZERO), ledger_cash.get(ccy, ZERO),
-                                booked))
-    txn = None
-    if postings:
-        txn = Transaction(time=time, kind="opening",
-                          narration=f"Opening: the account {chart.broker_account} as the broker held it",
-                          postings=tuple(postings), links=(f"opening-{link(chart.broker_account)}",),
-                          meta=(("snapshot", str(snapshot_id)), ("source", "broker-snapshot")),
-                          key=f"opening:{chart.broker_account}")
-    return OpeningPlan(txn, tuple(opened), tuple(lines), tuple(skipped), after_all)
-
-
-def surplus_entry(chart: Chart, position: BrokerPosition, holdings: dict, surplus: Decimal, snapshot_id: int,
-                  time: dt.datetime) -> tuple[Transaction, dict]:
-    """A later surplus of `surplus` units arriving into Unattributed (pure); returns the entry and
-    the contract's holdings after it."""
-    k = position.contract
-    price = arrival_price(position)
-    held = dict(holdings)
-    legs = arrival_postings(chart, k, held.get(None, Holding()), surplus, price, time.date(),
-                            f"arrive-{snapshot_id}-{k.code}")
-    held[None] = after_trade(k, held.get(None, Holding()), legs, surplus, price)
-    txn = Transaction(
-        time=time, kind="adoption",
-        narration=f"Adopt {surplus} {k.code} found at the broker without an execution",
-        postings=tuple(legs), links=(f"adopt-{link(k.code)}-{snapshot_id}",),
-        meta=(("contract", k.code), ("price", str(price)), ("snapshot", str(snapshot_id)),
-              ("source", "broker-snapshot")),
-        key=f"adopt:{chart.broker_account}:{k.code}:{snapshot_id}")
-    return txn, held

@@ -1,8 +1,9 @@
 """What share holdings bring and what the account pays and earns: dividends, splits, interest, fees.
 
 These are cash and position movements that happen at the broker without an order. Each becomes a
-balanced ledger entry, built here by pure functions from the action and the holdings it applies
-to; the caller reads the holdings and books the entry in one database transaction.
+balanced ledger entry, built in entries.py by pure functions from the action (the records here)
+and the holdings it applies to; the caller reads the holdings and books the entry in one
+database transaction.
 
 Dividends (cash, per share, in the share's currency) are owed to whoever holds the shares at the
 end of the day before the ex-date (the record holders), the trader's unattributed holdings
@@ -38,12 +39,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 
-from tradeledger.engine.accounting.entries import split_postings, withholding_parts
-from tradeledger.errors import CorporateActionError
-from tradeledger.ledger.accounts import Chart
-from tradeledger.ledger.model import Cost, Posting, Transaction
+from tradeledger.errors import CorporateActionError  # noqa: F401 (raised by the builders in entries.py; imported from here)
 
 ZERO = Decimal(0)
 CENT = Decimal("0.01")
@@ -104,72 +102,7 @@ class AccountCash:
 # -- dividends -------------------------------------------------------------------------------------
 
 
-def cents(x: Decimal) -> Decimal:
-    return x.quantize(CENT, rounding=ROUND_HALF_EVEN)
-
-
-def dividend_ex_entry(chart: Chart, dividend: Dividend, positions: dict[str | None, Decimal],
-                      time: dt.datetime) -> Transaction | None:
-    """The ex-date entry for every record holder (holder -> shares held before the ex-date)."""
-    postings: list[Posting] = []
-    receivable = chart.dividends_receivable
-    taxes = withholding_parts(dividend.amount, dividend.withholding, positions)
-    for holder in sorted(positions, key=lambda h: h or ""):
-        shares = positions[holder]
-        if shares == 0:
-            continue
-        gross = shares * dividend.amount
-        tax = taxes.get(holder, ZERO)
-        postings.append(Posting(chart.dividends(holder), -gross, dividend.currency))
-        if tax:
-            postings.append(Posting(chart.withholding(holder), tax, dividend.currency))
-        postings.append(Posting(receivable, gross - tax, dividend.currency))
-    if not postings:
-        return None
-    return Transaction(
-        time=time, kind="dividend", narration=f"Dividend {dividend.ticker} {dividend.amount} {dividend.currency}"
-        f" per share, ex {dividend.ex_date.isoformat()}", postings=tuple(postings),
-        links=(f"div-{dividend.ticker}-{dividend.ex_date.isoformat()}",),
-        meta=(("contract", dividend.ticker), ("pay-date", dividend.pay_date.isoformat()),
-              ("withholding", str(dividend.withholding)), ("source", dividend.source)),
-        key=f"dividend:{chart.broker_account}:{dividend.key}")
-
-
-def dividend_pay_entry(chart: Chart, dividend: Dividend, net: Decimal, time: dt.datetime) -> Transaction | None:
-    """The pay-date entry: the receivable booked at the ex-date becomes cash."""
-    if net == 0:
-        return None
-    return Transaction(
-        time=time, kind="dividend-paid", narration=f"Dividend {dividend.ticker} paid", postings=(
-            Posting(chart.cash, net, dividend.currency), Posting(chart.dividends_receivable, -net, dividend.currency)),
-        links=(f"div-{dividend.ticker}-{dividend.ex_date.isoformat()}",),
-        meta=(("ticker", dividend.ticker), ("ex-date", dividend.ex_date.isoformat())),
-        key=f"dividend-paid:{chart.broker_account}:{dividend.key}")
-
-
-def dividend_net(txn: Transaction, chart: Chart) -> Decimal:
-    """What the ex-date entry left receivable (the cash the pay date brings)."""
-    return sum((p.units for p in txn.postings if p.account == chart.dividends_receivable), ZERO)
-
-
 # -- splits ----------------------------------------------------------------------------------------
-
-
-def split_entry(chart: Chart, split: Split, lots: dict[str | None, list[tuple[Cost, Decimal]]],
-                time: dt.datetime) -> Transaction | None:
-    """Every holder's lots of the ticker, re-stated in post-split units at the same total cost, and
-    the fractions the broker paid cash in lieu for sold (`entries.split_postings`)."""
-    postings = split_postings(chart, split.ticker, split.new, split.old, lots, split.date, split.cash_in_lieu,
-                              split.currency)
-    if not postings:
-        return None
-    meta = (("ticker", split.ticker), ("ratio", f"{split.new}:{split.old}"), ("source", split.source))
-    if split.cash_in_lieu is not None:
-        meta += (("cash-in-lieu", f"{split.cash_in_lieu} {split.currency}"),)
-    return Transaction(
-        time=time, kind="split", narration=f"Split {split.ticker} {split.new}:{split.old}",
-        postings=tuple(postings), links=(f"split-{split.ticker}-{split.date.isoformat()}",),
-        meta=meta, key=f"split:{chart.broker_account}:{split.key}")
 
 
 # -- interest and fees -----------------------------------------------------------------------------
@@ -193,19 +126,3 @@ def allocate_cents(amount: Decimal, weights: dict[str, Decimal]) -> dict[str, De
     return {k: sign * Decimal(v) * CENT for k, v in floors.items() if v}
 
 
-def account_cash_entry(chart: Chart, item: AccountCash, shares: dict[str, Decimal]) -> Transaction:
-    """Interest or a fee against cash, borne by `shares` (holder component -> signed amount)."""
-    if item.kind not in ("interest", "fee"):
-        raise CorporateActionError(f"unknown account cash kind {item.kind!r} (interest or fee)")
-    postings = [Posting(chart.cash, item.amount, item.currency)]
-    for holder in sorted(shares):
-        part = shares[holder]
-        if item.kind == "fee":
-            account = chart.fees(holder)
-        else:
-            account = chart.interest_income(holder) if item.amount > 0 else chart.interest_expense(holder)
-        postings.append(Posting(account, -part, item.currency))
-    return Transaction(
-        time=dt.datetime.combine(item.date, dt.time(12), dt.timezone.utc), kind=item.kind,
-        narration=item.description or f"{item.kind} {item.amount} {item.currency}", postings=tuple(postings),
-        links=(), meta=(("ref", item.ref),), key=f"{item.kind}:{chart.broker_account}:{item.ref}")

@@ -32,20 +32,27 @@ exact to the cent) and `link` (a beancount link from any id). The entries:
     attribute, adopt, transfer       transfer_entry   trust/adjust.py
     manual-close  close_entry        trust/adjust.py
     cash-adjust   cash_entry         trust/adjust.py
+    opening       opening_entry      trust/opening.py (what the broker holds at the first look)
+    surplus       surplus_entry      trust/adopt.py (a later surplus into Unattributed)
+    dividend, dividend-paid          dividend_ex_entry, dividend_pay_entry   accounting/actions.py
+    split         split_entry        accounting/actions.py
+    interest, fee account_cash_entry accounting/actions.py
     reversal      ledger.model.reversal_of, booked by Ledger.reverse
 
-Two neighbours build the entries of what arrives without a trade, with these same postings
-rules: `arrivals.py` (the opening and later surpluses into Unattributed) and `corporate.py`
-(dividends, splits, interest and fees).
+The records these entries are built from stay beside the code that reads them: `arrivals.py`
+(the opening's plan, what arrived at which price) and `corporate.py` (dividends, splits,
+interest and fees, and how each is booked, in words).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
-from tradeledger.broker.base import Contract, Execution
+from tradeledger.broker.base import AccountSnapshot, BrokerPosition, Contract, Execution
+from tradeledger.engine.accounting.arrivals import OpenedCash, OpenedPosition, OpeningPlan, arrival_price, unbookable
+from tradeledger.engine.accounting.corporate import AccountCash, Dividend, Split
 from tradeledger.engine.accounting.holders import Holder, display, from_column, sort_key, to_column
 from tradeledger.engine.trading.netting import allocate_commission
 from tradeledger.errors import AdjustError, CorporateActionError, CorrectionUnsupported
@@ -582,3 +589,184 @@ def split_postings(chart: Chart, ticker: str, new: Decimal, old: Decimal, lots: 
         if gain and holder in cash:
             postings.append(Posting(chart.trading(holder), -gain, currency))
     return postings
+
+
+# -- arrivals: the opening and later surpluses (records in arrivals.py) ------------------------
+
+
+def arrival_postings(chart: Chart, contract: Contract, holding: Holding, qty: Decimal, price: Decimal,
+                     date: dt.date, label: str) -> list[Posting]:
+    """Unattributed receives signed `qty` at `price` without paying for it from this account."""
+    legs = trade_postings(chart, None, contract, holding, qty, price, date, label)
+    if contract.sec_type == "FUT":
+        return legs
+    first = legs[0]  # shares_trade's purchase leg: paid by equity, not by this account's cash
+    assert first.account == chart.cash and first.commodity == contract.currency
+    return [Posting(chart.opening_balances, first.units, first.commodity)] + legs[1:]
+
+
+def _cash_of(postings: list[Posting], chart: Chart) -> dict[str, Decimal]:
+    out: dict[str, Decimal] = {}
+    for p in postings:
+        if p.account == chart.cash:
+            out[p.commodity] = out.get(p.commodity, ZERO) + p.units
+    return out
+
+
+def opening_entry(chart: Chart, snap: AccountSnapshot, snapshot_id: int, holdings: dict, ledger_cash: dict,
+                  acquired: dict | None = None) -> OpeningPlan:
+    """The opening (pure): `holdings` is contract code -> holder -> Holding for every contract the
+    broker holds; `ledger_cash` currency -> the ledger's cash; `acquired` code -> lot date."""
+    acquired = acquired or {}
+    time, day = snap.taken_at, snap.taken_at.date()
+    postings: list[Posting] = []
+    opened, skipped, after_all = [], [], {}
+    vm: dict[str, Decimal] = {}
+    marks_over: dict[str, Decimal] = {}  # what the ledger's marks add over the broker's, per currency
+    for position in sorted(snap.positions, key=lambda p: p.contract.code):
+        k = position.contract
+        if position.quantity == 0:
+            continue
+        why = unbookable(k)
+        if why:
+            skipped.append((position, why))
+            continue
+        held = dict(holdings.get(k.code, {}))
+        ledger_qty = sum((h.position for h in held.values()), ZERO)
+        diff, price = position.quantity - ledger_qty, arrival_price(position)
+        if diff:
+            legs = arrival_postings(chart, k, held.get(None, Holding()), diff, price,
+                                    acquired.get(k.code, day), f"open-{k.code}")
+            postings += legs
+            for ccy, amount in _cash_of(legs, chart).items():
+                vm[ccy] = vm.get(ccy, ZERO) + amount
+            held[None] = after_trade(k, held.get(None, Holding()), legs, diff, price)
+            after_all[k.code] = held
+        opened.append(OpenedPosition(k, position.quantity, ledger_qty, diff, price))
+        if k.sec_type == "FUT" and position.mark is not None:
+            extra = sum(((h.mark - position.mark) * h.position * k.multiplier for h in held.values()
+                         if h.position and h.mark is not None), ZERO)
+            marks_over[k.currency] = marks_over.get(k.currency, ZERO) + extra
+    cash, unsettled = dict(snap.cash), dict(snap.unsettled_pnl)
+    lines = []
+    for ccy in sorted(set(cash) | set(unsettled) | set(ledger_cash) | set(vm) | set(marks_over)):
+        target = cash.get(ccy, ZERO) + unsettled.get(ccy, ZERO) + marks_over.get(ccy, ZERO)
+        booked = target - ledger_cash.get(ccy, ZERO) - vm.get(ccy, ZERO)
+        if booked:
+            postings += [Posting(chart.cash, booked, ccy), Posting(chart.opening_balances, -booked, ccy)]
+        lines.append(OpenedCash(ccy, cash.get(ccy, ZERO), unsettled.get(ccy, ZERO), ledger_cash.get(ccy, ZERO),
+                                booked))
+    txn = None
+    if postings:
+        txn = Transaction(time=time, kind="opening",
+                          narration=f"Opening: the account {chart.broker_account} as the broker held it",
+                          postings=tuple(postings), links=(f"opening-{link(chart.broker_account)}",),
+                          meta=(("snapshot", str(snapshot_id)), ("source", "broker-snapshot")),
+                          key=f"opening:{chart.broker_account}")
+    return OpeningPlan(txn, tuple(opened), tuple(lines), tuple(skipped), after_all)
+
+
+def surplus_entry(chart: Chart, position: BrokerPosition, holdings: dict, surplus: Decimal, snapshot_id: int,
+                  time: dt.datetime) -> tuple[Transaction, dict]:
+    """A later surplus of `surplus` units arriving into Unattributed (pure); returns the entry and
+    the contract's holdings after it."""
+    k = position.contract
+    price = arrival_price(position)
+    held = dict(holdings)
+    legs = arrival_postings(chart, k, held.get(None, Holding()), surplus, price, time.date(),
+                            f"arrive-{snapshot_id}-{k.code}")
+    held[None] = after_trade(k, held.get(None, Holding()), legs, surplus, price)
+    txn = Transaction(
+        time=time, kind="adoption",
+        narration=f"Adopt {surplus} {k.code} found at the broker without an execution",
+        postings=tuple(legs), links=(f"adopt-{link(k.code)}-{snapshot_id}",),
+        meta=(("contract", k.code), ("price", str(price)), ("snapshot", str(snapshot_id)),
+              ("source", "broker-snapshot")),
+        key=f"adopt:{chart.broker_account}:{k.code}:{snapshot_id}")
+    return txn, held
+
+
+# -- corporate actions, interest and fees (records in corporate.py) ----------------------------
+
+
+def cents(x: Decimal) -> Decimal:
+    return x.quantize(CENT, rounding=ROUND_HALF_EVEN)
+
+
+def dividend_ex_entry(chart: Chart, dividend: Dividend, positions: dict[str | None, Decimal],
+                      time: dt.datetime) -> Transaction | None:
+    """The ex-date entry for every record holder (holder -> shares held before the ex-date)."""
+    postings: list[Posting] = []
+    receivable = chart.dividends_receivable
+    taxes = withholding_parts(dividend.amount, dividend.withholding, positions)
+    for holder in sorted(positions, key=lambda h: h or ""):
+        shares = positions[holder]
+        if shares == 0:
+            continue
+        gross = shares * dividend.amount
+        tax = taxes.get(holder, ZERO)
+        postings.append(Posting(chart.dividends(holder), -gross, dividend.currency))
+        if tax:
+            postings.append(Posting(chart.withholding(holder), tax, dividend.currency))
+        postings.append(Posting(receivable, gross - tax, dividend.currency))
+    if not postings:
+        return None
+    return Transaction(
+        time=time, kind="dividend", narration=f"Dividend {dividend.ticker} {dividend.amount} {dividend.currency}"
+        f" per share, ex {dividend.ex_date.isoformat()}", postings=tuple(postings),
+        links=(f"div-{dividend.ticker}-{dividend.ex_date.isoformat()}",),
+        meta=(("contract", dividend.ticker), ("pay-date", dividend.pay_date.isoformat()),
+              ("withholding", str(dividend.withholding)), ("source", dividend.source)),
+        key=f"dividend:{chart.broker_account}:{dividend.key}")
+
+
+def dividend_pay_entry(chart: Chart, dividend: Dividend, net: Decimal, time: dt.datetime) -> Transaction | None:
+    """The pay-date entry: the receivable booked at the ex-date becomes cash."""
+    if net == 0:
+        return None
+    return Transaction(
+        time=time, kind="dividend-paid", narration=f"Dividend {dividend.ticker} paid", postings=(
+            Posting(chart.cash, net, dividend.currency), Posting(chart.dividends_receivable, -net, dividend.currency)),
+        links=(f"div-{dividend.ticker}-{dividend.ex_date.isoformat()}",),
+        meta=(("ticker", dividend.ticker), ("ex-date", dividend.ex_date.isoformat())),
+        key=f"dividend-paid:{chart.broker_account}:{dividend.key}")
+
+
+def dividend_net(txn: Transaction, chart: Chart) -> Decimal:
+    """What the ex-date entry left receivable (the cash the pay date brings)."""
+    return sum((p.units for p in txn.postings if p.account == chart.dividends_receivable), ZERO)
+
+
+def split_entry(chart: Chart, split: Split, lots: dict[str | None, list[tuple[Cost, Decimal]]],
+                time: dt.datetime) -> Transaction | None:
+    """Every holder's lots of the ticker, re-stated in post-split units at the same total cost, and
+    the fractions the broker paid cash in lieu for sold (`entries.split_postings`)."""
+    postings = split_postings(chart, split.ticker, split.new, split.old, lots, split.date, split.cash_in_lieu,
+                              split.currency)
+    if not postings:
+        return None
+    meta = (("ticker", split.ticker), ("ratio", f"{split.new}:{split.old}"), ("source", split.source))
+    if split.cash_in_lieu is not None:
+        meta += (("cash-in-lieu", f"{split.cash_in_lieu} {split.currency}"),)
+    return Transaction(
+        time=time, kind="split", narration=f"Split {split.ticker} {split.new}:{split.old}",
+        postings=tuple(postings), links=(f"split-{split.ticker}-{split.date.isoformat()}",),
+        meta=meta, key=f"split:{chart.broker_account}:{split.key}")
+
+
+def account_cash_entry(chart: Chart, item: AccountCash, shares: dict[str, Decimal]) -> Transaction:
+    """Interest or a fee against cash, borne by `shares` (holder component -> signed amount)."""
+    if item.kind not in ("interest", "fee"):
+        raise CorporateActionError(f"unknown account cash kind {item.kind!r} (interest or fee)")
+    postings = [Posting(chart.cash, item.amount, item.currency)]
+    for holder in sorted(shares):
+        part = shares[holder]
+        if item.kind == "fee":
+            account = chart.fees(holder)
+        else:
+            account = chart.interest_income(holder) if item.amount > 0 else chart.interest_expense(holder)
+        postings.append(Posting(account, -part, item.currency))
+    return Transaction(
+        time=dt.datetime.combine(item.date, dt.time(12), dt.timezone.utc), kind=item.kind,
+        narration=item.description or f"{item.kind} {item.amount} {item.currency}", postings=tuple(postings),
+        links=(), meta=(("ref", item.ref),), key=f"{item.kind}:{chart.broker_account}:{item.ref}")

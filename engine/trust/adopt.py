@@ -32,7 +32,8 @@ from sqlalchemy.engine import Connection
 
 from tradeledger.engine.context import Books
 from tradeledger.broker.base import AccountSnapshot, BrokerPosition
-from tradeledger.engine.accounting.arrivals import arrival_price, surplus_entry, unbookable
+from tradeledger.engine.accounting.arrivals import arrival_price, unbookable
+from tradeledger.engine.accounting.entries import surplus_entry
 from tradeledger.engine.accounting.holders import holder_of
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, save_marks
 from tradeledger.engine.trust.exceptions import (

@@ -27,7 +27,8 @@ from sqlalchemy.engine import Connection
 from tradeledger.engine.context import Books, Context
 from tradeledger.broker.base import AccountSnapshot, Broker
 from tradeledger.engine import tables
-from tradeledger.engine.accounting.arrivals import OpeningPlan, opening_entry
+from tradeledger.engine.accounting.arrivals import OpeningPlan
+from tradeledger.engine.accounting.entries import opening_entry
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, save_marks
 from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception
 from tradeledger.engine.trust.snapshots import take_snapshot
