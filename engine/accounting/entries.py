@@ -259,9 +259,10 @@ def cross_entry(chart: Chart, contract: Contract, holdings: dict, run_id: int, s
     return txn, after
 
 
-def settlement_entry(chart: Chart, contract: Contract, date: dt.date, time: dt.datetime, price: Decimal,
-                     holdings: dict) -> tuple[Transaction | None, dict]:
-    """Mark every holder's futures position to the settlement price; one entry per contract and day."""
+def mark_every_holder(chart: Chart, contract: Contract, holdings: dict, price: Decimal,
+                      close: bool = False) -> tuple[list[Posting], dict]:
+    """Every holder's futures position marked to `price` (its variation margin), and closed at
+    that price when `close` (an expiry): the postings and the holdings after them."""
     postings: list[Posting] = []
     after = dict(holdings)
     for holder in sorted(holdings, key=sort_key):
@@ -269,7 +270,17 @@ def settlement_entry(chart: Chart, contract: Contract, date: dt.date, time: dt.d
         if holding.position == 0:
             continue
         postings += mark_postings(chart, holder, contract, holding, price)
-        after[holder] = Holding(holding.position, price)
+        if close:
+            postings += position_postings(chart.holdings(holder), contract.code, contract.currency,
+                                          holding.position, -holding.position)
+        after[holder] = Holding(ZERO, None) if close else Holding(holding.position, price)
+    return postings, after
+
+
+def settlement_entry(chart: Chart, contract: Contract, date: dt.date, time: dt.datetime, price: Decimal,
+                     holdings: dict) -> tuple[Transaction | None, dict]:
+    """Mark every holder's futures position to the settlement price; one entry per contract and day."""
+    postings, after = mark_every_holder(chart, contract, holdings, price)
     if not postings:
         return None, after
     txn = Transaction(time=time, kind="settlement", narration=f"Settle {contract.code} {price}",
@@ -285,16 +296,7 @@ def expiry_entry(chart: Chart, contract: Contract, date: dt.date, time: dt.datet
     """A futures contract's expiry: every holder's position marked one last time to the final
     settlement price (variation margin, as a daily settlement) and closed at that price. No
     execution exists; one entry per contract."""
-    postings: list[Posting] = []
-    after = dict(holdings)
-    for holder in sorted(holdings, key=sort_key):
-        holding = holdings[holder]
-        if holding.position == 0:
-            continue
-        postings += mark_postings(chart, holder, contract, holding, price)
-        postings += position_postings(chart.holdings(holder), contract.code, contract.currency, holding.position,
-                                      -holding.position)
-        after[holder] = Holding(ZERO, None)
+    postings, after = mark_every_holder(chart, contract, holdings, price, close=True)
     if not postings:
         return None, after
     txn = Transaction(time=time, kind="expiry", narration=f"Expiry {contract.code}: final settlement {price}",

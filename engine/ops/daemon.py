@@ -49,6 +49,7 @@ from tradeledger.engine.ops.jobs import DaemonConfig, parse_daemon_config
 from tradeledger.engine.setup.environment import check_apart
 from tradeledger.engine.setup.session import Session
 from tradeledger.engine.tables import daemon_heartbeat, daemon_lease
+from tradeledger.engine.trading.lease import take_row
 from tradeledger.ledger import db
 from tradeledger.ledger.store import fmt_ts
 
@@ -73,23 +74,15 @@ def acquire_lease(ctx: Context, owner: str, now: dt.datetime, seconds: int) -> N
     expires = fmt_ts(now + dt.timedelta(seconds=seconds))
     pid, host = os.getpid(), socket.gethostname()
     try:
-        with engine.begin() as conn:
-            query = sa.select(daemon_lease).where(daemon_lease.c.env == env)
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update()
-            row = conn.execute(query).first()
-            if row is None:
-                conn.execute(daemon_lease.insert().values(env=env, owner=owner, pid=pid, host=host,
-                                                          acquired_at=fmt_ts(now), expires_at=expires))
-                return
-            if row.owner != owner and row.expires_at > fmt_ts(now):
-                raise DaemonAlreadyRunning(
-                    f"a daemon already runs for the {env} environment (pid {row.pid} on {row.host}, lease until "
-                    f"{row.expires_at[:19]} UTC): stop it first, or wait for its lease to expire")
-            conn.execute(daemon_lease.update().where(daemon_lease.c.env == env, daemon_lease.c.owner == row.owner)
-                         .values(owner=owner, pid=pid, host=host, acquired_at=fmt_ts(now), expires_at=expires))
+        row = take_row(engine, daemon_lease, env, owner, dict(pid=pid, host=host, acquired_at=fmt_ts(now),
+                                                              expires_at=expires),
+                       lambda row: row.expires_at <= fmt_ts(now))
     except sa.exc.IntegrityError:  # another daemon inserted the row first
         raise DaemonAlreadyRunning(f"another daemon took the {env} environment's lease just now") from None
+    if row is not None:
+        raise DaemonAlreadyRunning(
+            f"a daemon already runs for the {env} environment (pid {row.pid} on {row.host}, lease until "
+            f"{row.expires_at[:19]} UTC): stop it first, or wait for its lease to expire")
 
 
 def renew_lease(ctx: Context, owner: str, now: dt.datetime, seconds: int) -> bool:

@@ -85,26 +85,38 @@ def is_stale(holder: Holder, now: dt.datetime, host: str) -> bool:
     return holder.host == host and holder.pid != os.getpid() and not pid_alive(holder.pid)
 
 
+def take_row(engine, table: sa.Table, env: str, owner: str, values: dict, may_take) -> object | None:
+    """Insert the environment's lease row in `table` (the trading lease, the daemon's), or take it
+    over when `may_take(row)` says its holder is gone; one transaction, the row locked on
+    PostgreSQL. None when `owner` holds it now, else the row of the live holder in the way.
+    Another process inserting the row first raises IntegrityError."""
+    with engine.begin() as conn:
+        query = sa.select(table).where(table.c.env == env)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            conn.execute(table.insert().values(env=env, owner=owner, **values))
+            return None
+        if row.owner != owner and not may_take(row):
+            return row
+        conn.execute(table.update().where(table.c.env == env, table.c.owner == row.owner)
+                     .values(owner=owner, **values))
+        return None
+
+
+def _holder(row) -> Holder:
+    return Holder(row.owner, row.pid, row.host, row.what, row.acquired_at, row.expires_at)
+
+
 def try_acquire(engine, env: str, owner: str, what: str, now: dt.datetime, seconds: int) -> Holder | None:
     """Take the lease (one transaction); None on success, else the live holder."""
     host, pid = socket.gethostname(), os.getpid()
-    values = dict(owner=owner, pid=pid, host=host, what=what[:200], acquired_at=fmt_ts(now),
+    values = dict(pid=pid, host=host, what=what[:200], acquired_at=fmt_ts(now),
                   expires_at=fmt_ts(now + dt.timedelta(seconds=seconds)))
     try:
-        with engine.begin() as conn:
-            query = sa.select(trading_lease).where(trading_lease.c.env == env)
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update()
-            row = conn.execute(query).first()
-            if row is None:
-                conn.execute(trading_lease.insert().values(env=env, **values))
-                return None
-            holder = Holder(row.owner, row.pid, row.host, row.what, row.acquired_at, row.expires_at)
-            if row.owner != owner and not is_stale(holder, now, host):
-                return holder
-            conn.execute(trading_lease.update().where(trading_lease.c.env == env,
-                                                      trading_lease.c.owner == row.owner).values(**values))
-            return None
+        row = take_row(engine, trading_lease, env, owner, values, lambda row: is_stale(_holder(row), now, host))
+        return None if row is None else _holder(row)
     except sa.exc.IntegrityError:  # another process inserted the row first
         return current_holder(engine, env) or Holder("?", 0, "?", "another trader", fmt_ts(now), fmt_ts(now))
 
