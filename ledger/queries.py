@@ -102,6 +102,20 @@ class LedgerQueries:
             newest, count = c.execute(sa.select(sa.func.max(t.c.id), sa.func.count())).one()
         return newest, count
 
+    def sizes(self, conn: Connection | None = None) -> tuple[int, int, int | None]:
+        """(entries, postings, newest entry id): what a backup's manifest records."""
+        t, p = schema.txn, schema.posting
+        with self._reading(conn) as c:
+            entries, newest = c.execute(sa.select(sa.func.count(), sa.func.max(t.c.id))).one()
+            postings = c.execute(sa.select(sa.func.count()).select_from(p)).scalar()
+        return int(entries), int(postings), newest
+
+    def entries_by_kind(self, conn: Connection | None = None) -> list[tuple[str, int]]:
+        """How many entries of each kind (fill, settlement, ...) the ledger holds."""
+        t = schema.txn
+        with self._reading(conn) as c:
+            return [(kind, int(n)) for kind, n in c.execute(sa.select(t.c.kind, sa.func.count()).group_by(t.c.kind))]
+
     def moves(self, prefixes: tuple[str, ...], accounts: tuple[str, ...] = (),
               conn: Connection | None = None) -> list[tuple]:
         """Every posting in an account under one of `prefixes` (or one of `accounts`), in booking

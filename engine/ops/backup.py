@@ -60,7 +60,7 @@ from tradeledger.engine.setup.environment import (
     open_environment,
     resolve_home,
 )
-from tradeledger.ledger import db, schema
+from tradeledger.ledger import db
 from tradeledger.ledger.export import check as check_export
 from tradeledger.ledger.export import export_beancount
 
@@ -170,11 +170,11 @@ class RestoreResult:
 # -- reading one snapshot --------------------------------------------------------------------------
 
 def _figures(ctx: Context, conn) -> dict:
-    t = schema.txn
+    entries, postings, newest = ctx.ledger.sizes(conn)
     return {
-        "transactions": int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar()),
-        "postings": int(conn.execute(sa.select(sa.func.count()).select_from(schema.posting)).scalar()),
-        "last_txn_id": conn.execute(sa.select(sa.func.max(t.c.id))).scalar(),
+        "transactions": entries,
+        "postings": postings,
+        "last_txn_id": newest,
         "balances_digest": balances_digest(ctx.ledger.balances(conn=conn)),
         "schema_revision": conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar(),
     }

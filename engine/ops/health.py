@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from tradeledger.engine.context import Context
 from tradeledger.engine.setup.environment import ConfigError
 from tradeledger.engine.tables import alert_outbox, daemon_heartbeat, daemon_lease, reconciliation, tl_exception
-from tradeledger.ledger import db, schema
+from tradeledger.ledger import db
 from tradeledger.ledger.store import parse_ts
 
 UTC = dt.timezone.utc
@@ -154,7 +154,7 @@ class Probe:
                 t.c.state.in_(("open", "acknowledged"))).group_by(t.c.kind, t.c.severity)).all()
             r = reconciliation
             recon = conn.execute(sa.select(r.c.clean, r.c.breaks, r.c.run_at).order_by(r.c.id.desc()).limit(1)).first()
-            bookings = conn.execute(sa.select(schema.txn.c.kind, sa.func.count()).group_by(schema.txn.c.kind)).all()
+            bookings = self.env.ledger.entries_by_kind(conn)
             o = alert_outbox
             alerts = dict(conn.execute(sa.select(o.c.state, sa.func.count()).group_by(o.c.state)).all())
         yield GaugeMetricFamily("tradeledger_up", "1 while the health endpoint answers", value=1)
