@@ -217,8 +217,7 @@ def fills_sync(c: Invocation, as_json):
 
     Exits non-zero when an execution could not be booked: each one is listed with the error."""
     with open_session(c) as session:
-        env = session
-        report = _fills.sync_fills(env, session.broker)
+        report = _fills.sync_fills(session, session.broker)
     if as_json:
         emit_json(_sync_json(report))
     else:
@@ -637,15 +636,14 @@ def demo_cmd(c: Invocation, days):
     click.echo(f"demo home: {home}")
     session = run_demo(home, days, progress=lambda message: click.echo(f"  {message}"))
     try:
-        env = session
         rows = _pnl.positions(session)
         table("positions", ["strategy", "contract", "qty", "mark", "last", "unrealized"],
               [(r["strategy"], r["contract"], r["qty"], r["mark"], r["last"], r["unrealized"]) for r in rows])
         result = _pnl.pnl(session)
         table(f"P&L by strategy ({result['currency']})", ["strategy", "realized", "unrealized", "commissions", "net"],
               [(r["strategy"], r["realized"], r["unrealized"], r["commissions"], r["net"]) for r in result["rows"]])
-        export_ledger(env, session.config)
-        checked = check_ledger(env.ledger, env.ledger_path)
+        export_ledger(session, session.config)
+        checked = check_ledger(session.ledger, session.ledger_path)
         from tradeledger.engine.trust.reconcile import reconcile_session
 
         reconciled = reconcile_session(session, who="demo")

@@ -28,11 +28,10 @@ db = lazy("tradeledger.ledger.db")
 def _adjust_run(c: Invocation, kind: str, planner, yes: bool, as_json: bool, before=None) -> None:
     """Dry run first (the entry, its postings, what it resolves), then book on confirmation."""
     with open_session(c) as session:
-        env = session
         if before is not None:
             before(session)
-        ctx, now, key = session, session.now(), _adjust.new_key(kind, env.chart)
-        with db.read_connection(env.engine) as conn:
+        ctx, now, key = session, session.now(), _adjust.new_key(kind, session.chart)
+        with db.read_connection(session.engine) as conn:
             plan = planner(conn, ctx, now, key)
         summary = plan.summary()
         if not as_json:

@@ -72,13 +72,12 @@ def record_roll_run(session, on: dt.date, now: dt.datetime) -> int:
 
 def roll_plan(session, on: dt.date):
     """What the rolls due on `on` would send (a plan only: nothing is recorded or sent)."""
-    env = session
     now = session.now()
     run_id = record_roll_run(session, on, now)
     try:
         return plan_run(session, run_id, now, on)
     finally:
-        _forget_run(env, run_id)
+        _forget_run(session, run_id)
 
 
 def _forget_run(ctx: Context, run_id: int) -> None:

@@ -146,8 +146,7 @@ def log_path(env_dir: Path, config: DaemonConfig) -> Path:
 def fill_sync(session: Session) -> str:
     from tradeledger.engine.trading.fills import sync_fills
 
-    env = session
-    report = sync_fills(env, session.broker)
+    report = sync_fills(session, session.broker)
     return (f"{len(report.booked)} fills booked, {len(report.commissions)} late commissions, {report.replays} "
             f"replays, {len(report.unattributed)} unattributed, {len(report.pending_commissions)} pending")
 

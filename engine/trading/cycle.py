@@ -165,36 +165,35 @@ class Execution:
 
 def submit_run(session: Session, run_id: int, now: dt.datetime, what: str = "orders submit") -> Execution:
     """Execute an approved run once: under the trading lease, sync, settle older orders, plan once, send."""
-    env = session
     settings = trading_settings(session)
-    with trading_lease.hold(env, f"{what} (run {run_id})",
+    with trading_lease.hold(session, f"{what} (run {run_id})",
                             wait=settings["lease_wait_seconds"]) as held:
-        executable_lines(show_run(env, run_id, now))  # approved, newest, unexpired: else say why not
-        ensure_opening(env, session.broker, "submit", now)  # the account's holdings are in the books first
-        syncs = [sync_fills(env, session.broker)]
+        executable_lines(show_run(session, run_id, now))  # approved, newest, unexpired: else say why not
+        ensure_opening(session, session.broker, "submit", now)  # the account's holdings are in the books first
+        syncs = [sync_fills(session, session.broker)]
         killpoint.reach("synced")
 
         def sync():
-            syncs.append(sync_fills(env, session.broker))
+            syncs.append(sync_fills(session, session.broker))
 
-        settled = settle_older_orders(env, session.broker, run_id, sync, now,
+        settled = settle_older_orders(session, session.broker, run_id, sync, now,
                                       timeout=settings["cancel_wait_seconds"], guard=held.check)
         killpoint.reach("settled")
-        with read_connection(env.engine) as conn:
+        with read_connection(session.engine) as conn:
             planned_before = is_planned(conn, run_id)
         order_plan, resumed = None, []
         if planned_before:
-            with read_connection(env.engine) as conn:
+            with read_connection(session.engine) as conn:
                 resumed = recorded_plan(conn, run_id)
         else:
             order_plan = plan_run(session, run_id, now)
             held.check()
-            if env.settings.env == "paper" and env.settings.broker == "sim":
+            if session.settings.env == "paper" and session.settings.broker == "sim":
                 open_sim_market(session, order_plan, now)  # before the plan is recorded: a resumed run finds it open
-            record_plan(env, order_plan, now)
+            record_plan(session, order_plan, now)
             killpoint.reach("recorded")
-            record_refusals(env, order_plan, now)
-        report = send_planned(env, session.broker, run_id, now, guard=held.check)
+            record_refusals(session, order_plan, now)
+        report = send_planned(session, session.broker, run_id, now, guard=held.check)
     if order_plan is not None:
         report.refusals = order_plan.refusals
         report.clips = order_plan.clips
@@ -222,10 +221,9 @@ def open_sim_market(session: Session, order_plan: OrderPlan, now: dt.datetime) -
 
 def cancel_order(session: Session, order_id: int) -> tuple[str, bool]:
     """Cancel one order under the trading lease; (order_ref, confirmed by the broker)."""
-    env = session
-    with trading_lease.hold(env, f"orders cancel {order_id}",
+    with trading_lease.hold(session, f"orders cancel {order_id}",
                             wait=trading_settings(session)["lease_wait_seconds"]):
-        return cancel(env, session.broker, order_id, session.now())
+        return cancel(session, session.broker, order_id, session.now())
 
 
 def still_working(session: Session, run_id: int | None = None) -> list[str]:
@@ -243,14 +241,13 @@ def open_orders_of(session: Session, run_id: int) -> int:
 
 def wait_for_fills(session: Session, run_id: int, timeout: float = 30.0, poll: float = 0.2) -> SyncReport:
     """Sync fills until every order of the run is done or `timeout` seconds pass."""
-    env = session
     total = SyncReport()
     deadline = wallclock.monotonic() + timeout
     while True:
-        total = total.then(sync_fills(env, session.broker))
+        total = total.then(sync_fills(session, session.broker))
         if open_orders_of(session, run_id) == 0:
             return total
-        check_spreads(env, session.broker, session.now())  # a spread the broker ended half-filled
+        check_spreads(session, session.broker, session.now())  # a spread the broker ended half-filled
         if open_orders_of(session, run_id) == 0 or wallclock.monotonic() >= deadline:
             return total
         wallclock.sleep(poll)
@@ -262,13 +259,12 @@ def wait_for_fills(session: Session, run_id: int, timeout: float = 30.0, poll: f
 
 def choose_run(session: Session, run_id: int | None) -> int:
     """The run `cycle --approve` executes: the named one, else the newest if nothing older awaits review."""
-    env = session
     if run_id is not None:
         return run_id
-    newest = newest_run_id(env)
+    newest = newest_run_id(session)
     if newest is None:
         raise TargetError("no target run yet: `tradeledger cycle` computes one for review")
-    older = [(rid, created) for rid, created in pending_runs(env) if rid < newest]
+    older = [(rid, created) for rid, created in pending_runs(session) if rid < newest]
     if older:
         listed = ", ".join(f"run {rid} (computed {created:%Y-%m-%d %H:%M} UTC)" for rid, created in older)
         raise TargetError(f"{listed} still pending review: approve or reject it first, or name the run to execute: "
@@ -319,12 +315,11 @@ def execute(session: Session, run_id: int | None, who: str, timeout: float | Non
             unattended: bool = False, as_of: dt.date | None = None) -> CycleResult:
     """`cycle --approve [--run N]` (or `--unattended`): approve if pending, execute, wait, report;
     all of it under the trading lease, so two cycles never choose, approve or plan at once."""
-    env = session
     now = session.now()
     what = "cycle --unattended" if unattended else "cycle --approve"
     settings = trading_settings(session)
     wait = settings["fill_wait_seconds"] if timeout is None else timeout
-    with trading_lease.hold(env, what, wait=settings["lease_wait_seconds"]):
+    with trading_lease.hold(session, what, wait=settings["lease_wait_seconds"]):
         run_id, notes = _approved_run(session, run_id, who, unattended, as_of, now)
         execution = submit_run(session, run_id, now, what=what)
         fills = wait_for_fills(session, run_id, wait)
@@ -335,20 +330,19 @@ def execute(session: Session, run_id: int | None, who: str, timeout: float | Non
 
 def _approved_run(session: Session, run_id: int | None, who: str, unattended: bool, as_of: dt.date | None,
                   now: dt.datetime) -> tuple[int, list[str]]:
-    env = session
     if unattended:
-        waiting = pending_runs(env)
+        waiting = pending_runs(session)
         if waiting:
             raise TargetError(f"run {waiting[-1][0]} is pending review: an unattended cycle would supersede it; "
                               f"approve or reject it first")
-        run_id = compute_run(env, as_of or now.date(), now)
-        approve_run(env, run_id, who, "unattended: no person reviewed this run (cycle --unattended)", now,
+        run_id = compute_run(session, as_of or now.date(), now)
+        approve_run(session, run_id, who, "unattended: no person reviewed this run (cycle --unattended)", now,
                     unattended=True)
         return run_id, [f"run {run_id} computed and approved unattended (recorded: no person reviewed it)"]
     run_id = choose_run(session, run_id)
-    run = show_run(env, run_id, now)
+    run = show_run(session, run_id, now)
     if run.state == PENDING:
-        approve_run(env, run_id, who, "approved by cycle --approve", now)
+        approve_run(session, run_id, who, "approved by cycle --approve", now)
         return run_id, [f"run {run_id} approved by {who}"]
     if run.state == APPROVED:
         return run_id, [f"run {run_id} was approved by {run.reviewed_by}; executing it (nothing already sent is "

@@ -165,11 +165,10 @@ def _time(text: str) -> dt.datetime:
 
 def check(session, now: dt.datetime | None = None, who: str = "monitor") -> list[Finding]:
     """Raise what is found, resolve what cleared; one transaction. Returns the findings."""
-    env = session
     now = now or session.now()
-    limits = thresholds(env.settings.raw)
-    with env.engine.begin() as conn:
-        found = findings(read_facts(conn, env, session.config, now), limits)
+    limits = thresholds(session.settings.raw)
+    with session.engine.begin() as conn:
+        found = findings(read_facts(conn, session, session.config, now), limits)
         keys = {finding.dedupe_key for finding in found}
         for finding in found:
             raise_exception(conn, finding.kind, finding.subject, finding.detail, finding.severity,

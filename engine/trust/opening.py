@@ -193,17 +193,16 @@ def ensure_opening(ctx: Context, broker: Broker, source: str, now: dt.datetime |
 
 def open_session_account(session, source: str) -> Opening:
     """The opening of a Session's environment (connecting to its broker if needed)."""
-    env = session
     try:
         broker = session.broker
     except Exception as exc:
-        raise NoOpening(f"no opening for account {env.settings.account}: the broker is unreachable "
+        raise NoOpening(f"no opening for account {session.settings.account}: the broker is unreachable "
                         f"({type(exc).__name__}: {exc}); it is taken before anything is sent") from None
     try:
         now = session.now()
     except Exception:
         now = dt.datetime.now(UTC)
-    return take_opening(env, broker, source, now)
+    return take_opening(session, broker, source, now)
 
 
 class _Fetched:
