@@ -50,9 +50,9 @@ def sync_once(exchange, session, m: int, refs_codes) -> tuple[float, int]:
                       contract_namer=ib_contract_namer(session.config))
     try:
         broker.connect()
-        env = session.env
+        env = session
         start = time.perf_counter()
-        report = sync_fills(env.engine, env.ledger, env.chart, broker)
+        report = sync_fills(env, broker)
         seconds = time.perf_counter() - start
         assert len(report.booked) == m, (len(report.booked), report.failed[:3])
     finally:
@@ -138,7 +138,7 @@ def snapshot_of(path: Path, to: Path) -> None:
 
 def history(session, contracts, h: int) -> float:
     """h entries on the holdings, income and cash accounts the fills use, netting to nothing."""
-    chart, ledger = session.env.chart, session.env.ledger
+    chart, ledger = session.chart, session.ledger
     holdings, income, cash = chart.holdings("Bench"), chart.trading("Bench"), f"{chart.root}:Cash"
     zero = Cost(D(0), "USD")
     start = dt.datetime(2020, 1, 2, 14, 30, tzinfo=dt.timezone.utc)
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
         try:
             record(session, 1, contracts, 2 * m)  # one recorded order per contract, big enough for every fill
             refs = [(f"tl-paper-{i + 1}", c.code) for i, c in enumerate(contracts)]
-            path = Path(str(session.env.engine.url.database))
+            path = Path(str(session.engine.url.database))
             figures = {}
             for phase in ("small history", "large history"):
                 if phase == "large history":
@@ -180,7 +180,7 @@ def main(argv=None) -> int:
                     db = sqlite3.connect(path)  # as a ledger with a long history has long been checkpointed
                     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                     db.close()
-                    postings = session.env.ledger.count()[1]
+                    postings = session.ledger.count()[1]
                     print(f"history: {args.history:,} entries bulk-imported in {took:.1f} s "
                           f"({args.history / took:,.0f}/s); ledger now {postings:,} postings")
                 snapshot = root / f"snapshot-{len(figures)}.db"
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
             print(f"cost per fill at large history / at small history: {large / small:4.2f} "
                   f"({large / m * 1e3:.3f} ms vs {small / m * 1e3:.3f} ms); the same for raw sqlite3 writing "
                   f"the same rows: {large_ceiling / small_ceiling:4.2f}")
-            assert verify(session.env.ledger).ok
+            assert verify(session.ledger).ok
         finally:
             session.close()
             exchange.close()

@@ -77,7 +77,7 @@ def make_env(home, db_url=None):
         exchange.add_contract(contracts[name])
         exchange.set_price(code, price)
     lines = [TargetLine(holder, name, contracts[name], D(target), CONTRACTS[name][2]) for holder, name, target in TARGETS]
-    record_plan(env.engine, env.ledger, env.chart, plan(1, lines, {}, Limits(), {}), "paper", T0)
+    record_plan(env, plan(1, lines, {}, Limits(), {}), T0)
     with read_connection(env.engine) as conn:
         refs = {r.contract: (r.order_ref, r.side, D(r.quantity) / 10**9)
                 for r in conn.execute(sa.select(tables.broker_order))}
@@ -145,16 +145,16 @@ def test_a_chunk_books_what_one_by_one_books(tmp_path, db_url, monkeypatch, seed
     rows = executions(refs1, seed)
     publish(ex1, rows)
     monkeypatch.setattr(fills, "BATCH", 17)  # many chunks, each with several contracts
-    first = sync_fills(chunked.engine, chunked.ledger, chunked.chart, _s1.broker)
-    second = sync_fills(chunked.engine, chunked.ledger, chunked.chart, _s1.broker)  # the late commissions
+    first = sync_fills(chunked, _s1.broker)
+    second = sync_fills(chunked, _s1.broker)  # the late commissions
 
     # The reference: the same executions one at a time (on SQLite: the books are the same on both).
     monkeypatch.setattr(fills, "book_new_fills", lambda *a: False)
     one, _s2, ex2, refs2 = make_env(tmp_path / "reference")
     assert refs2 == refs1
     publish(ex2, rows)
-    first_ref = sync_fills(one.engine, one.ledger, one.chart, _s2.broker)
-    second_ref = sync_fills(one.engine, one.ledger, one.chart, _s2.broker)
+    first_ref = sync_fills(one, _s2.broker)
+    second_ref = sync_fills(one, _s2.broker)
 
     assert len(first.booked) == len(rows) == len(first_ref.booked)
     assert sorted(first.unattributed) == sorted(first_ref.unattributed) and first.unattributed
@@ -177,7 +177,7 @@ CRASH = textwrap.dedent("""
     fills.BATCH = int(sys.argv[2])
     env = open_environment(sys.argv[1], "paper")
     session = Session(env)
-    sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    sync_fills(env, session.broker)
     print("NOT KILLED", flush=True)
 """)
 
@@ -196,10 +196,10 @@ def test_killed_inside_a_chunk_then_rerun_books_each_fill_once(tmp_path):
     with read_connection(env.engine) as conn:  # the first chunk committed; the second died whole
         assert conn.execute(sa.select(sa.func.count()).select_from(tables.fill)).scalar() == batch
         assert conn.execute(sa.select(sa.func.count()).select_from(schema.txn)).scalar() == batch
-    report = sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    report = sync_fills(env, session.broker)
     # The 40 committed before the kill are replays, or (reported late) get their commission now.
     assert len(report.booked) == len(rows) - batch and report.replays + len(report.commissions) == batch
-    again = sync_fills(env.engine, env.ledger, env.chart, session.broker)
+    again = sync_fills(env, session.broker)
     assert again.booked == [] and again.replays == len(rows)
     with read_connection(env.engine) as conn:
         keys = conn.execute(sa.select(tables.fill.c.exec_key)).scalars().all()

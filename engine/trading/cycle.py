@@ -188,7 +188,7 @@ def submit_run(session: Session, run_id: int, now: dt.datetime, what: str = "ord
         else:
             order_plan = plan_run(session, run_id, now)
             held.check()
-            if session.settings.env == "paper" and session.settings.broker == "sim":
+            if session.name == "paper" and session.settings.broker == "sim":
                 open_sim_market(session, order_plan, now)  # before the plan is recorded: a resumed run finds it open
             record_plan(session, order_plan, now)
             killpoint.reach("recorded")
