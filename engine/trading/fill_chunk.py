@@ -38,9 +38,8 @@ from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holde
 from tradeledger.engine.trading import killpoint
 from tradeledger.engine.trading.netting import allocate_fill
 from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception
-from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.numbers import from_scaled, to_scaled
-from tradeledger.ledger.store import Ledger, fmt_ts
+from tradeledger.ledger.store import fmt_ts
 
 _IN = 500  # values per IN (...) list
 
@@ -143,13 +142,18 @@ def book_new_fills(conn: Connection, books: Books, executions: list[Execution], 
         report.booked.append(e.base_exec_id)
         if e.commission is None:
             report.pending_commissions.append(e.base_exec_id)
-        if order is None:  # a trade made outside tradeledger: booked to Unattributed, and said so
-            report.unattributed.append(e.base_exec_id)
-            raise_exception(conn, ExceptionKind.UNATTRIBUTED_FILL, f"{e.contract.code} {e.base_exec_id}",
-                            f"{e.side} {e.quantity} {e.contract.code} @ {e.price} at {e.time.isoformat()} has no "
-                            f"orderRef of ours: booked to Unattributed",
-                            dedupe_key=dedupe_key(ExceptionKind.UNATTRIBUTED_FILL, e.account, e.base_exec_id))
+        if order is None:
+            report_unattributed(conn, e, report)
     return True
+
+
+def report_unattributed(conn: Connection, e: Execution, report) -> None:
+    """A trade made outside tradeledger (no orderRef of ours) is booked to Unattributed, and said so."""
+    report.unattributed.append(e.base_exec_id)
+    raise_exception(conn, ExceptionKind.UNATTRIBUTED_FILL, f"{e.contract.code} {e.base_exec_id}",
+                    f"{e.side} {e.quantity} {e.contract.code} @ {e.price} at {e.time.isoformat()} has no "
+                    f"orderRef of ours: booked to Unattributed",
+                    dedupe_key=dedupe_key(ExceptionKind.UNATTRIBUTED_FILL, e.account, e.base_exec_id))
 
 
 def _fill_ids(conn: Connection, n: int) -> list[int]:

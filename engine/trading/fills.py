@@ -34,13 +34,12 @@ from tradeledger.engine.accounting.entries import FillShare, commission_entry, c
 from tradeledger.engine.trust.exceptions import UNBOOKED_EXECUTION, ExceptionKind, dedupe_key, raise_exception
 from tradeledger.engine.accounting.holders import UNATTRIBUTED_NAME, Holder, display, from_column, to_column
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, lock_contract, save_marks
-from tradeledger.engine.trading.fill_chunk import book_new_fills
+from tradeledger.engine.trading.fill_chunk import book_new_fills, report_unattributed
 from tradeledger.engine.trading.netting import Overfill, allocate_fill
-from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled, to_scaled
 from tradeledger.ledger.model import LedgerError
-from tradeledger.ledger.store import Ledger, fmt_ts
+from tradeledger.ledger.store import fmt_ts
 
 
 @dataclass
@@ -207,12 +206,8 @@ def book_execution(conn: Connection, books: Books, e: Execution, report: SyncRep
         return
     shares, order = _attribute(conn, e)
     _book_new_fill(conn, books, e, shares, order)
-    if order is None:  # a trade made outside tradeledger: booked to Unattributed, and said so
-        report.unattributed.append(e.base_exec_id)
-        raise_exception(conn, ExceptionKind.UNATTRIBUTED_FILL, f"{e.contract.code} {e.base_exec_id}",
-                        f"{e.side} {e.quantity} {e.contract.code} @ {e.price} at {e.time.isoformat()} has no "
-                        f"orderRef of ours: booked to Unattributed",
-                        dedupe_key=dedupe_key(ExceptionKind.UNATTRIBUTED_FILL, e.account, e.base_exec_id))
+    if order is None:
+        report_unattributed(conn, e, report)
     report.booked.append(e.base_exec_id)
     if e.commission is None:
         report.pending_commissions.append(e.base_exec_id)
