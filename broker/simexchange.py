@@ -840,9 +840,12 @@ class SimExchange:
         """Every execution, corrections included as extra reports (as IB sends them).
         Each call counts down late commissions; a duplicate fault repeats every report."""
         with self._tx() as c:
-            rows = c.execute("SELECT exec_id, at FROM executions ORDER BY seq").fetchall()
-            cutoff = None if since is None else _ts(since)
-            out = [self._execution(c, r[0]) for r in rows if cutoff is None or r[1] >= cutoff]
+            if since is None:
+                rows = c.execute("SELECT * FROM executions ORDER BY seq").fetchall()
+            else:
+                rows = c.execute("SELECT * FROM executions WHERE at >= ? ORDER BY seq", (_ts(since),)).fetchall()
+            contracts: dict[str, Contract] = {}  # one read per contract, not per execution
+            out = [self._from_row(c, r, contracts) for r in rows]
             c.execute("UPDATE executions SET polls_left = polls_left - 1 WHERE polls_left > 0")
             if self._take_fault(c, "duplicate_executions") is not None:
                 out = [e for e in out for _ in (0, 1)]
@@ -850,7 +853,12 @@ class SimExchange:
 
     def _execution(self, c, exec_id: str, reveal: bool | None = None) -> Execution:
         r = c.execute("SELECT * FROM executions WHERE exec_id = ?", (exec_id,)).fetchone()
-        k = self._known(c, r["code"])
+        return self._from_row(c, r, {}, reveal)
+
+    def _from_row(self, c, r, contracts: dict, reveal: bool | None = None) -> Execution:
+        k = contracts.get(r["code"])
+        if k is None:
+            k = contracts[r["code"]] = self._known(c, r["code"])
         known = r["polls_left"] == 0 if reveal is None else reveal
         return Execution(
             exec_id=r["exec_id"], account=self.account, contract=k, side=r["side"],

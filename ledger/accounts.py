@@ -22,6 +22,7 @@ refuses a set where two user names would land on the same beancount name.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from tradeledger.ledger.model import LedgerError, is_valid_account, is_valid_commodity
 
@@ -42,6 +43,7 @@ def account_component(user_name: str) -> str:
     return text
 
 
+@lru_cache(maxsize=4096)
 def commodity_root(user_root: str) -> str:
     """A futures root or ticker as a commodity prefix: upper case, starting with a letter."""
     text = re.sub(r"[^A-Z0-9'._-]", "", user_root.strip().upper())

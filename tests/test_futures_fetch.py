@@ -182,3 +182,38 @@ def test_data_fetch_on_the_embedded_broker_and_the_daemon_job(tmp_path):
     assert "0 new" in line and f"{len(settled) + len(days)} unchanged" in line
     out = CliRunner().invoke(main, ["--home", home, "data", "fetch", "NOPE"])
     assert out.exit_code == 1 and "unknown instrument 'NOPE'" in out.output
+
+
+def test_a_target_run_from_fetched_bars_alone(tmp_path):
+    """No CSV at all: the broker's daily bars are the contract closes; the run sizes a future on
+    its priced contract's own close and its signals read the back-adjusted series."""
+    import numpy as np
+
+    from tradeledger.engine.targets.runs import compute_run, show_run
+
+    env = init_environment(tmp_path / "home", "paper", "sim", None, config_extra=CONFIG)
+    session = Session(env)
+    exchange = session.exchange()
+    mes = session.config.instruments["MES"]
+    today = dt.date(2026, 12, 3)
+    days = _business_days_before(today, 40)
+    codes = sorted({code for day in days for code in codes_to_price(mes, day, set())})
+    for code in codes:
+        exchange.add_contract(contract_of_code(mes, code))
+    walk = 6000 + np.cumsum(np.random.default_rng(5).normal(0, 15, len(days)))
+    for day, level in zip(days, walk):
+        close = dt.datetime.combine(day, dt.time(21, 0), tzinfo=UTC)
+        exchange.set_clock(close)
+        for j, code in enumerate(codes):
+            exchange.settle(code, D(repr(round(float(level) * 4) / 4)) + 40 * j, day)
+    now = dt.datetime.combine(today, dt.time(15, 0), tzinfo=UTC)
+    exchange.set_clock(now)
+    report = fetch_bars(session, ["MES"], days=90)
+    assert report.inserted == len(days) * len(codes) and not report.missing
+    run_id = compute_run(env, today, now)
+    [line] = show_run(env, run_id, now).lines
+    current = codes_to_price(mes, today, set())[0]
+    assert line.explain["price_source"] == f"{current} close"
+    assert line.explain["signal_prices"] == "MES back-adjusted (Panama)"
+    assert D(line.explain["price"]) == _stored(env)[(current, days[-1])]
+    session.close()

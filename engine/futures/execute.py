@@ -24,7 +24,9 @@ from tradeledger.engine.context import Context
 from tradeledger.engine import tables
 from tradeledger.engine.futures.exposure import exposures, instrument_index
 from tradeledger.engine.setup.config import current_contract
-from tradeledger.engine.targets.prices import PriceError, fx_rate_on, latest_price, latest_settlement
+from tradeledger.engine.targets.prices import (
+    PriceError, fx_rate_on, latest_contract_close, latest_price, latest_settlement,
+)
 from tradeledger.engine.targets.runs import APPROVED, PENDING, TargetError, list_runs
 from tradeledger.engine.trading.cycle import plan_run, submit_run, wait_for_fills
 from tradeledger.engine.trading.orders import holder_positions
@@ -33,10 +35,14 @@ from tradeledger.ledger.store import fmt_ts
 
 
 def _price(ctx: Context, instrument, on: dt.date, conn) -> Decimal:
-    try:
-        return latest_price(ctx, instrument.name, on, conn)[1]
-    except PriceError:
-        return latest_settlement(ctx, current_contract(instrument, on).code, on, conn)[1]
+    """The instrument's close, else its current contract's own close, else its settlement."""
+    code = current_contract(instrument, on).code
+    for latest, key in ((latest_price, instrument.name), (latest_contract_close, code)):
+        try:
+            return latest(ctx, key, on, conn)[1]
+        except PriceError:
+            continue
+    return latest_settlement(ctx, code, on, conn)[1]
 
 
 def record_roll_run(session, on: dt.date, now: dt.datetime) -> int:

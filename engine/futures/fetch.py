@@ -32,12 +32,13 @@ from dataclasses import dataclass, field
 from tradeledger.engine.context import Context
 from tradeledger.broker.base import BrokerError, Contract
 from tradeledger.engine.futures import calendar as cal
-from tradeledger.engine.futures.state import old_and_new
+from tradeledger.engine.futures.state import old_and_new, overrides
 from tradeledger.engine.futures.status import store_contract_details
 from tradeledger.engine.setup.config import Instrument, TradingConfig, contract_of_code, instrument_of_contract
 from tradeledger.engine.setup.environment import ConfigError
 from tradeledger.engine.targets import prices
 from tradeledger.errors import UnknownName
+from tradeledger.ledger.db import read_connection
 
 DEFAULT_DAYS = 5
 
@@ -133,9 +134,6 @@ def fetch_bars(session, names=(), days: int = DEFAULT_DAYS, on: dt.date | None =
     instruments = selected(config, names)
     if details and any(i.is_future for i in instruments):
         report.differences = refresh_contract_details(session, [i.name for i in instruments], now)
-    from tradeledger.engine.futures.state import overrides
-    from tradeledger.ledger.db import read_connection
-
     with read_connection(env.engine) as conn:
         known = overrides(conn)
     held = _held_codes(env, config)
@@ -162,7 +160,7 @@ def fetch_bars(session, names=(), days: int = DEFAULT_DAYS, on: dt.date | None =
             target += [prices.PriceRow(0, b.date, code, b.close) for b in bars]
     for kind, rows in (("contract_close", closes), ("price", shares)):
         if rows:
-            stored = prices.store_rows(env, prices.ParsedImport(kind, tuple(rows)), "broker bars", replace=True)
+            stored = prices.store_rows(session, prices.ParsedImport(kind, tuple(rows)), "broker bars", replace=True)
             report.inserted += stored.inserted
             report.unchanged += stored.unchanged
             report.replaced += stored.replaced

@@ -109,12 +109,14 @@ def segments_for(instrument, start: dt.date, end: dt.date, used: dict[str, dt.da
     result: list[tuple[dt.date, str]] = []
     day = start
     while day <= end:
-        code = cal.current(instrument.schedule, day).code
+        current = cal.current(instrument.schedule, day)
+        code = current.code
         if not result or result[-1][1] != code:
             previous = result[-1][1] if result else None
             switch = used.get(previous, day) if previous else day
             result.append((switch, code))
-        day += dt.timedelta(days=1)
+        # the current contract stays current until its own roll window opens
+        day = max(day + dt.timedelta(days=1), current.roll_start)
     return result
 
 
@@ -129,7 +131,7 @@ def rebuild(ctx: Context, config, name: str, conn) -> list[AdjustedRow]:  # env:
     if not closes:
         return []
     used = {old: dt.date.fromisoformat(d) for old, d in conn.execute(
-        sa.select(event.c.old, event.c.date).where(event.c.instrument == name))}
+        sa.select(event.c.old, event.c.date).where(event.c.instrument == name)).all()}
     dates = sorted(d for (_c, d) in closes)
     try:
         rows = panama(closes, segments_for(instrument, dates[0], dates[-1], used))
@@ -157,60 +159,77 @@ def rebuild_series(ctx: Context, name: str) -> list[AdjustedRow]:
         return rebuild(ctx, config, name, conn)
 
 
-def _used(conn, name: str) -> dict[str, dt.date]:
-    event = tables.roll_event
-    return {old: dt.date.fromisoformat(d) for old, d in conn.execute(
-        sa.select(event.c.old, event.c.date).where(event.c.instrument == name))}
-
-
-def _appendable(conn, instrument, name: str, dates: list[dt.date]) -> tuple[str, dt.date] | None:
-    """(contract, last date) when closes of `dates` only extend the stored series in its last
-    contract (see the module docstring), else None: the series must be rebuilt."""
+def _ends(conn, names: list[str]) -> dict[str, tuple[dt.date, str]]:
+    """name -> (last date, its contract) of each stored series."""
     adj = tables.adjusted_price
-    last = conn.execute(sa.select(adj.c.date, adj.c.contract).where(adj.c.instrument == name)
-                        .order_by(adj.c.date.desc()).limit(1)).first()
-    if last is None:
+    last = sa.select(adj.c.instrument, sa.func.max(adj.c.date).label("day")).where(
+        adj.c.instrument.in_(names)).group_by(adj.c.instrument).subquery()
+    rows = conn.execute(sa.select(adj.c.instrument, adj.c.date, adj.c.contract).join(
+        last, sa.and_(adj.c.instrument == last.c.instrument, adj.c.date == last.c.day))).all()
+    return {name: (dt.date.fromisoformat(day), code) for name, day, code in rows}
+
+
+def _appendable(instrument, end: tuple[dt.date, str] | None, dates: list[dt.date], used: dict[str, dt.date]
+                ) -> str | None:
+    """The contract the closes of `dates` extend the stored series in (which ends at `end`), or
+    None when the series must be rebuilt (pure; the roll into that contract is checked apart)."""
+    if end is None:
         return None
-    end, code = dt.date.fromisoformat(last[0]), last[1]
-    if any(d <= end for d in dates):
+    last, code = end
+    if any(d <= last for d in dates):
         return None
-    used = _used(conn, name)
     if any(cal.current(instrument.schedule, d).code != code or (code in used and used[code] <= d) for d in dates):
         return None
-    into = {new: used[old] for old, new in conn.execute(sa.select(tables.roll_event.c.old, tables.roll_event.c.new)
-                                                          .where(tables.roll_event.c.instrument == name))
-            if old in used}
-    if code in into:  # a roll into this contract recorded since: does the series switch on its date?
-        first = conn.execute(sa.select(sa.func.min(adj.c.date)).where(adj.c.instrument == name,
-                                                                      adj.c.contract == code)).scalar()
-        if first is not None and dt.date.fromisoformat(first) < into[code]:
-            return None
-    return code, end
+    return code
 
 
 def refresh(conn, config, changed: dict[str, list[dt.date]]) -> None:
     """Bring the stored series of each future in `changed` (name -> dates of the contract closes
-    just stored) up to date, in the caller's transaction: append, or rebuild."""
-    bar, adj = tables.contract_bar, tables.adjusted_price
-    for name, dates in sorted(changed.items()):
-        instrument = config.instruments[name]
-        dates = sorted(set(dates))
-        found = _appendable(conn, instrument, name, dates)
-        if found is None:
+    just stored) up to date, in the caller's transaction: append, or rebuild. A handful of queries
+    for all of them, whatever their number."""
+    bar, adj, event = tables.contract_bar, tables.adjusted_price, tables.roll_event
+    names = sorted(changed)
+    if not names:
+        return
+    ends = _ends(conn, names)
+    used: dict[str, dict[str, dt.date]] = {}
+    into: dict[str, dict[str, dt.date]] = {}  # instrument -> contract rolled into -> the roll date used
+    for name, old, new, day in conn.execute(sa.select(event.c.instrument, event.c.old, event.c.new, event.c.date)
+                                            .where(event.c.instrument.in_(names))).all():
+        used.setdefault(name, {})[old] = into.setdefault(name, {})[new] = dt.date.fromisoformat(day)
+    extend: dict[str, str] = {}
+    for name in names:
+        code = _appendable(config.instruments[name], ends.get(name), sorted(set(changed[name])), used.get(name, {}))
+        if code is not None:
+            extend[name] = code
+    rolled_into = [(name, code) for name, code in extend.items() if code in into.get(name, {})]
+    if rolled_into:  # a roll into the contract recorded since: does the series switch on its date?
+        firsts = conn.execute(sa.select(adj.c.instrument, sa.func.min(adj.c.date)).where(sa.or_(*(
+            sa.and_(adj.c.instrument == name, adj.c.contract == code) for name, code in rolled_into)))
+            .group_by(adj.c.instrument)).all()
+        for name, first in firsts:
+            if first is not None and dt.date.fromisoformat(first) < into[name][extend[name]]:
+                del extend[name]
+    for name in names:
+        if name not in extend:
             rebuild(None, config, name, conn)
-            continue
-        code, _end = found
-        rows = conn.execute(sa.select(bar.c.date, bar.c.close).where(
-            bar.c.contract == code, bar.c.date.in_([d.isoformat() for d in dates]))).all()
-        if rows:
-            conn.execute(adj.insert(), [{"instrument": name, "date": d, "price": close, "contract": code,
-                                         "raw": close, "adjustment": 0} for d, close in rows])
+    if not extend:
+        return
+    by_code = {code: name for name, code in extend.items()}
+    wanted = sorted({d.isoformat() for name in extend for d in changed[name]})
+    rows = conn.execute(sa.select(bar.c.contract, bar.c.date, bar.c.close).where(
+        bar.c.contract.in_(sorted(by_code)), bar.c.date.in_(wanted))).all()
+    appended = [{"instrument": by_code[code], "date": day, "price": close, "contract": code, "raw": close,
+                 "adjustment": 0} for code, day, close in rows
+                if dt.date.fromisoformat(day) in set(changed[by_code[code]])]
+    if appended:
+        conn.execute(adj.insert(), appended)
 
 
 def adjusted_histories(conn, names, on: dt.date | None = None) -> dict[str, "pd.Series"]:
     """name -> its back-adjusted series up to `on` as floats (analysis data), for the futures
     among `names` that have one."""
-    import pandas as pd
+    from tradeledger.engine.targets.prices import as_series
 
     adj = tables.adjusted_price
     names = sorted(set(names))
@@ -220,11 +239,30 @@ def adjusted_histories(conn, names, on: dt.date | None = None) -> dict[str, "pd.
         query = query.where(adj.c.date <= on.isoformat())
     for i in range(0, len(names), 500):
         for name, d, price in conn.execute(query.where(adj.c.instrument.in_(names[i:i + 500]))
-                                           .order_by(adj.c.instrument, adj.c.date)):
+                                           .order_by(adj.c.instrument, adj.c.date)).all():
             grouped.setdefault(name, []).append((d, price))
-    return {name: pd.Series([p / 1e9 for _d, p in rows], index=pd.DatetimeIndex([pd.Timestamp(d) for d, _p in rows],
-                                                                                 name="date"), name=name, dtype=float)
-            for name, rows in grouped.items()}
+    return {name: as_series(name, rows) for name, rows in grouped.items()}
+
+
+def signal_histories(env, conn, config, names, on: dt.date | None = None) -> tuple[dict, set[str]]:
+    """The price histories signals read for `names` (see `with_adjusted`), reading the instrument
+    closes of a future only when its back-adjusted series does not replace them."""
+    from tradeledger.engine.targets.prices import price_histories
+
+    names = set(names)
+    futures = sorted(n for n in names if n in config.instruments and config.instruments[n].is_future)
+    adjusted = adjusted_histories(conn, futures, on) if futures else {}
+    bar = tables.price_bar
+    first_close = {}
+    if adjusted:
+        query = sa.select(bar.c.instrument, sa.func.min(bar.c.date)).where(bar.c.instrument.in_(sorted(adjusted)))
+        if on is not None:
+            query = query.where(bar.c.date <= on.isoformat())
+        first_close = dict(conn.execute(query.group_by(bar.c.instrument)).all())
+    used = {n: s for n, s in adjusted.items()
+            if len(s) and (first_close.get(n) is None or s.index[0] <= dt.datetime.fromisoformat(first_close[n]))}
+    histories = price_histories(env, names - set(used), on, conn)
+    return {**histories, **used}, set(used)
 
 
 def with_adjusted(conn, config, histories: dict, on: dt.date | None = None) -> tuple[dict, set[str]]:

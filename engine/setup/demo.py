@@ -230,7 +230,7 @@ def init_demo(home, env: str = "paper", db_url: str | None = None, start: dt.dat
     contract_closes = contract_closes_csv(session, history, days)
     for text, source in ((closes, "demo closes"), (fx, "demo fx"), (contract_closes, "demo contract closes")):
         parsed = prices.parse_prices_csv(text, session.config, environment.settings.base_currency, source)
-        prices.store_rows(environment, parsed, source)
+        prices.store_rows(session, parsed, source)
     return environment, history
 
 

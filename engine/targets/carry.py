@@ -64,9 +64,14 @@ def daily_vol(prices: pd.Series) -> pd.Series:
 def carry_series(curve: pd.DataFrame, prices: pd.Series, scalar: float = CARRY_SCALAR) -> pd.Series:
     """Carry forecasts from a daily curve (columns priced, next: closes; months: int) and the
     instrument's price series for its volatility (pure)."""
-    vol = daily_vol(prices).reindex(curve.index)
-    raw = (curve["priced"] - curve["next"]) / (curve["months"] / 12) / (vol.where(vol > 0) * 16)
-    return (raw * scalar).clip(-FORECAST_CAP, FORECAST_CAP).replace([np.inf, -np.inf], np.nan).rename("carry")
+    vol = daily_vol(prices).reindex(curve.index).to_numpy(dtype=float)
+    vol = np.where(vol > 0, vol, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        raw = ((curve["priced"].to_numpy(dtype=float) - curve["next"].to_numpy(dtype=float))
+               / (curve["months"].to_numpy(dtype=float) / 12) / (vol * 16))
+        values = np.clip(raw * scalar, -FORECAST_CAP, FORECAST_CAP)
+    values[~np.isfinite(values)] = np.nan
+    return pd.Series(values, index=curve.index, name="carry")
 
 
 def scalar_of(name: str) -> float:

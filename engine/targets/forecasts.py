@@ -41,9 +41,11 @@ from tradeledger.engine.targets.prices import (
     CsvImportError, ImportReport, _reader, parse_date, parse_number, price_histories, read_csv_rows,
     trading_config,
 )
-from tradeledger.engine.futures.panama import with_adjusted
+from tradeledger.engine.futures.panama import signal_histories
 from tradeledger.engine.targets.carry import CARRY_NAME, carry_series, curve as carry_curve, explain_carry, scalar_of
-from tradeledger.engine.targets.signals import combine_forecasts, ewmac, load_rule, run_rule, validate_forecast
+from tradeledger.engine.targets.signals import (
+    combine_forecasts, ewmac, ewmac_columns, load_rule, run_rule, validate_forecast,
+)
 from tradeledger.engine.tables import forecast as forecast_table
 from tradeledger.ledger.numbers import plain
 from tradeledger.errors import UserError
@@ -134,6 +136,42 @@ def combine_latest(strategy: Strategy, instrument: str, prices: pd.Series, plugi
 CURVE_DAYS = 5
 
 
+def prefill_ewmac(pairs, histories: dict, cache: dict) -> None:
+    """Fill `cache` (combine_latest's) with the EWMAC series the pairs' rules need, computed in one
+    pass per rule over the instruments whose histories share one index (signals.ewmac_columns:
+    the same figures as one instrument at a time, without its per-call cost)."""
+    wanted: dict[str, set[str]] = {}
+    for strategy, instrument in pairs:
+        for name, _ in strategy.rules:
+            if EWMAC_NAME.match(name):
+                wanted.setdefault(name, set()).add(instrument)
+    for name, instruments in sorted(wanted.items()):
+        fast, slow = (int(x) for x in EWMAC_NAME.match(name).groups())
+        if fast >= slow:
+            continue  # ewmac() refuses it, naming the rule
+        groups: list[list[tuple[str, pd.Series]]] = []
+        for instrument in sorted(instruments):
+            series = histories.get(instrument)
+            if series is None:
+                continue
+            series = series.dropna()
+            if len(series) < 3 or (instrument, name, series.index[-1], len(series)) in cache:
+                continue
+            for group in groups:
+                if group[0][1].index.equals(series.index):
+                    group.append((instrument, series))
+                    break
+            else:
+                groups.append([(instrument, series)])
+        for group in groups:
+            if len(group) < 2:
+                continue
+            frame = pd.DataFrame({instrument: series.astype(float) for instrument, series in group})
+            index = group[0][1].index
+            for instrument, series in ewmac_columns(frame, fast, slow).items():
+                cache[(instrument, name, index[-1], len(index))] = series
+
+
 def carry_curves(ctx: Context, config: TradingConfig, histories: dict, conn) -> dict[str, pd.DataFrame]:
     """instrument -> its carry curve (engine/targets/carry.py) for every future a carry rule reads."""
     wanted = {i for s in config.forecasting_strategies() if any(CARRY_NAME.match(r) for r, _ in s.rules)
@@ -188,12 +226,12 @@ def resolve_forecasts(ctx: Context, config: TradingConfig, as_of: dt.date, conn=
     """
     pairs = [(s, i) for s in config.forecasting_strategies() for i, _ in s.instruments]
     if histories is None:
-        histories = price_histories(ctx, {i for _, i in pairs}, as_of, conn)
         with _reader(ctx, conn) as c:
-            histories, _ = with_adjusted(c, config, histories, as_of)
+            histories, _ = signal_histories(ctx, c, config, {i for _, i in pairs}, as_of)
     stored = stored_forecasts(ctx, as_of, conn)
     curves = carry_curves(ctx, config, histories, conn)
     cache: dict = {}
+    prefill_ewmac(pairs, histories, cache)
     result, missing = {}, {}
     for strategy, instrument in pairs:
         computed, reason = None, None
@@ -217,11 +255,12 @@ def compute_forecasts(ctx: Context, as_of: dt.date | None = None) -> list[Foreca
     computed value never overwrites an imported one for the same date.
     """
     config = trading_config(ctx)
-    histories = price_histories(ctx, {i for s in config.forecasting_strategies() for i, _ in s.instruments}, as_of)
-    with _reader(ctx, None) as conn:
-        histories, _ = with_adjusted(conn, config, histories, as_of)  # futures: the Panama series
+    with _reader(ctx, None) as conn:  # futures: the Panama series
+        histories, _ = signal_histories(ctx, conn, config,
+                                        {i for s in config.forecasting_strategies() for i, _ in s.instruments}, as_of)
         curves = carry_curves(ctx, config, histories, conn)
     cache: dict = {}
+    prefill_ewmac([(s, i) for s in config.forecasting_strategies() for i, _ in s.instruments], histories, cache)
     computed, errors = [], []
     for strategy in config.forecasting_strategies():
         for instrument, _ in strategy.instruments:

@@ -227,10 +227,13 @@ def import_prices_csv(ctx: Context, path: str | Path, replace: bool = False) -> 
 
 
 def store_rows(ctx: Context, parsed: ParsedImport, source: str, replace: bool = False) -> ImportReport:
+    """Store parsed rows in one transaction (see the module docstring)."""
     table, key_col, value_col = _TABLES[parsed.kind]
     report = ImportReport(source, parsed.kind, rows=len(parsed.rows))
+    dates = [r.date.isoformat() for r in parsed.rows]
     with ctx.engine.begin() as conn:
-        existing = _existing(conn, table, key_col, value_col, {r.key for r in parsed.rows})
+        existing = _existing(conn, table, key_col, value_col, {r.key for r in parsed.rows},
+                             (min(dates), max(dates)) if dates else None)
         inserts, updates = [], []
         for row in parsed.rows:
             scaled = to_scaled(row.value)
@@ -262,7 +265,7 @@ def _refresh_adjusted(ctx: Context, conn, changed: list[tuple[str, str]]) -> Non
     """The back-adjusted series of the futures whose contract closes changed, in this transaction."""
     from tradeledger.engine.futures.panama import refresh
 
-    config = trading_config(ctx)
+    config = ctx.config
     by_instrument: dict[str, list[dt.date]] = {}
     for code, date in changed:
         instrument = instrument_of_contract(config, code)
@@ -281,12 +284,15 @@ def store_settlement(ctx: Context, contract: str, day: dt.date, price: Decimal, 
     return store_rows(ctx, ParsedImport("settlement", (PriceRow(1, day, contract, value),)), source, replace)
 
 
-def _existing(conn, table, key_col, value_col, keys: set[str]) -> dict[tuple[str, str], int]:
+def _existing(conn, table, key_col, value_col, keys: set[str], between: tuple[str, str] | None = None
+              ) -> dict[tuple[str, str], int]:
     result = {}
     keys_list = sorted(keys)
     for i in range(0, len(keys_list), 500):
         chunk = keys_list[i:i + 500]
         query = sa.select(table.c[key_col], table.c.date, table.c[value_col]).where(table.c[key_col].in_(chunk))
+        if between is not None:  # only the import's dates can clash
+            query = query.where(table.c.date >= between[0], table.c.date <= between[1])
         result.update({(k, d): v for k, d, v in conn.execute(query)})
     return result
 
@@ -332,22 +338,31 @@ def price_histories(ctx: Context, instruments, on: dt.date | None = None, conn=N
     if on is not None:
         query = query.where(price_bar.c.date <= on.isoformat())
     grouped: dict[str, list] = {n: [] for n in names}
+    if not names:
+        return {}
     with _reader(ctx, conn) as c:
         for i in range(0, len(names), 500):
             chunk = names[i:i + 500]
             for name, d, v in c.execute(query.where(price_bar.c.instrument.in_(chunk))
-                                        .order_by(price_bar.c.instrument, price_bar.c.date)):
+                                        .order_by(price_bar.c.instrument, price_bar.c.date)).all():
                 grouped[name].append((d, v))
-            splits = _splits(c, names)
+        splits = _splits(c, names)
     import pandas as pd
 
-    series = {n: pd.Series([v / 1e9 for _, v in rows], index=pd.DatetimeIndex([pd.Timestamp(d) for d, _ in rows],
-                                                                                 name="date"), name=n, dtype=float)
-              for n, rows in grouped.items()}
+    series = {n: as_series(n, rows) for n, rows in grouped.items()}
     for name, date, factor in splits:  # closes before a split, in post-split units: returns never see it
         before = series[name].index < pd.Timestamp(date)
         series[name][before] = series[name][before] * factor
     return series
+
+
+def as_series(name: str, rows: list[tuple[str, int]]) -> pd.Series:
+    """(ISO date, nano-units) rows as a float Series indexed by date (analysis data)."""
+    import numpy as np
+    import pandas as pd
+
+    index = pd.DatetimeIndex(pd.to_datetime([d for d, _ in rows], format="%Y-%m-%d"), name="date")
+    return pd.Series(np.array([v for _, v in rows], dtype=float) / 1e9, index=index, name=name, dtype=float)
 
 
 def _splits(conn, names: list[str]) -> list[tuple[str, str, float]]:
@@ -385,6 +400,14 @@ def latest_settlement(ctx: Context, contract: str, on: dt.date | None = None, co
     found = _latest(ctx, settlement, "contract", "price", contract, on, conn)
     if found is None:
         raise PriceError(f"no settlement price for contract {contract}{_when(on)}")
+    return found
+
+
+def latest_contract_close(ctx: Context, contract: str, on: dt.date | None = None, conn=None) -> tuple[dt.date, Decimal]:
+    """The latest close of a futures contract (`date,contract,close`, `data fetch`) on or before `on`."""
+    found = _latest(ctx, contract_bar, "contract", "close", contract, on, conn)
+    if found is None:
+        raise PriceError(f"no close for contract {contract}{_when(on)}")
     return found
 
 

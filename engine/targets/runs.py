@@ -59,10 +59,11 @@ from tradeledger.engine.setup.environment import ConfigError
 from tradeledger.engine.targets.allocation import AllocationError, size_allocation, target_weights
 from tradeledger.engine.futures.exposure import held_by_instrument, instrument_index
 from tradeledger.engine.targets.capital import strategy_capital
-from tradeledger.engine.futures.panama import with_adjusted
+from tradeledger.engine.futures.panama import signal_histories
 from tradeledger.engine.targets.forecasts import Forecast, resolve_forecasts
 from tradeledger.engine.targets.prices import (
-    PriceError, _reader, fx_rate_on, latest_price, latest_settlement, price_histories, trading_config,
+    PriceError, _reader, fx_rate_on, latest_contract_close, latest_price, latest_settlement, price_histories,
+    trading_config,
 )
 from tradeledger.engine.targets.sizing import SizingInput, SizingResult, size_position
 from tradeledger.engine.tables import target_line, target_run
@@ -224,8 +225,7 @@ def compute_run(ctx: Context, as_of: dt.date | None = None, now: dt.datetime | N
     with ctx.engine.begin() as conn:  # reads and writes in one transaction: a consistent snapshot
         names = {i for s in config.strategies.values() for i, _ in s.instruments}
         names |= {config.execution_instrument(i).name for i in names}
-        histories = price_histories(ctx, names, as_of, conn)
-        histories, adjusted = with_adjusted(conn, config, histories, as_of)  # futures: the Panama series
+        histories, adjusted = signal_histories(ctx, conn, config, names, as_of)  # futures: the Panama series
         forecasts, missing = resolve_forecasts(ctx, config, as_of, conn, histories)
         positions = ctx.ledger.positions(conn=conn)
         held = held_by_instrument(positions, instrument_index(config))  # exposure is per instrument
@@ -368,12 +368,14 @@ def _execution_price(ctx: Context, instrument: Instrument, contract: str, as_of:
     except PriceError:
         if not instrument.is_future:
             raise
-    try:
-        date, price = latest_settlement(ctx, contract, as_of, conn)
-    except PriceError:
-        raise PriceError(f"no price for {instrument.name} (no close, no settlement of {contract}) "
-                         f"on or before {as_of}") from None
-    return date, price, f"{contract} settlement"
+    for latest, what in ((latest_contract_close, "close"), (latest_settlement, "settlement")):
+        try:  # the contract's own close (`data fetch` stores no instrument close), else its settlement
+            date, price = latest(ctx, contract, as_of, conn)
+            return date, price, f"{contract} {what}"
+        except PriceError:
+            continue
+    raise PriceError(f"no price for {instrument.name} (no close, no close or settlement of {contract}) "
+                     f"on or before {as_of}")
 
 
 def _inputs(config: TradingConfig, as_of: dt.date, base: str, prices, fxs, forecasts: dict[tuple, Forecast]) -> dict:

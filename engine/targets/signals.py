@@ -171,7 +171,9 @@ def scale_and_cap(raw: pd.Series, scalar: float | None = None) -> pd.Series:
     used = forecast_scalar(raw) if scalar is None else _finite_float(scalar, "forecast scalar")
     if used <= 0:
         raise UserError(f"forecast scalar must be > 0, got {used}")
-    return (raw * used).clip(lower=-FORECAST_CAP, upper=FORECAST_CAP)
+    # np.clip keeps NaN (warm-up) as pandas' clip does, without its per-call overhead
+    return pd.Series(np.clip(raw.to_numpy(dtype=float) * used, -FORECAST_CAP, FORECAST_CAP), index=raw.index,
+                     name=raw.name)
 
 
 def ewmac(
@@ -183,6 +185,24 @@ def ewmac(
     module docstring on look-ahead). Warm-up values are NaN; the last value is today's forecast.
     """
     return scale_and_cap(ewmac_raw(prices, fast, slow, vol_span), scalar)
+
+
+def ewmac_columns(frame: pd.DataFrame, fast: int, slow: int, vol_span: int = 35) -> dict[str, pd.Series]:
+    """`ewmac(frame[c], fast, slow, vol_span)` for every column c of a frame of price series that
+    share one index, in one pass (pandas computes ewm column by column, exactly as for a Series).
+    A column whose forecast scalar cannot be estimated is left out: `ewmac` on it says why."""
+    crossover = frame.ewm(span=fast).mean() - frame.ewm(span=slow).mean()
+    vol = frame.diff().ewm(span=vol_span).std()
+    raw = (crossover / vol.where(vol > 0)).replace([np.inf, -np.inf], np.nan)
+    mean_abs = raw.abs().mean()  # per column, as forecast_scalar takes it of one series
+    result = {}
+    for column in raw.columns:
+        mean = float(mean_abs[column])
+        if not math.isfinite(mean) or mean <= 0:
+            continue
+        values = np.clip(raw[column].to_numpy(dtype=float) * (AVERAGE_ABS_FORECAST / mean), -FORECAST_CAP, FORECAST_CAP)
+        result[column] = pd.Series(values, index=raw.index, name=f"ewmac_{fast}_{slow}")
+    return result
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Daily settlement: every futures position marked to the settlement price, once per date.
 
 One ledger entry per (contract, date) holds every holder's variation margin; its idempotency
-key makes a second `mark` for the same date a no-op. The holders' marks move to the settlement
-price in the same database transaction.
+key makes a second `mark` for the same date a no-op. A day's entries for every held contract and
+the holders' marks moving to the settlement prices are one database transaction.
 """
 
 from __future__ import annotations
@@ -44,12 +44,14 @@ def mark_day(ctx: Context, contracts: dict[str, Contract], day: dt.date,
     """Book the day's settlement for every held future; returns (booked codes, codes without a price)."""
     engine, ledger, chart = ctx.engine, ctx.ledger, ctx.chart
     booked, missing = [], []
-    for code in futures_held(ctx):
-        if code not in prices:
-            missing.append(code)
-            continue
-        contract = contracts[code]
-        with engine.begin() as conn:
+    held = futures_held(ctx)
+    missing = [code for code in held if code not in prices]
+    priced = [code for code in held if code in prices]
+    if not priced:
+        return booked, missing
+    with engine.begin() as conn:  # the day's marks: one transaction (each entry stays idempotent by its key)
+        for code in priced:
+            contract = contracts[code]
             holdings = load_holdings(conn, ctx.books, contract)
             txn, after = settlement_entry(chart, contract, day, time, prices[code], holdings)
             if txn is None:
