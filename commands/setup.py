@@ -133,8 +133,14 @@ def config_check(c: Invocation, as_json):
     """Validate config.toml as the commands read it and print what applies, defaults included (exit 1 on a
     mistake, with the file, the key and what is allowed). Does not open the database."""
     from tradeledger.engine.setup.config_check import check_config
+    from tradeledger.engine.setup.config_keys import ConfigProblems
 
-    info = check_config(c.home, c.env)
+    try:
+        info = check_config(c.home, c.env)
+    except ConfigProblems as exc:  # every mistake, one line each
+        for line in exc.lines():
+            click.echo(f"error: {line}", err=True)
+        sys.exit(1)
     if as_json:
         emit_json(info)
         return

@@ -181,6 +181,22 @@ def _dec(table: str, key: str, value, positive: bool = False, allow_zero: bool =
     return number
 
 
+def _whole(where: str, raw: dict, key: str, default: int) -> int:
+    """A whole-number key, as a TOML integer (never through int(): "15" or 5.5 is refused, naming it)."""
+    value = raw.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"config: {where}.{key} must be a whole number (unquoted), not {value!r}")
+    return value
+
+
+def _switch(where: str, table: dict, key: str) -> bool:
+    """A switch, as a TOML boolean (never by truthiness: "no" would mean yes)."""
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"config: {where}.{key} must be true or false (a TOML boolean, unquoted), not {value!r}")
+    return value
+
+
 def _instrument(name: str, raw: dict) -> Instrument:
     where = f"instruments.{name}"
     if not isinstance(raw, dict):
@@ -207,7 +223,7 @@ def _instrument(name: str, raw: dict) -> Instrument:
         first_notice_day(first_notice, 2026, 3)
     except CalendarError as exc:
         raise ConfigError(f"config: {where}: {exc}") from None
-    roll_offset, force_days = int(raw.get("roll_offset_days", 5)), int(raw.get("force_days", 1))
+    roll_offset, force_days = _whole(where, raw, "roll_offset_days", 5), _whole(where, raw, "force_days", 1)
     if not 0 <= force_days <= roll_offset <= 60:
         raise ConfigError(f"config: {where}: need 0 <= force_days ({force_days}) <= roll_offset_days "
                           f"({roll_offset}) <= 60")
@@ -217,9 +233,9 @@ def _instrument(name: str, raw: dict) -> Instrument:
         trading_class=str(raw.get("trading_class", "")),
         tick_size=_dec(where, "tick_size", raw.get("tick_size", "0.01"), positive=True, allow_zero=False),
         expiry_months="".join(sorted(set(months), key=MONTH_CODES.index)),
-        expiry_day=int(raw.get("expiry_day", 15)), roll_offset_days=roll_offset,
+        expiry_day=_whole(where, raw, "expiry_day", 15), roll_offset_days=roll_offset,
         expiry_rule=rule, force_days=force_days, first_notice=first_notice,
-        carry_offset=int(raw.get("carry_offset", 1)),
+        carry_offset=_whole(where, raw, "carry_offset", 1),
     )
 
 
@@ -370,8 +386,10 @@ def parse_limits(raw: dict, instruments: dict) -> Limits:
                               positive=True),
         max_order_notional=opt("limits", raw, "max_order_notional"),
         clip=_clip("limits", raw.get("clip")), instruments=own,
-        halted=frozenset([k for k, v in {**per, **per_strategy}.items() if v.get("halt")]),
-        reduce_only=frozenset([k for k, v in {**per, **per_strategy}.items() if v.get("reduce_only")]),
+        halted=frozenset(k for where, tables in (("limits.instruments", per), ("limits.strategies", per_strategy))
+                         for k, v in tables.items() if _switch(f"{where}.{k}", v, "halt")),
+        reduce_only=frozenset(k for where, tables in (("limits.instruments", per), ("limits.strategies", per_strategy))
+                              for k, v in tables.items() if _switch(f"{where}.{k}", v, "reduce_only")),
     )
 
 

@@ -56,6 +56,8 @@ class Instrument(_Table):
     expiry_months: StrictStr = "FGHJKMNQUVXZ"
     expiry_day: Day = 15
     roll_offset_days: Annotated[StrictInt, Field(ge=0, le=60)] = 5
+    force_days: Annotated[StrictInt, Field(ge=0, le=60)] = 1
+    carry_offset: Annotated[StrictInt, Field(ge=1)] = 1
 
 
 class Strategy(_Table):
@@ -153,6 +155,23 @@ def check_shape(raw: dict, path: Path | str) -> None:
         raise ConfigError(f"{path}: {explain(errors[0], numbers)}"
                           + (f" (and {len(_distinct(errors)) - 1} more)" if len(_distinct(errors)) > 1 else "")) \
             from None
+
+
+def shape_problems(raw: dict) -> list[str]:
+    """Every mistake of shape, one line each (one per key: a union's branches are one mistake)."""
+    try:
+        Config.model_validate(raw)
+    except ValidationError as exc:
+        errors, seen, out = exc.errors(), set(), []
+        for error in errors:
+            path = _path(error["loc"])
+            if path in seen:
+                continue
+            seen.add(path)
+            numbers = any(_path(e["loc"]) == path and e["loc"][-1] == "decimal" for e in errors)
+            out.append(explain(error, numbers))
+        return out
+    return []
 
 
 def _distinct(errors: list[dict]) -> set[str]:

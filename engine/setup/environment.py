@@ -85,9 +85,11 @@ def parse_settings(path: Path, env: str) -> Settings:
     section = raw.get("environment")
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: missing [environment] table")
+    from tradeledger.engine.setup.config_keys import check_keys
     from tradeledger.engine.setup.config_shape import check_shape
 
-    check_shape(raw, path)  # any value of the wrong shape: one line naming the key
+    check_keys(raw, path)  # unknown tables, keys and [limits] names, values of the wrong shape: all of them
+    check_shape(raw, path)
     _check_tables(raw, path)
     ib = raw.get("ib", {})
     try:
