@@ -191,3 +191,15 @@ def described_contract(code: str, sec_type: str | None, currency: str | None, mu
 
     return Contract(code=code, sec_type=sec_type, symbol=code, exchange=venue, currency=currency.upper(),
                     multiplier=to_decimal(multiplier, "--multiplier"))
+
+
+FAR_FROM_MARKET = 5  # percent: a price typed this far from the market is warned about
+
+
+def warn_far_from_market(exchange, code: str, price) -> None:
+    """A price typed at the simulated screen far from its market (a typo, an old walk-through) says
+    so on stderr: a trade at it puts the difference into Unattributed P&L without another word."""
+    market = exchange.price(code)
+    if market and abs(price - market) * 100 > FAR_FROM_MARKET * market:
+        click.echo(f"warning: {price} is {abs(price - market) / market:.0%} away from {code}'s market price "
+                   f"{market}", err=True)

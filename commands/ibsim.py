@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import click
-from tradeledger.commands.common import Invocation, SIGNED, define_contract_options, described_contract, pass_ctx, lazy, lazy_function
+from tradeledger.commands.common import Invocation, SIGNED, define_contract_options, described_contract, pass_ctx, lazy, lazy_function, warn_far_from_market
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
 from tradeledger.errors import UnknownName, UserError
 
@@ -117,6 +117,7 @@ def ibsim_price(c: Invocation, contract, price, state):
     """Set a contract's market price at the gateway (known from the environment's instruments)."""
     exchange = _ibsim_exchange(c, state)
     exchange.add_contract(_ibsim_contract(c, contract, exchange))
+    warn_far_from_market(exchange, contract, _to_decimal(price, "PRICE"))
     filled = exchange.set_price(contract, _to_decimal(price, "PRICE"))
     click.echo(f"{contract} at {price}" + (f"; {len(filled)} resting orders filled" if filled else ""))
 
@@ -171,6 +172,7 @@ def ibsim_seed_demo(c: Invocation, state):
 def ibsim_trade(c: Invocation, contract, qty, price, state):
     """A trade made at the gateway outside tradeledger (no orderRef): QTY signed."""
     exchange = _ibsim_exchange(c, state)
+    warn_far_from_market(exchange, contract, _to_decimal(price, "PRICE"))
     execution = exchange.external_trade(_ibsim_contract(c, contract, exchange), _to_decimal(qty, "QTY"),
                                         _to_decimal(price, "PRICE"))
     click.echo(f"gateway executed {execution.side} {execution.quantity} {contract} @ {execution.price} "

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 from tradeledger.commands.common import (
     Invocation, SIGNED, define_contract_options, described_contract, json_option, open_session, parse_date, pass_ctx, lazy, lazy_function,
+    warn_far_from_market,
 )
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
 from tradeledger.reports.names import Names
@@ -395,6 +396,7 @@ def sim_clock_advance(c: Invocation, duration):
 def sim_trade(c: Invocation, contract, qty, price):
     """A trade made at the broker outside tradeledger (no orderRef): QTY signed, e.g. -2."""
     session = c.open()  # a Context: the simulated exchange needs no broker connection
+    warn_far_from_market(session.exchange(), contract, _to_decimal(price, "PRICE"))
     execution = session.exchange().external_trade(_sim_contract(session, contract), _to_decimal(qty, "QTY"),
                                                    _to_decimal(price, "PRICE"))
     click.echo(f"broker executed {execution.side} {execution.quantity} {contract} @ {execution.price} "
