@@ -91,13 +91,27 @@ def init(c: Invocation, broker, account, base_currency, ib_host, ib_port, ib_cli
 @pass_ctx
 def status(c: Invocation, no_broker, as_json):
     """Environment, account, database, ledger, broker, reconciliation, exceptions, locks, daemon at a glance."""
-    from tradeledger.engine.ops.status import environment_status, status_value
+    from tradeledger.engine.ops.status import environment_status
 
     info = environment_status(c.open(), probe_broker=not no_broker)
     if as_json:
         emit_json(info)
     else:
-        table("status", ["item", "value"], [(k, status_value(v)) for k, v in info.items()])
+        table("status", ["item", "value"], [(k, _status_value(v)) for k, v in info.items()])
+
+
+def _status_value(value, key: str = "") -> str:
+    """One status item as a person reads it: times in UTC to the second, an amount keyed by its
+    currency at its minor unit, nested items as key=value."""
+    from tradeledger.reports.render import display
+
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_status_value(v, k)}" for k, v in value.items()) or "none"
+    if value is None:
+        return "none"
+    if len(key) == 3 and key.isupper():  # pnl_today: USD=115.255 -> 115.26
+        return display(value, "amount", currency=key)
+    return display(value, key) if not isinstance(value, (bool, int)) else str(value)
 
 
 @click.group("db")

@@ -11,7 +11,7 @@ import getpass as _getpass
 
 import click
 from tradeledger.commands.common import Invocation, json_option, open_session, pass_ctx, reason_option, lazy
-from tradeledger.reports.render import emit_json, table
+from tradeledger.reports.render import emit_json, rounded, table
 
 # --- data, instruments, signals, targets ---------------------------------------------------------
 # Prices and FX (engine/prices.py), instruments and mappings, forecasts (engine/forecasts.py) and
@@ -134,12 +134,13 @@ def _show_run(run, as_json, flags=None, planned=False):
     rows = []
     for line in run.lines:
         e = line.explain
-        buffer = f"[{e['buffer_lower']}, {e['buffer_upper']}]" if "buffer_lower" in e else ""
+        buffer = f"[{rounded(e['buffer_lower'], 1)}, {rounded(e['buffer_upper'], 1)}]" if "buffer_lower" in e else ""
         rows.append((line.strategy, line.instrument, line.contract, e.get("forecast"), e.get("volatility"), e.get("price"),
                      e.get("multiplier"), e.get("fx_rate"), e.get("capital"), buffer,
                      line.current, line.target, line.change))
     table(f"run {run.id}", ["strategy", "instrument", "contract", "forecast", "vol", "price", "mult", "fx",
-                            "capital", "buffer", "current", "target", "change"], rows)
+                            "capital", "buffer", "current", "target", "change"], rows,
+          optional=["fx", "mult", "buffer", "capital", "vol", "instrument"])
     base = run.inputs.get("base_currency", "")
     for name, cap in sorted(run.inputs.get("strategy_capital", {}).items()):
         click.echo(f"capital of {name}: {cap['amount']} {base} ({cap['source']})")

@@ -245,7 +245,7 @@ def fills_list(c: Invocation, limit, as_json):
                     "commission"],
           [(r["fill_id"], r["exec_id"], r["order"] or "-", r["strategy"], r["contract"], r["side"], r["quantity"],
             r["price"], r["time"][:19], r["commission"]) for r in rows],
-          empty="no fills")
+          empty="no fills", optional=["fill", "order", "time"])  # the execution id holds the fill's
 
 
 @click.command("mark")

@@ -33,21 +33,29 @@ from typing import Any, Callable, Iterable
 import click
 
 from tradeledger.ledger.numbers import jsonable
-from tradeledger.ledger.times import table_time
+from tradeledger.ledger.times import STORED_TIME, table_time
 
 CENT = Decimal("0.01")
 MONEY = {"realized", "unrealized", "commissions", "commission", "net", "income", "cash", "amount", "balance",
          "ledger", "broker", "beancount", "diff", "expected", "marks", "unsettled", "vm", "total", "notional",
-         "capital", "nav", "pnl", "slippage", "fee", "fees", "dividends", "tolerance"}
+         "capital", "nav", "pnl", "slippage", "fee", "fees", "dividends", "tolerance", "annual_risk",
+         "pending_commissions", "gross_notional", "net_notional", "slippage_base", "max_drawdown", "drawdown",
+         "cumulative"}
 QUANTITY = {"qty", "units", "current", "target", "change", "quantity", "filled", "remaining", "position",
             "shares", "held", "qty diff"}
 PRICE = {"price", "mark", "last", "reference", "reference price", "avg cost", "fill price", "close", "raw",
          "adjusted", "settle", "settlement", "limit price"}
-NUMERIC = MONEY | QUANTITY | PRICE | {"forecast", "rate", "weight", "count", "entries", "postings", "bps", "days",
+# Figures a table rounds to so many places (exact in --json and in the explanations that follow).
+ROUNDED = {"forecast": 2, "vol": 4, "volatility": 4, "weight": 4, "pct_capital": 2, "bps": 2, "slippage_bps": 2,
+           "commission_bps": 2, "pct": 2, "annual_return_pct": 2, "annual_vol_pct": 2, "max_drawdown_pct": 2,
+           "sharpe": 2}
+NUMERIC = MONEY | QUANTITY | PRICE | set(ROUNDED) | {"mult", "multiplier", "fx", "fx_rate", "fills",
+                                                     "days to deadline","forecast", "rate", "weight", "count", "entries", "postings", "bps", "days",
                                       "id", "run"}
 # Currencies whose minor unit is not the cent (ISO 4217); every other currency has two decimals.
 MINOR_UNITS = {"JPY": 0, "KRW": 0, "CLP": 0, "ISK": 0, "HUF": 2, "VND": 0, "TWD": 2, "BHD": 3, "KWD": 3,
                "JOD": 3, "OMR": 3, "TND": 3}
+TEXT_MIN_WIDTH = 10  # a folded id or name keeps this much of a line
 # The columns that say which contract (for its tick) and which currency (for its minor unit) a row is in.
 CONTRACT_COLUMNS = ("contract", "instrument")
 
@@ -85,6 +93,11 @@ def places_of(step: Decimal) -> int:
     return max(0, -step.normalize().as_tuple().exponent)
 
 
+def rounded(number: Any, places: int) -> str:
+    """A figure rounded for reading (half even) to exactly `places`: 1.716913375 -> 1.7169, 0.2 -> 0.20."""
+    return f"{Decimal(str(number)).quantize(Decimal(1).scaleb(-places)):f}"
+
+
 def _at_places(number: Decimal, places: int) -> str:
     """`number` with exactly `places` decimals when that loses nothing, else exactly as it is."""
     step = Decimal(1).scaleb(-places)
@@ -117,9 +130,13 @@ def display(value: Any, column: str, tick: Decimal | None = None, currency: str 
     tick size (prices); `currency`: the row's currency (money)."""
     if value is None:
         return ""
+    if isinstance(value, (list, tuple)):  # ['GLD'] -> GLD
+        return ", ".join(display(v, column, tick, currency) for v in value)
     time = table_time(value)
     if time is not value:
         return time
+    if isinstance(value, float) and column.lower() in ROUNDED:  # a ratio computed in floats (bps, %)
+        return rounded(repr(value), ROUNDED[column.lower()])
     number = _decimal(value)
     if number is None:
         return str(jsonable(value))
@@ -130,6 +147,8 @@ def display(value: Any, column: str, tick: Decimal | None = None, currency: str 
             else f"{number.normalize():f}"  # a sub-unit amount is shown as it is, never as 0.00
     if kind in PRICE and tick is not None:
         return _at_places(number, places_of(tick))
+    if kind in ROUNDED:
+        return rounded(number, ROUNDED[kind])
     if number == number.to_integral_value():
         return f"{number.to_integral_value():f}"
     return f"{number.normalize():f}"
@@ -153,8 +172,11 @@ def _is_numeric(column: str) -> bool:
     return column.lower() in NUMERIC
 
 
-def table(title: str, columns: list[str], rows: Iterable[Iterable[Any]], empty: str | None = None) -> None:
-    """Print one table; with no rows, one line saying there is nothing (`empty`, else "no <title>")."""
+def table(title: str, columns: list[str], rows: Iterable[Iterable[Any]], empty: str | None = None,
+          optional: Iterable[str] = ()) -> None:
+    """Print one table; with no rows, one line saying there is nothing (`empty`, else "no <title>").
+    `optional`: columns a terminal too narrow for the whole table leaves out, in this order (a pipe,
+    `--csv` and `--json` keep every column)."""
     cells = _cells(columns, rows)
     _state["tables"] += 1
     if not cells:
@@ -171,21 +193,43 @@ def table(title: str, columns: list[str], rows: Iterable[Iterable[Any]], empty: 
         out.flush()
         return
     if sys.stdout.isatty():
-        _rich(title, columns, cells)
+        _rich(title, columns, cells, list(optional))
     else:
         _aligned(title, columns, cells)
 
 
-def _rich(title: str, columns: list[str], cells: list[list[str]]) -> None:
+def _natural_width(columns: list[str], cells: list[list[str]]) -> int:
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    return sum(widths) + 3 * len(columns) + 1  # rich's borders and padding
+
+
+def _rich(title: str, columns: list[str], cells: list[list[str]], optional: list[str]) -> None:
+    """On a terminal: low-value columns left out while the table is wider than the terminal (said
+    below it), numbers and times never wrapped, ids and names folded, never cut."""
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
+    dropped = []
+    for name in optional:
+        if _natural_width(columns, cells) <= console.width:
+            break
+        if name in columns:
+            i = columns.index(name)
+            columns = columns[:i] + columns[i + 1:]
+            cells = [row[:i] + row[i + 1:] for row in cells]
+            dropped.append(name)
     t = Table(title=title, show_lines=False)
-    for column in columns:  # fold, never cut: an id is copied from here
-        t.add_column(column, justify="right" if _is_numeric(column) else "left", overflow="fold")
+    for i, column in enumerate(columns):
+        whole = _is_numeric(column) or all(row[i] == "" or STORED_TIME.fullmatch(row[i]) for row in cells)
+        longest = max(len(row[i]) for row in cells)
+        t.add_column(column, justify="right" if _is_numeric(column) else "left", overflow="fold", no_wrap=whole,
+                     min_width=None if whole else min(longest, TEXT_MIN_WIDTH))  # an id folds, in pieces one reads
     for row in cells:
         t.add_row(*row)
-    Console().print(t)
+    console.print(t)
+    if dropped:
+        console.print(f"({', '.join(dropped)} left out at this width: a wider terminal, a pipe or --csv shows them)")
 
 
 def _aligned(title: str, columns: list[str], cells: list[list[str]]) -> None:

@@ -49,12 +49,14 @@ def _future(config, name: str):
 
 
 def _holders(ctx: Context, config) -> dict[tuple, dict[str, Decimal]]:
-    """(holder, instrument) -> {contract: units}; holder is the strategy component or 'unattributed'."""
+    """(holder, instrument) -> {contract: units}; holder is the user's strategy name (never its
+    account component) or 'unattributed'."""
     positions = {}
     for (account, code), units in ctx.ledger.positions(prefix=ctx.chart.root).items():
         holder = holder_of(ctx.chart, account)
         if holder is not False:
-            positions[(holder or "unattributed", code)] = units
+            owner = config.strategy_by_account(holder) if holder else None
+            positions[(owner.name if owner else holder or "unattributed", code)] = units
     return held_by_instrument(positions, instrument_index(config))
 
 
