@@ -52,8 +52,11 @@ class Invocation:
     """The root options of one invocation; the environment is opened on first use."""
 
     def __init__(self, home: str | None, env: str, db_url: str | None):
+        from tradeledger.reports.render import set_tick_source
+
         self.home, self.env, self.db_url = home, env, db_url
         self._environment: Environment | None = None
+        set_tick_source(config_ticks(self))  # every table of this invocation shows prices at their ticks
 
     def open(self) -> Environment:
         if self._environment is None:
@@ -92,11 +95,9 @@ pass_ctx = click.make_pass_decorator(Invocation)
 # For commands whose arguments are signed numbers: `sim trade MESZ26 -1 4590` reads -1 as a quantity.
 SIGNED = {"ignore_unknown_options": True}
 def _csv(ctx, param, value):
-    from tradeledger.reports.render import set_csv, set_tick_source
+    from tradeledger.reports.render import set_csv
 
     set_csv(value)
-    c = ctx.find_object(Invocation)
-    set_tick_source(config_ticks(c) if c is not None else None)
     return value
 
 

@@ -279,9 +279,14 @@ def positions_cmd(c: Invocation, strategy, as_json):
     if as_json:
         emit_json(rows)
         return
+    positions_table(rows)
+
+
+def positions_table(rows) -> None:
+    """The one layout of positions (`positions`, the demo, `cycle --approve`)."""
     table("positions", ["strategy", "contract", "qty", "mark", "last", "unrealized", "currency"],
-          [(r["strategy"], r["contract"], r["qty"], r["mark"], r["last"], r["unrealized"], r["currency"])
-           for r in rows])
+          [(r["strategy"], r["contract"], r["qty"], r.get("mark"), r.get("last"), r.get("unrealized"),
+            r.get("currency")) for r in rows])
 
 
 @click.command("pnl")
@@ -301,6 +306,11 @@ def pnl_cmd(c: Invocation, by, since, until, cumulative, as_json):
     if as_json:
         emit_json(result)
         return
+    pnl_table(result, by, cumulative)
+
+
+def pnl_table(result: dict, by: str = "strategy", cumulative: bool = False) -> None:
+    """The one layout of P&L (`pnl`, the demo, `cycle --approve`): base currency, a TOTAL row."""
     columns = ["realized", "unrealized", "income", "commissions", "net"] + (["cumulative"] if cumulative else [])
     rows = [(r[by], *(r[k] for k in columns)) for r in result["rows"]]
     summed = [k for k in columns if k != "cumulative"]
@@ -603,11 +613,8 @@ def cycle_cmd(c: Invocation, approve, run_id, unattended, as_of, wait, yes, as_j
             click.echo(note)
         if result.execution is not None:
             _echo_execution(result.execution, names, result.fills, result.still_working)
-            table("positions", ["strategy", "contract", "qty"], [(r["strategy"], r["contract"], r["qty"])
-                                                                for r in data["positions"]])
-            table("P&L", ["strategy", "realized", "unrealized", "income", "commissions", "net"],
-                  [(r["strategy"], r["realized"], r["unrealized"], r["income"], r["commissions"], r["net"])
-                   for r in data["pnl"]["rows"]])
+            positions_table(data["positions"])
+            pnl_table(data["pnl"])
         elif result.preview is not None:
             _show_plan(result.preview, names)
             for code, why in result.preview.refusals:
@@ -638,12 +645,8 @@ def demo_cmd(c: Invocation, days):
     click.echo(f"demo home: {home}")
     session = run_demo(home, days, progress=lambda message: click.echo(f"  {message}"))
     try:
-        rows = _pnl.positions(session)
-        table("positions", ["strategy", "contract", "qty", "mark", "last", "unrealized"],
-              [(r["strategy"], r["contract"], r["qty"], r["mark"], r["last"], r["unrealized"]) for r in rows])
-        result = _pnl.pnl(session)
-        table(f"P&L by strategy ({result['currency']})", ["strategy", "realized", "unrealized", "commissions", "net"],
-              [(r["strategy"], r["realized"], r["unrealized"], r["commissions"], r["net"]) for r in result["rows"]])
+        positions_table(_pnl.positions(session))
+        pnl_table(_pnl.pnl(session))
         export_ledger(session, session.config)
         checked = check_ledger(session.ledger, session.ledger_path)
         from tradeledger.engine.trust.reconcile import reconcile_session

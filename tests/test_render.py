@@ -66,7 +66,22 @@ def home(tmp_path_factory):
     home = tmp_path_factory.mktemp("render") / "home"
     result = CliRunner().invoke(main, ["--home", str(home), "demo"])
     assert result.exit_code == 0, result.output
+    (home.parent / "demo.out").write_text(result.output)
     return home
+
+
+def test_one_layout_of_positions_and_of_pnl(home):
+    """The demo prints the same positions and P&L tables as `positions` and `pnl` (and a TOTAL)."""
+    demo = (home.parent / "demo.out").read_text()
+    for command in (["positions"], ["pnl"]):
+        own = CliRunner().invoke(main, ["--home", str(home), *command]).output
+        title, header = own.splitlines()[:2]
+        lines = demo.splitlines()
+        assert title in lines, title
+        assert lines[lines.index(title) + 1].split() == header.split(), (command, header)
+    assert re.search(r"^TOTAL ", demo, re.M)
+    shown = CliRunner().invoke(main, ["--home", str(home), "positions"]).output
+    assert shown in demo  # the same figures, formatted the same way (prices at their ticks)
 
 
 def _rows(home, *args):
