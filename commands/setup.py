@@ -93,11 +93,22 @@ def status(c: Invocation, no_broker, as_json):
     """Environment, account, database, ledger, broker, reconciliation, exceptions, locks, daemon at a glance."""
     from tradeledger.engine.ops.status import environment_status
 
-    info = environment_status(c.open(), probe_broker=not no_broker)
+    ctx = c.open()
+    info = environment_status(ctx, probe_broker=not no_broker)
+    info["pnl_today"] |= _pnl_today_in_base(ctx, _dt.date.fromisoformat(info["pnl_today"]["date"]))
     if as_json:
         emit_json(info)
     else:
         table("status", ["item", "value"], [(k, _status_value(v)) for k, v in info.items()])
+
+
+def _pnl_today_in_base(ctx, today) -> dict:
+    """Today's net P&L in the base currency, as `pnl --by day` counts it (marks and FX of the day)."""
+    from tradeledger.reports import pnl as _pnl_report
+
+    result = _pnl_report.pnl(ctx, "day", today, None)
+    net = sum((r["net"] for r in result["rows"] if r["net"] is not None), 0)
+    return {f"net ({result['currency']})": net}
 
 
 def _status_value(value, key: str = "") -> str:
@@ -111,6 +122,8 @@ def _status_value(value, key: str = "") -> str:
         return "none"
     if len(key) == 3 and key.isupper():  # pnl_today: USD=115.255 -> 115.26
         return display(value, "amount", currency=key)
+    if key.startswith("net ("):  # pnl_today in the base currency
+        return display(value, "net", currency=key[5:8])
     return display(value, key) if not isinstance(value, (bool, int)) else str(value)
 
 
