@@ -111,3 +111,13 @@ def test_a_piped_table_shows_prices_at_their_ticks_and_json_keeps_them_exact(hom
             assert len(row["mark"].split(".")[1] if "." in row["mark"] else "") == ticks[root], row
     assert all(re.fullmatch(r"-?\d+", p["qty"]) for p in positions)
     assert all(re.fullmatch(r"-?\d+\.\d\d", p["unrealized"]) for p in positions)
+
+
+def test_status_says_todays_pnl_in_the_base_currency_too(home):
+    status = json.loads(CliRunner().invoke(main, ["--home", str(home), "status", "--no-broker", "--json"]).stdout)
+    days = json.loads(CliRunner().invoke(main, ["--home", str(home), "pnl", "--by", "day", "--json"]).stdout)
+    today = status["pnl_today"]
+    assert D(today["net (USD)"]) == D(next(r["net"] for r in days["rows"] if r["day"] == today["date"]))
+    shown = CliRunner().invoke(main, ["--home", str(home), "status", "--no-broker"]).output
+    line = next(line for line in shown.splitlines() if line.startswith("pnl_today"))
+    assert all(re.fullmatch(r"-?\d+\.\d\d", part.split("=")[1]) for part in line.split(", ")[1:]), line
