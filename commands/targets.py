@@ -134,7 +134,7 @@ def _show_run(run, as_json, flags=None, planned=False):
     rows = []
     for line in run.lines:
         e = line.explain
-        buffer = f"[{rounded(e['buffer_lower'], 1)}, {rounded(e['buffer_upper'], 1)}]" if "buffer_lower" in e else ""
+        buffer = f"[{rounded(e['buffer_lower'], 2)}, {rounded(e['buffer_upper'], 2)}]" if "buffer_lower" in e else ""
         rows.append((line.strategy, line.instrument, line.contract, e.get("forecast"), e.get("volatility"), e.get("price"),
                      e.get("multiplier"), e.get("fx_rate"), e.get("capital"), buffer,
                      line.current, line.target, line.change))
@@ -150,12 +150,13 @@ def _show_run(run, as_json, flags=None, planned=False):
             click.echo(f"{line.strategy}/{line.instrument}: " + ", ".join(
                 f"{k} {v}" for k, v in sorted(e.items()) if k not in ("strategy", "account", "holdings_account")))
             continue
-        click.echo(f"{line.strategy}/{line.instrument} -> {line.contract}: forecast {e['forecast']} "
+        r2, r4 = (lambda v: rounded(v, 2)), (lambda v: rounded(v, 4))  # exact figures: --json
+        click.echo(f"{line.strategy}/{line.instrument} -> {line.contract}: forecast {r2(e['forecast'])} "
                    f"({e['forecast_source']} {e['forecast_date']}), price {e['price']} {e['currency']} "
-                   f"({e['price_source']} {e['price_date']}), vol {e['volatility']} ({e['volatility_source']}), "
-                   f"x{e['multiplier']}, fx {e['fx_rate']}; cash vol target {e['daily_cash_vol_target']} / "
-                   f"value vol {e['value_vol']} = {e['vol_scalar']}; unrounded {e['unrounded_target']}, "
-                   f"buffer [{e['buffer_lower']}, {e['buffer_upper']}]; {line.current} -> {line.target}")
+                   f"({e['price_source']} {e['price_date']}), vol {r4(e['volatility'])} ({e['volatility_source']}), "
+                   f"x{e['multiplier']}, fx {e['fx_rate']}; cash vol target {r2(e['daily_cash_vol_target'])} / "
+                   f"value vol {r2(e['value_vol'])} = {r4(e['vol_scalar'])}; unrounded {r2(e['unrounded_target'])}, "
+                   f"buffer [{r2(e['buffer_lower'])}, {r2(e['buffer_upper'])}]; {line.current} -> {line.target}")
     for code, (outcome, detail) in sorted(flags.items()):
         if outcome in ("refused", "clipped"):
             when = "was" if planned else "will be"
