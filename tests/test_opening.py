@@ -67,7 +67,6 @@ instruments = { MES = "0.5", FESX = "0.5" }
 
 [sim]
 commission_per_contract = "1.25"
-share_commission = "0.01"
 """
 ISF = Contract("ISF", "STK", "ISF", "LSE", "GBP")  # a GBP share tradeledger does not trade
 CASH = {"USD": D(1_000_000), "EUR": D(50_000), "GBP": D(20_000)}
