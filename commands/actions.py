@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import sys
 
@@ -87,8 +86,9 @@ def actions_book(c: Invocation, date, as_json):
     """Book every stored action that is due: a dividend at its ex-date and pay date, a split at its date."""
     from tradeledger.engine.accounting.actions import book_due
 
-    day = parse_date(date, "--date") or _dt.datetime.now(_dt.timezone.utc).date()
-    report = book_due(c.open(), day)
+    env = c.open()
+    day = parse_date(date, "--date") or env.now().date()  # the environment's today (the exchange's on sim)
+    report = book_due(env, day)
     if as_json:
         emit_json(report.as_json())
     else:

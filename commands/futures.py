@@ -13,7 +13,7 @@ from tradeledger.reports.render import emit_json, table
 
 
 def _today(c: Invocation, on: str | None) -> _dt.date:
-    return parse_date(on, "--date") or _dt.datetime.now(_dt.timezone.utc).date()
+    return parse_date(on, "--date") or c.open().now().date()  # the environment's today (the exchange's on sim)
 
 
 @click.command("contracts")

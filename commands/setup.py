@@ -57,8 +57,7 @@ def init(c: Invocation, broker, account, base_currency, ib_host, ib_port, ib_cli
             amount = to_decimal(capital, "--capital")
         except NumberError as exc:
             raise click.BadParameter(str(exc), param_hint="--capital") from None
-        funded = fund(environment, amount, currency or environment.settings.base_currency,
-                      _dt.datetime.now(_dt.timezone.utc))
+        funded = fund(environment, amount, currency or environment.settings.base_currency, environment.now())
         capital_info = {"amount": funded.amount, "currency": funded.currency, "entry": funded.entry,
                         "broker_funded": funded.broker}
     from tradeledger.engine.trust.opening import open_at_init

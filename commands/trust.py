@@ -333,8 +333,10 @@ def exceptions_show(c: Invocation, exception_id, as_json):
 @pass_ctx
 def exceptions_ack(c: Invocation, exception_id, reason):
     """Acknowledge an exception: someone is on it (it stays visible until resolved)."""
-    with c.open().engine.begin() as conn:
-        _exceptions.acknowledge(conn, exception_id, _getpass.getuser(), reason)
+    env = c.open()
+    now = env.now()  # the environment's clock: the simulated exchange's on sim
+    with env.engine.begin() as conn:
+        _exceptions.acknowledge(conn, exception_id, _getpass.getuser(), reason, now=now)
     click.echo(f"exception {exception_id} acknowledged")
 
 
@@ -344,8 +346,10 @@ def exceptions_ack(c: Invocation, exception_id, reason):
 @pass_ctx
 def exceptions_resolve(c: Invocation, exception_id, reason):
     """Resolve an exception with a reason; the locks it holds are released."""
-    with c.open().engine.begin() as conn:
-        _exceptions.resolve(conn, exception_id, _getpass.getuser(), reason)
+    env = c.open()
+    now = env.now()
+    with env.engine.begin() as conn:
+        _exceptions.resolve(conn, exception_id, _getpass.getuser(), reason, now=now)
     click.echo(f"exception {exception_id} resolved (its locks released)")
 
 

@@ -148,7 +148,7 @@ def test_alerts_reach_smtp_and_a_webhook_once(tmp_path, mailbox, webhook, db_url
     run_alerts(env, T0 + dt.timedelta(minutes=4))
     assert len(mailbox.messages) == 3 and "critical" in mailbox.messages[-1]["Subject"]
     with env.engine.begin() as conn:
-        acknowledge(conn, failed, "me", "on it")
+        acknowledge(conn, failed, "me", "on it", now=T0 + dt.timedelta(minutes=4))
     raise_one(env, "order_stuck", "r1", "error", T0 + dt.timedelta(minutes=5))
     run_alerts(env, T0 + dt.timedelta(minutes=6))
     assert len(webhook.bodies) == 4 and "order_stuck" in webhook.bodies[-1]["title"]
@@ -289,7 +289,9 @@ def test_a_channel_that_is_down_does_not_stop_the_daemon(tmp_path):
     once.acquire()
     try:
         assert once.run_once(), [r.result for r in once.results]
-        assert once.results[-1].name == "alerts" and "0 sent, 2 failed (will retry)" in once.results[-1].result
+        # The one error exception (the exchange's clock, hours from the wall clock, does not make the
+        # daemon's heartbeat look silent: that is measured by the wall clock it is written by).
+        assert once.results[-1].name == "alerts" and "0 sent, 1 failed (will retry)" in once.results[-1].result
     finally:
         once.release()
 
@@ -314,4 +316,4 @@ def test_a_channel_that_is_down_does_not_stop_the_daemon(tmp_path):
         daemon.release()
     assert not thread.is_alive()
     rows = outbox(env)
-    assert len(rows) == 2 and all(r.state == "pending" and r.attempts >= 1 and r.last_error for r in rows)
+    assert len(rows) == 1 and all(r.state == "pending" and r.attempts >= 1 and r.last_error for r in rows)

@@ -43,36 +43,36 @@ def test_lifecycle_with_who_when_why(engine):
         eid = ex.raise_exception(conn, "order_stuck", "tl-paper-7", "sent 2h ago, no status", now=T)
         ex.acknowledge(conn, eid, "ana", "asked the broker", now=T + dt.timedelta(minutes=1))
         # Raised again while acknowledged: still the same exception, still acknowledged.
-        assert ex.raise_exception(conn, "order_stuck", "tl-paper-7", "still stuck") == eid
+        assert ex.raise_exception(conn, "order_stuck", "tl-paper-7", "still stuck", now=T) == eid
         assert ex.get_exception(conn, eid)["state"] == "acknowledged"
         with pytest.raises(ex.ExceptionStateError):
-            ex.acknowledge(conn, eid, "ana", "twice")
+            ex.acknowledge(conn, eid, "ana", "twice", now=T)
         with pytest.raises(ex.ExceptionStateError):
-            ex.resolve(conn, eid, "ana", "  ")  # a reason is required
+            ex.resolve(conn, eid, "ana", "  ", now=T)  # a reason is required
         ex.resolve(conn, eid, "bob", "cancelled at the broker", now=T + dt.timedelta(minutes=2))
         info = ex.get_exception(conn, eid)
         assert info["acknowledged"]["by"] == "ana" and info["resolved"] == {
             "at": "2026-12-01 12:02:00.000000", "by": "bob", "why": "cancelled at the broker"}
         with pytest.raises(ex.ExceptionStateError):
-            ex.resolve(conn, eid, "bob", "again")
+            ex.resolve(conn, eid, "bob", "again", now=T)
         # The same cause after resolution is a new exception.
-        again = ex.raise_exception(conn, "order_stuck", "tl-paper-7", "stuck again")
+        again = ex.raise_exception(conn, "order_stuck", "tl-paper-7", "stuck again", now=T)
         assert again != eid
         assert [e["id"] for e in ex.list_exceptions(conn, "open")] == [again]
         assert [e["id"] for e in ex.list_exceptions(conn, "resolved")] == [eid]
-        assert ex.resolve_by_key(conn, "order_stuck:tl-paper-7", "bob", "done") is True
-        assert ex.resolve_by_key(conn, "order_stuck:tl-paper-7", "bob", "done") is False
+        assert ex.resolve_by_key(conn, "order_stuck:tl-paper-7", "bob", "done", now=T) is True
+        assert ex.resolve_by_key(conn, "order_stuck:tl-paper-7", "bob", "done", now=T) is False
         with pytest.raises(ex.ExceptionStateError):
-            ex.raise_exception(conn, "no_such_kind", "x", "y")
+            ex.raise_exception(conn, "no_such_kind", "x", "y", now=T)
         with pytest.raises(ex.ExceptionStateError):
-            ex.raise_exception(conn, "limit_hit", "x", "y", severity="fatal")
+            ex.raise_exception(conn, "limit_hit", "x", "y", severity="fatal", now=T)
         with pytest.raises(ex.ExceptionStateError):
             ex.get_exception(conn, 999)
 
 
 def test_the_database_keeps_one_open_row_per_key(engine):
     with engine.begin() as conn:
-        ex.raise_exception(conn, "stale_prices", "MES", "no close for 3 days")
+        ex.raise_exception(conn, "stale_prices", "MES", "no close for 3 days", now=T)
     with pytest.raises(sa.exc.IntegrityError):
         with engine.begin() as conn:
             conn.execute(tl_exception.insert().values(
@@ -82,22 +82,22 @@ def test_the_database_keeps_one_open_row_per_key(engine):
 
 def test_locks_follow_their_exception(engine):
     with engine.begin() as conn:
-        e1 = ex.raise_exception(conn, "reconciliation_break", "MESZ26", "d")
-        e2 = ex.raise_exception(conn, "reconciliation_break", "MESH27", "d")
-        ex.lock(conn, "MES", "break on MESZ26", e1)
-        ex.lock(conn, "MES", "break on MESZ26", e1)  # idempotent
-        ex.lock(conn, "MES", "break on MESH27", e2)
-        ex.lock(conn, "SPY", "by hand", None)
+        e1 = ex.raise_exception(conn, "reconciliation_break", "MESZ26", "d", now=T)
+        e2 = ex.raise_exception(conn, "reconciliation_break", "MESH27", "d", now=T)
+        ex.lock(conn, "MES", "break on MESZ26", e1, now=T)
+        ex.lock(conn, "MES", "break on MESZ26", e1, now=T)  # idempotent
+        ex.lock(conn, "MES", "break on MESH27", e2, now=T)
+        ex.lock(conn, "SPY", "by hand", None, now=T)
         assert ex.active_locks(conn) == {"MES": "break on MESZ26; break on MESH27", "SPY": "by hand"}
-        ex.resolve(conn, e1, "ana", "fixed")  # MES stays locked by the other break
+        ex.resolve(conn, e1, "ana", "fixed", now=T)  # MES stays locked by the other break
         assert ex.active_locks(conn) == {"MES": "break on MESH27", "SPY": "by hand"}
-        assert ex.unlock(conn, "MES", "ana", "checked by hand") == 1
-        assert ex.unlock(conn, "SPY", "ana", "done") == 1
+        assert ex.unlock(conn, "MES", "ana", "checked by hand", now=T) == 1
+        assert ex.unlock(conn, "SPY", "ana", "done", now=T) == 1
         assert ex.active_locks(conn) == {}
         locks = ex.get_exception(conn, e1)["locks"]
         assert [(lk["key"], lk["unlocked_by"]) for lk in locks] == [("MES", "ana")]
         with pytest.raises(ex.ExceptionStateError):
-            ex.unlock(conn, "MES", "ana", "")
+            ex.unlock(conn, "MES", "ana", "", now=T)
 
 
 # -- the CLI ------------------------------------------------------------------------------------

@@ -149,7 +149,7 @@ def test_a_chunk_books_what_one_by_one_books(tmp_path, db_url, monkeypatch, seed
     second = sync_fills(chunked, _s1.broker)  # the late commissions
 
     # The reference: the same executions one at a time (on SQLite: the books are the same on both).
-    monkeypatch.setattr(fills, "book_new_fills", lambda *a: False)
+    monkeypatch.setattr(fills, "book_new_fills", lambda *a, **k: False)
     one, _s2, ex2, refs2 = make_env(tmp_path / "reference")
     assert refs2 == refs1
     publish(ex2, rows)

@@ -70,6 +70,17 @@ def test_each_anomaly_is_found_past_its_threshold_and_not_before():
     assert findings(stopped, limits) == []  # a daemon stopped on purpose is not a missed run
 
 
+def test_the_heartbeat_is_measured_by_the_wall_clock_it_was_written_by():
+    """On sim the environment's clock (the exchange's) may stand years from the machine's; the daemon's
+    heartbeat is written by the machine's clock, so its silence is measured by it, not by `now`."""
+    limits = Thresholds(daemon_silence_minutes=15)
+    wall = T0 - dt.timedelta(days=900)  # the exchange's clock set far ahead of the machine's
+    fresh = facts(heartbeat=("running", wall - dt.timedelta(minutes=1)), wall=wall)
+    assert findings(fresh, limits) == []
+    silent = facts(heartbeat=("running", wall - dt.timedelta(minutes=16)), wall=wall)
+    assert kinds(findings(silent, limits)) == [("missed_daemon_run", "daemon")]
+
+
 @pytest.fixture
 def world(tmp_path):
     env, session = sim_world(tmp_path / "home", CONFIG, T0,

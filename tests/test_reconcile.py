@@ -193,7 +193,7 @@ def test_a_shortfall_is_a_break_that_locks_until_a_person_says_whose(world, tmp_
     # its variation margin (2 x 10 x 5) reached the broker's cash: a cash difference until it is said whose
     # Resolving by hand releases the lock; a later reconciliation that still finds it locks again.
     with session.engine.begin() as conn:
-        resolve(conn, brk["id"], "me", "investigating with the broker")
+        resolve(conn, brk["id"], "me", "investigating with the broker", now=session.now())
     assert _locks(session) == {}
     assert not reconcile_session(session).clean and "MES" in _locks(session)
     env = session
@@ -346,7 +346,7 @@ def test_unknown_fill_inside_the_broker_window_is_flagged(world):
     ghost = Execution("ffffffff.00000099.01.01", "DU1234567", mes, "BUY", D(1), D(5000), session.now(),
                       commission=D(0), commission_currency="USD")
     with env.engine.begin() as conn:
-        book_execution(conn, env.books, ghost, SyncReport())
+        book_execution(conn, env.books, ghost, SyncReport(), now=session.now())
     _tick(exchange)
     result = reconcile_session(session)
     kinds = sorted((b.kind, b.contract) for b in result.breaks)

@@ -182,7 +182,7 @@ def import_actions_csv(ctx: Context, path: str | Path, now: dt.datetime | None =
     shares = {name for name, i in config.instruments.items() if not i.is_future}
     actions = parse_actions_csv(text, shares, str(path))
     with ctx.engine.begin() as conn:
-        return store_actions(conn, actions, now or dt.datetime.now(UTC))
+        return store_actions(conn, actions, now or ctx.now())
 
 
 def sync_from_broker(ctx: Context, broker, now: dt.datetime | None = None) -> StoreReport:
@@ -199,7 +199,7 @@ def sync_from_broker(ctx: Context, broker, now: dt.datetime | None = None) -> St
         actions += [Split(ticker, day, new, old, "sim", "", cil, _currency(ctx, ticker) if cil is not None else "")
                     for ticker, day, new, old, cil in splits()]
     with ctx.engine.begin() as conn:
-        return store_actions(conn, actions, now or dt.datetime.now(UTC))
+        return store_actions(conn, actions, now or ctx.now())
 
 
 def _currency(ctx: Context, ticker: str) -> str:

@@ -106,5 +106,5 @@ def settle_expired(ctx: Context, broker_codes: set[str] | None,
             if ledger.book(txn, conn).created:
                 save_marks(conn, contract, after, now)
                 report.booked.append((code, price))
-            resolve_by_key(conn, missing_key(chart.broker_account, code), "expiry", "final settlement booked", now)
+            resolve_by_key(conn, missing_key(chart.broker_account, code), "expiry", "final settlement booked", now=now)
     return report

@@ -147,7 +147,7 @@ def set_roll_state(ctx: Context, name: str, state: str, who: str, note: str = ""
         conn.execute(t.delete().where(t.c.instrument == name))
         if state != "auto":
             conn.execute(t.insert().values(instrument=name, state=state, set_by=who,
-                                           set_at=fmt_ts(now or dt.datetime.now(UTC)), note=note or None))
+                                           set_at=fmt_ts(now or ctx.now()), note=note or None))
     return state
 
 
@@ -155,7 +155,7 @@ def store_contract_details(ctx: Context, rows: list[dict], source: str = "ib", n
     """Store the broker's dates per contract (rows: instrument, code, last_trade_date (YYYYMMDD or
     ISO), real_expiration, con_id); returns the differences from the rule, one line each."""
     config = trading_config(ctx)
-    now = now or dt.datetime.now(UTC)
+    now = now or ctx.now()
     t = tables.contract_detail
     differences = []
     with ctx.engine.begin() as conn:

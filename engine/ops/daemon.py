@@ -194,6 +194,14 @@ class Daemon:
     def name(self) -> str:
         return self.env.settings.env
 
+    def stamp(self) -> dt.datetime:
+        """When something the daemon records happened: the environment's clock (the simulated
+        exchange's on sim), like every other record of the environment. `clock` (the wall clock)
+        stays the daemon's own time: its lease, heartbeat and schedule are about the process."""
+        from tradeledger.engine.trust.snapshots import session_now
+
+        return session_now(self.session)
+
     def _retrying(self, call, what: str, budget: float | None = None):
         return retrying(call, engine=self.env.engine, log=self.log, what=what, stop_event=self.stop_event,
                         budget_seconds=self.config.retry_seconds if budget is None else budget,
@@ -208,7 +216,7 @@ class Daemon:
         if self._db_raise_queued and severity == "warning":
             return  # already on its way to the database; the outage is one exception
         self._db_raise_queued, self._db_open = True, True
-        detail, now = f"{what}: {reason(exc)}", wall_now()
+        detail, now = f"{what}: {reason(exc)}", self.stamp()
 
         def raise_it(ex, conn):
             ex.raise_exception(conn, ex.ExceptionKind.JOB_FAILED, "database", detail, severity=severity,
@@ -224,9 +232,10 @@ class Daemon:
         quiet = max(QUIET_SECONDS, self.config.retry_seconds)
         if not self._db_open or time.monotonic() - self._db_trouble_at < quiet:
             return
-        self._db_open = False
+        self._db_open, now = False, self.stamp()
         self._record(lambda ex, conn: ex.resolve_by_key(
-            conn, ex.dedupe_key(ex.ExceptionKind.JOB_FAILED, "database"), "daemon", "the database has answered again"))
+            conn, ex.dedupe_key(ex.ExceptionKind.JOB_FAILED, "database"), "daemon", "the database has answered again",
+            now=now))
 
     def acquire(self) -> None:
         self._retrying(lambda: acquire_lease(self.env, self.owner, self.clock(),
@@ -257,8 +266,9 @@ class Daemon:
             key = dedupe_key(ExceptionKind.JOB_FAILED, name)
             try:
                 text = self._retrying(lambda: self._attempt(name), f"job {name}")
-                result = JobResult(name, True, "ok: " + text)
-                self._record(lambda ex, conn: ex.resolve_by_key(conn, key, "daemon", "the job succeeded again"))
+                result, now = JobResult(name, True, "ok: " + text), self.stamp()
+                self._record(lambda ex, conn: ex.resolve_by_key(conn, key, "daemon", "the job succeeded again",
+                                                                now=now))
                 self._database_quiet()
                 self.log.info("job %s %s", name, result.result)
             except Fatal:
@@ -271,7 +281,7 @@ class Daemon:
                     self._database_trouble(f"job {name} failed", exc, "error")
                     self._flush_outbox()
                 else:
-                    now = wall_now()
+                    now = self.stamp()
                     self._record(lambda ex, conn: ex.raise_exception(
                         conn, ExceptionKind.JOB_FAILED, name, detail, severity="error", dedupe_key=key, now=now))
             result.at = self.clock()

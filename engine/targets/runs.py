@@ -215,7 +215,7 @@ def explain_line(result: SizingResult, extra: dict) -> dict:
 
 def compute_run(ctx: Context, as_of: dt.date | None = None, now: dt.datetime | None = None) -> int:
     """Size every (strategy, instrument) and persist the run (pending); return its id."""
-    now = now or dt.datetime.now(UTC)
+    now = now or ctx.now()
     as_of = as_of or now.date()
     config = trading_config(ctx)
     if not config.strategies:
@@ -416,7 +416,7 @@ def _line(row) -> RunLine:
 
 def list_runs(ctx: Context, now: dt.datetime | None = None) -> list[TargetRun]:
     """Every run, newest first, with its derived status (no lines)."""
-    now, max_age = now or dt.datetime.now(UTC), trading_config(ctx).max_run_age_hours
+    now, max_age = now or ctx.now(), trading_config(ctx).max_run_age_hours
     with _reader(ctx, None) as c:
         rows = c.execute(sa.select(target_run).order_by(target_run.c.id.desc())).all()
     newest = rows[0].id if rows else 0
@@ -425,7 +425,7 @@ def list_runs(ctx: Context, now: dt.datetime | None = None) -> list[TargetRun]:
 
 def show_run(ctx: Context, run_id: int, now: dt.datetime | None = None, conn=None) -> TargetRun:
     """One run with its lines and derived status."""
-    now, max_age = now or dt.datetime.now(UTC), trading_config(ctx).max_run_age_hours
+    now, max_age = now or ctx.now(), trading_config(ctx).max_run_age_hours
     with _reader(ctx, conn) as c:
         row = c.execute(sa.select(target_run).where(target_run.c.id == run_id)).first()
         if row is None:
@@ -438,7 +438,7 @@ def show_run(ctx: Context, run_id: int, now: dt.datetime | None = None, conn=Non
 
 def _review(ctx: Context, run_id: int, state: str, who: str, note: str | None, now: dt.datetime | None,
             unattended: bool = False) -> TargetRun:
-    now = now or dt.datetime.now(UTC)
+    now = now or ctx.now()
     with ctx.engine.begin() as conn:
         run = show_run(ctx, run_id, now, conn)
         if run.state != PENDING:
@@ -500,7 +500,7 @@ def executable_lines(run: TargetRun) -> tuple[RunLine, ...]:
 
 def list_instruments(ctx: Context, on: dt.date | None = None) -> list[dict]:
     config = trading_config(ctx)
-    on = on or dt.datetime.now(UTC).date()
+    on = on or ctx.now().date()
     rows = []
     for name, inst in sorted(config.instruments.items()):
         try:

@@ -23,6 +23,7 @@ a correction or a late commission; a spread's leg) is left to the one-by-one pat
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
 from decimal import Decimal
 
@@ -49,9 +50,10 @@ def _in_chunks(values: list):
         yield values[start:start + _IN]
 
 
-def book_new_fills(conn: Connection, books: Books, executions: list[Execution], report) -> bool:
+def book_new_fills(conn: Connection, books: Books, executions: list[Execution], report, *, now: dt.datetime) -> bool:
     """Book a chunk of executions none of which is booked yet, as one; False (nothing written)
-    when the chunk holds anything the one-by-one path must book (see the module's docstring)."""
+    when the chunk holds anything the one-by-one path must book (see the module's docstring).
+    `now` (the environment's clock) dates the exceptions an unattributed execution raises."""
     ledger, chart = books.ledger, books.chart
     f, o, oa, fa, leg = tables.fill, tables.broker_order, tables.order_alloc, tables.fill_alloc, tables.order_leg
     account = chart.broker_account
@@ -143,17 +145,17 @@ def book_new_fills(conn: Connection, books: Books, executions: list[Execution], 
         if e.commission is None:
             report.pending_commissions.append(e.base_exec_id)
         if order is None:
-            report_unattributed(conn, e, report)
+            report_unattributed(conn, e, report, now=now)
     return True
 
 
-def report_unattributed(conn: Connection, e: Execution, report) -> None:
+def report_unattributed(conn: Connection, e: Execution, report, *, now: dt.datetime) -> None:
     """A trade made outside tradeledger (no orderRef of ours) is booked to Unattributed, and said so."""
     report.unattributed.append(e.base_exec_id)
     raise_exception(conn, ExceptionKind.UNATTRIBUTED_FILL, f"{e.contract.code} {e.base_exec_id}",
                     f"{e.side} {e.quantity} {e.contract.code} @ {e.price} at {e.time.isoformat()} has no "
                     f"orderRef of ours: booked to Unattributed",
-                    dedupe_key=dedupe_key(ExceptionKind.UNATTRIBUTED_FILL, e.account, e.base_exec_id))
+                    dedupe_key=dedupe_key(ExceptionKind.UNATTRIBUTED_FILL, e.account, e.base_exec_id), now=now)
 
 
 def _fill_ids(conn: Connection, n: int) -> list[int]:

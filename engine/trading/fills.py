@@ -21,6 +21,7 @@ linked to the fill books it when it arrives.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -124,8 +125,11 @@ def _booked_versions(engine, account: str, keys: list[str]) -> dict[str, tuple[s
     return found
 
 
-def sync_fills(ctx: Context, broker: Broker) -> SyncReport:
+def sync_fills(ctx: Context, broker: Broker, now: dt.datetime | None = None) -> SyncReport:
+    """Book what the broker reports and is not booked yet; `now` (default: the environment's clock)
+    dates the exceptions raised on the way."""
     engine, chart = ctx.engine, ctx.chart
+    now = now or ctx.now()
     report = SyncReport()
     executions = latest_versions(broker.executions())
     # Most of what a broker reports on a sync is already booked: one read finds those. The rest
@@ -149,24 +153,24 @@ def sync_fills(ctx: Context, broker: Broker) -> SyncReport:
             with engine.begin() as conn:
                 for code in sorted({e.contract.code for e in chunk}):  # one order: no lock cycle
                     lock_contract(conn, code)
-                if not book_new_fills(conn, ctx.books, chunk, trial):  # a chunk done as a chunk
+                if not book_new_fills(conn, ctx.books, chunk, trial, now=now):  # a chunk done as a chunk
                     for execution in chunk:
-                        book_execution(conn, ctx.books, execution, trial)
+                        book_execution(conn, ctx.books, execution, trial, now=now)
         except (LedgerError, ValueError, ArithmeticError):
             # One of them cannot be booked: the chunk rolled back whole; book each on its own so
             # that the others land and the one that fails is raised as an exception.
             for execution in chunk:
-                _book_alone(engine, ctx.books, execution, report)
+                _book_alone(engine, ctx.books, execution, report, now)
         else:
             report.merge(trial)
     return report
 
 
-def _book_alone(engine, books: Books, execution: Execution, report: SyncReport) -> None:
+def _book_alone(engine, books: Books, execution: Execution, report: SyncReport, now: dt.datetime) -> None:
     trial = SyncReport()
     try:
         with engine.begin() as conn:
-            book_execution(conn, books, execution, trial)
+            book_execution(conn, books, execution, trial, now=now)
         report.merge(trial)
     except (LedgerError, ValueError, ArithmeticError) as exc:
         report.failed.append((execution.exec_id, str(exc)))
@@ -174,10 +178,10 @@ def _book_alone(engine, books: Books, execution: Execution, report: SyncReport) 
         with engine.begin() as conn:
             raise_exception(conn, kind, f"{execution.contract.code} {execution.base_exec_id}",
                             f"execution {execution.exec_id} could not be booked: {exc}", severity="error",
-                            dedupe_key=dedupe_key(UNBOOKED_EXECUTION, execution.account, execution.base_exec_id))
+                            dedupe_key=dedupe_key(UNBOOKED_EXECUTION, execution.account, execution.base_exec_id), now=now)
 
 
-def book_execution(conn: Connection, books: Books, e: Execution, report: SyncReport) -> None:
+def book_execution(conn: Connection, books: Books, e: Execution, report: SyncReport, *, now: dt.datetime) -> None:
     lock_contract(conn, e.contract.code)  # before "is it booked?": two syncing processes never both book it
     f = tables.fill
     existing = conn.execute(sa.select(f).where(
@@ -207,7 +211,7 @@ def book_execution(conn: Connection, books: Books, e: Execution, report: SyncRep
     shares, order = _attribute(conn, e)
     _book_new_fill(conn, books, e, shares, order)
     if order is None:
-        report_unattributed(conn, e, report)
+        report_unattributed(conn, e, report, now=now)
     report.booked.append(e.base_exec_id)
     if e.commission is None:
         report.pending_commissions.append(e.base_exec_id)

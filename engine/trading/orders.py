@@ -502,7 +502,7 @@ def cancel(ctx: Context, broker: Broker, order_id: int, now: dt.datetime) -> tup
                 state="cancelled", reason="cancelled before it was sent"))
         return row.order_ref, True
     status = broker.cancel_order(row.order_ref)
-    sync_fills(ctx, broker)
+    sync_fills(ctx, broker, now)
     if not status.is_done:
         return row.order_ref, False
     with engine.begin() as conn:

@@ -111,7 +111,7 @@ def _check_account_cash(ctx: Context, events: list[CashEvent], now: dt.datetime)
                                                   currency))
         for kind, day, currency in {(k, d, c) for k, d, c in booked} - {(k, d, c) for k, d, _, c in missing}:
             resolve_by_key(conn, dedupe_key(ExceptionKind.CASH_MOVEMENT, ctx.settings.account, kind, day, currency),
-                           "reconcile", "booked", now)
+                           "reconcile", "booked", now=now)
     return notes
 
 
@@ -130,7 +130,7 @@ def _check_splits(ctx: Context, broker, stored: set[str], now: dt.datetime) -> l
         for ticker, day, new, old, cash_in_lieu in splits:
             key = dedupe_key(ExceptionKind.CORPORATE_ACTION, ctx.settings.account, "split", ticker, day)
             if f"{ticker}:{day.isoformat()}:split" in stored:
-                resolve_by_key(conn, key, "reconcile", "stored", now)
+                resolve_by_key(conn, key, "reconcile", "stored", now=now)
                 continue
             notes.append(f"unbooked split {ticker} {new}:{old} on {day}")
             raise_exception(conn, ExceptionKind.CORPORATE_ACTION, f"split {ticker} {day}",

@@ -386,7 +386,7 @@ def _resolve(conn: Connection, adj: Adjustment, who: str) -> tuple[str, ...]:
     except ImportError:  # pragma: no cover - exceptions arrive with reconciliation
         return ()
     why = f"{adj.kind} entry: {adj.reason}"
-    return tuple(k for k in adj.resolves if resolve_by_key(conn, k, who, why))
+    return tuple(k for k in adj.resolves if resolve_by_key(conn, k, who, why, now=adj.txn.time))  # the entry's time
 
 
 def list_adjustments(conn: Connection) -> list[dict]:

@@ -100,4 +100,4 @@ def resolve_cleared_unattributed(conn: Connection, account: str, still_unattribu
         key = e["dedupe_key"]
         if e["kind"] == ExceptionKind.UNATTRIBUTED_POSITION and key.startswith(prefix) \
                 and key[len(prefix):] not in still_unattributed:
-            resolve(conn, e["id"], who, "Unattributed no longer holds this contract", now)
+            resolve(conn, e["id"], who, "Unattributed no longer holds this contract", now=now)

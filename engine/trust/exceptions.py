@@ -81,8 +81,12 @@ class ExceptionStateError(UserError):
     """An exception or lock cannot do what was asked (unknown id, already resolved, no reason)."""
 
 
-def _now(now: dt.datetime | None) -> str:
-    return fmt_ts(now or dt.datetime.now(UTC))
+def _now(now: dt.datetime) -> str:
+    # Every stamp is the caller's `now` (the environment's clock, `ctx.now()`): a sim environment's
+    # exceptions and locks are dated by its exchange's clock, never by the machine's.
+    if not isinstance(now, dt.datetime):
+        raise TypeError(f"now must be a datetime (the environment's clock), not {now!r}")
+    return fmt_ts(now)
 
 
 def _require(value: str, what: str) -> str:
@@ -110,8 +114,9 @@ def default_key(kind: ExceptionKind | str, subject: str) -> str:
 
 
 def raise_exception(conn: Connection, kind: ExceptionKind | str, subject: str, detail: str, severity: str = "warning",
-                    dedupe_key: str | None = None, now: dt.datetime | None = None) -> int:
-    """Open an exception, or bump the open one with the same dedupe key; returns its id."""
+                    dedupe_key: str | None = None, *, now: dt.datetime) -> int:
+    """Open an exception, or bump the open one with the same dedupe key; returns its id. `now` is
+    required (keyword only): the environment's clock, so that no caller stamps by the wall clock."""
     if kind not in KINDS:
         raise ExceptionStateError(f"unknown exception kind {kind!r} (one of {', '.join(KINDS)})")
     kind = ExceptionKind(kind)
@@ -150,7 +155,7 @@ def _row(conn: Connection, exception_id: int):
     return row
 
 
-def acknowledge(conn: Connection, id: int, who: str, why: str, now: dt.datetime | None = None) -> None:
+def acknowledge(conn: Connection, id: int, who: str, why: str, *, now: dt.datetime) -> None:
     """Someone has seen it and takes it on; it stays open for dedupe and counts."""
     row = _row(conn, id)
     who, why = _require(who, "who"), _require(why, "a reason (--why)")
@@ -160,7 +165,7 @@ def acknowledge(conn: Connection, id: int, who: str, why: str, now: dt.datetime 
         state="acknowledged", acknowledged_at=_now(now), acknowledged_by=who, acknowledged_why=why))
 
 
-def resolve(conn: Connection, id: int, who: str, why: str, now: dt.datetime | None = None) -> None:
+def resolve(conn: Connection, id: int, who: str, why: str, *, now: dt.datetime) -> None:
     """Close an exception and release the locks it holds."""
     row = _row(conn, id)
     who, why = _require(who, "who"), _require(why, "a reason (--why)")
@@ -174,12 +179,12 @@ def resolve(conn: Connection, id: int, who: str, why: str, now: dt.datetime | No
         unlocked_at=at, unlocked_by=who, unlock_why=f"exception {id} resolved: {why}"))
 
 
-def resolve_by_key(conn: Connection, dedupe_key: str, who: str, why: str, now: dt.datetime | None = None) -> bool:
+def resolve_by_key(conn: Connection, dedupe_key: str, who: str, why: str, *, now: dt.datetime) -> bool:
     """Resolve the open exception with this dedupe key; False when there is none."""
     row = _open_by_key(conn, dedupe_key)
     if row is None:
         return False
-    resolve(conn, row.id, who, why, now)
+    resolve(conn, row.id, who, why, now=now)
     return True
 
 
@@ -227,8 +232,8 @@ def open_counts(conn: Connection) -> dict[str, int]:
 
 # -- locks --------------------------------------------------------------------------------------
 
-def lock(conn: Connection, instrument_or_contract: str, reason: str, exception_id: int | None,
-         now: dt.datetime | None = None) -> int:
+def lock(conn: Connection, instrument_or_contract: str, reason: str, exception_id: int | None, *,
+         now: dt.datetime) -> int:
     """Lock a key against new orders; locking it again for the same exception is a no-op."""
     key, reason = _require(instrument_or_contract, "a lock key"), _require(reason, "a lock reason")
     lk = instrument_lock
@@ -243,7 +248,7 @@ def lock(conn: Connection, instrument_or_contract: str, reason: str, exception_i
                                            locked_at=_now(now))).inserted_primary_key[0]
 
 
-def unlock(conn: Connection, key: str, who: str, why: str, now: dt.datetime | None = None) -> int:
+def unlock(conn: Connection, key: str, who: str, why: str, *, now: dt.datetime) -> int:
     """Release every active lock on a key by hand; returns how many were released."""
     who, why = _require(who, "who"), _require(why, "a reason")
     lk = instrument_lock

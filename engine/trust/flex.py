@@ -196,7 +196,7 @@ def _dividend(rows, tz: ZoneInfo) -> FlexDividend | None:
 
 
 def import_flex(ctx: Context, path: str | Path, tz: str = "America/New_York", now: dt.datetime | None = None) -> FlexReport:
-    now = now or dt.datetime.now(UTC)
+    now = now or ctx.now()
     config = trading_config(ctx)
     statement = read_flex(path, ib_contract_namer(config), ZoneInfo(tz))
     if statement.account != ctx.settings.account:
@@ -249,7 +249,7 @@ def _import_trades(ctx: Context, statement: FlexStatement, report: FlexReport, n
             booked = conn.execute(sa.select(fill).where(fill.c.account == e.account, fill.c.exec_key ==
                                                         e.base_exec_id, fill.c.superseded_by.is_(None))).first()
             if booked is None:
-                book_execution(conn, ctx.books, e, SyncReport())
+                book_execution(conn, ctx.books, e, SyncReport(), now=now)
                 report.trades_booked.append(e.base_exec_id)
                 continue
         report.trades_known += 1

@@ -337,4 +337,4 @@ def _import_futures_expiry(ctx: Context, item: FlexExpiry, difference, now: dt.d
             save_marks(conn, contract, after, now)
             report.expiries_booked.append(f"{code} at {item.price}")
         resolve_by_key(conn, missing_key(chart.broker_account, code), "flex", "final settlement booked from IB's "
-                       "statement", now)
+                       "statement", now=now)

@@ -52,6 +52,10 @@ class Facts:
     heartbeat: tuple[str, dt.datetime] | None  # (state, at) of the daemon, None if it never ran
     # (order ref, contract, run, planned at) of planned orders while no trader holds the trading lease
     interrupted: tuple[tuple[str, str, int | None, dt.datetime], ...] = ()
+    # The wall clock the heartbeat is measured against: the daemon stamps its heartbeat by the
+    # machine's clock (it is about the process), while `now` is the environment's (on sim, the
+    # exchange's, which may stand years away). None: `now`.
+    wall: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ def findings(facts: Facts, limits: Thresholds) -> list[Finding]:
             found.append(Finding("stale_prices", contract, f"{contract} is held and {when}"))
     if facts.heartbeat is not None:
         state, at = facts.heartbeat
-        silence = now - at
+        silence = (facts.wall or now) - at
         if state == "running" and silence > dt.timedelta(minutes=limits.daemon_silence_minutes):
             found.append(Finding("missed_daemon_run", "daemon", f"the daemon says it is running but its last "
                                  f"heartbeat is {int(silence.total_seconds() // 60)} minutes old", "error"))
@@ -149,7 +153,7 @@ def read_facts(conn, env, config, now: dt.datetime) -> Facts:
             close = dt.date.fromisoformat(closes[instrument.name])
             dates[code] = max(dates.get(code, close), close)
     return Facts(now, env.settings.base_currency, pending, orders, tuple(sorted(held)), fx_known, dates,
-                 _heartbeat(conn, env.settings.env), interrupted)
+                 _heartbeat(conn, env.settings.env), interrupted, wall=dt.datetime.now(dt.timezone.utc))
 
 
 def _heartbeat(conn, env_name: str):
@@ -172,8 +176,8 @@ def check(session, now: dt.datetime | None = None, who: str = "monitor") -> list
         keys = {finding.dedupe_key for finding in found}
         for finding in found:
             raise_exception(conn, finding.kind, finding.subject, finding.detail, finding.severity,
-                            finding.dedupe_key, now)
+                            finding.dedupe_key, now=now)
         for open_one in list_exceptions(conn, "open"):
             if open_one["kind"] in KINDS and open_one["dedupe_key"] not in keys:
-                resolve_by_key(conn, open_one["dedupe_key"], who, "no longer found by monitoring", now)
+                resolve_by_key(conn, open_one["dedupe_key"], who, "no longer found by monitoring", now=now)
     return found

@@ -97,7 +97,7 @@ def book_opening(ctx: Context, snapshot_id: int, snap: AccountSnapshot, source: 
                  now: dt.datetime | None = None) -> Opening:
     """Book the opening from a stored snapshot, in one transaction; an existing opening wins."""
     engine, chart = ctx.engine, ctx.chart
-    now = now or dt.datetime.now(UTC)
+    now = now or ctx.now()
     account = chart.broker_account
     try:
         with engine.begin() as conn:
@@ -167,7 +167,7 @@ def take_opening(ctx: Context, broker: Broker, source: str,
         existing = get_opening(conn, chart.broker_account)
     if existing is not None:
         return existing
-    now = now or dt.datetime.now(UTC)
+    now = now or ctx.now()
     result = take_snapshot(ctx, broker, now)
     if not result.ok:
         raise NoOpening(f"no opening for account {chart.broker_account}: the broker could not be read "
@@ -177,7 +177,7 @@ def take_opening(ctx: Context, broker: Broker, source: str,
     except Exception as exc:
         raise NoOpening(f"no opening for account {chart.broker_account}: the broker's executions could not be "
                         f"read ({type(exc).__name__}: {exc})") from None
-    sync_fills(ctx, _Fetched(executions))
+    sync_fills(ctx, _Fetched(executions), now)
     return book_opening(ctx, result.id, result.snapshot, source, now)
 
 

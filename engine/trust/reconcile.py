@@ -337,7 +337,7 @@ def reconcile(ctx: Context, broker: Broker, now: dt.datetime | None = None, who:
     """
     engine, chart = ctx.engine, ctx.chart
     lock_key, configured, tolerance = _lock_key(ctx), _configured(ctx), cash_tolerance(ctx.settings.raw)
-    now = now or dt.datetime.now(UTC)
+    now = now or ctx.now()
     account = chart.broker_account
     snap_result = take_snapshot(ctx, broker, now)
     if not snap_result.ok:
@@ -349,7 +349,7 @@ def reconcile(ctx: Context, broker: Broker, now: dt.datetime | None = None, who:
         with engine.begin() as conn:
             record_failed(conn, account, now, f"executions: {type(exc).__name__}: {exc}")
         return _unreachable(engine, account, snap_result, None, f"executions failed: {exc}", now)
-    sync = sync_fills(ctx, _Fetched(executions))  # book what it reported, once
+    sync = sync_fills(ctx, _Fetched(executions), now)  # book what it reported, once
     expiry_notes = expire({p.contract.code for p in snap.positions if p.quantity}) if expire else []
     window = min((e.time for e in executions), default=None)
     adopted, failed, notes = [], set(), list(expiry_notes)
@@ -439,7 +439,7 @@ def _raise_and_lock(conn: Connection, account: str, comparison: Comparison, lock
         exception_id = raise_exception(conn, ExceptionKind.RECONCILIATION_BREAK, subject, detail, severity="error",
                                        dedupe_key=b.dedupe_key, now=now)
         lock(conn, lock_key(b.contract), f"reconciliation break (exception {exception_id}): {detail}",
-             exception_id, now)
+             exception_id, now=now)
     for c in comparison.cash:
         if c.status == "break":
             raise_exception(conn, ExceptionKind.RECONCILIATION_BREAK, f"cash {c.currency}",
@@ -464,7 +464,7 @@ def _resolve_cleared(conn: Connection, account: str, comparison: Comparison, who
     for e in list_exceptions(conn, "open"):
         if e["kind"] == ExceptionKind.RECONCILIATION_BREAK and e["dedupe_key"].startswith(prefix) \
                 and e["dedupe_key"] not in current:
-            resolve(conn, e["id"], who, f"reconciliation at {fmt_ts(now)} no longer finds it", now)
+            resolve(conn, e["id"], who, f"reconciliation at {fmt_ts(now)} no longer finds it", now=now)
 
 
 def last_reconciliation(conn: Connection) -> dict | None:

@@ -65,7 +65,7 @@ def take_snapshot(ctx: Context, broker: Broker, now: dt.datetime | None = None) 
     """Ask the broker for a snapshot and store it; a failure is stored as failed, never raised."""
     engine = ctx.engine
     account = ctx.settings.account
-    now = now or dt.datetime.now(UTC)
+    now = now or ctx.now()
     try:
         snap = broker.snapshot()
         validate_snapshot(snap, account)
@@ -88,9 +88,8 @@ def record_failed(conn: Connection, account: str, now: dt.datetime, error: str) 
     return sid
 
 
-def record_snapshot(conn: Connection, snap: AccountSnapshot, now: dt.datetime | None = None) -> int:
+def record_snapshot(conn: Connection, snap: AccountSnapshot, now: dt.datetime) -> int:
     """Store a successful snapshot (positions, cash + unsettled P&L, open orders) in one transaction."""
-    now = now or dt.datetime.now(UTC)
     sid = conn.execute(broker_snapshot.insert().values(
         account=snap.account, taken_at=fmt_ts(snap.taken_at), recorded_at=fmt_ts(now), status="ok",
         error=None, positions=len(snap.positions))).inserted_primary_key[0]
@@ -111,7 +110,7 @@ def record_snapshot(conn: Connection, snap: AccountSnapshot, now: dt.datetime | 
                    filled=to_scaled(o.filled, "filled"), status=o.status) for i, o in enumerate(snap.open_orders)]
     if orders:
         conn.execute(snapshot_order.insert(), orders)
-    resolve_by_key(conn, disconnect_key(snap.account), "snapshot", f"snapshot {sid} succeeded", now)
+    resolve_by_key(conn, disconnect_key(snap.account), "snapshot", f"snapshot {sid} succeeded", now=now)
     return sid
 
 
