@@ -15,7 +15,9 @@ are bounded, and cleared when full.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import json
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -32,6 +34,7 @@ _valid_kinds: set[str] = set()
 _valid_links: set[str] = set()
 _valid_meta_keys: set[str] = set()
 _scaled: dict[Decimal, int] = {}
+_texts: dict[Decimal, str] = {}
 _rows: dict[model.Posting, tuple[tuple, str]] = {}
 
 
@@ -137,7 +140,16 @@ def _posting_row(p: model.Posting) -> tuple | None:
 
 
 def _n(number: Decimal | None) -> str:
-    return "" if number is None else str(plain(number))
+    """The fingerprint's text of a number: equal numbers (5.00, 5) have the same text, so it is
+    cached by value."""
+    if number is None:
+        return ""
+    text = _texts.get(number)
+    if text is None:
+        if len(_texts) >= _MAX_CACHE:
+            _texts.clear()
+        text = _texts[number] = str(plain(number))
+    return text
 
 
 def _printed(p: model.Posting) -> str:
@@ -153,3 +165,30 @@ def fingerprint(txn: model.Transaction, prepared: Prepared) -> str:
         "|".join(sorted(txn.links)), repr(sorted(txn.meta)), *prepared.prints,
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+_UTC = dt.timezone.utc
+_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def fmt_ts(time: dt.datetime) -> str:
+    """A time as the ledger stores it: UTC text `YYYY-MM-DD HH:MM:SS.ffffff` (`store.TS_FORMAT`).
+    By isoformat, three times faster than strftime and the same text, but for years before 1000
+    (strftime's %Y does not pad them on every platform: it keeps its own answer there)."""
+    if time.tzinfo is None:
+        raise model.LedgerError("times must be timezone-aware")
+    time = time.astimezone(_UTC)
+    if time.year < 1000:
+        return time.strftime(_TS_FORMAT)
+    return time.isoformat(" ", "microseconds")[:26]
+
+
+_quote = json.encoder.encode_basestring_ascii  # what json.dumps writes for a str (ensure_ascii)
+
+
+def meta_json(meta: tuple) -> str:
+    """`json.dumps(dict(meta), sort_keys=True)` for string keys and values, without the encoder's
+    machinery (the same text: the same separators, the same escapes)."""
+    if not meta:
+        return "{}"
+    return "{" + ", ".join(f"{_quote(k)}: {_quote(v)}" for k, v in sorted(dict(meta).items())) + "}"

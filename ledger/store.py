@@ -33,16 +33,10 @@ from tradeledger.ledger.model import (
 from tradeledger.ledger.numbers import from_scaled, to_scaled
 from tradeledger.ledger.queries import LedgerQueries
 from tradeledger.ledger.sums import FACTOR, combine, unit_sums
-from tradeledger.ledger.rows import Prepared, fingerprint, prepare
+from tradeledger.ledger.rows import Prepared, fingerprint, fmt_ts, meta_json, prepare
 
 UTC = dt.timezone.utc
 TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
-
-
-def fmt_ts(time: dt.datetime) -> str:
-    if time.tzinfo is None:
-        raise LedgerError("times must be timezone-aware")
-    return time.astimezone(UTC).strftime(TS_FORMAT)
 
 
 def parse_ts(text: str) -> dt.datetime:
@@ -317,7 +311,7 @@ class Ledger(LedgerQueries):
                     raise _Retry()
                 postings.append((txn_id, ts, account_ids[row[0]], *row[1:]))
             headers.append((txn_id, ts, txn.kind, txn.narration, ",".join(txn.links),
-                            json.dumps(dict(txn.meta), sort_keys=True) if txn.meta else "{}", txn.key,
+                            meta_json(txn.meta), txn.key,
                             fingerprint(txn, ready), txn.reverses, booked_at))
         mark = _PARAMS[dialect.paramstyle]
         try:
