@@ -204,6 +204,10 @@ class Ledger(LedgerQueries):
     # -- booking ------------------------------------------------------------------------------
 
     def book(self, txn: Transaction, conn: Connection | None = None) -> Booked:
+        if conn is None:  # durable booking, one entry per commit: straight to the fast path
+            ready = prepare(txn)
+            if ready is not None and not ready.labelled and self._book_own([txn], [ready], results := []):
+                return results[0]
         return self.book_many([txn], conn)[0]
 
     def book_many(self, txns: Iterable[Transaction], conn: Connection | None = None,
