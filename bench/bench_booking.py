@@ -1,6 +1,6 @@
 """Booking against its ceiling, in one run: prints figures and ratios; not a test.
 
-    python bench/bench_booking.py [--entries 20000] [--durable 2000] [--out DIR] [--pg URL]
+    python bench/bench_booking.py [--entries 20000] [--durable 2000] [--bulk N] [--out DIR] [--pg URL]
 
 The ceiling is raw sqlite3 (or raw psycopg) writing the same rows into the same schema (the
 migrations' tables, indexes and triggers): posting rows by executemany, then the header rows,
@@ -11,12 +11,15 @@ chunk of entries), so that load from other processes falls on both alike.
 
 - durable: one entry per commit, synchronous=FULL (issue 15 target: ratio >= 0.8);
 - batch: `book_many`, 1,000 entries per commit (target: ratio >= 0.8);
-- bulk: `Ledger.import_entries` into an empty ledger (target: >= 15,000 entries/s), beside the
-  same rows written by raw executemany into the same schema (its triggers fire per row, as they
-  would for any raw writer), and, as a floor nobody can beat, into the same tables with no
-  trigger and no index; for the ~10-posting fills and for 3-posting entries (a transfer with a
-  fee: the entries behind the figures in shared/FACTS.md). On PostgreSQL beside raw psycopg
-  executemany and raw COPY into the same schema.
+- bulk: `Ledger.import_entries` into an empty ledger (target: >= 15,000 entries/s), from
+  `Transaction`s and from the JSON lines `import entries` reads, beside the same rows written by
+  raw executemany into the same schema (its triggers fire per row, as they would for any raw
+  writer), by raw sqlite3 as a bulk loader (triggers and posting indexes set aside, indexes built
+  after: the ceiling for a bulk import, which also checks every rule and keeps the balances),
+  and, as a floor nobody can beat, into the same tables with no trigger and no index; for the
+  ~10-posting fills and for 3-posting entries (a transfer with a fee: the entries behind the
+  figures in shared/FACTS.md). On PostgreSQL beside raw psycopg executemany and raw COPY into
+  the same schema.
 
 Entries are the futures fills of bench_ledger.py (about 10 postings each) unless said.
 """
@@ -90,6 +93,23 @@ class RawSqlite:
             cursor.executemany(TXN_SQL, [header for _, header in chunk])
         cursor.execute("COMMIT")
 
+    def load(self, chunk) -> None:
+        """The same rows as a bulk loader writes them, in one transaction: the INSERT triggers and
+        the posting indexes dropped, headers then postings, indexes and triggers created again from
+        their own SQL before COMMIT. No rule is checked and no balance kept: raw sqlite3's best."""
+        cursor = self.conn.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        dropped = cursor.execute("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL AND "
+                                 "((type = 'trigger' AND tbl_name IN ('posting', 'txn') AND sql LIKE '%INSERT ON%')"
+                                 " OR (type = 'index' AND tbl_name = 'posting'))").fetchall()
+        for kind, name, _ in dropped:
+            cursor.execute(f"DROP {kind.upper()} {name}")
+        cursor.executemany(TXN_SQL, [header for _, header in chunk])
+        cursor.executemany(POSTING_SQL, [row for postings, _ in chunk for row in postings])
+        for _, _, sql in dropped:
+            cursor.execute(sql)
+        cursor.execute("COMMIT")
+
 
 class RawPostgres:
     def __init__(self, url: str):
@@ -136,7 +156,7 @@ def report(name: str, n: int, ours_s: float, ceiling_s: float, target: float | N
     print(f"  {name:<34} ours {n / ours_s:9,.0f}/s   ceiling {n / ceiling_s:9,.0f}/s   ratio {ratio:4.2f}{verdict}")
 
 
-def run_sqlite(out: Path, n_batch: int, n_durable: int) -> None:
+def run_sqlite(out: Path, n_batch: int, n_durable: int, n_bulk: int | None = None) -> None:
     gen = Generator()
     entries = list(gen.entries(n_batch))
     print(f"SQLite in {out} ({len(entries):,} batch entries, {gen.postings / len(entries):.1f} postings each)")
@@ -156,7 +176,8 @@ def run_sqlite(out: Path, n_batch: int, n_durable: int) -> None:
     raw.conn.close()
     ours.engine.dispose(), theirs.engine.dispose()
 
-    for shape, bulk_entries in (("fills", entries), ("3-posting", three_posting(len(entries) * 3))):
+    bulk = entries if n_bulk is None else list(Generator().entries(n_bulk))
+    for shape, bulk_entries in (("fills", bulk), ("3-posting", three_posting(len(bulk) * 3))):
         run_bulk_sqlite(out, shape, bulk_entries)
 
 
@@ -176,30 +197,54 @@ def three_posting(n: int) -> list:
 
 
 def run_bulk_sqlite(out: Path, shape: str, entries: list) -> None:
-    """The bulk import into an empty ledger, then the same rows by raw sqlite3 into the same
-    schema, then into the same tables stripped of triggers and indexes: one after the other."""
-    ours, theirs, bare = fresh(out / f"bulk-{shape}.db"), fresh(out / f"ceiling-{shape}.db"), fresh(out / f"bare-{shape}.db")
-    rows = raw_rows(theirs, entries)
-    raw, floor = RawSqlite(out / f"ceiling-{shape}.db"), RawSqlite(out / f"bare-{shape}.db")
-    for name, kind in floor.conn.execute("SELECT name, type FROM sqlite_master WHERE tbl_name IN ('posting', 'txn') "
-                                         "AND type IN ('trigger', 'index') AND sql IS NOT NULL").fetchall():
-        floor.conn.execute(f"DROP {kind.upper()} {name}")
-    t0 = time.perf_counter()
-    result = ours.import_entries(entries)
-    t1 = time.perf_counter()
-    raw.write(rows)
-    t2 = time.perf_counter()
-    floor.write(rows, headers_first=True)
-    t3 = time.perf_counter()
+    """The bulk import into an empty ledger, from `Transaction`s and from the JSON lines `import
+    entries` reads; beside raw sqlite3 writing the same rows into the same schema three ways: as
+    any writer does (its triggers fire per row), as a bulk loader does (triggers and indexes set
+    aside in its transaction, indexes built after, all put back before COMMIT: the ceiling of a
+    bulk import), and into the same tables with no trigger and no index (a floor nobody can beat)."""
+    from tradeledger.ledger import jsonl
+
+    names = ("bulk", "json", "ceiling", "loader", "bare")
+    dbs = {name: fresh(out / f"{name}-{shape}.db") for name in names}
+    rows = raw_rows(dbs["ceiling"], entries)
+    lines = [jsonl.entry_line(txn) for txn in entries]
+    raw = {name: RawSqlite(out / f"{name}-{shape}.db") for name in ("ceiling", "loader", "bare")}
+    for name, kind in raw["bare"].conn.execute("SELECT name, type FROM sqlite_master WHERE tbl_name IN "
+                                               "('posting', 'txn') AND type IN ('trigger', 'index') "
+                                               "AND sql IS NOT NULL").fetchall():
+        raw["bare"].conn.execute(f"DROP {kind.upper()} {name}")
     n = len(entries)
-    assert result.booked == n
+    seconds = {}
+    t0 = time.perf_counter()
+    result = dbs["bulk"].import_entries(entries)
+    seconds["bulk"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    from_json = dbs["json"].import_entries(jsonl.EntriesFile(lines).entries(), expected=len(lines))
+    seconds["json"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    raw["ceiling"].write(rows)
+    seconds["ceiling"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    raw["loader"].load(rows)
+    seconds["loader"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    raw["bare"].write(rows, headers_first=True)
+    seconds["bare"] = time.perf_counter() - t0
+    assert result.booked == from_json.booked == n
     postings = sum(len(p) for p, _ in rows) / n
-    report(f"bulk {shape} ({postings:.1f} postings)", n, t1 - t0, t2 - t1)
-    print(f"  {'':34} raw sqlite3 into tables with no trigger or index: {n / (t3 - t2):,.0f}/s "
-          f"(ratio {(t3 - t2) / (t1 - t0):4.2f}); bulk import {n / (t1 - t0):,.0f} entries/s: "
-          f"{'met' if n / (t1 - t0) >= 15000 else 'MISSED'} (target 15,000/s)")
-    raw.conn.close(), floor.conn.close()
-    ours.engine.dispose(), theirs.engine.dispose(), bare.engine.dispose()
+    rate = {name: n / s for name, s in seconds.items()}
+    print(f"  bulk {shape} ({n:,} entries, {postings:.1f} postings each), entries/s:")
+    print(f"    import_entries {rate['bulk']:9,.0f}   from JSON lines {rate['json']:9,.0f}   "
+          f"(target 15,000/s: {'met' if rate['bulk'] >= 15000 else 'MISSED'}; from JSON "
+          f"{'met' if rate['json'] >= 15000 else 'MISSED'})")
+    print(f"    raw sqlite3, same schema: per row {rate['ceiling']:9,.0f} (ratio {seconds['ceiling'] / seconds['bulk']:4.2f});"
+          f"  as a bulk loader {rate['loader']:9,.0f} (ratio {seconds['loader'] / seconds['bulk']:4.2f}, "
+          f"from JSON {seconds['loader'] / seconds['json']:4.2f});  bare tables {rate['bare']:9,.0f} "
+          f"(ratio {seconds['bare'] / seconds['bulk']:4.2f})")
+    for conn in raw.values():
+        conn.conn.close()
+    for ledger in dbs.values():
+        ledger.engine.dispose()
 
 
 def run_postgres(url: str, n_batch: int, n_durable: int) -> None:
@@ -267,12 +312,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--entries", type=int, default=20_000, help="fills booked in batches")
     parser.add_argument("--durable", type=int, default=2_000, help="fills booked one per commit")
+    parser.add_argument("--bulk", type=int, default=None, help="fills in the bulk import (default: --entries)")
     parser.add_argument("--out", type=Path, default=None, help="directory for the SQLite files")
     parser.add_argument("--pg", default=None, help="also on PostgreSQL at this SQLAlchemy URL")
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="tl-bench-booking-"))
     out.mkdir(parents=True, exist_ok=True)
-    run_sqlite(out, args.entries, args.durable)
+    run_sqlite(out, args.entries, args.durable, args.bulk)
     if args.pg:
         run_postgres(args.pg, args.entries, args.durable)
     return 0

@@ -18,8 +18,9 @@ re-sums its postings. For a large import that per-row work, not the disk, is the
    maintained balances and lots get one aggregate upsert.
 
 On SQLite steps 2-3 run with the per-row INSERT triggers of `posting` and `txn` dropped and, when
-the import is at least as big as the ledger, the posting indexes too (built again after, sorted:
-cheaper than growing them row by row; on a big ledger it is the other way round, so they stay).
+the import is big against the ledger (its entries at least a fifth of the ledger's postings: half
+the ledger, for 10-posting entries), the posting indexes too (built again after, sorted: cheaper
+than growing them row by row; on a big ledger it is the other way round, so they stay).
 Both are re-created from their own stored definitions before the same COMMIT. SQLite's DDL is
 transactional: no other connection ever sees the ledger without its triggers (readers see the last
 commit; writers wait for the write lock this transaction holds from its BEGIN IMMEDIATE), and a
@@ -173,8 +174,9 @@ class _Import:
                 for name, i, opened, closed, currencies in self.cursor.fetchall()}
 
     def _drop(self, expected: int) -> bool:
-        """Drop the per-row INSERT triggers (and the posting indexes, when the import is at least
-        as big as the ledger) if they are exactly those this module re-checks; True if dropped."""
+        """Drop the per-row INSERT triggers (and the posting indexes, when the import is big against
+        the ledger: see the module's docstring) if they are exactly those this module re-checks; True
+        if dropped."""
         if self._one("PRAGMA foreign_keys")[0] != 1:  # what posting_foreign_keys_on refuses
             raise LedgerError("postings need PRAGMA foreign_keys = ON, so that none can exist without "
                               "its transaction")
