@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import sqlite3
 import sys
@@ -96,7 +97,8 @@ class RawSqlite:
     def load(self, chunk) -> None:
         """The same rows as a bulk loader writes them, in one transaction: the INSERT triggers and
         the posting indexes dropped, headers then postings, indexes and triggers created again from
-        their own SQL before COMMIT. No rule is checked and no balance kept: raw sqlite3's best."""
+        their own SQL before COMMIT, 64 rows to a statement. No rule is checked and no balance kept:
+        raw sqlite3's best."""
         cursor = self.conn.cursor()
         cursor.execute("BEGIN IMMEDIATE")
         dropped = cursor.execute("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL AND "
@@ -104,11 +106,23 @@ class RawSqlite:
                                  " OR (type = 'index' AND tbl_name = 'posting'))").fetchall()
         for kind, name, _ in dropped:
             cursor.execute(f"DROP {kind.upper()} {name}")
-        cursor.executemany(TXN_SQL, [header for _, header in chunk])
-        cursor.executemany(POSTING_SQL, [row for postings, _ in chunk for row in postings])
+        many_rows(cursor, TXN_SQL, [header for _, header in chunk])
+        many_rows(cursor, POSTING_SQL, [row for postings, _ in chunk for row in postings])
         for _, _, sql in dropped:
             cursor.execute(sql)
         cursor.execute("COMMIT")
+
+
+def many_rows(cursor, sql: str, rows: list[tuple], per: int = 64) -> None:
+    """executemany with `per` rows to a statement, as the bulk import writes them (ledger/bulk.py)."""
+    head, one = sql.split(" VALUES ")
+    full = len(rows) - len(rows) % per
+    if full:
+        flat = itertools.chain.from_iterable
+        cursor.executemany(f"{head} VALUES {', '.join([one] * per)}",
+                           [tuple(flat(rows[start:start + per])) for start in range(0, full, per)])
+    if full < len(rows):
+        cursor.executemany(sql, rows[full:])
 
 
 class RawPostgres:

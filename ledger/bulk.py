@@ -51,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import gc
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -60,6 +61,7 @@ from tradeledger.ledger.rows import fingerprint, fmt_ts as _ts, meta_json as _me
 
 F = 1_000_000_000  # nano-units per unit (numbers.py)
 CHUNK = 5_000  # entries prepared and written per executemany
+ROWS = 64  # rows per INSERT on SQLite: 64 x 13 columns stays under 999 variables (older SQLite's limit)
 
 # The INSERT triggers whose rules this module re-checks (see the table above).
 SQLITE_INSERT_TRIGGERS = frozenset({
@@ -315,9 +317,15 @@ class _Import:
         return known
 
     def _rows(self, table: str, columns: str, rows: list[tuple]) -> None:
-        if self.sqlite:
-            marks = ", ".join("?" * (columns.count(",") + 1))
-            self.cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+        if self.sqlite:  # ROWS rows a statement: a sixth less than one a statement (sqlite3's step per row)
+            one = f"({', '.join('?' * (columns.count(',') + 1))})"
+            full = len(rows) - len(rows) % ROWS
+            if full:
+                chain = itertools.chain.from_iterable
+                self.cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES {', '.join([one] * ROWS)}",
+                                        [tuple(chain(rows[start:start + ROWS])) for start in range(0, full, ROWS)])
+            if full < len(rows):
+                self.cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES {one}", rows[full:])
             return
         with self.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             for row in rows:

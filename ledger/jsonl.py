@@ -196,9 +196,36 @@ def _number(value) -> Decimal:
     return Decimal(value)
 
 
+_made: dict[tuple, Posting] = {}
+_MAX_MADE = 100_000
+
+
 def _posting(p: dict) -> Posting:
-    cost = p.get("cost")
-    price = p.get("price")
+    """A posting line made into a `Posting`. A file repeats most of its postings (a commission, a
+    position at zero cost, a fee), so each is made once and kept by the text it is made from; a
+    line the cache cannot key (a value of the wrong shape) is made, and refused, as it stands."""
+    cost, price = p.get("cost"), p.get("price")
+    try:
+        key = (p["account"], p["units"], p["commodity"],
+               cost and (cost["number"], cost["currency"], cost.get("date"), cost.get("label")),
+               price and (price["number"], price["currency"]))
+        made = _made.get(key)
+    except (KeyError, TypeError, AttributeError):
+        return _make_posting(p, cost, price)
+    if made is None:
+        made = _make_posting(p, cost, price)
+        if _all_text(key):  # only text keys: 5 == 5.0 == True would share one entry, "5" equals no other
+            if len(_made) >= _MAX_MADE:
+                _made.clear()
+            _made[key] = made
+    return made
+
+
+def _all_text(key: tuple) -> bool:
+    return all(type(part) is str or part is None or (type(part) is tuple and _all_text(part)) for part in key)
+
+
+def _make_posting(p: dict, cost, price) -> Posting:
     return Posting(
         _text(p, "account"), _number(p["units"]), _text(p, "commodity"),
         None if cost is None else Cost(_number(cost["number"]), _text(cost, "currency"),
