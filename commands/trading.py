@@ -33,6 +33,7 @@ check_ledger = lazy_function("tradeledger.ledger.export", "check")
 export_ledger = lazy_function("tradeledger.engine.accounting.export", "export_ledger")
 _pnl = lazy("tradeledger.reports.pnl")
 _quick_positions = lazy_function("tradeledger.reports.positions", "quick_positions")
+_quick_pnl = lazy_function("tradeledger.reports.pnl_fast", "quick_pnl")
 
 
 def _plan_rows(order_plan, names: Names):
@@ -301,8 +302,12 @@ def pnl_cmd(c: Invocation, by, since, until, cumulative, as_json):
     currency; the days of any period add up to its total."""
     if cumulative and by != "day":
         raise click.UsageError("--cumulative goes with --by day")
-    result = _pnl.pnl(c.open(), by, parse_date(since, "--since"), parse_date(until, "--until"),
-                      cumulative=cumulative)
+    since, until = parse_date(since, "--since"), parse_date(until, "--until")
+    result = None
+    if by == "strategy" and since is None and until is None:  # the read path without SQLAlchemy
+        result = _quick_pnl(c.home, c.env, c.db_url)
+    if result is None:
+        result = _pnl.pnl(c.open(), by, since, until, cumulative=cumulative)
     if as_json:
         emit_json(result)
         return

@@ -60,7 +60,7 @@ class Reader:
     def rows(self, sql: str, params: tuple = ()):
         """Rows of `sql`, written with `?` placeholders (turned into the driver's style)."""
         if self.dialect != "sqlite":
-            sql = sql.replace("?", "%s")
+            sql = sql.replace("%", "%%").replace("?", "%s")
         cursor = self.conn.cursor()
         cursor.execute(sql, params)
         return cursor
@@ -123,10 +123,17 @@ class Reader:
         """Units per (account, commodity) over all time, zero balances left out (Ledger.balances)."""
         names = self.account_names()
         wanted = [i for i, name in names.items() if prefix is None or name.startswith(prefix)]
-        if not wanted:
+        return {(names[account_id], commodity): from_scaled(total)
+                for (account_id, commodity), total in self.kept_balances(wanted).items() if total != 0}
+
+    def kept_balances(self, account_ids: list[int]) -> dict[tuple[int, str], int]:
+        """Scaled units per (account id, commodity) of these accounts, a zero sum kept: a key is
+        there when the account has any posting in the commodity (the maintained rows are never
+        deleted), which `pnl` needs to know which groups the replay would show."""
+        if not account_ids:
             return {}
-        marks = ", ".join("?" * len(wanted))
-        params = tuple(wanted)
+        marks = ", ".join("?" * len(account_ids))
+        params = tuple(account_ids)
         if self.maintained and self.dialect == "sqlite":
             sql = f"SELECT account_id, commodity, whole, nanos FROM balance WHERE account_id IN ({marks})"
         elif self.maintained:  # the row plus its deltas not folded yet, in one statement (store.kept_balances)
@@ -138,15 +145,42 @@ class Reader:
         elif self.dialect == "sqlite":  # pragma: no cover - every SQLite ledger maintains them
             sql = (f"SELECT account_id, commodity, SUM(units / {FACTOR}), SUM(units % {FACTOR}) FROM posting "
                    f"WHERE account_id IN ({marks}) GROUP BY account_id, commodity")
-        else:
-            sql = (f"SELECT account_id, commodity, SUM(units), 0 FROM posting "
+        else:  # pragma: no cover - every ledger at the schema head maintains them
+            sql = (f"SELECT account_id, commodity, div(SUM(units), {FACTOR}), mod(SUM(units), {FACTOR}) FROM posting "
                    f"WHERE account_id IN ({marks}) GROUP BY account_id, commodity")
-        result = {}
-        for account_id, commodity, whole, rest in self.rows(sql, params):
-            total = int(whole) * FACTOR + int(rest) if self.maintained or self.dialect == "sqlite" else int(whole)
-            if total != 0:
-                result[(names[account_id], commodity)] = from_scaled(total)
-        return result
+        return {(account_id, commodity): int(whole) * FACTOR + int(rest)
+                for account_id, commodity, whole, rest in self.rows(sql, params)}
+
+    def lot_sums(self) -> dict[tuple[int, str], tuple[int, int]]:
+        """(scaled units, scaled cost basis) per (account id, commodity) held at a cost, from the
+        maintained lots: the units and the sum of the weights of the postings (each weight is
+        units x cost exactly, ledger/rows.py, so a lot's weights sum to its units x its cost).
+        A key is there when the account ever held the commodity at a cost."""
+        lots = "lot_balance" if self.dialect == "sqlite" else (  # with its deltas (store.kept_lots)
+            "(SELECT account_id, commodity, cost, whole, nanos FROM lot_balance UNION ALL "
+            "SELECT account_id, commodity, cost, whole, nanos FROM lot_delta)")
+        sums: dict[tuple[int, str], tuple[int, int]] = {}
+        for account_id, commodity, cost, whole, nanos in self.rows(
+                f"SELECT account_id, commodity, cost, whole, nanos FROM {lots} l"):
+            units = int(whole) * FACTOR + int(nanos)
+            held, basis = sums.get((account_id, commodity), (0, 0))
+            sums[(account_id, commodity)] = (held + units, basis + units * int(cost) // FACTOR)
+        return sums
+
+    def first_and_last_day(self, account_ids: list[int]) -> tuple[str, str] | None:
+        """The dates (YYYY-MM-DD) of the oldest and the newest posting in these accounts: two
+        index lookups per account (ix_posting_period leads with the account and the time)."""
+        found = [row for account_id in account_ids
+                 for row in self.rows("SELECT MIN(ts), MAX(ts) FROM posting WHERE account_id = ?", (account_id,))]
+        found = [row for row in found if row[0]]
+        return (min(r[0] for r in found)[:10], max(r[1] for r in found)[:10]) if found else None
+
+    def day_sums(self, account_id: int, commodity: str) -> list[tuple[str, int]]:
+        """(date, scaled units) per day of one account's postings in one commodity, summed in SQL
+        on the covering index (ix_posting_period): a row per day, not per posting."""
+        return [(day, int(whole) * FACTOR + int(rest)) for day, whole, rest in self.rows(
+            f"SELECT substr(ts, 1, 10), SUM(units / {FACTOR}), SUM(units % {FACTOR}) FROM posting "
+            "WHERE account_id = ? AND commodity = ? GROUP BY substr(ts, 1, 10) ORDER BY 1", (account_id, commodity))]
 
     def positions(self, prefix: str = "Assets:") -> dict[tuple[str, str], Decimal]:
         """Balances in contracts and shares: commodities that are not currencies (Ledger.positions)."""

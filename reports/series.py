@@ -17,8 +17,9 @@ base-currency totals are rounded once, on the cumulative figure: each day's net 
 of the rounded cumulative, so the days of any period sum to the period's total to the cent.
 
 A futures holder's mark is the price of the latest entry that touched its position or variation
-margin in that contract (fills, crosses, settlements, adoptions, transfers and closes name their
-price in the entry's metadata); a reversal (which names none) leaves it where it was.
+margin in that contract (fills, settlements, adoptions, transfers and closes name their price in
+the entry's metadata, an internal cross in `internal_cross`); a reversal (which names none) leaves
+it where it was.
 
 `build` reads the database; `compute` is the pure part (records in, series out).
 """
@@ -280,6 +281,12 @@ def load_moves(ctx: Context) -> list[Move]:
         return names[account]
 
     rows = env.ledger.moves(prefixes, (chart.deposits,))
+    # An internal cross names no price in its entry's metadata: its price is the run's reference
+    # price, kept beside it (the engine marks both holders there, position_mark).
+    with read_connection(ctx.engine) as conn:
+        crossed = {txn_id: from_scaled(price) for txn_id, price in conn.execute(
+            sa.select(tables.internal_cross.c.txn_id, tables.internal_cross.c.price)
+            .where(tables.internal_cross.c.txn_id.is_not(None)))}
     entry_contract: dict[int, str] = {}  # an entry's contract when its metadata names none (reversals)
     for ts, txn_id, account, commodity, units, weight, cost, meta in rows:
         if cost is not None and (account.startswith(holdings) or account == chart.unattributed):
@@ -288,7 +295,8 @@ def load_moves(ctx: Context) -> list[Move]:
         if txn_id not in metas:
             parsed = json.loads(meta or "{}")
             price = parsed.get("price")
-            metas[txn_id] = (parsed.get("contract") or entry_contract.get(txn_id), Decimal(price) if price else None)
+            metas[txn_id] = (parsed.get("contract") or entry_contract.get(txn_id),
+                             Decimal(price) if price else crossed.get(txn_id))
         contract, price = metas[txn_id]
         day = dt.date.fromisoformat(ts[:10])
         amount = from_scaled(units)

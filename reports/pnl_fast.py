@@ -1,0 +1,257 @@
+"""`pnl` by strategy over all time, read from what the database maintains instead of replayed.
+
+The replay (reports/series.py) walks every posting, about 7 us each: `pnl` grew with the ledger.
+Its all-time figures by strategy need no walk when every figure is in the base currency (each
+day's rate is then 1, and nothing can lack a rate):
+
+* realized, commissions and income over all time are the balances of each holder's
+  `Income:Trading`, `Expenses:Commissions` and carry accounts (the replay sums the same postings,
+  signs as it gives them);
+* the net is the replay's cumulative figure at the group's last day: realized + income -
+  commissions + the unrealized P&L at the series' last day, where each position is valued as the
+  replay values it: the units and cost basis from the maintained lots (a lot's weights sum to its
+  units x cost), the price of that day (settlement, else its instrument's close, the newer wins),
+  a future against its holder's mark (`position_mark`, written with every entry that moves it).
+
+It reads a row per account, lot, contract and mark and a lookup per account, never a posting.
+Where it cannot vouch for the replay's answer it returns None and the caller replays: another
+currency than the base anywhere in P&L or positions, a cost-bearing account the replay would
+misname, two holders sharing a name, or a holder that held positions but has no P&L posting at
+all (the replay shows it only if a price met one of its positions on some day now past).
+tests/test_pnl_fast.py holds it equal to the replay on random ledgers on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+from tradeledger.ledger.accounts import UNATTRIBUTED as UNATTRIBUTED_COMPONENT
+from tradeledger.ledger.numbers import from_scaled, plain
+from tradeledger.ledger.reading import Reader
+
+ZERO = Decimal(0)
+CENT = Decimal("0.01")
+TRADING, COMMISSIONS = "Income:Trading:", "Expenses:Commissions:"
+# reports/series.py's CARRY_ACCOUNTS (not imported: series imports SQLAlchemy); a test holds them equal
+CARRY_ACCOUNTS = ("Income:Dividends:", "Expenses:Taxes:Withholding:", "Income:Interest:", "Expenses:Interest:",
+                  "Expenses:Fees:")
+
+
+def fast_pnl(reader: Reader, root: str, base: str, holder_name: Callable[[str], str],
+             instrument_name: Callable[[str], str]) -> dict | None:
+    """`pnl(by="strategy")` over all time, or None: replay. `holder_name(component)` is the
+    replay's name of an account component (series._holder_name); `instrument_name(code)` the
+    instrument whose closes price a contract (its configured instrument, else the code)."""
+    names = reader.account_names()
+    holdings = root + ":Strategy:"
+    unattributed = f"{root}:{UNATTRIBUTED_COMPONENT}"
+    named: dict[str, str] = {}  # holder name -> the component it came from (one each, or replay)
+
+    def name_of(component: str) -> str | None:
+        name = holder_name(component)
+        return name if named.setdefault(name, component) == component else None
+
+    move_ids = [i for i, n in names.items()
+                if n.startswith((TRADING, COMMISSIONS, *CARRY_ACCOUNTS, "Assets:")) or n == "Equity:Deposits"]
+    span = reader.first_and_last_day(move_ids)
+    if span is None:
+        return _result(base, [], set())
+    first, end = dt.date.fromisoformat(span[0]), last_day(reader, span[1])
+    rates = _Rates(reader, base)
+
+    # realized, commissions, income per holder name and currency (a key: the replay has a P&L move)
+    pnl_ids = [i for i, n in names.items() if n.startswith((TRADING, COMMISSIONS, *CARRY_ACCOUNTS))]
+    groups: dict[str, _Group] = {}
+    for (account_id, currency), units in reader.kept_balances(pnl_ids).items():
+        account = names[account_id]
+        name = name_of(account.rsplit(":", 1)[1])
+        if name is None:
+            return None
+        group = groups.setdefault(name, _Group())
+        part = 0 if account.startswith(TRADING) else 1 if account.startswith(COMMISSIONS) else 2
+        sign = 1 if part == 1 else -1  # realized and what holding brought: income up, expenses down
+        group.native(currency)[part] += sign * from_scaled(units)
+        if currency == base:
+            group.in_base[part] += sign * from_scaled(units)
+            continue
+        for day, amount in reader.day_sums(account_id, currency):  # each day at its own rate
+            rate = rates.on(currency, dt.date.fromisoformat(day))
+            if rate is None:
+                group.missing.add(currency)
+            else:
+                group.days.setdefault((day, currency), [ZERO, ZERO, ZERO])[part] += sign * from_scaled(amount)
+
+    contracts = {code: (currency, multiplier, kind == "future")
+                 for code, kind, currency, multiplier in reader.commodities() if kind in ("future", "share")}
+    held: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}  # (holder name, code) -> (units, basis)
+    component_of: dict[str, str] = {}
+    for (account_id, code), (units, basis) in reader.lot_sums().items():
+        account = names[account_id]
+        if account == unattributed or account.startswith(holdings):
+            component = UNATTRIBUTED_COMPONENT if account == unattributed else account[len(holdings):]
+        elif account.startswith("Assets:"):
+            return None  # the replay reads it as a position under a name cut from the wrong prefix
+        else:
+            continue  # not a position the replay keeps
+        name = name_of(component)
+        if name is None:
+            return None
+        component_of[name] = component
+        was = held.get((name, code), (ZERO, ZERO))
+        held[(name, code)] = (was[0] + from_scaled(units), was[1] + from_scaled(basis))
+
+    prices = prices_on(reader, sorted({code for _, code in held if code in contracts}), instrument_name, end)
+    if any(not rates.always(contracts[code][0], first) for _, code in held if code in prices):
+        return None  # a day without a rate may have met a priced position: only the replay knows
+    marks = {(holder or UNATTRIBUTED_COMPONENT, code): from_scaled(price) for holder, code, price in
+             reader.rows("SELECT holder, contract, price FROM position_mark")}
+    priced = {(name, code) for (name, code), (units, basis) in held.items()
+              if code in contracts and (units != 0 or basis != 0) and code in prices}
+    for name in {name for name, _ in held} - set(groups):  # positions, and no P&L posting at all
+        if any(key[0] == name for key in priced):
+            groups[name] = _Group()  # priced at the last day: the replay has it that day
+        elif any(key[0] == name and key[1] in prices for key in held):
+            return None  # whether a price met its positions on some day past: only the replay knows
+    for (name, code) in priced:
+        units, basis = held[(name, code)]
+        price = prices[code]
+        currency, multiplier, future = contracts[code]
+        if future:
+            value = units * (price - marks.get((component_of[name], code), price)) * multiplier
+        else:
+            value = units * price * multiplier - basis
+        unrealized = groups[name].unrealized
+        unrealized[currency] = unrealized.get(currency, ZERO) + value
+    rows = [groups[name].row(name, base, rates, end) for name in sorted(groups)]
+    return _result(base, rows, set().union(*(g.missing for g in groups.values())))
+
+
+class _Group:
+    """One strategy's figures: native per currency, and in the base currency as the replay sums them."""
+
+    def __init__(self):
+        self.natives: dict[str, list[Decimal]] = {}  # currency -> [realized, commissions, income]
+        self.in_base = [ZERO, ZERO, ZERO]  # the base currency's own postings
+        self.days: dict[tuple[str, str], list[Decimal]] = {}  # (day, currency) -> the day's figures, another currency
+        self.unrealized: dict[str, Decimal] = {}  # currency -> at the last day
+        self.missing: set[str] = set()
+
+    def native(self, currency: str) -> list[Decimal]:
+        return self.natives.setdefault(currency, [ZERO, ZERO, ZERO])
+
+    def row(self, name: str, base: str, rates: "_Rates", end: dt.date) -> dict:
+        """The row reports/pnl.py's `_row` gives for a period from the first entry."""
+        currencies = sorted(set(self.natives) | set(self.unrealized))
+        native = []
+        for currency in currencies:
+            r, c, i = self.natives.get(currency, (ZERO, ZERO, ZERO))
+            u = self.unrealized.get(currency, ZERO)
+            if r or u or c or i:
+                native.append({"currency": currency, "realized": plain(r), "unrealized": plain(u),
+                               "commissions": plain(c), "income": plain(i), "net": plain(r + u + i - c)})
+        if self.missing:
+            return {"strategy": name, "realized": None, "unrealized": None, "commissions": None, "income": None,
+                    "net": None, "native": native, "currency": base}
+        realized, commissions, income = self.in_base
+        for (day, currency), (r, c, i) in sorted(self.days.items()):
+            rate = rates.on(currency, dt.date.fromisoformat(day))
+            realized, commissions, income = realized + r * rate, commissions + c * rate, income + i * rate
+        unrealized = sum((amount * rates.on(currency, end) for currency, amount in self.unrealized.items()), ZERO)
+        net = (realized + income - commissions + unrealized).quantize(CENT)
+        r, c, i = realized.quantize(CENT), commissions.quantize(CENT), income.quantize(CENT)
+        return {"strategy": name, "realized": r, "unrealized": net - r - i + c, "commissions": c, "income": i,
+                "net": net, "native": native, "currency": base}
+
+
+class _Rates:
+    """FX rates by date, carried forward (series._Prices.fx): one row per currency and day of rates."""
+
+    def __init__(self, reader: Reader, base: str):
+        self.base = base
+        self.table: dict[str, tuple[list[dt.date], list[Decimal]]] = {}
+        for currency, day, rate in reader.rows("SELECT currency, date, rate FROM fx_rate ORDER BY currency, date"):
+            dates, values = self.table.setdefault(currency, ([], []))
+            dates.append(dt.date.fromisoformat(day))
+            values.append(from_scaled(rate))
+
+    def on(self, currency: str, day: dt.date) -> Decimal | None:
+        if currency == self.base:
+            return Decimal(1)
+        dates, values = self.table.get(currency, ((), ()))
+        i = bisect.bisect_right(dates, day)
+        return values[i - 1] if i else None
+
+    def always(self, currency: str, first: dt.date) -> bool:
+        """Whether every day from `first` on has a rate."""
+        return self.on(currency, first) is not None
+
+
+def _result(base: str, rows: list[dict], missing: set) -> dict:
+    return {"by": "strategy", "since": None, "until": None, "currency": base, "rows": rows,
+            "missing_fx": sorted(missing)}
+
+
+def last_day(reader: Reader, newest_entry: str) -> dt.date:
+    """The replay's last day: the newest of its postings' days and the price dates, stepped back
+    over a weekend it has no entry on (its days are the weekdays and the days with entries)."""
+    dates = [row[0] for table in ("price_bar", "settlement") for row in reader.rows(f"SELECT MAX(date) FROM {table}")]
+    day = dt.date.fromisoformat(max([newest_entry, *(d for d in dates if d)]))
+    entry_day = dt.date.fromisoformat(newest_entry)
+    while day > entry_day and day.weekday() >= 5:
+        day -= dt.timedelta(days=1)
+    return day
+
+
+def prices_on(reader: Reader, codes: list[str], instrument_name: Callable[[str], str],
+              day: dt.date) -> dict[str, Decimal]:
+    """Each contract's price on `day` as the replay takes it (series._Prices.price): its newest
+    settlement or its instrument's newest close on or before the day, the newer wins, a
+    settlement wins a tie."""
+    instruments = {code: instrument_name(code) for code in codes}
+    settlements = _newest(reader, "settlement", "contract", "price", codes, day)
+    closes = _newest(reader, "price_bar", "instrument", "close", sorted(set(instruments.values())), day)
+    result = {}
+    for code in codes:
+        candidates = ([(settlements[code][0], 1, settlements[code][1])] if code in settlements else []) + \
+                     ([(closes[instruments[code]][0], 0, closes[instruments[code]][1])]
+                      if instruments[code] in closes else [])
+        if candidates:
+            result[code] = from_scaled(max(candidates)[2])
+    return result
+
+
+def _newest(reader: Reader, table: str, key: str, value: str, keys: list[str], day: dt.date) -> dict:
+    if not keys:
+        return {}
+    marks = ", ".join("?" * len(keys))
+    sql = (f"SELECT t.{key}, t.date, t.{value} FROM {table} t JOIN (SELECT {key}, MAX(date) AS date FROM {table} "
+           f"WHERE {key} IN ({marks}) AND date <= ? GROUP BY {key}) n ON t.{key} = n.{key} AND t.date = n.date")
+    return {k: (d, v) for k, d, v in reader.rows(sql, (*keys, day.isoformat()))}
+
+
+def quick_pnl(home: str | Path | None, env: str, db_url: str | None = None) -> dict | None:
+    """`pnl` (by strategy, all time) without SQLAlchemy, or None: take the full path."""
+    from tradeledger.engine.setup import quick
+
+    opened = quick.open_for_reading(home, env, db_url)
+    if opened is None:
+        return None
+    from tradeledger.engine.setup import names
+
+    try:
+        instruments, owners = names.from_raw(opened.raw)
+
+        def holder_name(component: str) -> str:  # series._holder_name on the checked config
+            return "unattributed" if component == UNATTRIBUTED_COMPONENT else owners.get(component, component)
+
+        def instrument_name(code: str) -> str:
+            return names.instrument_of_contract(instruments, code) or code
+
+        return fast_pnl(opened.reader, f"Assets:Broker:{opened.account}", opened.base_currency,
+                        holder_name, instrument_name)
+    finally:
+        opened.close()

@@ -1,0 +1,257 @@
+"""`pnl` read from the maintained balances, lots and marks gives exactly the replay's rows.
+
+- On random ledgers booked by the engine, on SQLite and PostgreSQL: fills of strategies' orders
+  and trades from the broker's screen over several days (weekends among them), futures in USD
+  and EUR and shares, settlements marked, closes, interest in either currency, and an EUR rate
+  from the first day, from a later day or never. Wherever the fast path answers, its rows are the
+  replay's (reports/series.py) to the last digit; it answers whenever every figure is in the base
+  currency or every rate it needs was there from the first day.
+- `pnl --json` by the read path without SQLAlchemy prints what the full path prints.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import uuid
+from decimal import Decimal as D
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from tradeledger.cli import main
+from tradeledger.engine import tables
+from tradeledger.engine.accounting.actions import book_account_cash
+from tradeledger.engine.accounting.corporate import AccountCash
+from tradeledger.engine.setup.config import Limits, to_contract
+from tradeledger.engine.setup.environment import init_environment
+from tradeledger.engine.setup.session import Session
+from tradeledger.engine.targets.prices import store_rows, parse_prices_csv
+from tradeledger.engine.trading.fills import sync_fills
+from tradeledger.engine.trading.marking import mark_settlements, settle_at_sim_exchange
+from tradeledger.engine.trading.orders import TargetLine, plan, record_plan
+from tradeledger.ledger.db import read_connection
+from tradeledger.reports import pnl as pnl_mod
+from tradeledger.reports import pnl_fast, series
+from tradeledger.reports.render import jsonable
+
+UTC = dt.timezone.utc
+PG_URL = os.environ.get("TRADELEDGER_TEST_PG_URL")
+START = dt.date(2026, 12, 3)  # a Thursday: the weekend comes soon
+CONFIG = """
+[instruments.MES]
+type = "future"
+currency = "USD"
+multiplier = 5
+exchange = "CME"
+
+[instruments.FESX]
+type = "future"
+currency = "EUR"
+multiplier = 10
+exchange = "EUREX"
+
+[instruments.SPY]
+type = "share"
+currency = "USD"
+exchange = "ARCA"
+
+[strategies.trend]
+instruments = { MES = 1, FESX = 1, SPY = 1 }
+
+[strategies.carry]
+instruments = { MES = 1, SPY = 1 }
+"""
+CONTRACTS = {"MES": ("MESZ26", "202612", D(6000)), "FESX": ("FESXZ26", "202612", D(5000)), "SPY": ("SPY", "", D(600))}
+TARGETS = [("Trend", "MES", 9), ("Carry", "MES", -6), ("Trend", "SPY", 40), ("Carry", "SPY", 25), ("Trend", "FESX", 4)]
+
+
+def test_the_carry_accounts_are_the_replays():
+    assert pnl_fast.CARRY_ACCOUNTS == series.CARRY_ACCOUNTS
+
+
+class Backend:
+    """A fresh database per example: a SQLite file, or a PostgreSQL schema dropped at the end."""
+
+    def __init__(self, kind: str, tmp):
+        self.kind, self.tmp, self.schemas = kind, tmp, []
+
+    def url(self) -> str | None:
+        if self.kind == "sqlite":
+            return None  # the environment's own file
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        admin = sa.create_engine(PG_URL)
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        admin.dispose()
+        self.schemas.append(schema)
+        url = sa.engine.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+        return url.render_as_string(hide_password=False)
+
+    def drop(self) -> None:
+        if not self.schemas:
+            return
+        admin = sa.create_engine(PG_URL)
+        for schema in self.schemas:  # one at a time: each takes a lock per table it drops
+            with admin.begin() as conn:
+                conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+        self.schemas = []
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, tmp_path):
+    if request.param == "postgresql" and not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail("TRADELEDGER_TEST_PG_URL is not set under CI: the PostgreSQL tests must run")
+        pytest.skip("TRADELEDGER_TEST_PG_URL not set")
+    made = Backend(request.param, tmp_path)
+    yield made
+    made.drop()
+
+
+trade = st.tuples(st.sampled_from(["MES", "FESX", "SPY"]), st.integers(-3, 3).filter(bool), st.integers(-25, 25),
+                  st.booleans())  # contract, signed quantity, price offset, from the broker's screen
+day_plan = st.fixed_dictionaries({
+    "trades": st.lists(trade, max_size=5),
+    "settle": st.none() | st.integers(-30, 30),  # futures settled and marked at base + this
+    "close": st.none() | st.integers(-30, 30),  # closes of SPY and MES at base + this
+    "interest": st.none() | st.tuples(st.sampled_from(["USD", "EUR"]), st.integers(-500, 500).filter(bool)),
+    "next": st.integers(1, 3),  # days to the next one
+})
+
+
+def _prices(session, header: str, rows: list[tuple]) -> None:
+    text = header + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows)
+    store_rows(session, parse_prices_csv(text, session.config, "USD"), "test")
+
+
+def _book(home, url, days: list[dict], fx: str, euro: bool) -> Session:
+    env = init_environment(home, "paper", "sim", None, db_url=url, config_extra=CONFIG)
+    session = Session(env)
+    exchange = session.exchange()
+    clock = dt.datetime.combine(START, dt.time(14), tzinfo=UTC)
+    exchange.set_clock(clock)
+    contracts = {}
+    for name, (code, expiry, price) in CONTRACTS.items():
+        contracts[name] = to_contract(session.config.instruments[name], code, expiry)
+        exchange.add_contract(contracts[name])
+        exchange.set_price(code, price)
+    lines = [TargetLine(holder, name, contracts[name], D(target), CONTRACTS[name][2])
+             for holder, name, target in TARGETS if euro or name != "FESX"]
+    record_plan(env, plan(1, lines, {}, Limits(), {}), clock)
+    with read_connection(env.engine) as conn:
+        orders = {r.contract: [r.order_ref, r.side, int(D(r.quantity) / 10**9)]
+                  for r in conn.execute(sa.select(tables.broker_order))}
+    if fx == "start":
+        _prices(session, "date,currency,rate", [(START - dt.timedelta(days=3), "EUR", "1.0571")])
+    n = 0
+    day = START
+    for k, today in enumerate(days):
+        exchange.set_clock(dt.datetime.combine(day, dt.time(15), tzinfo=UTC))
+        if fx == "later" and k == 1:
+            _prices(session, "date,currency,rate", [(day, "EUR", "1.1043")])
+        for name, qty, offset, external in today["trades"]:
+            if name == "FESX" and not euro:
+                continue
+            code, _, base = CONTRACTS[name]
+            price = base + offset
+            order = orders.get(code)
+            if external or order is None or order[2] == 0:
+                exchange.external_trade(code, D(qty), price)
+                continue
+            ref, side, left = order
+            part = min(left, abs(qty))
+            order[2] -= part
+            n += 1
+            exec_id = f"0000f00d.{n:08x}.01"
+            at = dt.datetime.combine(day, dt.time(15), tzinfo=UTC) + dt.timedelta(seconds=n)
+            import sqlite3
+
+            db = sqlite3.connect(exchange.path)
+            with db:
+                db.execute("INSERT INTO executions (exec_id, base_id, order_id, perm_id, order_ref, code, side, "
+                           "quantity, price, at, commission, polls_left) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                           (exec_id, exec_id.rpartition(".")[0], 0, 5000 + n, ref, code, side, str(part), str(price),
+                            at.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00"), f"{1 + n % 3}.25", 0))
+            db.close()
+        sync_fills(env, session.broker)
+        if today["close"] is not None:
+            _prices(session, "date,instrument,close", [(day, "SPY", CONTRACTS["SPY"][2] + today["close"]),
+                                                       (day, "MES", CONTRACTS["MES"][2] + today["close"])])
+        if today["settle"] is not None:
+            exchange.set_clock(dt.datetime.combine(day, dt.time(22), tzinfo=UTC))
+            for name in ("MES", "FESX") if euro else ("MES",):
+                code, _, base = CONTRACTS[name]
+                settle_at_sim_exchange(session, code, base + today["settle"], day)
+            mark_settlements(session, day)
+        if today["interest"] is not None and (euro or today["interest"][0] == "USD"):
+            currency, amount = today["interest"]
+            book_account_cash(session, AccountCash("interest", day, D(amount) / 4, currency, "test", f"i-{k}"))
+        day += dt.timedelta(days=today["next"])
+    return session
+
+
+@settings(max_examples=15, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],  # shrinking: minutes
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(days=st.lists(day_plan, min_size=1, max_size=4), fx=st.sampled_from(["start", "later", "never"]),
+       euro=st.booleans())
+def test_the_maintained_pnl_is_the_replays(backend, days, fx, euro):
+    home = backend.tmp / uuid.uuid4().hex[:8]
+    session = _book(home, backend.url(), days, fx, euro)
+    try:
+        replayed = pnl_mod.replayed_pnl(session)
+        fast = pnl_mod.maintained_pnl(session)
+        if not euro or fx == "start":
+            assert fast is not None  # every rate it needs was there from the first day
+        if fast is not None:
+            assert fast == replayed
+            assert json.dumps(fast, default=str) == json.dumps(replayed, default=str)  # the keys in order too
+        assert pnl_mod.pnl(session) == replayed
+    finally:
+        session.close()
+        session.engine.dispose()
+        backend.drop()
+
+
+# -- the command: the read path without SQLAlchemy prints what the full path prints -------------
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def demo(request, tmp_path_factory):
+    from tradeledger.engine.setup.demo import run_demo
+
+    made = Backend(request.param, tmp_path_factory.mktemp("pnlfast"))
+    if request.param == "postgresql" and not PG_URL:
+        pytest.skip("TRADELEDGER_TEST_PG_URL not set")
+    url = made.url() or f"sqlite:///{made.tmp / 'demo.db'}"
+    home = made.tmp / "home"
+    run_demo(home, 3, db_url=url).close()
+    yield home, url
+    made.drop()
+
+
+def test_pnl_json_by_the_read_path_is_the_full_paths(demo):
+    home, url = demo
+    args = ["--home", str(home), "--db-url", url]
+    CliRunner().invoke(main, [*args, "status", "--no-broker"])  # the full opening records the checked config
+    assert pnl_fast.quick_pnl(home, "paper", url) is not None
+    fast = CliRunner().invoke(main, [*args, "pnl", "--json"])
+    table = CliRunner().invoke(main, [*args, "pnl"])
+    (home / "paper" / ".config-checked").unlink()  # the next command cannot vouch for it: the full path
+    assert pnl_fast.quick_pnl(home, "paper", url) is None
+    full = CliRunner().invoke(main, [*args, "pnl", "--json"])
+    assert fast.exit_code == full.exit_code == 0, fast.output + full.output
+    assert fast.output == full.output and json.loads(fast.output)["rows"]
+    assert CliRunner().invoke(main, [*args, "pnl"]).output == table.output
+
+    from tradeledger.engine.setup.environment import open_environment
+
+    env = open_environment(home, "paper", url)
+    try:
+        assert json.loads(fast.output) == json.loads(json.dumps(jsonable(pnl_mod.replayed_pnl(Session(env)))))
+    finally:
+        env.engine.dispose()
