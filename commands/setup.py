@@ -105,9 +105,11 @@ def _pnl_today_in_base(ctx, today) -> dict:
     """Today's net P&L in the base currency, as `pnl --by day` counts it (marks and FX of the day)."""
     from tradeledger.reports import pnl as _pnl_report
 
-    result = _pnl_report.pnl(ctx, "day", today, None)
-    net = sum((r["net"] for r in result["rows"] if r["net"] is not None), 0)
-    return {f"net ({result['currency']})": net}
+    net = _pnl_report.maintained_pnl_today(ctx, today)  # without replaying the ledger, where it can
+    if net is None:
+        result = _pnl_report.pnl(ctx, "day", today, None)
+        net = sum((r["net"] for r in result["rows"] if r["net"] is not None), 0)
+    return {f"net ({ctx.settings.base_currency})": net}
 
 
 def _status_value(value, key: str = "") -> str:

@@ -92,6 +92,22 @@ def maintained_pnl(ctx: Session) -> dict | None:
                         lambda component: series._holder_name(ctx, component), instrument_name)
 
 
+def maintained_pnl_today(ctx: Session, today: dt.date) -> Decimal | int | None:
+    """The sum of the nets of `pnl(ctx, "day", today)` from the maintained tables and today's
+    postings (reports/pnl_today.py), or None where only the replay can vouch for it."""
+    from tradeledger.engine.setup.config import instrument_of_contract
+    from tradeledger.ledger.reading import engine_reader
+    from tradeledger.reports.pnl_today import pnl_today
+
+    def instrument_name(code: str) -> str:
+        instrument = instrument_of_contract(ctx.config, code)
+        return instrument.name if instrument else code
+
+    with engine_reader(ctx.engine) as reader:
+        return pnl_today(reader, ctx.chart.root, ctx.settings.base_currency,
+                         lambda component: series._holder_name(ctx, component), instrument_name, today)
+
+
 def replayed_pnl(ctx: Session, by: str = "strategy", since: dt.date | None = None,
                  until: dt.date | None = None, cumulative: bool = False) -> dict:
     """`pnl` from the replay of every posting (reports/series.py): every grouping and period."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -46,6 +47,32 @@ def fast_pnl(reader: Reader, root: str, base: str, holder_name: Callable[[str], 
     """`pnl(by="strategy")` over all time, or None: replay. `holder_name(component)` is the
     replay's name of an account component (series._holder_name); `instrument_name(code)` the
     instrument whose closes price a contract (its configured instrument, else the code)."""
+    books = read_books(reader, root, base, holder_name, instrument_name)
+    if books is None:
+        return None
+    groups = books.groups
+    rows = [groups[name].row(name, base, books.rates, books.end) for name in sorted(groups)]
+    return _result(base, rows, set().union(*(g.missing for g in groups.values())))
+
+
+@dataclass(frozen=True)
+class Books:
+    """What the maintained tables say the replay would hold at its last day (`end`)."""
+
+    names: dict  # account id -> name
+    component_of: dict  # holder name -> account component
+    groups: dict  # holder name -> _Group
+    held: dict  # (holder name, code) -> (units, cost basis), all time
+    contracts: dict  # code -> (currency, multiplier, is future)
+    marks: dict  # (component, code) -> the mark now
+    rates: "_Rates"
+    first: dt.date | None  # the replay's first and last day (None: no posting it reads)
+    end: dt.date | None
+
+
+def read_books(reader: Reader, root: str, base: str, holder_name: Callable[[str], str],
+               instrument_name: Callable[[str], str]) -> Books | None:
+    """The maintained figures `fast_pnl` turns into rows, or None where only the replay can vouch."""
     names = reader.account_names()
     holdings = root + ":Strategy:"
     unattributed = f"{root}:{UNATTRIBUTED_COMPONENT}"
@@ -58,10 +85,10 @@ def fast_pnl(reader: Reader, root: str, base: str, holder_name: Callable[[str], 
     move_ids = [i for i, n in names.items()
                 if n.startswith((TRADING, COMMISSIONS, *CARRY_ACCOUNTS, "Assets:")) or n == "Equity:Deposits"]
     span = reader.first_and_last_day(move_ids)
-    if span is None:
-        return _result(base, [], set())
-    first, end = dt.date.fromisoformat(span[0]), last_day(reader, span[1])
     rates = _Rates(reader, base)
+    if span is None:
+        return Books(names, {}, {}, {}, {}, {}, rates, None, None)
+    first, end = dt.date.fromisoformat(span[0]), last_day(reader, span[1])
 
     # realized, commissions, income per holder name and currency (a key: the replay has a P&L move)
     pnl_ids = [i for i, n in names.items() if n.startswith((TRADING, COMMISSIONS, *CARRY_ACCOUNTS))]
@@ -126,8 +153,7 @@ def fast_pnl(reader: Reader, root: str, base: str, holder_name: Callable[[str], 
             value = units * price * multiplier - basis
         unrealized = groups[name].unrealized
         unrealized[currency] = unrealized.get(currency, ZERO) + value
-    rows = [groups[name].row(name, base, rates, end) for name in sorted(groups)]
-    return _result(base, rows, set().union(*(g.missing for g in groups.values())))
+    return Books(names, component_of, groups, held, contracts, marks, rates, first, end)
 
 
 class _Group:
@@ -156,15 +182,25 @@ class _Group:
         if self.missing:
             return {"strategy": name, "realized": None, "unrealized": None, "commissions": None, "income": None,
                     "net": None, "native": native, "currency": base}
-        realized, commissions, income = self.in_base
-        for (day, currency), (r, c, i) in sorted(self.days.items()):
-            rate = rates.on(currency, dt.date.fromisoformat(day))
-            realized, commissions, income = realized + r * rate, commissions + c * rate, income + i * rate
-        unrealized = sum((amount * rates.on(currency, end) for currency, amount in self.unrealized.items()), ZERO)
+        realized, commissions, income, unrealized = self.exact(rates, end)
         net = (realized + income - commissions + unrealized).quantize(CENT)
         r, c, i = realized.quantize(CENT), commissions.quantize(CENT), income.quantize(CENT)
         return {"strategy": name, "realized": r, "unrealized": net - r - i + c, "commissions": c, "income": i,
                 "net": net, "native": native, "currency": base}
+
+
+    def exact(self, rates: "_Rates", end: dt.date, before: str | None = None) -> tuple[Decimal, ...]:
+        """Realized, commissions, income (of the days before `before`, else all) and the
+        unrealized P&L at `end`, in the base currency, unrounded; the base currency's own
+        postings are in `in_base` already (of the days asked for)."""
+        realized, commissions, income = self.in_base
+        for (day, currency), (r, c, i) in sorted(self.days.items()):
+            if before is not None and day >= before:
+                continue
+            rate = rates.on(currency, dt.date.fromisoformat(day))
+            realized, commissions, income = realized + r * rate, commissions + c * rate, income + i * rate
+        unrealized = sum((amount * rates.on(currency, end) for currency, amount in self.unrealized.items()), ZERO)
+        return realized, commissions, income, unrealized
 
 
 class _Rates:

@@ -196,7 +196,7 @@ def _book(home, url, days: list[dict], fx: str, euro: bool) -> Session:
     return session
 
 
-@settings(max_examples=15, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],  # shrinking: minutes
+@settings(max_examples=20, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],  # shrinking: minutes
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(days=st.lists(day_plan, min_size=1, max_size=4), fx=st.sampled_from(["start", "later", "never"]),
        euro=st.booleans())
@@ -212,6 +212,17 @@ def test_the_maintained_pnl_is_the_replays(backend, days, fx, euro):
             assert fast == replayed
             assert json.dumps(fast, default=str) == json.dumps(replayed, default=str)  # the keys in order too
         assert pnl_mod.pnl(session) == replayed
+        last = max(series.day_range(series.load_moves(session), series.last_price_date(session), None),
+                   default=START)
+        for today in sorted({START - dt.timedelta(days=1), START, last, last + dt.timedelta(days=1),
+                             *(START + dt.timedelta(days=k) for k in range(0, (last - START).days, 2))}):
+            rows = pnl_mod.replayed_pnl(session, "day", today, None)["rows"]
+            replayed_today = sum((r["net"] for r in rows if r["net"] is not None), 0)
+            fast_today = pnl_mod.maintained_pnl_today(session, today)
+            if not euro or fx == "start":
+                assert fast_today is not None, today
+            if fast_today is not None:
+                assert (type(fast_today), str(fast_today)) == (type(replayed_today), str(replayed_today)), today
     finally:
         session.close()
         session.engine.dispose()
