@@ -182,6 +182,40 @@ class Reader:
             f"SELECT substr(ts, 1, 10), SUM(units / {FACTOR}), SUM(units % {FACTOR}) FROM posting "
             "WHERE account_id = ? AND commodity = ? GROUP BY substr(ts, 1, 10) ORDER BY 1", (account_id, commodity))]
 
+    # -- what was booked from a time on, and the newest lines before it (status's P&L of today) --
+
+    def sums_since(self, account_id: int, since: str) -> list[tuple[str, int]]:
+        """(commodity, scaled units) of one account's postings from `since` on (an index range)."""
+        return [(commodity, int(whole) * FACTOR + int(rest)) for commodity, whole, rest in self.rows(
+            f"SELECT commodity, SUM(units / {FACTOR}), SUM(units % {FACTOR}) FROM posting "
+            "WHERE account_id = ? AND ts >= ? GROUP BY commodity", (account_id, since))]
+
+    def lots_since(self, account_id: int, since: str) -> list[tuple[str, int, int]]:
+        """(commodity, scaled cost, scaled units) of one account's cost-bearing postings from `since` on."""
+        return [(commodity, int(cost), int(whole) * FACTOR + int(rest)) for commodity, cost, whole, rest in self.rows(
+            f"SELECT commodity, cost, SUM(units / {FACTOR}), SUM(units % {FACTOR}) FROM posting "
+            "WHERE account_id = ? AND ts >= ? AND cost IS NOT NULL GROUP BY commodity, cost", (account_id, since))]
+
+    def last_before(self, account_ids: list[int], before: str) -> str | None:
+        """The time of the newest posting before `before` in these accounts (an index lookup each)."""
+        found = [row[0] for account_id in account_ids for row in self.rows(
+            "SELECT MAX(ts) FROM posting WHERE account_id = ? AND ts < ?", (account_id, before))]
+        return max((ts for ts in found if ts), default=None)
+
+    def metas_since(self, account_id: int, since: str) -> list[str | None]:
+        """The entry metadata of each of one account's postings from `since` on."""
+        return [meta for (meta,) in self.rows("SELECT t.meta FROM posting p JOIN txn t ON t.id = p.txn_id "
+                                              "WHERE p.account_id = ? AND p.ts >= ?", (account_id, since))]
+
+    def newest_before(self, account: str, before: str, limit: int) -> list[tuple]:
+        """(time, entry id, posting id, commodity, scaled cost, entry metadata) of an account's
+        newest `limit` postings before `before`, newest time first (ix_posting_period, backwards);
+        lines of one time in no particular order."""
+        return list(self.rows(
+            "SELECT p.ts, p.txn_id, p.id, p.commodity, p.cost, t.meta FROM posting p "
+            "JOIN txn t ON t.id = p.txn_id WHERE p.account_id = (SELECT id FROM account WHERE name = ?) "
+            f"AND p.ts < ? ORDER BY p.ts DESC LIMIT {int(limit)}", (account, before)))
+
     def positions(self, prefix: str = "Assets:") -> dict[tuple[str, str], Decimal]:
         """Balances in contracts and shares: commodities that are not currencies (Ledger.positions)."""
         currencies = {name for name, kind, _, _ in self.commodities() if kind == "currency"}

@@ -115,10 +115,8 @@ def _holding(root: str, component: str) -> str:
 def _sums_since(reader: Reader, account_ids: list[int], since: str):
     """((account id, commodity), scaled units) of the postings from `since` on, per account."""
     for aid in account_ids:
-        for commodity, whole, rest in reader.rows(
-                f"SELECT commodity, SUM(units / {FACTOR}), SUM(units % {FACTOR}) FROM posting "
-                "WHERE account_id = ? AND ts >= ? GROUP BY commodity", (aid, since)):
-            yield (aid, commodity), int(whole) * FACTOR + int(rest)
+        for commodity, units in reader.sums_since(aid, since):
+            yield (aid, commodity), units
 
 
 def _lots_since(reader: Reader, account_ids: list[int], since: str) -> dict:
@@ -126,12 +124,9 @@ def _lots_since(reader: Reader, account_ids: list[int], since: str) -> dict:
     from `since` on."""
     moved: dict = {}
     for aid in account_ids:
-        for commodity, cost, whole, rest in reader.rows(
-                f"SELECT commodity, cost, SUM(units / {FACTOR}), SUM(units % {FACTOR}) FROM posting "
-                "WHERE account_id = ? AND ts >= ? AND cost IS NOT NULL GROUP BY commodity, cost", (aid, since)):
-            units = int(whole) * FACTOR + int(rest)
+        for commodity, cost, units in reader.lots_since(aid, since):
             held, basis = moved.get((aid, commodity), (0, 0))
-            moved[(aid, commodity)] = (held + units, basis + units * int(cost) // FACTOR)
+            moved[(aid, commodity)] = (held + units, basis + units * cost // FACTOR)
     return moved
 
 
@@ -144,10 +139,8 @@ def _day_before(reader: Reader, books, names: dict, today: dt.date) -> dt.date |
         weekday -= dt.timedelta(days=1)
     move_ids = [i for i, n in names.items()
                 if n.startswith((TRADING, COMMISSIONS, *CARRY_ACCOUNTS, "Assets:")) or n == "Equity:Deposits"]
-    newest = [row[0] for aid in move_ids
-              for row in reader.rows("SELECT MAX(ts) FROM posting WHERE account_id = ? AND ts < ?",
-                                     (aid, today.isoformat()))]
-    entry_day = max((dt.date.fromisoformat(ts[:10]) for ts in newest if ts), default=None)
+    newest = reader.last_before(move_ids, today.isoformat())
+    entry_day = dt.date.fromisoformat(newest[:10]) if newest else None
     candidates = [d for d in (weekday if weekday >= books.first else None, entry_day) if d is not None]
     return max(candidates) if candidates else None
 
@@ -160,8 +153,7 @@ def _touched_today(reader: Reader, books, since: str, moved_today: set) -> set |
     holder_of = {f"{TRADING}{component}": name for name, component in books.component_of.items()}
     trading_ids = [i for i, n in books.names.items() if n in holder_of]
     for aid in trading_ids:
-        for (meta,) in reader.rows("SELECT t.meta FROM posting p JOIN txn t ON t.id = p.txn_id "
-                                   "WHERE p.account_id = ? AND p.ts >= ?", (aid, since)):
+        for meta in reader.metas_since(aid, since):
             parsed = json.loads(meta or "{}")
             if parsed.get("contract"):
                 touched.add((holder_of[books.names[aid]], parsed["contract"]))
@@ -177,10 +169,7 @@ def _mark_before(reader: Reader, root: str, component: str, code: str, since: st
     LOOK_BACK postings. Read newest first along ix_posting_period; ties of time by entry and line."""
     found = []
     for account, own in ((_holding(root, component), True), (f"{TRADING}{component}", False)):
-        rows = list(reader.rows(
-            "SELECT p.ts, p.txn_id, p.id, p.commodity, p.cost, t.meta FROM posting p "
-            "JOIN txn t ON t.id = p.txn_id WHERE p.account_id = (SELECT id FROM account WHERE name = ?) "
-            f"AND p.ts < ? ORDER BY p.ts DESC LIMIT {LOOK_BACK + 1}", (account, since)))
+        rows = reader.newest_before(account, since, LOOK_BACK + 1)
         hit = None
         for n, (ts, txn_id, posting_id, commodity, cost, meta) in enumerate(rows):
             if hit is not None and ts != hit[0][0]:
