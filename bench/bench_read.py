@@ -2,6 +2,7 @@
 
     python bench/bench_read.py [--entries 1000,100000,1000000] [--runs 7] [--out DIR]
                                [--beancount-upto 100000] [--verify-upto 1000000]
+                               [--replay-upto 100000] [--pg-upto 100000] [--pg-url URL]
 
 At each size a SQLite ledger of bench_ledger.py's futures fills (about 10 postings an entry, so
 1M entries is 10M postings) is made by bench/bulk.py (raw rows, triggers and indexes set aside,
@@ -18,6 +19,16 @@ over it (`init_environment` with the file as its database), and then, side by si
 - **`export beancount`** (the streaming export) against raw sqlite3 reading the same rows in the
   same order (both streams fetched and dropped), with its peak RSS; beancount then loads the
   file (zero errors expected) and `check` compares every balance (up to --beancount-upto).
+
+- **pnl** (by strategy, all time) on the command's read path (`quick_pnl`: maintained balances,
+  lots and marks) against raw sqlite3 reading those same rows, and, up to --replay-upto entries,
+  the replay it replaces (reports/series.py, every posting), whose rows it must equal;
+- **status's P&L of today** (`pnl_today`, at the ledger's last day) against the same ceiling and,
+  up to --replay-upto, the `pnl --by day` sum it must equal; `pnl --json` and `status --json`
+  (--no-broker) as whole processes;
+- **PostgreSQL** (up to --pg-upto entries, with --pg-url or $TRADELEDGER_TEST_PG_URL): the same
+  ledger copied into a schema of its own (bench/pg_copy.py), the same reads beside raw psycopg
+  reading the same rows, and the same whole processes.
 
 Issue 15 targets: positions + income <= 20 ms and flat to 10M postings; `positions --json` <= 250
 ms and faster than beancount's load; peak RSS of `positions` <= 80 MB at any size; the export
@@ -79,6 +90,105 @@ def median_ms(fn, runs: int) -> float:
     return statistics.median(times) * 1000
 
 
+PNL_ROWS = ("SELECT account_id, commodity, whole, nanos FROM balance",
+            "SELECT account_id, commodity, cost, whole, nanos FROM lot_balance",
+            "SELECT holder, contract, price FROM position_mark")
+
+
+def raw_rows(conn, statements) -> None:
+    """The ceiling of a read: the driver's own cursor fetching the rows the read reads."""
+    for sql in statements:
+        cursor = conn.cursor()
+        cursor.execute(sql)
+        cursor.fetchall()
+
+
+def whole_process(argv: list[str], runs: int) -> tuple[float, float]:
+    """Median wall and CPU (ms) of fresh processes, the first (file and bytecode cache) dropped."""
+    process(argv)
+    walls, cpus = [], []
+    for _ in range(runs):
+        wall, cpu, _peak, _ = process(argv)
+        walls.append(wall), cpus.append(cpu)
+    return statistics.median(walls) * 1000, statistics.median(cpus) * 1000
+
+
+def reads(row: dict, prefix: str, home: Path, url: str, conn, args) -> None:
+    """pnl and status's P&L of today on the read path, their ceiling, and (small sizes) the replay
+    they replace, whose answers they must equal; `pnl --json` and `status --json` as processes."""
+    from tradeledger.ledger.reading import open_reader
+    from tradeledger.reports.pnl_fast import quick_pnl
+    from tradeledger.reports.pnl_today import pnl_today
+
+    fast = quick_pnl(home, "paper", url)
+    assert fast is not None and fast["rows"], "the read path stepped aside"
+    row[f"{prefix}pnl_ms"] = median_ms(lambda: quick_pnl(home, "paper", url), args.runs)
+    row[f"{prefix}pnl_floor_ms"] = median_ms(lambda: raw_rows(conn, PNL_ROWS), args.runs)
+    with open_reader(url) as reader:
+        last = reader.first_and_last_day(list(reader.account_names()))[1]
+    today = __import__("datetime").date.fromisoformat(last)
+
+    def today_net():
+        with open_reader(url) as reader:
+            return pnl_today(reader, f"Assets:Broker:{bulk.ACCT}", "USD", lambda c: c, lambda c: c, today)
+
+    net = today_net()
+    assert net is not None, "status's P&L of today stepped aside"
+    row[f"{prefix}today_ms"] = median_ms(today_net, args.runs)
+    if row["entries"] <= args.replay_upto:
+        from tradeledger.engine.setup.environment import open_environment
+        from tradeledger.engine.setup.session import Session
+        from tradeledger.reports import pnl as pnl_report
+
+        env = open_environment(home, "paper", url)
+        session = Session(env)
+        start = time.perf_counter()
+        replayed = pnl_report.replayed_pnl(session)
+        row[f"{prefix}pnl_replay_ms"] = (time.perf_counter() - start) * 1000
+        assert replayed == fast, "pnl: the read path and the replay differ"
+        start = time.perf_counter()
+        days = pnl_report.replayed_pnl(session, "day", today, None)["rows"]
+        row[f"{prefix}today_replay_ms"] = (time.perf_counter() - start) * 1000
+        assert sum((r["net"] for r in days if r["net"] is not None), 0) == net, "today: read path and replay differ"
+        env.engine.dispose()
+    for command in ("pnl", "status"):
+        argv = [sys.executable, "-c", CLI, "--home", str(home), command, "--json"]
+        row[f"{prefix}{command}_proc_ms"], row[f"{prefix}{command}_proc_cpu_ms"] = whole_process(
+            argv + (["--no-broker"] if command == "status" else []), max(3, args.runs // 2))
+
+
+def postgresql(row: dict, path: Path, out: Path, size: int, args) -> None:
+    """The same ledger on PostgreSQL: the reads beside raw psycopg reading the same rows."""
+    import pg_copy
+    import psycopg
+
+    from tradeledger.ledger import db
+    from tradeledger.ledger.reading import open_reader, postgresql_params
+    from tradeledger.ledger.store import Ledger
+
+    home = out / f"home-pg-{size}"
+    started = time.perf_counter()
+    schema, url = pg_copy.copy(path, args.pg_url, home, bulk.ACCT, progress=lambda _m: None)
+    row["pg_copy_s"] = time.perf_counter() - started
+    try:
+        subprocess.run([sys.executable, "-c", CLI, "--home", str(home), "status", "--no-broker"],
+                       env=ENV, check=True, capture_output=True)  # the full opening records the checked config
+        engine = db.make_engine(url)
+        ledger = Ledger(engine)
+        row["pg_query_ms"] = median_ms(lambda: (ledger.positions(), ledger.income()), args.runs)
+        engine.dispose()
+        raw = psycopg.connect(**postgresql_params(url))
+        with open_reader(url) as reader:
+            row["pg_reader_ms"] = median_ms(lambda: reader.positions(prefix=f"Assets:Broker:{bulk.ACCT}"), args.runs)
+        row["pg_query_floor_ms"] = median_ms(lambda: raw_rows(raw, PNL_ROWS[:1]), args.runs)
+        reads(row, "pg_", home, url, raw, args)
+        row["pg_positions_proc_ms"], row["pg_positions_proc_cpu_ms"] = whole_process(
+            [sys.executable, "-c", CLI, "--home", str(home), "positions", "--json"], max(3, args.runs // 2))
+        raw.close()
+    finally:
+        pg_copy.drop(args.pg_url, schema)
+
+
 def read_floor(path: Path) -> float:
     """Raw sqlite3 reading the export's two row streams (headers, postings) in order: seconds."""
     from tradeledger.ledger import export
@@ -118,8 +228,13 @@ def measure(size: int, out: Path, args) -> dict:
         row["reader_ms"] = median_ms(lambda: reader.positions(prefix=f"Assets:Broker:{bulk.ACCT}"), args.runs)
     row["query_floor_ms"] = median_ms(lambda: raw.execute(
         "SELECT account_id, commodity, whole, nanos FROM balance").fetchall(), args.runs)
+    subprocess.run([sys.executable, "-c", CLI, "--home", str(home), "status", "--no-broker"],
+                   env=ENV, check=True, capture_output=True)  # the full opening records the checked config
+    reads(row, "", home, url, raw, args)
     raw.close()
     engine.dispose()
+    if size <= args.pg_upto and args.pg_url:
+        postgresql(row, path, out, size, args)
 
     export_path = out / f"ledger-{size}.beancount"
     cli = [sys.executable, "-c", CLI, "--home", str(home), "positions", "--json"]
@@ -160,6 +275,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--beancount-upto", type=int, default=100_000)
     parser.add_argument("--verify-upto", type=int, default=1_000_000)
+    parser.add_argument("--replay-upto", type=int, default=100_000)
+    parser.add_argument("--pg-upto", type=int, default=100_000)
+    parser.add_argument("--pg-url", default=os.environ.get("TRADELEDGER_TEST_PG_URL"))
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="tl-bench-read-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -197,6 +315,47 @@ def main(argv=None) -> int:
                                              if "beancount_s" in r else "-" for r in rows])
     line("  ratio to the 250 ms target", [f"{r['positions_ms'] / 250:.2f}" for r in rows])
     line("  peak RSS (MB; target 80)", [f"{r['positions_rss']:.1f}" for r in rows])
+    na = "-"
+
+    def ms(r, key, digits=2):
+        return f"{r[key]:.{digits}f}" if key in r else na
+
+    def ratio(r, floor, ours, digits=3):
+        return f"{r[floor] / r[ours]:.{digits}f}" if floor in r and ours in r else na
+
+    line("pnl, read path of the command (`quick_pnl`, ms)", [ms(r, "pnl_ms") for r in rows])
+    line("  ceiling: raw sqlite3 reading the same rows (ms)", [ms(r, "pnl_floor_ms", 3) for r in rows])
+    line("  ratio ceiling / ours", [ratio(r, "pnl_floor_ms", "pnl_ms") for r in rows])
+    line("  the replay it replaces, equal rows (ms)", [ms(r, "pnl_replay_ms", 0) for r in rows])
+    line("status's P&L of today, read path (ms)", [ms(r, "today_ms") for r in rows])
+    line("  ratio ceiling (pnl's rows) / ours", [ratio(r, "pnl_floor_ms", "today_ms") for r in rows])
+    line("  the replay it replaces (`pnl --by day`), equal (ms)", [ms(r, "today_replay_ms", 0) for r in rows])
+    line("`pnl --json`, whole process, wall / cpu (ms)",
+         [f"{r['pnl_proc_ms']:.0f} / {r['pnl_proc_cpu_ms']:.0f}" for r in rows])
+    line("  beancount's load / ours", [f"{r['beancount_s'] * 1000 / r['pnl_proc_ms']:.1f}x"
+                                       if "beancount_s" in r else na for r in rows])
+    line("`status --json --no-broker`, whole process (ms)",
+         [f"{r['status_proc_ms']:.0f} / {r['status_proc_cpu_ms']:.0f}" for r in rows])
+    line("  beancount's load / ours", [f"{r['beancount_s'] * 1000 / r['status_proc_ms']:.1f}x"
+                                       if "beancount_s" in r else na for r in rows])
+    if any("pg_query_ms" in r for r in rows):
+        print("  PostgreSQL, the same ledger copied (bench/pg_copy.py):")
+        line("  copied in (s)", [ms(r, "pg_copy_s", 0) for r in rows])
+        line("  positions + income, in-process (`Ledger`, ms)", [ms(r, "pg_query_ms") for r in rows])
+        line("    ceiling: raw psycopg reading `balance` (ms)", [ms(r, "pg_query_floor_ms", 3) for r in rows])
+        line("    ratio ceiling / ours", [ratio(r, "pg_query_floor_ms", "pg_query_ms") for r in rows])
+        line("  positions, raw read path (`Reader`, ms)", [ms(r, "pg_reader_ms") for r in rows])
+        line("    ratio ceiling / ours", [ratio(r, "pg_query_floor_ms", "pg_reader_ms") for r in rows])
+        line("  pnl, read path (ms)", [ms(r, "pg_pnl_ms") for r in rows])
+        line("    ceiling: raw psycopg reading the same rows (ms)", [ms(r, "pg_pnl_floor_ms", 3) for r in rows])
+        line("    ratio ceiling / ours", [ratio(r, "pg_pnl_floor_ms", "pg_pnl_ms") for r in rows])
+        line("    the replay it replaces, equal rows (ms)", [ms(r, "pg_pnl_replay_ms", 0) for r in rows])
+        line("  status's P&L of today, read path (ms)", [ms(r, "pg_today_ms") for r in rows])
+        line("    the replay it replaces, equal (ms)", [ms(r, "pg_today_replay_ms", 0) for r in rows])
+        for command in ("positions", "pnl", "status"):
+            line(f"  `{command} --json`, whole process, wall / cpu (ms)",
+                 [f"{r[f'pg_{command}_proc_ms']:.0f} / {r[f'pg_{command}_proc_cpu_ms']:.0f}"
+                  if f"pg_{command}_proc_ms" in r else na for r in rows])
     line("`export beancount` (s)", [f"{r['export_s']:.2f}" for r in rows])
     line("  per 1M postings (s; target 3-4)", [f"{r['export_s'] * 1e6 / r['postings']:.2f}" for r in rows])
     line("  ceiling: raw sqlite3 reading the same rows (s)", [f"{r['export_floor_s']:.2f}" for r in rows])
