@@ -277,6 +277,11 @@ def mark_every_holder(chart: Chart, contract: Contract, holdings: dict, price: D
     return postings, after
 
 
+def settlement_key(chart: Chart, code: str, date: dt.date) -> str:
+    """The one key of a contract's settlement on a day: a day is settled once."""
+    return f"settle:{chart.broker_account}:{code}:{date.isoformat()}"
+
+
 def settlement_entry(chart: Chart, contract: Contract, date: dt.date, time: dt.datetime, price: Decimal,
                      holdings: dict) -> tuple[Transaction | None, dict]:
     """Mark every holder's futures position to the settlement price; one entry per contract and day."""
@@ -286,7 +291,7 @@ def settlement_entry(chart: Chart, contract: Contract, date: dt.date, time: dt.d
     txn = Transaction(time=time, kind="settlement", narration=f"Settle {contract.code} {price}",
                       postings=tuple(postings), links=(f"settle-{contract.code}-{date.isoformat()}",),
                       meta=(("contract", contract.code), ("price", str(price))),
-                      key=f"settle:{chart.broker_account}:{contract.code}:{date.isoformat()}")
+                      key=settlement_key(chart, contract.code, date))
     return txn, after
 
 

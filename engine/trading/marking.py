@@ -16,7 +16,7 @@ from tradeledger.errors import UserError
 from tradeledger.engine.context import Context
 from tradeledger.broker.base import Contract
 from tradeledger.engine import tables
-from tradeledger.engine.accounting.entries import settlement_entry
+from tradeledger.engine.accounting.entries import settlement_entry, settlement_key
 from tradeledger.engine.accounting.holdings import load_holdings, save_marks
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled
@@ -51,6 +51,11 @@ def mark_day(ctx: Context, contracts: dict[str, Contract], day: dt.date,
         return booked, missing
     with engine.begin() as conn:  # the day's marks: one transaction (each entry stays idempotent by its key)
         for code in priced:
+            if ledger.find_by_key(settlement_key(chart, code, day), conn) is not None:
+                # Settled already: a trade since then moved the marks to its own price, and the next
+                # day's settlement marks from there. Marking the day again (the daemon's job run twice,
+                # `mark` after a trade) books nothing, never a second entry or a conflict.
+                continue
             contract = contracts[code]
             holdings = load_holdings(conn, ctx.books, contract)
             txn, after = settlement_entry(chart, contract, day, time, prices[code], holdings)
