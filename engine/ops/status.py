@@ -14,7 +14,6 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from tradeledger.engine.context import Context
-from tradeledger.engine.tables import target_run
 from tradeledger.ledger import db
 from tradeledger.ledger.db import read_connection
 
@@ -38,6 +37,7 @@ def environment_status(ctx: Context, probe_broker: bool) -> dict:
 def operations_status(ctx: Context, probe_broker: bool) -> dict:
     """Broker, snapshot, reconciliation, exceptions, locks, target run, today's P&L, daemon."""
     from tradeledger.engine.ops.daemon import read_heartbeat
+    from tradeledger.engine.targets.runs import latest_run
     from tradeledger.engine.setup.session import Session
     from tradeledger.engine.trust import exceptions, snapshots
     from tradeledger.engine.trust.opening import opening_status
@@ -54,15 +54,17 @@ def operations_status(ctx: Context, probe_broker: bool) -> dict:
                 info["broker_error"] = f"{type(exc).__name__}: {exc}"
         else:
             info["broker_reachable"] = "not checked"
-        today = session_now(session).date()
+        now = session_now(session)
+        today = now.date()
     with read_connection(ctx.engine) as conn:
         info["opening"] = opening_status(conn, ctx.settings.account)
         info["last_snapshot"] = snapshots.latest_snapshot(conn, ctx.settings.account)
         info["last_reconciliation"] = last_reconciliation(conn)
         info["open_exceptions"] = exceptions.open_counts(conn)
         info["locks"] = exceptions.active_locks(conn)
-        run = conn.execute(sa.select(target_run).order_by(target_run.c.id.desc()).limit(1)).first()
-        info["latest_target_run"] = None if run is None else {"id": run.id, "as_of": run.as_of, "state": run.state}
+        # Its state as it stands (an approved run past max_run_age_hours is expired), as `targets show` says.
+        run = latest_run(ctx, now, conn)
+        info["latest_target_run"] = None if run is None else {"id": run.id, "as_of": run.as_of, "state": run.status}
         beat = read_heartbeat(conn, ctx.name) if sa.inspect(conn).has_table("daemon_heartbeat") else None
         info["daemon_heartbeat"] = "never" if beat is None else {
             k: beat[k] for k in ("at", "state", "last_job", "last_result") if k in beat}

@@ -423,6 +423,14 @@ def list_runs(ctx: Context, now: dt.datetime | None = None) -> list[TargetRun]:
     return [_run(row, newest, now, max_age) for row in rows]
 
 
+def latest_run(ctx: Context, now: dt.datetime | None = None, conn=None) -> TargetRun | None:
+    """The newest run (no lines) with its state as it stands, the one `targets show` says; None: no run."""
+    now, max_age = now or ctx.now(), trading_config(ctx).max_run_age_hours
+    with _reader(ctx, conn) as c:
+        row = c.execute(sa.select(target_run).order_by(target_run.c.id.desc()).limit(1)).first()
+    return None if row is None else _run(row, row.id, now, max_age)
+
+
 def show_run(ctx: Context, run_id: int, now: dt.datetime | None = None, conn=None) -> TargetRun:
     """One run with its lines and derived status."""
     now, max_age = now or ctx.now(), trading_config(ctx).max_run_age_hours
