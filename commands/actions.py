@@ -15,7 +15,7 @@ import hashlib
 import sys
 
 import click
-from tradeledger.commands.common import Invocation, SIGNED, json_option, parse_date, pass_ctx, reason_option
+from tradeledger.commands.common import Invocation, SIGNED, json_option, parse_date, pass_ctx, reason_option, result_option, said
 from tradeledger.ledger.numbers import to_decimal
 from tradeledger.reports.render import emit_json, table
 
@@ -155,8 +155,9 @@ def weights_group():
 
 @weights_group.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@result_option
 @pass_ctx
-def weights_import(c: Invocation, file):
+def weights_import(c: Invocation, file, as_json):
     """Import target weights (date,strategy,ticker,weight): each in [0, 1], a day's set summing to at most 1,
     only the strategy's own ETFs. Any bad row: every one reported by line, nothing stored."""
     from tradeledger.engine.targets.allocation import import_weights_csv
@@ -164,7 +165,7 @@ def weights_import(c: Invocation, file):
 
     env = c.open()
     added = import_weights_csv(env, file, trading_config(env))
-    click.echo(f"{file}: {added} new weight sets")
+    said(as_json, {"file": file, "new_weight_sets": added}, f"{file}: {added} new weight sets")
 
 
 @click.group("import")

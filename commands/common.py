@@ -108,6 +108,31 @@ def json_option(f):
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(f)
 
 
+def result_option(f):
+    """`--json` on a command that does something: it prints what was done as one JSON object (ids,
+    quantities as exact strings, times ISO 8601 with their zone) instead of a sentence."""
+    return click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")(f)
+
+
+def said(as_json: bool, data: dict, text: str | None, err: bool = False) -> None:
+    """Print what a command did: `data` as JSON with --json, else the sentence `text` (None: nothing)."""
+    if as_json:
+        from tradeledger.reports.render import emit_json
+
+        emit_json(data)
+    elif text is not None:
+        click.echo(text, err=err)
+
+
+def execution_json(e) -> dict:
+    """An execution made at a simulated screen (`sim trade`, `ibsim trade`, `ibsim correct`, a resting
+    order `sim price` filled), as JSON: its full execution id (what `ibsim correct` and `sim fault
+    correct` take) and the fill id `fills list` shows for it."""
+    return {"exec_id": e.exec_id, "fill_id": e.base_exec_id, "account": e.account, "contract": e.contract.code,
+            "side": e.side, "quantity": e.quantity, "price": e.price, "time": e.time, "commission": e.commission,
+            "commission_currency": e.commission_currency or None}
+
+
 def _nonblank(ctx, param, value):
     if value is not None and not value.strip():
         raise click.BadParameter("may not be empty: say why", param_hint="--reason")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 
 import click
-from tradeledger.commands.common import Invocation, json_option, open_session, parse_date, pass_ctx
+from tradeledger.commands.common import Invocation, json_option, open_session, parse_date, pass_ctx, reason_option, result_option, said
 from tradeledger.reports.render import emit_json, table
 
 
@@ -70,14 +70,18 @@ def roll_status_cmd(c: Invocation, on, as_json):
 @roll_group.command("set")
 @click.argument("instrument")
 @click.argument("state", type=click.Choice(["no_roll", "passive", "force", "force_outright", "close", "auto"]))
-@click.option("--note", default="", help="Why.")
+@reason_option(required=False, help="Why: kept with the roll state.")
+@result_option
 @pass_ctx
-def roll_set_cmd(c: Invocation, instrument, state, note):
+def roll_set_cmd(c: Invocation, instrument, state, reason, as_json):
     """Pin an instrument's roll state (auto: the calendar decides again)."""
     from tradeledger.engine.futures.status import set_roll_state
 
-    set_roll_state(c.open(), instrument, state, "cli", note)
-    click.echo(f"{instrument}: roll state {state}" + (" (the calendar decides)" if state == "auto" else " (pinned)"))
+    env = c.open()
+    now = env.now()
+    set_roll_state(env, instrument, state, "cli", reason or "", now)
+    said(as_json, {"instrument": instrument, "state": state, "pinned": state != "auto", "reason": reason, "at": now},
+         f"{instrument}: roll state {state}" + (" (the calendar decides)" if state == "auto" else " (pinned)"))
 
 
 @roll_group.command("plan")

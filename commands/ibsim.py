@@ -11,7 +11,10 @@ import sys
 from pathlib import Path
 
 import click
-from tradeledger.commands.common import Invocation, SIGNED, define_contract_options, described_contract, pass_ctx, lazy, lazy_function, warn_far_from_market
+from tradeledger.commands.common import (
+    Invocation, SIGNED, define_contract_options, described_contract, execution_json, pass_ctx, lazy, lazy_function,
+    result_option, said, warn_far_from_market,
+)
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
 from tradeledger.errors import UnknownName, UserError
 
@@ -112,29 +115,35 @@ def ibsim_serve(c: Invocation, host, port, account, state, commission):
 @click.argument("contract")
 @click.argument("price")
 @click.option("--state", type=click.Path(dir_okay=False), default=None)
+@result_option
 @pass_ctx
-def ibsim_price(c: Invocation, contract, price, state):
+def ibsim_price(c: Invocation, contract, price, state, as_json):
     """Set a contract's market price at the gateway (known from the environment's instruments)."""
     exchange = _ibsim_exchange(c, state)
     exchange.add_contract(_ibsim_contract(c, contract, exchange))
-    warn_far_from_market(exchange, contract, _to_decimal(price, "PRICE"))
-    filled = exchange.set_price(contract, _to_decimal(price, "PRICE"))
-    click.echo(f"{contract} at {price}" + (f"; {len(filled)} resting orders filled" if filled else ""))
+    number = _to_decimal(price, "PRICE")
+    warn_far_from_market(exchange, contract, number)
+    filled = exchange.set_price(contract, number)
+    said(as_json, {"contract": contract, "price": number, "at": exchange.now(),
+                   "filled": [execution_json(e) for e in filled]},
+         f"{contract} at {price}" + (f"; {len(filled)} resting orders filled" if filled else ""))
 
 
 @ibsim_group.command("open")
 @click.option("--state", type=click.Path(dir_okay=False), default=None)
+@result_option
 @pass_ctx
-def ibsim_open(c: Invocation, state):
+def ibsim_open(c: Invocation, state, as_json):
     """Price every configured instrument's current contract at its latest imported close."""
     opened = _demo.price_at_latest_closes(c.open(), _ibsim_exchange(c, state))
-    click.echo(f"{len(opened)} contracts priced at the gateway: {', '.join(opened)}")
+    said(as_json, {"priced": list(opened)}, f"{len(opened)} contracts priced at the gateway: {', '.join(opened)}")
 
 
 @ibsim_group.command("seed-demo")
 @click.option("--state", type=click.Path(dir_okay=False), default=None)
+@result_option
 @pass_ctx
-def ibsim_seed_demo(c: Invocation, state):
+def ibsim_seed_demo(c: Invocation, state, as_json):
     """Give a paper IB environment the demo's instruments, strategies and price history up to
     yesterday, and price their contracts at the gateway: `cycle --approve` then trades."""
     from tradeledger.engine.targets import prices as _p
@@ -159,8 +168,9 @@ def ibsim_seed_demo(c: Invocation, state):
     for text, source in ((closes, "demo closes"), (fx, "demo fx"), (curve, "demo contract closes")):
         _p.store_rows(env, _p.parse_prices_csv(text, config, env.settings.base_currency, source), source)
     opened = _demo.price_at_latest_closes(c.open(), exchange)
-    click.echo(f"demo instruments and history up to {yesterday} added to {env.config_path}; "
-               f"{len(opened)} contracts priced at the gateway")
+    said(as_json, {"config": str(env.config_path), "history_until": yesterday, "priced": list(opened)},
+         f"demo instruments and history up to {yesterday} added to {env.config_path}; "
+         f"{len(opened)} contracts priced at the gateway")
 
 
 @ibsim_group.command("trade", context_settings=SIGNED)
@@ -168,15 +178,16 @@ def ibsim_seed_demo(c: Invocation, state):
 @click.argument("qty")
 @click.argument("price")
 @click.option("--state", type=click.Path(dir_okay=False), default=None)
+@result_option
 @pass_ctx
-def ibsim_trade(c: Invocation, contract, qty, price, state):
+def ibsim_trade(c: Invocation, contract, qty, price, state, as_json):
     """A trade made at the gateway outside tradeledger (no orderRef): QTY signed."""
     exchange = _ibsim_exchange(c, state)
     warn_far_from_market(exchange, contract, _to_decimal(price, "PRICE"))
     execution = exchange.external_trade(_ibsim_contract(c, contract, exchange), _to_decimal(qty, "QTY"),
                                         _to_decimal(price, "PRICE"))
-    click.echo(f"gateway executed {execution.side} {execution.quantity} {contract} @ {execution.price} "
-               f"({execution.exec_id})")
+    said(as_json, execution_json(execution),
+         f"gateway executed {execution.side} {execution.quantity} {contract} @ {execution.price} ({execution.exec_id})")
 
 
 @ibsim_group.command("deposit", context_settings={"ignore_unknown_options": True})
@@ -184,12 +195,15 @@ def ibsim_trade(c: Invocation, contract, qty, price, state):
 @click.argument("amount")
 @click.option("--kind", type=click.Choice(["deposit", "withdrawal", "transfer"]), default="deposit", show_default=True)
 @click.option("--state", type=click.Path(dir_okay=False), default=None)
+@result_option
 @pass_ctx
-def ibsim_deposit(c: Invocation, currency, amount, kind, state):
+def ibsim_deposit(c: Invocation, currency, amount, kind, state, as_json):
     """Cash arriving (AMOUNT > 0) or leaving (< 0) at the gateway's account without a trade."""
     number = _to_decimal(amount, "AMOUNT")
-    _ibsim_exchange(c, state).deposit(currency, number, kind)
-    click.echo(f"gateway {kind}: {number} {currency.upper()}")
+    exchange = _ibsim_exchange(c, state)
+    exchange.deposit(currency, number, kind)
+    said(as_json, {"kind": kind, "amount": number, "currency": currency.upper(), "at": exchange.now()},
+         f"gateway {kind}: {number} {currency.upper()}")
 
 
 @ibsim_group.command("transfer-in", context_settings={"ignore_unknown_options": True})
@@ -199,14 +213,18 @@ def ibsim_deposit(c: Invocation, currency, amount, kind, state):
 @click.option("--cost", default=None, help="Shares: the cost per unit it arrives with (default: the price).")
 @define_contract_options
 @click.option("--state", type=click.Path(dir_okay=False), default=None)
+@result_option
 @pass_ctx
-def ibsim_transfer_in(c: Invocation, contract, qty, price, cost, sec_type, currency, multiplier, venue, state):
+def ibsim_transfer_in(c: Invocation, contract, qty, price, cost, sec_type, currency, multiplier, venue, state, as_json):
     """A position arriving at the gateway's account without an execution (QTY signed; seeds an account)."""
     exchange = _ibsim_exchange(c, state)
     k = described_contract(contract, sec_type, currency, multiplier, venue) or _ibsim_contract(c, contract, exchange)
     number = _to_decimal(qty, "QTY")
-    exchange.transfer_in(k, number, price and _to_decimal(price, "--price"), cost and _to_decimal(cost, "--cost"))
-    click.echo(f"gateway account received {number} {contract} without an execution")
+    price, cost = price and _to_decimal(price, "--price"), cost and _to_decimal(cost, "--cost")
+    exchange.transfer_in(k, number, price, cost)
+    said(as_json, {"contract": k.code, "quantity": number, "price": price or None, "cost": cost or None,
+                   "at": exchange.now()},
+         f"gateway account received {number} {contract} without an execution")
 
 
 @ibsim_group.command("correct")
@@ -214,12 +232,13 @@ def ibsim_transfer_in(c: Invocation, contract, qty, price, cost, sec_type, curre
 @click.option("--price", default=None)
 @click.option("--qty", default=None)
 @click.option("--state", type=click.Path(dir_okay=False), default=None)
+@result_option
 @pass_ctx
-def ibsim_correct(c: Invocation, exec_id, price, qty, state):
+def ibsim_correct(c: Invocation, exec_id, price, qty, state, as_json):
     """Correct an execution at the gateway (.01 -> .02); `fills sync` books it by reversal."""
     ex = _ibsim_exchange(c, state).correct_execution(
         exec_id, price and _to_decimal(price, "--price"), qty and _to_decimal(qty, "--qty"))
-    click.echo(f"corrected: {ex.exec_id} {ex.side} {ex.quantity} @ {ex.price}")
+    said(as_json, {"corrects": exec_id} | execution_json(ex), f"corrected: {ex.exec_id} {ex.side} {ex.quantity} @ {ex.price}")
 
 
 COMMANDS = [ibsim_group]

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import click
-from tradeledger.commands.common import Invocation, json_option, lazy_function, pass_ctx
+from tradeledger.commands.common import Invocation, json_option, lazy_function, pass_ctx, result_option, said
 from tradeledger.reports.render import emit_json, table
 
 # Imported on first use (commands/common.py: lazy): starting the CLI imports no engine.
@@ -43,26 +43,28 @@ def export_group():
 @export_group.command("beancount")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Output file (default: the environment's ledger.beancount).")
+@result_option
 @pass_ctx
-def export_beancount_cmd(c: Invocation, out):
+def export_beancount_cmd(c: Invocation, out, as_json):
     """Write the whole ledger as a beancount file, atomically (with prices for shares, FX and futures'
     unsettled margin, and tradeledger's Fava pages)."""
     environment = c.open()
     path = Path(out) if out else environment.ledger_path
     size = export_ledger(environment, path=path)
-    click.echo(f"wrote {path} ({size} bytes)")
+    said(as_json, {"file": str(path), "bytes": size}, f"wrote {path} ({size} bytes)")
 
 
 @export_group.command("entries")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output file (JSON lines).")
+@result_option
 @pass_ctx
-def export_entries_cmd(c: Invocation, out):
+def export_entries_cmd(c: Invocation, out, as_json):
     """Write every account, commodity and entry exactly, as JSON lines, streamed (what `import entries`
     reads: moves a ledger to another environment or from SQLite to PostgreSQL)."""
     from tradeledger.engine.ops.entries_file import export_entries
 
     accounts, entries = export_entries(c.open(), Path(out))
-    click.echo(f"wrote {out} ({accounts} accounts, {entries} entries)")
+    said(as_json, {"file": out, "accounts": accounts, "entries": entries}, f"wrote {out} ({accounts} accounts, {entries} entries)")
 
 
 @click.command()

@@ -10,7 +10,7 @@ import datetime as _dt
 from pathlib import Path
 
 import click
-from tradeledger.commands.common import Invocation, fail, json_option, pass_ctx
+from tradeledger.commands.common import Invocation, fail, json_option, pass_ctx, result_option, said
 from tradeledger.reports.render import emit_json, table
 
 
@@ -64,17 +64,20 @@ def alerts_group():
 
 
 @alerts_group.command("send")
+@result_option
 @pass_ctx
-def alerts_send(c: Invocation):
+def alerts_send(c: Invocation, as_json):
     """Send what is due now (what the daemon's alerts job does); for cron when no daemon runs."""
     from tradeledger.engine.ops.alerts import run_alerts
 
-    click.echo(run_alerts(c.open()))
+    line = run_alerts(c.open())
+    said(as_json, {"result": line}, line)
 
 
 @alerts_group.command("test")
+@result_option
 @pass_ctx
-def alerts_test(c: Invocation):
+def alerts_test(c: Invocation, as_json):
     """Send a test message to every channel now; exit 1 if any channel fails."""
     from tradeledger.engine.ops.alerts import apprise_send, channel_id, parse_alert_config
 
@@ -82,13 +85,16 @@ def alerts_test(c: Invocation):
     config = parse_alert_config(env.settings.raw)
     if not config.urls:
         fail("no alert channels: set [alerts] urls in config.toml or TRADELEDGER_ALERT_URLS")
-    failed = 0
+    failed, channels = 0, []
     for url in config.urls:
         error = apprise_send(url, f"[tradeledger {env.settings.env}] test",
                              f"A test message from tradeledger ({env.settings.account}) at "
                              f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC.")
-        click.echo(f"channel {channel_id(url)}: " + ("sent" if error is None else f"FAILED: {error}"))
+        channels.append({"channel": channel_id(url), "sent": error is None, "error": error})
+        if not as_json:
+            click.echo(f"channel {channel_id(url)}: " + ("sent" if error is None else f"FAILED: {error}"))
         failed += error is not None
+    said(as_json, {"channels": channels}, None)
     if failed:
         fail(f"{failed} of {len(config.urls)} channels failed")
 
@@ -112,12 +118,18 @@ def _plan(c: Invocation, user_mode: bool, run_as: str | None):
 @click.option("--unit-dir", type=click.Path(file_okay=False), default=None,
               help="Write the units here instead of systemd's directory (packaging, review).")
 @click.option("--enable", is_flag=True, help="Also run systemctl daemon-reload and enable --now.")
+@result_option
 @pass_ctx
-def service_install(c: Invocation, user_mode, run_as, unit_dir, enable):
+def service_install(c: Invocation, user_mode, run_as, unit_dir, enable, as_json):
     """Write the environment's units (daemon, Fava, export timer) and its 0600 secrets file."""
     from tradeledger.engine.ops.services import install
 
     done = install(_plan(c, user_mode, run_as), Path(unit_dir) if unit_dir else None, enable)
+    if as_json:
+        said(True, {"files": [str(p) for p in done.files], "secrets": str(done.secrets),
+                    "secrets_created": done.secrets_created, "enabled": enable,
+                    "commands": [] if enable else list(done.commands)}, None)
+        return
     for path in done.files:
         click.echo(f"wrote {path}")
     click.echo(f"secrets: {done.secrets} (0600{', created empty' if done.secrets_created else ''})")

@@ -6,7 +6,7 @@ import datetime as _dt
 import sys
 
 import click
-from tradeledger.commands.common import Invocation, json_option, lazy, lazy_function, pass_ctx
+from tradeledger.commands.common import Invocation, json_option, lazy, lazy_function, pass_ctx, result_option, said
 from tradeledger.reports.render import emit_json, table
 
 # Imported on first use (commands/common.py: lazy): starting the CLI imports no engine.
@@ -134,8 +134,9 @@ def db_group():
 
 
 @db_group.command("upgrade")
+@result_option
 @pass_ctx
-def db_upgrade(c: Invocation):
+def db_upgrade(c: Invocation, as_json):
     """Bring the database schema up to this version of tradeledger."""
     home = resolve_home(c.home)
     settings = parse_settings(home / c.env / "config.toml", c.env)
@@ -146,7 +147,8 @@ def db_upgrade(c: Invocation):
     except sa.exc.OperationalError as exc:
         raise db.connectivity_error(url, exc) from None
     db.verify_identity(engine, {"environment": settings.env, "broker_account": settings.account})
-    click.echo(f"schema at revision {after}" + ("" if before == after else f" (was {before})"))
+    said(as_json, {"revision": after, "was": before, "upgraded": before != after},
+         f"schema at revision {after}" + ("" if before == after else f" (was {before})"))
 
 
 @click.group("config")

@@ -10,7 +10,7 @@ import datetime as _dt
 import getpass as _getpass
 
 import click
-from tradeledger.commands.common import Invocation, json_option, open_session, pass_ctx, reason_option, lazy
+from tradeledger.commands.common import Invocation, json_option, open_session, pass_ctx, reason_option, lazy, result_option, said
 from tradeledger.reports.render import emit_json, rounded, table
 
 # --- data, instruments, signals, targets ---------------------------------------------------------
@@ -70,14 +70,17 @@ def instruments_list(c: Invocation, as_json):
 @instruments_group.command("map")
 @click.argument("signal")
 @click.argument("execution")
+@result_option
 @pass_ctx
-def instruments_map(c: Invocation, signal, execution):
+def instruments_map(c: Invocation, signal, execution, as_json):
     """Make strategies signalling on SIGNAL trade EXECUTION (the same name removes the mapping)."""
     change = _targets.set_mapping(c.open(), signal, execution)
+    data = {"signal": signal, "executes_in": change.new, "was": change.old, "changed": change.old != change.new,
+            "still_held": [{"account": a, "contract": k, "qty": q} for a, k, q in change.holders]}
     if change.old == change.new:
-        click.echo(f"{signal} already executes in {execution}; nothing changed")
+        said(as_json, data, f"{signal} already executes in {execution}; nothing changed")
         return
-    click.echo(f"{signal} now executes in {change.new} (was {change.old})")
+    said(as_json, data, f"{signal} now executes in {change.new} (was {change.old})")
     for account, contract, qty in change.holders:
         click.echo(f"warning: {account} still holds {qty} {contract}; the next run targets {change.new}, "
                    f"so close or transfer it yourself", err=True)
@@ -211,23 +214,25 @@ def targets_show(c: Invocation, run_id, as_json):
 @targets_group.command("approve")
 @click.argument("run_id", type=int)
 @reason_option(required=False, help="A note kept with the review.")
+@result_option
 @pass_ctx
-def targets_approve(c: Invocation, run_id, reason):
+def targets_approve(c: Invocation, run_id, reason, as_json):
     """Approve a pending run so that it can be executed."""
     with open_session(c) as session:
         run = _targets.approve_run(session, run_id, _getpass.getuser(), reason, session.now())
-    click.echo(f"run {run.id} approved by {run.reviewed_by}")
+    said(as_json, run.as_json(with_lines=False), f"run {run.id} approved by {run.reviewed_by}")
 
 
 @targets_group.command("reject")
 @click.argument("run_id", type=int)
 @reason_option(help="Why the run is rejected.")
+@result_option
 @pass_ctx
-def targets_reject(c: Invocation, run_id, reason):
+def targets_reject(c: Invocation, run_id, reason, as_json):
     """Reject a pending run; it can never be executed."""
     with open_session(c) as session:
         run = _targets.reject_run(session, run_id, _getpass.getuser(), reason, session.now())
-    click.echo(f"run {run.id} rejected by {run.reviewed_by}: {run.review_note}")
+    said(as_json, run.as_json(with_lines=False), f"run {run.id} rejected by {run.reviewed_by}: {run.review_note}")
 
 
 COMMANDS = [data_group, instruments_group, signals_group, targets_group]

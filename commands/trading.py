@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from tradeledger.commands.common import (
     Invocation, SIGNED, define_contract_options, described_contract, json_option, open_session, parse_date, pass_ctx, lazy, lazy_function,
-    warn_far_from_market,
+    execution_json, result_option, said, warn_far_from_market,
 )
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
 from tradeledger.reports.names import Names
@@ -194,16 +194,18 @@ def orders_list(c: Invocation, as_json):
 
 @orders_group.command("cancel")
 @click.argument("order_id", type=int)
+@result_option
 @pass_ctx
-def orders_cancel(c: Invocation, order_id):
+def orders_cancel(c: Invocation, order_id, as_json):
     """Cancel an order that is not done; what already filled stays booked."""
     with open_session(c) as session:
         ref, confirmed = _cycle.cancel_order(session, order_id)
+    data = {"order": order_id, "order_ref": ref, "cancelled": confirmed}
     if not confirmed:
-        click.echo(f"error: cancel of order {order_id} ({ref}) requested; the broker has not confirmed it yet, so it "
-                   f"still counts as working", err=True)
+        said(as_json, data, f"error: cancel of order {order_id} ({ref}) requested; the broker has not confirmed it "
+                            f"yet, so it still counts as working", err=True)
         sys.exit(1)
-    click.echo(f"cancelled order {order_id} ({ref})")
+    said(as_json, data, f"cancelled order {order_id} ({ref})")
 
 
 @click.group("fills")
@@ -372,50 +374,60 @@ def _parse_duration(text: str) -> _dt.timedelta:
 
 
 @sim_clock.command("show")
+@result_option
 @pass_ctx
-def sim_clock_show(c: Invocation):
+def sim_clock_show(c: Invocation, as_json):
     """Print the exchange's time (UTC)."""
     with open_session(c) as session:
-        click.echo(session.exchange().now().isoformat())
+        now = session.exchange().now()
+    said(as_json, {"clock": now}, now.isoformat())
 
 
 @sim_clock.command("set")
 @click.argument("when")
+@result_option
 @pass_ctx
-def sim_clock_set(c: Invocation, when):
+def sim_clock_set(c: Invocation, when, as_json):
     """Set the exchange's clock to WHEN (2026-12-02 or 2026-12-02T15:00; UTC unless a zone is given)."""
     with open_session(c) as session:
         exchange = session.exchange()
         target = _parse_when(when)
-        if target < exchange.now():
-            raise click.BadParameter(f"{target.isoformat()} is before the exchange's time {exchange.now().isoformat()}:"
+        was = exchange.now()
+        if target < was:
+            raise click.BadParameter(f"{target.isoformat()} is before the exchange's time {was.isoformat()}:"
                                      " its clock only moves forward", param_hint="WHEN")
         exchange.set_clock(target)
-        click.echo(f"exchange clock: {exchange.now().isoformat()}")
+        now = exchange.now()
+    said(as_json, {"clock": now, "was": was}, f"exchange clock: {now.isoformat()}")
 
 
 @sim_clock.command("advance")
 @click.argument("duration")
+@result_option
 @pass_ctx
-def sim_clock_advance(c: Invocation, duration):
+def sim_clock_advance(c: Invocation, duration, as_json):
     """Move the exchange's clock forward by DURATION (1d, 6h, 30m, 45s)."""
+    delta = _parse_duration(duration)
     with open_session(c) as session:
-        click.echo(f"exchange clock: {session.exchange().advance_clock(_parse_duration(duration)).isoformat()}")
+        now = session.exchange().advance_clock(delta)
+    said(as_json, {"clock": now, "was": now - delta}, f"exchange clock: {now.isoformat()}")
 
 
 @sim_group.command("trade", context_settings=SIGNED)
 @click.argument("contract")
 @click.argument("qty")
 @click.argument("price")
+@result_option
 @pass_ctx
-def sim_trade(c: Invocation, contract, qty, price):
+def sim_trade(c: Invocation, contract, qty, price, as_json):
     """A trade made at the broker outside tradeledger (no orderRef): QTY signed, e.g. -2."""
     session = c.open()  # a Context: the simulated exchange needs no broker connection
     warn_far_from_market(session.exchange(), contract, _to_decimal(price, "PRICE"))
     execution = session.exchange().external_trade(_sim_contract(session, contract), _to_decimal(qty, "QTY"),
                                                    _to_decimal(price, "PRICE"))
-    click.echo(f"broker executed {execution.side} {execution.quantity} {contract} @ {execution.price} "
-               f"({execution.exec_id}); `tradeledger fills sync` books it")
+    said(as_json, execution_json(execution),
+         f"broker executed {execution.side} {execution.quantity} {contract} @ {execution.price} "
+         f"({execution.exec_id}); `tradeledger fills sync` books it")
 
 
 @sim_group.command("dividend", context_settings=SIGNED)
@@ -423,15 +435,20 @@ def sim_trade(c: Invocation, contract, qty, price):
 @click.argument("per_share")
 @click.option("--withholding", default="0", show_default=True, help="Fraction withheld at source, e.g. 0.15.")
 @click.option("--pay-date", default=None, help="When the broker pays it (default: today, the ex-date).")
+@result_option
 @pass_ctx
-def sim_dividend(c: Invocation, ticker, per_share, withholding, pay_date):
+def sim_dividend(c: Invocation, ticker, per_share, withholding, pay_date, as_json):
     """TICKER goes ex-dividend now (the exchange's clock): the position held now is paid PER_SHARE on the pay date."""
     with open_session(c) as session:
         exchange = session.exchange()
-        shares = exchange.declare_dividend(ticker, _to_decimal(per_share, "PER_SHARE"),
-                                           _to_decimal(withholding, "--withholding"), parse_date(pay_date, "--pay-date"))
-    click.echo(f"{ticker} ex-dividend {per_share} on {shares} shares; the ledger books it from "
-               f"`tradeledger actions import` (or `import flex`) and `actions book`")
+        amount, rate, paid = _to_decimal(per_share, "PER_SHARE"), _to_decimal(withholding, "--withholding"), \
+            parse_date(pay_date, "--pay-date")
+        shares = exchange.declare_dividend(ticker, amount, rate, paid)
+        ex_date = exchange.now().date()
+    said(as_json, {"ticker": ticker, "per_share": amount, "withholding": rate, "shares": shares, "ex_date": ex_date,
+                   "pay_date": paid or ex_date},
+         f"{ticker} ex-dividend {per_share} on {shares} shares; the ledger books it from "
+         f"`tradeledger actions import` (or `import flex`) and `actions book`")
 
 
 @sim_group.command("split")
@@ -439,8 +456,9 @@ def sim_dividend(c: Invocation, ticker, per_share, withholding, pay_date):
 @click.argument("ratio")
 @click.option("--cash-in-lieu", "cash_in_lieu", default=None,
               help="The price per new share the broker pays for a fraction of a share left over.")
+@result_option
 @pass_ctx
-def sim_split(c: Invocation, ticker, ratio, cash_in_lieu):
+def sim_split(c: Invocation, ticker, ratio, cash_in_lieu, as_json):
     """The broker splits TICKER by RATIO (NEW:OLD, e.g. 2:1, or 1:10 for a reverse split) today."""
     from tradeledger.engine.accounting.actions import parse_ratio
 
@@ -451,11 +469,13 @@ def sim_split(c: Invocation, ticker, ratio, cash_in_lieu):
     price = cash_in_lieu and _to_decimal(cash_in_lieu, "--cash-in-lieu")
     with open_session(c) as session:
         after = session.exchange().split(ticker, new, old, price)
-    click.echo(f"broker split {ticker} {ratio}: the account now holds {after}; `tradeledger actions sync` "
-               f"stores it, `actions book` (or reconcile) books it")
+        day = session.exchange().now().date()
+    said(as_json, {"ticker": ticker, "new": new, "old": old, "date": day, "holds": after, "cash_in_lieu": price or None},
+         f"broker split {ticker} {ratio}: the account now holds {after}; `tradeledger actions sync` "
+         f"stores it, `actions book` (or reconcile) books it")
 
 
-def _sim_account_cash(c: Invocation, kind: str, amount: str, currency: str, ref: str | None) -> None:
+def _sim_account_cash(c: Invocation, kind: str, amount: str, currency: str, ref: str | None, as_json: bool) -> None:
     number = _to_decimal(amount, "AMOUNT")
     if number == 0:
         raise click.BadParameter(f"a {kind} of 0 moves nothing", param_hint="AMOUNT")
@@ -466,42 +486,47 @@ def _sim_account_cash(c: Invocation, kind: str, amount: str, currency: str, ref:
         exchange = session.exchange()
         exchange.account_cash(currency.upper(), number, kind, ref or "")
         day = exchange.now().date()
-    click.echo(f"broker {kind}: {number} {currency.upper()} on {day}; the ledger books it with "
-               f"`tradeledger actions {kind} {number} {currency.upper()} --date {day} --reason ...` "
-               f"(or IB's Flex statement)")
+    said(as_json, {"kind": kind, "amount": number, "currency": currency.upper(), "date": day, "ref": ref or None},
+         f"broker {kind}: {number} {currency.upper()} on {day}; the ledger books it with "
+         f"`tradeledger actions {kind} {number} {currency.upper()} --date {day} --reason ...` "
+         f"(or IB's Flex statement)")
 
 
 @sim_group.command("interest", context_settings=SIGNED)
 @click.argument("amount")
 @click.argument("currency")
 @click.option("--ref", default=None, help="The broker's reference for it.")
+@result_option
 @pass_ctx
-def sim_interest(c: Invocation, amount, currency, ref):
+def sim_interest(c: Invocation, amount, currency, ref, as_json):
     """The broker credits (AMOUNT > 0) or charges (< 0) interest on the account today."""
-    _sim_account_cash(c, "interest", amount, currency, ref)
+    _sim_account_cash(c, "interest", amount, currency, ref, as_json)
 
 
 @sim_group.command("fee", context_settings=SIGNED)
 @click.argument("amount")
 @click.argument("currency")
 @click.option("--ref", default=None, help="The broker's reference for it.")
+@result_option
 @pass_ctx
-def sim_fee(c: Invocation, amount, currency, ref):
+def sim_fee(c: Invocation, amount, currency, ref, as_json):
     """The broker charges a fee (AMOUNT < 0, e.g. market data) on the account today."""
-    _sim_account_cash(c, "fee", amount, currency, ref)
+    _sim_account_cash(c, "fee", amount, currency, ref, as_json)
 
 
 @sim_group.command("deposit", context_settings=SIGNED)
 @click.argument("currency")
 @click.argument("amount")
 @click.option("--kind", type=click.Choice(["deposit", "withdrawal", "transfer"]), default="deposit", show_default=True)
+@result_option
 @pass_ctx
-def sim_deposit(c: Invocation, currency, amount, kind):
+def sim_deposit(c: Invocation, currency, amount, kind, as_json):
     """Cash arriving (AMOUNT > 0) or leaving (< 0) at the broker without a trade."""
     session = c.open()  # a Context: the simulated exchange needs no broker connection
     number = _to_decimal(amount, "AMOUNT")
     session.exchange().deposit(currency, number, kind)
-    click.echo(f"broker {kind}: {number} {currency.upper()}; `tradeledger reconcile` proposes the entry")
+    said(as_json, {"kind": kind, "amount": number, "currency": currency.upper(), "at": session.exchange().now()},
+         f"broker {kind}: {number} {currency.upper()}; `tradeledger reconcile` proposes the entry")
 
 
 @sim_group.command("transfer-in", context_settings=SIGNED)
@@ -510,41 +535,50 @@ def sim_deposit(c: Invocation, currency, amount, kind):
 @click.option("--price", default=None, help="Futures: the mark it arrives at (default: the market price).")
 @click.option("--cost", default=None, help="Shares: the cost per unit it arrives with (default: the price).")
 @define_contract_options
+@result_option
 @pass_ctx
-def sim_transfer_in(c: Invocation, contract, qty, price, cost, sec_type, currency, multiplier, venue):
+def sim_transfer_in(c: Invocation, contract, qty, price, cost, sec_type, currency, multiplier, venue, as_json):
     """A position arriving at the broker without an execution (QTY signed; also seeds an account)."""
     session = c.open()  # a Context: the simulated exchange needs no broker connection
     k = described_contract(contract, sec_type, currency, multiplier, venue) or _sim_contract(session, contract)
     number = _to_decimal(qty, "QTY")
-    session.exchange().transfer_in(k, number, price and _to_decimal(price, "--price"),
-                                   cost and _to_decimal(cost, "--cost"))
-    click.echo(f"broker received {number} {contract} without an execution; `tradeledger reconcile` adopts it")
+    price, cost = price and _to_decimal(price, "--price"), cost and _to_decimal(cost, "--cost")
+    session.exchange().transfer_in(k, number, price, cost)
+    said(as_json, {"contract": k.code, "quantity": number, "price": price or None, "cost": cost or None,
+                   "at": session.exchange().now()},
+         f"broker received {number} {contract} without an execution; `tradeledger reconcile` adopts it")
 
 
 @sim_group.command("price", context_settings=SIGNED)
 @click.argument("contract")
 @click.argument("price")
+@result_option
 @pass_ctx
-def sim_price(c: Invocation, contract, price):
+def sim_price(c: Invocation, contract, price, as_json):
     """Set the simulated market price of a contract."""
     session = c.open()  # a Context: the simulated exchange needs no broker connection
     exchange = session.exchange()
     exchange.add_contract(_sim_contract(session, contract))
-    filled = exchange.set_price(contract, _to_decimal(price, "PRICE"))
-    click.echo(f"{contract} at {price}" + (f"; {len(filled)} resting orders filled" if filled else ""))
+    number = _to_decimal(price, "PRICE")
+    filled = exchange.set_price(contract, number)
+    said(as_json, {"contract": contract, "price": number, "at": exchange.now(),
+                   "filled": [execution_json(e) for e in filled]},
+         f"{contract} at {price}" + (f"; {len(filled)} resting orders filled" if filled else ""))
 
 
 @sim_group.command("settle", context_settings=SIGNED)
 @click.argument("contract")
 @click.argument("price")
 @click.option("--date", "day", default=None)
+@result_option
 @pass_ctx
-def sim_settle(c: Invocation, contract, price, day):
+def sim_settle(c: Invocation, contract, price, day, as_json):
     """Settle a contract at the exchange (cash moves) and record the settlement price for `mark`."""
     number = _to_decimal(price, "PRICE")
     with open_session(c) as session:
         day, cash = _marking.settle_at_sim_exchange(session, contract, number, parse_date(day, "--date"))
-    click.echo(f"{contract} settled at {number} on {day}: {cash} moved to cash at the broker")
+    said(as_json, {"contract": contract, "price": number, "date": day, "cash": cash},
+         f"{contract} settled at {number} on {day}: {cash} moved to cash at the broker")
 
 
 @sim_group.command("fault")
@@ -554,23 +588,30 @@ def sim_settle(c: Invocation, contract, price, day):
 @click.option("--price", default=None, help="correct: the corrected price.")
 @click.option("--exec-id", default=None, help="correct: the execution to correct.")
 @click.option("--count", type=int, default=1, help="How many calls/polls the fault lasts.")
+@result_option
 @pass_ctx
-def sim_fault(c: Invocation, kind, qty, price, exec_id, count):
+def sim_fault(c: Invocation, kind, qty, price, exec_id, count, as_json):
     """Arm a fault at the simulated broker, to see tradeledger handle it."""
     exchange = c.open().exchange()
+    data: dict = {"fault": kind}
     if kind == "partial-fill":
-        exchange.fault_partial_fill(qty=_to_decimal(qty or "1", "--qty"))
+        data["qty"] = _to_decimal(qty or "1", "--qty")
+        exchange.fault_partial_fill(qty=data["qty"])
     elif kind == "duplicate-executions":
         exchange.fault_duplicate_executions(count)
+        data["count"] = count
     elif kind == "late-commission":
         exchange.fault_late_commission(count)
+        data["count"] = count
     elif kind == "disconnect":
         exchange.fault_disconnect(count)
+        data["count"] = count
     else:
         if not exec_id:
             raise click.UsageError("correct needs --exec-id")
-        exchange.correct_execution(exec_id, price and _to_decimal(price, "--price"), qty and _to_decimal(qty, "--qty"))
-    click.echo(f"fault armed: {kind}")
+        data["corrected"] = execution_json(exchange.correct_execution(
+            exec_id, price and _to_decimal(price, "--price"), qty and _to_decimal(qty, "--qty")))
+    said(as_json, data, f"fault armed: {kind}")
 
 
 @click.command("cycle")

@@ -12,7 +12,7 @@ import shlex
 import sys
 
 import click
-from tradeledger.commands.common import Invocation, SIGNED, fail, json_option, open_session, pass_ctx, reason_option, lazy, lazy_function
+from tradeledger.commands.common import Invocation, SIGNED, fail, json_option, open_session, pass_ctx, reason_option, lazy, lazy_function, result_option, said
 from tradeledger.engine.trust import CASH_KINDS
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
 from tradeledger.reports.render import emit_json, table
@@ -180,11 +180,14 @@ def adjust_list(c: Invocation, as_json):
 
 @click.command("daemon")
 @click.option("--once", is_flag=True, help="Run every job once and exit (0 if all succeeded, 1 if not).")
+@click.option("--json", "as_json", is_flag=True, help="With --once: print each job's result as JSON.")
 @pass_ctx
-def daemon_cmd(c: Invocation, once):
+def daemon_cmd(c: Invocation, once, as_json):
     """Run the scheduler: fill sync, reconciliation, settlement marks, data and targets from [daemon]."""
     from tradeledger.engine.ops.daemon import Daemon, DaemonAlreadyRunning
 
+    if as_json and not once:
+        raise click.UsageError("--json goes with --once (a running daemon reports in its log and `status`)")
     env = c.open()
     daemon = Daemon(env)
     try:
@@ -194,8 +197,9 @@ def daemon_cmd(c: Invocation, once):
     try:
         if once:
             ok = daemon.run_once()
-            for r in daemon.results:
-                click.echo(f"{r.name}: {r.result}")
+            said(as_json, {"ok": ok, "jobs": [{"job": r.name, "ok": r.ok, "result": r.result, "at": r.at}
+                                              for r in daemon.results]},
+                 "\n".join(f"{r.name}: {r.result}" for r in daemon.results) or None)
         else:
             click.echo(f"daemon running for {env.settings.env} (pid {os.getpid()}); logs in "
                        f"{daemon.log.handlers[0].baseFilename}")
@@ -330,27 +334,31 @@ def exceptions_show(c: Invocation, exception_id, as_json):
 @exceptions_group.command("ack")
 @click.argument("exception_id", type=int)
 @reason_option(help="Who takes it on, what is being done.")
+@result_option
 @pass_ctx
-def exceptions_ack(c: Invocation, exception_id, reason):
+def exceptions_ack(c: Invocation, exception_id, reason, as_json):
     """Acknowledge an exception: someone is on it (it stays visible until resolved)."""
     env = c.open()
     now = env.now()  # the environment's clock: the simulated exchange's on sim
     with env.engine.begin() as conn:
         _exceptions.acknowledge(conn, exception_id, _getpass.getuser(), reason, now=now)
-    click.echo(f"exception {exception_id} acknowledged")
+        info = _exceptions.get_exception(conn, exception_id)
+    said(as_json, info, f"exception {exception_id} acknowledged")
 
 
 @exceptions_group.command("resolve")
 @click.argument("exception_id", type=int)
 @reason_option(help="Why it is resolved.")
+@result_option
 @pass_ctx
-def exceptions_resolve(c: Invocation, exception_id, reason):
+def exceptions_resolve(c: Invocation, exception_id, reason, as_json):
     """Resolve an exception with a reason; the locks it holds are released."""
     env = c.open()
     now = env.now()
     with env.engine.begin() as conn:
         _exceptions.resolve(conn, exception_id, _getpass.getuser(), reason, now=now)
-    click.echo(f"exception {exception_id} resolved (its locks released)")
+        info = _exceptions.get_exception(conn, exception_id)
+    said(as_json, info, f"exception {exception_id} resolved (its locks released)")
 
 
 COMMANDS = [adjust_group, daemon_cmd, reconcile_cmd, monitor_cmd, snapshot_cmd, exceptions_group]

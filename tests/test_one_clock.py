@@ -128,6 +128,37 @@ def test_a_sim_environment_stamps_every_exception_by_its_exchange_clock(tmp_path
     assert len(stamped) >= 20
 
 
+def test_a_day_is_settled_once_however_often_it_is_marked(tmp_path):
+    """On the exchange's clock a day goes on after its settlement: a trade at another price, then
+    `mark` (or the daemon's settle job) again the same day books nothing: the trade moved the marks to
+    its own price and the next day's settlement marks from there. (It was an IdempotencyConflict.)"""
+    home = tmp_path / "home"
+    run(home, "init")
+    with (home / "paper" / "config.toml").open("a", encoding="utf-8") as fh:
+        fh.write(CONFIG)
+    assert data(home, "sim", "clock", "set", "2031-03-04T14:00")["clock"] == "2031-03-04T14:00:00+00:00"
+    run(home, "sim", "price", "MESM31", "5000")
+    traded = data(home, "sim", "trade", "MESM31", "2", "5000")  # what was done, as the blotter will say it
+    assert (traded["side"], traded["quantity"], traded["price"], traded["time"]) == (
+        "BUY", "2", "5000", "2031-03-04T14:00:00+00:00")
+    run(home, "fills", "sync")
+    [fill] = data(home, "fills", "list")
+    assert (fill["fill_id"], fill["exec_id"]) == (traded["fill_id"], traded["exec_id"])
+    assert data(home, "sim", "settle", "MESM31", "5010") == {"contract": "MESM31", "price": "5010",
+                                                              "date": "2031-03-04", "cash": "100"}
+    assert data(home, "mark")["booked"] == ["MESM31"]
+    run(home, "sim", "clock", "advance", "1h")
+    run(home, "sim", "trade", "MESM31", "1", "5020")
+    run(home, "fills", "sync")
+    before = data(home, "status", "--no-broker")["transactions"]
+    again = data(home, "mark")
+    assert again["date"] == "2031-03-04" and again["booked"] == []
+    assert data(home, "status", "--no-broker")["transactions"] == before
+    run(home, "sim", "clock", "advance", "1d")
+    run(home, "sim", "settle", "MESM31", "5030")
+    assert data(home, "mark")["booked"] == ["MESM31"]  # the next day marks from the trade's price
+
+
 # The functions that stamp a record with the time they are given: exceptions and locks, and the
 # booking of executions (an unattributed one raises an exception).
 STAMPING = {"raise_exception", "acknowledge", "resolve", "resolve_by_key", "lock", "unlock",
