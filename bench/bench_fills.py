@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_ib import ACCOUNT, record, setup, write_executions  # noqa: E402
 from tradeledger.broker.ibsim import IBSimServer  # noqa: E402
 from tradeledger.engine.trading.fills import sync_fills  # noqa: E402
+from tradeledger.ledger.db import read_connection  # noqa: E402
 from tradeledger.ledger.model import Cost, Posting, Transaction  # noqa: E402
 from tradeledger.ledger.verify import verify  # noqa: E402
 
@@ -61,6 +62,17 @@ def sync_once(exchange, session, m: int, refs_codes) -> tuple[float, int]:
     return seconds, m
 
 
+def orders_of(session, contracts, run: int, m: int) -> list[tuple[str, str]]:
+    """A run of new orders, one per contract, big enough for every fill: (orderRef, contract).
+    Each phase fills orders of its own, as a ledger's history is made of orders long filled: the
+    cost of a fill then measures the ledger's size, not how many fills its order already had (a
+    chunk reads what its orders already allocated: the sum over their fills so far)."""
+    record(session, run, contracts, 2 * m)
+    with read_connection(session.engine) as conn:
+        return [tuple(r) for r in conn.exec_driver_sql(
+            "SELECT order_ref, contract FROM broker_order WHERE run_id = ? ORDER BY id", (run,))]
+
+
 def marks_of(path: Path) -> tuple[int, int, int]:
     db = sqlite3.connect(path)
     try:
@@ -79,7 +91,8 @@ def ceiling(ledger_path: Path, snapshot: Path, before: tuple[int, int, int]) -> 
         "txn": src.execute("SELECT * FROM txn WHERE id > ? ORDER BY id", (txn_id,)).fetchall(),
         "fill": src.execute("SELECT * FROM fill WHERE id > ? ORDER BY id", (fill_id,)).fetchall(),
         "fill_alloc": src.execute("SELECT * FROM fill_alloc WHERE fill_id > ?", (fill_id,)).fetchall(),
-        "broker_order": src.execute("SELECT filled, state, id FROM broker_order").fetchall(),
+        "broker_order": src.execute("SELECT filled, state, id FROM broker_order WHERE id IN "  # those filled now
+                                    "(SELECT order_id FROM fill WHERE id > ?)", (fill_id,)).fetchall(),
         "position_mark": src.execute("SELECT * FROM position_mark").fetchall(),
     }
     src.close()
@@ -169,11 +182,10 @@ def main(argv=None) -> int:
         exchange, server, session, contracts = setup(root, n)
         server.stop()
         try:
-            record(session, 1, contracts, 2 * m)  # one recorded order per contract, big enough for every fill
-            refs = [(f"tl-paper-{i + 1}", c.code) for i, c in enumerate(contracts)]
             path = Path(str(session.engine.url.database))
             figures = {}
-            for phase in ("small history", "large history"):
+            for run, phase in enumerate(("small history", "large history"), start=1):
+                refs = orders_of(session, contracts, run, m)
                 if phase == "large history":
                     took = history(session, contracts, args.history)
                     gc.collect()  # the import's garbage is this benchmark's, not the sync's: a daemon never made it

@@ -208,3 +208,12 @@ def test_killed_inside_a_chunk_then_rerun_books_each_fill_once(tmp_path):
     assert all(state == "filled" for _, state in orders.values()), orders
     assert holder_positions(env.ledger, env.chart)[("Carry", "SPY")] == D(50)
     assert verify(env.ledger).ok and verify_balances(env.engine) == []
+
+
+def test_a_link_keeps_letters_digits_and_the_link_signs_and_nothing_else():
+    """`link` (one regex pass): the rule, character by character, over the basic multilingual plane."""
+    from tradeledger.engine.accounting.entries import link
+
+    text = "".join(map(chr, range(0x10000)))
+    assert link(text) == "".join(ch if ch.isalnum() or ch in "_./-" else "-" for ch in text)
+    assert link("0000e0d5.6550a2bf.01:x y") == "0000e0d5.6550a2bf.01-x-y"

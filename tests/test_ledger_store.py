@@ -286,6 +286,25 @@ def test_replay_inside_one_batch(books: Ledger):
     assert counts(books) == (3, 6)
 
 
+def test_book_new_books_in_the_callers_transaction_and_answers_a_booked_key_as_book_does(books: Ledger):
+    """`book_new` (the one-by-one fill path, without a savepoint) books a new entry in the caller's
+    transaction, which commits or rolls back whole; a key booked after all gets `book`'s answers."""
+    with pytest.raises(RuntimeError):
+        with books.engine.begin() as conn:
+            assert books.book_new(deposit("1", t(1), key="n1"), conn).created
+            raise RuntimeError("killed before the commit")
+    assert counts(books) == (0, 0)
+    with books.engine.begin() as conn:
+        first = books.book_new(deposit("1", t(1), key="n1"), conn)
+        again = books.book_new(deposit("1.00", t(1), key="n1"), conn)  # booked in this transaction
+    assert first.created and (again.id, again.created) == (first.id, False)
+    with books.engine.begin() as conn:
+        assert books.book_new(deposit("1", t(1), key="n1"), conn) == again
+        with pytest.raises(IdempotencyConflict, match="n1"):
+            books.book_new(deposit("2", t(1), key="n1"), conn)
+    assert counts(books) == (1, 2)
+
+
 def test_a_failed_batch_books_nothing(books: Ledger):
     good = deposit("1", t(1), key="good")
     unknown = Transaction(t(1), "x", "x", (Posting("Assets:Nowhere", D(1), "USD"), Posting(CASH, D(-1), "USD")))

@@ -131,13 +131,9 @@ def book_new_fills(conn: Connection, books: Books, executions: list[Execution], 
     _many(conn, "INSERT INTO fill_alloc (fill_id, holder, quantity) VALUES (?, ?, ?)",
           [(fill_id, to_column(holder), to_scaled(qty, "allocation"))
            for fill_id, (_e, shares, _o, _c) in zip(fill_ids, fills) for holder, qty in shares])
-    if orders:
-        conn.execute(o.update().where(o.c.id == sa.bindparam("order_id")).values(
-            filled=sa.bindparam("new_filled"), state=sa.bindparam("new_state")),
-            [dict(order_id=r.id, new_filled=to_scaled(filled[r.id], "filled"),
-                  new_state="filled" if filled[r.id] >= from_scaled(r.quantity)
-                  else ("cancelled" if r.state == "cancelled" else "partial"))
-             for r in orders.values()])
+    _many(conn, "UPDATE broker_order SET filled = ?, state = ? WHERE id = ?",
+          [(to_scaled(filled[r.id], "filled"), "filled" if filled[r.id] >= from_scaled(r.quantity)
+            else ("cancelled" if r.state == "cancelled" else "partial"), r.id) for r in orders.values()])
     _save_marks(conn, holdings, before, moved, contracts)
     killpoint.reach("fill_chunk")  # a chunk written, not committed: the crash tests kill here
     for e, shares, order, _currency in fills:
@@ -179,25 +175,18 @@ def _many(conn: Connection, sql: str, rows: list[tuple]) -> None:
 
 
 def _save_marks(conn: Connection, holdings: dict, before: dict, moved: dict, contracts: dict) -> None:
-    """The marks of the holders whose futures holding changed in the chunk: one upsert, one delete."""
-    t = tables.position_mark
-    keep, drop = [], []
+    """The marks of the holders whose futures holding changed in the chunk: each such (holder,
+    contract) row deleted, and inserted again where a position is left (fixed SQL, positional
+    rows: no statement built per chunk)."""
+    changed, keep = [], []
     for code, after in holdings.items():
         if contracts[code].sec_type != "FUT":
             continue
         for holder, holding in after.items():
             if before[code].get(holder) == holding:
                 continue
-            key = dict(k_holder=to_column(holder), k_contract=code)
+            changed.append((to_column(holder), code))
             if holding.position != 0 and holding.mark is not None:
-                keep.append(dict(key, k_price=to_scaled(holding.mark, "mark"), k_time=fmt_ts(moved[(code, holder)])))
-            else:
-                drop.append(key)
-    where = (t.c.holder == sa.bindparam("k_holder")) & (t.c.contract == sa.bindparam("k_contract"))
-    if drop:
-        conn.execute(t.delete().where(where), drop)
-    if keep:
-        conn.execute(t.delete().where(where), [dict(k_holder=k["k_holder"], k_contract=k["k_contract"]) for k in keep])
-        conn.execute(t.insert().values(holder=sa.bindparam("k_holder"), contract=sa.bindparam("k_contract"),
-                                       price=sa.bindparam("k_price"), time=sa.bindparam("k_time")), keep)
-
+                keep.append((to_column(holder), code, to_scaled(holding.mark, "mark"), fmt_ts(moved[(code, holder)])))
+    _many(conn, "DELETE FROM position_mark WHERE holder = ? AND contract = ?", changed)
+    _many(conn, "INSERT INTO position_mark (holder, contract, price, time) VALUES (?, ?, ?, ?)", keep)

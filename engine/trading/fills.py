@@ -253,7 +253,7 @@ def _book_new_fill(conn: Connection, books: Books, e: Execution, shares, order) 
     narration = f"{e.side} {e.quantity} {contract.code} @ {e.price} for {who}"
     txn, after = fill_entry(chart, contract, e.base_exec_id, e.price, e.time, fill_shares, holdings,
                             e.commission_currency or contract.currency, e.order_ref, narration)
-    booked = ledger.book(txn, conn)
+    booked = ledger.book_new(txn, conn)  # no fill row under the contract's lock: new (see book_new)
     save_marks(conn, contract, after, e.time, before=holdings)
     fill_id = record_fill(conn, e, shares, booked.id, order.id if order else None, e.order_ref or "",
                           e.commission_currency or contract.currency)
