@@ -62,6 +62,14 @@ def sync_once(exchange, session, m: int, refs_codes) -> tuple[float, int]:
     return seconds, m
 
 
+def load() -> str:
+    """The machine's load averages (1, 5, 15 min): the ratios are what to read, but only beside them."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
 def orders_of(session, contracts, run: int, m: int) -> list[tuple[str, str]]:
     """A run of new orders, one per contract, big enough for every fill: (orderRef, contract).
     Each phase fills orders of its own, as a ledger's history is made of orders long filled: the
@@ -202,7 +210,7 @@ def main(argv=None) -> int:
                 theirs = ceiling(path, snapshot, before)
                 figures[phase] = (ours, theirs)
                 print(f"{phase:<14} sync of {m:,} fills: {m / ours:7,.0f} fills/s   ceiling (raw sqlite3, same rows) "
-                      f"{m / theirs:7,.0f}/s   ratio {theirs / ours:4.2f}")
+                      f"{m / theirs:7,.0f}/s   ratio {theirs / ours:4.2f}   load {load()}")
             (small, small_ceiling), (large, large_ceiling) = figures["small history"], figures["large history"]
             print(f"cost per fill at large history / at small history: {large / small:4.2f} "
                   f"({large / m * 1e3:.3f} ms vs {small / m * 1e3:.3f} ms); the same for raw sqlite3 writing "
