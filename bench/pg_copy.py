@@ -36,6 +36,20 @@ def copy(sqlite_path: Path, base_url: str, home: Path, account: str, progress=pr
     admin.execute(f"CREATE SCHEMA {schema}")
     admin.close()
     url = schema_url(base_url, schema)
+    try:
+        _fill(sqlite_path, url, home, account, progress)
+    except BaseException:
+        drop(base_url, schema)
+        raise
+    return schema, url
+
+
+def _fill(sqlite_path: Path, url: str, home: Path, account: str, progress) -> None:
+    import psycopg
+
+    from tradeledger.engine.setup.environment import init_environment
+    from tradeledger.ledger.reading import postgresql_params
+
     init_environment(home, "paper", "sim", account, db_url=url).engine.dispose()
     source = sqlite3.connect(sqlite_path)
     tables = [name for (name,) in source.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
@@ -67,7 +81,6 @@ def copy(sqlite_path: Path, base_url: str, home: Path, account: str, progress=pr
     conn.execute("ANALYZE")
     conn.close()
     source.close()
-    return schema, url
 
 
 def drop(base_url: str, schema: str) -> None:

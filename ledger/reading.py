@@ -169,11 +169,16 @@ class Reader:
 
     def first_and_last_day(self, account_ids: list[int]) -> tuple[str, str] | None:
         """The dates (YYYY-MM-DD) of the oldest and the newest posting in these accounts: two
-        index lookups per account (ix_posting_period leads with the account and the time)."""
-        found = [row for account_id in account_ids
-                 for row in self.rows("SELECT MIN(ts), MAX(ts) FROM posting WHERE account_id = ?", (account_id,))]
-        found = [row for row in found if row[0]]
-        return (min(r[0] for r in found)[:10], max(r[1] for r in found)[:10]) if found else None
+        index lookups per account (ix_posting_period leads with the account and the time), in
+        one statement (one round trip to a server)."""
+        if not account_ids:
+            return None
+        marks = ", ".join("?" * len(account_ids))
+        first, last = self.rows(
+            "SELECT MIN(f), MAX(l) FROM (SELECT (SELECT MIN(p.ts) FROM posting p WHERE p.account_id = a.id) AS f, "
+            "(SELECT MAX(p.ts) FROM posting p WHERE p.account_id = a.id) AS l "
+            f"FROM account a WHERE a.id IN ({marks})) x", tuple(account_ids)).fetchone()
+        return (first[:10], last[:10]) if first else None
 
     def day_sums(self, account_id: int, commodity: str) -> list[tuple[str, int]]:
         """(date, scaled units) per day of one account's postings in one commodity, summed in SQL
@@ -184,28 +189,46 @@ class Reader:
 
     # -- what was booked from a time on, and the newest lines before it (status's P&L of today) --
 
-    def sums_since(self, account_id: int, since: str) -> list[tuple[str, int]]:
-        """(commodity, scaled units) of one account's postings from `since` on (an index range)."""
-        return [(commodity, int(whole) * FACTOR + int(rest)) for commodity, whole, rest in self.rows(
-            f"SELECT commodity, SUM(units / {FACTOR}), SUM(units % {FACTOR}) FROM posting "
-            "WHERE account_id = ? AND ts >= ? GROUP BY commodity", (account_id, since))]
+    def sums_since(self, account_ids: list[int], since: str) -> list[tuple[int, str, int]]:
+        """(account id, commodity, scaled units) of these accounts' postings from `since` on (an
+        index range per account)."""
+        if not account_ids:
+            return []
+        marks = ", ".join("?" * len(account_ids))
+        return [(account_id, commodity, int(whole) * FACTOR + int(rest))
+                for account_id, commodity, whole, rest in self.rows(
+                    f"SELECT account_id, commodity, SUM(units / {FACTOR}), SUM(units % {FACTOR}) FROM posting "
+                    f"WHERE account_id IN ({marks}) AND ts >= ? GROUP BY account_id, commodity",
+                    (*account_ids, since))]
 
-    def lots_since(self, account_id: int, since: str) -> list[tuple[str, int, int]]:
-        """(commodity, scaled cost, scaled units) of one account's cost-bearing postings from `since` on."""
-        return [(commodity, int(cost), int(whole) * FACTOR + int(rest)) for commodity, cost, whole, rest in self.rows(
-            f"SELECT commodity, cost, SUM(units / {FACTOR}), SUM(units % {FACTOR}) FROM posting "
-            "WHERE account_id = ? AND ts >= ? AND cost IS NOT NULL GROUP BY commodity, cost", (account_id, since))]
+    def lots_since(self, account_ids: list[int], since: str) -> list[tuple[int, str, int, int]]:
+        """(account id, commodity, scaled cost, scaled units) of these accounts' cost-bearing
+        postings from `since` on."""
+        if not account_ids:
+            return []
+        marks = ", ".join("?" * len(account_ids))
+        return [(account_id, commodity, int(cost), int(whole) * FACTOR + int(rest))
+                for account_id, commodity, cost, whole, rest in self.rows(
+                    f"SELECT account_id, commodity, cost, SUM(units / {FACTOR}), SUM(units % {FACTOR}) FROM posting "
+                    f"WHERE account_id IN ({marks}) AND ts >= ? AND cost IS NOT NULL "
+                    "GROUP BY account_id, commodity, cost", (*account_ids, since))]
 
     def last_before(self, account_ids: list[int], before: str) -> str | None:
         """The time of the newest posting before `before` in these accounts (an index lookup each)."""
-        found = [row[0] for account_id in account_ids for row in self.rows(
-            "SELECT MAX(ts) FROM posting WHERE account_id = ? AND ts < ?", (account_id, before))]
-        return max((ts for ts in found if ts), default=None)
+        if not account_ids:
+            return None
+        marks = ", ".join("?" * len(account_ids))
+        return self.rows(
+            "SELECT MAX((SELECT MAX(p.ts) FROM posting p WHERE p.account_id = a.id AND p.ts < ?)) "
+            f"FROM account a WHERE a.id IN ({marks})", (before, *account_ids)).fetchone()[0]
 
-    def metas_since(self, account_id: int, since: str) -> list[str | None]:
-        """The entry metadata of each of one account's postings from `since` on."""
-        return [meta for (meta,) in self.rows("SELECT t.meta FROM posting p JOIN txn t ON t.id = p.txn_id "
-                                              "WHERE p.account_id = ? AND p.ts >= ?", (account_id, since))]
+    def metas_since(self, account_ids: list[int], since: str) -> list[tuple[int, str | None]]:
+        """(account id, entry metadata) of each of these accounts' postings from `since` on."""
+        if not account_ids:
+            return []
+        marks = ", ".join("?" * len(account_ids))
+        return list(self.rows("SELECT p.account_id, t.meta FROM posting p JOIN txn t ON t.id = p.txn_id "
+                              f"WHERE p.account_id IN ({marks}) AND p.ts >= ?", (*account_ids, since)))
 
     def newest_before(self, account: str, before: str, limit: int) -> list[tuple]:
         """(time, entry id, posting id, commodity, scaled cost, entry metadata) of an account's

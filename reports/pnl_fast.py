@@ -234,7 +234,7 @@ def _result(base: str, rows: list[dict], missing: set) -> dict:
 def last_day(reader: Reader, newest_entry: str) -> dt.date:
     """The replay's last day: the newest of its postings' days and the price dates, stepped back
     over a weekend it has no entry on (its days are the weekdays and the days with entries)."""
-    dates = [row[0] for table in ("price_bar", "settlement") for row in reader.rows(f"SELECT MAX(date) FROM {table}")]
+    dates = reader.rows("SELECT (SELECT MAX(date) FROM price_bar), (SELECT MAX(date) FROM settlement)").fetchone()
     day = dt.date.fromisoformat(max([newest_entry, *(d for d in dates if d)]))
     entry_day = dt.date.fromisoformat(newest_entry)
     while day > entry_day and day.weekday() >= 5:

@@ -113,20 +113,18 @@ def _holding(root: str, component: str) -> str:
 
 
 def _sums_since(reader: Reader, account_ids: list[int], since: str):
-    """((account id, commodity), scaled units) of the postings from `since` on, per account."""
-    for aid in account_ids:
-        for commodity, units in reader.sums_since(aid, since):
-            yield (aid, commodity), units
+    """((account id, commodity), scaled units) of the postings from `since` on."""
+    for aid, commodity, units in reader.sums_since(account_ids, since):
+        yield (aid, commodity), units
 
 
 def _lots_since(reader: Reader, account_ids: list[int], since: str) -> dict:
     """(scaled units, scaled cost basis) per (account id, commodity) of the cost-bearing postings
     from `since` on."""
     moved: dict = {}
-    for aid in account_ids:
-        for commodity, cost, units in reader.lots_since(aid, since):
-            held, basis = moved.get((aid, commodity), (0, 0))
-            moved[(aid, commodity)] = (held + units, basis + units * cost // FACTOR)
+    for aid, commodity, cost, units in reader.lots_since(account_ids, since):
+        held, basis = moved.get((aid, commodity), (0, 0))
+        moved[(aid, commodity)] = (held + units, basis + units * cost // FACTOR)
     return moved
 
 
@@ -152,13 +150,12 @@ def _touched_today(reader: Reader, books, since: str, moved_today: set) -> set |
     touched = set(moved_today)
     holder_of = {f"{TRADING}{component}": name for name, component in books.component_of.items()}
     trading_ids = [i for i, n in books.names.items() if n in holder_of]
-    for aid in trading_ids:
-        for meta in reader.metas_since(aid, since):
-            parsed = json.loads(meta or "{}")
-            if parsed.get("contract"):
-                touched.add((holder_of[books.names[aid]], parsed["contract"]))
-            elif parsed.get("price"):
-                return None
+    for aid, meta in reader.metas_since(trading_ids, since):
+        parsed = json.loads(meta or "{}")
+        if parsed.get("contract"):
+            touched.add((holder_of[books.names[aid]], parsed["contract"]))
+        elif parsed.get("price"):
+            return None
     return touched
 
 
