@@ -3,7 +3,8 @@
     python bench/bench_start.py [--home DIR] [--runs 7]
 
 Whole processes, as a user starts them, on the demo ledger (`tradeledger demo`, made in a fresh
-home unless --home names one): `tradeledger --help` and `tradeledger positions --json`, beside
+home unless --home names one): `tradeledger --help`, `positions --json`, `pnl --json` and
+`status --json --no-broker` (the full opening: SQLAlchemy, the engine's tables), beside
 beancount loading the same ledger's export (`bean-check`'s work: `loader.load_file`) and a bare
 `python -c pass` (the interpreter's floor). The commands run interleaved, round after round, so
 that other load falls on all alike; each figure is the median wall time, and the CPU time (user +
@@ -92,6 +93,8 @@ def main(argv=None) -> int:
         "python -c pass (floor)": [sys.executable, "-c", "pass"],
         "tradeledger --help": [*exe, "--help"],
         "tradeledger positions --json": [*exe, "--home", str(home), "positions", "--json"],
+        "tradeledger pnl --json": [*exe, "--home", str(home), "pnl", "--json"],
+        "tradeledger status --json --no-broker": [*exe, "--home", str(home), "status", "--json", "--no-broker"],
         "beancount load_file (same ledger)": [sys.executable, "-c", "import sys; from beancount import loader; "
                                               "loader.initialize(use_cache=False); loader.load_file(sys.argv[1])",
                                               str(export)],
@@ -114,16 +117,18 @@ def main(argv=None) -> int:
         ratio = wall[beancount] / wall[name]
         print(f"  {name:<36} wall {wall[name] * 1000:6.0f} ms   cpu {cpu[name] * 1000:6.0f} ms   "
               f"beancount's load / this: {ratio:4.2f}x")
-    for name in ("tradeledger --help", "tradeledger positions --json"):
+    for name in ("tradeledger --help", "tradeledger positions --json", "tradeledger pnl --json"):
         ok = wall[name] <= 0.250 and wall[name] < wall[beancount]
         print(f"  {'met   ' if ok else 'MISSED'} {name} <= 250 ms and faster than beancount's load "
               f"(cpu {'<=' if cpu[name] <= 0.250 else '>'} 250 ms)")
-    for args_ in (["--help"], ["--home", str(home), "positions", "--json"]):
+    for args_ in (["--help"], ["--home", str(home), "positions", "--json"], ["--home", str(home), "pnl", "--json"],
+                  ["--home", str(home), "status", "--json", "--no-broker"]):
         print(f"  peak RSS of tradeledger {' '.join(a for a in args_ if a != str(home)).replace('--home ', '')}: "
               f"{peak_rss_mb(args_):.1f} MB (target <= 80 MB)")
-    print("\nimports of `positions --json` (python -X importtime, cumulative, top level):")
-    for micros, name in importtime(["-m", "tradeledger.cli", "--home", str(home), "positions", "--json"]):
-        print(f"  {micros / 1000:7.1f} ms  {name}")
+    for command in (["positions", "--json"], ["pnl", "--json"], ["status", "--json", "--no-broker"]):
+        print(f"\nimports of `{' '.join(command)}` (python -X importtime, cumulative, top level):")
+        for micros, name in importtime(["-m", "tradeledger.cli", "--home", str(home), *command]):
+            print(f"  {micros / 1000:7.1f} ms  {name}")
     return 0
 
 

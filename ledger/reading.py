@@ -195,9 +195,12 @@ class Reader:
         if not account_ids:
             return []
         marks = ", ".join("?" * len(account_ids))
+        # SQLite would take ix_posting_balance for its GROUP BY order and read every posting of
+        # the accounts: the time range is the point
+        by_time = " INDEXED BY ix_posting_period" if self.dialect == "sqlite" else ""
         return [(account_id, commodity, int(whole) * FACTOR + int(rest))
                 for account_id, commodity, whole, rest in self.rows(
-                    f"SELECT account_id, commodity, SUM(units / {FACTOR}), SUM(units % {FACTOR}) FROM posting "
+                    f"SELECT account_id, commodity, SUM(units / {FACTOR}), SUM(units % {FACTOR}) FROM posting{by_time} "
                     f"WHERE account_id IN ({marks}) AND ts >= ? GROUP BY account_id, commodity",
                     (*account_ids, since))]
 
