@@ -189,19 +189,24 @@ class Reader:
 
     # -- what was booked from a time on, and the newest lines before it (status's P&L of today) --
 
+    @property
+    def _by_time(self) -> str:
+        """The index a read of a time range must take: SQLite, for a GROUP BY's order or by its
+        statistics on a big ledger, may take ix_posting_balance and read every posting of the
+        accounts instead of the range."""
+        return " INDEXED BY ix_posting_period" if self.dialect == "sqlite" else ""
+
     def sums_since(self, account_ids: list[int], since: str) -> list[tuple[int, str, int]]:
         """(account id, commodity, scaled units) of these accounts' postings from `since` on (an
         index range per account)."""
         if not account_ids:
             return []
         marks = ", ".join("?" * len(account_ids))
-        # SQLite would take ix_posting_balance for its GROUP BY order and read every posting of
-        # the accounts: the time range is the point
-        by_time = " INDEXED BY ix_posting_period" if self.dialect == "sqlite" else ""
         return [(account_id, commodity, int(whole) * FACTOR + int(rest))
                 for account_id, commodity, whole, rest in self.rows(
-                    f"SELECT account_id, commodity, SUM(units / {FACTOR}), SUM(units % {FACTOR}) FROM posting{by_time} "
-                    f"WHERE account_id IN ({marks}) AND ts >= ? GROUP BY account_id, commodity",
+                    f"SELECT account_id, commodity, SUM(units / {FACTOR}), SUM(units % {FACTOR}) "
+                    f"FROM posting{self._by_time} WHERE account_id IN ({marks}) AND ts >= ? "
+                    "GROUP BY account_id, commodity",
                     (*account_ids, since))]
 
     def lots_since(self, account_ids: list[int], since: str) -> list[tuple[int, str, int, int]]:
@@ -212,7 +217,8 @@ class Reader:
         marks = ", ".join("?" * len(account_ids))
         return [(account_id, commodity, int(cost), int(whole) * FACTOR + int(rest))
                 for account_id, commodity, cost, whole, rest in self.rows(
-                    f"SELECT account_id, commodity, cost, SUM(units / {FACTOR}), SUM(units % {FACTOR}) FROM posting "
+                    f"SELECT account_id, commodity, cost, SUM(units / {FACTOR}), SUM(units % {FACTOR}) "
+                    f"FROM posting{self._by_time} "
                     f"WHERE account_id IN ({marks}) AND ts >= ? AND cost IS NOT NULL "
                     "GROUP BY account_id, commodity, cost", (*account_ids, since))]
 
@@ -230,8 +236,9 @@ class Reader:
         if not account_ids:
             return []
         marks = ", ".join("?" * len(account_ids))
-        return list(self.rows("SELECT p.account_id, t.meta FROM posting p JOIN txn t ON t.id = p.txn_id "
-                              f"WHERE p.account_id IN ({marks}) AND p.ts >= ?", (*account_ids, since)))
+        return list(self.rows(f"SELECT p.account_id, t.meta FROM posting p{self._by_time} "
+                              f"JOIN txn t ON t.id = p.txn_id WHERE p.account_id IN ({marks}) AND p.ts >= ?",
+                              (*account_ids, since)))
 
     def newest_before(self, account: str, before: str, limit: int) -> list[tuple]:
         """(time, entry id, posting id, commodity, scaled cost, entry metadata) of an account's
