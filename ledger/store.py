@@ -590,12 +590,15 @@ class Ledger(LedgerQueries):
             if by_day:
                 columns.append(sa.func.substr(p.c.ts, 1, 10).label("day"))
             sums = unit_sums(p.c.units, c)
-            query = sa.select(*columns, *sums).where(p.c.account_id.in_(list(accounts))).group_by(*columns)
-            if since is not None:
-                query = query.where(p.c.ts >= ts_bound(since))
-            if until is not None:
-                query = query.where(p.c.ts < ts_bound(until))
-            rows = c.execute(query).all()
+            if c.dialect.name == "sqlite" and (since is not None or until is not None):
+                rows = _period_sums_sqlite(c, list(accounts), ts_bound(since), ts_bound(until), by_day)
+            else:
+                query = sa.select(*columns, *sums).where(p.c.account_id.in_(list(accounts))).group_by(*columns)
+                if since is not None:
+                    query = query.where(p.c.ts >= ts_bound(since))
+                if until is not None:
+                    query = query.where(p.c.ts < ts_bound(until))
+                rows = c.execute(query).all()
         result: dict[tuple, Decimal] = {}
         for row in rows:
             key = (accounts[row[0]], row[1]) + ((dt.date.fromisoformat(row[2]),) if by_day else ())
@@ -731,6 +734,22 @@ _INSERT_POSTING = ("INSERT INTO posting (txn_id, ts, account_id, commodity, unit
                    "cost_label, price, price_currency, weight, weight_currency) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _INSERT_TXN = ("INSERT INTO txn (id, ts, kind, narration, links, meta, idem_key, fingerprint, reverses_id, booked_at) "
                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+def _period_sums_sqlite(c: Connection, account_ids: list[int], since: str | None, until: str | None,
+                        by_day: bool) -> list[tuple]:
+    """`income`'s sums over a period on SQLite, read along ix_posting_period (account, time): for
+    the GROUP BY's order SQLite takes ix_posting_balance and reads every posting of the accounts
+    (status's P&L of today took 9 s at 10M postings), and SQLAlchemy's SQLite dialect renders no
+    index hint. Columns as the Core query's: account id, commodity[, day], whole, nanos."""
+    day = ", substr(ts, 1, 10)" if by_day else ""
+    bounds = (" AND ts >= :since" if since is not None else "") + (" AND ts < :until" if until is not None else "")
+    marks = ", ".join(f":a{i}" for i in range(len(account_ids)))
+    sql = (f"SELECT account_id, commodity{day}, SUM(units / {FACTOR}), SUM(units % {FACTOR}) "
+           f"FROM posting INDEXED BY ix_posting_period WHERE account_id IN ({marks}){bounds} "
+           f"GROUP BY account_id, commodity{day}")
+    params = {f"a{i}": account_id for i, account_id in enumerate(account_ids)} | {"since": since, "until": until}
+    return [tuple(r) for r in c.execute(sa.text(sql), params)]
 
 
 def _allocate_ids(c: Connection, n: int) -> list[int]:
