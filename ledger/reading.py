@@ -191,9 +191,9 @@ class Reader:
 
     @property
     def _by_time(self) -> str:
-        """The index a read of a time range must take: SQLite, for a GROUP BY's order or by its
-        statistics on a big ledger, may take ix_posting_balance and read every posting of the
-        accounts instead of the range."""
+        """The index a read of a time range must take on SQLite: by a GROUP BY's order or its
+        statistics on a big ledger it chose another (ix_posting_balance, until migration 0014
+        dropped it) and read every posting of the accounts instead of the range."""
         return " INDEXED BY ix_posting_period" if self.dialect == "sqlite" else ""
 
     def sums_since(self, account_ids: list[int], since: str) -> list[tuple[int, str, int]]:

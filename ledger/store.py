@@ -739,9 +739,10 @@ _INSERT_TXN = ("INSERT INTO txn (id, ts, kind, narration, links, meta, idem_key,
 def _period_sums_sqlite(c: Connection, account_ids: list[int], since: str | None, until: str | None,
                         by_day: bool) -> list[tuple]:
     """`income`'s sums over a period on SQLite, read along ix_posting_period (account, time): for
-    the GROUP BY's order SQLite takes ix_posting_balance and reads every posting of the accounts
-    (status's P&L of today took 9 s at 10M postings), and SQLAlchemy's SQLite dialect renders no
-    index hint. Columns as the Core query's: account id, commodity[, day], whole, nanos."""
+    the GROUP BY's order SQLite took ix_posting_balance (until migration 0014 dropped it) and read
+    every posting of the accounts (status's P&L of today: 9 s at 10M postings); the hint keeps the
+    range whatever index the statistics favour, and SQLAlchemy's SQLite dialect renders none.
+    Columns as the Core query's: account id, commodity[, day], whole, nanos."""
     day = ", substr(ts, 1, 10)" if by_day else ""
     bounds = (" AND ts >= :since" if since is not None else "") + (" AND ts < :until" if until is not None else "")
     marks = ", ".join(f":a{i}" for i in range(len(account_ids)))
