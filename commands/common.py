@@ -52,8 +52,9 @@ class Invocation:
     """The root options of one invocation; the environment is opened on first use."""
 
     def __init__(self, home: str | None, env: str, db_url: str | None):
-        from tradeledger.reports.render import set_tick_source
+        from tradeledger.reports.render import set_csv, set_tick_source
 
+        set_csv(False)  # a command without --csv prints tables (several invocations may share a process)
         self.home, self.env, self.db_url = home, env, db_url
         self._environment: Environment | None = None
         set_tick_source(config_ticks(self))  # every table of this invocation shows prices at their ticks

@@ -13,8 +13,9 @@ since_option = click.option("--since", default=None, help="From this date (YYYY-
 until_option = click.option("--until", default=None, help="Up to this date (YYYY-MM-DD), exclusive.")
 
 
-def _out(data, rows, columns, title, as_json, as_csv=None):
-    """JSON (exact), CSV (exact decimals, one row per record) or a table."""
+def _out(data, rows, columns, title, as_json, as_csv=None, optional=()):
+    """JSON (exact), CSV (exact decimals, one row per record) or a table (`optional`: the columns a
+    narrow terminal leaves out first)."""
     as_csv = csv_enabled() if as_csv is None else as_csv
     if as_json and as_csv:
         raise click.UsageError("give --json or --csv, not both")
@@ -23,7 +24,7 @@ def _out(data, rows, columns, title, as_json, as_csv=None):
     elif as_csv:
         emit_csv(rows, columns)
     else:
-        table(title, columns, [[row.get(c) for c in columns] for row in rows])
+        table(title, columns, [[row.get(c) for c in columns] for row in rows], optional=optional)
 
 
 @click.group("report")
@@ -66,7 +67,8 @@ def report_performance(c: Invocation, since, until, as_json):
         return
     rows = [{"strategy": e["strategy"], "capital": e["capital"], **e["stats"]} for e in entries]
     _out(data, rows, ["strategy", "capital", "days", "pnl", "annual_return_pct", "annual_vol_pct", "sharpe",
-                      "max_drawdown", "max_drawdown_pct"], f"performance ({data['currency']})", as_json)
+                      "max_drawdown", "max_drawdown_pct"], f"performance ({data['currency']})", as_json,
+         optional=("days", "max_drawdown_pct", "capital"))
 
 
 @report_group.command("exposure")

@@ -56,6 +56,7 @@ NUMERIC = MONEY | QUANTITY | PRICE | set(ROUNDED) | {"mult", "multiplier", "fx",
 MINOR_UNITS = {"JPY": 0, "KRW": 0, "CLP": 0, "ISK": 0, "HUF": 2, "VND": 0, "TWD": 2, "BHD": 3, "KWD": 3,
                "JOD": 3, "OMR": 3, "TND": 3}
 TEXT_MIN_WIDTH = 10  # a folded id or name keeps this much of a line
+HEADER_MIN_WIDTH = 5  # a folded header keeps this much (`count` whole, `unrealized` as `unrea|lized`)
 # The columns that say which contract (for its tick) and which currency (for its minor unit) a row is in.
 CONTRACT_COLUMNS = ("contract", "instrument")
 
@@ -198,33 +199,65 @@ def table(title: str, columns: list[str], rows: Iterable[Iterable[Any]], empty: 
         _aligned(title, columns, cells)
 
 
-def _natural_width(columns: list[str], cells: list[list[str]]) -> int:
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    return sum(widths) + 3 * len(columns) + 1  # rich's borders and padding
+def _whole(column: str, values: list[str]) -> bool:
+    """A column whose cells are never folded: single figures (a number's digits read whole) and times."""
+    if _is_numeric(column):
+        return all(" " not in v for v in values)
+    return all(v == "" or STORED_TIME.fullmatch(v) for v in values)
 
 
-def _rich(title: str, columns: list[str], cells: list[list[str]], optional: list[str]) -> None:
+def fit_widths(columns: list[str], cells: list[list[str]], room: int, stages: int = 3) -> list[int] | None:
+    """Each column's width for a boxed table at most `room` characters wide (pure), or None when
+    none fits. The widest foldable column gives way first: long text folds down to TEXT_MIN_WIDTH,
+    then headers down to their widest cell, then text down to 4 (`stages`: how many of these three
+    may be taken); figures and times themselves never fold. Nothing is cut: a folded cell
+    continues on the next line of its row."""
+    n = len(columns)
+    budget = room - (3 * n + 1)  # rich's borders and padding
+    longest = [max(len(row[i]) for row in cells) for i in range(n)]
+    widths = [max(len(c), w) for c, w in zip(columns, longest)]
+    whole = [_whole(c, [row[i] for row in cells]) for i, c in enumerate(columns)]
+    text = [min(w, TEXT_MIN_WIDTH) for w in widths]
+    header = [max(longest[i], min(len(c), HEADER_MIN_WIDTH)) for i, c in enumerate(columns)]
+    floor_stages = [[w if whole[i] else text[i] for i, w in enumerate(widths)],  # long text folds
+              [header[i] if whole[i] else min(text[i], header[i]) for i in range(n)],  # then headers
+              [header[i] if whole[i] else min(text[i], header[i], 4) for i in range(n)]]  # then all text
+    for floors in floor_stages[:stages]:
+        while sum(widths) > budget:
+            give = [i for i in range(n) if widths[i] > floors[i]]
+            if not give:
+                break
+            widest = max(give, key=lambda i: widths[i])
+            widths[widest] -= 1
+        if sum(widths) <= budget:
+            return widths
+    return None
+
+
+def _rich(title: str, columns: list[str], cells: list[list[str]], optional: list[str], console=None) -> None:
     """On a terminal: low-value columns left out while the table is wider than the terminal (said
-    below it), numbers and times never wrapped, ids and names folded, never cut."""
+    below it), then ids, names and headers folded to fit (`fit_widths`), never cut; a table that
+    cannot fit even so is printed as plain aligned text, which the terminal wraps whole."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = console or Console()
     dropped = []
-    for name in optional:
-        if _natural_width(columns, cells) <= console.width:
+    for name in optional:  # left out while the table would need more than its long text folded
+        if fit_widths(columns, cells, console.width, stages=1) is not None:
             break
         if name in columns:
             i = columns.index(name)
             columns = columns[:i] + columns[i + 1:]
             cells = [row[:i] + row[i + 1:] for row in cells]
             dropped.append(name)
+    widths = fit_widths(columns, cells, console.width)
+    if widths is None:
+        _aligned(title, columns, cells)
+        return
     t = Table(title=title, show_lines=False)
-    for i, column in enumerate(columns):
-        whole = _is_numeric(column) or all(row[i] == "" or STORED_TIME.fullmatch(row[i]) for row in cells)
-        longest = max(len(row[i]) for row in cells)
-        t.add_column(column, justify="right" if _is_numeric(column) else "left", overflow="fold", no_wrap=whole,
-                     min_width=None if whole else min(longest, TEXT_MIN_WIDTH))  # an id folds, in pieces one reads
+    for column, width in zip(columns, widths):
+        t.add_column(column, justify="right" if _is_numeric(column) else "left", overflow="fold", width=width)
     for row in cells:
         t.add_row(*row)
     console.print(t)
@@ -247,7 +280,8 @@ def _aligned(title: str, columns: list[str], cells: list[list[str]]) -> None:
 
 
 def emit_csv(rows: list[dict], columns: list[str] | None = None) -> None:
-    """Rows as CSV on stdout (nested values as JSON text), exact decimals."""
+    """Rows as CSV on stdout, exact decimals; a list of names as the table shows it (`GLD, SLV`),
+    other nested values as JSON text."""
     import csv
     import io
 
@@ -259,6 +293,8 @@ def emit_csv(rows: list[dict], columns: list[str] | None = None) -> None:
         values = []
         for column in columns:
             value = jsonable(row.get(column))
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                value = ", ".join(value)
             values.append(json.dumps(value) if isinstance(value, (dict, list)) else ("" if value is None else value))
         writer.writerow(values)
     click.echo(out.getvalue(), nl=False)
