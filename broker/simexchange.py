@@ -231,6 +231,16 @@ class SimExchange:
         self.account = account
 
     @classmethod
+    def configured(cls, path: str | Path, account: str, per_contract: Decimal, per_share: Decimal,
+                   shares: list[str]) -> SimExchange:
+        """The exchange of an environment, its commissions set as its config says: `per_contract`
+        the default, `per_share` for each of the `shares` (engine/setup/session.py)."""
+        exchange = cls(path, account, commission_per_contract=per_contract)
+        for name in shares:
+            exchange.set_commission(per_share, name)
+        return exchange
+
+    @classmethod
     def open_existing(cls, path: str | Path, default_account: str = "DU1234567") -> SimExchange:
         """An exchange already kept in `path`, under the account it holds (`default_account` if none)."""
         with sqlite3.connect(path) as raw:
@@ -276,8 +286,11 @@ class SimExchange:
 
     @staticmethod
     def _set_rate(c, code: str, per_contract: Decimal) -> None:
-        c.execute("INSERT OR REPLACE INTO commission_rates VALUES (?, ?)",
-                  (code, str(Decimal(per_contract))))
+        rate = str(Decimal(per_contract))
+        # written only when it changes: every command that opens the exchange sets the configured
+        # rates, and a write per command would cost a checkpoint (an fsync) when it closes
+        if c.execute("SELECT 1 FROM commission_rates WHERE code = ? AND per_contract = ?", (code, rate)).fetchone() is None:
+            c.execute("INSERT OR REPLACE INTO commission_rates VALUES (?, ?)", (code, rate))
 
     # -- clock --
 

@@ -90,11 +90,17 @@ def init(c: Invocation, broker, account, base_currency, ib_host, ib_port, ib_cli
 @pass_ctx
 def status(c: Invocation, no_broker, as_json):
     """Environment, account, database, ledger, broker, reconciliation, exceptions, locks, daemon at a glance."""
-    from tradeledger.engine.ops.status import environment_status
+    from tradeledger.engine.ops.status_quick import quick_status
+    from tradeledger.reports.pnl_fast import quick_pnl_today
 
-    ctx = c.open()
-    info = environment_status(ctx, probe_broker=not no_broker)
-    info["pnl_today"] |= _pnl_today_in_base(ctx, _dt.date.fromisoformat(info["pnl_today"]["date"]))
+    # the read path without SQLAlchemy when it can vouch for the answer, else the full one
+    info = quick_status(c.home, c.env, c.db_url, not no_broker, quick_pnl_today)
+    if info is None:
+        from tradeledger.engine.ops.status import environment_status
+
+        ctx = c.open()
+        info = environment_status(ctx, probe_broker=not no_broker)
+        info["pnl_today"] |= _pnl_today_in_base(ctx, _dt.date.fromisoformat(info["pnl_today"]["date"]))
     if as_json:
         emit_json(info)
     else:

@@ -24,8 +24,9 @@ gives None, and the caller takes the full path.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 from tradeledger.ledger.numbers import SCALE, from_scaled
 
@@ -106,6 +107,11 @@ class Reader:
 
     def meta(self) -> dict[str, str]:
         return dict(self.rows("SELECT key, value FROM tl_meta"))
+
+    def count(self) -> tuple[int, int]:
+        """(entries, postings) in the ledger (Ledger.count)."""
+        txns, postings = self.rows("SELECT (SELECT COUNT(*) FROM txn), (SELECT COUNT(*) FROM posting)").fetchone()
+        return int(txns), int(postings)
 
     # -- the ledger's reads (the same answers as `Ledger`'s methods of the same name) --------
 
@@ -206,7 +212,7 @@ class Reader:
                 for account_id, commodity, whole, rest in self.rows(
                     f"SELECT account_id, commodity, SUM(units / {FACTOR}), SUM(units % {FACTOR}) "
                     f"FROM posting{self._by_time} WHERE account_id IN ({marks}) AND ts >= ? "
-                    "GROUP BY account_id, commodity",
+                    "GROUP BY account_id, commodity ORDER BY account_id, commodity",  # Ledger.income's order
                     (*account_ids, since))]
 
     def lots_since(self, account_ids: list[int], since: str) -> list[tuple[int, str, int, int]]:
@@ -309,6 +315,47 @@ class engine_reader:
         finally:
             self.pooled.close()  # back to the pool
         return False
+
+
+# SQLAlchemy's own pattern of a URL (sqlalchemy/engine/url.py, _parse_url), so that the parts are
+# split where it splits them (a password may hold "/", "?" or ":").
+_URL = re.compile(r"""
+    (?P<name>[\w\+]+)://
+    (?:(?P<username>[^:/]*)(?::(?P<password>[^@]*))?@)?
+    (?:(?:\[(?P<ipv6host>[^/\?]+)\]|(?P<ipv4host>[^/:\?]+))?(?::(?P<port>[^/\?]*))?)?
+    (?:/(?P<database>[^\?]*))?
+    (?:\?(?P<query>.*))?
+    """, re.X)
+
+
+def shown_url(url: str) -> str | None:
+    """`url` as SQLAlchemy shows it with the password hidden (`make_url(url).render_as_string()`,
+    what `status` prints), or None where it might show it otherwise (the full path then does).
+    tests/test_reading.py holds it equal to SQLAlchemy's on many URLs."""
+    m = _URL.match(url)
+    if m is None:
+        return None
+    user, password, port, database, query = m.group("username", "password", "port", "database", "query")
+    host = m.group("ipv4host") or m.group("ipv6host")
+    shown = m.group("name") + "://"
+    if user is not None:
+        shown += quote(unquote(user), safe=" +") + (":***" if password is not None else "") + "@"
+    if host is not None:
+        shown += f"[{host}]" if ":" in host else host
+    if port:
+        if not port.isdigit():
+            return None  # SQLAlchemy refuses it: the full path says so
+        shown += ":" + str(int(port))
+    elif port is not None:
+        return None  # "host:" with no port
+    if database is not None:
+        shown += "/" + quote(unquote(database), safe=" +/")
+    pairs = parse_qsl(query or "")  # blank values dropped, as SQLAlchemy drops them
+    if len({key for key, _ in pairs}) != len(pairs):
+        return None  # a key given twice: SQLAlchemy keeps a list of its values
+    if pairs:
+        shown += "?" + "&".join(f"{quote_plus(k)}={quote_plus(v)}" for k, v in sorted(pairs))
+    return shown
 
 
 def open_reader(url: str, busy_timeout_ms: int = 30000) -> Reader | None:

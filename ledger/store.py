@@ -593,7 +593,8 @@ class Ledger(LedgerQueries):
             if c.dialect.name == "sqlite" and (since is not None or until is not None):
                 rows = _period_sums_sqlite(c, list(accounts), ts_bound(since), ts_bound(until), by_day)
             else:
-                query = sa.select(*columns, *sums).where(p.c.account_id.in_(list(accounts))).group_by(*columns)
+                query = (sa.select(*columns, *sums).where(p.c.account_id.in_(list(accounts))).group_by(*columns)
+                         .order_by(*columns))  # one order on both backends (status shows it)
                 if since is not None:
                     query = query.where(p.c.ts >= ts_bound(since))
                 if until is not None:
@@ -748,7 +749,7 @@ def _period_sums_sqlite(c: Connection, account_ids: list[int], since: str | None
     marks = ", ".join(f":a{i}" for i in range(len(account_ids)))
     sql = (f"SELECT account_id, commodity{day}, SUM(units / {FACTOR}), SUM(units % {FACTOR}) "
            f"FROM posting INDEXED BY ix_posting_period WHERE account_id IN ({marks}){bounds} "
-           f"GROUP BY account_id, commodity{day}")
+           f"GROUP BY account_id, commodity{day} ORDER BY account_id, commodity{day}")
     params = {f"a{i}": account_id for i, account_id in enumerate(account_ids)} | {"since": since, "until": until}
     return [tuple(r) for r in c.execute(sa.text(sql), params)]
 

@@ -276,18 +276,34 @@ def quick_pnl(home: str | Path | None, env: str, db_url: str | None = None) -> d
     opened = quick.open_for_reading(home, env, db_url)
     if opened is None:
         return None
-    from tradeledger.engine.setup import names
-
     try:
-        instruments, owners = names.from_raw(opened.raw)
-
-        def holder_name(component: str) -> str:  # series._holder_name on the checked config
-            return "unattributed" if component == UNATTRIBUTED_COMPONENT else owners.get(component, component)
-
-        def instrument_name(code: str) -> str:
-            return names.instrument_of_contract(instruments, code) or code
-
+        holder_name, instrument_name = _namers(opened.raw)
         return fast_pnl(opened.reader, f"Assets:Broker:{opened.account}", opened.base_currency,
                         holder_name, instrument_name)
     finally:
         opened.close()
+
+
+def quick_pnl_today(opened, today: dt.date) -> Decimal | int | None:
+    """`status`'s P&L of today in the base currency (reports/pnl_today.py) on an environment opened
+    for reading (engine/setup/quick.py), or None: replay."""
+    from tradeledger.reports.pnl_today import pnl_today
+
+    holder_name, instrument_name = _namers(opened.raw)
+    return pnl_today(opened.reader, f"Assets:Broker:{opened.account}", opened.base_currency, holder_name,
+                     instrument_name, today)
+
+
+def _namers(raw: dict) -> tuple[Callable[[str], str], Callable[[str], str]]:
+    """A holder's name (series._holder_name) and a contract's pricing instrument, on the checked config."""
+    from tradeledger.engine.setup import names
+
+    instruments, owners = names.from_raw(raw)
+
+    def holder_name(component: str) -> str:
+        return "unattributed" if component == UNATTRIBUTED_COMPONENT else owners.get(component, component)
+
+    def instrument_name(code: str) -> str:
+        return names.instrument_of_contract(instruments, code) or code
+
+    return holder_name, instrument_name

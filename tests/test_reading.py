@@ -23,7 +23,7 @@ from hypothesis import given, strategies as st
 
 from tradeledger.cli import main
 from tradeledger.ledger import db
-from tradeledger.ledger.reading import open_reader
+from tradeledger.ledger.reading import open_reader, shown_url
 from tradeledger.ledger.store import Ledger
 
 
@@ -61,6 +61,8 @@ def test_the_raw_reader_answers_as_the_ledger_does(ledger: Ledger, ops, batch):
         assert reader.balances(prefix=root) == ledger.balances(prefix=root)
         assert reader.balances() == ledger.balances()
         assert reader.positions(prefix=root) == ledger.positions(prefix=root)
+        assert reader.count() == ledger.count()
+        assert len(reader.account_names()) == len(ledger.accounts())
         assert reader.commodities() == [(c.name, c.kind, c.currency, c.multiplier) for c in ledger.commodities()]
         for s in range(STRATEGIES):
             expected = [(cost.number, cost.currency, cost.date, cost.label, units)
@@ -78,6 +80,37 @@ def test_the_reader_sees_one_snapshot(ledger: Ledger):
         book_all(ledger, build(names, [(("deposit", 700), 1), (("deposit", 900), 1)])[1:], batch=False)
         assert reader.balances(prefix=root) == before
     assert ledger.balances(prefix=root) != before
+
+
+URL_PARTS = st.tuples(
+    st.sampled_from(["sqlite", "sqlite+pysqlite", "postgresql+psycopg", "postgresql"]),
+    st.none() | st.text("ab%@:/?+ 4", max_size=6),  # user
+    st.none() | st.text("ab%@:/?+ 4", max_size=6),  # password
+    st.none() | st.sampled_from(["", "127.0.0.1", "db.example", "[::1]", "h%20x"]),
+    st.none() | st.sampled_from(["", "5432", "05432", "x1"]),
+    st.none() | st.text("ab%/ 4.+?", max_size=8),  # database
+    st.none() | st.lists(st.tuples(st.sampled_from(["options", "a", "b"]), st.text("=%& x-", max_size=5)), max_size=3))
+
+
+def _url_text(scheme, user, password, host, port, database, query) -> str:
+    auth = "" if user is None else user + ("" if password is None else ":" + password) + "@"
+    text = f"{scheme}://{auth}{host or ''}" + ("" if port is None else ":" + port)
+    text += "" if database is None else "/" + database
+    return text + ("" if query is None else "?" + "&".join(f"{k}={v}" for k, v in query))
+
+
+@given(parts=URL_PARTS)
+def test_a_url_is_shown_as_sqlalchemy_shows_it(parts):
+    """status's `database` on the read path: SQLAlchemy's rendering with the password hidden, or None."""
+    import sqlalchemy as sa
+
+    url = _url_text(*parts)
+    shown = shown_url(url)
+    if shown is not None:
+        assert shown == sa.engine.make_url(url).render_as_string(hide_password=True), url
+    for fixed in ("sqlite:////tmp/x/tradeledger.db", "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+                  "postgresql+psycopg://u:s3cret@h:5432/db?options=-csearch_path%3Dt_1"):
+        assert shown_url(fixed) == sa.engine.make_url(fixed).render_as_string(hide_password=True)
 
 
 def test_urls_the_reader_cannot_open_as_sqlalchemy_would_give_none(tmp_path):

@@ -56,6 +56,17 @@ def test_positions_json_imports_no_heavy_library_nor_sqlalchemy(tmp_path):
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
 
 
+def test_status_imports_no_heavy_library_nor_sqlalchemy(tmp_path):
+    home = tmp_path / "home"
+    result = CliRunner().invoke(main, ["--home", str(home), "init"])
+    assert result.exit_code == 0, result.output
+    for args in (["status", "--json", "--no-broker"], ["status"]):
+        loaded = _modules("--home", str(home), *args)
+        assert "tradeledger.engine.ops.status_quick" in loaded
+        assert not loaded & {*HEAVY, "sqlalchemy", "pydantic", "apprise", "tenacity", "tradeledger.ledger.store",
+                             "tradeledger.engine.ops.status", "tradeledger.engine.targets.runs"}, args
+
+
 def test_the_lazy_command_table_names_every_command_of_every_module():
     import importlib
     from pathlib import Path

@@ -7,6 +7,7 @@ applies the same functions to its records).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from decimal import Decimal
 
 from tradeledger.ledger.accounts import account_component, commodity_root, names_map
 
@@ -42,6 +43,19 @@ def from_raw(raw: dict) -> tuple[list[tuple[str, bool]], dict[str, str]]:
     for name, component in components.items():
         owners.setdefault(component, name)  # TradingConfig.strategy_by_account: the first one
     return instruments, owners
+
+
+def sim_commissions(raw: dict) -> tuple[Decimal, Decimal, list[str]]:
+    """(commission per contract, per share, the share instruments it applies to) of the simulated
+    broker, from a config.toml already checked, as parse_trading_config reads them."""
+    from tradeledger.ledger.numbers import to_decimal
+
+    sim = raw.get("sim", {})
+    per_contract, per_share = (to_decimal(str(v) if isinstance(v, float) else v, f"sim.{key}") for key, v in (
+        ("commission_per_contract", sim.get("commission_per_contract", "1.00")),
+        ("commission_per_share", sim.get("commission_per_share", "0.005"))))
+    return per_contract, per_share, [name for name, spec in raw.get("instruments", {}).items()
+                                     if spec.get("type") != "future"]
 
 
 def tick_of(instruments: dict, code: str):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tradeledger.engine.setup import ENVIRONMENTS, default_db_url, resolve_home
-from tradeledger.ledger.db import HEAD
+from tradeledger.ledger import db
 from tradeledger.ledger.reading import Reader, open_reader
 
 STAMP = ".config-checked"
@@ -82,6 +82,11 @@ class ReadEnvironment:
     base_currency: str
     raw: dict  # config.toml, parsed and checked (the stamp vouches for it)
     reader: Reader
+    url: str  # the database's URL, as the full opening would connect to it
+
+    @property
+    def dir(self) -> Path:
+        return self.home / self.env
 
     def close(self) -> None:
         self.reader.close()
@@ -102,15 +107,16 @@ def open_for_reading(home: str | Path | None, env: str, db_url: str | None = Non
     section = raw["environment"]
     if section.get("db_password_env") or section.get("db_password_file"):
         return None
-    reader = open_reader(db_url or section.get("db_url") or default_db_url(env_dir))
+    url = db_url or section.get("db_url") or default_db_url(env_dir)
+    reader = open_reader(url)
     if reader is None:
         return None
     account, base = str(section.get("account", "")), str(section.get("base_currency", "USD"))
     try:
-        meta = reader.meta() if reader.revision() == HEAD else {}
+        meta = reader.meta() if reader.revision() == db.head_revision() else {}
     except Exception:  # noqa: BLE001 - any failure to read: the full path reports it in its words
         meta = {}
     if (meta.get("environment"), meta.get("broker_account"), meta.get("base_currency")) != (env, account, base):
         reader.close()
         return None
-    return ReadEnvironment(resolve_home(home), env, account, base, raw, reader)
+    return ReadEnvironment(resolve_home(home), env, account, base, raw, reader, url)

@@ -73,9 +73,6 @@ def open_sim_exchange(ctx: Context, config: TradingConfig):
     """The environment's simulated exchange, with the configured commission schedule."""
     from tradeledger.broker.simexchange import SimExchange
 
-    exchange = SimExchange(sim_exchange_path(ctx), ctx.settings.account,
-                           commission_per_contract=config.sim_commission)
-    for instrument in config.instruments.values():
-        if not instrument.is_future:
-            exchange.set_commission(config.sim_share_commission, instrument.name)
-    return exchange
+    return SimExchange.configured(sim_exchange_path(ctx), ctx.settings.account, config.sim_commission,
+                                  config.sim_share_commission,
+                                  [i.name for i in config.instruments.values() if not i.is_future])

@@ -65,6 +65,7 @@ from tradeledger.engine.targets.prices import (
     PriceError, _reader, fx_rate_on, latest_contract_close, latest_price, latest_settlement, price_histories,
     trading_config,
 )
+from tradeledger.engine.targets.run_state import APPROVED, PENDING, REJECTED, run_status
 from tradeledger.engine.targets.sizing import SizingInput, SizingResult, size_position
 from tradeledger.engine.tables import target_line, target_run
 from tradeledger.ledger.numbers import from_scaled, plain, to_scaled
@@ -74,7 +75,6 @@ from tradeledger.errors import UnknownName, UserError
 UTC = dt.timezone.utc
 VOL_SPAN = 35
 MIN_VOL_PRICES = 10
-PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 
 
 class TargetError(UserError):
@@ -167,18 +167,6 @@ class TargetRun:
             data["inputs"] = self.inputs
             data["lines"] = [line.as_json() for line in self.lines]
         return data
-
-
-def run_status(state: str, created_at: dt.datetime, superseded: bool, now: dt.datetime,
-               max_age_hours: Decimal) -> str:
-    """rejected stays rejected; otherwise superseded, then expired, win over the review state."""
-    if state == REJECTED:
-        return REJECTED
-    if superseded:
-        return "superseded"
-    if now - created_at > dt.timedelta(hours=float(max_age_hours)):
-        return "expired"
-    return state
 
 
 # -- computing ------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tradeledger.engine.tables import instrument_lock, tl_exception
+from tradeledger.engine.trust.reading import OPEN_STATES, SEVERITIES  # in increasing order; here for status's read path
 from tradeledger.ledger.store import fmt_ts
 from tradeledger.errors import UserError
 
@@ -72,9 +73,7 @@ UNBOOKED_EXECUTION = "unbooked_execution"
 UNBOOKED_DIVIDEND = "unbooked_dividend"
 CAUSES = (UNBOOKED_EXECUTION, UNBOOKED_DIVIDEND)
 
-SEVERITIES = ("info", "warning", "error", "critical")  # in increasing order
 STATES = ("open", "acknowledged", "resolved")
-OPEN_STATES = ("open", "acknowledged")
 
 
 class ExceptionStateError(UserError):

@@ -31,10 +31,10 @@ from tradeledger.engine.accounting.arrivals import OpeningPlan
 from tradeledger.engine.accounting.entries import opening_entry
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, save_marks
 from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception
+from tradeledger.engine.trust.reading import NO_OPENING, opening_summary
 from tradeledger.engine.trust.snapshots import take_snapshot
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.store import Commodity, fmt_ts
-from tradeledger.ledger.times import table_time
 
 UTC = dt.timezone.utc
 
@@ -62,15 +62,7 @@ class Opening:
 
     def summary(self) -> str:
         """One line for `status` and `init`: when, and what it held."""
-        held = self.held
-        positions = [f"{p['broker']} {p['contract']}" for p in held.get("positions", [])]
-        cash = [f"{c['broker']} {c['currency']}" for c in held.get("cash", []) if c["broker"] not in ("0", "0.00")]
-        parts = [f"taken {table_time(self.taken_at)} UTC ({self.source})",
-                 f"positions: {', '.join(positions) or 'none'}", f"cash: {', '.join(cash) or 'none'}"]
-        if held.get("skipped"):
-            parts.append(f"not booked: {', '.join(s['contract'] for s in held['skipped'])}")
-        parts.append(f"entry {self.txn_id}" if self.txn_id else "nothing to book")
-        return "; ".join(parts)
+        return opening_summary(self.taken_at, self.source, self.held, self.txn_id)
 
 
 def get_opening(conn: Connection, account: str | None = None) -> Opening | None:
@@ -230,6 +222,4 @@ def open_at_init(ctx: Context) -> tuple[Opening | None, str]:
 def opening_status(conn: Connection, account: str) -> dict | str:
     """What `status` shows: when the opening was taken and what it held, or why there is none."""
     found = get_opening(conn, account)
-    if found is None:
-        return "none yet: taken when the broker is first reached (nothing is sent before it)"
-    return found.summary()
+    return NO_OPENING if found is None else found.summary()
