@@ -229,7 +229,7 @@ def test_another_identity_or_schema_revision_takes_the_full_path(demo, monkeypat
     home, url = demo
     _full(home, url)
     assert quick_positions(home, "paper", url) is not None
-    monkeypatch.setattr(quick, "HEAD", "9999")
+    monkeypatch.setattr(db, "HEAD", "9999")  # the code needs another revision (db.head_revision)
     assert quick_positions(home, "paper", url) is None
     monkeypatch.undo()
     assert quick.open_for_reading(home, "live", url) is None  # no such environment
