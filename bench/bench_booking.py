@@ -15,8 +15,10 @@ chunk of entries), so that load from other processes falls on both alike.
   `Transaction`s and from the JSON lines `import entries` reads, beside the same rows written by
   raw executemany into the same schema (its triggers fire per row, as they would for any raw
   writer), by raw sqlite3 as a bulk loader (triggers and posting indexes set aside, indexes built
-  after: the ceiling for a bulk import, which also checks every rule and keeps the balances),
-  and, as a floor nobody can beat, into the same tables with no trigger and no index; for the
+  after, 64 rows to an INSERT and NULL bound as an integer the statement turns back, as the import
+  binds them: the ceiling for a bulk import, which also checks every rule and keeps the balances),
+  and, as a floor nobody can beat, into the same tables with no trigger and no index, bound the
+  loader's way; each line with the load average (`/proc/loadavg`) before and after; for the
   ~10-posting fills and for 3-posting entries (a transfer with a fee: the entries behind the
   figures in shared/FACTS.md). On PostgreSQL beside raw psycopg executemany and raw COPY into
   the same schema.
@@ -40,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_ledger import Generator, setup  # noqa: E402
 from tradeledger.ledger import db  # noqa: E402
+from tradeledger.ledger.bulk import NULL  # noqa: E402
 from tradeledger.ledger.store import Ledger, _posting_row, fmt_ts  # noqa: E402
 
 POSTING_SQL = ("INSERT INTO posting (txn_id, ts, account_id, commodity, units, cost, cost_currency, cost_date, "
@@ -82,23 +85,27 @@ class RawSqlite:
                        "busy_timeout = 30000", "trusted_schema = ON"):
             self.conn.execute(f"PRAGMA {pragma}")
 
-    def write(self, chunk, headers_first: bool = False) -> None:
-        """Postings then headers (what the triggers require); headers first where there are
-        none (each posting then finds its entry at once: the deferred foreign key never waits)."""
+    def write(self, chunk) -> None:
+        """Postings then headers (what the triggers require), a row to a statement."""
         cursor = self.conn.cursor()
         cursor.execute("BEGIN IMMEDIATE")
-        if headers_first:
-            cursor.executemany(TXN_SQL, [header for _, header in chunk])
         cursor.executemany(POSTING_SQL, [row for postings, _ in chunk for row in postings])
-        if not headers_first:
-            cursor.executemany(TXN_SQL, [header for _, header in chunk])
+        cursor.executemany(TXN_SQL, [header for _, header in chunk])
+        cursor.execute("COMMIT")
+
+    def bare(self, chunk) -> None:
+        """The loader's statements (`loader_rows`) into tables with no trigger and no index:
+        headers first (each posting finds its entry at once: the deferred foreign key never waits)."""
+        cursor = self.conn.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        many_rows(cursor, chunk)
         cursor.execute("COMMIT")
 
     def load(self, chunk) -> None:
-        """The same rows as a bulk loader writes them, in one transaction: the INSERT triggers and
-        the posting indexes dropped, headers then postings, indexes and triggers created again from
-        their own SQL before COMMIT, 64 rows to a statement. No rule is checked and no balance kept:
-        raw sqlite3's best."""
+        """The same rows as a bulk loader writes them (`loader_rows`), in one transaction: the
+        INSERT triggers and the posting indexes dropped, headers then postings, indexes and
+        triggers created again from their own SQL before COMMIT. No rule is checked and no balance
+        kept: raw sqlite3's best."""
         cursor = self.conn.cursor()
         cursor.execute("BEGIN IMMEDIATE")
         dropped = cursor.execute("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL AND "
@@ -106,23 +113,38 @@ class RawSqlite:
                                  " OR (type = 'index' AND tbl_name = 'posting'))").fetchall()
         for kind, name, _ in dropped:
             cursor.execute(f"DROP {kind.upper()} {name}")
-        many_rows(cursor, TXN_SQL, [header for _, header in chunk])
-        many_rows(cursor, POSTING_SQL, [row for postings, _ in chunk for row in postings])
+        many_rows(cursor, chunk)
         for _, _, sql in dropped:
             cursor.execute(sql)
         cursor.execute("COMMIT")
 
 
-def many_rows(cursor, sql: str, rows: list[tuple], per: int = 64) -> None:
-    """executemany with `per` rows to a statement, as the bulk import writes them (ledger/bulk.py)."""
-    head, one = sql.split(" VALUES ")
+def bound(sql: str, rows: list[tuple], per: int = 64) -> list[tuple[str, list]]:
+    """The statements and parameters of `rows` as the bulk import binds them (ledger/bulk.py):
+    `per` rows to an INSERT, and in the columns that hold a NULL, bulk.NULL turned back by NULLIF
+    (Python's sqlite3 binds None through its adapter lookup, several times the cost of an
+    integer). Made before the clock starts: what is timed is sqlite3 alone."""
+    head, _ = sql.split(" VALUES ")
+    nullable = {i for row in rows for i, value in enumerate(row) if value is None}
+    width = len(rows[0]) if rows else 0
+    one = "(" + ", ".join(f"NULLIF(?, {NULL})" if i in nullable else "?" for i in range(width)) + ")"
+    rows = [tuple(NULL if value is None else value for value in row) for row in rows]
     full = len(rows) - len(rows) % per
-    if full:
-        flat = itertools.chain.from_iterable
-        cursor.executemany(f"{head} VALUES {', '.join([one] * per)}",
-                           [tuple(flat(rows[start:start + per])) for start in range(0, full, per)])
-    if full < len(rows):
-        cursor.executemany(sql, rows[full:])
+    flat = itertools.chain.from_iterable
+    return [(f"{head} VALUES {', '.join([one] * per)}", [tuple(flat(rows[start:start + per]))
+                                                       for start in range(0, full, per)]),
+            (f"{head} VALUES {one}", rows[full:])]
+
+
+def loader_rows(chunk) -> list[tuple[str, list]]:
+    """The loader's statements for a chunk: headers, then postings."""
+    return bound(TXN_SQL, [header for _, header in chunk]) + bound(POSTING_SQL, [row for p, _ in chunk for row in p])
+
+
+def many_rows(cursor, statements: list[tuple[str, list]]) -> None:
+    for sql, params in statements:
+        if params:
+            cursor.executemany(sql, params)
 
 
 class RawPostgres:
@@ -210,6 +232,10 @@ def three_posting(n: int) -> list:
         meta=(("n", str(i)),), key=f"transfer:{i}") for i in range(n)]
 
 
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def run_bulk_sqlite(out: Path, shape: str, entries: list) -> None:
     """The bulk import into an empty ledger, from `Transaction`s and from the JSON lines `import
     entries` reads; beside raw sqlite3 writing the same rows into the same schema three ways: as
@@ -222,6 +248,7 @@ def run_bulk_sqlite(out: Path, shape: str, entries: list) -> None:
     dbs = {name: fresh(out / f"{name}-{shape}.db") for name in names}
     rows = raw_rows(dbs["ceiling"], entries)
     lines = [jsonl.entry_line(txn) for txn in entries]
+    statements = loader_rows(rows)
     raw = {name: RawSqlite(out / f"{name}-{shape}.db") for name in ("ceiling", "loader", "bare")}
     for name, kind in raw["bare"].conn.execute("SELECT name, type FROM sqlite_master WHERE tbl_name IN "
                                                "('posting', 'txn') AND type IN ('trigger', 'index') "
@@ -229,6 +256,7 @@ def run_bulk_sqlite(out: Path, shape: str, entries: list) -> None:
         raw["bare"].conn.execute(f"DROP {kind.upper()} {name}")
     n = len(entries)
     seconds = {}
+    load = _load()
     t0 = time.perf_counter()
     result = dbs["bulk"].import_entries(entries)
     seconds["bulk"] = time.perf_counter() - t0
@@ -239,15 +267,15 @@ def run_bulk_sqlite(out: Path, shape: str, entries: list) -> None:
     raw["ceiling"].write(rows)
     seconds["ceiling"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    raw["loader"].load(rows)
+    raw["loader"].load(statements)
     seconds["loader"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    raw["bare"].write(rows, headers_first=True)
+    raw["bare"].bare(statements)
     seconds["bare"] = time.perf_counter() - t0
     assert result.booked == from_json.booked == n
     postings = sum(len(p) for p, _ in rows) / n
     rate = {name: n / s for name, s in seconds.items()}
-    print(f"  bulk {shape} ({n:,} entries, {postings:.1f} postings each), entries/s:")
+    print(f"  bulk {shape} ({n:,} entries, {postings:.1f} postings each), entries/s (load {load} -> {_load()}):")
     print(f"    import_entries {rate['bulk']:9,.0f}   from JSON lines {rate['json']:9,.0f}   "
           f"(target 15,000/s: {'met' if rate['bulk'] >= 15000 else 'MISSED'}; from JSON "
           f"{'met' if rate['json'] >= 15000 else 'MISSED'})")

@@ -62,6 +62,14 @@ from tradeledger.ledger.rows import fingerprint, fmt_ts as _ts, meta_json as _me
 F = 1_000_000_000  # nano-units per unit (numbers.py)
 CHUNK = 5_000  # entries prepared and written per executemany
 ROWS = 64  # rows per INSERT on SQLite: 64 x 13 columns stays under 999 variables (older SQLite's limit)
+# NULL in a row bound on SQLite: Python's sqlite3 binds None through its adapter lookup (two failed
+# attribute lookups, each raising), 0.3-0.45 us a value, more than half of a posting's insert for
+# a posting's six empty cost and price columns. The row carries this integer instead and the
+# statement turns it back into NULL (NULLIF). No stored value can equal it: numbers are at most
+# 2**63 - 1 in magnitude (numbers.py), ids are positive, and the other columns are text.
+NULL = -2**63
+_NULLABLE_POSTING = frozenset(range(5, 11))  # cost .. price_currency, of the 13 columns below
+_NULLABLE_TXN = frozenset({6, 8})  # idem_key, reverses_id
 
 # The INSERT triggers whose rules this module re-checks (see the table above).
 SQLITE_INSERT_TRIGGERS = frozenset({
@@ -148,7 +156,11 @@ class _Import:
         self.mark = "?" if self.sqlite else "%s"
         self.booked_at = _ts(dt.datetime.now(dt.timezone.utc))
         self.accounts = self._accounts()
-        self.accepted: dict[tuple[str, str], tuple] = {}  # (account, commodity) checked once
+        self.tails: dict[tuple, tuple] = {}  # prepared row -> its stored tail, account and commodity checked once
+        opens = [opened for _, opened, _, _ in self.accounts.values()]
+        closes = [closed for _, _, closed, _ in self.accounts.values() if closed]
+        # Entries dated in this span find every account open: their postings' dates need no check.
+        self.open_span = (max(opens, default=dt.date.min), min(closes, default=dt.date.max))
         self.lot_state: tuple[dict, dict] = ({}, {})
         self.refs: dict[str, int] = {}  # ref -> id of the entries that carry one
         self.booked = self.replays = self.postings = 0
@@ -272,26 +284,34 @@ class _Import:
         return found
 
     def _write(self, fresh: list) -> None:
-        headers, postings = [], []
-        append, accepted = postings.append, self.accepted
+        headers, postings = [], []  # postings: on SQLite the rows' values end to end (see _rows)
+        tails, accounts, (latest_open, earliest_close) = self.tails, self.accounts, self.open_span
+        add = postings.extend if self.sqlite else postings.append
+        null = NULL if self.sqlite else None
         for place, txn, ready, digest, txn_id, reverses in fresh:
             ts, date = _ts(txn.time), txn.date
+            head = (txn_id, ts)
+            dated = date < latest_open or date > earliest_close  # some account is not open that day
             for row in ready.postings:
-                known = accepted.get(row[:2])  # (account, commodity) -> (id, opened, closed)
-                if known is None:
-                    known = self._accept(place, row[0], row[1])
-                if date < known[1] or (known[2] and date > known[2]):
-                    raise _refuse(place, f"account {row[0]} is not open on {date}")
-                append((txn_id, ts, known[0], *row[1:]))
+                tail = tails.get(row)  # the stored row after (txn_id, ts), its account and commodity accepted
+                if tail is None:
+                    tail = self._accept(place, row)
+                if dated:
+                    _, opened, closed, _ = accounts[row[0]]
+                    if date < opened or (closed and date > closed):
+                        raise _refuse(place, f"account {row[0]} is not open on {date}")
+                add(head + tail)
             if ready.labelled:
                 try:
                     self.ledger._check_lots(self.conn, [(txn_id, txn)], self.lot_state)
                 except LedgerError as exc:
                     raise _refuse(place, str(exc)) from None
             headers.append((txn_id, ts, txn.kind, txn.narration, ",".join(txn.links), _meta_json(txn.meta),
-                            txn.key, digest, reverses, self.booked_at))
+                            null if txn.key is None else txn.key, digest, null if reverses is None else reverses,
+                            self.booked_at))
         if not headers:
             return
+        written = len(postings) // 13 if self.sqlite else len(postings)
         try:
             if self.sqlite and self.checked:  # headers first: each posting finds its entry at once
                 self._rows("txn", _TXN_COLUMNS, headers)
@@ -304,32 +324,44 @@ class _Import:
         if self.checked:
             self._maintain(self.first_posting + self.postings)
         self.booked += len(headers)
-        self.postings += len(postings)
+        self.postings += written
 
-    def _accept(self, place: int, name: str, commodity: str) -> tuple:
-        """(id, open date, close date) of an account that exists and accepts the commodity."""
+    def _accept(self, place: int, row: tuple) -> tuple:
+        """The stored row's tail (account id .. weight currency) of a prepared row whose account
+        exists and accepts its commodity; kept for the rows that repeat it."""
+        name, commodity = row[0], row[1]
         account = self.accounts.get(name)
         if account is None:
             raise _refuse(place, f"unknown account {name}: open it first")
         if account[3] and commodity not in account[3]:
             raise _refuse(place, f"account {name} does not accept {commodity}")
-        known = self.accepted[(name, commodity)] = account[:3]
-        return known
+        tail = (account[0], *row[1:])
+        if self.sqlite:
+            tail = tuple(NULL if value is None else value for value in tail)
+        self.tails[row] = tail
+        return tail
 
-    def _rows(self, table: str, columns: str, rows: list[tuple]) -> None:
-        if self.sqlite:  # ROWS rows a statement: a sixth less than one a statement (sqlite3's step per row)
-            one = f"({', '.join('?' * (columns.count(',') + 1))})"
-            full = len(rows) - len(rows) % ROWS
-            if full:
-                chain = itertools.chain.from_iterable
-                self.cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES {', '.join([one] * ROWS)}",
-                                        [tuple(chain(rows[start:start + ROWS])) for start in range(0, full, ROWS)])
-            if full < len(rows):
-                self.cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES {one}", rows[full:])
+    def _rows(self, table: str, columns: str, rows: list) -> None:
+        """Rows into a table: on PostgreSQL by COPY; on SQLite ROWS rows to an INSERT (a sixth less
+        than one a statement: sqlite3's step per row), NULL as the NULL integer, and the posting
+        rows given as their values end to end (no tuple per row to make, then flatten)."""
+        if not self.sqlite:
+            with self.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
             return
-        with self.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+        width = columns.count(",") + 1
+        nullable = _NULLABLE_POSTING if table == "posting" else _NULLABLE_TXN
+        one = "(" + ", ".join(f"NULLIF(?, {NULL})" if i in nullable else "?" for i in range(width)) + ")"
+        values = rows if table == "posting" else list(itertools.chain.from_iterable(rows))
+        per = ROWS * width
+        full = len(values) - len(values) % per
+        if full:
+            self.cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES {', '.join([one] * ROWS)}",
+                                    [values[start:start + per] for start in range(0, full, per)])
+        if full < len(values):
+            self.cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES {one}",
+                                    [values[start:start + width] for start in range(full, len(values), width)])
 
     # -- the whole set ------------------------------------------------------------------------
 

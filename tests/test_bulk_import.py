@@ -5,6 +5,7 @@ come back; on both backends. And `export entries` then `import entries` moves a 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import random
@@ -16,7 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tradeledger.ledger.bulk import SQLITE_INSERT_TRIGGERS, Importing
 from tradeledger.ledger.maintained import verify_balances
-from tradeledger.ledger.model import Cost, IdempotencyConflict, LedgerError, Posting, Transaction
+from tradeledger.ledger.model import Amount, Cost, IdempotencyConflict, LedgerError, Posting, Transaction
 from tradeledger.ledger.store import Ledger
 from tradeledger.ledger.verify import verify
 
@@ -55,6 +56,44 @@ def test_import_books_what_book_many_books(ledger: Ledger):
     assert ledger.import_entries(entries()).replays == 7
     assert all(not ledger.book(e).created for e in entries())
     assert ledger.count() == (7, 19)
+
+
+def _stored(ledger: Ledger, first: int, last: int) -> list[tuple]:
+    """Entries first..last as stored, each value beside its SQL type, without what differs between
+    two bookings of the same entries (ids, key, booking time)."""
+    typed = "typeof({0}), {0}" if ledger.engine.dialect.name == "sqlite" else "pg_typeof({0})::text, {0}"
+    columns = ", ".join(typed.format(c) for c in ("p.ts", "p.account_id", "p.commodity", "p.units", "p.cost",
+                        "p.cost_currency", "p.cost_date", "p.cost_label", "p.price", "p.price_currency",
+                        "p.weight", "p.weight_currency", "t.kind", "t.narration", "t.links", "t.meta",
+                        "t.fingerprint", "t.idem_key IS NULL", "t.reverses_id IS NULL"))
+    with ledger.engine.connect() as c:
+        return [tuple(r) for r in c.exec_driver_sql(
+            f"SELECT {columns} FROM posting p JOIN txn t ON t.id = p.txn_id WHERE t.id BETWEEN {first} AND {last} "
+            "ORDER BY t.id, p.id").all()]
+
+
+def test_import_stores_the_rows_book_many_stores(ledger: Ledger):
+    """Value for value and type for type (a NULL stays NULL: on SQLite the import binds an integer
+    in its place and the statement turns it back), for postings at cost, with a dated and labelled
+    lot, at a price, plain; an entry without a key; a reversal."""
+    open_books(ledger)
+    priced = Transaction(t(4), "fx", "JPY at a price", (Posting(CASH, D(-150000), "JPY", price=Amount(D("0.0065"), "USD")),
+                                                        Posting(CASH, D(975), "USD")))
+    made = entries() + [priced, Transaction(t(5), "adj", "no key", (Posting(CASH, D(2), "USD"),
+                                                                     Posting(INC, D(-2), "USD")))]
+    ledger.import_entries([e if e.key is None else dataclasses.replace(e, key=f"i-{e.key}") for e in made])
+    ledger.book_many(made)
+    n = len(made)
+    imported, booked = _stored(ledger, 1, n), _stored(ledger, n + 1, 2 * n)
+    assert imported == booked and len(imported) == 23
+    assert {r[9] for r in imported} > {None} and {r[17] for r in imported} > {None}  # cost, price: NULL and not
+    reversal = Importing(_unnamed_reversal(ledger.get(n), "r-i"), reverses_key=None)
+    ledger.import_entries([Importing(dataclasses.replace(reversal.txn, reverses=n))])
+    ledger.book(dataclasses.replace(_unnamed_reversal(ledger.get(2 * n), "r-b"), reverses=2 * n))
+    imported, booked = _stored(ledger, 2 * n + 1, 2 * n + 1), _stored(ledger, 2 * n + 2, 2 * n + 2)
+    # the fingerprints differ: each names its own original
+    assert [r[:33] + r[34:] for r in imported] == [r[:33] + r[34:] for r in booked] and len(imported) == 2
+    assert verify(ledger).ok and verify_balances(ledger.engine) == []
 
 
 def test_import_onto_a_ledger_with_history_keeps_its_indexes_and_sums(ledger: Ledger):
