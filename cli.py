@@ -13,6 +13,7 @@ import os
 import sys
 
 import importlib
+from gettext import gettext
 
 import click
 from tradeledger.commands.common import Invocation, fail
@@ -27,7 +28,7 @@ from tradeledger.errors import UserError
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    broker = sys.modules.get("tradeledger.broker.base")
+    broker = sys.modules.get("tradeledger.broker.errors")
     return (UserError, OSError, *((broker.BrokerError,) if broker is not None else ()))
 
 
@@ -56,6 +57,47 @@ COMMAND_MODULES = {
     "fava": ("fava",),
 }
 _MODULE_OF = {name: module for module, names in COMMAND_MODULES.items() for name in names}
+# Each command's help up to its first blank line, from which click makes the one line `--help` lists,
+# so that `tradeledger --help` lists every command without importing the eleven modules (a third of
+# its time); tests/test_start_imports.py holds it equal to the commands' own help.
+SHORT_HELP = {
+    'config': "The environment's config.toml (every key: docs/config.md).",
+    'init': 'Create the environment: directory, config, database schema and base accounts.',
+    'status': 'Environment, account, database, ledger, broker, reconciliation, exceptions, locks, daemon at a glance.',
+    'db': 'Database maintenance.',
+    'accounts': 'Accounts with their balances.',
+    'export': 'Export the ledger.',
+    'check': "Verify the database (`db verify`), then export, load with beancount, and compare every balance with the ledger's own.",
+    'data': 'Price history, settlement prices and FX rates.',
+    'instruments': 'Configured instruments and signal-to-execution mappings.',
+    'signals': 'Forecasts per strategy and signal instrument.',
+    'targets': 'Target runs: compute, review, approve or reject.',
+    'orders': 'Orders from an approved target run.',
+    'fills': 'Executions: sync from the broker, and the blotter.',
+    'mark': "Book the day's settlement variation margin per strategy and contract, once per date (never a future date; today's before the settlement time is booked at the present moment).",
+    'positions': 'Positions per strategy and contract, from the ledger.',
+    'pnl': 'Realized (variation margin and lot gains), change in unrealized, commissions and net, in the base currency; the days of any period add up to its total.',
+    'sim': "The simulated broker's own screen: trades outside tradeledger, prices, settlement, faults.",
+    'cycle': 'Compute a run and stop for review; --approve [--run N] executes exactly the reviewed run.',
+    'demo': 'Play a few simulated trading days in a NEW home (--home, or a fresh directory it names).',
+    'adjust': 'Repair the books when something happened outside tradeledger: each a ledger entry with a reason.',
+    'daemon': 'Run the scheduler: fill sync, reconciliation, settlement marks, data and targets from [daemon].',
+    'reconcile': 'Snapshot the broker, book its executions, adopt old positions, compare; exit 1 unless clean.',
+    'monitor': 'Look for overdue commissions, stuck orders, missing FX, stale prices and a silent daemon; raise each as an exception, resolve those that cleared; exit 1 if anything is found.',
+    'snapshot': 'Take and store a broker snapshot (positions, cash, unsettled P&L, open orders); exit 1 if it fails.',
+    'exceptions': 'Exceptions: list, show, acknowledge, resolve.',
+    'actions': "Dividends and splits (imported, booked once when due), and the account's interest and fees.",
+    'weights': 'Target weights of allocation strategies whose rule is `file`.',
+    'import': 'Broker statements, and ledger entries in bulk.',
+    'roll': 'Roll states per instrument: status, set, plan, execute.',
+    'backup': 'A consistent online copy of the environment (database, config, manifest) in one file.',
+    'restore': 'Restore a backup into a new home (--home) or new database (--db-url); never over a ledger.',
+    'alerts': 'Alerts to the configured channels ([alerts] urls, $TRADELEDGER_ALERT_URLS).',
+    'service': 'systemd units for the daemon and Fava of one environment.',
+    'ibsim': 'The simulated IB gateway: serve the TWS API on a port, and act on its market.',
+    'report': 'NAV, performance, exposure, costs and the daily HTML report.',
+    'fava': 'Export the ledger and serve it in Fava with the Targets, Orders and fills, Reconciliation, Exceptions and Strategies pages (Ctrl-C stops it).',
+}
 
 
 class Group(click.Group):
@@ -88,6 +130,16 @@ class Group(click.Group):
 
     def list_commands(self, ctx) -> list[str]:
         return sorted(set(self._commands) | set(_MODULE_OF))
+
+    def format_commands(self, ctx, formatter) -> None:
+        """click's listing of the commands, each not yet imported described by SHORT_HELP."""
+        commands = [(name, self._commands.get(name) or click.Command(name, help=SHORT_HELP[name]))
+                    for name in self.list_commands(ctx)]
+        commands = [(name, cmd) for name, cmd in commands if not cmd.hidden]
+        if commands:
+            limit = formatter.width - 6 - max(len(name) for name, _ in commands)
+            with formatter.section(gettext("Commands")):  # click's own words
+                formatter.write_dl([(name, cmd.get_short_help_str(limit)) for name, cmd in commands])
 
     def invoke(self, ctx):
         try:
@@ -132,22 +184,6 @@ def database_failure(exc: BaseException) -> str:
 def main(ctx, home, env, db_url):
     """tradeledger: signals -> targets -> orders -> fills -> positions -> P&L, on a double-entry ledger."""
     ctx.obj = Invocation(home, env, db_url)
-    _quiet_libraries()
-
-
-def _quiet_libraries() -> None:
-    """Libraries' own log lines (ib_async's "Make sure API port on TWS/IBG is open", ...) stay out of
-    the user's terminal: tradeledger says what failed in its own one line. A NullHandler keeps Python
-    from printing them by its last-resort handler, while a handler the daemon installs (its log
-    file) still receives them. TRADELEDGER_DEBUG=1 shows them."""
-    import logging
-
-    if os.environ.get("TRADELEDGER_DEBUG"):
-        return
-    for name in ("ib_async", "apscheduler", "alembic"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
-            logger.addHandler(logging.NullHandler())
 
 
 def run() -> None:

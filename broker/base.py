@@ -20,20 +20,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
+from tradeledger.broker.errors import BrokerDisconnected, BrokerError  # noqa: F401 - re-exported
+
 BUY = "BUY"
 SELL = "SELL"
 SIDES = (BUY, SELL)
 
 MARKET = "MKT"
 LIMIT = "LMT"
-
-
-class BrokerError(Exception):
-    """A broker refused or failed a request; the message is fit to show a user."""
-
-
-class BrokerDisconnected(BrokerError):
-    """The connection to the broker is gone; the caller may reconnect and retry idempotently."""
 
 
 @dataclass(frozen=True)

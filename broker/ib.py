@@ -48,6 +48,9 @@ from tradeledger.broker.base import (
     BUY, LIMIT, SELL, AccountSnapshot, BrokerDisconnected, BrokerError, BrokerPosition,
     Contract, DailyBar, Execution, ListedContract, OrderRequest, OrderStatus,
 )
+from tradeledger.logs import quiet
+
+quiet("ib_async")  # its log lines stay out of the user's terminal (tradeledger/logs.py)
 
 log = logging.getLogger("tradeledger.broker.ib")
 T = TypeVar("T")

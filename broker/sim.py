@@ -23,6 +23,7 @@ from tradeledger.broker.base import (
     OrderStatus,
 )
 from tradeledger.broker.simexchange import SimExchange
+from tradeledger.broker.simstore import connect
 
 T = TypeVar("T")
 
@@ -40,8 +41,7 @@ class SimBroker:
         self.connected = False
 
     def connect(self) -> None:
-        if self.exchange.take_call_fault() is not None:
-            raise BrokerDisconnected("simulated: connection refused (disconnect fault)")
+        connect(self.exchange)  # a pending disconnect fault refuses it (broker/simstore.py)
         self.connected = True
 
     def close(self) -> None:

@@ -36,79 +36,24 @@ are stored as decimal text, never floats.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import secrets
 import sqlite3
-import threading
-from contextlib import contextmanager
 from decimal import ROUND_FLOOR, Decimal
-from pathlib import Path
-from typing import Iterator
 
 from tradeledger.broker.base import (
     BUY, LIMIT, MARKET, SIDES, AccountSnapshot, BrokerError, BrokerPosition, Contract,
     Execution, OrderRequest, OrderStatus,
 )
+from tradeledger.broker.simstore import (  # noqa: F401 - re-exported: the file, its clock and faults live there
+    DEFAULT_COMMISSION, SCHEMA_VERSION, UTC, SimStore, _parse_ts, _ts, _utc,
+)
 from tradeledger.errors import UnknownName
 
-UTC = dt.timezone.utc
-SCHEMA_VERSION = "1"
-DEFAULT_COMMISSION = Decimal("1.00")  # per futures contract; set_commission overrides
 # Shares as IB's fixed pricing charges them: per share, at least SHARE_MINIMUM per execution, at
 # most SHARE_MAX_FRACTION of the trade's value.
 DEFAULT_SHARE_COMMISSION = Decimal("0.005")
 SHARE_MINIMUM = Decimal("1.00")
 SHARE_MAX_FRACTION = Decimal("0.01")
 ZERO = Decimal(0)
-_TIME_FMT = "%Y-%m-%dT%H:%M:%S.%f+00:00"  # fixed width, so text order is time order
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS contracts (
-    code TEXT PRIMARY KEY, sec_type TEXT, symbol TEXT, exchange TEXT, currency TEXT,
-    multiplier TEXT, expiry TEXT, trading_class TEXT, con_id INTEGER);
-CREATE TABLE IF NOT EXISTS prices (code TEXT PRIMARY KEY, price TEXT NOT NULL, at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS price_history (
-    seq INTEGER PRIMARY KEY, code TEXT NOT NULL, price TEXT NOT NULL, at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS commission_rates (code TEXT PRIMARY KEY, per_contract TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS orders (
-    order_id INTEGER PRIMARY KEY, perm_id INTEGER NOT NULL UNIQUE, order_ref TEXT NOT NULL,
-    code TEXT NOT NULL, side TEXT NOT NULL, quantity TEXT NOT NULL, order_type TEXT NOT NULL,
-    limit_price TEXT, filled TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL,
-    fill_cap TEXT, held INTEGER NOT NULL DEFAULT 0, commission_delay INTEGER,
-    created_at TEXT NOT NULL);
-CREATE UNIQUE INDEX IF NOT EXISTS orders_by_ref ON orders(order_ref) WHERE order_ref != '';
-CREATE TABLE IF NOT EXISTS executions (
-    seq INTEGER PRIMARY KEY, exec_id TEXT NOT NULL UNIQUE, base_id TEXT NOT NULL,
-    order_id INTEGER NOT NULL, perm_id INTEGER NOT NULL, order_ref TEXT NOT NULL,
-    code TEXT NOT NULL, side TEXT NOT NULL, quantity TEXT NOT NULL, price TEXT NOT NULL,
-    at TEXT NOT NULL, commission TEXT NOT NULL, polls_left INTEGER NOT NULL DEFAULT 0,
-    superseded INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS positions (
-    code TEXT PRIMARY KEY, quantity TEXT NOT NULL, avg_price TEXT NOT NULL, mark TEXT,
-    unsettled TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS cash (currency TEXT PRIMARY KEY, amount TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS cash_journal (
-    seq INTEGER PRIMARY KEY, at TEXT NOT NULL, currency TEXT NOT NULL, amount TEXT NOT NULL,
-    kind TEXT NOT NULL, ref TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS settlements (
-    code TEXT NOT NULL, date TEXT NOT NULL, price TEXT NOT NULL, PRIMARY KEY (code, date));
-CREATE TABLE IF NOT EXISTS order_legs (
-    order_id INTEGER NOT NULL, seq INTEGER NOT NULL, code TEXT NOT NULL, side TEXT NOT NULL,
-    ratio INTEGER NOT NULL, PRIMARY KEY (order_id, seq));
-CREATE TABLE IF NOT EXISTS contract_dates (
-    code TEXT PRIMARY KEY, last_trade TEXT NOT NULL, real_expiration TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS faults (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, arg TEXT NOT NULL,
-    remaining INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS dividends (
-    code TEXT NOT NULL, ex_date TEXT NOT NULL, pay_date TEXT NOT NULL, shares TEXT NOT NULL,
-    per_share TEXT NOT NULL, withholding TEXT NOT NULL, paid INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (code, ex_date));
-CREATE TABLE IF NOT EXISTS splits (
-    code TEXT NOT NULL, date TEXT NOT NULL, new TEXT NOT NULL, old TEXT NOT NULL, cash_in_lieu TEXT,
-    PRIMARY KEY (code, date));
-"""
 
 
 # --- pure functions -------------------------------------------------------------------------
@@ -178,143 +123,11 @@ def _dec(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
 
 
-def _utc(when: dt.datetime) -> dt.datetime:
-    if when.tzinfo is None:
-        raise ValueError("simulated times must be timezone-aware")
-    return when.astimezone(UTC)
-
-
-def _ts(when: dt.datetime) -> str:
-    return _utc(when).strftime(_TIME_FMT)
-
-
-def _parse_ts(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text)
-
-
 # --- the exchange ---------------------------------------------------------------------------
 
-class SimExchange:
-    """One simulated account at one venue, persisted in `path` (see the module docstring)."""
-
-    def __init__(self, path: str | Path, account: str = "DU1234567",
-                 commission_per_contract: Decimal | None = None):
-        self.path = Path(path)
-        # One connection guarded by a lock: the IB gateway may call in from its server thread.
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                   check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        # WAL + NORMAL: a killed process never loses a committed fill (only a power cut could),
-        # which is what a simulator's crash tests need, at a fraction of FULL's fsyncs.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        with self._tx() as c:
-            stored = self._meta(c, "account")
-            if stored is None:
-                self._set_meta(c, "schema", SCHEMA_VERSION)
-                self._set_meta(c, "account", account)
-                self._set_meta(c, "exec_prefix", secrets.token_hex(4))
-                self._set_meta(c, "next_exec", "1")
-                self._set_meta(c, "next_order_id", "1")
-                # Perm ids start somewhere random so that two files rarely share one.
-                self._set_meta(c, "next_perm_id", str(100_000_000 + secrets.randbelow(10**8)))
-                c.execute("INSERT INTO commission_rates VALUES ('*', ?)",
-                          (str(DEFAULT_COMMISSION),))
-            if commission_per_contract is not None and stored in (None, account):
-                self._set_rate(c, "*", commission_per_contract)
-        if stored not in (None, account):  # environments never share a file
-            self._db.close()
-            raise BrokerError(f"{self.path} holds account {stored}, not {account}")
-        self.account = account
-
-    @classmethod
-    def configured(cls, path: str | Path, account: str, per_contract: Decimal, per_share: Decimal,
-                   shares: list[str]) -> SimExchange:
-        """The exchange of an environment, its commissions set as its config says: `per_contract`
-        the default, `per_share` for each of the `shares` (engine/setup/session.py)."""
-        exchange = cls(path, account, commission_per_contract=per_contract)
-        for name in shares:
-            exchange.set_commission(per_share, name)
-        return exchange
-
-    @classmethod
-    def open_existing(cls, path: str | Path, default_account: str = "DU1234567") -> SimExchange:
-        """An exchange already kept in `path`, under the account it holds (`default_account` if none)."""
-        with sqlite3.connect(path) as raw:
-            stored = raw.execute("SELECT value FROM meta WHERE key = 'account'").fetchone()
-        return cls(path, stored[0] if stored else default_account)
-
-    # -- plumbing --
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> SimExchange:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    @staticmethod
-    def _meta(c, key: str) -> str | None:
-        row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else row[0]
-
-    @staticmethod
-    def _set_meta(c, key: str, value: str) -> None:
-        c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
-
-    def _counter(self, c, key: str) -> int:
-        value = int(self._meta(c, key))
-        self._set_meta(c, key, str(value + 1))
-        return value
-
-    @staticmethod
-    def _set_rate(c, code: str, per_contract: Decimal) -> None:
-        rate = str(Decimal(per_contract))
-        # written only when it changes: every command that opens the exchange sets the configured
-        # rates, and a write per command would cost a checkpoint (an fsync) when it closes
-        if c.execute("SELECT 1 FROM commission_rates WHERE code = ? AND per_contract = ?", (code, rate)).fetchone() is None:
-            c.execute("INSERT OR REPLACE INTO commission_rates VALUES (?, ?)", (code, rate))
-
-    # -- clock --
-
-    def _now(self, c) -> dt.datetime:
-        fixed = self._meta(c, "clock")
-        return _parse_ts(fixed) if fixed else dt.datetime.now(UTC)
-
-    def now(self) -> dt.datetime:
-        with self._tx() as c:
-            return self._now(c)
-
-    def set_clock(self, when: dt.datetime | None) -> None:
-        """Freeze the simulated clock at `when` (None: follow the real clock again)."""
-        with self._tx() as c:
-            if when is None:
-                c.execute("DELETE FROM meta WHERE key = 'clock'")
-            else:
-                self._set_meta(c, "clock", _ts(when))
-
-    def advance_clock(self, delta: dt.timedelta) -> dt.datetime:
-        with self._tx() as c:
-            when = self._now(c) + delta
-            self._set_meta(c, "clock", _ts(when))
-            return when
+class SimExchange(SimStore):
+    """One simulated account at one venue, persisted in `path` (see the module docstring); its
+    file, clock, commission rates and pending faults are kept by `SimStore` (broker/simstore.py)."""
 
     # -- contracts and commissions --
 
@@ -386,11 +199,6 @@ class SimExchange:
             for r in c.execute("SELECT order_id, code, side, ratio FROM order_legs ORDER BY order_id, seq"):
                 legs.setdefault(r[0], []).append((r[1], r[2], int(r[3])))
             return legs
-
-    def set_commission(self, per_contract: Decimal, code: str | None = None) -> None:
-        """Commission per contract (or share) for `code`, or the default for all codes."""
-        with self._tx() as c:
-            self._set_rate(c, code or "*", per_contract)
 
     @staticmethod
     def _rate(c, code: str, sec_type: str = "FUT") -> Decimal:
@@ -982,26 +790,6 @@ class SimExchange:
 
     # -- faults --
 
-    def _add_fault(self, kind: str, arg: dict, remaining: int = 1) -> None:
-        if remaining < 1:
-            raise ValueError("a fault must apply at least once")
-        with self._tx() as c:
-            c.execute("INSERT INTO faults (kind, arg, remaining) VALUES (?, ?, ?)",
-                      (kind, json.dumps(arg), remaining))
-
-    def _take_fault(self, c, *kinds: str) -> dict | None:
-        """Consume one use of the oldest pending fault of these kinds."""
-        marks = ",".join("?" * len(kinds))
-        r = c.execute(f"SELECT * FROM faults WHERE kind IN ({marks}) ORDER BY id LIMIT 1",
-                      kinds).fetchone()
-        if r is None:
-            return None
-        if r["remaining"] <= 1:
-            c.execute("DELETE FROM faults WHERE id = ?", (r["id"],))
-        else:
-            c.execute("UPDATE faults SET remaining = remaining - 1 WHERE id = ?", (r["id"],))
-        return {"kind": r["kind"], **json.loads(r["arg"])}
-
     def fault_partial_fill(self, ratio: Decimal | None = None, qty: Decimal | None = None) -> None:
         """The next accepted order fills only `qty` (or floor(quantity x ratio)) and the rest
         rests, held, until cancel_order or release_order."""
@@ -1028,21 +816,6 @@ class SimExchange:
         request reached the exchange but its answer was lost."""
         self._add_fault("lost_reply", {}, n_calls)
 
-    def take_call_fault(self) -> str | None:
-        """For broker faces: consume one disconnect or lost-reply fault, returning its kind."""
-        with self._tx() as c:
-            f = self._take_fault(c, "disconnect", "lost_reply")
-            return None if f is None else f["kind"]
-
-    def disconnect_pending(self) -> bool:
-        with self._tx() as c:
-            return c.execute("SELECT 1 FROM faults WHERE kind = 'disconnect'").fetchone() \
-                is not None
-
-    def pending_faults(self) -> list[tuple[str, dict, int]]:
-        with self._tx() as c:
-            return [(r["kind"], json.loads(r["arg"]), r["remaining"])
-                    for r in c.execute("SELECT * FROM faults ORDER BY id")]
 
 
 def _validate(r: OrderRequest) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from tradeledger.ledger.model import LedgerError, is_valid_account, is_valid_commodity
+from tradeledger.ledger.names import LedgerError, is_valid_account, is_valid_commodity
 
 UNATTRIBUTED = "Unattributed"
 _BAD = re.compile(r"[^A-Za-z0-9-]")

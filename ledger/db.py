@@ -98,6 +98,10 @@ def read_connection(engine: Engine):
 def _config():
     from alembic.config import Config
 
+    from tradeledger.logs import quiet
+
+    quiet("alembic")  # its migration steps stay out of the user's terminal (tradeledger/logs.py)
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config

@@ -31,20 +31,15 @@ from dataclasses import dataclass
 from typing import NamedTuple
 from decimal import Decimal
 
-from tradeledger.errors import UserError
+from tradeledger.ledger.names import (  # noqa: F401 - re-exported: the names and their error live there
+    ACCOUNT_TYPES, LedgerError, is_valid_account, is_valid_commodity,
+)
 from tradeledger.ledger.numbers import plain
 
-ACCOUNT_TYPES = ("Assets", "Liabilities", "Equity", "Income", "Expenses")
-_COMPONENT = re.compile(r"^[A-Z0-9][A-Za-z0-9-]*$")
-_COMMODITY = re.compile(r"^[A-Z][A-Z0-9'._-]{0,22}[A-Z0-9]$|^[A-Z]$")
 _LINK = re.compile(r"^[A-Za-z0-9_./-]+$")
 _META_KEY = re.compile(r"^[a-z][a-zA-Z0-9_-]*$")
 _KIND = re.compile(r"^[a-z][a-z0-9_-]*$")
 BOOKING_METHODS = ("STRICT", "FIFO", "LIFO", "NONE")
-
-
-class LedgerError(UserError):
-    """An entry or request the ledger refuses; the message says why."""
 
 
 class UnbalancedError(LedgerError):
@@ -54,14 +49,6 @@ class UnbalancedError(LedgerError):
 class IdempotencyConflict(LedgerError):
     pass
 
-
-def is_valid_account(name: str) -> bool:
-    parts = name.split(":")
-    return len(parts) >= 2 and parts[0] in ACCOUNT_TYPES and all(_COMPONENT.match(p) for p in parts[1:])
-
-
-def is_valid_commodity(name: str) -> bool:
-    return bool(_COMMODITY.match(name))
 
 
 class Amount(NamedTuple):

@@ -24,7 +24,6 @@ contract code or instrument name), set when a command opens its environment.
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from decimal import Decimal
@@ -188,6 +187,8 @@ def table(title: str, columns: list[str], rows: Iterable[Iterable[Any]], empty: 
         if _state["tables"] > 1:
             click.echo(f"# {title}")
         out = click.get_text_stream("stdout")
+        import csv  # here: only --csv writes it
+
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows(cells)

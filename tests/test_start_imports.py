@@ -5,6 +5,7 @@ ledger and SQLAlchemy but still none of the others. Checked in a fresh interpret
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -41,6 +42,46 @@ def test_help_imports_no_engine_and_no_heavy_library():
     assert not {m for m in loaded if m.startswith(("tradeledger.engine.", "tradeledger.ledger.store",
                                                    "tradeledger.reports.pnl"))
                 and m not in ("tradeledger.engine.setup", "tradeledger.engine.trust")}
+
+
+CLICKS_OWN = """
+import sys
+import click
+from tradeledger import cli
+cli.Group.format_commands = click.Group.format_commands  # click's listing: every command imported
+sys.argv = ["tradeledger", "--help"]
+cli.main()
+"""
+
+
+def test_help_imports_no_command_module_and_lists_them_as_click_would():
+    loaded = _modules("--help")
+    assert not {m for m in loaded if m.startswith("tradeledger.commands.") and m != "tradeledger.commands.common"}
+    for width in ("60", "100", "200"):
+        env = {**os.environ, "COLUMNS": width}
+        lazy = subprocess.run([sys.executable, "-c", PROBE, "--help"], capture_output=True, text=True, timeout=120,
+                              env=env).stdout
+        full = subprocess.run([sys.executable, "-c", CLICKS_OWN], capture_output=True, text=True, timeout=120,
+                              env=env).stdout
+        assert lazy == full and "positions" in lazy, width
+
+
+def test_the_short_help_table_is_the_commands_own():
+    import importlib
+
+    import click
+
+    from tradeledger.cli import COMMAND_MODULES, SHORT_HELP
+
+    names = set()
+    for module in COMMAND_MODULES:
+        for command in importlib.import_module(f"tradeledger.commands.{module}").COMMANDS:
+            names.add(command.name)
+            assert not command.hidden and not command.deprecated
+            for limit in range(8, 220, 3):
+                assert click.Command(command.name, help=SHORT_HELP[command.name]).get_short_help_str(limit) \
+                    == command.get_short_help_str(limit), (command.name, limit)
+    assert names == set(SHORT_HELP)
 
 
 def test_positions_json_imports_no_heavy_library_nor_sqlalchemy(tmp_path):

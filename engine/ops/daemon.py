@@ -52,6 +52,9 @@ from tradeledger.engine.tables import daemon_heartbeat, daemon_lease
 from tradeledger.engine.trading.lease import take_row
 from tradeledger.ledger import db
 from tradeledger.ledger.store import fmt_ts
+from tradeledger.logs import quiet
+
+quiet("apscheduler")  # its log lines stay out of the user's terminal (tradeledger/logs.py)
 
 UTC = dt.timezone.utc
 JOBSTORE_TABLE = "tl_apscheduler_jobs"

@@ -70,9 +70,9 @@ def quick_status(home: str | Path | None, env: str, db_url: str | None, probe_br
             try:
                 if failure is not None:
                     raise failure
-                from tradeledger.broker.sim import SimBroker
+                from tradeledger.broker.simstore import connect
 
-                SimBroker(exchange, opened.account).connect()
+                connect(exchange)  # SimBroker.connect
                 info["broker_reachable"] = True
             except Exception as exc:  # reachable or not is the answer, not an error
                 info["broker_reachable"] = False
@@ -85,12 +85,13 @@ def quick_status(home: str | Path | None, env: str, db_url: str | None, probe_br
 
 
 def _open_exchange(opened: quick.ReadEnvironment):
-    """The simulated exchange as the session opens it (session.open_sim_exchange)."""
-    from tradeledger.broker.simexchange import SimExchange
+    """The simulated exchange's file as the session opens it (session.open_sim_exchange): its clock,
+    commissions and faults (broker/simstore.py), without the market and orders on top."""
+    from tradeledger.broker.simstore import SimStore
     from tradeledger.engine.setup.names import sim_commissions
 
     per_contract, per_share, shares = sim_commissions(opened.raw)
-    return SimExchange.configured(opened.dir / "sim.db", opened.account, per_contract, per_share, shares)
+    return SimStore.configured(opened.dir / "sim.db", opened.account, per_contract, per_share, shares)
 
 
 def _ledger(opened: quick.ReadEnvironment, shown: str, broker: str) -> dict:
