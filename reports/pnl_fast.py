@@ -208,18 +208,20 @@ class _Rates:
 
     def __init__(self, reader: Reader, base: str):
         self.base = base
-        self.table: dict[str, tuple[list[dt.date], list[Decimal]]] = {}
+        # dates as their ISO text (which sorts as the dates do) and rates scaled: only a rate looked
+        # up becomes a Decimal, so that years of rates cost a command little more than their rows
+        self.table: dict[str, tuple[list[str], list[int]]] = {}
         for currency, day, rate in reader.rows("SELECT currency, date, rate FROM fx_rate ORDER BY currency, date"):
             dates, values = self.table.setdefault(currency, ([], []))
-            dates.append(dt.date.fromisoformat(day))
-            values.append(from_scaled(rate))
+            dates.append(day)
+            values.append(rate)
 
     def on(self, currency: str, day: dt.date) -> Decimal | None:
         if currency == self.base:
             return Decimal(1)
         dates, values = self.table.get(currency, ((), ()))
-        i = bisect.bisect_right(dates, day)
-        return values[i - 1] if i else None
+        i = bisect.bisect_right(dates, day.isoformat())
+        return from_scaled(values[i - 1]) if i else None
 
     def always(self, currency: str, first: dt.date) -> bool:
         """Whether every day from `first` on has a rate."""
