@@ -57,13 +57,16 @@ def quick_status(home: str | Path | None, env: str, db_url: str | None, probe_br
                 failure = exc
         now = now or dt.datetime.now(UTC)
         today = now.date()
-        info = _ledger(opened, shown, broker)
-        later = _operations(opened, now)
-        net = net_today(opened, today)
-        if net is None:
+        try:
+            info = _ledger(opened, shown, broker)
+            later = _operations(opened, now)
+            net = net_today(opened, today)
+            if net is None:
+                return None
+            later["pnl_today"] = {"date": today.isoformat(), **pnl_since(opened, today),
+                                  f"net ({opened.base_currency})": net}
+        except Exception:  # noqa: BLE001 - a read that failed: the full path says what is wrong, in its words
             return None
-        later["pnl_today"] = {"date": today.isoformat(), **pnl_since(opened, today),
-                              f"net ({opened.base_currency})": net}
         if not probe_broker:
             info["broker_reachable"] = "not checked"
         else:  # the last step: the full path would consume a pending fault again
