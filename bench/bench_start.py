@@ -4,8 +4,9 @@
 
 Whole processes, as a user starts them, on the demo ledger (`tradeledger demo`, made in a fresh
 home unless --home names one): `tradeledger --help`, `positions --json`, `pnl --json`, and
-`status` as a table, `status --json` (the embedded simulated broker probed) and `status --json
---no-broker` (each on the read path, engine/ops/status_quick.py), beside
+`status` as a table (piped, and on a pseudo-terminal, where rich draws it), `status --json` (the
+embedded simulated broker probed) and `status --json --no-broker` (each on the read path,
+engine/ops/status_quick.py), beside
 beancount loading the same ledger's export (`bean-check`'s work: `loader.load_file`) and a bare
 `python -c pass` (the interpreter's floor). The commands run interleaved, round after round, so
 that other load falls on all alike; each figure is the median wall time, and the CPU time (user +
@@ -26,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,14 +40,34 @@ ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 ENV["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="tl-bench-pycache-")
 
 
-def run(argv: list[str]) -> tuple[float, float]:
-    """Wall and CPU seconds of one process."""
+def run(argv: list[str], tty: bool = False) -> tuple[float, float]:
+    """Wall and CPU seconds of one process; with `tty`, its output goes to a pseudo-terminal (as a
+    trader's shell runs it: a table is drawn by rich), drained as it is written."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    if tty:
+        main_fd, child_fd = os.openpty()
+        drain = threading.Thread(target=_drain, args=(main_fd,), daemon=True)
+        drain.start()
+        try:
+            subprocess.run(argv, check=True, stdout=child_fd, stderr=child_fd, env={**ENV, "COLUMNS": "160"})
+        finally:
+            os.close(child_fd)
+            drain.join()
+            os.close(main_fd)
+    else:
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:  # the terminal's other side closed
+        pass
 
 
 RSS_PROBE = """
@@ -98,6 +120,7 @@ def main(argv=None) -> int:
         "tradeledger positions --json": [*exe, "--home", str(home), "positions", "--json"],
         "tradeledger pnl --json": [*exe, "--home", str(home), "pnl", "--json"],
         "tradeledger status": [*exe, "--home", str(home), "status"],
+        "tradeledger status (on a terminal)": [*exe, "--home", str(home), "status"],
         "tradeledger status --json": [*exe, "--home", str(home), "status", "--json"],
         "tradeledger status --json --no-broker": [*exe, "--home", str(home), "status", "--json", "--no-broker"],
         "beancount load_file (same ledger)": [sys.executable, "-c", "import sys; from beancount import loader; "
@@ -105,13 +128,14 @@ def main(argv=None) -> int:
                                               str(export)],
     }
     load_before = Path("/proc/loadavg").read_text().strip()
-    for argv_ in commands.values():  # warm the file cache once
-        run(argv_)
+    on_tty = {name for name in commands if "(on a terminal)" in name}
+    for name, argv_ in commands.items():  # warm the file cache once
+        run(argv_, name in on_tty)
     walls: dict[str, list[float]] = {name: [] for name in commands}
     cpus: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(args.runs):
         for name, argv_ in commands.items():
-            wall, cpu = run(argv_)
+            wall, cpu = run(argv_, name in on_tty)
             walls[name].append(wall)
             cpus[name].append(cpu)
     wall = {name: statistics.median(v) for name, v in walls.items()}
