@@ -222,6 +222,16 @@ def test_a_changed_config_is_checked_again_before_anything_is_read(demo, tmp_pat
         _full(home, url)
 
 
+def test_the_stamp_covers_the_name_rules_the_checks_apply():
+    """The config checks map names by ledger/accounts.py, which applies ledger/names.py's rules: a
+    change to either is a change to the checking code, and the stamp no longer vouches."""
+    from tradeledger.engine.setup import quick
+
+    keyed = {(part, name) for part, name, _size, _mtime in quick._code_key()}
+    assert {("ledger/accounts.py", "accounts.py"), ("ledger/names.py", "names.py")} <= keyed
+    assert ("engine/setup", "config.py") in keyed
+
+
 def test_another_identity_or_schema_revision_takes_the_full_path(demo, monkeypatch):
     from tradeledger.engine.setup import quick
     from tradeledger.reports.positions import quick_positions

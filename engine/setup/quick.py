@@ -10,9 +10,10 @@ succeed the same way, so that the caller takes the full path, which then says wh
 * config.toml is re-validated only when it changed: after every check has passed, the full
   opening records a stamp beside it (`.config-checked`), the digest of everything the checks
   depended on: the parsed file, the environment's name, `$TRADELEDGER_ALERT_URLS` (the [alerts]
-  check reads it), and the code that checks (each module of engine/setup, engine/ops,
-  engine/futures and ledger/accounts.py by name, size and modification time). A fast opening
-  whose digest differs (an edited file, another version of tradeledger) returns None.
+  check reads it), and the code that checks (each module of engine/setup, engine/ops and
+  engine/futures, and ledger/accounts.py and ledger/names.py, the name rules the checks apply, by
+  name, size and modification time). A fast opening whose digest differs (an edited file, another
+  version of tradeledger) returns None.
 * a database password kept apart (`db_password_env`, `db_password_file`) is left to the full path;
 * the database is read on its raw DB-API connection (ledger/reading.py); a missing file, an
   unreachable server, another schema revision, identity or base currency returns None.
@@ -41,7 +42,7 @@ except ImportError:
 STAMP = ".config-checked"
 ALERT_URLS_VARIABLE = "TRADELEDGER_ALERT_URLS"  # engine/ops/alerts.py reads it while checking [alerts]
 _PACKAGE = Path(__file__).resolve().parents[2]
-_CHECKING_CODE = ("engine/setup", "engine/ops", "engine/futures", "ledger/accounts.py")
+_CHECKING_CODE = ("engine/setup", "engine/ops", "engine/futures", "ledger/accounts.py", "ledger/names.py")
 
 
 def _code_key() -> list:
