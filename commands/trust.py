@@ -169,7 +169,7 @@ def adjust_list(c: Invocation, as_json):
     """Every maintenance entry booked: what, why, who, and its ledger entry."""
     env = c.open()
     with db.read_connection(env.engine) as conn:
-        rows = _adjust.list_adjustments(conn)
+        rows = _adjust.list_adjustments(conn, _adjust.user_names(env))
     if as_json:
         emit_json(rows)
         return

@@ -78,12 +78,13 @@ class Adjustment:
     marks_before: dict = field(default_factory=dict)  # holder -> price (str)
     resolves: tuple[str, ...] = ()  # exception dedupe keys this entry answers
     reverses: int | None = None
+    names: dict = field(default_factory=dict)  # holder component -> the user's strategy name
 
     def summary(self) -> dict:
         return {"kind": self.kind, "subject": self.subject, "reason": self.reason,
                 "contract": self.contract.code if self.contract else None,
-                "from": _who(self.from_holder) if self.kind in POSITION_KINDS else None,
-                "to": _who(self.to_holder) if self.kind in POSITION_KINDS else None,
+                "from": _who(self.from_holder, self.names) if self.kind in POSITION_KINDS else None,
+                "to": _who(self.to_holder, self.names) if self.kind in POSITION_KINDS else None,
                 "quantity": self.quantity, "price": self.price, "narration": self.txn.narration,
                 "postings": [(p.account, p.units, p.commodity) for p in self.txn.postings],
                 "resolves": list(self.resolves)}
@@ -96,8 +97,14 @@ class Booked:
     resolved: tuple[str, ...]
 
 
-def _who(holder: Holder) -> str:
-    return display(holder)
+def _who(holder: Holder, names: dict | None = None) -> str:
+    """The holder as the user names it: `etf_trend`, not its account component `Etf-trend`."""
+    return (names or {}).get(holder) or display(holder)
+
+
+def user_names(ctx: Context) -> dict:
+    """{holder component: the user's strategy name} of the environment's strategies."""
+    return {component: name for name, component in ctx.strategies.items()}
 
 
 def new_key(kind: str, chart: Chart) -> str:
@@ -161,21 +168,23 @@ def _cleared(chart: Chart, after: dict, code: str) -> tuple[str, ...]:
     return ()
 
 
-def _positive(qty: Decimal, have: Decimal, contract: Contract, holder: Holder) -> Decimal:
+def _positive(qty: Decimal, have: Decimal, contract: Contract, holder: Holder, names: dict) -> Decimal:
     """A user's quantity as a signed move along the holder's position."""
     if have == 0:
-        raise AdjustError(f"insufficient position: {_who(holder)} holds no {contract.code}")
+        raise AdjustError(f"insufficient position: {_who(holder, names)} holds no {contract.code}")
     if qty < 0 and have > 0:
-        raise AdjustError(f"{_who(holder)} is long {have} {contract.code}: give a positive quantity")
+        raise AdjustError(f"{_who(holder, names)} is long {have} {contract.code}: give a positive quantity")
     signed = abs(qty) if have > 0 else -abs(qty)
     if abs(signed) > abs(have):
-        raise AdjustError(f"insufficient position: {_who(holder)} holds {have} {contract.code}, asked for {qty}")
+        raise AdjustError(f"insufficient position: {_who(holder, names)} holds {have} {contract.code}, "
+                          f"asked for {qty}")
     return signed
 
 
 def plan_attribute(conn: Connection, ctx: Context, exec_key: str, strategy: str, reason: str,
                    time: dt.datetime, key: str, kind: str = "attribute") -> Adjustment:
     taker = resolve_holder(conn, ctx, strategy)  # an unknown strategy is said first, whatever the fill
+    names = user_names(ctx)
     if taker is None:
         raise AdjustError("attribute a fill to a strategy, not to unattributed")
     f = tables.fill
@@ -187,7 +196,7 @@ def plan_attribute(conn: Connection, ctx: Context, exec_key: str, strategy: str,
     done = conn.execute(sa.select(adjustment.c.txn_id, adjustment.c.to_holder).where(
         adjustment.c.kind.in_(("attribute", "manual-close")), adjustment.c.subject == exec_key)).first()
     if done is not None:
-        raise AdjustError(f"fill {exec_key} is already attributed to {_who(from_column(done.to_holder))} "
+        raise AdjustError(f"fill {exec_key} is already attributed to {_who(from_column(done.to_holder), names)} "
                           f"by entry {done.txn_id}")
     unattributed = conn.execute(sa.select(tables.fill_alloc.c.quantity).where(
         tables.fill_alloc.c.fill_id == row.id, tables.fill_alloc.c.holder == to_column(None))).scalar()
@@ -198,14 +207,14 @@ def plan_attribute(conn: Connection, ctx: Context, exec_key: str, strategy: str,
     holdings = load_holdings(conn, ctx.books, contract)
     # The unattributed bucket *received* qty with the fill: it now gives qty to the strategy.
     narration = f"{'Manual close' if kind == 'manual-close' else 'Attribute'} fill {exec_key}: {qty:+} " \
-                f"{contract.code} @ {price} to {taker}: {reason}"
+                f"{contract.code} @ {price} to {_who(taker, names)}: {reason}"
     links = (f"fill-{link(exec_key)}", f"adjust-{key_tail(key)}")
     txn, after = transfer_entry(ctx.chart, contract, holdings, None, taker, qty, price, time, kind, narration, key,
                                 links, (("reason", reason), ("exec", exec_key), ("adjust", kind)))
     txn = _with_commission(ctx.chart, txn, row, taker)
     return Adjustment(kind, exec_key, txn, reason, contract, None, taker, qty, price, after, _marks(holdings),
                       resolves=(dedupe_key(ExceptionKind.UNATTRIBUTED_FILL, ctx.chart.broker_account, exec_key),)
-                      + _cleared(ctx.chart, after, row.contract))
+                      + _cleared(ctx.chart, after, row.contract), names=names)
 
 
 def _with_commission(chart: Chart, txn: Transaction, fill_row, taker: str) -> Transaction:
@@ -235,16 +244,17 @@ def _plan_move(conn: Connection, ctx: Context, kind: str, code: str, qty: Decima
     contract = _contract(conn, ctx.ledger, code)
     whole_contracts(contract, qty)
     holdings = load_holdings(conn, ctx.books, contract)
-    signed = _positive(qty, holdings.get(giver, Holding()).position, contract, giver)
+    names = user_names(ctx)
+    signed = _positive(qty, holdings.get(giver, Holding()).position, contract, giver, names)
     at = _current_price(conn, ctx.ledger, contract, holdings, giver, price)
     what = "Adopt" if kind == "adopt" else "Transfer"
-    narration = f"{what} {signed:+} {contract.code} @ {at} from {_who(giver)} {'into' if kind == 'adopt' else 'to'} " \
-                f"{_who(taker)}: {reason}"
+    narration = f"{what} {signed:+} {contract.code} @ {at} from {_who(giver, names)} " \
+                f"{'into' if kind == 'adopt' else 'to'} {_who(taker, names)}: {reason}"
     txn, after = transfer_entry(ctx.chart, contract, holdings, giver, taker, signed, at, time, kind, narration,
                                 key, (f"adjust-{key_tail(key)}",), (("reason", reason), ("adjust", kind)))
     resolves = _cleared(ctx.chart, after, code) if giver is None else ()
     return Adjustment(kind, code, txn, reason, contract, giver, taker, signed, at, after, _marks(holdings),
-                      resolves=resolves)
+                      resolves=resolves, names=names)
 
 
 def plan_manual_close(conn: Connection, ctx: Context, code: str, strategy: str, reason: str, time: dt.datetime,
@@ -259,26 +269,28 @@ def plan_manual_close(conn: Connection, ctx: Context, code: str, strategy: str, 
         raise AdjustError("--qty is for --price: an execution closes its own quantity")
     contract = _contract(conn, ctx.ledger, code)
     holder = resolve_holder(conn, ctx, strategy)
+    names = user_names(ctx)
     if holder is None and exec_key is not None:
         raise AdjustError("an execution booked to unattributed is already unattributed's: nothing to say")
     holdings = load_holdings(conn, ctx.books, contract)
     have = holdings.get(holder, Holding()).position
     if have == 0:
-        raise AdjustError(f"insufficient position: {_who(holder)} holds no {code}")
+        raise AdjustError(f"insufficient position: {_who(holder, names)} holds no {code}")
     if exec_key is not None:
         adj = plan_attribute(conn, ctx, exec_key, holder, reason, time, key, kind="manual-close")
         if adj.contract.code != code:
             raise AdjustError(f"execution {exec_key} traded {adj.contract.code}, not {code}")
         if (adj.quantity > 0) == (have > 0) or abs(adj.quantity) > abs(have):
-            raise AdjustError(f"execution {exec_key} ({adj.quantity:+}) does not close {holder}'s {have} {code}")
+            raise AdjustError(f"execution {exec_key} ({adj.quantity:+}) does not close {_who(holder, names)}'s {have} {code}")
         return adj
-    closing = have if qty is None else _positive(qty, have, contract, holder)
-    narration = f"Manual close of {_who(holder)}'s {closing} {code} @ {price} (closed outside tradeledger): {reason}"
+    closing = have if qty is None else _positive(qty, have, contract, holder, names)
+    narration = f"Manual close of {_who(holder, names)}'s {closing} {code} @ {price} (closed outside tradeledger): {reason}"
     txn, after = close_entry(ctx.chart, contract, holdings, holder, price, time, narration, key,
                              (f"adjust-{key_tail(key)}",), (("reason", reason), ("adjust", "manual-close")),
                              -closing)
     return Adjustment("manual-close", code, txn, reason, contract, holder, None, -closing, price, after,
-                      _marks(holdings), resolves=(dedupe_key(ExceptionKind.RECONCILIATION_BREAK, ctx.chart.broker_account, code),))
+                      _marks(holdings), resolves=(dedupe_key(ExceptionKind.RECONCILIATION_BREAK, ctx.chart.broker_account, code),),
+                      names=names)
 
 
 def plan_cash(conn: Connection, ctx: Context, currency: str, amount: Decimal, reason: str, time: dt.datetime,
@@ -389,10 +401,16 @@ def _resolve(conn: Connection, adj: Adjustment, who: str) -> tuple[str, ...]:
     return tuple(k for k in adj.resolves if resolve_by_key(conn, k, who, why, now=adj.txn.time))  # the entry's time
 
 
-def list_adjustments(conn: Connection) -> list[dict]:
+def list_adjustments(conn: Connection, names: dict | None = None) -> list[dict]:
+    """Every adjustment; `names` ({holder component: user name}, `user_names`) names the strategies
+    they moved positions between as the user does."""
     rows = conn.execute(sa.select(adjustment).order_by(adjustment.c.id)).all()
+
+    def who(column):
+        return None if column is None else _who(from_column(column), names)
     return [{"id": r.id, "kind": r.kind, "subject": r.subject, "contract": r.contract,
-             "from": r.from_holder, "to": r.to_holder,
+             "from": who(r.from_holder) if r.kind in POSITION_KINDS else None,
+             "to": who(r.to_holder) if r.kind in POSITION_KINDS else None,
              "quantity": None if r.quantity is None else from_scaled(r.quantity),
              "price": None if r.price is None else from_scaled(r.price), "reason": r.reason, "who": r.who,
              "at": r.created_at, "entry": r.txn_id, "resolved": json.loads(r.resolved or "[]")} for r in rows]
