@@ -311,7 +311,15 @@ def exceptions_list(c: Invocation, show_all, as_json):
         return
     table("exceptions", ["id", "state", "severity", "kind", "subject", "count", "last seen", "detail"],
           [(r["id"], r["state"], r["severity"], r["kind"], r["subject"], r["count"], r["last_seen"],
-            r["detail"][:80]) for r in rows])
+            r["detail"]) for r in rows], empty="no open exceptions" if not show_all else "no exceptions",
+          optional=("count", "last seen"))
+
+
+def _done(step: dict | None) -> str | None:
+    """An acknowledgement or resolution as a person reads it: `2026-12-05 15:00:00 by ann: why`."""
+    from tradeledger.ledger.times import table_time
+
+    return None if step is None else f"{table_time(step['at'])} by {step['by']}: {step['why']}"
 
 
 @exceptions_group.command("show")
@@ -325,9 +333,11 @@ def exceptions_show(c: Invocation, exception_id, as_json):
     if as_json:
         emit_json(info)
         return
-    rows = [(k, v) for k, v in info.items() if k != "locks"]
-    rows += [(f"lock {lk['key']}", f"{'active' if lk['unlocked_at'] is None else 'released ' + lk['unlocked_at']}: "
-              f"{lk['reason']}") for lk in info["locks"]]
+    from tradeledger.ledger.times import table_time
+
+    rows = [(k, _done(v) if k in ("acknowledged", "resolved") else v) for k, v in info.items() if k != "locks"]
+    rows += [(f"lock {lk['key']}", f"{'active' if lk['unlocked_at'] is None else 'released ' + table_time(lk['unlocked_at'])}"
+              f": {lk['reason']}") for lk in info["locks"]]
     table(f"exception {exception_id}", ["field", "value"], rows)
 
 

@@ -43,3 +43,17 @@ def test_adjustments_name_strategies_as_the_user_does(home):
         [("unattributed", "etf_trend"), ("etf_trend", "tactical"), ("unattributed", "tactical")]
     for text in (adopt.split("\nentry")[0], transfer.split("\nentry")[0], listed):
         assert not any(c in text for c in COMPONENTS), text
+
+
+def test_exceptions_listed_whole_and_shown_as_sentences(home):
+    listed = list(csv.DictReader(io.StringIO(cli(home, "exceptions", "list", "--all", "--csv").stdout)))
+    exact = json.loads(cli(home, "exceptions", "list", "--all", "--json").stdout)
+    assert [r["detail"] for r in listed] == [e["detail"] for e in exact]  # never cut at 80 characters
+    first = exact[-1]["id"]
+    cli(home, "exceptions", "ack", str(first), "--reason", "on it")
+    cli(home, "exceptions", "resolve", str(first), "--reason", "adopted by hand")
+    shown = {r["field"]: r["value"] for r in csv.DictReader(io.StringIO(
+        cli(home, "exceptions", "show", str(first), "--csv").stdout))}
+    assert "{" not in shown["acknowledged"] and "{" not in shown["resolved"], shown
+    assert shown["acknowledged"].endswith(": on it") and shown["resolved"].endswith(": adopted by hand"), shown
+    assert " by " in shown["resolved"] and shown["resolved"][:19].count(":") == 2  # a time to the second
