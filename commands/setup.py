@@ -7,7 +7,7 @@ import sys
 
 import click
 from tradeledger.commands.common import Invocation, json_option, lazy, lazy_function, pass_ctx, result_option, said
-from tradeledger.reports.render import emit_json, table
+from tradeledger.reports.render import emit_json, say, table
 
 # Imported on first use (commands/common.py: lazy): starting the CLI imports no engine.
 sa = lazy("sqlalchemy")
@@ -180,7 +180,7 @@ def config_check(c: Invocation, as_json):
     if as_json:
         emit_json(info)
         return
-    click.echo(f"{info['file']}: valid")
+    say(f"{info['file']}: valid")
     table("environment", ["key", "value"], list(info["environment"].items()))
     table("portfolio", ["key", "value"], list(info["portfolio"].items()))
     table("instruments", ["name", "type", "currency", "multiplier", "exchange"],

@@ -11,7 +11,7 @@ import getpass as _getpass
 
 import click
 from tradeledger.commands.common import Invocation, json_option, open_session, pass_ctx, reason_option, lazy, result_option, said
-from tradeledger.reports.render import emit_json, rounded, table
+from tradeledger.reports.render import emit_json, rounded, say, table
 
 # --- data, instruments, signals, targets ---------------------------------------------------------
 # Prices and FX (engine/prices.py), instruments and mappings, forecasts (engine/forecasts.py) and
@@ -74,15 +74,21 @@ def instruments_list(c: Invocation, as_json):
 @pass_ctx
 def instruments_map(c: Invocation, signal, execution, as_json):
     """Make strategies signalling on SIGNAL trade EXECUTION (the same name removes the mapping)."""
-    change = _targets.set_mapping(c.open(), signal, execution)
+    from tradeledger.engine.accounting.holders import holder_of
+    from tradeledger.reports.names import Names
+
+    env = c.open()
+    change = _targets.set_mapping(env, signal, execution)
+    names = Names(env.config)
+    held = [(names.strategy(holder_of(env.chart, a) or None), k, q) for a, k, q in change.holders]
     data = {"signal": signal, "executes_in": change.new, "was": change.old, "changed": change.old != change.new,
-            "still_held": [{"account": a, "contract": k, "qty": q} for a, k, q in change.holders]}
+            "still_held": [{"strategy": who, "contract": k, "qty": q} for who, k, q in held]}
     if change.old == change.new:
         said(as_json, data, f"{signal} already executes in {execution}; nothing changed")
         return
     said(as_json, data, f"{signal} now executes in {change.new} (was {change.old})")
-    for account, contract, qty in change.holders:
-        click.echo(f"warning: {account} still holds {qty} {contract}; the next run targets {change.new}, "
+    for who, contract, qty in held:
+        click.echo(f"warning: {who} still holds {qty} {contract}; the next run targets {change.new}, "
                    f"so close or transfer it yourself", err=True)
 
 
@@ -132,7 +138,7 @@ def _show_run(run, as_json, flags=None, planned=False):
         return
     reviewed = f", {run.state} by {run.reviewed_by} at {run.reviewed_at:%Y-%m-%d %H:%M} UTC" if run.reviewed_at else ""
     note = f": {run.review_note}" if run.review_note else ""
-    click.echo(f"run {run.id} as of {run.as_of}, created {run.created_at:%Y-%m-%d %H:%M} UTC: "
+    say(f"run {run.id} as of {run.as_of}, created {run.created_at:%Y-%m-%d %H:%M} UTC: "
                f"{run.status}{reviewed}{note}")
     rows = []
     for line in run.lines:
@@ -146,15 +152,15 @@ def _show_run(run, as_json, flags=None, planned=False):
           optional=["fx", "mult", "buffer", "capital", "vol", "instrument"])
     base = run.inputs.get("base_currency", "")
     for name, cap in sorted(run.inputs.get("strategy_capital", {}).items()):
-        click.echo(f"capital of {name}: {cap['amount']} {base} ({cap['source']})")
+        say(f"capital of {name}: {cap['amount']} {base} ({cap['source']})")
     for line in run.lines:
         e = line.explain
         if e.get("kind") == "allocation":  # weights, not forecasts: every figure as stored
-            click.echo(f"{line.strategy}/{line.instrument}: " + ", ".join(
+            say(f"{line.strategy}/{line.instrument}: " + ", ".join(
                 f"{k} {v}" for k, v in sorted(e.items()) if k not in ("strategy", "account", "holdings_account")))
             continue
         r2, r4 = (lambda v: rounded(v, 2)), (lambda v: rounded(v, 4))  # exact figures: --json
-        click.echo(f"{line.strategy}/{line.instrument} -> {line.contract}: forecast {r2(e['forecast'])} "
+        say(f"{line.strategy}/{line.instrument} -> {line.contract}: forecast {r2(e['forecast'])} "
                    f"({e['forecast_source']} {e['forecast_date']}), price {e['price']} {e['currency']} "
                    f"({e['price_source']} {e['price_date']}), vol {r4(e['volatility'])} ({e['volatility_source']}), "
                    f"x{e['multiplier']}, fx {e['fx_rate']}; cash vol target {r2(e['daily_cash_vol_target'])} / "
@@ -165,7 +171,7 @@ def _show_run(run, as_json, flags=None, planned=False):
             when = "was" if planned else "will be"
             click.echo(f"warning: {code} {when} {outcome} by a limit: {detail}", err=True)
     if run.unattended:
-        click.echo(f"note: run {run.id} was approved unattended: no person reviewed it")
+        say(f"note: run {run.id} was approved unattended: no person reviewed it")
 
 
 @targets_group.command("compute")
@@ -180,7 +186,7 @@ def targets_compute(c: Invocation, as_of, as_json):
         run = _targets.show_run(session, run_id, now)
     _show_run(run, as_json)
     if not as_json:
-        click.echo(f"review it, then: tradeledger targets approve {run_id}  (or reject {run_id} --reason ...)")
+        say(f"review it, then: tradeledger targets approve {run_id}  (or reject {run_id} --reason ...)")
 
 
 @targets_group.command("list")

@@ -6,8 +6,9 @@ Three faces of one table, chosen by where the output goes:
   shown as `36b0e…`, whatever the width;
 * a pipe or a file: plain aligned text (a title line, a header, one line per row), what `grep`,
   `head` and `column` expect;
-* `--csv` (every command that takes `--json` takes it too): comma-separated values with a header;
-  a command that prints several tables puts a `# title` line before each after the first.
+* `--csv` (every command that takes `--json` takes it too): comma-separated values with a header
+  (an empty result: the header alone); a command that prints several tables puts a `# title` line
+  before each after the first, and a sentence said with them is a `# ` line too (`say`).
 
 Figures follow one format by what a column holds (`display`): money at its currency's minor unit
 (the row's `currency`, else the cent; exact figures stay in `--json`), prices at the tick precision
@@ -179,11 +180,10 @@ def table(title: str, columns: list[str], rows: Iterable[Iterable[Any]], empty: 
     `--csv` and `--json` keep every column)."""
     cells = _cells(columns, rows)
     _state["tables"] += 1
-    if not cells:
-        if not _state["csv"]:
-            click.echo(empty or f"no {title}")
+    if not cells and not _state["csv"]:
+        click.echo(empty or f"no {title}")
         return
-    if _state["csv"]:
+    if _state["csv"]:  # an empty result is its header alone
         if _state["tables"] > 1:
             click.echo(f"# {title}")
         out = click.get_text_stream("stdout")
@@ -198,6 +198,12 @@ def table(title: str, columns: list[str], rows: Iterable[Iterable[Any]], empty: 
         _rich(title, columns, cells, list(optional))
     else:
         _aligned(title, columns, cells)
+
+
+def say(text: str) -> None:
+    """A sentence said with the tables (a run's heading, its explanations): with --csv a `# ` line,
+    as a title is, so that the output stays CSV for a program and readable for a person."""
+    click.echo(f"# {text}" if _state["csv"] else text)
 
 
 def _whole(column: str, values: list[str]) -> bool:

@@ -57,3 +57,40 @@ def test_exceptions_listed_whole_and_shown_as_sentences(home):
     assert "{" not in shown["acknowledged"] and "{" not in shown["resolved"], shown
     assert shown["acknowledged"].endswith(": on it") and shown["resolved"].endswith(": adopted by hand"), shown
     assert " by " in shown["resolved"] and shown["resolved"][:19].count(":") == 2  # a time to the second
+
+
+READS = [("accounts",), ("actions", "list"), ("adjust", "list"), ("config", "check"), ("exceptions", "list"),
+         ("exceptions", "show", "1"), ("fills", "list"), ("instruments", "contracts", "ES"), ("instruments", "list"),
+         ("orders", "list"), ("pnl",), ("pnl", "--by", "day"), ("positions",), ("report", "costs"),
+         ("report", "exposure"), ("report", "nav"), ("report", "performance"), ("roll", "status"), ("roll", "plan"),
+         ("status", "--no-broker"), ("targets", "list"), ("targets", "show", "3"), ("data", "adjusted", "ES"),
+         ("orders", "plan", "3")]
+
+
+@pytest.mark.parametrize("args", READS, ids=[" ".join(a) for a in READS])
+def test_csv_is_csv_and_nothing_else(home, args):
+    """Every line of --csv is a row of its table (a header first) or a `# title` line before the next
+    table: a sentence said around a table goes to stderr or becomes a `#` line."""
+    out = cli(home, *args, "--csv").stdout
+    assert out.strip(), "an empty result is a header with no rows"
+    blocks, block = [], []
+    for line in out.splitlines():
+        if line.startswith("# "):
+            blocks.append(block)
+            block = []
+        else:
+            block.append(line)
+    blocks.append(block)
+    for block in filter(None, blocks):  # a `#` line may follow another
+        rows = list(csv.reader(io.StringIO("\n".join(block))))
+        assert rows and all(len(row) == len(rows[0]) for row in rows), out
+        assert len(rows[0]) > 1 and all(name and not name[0].isdigit() for name in rows[0]), out
+
+
+def test_instruments_map_warns_with_the_strategy_name(home):
+    moved = cli(home, "instruments", "map", "BTC", "BTC", "--json")
+    try:
+        assert "warning: trend_fast still holds 1 MBTZ26" in moved.stderr, moved.stderr
+        assert json.loads(moved.stdout)["still_held"] == [{"strategy": "trend_fast", "contract": "MBTZ26", "qty": "1"}]
+    finally:
+        cli(home, "instruments", "map", "BTC", "MBT")
