@@ -130,6 +130,29 @@ def targets_group():
     """Target runs: compute, review, approve or reject."""
 
 
+ALLOCATION_MONEY = {"capital", "cash_left", "target_value"}  # shown to the cent; weights, drift, returns to 4 places
+
+
+def _for_reading(key: str, value) -> str:
+    """One figure of an allocation's explanation as a person reads it (exact in --json): money to the
+    cent, weights and returns to 4 places, a price and a whole number as they are, a nested record
+    (the weights' source) as `(key value, ...)`."""
+    from decimal import Decimal, InvalidOperation
+
+    if isinstance(value, dict):
+        return "(" + ", ".join(f"{k} {_for_reading(k, v)}" for k, v in sorted(value.items())) + ")"
+    if isinstance(value, bool) or key == "price":
+        return str(value)
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return str(value)
+    if not number.is_finite() or number == number.to_integral_value():
+        return str(value)
+    places = 2 if key in ALLOCATION_MONEY else 4
+    return rounded(number, places) if -number.as_tuple().exponent > places else str(value)
+
+
 def _show_run(run, as_json, flags=None, planned=False):
     flags = flags or {}
     if as_json:
@@ -152,12 +175,13 @@ def _show_run(run, as_json, flags=None, planned=False):
           optional=["fx", "mult", "buffer", "capital", "vol", "instrument"])
     base = run.inputs.get("base_currency", "")
     for name, cap in sorted(run.inputs.get("strategy_capital", {}).items()):
-        say(f"capital of {name}: {cap['amount']} {base} ({cap['source']})")
+        say(f"capital of {name}: {rounded(cap['amount'], 2)} {base} ({cap['source']})")
     for line in run.lines:
         e = line.explain
-        if e.get("kind") == "allocation":  # weights, not forecasts: every figure as stored
+        if e.get("kind") == "allocation":  # weights, not forecasts: every figure, rounded for reading
             say(f"{line.strategy}/{line.instrument}: " + ", ".join(
-                f"{k} {v}" for k, v in sorted(e.items()) if k not in ("strategy", "account", "holdings_account")))
+                f"{k} {_for_reading(k, v)}" for k, v in sorted(e.items())
+                if k not in ("strategy", "account", "holdings_account", "kind")))
             continue
         r2, r4 = (lambda v: rounded(v, 2)), (lambda v: rounded(v, 4))  # exact figures: --json
         say(f"{line.strategy}/{line.instrument} -> {line.contract}: forecast {r2(e['forecast'])} "

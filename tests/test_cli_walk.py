@@ -94,3 +94,16 @@ def test_instruments_map_warns_with_the_strategy_name(home):
         assert json.loads(moved.stdout)["still_held"] == [{"strategy": "trend_fast", "contract": "MBTZ26", "qty": "1"}]
     finally:
         cli(home, "instruments", "map", "BTC", "MBT")
+
+
+def test_targets_show_explains_allocations_rounded_for_reading(home):
+    import re
+
+    lines = [line for line in cli(home, "targets", "show", "3").stdout.splitlines()
+             if line.startswith(("tactical/", "capital of "))]
+    assert len(lines) >= 5
+    for line in lines:
+        assert not re.search(r"\d\.\d{5,}", line), line  # 9 places were printed: exact figures are in --json
+        assert "{" not in line and "'" not in line, line  # no Python dict
+    exact = json.loads(cli(home, "targets", "show", "3", "--json").stdout)
+    assert any(re.search(r"\.\d{5,}", str(v)) for line in exact["lines"] for v in line["explain"].values())
