@@ -51,7 +51,7 @@ def _wait_until_listening(host: str, port: int, process: subprocess.Popen, timeo
 
 @click.command("fava")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless --public).")
-@click.option("--port", default=5000, type=int, show_default=True)
+@click.option("--port", default=5000, type=int, show_default=True, help="Port to serve on.")
 @click.option("--public", is_flag=True, help="Allow a non-loopback --host (Fava has no authentication).")
 @click.option("--no-export", is_flag=True, help="Serve the existing file without exporting first.")
 @pass_ctx

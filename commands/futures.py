@@ -49,7 +49,7 @@ def roll_group():
 
 
 @roll_group.command("status")
-@click.option("--date", "on", default=None)
+@click.option("--date", "on", default=None, help="As on this date (YYYY-MM-DD; default: the environment's today).")
 @json_option
 @pass_ctx
 def roll_status_cmd(c: Invocation, on, as_json):
@@ -85,7 +85,7 @@ def roll_set_cmd(c: Invocation, instrument, state, reason, as_json):
 
 
 @roll_group.command("plan")
-@click.option("--date", "on", default=None)
+@click.option("--date", "on", default=None, help="As on this date (YYYY-MM-DD; default: the environment's today).")
 @json_option
 @pass_ctx
 def roll_plan_cmd(c: Invocation, on, as_json):
@@ -116,7 +116,7 @@ def roll_plan_cmd(c: Invocation, on, as_json):
 
 
 @roll_group.command("execute")
-@click.option("--timeout", default=30.0, show_default=True)
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the roll orders to fill.")
 @json_option
 @pass_ctx
 def roll_execute_cmd(c: Invocation, timeout, as_json):

@@ -72,7 +72,7 @@ def ibsim_group():
 
 
 @ibsim_group.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (this machine only by default).")
 @click.option("--port", default=4002, type=int, show_default=True, help="0: any free port.")
 @click.option("--account", default=None, help="Managed account (default: the environment's, else DU1234567).")
 @click.option("--state", type=click.Path(dir_okay=False), default=None,
@@ -114,7 +114,8 @@ def ibsim_serve(c: Invocation, host, port, account, state, commission):
 @ibsim_group.command("price", context_settings=SIGNED)
 @click.argument("contract")
 @click.argument("price")
-@click.option("--state", type=click.Path(dir_okay=False), default=None)
+@click.option("--state", type=click.Path(dir_okay=False), default=None,
+              help="The gateway's SimExchange file (default: <home>/<env>/ibsim.db).")
 @result_option
 @pass_ctx
 def ibsim_price(c: Invocation, contract, price, state, as_json):
@@ -130,7 +131,8 @@ def ibsim_price(c: Invocation, contract, price, state, as_json):
 
 
 @ibsim_group.command("open")
-@click.option("--state", type=click.Path(dir_okay=False), default=None)
+@click.option("--state", type=click.Path(dir_okay=False), default=None,
+              help="The gateway's SimExchange file (default: <home>/<env>/ibsim.db).")
 @result_option
 @pass_ctx
 def ibsim_open(c: Invocation, state, as_json):
@@ -140,7 +142,8 @@ def ibsim_open(c: Invocation, state, as_json):
 
 
 @ibsim_group.command("seed-demo")
-@click.option("--state", type=click.Path(dir_okay=False), default=None)
+@click.option("--state", type=click.Path(dir_okay=False), default=None,
+              help="The gateway's SimExchange file (default: <home>/<env>/ibsim.db).")
 @result_option
 @pass_ctx
 def ibsim_seed_demo(c: Invocation, state, as_json):
@@ -177,7 +180,8 @@ def ibsim_seed_demo(c: Invocation, state, as_json):
 @click.argument("contract")
 @click.argument("qty")
 @click.argument("price")
-@click.option("--state", type=click.Path(dir_okay=False), default=None)
+@click.option("--state", type=click.Path(dir_okay=False), default=None,
+              help="The gateway's SimExchange file (default: <home>/<env>/ibsim.db).")
 @result_option
 @pass_ctx
 def ibsim_trade(c: Invocation, contract, qty, price, state, as_json):
@@ -193,8 +197,10 @@ def ibsim_trade(c: Invocation, contract, qty, price, state, as_json):
 @ibsim_group.command("deposit", context_settings={"ignore_unknown_options": True})
 @click.argument("currency")
 @click.argument("amount")
-@click.option("--kind", type=click.Choice(["deposit", "withdrawal", "transfer"]), default="deposit", show_default=True)
-@click.option("--state", type=click.Path(dir_okay=False), default=None)
+@click.option("--kind", type=click.Choice(["deposit", "withdrawal", "transfer"]), default="deposit", show_default=True,
+              help="What the broker calls the cash movement.")
+@click.option("--state", type=click.Path(dir_okay=False), default=None,
+              help="The gateway's SimExchange file (default: <home>/<env>/ibsim.db).")
 @result_option
 @pass_ctx
 def ibsim_deposit(c: Invocation, currency, amount, kind, state, as_json):
@@ -212,7 +218,8 @@ def ibsim_deposit(c: Invocation, currency, amount, kind, state, as_json):
 @click.option("--price", default=None, help="Futures: the mark it arrives at (default: the market price).")
 @click.option("--cost", default=None, help="Shares: the cost per unit it arrives with (default: the price).")
 @define_contract_options
-@click.option("--state", type=click.Path(dir_okay=False), default=None)
+@click.option("--state", type=click.Path(dir_okay=False), default=None,
+              help="The gateway's SimExchange file (default: <home>/<env>/ibsim.db).")
 @result_option
 @pass_ctx
 def ibsim_transfer_in(c: Invocation, contract, qty, price, cost, sec_type, currency, multiplier, venue, state, as_json):
@@ -229,9 +236,10 @@ def ibsim_transfer_in(c: Invocation, contract, qty, price, cost, sec_type, curre
 
 @ibsim_group.command("correct")
 @click.argument("exec_id")
-@click.option("--price", default=None)
-@click.option("--qty", default=None)
-@click.option("--state", type=click.Path(dir_okay=False), default=None)
+@click.option("--price", default=None, help="The corrected price (default: unchanged).")
+@click.option("--qty", default=None, help="The corrected quantity (default: unchanged).")
+@click.option("--state", type=click.Path(dir_okay=False), default=None,
+              help="The gateway's SimExchange file (default: <home>/<env>/ibsim.db).")
 @result_option
 @pass_ctx
 def ibsim_correct(c: Invocation, exec_id, price, qty, state, as_json):

@@ -139,7 +139,8 @@ def service_install(c: Invocation, user_mode, run_as, unit_dir, enable, as_json)
 
 @service_group.command("status")
 @click.option("--user", "user_mode", is_flag=True, help="User units.")
-@click.option("--unit-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--unit-dir", type=click.Path(file_okay=False), default=None,
+              help="Read the units from here instead of systemd's directory (as installed with --unit-dir).")
 @json_option
 @pass_ctx
 def service_status(c: Invocation, user_mode, unit_dir, as_json):

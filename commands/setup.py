@@ -19,12 +19,13 @@ db = lazy("tradeledger.ledger.db")
 
 
 @click.command()
-@click.option("--broker", type=click.Choice(["sim", "ib"]), default="sim", show_default=True)
+@click.option("--broker", type=click.Choice(["sim", "ib"]), default="sim", show_default=True,
+              help="sim: the simulated broker; ib: Interactive Brokers (TWS or IB Gateway, docs/ib.md).")
 @click.option("--account", default=None, help="Broker account id (paper: DU..., default DU1234567 on sim).")
-@click.option("--base-currency", default="USD", show_default=True)
-@click.option("--ib-host", default="127.0.0.1", show_default=True)
-@click.option("--ib-port", default=4002, type=int, show_default=True)
-@click.option("--ib-client-id", default=1, type=int, show_default=True)
+@click.option("--base-currency", default="USD", show_default=True, help="The currency NAV and P&L totals are in.")
+@click.option("--ib-host", default="127.0.0.1", show_default=True, help="--broker ib: the host TWS/IB Gateway runs on.")
+@click.option("--ib-port", default=4002, type=int, show_default=True, help="--broker ib: its API port (4002: IB Gateway paper).")
+@click.option("--ib-client-id", default=1, type=int, show_default=True, help="--broker ib: the API client id tradeledger uses.")
 @click.option("--capital", default=None, help="Book this initial deposit (Equity:Deposits against cash) and fund "
               "the simulated broker with it.")
 @click.option("--currency", default=None, help="Currency of --capital (default: the base currency).")

@@ -293,7 +293,8 @@ def positions_table(rows) -> None:
 
 
 @click.command("pnl")
-@click.option("--by", type=click.Choice(["strategy", "instrument", "day"]), default="strategy", show_default=True)
+@click.option("--by", type=click.Choice(["strategy", "instrument", "day"]), default="strategy", show_default=True,
+              help="One row per strategy, per instrument or per day (with a TOTAL row).")
 @click.option("--since", default=None, help="From this date (YYYY-MM-DD), inclusive.")
 @click.option("--until", default=None, help="Up to this date (YYYY-MM-DD), exclusive.")
 @click.option("--cumulative", is_flag=True, help="With --by day: the cumulative P&L of the period too.")
@@ -517,7 +518,8 @@ def sim_fee(c: Invocation, amount, currency, ref, as_json):
 @sim_group.command("deposit", context_settings=SIGNED)
 @click.argument("currency")
 @click.argument("amount")
-@click.option("--kind", type=click.Choice(["deposit", "withdrawal", "transfer"]), default="deposit", show_default=True)
+@click.option("--kind", type=click.Choice(["deposit", "withdrawal", "transfer"]), default="deposit", show_default=True,
+              help="What the broker calls the cash movement.")
 @result_option
 @pass_ctx
 def sim_deposit(c: Invocation, currency, amount, kind, as_json):
@@ -569,7 +571,7 @@ def sim_price(c: Invocation, contract, price, as_json):
 @sim_group.command("settle", context_settings=SIGNED)
 @click.argument("contract")
 @click.argument("price")
-@click.option("--date", "day", default=None)
+@click.option("--date", "day", default=None, help="Settlement date (YYYY-MM-DD; default: the exchange's today).")
 @result_option
 @pass_ctx
 def sim_settle(c: Invocation, contract, price, day, as_json):

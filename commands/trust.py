@@ -66,7 +66,7 @@ def adjust_group():
 
 @adjust_group.command("attribute")
 @click.argument("fill")
-@click.option("--strategy", required=True)
+@click.option("--strategy", required=True, help="The strategy the fill was for.")
 @reason_option(required=False, default="attributed by hand")
 @_yes_option
 @json_option
@@ -80,7 +80,7 @@ def adjust_attribute(c: Invocation, fill, strategy, reason, yes, as_json):
 @adjust_group.command("adopt", context_settings=SIGNED)
 @click.argument("contract")
 @click.argument("qty")
-@click.option("--strategy", required=True)
+@click.option("--strategy", required=True, help="The strategy that takes the position on.")
 @click.option("--price", default=None, help="Price to adopt at (default: the current mark).")
 @reason_option(required=False, default="adopted from unattributed")
 @_yes_option
@@ -96,8 +96,8 @@ def adjust_adopt(c: Invocation, contract, qty, strategy, price, reason, yes, as_
 @adjust_group.command("transfer", context_settings=SIGNED)
 @click.argument("contract")
 @click.argument("qty")
-@click.option("--from", "source", required=True)
-@click.option("--to", "target", required=True)
+@click.option("--from", "source", required=True, help="The strategy giving the position (or unattributed).")
+@click.option("--to", "target", required=True, help="The strategy taking it (or unattributed).")
 @click.option("--price", default=None, help="Transfer price (default: the giver's current mark).")
 @_reason_option
 @_yes_option
@@ -150,7 +150,8 @@ def adjust_reverse(c: Invocation, entry, reason, yes, as_json):
 @adjust_group.command("cash", context_settings={"ignore_unknown_options": True})
 @click.argument("currency")
 @click.argument("amount")
-@click.option("--kind", "cash_kind", type=click.Choice(CASH_KINDS), default="adjustment", show_default=True)
+@click.option("--kind", "cash_kind", type=click.Choice(CASH_KINDS), default="adjustment", show_default=True,
+              help="What the cash movement is (a deposit is > 0, a withdrawal < 0).")
 @_reason_option
 @_yes_option
 @json_option

@@ -50,3 +50,11 @@ def test_a_group_run_alone_has_all_its_subcommands(path, group):
     assert proc.returncode == 0, proc.stderr
     listed = set(re.findall(r"^  (\S+)", proc.stdout.split("Commands:", 1)[1], re.M))
     assert listed == set(group.commands), set(group.commands) ^ listed
+
+
+@pytest.mark.parametrize("path, command", COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
+def test_every_option_says_what_it_is(path, command):
+    """`--help` explains every option it lists (`--date TEXT` alone tells a new user nothing)."""
+    bare = [param.opts[0] for param in command.params
+            if isinstance(param, click.Option) and not param.hidden and not (param.help or "").strip()]
+    assert not bare, f"{' '.join(path)}: {', '.join(bare)} without help"
