@@ -58,3 +58,24 @@ def test_every_option_says_what_it_is(path, command):
     bare = [param.opts[0] for param in command.params
             if isinstance(param, click.Option) and not param.hidden and not (param.help or "").strip()]
     assert not bare, f"{' '.join(path)}: {', '.join(bare)} without help"
+
+
+REASONED = [(path, command) for path, command in COMMANDS
+            if any(isinstance(p, click.Option) and "--reason" in p.opts for p in command.params)]
+
+
+@pytest.mark.parametrize("path, command", REASONED, ids=[" ".join(p) for p, _ in REASONED])
+@pytest.mark.parametrize("flag", ["--reason", "--why", "--note"])
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_an_empty_reason_is_refused_everywhere(path, command, flag, blank):
+    """One reason flag on every command that keeps a reason (the old spellings hidden aliases of it),
+    never empty: refused before anything runs."""
+    result = CliRunner().invoke(main, [*path, flag, blank])
+    assert result.exit_code == 2, result.output
+    assert "may not be empty" in result.output, result.output
+
+
+def test_the_reason_commands_are_all_there():
+    names = {" ".join(path) for path, _ in REASONED}
+    assert {"targets approve", "targets reject", "exceptions ack", "exceptions resolve", "roll set",
+            "adjust adopt", "adjust cash", "actions fee", "actions interest"} <= names
