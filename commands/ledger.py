@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 from tradeledger.commands.common import Invocation, json_option, lazy_function, pass_ctx, result_option, said
-from tradeledger.reports.render import emit_json, table
+from tradeledger.reports.render import display, emit_json, table
 
 # Imported on first use (commands/common.py: lazy): starting the CLI imports no engine.
 check_ledger = lazy_function("tradeledger.ledger.export", "check")
@@ -30,9 +30,13 @@ def accounts(c: Invocation, as_json):
     if as_json:
         emit_json(rows)
     else:
+        currencies = {com.name for com in environment.ledger.commodities() if com.kind == "currency"}
+
+        def amount(units, commodity):  # money at its minor unit, positions as they are (exact in --json)
+            return display(units, "amount" if commodity in currencies else "units", currency=commodity)
         table("accounts", ["account", "open", "booking", "balance"],
               [(r["account"], r["open"], r["booking"],
-                ", ".join(f"{v} {k}" for k, v in sorted(r["balances"].items()))) for r in rows])
+                ", ".join(f"{amount(v, k)} {k}" for k, v in sorted(r["balances"].items()))) for r in rows])
 
 
 @click.group("export")

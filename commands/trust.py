@@ -15,7 +15,7 @@ import click
 from tradeledger.commands.common import Invocation, SIGNED, fail, json_option, open_session, pass_ctx, reason_option, lazy, lazy_function, result_option, said
 from tradeledger.engine.trust import CASH_KINDS
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
-from tradeledger.reports.render import emit_json, table
+from tradeledger.reports.render import display, emit_json, table
 
 # --- adjust, daemon ---
 # Imported on first use (commands/common.py: lazy): starting the CLI imports no engine.
@@ -36,7 +36,10 @@ def _adjust_run(c: Invocation, kind: str, planner, yes: bool, as_json: bool, bef
         summary = plan.summary()
         if not as_json:
             click.echo(f"dry run: {summary['narration']}")
-            table(f"entry ({kind})", ["account", "units", "commodity"], summary["postings"])
+            currencies = {com.name for com in session.ledger.commodities() if com.kind == "currency"}
+            table(f"entry ({kind})", ["account", "units", "commodity"],
+                  [(account, display(units, "amount" if commodity in currencies else "units", currency=commodity),
+                    commodity) for account, units, commodity in summary["postings"]])
             if summary["resolves"]:
                 click.echo(f"resolves, if open: {', '.join(summary['resolves'])}")
         if not yes and not click.confirm("Book this entry?", default=False):

@@ -107,3 +107,27 @@ def test_targets_show_explains_allocations_rounded_for_reading(home):
         assert "{" not in line and "'" not in line, line  # no Python dict
     exact = json.loads(cli(home, "targets", "show", "3", "--json").stdout)
     assert any(re.search(r"\.\d{5,}", str(v)) for line in exact["lines"] for v in line["explain"].values())
+
+
+def test_accounts_show_money_at_the_minor_unit(home):
+    import re
+
+    rows = {r["account"]: r["balance"] for r in csv.DictReader(io.StringIO(cli(home, "accounts", "--csv").stdout))}
+    cash = next(v for k, v in rows.items() if k.endswith(":Cash"))
+    amounts = dict(reversed(part.split(" ")) for part in cash.split(", "))
+    assert set(amounts) == {"EUR", "GBP", "USD"} and all(re.fullmatch(r"-?\d+\.\d\d", a) for a in amounts.values()), cash
+    exact = json.loads(cli(home, "accounts", "--json").stdout)
+    usd = next(r for r in exact if r["account"].endswith(":Cash"))["balances"]["USD"]
+    assert len(usd.split(".")[1]) == 3  # the ledger keeps the half cents of per-share commissions
+    positions = next(v for k, v in rows.items() if k.endswith(":Tactical"))
+    assert re.fullmatch(r"(-?\d+ [A-Z0-9]+)(, -?\d+ [A-Z0-9]+)*", positions), positions  # whole units
+
+
+def test_an_adjustments_entry_shows_money_at_the_minor_unit(home):
+    import re
+
+    shown = CliRunner().invoke(main, ["--home", str(home), "adjust", "transfer", "TLT", "1", "--from", "etf_trend",
+                                      "--to", "tactical", "--reason", "x", "--price", "91.255"], input="n\n").stdout
+    assert "not booked" in shown  # the dry run, answered no
+    money = [line.split() for line in shown.splitlines() if line.endswith(" USD")]
+    assert money and all(re.fullmatch(r"-?\d+\.\d\d", parts[-2]) for parts in money), shown
