@@ -156,8 +156,14 @@ def _for_reading(key: str, value) -> str:
 def _show_run(run, as_json, flags=None, planned=False):
     flags = flags or {}
     if as_json:
-        emit_json(run.as_json() | {"limits": {code: {"outcome": o, "detail": d} for code, (o, d) in flags.items()},
-                                   "planned": planned})
+        data = run.as_json()
+        for line in data.get("lines", []):  # the strategy is named by "strategy"; its account component
+            line["explain"] = {k: v for k, v in line["explain"].items()  # is beancount's, for the export
+                               if k not in ("account", "holdings_account")}
+        for strategy in data.get("inputs", {}).get("strategies", {}).values():
+            strategy.pop("account", None)
+        emit_json(data | {"limits": {code: {"outcome": o, "detail": d} for code, (o, d) in flags.items()},
+                          "planned": planned})
         return
     reviewed = f", {run.state} by {run.reviewed_by} at {run.reviewed_at:%Y-%m-%d %H:%M} UTC" if run.reviewed_at else ""
     note = f": {run.review_note}" if run.review_note else ""

@@ -131,3 +131,9 @@ def test_an_adjustments_entry_shows_money_at_the_minor_unit(home):
     assert "not booked" in shown  # the dry run, answered no
     money = [line.split() for line in shown.splitlines() if line.endswith(" USD")]
     assert money and all(re.fullmatch(r"-?\d+\.\d\d", parts[-2]) for parts in money), shown
+
+
+def test_targets_json_names_strategies_as_the_user_does(home):
+    shown = cli(home, "targets", "show", "3", "--json").stdout
+    assert not any(c in shown for c in COMPONENTS), [c for c in COMPONENTS if c in shown]
+    assert {line["strategy"] for line in json.loads(shown)["lines"]} >= {"etf_trend", "tactical", "trend_fast"}
