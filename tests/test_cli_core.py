@@ -92,7 +92,7 @@ def test_init_status_accounts_check(tmp_path):
     assert by_name[CASH]["balances"] == {"USD": "2500.5"}
     assert by_name["Equity:Deposits"]["balances"] == {"USD": "-2500.5"}
     assert by_name["Assets:Broker:DU1234567:Unattributed"]["booking"] == "FIFO"
-    assert "2500.5 USD" in ok(run("--home", str(home), "accounts")).stdout
+    assert "2500.50 USD" in ok(run("--home", str(home), "accounts")).stdout
 
     checked = ok(run("--home", str(home), "check"))
     assert "clean: 1 entries" in checked.stdout
