@@ -84,6 +84,20 @@ def plain(number: Decimal) -> Decimal:
     return normal
 
 
+# Currencies whose minor unit is not the cent (ISO 4217); every other currency has two decimals.
+MINOR_UNITS = {"JPY": 0, "KRW": 0, "CLP": 0, "ISK": 0, "HUF": 2, "VND": 0, "TWD": 2, "BHD": 3, "KWD": 3,
+               "JOD": 3, "OMR": 3, "TND": 3}
+
+
+def money_text(number: Decimal, currency: str | None = None) -> str:
+    """An amount as a person reads it: at its currency's minor unit (half to even: 21975.045 ->
+    21975.04), a non-zero amount smaller than the unit as it is (never shown as 0.00)."""
+    unit = Decimal(1).scaleb(-MINOR_UNITS.get(str(currency or "").upper(), 2))
+    number = Decimal(number)
+    return f"{number.quantize(unit):f}" if number == number.quantize(unit) or abs(number) >= unit \
+        else f"{number.normalize():f}"
+
+
 def jsonable(value):
     """Decimals as exact text, dates as ISO text, times (datetimes and the ledger's stored time text)
     as ISO 8601 with their zone (`times.iso_time`), tuples as lists, all the way down: a value

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable
 
 import click
 
-from tradeledger.ledger.numbers import jsonable
+from tradeledger.ledger.numbers import jsonable, money_text
 from tradeledger.ledger.times import STORED_TIME, table_time
 
 CENT = Decimal("0.01")
@@ -52,9 +52,6 @@ ROUNDED = {"forecast": 2, "vol": 4, "volatility": 4, "weight": 4, "pct_capital":
 NUMERIC = MONEY | QUANTITY | PRICE | set(ROUNDED) | {"mult", "multiplier", "fx", "fx_rate", "fills",
                                                      "days to deadline","forecast", "rate", "weight", "count", "entries", "postings", "bps", "days",
                                       "id", "run"}
-# Currencies whose minor unit is not the cent (ISO 4217); every other currency has two decimals.
-MINOR_UNITS = {"JPY": 0, "KRW": 0, "CLP": 0, "ISK": 0, "HUF": 2, "VND": 0, "TWD": 2, "BHD": 3, "KWD": 3,
-               "JOD": 3, "OMR": 3, "TND": 3}
 TEXT_MIN_WIDTH = 10  # a folded id or name keeps this much of a line
 HEADER_MIN_WIDTH = 5  # a folded header keeps this much (`count` whole, `unrealized` as `unrea|lized`)
 # The columns that say which contract (for its tick) and which currency (for its minor unit) a row is in.
@@ -143,9 +140,7 @@ def display(value: Any, column: str, tick: Decimal | None = None, currency: str 
         return str(jsonable(value))
     kind = column.lower()
     if kind in MONEY:
-        unit = Decimal(1).scaleb(-MINOR_UNITS.get(str(currency or "").upper(), 2))
-        return f"{number.quantize(unit):f}" if number == number.quantize(unit) or abs(number) >= unit \
-            else f"{number.normalize():f}"  # a sub-unit amount is shown as it is, never as 0.00
+        return money_text(number, currency)  # a sub-unit amount is shown as it is, never as 0.00
     if kind in PRICE and tick is not None:
         return _at_places(number, places_of(tick))
     if kind in ROUNDED:

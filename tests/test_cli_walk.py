@@ -137,3 +137,19 @@ def test_targets_json_names_strategies_as_the_user_does(home):
     shown = cli(home, "targets", "show", "3", "--json").stdout
     assert not any(c in shown for c in COMPONENTS), [c for c in COMPONENTS if c in shown]
     assert {line["strategy"] for line in json.loads(shown)["lines"]} >= {"etf_trend", "tactical", "trend_fast"}
+
+
+def test_a_cash_break_is_explained_in_money_with_every_term(home):
+    """Last in this module: it leaves the demo's cash broken."""
+    import re
+
+    cli(home, "sim", "clock", "advance", "1h")
+    cli(home, "sim", "dividend", "TLT", "0.25")
+    cli(home, "reconcile", code=1)
+    breaks = [e for e in json.loads(cli(home, "exceptions", "list", "--json").stdout)
+              if e["kind"] == "reconciliation_break" and e["subject"] == "cash USD"]
+    assert breaks, "the dividend nobody booked breaks USD cash"
+    detail = breaks[0]["detail"]
+    assert not re.search(r"\d\.\d{3,}", detail), detail  # 1960854.5050000, diff -281.5000000 were shown
+    for term in ("ledger ", "broker ", "unsettled ", "marks ", "diff "):
+        assert term in detail, detail

@@ -55,7 +55,7 @@ from tradeledger.engine.accounting.holdings import marks as holder_marks
 from tradeledger.engine.trust.snapshots import SnapshotResult, disconnect_key, record_failed, session_now, take_snapshot
 from tradeledger.engine.tables import reconciliation
 from tradeledger.ledger.db import read_connection
-from tradeledger.ledger.numbers import from_scaled, jsonable, to_decimal
+from tradeledger.ledger.numbers import from_scaled, jsonable, money_text, to_decimal
 from tradeledger.ledger.store import fmt_ts
 from tradeledger.engine.setup.environment import ConfigError
 
@@ -443,10 +443,15 @@ def _raise_and_lock(conn: Connection, account: str, comparison: Comparison, lock
     for c in comparison.cash:
         if c.status == "break":
             raise_exception(conn, ExceptionKind.RECONCILIATION_BREAK, f"cash {c.currency}",
-                            f"cash {c.currency}: ledger {c.ledger}, broker {c.broker} + unsettled {c.unsettled} "
-                            f"(diff {c.diff}, tolerance {c.tolerance}); cash moved without a trade? book it "
+                            f"cash {c.currency}: ledger {_money(c.ledger, c)}, broker {_money(c.broker, c)} "
+                            f"+ unsettled {_money(c.unsettled, c)} + marks {_money(c.marks, c)} (diff "
+                            f"{_money(c.diff, c)}, tolerance {c.tolerance}); cash moved without a trade? book it "
                             f"with `tradeledger {c.proposal}`", severity="warning",
                             dedupe_key=c.dedupe_key, now=now)
+
+
+def _money(amount: Decimal, line: CashLine) -> str:
+    return money_text(amount, line.currency)  # the exact figures are in the reconciliation's JSON
 
 
 def _why_break(b: Break) -> str:
