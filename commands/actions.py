@@ -15,7 +15,7 @@ import hashlib
 import sys
 
 import click
-from tradeledger.commands.common import Invocation, SIGNED, json_option, parse_date, pass_ctx, reason_option, result_option, said
+from tradeledger.commands.common import Invocation, SIGNED, currency_and_amount, json_option, parse_date, pass_ctx, reason_option, result_option, said
 from tradeledger.ledger.numbers import to_decimal
 from tradeledger.reports.render import emit_json, table
 
@@ -131,7 +131,8 @@ def _account_cash(c: Invocation, kind: str, amount: str, currency: str, date: st
 @json_option
 @pass_ctx
 def actions_interest(c: Invocation, amount, currency, date, reason, ref, as_json):
-    """Book interest on the account: AMOUNT signed as it moved cash (earned > 0, paid < 0)."""
+    """Book interest on the account: AMOUNT signed as it moved cash (earned > 0, paid < 0; CURRENCY AMOUNT works too)."""
+    currency, amount = currency_and_amount(currency, amount)
     _account_cash(c, "interest", amount, currency, date, reason, ref, as_json)
 
 
@@ -144,7 +145,8 @@ def actions_interest(c: Invocation, amount, currency, date, reason, ref, as_json
 @json_option
 @pass_ctx
 def actions_fee(c: Invocation, amount, currency, date, reason, ref, as_json):
-    """Book a fee on the account: AMOUNT as it moved cash (a fee is negative, a refund positive)."""
+    """Book a fee on the account: AMOUNT as it moved cash (a fee is negative, a refund positive; CURRENCY AMOUNT works too)."""
+    currency, amount = currency_and_amount(currency, amount)
     _account_cash(c, "fee", amount, currency, date, reason, ref, as_json)
 
 

@@ -134,6 +134,14 @@ def execution_json(e) -> dict:
             "commission_currency": e.commission_currency or None}
 
 
+def currency_and_amount(first: str, second: str) -> tuple[str, str]:
+    """A cash command's two arguments in either order: `sim deposit USD 1000` and `sim deposit 1000
+    USD` alike (some commands list CURRENCY first, some AMOUNT; a trader types either)."""
+    def is_currency(text: str) -> bool:
+        return len(text) == 3 and text.isalpha()
+    return (second, first) if is_currency(second) and not is_currency(first) else (first, second)
+
+
 def _nonblank(ctx, param, value):
     if value is not None and not value.strip():
         raise click.BadParameter("may not be empty: say why", param_hint="--reason")

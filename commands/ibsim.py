@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 from tradeledger.commands.common import (
-    Invocation, SIGNED, define_contract_options, described_contract, execution_json, pass_ctx, lazy, lazy_function,
+    Invocation, SIGNED, currency_and_amount, define_contract_options, described_contract, execution_json, pass_ctx, lazy, lazy_function,
     result_option, said, warn_far_from_market,
 )
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
@@ -204,7 +204,8 @@ def ibsim_trade(c: Invocation, contract, qty, price, state, as_json):
 @result_option
 @pass_ctx
 def ibsim_deposit(c: Invocation, currency, amount, kind, state, as_json):
-    """Cash arriving (AMOUNT > 0) or leaving (< 0) at the gateway's account without a trade."""
+    """Cash arriving (AMOUNT > 0) or leaving (< 0) at the gateway's account without a trade (AMOUNT CURRENCY works too)."""
+    currency, amount = currency_and_amount(currency, amount)
     number = _to_decimal(amount, "AMOUNT")
     exchange = _ibsim_exchange(c, state)
     exchange.deposit(currency, number, kind)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 from tradeledger.commands.common import (
-    Invocation, SIGNED, define_contract_options, described_contract, json_option, open_session, parse_date, pass_ctx, lazy, lazy_function,
+    Invocation, SIGNED, currency_and_amount, define_contract_options, described_contract, json_option, open_session, parse_date, pass_ctx, lazy, lazy_function,
     execution_json, result_option, said, warn_far_from_market,
 )
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
@@ -500,7 +500,8 @@ def _sim_account_cash(c: Invocation, kind: str, amount: str, currency: str, ref:
 @result_option
 @pass_ctx
 def sim_interest(c: Invocation, amount, currency, ref, as_json):
-    """The broker credits (AMOUNT > 0) or charges (< 0) interest on the account today."""
+    """The broker credits (AMOUNT > 0) or charges (< 0) interest on the account today (CURRENCY AMOUNT works too)."""
+    currency, amount = currency_and_amount(currency, amount)
     _sim_account_cash(c, "interest", amount, currency, ref, as_json)
 
 
@@ -511,7 +512,8 @@ def sim_interest(c: Invocation, amount, currency, ref, as_json):
 @result_option
 @pass_ctx
 def sim_fee(c: Invocation, amount, currency, ref, as_json):
-    """The broker charges a fee (AMOUNT < 0, e.g. market data) on the account today."""
+    """The broker charges a fee (AMOUNT < 0, e.g. market data) on the account today (CURRENCY AMOUNT works too)."""
+    currency, amount = currency_and_amount(currency, amount)
     _sim_account_cash(c, "fee", amount, currency, ref, as_json)
 
 
@@ -523,7 +525,8 @@ def sim_fee(c: Invocation, amount, currency, ref, as_json):
 @result_option
 @pass_ctx
 def sim_deposit(c: Invocation, currency, amount, kind, as_json):
-    """Cash arriving (AMOUNT > 0) or leaving (< 0) at the broker without a trade."""
+    """Cash arriving (AMOUNT > 0) or leaving (< 0) at the broker without a trade (AMOUNT CURRENCY works too)."""
+    currency, amount = currency_and_amount(currency, amount)
     session = c.open()  # a Context: the simulated exchange needs no broker connection
     number = _to_decimal(amount, "AMOUNT")
     session.exchange().deposit(currency, number, kind)

@@ -12,7 +12,7 @@ import shlex
 import sys
 
 import click
-from tradeledger.commands.common import Invocation, SIGNED, fail, json_option, open_session, pass_ctx, reason_option, lazy, lazy_function, result_option, said
+from tradeledger.commands.common import Invocation, SIGNED, currency_and_amount, fail, json_option, lazy, lazy_function, open_session, pass_ctx, reason_option, result_option, said
 from tradeledger.engine.trust import CASH_KINDS
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
 from tradeledger.reports.render import display, emit_json, table
@@ -160,7 +160,8 @@ def adjust_reverse(c: Invocation, entry, reason, yes, as_json):
 @json_option
 @pass_ctx
 def adjust_cash(c: Invocation, currency, amount, cash_kind, reason, yes, as_json):
-    """Book a cash movement (AMOUNT signed: + in, - out): interest, fees, deposits, withdrawals."""
+    """Book a cash movement (AMOUNT signed: + in, - out): interest, fees, deposits, withdrawals (AMOUNT CURRENCY works too)."""
+    currency, amount = currency_and_amount(currency, amount)
     amount = _to_decimal(amount, "AMOUNT")
     _adjust_run(c, "cash", lambda conn, ctx, now, key: _adjust.plan_cash(
         conn, ctx, currency, amount, reason, now, key, cash_kind), yes, as_json)

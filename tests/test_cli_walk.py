@@ -153,3 +153,20 @@ def test_a_cash_break_is_explained_in_money_with_every_term(home):
     assert not re.search(r"\d\.\d{3,}", detail), detail  # 1960854.5050000, diff -281.5000000 were shown
     for term in ("ledger ", "broker ", "unsettled ", "marks ", "diff "):
         assert term in detail, detail
+
+
+def test_cash_commands_take_currency_and_amount_in_either_order(tmp_path):
+    """`sim deposit` listed CURRENCY AMOUNT, `sim interest` AMOUNT CURRENCY: a trader types either."""
+    home = tmp_path / "home"
+    cli(home, "init")
+    said = [json.loads(cli(home, "sim", "deposit", *args, "--json").stdout) for args in (["USD", "100"], ["100", "usd"])]
+    assert [(s["currency"], s["amount"]) for s in said] == [("USD", "100"), ("USD", "100")]
+    for command in (["sim", "interest"], ["sim", "fee"]):
+        cli(home, *command, "USD", "-1.50")
+        cli(home, *command, "-1.50", "USD")
+    for command in (["actions", "interest"], ["actions", "fee"]):
+        for args in (["EUR", "2"], ["3", "EUR"]):
+            cli(home, *command, *args, "--date", "2026-12-01", "--reason", "either order")
+    cash = [json.loads(cli(home, "adjust", "cash", *args, "--reason", "x", "--yes", "--json").stdout)
+            for args in (["GBP", "5"], ["5", "GBP"])]
+    assert [c["subject"] for c in cash] == ["GBP", "GBP"]
