@@ -16,7 +16,7 @@ from tradeledger.commands.common import (
     Invocation, SIGNED, currency_and_amount, define_contract_options, described_contract, json_option, open_session, parse_date, pass_ctx, lazy, lazy_function,
     execution_json, result_option, said, warn_far_from_market,
 )
-from tradeledger.ledger.numbers import to_decimal as _to_decimal
+from tradeledger.ledger.numbers import money_text, to_decimal as _to_decimal
 from tradeledger.reports.names import Names
 from tradeledger.reports.render import emit_json, table
 from tradeledger.errors import UnknownName, UserError
@@ -582,8 +582,11 @@ def sim_settle(c: Invocation, contract, price, day, as_json):
     number = _to_decimal(price, "PRICE")
     with open_session(c) as session:
         day, cash = _marking.settle_at_sim_exchange(session, contract, number, parse_date(day, "--date"))
-    said(as_json, {"contract": contract, "price": number, "date": day, "cash": cash},
-         f"{contract} settled at {number} on {day}: {cash} moved to cash at the broker")
+        known = session.exchange().contract(contract)
+    currency = known.currency if known else None
+    said(as_json, {"contract": contract, "price": number, "date": day, "cash": cash, "currency": currency},
+         f"{contract} settled at {number} on {day}: {money_text(cash, currency)} {currency or ''} moved to cash "
+         f"at the broker".replace("  ", " "))
 
 
 @sim_group.command("fault")

@@ -170,3 +170,14 @@ def test_cash_commands_take_currency_and_amount_in_either_order(tmp_path):
     cash = [json.loads(cli(home, "adjust", "cash", *args, "--reason", "x", "--yes", "--json").stdout)
             for args in (["GBP", "5"], ["5", "GBP"])]
     assert [c["subject"] for c in cash] == ["GBP", "GBP"]
+
+
+def test_sim_settle_says_the_cash_in_money(tmp_path):
+    home = tmp_path / "home"
+    cli(home, "demo", "--days", "1")
+    cli(home, "sim", "clock", "advance", "1d")
+    said = [cli(home, "sim", "settle", code, price).stdout for code, price in (("FESXZ26", "4684"), ("MESZ26", "6500"))]
+    import re
+
+    assert re.search(r": -?\d+\.\d\d EUR moved to cash at the broker$", said[0]), said  # '800 moved', '2425.00 moved'
+    assert re.search(r": -?\d+\.\d\d USD moved to cash at the broker$", said[1]), said
