@@ -229,3 +229,17 @@ def test_commission_parts_sum_exactly(commission_parts, allocation):
         assert part.as_tuple().exponent == -places
         exact = Fraction(commission) * Fraction(allocation[s]) / Fraction(total_qty)
         assert abs(Fraction(part) - exact) < Fraction(quantum)
+
+
+def test_a_commission_is_split_by_its_value_not_by_how_it_was_written():
+    """The sim's 1126 x 0.005 = 5.630 was split in tenths of a cent (3.795 + 1.835) while the stored
+    fill, read back as 5.63, splits in cents (3.80 + 1.83): report costs and pnl differed by a cent."""
+    from decimal import Decimal as D
+
+    from tradeledger.engine.accounting.entries import commission_split
+
+    shares = [("Etf-trend", D(759)), ("Tactical", D(367))]
+    assert commission_split(D("5.630"), shares) == commission_split(D("5.63"), shares) == \
+        {"Etf-trend": D("3.80"), "Tactical": D("1.83")}
+    assert commission_split(D("1.375"), shares) == {"Etf-trend": D("0.927"), "Tactical": D("0.448")}
+    assert sum(commission_split(D("1"), shares).values()) == D("1.00")

@@ -59,6 +59,7 @@ from tradeledger.engine.trading.netting import allocate_commission
 from tradeledger.errors import AdjustError, CorporateActionError, CorrectionUnsupported
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.model import Cost, Posting, Transaction
+from tradeledger.ledger.numbers import plain
 
 ZERO = Decimal(0)
 NANO = Decimal("1e-9")
@@ -206,6 +207,10 @@ def commission_split(commission: Decimal | None, quantities) -> dict:
     the cent (largest remainder); {} while it is pending (None)."""
     if commission is None:
         return {}
+    # Split in the commission's own smallest unit as its value has it, never as it was written: a
+    # broker's 5.630 (1126 shares x 0.005) is split in cents like 5.63, as the stored fill reads
+    # back (reports/exposure.py splits it again, and must find the ledger's parts).
+    commission = plain(commission)
     if commission.as_tuple().exponent > -2:
         commission = commission.quantize(Decimal("0.01"))
     weights = {to_column(holder): abs(qty) for holder, qty in quantities}
