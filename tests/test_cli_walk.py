@@ -181,3 +181,17 @@ def test_sim_settle_says_the_cash_in_money(tmp_path):
 
     assert re.search(r": -?\d+\.\d\d EUR moved to cash at the broker$", said[0]), said  # '800 moved', '2425.00 moved'
     assert re.search(r": -?\d+\.\d\d USD moved to cash at the broker$", said[1]), said
+
+
+def test_a_run_the_day_of_a_split_prices_the_shares_held_after_it(home):
+    """Demo day 3: GLD splits 2:1 before run 3 is computed, whose latest close (day 2's) is from
+    before the split: it sized the split position (192 shares for tactical) at the old price, so
+    a third of the book looked twice its weight and half of it was sold."""
+    run = json.loads(cli(home, "targets", "show", "3", "--json").stdout)
+    gld = {line["strategy"]: line for line in run["lines"] if line["contract"] == "GLD"}
+    fills = json.loads(cli(home, "fills", "list", "--json").stdout)
+    market = next(float(f["price"]) for f in fills if f["contract"] == "GLD" and f["time"].startswith("2026-12-03"))
+    for line in gld.values():  # the day's market, not twice it
+        assert float(line["explain"]["price"]) == pytest.approx(market, rel=0.05), line["explain"]
+    tactical = gld["tactical"]
+    assert abs(int(tactical["target"]) - int(tactical["current"])) < int(tactical["current"]) / 4, tactical

@@ -374,6 +374,23 @@ def _splits(conn, names: list[str]) -> list[tuple[str, str, float]]:
     return [(t, d, float(from_scaled(old) / from_scaled(new))) for t, d, new, old in rows]
 
 
+def split_factor(ctx: Context, instrument: str, since: dt.date, upto: dt.date, conn=None) -> Decimal:
+    """What a close of `since` is multiplied by to be in the units of `upto`: the product of old/new
+    of the instrument's stored splits effective after `since` and on or before `upto` (1: none).
+    A close quoted before a split prices the shares held after it only restated (GLD 350.86 on the
+    eve of a 2:1 split is 175.43 a share of the day's position)."""
+    from tradeledger.engine.tables import corporate_action as ca
+
+    with _reader(ctx, conn) as c:
+        rows = c.execute(sa.select(ca.c.ratio_new, ca.c.ratio_old).where(
+            ca.c.kind == "split", ca.c.ticker == instrument, ca.c.ex_date > since.isoformat(),
+            ca.c.ex_date <= upto.isoformat())).all()
+    factor = Decimal(1)
+    for new, old in rows:
+        factor = factor * from_scaled(old) / from_scaled(new)
+    return factor
+
+
 def _latest(ctx: Context, table, key_col, value_col, key: str, on: dt.date | None, conn) -> tuple[dt.date, Decimal] | None:
     query = sa.select(table.c.date, table.c[value_col]).where(table.c[key_col] == key)
     if on is not None:

@@ -62,7 +62,7 @@ from tradeledger.engine.targets.capital import strategy_capital
 from tradeledger.engine.futures.panama import signal_histories
 from tradeledger.engine.targets.forecasts import Forecast, resolve_forecasts
 from tradeledger.engine.targets.prices import (
-    PriceError, _reader, fx_rate_on, latest_contract_close, latest_price, latest_settlement, price_histories,
+    PriceError, _reader, fx_rate_on, latest_contract_close, latest_price, latest_settlement, price_histories, split_factor,
     trading_config,
 )
 from tradeledger.engine.targets.run_state import APPROVED, PENDING, REJECTED, run_status
@@ -352,6 +352,9 @@ def _account_nav(ctx: Context, config) -> tuple[Decimal | None, str]:
 def _execution_price(ctx: Context, instrument: Instrument, contract: str, as_of: dt.date, conn) -> tuple[dt.date, Decimal, str]:
     try:
         date, price = latest_price(ctx, instrument.name, as_of, conn)
+        factor = Decimal(1) if instrument.is_future else split_factor(ctx, instrument.name, date, as_of, conn)
+        if factor != 1:  # the close is from before a split the positions of as_of already reflect
+            return date, plain(price * factor), f"{instrument.name} close x {plain(factor)} (split after it)"
         return date, price, f"{instrument.name} close"
     except PriceError:
         if not instrument.is_future:
