@@ -145,7 +145,7 @@ def test_a_day_is_settled_once_however_often_it_is_marked(tmp_path):
     [fill] = data(home, "fills", "list")
     assert (fill["fill_id"], fill["exec_id"]) == (traded["fill_id"], traded["exec_id"])
     assert data(home, "sim", "settle", "MESM31", "5010") == {"contract": "MESM31", "price": "5010",
-                                                              "date": "2031-03-04", "cash": "100"}
+                                                              "date": "2031-03-04", "cash": "100", "currency": "USD"}
     assert data(home, "mark")["booked"] == ["MESM31"]
     run(home, "sim", "clock", "advance", "1h")
     run(home, "sim", "trade", "MESM31", "1", "5020")
