@@ -15,7 +15,8 @@ import click
 from tradeledger.commands.common import Invocation, SIGNED, currency_and_amount, fail, json_option, lazy, lazy_function, open_session, pass_ctx, reason_option, result_option, said
 from tradeledger.engine.trust import CASH_KINDS
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
-from tradeledger.reports.render import display, emit_json, table
+from tradeledger.reports.render import display, emit_json, say, table
+from tradeledger.ledger.times import table_time
 
 # --- adjust, daemon ---
 # Imported on first use (commands/common.py: lazy): starting the CLI imports no engine.
@@ -249,12 +250,12 @@ def reconcile_cmd(c: Invocation, as_json):
     else:
         _recon_tables(result)
         for note in result.notes:
-            click.echo(note)
+            say(note)
         prefix = "tradeledger" + (f" --home {shlex.quote(str(c.home))}" if c.home else "") + (f" --env {c.env}" if c.env != "paper" else "")
         for line in result.cash:
             if line.proposal:
-                click.echo(f"cash {line.currency} moved without a trade? proposed (not booked): {prefix} {line.proposal}")
-        click.echo(f"reconciliation {result.reconciliation_id}: {'clean' if result.clean else 'NOT CLEAN'}")
+                say(f"cash {line.currency} moved without a trade? proposed (not booked): {prefix} {line.proposal}")
+        say(f"reconciliation {result.reconciliation_id}: {'clean' if result.clean else 'NOT CLEAN'}")
     sys.exit(0 if result.clean else 1)
 
 
@@ -272,9 +273,8 @@ def monitor_cmd(c: Invocation, as_json):
         emit_json([{"kind": f.kind, "subject": f.subject, "severity": f.severity, "detail": f.detail}
                    for f in found])
     else:
-        for f in found:
-            click.echo(f"{f.severity}: {f.kind} {f.subject}: {f.detail}")
-        click.echo(f"{len(found)} findings")
+        table("findings", ["severity", "kind", "subject", "detail"],
+              [(f.severity, f.kind, f.subject, f.detail) for f in found], empty="0 findings")
     sys.exit(1 if found else 0)
 
 
@@ -289,10 +289,10 @@ def snapshot_cmd(c: Invocation, as_json):
     if as_json:
         emit_json(data)
     elif result.ok:
-        table(f"snapshot {result.id} at {data['taken_at']}", ["contract", "type", "qty", "avg cost"],
+        table(f"snapshot {result.id} at {table_time(data['taken_at'])} UTC", ["contract", "type", "qty", "avg cost"],
               [(p["contract"], p["sec_type"], p["qty"], p["avg_cost"]) for p in data["positions"]])
         table("cash", ["currency", "cash", "unsettled"], [(r["currency"], r["cash"], r["unsettled"]) for r in data["cash"]])
-        click.echo(f"{len(data['open_orders'])} open orders")
+        say(f"{len(data['open_orders'])} open orders")
     else:
         click.echo(f"snapshot {result.id} FAILED: {result.error}")
     sys.exit(0 if result.ok else 1)

@@ -64,7 +64,7 @@ READS = [("accounts",), ("actions", "list"), ("adjust", "list"), ("config", "che
          ("orders", "list"), ("pnl",), ("pnl", "--by", "day"), ("positions",), ("report", "costs"),
          ("report", "exposure"), ("report", "nav"), ("report", "performance"), ("roll", "status"), ("roll", "plan"),
          ("status", "--no-broker"), ("targets", "list"), ("targets", "show", "3"), ("data", "adjusted", "ES"),
-         ("orders", "plan", "3")]
+         ("orders", "plan", "3"), ("reconcile",), ("snapshot",), ("monitor",)]
 
 
 @pytest.mark.parametrize("args", READS, ids=[" ".join(a) for a in READS])
