@@ -17,7 +17,7 @@ import sys
 import click
 from tradeledger.commands.common import Invocation, SIGNED, currency_and_amount, json_option, parse_date, pass_ctx, reason_option, result_option, said
 from tradeledger.ledger.numbers import to_decimal
-from tradeledger.reports.render import emit_json, table
+from tradeledger.reports.render import emit_json, say, table
 
 
 @click.group("actions")
@@ -38,7 +38,7 @@ def actions_import(c: Invocation, file, as_json):
     if as_json:
         emit_json(report.as_json())
     else:
-        click.echo(f"{file}: {len(report.added)} new, {len(report.unchanged)} already stored; "
+        say(f"{file}: {len(report.added)} new, {len(report.unchanged)} already stored; "
                    f"`tradeledger actions book` (or reconcile) books them when due")
 
 
@@ -55,7 +55,7 @@ def actions_sync(c: Invocation, as_json):
     if as_json:
         emit_json(report.as_json())
     else:
-        click.echo(f"{len(report.added)} new, {len(report.unchanged)} already stored")
+        say(f"{len(report.added)} new, {len(report.unchanged)} already stored")
 
 
 @actions_group.command("list")
@@ -69,7 +69,7 @@ def actions_list(c: Invocation, as_json):
     if as_json:
         emit_json(rows)
     elif not rows:
-        click.echo("no corporate actions")
+        say("no corporate actions")
     else:
         table("corporate actions", ["kind", "ticker", "ex/date", "pay date", "amount", "withholding", "ratio",
                                     "source", "state"],
@@ -93,11 +93,11 @@ def actions_book(c: Invocation, date, as_json):
         emit_json(report.as_json())
     else:
         for line in report.booked:
-            click.echo(f"booked {line}")
+            say(f"booked {line}")
         for line in report.refused:
             click.echo(f"refused {line}", err=True)
         if not report.booked and not report.refused:
-            click.echo(f"nothing due on or before {day}")
+            say(f"nothing due on or before {day}")
     if report.refused:
         sys.exit(1)
 
@@ -118,7 +118,7 @@ def _account_cash(c: Invocation, kind: str, amount: str, currency: str, date: st
     if as_json:
         emit_json({"entry": entry_id, "booked": created, "ref": ref})
     else:
-        click.echo(f"{'booked' if created else 'already booked'}: {kind} {value} {currency} on {day} "
+        say(f"{'booked' if created else 'already booked'}: {kind} {value} {currency} on {day} "
                    f"(entry {entry_id}, ref {ref})")
 
 
@@ -189,7 +189,7 @@ def import_entries_cmd(c: Invocation, file, as_json):
     if as_json:
         emit_json({"booked": result.booked, "replays": result.replays, "postings": result.postings})
     else:
-        click.echo(f"{file}: {result.booked} entries booked ({result.postings} postings), "
+        say(f"{file}: {result.booked} entries booked ({result.postings} postings), "
                    f"{result.replays} already booked")
 
 
@@ -208,18 +208,18 @@ def import_flex_cmd(c: Invocation, file, tz, as_json):
     if as_json:
         emit_json(report.as_json())
     else:
-        click.echo(f"trades: {len(report.trades_booked)} booked, {report.trades_known} already booked; "
+        say(f"trades: {len(report.trades_booked)} booked, {report.trades_known} already booked; "
                    f"dividends: {len(report.dividends)}; interest and fees: {len(report.account_cash_booked)} booked, "
                    f"{report.account_cash_known} already booked")
         if report.corporate_actions or report.expiries_booked or report.expiries_known:
-            click.echo(f"corporate actions: {len(report.corporate_actions)} stored or linked; futures expiries: "
+            say(f"corporate actions: {len(report.corporate_actions)} stored or linked; futures expiries: "
                        f"{len(report.expiries_booked)} booked, {report.expiries_known} already booked")
         for line in report.booked_actions:
-            click.echo(f"booked {line}")
+            say(f"booked {line}")
         for line in report.expiries_booked:
-            click.echo(f"booked expiry {line}")
+            say(f"booked expiry {line}")
         for command in report.proposed:
-            click.echo(f"not booked (a cash movement to confirm): {command}")
+            say(f"not booked (a cash movement to confirm): {command}")
         for line in report.to_do:
             click.echo(f"not booked: {line}", err=True)
         for line in report.differences:

@@ -9,7 +9,7 @@ import datetime as _dt
 
 import click
 from tradeledger.commands.common import Invocation, json_option, open_session, parse_date, pass_ctx, reason_option, result_option, said
-from tradeledger.reports.render import emit_json, table
+from tradeledger.reports.render import emit_json, say, table
 
 
 def _today(c: Invocation, on: str | None) -> _dt.date:
@@ -34,7 +34,7 @@ def instruments_contracts(c: Invocation, instrument, on, count, refresh, as_json
         emit_json(rows)
         return
     for line in differences:
-        click.echo(f"differs from the rule: {line}")
+        say(f"differs from the rule: {line}")
     table(f"{instrument} contracts", ["contract", "last trade", "source", "expires", "first notice", "roll from",
                                       "force from", "role", "held by"],
           [(r["contract"], r["last_trade"] + (" (rule " + r["rule_last_trade"] + ")" if r["differs_from_rule"] else ""),
@@ -128,10 +128,10 @@ def roll_execute_cmd(c: Invocation, timeout, as_json):
     if as_json:
         emit_json(result)
         return
-    click.echo(f"rolls: {result['spreads']} spread(s), {result['outright']} outright order(s), "
+    say(f"rolls: {result['spreads']} spread(s), {result['outright']} outright order(s), "
                f"{result['crosses']} cross(es); booked {result['booked']} execution(s)")
     for code, why in result["refused"]:
-        click.echo(f"refused {code}: {why}")
+        say(f"refused {code}: {why}")
 
 
 @click.command("adjusted")
@@ -171,11 +171,11 @@ def data_fetch(c: Invocation, instruments, days, as_json):
     if as_json:
         emit_json(report.as_json())
         return
-    click.echo(str(report))
+    say(str(report))
     for line in report.differences:
-        click.echo(f"differs from the rule: {line}")
+        say(f"differs from the rule: {line}")
     for line in report.missing:
-        click.echo(f"no bars: {line}")
+        say(f"no bars: {line}")
 
 
 def _attach() -> None:

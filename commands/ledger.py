@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 from tradeledger.commands.common import Invocation, json_option, lazy_function, pass_ctx, result_option, said
-from tradeledger.reports.render import display, emit_json, table
+from tradeledger.reports.render import display, emit_json, say, table
 
 # Imported on first use (commands/common.py: lazy): starting the CLI imports no engine.
 check_ledger = lazy_function("tradeledger.ledger.export", "check")
@@ -86,7 +86,7 @@ def check(c: Invocation, path, as_json):
             emit_json({"ok": False, "database": verification.as_json()})
         else:
             print_findings(verification)
-            click.echo(f"NOT CLEAN: the database fails verification ({len(verification.findings)} findings)")
+            say(f"NOT CLEAN: the database fails verification ({len(verification.findings)} findings)")
         sys.exit(1)
     target = Path(path) if path else environment.ledger_path
     if not path:
@@ -96,10 +96,10 @@ def check(c: Invocation, path, as_json):
         emit_json(result.as_json() | {"database": verification.as_json()})
     else:
         for error in result.errors:
-            click.echo(f"beancount error: {error}")
+            say(f"beancount error: {error}")
         if result.differences:
             table("differences", ["account", "commodity", "ledger", "beancount"], result.differences)
-        click.echo(f"{'clean' if result.ok else 'NOT CLEAN'}: {result.entries} entries, "
+        say(f"{'clean' if result.ok else 'NOT CLEAN'}: {result.entries} entries, "
                    f"{result.accounts} accounts, {len(result.errors)} beancount errors, "
                    f"{len(result.differences)} differences; database verified")
     if not result.ok:

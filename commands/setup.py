@@ -216,7 +216,7 @@ def db_verify(c: Invocation, as_json):
     else:
         if result.findings:
             print_findings(result)
-        click.echo(f"{'verified' if result.ok else 'NOT VERIFIED'}: {result.entries} entries, {result.postings} "
+        say(f"{'verified' if result.ok else 'NOT VERIFIED'}: {result.entries} entries, {result.postings} "
                    f"postings, {len(result.findings)} findings")
     if not result.ok:
         sys.exit(1)

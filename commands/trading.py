@@ -18,7 +18,7 @@ from tradeledger.commands.common import (
 )
 from tradeledger.ledger.numbers import money_text, to_decimal as _to_decimal
 from tradeledger.reports.names import Names
-from tradeledger.reports.render import emit_json, table
+from tradeledger.reports.render import emit_json, say, table
 from tradeledger.errors import UnknownName, UserError
 
 # --- orders, fills, marks, positions, P&L, the simulated broker's screen, the cycle ---
@@ -91,14 +91,14 @@ def _sync_json(report):
 
 def _echo_sync(report, what):
     """Every part of a sync report, as lines; problems on stderr."""
-    click.echo(f"{what}: {len(report.booked)} fills booked, {len(report.commissions)} late commissions booked, "
+    say(f"{what}: {len(report.booked)} fills booked, {len(report.commissions)} late commissions booked, "
                f"{len(report.corrected)} corrections booked, {report.replays} already booked, "
                f"{len(report.pending_commissions)} commissions pending")
     for key in report.unattributed:
         click.echo(f"warning: fill {key} has no order of ours: booked to Unattributed", err=True)
     for key in report.corrections:
         why = report.correction_reasons.get(key, "")
-        click.echo(f"warning: execution correction {key} is not booked{': ' + why if why else ''}; "
+        say(f"warning: execution correction {key} is not booked{': ' + why if why else ''}; "
                    f"see `tradeledger fills list`", err=True)
     if report.failed:
         click.echo(f"error: {len(report.failed)} executions could not be booked", err=True)
@@ -109,16 +109,16 @@ def _echo_sync(report, what):
 def _echo_execution(x, names: Names, fills=None, still_working=()):
     """The plan (or what the recorded plan decided), what was sent, and every problem, one line each."""
     for line in x.settled.lines:
-        click.echo(f"older order {line}")
+        say(f"older order {line}")
     if x.plan is not None:
         _show_plan(x.plan, names)
     else:
-        click.echo(f"run {x.run_id} was planned before: each line as recorded then")
+        say(f"run {x.run_id} was planned before: each line as recorded then")
         for code, why in x.nothing_sent_because:
-            click.echo(f"  {code}: {why}")
+            say(f"  {code}: {why}")
     _echo_sync(x.synced, "before planning")
     r = x.submitted
-    click.echo(f"{r.crosses} crosses booked, {len(r.sent)} orders sent, {len(r.already_at_broker)} found already at "
+    say(f"{r.crosses} crosses booked, {len(r.sent)} orders sent, {len(r.already_at_broker)} found already at "
                f"the broker, {len(r.rejected)} rejected by the broker, {len(x.refusals)} refused by limits")
     if fills is not None:
         _echo_sync(fills, "after sending")
@@ -263,7 +263,7 @@ def mark(c: Invocation, day, as_json):
     if as_json:
         emit_json({"date": day, "booked": booked, "missing_settlement": missing})
     else:
-        click.echo(f"{day}: settlement booked for {len(booked)} contracts"
+        say(f"{day}: settlement booked for {len(booked)} contracts"
                    + (f"; no settlement price for {', '.join(missing)}" if missing else ""))
     if missing:
         sys.exit(1)
@@ -664,7 +664,7 @@ def cycle_cmd(c: Invocation, approve, run_id, unattended, as_of, wait, yes, as_j
         emit_json(data)
     else:
         for note in result.notes:
-            click.echo(note)
+            say(note)
         if result.execution is not None:
             _echo_execution(result.execution, names, result.fills, result.still_working)
             positions_table(data["positions"])
@@ -675,7 +675,7 @@ def cycle_cmd(c: Invocation, approve, run_id, unattended, as_of, wait, yes, as_j
                 click.echo(f"warning: {code} will be refused if executed now: {why}", err=True)
             for code, why in result.preview.clips:
                 click.echo(f"warning: {code} will be clipped if executed now: {why}", err=True)
-            click.echo(f"execute exactly this run with: tradeledger cycle --approve --run {result.run_id}")
+            say(f"execute exactly this run with: tradeledger cycle --approve --run {result.run_id}")
     if not result.ok:
         sys.exit(1)
 
