@@ -53,11 +53,13 @@ import datetime as dt
 import gc
 import itertools
 from collections.abc import Iterable
+from decimal import Decimal
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from tradeledger.ledger.model import IdempotencyConflict, LedgerError, Transaction, validate
-from tradeledger.ledger.rows import fingerprint, fmt_ts as _ts, meta_json as _meta_json, prepare
+from tradeledger.ledger.rows import _posting_row, _printed, entry_checked, fingerprint, fmt_ts as _ts, \
+    meta_json as _meta_json
 
 F = 1_000_000_000  # nano-units per unit (numbers.py)
 CHUNK = 5_000  # entries prepared and written per executemany
@@ -80,6 +82,17 @@ SQLITE_INSERT_TRIGGERS = frozenset({
 _POSTING_COLUMNS = ("txn_id, ts, account_id, commodity, units, cost, cost_currency, cost_date, cost_label, price, "
                     "price_currency, weight, weight_currency")
 _TXN_COLUMNS = "id, ts, kind, narration, links, meta, idem_key, fingerprint, reverses_id, booked_at"
+
+
+MAX_SEEN = 200_000  # distinct postings kept as made (rows.py's bound): cleared when full
+
+
+class _Ready(NamedTuple):
+    """An entry's postings as this import made them (`_Import._prepare`)."""
+
+    hits: list[tuple]  # each posting as `_Import._posting` made it
+    prints: list[str]  # each posting's part of the fingerprint (what `rows.fingerprint` reads)
+    labelled: bool  # some posting reduces or adds to a labelled lot (the lot check applies)
 
 
 class Importing(NamedTuple):
@@ -156,7 +169,7 @@ class _Import:
         self.mark = "?" if self.sqlite else "%s"
         self.booked_at = _ts(dt.datetime.now(dt.timezone.utc))
         self.accounts = self._accounts()
-        self.tails: dict[tuple, tuple] = {}  # prepared row -> its stored tail, account and commodity checked once
+        self.seen: dict = {}  # posting -> what `_posting` made of it (its account and commodity checked)
         opens = [opened for _, opened, _, _ in self.accounts.values()]
         closes = [closed for _, _, closed, _ in self.accounts.values() if closed]
         # Entries dated in this span find every account open: their postings' dates need no check.
@@ -222,7 +235,7 @@ class _Import:
                 raise _refuse(place, f"not an entry: {type(txn).__name__}")
             if (txn.reverses is not None) + (reverses_key is not None) + (item.reverses_ref is not None) > 1:
                 raise _refuse(place, "a reversal names its original once, by id, key or ref")
-            ready = prepare(txn)
+            ready = self._prepare(place, txn)
             if ready is None:
                 try:
                     validate(txn)
@@ -263,6 +276,55 @@ class _Import:
                 self.refs[item.ref] = txn_id
         self._write(fresh)
 
+    def _prepare(self, place: int, txn: Transaction) -> _Ready | None:
+        """`rows.prepare` for this import: the same checks and rows, each distinct posting made
+        once (its stored tail, with its account's id, accepted once); None when `validate` or
+        exactness would refuse the entry."""
+        if not entry_checked(txn):
+            return None
+        seen, hits, prints, totals, labelled = self.seen, [], [], {}, False
+        for p in txn.postings:
+            # Cached by value, so the types first: an int 1 equals Decimal 1 but is refused.
+            if type(p.units) is not Decimal or (p.cost is not None and type(p.cost.number) is not Decimal) \
+                    or (p.price is not None and type(p.price.number) is not Decimal):
+                return None
+            hit = seen.get(p)
+            if hit is None:
+                hit = self._posting(place, p)
+                if hit is None:
+                    return None
+            hits.append(hit)
+            prints.append(hit[1])
+            totals[hit[2]] = totals.get(hit[2], 0) + hit[3]
+            labelled = labelled or hit[4]
+        if any(totals.values()):
+            return None  # unbalanced: validate says how
+        return _Ready(hits, prints, labelled)
+
+    def _posting(self, place: int, p) -> tuple | None:
+        """A distinct posting as this import stores it, or None when `validate` or exactness would
+        refuse it: (the stored row after txn_id and ts, its part of the fingerprint, its weight's
+        currency, its weight, labelled, its account's name, its balance's key, its lot's key or
+        None). Its account must exist and accept its commodity."""
+        row = _posting_row(p)
+        if row is None:
+            return None
+        name, commodity = row[0], row[1]
+        account = self.accounts.get(name)
+        if account is None:
+            raise _refuse(place, f"unknown account {name}: open it first")
+        if account[3] and commodity not in account[3]:
+            raise _refuse(place, f"account {name} does not accept {commodity}")
+        tail = (account[0], *row[1:])
+        lot = None if row[3] is None else (account[0], commodity, row[3], row[4], row[5] or "", row[6] or "")
+        if self.sqlite:
+            tail = tuple(NULL if value is None else value for value in tail)
+        if len(self.seen) >= MAX_SEEN:
+            self.seen.clear()
+        hit = self.seen[p] = (tail, _printed(p), row[10], row[9], row[6] is not None, name,
+                              (account[0], commodity), lot)
+        return hit
+
     def _new_ids(self, n: int) -> list[int]:
         """Ids for n new entries: on SQLite counted on from MAX(id), read under the write lock;
         on PostgreSQL from its sequence."""
@@ -285,22 +347,30 @@ class _Import:
 
     def _write(self, fresh: list) -> None:
         headers, postings = [], []  # postings: on SQLite the rows' values end to end (see _rows)
-        tails, accounts, (latest_open, earliest_close) = self.tails, self.accounts, self.open_span
+        accounts, (latest_open, earliest_close) = self.accounts, self.open_span
         add = postings.extend if self.sqlite else postings.append
         null = NULL if self.sqlite else None
+        sums, lots = {}, {}  # balance key -> units; lot key -> [units, first time] (SQLite: `_maintain`)
         for place, txn, ready, digest, txn_id, reverses in fresh:
             ts, date = _ts(txn.time), txn.date
             head = (txn_id, ts)
-            dated = date < latest_open or date > earliest_close  # some account is not open that day
-            for row in ready.postings:
-                tail = tails.get(row)  # the stored row after (txn_id, ts), its account and commodity accepted
-                if tail is None:
-                    tail = self._accept(place, row)
-                if dated:
-                    _, opened, closed, _ = accounts[row[0]]
+            if date < latest_open or date > earliest_close:  # some account is not open that day
+                for hit in ready.hits:
+                    _, opened, closed, _ = accounts[hit[5]]
                     if date < opened or (closed and date > closed):
-                        raise _refuse(place, f"account {row[0]} is not open on {date}")
+                        raise _refuse(place, f"account {hit[5]} is not open on {date}")
+            for hit in ready.hits:
+                tail = hit[0]
                 add(head + tail)
+                sums[hit[6]] = sums.get(hit[6], 0) + tail[2]
+                if hit[7] is not None:
+                    lot = lots.get(hit[7])
+                    if lot is None:
+                        lots[hit[7]] = [tail[2], ts]
+                    else:
+                        lot[0] += tail[2]
+                        if ts < lot[1]:
+                            lot[1] = ts
             if ready.labelled:
                 try:
                     self.ledger._check_lots(self.conn, [(txn_id, txn)], self.lot_state)
@@ -322,24 +392,9 @@ class _Import:
         except self.conn.dialect.loaded_dbapi.Error as exc:
             raise LedgerError(f"the database refused the import: {_reason(exc)}; nothing was imported") from None
         if self.checked:
-            self._maintain(self.first_posting + self.postings)
+            self._maintain(sums, lots)
         self.booked += len(headers)
         self.postings += written
-
-    def _accept(self, place: int, row: tuple) -> tuple:
-        """The stored row's tail (account id .. weight currency) of a prepared row whose account
-        exists and accepts its commodity; kept for the rows that repeat it."""
-        name, commodity = row[0], row[1]
-        account = self.accounts.get(name)
-        if account is None:
-            raise _refuse(place, f"unknown account {name}: open it first")
-        if account[3] and commodity not in account[3]:
-            raise _refuse(place, f"account {name} does not accept {commodity}")
-        tail = (account[0], *row[1:])
-        if self.sqlite:
-            tail = tuple(NULL if value is None else value for value in tail)
-        self.tails[row] = tail
-        return tail
 
     def _rows(self, table: str, columns: str, rows: list) -> None:
         """Rows into a table: on PostgreSQL by COPY; on SQLite ROWS rows to an INSERT (a sixth less
@@ -397,23 +452,34 @@ class _Import:
         if row is not None:
             raise LedgerError(f"postings cannot be added to a booked transaction ({row[0]}); nothing was imported")
 
-    def _maintain(self, first: int) -> None:
-        """The maintained balances and lots (migration 0011), from a chunk's postings (ids from
-        `first`) in one pass each: kept chunk by chunk, so the next chunk's lot check reads them."""
-        self.cursor.execute(f"""INSERT INTO balance (account_id, commodity, whole, nanos)
-            SELECT account_id, commodity, SUM(units / {F}), SUM(units % {F}) FROM posting
-            WHERE id >= ? GROUP BY account_id, commodity
-            ON CONFLICT (account_id, commodity) DO UPDATE
-            SET whole = balance.whole + excluded.whole, nanos = balance.nanos + excluded.nanos""", (first,))
-        self.cursor.execute(f"""INSERT INTO lot_balance (account_id, commodity, cost, cost_currency, cost_date,
-                                                     cost_label, whole, nanos, first_ts)
-            SELECT account_id, commodity, cost, cost_currency, COALESCE(cost_date, ''), COALESCE(cost_label, ''),
-                   SUM(units / {F}), SUM(units % {F}), MIN(ts) FROM posting WHERE id >= ? AND cost IS NOT NULL
-            GROUP BY account_id, commodity, cost, cost_currency, COALESCE(cost_date, ''), COALESCE(cost_label, '')
-            ON CONFLICT (account_id, commodity, cost, cost_currency, cost_date, cost_label) DO UPDATE
-            SET whole = lot_balance.whole + excluded.whole, nanos = lot_balance.nanos + excluded.nanos,
-                first_ts = CASE WHEN excluded.first_ts < lot_balance.first_ts THEN excluded.first_ts
-                                ELSE lot_balance.first_ts END""", (first,))
+    def _maintain(self, sums: dict, lots: dict) -> None:
+        """The maintained balances and lots (migration 0011) of a chunk's postings: what the
+        dropped triggers would have added, summed as the rows were made (a row per account and
+        commodity, and per lot, however many postings: a zero sum too, as the triggers leave it).
+        Kept chunk by chunk, so the next chunk's lot check reads them. A sum is stored split
+        (whole units and nanos, each truncated toward zero as SQLite divides); `db verify` holds
+        both tables to the postings."""
+        if sums:
+            self.cursor.executemany(
+                """INSERT INTO balance (account_id, commodity, whole, nanos) VALUES (?, ?, ?, ?)
+                ON CONFLICT (account_id, commodity) DO UPDATE
+                SET whole = balance.whole + excluded.whole, nanos = balance.nanos + excluded.nanos""",
+                [(*key, *_split(units)) for key, units in sums.items()])
+        if lots:
+            self.cursor.executemany(
+                """INSERT INTO lot_balance (account_id, commodity, cost, cost_currency, cost_date, cost_label,
+                                         whole, nanos, first_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (account_id, commodity, cost, cost_currency, cost_date, cost_label) DO UPDATE
+                SET whole = lot_balance.whole + excluded.whole, nanos = lot_balance.nanos + excluded.nanos,
+                    first_ts = CASE WHEN excluded.first_ts < lot_balance.first_ts THEN excluded.first_ts
+                                    ELSE lot_balance.first_ts END""",
+                [(*key, *_split(units), first) for key, (units, first) in lots.items()])
+
+
+def _split(units: int) -> tuple[int, int]:
+    """A sum of nano-units as (whole, nanos), each truncated toward zero (as SQLite's / and %)."""
+    whole, nanos = divmod(abs(units), F)
+    return (whole, nanos) if units >= 0 else (-whole, -nanos)
 
 
 def _on_insert(sql: str) -> bool:

@@ -74,16 +74,23 @@ def _known(name: str, cache: set[str], check) -> bool:
     return True
 
 
-def prepare(txn: model.Transaction) -> Prepared | None:
-    """The entry's rows when it is valid and every number is storable; None otherwise."""
+def entry_checked(txn: model.Transaction) -> bool:
+    """What `validate` checks of an entry but its postings: an aware time, its kind, links, meta."""
     if txn.time.tzinfo is None or not _known(txn.kind, _valid_kinds, model._KIND.match) or not txn.postings:
-        return None
+        return False
     for link in txn.links:
         if not _known(link, _valid_links, model._LINK.match):
-            return None
+            return False
     for key, value in txn.meta:
         if not isinstance(value, str) or not _known(key, _valid_meta_keys, model._META_KEY.match):
-            return None
+            return False
+    return True
+
+
+def prepare(txn: model.Transaction) -> Prepared | None:
+    """The entry's rows when it is valid and every number is storable; None otherwise."""
+    if not entry_checked(txn):
+        return None
     rows, prints, totals, labelled = [], [], {}, False
     for p in txn.postings:
         # Cached by value, so the types first: an int 1 equals Decimal 1 but is refused.

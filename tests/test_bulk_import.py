@@ -22,7 +22,7 @@ from tradeledger.ledger.store import Ledger
 from tradeledger.ledger.verify import verify
 
 
-from sample_books import A, B, CASH, FEES, INC, UTC, entries, open_books, t
+from sample_books import A, B, CASH, DEPOSITS, FEES, INC, UTC, entries, open_books, t
 
 
 def _schema(ledger: Ledger) -> list[tuple]:
@@ -136,6 +136,32 @@ def test_keys_replays_and_conflicts(ledger: Ledger):
     assert ledger.count() == (2, 4)
     with pytest.raises(IdempotencyConflict, match="entry 3 of the import"):
         ledger.import_entries([entries()[5], entries()[6], Transaction(t(9), "x", "y", one.postings, key="f3")])
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 100])
+def test_the_sums_kept_in_python_are_the_triggers_sums(ledger: Ledger, chunk: int):
+    """On SQLite the import sums each chunk's balances and lots as it makes the rows (one upsert
+    per account and commodity, and per lot) where the dropped triggers added every posting: the
+    same whole and nanos, lots' first times and zero sums as booking one by one leaves, however
+    the import is cut into chunks, onto a ledger that already holds some of them."""
+    from tradeledger.ledger import bulk
+
+    open_books(ledger)
+    ledger.book_many(entries()[:2])
+    back = [Transaction(t(4), "adj", "back", (Posting(CASH, D(-100000), "USD"), Posting(DEPOSITS, D(100000), "USD")),
+                        key="z1"),  # USD cash back to zero: a zero sum is kept as a row
+            Transaction(t(1, 8), "fill", "earlier lot", (Posting(B, D(1), "SPY", entries()[4].postings[0].cost),
+                                                         Posting(CASH, D("-600.25"), "USD")), key="z2")]
+    bulk.import_entries(ledger, entries()[2:] + back, chunk=chunk)
+    assert verify_balances(ledger.engine) == [] and verify(ledger).ok
+    assert ledger.lots(B, "SPY")[0][1] == D(7)  # the earlier purchase joined the lot
+    if ledger.engine.dialect.name == "sqlite":
+        with ledger.engine.connect() as c:
+            first = c.exec_driver_sql("SELECT first_ts FROM lot_balance WHERE commodity = 'SPY' "
+                                      "AND cost_label = 'fill-1'").scalar()
+            zero = c.exec_driver_sql("SELECT whole, nanos FROM balance WHERE commodity = 'USD' AND account_id = "
+                                     f"(SELECT id FROM account WHERE name = '{DEPOSITS}')").one()
+        assert first == "2026-12-01 08:00:00.000000" and tuple(zero) == (0, 0)
 
 
 def test_a_labelled_lot_cannot_be_over_reduced_across_chunks(ledger: Ledger):
