@@ -12,10 +12,12 @@ re-sums its postings. For a large import that per-row work, not the disk, is the
    content a conflict (the import is refused). A reversal may name its original by key
    (`Importing`), since a file cannot know ids. Labelled lots are checked against their
    reductions in import order (`Ledger._check_lots`).
-2. The rows go by executemany (COPY on PostgreSQL), chunk by chunk, into `txn` and `posting`.
+2. The rows go by executemany (COPY on PostgreSQL), chunk by chunk, into `txn` and `posting`
+   (on SQLite 64 rows to an INSERT, and NULL bound as an integer the statement turns back: `NULL`).
 3. One statement per rule then checks every row the import wrote: each entry balances per
-   currency (overflow-free), its postings carry its time and name it, and it has postings; the
-   maintained balances and lots get one aggregate upsert.
+   currency (overflow-free), its postings carry its time and name it, and it has postings. On
+   SQLite the maintained balances and lots get one upsert row per account and commodity (and per
+   lot) a chunk, summed as the rows were made.
 
 On SQLite steps 2-3 run with the per-row INSERT triggers of `posting` and `txn` dropped and, when
 the import is big against the ledger (its entries at least a fifth of the ledger's postings: half
@@ -36,7 +38,7 @@ go in under them. What replaces each trigger:
 | `posting_no_replace`, `txn_no_replace` (0005) | new ids only (MAX(id) under the write lock); the unique indexes on key and reversal stay |
 | `posting_foreign_keys_on` (0005) | the connection's `PRAGMA foreign_keys` is checked to be on; the foreign keys stay |
 | `txn_reverses_existing` (0005) | the foreign key `reverses_id -> txn.id` (immediate) stays |
-| `posting_balance`, `posting_lot_balance` (0011) | step 3: one aggregate upsert of the new postings |
+| `posting_balance`, `posting_lot_balance` (0011) | step 3: the new postings' sums, one upsert row per account and commodity (and per lot) |
 
 On PostgreSQL the triggers stay (dropping one would lock the table against every reader until the
 commit): the rows go in by COPY under them, postings then headers, chunk by chunk.
