@@ -55,13 +55,12 @@ import datetime as dt
 import gc
 import itertools
 from collections.abc import Iterable
-from decimal import Decimal
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from tradeledger.ledger.model import IdempotencyConflict, LedgerError, Transaction, validate
 from tradeledger.ledger.rows import _posting_row, _printed, entry_checked, fingerprint, fmt_ts as _ts, \
-    meta_json as _meta_json
+    meta_json as _meta_json, numbers_typed
 
 F = 1_000_000_000  # nano-units per unit (numbers.py)
 CHUNK = 5_000  # entries prepared and written per executemany
@@ -286,9 +285,7 @@ class _Import:
             return None
         seen, hits, prints, totals, labelled = self.seen, [], [], {}, False
         for p in txn.postings:
-            # Cached by value, so the types first: an int 1 equals Decimal 1 but is refused.
-            if type(p.units) is not Decimal or (p.cost is not None and type(p.cost.number) is not Decimal) \
-                    or (p.price is not None and type(p.price.number) is not Decimal):
+            if not numbers_typed(p):
                 return None
             hit = seen.get(p)
             if hit is None:

@@ -87,15 +87,20 @@ def entry_checked(txn: model.Transaction) -> bool:
     return True
 
 
+def numbers_typed(p: model.Posting) -> bool:
+    """Every number of the posting is a Decimal. Postings are cached by value, so this comes
+    first: an int 1 equals Decimal 1 (and hashes alike) but is refused."""
+    return type(p.units) is Decimal and (p.cost is None or type(p.cost.number) is Decimal) \
+        and (p.price is None or type(p.price.number) is Decimal)
+
+
 def prepare(txn: model.Transaction) -> Prepared | None:
     """The entry's rows when it is valid and every number is storable; None otherwise."""
     if not entry_checked(txn):
         return None
     rows, prints, totals, labelled = [], [], {}, False
     for p in txn.postings:
-        # Cached by value, so the types first: an int 1 equals Decimal 1 but is refused.
-        if type(p.units) is not Decimal or (p.cost is not None and type(p.cost.number) is not Decimal) \
-                or (p.price is not None and type(p.price.number) is not Decimal):
+        if not numbers_typed(p):
             return None
         cached = _rows.get(p)
         if cached is None:

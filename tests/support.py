@@ -41,3 +41,13 @@ def sim_world(home: Path, config: str, clock: dt.datetime, *listings: Listing, d
     if connect:
         session.broker
     return env, session
+
+
+def demo_home(tmp_path_factory, name: str) -> Path:
+    """A home the demo ran in (`tradeledger --home HOME demo`), for a module's read-only walks."""
+    from click.testing import CliRunner
+    from tradeledger.cli import main
+    home = tmp_path_factory.mktemp(name) / "home"
+    result = CliRunner().invoke(main, ["--home", str(home), "demo"])
+    assert result.exit_code == 0, result.output
+    return home

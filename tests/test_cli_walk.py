@@ -12,16 +12,14 @@ import pytest
 from click.testing import CliRunner
 
 from tradeledger.cli import main
+from support import demo_home
 
 COMPONENTS = ("Etf-trend", "Trend-fast", "Trend-slow", "Tactical")  # beancount's, only in the export
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("walk") / "home"
-    result = CliRunner().invoke(main, ["--home", str(home), "demo"])
-    assert result.exit_code == 0, result.output
-    return home
+    return demo_home(tmp_path_factory, "walk")
 
 
 def cli(home, *args, code=0):

@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from tradeledger.cli import main
+from support import demo_home
 
 WIDTH = 80
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -27,10 +28,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("narrow") / "home"
-    result = CliRunner().invoke(main, ["--home", str(home), "demo"])
-    assert result.exit_code == 0, result.output
-    return home
+    return demo_home(tmp_path_factory, "narrow")
 
 
 def on_terminal(home, *args: str, width: int = WIDTH) -> str:
