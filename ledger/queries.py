@@ -116,6 +116,25 @@ class LedgerQueries:
         with self._reading(conn) as c:
             return [(kind, int(n)) for kind, n in c.execute(sa.select(t.c.kind, sa.func.count()).group_by(t.c.kind))]
 
+    def entry_sums(self, txn_ids, prefix: str,
+                   conn: Connection | None = None) -> dict[int, dict[tuple[str, str], Decimal]]:
+        """What each of the entries `txn_ids` booked in the accounts under `prefix`, read back from
+        its postings: entry id -> (account, commodity) -> units (entries with none are left out).
+        A report that shows an entry's parts reads them here, never splits a total again."""
+        p, a = schema.posting, schema.account
+        ids = sorted({i for i in txn_ids if i is not None})
+        out: dict[int, dict[tuple[str, str], Decimal]] = {}
+        with self._reading(conn) as c:
+            for start in range(0, len(ids), 500):
+                query = (sa.select(p.c.txn_id, a.c.name, p.c.commodity, sa.func.sum(p.c.units))
+                         .join(a, a.c.id == p.c.account_id)
+                         .where(p.c.txn_id.in_(ids[start:start + 500]), a.c.name.like(prefix + "%"))
+                         .group_by(p.c.txn_id, a.c.name, p.c.commodity))
+                for txn_id, account, commodity, units in c.execute(query):
+                    if units:
+                        out.setdefault(txn_id, {})[(account, commodity)] = from_scaled(int(units))
+        return out
+
     def moves(self, prefixes: tuple[str, ...], accounts: tuple[str, ...] = (),
               conn: Connection | None = None) -> list[tuple]:
         """Every posting in an account under one of `prefixes` (or one of `accounts`), in booking

@@ -9,7 +9,8 @@ multiplier x FX x 16 (sqrt of 256 business days).
 Costs of a fill are its commission and its slippage against the run's reference price (the
 price the run sized with, the one the order plan carries): slippage = side x (fill price -
 reference) x quantity x multiplier, positive when the fill was worse. Each strategy carries its
-allocated share of a fill. Both are given in money (base currency at the fill day's rate) and in
+allocated share of a fill's slippage and the part of its commission the ledger booked for it (read
+back from the entries' postings, so the costs add up to `pnl`'s commissions whatever rule split them). Both are given in money (base currency at the fill day's rate) and in
 basis points of the traded notional at the reference price. Fills without a run (trades made
 outside tradeledger) have commissions but no slippage.
 """
@@ -26,6 +27,7 @@ import sqlalchemy as sa
 from tradeledger.engine.context import Context
 from tradeledger.engine import tables
 from tradeledger.engine.accounting import valuation
+from tradeledger.engine.accounting.holders import to_column
 from tradeledger.engine.accounting.holdings import holder_of, known_contracts
 from tradeledger.engine.setup.config import instrument_of_contract
 from tradeledger.engine.setup.session import Session
@@ -179,6 +181,7 @@ def fills_with_costs(ctx: Session, day: dt.date | None = None, since: dt.date | 
             alloc_query = alloc_query.where(fa.c.fill_id.in_(ids)) if len(ids) <= 5000 else alloc_query
         for r in conn.execute(alloc_query):
             allocs[r.fill_id].append((r.holder, from_scaled(r.quantity)))
+        booked = _booked_commissions(env, rows, conn)
     out, rates = [], {}
     for r in rows:
         contract = contracts.get(r.contract)
@@ -195,7 +198,7 @@ def fills_with_costs(ctx: Session, day: dt.date | None = None, since: dt.date | 
         rate = rates[key]
         notional = None if ref is None else abs(qty * ref * multiplier)
         per = []
-        split = _commission_split(commission, allocs.get(r.id, []))
+        split = booked.get(r.id, {})
         for holder, q in allocs.get(r.id, []):
             share = abs(q) / qty if qty else ZERO
             name = _strategy_name(ctx, holder)
@@ -212,17 +215,25 @@ def fills_with_costs(ctx: Session, day: dt.date | None = None, since: dt.date | 
     return out
 
 
-def _commission_split(commission: Decimal | None, allocs: list) -> dict[str, Decimal]:
-    """A fill's commission per holder exactly as the ledger booked it (engine/trading/fills.py:
-    cents, largest remainder over the allocated quantities), so the parts add up to the postings."""
-    from tradeledger.engine.trading.netting import allocate_commission
-
-    weights = {(holder or ""): abs(q) for holder, q in allocs if q}
-    if commission is None or not weights:
-        return {}
-    if commission.as_tuple().exponent > -2:
-        commission = commission.quantize(Decimal("0.01"))
-    return allocate_commission(commission, weights)
+def _booked_commissions(env, rows, conn) -> dict[int, dict[str, Decimal]]:
+    """fill id -> holder (as fill_alloc stores it) -> the commission the ledger booked for that
+    holder: the Expenses:Commissions postings of the fill's entry and of its late commission's,
+    read back. Never the stored total split again: the rule that split it may have changed since
+    (328482a: a fill booked before it holds 3.795 + 1.835 where today's rule gives 3.80 + 1.83)."""
+    chart = env.chart
+    sums = env.ledger.entry_sums([i for r in rows if r.commission is not None for i in (r.txn_id, r.commission_txn_id)],
+                                 "Expenses:Commissions:", conn)
+    out: dict[int, dict[str, Decimal]] = {}
+    for r in rows:
+        if r.commission is None:
+            continue
+        parts: dict[str, Decimal] = {}
+        for txn_id in (r.txn_id, r.commission_txn_id):
+            for (account, _ccy), units in sums.get(txn_id, {}).items():
+                holder = to_column(chart.strategy_of(account))
+                parts[holder] = parts.get(holder, ZERO) + units
+        out[r.id] = parts
+    return out
 
 
 def _strategy_name(ctx: Session, holder: str | None) -> str:

@@ -15,7 +15,7 @@ today's code: a re-sync (replay), a Flex statement naming the same trade, a pric
 (reversal + rebook), a quantity correction of the split fill (refused: writes nothing), a late
 commission reported after the upgrade, a late commission booked under the old rule and then
 corrected, `db verify`, reconciliation (cash compared to the tenth of a cent, not within the
-cent tolerance) and the beancount export.
+cent tolerance), the beancount export, and the costs/pnl reports.
 
 SPY at 100.00, commission 0.005 per share; strategies A (759 shares) and B (367) buy together:
 one order, one execution of 1126 shares, commission 5.630 USD.
@@ -275,3 +275,60 @@ def test_reconciliation_compares_the_booked_cash_to_the_tenth_of_a_cent(w, monke
     [line] = [c for c in result.cash if c.currency == "USD"]
     assert line.diff == 0 and line.status == "ok"  # exactly, not within the 0.01 tolerance
     assert w.commissions() == OLD
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["in-fill", "late"])
+def test_costs_report_the_commission_the_ledger_booked(w, monkeypatch, late):
+    """reports/exposure.py gives each strategy's part of a fill's commission: the part the ledger
+    booked (3.795 / 1.835 for an old fill), not the stored total split again by today's rule
+    (3.80 / 1.83), so `report costs` and `pnl` agree to the cent (3.80 and 1.84 shown for both)."""
+    from tradeledger.reports.exposure import costs, fills_with_costs
+    from tradeledger.reports.pnl import pnl
+
+    book_old_fill(w, monkeypatch, late)
+    session = Session(w.env)
+    [fill] = fills_with_costs(session)
+    parts = {f"Expenses:Commissions:{p['strategy']}": p["commission"] for p in fill["strategies"]}
+    assert parts == OLD == w.commissions()
+    assert fill["commission"] == D("5.63")
+    by_costs = {r["strategy"]: r["commissions"] for r in costs(session)["rows"]}
+    by_pnl = {r["strategy"]: r["commissions"] for r in pnl(session)["rows"] if r["strategy"] in ("A", "B")}
+    assert by_costs == by_pnl == {"A": D("3.80"), "B": D("1.84")}
+
+    # After a correction the report gives the corrected entry's parts (booked by today's rule).
+    [row] = w.fills()
+    w.exchange.advance_clock(dt.timedelta(minutes=1))
+    w.exchange.correct_execution(row.exec_id, D("99.90"))
+    assert len(w.sync().corrected) == 1
+    [fill] = fills_with_costs(session)
+    parts = {f"Expenses:Commissions:{p['strategy']}": p["commission"] for p in fill["strategies"]}
+    assert parts == NEW == w.commissions()
+    by_costs = {r["strategy"]: r["commissions"] for r in costs(session)["rows"]}
+    by_pnl = {r["strategy"]: r["commissions"] for r in pnl(session)["rows"] if r["strategy"] in ("A", "B")}
+    assert by_costs == by_pnl == {"A": D("3.80"), "B": D("1.83")}
+
+
+def test_entry_sums_read_back_what_an_entry_booked(ledger):
+    """The ledger query the costs report reads: an entry's postings under a prefix, summed per
+    account and commodity, exact to the nano on both backends (a reversal reads back negated)."""
+    from tradeledger.ledger.model import Account, Posting, Transaction
+    from tradeledger.ledger.store import Commodity
+
+    opened = dt.date(2026, 1, 1)
+    cash = "Assets:Broker:DU1234567:Cash"
+    for name in (cash, A, B, "Expenses:Commissions:Unattributed"):
+        ledger.open_account(Account(name, opened))
+    ledger.ensure_commodity(Commodity("USD", "currency", None, D(1), opened))
+    postings = (Posting(A, D("3.795"), "USD"), Posting(cash, D("-3.795"), "USD"),
+                Posting(B, D("1.835"), "USD"), Posting(cash, D("-1.835"), "USD"))
+    booked = ledger.book(Transaction(T0, "commission", "Commission E1", postings, key="commission:DU1234567:E1"))
+    other = ledger.book(Transaction(T0, "commission", "Commission E2", (
+        Posting("Expenses:Commissions:Unattributed", D("1.000000001"), "USD"),
+        Posting(cash, D("-1.000000001"), "USD")), key="commission:DU1234567:E2"))
+    undone = ledger.reverse(booked.id, T0, "test")
+    sums = ledger.entry_sums([booked.id, other.id, undone.id, None, 10**9], "Expenses:Commissions:")
+    assert sums == {booked.id: {(A, "USD"): D("3.795"), (B, "USD"): D("1.835")},
+                    other.id: {("Expenses:Commissions:Unattributed", "USD"): D("1.000000001")},
+                    undone.id: {(A, "USD"): D("-3.795"), (B, "USD"): D("-1.835")}}
+    assert ledger.entry_sums([], "Expenses:Commissions:") == {}
+    assert ledger.entry_sums([booked.id], "Assets:") == {booked.id: {(cash, "USD"): D("-5.630")}}
