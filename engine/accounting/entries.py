@@ -209,7 +209,9 @@ def commission_split(commission: Decimal | None, quantities) -> dict:
         return {}
     # Split in the commission's own smallest unit as its value has it, never as it was written: a
     # broker's 5.630 (1126 shares x 0.005) is split in cents like 5.63, as the stored fill reads
-    # back (reports/exposure.py splits it again, and must find the ledger's parts).
+    # back. Only booking splits: nothing splits a booked commission again (a correction reverses
+    # the stored entries, reports/exposure.py reads the booked parts), because a ledger booked
+    # before this rule holds 3.795 + 1.835 where it gives 3.80 + 1.83.
     commission = plain(commission)
     if commission.as_tuple().exponent > -2:
         commission = commission.quantize(Decimal("0.01"))
