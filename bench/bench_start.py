@@ -4,7 +4,7 @@
 
 Whole processes, as a user starts them, on the demo ledger (`tradeledger demo`, made in a fresh
 home unless --home names one): `tradeledger --help`, `positions --json`, `pnl --json`, and
-`status` as a table (piped, and on a pseudo-terminal, where rich draws it), `status --json` (the
+`status` as a table (piped, and on a pseudo-terminal, where it is drawn boxed), `status --json` (the
 embedded simulated broker probed) and `status --json --no-broker` (each on the read path,
 engine/ops/status_quick.py), beside
 beancount loading the same ledger's export (`bean-check`'s work: `loader.load_file`) and a bare
@@ -42,7 +42,7 @@ ENV["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="tl-bench-pycache-")
 
 def run(argv: list[str], tty: bool = False) -> tuple[float, float]:
     """Wall and CPU seconds of one process; with `tty`, its output goes to a pseudo-terminal (as a
-    trader's shell runs it: a table is drawn by rich), drained as it is written."""
+    trader's shell runs it: a table is drawn boxed), drained as it is written."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     if tty:

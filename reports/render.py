@@ -2,8 +2,8 @@
 
 Three faces of one table, chosen by where the output goes:
 
-* a terminal: a rich table whose cells wrap instead of being cut, so an id or a name is never
-  shown as `36b0e…`, whatever the width;
+* a terminal: a boxed table (reports/boxed.py) whose cells fold instead of being cut, so an id
+  or a name is never shown as `36b0e…`, whatever the width;
 * a pipe or a file: plain aligned text (a title line, a header, one line per row), what `grep`,
   `head` and `column` expect;
 * `--csv` (every command that takes `--json` takes it too): comma-separated values with a header
@@ -190,7 +190,7 @@ def table(title: str, columns: list[str], rows: Iterable[Iterable[Any]], empty: 
         out.flush()
         return
     if sys.stdout.isatty():
-        _rich(title, columns, cells, list(optional))
+        _boxed(title, columns, cells, list(optional))
     else:
         _aligned(title, columns, cells)
 
@@ -215,7 +215,7 @@ def fit_widths(columns: list[str], cells: list[list[str]], room: int, stages: in
     may be taken); figures and times themselves never fold. Nothing is cut: a folded cell
     continues on the next line of its row."""
     n = len(columns)
-    budget = room - (3 * n + 1)  # rich's borders and padding
+    budget = room - (3 * n + 1)  # the box's borders and padding (reports/boxed.py)
     longest = [max(len(row[i]) for row in cells) for i in range(n)]
     widths = [max(len(c), w) for c, w in zip(columns, longest)]
     whole = [_whole(c, [row[i] for row in cells]) for i, c in enumerate(columns)]
@@ -236,35 +236,35 @@ def fit_widths(columns: list[str], cells: list[list[str]], room: int, stages: in
     return None
 
 
-def _rich(title: str, columns: list[str], cells: list[list[str]], optional: list[str], console=None) -> None:
+def _boxed(title: str, columns: list[str], cells: list[list[str]], optional: list[str]) -> None:
     """On a terminal: low-value columns left out while the table is wider than the terminal (said
     below it), then ids, names and headers folded to fit (`fit_widths`), never cut; a table that
     cannot fit even so is printed as plain aligned text, which the terminal wraps whole."""
-    from rich.console import Console
-    from rich.table import Table
+    import os
+    import shutil
 
-    console = console or Console()
+    from tradeledger.reports.boxed import boxed, fold
+
+    room = shutil.get_terminal_size().columns  # $COLUMNS, else the terminal's own width
     dropped = []
     for name in optional:  # left out while the table would need more than its long text folded
-        if fit_widths(columns, cells, console.width, stages=1) is not None:
+        if fit_widths(columns, cells, room, stages=1) is not None:
             break
         if name in columns:
             i = columns.index(name)
             columns = columns[:i] + columns[i + 1:]
             cells = [row[:i] + row[i + 1:] for row in cells]
             dropped.append(name)
-    widths = fit_widths(columns, cells, console.width)
+    widths = fit_widths(columns, cells, room)
     if widths is None:
         _aligned(title, columns, cells)
         return
-    t = Table(title=title, show_lines=False)
-    for column, width in zip(columns, widths):
-        t.add_column(column, justify="right" if _is_numeric(column) else "left", overflow="fold", width=width)
-    for row in cells:
-        t.add_row(*row)
-    console.print(t)
+    styled = "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+    lines = boxed(title, columns, cells, widths, [_is_numeric(c) for c in columns], styled)
+    click.echo("\n".join(lines))
     if dropped:
-        console.print(f"({', '.join(dropped)} left out at this width: a wider terminal, a pipe or --csv shows them)")
+        note = f"({', '.join(dropped)} left out at this width: a wider terminal, a pipe or --csv shows them)"
+        click.echo("\n".join(fold(note, room)))
 
 
 def _aligned(title: str, columns: list[str], cells: list[list[str]]) -> None:

@@ -1,5 +1,5 @@
-"""Tables on a terminal 80 columns wide (a real pty, as a trader's window): rich draws them inside
-the width, never cropping the right side, and every id, name and figure is there whole (an id may
+"""Tables on a terminal 80 columns wide (a real pty, as a trader's window): reports/boxed.py draws
+them inside the width, never cropping the right side, and every id, name and figure is there whole (an id may
 fold onto the next line of its cell, never be cut). The same commands piped are plain text."""
 
 from __future__ import annotations
@@ -31,11 +31,14 @@ def home(tmp_path_factory):
     return demo_home(tmp_path_factory, "narrow")
 
 
-def on_terminal(home, *args: str, width: int = WIDTH) -> str:
-    """The command's stdout as a terminal `width` columns wide shows it (colours stripped)."""
+def on_terminal(home, *args: str, width: int = WIDTH, imports: list | None = None) -> str:
+    """The command's stdout as a terminal `width` columns wide shows it (colours stripped); the
+    modules it imported added to `imports` when given."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, width, 0, 0))
     env = {**os.environ, "COLUMNS": str(width), "LINES": "50", "TERM": "xterm", "NO_COLOR": "1"}
+    if imports is not None:
+        env["PYTHONPROFILEIMPORTTIME"] = "1"  # each import a line on stderr
     proc = subprocess.Popen([sys.executable, "-m", "tradeledger.cli", "--home", str(home), *args],
                             stdout=slave, stderr=subprocess.PIPE, env=env)
     os.close(slave)
@@ -52,7 +55,10 @@ def on_terminal(home, *args: str, width: int = WIDTH) -> str:
             break
         chunks.append(data)
     os.close(master)
-    assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    errors = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, errors
+    if imports is not None:
+        imports += [line.rsplit("|", 1)[1].strip() for line in errors.splitlines() if line.startswith("import time:")]
     return ANSI.sub("", b"".join(chunks).decode()).replace("\r\n", "\n")
 
 
@@ -99,6 +105,15 @@ def test_a_table_fits_80_columns_and_shows_every_cell_whole(home, args):
         for name, value in row.items():
             if name in columns and value:
                 assert re.sub(r"\s", "", value) in columns[name], (name, value, shown)
+
+
+def test_a_table_on_a_terminal_is_drawn_without_rich(home):
+    """rich cost 40-55 ms of every command's start on a terminal, more than `status`'s own work:
+    the box is drawn by reports/boxed.py, and rich is not even a dependency any more."""
+    imports: list[str] = []
+    shown = on_terminal(home, "status", "--no-broker", imports=imports)
+    assert "tradeledger.reports.boxed" in imports and "┏" in shown and "┘" in shown
+    assert not [name for name in imports if name.split(".")[0] == "rich"]
 
 
 def test_widths_fold_text_and_headers_never_figures():
