@@ -343,6 +343,24 @@ class OriginalFill:
     quantity: Decimal  # unsigned, as reported
     price: Decimal
     date: dt.date
+    # The entry of `adjust attribute` (or manual-close) that gave this unattributed fill to a
+    # strategy, reversed with the fill: None when the fill was never attributed.
+    attribution: Transaction | None = None
+
+
+def rebooked_vm(chart: Chart, entries, currency: str) -> dict:
+    """holder -> the variation margin the entries booked for it, read back from their
+    Income:Trading postings (pure). A correction reverses these entries whole; the VM they booked
+    on positions other than the fill's units (marked to the fill or transfer price) did not
+    depend on the fill, so the corrected entry books it again, exactly as it was."""
+    prefix = chart.trading(None).rsplit(":", 1)[0] + ":"
+    out: dict = {}
+    for entry in entries:
+        for p in entry.postings:
+            if p.account.startswith(prefix) and p.commodity == currency:
+                holder = chart.strategy_of(p.account)
+                out[holder] = out.get(holder, ZERO) - p.units
+    return out
 
 
 def futures_correction(chart: Chart, contract: Contract, h: HolderCorrection, holding: Holding,
@@ -394,15 +412,22 @@ def correction_entry(chart: Chart, contract: Contract, original: OriginalFill, e
     """The corrected entry of a fill (booked after the original's reversal), linked to the
     original, and the futures holdings after it. Raises CorrectionUnsupported before anything
     is written when the correction cannot be booked automatically."""
-    commission = commission_split(e.commission, [(part.holder, part.q_new) for part in parts])
+    # A bust (quantity 0) leaves no quantity to split its commission (if any) by: its holders'.
+    busted = all(part.q_new == 0 for part in parts)
+    commission = commission_split(e.commission, [(part.holder, part.q_old if busted else part.q_new)
+                                                 for part in parts])
     postings: list[Posting] = []
     after: dict = {}
+    reversed_entries = [original.entry] + ([original.attribution] if original.attribution is not None else [])
+    if original.attribution is not None and contract.sec_type != "FUT":
+        raise CorrectionUnsupported(f"{contract.code}: a shares fill attributed to a strategy is corrected by "
+                                    "hand (its lots moved at the attribution); reverse the attribution "
+                                    "(`adjust reverse`) or book the difference with `adjust`")
+    vm = rebooked_vm(chart, reversed_entries, contract.currency) if contract.sec_type == "FUT" else {}
     for part in parts:
         holding = holdings.get(part.holder, Holding())
         if contract.sec_type == "FUT":
-            vm_pre = -sum((p.units for p in original.entry.postings
-                           if p.account == chart.trading(part.holder) and p.commodity == contract.currency), ZERO)
-            legs, after[part.holder] = futures_correction(chart, contract, part, holding, vm_pre,
+            legs, after[part.holder] = futures_correction(chart, contract, part, holding, vm.pop(part.holder, ZERO),
                                                           original.price, e.price)
         else:
             legs = shares_correction(chart, contract, part, holding.lots, original.entry, original.exec_key,
@@ -410,16 +435,22 @@ def correction_entry(chart: Chart, contract: Contract, original: OriginalFill, e
         postings += legs
         if commission:
             postings += commission_postings(chart, part.holder, commission.get(part.holder, ZERO), currency)
+    for holder in sorted(vm, key=sort_key):  # holders whose other positions the reversed entries marked
+        postings += vm_postings(chart, holder, contract.currency, vm[holder])
     who = ", ".join(display(part.holder) for part in parts)
     meta = (("exec", original.exec_key), ("exec-id", e.exec_id), ("corrects", original.exec_id),
             ("price", str(e.price)), ("contract", contract.code),
             ("commission", "pending" if e.commission is None else "booked"),
             ("order-ref", e.order_ref or "none"))
-    txn = Transaction(time=when, kind="fill", postings=tuple(postings), meta=meta,
-                      narration=f"Correction: {e.side} {e.quantity} {contract.code} @ {e.price} "
-                                f"for {who} (was {original.quantity} @ {original.price})",
-                      links=(f"fill-{link(original.exec_key)}", f"entry-{original.txn_id}"),
-                      key=f"fill:{chart.broker_account}:{e.exec_id}")
+    links = (f"fill-{link(original.exec_key)}", f"entry-{original.txn_id}")
+    narration = (f"Correction: {e.side} {e.quantity} {contract.code} @ {e.price} "
+                 f"for {who} (was {original.quantity} @ {original.price})")
+    if original.attribution is not None:
+        meta += (("attributed", who),)
+        links += tuple(x for x in original.attribution.links if x.startswith("adjust-"))
+        narration += f", attributed to {who} (the attribution at the old price is reversed)"
+    txn = Transaction(time=when, kind="fill", postings=tuple(postings), meta=meta, narration=narration,
+                      links=links, key=f"fill:{chart.broker_account}:{e.exec_id}")
     return txn, after
 
 

@@ -29,6 +29,19 @@ Shares. The original entry opened a lot at the old price, labelled with the fill
 that lot is whole (nothing sold out of it) the correction reverses it and opens the corrected
 lot (same date and label, new cost). Otherwise the correction is refused with a clear reason.
 
+An unattributed fill that `adjust attribute` (or a manual close by execution) gave to a strategy
+S is corrected as if the corrected fill had been attributed: in the same transaction the
+attribution's transfer is reversed (first: its units go back to Unattributed), then the fill's
+entry and its late commission's, and the corrected entry books the fill to S, the holder of its
+units, its P&L since the fill and its commission. The arithmetic above holds with h = S and
+VM_pre generalised: every holder's variation margin in the reversed entries (Unattributed's
+and S's other positions marked to the fill price at the fill and at the attribution) is booked
+again exactly as it was, since none of it depended on the fill's price; only S's bracket is new.
+The new version's `fill_alloc` names S (how it was booked); the `adjustment` row still says the
+fill was attributed to S. An attribution reversed by hand (`adjust reverse`) no longer counts.
+Shares attributed to a strategy are refused (their lots moved FIFO at the attribution). A bust
+(quantity 0) is booked the same way; its commission, if any, stays with the fill's holders.
+
 Only one holder's quantity may change: a quantity correction of a fill split between strategies
 would re-open the allocation, so it is refused; a price-only correction of a split fill is
 booked per holder. A refused correction (`CorrectionUnsupported`) writes nothing and is reported
@@ -62,6 +75,17 @@ def _allocations(conn: Connection, fill_id: int) -> list[tuple[Holder, Decimal]]
             for r in conn.execute(sa.select(fa).where(fa.c.fill_id == fill_id).order_by(fa.c.holder))]
 
 
+def live_attribution(conn: Connection, ledger, exec_key: str) -> tuple[str, int] | None:
+    """(strategy, entry id) of the `adjust attribute` (or manual close by execution) that gave this
+    unattributed fill to a strategy, while that entry stands (not reversed); else None."""
+    a = tables.adjustment
+    found = conn.execute(sa.select(a.c.to_holder, a.c.txn_id).where(
+        a.c.kind.in_(("attribute", "manual-close")), a.c.subject == exec_key).order_by(a.c.id)).first()
+    if found is None or not found.to_holder or ledger.reversed_by(found.txn_id, conn) is not None:
+        return None
+    return found.to_holder, found.txn_id
+
+
 def book_correction(conn: Connection, books: Books, row, e: Execution) -> int:
     """Replace the booked fill `row` by its corrected version `e`; returns the new fill id.
 
@@ -78,6 +102,12 @@ def book_correction(conn: Connection, books: Books, row, e: Execution) -> int:
     if e.quantity != q_old_total and len(allocations) != 1:
         raise CorrectionUnsupported(f"correction {e.exec_id} changes the quantity of a fill split "
                                     f"between {len(allocations)} holders; allocate it by hand")
+    # An unattributed fill that `adjust attribute` gave to a strategy: its units, their P&L since
+    # the fill and its commission are the strategy's. The correction reverses the attribution with
+    # the fill and books the corrected fill to the strategy, as if it had been attributed.
+    attribution = live_attribution(conn, ledger, row.exec_key) if [h for h, _ in allocations] == [None] else None
+    if attribution is not None:
+        allocations = [(attribution[0], allocations[0][1])]
     if len(allocations) == 1:
         parts = [HolderCorrection(allocations[0][0], allocations[0][1], sign * e.quantity)]
     else:
@@ -85,7 +115,8 @@ def book_correction(conn: Connection, books: Books, row, e: Execution) -> int:
     holdings = load_holdings(conn, books, contract)
     currency = e.commission_currency or row.commission_currency or contract.currency
     original = OriginalFill(row.exec_key, row.exec_id, row.txn_id, ledger.get(row.txn_id, conn), q_old_total, p_old,
-                            parse_ts(row.time).date())
+                            parse_ts(row.time).date(),
+                            ledger.get(attribution[1], conn) if attribution is not None else None)
     # Dated after everything already booked in this contract, so that the reversal never sits
     # before an entry that depended on the original in the exported ledger's date order.
     latest = ledger.last_posting_time(contract.code, conn)
@@ -93,6 +124,9 @@ def book_correction(conn: Connection, books: Books, row, e: Execution) -> int:
     txn, after = correction_entry(chart, contract, original, e, parts, holdings, currency, when)
 
     reason = f"execution {row.exec_id} corrected by {e.exec_id}"
+    if attribution is not None:  # first: the units go back to Unattributed before its fill is reversed
+        ledger.reverse(attribution[1], when, f"{reason}; the corrected entry books the fill to "
+                       f"{attribution[0]}, as attributed", conn=conn)
     ledger.reverse(row.txn_id, when, reason, conn=conn)
     if row.commission_txn_id is not None:
         ledger.reverse(row.commission_txn_id, when, reason, conn=conn)
