@@ -727,6 +727,19 @@ class SimExchange(SimStore):
                        old["side"], str(qty1), str(p1), _ts(self._now(c)), str(c1)))
             return self._execution(c, new_id)
 
+    def revise_commission(self, exec_id: str, commission: Decimal) -> Execution:
+        """The broker reports a different commission for the same execution (same execId, no new
+        version): the account is charged the difference, and every later report carries it."""
+        commission = Decimal(commission)
+        with self._tx() as c:
+            row = c.execute("SELECT * FROM executions WHERE exec_id = ? AND superseded = 0", (exec_id,)).fetchone()
+            if row is None:
+                raise BrokerError(f"no live execution {exec_id}")
+            k = self._known(c, row["code"])
+            c.execute("UPDATE executions SET commission = ? WHERE seq = ?", (str(commission), row["seq"]))
+            self._move_cash(c, k.currency, Decimal(row["commission"]) - commission, "commission", exec_id)
+            return self._execution(c, exec_id)
+
     def positions(self) -> list[BrokerPosition]:
         """Non-zero positions; avg_cost as IB reports it (price x multiplier for futures)."""
         with self._tx() as c:
