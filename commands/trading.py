@@ -86,7 +86,9 @@ def _sync_json(report):
     return {"booked": report.booked, "commissions": report.commissions, "replays": report.replays,
             "unattributed": report.unattributed, "pending_commissions": report.pending_commissions,
             "corrections_not_booked": report.corrections, "correction_reasons": report.correction_reasons,
-            "corrected": report.corrected, "failed": [{"exec_id": e, "error": why} for e, why in report.failed]}
+            "corrected": report.corrected, "failed": [{"exec_id": e, "error": why} for e, why in report.failed],
+            "commission_changes": [{"exec_id": e, "booked": was, "reported": now}
+                                   for e, was, now in report.commission_changes]}
 
 
 def _echo_sync(report, what):
@@ -96,6 +98,9 @@ def _echo_sync(report, what):
                f"{len(report.pending_commissions)} commissions pending")
     for key in report.unattributed:
         click.echo(f"warning: fill {key} has no order of ours: booked to Unattributed", err=True)
+    for exec_id, was, now in report.commission_changes:
+        say(f"warning: the broker changed the commission of execution {exec_id} from {was} to {now}: "
+            "the difference is booked", err=True)
     for key in report.corrections:
         why = report.correction_reasons.get(key, "")
         say(f"warning: execution correction {key} is not booked{': ' + why if why else ''}; "

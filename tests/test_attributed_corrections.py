@@ -54,6 +54,9 @@ exchange = "CME"
 
 [strategies.trend]
 instruments = { MBT = 1 }
+
+[strategies.carry]
+instruments = { MBT = 1 }
 """
 TREND, U = "Income:Trading:Trend", "Income:Trading:Unattributed"
 C_TREND, C_U = "Expenses:Commissions:Trend", "Expenses:Commissions:Unattributed"
@@ -71,10 +74,14 @@ class World:
         return sync_fills(self.env, self.session.broker)
 
     def buy_for_trend(self, qty):
-        lines = [TargetLine("Trend", "MBT", self.contract, D(qty), D(90000))]
-        order_plan = plan(1, lines, holder_positions(self.env.ledger, self.env.chart), Limits(), {})
+        self.buy({"Trend": qty})
+
+    def buy(self, targets: dict, run: int = 1):
+        """One order to bring the strategies to `targets` at the market (90000): one execution."""
+        lines = [TargetLine(h, "MBT", self.contract, D(q), D(90000)) for h, q in targets.items()]
+        order_plan = plan(run, lines, holder_positions(self.env.ledger, self.env.chart), Limits(), {})
         record_plan(self.env, order_plan, self.session.now())
-        send_planned(self.env, self.session.broker, 1, self.session.now())
+        send_planned(self.env, self.session.broker, run, self.session.now())
 
     def settle(self, day, price):
         when = dt.datetime.combine(day, dt.time(21), tzinfo=UTC)
@@ -114,9 +121,10 @@ class World:
         income = self.income()
         fast = {r["strategy"]: r for r in pnl(self.session)["rows"]}
         slow = {r["strategy"]: r for r in replayed_pnl(self.session)["rows"]}
-        for name, account, commission in (("trend", TREND, C_TREND), ("unattributed", U, C_U)):
+        for name, commission in (("trend", C_TREND), ("carry", "Expenses:Commissions:Carry"), ("unattributed", C_U)):
             for rows in (fast, slow):
-                assert rows[name]["commissions"] == income.get(commission, D(0)), (name, rows[name])
+                shown = rows[name]["commissions"] if name in rows else D(0)
+                assert shown == income.get(commission, D(0)), (name, rows.get(name))
         if broker_agrees:
             recon = reconcile_session(self.session, who="test")
             assert recon.clean, recon.as_json()

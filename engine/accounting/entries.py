@@ -257,6 +257,48 @@ def commission_entry(chart: Chart, exec_key: str, time: dt.datetime, parts: dict
                        key=f"commission:{chart.broker_account}:{exec_key}")
 
 
+def booked_commissions(chart: Chart, sums: dict, currency: str) -> dict:
+    """holder -> the commission some entries booked for it, from `Ledger.entry_sums` of those
+    entries under Expenses:Commissions: (entry id -> (account, commodity) -> units) (pure)."""
+    out: dict = {}
+    for per_account in sums.values():
+        for (account, commodity), units in per_account.items():
+            if commodity == currency:
+                holder = chart.strategy_of(account)
+                out[holder] = out.get(holder, ZERO) + units
+    return {h: v for h, v in out.items() if v != 0}
+
+
+def _exact(amount: Decimal) -> str:
+    """An amount exactly as it is, with at least cents (2 -> 2.00, 3.795 stays 3.795)."""
+    amount = plain(amount)
+    return f"{amount.quantize(Decimal('0.01')) if amount.as_tuple().exponent > -2 else amount:f}"
+
+
+def commission_change_entry(chart: Chart, exec_id: str, exec_key: str, time: dt.datetime, booked: dict,
+                            parts: dict, currency: str, contract_code: str, old: Decimal, new: Decimal,
+                            replaces: int) -> Transaction | None:
+    """The broker reports another commission for a booked execution (same execId): one entry that
+    takes back, holder by holder, what the entries still standing booked (`booked`, read back from
+    their postings, never split again) and books the new commission's parts (pure). `replaces` is
+    the entry it follows (the late commission it comes with the reversal of, or the fill): its key.
+    None when there is nothing to post (both zero)."""
+    postings: list[Posting] = []
+    for holder in sorted(booked, key=sort_key):
+        postings += commission_postings(chart, holder, -booked[holder], currency)
+    for holder in sorted(parts, key=sort_key):
+        postings += commission_postings(chart, holder, parts[holder], currency)
+    if not postings:
+        return None
+    return Transaction(time=time, kind="commission", postings=tuple(postings),
+                       narration=f"Commission {exec_id} changed by the broker: {_exact(old)} -> {_exact(new)} "
+                                 f"{currency}",
+                       links=(f"fill-{link(exec_key)}", f"entry-{replaces}"),
+                       meta=(("contract", contract_code), ("exec", exec_id), ("commission-was", _exact(old)),
+                             ("commission", _exact(new))),
+                       key=f"commission:{chart.broker_account}:{exec_id}:after-{replaces}")
+
+
 def cross_entry(chart: Chart, contract: Contract, holdings: dict, run_id: int, seller: str, buyer: str,
                 quantity: Decimal, price: Decimal, time: dt.datetime, tag: str = "") -> tuple[Transaction, dict]:
     """An internal cross: `quantity` moves from seller to buyer at the run's reference price,

@@ -57,8 +57,10 @@ class SyncReport:
     correction_reasons: dict[str, str] = field(default_factory=dict)  # exec id -> why not
     corrected: list[str] = field(default_factory=list)  # corrections booked now (new exec ids)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (exec id, why): could not be booked
+    # (exec id, booked, reported): the broker changed a booked commission; the difference is booked
+    commission_changes: list[tuple[str, Decimal, Decimal]] = field(default_factory=list)
 
-    EVENTS = ("booked", "commissions", "unattributed", "corrected")  # what a sync did: adds up
+    EVENTS = ("booked", "commissions", "unattributed", "corrected", "commission_changes")  # adds up
 
     def merge(self, other: "SyncReport") -> None:
         """Add another part of the same sync (disjoint executions) to this one."""
@@ -105,23 +107,38 @@ def latest_versions(executions: list[Execution]) -> list[Execution]:
     return sorted(latest.values(), key=lambda e: (e.time, e.exec_id))
 
 
-def _is_replay(booked: tuple[str, bool] | None, e: Execution) -> bool:
-    """Nothing to do: this version is booked, and its commission is booked or still unknown."""
+def _is_replay(booked: tuple[str, Decimal | None] | None, e: Execution) -> bool:
+    """Nothing to do: this version is booked, and its commission is booked as reported or still
+    unknown (pure). A commission reported for a pending one is booked late; a commission other
+    than the one booked for the same version is a change the broker made, booked by difference."""
     if booked is None:
         return False
-    exec_id, pending = booked
-    return _version(e.exec_id) <= _version(exec_id) and not (pending and e.commission is not None)
+    exec_id, commission = booked
+    if _version(e.exec_id) > _version(exec_id):
+        return False  # a correction
+    if e.commission is None:
+        return True
+    if commission is None:
+        return False  # the late commission
+    return _version(e.exec_id) < _version(exec_id) or not commission_changed(commission, e.commission)
 
 
-def _booked_versions(engine, account: str, keys: list[str]) -> dict[str, tuple[str, bool]]:
-    """exec key -> (booked exec id, commission pending) for the keys already booked."""
+def commission_changed(booked: Decimal | None, reported: Decimal | None) -> bool:
+    """The broker reports, for a version whose commission is booked, a different amount (pure);
+    2.0 and 2.00 are the same commission."""
+    return booked is not None and reported is not None and booked != reported
+
+
+def _booked_versions(engine, account: str, keys: list[str]) -> dict[str, tuple[str, Decimal | None]]:
+    """exec key -> (booked exec id, its booked commission, None while pending) for the keys already booked."""
     f = tables.fill
     found: dict[str, tuple[str, bool]] = {}
     with read_connection(engine) as conn:
         for start in range(0, len(keys), 500):
             rows = conn.execute(sa.select(f.c.exec_key, f.c.exec_id, f.c.commission).where(
                 f.c.account == account, f.c.exec_key.in_(keys[start:start + 500]), f.c.superseded_by.is_(None)))
-            found.update({key: (exec_id, commission is None) for key, exec_id, commission in rows})
+            found.update({key: (exec_id, None if commission is None else from_scaled(commission))
+                          for key, exec_id, commission in rows})
     return found
 
 
@@ -143,7 +160,7 @@ def sync_fills(ctx: Context, broker: Broker, now: dt.datetime | None = None) -> 
                              f"not {chart.broker_account}")
         if _is_replay(booked.get(execution.base_exec_id), execution):
             report.replays += 1
-            if booked[execution.base_exec_id][1]:
+            if booked[execution.base_exec_id][1] is None:
                 report.pending_commissions.append(execution.base_exec_id)
             continue
         todo.append(execution)
@@ -203,6 +220,10 @@ def book_execution(conn: Connection, books: Books, e: Execution, report: SyncRep
         elif existing.commission is None and e.commission is not None:
             _book_late_commission(conn, books, existing, e)
             report.commissions.append(e.base_exec_id)
+        elif _version(e.exec_id) == _version(existing.exec_id) and commission_changed(
+                from_scaled(existing.commission) if existing.commission is not None else None, e.commission):
+            was = _rebook_commission(conn, books, existing, e, now)
+            report.commission_changes.append((e.exec_id, was, e.commission))
         else:
             report.replays += 1
             if existing.commission is None:
@@ -333,6 +354,45 @@ def _book_late_commission(conn: Connection, books: Books, row, e: Execution) -> 
     f = tables.fill
     conn.execute(f.update().where(f.c.id == row.id).values(
         commission=to_scaled(e.commission, "commission"), commission_txn_id=commission_txn))
+
+
+def _rebook_commission(conn: Connection, books: Books, row, e: Execution, now: dt.datetime) -> Decimal:
+    """The broker changed the commission of a booked execution (same execId): book the difference.
+    The late-commission entry, if any, is reversed; one entry takes back what the fill's entry
+    (and the attribution that moved it) booked per holder, read back from the postings, and books
+    the new commission split over the fill's holders (the attributed strategy for Unattributed's
+    part). The fill row then says the new commission and names that entry as its commission's, so
+    a rerun is a replay and a correction of the fill reverses it with the rest. Returns the old."""
+    from tradeledger.engine.accounting.entries import booked_commissions, commission_change_entry
+    from tradeledger.engine.trading.corrections import live_attribution
+
+    ledger, chart = books.ledger, books.chart
+    currency, was = row.commission_currency, from_scaled(row.commission)
+    if e.commission_currency and e.commission_currency != currency:
+        raise ValueError(f"execution {e.exec_id}: commission reported in {e.commission_currency}, "
+                         f"booked in {currency}; book the difference by hand")
+    attribution = live_attribution(conn, ledger, row.exec_key)
+    standing = [row.txn_id] + ([attribution[1]] if attribution is not None else [])
+    booked = booked_commissions(chart, ledger.entry_sums(standing, "Expenses:Commissions:", conn), currency)
+    shares = [(from_column(r.holder), from_scaled(r.quantity)) for r in conn.execute(
+        sa.select(tables.fill_alloc).where(tables.fill_alloc.c.fill_id == row.id))]
+    if attribution is not None:
+        shares = [(attribution[0] if holder is None else holder, qty) for holder, qty in shares]
+    if all(qty == 0 for _, qty in shares):  # a bust: its commission stays with its holders
+        shares = [(holder, Decimal(1)) for holder, _ in shares]
+    parts = commission_split(e.commission, shares)
+    when = max(now, e.time)
+    replaces = row.commission_txn_id or row.txn_id
+    if row.commission_txn_id is not None:
+        ledger.reverse(row.commission_txn_id, when, f"commission of {e.exec_id} changed by the broker: "
+                       f"{was} -> {e.commission} {currency}", conn=conn)
+    txn = commission_change_entry(chart, e.exec_id, row.exec_key, when, booked, parts, currency, row.contract,
+                                  was, e.commission, replaces)
+    commission_txn = ledger.book(txn, conn).id if txn is not None else None
+    f = tables.fill
+    conn.execute(f.update().where(f.c.id == row.id).values(
+        commission=to_scaled(e.commission, "commission"), commission_txn_id=commission_txn))
+    return was
 
 
 def list_fills(conn: Connection, limit: int | None = None) -> list[dict]:
