@@ -270,3 +270,27 @@ def test_a_correction_after_the_attribution_was_reversed_goes_to_unattributed(w)
     income = w.income()
     assert income.get(TREND, D(0)) == 0 and income[C_U] == D("2.00")
     w.assert_clean()
+
+
+def test_a_shares_fill_attributed_is_refused_loudly_and_nothing_is_written(w):
+    """Shares attributed to a strategy moved lots FIFO at the attribution: a correction cannot be
+    booked exactly, so it is refused: nothing is written, an open exception says why, every sync."""
+    from tradeledger.broker.base import Contract
+    from tradeledger.engine.trust.exceptions import list_exceptions
+
+    spy = Contract("SPY", "STK", "SPY", "ARCA", "USD")
+    w.exchange.add_contract(spy)
+    fill = w.exchange.external_trade(spy, D(10), D("500.00"))
+    w.sync()
+    w.attribute(fill.base_exec_id)
+    w.correct(fill.exec_id, price="499.50")
+    before = w.entries()
+    for _ in range(2):
+        report = w.sync()
+        assert report.corrected == [] and report.corrections == [fill.base_exec_id + ".02"]
+        assert "attributed to a strategy" in report.correction_reasons[fill.base_exec_id + ".02"]
+    assert w.entries() == before
+    with read_connection(w.env.engine) as conn:
+        found = [x for x in list_exceptions(conn, "open") if x["dedupe_key"].endswith(fill.base_exec_id)
+                 and "correction" in x["detail"]]
+    assert len(found) == 1 and found[0]["severity"] == "error"

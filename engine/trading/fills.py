@@ -217,6 +217,11 @@ def book_execution(conn: Connection, books: Books, e: Execution, report: SyncRep
             except CorrectionUnsupported as exc:
                 report.corrections.append(e.exec_id)
                 report.correction_reasons[e.exec_id] = str(exc)
+                # Nothing is booked; the trader sees it as an open exception (one per execution,
+                # bumped on every sync) until the correction is dealt with by hand.
+                raise_exception(conn, ExceptionKind.UNATTRIBUTED_FILL, f"{e.contract.code} {e.base_exec_id}",
+                                f"execution correction {e.exec_id} is not booked: {exc}", severity="error",
+                                dedupe_key=dedupe_key(UNBOOKED_EXECUTION, e.account, e.base_exec_id), now=now)
         elif existing.commission is None and e.commission is not None:
             _book_late_commission(conn, books, existing, e)
             report.commissions.append(e.base_exec_id)
