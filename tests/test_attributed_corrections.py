@@ -294,3 +294,33 @@ def test_a_shares_fill_attributed_is_refused_loudly_and_nothing_is_written(w):
         found = [x for x in list_exceptions(conn, "open") if x["dedupe_key"].endswith(fill.base_exec_id)
                  and "correction" in x["detail"]]
     assert len(found) == 1 and found[0]["severity"] == "error"
+
+
+def test_killed_before_the_commit_of_a_correction_then_rerun_books_it_once(w, tmp_path):
+    """`fills sync` killed with the correction of an attributed fill (and, after it, a changed
+    commission) written but not committed: nothing of it stays, and the rerun books it once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    fill = attributed(w)
+    w.correct(fill.exec_id, price=89900)
+    sync = [sys.executable, "-m", "tradeledger.cli", "--home", str(tmp_path / "home"), "fills", "sync"]
+    for step in ("correction", "commission"):
+        before, income = w.entries(), w.income()
+        done = subprocess.run(sync, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "TRADELEDGER_KILL_AT": "correction"})
+        assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
+        assert w.entries() == before and w.income() == income  # rolled back whole
+        report = w.sync()
+        if step == "correction":
+            assert report.corrected == [fill.base_exec_id + ".02"]
+            assert (w.income()[TREND], w.income()[U]) == (D("320.00"), D("90.00"))
+        else:
+            assert len(report.commission_changes) == 1
+            assert (w.income()[C_TREND], w.income()[C_U]) == (D("3.40"), D("1.00"))
+        after = w.entries()
+        assert after > before and w.sync().replays == 3 and w.entries() == after  # three executions
+        w.exchange.revise_commission(fill.base_exec_id + ".02", D("2.40"))
+    w.assert_clean()

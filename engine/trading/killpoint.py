@@ -5,7 +5,8 @@ it reaches the point `name`; `TRADELEDGER_PAUSE_AT=name:seconds` sleeps there, a
 `TRADELEDGER_PAUSE_AT=name:@FILE` waits there until FILE exists (ten minutes at most). Unset (always, in
 normal use), `reach` does nothing but count. The points: synced, settled, recorded, placed (an
 order accepted by the broker, not yet recorded as sent), marked (recorded as sent), waited,
-fill_chunk (a chunk of fills written, not yet committed).
+fill_chunk (a chunk of fills written, not yet committed), correction (an execution correction or a
+changed commission written, not yet committed).
 The crash tests use them to prove that a rerun after a kill at any point sends nothing twice.
 """
 
