@@ -110,3 +110,27 @@ def test_a_changed_commission_of_an_attributed_fill_stays_with_the_strategy(w):
     assert income[C_TREND] == D("2.60") and income.get(C_U, D(0)) == 0
     assert len(report.commission_changes) == 1
     w.assert_clean()
+
+
+def test_a_changed_commission_through_the_ib_gateway_and_the_real_client(tmp_path):
+    """The simulated IB gateway answers reqExecutions with the exchange's commission report for
+    the same execId; ib_async updates the fill's report in place, and the sync books the change."""
+    from tradeledger.engine.trading.cycle import wait_for_fills
+    from test_ib_faults import Rig
+
+    rig = Rig(tmp_path)
+    try:
+        run_id = rig.record({"Trend": 2})
+        rig.submit(run_id)
+        wait_for_fills(rig.session, run_id, timeout=5)
+        [ex] = rig.exchange.executions()
+        assert rig.env.ledger.income()[("Expenses:Commissions:Trend", "USD")] == D("2.00")
+        rig.exchange.revise_commission(ex.exec_id, D("2.35"))
+        rig.session.broker.executions(refresh=True)  # reqExecutions now, as a reconnect or the timer does
+        report = rig.sync()
+        assert rig.env.ledger.income()[("Expenses:Commissions:Trend", "USD")] == D("2.35")
+        assert report.commission_changes == [(ex.exec_id, D("2.00"), D("2.35"))]
+        assert rig.sync().commission_changes == []
+        rig.assert_exactly_once(orders=1)  # ledger cash vs the gateway's: reconciliation clean
+    finally:
+        rig.close()
