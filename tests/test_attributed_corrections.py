@@ -125,6 +125,9 @@ class World:
             for rows in (fast, slow):
                 shown = rows[name]["commissions"] if name in rows else D(0)
                 assert shown == income.get(commission, D(0)), (name, rows.get(name))
+            if name in fast:  # the maintained balances and the replay agree on everything
+                assert {k: fast[name][k] for k in ("realized", "unrealized", "net")} == \
+                    {k: slow[name][k] for k in ("realized", "unrealized", "net")}, (fast[name], slow[name])
         if broker_agrees:
             recon = reconcile_session(self.session, who="test")
             assert recon.clean, recon.as_json()
