@@ -8,15 +8,17 @@ tests all start from. The fixtures in conftest.py use the same helpers.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
 
-from tradeledger.broker.base import Contract
+from tradeledger.broker.base import Broker, Contract
 from tradeledger.engine.context import Context
 from tradeledger.engine.setup.config import TradingConfig, to_contract
 from tradeledger.engine.setup.environment import init_environment
 from tradeledger.engine.setup.session import Session
+from tradeledger.engine.trading.fills import SyncReport, sync_fills
 
 Listing = Callable[[TradingConfig], Iterable[tuple[Contract, Decimal]]]
 
@@ -51,3 +53,27 @@ def demo_home(tmp_path_factory, name: str) -> Path:
     result = CliRunner().invoke(main, ["--home", str(home), "demo"])
     assert result.exit_code == 0, result.output
     return home
+
+
+def sync_until_commissions_booked(ctx: Context, broker: Broker, timeout: float = 10.0) -> SyncReport:
+    """Sync fills until none waits for its commission; what those syncs did (they book no new fill).
+
+    IB reports an execution (execDetails) and its commission (commissionReport) as two messages,
+    and the gateway may send the second later. A sync that runs between the two books the fill
+    with its commission pending -- by design: a later sync books it -- and `wait_for_fills`
+    returns as soon as the orders are filled, whatever their commissions. So a test that goes on
+    to check commissions (or counts the next sync's replays) waits here for that condition, not
+    for a time. The simulated gateway sends both in one burst, yet a loaded machine can stall it
+    between them; with its `commission_delay` the spread test's `replays >= 2` and
+    test_ib_faults' commission check failed every time without this wait."""
+    deadline = time.monotonic() + timeout
+    total = SyncReport()
+    while True:
+        report = sync_fills(ctx, broker)
+        total = total.then(report)
+        if not report.pending_commissions:
+            break
+        assert time.monotonic() < deadline, f"commissions still pending after {timeout}s: {report}"
+        time.sleep(0.02)
+    assert not total.booked and not total.failed, total  # only late commissions may come in here
+    return total

@@ -14,6 +14,7 @@ from decimal import Decimal as D
 import pytest
 import sqlalchemy as sa
 
+from support import sync_until_commissions_booked
 from tradeledger.broker.ibsim import IBSimServer
 from tradeledger.broker.simexchange import SimExchange
 from tradeledger.engine import tables
@@ -102,10 +103,9 @@ def test_a_forced_roll_through_the_ib_gateway_is_one_spread(world):
     lines = [TargetLine("A", "MES", z, D(3), D(6000)), TargetLine("B", "MES", z, D(-1), D(6000))]
     record_plan(env, plan(1000, lines, {}, Limits(), {}), t0)
     send_planned(env, session.broker, 1000, t0)
-    for _ in range(50):
-        if len(sync_fills(env, session.broker).booked) or \
-                holder_positions(env.ledger, env.chart).get(("A", z.code)) == D(3):
-            break
+    # until the order is filled (a deadline, not a number of syncs: under load 50 syncs in a
+    # row could all run before the fill reached the client)
+    wait_for_fills(session, 1000, timeout=10)
     _settle(session, exchange, t0 + dt.timedelta(minutes=1), {z.code: D(6000)})
     assert holder_positions(env.ledger, env.chart)[("A", z.code)] == D(3)
 
@@ -120,6 +120,12 @@ def test_a_forced_roll_through_the_ib_gateway_is_one_spread(world):
     assert (spread.quantity, dict(spread.shares)) == (D(2), {"A": D(2)})
     assert len(execution.submitted.sent) == 1
     wait_for_fills(session, run, timeout=10)
+    # wait_for_fills returns once both legs are booked, which may be before their commission
+    # reports reached the client; the sync after the reconnect below would then book those
+    # commissions instead of replaying the legs (replays 1, not >= 2). The gateway sends the
+    # combo's own report and the order's status before the commissions, so this also makes
+    # the reads of ib_async's fills and trades below see them.
+    sync_until_commissions_booked(session, session.broker)
     positions = {k: v for k, v in holder_positions(env.ledger, env.chart).items() if v}
     assert positions == {("A", h.code): D(3), ("B", h.code): D(-1)}
     with read_connection(env.engine) as conn:

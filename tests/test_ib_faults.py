@@ -21,6 +21,7 @@ from decimal import Decimal as D
 import pytest
 import sqlalchemy as sa
 
+from support import sync_until_commissions_booked
 from tradeledger.broker.ibsim import IBSimServer
 from tradeledger.broker.simexchange import SimExchange
 from tradeledger.engine import tables
@@ -96,6 +97,9 @@ class Rig:
         self.exchange.close()
 
     def assert_exactly_once(self, orders: int) -> None:
+        # The fills are booked (wait_for_fills), but a commission report can reach the client
+        # after the sync that booked its fill: wait for those, booking nothing else.
+        sync_until_commissions_booked(self.env, self.session.broker)
         assert len(self.exchange.orders()) == orders  # nothing sent twice
         broker = {e.base_exec_id: e for e in self.exchange.executions()}
         with read_connection(self.env.engine) as conn:
