@@ -134,3 +134,23 @@ def test_a_changed_commission_through_the_ib_gateway_and_the_real_client(tmp_pat
         rig.assert_exactly_once(orders=1)  # ledger cash vs the gateway's: reconciliation clean
     finally:
         rig.close()
+
+
+def test_a_commission_reported_in_another_currency_is_refused_and_nothing_is_written(w):
+    """Another currency is not a difference the engine can book: the booking raises (a sync
+    then reports the execution as not booked and opens an exception) and writes nothing."""
+    from dataclasses import replace
+
+    import pytest
+
+    from tradeledger.engine.trading.fills import SyncReport, book_execution
+
+    w.buy({"Trend": 2})
+    w.sync()
+    [fill] = w.exchange.executions()
+    before = w.entries()
+    odd = replace(fill, commission=D("1.80"), commission_currency="EUR")
+    with pytest.raises(ValueError, match="commission reported in EUR, booked in USD"):
+        with w.env.engine.begin() as conn:
+            book_execution(conn, w.env.books, odd, SyncReport(), now=w.session.now())
+    assert w.entries() == before and commission_row(w, fill.exec_id)[0] == D("2.00")
