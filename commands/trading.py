@@ -243,7 +243,7 @@ def fills_list(c: Invocation, limit, as_json):
     """The blotter: fill id, order, strategy, contract, quantity, price, time, commission (or pending)."""
     env = c.open()
     with db.read_connection(env.engine) as conn:
-        rows = _fills.list_fills(conn, limit)
+        rows = _fills.list_fills(conn, env.ledger, limit)
     names = _names(env)
     rows = [r | {"strategy": names.listed(r["strategy"]), "allocation": names.keys(r["allocation"])} for r in rows]
     if as_json:

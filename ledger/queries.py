@@ -87,6 +87,17 @@ class LedgerQueries:
         with self._reading(conn) as c:
             return c.execute(sa.select(t.c.id).where(t.c.reverses_id == txn_id)).scalar()
 
+    def reversals(self, txn_ids, conn: Connection | None = None) -> dict[int, int]:
+        """Entry id -> the entry that reverses it, for those of `txn_ids` that are reversed."""
+        t = schema.txn
+        ids = sorted({i for i in txn_ids if i is not None})
+        out: dict[int, int] = {}
+        with self._reading(conn) as c:
+            for start in range(0, len(ids), 500):
+                out.update(c.execute(sa.select(t.c.reverses_id, t.c.id).where(
+                    t.c.reverses_id.in_(ids[start:start + 500]))).all())
+        return out
+
     def commodities_ever_in(self, prefix: str, accounts: tuple[str, ...] = (),
                             conn: Connection | None = None) -> set[str]:
         """Every commodity an account under `prefix` (or one of `accounts`) ever had a posting in."""

@@ -129,7 +129,7 @@ def test_attribute_moves_the_fill_and_its_pnl_since_to_the_strategy(world, tmp_p
     with read_connection(env.engine) as conn:
         assert marks(conn) == {("Trend", "MBTZ26"): D(90000)}
         row = conn.execute(sa.select(adjustment)).one()
-        fill_rows = list_fills(conn)
+        fill_rows = list_fills(conn, env.ledger)
     txn = env.ledger.get(row.txn_id)
     assert (row.kind, row.subject, row.to_holder) == ("attribute", key, "Trend")
     assert dict(txn.meta)["reason"] == "attributed by hand" and f"fill-{key}" in txn.links
@@ -225,7 +225,7 @@ def test_cash_and_reverse(world, tmp_path):
     assert positions(env) == {("Trend", "MBTZ26"): D(2)}
     with read_connection(env.engine) as conn:
         assert marks(conn) == before
-    fill_entry = list_fills(read_connection(env.engine))[0]["entry"]
+    fill_entry = list_fills(read_connection(env.engine), env.ledger)[0]["entry"]
     refused = cli(home, "adjust", "reverse", str(fill_entry), "--reason", "x", "--yes", ok=False)
     assert "is a fill" in refused.output
     assert_clean(env, tmp_path)

@@ -69,7 +69,7 @@ def test_once_runs_every_job_and_writes_a_heartbeat(tmp_path):
     assert "settle:CME: ok" in result.output and "reconcile: ok: clean=True" in result.output
     assert "monitor: ok: " in result.output
     with read_connection(env.engine) as conn:
-        assert len(list_fills(conn)) == 1
+        assert len(list_fills(conn, env.ledger)) == 1
         beat = read_heartbeat(conn, "paper")
         assert conn.execute(sa.select(daemon_lease)).first() is None  # released
     assert beat["state"] == "stopped" and beat["last_job"] == "monitor" and beat["pid"] == os.getpid()
@@ -128,7 +128,7 @@ def test_sigterm_stops_the_daemon_cleanly_between_jobs(tmp_path, wait_for):
     try:
         assert wait_for(lambda: (heartbeat(env) or {}).get("last_job") == "fill_sync"), process.stderr.read1()
         session.exchange().external_trade("MBTZ26", D(1), D(90000))
-        assert wait_for(lambda: len(list_fills(read_connection(env.engine))) == 1)
+        assert wait_for(lambda: len(list_fills(read_connection(env.engine), env.ledger)) == 1)
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0, process.stderr.read()

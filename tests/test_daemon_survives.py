@@ -80,7 +80,7 @@ def wait_for(predicate, timeout=60.0):
 
 def fills(env) -> int:
     with read_connection(env.engine) as conn:
-        return len(list_fills(conn))
+        return len(list_fills(conn, env.ledger))
 
 
 def job_failures(env) -> list[dict]:

@@ -121,4 +121,4 @@ def test_two_strategies_two_days(tmp_path):
 
 def _fills(env):
     with read_connection(env.engine) as conn:
-        return list_fills(conn)
+        return list_fills(conn, env.ledger)

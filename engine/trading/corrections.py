@@ -62,6 +62,7 @@ from tradeledger.engine.accounting.entries import HolderCorrection, OriginalFill
 from tradeledger.engine.accounting.holders import Holder, from_column
 from tradeledger.engine.accounting.holdings import load_holdings, save_marks
 from tradeledger.engine.trading import killpoint
+from tradeledger.engine.trading.attribution import live_attribution
 from tradeledger.engine.trading.orders import add_filled
 from tradeledger.errors import CorrectionUnsupported
 from tradeledger.ledger.numbers import from_scaled
@@ -74,17 +75,6 @@ def _allocations(conn: Connection, fill_id: int) -> list[tuple[Holder, Decimal]]
     fa = tables.fill_alloc
     return [(from_column(r.holder), from_scaled(r.quantity))
             for r in conn.execute(sa.select(fa).where(fa.c.fill_id == fill_id).order_by(fa.c.holder))]
-
-
-def live_attribution(conn: Connection, ledger, exec_key: str) -> tuple[str, int] | None:
-    """(strategy, entry id) of the `adjust attribute` (or manual close by execution) that gave this
-    unattributed fill to a strategy, while that entry stands (not reversed); else None."""
-    a = tables.adjustment
-    found = conn.execute(sa.select(a.c.to_holder, a.c.txn_id).where(
-        a.c.kind.in_(("attribute", "manual-close")), a.c.subject == exec_key).order_by(a.c.id)).first()
-    if found is None or not found.to_holder or ledger.reversed_by(found.txn_id, conn) is not None:
-        return None
-    return found.to_holder, found.txn_id
 
 
 def book_correction(conn: Connection, books: Books, row, e: Execution) -> int:

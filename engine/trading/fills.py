@@ -35,6 +35,7 @@ from tradeledger.engine.accounting.entries import FillShare, commission_entry, c
 from tradeledger.engine.trust.exceptions import UNBOOKED_EXECUTION, ExceptionKind, dedupe_key, raise_exception
 from tradeledger.engine.accounting.holders import UNATTRIBUTED_NAME, Holder, display, from_column, to_column
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, lock_contract, save_marks
+from tradeledger.engine.trading.attribution import attributions, live_attribution
 from tradeledger.engine.trading.fill_chunk import book_new_fills, report_unattributed
 from tradeledger.engine.trading.netting import Overfill, allocate_fill
 from tradeledger.ledger.db import read_connection
@@ -331,21 +332,13 @@ def record_fill(conn: Connection, e: Execution, shares, txn_id: int, order_id: i
     return fill_id
 
 
-def attributed_to(conn: Connection, exec_key: str) -> str | None:
-    """The strategy an unattributed fill was later attributed to (`adjust attribute`), if any."""
-    from tradeledger.engine.tables import adjustment
-
-    return conn.execute(sa.select(adjustment.c.to_holder).where(
-        adjustment.c.kind.in_(("attribute", "manual-close")), adjustment.c.subject == exec_key)).scalar() or None  # "" never: attributed to a strategy
-
-
 def _book_late_commission(conn: Connection, books: Books, row, e: Execution) -> None:
     ledger, chart = books.ledger, books.chart
     shares = [(from_column(r.holder), from_scaled(r.quantity)) for r in conn.execute(
         sa.select(tables.fill_alloc).where(tables.fill_alloc.c.fill_id == row.id))]
-    taker = attributed_to(conn, row.exec_key)
-    if taker is not None:  # the position moved to a strategy: so does the commission that comes late
-        shares = [(taker if holder is None else holder, qty) for holder, qty in shares]
+    attribution = live_attribution(conn, ledger, row.exec_key)
+    if attribution is not None:  # the position moved to a strategy: so does the commission that comes late
+        shares = [(attribution[0] if holder is None else holder, qty) for holder, qty in shares]
     parts = commission_split(e.commission, shares)
     commission_txn = None
     if any(v != 0 for v in parts.values()):
@@ -369,8 +362,6 @@ def _rebook_commission(conn: Connection, books: Books, row, e: Execution, now: d
     part). The fill row then says the new commission and names that entry as its commission's, so
     a rerun is a replay and a correction of the fill reverses it with the rest. Returns the old."""
     from tradeledger.engine.accounting.entries import booked_commissions, commission_change_entry
-    from tradeledger.engine.trading.corrections import live_attribution
-
     ledger, chart = books.ledger, books.chart
     currency, was = row.commission_currency, from_scaled(row.commission)
     if e.commission_currency and e.commission_currency != currency:
@@ -403,17 +394,16 @@ def _rebook_commission(conn: Connection, books: Books, row, e: Execution, now: d
     return was
 
 
-def list_fills(conn: Connection, limit: int | None = None) -> list[dict]:
+def list_fills(conn: Connection, ledger, limit: int | None = None) -> list[dict]:
+    """The blotter, oldest first. A fill's Unattributed part shows the strategy that holds it now,
+    "(attributed)", while the attribution stands (`attribution.live_attribution`'s rule)."""
     f, fa = tables.fill, tables.fill_alloc
     query = sa.select(f).where(f.c.superseded_by.is_(None)).order_by(f.c.time, f.c.id)
     rows = conn.execute(query).all()
     allocs: dict[int, list] = {}
     for r in conn.execute(sa.select(fa)):
         allocs.setdefault(r.fill_id, []).append((display(from_column(r.holder)), from_scaled(r.quantity)))
-    from tradeledger.engine.tables import adjustment
-
-    attributed = dict(conn.execute(sa.select(adjustment.c.subject, adjustment.c.to_holder).where(
-        adjustment.c.kind.in_(("attribute", "manual-close")))).all())
+    attributed = {key: a.strategy for key, a in attributions(conn, ledger).items() if a.live}
     result = []
     for r in rows[-limit:] if limit else rows:
         if r.exec_key in attributed:
