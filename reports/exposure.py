@@ -30,6 +30,7 @@ from tradeledger.engine.accounting import valuation
 from tradeledger.engine.accounting.holders import to_column
 from tradeledger.engine.accounting.holdings import holder_of, known_contracts
 from tradeledger.engine.setup.config import instrument_of_contract
+from tradeledger.engine.trading.attribution import attributions
 from tradeledger.engine.setup.session import Session
 from tradeledger.engine.targets.prices import PriceError, fx_rate
 from tradeledger.ledger.db import read_connection
@@ -181,7 +182,9 @@ def fills_with_costs(ctx: Session, day: dt.date | None = None, since: dt.date | 
             alloc_query = alloc_query.where(fa.c.fill_id.in_(ids)) if len(ids) <= 5000 else alloc_query
         for r in conn.execute(alloc_query):
             allocs[r.fill_id].append((r.holder, from_scaled(r.quantity)))
-        booked = _booked_commissions(env, rows, conn)
+        attributed = attributions(conn, env.ledger, [r.exec_key for r in rows]) if rows else {}
+        held_by = {key: a.strategy for key, a in attributed.items() if a.live}
+        booked = _booked_commissions(env, rows, attributed, conn)
     out, rates = [], {}
     for r in rows:
         contract = contracts.get(r.contract)
@@ -199,12 +202,19 @@ def fills_with_costs(ctx: Session, day: dt.date | None = None, since: dt.date | 
         notional = None if ref is None else abs(qty * ref * multiplier)
         per = []
         split = booked.get(r.id, {})
+        holders: dict[str, Decimal] = {}
         for holder, q in allocs.get(r.id, []):
+            # Unattributed's part of a fill whose attribution stands is the strategy's.
+            holder = held_by.get(r.exec_key, holder or "") if not holder else holder
+            holders[holder] = holders.get(holder, ZERO) + q
+        if commission is not None:  # a holder the ledger booked commission for and no longer holds units
+            holders.update({h: ZERO for h, v in split.items() if v and h not in holders})
+        for holder, q in holders.items():
             share = abs(q) / qty if qty else ZERO
             name = _strategy_name(ctx, holder)
             per.append({"strategy": name, "quantity": q,
                         "slippage": None if slip is None else slip * share,
-                        "commission": None if commission is None else split.get(holder or "", ZERO)})
+                        "commission": None if commission is None else split.get(holder, ZERO)})
         out.append({"fill_id": r.exec_key, "time": r.time, "order": r.order_ref or None,
                     "run": refs.get(r.order_id, {}).get("run") if r.order_id else None,
                     "contract": r.contract, "side": r.side, "quantity": qty, "price": price, "reference": ref,
@@ -215,20 +225,30 @@ def fills_with_costs(ctx: Session, day: dt.date | None = None, since: dt.date | 
     return out
 
 
-def _booked_commissions(env, rows, conn) -> dict[int, dict[str, Decimal]]:
+def _commission_entries(r, attributed) -> tuple:
+    """The entries that booked a fill's commission: its own, its late (or changed) commission's,
+    and, for a fill given to a strategy by `adjust attribute`, the attribution (which moved the
+    commission from Unattributed) and the entry that reversed it (by hand, or a correction)."""
+    a = attributed.get(r.exec_key)
+    return (r.txn_id, r.commission_txn_id) + ((a.txn_id, a.reversed_by) if a is not None else ())
+
+
+def _booked_commissions(env, rows, attributed, conn) -> dict[int, dict[str, Decimal]]:
     """fill id -> holder (as fill_alloc stores it) -> the commission the ledger booked for that
-    holder: the Expenses:Commissions postings of the fill's entry and of its late commission's,
-    read back. Never the stored total split again: the rule that split it may have changed since
-    (328482a: a fill booked before it holds 3.795 + 1.835 where today's rule gives 3.80 + 1.83)."""
+    holder: the Expenses:Commissions postings of the fill's entry, of its late commission's and of
+    its attribution's (and that attribution's reversal), read back. So per strategy the costs are
+    `pnl`'s commissions, an attributed fill's included. Never the stored total split again: the rule
+    that split it may have changed since (328482a: a fill booked before it holds 3.795 + 1.835
+    where today's rule gives 3.80 + 1.83)."""
     chart = env.chart
-    sums = env.ledger.entry_sums([i for r in rows if r.commission is not None for i in (r.txn_id, r.commission_txn_id)],
+    sums = env.ledger.entry_sums([i for r in rows if r.commission is not None for i in _commission_entries(r, attributed)],
                                  "Expenses:Commissions:", conn)
     out: dict[int, dict[str, Decimal]] = {}
     for r in rows:
         if r.commission is None:
             continue
         parts: dict[str, Decimal] = {}
-        for txn_id in (r.txn_id, r.commission_txn_id):
+        for txn_id in _commission_entries(r, attributed):
             for (account, _ccy), units in sums.get(txn_id, {}).items():
                 holder = to_column(chart.strategy_of(account))
                 parts[holder] = parts.get(holder, ZERO) + units
