@@ -128,6 +128,11 @@ class World:
             if name in fast:  # the maintained balances and the replay agree on everything
                 assert {k: fast[name][k] for k in ("realized", "unrealized", "net")} == \
                     {k: slow[name][k] for k in ("realized", "unrealized", "net")}, (fast[name], slow[name])
+        from tradeledger.reports.exposure import costs
+        by_costs = {r["strategy"]: r["commissions"] for r in costs(self.session)["rows"]}
+        for name in set(by_costs) | set(fast):  # report costs says what the ledger (and pnl) says
+            assert by_costs.get(name, D(0)) == (fast[name]["commissions"] if name in fast else D(0)), \
+                (name, by_costs, {k: v["commissions"] for k, v in fast.items()})
         if broker_agrees:
             recon = reconcile_session(self.session, who="test")
             assert recon.clean, recon.as_json()
@@ -193,7 +198,7 @@ def test_price_correction_books_to_the_strategy_it_was_attributed_to(w, late_com
     assert w.positions() == {("Trend", "MBTZ26"): D(3), (None, "MBTZ26"): D(1)}
     with read_connection(w.env.engine) as conn:
         assert marks(conn) == {("Trend", "MBTZ26"): D(91000), (None, "MBTZ26"): D(91000)}
-        fill_row = [r for r in list_fills(conn) if r["fill_id"] == fill.base_exec_id][0]
+        fill_row = [r for r in list_fills(conn, w.env.ledger) if r["fill_id"] == fill.base_exec_id][0]
         alloc = conn.execute(sa.select(tables.fill_alloc.c.holder, tables.fill_alloc.c.quantity).join(
             tables.fill, tables.fill.c.id == tables.fill_alloc.c.fill_id).where(
             tables.fill.c.exec_id == fill.base_exec_id + ".02")).all()
