@@ -69,27 +69,30 @@ def pnl(ctx: Session, by: str = "strategy", since: dt.date | None = None,
         raise UserError("--by must be strategy, instrument or day")
     if since and until and since >= until:
         raise UserError("--since must be before --until")
-    if by == "strategy" and since is None and until is None:
-        fast = maintained_pnl(ctx)
+    if by in ("strategy", "instrument") and since is None and until is None:
+        fast = maintained_pnl(ctx, by)
         if fast is not None:
             return fast
     return replayed_pnl(ctx, by, since, until, cumulative)
 
 
-def maintained_pnl(ctx: Session) -> dict | None:
-    """`pnl` by strategy over all time from the maintained balances, lots and marks
-    (reports/pnl_fast.py), or None where only the replay can vouch for the figures."""
+def maintained_pnl(ctx: Session, by: str = "strategy") -> dict | None:
+    """`pnl` by strategy or by instrument over all time from the maintained balances, lots and
+    marks (reports/pnl_fast.py; by instrument with the P&L postings summed per contract in SQL,
+    reports/pnl_instrument.py), or None where only the replay can vouch for the figures."""
     from tradeledger.engine.setup.config import instrument_of_contract
     from tradeledger.ledger.reading import engine_reader
     from tradeledger.reports.pnl_fast import fast_pnl
+    from tradeledger.reports.pnl_instrument import instrument_pnl
 
     def instrument_name(code: str) -> str:
         instrument = instrument_of_contract(ctx.config, code)
         return instrument.name if instrument else code
 
     with engine_reader(ctx.engine) as reader:
-        return fast_pnl(reader, ctx.chart.root, ctx.settings.base_currency,
-                        lambda component: series._holder_name(ctx, component), instrument_name)
+        return (fast_pnl if by == "strategy" else instrument_pnl)(
+            reader, ctx.chart.root, ctx.settings.base_currency, lambda component: series._holder_name(ctx, component),
+            instrument_name)
 
 
 def maintained_pnl_today(ctx: Session, today: dt.date) -> Decimal | int | None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
@@ -68,6 +68,15 @@ class Books:
     rates: "_Rates"
     first: dt.date | None  # the replay's first and last day (None: no posting it reads)
     end: dt.date | None
+    prices: dict = field(default_factory=dict)  # code -> its price at `end` (held contracts only)
+
+    def value(self, name: str, code: str, units: Decimal, basis: Decimal, price: Decimal) -> Decimal:
+        """The unrealized P&L of a holder's position at `price`, in the contract's currency, as the
+        replay values it: a future against the holder's mark, shares against their cost basis."""
+        _currency, multiplier, future = self.contracts[code]
+        if future:
+            return units * (price - self.marks.get((self.component_of[name], code), price)) * multiplier
+        return units * price * multiplier - basis
 
 
 def read_books(reader: Reader, root: str, base: str, holder_name: Callable[[str], str],
@@ -143,17 +152,13 @@ def read_books(reader: Reader, root: str, base: str, holder_name: Callable[[str]
             groups[name] = _Group()  # priced at the last day: the replay has it that day
         elif any(key[0] == name and key[1] in prices for key in held):
             return None  # whether a price met its positions on some day past: only the replay knows
+    books = Books(names, component_of, groups, held, contracts, marks, rates, first, end, prices)
     for (name, code) in priced:
-        units, basis = held[(name, code)]
-        price = prices[code]
-        currency, multiplier, future = contracts[code]
-        if future:
-            value = units * (price - marks.get((component_of[name], code), price)) * multiplier
-        else:
-            value = units * price * multiplier - basis
+        currency = contracts[code][0]
         unrealized = groups[name].unrealized
-        unrealized[currency] = unrealized.get(currency, ZERO) + value
-    return Books(names, component_of, groups, held, contracts, marks, rates, first, end)
+        unrealized[currency] = unrealized.get(currency, ZERO) + books.value(name, code, *held[(name, code)],
+                                                                            prices[code])
+    return books
 
 
 class _Group:
@@ -271,17 +276,18 @@ def _newest(reader: Reader, table: str, key: str, value: str, keys: list[str], d
     return {k: (d, v) for k, d, v in reader.rows(sql, (*keys, day.isoformat()))}
 
 
-def quick_pnl(home: str | Path | None, env: str, db_url: str | None = None) -> dict | None:
-    """`pnl` (by strategy, all time) without SQLAlchemy, or None: take the full path."""
+def quick_pnl(home: str | Path | None, env: str, db_url: str | None = None, by: str = "strategy") -> dict | None:
+    """`pnl` (by strategy or by instrument, all time) without SQLAlchemy, or None: take the full path."""
     from tradeledger.engine.setup import quick
+    from tradeledger.reports.pnl_instrument import instrument_pnl
 
     opened = quick.open_for_reading(home, env, db_url)
     if opened is None:
         return None
     try:
         holder_name, instrument_name = _namers(opened.raw)
-        return fast_pnl(opened.reader, f"Assets:Broker:{opened.account}", opened.base_currency,
-                        holder_name, instrument_name)
+        return (fast_pnl if by == "strategy" else instrument_pnl)(
+            opened.reader, f"Assets:Broker:{opened.account}", opened.base_currency, holder_name, instrument_name)
     finally:
         opened.close()
 

@@ -16,7 +16,8 @@ would show a row, the sum is the plain 0 the command adds up from no rows.
 Where it cannot vouch for the replay's answer it returns None and the caller replays: whatever
 `fast_pnl` leaves to the replay, a rate missing on a day the replay converts, an entry of today
 that moves a position but names no contract, a position moved today with neither a P&L posting
-nor a price to show it, or a mark further back than a few thousand postings.
+nor a price to show it, a mark further back than a few thousand postings, or one a corrected
+fill set (whether it kept the mark of before depends on the position before its reversal).
 tests/test_pnl_fast.py holds it equal to the replay on random ledgers on SQLite and PostgreSQL.
 """
 
@@ -177,8 +178,9 @@ def _mark_before(reader: Reader, root: str, component: str, code: str, since: st
             price = Decimal(parsed["price"]) if parsed.get("price") else _crossed(reader, txn_id)
             if price is None:
                 continue
-            if not parsed.get("contract"):
-                return False  # the replay takes the contract from the entry's postings
+            if not parsed.get("contract") or parsed.get("corrects"):
+                return False  # the replay takes the contract from the entry's postings; a corrected
+                # fill keeps the mark of before its reversal or takes its price (series.load_moves)
             if parsed["contract"] == code and (hit is None or (ts, txn_id, posting_id) > hit[0]):
                 hit = ((ts, txn_id, posting_id), price)
         else:

@@ -19,7 +19,9 @@ of the rounded cumulative, so the days of any period sum to the period's total t
 A futures holder's mark is the price of the latest entry that touched its position or variation
 margin in that contract (fills, settlements, adoptions, transfers and closes name their price in
 the entry's metadata, an internal cross in `internal_cross`); a reversal (which names none) leaves
-it where it was.
+it where it was, and so does a corrected fill when the holder held a position before the
+original's reversal (trading/corrections.py: the corrected entry books against the mark M of
+then, which stays M; only a holder flat before is marked at the corrected price).
 
 `build` reads the database; `compute` is the pure part (records in, series out).
 """
@@ -288,16 +290,43 @@ def load_moves(ctx: Context) -> list[Move]:
             sa.select(tables.internal_cross.c.txn_id, tables.internal_cross.c.price)
             .where(tables.internal_cross.c.txn_id.is_not(None)))}
     entry_contract: dict[int, str] = {}  # an entry's contract when its metadata names none (reversals)
+    # A corrected fill (trading/corrections.py) leaves a futures holder's mark where it was, unless
+    # the holder was flat before the original's reversal; so the mark needs, per (holder, contract),
+    # the position before the entry that moved it last (the reversal, booked just before).
+    held: dict = defaultdict(lambda: ZERO)  # (account, code) -> units so far
+    last_entry: dict = {}  # (account, code) -> (id of the newest entry that moved it, units before it)
     for ts, txn_id, account, commodity, units, weight, cost, meta in rows:
         if cost is not None and (account.startswith(holdings) or account == chart.unattributed):
             entry_contract.setdefault(txn_id, commodity)
+    keeps_mark: set = set()  # (entry id, holder account) of corrections that leave the mark where it was
+
+    def corrected(txn_id: int, account: str, code: str | None) -> None:
+        entry, before = last_entry.get((account, code), (None, ZERO))
+        if entry == txn_id:
+            return  # decided at the entry's first line of this position
+        if before != 0:  # the units before the reversal just before: the holder was not flat
+            keeps_mark.add((txn_id, account))
+        last_entry[(account, code)] = (txn_id, held[(account, code)])
+
     for ts, txn_id, account, commodity, units, weight, cost, meta in rows:
         if txn_id not in metas:
             parsed = json.loads(meta or "{}")
             price = parsed.get("price")
             metas[txn_id] = (parsed.get("contract") or entry_contract.get(txn_id),
-                             Decimal(price) if price else crossed.get(txn_id))
-        contract, price = metas[txn_id]
+                             Decimal(price) if price else crossed.get(txn_id), bool(parsed.get("corrects")))
+        contract, price, correction = metas[txn_id]
+        if correction and price is not None and account.startswith(("Income:Trading:", holdings, chart.unattributed)):
+            component = account.rsplit(":", 1)[1] if account.startswith("Income:Trading:") else \
+                "Unattributed" if account == chart.unattributed else account[len(holdings):]
+            holding = chart.unattributed if component == "Unattributed" else holdings + component
+            corrected(txn_id, holding, contract)
+            if (txn_id, holding) in keeps_mark:
+                price = None
+        if cost is not None and (account.startswith(holdings) or account == chart.unattributed):
+            key = (account, commodity)
+            if last_entry.get(key, (None,))[0] != txn_id:
+                last_entry[key] = (txn_id, held[key])
+            held[key] += units
         day = dt.date.fromisoformat(ts[:10])
         amount = from_scaled(units)
         if account == chart.cash or (account.startswith("Assets:") and cost is None and not account.startswith(holdings)

@@ -2,11 +2,16 @@
 
 - On random ledgers booked by the engine, on SQLite and PostgreSQL: fills of strategies' orders
   and trades from the broker's screen over several days (weekends among them), futures in USD
-  and EUR and shares, settlements marked, closes, interest in either currency, and an EUR rate
-  from the first day, from a later day or never. Wherever the fast path answers, its rows are the
-  replay's (reports/series.py) to the last digit; it answers whenever every figure is in the base
-  currency or every rate it needs was there from the first day.
-- `pnl --json` by the read path without SQLAlchemy prints what the full path prints.
+  and EUR and shares, positions that flip, settlements marked, closes, interest in either
+  currency, an EUR rate from the first day, from a later day or never, fills at the last instant
+  of a day (after its settlement), commissions reported a sync later (a day later), fills
+  corrected to another price after the day's settlement (a reversal, then the corrected entry),
+  and an expiry (the final settlement closing every holder). Wherever the fast paths answer
+  (by strategy, by instrument, status's P&L of today), their rows are the replay's
+  (reports/series.py) to the last digit; they answer whenever every figure is in the base
+  currency or every rate they need was there from the first day.
+- `pnl --json` and `pnl --by instrument --json` by the read path without SQLAlchemy print what
+  the full path prints.
 """
 
 from __future__ import annotations
@@ -115,12 +120,17 @@ def backend(request, tmp_path):
 
 
 trade = st.tuples(st.sampled_from(["MES", "FESX", "SPY"]), st.integers(-3, 3).filter(bool), st.integers(-25, 25),
-                  st.booleans())  # contract, signed quantity, price offset, from the broker's screen
+                  st.booleans(),  # contract, signed quantity, price offset, from the broker's screen
+                  # a strategy's fill: in the day; at 23:59:59.999999 (after the day's settlement, the
+                  # last instant of its day); its commission reported a sync later (the next day's);
+                  # corrected at the end of the day to another price (a reversal and a new entry)
+                  st.sampled_from(["day", "late", "pending", "correct"]))
 day_plan = st.fixed_dictionaries({
     "trades": st.lists(trade, max_size=5),
     "settle": st.none() | st.integers(-30, 30),  # futures settled and marked at base + this
     "close": st.none() | st.integers(-30, 30),  # closes of SPY and MES at base + this
     "interest": st.none() | st.tuples(st.sampled_from(["USD", "EUR"]), st.integers(-500, 500).filter(bool)),
+    "expire": st.none() | st.integers(-30, 30),  # MESZ26 expires this day at base + this (once per ledger)
     "next": st.integers(1, 3),  # days to the next one
 })
 
@@ -151,11 +161,13 @@ def _book(home, url, days: list[dict], fx: str, euro: bool) -> Session:
         _prices(session, "date,currency,rate", [(START - dt.timedelta(days=3), "EUR", "1.0571")])
     n = 0
     day = START
+    expired = False  # a contract expires once (its entry's key)
     for k, today in enumerate(days):
         exchange.set_clock(dt.datetime.combine(day, dt.time(15), tzinfo=UTC))
         if fx == "later" and k == 1:
             _prices(session, "date,currency,rate", [(day, "EUR", "1.1043")])
-        for name, qty, offset, external in today["trades"]:
+        late, corrections = [], []
+        for name, qty, offset, external, when in today["trades"]:
             if name == "FESX" and not euro:
                 continue
             code, _, base = CONTRACTS[name]
@@ -170,15 +182,14 @@ def _book(home, url, days: list[dict], fx: str, euro: bool) -> Session:
             n += 1
             exec_id = f"0000f00d.{n:08x}.01"
             at = dt.datetime.combine(day, dt.time(15), tzinfo=UTC) + dt.timedelta(seconds=n)
-            import sqlite3
-
-            db = sqlite3.connect(exchange.path)
-            with db:
-                db.execute("INSERT INTO executions (exec_id, base_id, order_id, perm_id, order_ref, code, side, "
-                           "quantity, price, at, commission, polls_left) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                           (exec_id, exec_id.rpartition(".")[0], 0, 5000 + n, ref, code, side, str(part), str(price),
-                            at.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00"), f"{1 + n % 3}.25", 0))
-            db.close()
+            row = (exec_id, exec_id.rpartition(".")[0], 0, 5000 + n, ref, code, side, str(part), str(price),
+                   None, f"{1 + n % 3}.25", 1 if when == "pending" else 0)
+            if when == "late":
+                late.append(row[:9] + ((dt.datetime.combine(day, dt.time.max, tzinfo=UTC)),) + row[10:])
+                continue
+            _execute(exchange, row[:9] + (at,) + row[10:])
+            if when == "correct":
+                corrections.append((exec_id, price + 1 + n % 2))
         sync_fills(env, session.broker)
         if today["close"] is not None:
             _prices(session, "date,instrument,close", [(day, "SPY", CONTRACTS["SPY"][2] + today["close"]),
@@ -192,8 +203,48 @@ def _book(home, url, days: list[dict], fx: str, euro: bool) -> Session:
         if today["interest"] is not None and (euro or today["interest"][0] == "USD"):
             currency, amount = today["interest"]
             book_account_cash(session, AccountCash("interest", day, D(amount) / 4, currency, "test", f"i-{k}"))
+        if today["expire"] is not None and not expired:
+            expired = True
+            _expire(session, "MES", CONTRACTS["MES"][2] + today["expire"], day)
+        if late or corrections:
+            exchange.set_clock(dt.datetime.combine(day, dt.time(23, 30), tzinfo=UTC))
+            for row in late:
+                _execute(exchange, row)
+            for exec_id, price in corrections:
+                exchange.correct_execution(exec_id, new_price=D(price))
+            sync_fills(env, session.broker)
         day += dt.timedelta(days=today["next"])
     return session
+
+
+def _execute(exchange, row: tuple) -> None:
+    """A fill of a strategy's order at the exchange (its time and commission as the test says)."""
+    import sqlite3
+
+    db = sqlite3.connect(exchange.path)
+    with db:
+        db.execute("INSERT INTO executions (exec_id, base_id, order_id, perm_id, order_ref, code, side, "
+                   "quantity, price, at, commission, polls_left) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                   (*row[:9], row[9].strftime("%Y-%m-%dT%H:%M:%S.%f+00:00"), *row[10:]))
+    db.close()
+
+
+def _expire(session: Session, name: str, price: D, day: dt.date) -> None:
+    """The contract's expiry on `day` at `price` (engine/futures/expiry.py's entry, booked on the
+    day the test chooses rather than the calendar's last trading day): every holder marked and closed."""
+    from tradeledger.engine.accounting.entries import expiry_entry
+    from tradeledger.engine.accounting.holdings import known_contracts, load_holdings, save_marks
+
+    code = CONTRACTS[name][0]
+    with session.engine.begin() as conn:
+        contract = known_contracts(session.ledger, conn).get(code)
+        if contract is None:
+            return
+        when = dt.datetime.combine(day, dt.time(23), tzinfo=UTC)
+        holdings = load_holdings(conn, session.books, contract)
+        txn, after = expiry_entry(session.chart, contract, day, when, price, holdings)
+        if txn is not None and session.ledger.book(txn, conn).created:
+            save_marks(conn, contract, after, when)
 
 
 @settings(max_examples=20, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],  # shrinking: minutes
@@ -212,6 +263,14 @@ def test_the_maintained_pnl_is_the_replays(backend, days, fx, euro):
             assert fast == replayed
             assert json.dumps(fast, default=str) == json.dumps(replayed, default=str)  # the keys in order too
         assert pnl_mod.pnl(session) == replayed
+        by_instrument = pnl_mod.replayed_pnl(session, "instrument")
+        fast_instrument = pnl_mod.maintained_pnl(session, "instrument")
+        if not euro or fx == "start":
+            assert fast_instrument is not None
+        if fast_instrument is not None:
+            assert fast_instrument == by_instrument
+            assert json.dumps(fast_instrument, default=str) == json.dumps(by_instrument, default=str)
+        assert pnl_mod.pnl(session, "instrument") == by_instrument
         last = max(series.day_range(series.load_moves(session), series.last_price_date(session), None),
                    default=START)
         for today in sorted({START - dt.timedelta(days=1), START, last, last + dt.timedelta(days=1),
@@ -250,19 +309,28 @@ def test_pnl_json_by_the_read_path_is_the_full_paths(demo):
     args = ["--home", str(home), "--db-url", url]
     CliRunner().invoke(main, [*args, "status", "--no-broker"])  # the full opening records the checked config
     assert pnl_fast.quick_pnl(home, "paper", url) is not None
+    assert pnl_fast.quick_pnl(home, "paper", url, "instrument") is not None
     fast = CliRunner().invoke(main, [*args, "pnl", "--json"])
     table = CliRunner().invoke(main, [*args, "pnl"])
+    fast_by = CliRunner().invoke(main, [*args, "pnl", "--by", "instrument", "--json"])
+    table_by = CliRunner().invoke(main, [*args, "pnl", "--by", "instrument"])
     (home / "paper" / ".config-checked").unlink()  # the next command cannot vouch for it: the full path
     assert pnl_fast.quick_pnl(home, "paper", url) is None
     full = CliRunner().invoke(main, [*args, "pnl", "--json"])
     assert fast.exit_code == full.exit_code == 0, fast.output + full.output
     assert fast.output == full.output and json.loads(fast.output)["rows"]
     assert CliRunner().invoke(main, [*args, "pnl"]).output == table.output
+    full_by = CliRunner().invoke(main, [*args, "pnl", "--by", "instrument", "--json"])
+    assert fast_by.exit_code == full_by.exit_code == 0, fast_by.output + full_by.output
+    assert fast_by.output == full_by.output and len(json.loads(fast_by.output)["rows"]) > 1
+    assert CliRunner().invoke(main, [*args, "pnl", "--by", "instrument"]).output == table_by.output
 
     from tradeledger.engine.setup.environment import open_environment
 
     env = open_environment(home, "paper", url)
     try:
         assert json.loads(fast.output) == json.loads(json.dumps(jsonable(pnl_mod.replayed_pnl(Session(env)))))
+        replayed_by = pnl_mod.replayed_pnl(Session(env), "instrument")
+        assert json.loads(fast_by.output) == json.loads(json.dumps(jsonable(replayed_by)))
     finally:
         env.engine.dispose()
