@@ -23,6 +23,9 @@ over it (`init_environment` with the file as its database), and then, side by si
 - **pnl** (by strategy, all time) on the command's read path (`quick_pnl`: maintained balances,
   lots and marks) against raw sqlite3 reading those same rows, and, up to --replay-upto entries,
   the replay it replaces (reports/series.py, every posting), whose rows it must equal;
+- **pnl --by instrument** (all time) on the read path (`quick_pnl(..., "instrument")`: the same
+  rows and one GROUP BY of the P&L postings by their entry's contract) against raw sqlite3
+  running the same reads and statement, and, up to --replay-upto, the replay it replaces;
 - **status's P&L of today** (`pnl_today`, at the ledger's last day) against the same ceiling and,
   up to --replay-upto, the `pnl --by day` sum it must equal; `pnl --json` and `status --json`
   (--no-broker) as whole processes;
@@ -124,8 +127,19 @@ def reads(row: dict, prefix: str, home: Path, url: str, conn, args) -> None:
     assert fast is not None and fast["rows"], "the read path stepped aside"
     row[f"{prefix}pnl_ms"] = median_ms(lambda: quick_pnl(home, "paper", url), args.runs)
     row[f"{prefix}pnl_floor_ms"] = median_ms(lambda: raw_rows(conn, PNL_ROWS), args.runs)
+    by = quick_pnl(home, "paper", url, "instrument")
+    assert by is not None and by["rows"], "the read path by instrument stepped aside"
+    row[f"{prefix}instrument_ms"] = median_ms(lambda: quick_pnl(home, "paper", url, "instrument"), args.runs)
     with open_reader(url) as reader:
         last = reader.first_and_last_day(list(reader.account_names()))[1]
+        from tradeledger.reports.pnl_instrument import contract_sums_sql
+
+        sums = contract_sums_sql(reader.dialect, reader.account_names(), f"Assets:Broker:{bulk.ACCT}", "USD")
+    if reader.dialect != "sqlite":
+        sums = (sums[0].replace("?", "%s"), sums[1])
+    # its ceiling: the driver's own cursor running the same rows' reads and its one GROUP BY
+    row[f"{prefix}instrument_floor_ms"] = median_ms(
+        lambda: (raw_rows(conn, PNL_ROWS), conn.cursor().execute(*sums).fetchall()), args.runs)
     today = __import__("datetime").date.fromisoformat(last)
 
     def today_net():
@@ -147,6 +161,10 @@ def reads(row: dict, prefix: str, home: Path, url: str, conn, args) -> None:
         row[f"{prefix}pnl_replay_ms"] = (time.perf_counter() - start) * 1000
         assert replayed == fast, "pnl: the read path and the replay differ"
         start = time.perf_counter()
+        replayed = pnl_report.replayed_pnl(session, "instrument")
+        row[f"{prefix}instrument_replay_ms"] = (time.perf_counter() - start) * 1000
+        assert replayed == by, "pnl --by instrument: the read path and the replay differ"
+        start = time.perf_counter()
         days = pnl_report.replayed_pnl(session, "day", today, None)["rows"]
         row[f"{prefix}today_replay_ms"] = (time.perf_counter() - start) * 1000
         assert sum((r["net"] for r in days if r["net"] is not None), 0) == net, "today: read path and replay differ"
@@ -160,6 +178,8 @@ def reads(row: dict, prefix: str, home: Path, url: str, conn, args) -> None:
         argv = [sys.executable, "-c", CLI, "--home", str(home), command, "--json"]
         row[f"{prefix}{command}_proc_ms"], row[f"{prefix}{command}_proc_cpu_ms"] = whole_process(
             argv + (["--no-broker"] if command == "status" else []), max(3, args.runs // 2))
+    row[f"{prefix}instrument_proc_ms"], row[f"{prefix}instrument_proc_cpu_ms"] = whole_process(
+        [sys.executable, "-c", CLI, "--home", str(home), "pnl", "--by", "instrument", "--json"], max(3, args.runs // 2))
 
 
 def postgresql(row: dict, path: Path, out: Path, size: int, args) -> None:
@@ -332,6 +352,13 @@ def main(argv=None) -> int:
     line("  ceiling: raw sqlite3 reading the same rows (ms)", [ms(r, "pnl_floor_ms", 3) for r in rows])
     line("  ratio ceiling / ours", [ratio(r, "pnl_floor_ms", "pnl_ms") for r in rows])
     line("  the replay it replaces, equal rows (ms)", [ms(r, "pnl_replay_ms", 0) for r in rows])
+    line("pnl --by instrument, read path (`quick_pnl`, ms)", [ms(r, "instrument_ms") for r in rows])
+    line("  ceiling: raw sqlite3, the same rows and GROUP BY (ms)", [ms(r, "instrument_floor_ms", 3) for r in rows])
+    line("  ratio ceiling / ours", [ratio(r, "instrument_floor_ms", "instrument_ms") for r in rows])
+    line("  per 1M postings (ms)", [f"{r['instrument_ms'] * 1e6 / r['postings']:.0f}" for r in rows])
+    line("  the replay it replaces, equal rows (ms)", [ms(r, "instrument_replay_ms", 0) for r in rows])
+    line("  `pnl --by instrument --json`, process, wall / cpu (ms)",
+         [f"{r['instrument_proc_ms']:.0f} / {r['instrument_proc_cpu_ms']:.0f}" for r in rows])
     line("status's P&L of today, read path (ms)", [ms(r, "today_ms") for r in rows])
     line("  ratio ceiling (pnl's rows) / ours", [ratio(r, "pnl_floor_ms", "today_ms") for r in rows])
     line("  the replay it replaces (`pnl --by day`), equal (ms)", [ms(r, "today_replay_ms", 0) for r in rows])
@@ -355,6 +382,10 @@ def main(argv=None) -> int:
         line("    ceiling: raw psycopg reading the same rows (ms)", [ms(r, "pg_pnl_floor_ms", 3) for r in rows])
         line("    ratio ceiling / ours", [ratio(r, "pg_pnl_floor_ms", "pg_pnl_ms") for r in rows])
         line("    the replay it replaces, equal rows (ms)", [ms(r, "pg_pnl_replay_ms", 0) for r in rows])
+        line("  pnl --by instrument, read path (ms)", [ms(r, "pg_instrument_ms") for r in rows])
+        line("    ceiling: raw psycopg, the same rows and GROUP BY (ms)", [ms(r, "pg_instrument_floor_ms", 3) for r in rows])
+        line("    ratio ceiling / ours", [ratio(r, "pg_instrument_floor_ms", "pg_instrument_ms") for r in rows])
+        line("    the replay it replaces, equal rows (ms)", [ms(r, "pg_instrument_replay_ms", 0) for r in rows])
         line("  status's P&L of today, read path (ms)", [ms(r, "pg_today_ms") for r in rows])
         line("    the replay it replaces, equal (ms)", [ms(r, "pg_today_replay_ms", 0) for r in rows])
         for command in ("positions", "pnl", "status"):

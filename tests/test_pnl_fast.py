@@ -278,7 +278,10 @@ def test_the_maintained_pnl_is_the_replays(backend, days, fx, euro):
             rows = pnl_mod.replayed_pnl(session, "day", today, None)["rows"]
             replayed_today = sum((r["net"] for r in rows if r["net"] is not None), 0)
             fast_today = pnl_mod.maintained_pnl_today(session, today)
-            if not euro or fx == "start":
+            # a mark a corrected future set is the replay's to find (pnl_today's docstring)
+            corrected = any(when == "correct" and name != "SPY" and not external
+                            for plan in days for name, _, _, external, when in plan["trades"])
+            if (not euro or fx == "start") and not corrected:
                 assert fast_today is not None, today
             if fast_today is not None:
                 assert (type(fast_today), str(fast_today)) == (type(replayed_today), str(replayed_today)), today
