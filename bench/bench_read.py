@@ -26,6 +26,9 @@ over it (`init_environment` with the file as its database), and then, side by si
 - **pnl --by instrument** (all time) on the read path (`quick_pnl(..., "instrument")`: the same
   rows and one GROUP BY of the P&L postings by their entry's contract) against raw sqlite3
   running the same reads and statement, and, up to --replay-upto, the replay it replaces;
+- **pnl --since** the first of the ledger's last month (a month to date), by strategy and by
+  instrument (reports/pnl_period.py: the end less the day before), against raw sqlite3 reading the
+  maintained rows and summing the period's P&L postings, and up to --replay-upto the replay;
 - **status's P&L of today** (`pnl_today`, at the ledger's last day) against the same ceiling and,
   up to --replay-upto, the `pnl --by day` sum it must equal; `pnl --json` and `status --json`
   (--no-broker) as whole processes;
@@ -136,11 +139,31 @@ def reads(row: dict, prefix: str, home: Path, url: str, conn, args) -> None:
 
         sums = contract_sums_sql(reader.dialect, reader.account_names(), f"Assets:Broker:{bulk.ACCT}", "USD")
     if reader.dialect != "sqlite":
-        sums = (sums[0].replace("?", "%s"), sums[1])
+        sums = (sums[0].replace("%", "%%").replace("?", "%s"), sums[1])  # psycopg's placeholders (Reader.rows)
     # its ceiling: the driver's own cursor running the same rows' reads and its one GROUP BY
     row[f"{prefix}instrument_floor_ms"] = median_ms(
         lambda: (raw_rows(conn, PNL_ROWS), conn.cursor().execute(*sums).fetchall()), args.runs)
     today = __import__("datetime").date.fromisoformat(last)
+    # a trader's month to date: `pnl --since <the first of the ledger's last month>`, by strategy
+    # and by instrument (reports/pnl_period.py), beside raw sqlite3 reading the maintained rows and
+    # summing the P&L postings of the period along ix_posting_period (what its cost should follow)
+    since = today.replace(day=1)
+    for grouping in ("strategy", "instrument"):
+        period = quick_pnl(home, "paper", url, grouping, since)
+        assert period is not None and period["rows"], f"the read path of a period by {grouping} stepped aside"
+        row[f"{prefix}since_{grouping}_ms"] = median_ms(lambda: quick_pnl(home, "paper", url, grouping, since),
+                                                        args.runs)
+    with open_reader(url) as reader:
+        pnl_ids = [i for i, n in reader.account_names().items() if n.startswith(("Income:", "Expenses:"))]
+        hint = " INDEXED BY ix_posting_period" if reader.dialect == "sqlite" else ""
+        mark = "?" if reader.dialect == "sqlite" else "%s"
+        in_period = (f"SELECT account_id, commodity, SUM(units) FROM posting{hint} WHERE account_id IN "
+                     f"({', '.join(map(str, pnl_ids))}) AND ts >= {mark} GROUP BY account_id, commodity")
+        row[f"{prefix}since_postings"] = reader.rows("SELECT COUNT(*) FROM posting WHERE ts >= ?",
+                                                     (since.isoformat(),)).fetchone()[0]
+    row[f"{prefix}since_floor_ms"] = median_ms(
+        lambda: (raw_rows(conn, PNL_ROWS), conn.cursor().execute(in_period, (since.isoformat(),)).fetchall()),
+        args.runs)
 
     def today_net():
         with open_reader(url) as reader:
@@ -164,6 +187,11 @@ def reads(row: dict, prefix: str, home: Path, url: str, conn, args) -> None:
         replayed = pnl_report.replayed_pnl(session, "instrument")
         row[f"{prefix}instrument_replay_ms"] = (time.perf_counter() - start) * 1000
         assert replayed == by, "pnl --by instrument: the read path and the replay differ"
+        for grouping in ("strategy", "instrument"):
+            start = time.perf_counter()
+            replayed = pnl_report.replayed_pnl(session, grouping, since)
+            row[f"{prefix}since_{grouping}_replay_ms"] = (time.perf_counter() - start) * 1000
+            assert replayed == quick_pnl(home, "paper", url, grouping, since), f"pnl --since by {grouping} differs"
         start = time.perf_counter()
         days = pnl_report.replayed_pnl(session, "day", today, None)["rows"]
         row[f"{prefix}today_replay_ms"] = (time.perf_counter() - start) * 1000
@@ -359,6 +387,13 @@ def main(argv=None) -> int:
     line("  the replay it replaces, equal rows (ms)", [ms(r, "instrument_replay_ms", 0) for r in rows])
     line("  `pnl --by instrument --json`, process, wall / cpu (ms)",
          [f"{r['instrument_proc_ms']:.0f} / {r['instrument_proc_cpu_ms']:.0f}" for r in rows])
+    line("pnl --since <first of the last month>: postings since", [f"{r['since_postings']:,}" for r in rows])
+    line("  by strategy, read path (ms)", [ms(r, "since_strategy_ms") for r in rows])
+    line("  ceiling: raw sqlite3, the same rows + the period's sums", [ms(r, "since_floor_ms", 3) for r in rows])
+    line("  ratio ceiling / ours", [ratio(r, "since_floor_ms", "since_strategy_ms") for r in rows])
+    line("  the replay it replaces, equal rows (ms)", [ms(r, "since_strategy_replay_ms", 0) for r in rows])
+    line("  by instrument, read path (ms)", [ms(r, "since_instrument_ms") for r in rows])
+    line("  the replay it replaces, equal rows (ms)", [ms(r, "since_instrument_replay_ms", 0) for r in rows])
     line("status's P&L of today, read path (ms)", [ms(r, "today_ms") for r in rows])
     line("  ratio ceiling (pnl's rows) / ours", [ratio(r, "pnl_floor_ms", "today_ms") for r in rows])
     line("  the replay it replaces (`pnl --by day`), equal (ms)", [ms(r, "today_replay_ms", 0) for r in rows])
@@ -383,9 +418,15 @@ def main(argv=None) -> int:
         line("    ratio ceiling / ours", [ratio(r, "pg_pnl_floor_ms", "pg_pnl_ms") for r in rows])
         line("    the replay it replaces, equal rows (ms)", [ms(r, "pg_pnl_replay_ms", 0) for r in rows])
         line("  pnl --by instrument, read path (ms)", [ms(r, "pg_instrument_ms") for r in rows])
-        line("    ceiling: raw psycopg, the same rows and GROUP BY (ms)", [ms(r, "pg_instrument_floor_ms", 3) for r in rows])
+        line("    ceiling: raw psycopg, the same rows and GROUP BY (ms)",
+             [ms(r, "pg_instrument_floor_ms", 3) for r in rows])
         line("    ratio ceiling / ours", [ratio(r, "pg_instrument_floor_ms", "pg_instrument_ms") for r in rows])
         line("    the replay it replaces, equal rows (ms)", [ms(r, "pg_instrument_replay_ms", 0) for r in rows])
+        line("  pnl --since, by strategy / by instrument, read path (ms)",
+             [f"{r['pg_since_strategy_ms']:.1f} / {r['pg_since_instrument_ms']:.1f}" if "pg_since_strategy_ms" in r
+              else na for r in rows])
+        line("    the replay it replaces, by strategy, equal (ms)",
+             [ms(r, "pg_since_strategy_replay_ms", 0) for r in rows])
         line("  status's P&L of today, read path (ms)", [ms(r, "pg_today_ms") for r in rows])
         line("    the replay it replaces, equal (ms)", [ms(r, "pg_today_replay_ms", 0) for r in rows])
         for command in ("positions", "pnl", "status"):

@@ -312,8 +312,8 @@ def pnl_cmd(c: Invocation, by, since, until, cumulative, as_json):
         raise click.UsageError("--cumulative goes with --by day")
     since, until = parse_date(since, "--since"), parse_date(until, "--until")
     result = None
-    if by in ("strategy", "instrument") and since is None and until is None:  # the read path without SQLAlchemy
-        result = _quick_pnl(c.home, c.env, c.db_url, by)
+    if by in ("strategy", "instrument") and until is None:  # the read path without SQLAlchemy
+        result = _quick_pnl(c.home, c.env, c.db_url, by, since)
     if result is None:
         result = _pnl.pnl(c.open(), by, since, until, cumulative=cumulative)
     if as_json:

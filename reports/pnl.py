@@ -69,30 +69,29 @@ def pnl(ctx: Session, by: str = "strategy", since: dt.date | None = None,
         raise UserError("--by must be strategy, instrument or day")
     if since and until and since >= until:
         raise UserError("--since must be before --until")
-    if by in ("strategy", "instrument") and since is None and until is None:
-        fast = maintained_pnl(ctx, by)
+    if by in ("strategy", "instrument") and until is None:
+        fast = maintained_pnl(ctx, by, since)
         if fast is not None:
             return fast
     return replayed_pnl(ctx, by, since, until, cumulative)
 
 
-def maintained_pnl(ctx: Session, by: str = "strategy") -> dict | None:
-    """`pnl` by strategy or by instrument over all time from the maintained balances, lots and
-    marks (reports/pnl_fast.py; by instrument with the P&L postings summed per contract in SQL,
-    reports/pnl_instrument.py), or None where only the replay can vouch for the figures."""
+def maintained_pnl(ctx: Session, by: str = "strategy", since: dt.date | None = None) -> dict | None:
+    """`pnl` by strategy or by instrument, over all time or from `since` on, from the maintained
+    balances, lots and marks (reports/pnl_fast.py; by instrument with the P&L postings summed per
+    contract in SQL, reports/pnl_instrument.py; a period as the end less the day before it,
+    reports/pnl_period.py), or None where only the replay can vouch for the figures."""
     from tradeledger.engine.setup.config import instrument_of_contract
     from tradeledger.ledger.reading import engine_reader
-    from tradeledger.reports.pnl_fast import fast_pnl
-    from tradeledger.reports.pnl_instrument import instrument_pnl
+    from tradeledger.reports.pnl_fast import answer
 
     def instrument_name(code: str) -> str:
         instrument = instrument_of_contract(ctx.config, code)
         return instrument.name if instrument else code
 
     with engine_reader(ctx.engine) as reader:
-        return (fast_pnl if by == "strategy" else instrument_pnl)(
-            reader, ctx.chart.root, ctx.settings.base_currency, lambda component: series._holder_name(ctx, component),
-            instrument_name)
+        return answer(reader, ctx.chart.root, ctx.settings.base_currency,
+                      lambda component: series._holder_name(ctx, component), instrument_name, by, since)
 
 
 def maintained_pnl_today(ctx: Session, today: dt.date) -> Decimal | int | None:

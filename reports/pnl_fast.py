@@ -1,4 +1,6 @@
-"""`pnl` by strategy over all time, read from what the database maintains instead of replayed.
+"""`pnl` by strategy over all time, read from what the database maintains instead of replayed
+(`answer` also sends `pnl --by instrument` to reports/pnl_instrument.py and `--since` to
+reports/pnl_period.py, which build on `read_books`).
 
 The replay (reports/series.py) walks every posting, about 7 us each: `pnl` grew with the ledger.
 Its all-time figures by strategy need no walk when every figure is in the base currency (each
@@ -276,18 +278,35 @@ def _newest(reader: Reader, table: str, key: str, value: str, keys: list[str], d
     return {k: (d, v) for k, d, v in reader.rows(sql, (*keys, day.isoformat()))}
 
 
-def quick_pnl(home: str | Path | None, env: str, db_url: str | None = None, by: str = "strategy") -> dict | None:
-    """`pnl` (by strategy or by instrument, all time) without SQLAlchemy, or None: take the full path."""
+def answer(reader: Reader, root: str, base: str, holder_name: Callable[[str], str],
+           instrument_name: Callable[[str], str], by: str = "strategy", since: dt.date | None = None) -> dict | None:
+    """`pnl(by, since)` (by strategy or instrument, to the end) from the maintained state, or None:
+    replay. All time by strategy here; by instrument reports/pnl_instrument.py; from a day on
+    reports/pnl_period.py."""
+    if since is not None:
+        from tradeledger.reports.pnl_period import period_pnl
+
+        return period_pnl(reader, root, base, holder_name, instrument_name, since, by)
+    if by == "instrument":
+        from tradeledger.reports.pnl_instrument import instrument_pnl
+
+        return instrument_pnl(reader, root, base, holder_name, instrument_name)
+    return fast_pnl(reader, root, base, holder_name, instrument_name)
+
+
+def quick_pnl(home: str | Path | None, env: str, db_url: str | None = None, by: str = "strategy",
+              since: dt.date | None = None) -> dict | None:
+    """`pnl` (by strategy or by instrument, all time or from `since` on) without SQLAlchemy, or
+    None: take the full path."""
     from tradeledger.engine.setup import quick
-    from tradeledger.reports.pnl_instrument import instrument_pnl
 
     opened = quick.open_for_reading(home, env, db_url)
     if opened is None:
         return None
     try:
         holder_name, instrument_name = _namers(opened.raw)
-        return (fast_pnl if by == "strategy" else instrument_pnl)(
-            opened.reader, f"Assets:Broker:{opened.account}", opened.base_currency, holder_name, instrument_name)
+        return answer(opened.reader, f"Assets:Broker:{opened.account}", opened.base_currency, holder_name,
+                      instrument_name, by, since)
     finally:
         opened.close()
 

@@ -42,46 +42,56 @@ def instrument_pnl(reader: Reader, root: str, base: str, holder_name: Callable[[
                    instrument_name: Callable[[str], str]) -> dict | None:
     """`pnl(by="instrument")` over all time, or None: replay. The namers are `fast_pnl`'s."""
     books = read_books(reader, root, base, holder_name, instrument_name)
-    if books is None:
+    groups = None if books is None else instrument_groups(reader, books, root, base, instrument_name)
+    if groups is None:
         return None
+    rows = [rename(groups[key].row(key, base, books.rates, books.end), "instrument") for key in sorted(groups)]
+    missing = set().union(*(g.missing for g in groups.values()))
+    return {"by": "instrument", "since": None, "until": None, "currency": base, "rows": rows,
+            "missing_fx": sorted(missing)}
+
+
+def rename(row: dict, by: str) -> dict:
+    """A `_Group.row` keyed by `by` instead of strategy, the key first (the replay's order)."""
+    return {by: row.pop("strategy"), **row}
+
+
+def instrument_groups(reader: Reader, books, root: str, base: str,
+                      instrument_name: Callable[[str], str]) -> dict[str, _Group] | None:
+    """Each instrument's figures over all time (`_Group`s, as `read_books` keeps them per holder),
+    or None where only the replay can vouch for which instruments it shows."""
     contracts = books.contracts
+    groups: dict[str, _Group] = {}
+    if books.end is None:
+        return groups
 
     def group_of(code: str | None) -> str:
         return instrument_name(code) if code in contracts else (code or OTHER)
 
-    groups: dict[str, _Group] = {}
-    if books.end is not None:
-        for part, sign, account_id, currency, contract, day, units in contract_sums(reader, books.names, root, base):
-            group = groups.setdefault(group_of(contract), _Group())
-            amount = sign * from_scaled(units)
-            group.native(currency)[part] += amount
-            if day is None:
-                group.in_base[part] += amount
-                continue
-            if books.rates.on(currency, dt.date.fromisoformat(day)) is None:
-                group.missing.add(currency)
-            else:
-                group.days.setdefault((day, currency), [ZERO, ZERO, ZERO])[part] += amount
+    for part, sign, account_id, currency, contract, day, units in contract_sums(reader, books.names, root, base):
+        group = groups.setdefault(group_of(contract), _Group())
+        amount = sign * from_scaled(units)
+        group.native(currency)[part] += amount
+        if day is None:
+            group.in_base[part] += amount
+            continue
+        if books.rates.on(currency, dt.date.fromisoformat(day)) is None:
+            group.missing.add(currency)
+        else:
+            group.days.setdefault((day, currency), [ZERO, ZERO, ZERO])[part] += amount
 
-        # a position priced at the last day: the replay has its instrument's row that day
-        for (name, code), (units, basis) in books.held.items():
-            if code not in books.prices or (units == 0 and basis == 0):
-                continue
-            group = groups.setdefault(group_of(code), _Group())
-            currency = contracts[code][0]
-            value = books.value(name, code, units, basis, books.prices[code])
-            group.unrealized[currency] = group.unrealized.get(currency, ZERO) + value
-        for _, code in books.held:
-            if code in contracts and group_of(code) not in groups and code in books.prices:
-                return None  # held once, priced some day maybe, named by no P&L posting: only the replay knows
-
-    rows = []
-    for key in sorted(groups):
-        row = groups[key].row(key, base, books.rates, books.end)
-        rows.append({"instrument": row.pop("strategy"), **row})  # the replay's order: the key first
-    missing = set().union(*(g.missing for g in groups.values()))
-    return {"by": "instrument", "since": None, "until": None, "currency": base, "rows": rows,
-            "missing_fx": sorted(missing)}
+    # a position priced at the last day: the replay has its instrument's row that day
+    for (name, code), (units, basis) in books.held.items():
+        if code not in books.prices or (units == 0 and basis == 0):
+            continue
+        group = groups.setdefault(group_of(code), _Group())
+        currency = contracts[code][0]
+        value = books.value(name, code, units, basis, books.prices[code])
+        group.unrealized[currency] = group.unrealized.get(currency, ZERO) + value
+    for _, code in books.held:
+        if code in contracts and group_of(code) not in groups and code in books.prices:
+            return None  # held once, priced some day maybe, named by no P&L posting: only the replay knows
+    return groups
 
 
 def contract_sums(reader: Reader, names: dict[int, str], root: str, base: str, since: str | None = None):

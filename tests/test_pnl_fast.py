@@ -285,6 +285,15 @@ def test_the_maintained_pnl_is_the_replays(backend, days, fx, euro):
                 assert fast_today is not None, today
             if fast_today is not None:
                 assert (type(fast_today), str(fast_today)) == (type(replayed_today), str(replayed_today)), today
+            for by in ("strategy", "instrument"):  # the period from `today` on: the end less the day before
+                replayed_since = pnl_mod.replayed_pnl(session, by, today, None)
+                fast_since = pnl_mod.maintained_pnl(session, by, today)
+                if (not euro or fx == "start") and not corrected:
+                    assert fast_since is not None, (by, today)
+                if fast_since is not None:
+                    assert fast_since == replayed_since, (by, today)
+                    assert json.dumps(fast_since, default=str) == json.dumps(replayed_since, default=str)
+                assert pnl_mod.pnl(session, by, today) == replayed_since
     finally:
         session.close()
         session.engine.dispose()
@@ -317,6 +326,12 @@ def test_pnl_json_by_the_read_path_is_the_full_paths(demo):
     table = CliRunner().invoke(main, [*args, "pnl"])
     fast_by = CliRunner().invoke(main, [*args, "pnl", "--by", "instrument", "--json"])
     table_by = CliRunner().invoke(main, [*args, "pnl", "--by", "instrument"])
+    days = [row["day"] for row in json.loads(CliRunner().invoke(main, [*args, "pnl", "--by", "day", "--json"]).output)
+            ["rows"]]
+    since = dt.date.fromisoformat(days[len(days) // 2])  # a period from a day inside the ledger
+    assert pnl_fast.quick_pnl(home, "paper", url, "instrument", since) is not None
+    periods = {by: CliRunner().invoke(main, [*args, "pnl", "--by", by, "--since", str(since), "--json"]).output
+               for by in ("strategy", "instrument")}
     (home / "paper" / ".config-checked").unlink()  # the next command cannot vouch for it: the full path
     assert pnl_fast.quick_pnl(home, "paper", url) is None
     full = CliRunner().invoke(main, [*args, "pnl", "--json"])
@@ -327,6 +342,9 @@ def test_pnl_json_by_the_read_path_is_the_full_paths(demo):
     assert fast_by.exit_code == full_by.exit_code == 0, fast_by.output + full_by.output
     assert fast_by.output == full_by.output and len(json.loads(fast_by.output)["rows"]) > 1
     assert CliRunner().invoke(main, [*args, "pnl", "--by", "instrument"]).output == table_by.output
+    for by, output in periods.items():
+        full_period = CliRunner().invoke(main, [*args, "pnl", "--by", by, "--since", str(since), "--json"])
+        assert output == full_period.output and json.loads(output)["rows"], by
 
     from tradeledger.engine.setup.environment import open_environment
 
@@ -335,5 +353,7 @@ def test_pnl_json_by_the_read_path_is_the_full_paths(demo):
         assert json.loads(fast.output) == json.loads(json.dumps(jsonable(pnl_mod.replayed_pnl(Session(env)))))
         replayed_by = pnl_mod.replayed_pnl(Session(env), "instrument")
         assert json.loads(fast_by.output) == json.loads(json.dumps(jsonable(replayed_by)))
+        for by, output in periods.items():  # the full path reads the maintained state too: the replay decides
+            assert output == json.dumps(jsonable(pnl_mod.replayed_pnl(Session(env), by, since)), indent=2) + "\n"
     finally:
         env.engine.dispose()
