@@ -135,9 +135,14 @@ def reads(row: dict, prefix: str, home: Path, url: str, conn, args) -> None:
     row[f"{prefix}instrument_ms"] = median_ms(lambda: quick_pnl(home, "paper", url, "instrument"), args.runs)
     with open_reader(url) as reader:
         last = reader.first_and_last_day(list(reader.account_names()))[1]
-        from tradeledger.reports.pnl_instrument import contract_sums_sql
+        from tradeledger.ledger.reading import contract_sums_sql
+        from tradeledger.reports.pnl_fast import CARRY_ACCOUNTS, COMMISSIONS, TRADING
 
-        sums = contract_sums_sql(reader.dialect, reader.account_names(), f"Assets:Broker:{bulk.ACCT}", "USD")
+        names, root = reader.account_names(), f"Assets:Broker:{bulk.ACCT}"
+        sums = contract_sums_sql(reader.dialect,
+                                 [i for i, n in names.items() if n.startswith((TRADING, COMMISSIONS, *CARRY_ACCOUNTS))],
+                                 [i for i, n in names.items() if n.startswith(root + ":Strategy:")
+                                  or n == root + ":Unattributed"], "USD")
     if reader.dialect != "sqlite":
         sums = (sums[0].replace("%", "%%").replace("?", "%s"), sums[1])  # psycopg's placeholders (Reader.rows)
     # its ceiling: the driver's own cursor running the same rows' reads and its one GROUP BY

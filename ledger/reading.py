@@ -255,6 +255,18 @@ class Reader:
             "JOIN txn t ON t.id = p.txn_id WHERE p.account_id = (SELECT id FROM account WHERE name = ?) "
             f"AND p.ts < ? ORDER BY p.ts DESC LIMIT {int(limit)}", (account, before)))
 
+    def contract_sums(self, pnl_ids: list[int], holding_ids: list[int], base: str,
+                      since: str | None = None) -> list[tuple[int, str, str | None, str | None, int]]:
+        """(account id, commodity, the entry's contract or None, day or None, scaled units) of these
+        P&L accounts' postings (from `since` on, else all), summed per account, commodity and the
+        contract of their entry, and per day where the commodity is not `base`: `pnl --by
+        instrument` (reports/pnl_instrument.py). One statement; O(the postings it sums)."""
+        statement = contract_sums_sql(self.dialect, pnl_ids, holding_ids, base, since)
+        if statement is None:
+            return []
+        return [(account_id, commodity, contract, day, int(whole) * FACTOR + int(rest))
+                for account_id, commodity, contract, day, whole, rest in self.rows(*statement)]
+
     def positions(self, prefix: str = "Assets:") -> dict[tuple[str, str], Decimal]:
         """Balances in contracts and shares: commodities that are not currencies (Ledger.positions)."""
         currencies = {name for name, kind, _, _ in self.commodities() if kind == "currency"}
@@ -282,6 +294,34 @@ class Reader:
                  from_scaled(r[5]), r[4]) for r in rows if r[5] != 0]
         lots.sort(key=lambda lot: (lot[5], lot[3] or ""))
         return [lot[:5] for lot in lots]
+
+
+def contract_sums_sql(dialect: str, pnl_ids: list[int], holding_ids: list[int], base: str,
+                      since: str | None = None) -> tuple[str, tuple] | None:
+    """`Reader.contract_sums`' statement and parameters (`?` placeholders), or None: no account.
+
+    An entry's contract is the one its metadata names, else (a reversal names none) the commodity
+    of its first position line, as reports/series.py's load_moves takes it."""
+    if not pnl_ids:
+        return None
+    if dialect == "sqlite":
+        named = "NULLIF(json_extract(NULLIF(t.meta, ''), '$.contract'), '')"
+        by_time = " INDEXED BY ix_posting_period"  # along the account and time (_by_time); all time too: faster
+    else:
+        named = "NULLIF(NULLIF(t.meta, '')::json ->> 'contract', '')"
+        by_time = ""
+    # the first position line by id, which ix_posting_txn gives in order (an entry's lines share
+    # its time: ORDER BY ts too cost a sort per posting); COALESCE looks it up only where needed
+    first_line = ("(SELECT q.commodity FROM posting q WHERE q.txn_id = p.txn_id AND q.cost IS NOT NULL "
+                  f"AND q.account_id IN ({', '.join('?' * len(holding_ids))}) ORDER BY q.id LIMIT 1)"
+                  if holding_ids else "NULL")
+    day = "CASE WHEN p.commodity = ? THEN NULL ELSE substr(p.ts, 1, 10) END"
+    sql = (f"SELECT account_id, commodity, contract, day, SUM(units / {FACTOR}), SUM(units % {FACTOR}) FROM ("
+           f"SELECT p.account_id, p.commodity, COALESCE({named}, {first_line}) AS contract, {day} AS day, p.units "
+           f"FROM posting p{by_time} JOIN txn t ON t.id = p.txn_id "
+           f"WHERE p.account_id IN ({', '.join('?' * len(pnl_ids))})" + (" AND p.ts >= ?" if since else "") +
+           ") x GROUP BY account_id, commodity, contract, day")
+    return sql, (*holding_ids, base, *pnl_ids, *((since,) if since else ()))
 
 
 # -- opening ----------------------------------------------------------------------------------

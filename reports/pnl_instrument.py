@@ -31,7 +31,7 @@ import datetime as dt
 from collections.abc import Callable
 
 from tradeledger.ledger.numbers import from_scaled
-from tradeledger.ledger.reading import FACTOR, Reader
+from tradeledger.ledger.reading import Reader
 from tradeledger.ledger.accounts import UNATTRIBUTED as UNATTRIBUTED_COMPONENT
 from tradeledger.reports.pnl_fast import CARRY_ACCOUNTS, COMMISSIONS, TRADING, ZERO, _Group, read_books
 
@@ -97,42 +97,12 @@ def instrument_groups(reader: Reader, books, root: str, base: str,
 def contract_sums(reader: Reader, names: dict[int, str], root: str, base: str, since: str | None = None):
     """(part, sign, account id, currency, entry's contract or None, day or None, scaled units) of
     the P&L postings (from `since` on, else all), summed per account, currency and the contract
-    of their entry, and per day where the currency is not `base`. part: 0 realized, 1 commissions,
-    2 income; sign: the replay's (income up, expenses down)."""
-    statement = contract_sums_sql(reader.dialect, names, root, base, since)
-    if statement is None:
-        return
-    for account_id, currency, contract, on, whole, rest in reader.rows(*statement):
-        account = names[account_id]
-        part = 0 if account.startswith(TRADING) else 1 if account.startswith(COMMISSIONS) else 2
-        yield part, (1 if part == 1 else -1), account_id, currency, contract, on, int(whole) * FACTOR + int(rest)
-
-
-def contract_sums_sql(dialect: str, names: dict[int, str], root: str, base: str,
-                      since: str | None = None) -> tuple[str, tuple] | None:
-    """`contract_sums`' statement and parameters (`?` placeholders), or None: no P&L account."""
+    of their entry, and per day where the currency is not `base` (Reader.contract_sums). part:
+    0 realized, 1 commissions, 2 income; sign: the replay's (income up, expenses down)."""
     pnl_ids = [i for i, n in names.items() if n.startswith((TRADING, COMMISSIONS, *CARRY_ACCOUNTS))]
     holding_ids = [i for i, n in names.items()
                    if n.startswith(root + ":Strategy:") or n == f"{root}:{UNATTRIBUTED_COMPONENT}"]
-    if not pnl_ids:
-        return None
-    if dialect == "sqlite":
-        named = "NULLIF(json_extract(NULLIF(t.meta, ''), '$.contract'), '')"
-        by_time = " INDEXED BY ix_posting_period"  # a range of time must read along the time (Reader._by_time)
-    else:
-        named = "NULLIF(NULLIF(t.meta, '')::json ->> 'contract', '')"
-        by_time = ""
-    # the contract of an entry whose metadata names none (a reversal): its first position line's
-    # (series.load_moves' entry_contract; an entry's lines share its time, so the first by id, which
-    # ix_posting_txn gives in order: ORDER BY ts too cost a sort per posting); COALESCE looks it up
-    # only for such an entry
-    first_line = ("(SELECT q.commodity FROM posting q WHERE q.txn_id = p.txn_id AND q.cost IS NOT NULL "
-                  f"AND q.account_id IN ({', '.join('?' * len(holding_ids))}) ORDER BY q.id LIMIT 1)"
-                  if holding_ids else "NULL")
-    day = "CASE WHEN p.commodity = ? THEN NULL ELSE substr(p.ts, 1, 10) END"
-    sql = (f"SELECT account_id, commodity, contract, day, SUM(units / {FACTOR}), SUM(units % {FACTOR}) FROM ("
-           f"SELECT p.account_id, p.commodity, COALESCE({named}, {first_line}) AS contract, {day} AS day, p.units "
-           f"FROM posting p{by_time} JOIN txn t ON t.id = p.txn_id "
-           f"WHERE p.account_id IN ({', '.join('?' * len(pnl_ids))})" + (" AND p.ts >= ?" if since else "") +
-           ") x GROUP BY account_id, commodity, contract, day")
-    return sql, (*holding_ids, base, *pnl_ids, *((since,) if since else ()))
+    for account_id, currency, contract, on, units in reader.contract_sums(pnl_ids, holding_ids, base, since):
+        account = names[account_id]
+        part = 0 if account.startswith(TRADING) else 1 if account.startswith(COMMISSIONS) else 2
+        yield part, (1 if part == 1 else -1), account_id, currency, contract, on, units
