@@ -116,6 +116,7 @@ def test_a_changed_commission_through_the_ib_gateway_and_the_real_client(tmp_pat
     """The simulated IB gateway answers reqExecutions with the exchange's commission report for
     the same execId; ib_async updates the fill's report in place, and the sync books the change."""
     from tradeledger.engine.trading.cycle import wait_for_fills
+    from support import sync_until_commissions_booked
     from test_ib_faults import Rig
 
     rig = Rig(tmp_path)
@@ -123,6 +124,9 @@ def test_a_changed_commission_through_the_ib_gateway_and_the_real_client(tmp_pat
         run_id = rig.record({"Trend": 2})
         rig.submit(run_id)
         wait_for_fills(rig.session, run_id, timeout=5)
+        # The fill and its commission are two messages; a sync between them books the commission
+        # as pending (by design), so wait for the commission itself, not a time.
+        sync_until_commissions_booked(rig.env, rig.session.broker)
         [ex] = rig.exchange.executions()
         assert rig.env.ledger.income()[("Expenses:Commissions:Trend", "USD")] == D("2.00")
         rig.exchange.revise_commission(ex.exec_id, D("2.35"))

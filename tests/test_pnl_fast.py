@@ -257,8 +257,13 @@ def test_the_maintained_pnl_is_the_replays(backend, days, fx, euro):
     try:
         replayed = pnl_mod.replayed_pnl(session)
         fast = pnl_mod.maintained_pnl(session)
-        if not euro or fx == "start":
-            assert fast is not None  # every rate it needs was there from the first day
+        # Every rate it needs was there from the first day, so it answers; but not always after an
+        # expiry: a holder whose position expired at its own cost books no P&L posting, and with
+        # a price that day read_books cannot vouch that no price met the position before (found
+        # by hypothesis: no trades, an expiry at the base price, a close): it steps aside, and the
+        # replay answers, as pnl() is checked to below.
+        if (not euro or fx == "start") and all(day["expire"] is None for day in days):
+            assert fast is not None
         if fast is not None:
             assert fast == replayed
             assert json.dumps(fast, default=str) == json.dumps(replayed, default=str)  # the keys in order too
