@@ -40,10 +40,9 @@ from decimal import Decimal
 
 from tradeledger.ledger.numbers import from_scaled, plain
 from tradeledger.ledger.reading import Reader
-from tradeledger.reports.pnl_fast import (CARRY_ACCOUNTS, CENT, COMMISSIONS, TRADING, ZERO, prices_on,
-                                          read_books)
+from tradeledger.reports.pnl_fast import CARRY_ACCOUNTS, CENT, COMMISSIONS, TRADING, ZERO, read_books
 from tradeledger.reports.pnl_instrument import OTHER, contract_sums, instrument_groups, rename
-from tradeledger.reports.pnl_today import _day_before, _holding, _lots_since, _mark_before, _touched_today
+from tradeledger.reports.pnl_today import _day_before, held_before, valued_before
 
 
 def period_pnl(reader: Reader, root: str, base: str, holder_name: Callable[[str], str],
@@ -86,41 +85,18 @@ def period_pnl(reader: Reader, root: str, base: str, holder_name: Callable[[str]
             figures.setdefault(currency, [ZERO, ZERO, ZERO])[part] += sign * from_scaled(units)
 
     # the positions at the end of the day before: the maintained lots less the lines from D on
-    account_id = {name: i for i, name in books.names.items()}
-    holding_ids = {account_id[_holding(root, component)]: name for name, component in books.component_of.items()}
-    held = dict(books.held)
-    moved = set()
-    for (aid, code), (units, basis) in _lots_since(reader, list(holding_ids), start).items():
-        key = (holding_ids[aid], code)
-        was = held[key]
-        held[key] = (was[0] - from_scaled(units), was[1] - from_scaled(basis))
-        moved.add(key)
+    held, moved = held_before(reader, books, root, start)
     shown = set(booked) | {group_of(name, code) for (name, code), (units, basis) in books.held.items()
                            if code in books.prices and (units != 0 or basis != 0)}
     if any(group_of(name, code) not in shown and code in books.prices for name, code in moved):
         return None  # moved in the period, priced on some day of it maybe: only the replay knows
 
     before = _day_before(reader, books, books.names, since)
-    prices = prices_on(reader, sorted({code for _, code in held if code in contracts}), instrument_name, before)
-    touched = _touched_today(reader, books, start, moved)
-    if touched is None:
+    valued = valued_before(reader, books, root, held, moved, start, before, instrument_name)
+    if valued is None:
         return None
     at_start: dict[str, dict[str, Decimal]] = {}  # group -> currency -> unrealized at `before`
-    for (name, code), (units, basis) in held.items():
-        price = prices.get(code)
-        if code not in contracts or units == 0 and basis == 0 or price is None:
-            continue
-        currency, multiplier, future = contracts[code]
-        if future:
-            component = books.component_of[name]
-            mark = books.marks.get((component, code))
-            if (name, code) in touched and units != 0:  # an entry from D on may have moved its mark
-                mark = _mark_before(reader, root, component, code, start)
-                if mark is False:
-                    return None
-            value = units * (price - (price if mark is None else mark)) * multiplier
-        else:
-            value = units * price * multiplier - basis
+    for name, code, currency, value, _gross in valued:
         unrealized = at_start.setdefault(group_of(name, code), {})
         unrealized[currency] = unrealized.get(currency, ZERO) + value
 

@@ -49,47 +49,24 @@ def pnl_today(reader: Reader, root: str, base: str, holder_name: Callable[[str],
     last = sum((r + i - c + u for r, c, i, u in (g.exact(rates, end) for g in books.groups.values())), ZERO)
 
     # what was booked from today on: P&L postings, lots, the entries that touched futures positions
-    account_id = {name: i for i, name in names.items()}
     booked_today, base_today = False, ZERO  # P&L postings from today on; their base-currency part
     for (aid, currency), units in _sums_since(reader, [i for i, n in names.items()
                                                     if n.startswith((TRADING, COMMISSIONS, *CARRY_ACCOUNTS))], since):
         booked_today = True
         if currency == base:  # another currency's days are apart (_Group.days), cut by `before`
             base_today += from_scaled(units)  # r + i - c = -(the postings): today's come back off
-    holding_ids = {account_id[_holding(root, component)]: name for name, component in books.component_of.items()}
-    held = dict(books.held)
-    moved_today = set()
-    for (aid, code), (units, basis) in _lots_since(reader, list(holding_ids), since).items():
-        key = (holding_ids[aid], code)
-        units_now, basis_now = held[key]
-        held[key] = (units_now - from_scaled(units), basis_now - from_scaled(basis))
-        moved_today.add(key)
+    held, moved_today = held_before(reader, books, root, since)
 
     contracts = books.contracts
     before = _day_before(reader, books, names, today)
     unrealized: dict[str, Decimal] = {}
     active = False
     if before is not None:
-        prices = prices_on(reader, sorted({code for _, code in held if code in contracts}), instrument_name, before)
-        touched = _touched_today(reader, books, since, moved_today)
-        if touched is None:
+        valued = valued_before(reader, books, root, held, moved_today, since, before, instrument_name)
+        if valued is None:
             return None
-        for (name, code), (units, basis) in held.items():
-            price = prices.get(code)
-            if code not in contracts or units == 0 and basis == 0 or price is None:
-                continue
-            currency, multiplier, future = contracts[code]
-            if future:
-                component = books.component_of[name]
-                mark = books.marks.get((component, code))
-                if (name, code) in touched and units != 0:
-                    mark = _mark_before(reader, root, component, code, since)
-                    if mark is False:
-                        return None
-                value = units * (price - (price if mark is None else mark)) * multiplier
-            else:
-                value = units * price * multiplier - basis
-            active = active or value != 0 or units * price * multiplier != 0
+        for _name, _code, currency, value, gross in valued:
+            active = active or value != 0 or gross != 0
             unrealized[currency] = unrealized.get(currency, ZERO) + value
     start = ZERO
     if before is not None:
@@ -107,6 +84,52 @@ def pnl_today(reader: Reader, root: str, base: str, holder_name: Callable[[str],
             return None  # moved from today on, priced on some day maybe: only the replay knows
         return 0
     return 0 + (last.quantize(CENT) - start.quantize(CENT))
+
+
+def held_before(reader: Reader, books, root: str, since: str) -> tuple[dict, set]:
+    """The positions at the end of the day before `since`, (holder name, code) -> (units, basis):
+    the maintained lots less the cost-bearing postings from `since` on; and the keys they moved."""
+    account_id = {name: i for i, name in books.names.items()}
+    holding_ids = {account_id[_holding(root, component)]: name for name, component in books.component_of.items()}
+    held = dict(books.held)
+    moved = set()
+    for (aid, code), (units, basis) in _lots_since(reader, list(holding_ids), since).items():
+        key = (holding_ids[aid], code)
+        units_now, basis_now = held[key]
+        held[key] = (units_now - from_scaled(units), basis_now - from_scaled(basis))
+        moved.add(key)
+    return held, moved
+
+
+def valued_before(reader: Reader, books, root: str, held: dict, moved: set, since: str, before: dt.date,
+                  instrument_name: Callable[[str], str]) -> list[tuple] | None:
+    """Each priced position of `held` (`held_before`) at `before`'s prices, as (holder name, code,
+    currency, unrealized, units x price x multiplier); a future against its mark as it stood
+    before `since` (looked up backwards where an entry from `since` on touched it). None when such
+    a mark lies further back than LOOK_BACK postings, or `_touched_today` cannot say: replay."""
+    contracts = books.contracts
+    prices = prices_on(reader, sorted({code for _, code in held if code in contracts}), instrument_name, before)
+    touched = _touched_today(reader, books, since, moved)
+    if touched is None:
+        return None
+    valued = []
+    for (name, code), (units, basis) in held.items():
+        price = prices.get(code)
+        if code not in contracts or units == 0 and basis == 0 or price is None:
+            continue
+        currency, multiplier, future = contracts[code]
+        if future:
+            component = books.component_of[name]
+            mark = books.marks.get((component, code))
+            if (name, code) in touched and units != 0:  # an entry from `since` on may have moved its mark
+                mark = _mark_before(reader, root, component, code, since)
+                if mark is False:
+                    return None
+            value = units * (price - (price if mark is None else mark)) * multiplier
+        else:
+            value = units * price * multiplier - basis
+        valued.append((name, code, currency, value, units * price * multiplier))
+    return valued
 
 
 def _holding(root: str, component: str) -> str:
