@@ -334,11 +334,7 @@ def record_fill(conn: Connection, e: Execution, shares, txn_id: int, order_id: i
 
 def _book_late_commission(conn: Connection, books: Books, row, e: Execution) -> None:
     ledger, chart = books.ledger, books.chart
-    shares = [(from_column(r.holder), from_scaled(r.quantity)) for r in conn.execute(
-        sa.select(tables.fill_alloc).where(tables.fill_alloc.c.fill_id == row.id))]
-    attribution = live_attribution(conn, ledger, row.exec_key)
-    if attribution is not None:  # the position moved to a strategy: so does the commission that comes late
-        shares = [(attribution[0] if holder is None else holder, qty) for holder, qty in shares]
+    shares = _commission_holders(conn, row, live_attribution(conn, ledger, row.exec_key))
     parts = commission_split(e.commission, shares)
     commission_txn = None
     if any(v != 0 for v in parts.values()):
@@ -352,6 +348,17 @@ def _book_late_commission(conn: Connection, books: Books, row, e: Execution) -> 
     f = tables.fill
     conn.execute(f.update().where(f.c.id == row.id).values(
         commission=to_scaled(e.commission, "commission"), commission_txn_id=commission_txn))
+
+
+def _commission_holders(conn: Connection, row, attribution) -> list[tuple[Holder, Decimal]]:
+    """(holder, quantity) of a booked fill, as its commission is split: the fill's allocation, with
+    Unattributed's part given to the strategy a standing attribution (`live_attribution`) gave the
+    position to: the commission goes where the position went."""
+    shares = [(from_column(r.holder), from_scaled(r.quantity)) for r in conn.execute(
+        sa.select(tables.fill_alloc).where(tables.fill_alloc.c.fill_id == row.id))]
+    if attribution is None:
+        return shares
+    return [(attribution[0] if holder is None else holder, qty) for holder, qty in shares]
 
 
 def _rebook_commission(conn: Connection, books: Books, row, e: Execution, now: dt.datetime) -> Decimal:
@@ -370,10 +377,7 @@ def _rebook_commission(conn: Connection, books: Books, row, e: Execution, now: d
     attribution = live_attribution(conn, ledger, row.exec_key)
     standing = [row.txn_id] + ([attribution[1]] if attribution is not None else [])
     booked = booked_commissions(chart, ledger.entry_sums(standing, "Expenses:Commissions:", conn), currency)
-    shares = [(from_column(r.holder), from_scaled(r.quantity)) for r in conn.execute(
-        sa.select(tables.fill_alloc).where(tables.fill_alloc.c.fill_id == row.id))]
-    if attribution is not None:
-        shares = [(attribution[0] if holder is None else holder, qty) for holder, qty in shares]
+    shares = _commission_holders(conn, row, attribution)
     if all(qty == 0 for _, qty in shares):  # a bust: its commission stays with its holders
         shares = [(holder, Decimal(1)) for holder, _ in shares]
     parts = commission_split(e.commission, shares)
