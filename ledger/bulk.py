@@ -50,61 +50,26 @@ import run twice books once.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import gc
-import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
 
-from tradeledger.ledger.model import IdempotencyConflict, LedgerError, Transaction, validate
-from tradeledger.ledger.rows import _posting_row, _printed, entry_checked, fingerprint, fmt_ts as _ts, \
-    meta_json as _meta_json, numbers_typed
+from tradeledger.ledger.bulk_rows import NULL, POSTING_COLUMNS as _POSTING_COLUMNS, TXN_COLUMNS as _TXN_COLUMNS, \
+    Importing, Preparer, Rows, insert_sqlite, refuse as _refuse
+from tradeledger.ledger.model import IdempotencyConflict, LedgerError, Transaction
+from tradeledger.ledger.rows import fmt_ts as _ts
+
+__all__ = ["NULL", "Importing", "Imported", "SQLITE_INSERT_TRIGGERS", "import_entries"]
 
 F = 1_000_000_000  # nano-units per unit (numbers.py)
 CHUNK = 5_000  # entries prepared and written per executemany
-ROWS = 64  # rows per INSERT on SQLite: 64 x 13 columns stays under 999 variables (older SQLite's limit)
-# NULL in a row bound on SQLite: Python's sqlite3 binds None through its adapter lookup (two failed
-# attribute lookups, each raising), 0.3-0.45 us a value, more than half of a posting's insert for
-# a posting's six empty cost and price columns. The row carries this integer instead and the
-# statement turns it back into NULL (NULLIF). No stored value can equal it: numbers are at most
-# 2**63 - 1 in magnitude (numbers.py), ids are positive, and the other columns are text.
-NULL = -2**63
-_NULLABLE_POSTING = frozenset(range(5, 11))  # cost .. price_currency, of the 13 columns below
-_NULLABLE_TXN = frozenset({6, 8})  # idem_key, reverses_id
 
 # The INSERT triggers whose rules this module re-checks (see the table above).
 SQLITE_INSERT_TRIGGERS = frozenset({
     "posting_sealed", "posting_no_replace", "posting_foreign_keys_on", "posting_balance", "posting_lot_balance",
     "txn_balanced", "txn_no_replace", "txn_reverses_existing",
 })
-
-_POSTING_COLUMNS = ("txn_id, ts, account_id, commodity, units, cost, cost_currency, cost_date, cost_label, price, "
-                    "price_currency, weight, weight_currency")
-_TXN_COLUMNS = "id, ts, kind, narration, links, meta, idem_key, fingerprint, reverses_id, booked_at"
-
-
-MAX_SEEN = 200_000  # distinct postings kept as made (rows.py's bound): cleared when full
-
-
-class _Ready(NamedTuple):
-    """An entry's postings as this import made them (`_Import._prepare`)."""
-
-    hits: list[tuple]  # each posting as `_Import._posting` made it
-    prints: list[str]  # each posting's part of the fingerprint (what `rows.fingerprint` reads)
-    labelled: bool  # some posting reduces or adds to a labelled lot (the lot check applies)
-
-
-class Importing(NamedTuple):
-    """An entry whose reversal names its original by key (an entry already booked, or one earlier
-    in the same import), or by the `ref` an earlier entry of the import carries: what a file can
-    say, since it cannot know the ids its entries will get."""
-
-    txn: Transaction
-    reverses_key: str | None = None
-    ref: str | None = None
-    reverses_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -159,10 +124,6 @@ def _chunks(entries, size: int):
         yield batch
 
 
-def _refuse(place: int, why: str) -> LedgerError:
-    return LedgerError(f"entry {place} of the import: {why}; nothing was imported")
-
-
 class _Import:
     def __init__(self, ledger, conn, cursor, expected: int):
         self.ledger, self.conn, self.cursor = ledger, conn, cursor
@@ -170,11 +131,7 @@ class _Import:
         self.mark = "?" if self.sqlite else "%s"
         self.booked_at = _ts(dt.datetime.now(dt.timezone.utc))
         self.accounts = self._accounts()
-        self.seen: dict = {}  # posting -> what `_posting` made of it (its account and commodity checked)
-        opens = [opened for _, opened, _, _ in self.accounts.values()]
-        closes = [closed for _, _, closed, _ in self.accounts.values() if closed]
-        # Entries dated in this span find every account open: their postings' dates need no check.
-        self.open_span = (max(opens, default=dt.date.min), min(closes, default=dt.date.max))
+        self.preparer = Preparer(self.accounts, self.sqlite, self.booked_at)
         self.lot_state: tuple[dict, dict] = ({}, {})
         self.refs: dict[str, int] = {}  # ref -> id of the entries that carry one
         self.booked = self.replays = self.postings = 0
@@ -228,26 +185,16 @@ class _Import:
     # -- each chunk ---------------------------------------------------------------------------
 
     def write(self, batch: list) -> None:
-        prepared = []
-        for place, item in batch:
-            item = item if isinstance(item, Importing) else Importing(item)
-            txn, reverses_key = item.txn, item.reverses_key
-            if not isinstance(txn, Transaction):
-                raise _refuse(place, f"not an entry: {type(txn).__name__}")
-            if (txn.reverses is not None) + (reverses_key is not None) + (item.reverses_ref is not None) > 1:
-                raise _refuse(place, "a reversal names its original once, by id, key or ref")
-            ready = self._prepare(place, txn)
-            if ready is None:
-                try:
-                    validate(txn)
-                except LedgerError as exc:
-                    raise _refuse(place, str(exc)) from None
-                raise _refuse(place, "a number cannot be stored exactly (more than 9 decimals, or out of range)")
-            prepared.append((place, txn, reverses_key, ready, fingerprint(txn, ready), item))
-        booked = self._booked_keys({p[1].key for p in prepared if p[1].key} | {p[2] for p in prepared if p[2]})
+        """A chunk of (place, item): checked and made ready, keys and reversals decided in order
+        against what is booked (earlier chunks included), then written."""
+        check = self.preparer.check
+        prepared = [check(place, item) for place, item in batch]
+        booked = self._booked_keys({p.txn.key for p in prepared if p.txn.key} | {p.reverses_key for p in prepared
+                                                                                  if p.reverses_key})
         ids = iter(self._new_ids(len(prepared)))  # a replay leaves its id unused: a gap, harmless
         fresh = []
-        for place, txn, reverses_key, ready, digest, item in prepared:
+        for checked in prepared:
+            place, txn, reverses_key, item = checked.place, checked.txn, checked.reverses_key, checked.item
             reverses = txn.reverses
             if reverses_key is not None:  # booked, or met earlier in the import (it is in `booked` then)
                 if reverses_key not in booked:
@@ -259,70 +206,22 @@ class _Import:
                     raise _refuse(place, f"it reverses ref {item.reverses_ref!r}, which no earlier entry of the "
                                          "import carries")
                 reverses = self.refs[item.reverses_ref]
-            if reverses != txn.reverses:  # its content names the original's id, as `book` would store it
-                txn = dataclasses.replace(txn, reverses=reverses)
-                digest = fingerprint(txn, ready)
+            txn, digest = Preparer.named(checked, reverses)
             if txn.key is not None and txn.key in booked:
                 txn_id, booked_digest = booked[txn.key]
                 if booked_digest != digest:
-                    raise IdempotencyConflict(f"entry {place} of the import: an entry with key {txn.key!r} is "
-                                              "already booked with different content; nothing was imported")
+                    raise _conflict(place, txn.key)
                 self.replays += 1
             else:
                 txn_id = next(ids)
                 if txn.key is not None:
                     booked[txn.key] = (txn_id, digest)
-                fresh.append((place, txn, ready, digest, txn_id, reverses))
+                fresh.append((place, txn, checked.ready, digest, txn_id, reverses))
             if item.ref is not None:
                 self.refs[item.ref] = txn_id
-        self._write(fresh)
-
-    def _prepare(self, place: int, txn: Transaction) -> _Ready | None:
-        """`rows.prepare` for this import: the same checks and rows, each distinct posting made
-        once (its stored tail, with its account's id, accepted once); None when `validate` or
-        exactness would refuse the entry."""
-        if not entry_checked(txn):
-            return None
-        seen, hits, prints, totals, labelled = self.seen, [], [], {}, False
-        for p in txn.postings:
-            if not numbers_typed(p):
-                return None
-            hit = seen.get(p)
-            if hit is None:
-                hit = self._posting(place, p)
-                if hit is None:
-                    return None
-            hits.append(hit)
-            prints.append(hit[1])
-            totals[hit[2]] = totals.get(hit[2], 0) + hit[3]
-            labelled = labelled or hit[4]
-        if any(totals.values()):
-            return None  # unbalanced: validate says how
-        return _Ready(hits, prints, labelled)
-
-    def _posting(self, place: int, p) -> tuple | None:
-        """A distinct posting as this import stores it, or None when `validate` or exactness would
-        refuse it: (the stored row after txn_id and ts, its part of the fingerprint, its weight's
-        currency, its weight, labelled, its account's name, its balance's key, its lot's key or
-        None). Its account must exist and accept its commodity."""
-        row = _posting_row(p)
-        if row is None:
-            return None
-        name, commodity = row[0], row[1]
-        account = self.accounts.get(name)
-        if account is None:
-            raise _refuse(place, f"unknown account {name}: open it first")
-        if account[3] and commodity not in account[3]:
-            raise _refuse(place, f"account {name} does not accept {commodity}")
-        tail = (account[0], *row[1:])
-        lot = None if row[3] is None else (account[0], commodity, row[3], row[4], row[5] or "", row[6] or "")
-        if self.sqlite:
-            tail = tuple(NULL if value is None else value for value in tail)
-        if len(self.seen) >= MAX_SEEN:
-            self.seen.clear()
-        hit = self.seen[p] = (tail, _printed(p), row[10], row[9], row[6] is not None, name,
-                              (account[0], commodity), lot)
-        return hit
+        rows = self.preparer.rows(fresh)
+        self._check_lots(rows)
+        self._write(rows)
 
     def _new_ids(self, n: int) -> list[int]:
         """Ids for n new entries: on SQLite counted on from MAX(id), read under the write lock;
@@ -344,78 +243,39 @@ class _Import:
             found.update({key: (i, digest) for key, i, digest in self.cursor.fetchall()})
         return found
 
-    def _write(self, fresh: list) -> None:
-        headers, postings = [], []  # postings: on SQLite the rows' values end to end (see _rows)
-        accounts, (latest_open, earliest_close) = self.accounts, self.open_span
-        add = postings.extend if self.sqlite else postings.append
-        null = NULL if self.sqlite else None
-        sums, lots = {}, {}  # balance key -> units; lot key -> [units, first time] (SQLite: `_maintain`)
-        for place, txn, ready, digest, txn_id, reverses in fresh:
-            ts, date = _ts(txn.time), txn.date
-            head = (txn_id, ts)
-            if date < latest_open or date > earliest_close:  # some account is not open that day
-                for hit in ready.hits:
-                    _, opened, closed, _ = accounts[hit[5]]
-                    if date < opened or (closed and date > closed):
-                        raise _refuse(place, f"account {hit[5]} is not open on {date}")
-            for hit in ready.hits:
-                tail = hit[0]
-                add(head + tail)
-                sums[hit[6]] = sums.get(hit[6], 0) + tail[2]
-                if hit[7] is not None:
-                    lot = lots.get(hit[7])
-                    if lot is None:
-                        lots[hit[7]] = [tail[2], ts]
-                    else:
-                        lot[0] += tail[2]
-                        if ts < lot[1]:
-                            lot[1] = ts
-            if ready.labelled:
-                try:
-                    self.ledger._check_lots(self.conn, [(txn_id, txn)], self.lot_state)
-                except LedgerError as exc:
-                    raise _refuse(place, str(exc)) from None
-            headers.append((txn_id, ts, txn.kind, txn.narration, ",".join(txn.links), _meta_json(txn.meta),
-                            null if txn.key is None else txn.key, digest, null if reverses is None else reverses,
-                            self.booked_at))
-        if not headers:
+    def _check_lots(self, rows: Rows) -> None:
+        """Labelled lots against their reductions, in import order (`Ledger._check_lots`)."""
+        for place, txn_id, txn in rows.labelled:
+            try:
+                self.ledger._check_lots(self.conn, [(txn_id, txn)], self.lot_state)
+            except LedgerError as exc:
+                raise _refuse(place, str(exc)) from None
+
+    def _write(self, rows: Rows) -> None:
+        if not rows.headers:
             return
-        written = len(postings) // 13 if self.sqlite else len(postings)
         try:
             if self.sqlite and self.checked:  # headers first: each posting finds its entry at once
-                self._rows("txn", _TXN_COLUMNS, headers)
-                self._rows("posting", _POSTING_COLUMNS, postings)
+                self._rows("txn", _TXN_COLUMNS, rows.headers)
+                self._rows("posting", _POSTING_COLUMNS, rows.postings)
             else:  # under the triggers: postings, then the headers that seal them
-                self._rows("posting", _POSTING_COLUMNS, postings)
-                self._rows("txn", _TXN_COLUMNS, headers)
+                self._rows("posting", _POSTING_COLUMNS, rows.postings)
+                self._rows("txn", _TXN_COLUMNS, rows.headers)
         except self.conn.dialect.loaded_dbapi.Error as exc:
             raise LedgerError(f"the database refused the import: {_reason(exc)}; nothing was imported") from None
         if self.checked:
-            self._maintain(sums, lots)
-        self.booked += len(headers)
-        self.postings += written
+            self._maintain(rows.sums, rows.lots)
+        self.booked += len(rows.headers)
+        self.postings += rows.count
 
     def _rows(self, table: str, columns: str, rows: list) -> None:
-        """Rows into a table: on PostgreSQL by COPY; on SQLite ROWS rows to an INSERT (a sixth less
-        than one a statement: sqlite3's step per row), NULL as the NULL integer, and the posting
-        rows given as their values end to end (no tuple per row to make, then flatten)."""
+        """Rows into a table: on PostgreSQL by COPY; on SQLite by `bulk_rows.insert_sqlite`."""
         if not self.sqlite:
             with self.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
             return
-        width = columns.count(",") + 1
-        nullable = _NULLABLE_POSTING if table == "posting" else _NULLABLE_TXN
-        one = "(" + ", ".join(f"NULLIF(?, {NULL})" if i in nullable else "?" for i in range(width)) + ")"
-        values = rows if table == "posting" else list(itertools.chain.from_iterable(rows))
-        per = ROWS * width
-        full = len(values) - len(values) % per
-        if full:
-            self.cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES {', '.join([one] * ROWS)}",
-                                    [values[start:start + per] for start in range(0, full, per)])
-        if full < len(values):
-            self.cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES {one}",
-                                    [values[start:start + width] for start in range(full, len(values), width)])
+        insert_sqlite(self.cursor, table, columns, rows)
 
     # -- the whole set ------------------------------------------------------------------------
 
@@ -473,6 +333,11 @@ class _Import:
                     first_ts = CASE WHEN excluded.first_ts < lot_balance.first_ts THEN excluded.first_ts
                                     ELSE lot_balance.first_ts END""",
                 [(*key, *_split(units), first) for key, (units, first) in lots.items()])
+
+
+def _conflict(place: int, key: str) -> IdempotencyConflict:
+    return IdempotencyConflict(f"entry {place} of the import: an entry with key {key!r} is already booked with "
+                               "different content; nothing was imported")
 
 
 def _split(units: int) -> tuple[int, int]:
