@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -59,11 +60,13 @@ from tradeledger.ledger.bulk_rows import NULL, POSTING_COLUMNS as _POSTING_COLUM
     Importing, Preparer, Rows, insert_sqlite, refuse as _refuse
 from tradeledger.ledger.model import IdempotencyConflict, LedgerError, Transaction
 from tradeledger.ledger.rows import fmt_ts as _ts
+from tradeledger.ledger.stager import Items, Stagers
 
 __all__ = ["NULL", "Importing", "Imported", "SQLITE_INSERT_TRIGGERS", "import_entries"]
 
 F = 1_000_000_000  # nano-units per unit (numbers.py)
 CHUNK = 5_000  # entries prepared and written per executemany
+STAGE = "tl_stage"  # the schema a staged chunk is attached as
 
 # The INSERT triggers whose rules this module re-checks (see the table above).
 SQLITE_INSERT_TRIGGERS = frozenset({
@@ -80,37 +83,55 @@ class Imported:
 
 
 def import_entries(ledger, entries: Iterable[Transaction | Importing], expected: int | None = None,
-                   chunk: int = CHUNK, before=None) -> Imported:
+                   chunk: int = CHUNK, before=None, stage_from: tuple | None = None,
+                   stagers: int | None = None) -> Imported:
     """Book every entry, all or nothing, in one transaction (see the module's docstring).
     `expected`: about how many entries come (a stream cannot say), to choose whether the posting
     indexes are built after; without it they are kept. `before(conn)` runs first in the same
-    transaction (opening the accounts and commodities the entries need)."""
+    transaction (opening the accounts and commodities the entries need). `stage_from`: the file
+    the entries are read from (`EntriesFile.stage_source`), which stagers may read instead of
+    `entries` when the import is big (`stagers` of them: by default one per core, up to two)."""
     if expected is None and hasattr(entries, "__len__"):
         expected = len(entries)  # type: ignore[arg-type]
+    if stagers is None:
+        stagers = min(2, os.cpu_count() or 1)
     # The import makes a few tuples per posting and keeps a chunk of them alive: every allocation
     # threshold crossed sets the cyclic collector walking all of them (and whatever the caller
     # holds), a sixth of the import's time, for rows that form no cycle. It runs again after.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _import(ledger, entries, expected, chunk, before)
+        return _import(ledger, entries, expected, chunk, before, stage_from, stagers)
     finally:
         if collecting:
             gc.enable()
 
 
-def _import(ledger, entries, expected: int | None, chunk: int, before) -> Imported:
-    with ledger.engine.begin() as conn:
-        if before is not None:
-            before(conn)
-        cursor = conn.connection.dbapi_connection.cursor()
+def _import(ledger, entries, expected: int | None, chunk: int, before, stage_from, stagers: int) -> Imported:
+    with ledger.engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        staged = False
         try:
-            run = _Import(ledger, conn, cursor, expected or 0)
-            for batch in _chunks(entries, chunk):
-                run.write(batch)
-            return run.finish()
+            with conn.begin():
+                if before is not None:
+                    before(conn)
+                cursor = raw.cursor()
+                try:
+                    run = _Import(ledger, conn, cursor, expected or 0)
+                    # Stagers pay off from a few chunks on (each costs a process start, ~0.1 s);
+                    # they need the set-wide checks (SQLite, its triggers set aside).
+                    if stage_from is not None and stagers > 1 and run.checked and (expected or 0) >= 4 * chunk:
+                        staged = True
+                        run.staged(Stagers(*stage_from, run.accounts, run.booked_at, run.first_txn, chunk, stagers))
+                    else:
+                        for batch in _chunks(entries, chunk):
+                            run.write(batch)
+                    return run.finish()
+                finally:
+                    cursor.close()
         finally:
-            cursor.close()
+            if staged:  # attached in the transaction, detached only after it
+                raw.execute(f"DETACH {STAGE}")
 
 
 def _chunks(entries, size: int):
@@ -138,9 +159,8 @@ class _Import:
         self.indexes: list[str] = []  # what was dropped, as its own stored DDL
         self.triggers: list[str] = []
         if self.sqlite:
-            self.next_id = self._one("SELECT COALESCE(MAX(id), 0) FROM txn")[0] + 1  # under the write lock
+            self.first_txn = self._one("SELECT COALESCE(MAX(id), 0) FROM txn")[0] + 1  # under the write lock
             self.first_posting = self._one("SELECT COALESCE(MAX(id), 0) FROM posting")[0] + 1
-            self.first_txn = self.next_id
             self.checked = self._drop(expected)
         else:
             self.checked = False  # PostgreSQL: the triggers check every row
@@ -191,7 +211,8 @@ class _Import:
         prepared = [check(place, item) for place, item in batch]
         booked = self._booked_keys({p.txn.key for p in prepared if p.txn.key} | {p.reverses_key for p in prepared
                                                                                   if p.reverses_key})
-        ids = iter(self._new_ids(len(prepared)))  # a replay leaves its id unused: a gap, harmless
+        places = [p.place for p in prepared]
+        ids = dict(zip(places, self._new_ids(places)))  # a replay leaves its id unused: a gap
         fresh = []
         for checked in prepared:
             place, txn, reverses_key, item = checked.place, checked.txn, checked.reverses_key, checked.item
@@ -213,7 +234,7 @@ class _Import:
                     raise _conflict(place, txn.key)
                 self.replays += 1
             else:
-                txn_id = next(ids)
+                txn_id = ids[place]
                 if txn.key is not None:
                     booked[txn.key] = (txn_id, digest)
                 fresh.append((place, txn, checked.ready, digest, txn_id, reverses))
@@ -223,13 +244,90 @@ class _Import:
         self._check_lots(rows)
         self._write(rows)
 
-    def _new_ids(self, n: int) -> list[int]:
-        """Ids for n new entries: on SQLite counted on from MAX(id), read under the write lock;
-        on PostgreSQL from its sequence."""
+    def staged(self, stagers: Stagers) -> None:
+        """Every chunk from the stagers, in order: an image's rows copied in, or entries booked here."""
+        try:
+            self.cursor.execute(f"ATTACH ':memory:' AS {STAGE}")
+            for header, image in stagers.frames():
+                if isinstance(header, Items):
+                    self.write(header.batch)
+                else:
+                    self._write_image(header, image)
+        finally:
+            stagers.stop()
+
+    def _write_image(self, header, image: bytes) -> None:
+        """A stager's chunk: its keys decided against the ledger (earlier chunks included) and
+        among themselves, in order: a replay's rows are deleted from the image, a conflict refuses
+        the import; then the image's rows copied in, headers first, by one statement each."""
+        self.conn.connection.dbapi_connection.deserialize(image, name=STAGE)
+        sums, lots = header.sums, header.lots
+        replays = self._staged_replays()
+        if replays:
+            marks = ", ".join("?" * len(replays))
+            self.cursor.execute(f"DELETE FROM {STAGE}.posting WHERE txn_id IN ({marks})", replays)
+            self.cursor.execute(f"DELETE FROM {STAGE}.txn WHERE id IN ({marks})", replays)
+            sums, lots = self._staged_sums()
+            self.replays += len(replays)
+        try:
+            self.cursor.execute(f"INSERT INTO txn ({_TXN_COLUMNS}) SELECT {_TXN_COLUMNS} FROM {STAGE}.txn ORDER BY rowid")
+            booked = self.cursor.rowcount
+            self.cursor.execute(f"INSERT INTO posting ({_POSTING_COLUMNS}) SELECT {_POSTING_COLUMNS} "
+                                f"FROM {STAGE}.posting ORDER BY rowid")
+            written = self.cursor.rowcount
+        except self.conn.dialect.loaded_dbapi.Error as exc:
+            raise LedgerError(f"the database refused the import: {_reason(exc)}; nothing was imported") from None
+        self._maintain(sums, lots)
+        self.booked += booked
+        self.postings += written
+
+    def _staged_replays(self) -> list[int]:
+        """Ids of the image's entries that are replays (a key booked, or met earlier in the image,
+        with the same content), in order; a key met with other content refuses the import."""
+        self.cursor.execute(f"""
+            SELECT s.id, s.idem_key, s.fingerprint, t.fingerprint FROM {STAGE}.txn s
+            LEFT JOIN txn t ON t.idem_key = s.idem_key
+            WHERE t.id IS NOT NULL OR s.idem_key IN (
+                SELECT idem_key FROM {STAGE}.txn WHERE idem_key IS NOT NULL GROUP BY idem_key HAVING COUNT(*) > 1)
+            ORDER BY s.id""")
+        known: dict[str, str] = {}
+        replays = []
+        for txn_id, key, digest, booked_digest in self.cursor.fetchall():
+            if booked_digest is not None:
+                known.setdefault(key, booked_digest)
+            if key in known:
+                if known[key] != digest:
+                    raise _conflict(txn_id - self.first_txn + 1, key)
+                replays.append(txn_id)
+            else:
+                known[key] = digest
+        return replays
+
+    def _staged_sums(self) -> tuple[dict, dict]:
+        """The maintained sums of the image's rows (after replays were taken out)."""
+        sums, lots = {}, {}
+        self.cursor.execute(f"SELECT account_id, commodity, units, cost, cost_currency, cost_date, cost_label, ts "
+                            f"FROM {STAGE}.posting")
+        for account_id, commodity, units, cost, currency, date, label, ts in self.cursor.fetchall():
+            key = (account_id, commodity)
+            sums[key] = sums.get(key, 0) + units
+            if cost is not None:
+                lot_key = (account_id, commodity, cost, currency, date or "", label or "")
+                lot = lots.get(lot_key)
+                if lot is None:
+                    lots[lot_key] = [units, ts]
+                else:
+                    lot[0] += units
+                    lot[1] = min(lot[1], ts)
+        return sums, lots
+
+    def _new_ids(self, places: list[int]) -> list[int]:
+        """Ids for new entries at these places: on SQLite the entry at place n gets the n-th id from
+        MAX(id) + 1, read under the write lock (what a stager gives it too); on PostgreSQL from its
+        sequence."""
         if self.sqlite:
-            first, self.next_id = self.next_id, self.next_id + n
-            return list(range(first, first + n))
-        self.cursor.execute("SELECT nextval('txn_id_seq') FROM generate_series(1, %s)", (n,))
+            return [self.first_txn + place - 1 for place in places]
+        self.cursor.execute("SELECT nextval('txn_id_seq') FROM generate_series(1, %s)", (len(places),))
         return [row[0] for row in self.cursor.fetchall()]
 
     def _booked_keys(self, keys: set[str]) -> dict[str, tuple[int, str]]:

@@ -23,12 +23,13 @@ and `price` are optional. A line that cannot be read is refused with its line nu
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from tradeledger.ledger.bulk import Importing
+from tradeledger.ledger.bulk_rows import Importing
 from tradeledger.ledger.model import Account, Amount, Cost, LedgerError, Posting, Transaction
 from tradeledger.ledger.numbers import jsonable
 
@@ -88,6 +89,7 @@ class EntriesFile:
 
     def __init__(self, lines: Iterable[str], name: str = "input", directives: tuple[str, ...] = ()):
         self.name = name
+        self._handle = lines
         self._lines = enumerate(lines, 1)
         self.accounts: list[Account] = []
         self.commodities: list[CommodityLine] = []
@@ -113,11 +115,52 @@ class EntriesFile:
             yield self._entry(*self._first)
         for number, line in self._lines:
             obj = self._parse(number, line)
-            if obj is None:
+            if obj is not None:
+                yield self._item(number, obj)
+
+    def chunks(self, size: int, part: int = 0, parts: int = 1) -> Iterator[tuple[int, list, LedgerError | None]]:
+        """The entries in chunks of `size` (the last may be short), of which only every `parts`-th,
+        from `part` on: (chunk's index, [(place, Importing)], the refusal that ended it or None).
+        The lines of other chunks are counted, not read (a stager's share: ledger/stager.py)."""
+        index, batch, place = 0, [], 0
+        lines = self._lines
+        if self._first is not None:
+            place, batch = 1, ([(1, self._entry(*self._first))] if part == 0 else [])
+        for number, line in lines:
+            if place % size == 0 and place:  # a chunk ended with the entry before
+                if batch:
+                    yield index, batch, None
+                    batch = []
+            if not line.strip():
                 continue
-            if "open" in obj or "commodity" in obj or (len(obj) == 1 and next(iter(obj)) in self.directives):
-                raise self._error(number, f"{next(iter(obj))} lines come before the first entry")
-            yield self._entry(number, obj)
+            index, mine = divmod(place, size)[0], (place // size) % parts == part
+            place += 1
+            if mine:
+                try:
+                    batch.append((place, self._item(number, self._parse(number, line))))
+                except LedgerError as exc:
+                    yield index, batch, exc
+                    return
+        if batch:
+            yield (place - 1) // size, batch, None
+
+    def stage_source(self) -> tuple[int, str, tuple[str, ...]] | None:
+        """(descriptor, name, directives) of the file being read, for stagers to read it too; None
+        when the lines are not a file one can reopen (a pipe, a list)."""
+        handle = self._handle
+        if not isinstance(handle, io.TextIOBase):
+            return None
+        try:
+            if not handle.seekable():
+                return None
+            return handle.fileno(), self.name, tuple(self.directives)
+        except (OSError, ValueError):
+            return None
+
+    def _item(self, number: int, obj: dict) -> Importing:
+        if "open" in obj or "commodity" in obj or (len(obj) == 1 and next(iter(obj)) in self.directives):
+            raise self._error(number, f"{next(iter(obj))} lines come before the first entry")
+        return self._entry(number, obj)
 
     def error(self, number: int, why: str) -> LedgerError:
         """A refusal naming the file and the line (for the caller's own directives too)."""

@@ -282,13 +282,13 @@ class Ledger(LedgerQueries):
                 return self._book_general(conn, [txn])[0]
         return self.book_many([txn], conn, new=True)[0]
 
-    def import_entries(self, entries, expected: int | None = None, before=None):
+    def import_entries(self, entries, expected: int | None = None, before=None, **options):
         """A bulk import: every entry booked in one transaction, all or nothing, its rules checked
         over the staged set (`ledger/bulk.py`); entries already booked (same key, same content)
         are skipped. Entries are `Transaction`s, or `bulk.Importing` for a reversal named by key."""
         from tradeledger.ledger import bulk
 
-        return bulk.import_entries(self, entries, expected=expected, before=before)
+        return bulk.import_entries(self, entries, expected=expected, before=before, **options)
 
     def _book_own(self, txns: list[Transaction], prepared: list[Prepared], results: list[Booked]) -> bool:
         """The fast path in a transaction of its own, on a raw pooled connection (no SQLAlchemy

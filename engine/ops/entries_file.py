@@ -88,7 +88,8 @@ def import_entries(ctx: Context, path: Path) -> Imported:
                 conn.execute(t.delete().where(t.c.holder == holder, t.c.contract == contract))
                 conn.execute(t.insert().values(holder=holder, contract=contract, price=price, time=time))
 
-        return ledger.import_entries(source.entries(), expected=expected, before=open_all)
+        return ledger.import_entries(source.entries(), expected=expected, before=open_all,
+                                     stage_from=source.stage_source())
 
 
 def _mark(source: EntriesFile, number: int, m: dict) -> tuple[str, str, int, str]:

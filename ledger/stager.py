@@ -1,0 +1,206 @@
+"""Stagers: the rows of a big JSON-lines import made in processes beside the writer.
+
+A bulk import of a file (`ledger/bulk.py`) spends most of its time in Python making rows (reading
+JSON, checking each entry, its fingerprint, binding values), which one process cannot overlap
+with SQLite writing them. On SQLite a big import therefore starts stagers: each is
+`python -m tradeledger.ledger.stager`, reads the same open file (its descriptor, inherited: the
+same file however it is renamed meanwhile), and takes every `parts`-th chunk of entries. For each
+it makes the rows exactly as the importing process would (`bulk_rows.Preparer`, the same code),
+writes them into an in-memory SQLite database of two tables (`txn`, `posting`, the ledger's
+columns) and sends that database's image (`sqlite3.Connection.serialize`) through a pipe. The
+writer attaches the image (`deserialize`) and copies its rows with one INSERT ... SELECT per table:
+no Python per row in the writer. What needs the ledger (keys already booked, the ids of reversed
+originals, labelled lots) stays with the writer: a chunk that holds a reversal, a ref or a labelled
+lot comes back as its entries (`Items`), which the writer books itself.
+
+Ids are those the writer would give: `first_id + place - 1` for the entry at `place` (1-based) in
+the file; a replay leaves its id unused.
+
+A frame is 8 bytes of length, a pickle of the header (`Staged`, `Items`, `Refused` or `Done`),
+and for `Staged` the image's bytes. A stager stops at its first refusal; a stager that dies or
+stops sending ends the import with an error, and the writer's transaction rolls back. A writer
+that dies leaves its stagers writing into a closed pipe: they end there.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sqlite3
+import struct
+import subprocess
+import sys
+from typing import NamedTuple
+
+from tradeledger.ledger.bulk_rows import POSTING_COLUMNS, TXN_COLUMNS, Importing, Preparer, insert_sqlite
+from tradeledger.ledger.model import LedgerError
+
+_LENGTH = struct.Struct("<Q")
+
+
+class Setup(NamedTuple):
+    """What a stager is told on its standard input."""
+
+    fd: int  # the file, open in the writer and inherited
+    name: str  # the file's name, for errors
+    directives: tuple[str, ...]  # the caller's own directive lines (EntriesFile)
+    accounts: dict  # Preparer's accounts
+    booked_at: str
+    first_id: int
+    chunk: int
+    part: int
+    parts: int
+
+
+class Staged(NamedTuple):
+    index: int
+    entries: int
+    postings: int
+    sums: dict
+    lots: dict
+    size: int  # the image's bytes, which follow
+
+
+class Items(NamedTuple):
+    index: int
+    batch: list  # (place, Importing): for the writer to book itself
+
+
+class Refused(NamedTuple):
+    index: int
+    message: str
+
+
+class Done(NamedTuple):
+    part: int
+
+
+# -- the stager -----------------------------------------------------------------------------
+
+def stage(preparer: Preparer, first_id: int, index: int, batch: list) -> tuple[Staged | Items, bytes]:
+    """A chunk's rows as an SQLite image, or its entries back when the writer must decide them."""
+    checked = [preparer.check(place, item) for place, item in batch]
+    for c in checked:
+        if c.ready.labelled or c.txn.reverses is not None or c.item.reverses_key is not None \
+                or c.item.ref is not None or c.item.reverses_ref is not None:
+            return Items(index, batch), b""
+    rows = preparer.rows([(c.place, c.txn, c.ready, c.digest, first_id + c.place - 1, None) for c in checked])
+    image = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        image.execute(f"CREATE TABLE txn ({TXN_COLUMNS})")
+        image.execute(f"CREATE TABLE posting ({POSTING_COLUMNS})")
+        cursor = image.cursor()
+        cursor.execute("BEGIN")
+        insert_sqlite(cursor, "txn", TXN_COLUMNS, rows.headers)
+        insert_sqlite(cursor, "posting", POSTING_COLUMNS, rows.postings)
+        cursor.execute("COMMIT")
+        data = image.serialize()
+    finally:
+        image.close()
+    return Staged(index, len(rows.headers), rows.count, rows.sums, rows.lots, len(data)), data
+
+
+def _send(out, header, data: bytes = b"") -> None:
+    payload = pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL)
+    out.write(_LENGTH.pack(len(payload)))
+    out.write(payload)
+    if data:
+        out.write(data)
+    out.flush()
+
+
+def main() -> int:
+    try:
+        return _stage_all(pickle.load(sys.stdin.buffer))
+    except (BrokenPipeError, EOFError):  # the writer is gone (it failed, or was killed): so is the import
+        os._exit(1)  # nothing to flush into a closed pipe
+
+
+def _stage_all(setup: Setup) -> int:
+    from tradeledger.ledger.jsonl import EntriesFile
+
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # nothing printed by accident can corrupt a frame
+    preparer = Preparer(setup.accounts, True, setup.booked_at)
+    # A description of its own (its own offset), of the same file the writer has open.
+    with open(f"/proc/self/fd/{setup.fd}", encoding="utf-8") as handle:
+        source = EntriesFile(handle, setup.name, setup.directives)
+        for index, batch, error in source.chunks(setup.chunk, setup.part, setup.parts):
+            try:
+                if error is not None:
+                    raise error
+                header, data = stage(preparer, setup.first_id, index, batch)
+            except LedgerError as exc:
+                _send(out, Refused(index, str(exc)))
+                return 0
+            _send(out, header, data)
+    _send(out, Done(setup.part))
+    return 0
+
+
+# -- the writer's side ----------------------------------------------------------------------
+
+class Stagers:
+    """The running stagers of one import, read chunk by chunk in the file's order."""
+
+    def __init__(self, fd: int, name: str, directives: tuple[str, ...], accounts: dict, booked_at: str,
+                 first_id: int, chunk: int, parts: int):
+        self.parts = parts
+        self.procs: list[subprocess.Popen] = []
+        try:
+            for part in range(parts):
+                proc = subprocess.Popen([sys.executable, "-m", "tradeledger.ledger.stager"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, pass_fds=(fd,))
+                self.procs.append(proc)
+                pickle.dump(Setup(fd, name, directives, accounts, booked_at, first_id, chunk, part, parts),
+                            proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                proc.stdin.close()
+        except BaseException:
+            self.stop()
+            raise
+
+    def frames(self):
+        """(header, image bytes) of each chunk in order, until every stager is done; a refusal
+        is raised as the `LedgerError` it was."""
+        done = 0
+        index = 0
+        while done < self.parts:
+            proc = self.procs[index % self.parts]
+            header, data = self._read(proc)
+            if isinstance(header, Refused):
+                raise LedgerError(header.message)
+            if isinstance(header, Done):
+                done += 1  # this part has no more chunks: neither has any later one
+                index += 1
+                continue
+            if header.index != index:
+                raise LedgerError(f"the import's stager sent chunk {header.index} where {index} was due; "
+                                  "nothing was imported")
+            yield header, data
+            index += 1
+
+    def _read(self, proc: subprocess.Popen):
+        head = proc.stdout.read(_LENGTH.size)
+        if len(head) < _LENGTH.size:
+            code = proc.wait()
+            raise LedgerError(f"the import's stager stopped (exit code {code}); nothing was imported")
+        header = pickle.loads(proc.stdout.read(_LENGTH.unpack(head)[0]))
+        data = proc.stdout.read(header.size) if isinstance(header, Staged) else b""
+        if isinstance(header, Staged) and len(data) != header.size:
+            raise LedgerError("the import's stager stopped mid-chunk; nothing was imported")
+        return header, data
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None and not stream.closed:
+                    stream.close()
+
+
+if __name__ == "__main__":  # run by name, so that the frames pickle as this module's, not __main__'s
+    from tradeledger.ledger.stager import main as _main
+
+    sys.exit(_main())
