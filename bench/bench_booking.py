@@ -32,6 +32,7 @@ import argparse
 import datetime as dt
 import itertools
 import json
+import os
 import sqlite3
 import sys
 import tempfile
@@ -244,7 +245,7 @@ def run_bulk_sqlite(out: Path, shape: str, entries: list) -> None:
     bulk import), and into the same tables with no trigger and no index (a floor nobody can beat)."""
     from tradeledger.ledger import jsonl
 
-    names = ("bulk", "json", "ceiling", "loader", "bare")
+    names = ("bulk", "json", "file", "ceiling", "loader", "bare")
     dbs = {name: fresh(out / f"{name}-{shape}.db") for name in names}
     rows = raw_rows(dbs["ceiling"], entries)
     lines = [jsonl.entry_line(txn) for txn in entries]
@@ -263,6 +264,14 @@ def run_bulk_sqlite(out: Path, shape: str, entries: list) -> None:
     t0 = time.perf_counter()
     from_json = dbs["json"].import_entries(jsonl.EntriesFile(lines).entries(), expected=len(lines))
     seconds["json"] = time.perf_counter() - t0
+    source_file = out / f"entries-{shape}.jsonl"
+    source_file.write_text("".join(line + "\n" for line in lines))
+    with open(source_file, encoding="utf-8") as handle:  # `import entries FILE` with one stager beside it
+        t0 = time.perf_counter()
+        source = jsonl.EntriesFile(handle, name=source_file.name)
+        from_file = dbs["file"].import_entries(source.entries(), expected=len(lines),
+                                               stage_from=source.stage_source(), stagers=1)
+        seconds["file"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     raw["ceiling"].write(rows)
     seconds["ceiling"] = time.perf_counter() - t0
@@ -272,13 +281,16 @@ def run_bulk_sqlite(out: Path, shape: str, entries: list) -> None:
     t0 = time.perf_counter()
     raw["bare"].bare(statements)
     seconds["bare"] = time.perf_counter() - t0
-    assert result.booked == from_json.booked == n
+    assert result.booked == from_json.booked == from_file.booked == n
     postings = sum(len(p) for p, _ in rows) / n
     rate = {name: n / s for name, s in seconds.items()}
     print(f"  bulk {shape} ({n:,} entries, {postings:.1f} postings each), entries/s (load {load} -> {_load()}):")
     print(f"    import_entries {rate['bulk']:9,.0f}   from JSON lines {rate['json']:9,.0f}   "
           f"(target 15,000/s: {'met' if rate['bulk'] >= 15000 else 'MISSED'}; from JSON "
           f"{'met' if rate['json'] >= 15000 else 'MISSED'})")
+    print(f"    from a JSON-lines file, one stager beside the writer {rate['file']:9,.0f} "
+          f"(target 15,000/s: {'met' if rate['file'] >= 15000 else 'MISSED'}; ratio to the bulk loader "
+          f"{seconds['loader'] / seconds['file']:4.2f}; {os.cpu_count()} cores)")
     print(f"    raw sqlite3, same schema: per row {rate['ceiling']:9,.0f} (ratio {seconds['ceiling'] / seconds['bulk']:4.2f});"
           f"  as a bulk loader {rate['loader']:9,.0f} (ratio {seconds['loader'] / seconds['bulk']:4.2f}, "
           f"from JSON {seconds['loader'] / seconds['json']:4.2f});  bare tables {rate['bare']:9,.0f} "

@@ -24,6 +24,7 @@ that dies leaves its stagers writing into a closed pipe: they end there.
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import sqlite3
@@ -110,6 +111,9 @@ def _send(out, header, data: bytes = b"") -> None:
 
 
 def main() -> int:
+    # The rows form no cycle; the collector would walk every tuple a chunk keeps alive, at each
+    # allocation threshold (what bulk.import_entries turns off in the writer too).
+    gc.disable()
     try:
         return _stage_all(pickle.load(sys.stdin.buffer))
     except (BrokenPipeError, EOFError):  # the writer is gone (it failed, or was killed): so is the import
