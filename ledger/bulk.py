@@ -123,7 +123,13 @@ def idle_cores() -> int:
     """Stagers worth starting: one per core the machine leaves idle beside the writer's (the
     load average over the last minute), up to two. A stager on a busy core only takes time from
     the writer and the rest of the machine: on a 2-core machine at load 3, an import with two
-    stagers took 5.0 s where the writer alone took 3.9 s (bench/README.md)."""
+    stagers took 5.0 s where the writer alone took 3.9 s (bench/README.md). `TRADELEDGER_STAGERS`
+    says how many instead (0: none)."""
+    told = os.environ.get("TRADELEDGER_STAGERS", "").strip()
+    if told:
+        if not told.isdigit():
+            raise LedgerError(f"TRADELEDGER_STAGERS is a number of processes (0 for none), not {told!r}")
+        return int(told)
     cores = os.cpu_count() or 1
     try:
         load = os.getloadavg()[0]

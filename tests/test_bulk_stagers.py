@@ -201,7 +201,7 @@ def test_the_importer_killed_at_any_point_then_run_again_books_the_file_once(tmp
     """`tradeledger import entries` of a file big enough for stagers, killed at a random point and
     run again: the file is booked once, `db verify` is clean, and no stager outlives its importer."""
     home = tmp_path / "home"
-    env = {**os.environ, "NO_COLOR": "1"}
+    env = {**os.environ, "NO_COLOR": "1", "TRADELEDGER_STAGERS": "2"}  # whatever the machine's load
     cli = [sys.executable, "-m", "tradeledger.cli", "--home", str(home)]
     subprocess.run(cli + ["init"], check=True, capture_output=True, env=env)
     from tradeledger.engine.setup.environment import open_environment
@@ -221,6 +221,9 @@ def test_the_importer_killed_at_any_point_then_run_again_books_the_file_once(tmp
         while _stagers_running() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not _stagers_running()
+    bad = subprocess.run(cli + ["import", "entries", str(path)], capture_output=True, text=True,
+                         env={**env, "TRADELEDGER_STAGERS": "some"})
+    assert bad.returncode != 0 and "TRADELEDGER_STAGERS is a number of processes" in bad.stderr
     done = subprocess.run(cli + ["import", "entries", str(path), "--json"], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     again = subprocess.run(cli + ["import", "entries", str(path), "--json"], capture_output=True, text=True, env=env)
