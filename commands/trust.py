@@ -38,9 +38,13 @@ def _adjust_run(c: Invocation, kind: str, planner, yes: bool, as_json: bool, bef
         if not as_json:
             click.echo(f"dry run: {summary['narration']}")
             currencies = {com.name for com in session.ledger.commodities() if com.kind == "currency"}
-            table(f"entry ({kind})", ["account", "units", "commodity"],
-                  [(account, display(units, "amount" if commodity in currencies else "units", currency=commodity),
-                    commodity) for account, units, commodity in summary["postings"]])
+            def rows(postings):
+                return [(account, display(units, "amount" if commodity in currencies else "units", currency=commodity),
+                         commodity) for account, units, commodity in postings]
+            table(f"entry ({kind})", ["account", "units", "commodity"], rows(summary["postings"]))
+            for also in summary["also"]:  # booked with it, in the same transaction
+                click.echo(f"and: {also['narration']}")
+                table("entry", ["account", "units", "commodity"], rows(also["postings"]))
             if summary["resolves"]:
                 click.echo(f"resolves, if open: {', '.join(summary['resolves'])}")
         if not yes and not click.confirm("Book this entry?", default=False):
@@ -50,7 +54,7 @@ def _adjust_run(c: Invocation, kind: str, planner, yes: bool, as_json: bool, bef
                 click.echo("not booked")
             return
         booked = _adjust.book(ctx, lambda conn: planner(conn, ctx, now, key), _getpass.getuser(),
-                              expect=plan.txn.fingerprint())
+                              expect=plan.fingerprint())
     if as_json:
         emit_json(summary | {"booked": True, "entry": booked.txn_id, "adjustment": booked.adjustment_id,
                              "resolved": list(booked.resolved)})

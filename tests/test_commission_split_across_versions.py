@@ -40,7 +40,7 @@ from tradeledger.engine.accounting.holdings import verify_books
 from tradeledger.engine.setup.config import Limits
 from tradeledger.engine.setup.environment import init_environment
 from tradeledger.engine.setup.session import Session
-from tradeledger.engine.trading import fill_chunk, fills
+from tradeledger.engine.trading import commissions, fill_chunk, fills
 from tradeledger.engine.trading.fills import sync_fills
 from tradeledger.engine.trading.netting import allocate_commission
 from tradeledger.engine.trading.orders import TargetLine, holder_positions, plan, record_plan, send_planned
@@ -71,7 +71,7 @@ def old_commission_split(commission, quantities) -> dict:
 def old_rule(monkeypatch):
     """Book with the pre-328482a rule wherever the engine splits a commission."""
     with monkeypatch.context() as m:
-        for module in (entries, fills, fill_chunk):
+        for module in (entries, fills, fill_chunk, commissions):
             m.setattr(module, "commission_split", old_commission_split)
         yield
 

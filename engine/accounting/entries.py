@@ -25,6 +25,8 @@ exact to the cent) and `link` (a beancount link from any id). The entries:
     kind          builder            booked by
     fill          fill_entry         trading/fills.py
     commission    commission_entry   trading/fills.py (a commission reported late)
+    commission    commission_change_entry   trading/fills.py (the broker changed a booked commission)
+    commission    commission_follow_entry   trading/fills.py (an attribution reversed: it follows back)
     cross         cross_entry        trading/orders.py (internal cross at the reference price)
     fill          correction_entry   trading/corrections.py (a corrected execution)
     settlement    settlement_entry   trading/marking.py
@@ -283,11 +285,7 @@ def commission_change_entry(chart: Chart, exec_id: str, exec_key: str, time: dt.
     their postings, never split again) and books the new commission's parts (pure). `replaces` is
     the entry it follows (the late commission it comes with the reversal of, or the fill): its key.
     None when there is nothing to post (both zero)."""
-    postings: list[Posting] = []
-    for holder in sorted(booked, key=sort_key):
-        postings += commission_postings(chart, holder, -booked[holder], currency)
-    for holder in sorted(parts, key=sort_key):
-        postings += commission_postings(chart, holder, parts[holder], currency)
+    postings = _rebased(chart, booked, parts, currency)
     if not postings:
         return None
     return Transaction(time=time, kind="commission", postings=tuple(postings),
@@ -297,6 +295,35 @@ def commission_change_entry(chart: Chart, exec_id: str, exec_key: str, time: dt.
                        meta=(("contract", contract_code), ("exec", exec_id), ("commission-was", _exact(old)),
                              ("commission", _exact(new))),
                        key=f"commission:{chart.broker_account}:{exec_id}:after-{replaces}")
+
+
+def commission_follow_entry(chart: Chart, exec_key: str, time: dt.datetime, booked: dict, parts: dict,
+                            currency: str, contract_code: str, commission: Decimal, attribution: int,
+                            reason: str) -> Transaction | None:
+    """A fill's commission follows its position back when the attribution (entry `attribution`)
+    that gave the position to a strategy is reversed (pure): one entry that takes back, holder by
+    holder, what the fill's entries still standing booked (`booked`, read back) and books the
+    commission's parts over the holders of the position now. Keyed by the attribution: it is
+    reversed once, so this is booked once. None when there is nothing to post."""
+    postings = _rebased(chart, booked, parts, currency)
+    if not postings:
+        return None
+    return Transaction(time=time, kind="commission", postings=tuple(postings),
+                       narration=f"Commission {exec_key} ({_exact(commission)} {currency}) follows its position: "
+                                 f"attribution entry {attribution} reversed: {reason}",
+                       links=(f"fill-{link(exec_key)}", f"entry-{attribution}"),
+                       meta=(("contract", contract_code), ("exec", exec_key), ("commission", _exact(commission))),
+                       key=f"commission:{chart.broker_account}:{exec_key}:follows-{attribution}")
+
+
+def _rebased(chart: Chart, booked: dict, parts: dict, currency: str) -> list[Posting]:
+    """Take back what was booked per holder, then book the parts (the order a reader checks)."""
+    postings: list[Posting] = []
+    for holder in sorted(booked, key=sort_key):
+        postings += commission_postings(chart, holder, -booked[holder], currency)
+    for holder in sorted(parts, key=sort_key):
+        postings += commission_postings(chart, holder, parts[holder], currency)
+    return postings
 
 
 def cross_entry(chart: Chart, contract: Contract, holdings: dict, run_id: int, seller: str, buyer: str,

@@ -1,13 +1,15 @@
 """Who holds an unattributed fill now: the `adjust attribute` (or manual close by execution) that
 gave it to a strategy, and whether that entry still stands.
 
-A fill booked to Unattributed (no orderRef of ours) can be given to a strategy once
-(`adjust attribute`; the `adjustment` row stays, so a second attribution is refused). The
-trader can reverse that entry by hand (`adjust reverse`), and a correction of the fill reverses
-it too (the corrected entry then books the fill to the strategy itself). The effective holder of
-the fill's Unattributed part is the attribution's strategy while its entry is not reversed, else
-Unattributed. Every place that asks (a late commission, a changed commission, a correction, the
-blotter, the costs report) asks here, so they cannot disagree.
+A fill booked to Unattributed (no orderRef of ours) is given to a strategy by `adjust attribute`
+(the `adjustment` row stays). The trader can reverse that entry by hand (`adjust reverse`: the
+fill's commission follows the position back, trading/commissions.py) and then attribute the fill
+again, to the same or another strategy; a second attribution while one stands is refused, so at
+most one stands. A correction of the fill reverses the standing one too (the corrected entry then
+books the fill to the strategy itself). The effective holder of the fill's Unattributed part is
+the strategy of the newest attribution while its entry is not reversed, else Unattributed. Every
+place that asks (a late commission, a changed commission, an attribution's reversal, a
+correction, the blotter, the costs report) asks here, so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ class Attribution:
 
 
 def attributions(conn: Connection, ledger, exec_keys=None) -> dict[str, Attribution]:
-    """exec key -> its attribution (standing or reversed), for the fills of `exec_keys` (all
-    when None) that were ever attributed."""
+    """exec key -> its newest attribution (standing or reversed), for the fills of `exec_keys`
+    (all when None) that were ever attributed. Only the newest can stand: an older one was
+    reversed before the next was booked, and with its reversal it cancels out."""
     a = tables.adjustment
     query = sa.select(a.c.subject, a.c.to_holder, a.c.txn_id).where(a.c.kind.in_(KINDS)).order_by(a.c.id)
     found: dict[str, tuple[str, int]] = {}
@@ -46,8 +49,8 @@ def attributions(conn: Connection, ledger, exec_keys=None) -> dict[str, Attribut
         keys = sorted(set(exec_keys))
         rows = [r for start in range(0, len(keys), 500)
                 for r in conn.execute(query.where(a.c.subject.in_(keys[start:start + 500])))]
-    for subject, to_holder, txn_id in rows:
-        if to_holder and subject not in found:  # one per fill: a second attribution is refused
+    for subject, to_holder, txn_id in rows:  # oldest first: the newest stays
+        if to_holder:  # a manual close at a price names no fill's holder
             found[subject] = (to_holder, txn_id)
     reversed_by = ledger.reversals([txn_id for _, txn_id in found.values()], conn)
     return {key: Attribution(key, holder, txn_id, reversed_by.get(txn_id)) for key, (holder, txn_id) in found.items()}

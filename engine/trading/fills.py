@@ -16,7 +16,8 @@ among its strategies (largest remainder, `netting.allocate_fill`). An execution 
 orderRef of ours (a trade made at the broker's own screen) goes to the unattributed bucket.
 
 A commission not yet reported is *pending*: the fill is booked without it, and a separate entry
-linked to the fill books it when it arrives.
+linked to the fill books it when it arrives; a commission the broker changes is booked by
+difference. Both book to whoever holds the fill's position then (`commissions.py`).
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from sqlalchemy.engine import Connection
 from tradeledger.engine.context import Books, Context
 from tradeledger.broker.base import BUY, Broker, Execution
 from tradeledger.engine import tables
-from tradeledger.engine.accounting.entries import FillShare, commission_entry, commission_split, fill_entry
+from tradeledger.engine.accounting.entries import FillShare, commission_split, fill_entry
 from tradeledger.engine.trust.exceptions import UNBOOKED_EXECUTION, ExceptionKind, dedupe_key, raise_exception
 from tradeledger.engine.accounting.holders import UNATTRIBUTED_NAME, Holder, display, from_column, to_column
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, lock_contract, save_marks
-from tradeledger.engine.trading.attribution import attributions, live_attribution
+from tradeledger.engine.trading.attribution import attributions
+from tradeledger.engine.trading.commissions import book_late_commission, rebook_commission
 from tradeledger.engine.trading.fill_chunk import book_new_fills, report_unattributed
 from tradeledger.engine.trading.netting import Overfill, allocate_fill
 from tradeledger.ledger.db import read_connection
@@ -224,11 +226,11 @@ def book_execution(conn: Connection, books: Books, e: Execution, report: SyncRep
                                 f"execution correction {e.exec_id} is not booked: {exc}", severity="error",
                                 dedupe_key=dedupe_key(UNBOOKED_EXECUTION, e.account, e.base_exec_id), now=now)
         elif existing.commission is None and e.commission is not None:
-            _book_late_commission(conn, books, existing, e)
+            book_late_commission(conn, books, existing, e)
             report.commissions.append(e.base_exec_id)
         elif _version(e.exec_id) == _version(existing.exec_id) and commission_changed(
                 from_scaled(existing.commission) if existing.commission is not None else None, e.commission):
-            was = _rebook_commission(conn, books, existing, e, now)
+            was = rebook_commission(conn, books, existing, e, now)
             report.commission_changes.append((e.exec_id, was, e.commission))
         else:
             report.replays += 1
@@ -330,72 +332,6 @@ def record_fill(conn: Connection, e: Execution, shares, txn_id: int, order_id: i
         conn.execute(tables.fill_alloc.insert().values(fill_id=fill_id, holder=to_column(holder),
                                                         quantity=to_scaled(qty, "allocation")))
     return fill_id
-
-
-def _book_late_commission(conn: Connection, books: Books, row, e: Execution) -> None:
-    ledger, chart = books.ledger, books.chart
-    shares = _commission_holders(conn, row, live_attribution(conn, ledger, row.exec_key))
-    parts = commission_split(e.commission, shares)
-    commission_txn = None
-    if any(v != 0 for v in parts.values()):
-        from tradeledger.engine.trading.corrections import is_correction_row
-
-        # A corrected fill's commission is keyed by its own version (the original may have one).
-        key = e.exec_id if is_correction_row(conn, row.id) else e.base_exec_id
-        txn = commission_entry(chart, key, e.time, parts, e.commission_currency or row.commission_currency,
-                               row.contract)
-        commission_txn = ledger.book(txn, conn).id
-    f = tables.fill
-    conn.execute(f.update().where(f.c.id == row.id).values(
-        commission=to_scaled(e.commission, "commission"), commission_txn_id=commission_txn))
-
-
-def _commission_holders(conn: Connection, row, attribution) -> list[tuple[Holder, Decimal]]:
-    """(holder, quantity) of a booked fill, as its commission is split: the fill's allocation, with
-    Unattributed's part given to the strategy a standing attribution (`live_attribution`) gave the
-    position to: the commission goes where the position went."""
-    shares = [(from_column(r.holder), from_scaled(r.quantity)) for r in conn.execute(
-        sa.select(tables.fill_alloc).where(tables.fill_alloc.c.fill_id == row.id))]
-    if attribution is None:
-        return shares
-    return [(attribution[0] if holder is None else holder, qty) for holder, qty in shares]
-
-
-def _rebook_commission(conn: Connection, books: Books, row, e: Execution, now: dt.datetime) -> Decimal:
-    """The broker changed the commission of a booked execution (same execId): book the difference.
-    The late-commission entry, if any, is reversed; one entry takes back what the fill's entry
-    (and the attribution that moved it) booked per holder, read back from the postings, and books
-    the new commission split over the fill's holders (the attributed strategy for Unattributed's
-    part). The fill row then says the new commission and names that entry as its commission's, so
-    a rerun is a replay and a correction of the fill reverses it with the rest. Returns the old."""
-    from tradeledger.engine.accounting.entries import booked_commissions, commission_change_entry
-    ledger, chart = books.ledger, books.chart
-    currency, was = row.commission_currency, from_scaled(row.commission)
-    if e.commission_currency and e.commission_currency != currency:
-        raise ValueError(f"execution {e.exec_id}: commission reported in {e.commission_currency}, "
-                         f"booked in {currency}; book the difference by hand")
-    attribution = live_attribution(conn, ledger, row.exec_key)
-    standing = [row.txn_id] + ([attribution[1]] if attribution is not None else [])
-    booked = booked_commissions(chart, ledger.entry_sums(standing, "Expenses:Commissions:", conn), currency)
-    shares = _commission_holders(conn, row, attribution)
-    if all(qty == 0 for _, qty in shares):  # a bust: its commission stays with its holders
-        shares = [(holder, Decimal(1)) for holder, _ in shares]
-    parts = commission_split(e.commission, shares)
-    when = max(now, e.time)
-    replaces = row.commission_txn_id or row.txn_id
-    if row.commission_txn_id is not None:
-        ledger.reverse(row.commission_txn_id, when, f"commission of {e.exec_id} changed by the broker: "
-                       f"{was} -> {e.commission} {currency}", conn=conn)
-    txn = commission_change_entry(chart, e.exec_id, row.exec_key, when, booked, parts, currency, row.contract,
-                                  was, e.commission, replaces)
-    commission_txn = ledger.book(txn, conn).id if txn is not None else None
-    f = tables.fill
-    conn.execute(f.update().where(f.c.id == row.id).values(
-        commission=to_scaled(e.commission, "commission"), commission_txn_id=commission_txn))
-    from tradeledger.engine.trading import killpoint
-
-    killpoint.reach("correction")  # written, not committed: the crash tests kill here
-    return was
 
 
 def list_fills(conn: Connection, ledger, limit: int | None = None) -> list[dict]:

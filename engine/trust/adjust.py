@@ -11,12 +11,15 @@ before is edited (`fill_alloc` stays the fact of how a fill was booked). Each to
   resolves the exceptions the entry answers — all or nothing.
 
 The tools:
-    attribute FILL -> S        an unattributed fill's quantity moves to S at the fill price
+    attribute FILL -> S        an unattributed fill's quantity moves to S at the fill price, with
+                               its booked commission (again after a reversal: to S or another)
     adopt CONTRACT QTY -> S    unattributed position moves to S at its current mark
     transfer CONTRACT QTY S->T between strategies at S's current mark
     manual-close CONTRACT S    S's position closed outside tradeledger: from the broker's
                                execution (an attribution of that fill) or at a given price
-    reverse ENTRY              the exact opposite of an entry (Ledger.reverse)
+    reverse ENTRY              the exact opposite of an entry (Ledger.reverse); of an attribution,
+                               with the fill's commission following its position back (a late or
+                               changed one booked to S meanwhile: trading/commissions.py)
     cash CCY AMOUNT            interest, fees, deposits: Income/Expenses:Adjustments or
                                Equity:Deposits against cash
 
@@ -30,6 +33,7 @@ the same trade postings (lots at cost, FIFO, labelled).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -47,6 +51,8 @@ from tradeledger.engine.accounting.entries import (
 )
 from tradeledger.engine.accounting.holders import Holder, display, from_column, holder_of, names_unattributed, to_column
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, save_marks
+from tradeledger.engine.trading.attribution import KINDS as ATTRIBUTION_KINDS, live_attribution
+from tradeledger.engine.trading.commissions import Follow, book_follow, plan_follow
 from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key
 from tradeledger.engine.tables import adjustment
 from tradeledger.engine.trust import CASH_KINDS
@@ -79,6 +85,18 @@ class Adjustment:
     resolves: tuple[str, ...] = ()  # exception dedupe keys this entry answers
     reverses: int | None = None
     names: dict = field(default_factory=dict)  # holder component -> the user's strategy name
+    follow: Follow | None = None  # an attribution's reversal: the fill's commission follows back
+
+    @property
+    def entries(self) -> tuple[Transaction, ...]:
+        """Every entry `book` writes, in order: this one, then what follows it."""
+        return (self.txn,) + (self.follow.entries if self.follow is not None else ())
+
+    def fingerprint(self) -> str:
+        """The dry run's fingerprint: of every entry booking it would write."""
+        if self.follow is None:
+            return self.txn.fingerprint()
+        return hashlib.sha256("|".join(t.fingerprint() for t in self.entries).encode()).hexdigest()
 
     def summary(self) -> dict:
         return {"kind": self.kind, "subject": self.subject, "reason": self.reason,
@@ -87,6 +105,8 @@ class Adjustment:
                 "to": _who(self.to_holder, self.names) if self.kind in POSITION_KINDS else None,
                 "quantity": self.quantity, "price": self.price, "narration": self.txn.narration,
                 "postings": [(p.account, p.units, p.commodity) for p in self.txn.postings],
+                "also": [{"narration": t.narration, "postings": [(p.account, p.units, p.commodity) for p in t.postings]}
+                         for t in self.entries[1:]],
                 "resolves": list(self.resolves)}
 
 
@@ -193,11 +213,10 @@ def plan_attribute(conn: Connection, ctx: Context, exec_key: str, strategy: str,
     if row is None:
         raise AdjustError(f"unknown fill {exec_key!r}: see `tradeledger fills list`")
     exec_key = row.exec_key
-    done = conn.execute(sa.select(adjustment.c.txn_id, adjustment.c.to_holder).where(
-        adjustment.c.kind.in_(("attribute", "manual-close")), adjustment.c.subject == exec_key)).first()
-    if done is not None:
-        raise AdjustError(f"fill {exec_key} is already attributed to {_who(from_column(done.to_holder), names)} "
-                          f"by entry {done.txn_id}")
+    standing = live_attribution(conn, ctx.ledger, exec_key)  # one reversed since may be given again
+    if standing is not None:
+        raise AdjustError(f"fill {exec_key} is already attributed to {_who(standing[0], names)} "
+                          f"by entry {standing[1]}; reverse that entry first (`adjust reverse {standing[1]}`)")
     unattributed = conn.execute(sa.select(tables.fill_alloc.c.quantity).where(
         tables.fill_alloc.c.fill_id == row.id, tables.fill_alloc.c.holder == to_column(None))).scalar()
     if unattributed is None:
@@ -342,7 +361,13 @@ def plan_reverse(conn: Connection, ctx: Context, entry_id: int, reason: str, tim
             mark = before.get(to_column(holder))
             after[holder] = Holding(units, Decimal(mark) if mark is not None and units != 0 else None)
     txn = reversal_of(entry_id, original, time, reason, key)  # exactly what Ledger.reverse books
-    return Adjustment("reverse", str(entry_id), txn, reason, contract, after=after, reverses=entry_id)
+    follow = None
+    if row is not None and row.kind in ATTRIBUTION_KINDS and row.to_holder:
+        # The fill's position goes back to its own holders: so does the commission booked to the
+        # strategy since the attribution (a late or changed one), in this same transaction.
+        follow = plan_follow(conn, ctx.books, row.subject, entry_id, time, reason)
+    return Adjustment("reverse", str(entry_id), txn, reason, contract, after=after, reverses=entry_id,
+                      follow=follow)
 
 
 # -- booking -------------------------------------------------------------------------------------
@@ -351,7 +376,7 @@ def book(ctx: Context, planner, who: str, expect: str | None = None) -> Booked:
     """Plan inside one write transaction and book; `expect` is the dry run's entry fingerprint."""
     with ctx.engine.begin() as conn:
         adj: Adjustment = planner(conn)
-        if expect is not None and adj.txn.fingerprint() != expect:
+        if expect is not None and adj.fingerprint() != expect:
             raise AdjustError("the ledger changed since the dry run: run the command again")
         if adj.contract is not None:
             ensure_contract(conn, ctx.ledger, adj.contract, adj.txn.date)
@@ -366,6 +391,8 @@ def book(ctx: Context, planner, who: str, expect: str | None = None) -> Booked:
             booked = ctx.ledger.book(adj.txn, conn)
         if not booked.created:
             raise AdjustError(f"already booked as entry {booked.id}")
+        if adj.follow is not None:
+            book_follow(conn, ctx.books, adj.follow)
         if adj.contract is not None and adj.after:
             _restore_marks(conn, adj.contract, adj.after, adj.txn.time)
         resolved = _resolve(conn, adj, who)
