@@ -165,13 +165,16 @@ def validate(txn: Transaction) -> None:
 
 def reversal_of(txn_id: int, original: Transaction, time: dt.datetime, reason: str,
                 key: str | None = None) -> Transaction:
-    """The entry that cancels `original` exactly: every posting negated, linked to it."""
+    """The entry that cancels `original` exactly: every posting negated, linked to it. It names
+    the contract the original names, so that what groups by contract (`pnl --by instrument`) puts
+    it beside the original: an entry of money alone (a commission's) has no position line to tell."""
     postings = tuple(
         Posting(p.account, -p.units, p.commodity, p.cost, p.price) for p in original.postings
     )
     links = tuple(sorted(set(original.links) | {f"entry-{txn_id}"}))
+    contract = tuple((k, v) for k, v in original.meta if k == "contract")
     return Transaction(
         time=time, kind="reversal", narration=f"Reversal of entry {txn_id}: {reason}",
-        postings=postings, links=links, meta=(("reason", reason),),
+        postings=postings, links=links, meta=(("reason", reason),) + contract,
         key=key or f"reversal:{txn_id}", reverses=txn_id,
     )

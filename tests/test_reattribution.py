@@ -95,3 +95,18 @@ def test_a_reversed_attribution_can_be_attributed_again(w):
     assert w.positions() == {("Carry", "MBTZ26"): D(2)}
     assert fill_commissions(w, fill.base_exec_id) == {C_CARRY: D("2.40")}
     w.assert_clean()
+
+
+def test_a_late_commission_changed_before_any_attribution_is_grouped_under_its_instrument(w):
+    """`pnl --by instrument` puts a commission entry's reversal beside the entry (its reversal
+    names the entry's contract). Before, a changed late commission left its reversal in 'other':
+    MBT 4.60, other -2.00, for a fill that cost 2.60."""
+    from tradeledger.reports.pnl import pnl, replayed_pnl
+    fill = outside_buy(w, late=True)
+    w.sync()
+    w.exchange.revise_commission(fill.exec_id, D("2.60"))
+    w.sync()
+    for report in (pnl, replayed_pnl):
+        rows = report(w.session, by="instrument")["rows"]
+        assert [(r["instrument"], r["commissions"]) for r in rows] == [("MBT", D("2.60"))], report.__name__
+    w.assert_clean()
