@@ -99,11 +99,11 @@ def _echo_sync(report, what):
     for key in report.unattributed:
         click.echo(f"warning: fill {key} has no order of ours: booked to Unattributed", err=True)
     for exec_id, was, now in report.commission_changes:
-        say(f"warning: the broker changed the commission of execution {exec_id} from {was} to {now}: "
-            "the difference is booked", err=True)
+        click.echo(f"warning: the broker changed the commission of execution {exec_id} from {was} to {now}: "
+                   "the difference is booked", err=True)
     for key in report.corrections:
         why = report.correction_reasons.get(key, "")
-        say(f"warning: execution correction {key} is not booked{': ' + why if why else ''}; "
+        click.echo(f"warning: execution correction {key} is not booked{': ' + why if why else ''}; "
                    f"see `tradeledger fills list`", err=True)
     if report.failed:
         click.echo(f"error: {len(report.failed)} executions could not be booked", err=True)

@@ -47,7 +47,8 @@ def _adjust_run(c: Invocation, kind: str, planner, yes: bool, as_json: bool, bef
                 table("entry", ["account", "units", "commodity"], rows(also["postings"]))
             if summary["resolves"]:
                 click.echo(f"resolves, if open: {', '.join(summary['resolves'])}")
-        if not yes and not click.confirm("Book this entry?", default=False):
+        if not yes and not click.confirm("Book these entries?" if summary["also"] else "Book this entry?",
+                                         default=False):
             if as_json:
                 emit_json(summary | {"booked": False})
             else:
