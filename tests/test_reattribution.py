@@ -354,3 +354,37 @@ def test_the_users_path_through_the_command(w):
     assert w.entries() == entries + 1
     assert "verified" in run(home, "db", "verify").output
     w.assert_clean()
+
+
+def test_an_attribution_waits_for_a_sync_that_books_the_late_commission(w, db_url):
+    """PostgreSQL, READ COMMITTED: a fill sync books the late 2.00 (to Unattributed: no attribution
+    yet) and holds the contract's lock until it commits; an `adjust attribute` started meanwhile
+    waits for it and then moves the 2.00 with the position. Before, the attribution read the fill
+    row before it took the lock and moved nothing: trend held the units, Unattributed the 2.00."""
+    import threading
+
+    from tradeledger.engine.trading.fills import SyncReport, book_execution
+
+    if db_url.startswith("sqlite"):
+        pytest.skip("SQLite has a single writer: the attribution's transaction begins after the sync's")
+    fill = outside_buy(w, late=True)
+    [reported] = [e for e in w.exchange.executions() if e.base_exec_id == fill.base_exec_id]
+    assert reported.commission == D("2.00")
+    done: dict = {}
+
+    def attribute_meanwhile():
+        try:
+            done["booked"] = attribute(w, fill.base_exec_id)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            done["error"] = exc
+
+    with w.env.engine.begin() as conn:  # the sync's transaction, committed at the end of the block
+        book_execution(conn, w.env.books, reported, SyncReport(), now=w.session.now())
+        waiting = threading.Thread(target=attribute_meanwhile)
+        waiting.start()
+        waiting.join(timeout=2)
+        assert waiting.is_alive(), done  # it waits for the contract's lock
+    waiting.join(timeout=30)
+    assert "booked" in done, done
+    assert fill_commissions(w, fill.base_exec_id) == {C_TREND: D("2.00")}
+    w.assert_clean()

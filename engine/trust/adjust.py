@@ -50,7 +50,7 @@ from tradeledger.engine.accounting.entries import (
     with_commission_moved,
 )
 from tradeledger.engine.accounting.holders import Holder, display, from_column, holder_of, names_unattributed, to_column
-from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, save_marks
+from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, lock_contract, save_marks
 from tradeledger.engine.trading.attribution import KINDS as ATTRIBUTION_KINDS, live_attribution
 from tradeledger.engine.trading.commissions import Follow, book_follow, plan_follow
 from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key
@@ -212,6 +212,11 @@ def plan_attribute(conn: Connection, ctx: Context, exec_key: str, strategy: str,
                                           sa.or_(f.c.exec_key == exec_key, f.c.exec_id == exec_key))).first()
     if row is None:
         raise AdjustError(f"unknown fill {exec_key!r}: see `tradeledger fills list`")
+    # Read again under the contract's lock, as a fill sync books: on PostgreSQL a late commission,
+    # a correction or another attribution committed meanwhile is seen here, not overlooked.
+    lock_contract(conn, row.contract)
+    row = conn.execute(sa.select(f).where(f.c.account == row.account, f.c.exec_key == row.exec_key,
+                                          f.c.superseded_by.is_(None))).one()
     exec_key = row.exec_key
     standing = live_attribution(conn, ctx.ledger, exec_key)  # one reversed since may be given again
     if standing is not None:
