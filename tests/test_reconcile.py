@@ -378,3 +378,21 @@ def test_an_internal_cross_marks_strategies_off_the_broker_and_cash_still_reconc
     assert usd.ledger - (usd.broker + usd.unsettled) == D(50)
     assert usd.marks == D(50) and usd.status == "ok"
     assert result.clean, result.as_json()
+
+
+def test_flat_at_the_broker_while_holders_are_marked_apart_is_no_cash_break(world, tmp_path):
+    """Trend buys 1 at 5000 (marked 5000); a trade outside tradeledger sells 1 at 5002 (Unattributed
+    -1 marked 5002). The broker is flat, realized 10.00 it has not settled (unsettled 10); the
+    ledger holds them as two marks: 1 x 5000 - 1 x 5002, times 5, is -10. Clean: before, a flat
+    broker reports no position, so no mark, and the ledger's -10 was a cash break proposing a
+    10.00 deposit that never happened."""
+    session, exchange, mes = world
+    _trade(session, 1, 1)
+    exchange.external_trade(mes.code, D(-1), D(5002))
+    sync_fills(session, session.broker)
+    _tick(exchange)
+    result = reconcile_session(session, who="test")
+    [usd] = result.cash
+    assert usd.ledger - (usd.broker + usd.unsettled) == D(-10)
+    assert usd.marks == D(-10) and usd.status == "ok", result.as_json()
+    _books_ok(session, tmp_path)

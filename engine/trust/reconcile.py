@@ -223,15 +223,18 @@ def mark_difference(view: LedgerView, snap: AccountSnapshot) -> dict[str, Decima
     The broker marks one position per contract; the ledger marks each holder's, and an internal
     cross marks both strategies at the run's reference price with no broker trade at all. Over
     any sequence of trades the ledger's cash minus the broker's (cash + unsettled P&L) is exactly
-    sum over holders of position x (holder's mark - broker's mark) x multiplier. A contract whose
-    broker mark is unknown adds nothing (and its difference shows)."""
+    sum over holders of position x (holder's mark - broker's mark) x multiplier. Where the holders'
+    positions add up to nothing (the broker is flat: it reports no position, so no mark) the
+    broker's mark multiplies nothing and the sum is theirs alone: trend +1 marked 90,000 and
+    Unattributed -1 sold at 90,001 is 0.10 (MBT) the broker realized and the ledger holds in marks.
+    Any other contract whose broker mark is unknown adds nothing (and its difference shows)."""
     broker = {p.contract.code: p for p in snap.positions}
     result: dict[str, Decimal] = {}
     for code, (currency, multiplier, marked) in view.marked.items():
-        position = broker.get(code)
-        if position is None or position.mark is None:
+        position, net = broker.get(code), view.positions.get(code, ZERO)
+        if net != 0 and (position is None or position.mark is None):
             continue
-        amount = (marked - view.positions.get(code, ZERO) * position.mark) * multiplier
+        amount = (marked - (net * position.mark if net != 0 else ZERO)) * multiplier
         result[currency] = result.get(currency, ZERO) + amount
     return result
 
