@@ -24,9 +24,9 @@ exact to the cent) and `link` (a beancount link from any id). The entries:
 
     kind          builder            booked by
     fill          fill_entry         trading/fills.py
-    commission    commission_entry   trading/fills.py (a commission reported late)
-    commission    commission_change_entry   trading/fills.py (the broker changed a booked commission)
-    commission    commission_follow_entry   trading/fills.py (an attribution reversed: it follows back)
+    commission    commission_entry   trading/commissions.py (a commission reported late)
+    commission    commission_change_entry   trading/commissions.py (the broker changed it)
+    commission    commission_follow_entry   trading/commissions.py (an attribution reversed)
     cross         cross_entry        trading/orders.py (internal cross at the reference price)
     fill          correction_entry   trading/corrections.py (a corrected execution)
     settlement    settlement_entry   trading/marking.py

@@ -232,9 +232,12 @@ def mark_difference(view: LedgerView, snap: AccountSnapshot) -> dict[str, Decima
     result: dict[str, Decimal] = {}
     for code, (currency, multiplier, marked) in view.marked.items():
         position, net = broker.get(code), view.positions.get(code, ZERO)
-        if net != 0 and (position is None or position.mark is None):
+        if net == 0:
+            amount = marked * multiplier
+        elif position is None or position.mark is None:
             continue
-        amount = (marked - (net * position.mark if net != 0 else ZERO)) * multiplier
+        else:
+            amount = (marked - net * position.mark) * multiplier
         result[currency] = result.get(currency, ZERO) + amount
     return result
 
