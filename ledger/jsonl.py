@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -118,26 +119,27 @@ class EntriesFile:
             if obj is not None:
                 yield self._item(number, obj)
 
-    def chunks(self, size: int, part: int = 0, parts: int = 1) -> Iterator[tuple[int, list, LedgerError | None]]:
-        """The entries in chunks of `size` (the last may be short), of which only every `parts`-th,
-        from `part` on: (chunk's index, [(place, Importing)], the refusal that ended it or None).
-        The lines of other chunks are counted, not read (a stager's share: ledger/stager.py)."""
-        index, batch, place = 0, [], 0
-        lines = self._lines
-        if self._first is not None:
-            place, batch = 1, ([(1, self._entry(*self._first))] if part == 0 else [])
-        for number, line in lines:
-            if place % size == 0 and place:  # a chunk ended with the entry before
-                if batch:
-                    yield index, batch, None
-                    batch = []
-            if not line.strip():
+    def chunks(self, size: int, mine=None) -> Iterator[tuple[int, list, LedgerError | None]]:
+        """The entries in chunks of `size` (the last may be short), only those whose index `mine`
+        accepts (all without it): (chunk's index, [(place, Importing)], the refusal that ended it
+        or None). The lines of other chunks are counted, not read (a stager's share:
+        ledger/stager.py)."""
+        batch, place = [], 0
+        pending = [self._first] if self._first is not None else []
+        for number, line in itertools.chain(pending, self._lines):
+            if place % size == 0 and place and batch:  # a chunk ended with the entry before
+                yield (place - 1) // size, batch, None
+                batch = []
+            if isinstance(line, str) and not line.strip():
                 continue
-            index, mine = divmod(place, size)[0], (place // size) % parts == part
+            index = place // size
             place += 1
-            if mine:
+            if mine is None or mine(index):
                 try:
-                    batch.append((place, self._item(number, self._parse(number, line))))
+                    if isinstance(line, dict):  # the first entry, read (and its kind checked) on opening
+                        batch.append((place, self._entry(number, line)))
+                    else:
+                        batch.append((place, self._item(number, self._parse(number, line))))
                 except LedgerError as exc:
                     yield index, batch, exc
                     return

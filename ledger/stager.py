@@ -4,7 +4,8 @@ A bulk import of a file (`ledger/bulk.py`) spends most of its time in Python mak
 JSON, checking each entry, its fingerprint, binding values), which one process cannot overlap
 with SQLite writing them. On SQLite a big import therefore starts stagers: each is
 `python -m tradeledger.ledger.stager`, reads the same open file (its descriptor, inherited: the
-same file however it is renamed meanwhile), and takes every `parts`-th chunk of entries. For each
+same file however it is renamed meanwhile), and takes its share of the chunks of entries (the
+writer makes every fifth itself, the others go round the stagers: `Stagers.schedule`). For each
 it makes the rows exactly as the importing process would (`bulk_rows.Preparer`, the same code),
 writes them into an in-memory SQLite database of two tables (`txn`, `posting`, the ledger's
 columns) and sends that database's image (`sqlite3.Connection.serialize`) through a pipe. The
@@ -49,8 +50,8 @@ class Setup(NamedTuple):
     booked_at: str
     first_id: int
     chunk: int
-    part: int
-    parts: int
+    part: int  # this stager's number
+    schedule: tuple[int, ...]  # chunk i is made by part schedule[i % len(schedule)]; -1: the writer
 
 
 class Staged(NamedTuple):
@@ -129,7 +130,8 @@ def _stage_all(setup: Setup) -> int:
     # A description of its own (its own offset), of the same file the writer has open.
     with open(f"/proc/self/fd/{setup.fd}", encoding="utf-8") as handle:
         source = EntriesFile(handle, setup.name, setup.directives)
-        for index, batch, error in source.chunks(setup.chunk, setup.part, setup.parts):
+        schedule, part = setup.schedule, setup.part
+        for index, batch, error in source.chunks(setup.chunk, lambda i: schedule[i % len(schedule)] == part):
             try:
                 if error is not None:
                     raise error
@@ -145,42 +147,63 @@ def _stage_all(setup: Setup) -> int:
 # -- the writer's side ----------------------------------------------------------------------
 
 class Stagers:
-    """The running stagers of one import, read chunk by chunk in the file's order."""
+    """The running stagers of one import, and the writer's own share of the chunks, read chunk by
+    chunk in the file's order."""
 
     def __init__(self, fd: int, name: str, directives: tuple[str, ...], accounts: dict, booked_at: str,
-                 first_id: int, chunk: int, parts: int):
-        self.parts = parts
+                 first_id: int, chunk: int, parts: int, writer_every: int = 0):
+        """`parts` stagers; the writer makes every `writer_every`-th chunk itself (0: none), the
+        first among them, so that it works while the stagers start."""
+        self.schedule = ((-1,) + tuple(i % parts for i in range(writer_every - 1)) if writer_every > 1
+                         else tuple(range(parts)))
         self.procs: list[subprocess.Popen] = []
+        self.handle = None
+        self.fd, self.name, self.directives, self.chunk = fd, name, directives, chunk
         try:
             for part in range(parts):
                 proc = subprocess.Popen([sys.executable, "-m", "tradeledger.ledger.stager"], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, pass_fds=(fd,))
                 self.procs.append(proc)
-                pickle.dump(Setup(fd, name, directives, accounts, booked_at, first_id, chunk, part, parts),
-                            proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-                proc.stdin.close()
+                try:
+                    pickle.dump(Setup(fd, name, directives, accounts, booked_at, first_id, chunk, part,
+                                      self.schedule), proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                    proc.stdin.close()
+                except BrokenPipeError:  # it died at once: its first frame, missing, says so
+                    pass
         except BaseException:
             self.stop()
             raise
 
     def frames(self):
-        """(header, image bytes) of each chunk in order, until every stager is done; a refusal
-        is raised as the `LedgerError` it was."""
-        done = 0
+        """(header, image bytes) of each chunk in order: `Staged` from a stager, `Items` from a
+        stager or the writer's own share (read here); a refusal is raised as the `LedgerError` it was."""
+        from tradeledger.ledger.jsonl import EntriesFile
+
+        schedule = self.schedule
+        self.handle = open(f"/proc/self/fd/{self.fd}", encoding="utf-8")  # an offset of its own
+        own = EntriesFile(self.handle, self.name, self.directives).chunks(
+            self.chunk, lambda i: schedule[i % len(schedule)] < 0)
         index = 0
-        while done < self.parts:
-            proc = self.procs[index % self.parts]
-            header, data = self._read(proc)
-            if isinstance(header, Refused):
-                raise LedgerError(header.message)
-            if isinstance(header, Done):
-                done += 1  # this part has no more chunks: neither has any later one
-                index += 1
-                continue
-            if header.index != index:
-                raise LedgerError(f"the import's stager sent chunk {header.index} where {index} was due; "
-                                  "nothing was imported")
-            yield header, data
+        while True:
+            owner = schedule[index % len(schedule)]
+            if owner < 0:
+                got = next(own, None)
+                if got is None:
+                    return  # no chunk here: none later
+                _, batch, error = got
+                if error is not None:
+                    raise error
+                yield Items(index, batch), b""
+            else:
+                header, data = self._read(self.procs[owner])
+                if isinstance(header, Refused):
+                    raise LedgerError(header.message)
+                if isinstance(header, Done):
+                    return  # this stager has no chunk here: none has one later
+                if header.index != index:
+                    raise LedgerError(f"the import's stager sent chunk {header.index} where {index} was due; "
+                                      "nothing was imported")
+                yield header, data
             index += 1
 
     def _read(self, proc: subprocess.Popen):
@@ -195,6 +218,8 @@ class Stagers:
         return header, data
 
     def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
         for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()

@@ -176,14 +176,15 @@ def test_a_stager_that_dies_ends_the_import_with_nothing_kept(tmp_path):
     path = _write(tmp_path / "in.jsonl", _fills(6000))
     killed = []
 
-    def kill_one(signum, frame):  # from the writer's own process: the first stager it finds
+    def kill_one(signum, frame):  # from the writer's own process, every 20 ms: the first stager it finds
         for pid in _stagers_running():
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-            return
+            if not killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                signal.setitimer(signal.ITIMER_REAL, 0)
 
     signal.signal(signal.SIGALRM, kill_one)
-    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    signal.setitimer(signal.ITIMER_REAL, 0.02, 0.02)
     try:
         with pytest.raises(LedgerError, match="stager stopped"):
             _import(staged, path, stagers=2, chunk=20)
