@@ -47,6 +47,8 @@ def _adjust_run(c: Invocation, kind: str, planner, yes: bool, as_json: bool, bef
                 table("entry", ["account", "units", "commodity"], rows(also["postings"]))
             if summary["resolves"]:
                 click.echo(f"resolves, if open: {', '.join(summary['resolves'])}")
+            if summary["reopens"]:  # an attribution's reversal: the fill is Unattributed's again
+                click.echo(f"re-opens: {', '.join(summary['reopens'])}")
         if not yes and not click.confirm("Book these entries?" if summary["also"] else "Book this entry?",
                                          default=False):
             if as_json:
@@ -58,10 +60,11 @@ def _adjust_run(c: Invocation, kind: str, planner, yes: bool, as_json: bool, bef
                               expect=plan.fingerprint())
     if as_json:
         emit_json(summary | {"booked": True, "entry": booked.txn_id, "adjustment": booked.adjustment_id,
-                             "resolved": list(booked.resolved)})
+                             "resolved": list(booked.resolved), "reopened": list(booked.reopened)})
     else:
         click.echo(f"booked entry {booked.txn_id} (adjustment {booked.adjustment_id})"
-                   + (f"; resolved {', '.join(booked.resolved)}" if booked.resolved else ""))
+                   + (f"; resolved {', '.join(booked.resolved)}" if booked.resolved else "")
+                   + (f"; re-opened {', '.join(booked.reopened)}" if booked.reopened else ""))
 
 
 _yes_option = click.option("--yes", is_flag=True, help="Book at once, without the dry run's confirmation.")

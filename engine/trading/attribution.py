@@ -10,16 +10,24 @@ books the fill to the strategy itself). The effective holder of the fill's Unatt
 the strategy of the newest attribution while its entry is not reversed, else Unattributed. Every
 place that asks (a late commission, a changed commission, an attribution's reversal, a
 correction, the blotter, the costs report) asks here, so they cannot disagree.
+
+The trader is told about such a fill by an `unattributed_fill` exception (`unattributed_fill`, the
+one spelling of it): raised when the fill is booked, resolved by the attribution, and raised anew
+when that attribution is reversed by hand (`attribution_reversed`), in the reversal's transaction:
+the fill is Unattributed's again, so is the question. The resolved exception keeps its history;
+the new one is a new row under the same dedupe key, resolved again by the next attribution.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tradeledger.engine import tables
+from tradeledger.engine.trust.exceptions import ExceptionKind, Occurrence, dedupe_key
 
 KINDS = ("attribute", "manual-close")
 
@@ -61,3 +69,19 @@ def live_attribution(conn: Connection, ledger, exec_key: str) -> tuple[str, int]
     while that entry stands (not reversed); else None: the fill's Unattributed part is Unattributed's."""
     found = attributions(conn, ledger, [exec_key]).get(exec_key)
     return (found.strategy, found.txn_id) if found is not None and found.live else None
+
+
+def unattributed_fill(account: str, exec_key: str, contract_code: str, detail: str) -> Occurrence:
+    """The exception of a fill in Unattributed (pure): kind, subject and dedupe key are the same
+    whoever raises it (the fill's booking, an attribution's reversal) and whoever resolves it."""
+    return Occurrence(ExceptionKind.UNATTRIBUTED_FILL, f"{contract_code} {exec_key}", detail,
+                      dedupe_key(ExceptionKind.UNATTRIBUTED_FILL, account, exec_key))
+
+
+def attribution_reversed(account: str, exec_key: str, contract_code: str, quantity: Decimal, price: Decimal,
+                         strategy: str, entry: int, reason: str) -> Occurrence:
+    """What the reversal of attribution `entry` (of `quantity` of fill `exec_key` to `strategy`, as
+    the user names it) raises with it (pure): the fill is Unattributed's again."""
+    return unattributed_fill(account, exec_key, contract_code,
+                             f"{quantity:+} {contract_code} @ {price}: its attribution to {strategy} (entry {entry}) "
+                             f"is reversed ({reason}): booked to Unattributed again")

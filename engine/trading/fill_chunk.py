@@ -37,8 +37,9 @@ from tradeledger.engine.accounting.entries import FillShare, commission_split, f
 from tradeledger.engine.accounting.holders import display, to_column
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings_many
 from tradeledger.engine.trading import killpoint
+from tradeledger.engine.trading.attribution import unattributed_fill
 from tradeledger.engine.trading.netting import allocate_fill
-from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception
+from tradeledger.engine.trust.exceptions import raise_occurrence
 from tradeledger.ledger.numbers import from_scaled, to_scaled
 from tradeledger.ledger.store import fmt_ts
 
@@ -148,10 +149,10 @@ def book_new_fills(conn: Connection, books: Books, executions: list[Execution], 
 def report_unattributed(conn: Connection, e: Execution, report, *, now: dt.datetime) -> None:
     """A trade made outside tradeledger (no orderRef of ours) is booked to Unattributed, and said so."""
     report.unattributed.append(e.base_exec_id)
-    raise_exception(conn, ExceptionKind.UNATTRIBUTED_FILL, f"{e.contract.code} {e.base_exec_id}",
-                    f"{e.side} {e.quantity} {e.contract.code} @ {e.price} at {e.time.isoformat()} has no "
-                    f"orderRef of ours: booked to Unattributed",
-                    dedupe_key=dedupe_key(ExceptionKind.UNATTRIBUTED_FILL, e.account, e.base_exec_id), now=now)
+    raise_occurrence(conn, unattributed_fill(
+        e.account, e.base_exec_id, e.contract.code,
+        f"{e.side} {e.quantity} {e.contract.code} @ {e.price} at {e.time.isoformat()} has no orderRef of ours: "
+        f"booked to Unattributed"), now=now)
 
 
 def _fill_ids(conn: Connection, n: int) -> list[int]:

@@ -7,8 +7,8 @@ before is edited (`fill_alloc` stays the fact of how a fill was booked). Each to
   it to a *pure builder* (`transfer_entry`, `close_entry`, `cash_entry`), which returns the
   entry and the holders' positions/marks after it; and
 - `book`, which plans again inside one write transaction, refuses if the entry differs from the
-  dry run the user confirmed, books it, moves the marks, records an `adjustment` row and
-  resolves the exceptions the entry answers — all or nothing.
+  dry run the user confirmed, books it, moves the marks, records an `adjustment` row,
+  resolves the exceptions the entry answers and raises those it re-opens — all or nothing.
 
 The tools:
     attribute FILL -> S        an unattributed fill's quantity moves to S at the fill price, with
@@ -19,7 +19,9 @@ The tools:
                                execution (an attribution of that fill) or at a given price
     reverse ENTRY              the exact opposite of an entry (Ledger.reverse); of an attribution,
                                with the fill's commission following its position back (a late or
-                               changed one booked to S meanwhile: trading/commissions.py)
+                               changed one booked to S meanwhile: trading/commissions.py), and
+                               the fill's `unattributed_fill` exception raised anew (it is
+                               Unattributed's again; trading/attribution.py)
     cash CCY AMOUNT            interest, fees, deposits: Income/Expenses:Adjustments or
                                Equity:Deposits against cash
 
@@ -51,9 +53,9 @@ from tradeledger.engine.accounting.entries import (
 )
 from tradeledger.engine.accounting.holders import Holder, display, from_column, holder_of, names_unattributed, to_column
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, lock_contract, save_marks
-from tradeledger.engine.trading.attribution import KINDS as ATTRIBUTION_KINDS, live_attribution
+from tradeledger.engine.trading.attribution import KINDS as ATTRIBUTION_KINDS, attribution_reversed, live_attribution
 from tradeledger.engine.trading.commissions import Follow, book_follow, plan_follow
-from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key
+from tradeledger.engine.trust.exceptions import ExceptionKind, Occurrence, dedupe_key, raise_occurrence
 from tradeledger.engine.tables import adjustment
 from tradeledger.engine.trust import CASH_KINDS
 from tradeledger.ledger.accounts import Chart
@@ -83,6 +85,7 @@ class Adjustment:
     after: dict = field(default_factory=dict)  # holder -> Holding, futures marks to save
     marks_before: dict = field(default_factory=dict)  # holder -> price (str)
     resolves: tuple[str, ...] = ()  # exception dedupe keys this entry answers
+    raises: tuple[Occurrence, ...] = ()  # exceptions it re-opens (an attribution's reversal)
     reverses: int | None = None
     names: dict = field(default_factory=dict)  # holder component -> the user's strategy name
     follow: Follow | None = None  # an attribution's reversal: the fill's commission follows back
@@ -107,7 +110,7 @@ class Adjustment:
                 "postings": [(p.account, p.units, p.commodity) for p in self.txn.postings],
                 "also": [{"narration": t.narration, "postings": [(p.account, p.units, p.commodity) for p in t.postings]}
                          for t in self.entries[1:]],
-                "resolves": list(self.resolves)}
+                "resolves": list(self.resolves), "reopens": [o.dedupe_key for o in self.raises]}
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ class Booked:
     adjustment_id: int
     txn_id: int
     resolved: tuple[str, ...]
+    reopened: tuple[str, ...] = ()
 
 
 def _who(holder: Holder, names: dict | None = None) -> str:
@@ -366,13 +370,17 @@ def plan_reverse(conn: Connection, ctx: Context, entry_id: int, reason: str, tim
             mark = before.get(to_column(holder))
             after[holder] = Holding(units, Decimal(mark) if mark is not None and units != 0 else None)
     txn = reversal_of(entry_id, original, time, reason, key)  # exactly what Ledger.reverse books
-    follow = None
+    follow, raises = None, ()
     if row is not None and row.kind in ATTRIBUTION_KINDS and row.to_holder:
         # The fill's position goes back to its own holders: so does the commission booked to the
-        # strategy since the attribution (a late or changed one), in this same transaction.
+        # strategy since the attribution (a late or changed one), in this same transaction; and
+        # the question the attribution answered is open again, so the trader is told anew.
         follow = plan_follow(conn, ctx.books, row.subject, entry_id, time, reason)
+        raises = (attribution_reversed(ctx.chart.broker_account, row.subject, row.contract, from_scaled(row.quantity),
+                                       from_scaled(row.price), _who(from_column(row.to_holder), user_names(ctx)),
+                                       entry_id, reason),)
     return Adjustment("reverse", str(entry_id), txn, reason, contract, after=after, reverses=entry_id,
-                      follow=follow)
+                      follow=follow, raises=raises)
 
 
 # -- booking -------------------------------------------------------------------------------------
@@ -401,6 +409,8 @@ def book(ctx: Context, planner, who: str, expect: str | None = None) -> Booked:
         if adj.contract is not None and adj.after:
             _restore_marks(conn, adj.contract, adj.after, adj.txn.time)
         resolved = _resolve(conn, adj, who)
+        for occurrence in adj.raises:  # the entry's time, as its resolutions
+            raise_occurrence(conn, occurrence, now=adj.txn.time)
         adjustment_id = conn.execute(adjustment.insert().values(
             kind=adj.kind, subject=adj.subject, contract=adj.contract.code if adj.contract else None,
             from_holder=None if adj.kind not in POSITION_KINDS else to_column(adj.from_holder),
@@ -410,7 +420,7 @@ def book(ctx: Context, planner, who: str, expect: str | None = None) -> Booked:
             created_at=fmt_ts(adj.txn.time), txn_id=booked.id, marks_before=json.dumps(adj.marks_before),
             resolved=json.dumps(list(resolved)),
         )).inserted_primary_key[0]
-        return Booked(adjustment_id, booked.id, resolved)
+        return Booked(adjustment_id, booked.id, resolved, tuple(o.dedupe_key for o in adj.raises))
 
 
 def _restore_marks(conn: Connection, contract: Contract, after: dict, time: dt.datetime) -> None:

@@ -27,6 +27,7 @@ updates the winner's row instead.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from enum import StrEnum
 
 import sqlalchemy as sa
@@ -110,6 +111,24 @@ def key_prefix(kind: ExceptionKind, *parts: object) -> str:
 
 def default_key(kind: ExceptionKind | str, subject: str) -> str:
     return dedupe_key(kind, subject)
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """An exception to raise, decided before the write that raises it (a plan can show it, and
+    its transaction raises it with the entries it goes with)."""
+
+    kind: ExceptionKind
+    subject: str
+    detail: str
+    dedupe_key: str
+    severity: str = "warning"
+
+
+def raise_occurrence(conn: Connection, occurrence: Occurrence, *, now: dt.datetime) -> int:
+    """`raise_exception` of a planned `Occurrence`; returns the exception's id."""
+    o = occurrence
+    return raise_exception(conn, o.kind, o.subject, o.detail, o.severity, o.dedupe_key, now=now)
 
 
 def raise_exception(conn: Connection, kind: ExceptionKind | str, subject: str, detail: str, severity: str = "warning",
