@@ -245,13 +245,16 @@ def fills_list(c: Invocation, limit, as_json):
     with db.read_connection(env.engine) as conn:
         rows = _fills.list_fills(conn, env.ledger, limit)
     names = _names(env)
-    rows = [r | {"strategy": names.listed(r["strategy"]), "allocation": names.keys(r["allocation"])} for r in rows]
+    # The user's names in both faces; JSON keeps the name a name (`attributed_to` says the rest).
+    rows = [r | {"strategy": names.listed(r["strategy"]), "allocation": names.keys(r["allocation"]),
+                 "attributed_to": r["attributed_to"] and names.strategy(r["attributed_to"])} for r in rows]
     if as_json:
         emit_json(rows)
         return
     table("fills", ["fill", "execution", "order", "strategy", "contract", "side", "qty", "price", "time",
                     "commission"],
-          [(r["fill_id"], r["exec_id"], r["order"] or "-", r["strategy"], r["contract"], r["side"], r["quantity"],
+          [(r["fill_id"], r["exec_id"], r["order"] or "-",
+            r["strategy"] + (" (attributed)" if r["attributed_to"] else ""), r["contract"], r["side"], r["quantity"],
             r["price"], r["time"][:19], r["commission"]) for r in rows],
           empty="no fills", optional=["fill", "order", "time"])  # the execution id holds the fill's
 

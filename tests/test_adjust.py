@@ -133,7 +133,7 @@ def test_attribute_moves_the_fill_and_its_pnl_since_to_the_strategy(world, tmp_p
     txn = env.ledger.get(row.txn_id)
     assert (row.kind, row.subject, row.to_holder) == ("attribute", key, "Trend")
     assert dict(txn.meta)["reason"] == "attributed by hand" and f"fill-{key}" in txn.links
-    assert fill_rows[0]["strategy"] == "Trend (attributed)"  # the blotter shows where it went
+    assert (fill_rows[0]["strategy"], fill_rows[0]["attributed_to"]) == ("Trend", "Trend")  # where it went
     assert fill_rows[0]["order"] is None  # the booking's facts are not edited
     # The next settlement gives the strategy everything since the fill: 2 x 1000 x 0.1.
     settle(session, contract, dt.date(2026, 12, 2), D(91000))

@@ -62,7 +62,7 @@ def test_costs_give_an_attributed_fills_commission_to_the_strategy(w):
     assert by_costs(w) == by_pnl(w) == {"trend": D("2.00")}
     [row] = fills_with_costs(w.session)
     assert [(p["strategy"], p["quantity"], p["commission"]) for p in row["strategies"]] == [("trend", D(2), D("2.00"))]
-    assert blotter(w, fill.base_exec_id) == {"Trend (attributed)": D(2)}
+    assert blotter(w, fill.base_exec_id) == {"Trend": D(2)}
     w.assert_clean()
 
 
@@ -101,5 +101,5 @@ def test_a_late_commission_while_the_attribution_stands_goes_to_the_strategy(w):
     assert w.sync().commissions == [fill.base_exec_id]
     assert w.income()[C_TREND] == D("2.00") and w.income().get(C_U, D(0)) == 0
     assert by_costs(w) == by_pnl(w) == {"trend": D("2.00")}
-    assert blotter(w, fill.base_exec_id) == {"Trend (attributed)": D(2)}
+    assert blotter(w, fill.base_exec_id) == {"Trend": D(2)}
     w.assert_clean()

@@ -346,7 +346,7 @@ def test_the_users_path_through_the_command(w):
     entries = w.entries()
     run(home, "adjust", "attribute", key, "--strategy", "carry", "--yes")
     assert commissions_by_command(home) == ({"carry": D("2.60")},) * 3
-    assert [r["allocation"] for r in as_json(home, "fills", "list")] == [{"Carry (attributed)": "2"}]
+    assert [(r["allocation"], r["attributed_to"]) for r in as_json(home, "fills", "list")] == [({"carry": "2"}, "carry")]
     refused_ = run(home, "adjust", "attribute", key, "--strategy", "trend", "--yes", ok=False)
     assert refused_.exit_code == 1 and "already attributed to carry" in refused_.output
     rerun = as_json(home, "fills", "sync")

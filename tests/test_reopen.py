@@ -132,3 +132,27 @@ def test_the_users_path_exceptions_and_status_show_it_again(w):
     assert again.exit_code == 1 and open_keys() == [dedupe]
     out = as_json(home, "adjust", "attribute", key, "--strategy", "trend", "--yes")
     assert out["resolved"] == [dedupe] and open_keys() == []
+
+
+# -- the blotter names the strategy as the user does -------------------------------------------------
+
+def test_fills_list_json_names_the_strategy_as_the_user_does(w):
+    """Before: "strategy": "Carry (attributed)", "allocation": {"Carry (attributed)": "2"} (the
+    account component with a display label). Now the user's name, and a field of its own."""
+    home = w.tmp / "home"
+    run(home, "sim", "trade", "MBTZ26", "2", "90000")
+    run(home, "fills", "sync")
+    [fill] = as_json(home, "fills", "list")
+    assert (fill["strategy"], fill["allocation"], fill["attributed_to"]) == ("unattributed", {"unattributed": "2"}, None)
+    as_json(home, "adjust", "attribute", fill["fill_id"], "--strategy", "carry", "--yes")
+    [fill] = as_json(home, "fills", "list")
+    assert (fill["strategy"], fill["allocation"], fill["attributed_to"]) == ("carry", {"carry": "2"}, "carry")
+    text = run(home, "fills", "list").output
+    assert "carry (attributed)" in text and "Carry" not in text
+
+
+def test_fills_list_of_a_strategys_own_fill_says_not_attributed(w):
+    w.buy_for_trend(1)
+    w.sync()
+    [fill] = as_json(w.tmp / "home", "fills", "list")
+    assert (fill["strategy"], fill["allocation"], fill["attributed_to"]) == ("trend", {"trend": "1"}, None)

@@ -34,7 +34,7 @@ from tradeledger.broker.base import BUY, Broker, Execution
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.entries import FillShare, commission_split, fill_entry
 from tradeledger.engine.trust.exceptions import UNBOOKED_EXECUTION, ExceptionKind, dedupe_key, raise_exception
-from tradeledger.engine.accounting.holders import UNATTRIBUTED_NAME, Holder, display, from_column, to_column
+from tradeledger.engine.accounting.holders import Holder, display, from_column, to_column
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, lock_contract, save_marks
 from tradeledger.engine.trading.attribution import attributions
 from tradeledger.engine.trading.commissions import book_late_commission, rebook_commission
@@ -335,24 +335,28 @@ def record_fill(conn: Connection, e: Execution, shares, txn_id: int, order_id: i
 
 
 def list_fills(conn: Connection, ledger, limit: int | None = None) -> list[dict]:
-    """The blotter, oldest first. A fill's Unattributed part shows the strategy that holds it now,
-    "(attributed)", while the attribution stands (`attribution.live_attribution`'s rule)."""
+    """The blotter, oldest first. Holders are named by their account components (`Carry`;
+    "unattributed"): the caller names them as the user does. A fill's Unattributed part is the
+    strategy's that holds it now while the attribution stands (`attribution.live_attribution`'s
+    rule), and `attributed_to` names that strategy (None: not attributed), so the name stays a
+    name and a person's label ("carry (attributed)") is the command's to write."""
     f, fa = tables.fill, tables.fill_alloc
     query = sa.select(f).where(f.c.superseded_by.is_(None)).order_by(f.c.time, f.c.id)
     rows = conn.execute(query).all()
     allocs: dict[int, list] = {}
     for r in conn.execute(sa.select(fa)):
-        allocs.setdefault(r.fill_id, []).append((display(from_column(r.holder)), from_scaled(r.quantity)))
+        allocs.setdefault(r.fill_id, []).append((from_column(r.holder), from_scaled(r.quantity)))
     attributed = {key: a.strategy for key, a in attributions(conn, ledger).items() if a.live}
     result = []
     for r in rows[-limit:] if limit else rows:
-        if r.exec_key in attributed:
-            allocs[r.id] = [(f"{attributed[r.exec_key]} (attributed)" if h == UNATTRIBUTED_NAME else h, q)
-                            for h, q in allocs.get(r.id, [])]
+        to = attributed.get(r.exec_key)
+        allocation: dict[str, Decimal] = {}
+        for holder, qty in allocs.get(r.id, []):
+            name = display(to if holder is None and to is not None else holder)
+            allocation[name] = allocation.get(name, Decimal(0)) + qty
         result.append({
             "fill_id": r.exec_key, "exec_id": r.exec_id, "order": r.order_ref or None,
-            "strategy": ", ".join(h for h, _ in allocs.get(r.id, [])),
-            "allocation": {h: q for h, q in allocs.get(r.id, [])},
+            "strategy": ", ".join(allocation), "allocation": allocation, "attributed_to": to,
             "contract": r.contract, "side": r.side, "quantity": from_scaled(r.quantity),
             "price": from_scaled(r.price), "time": r.time,
             "commission": "pending" if r.commission is None else from_scaled(r.commission),
