@@ -16,7 +16,7 @@ from tradeledger.commands.common import (
     Invocation, SIGNED, currency_and_amount, define_contract_options, described_contract, json_option, open_session, parse_date, pass_ctx, lazy, lazy_function,
     execution_json, result_option, said, warn_far_from_market,
 )
-from tradeledger.ledger.numbers import money_text, to_decimal as _to_decimal
+from tradeledger.ledger.numbers import money_exact, money_text, to_decimal as _to_decimal
 from tradeledger.reports.names import Names
 from tradeledger.reports.render import emit_json, say, table
 from tradeledger.errors import UnknownName, UserError
@@ -87,8 +87,8 @@ def _sync_json(report):
             "unattributed": report.unattributed, "pending_commissions": report.pending_commissions,
             "corrections_not_booked": report.corrections, "correction_reasons": report.correction_reasons,
             "corrected": report.corrected, "failed": [{"exec_id": e, "error": why} for e, why in report.failed],
-            "commission_changes": [{"exec_id": e, "booked": was, "reported": now}
-                                   for e, was, now in report.commission_changes]}
+            "commission_changes": [{"exec_id": c.exec_id, "booked": c.booked, "reported": c.reported,
+                                    "currency": c.currency} for c in report.commission_changes]}
 
 
 def _echo_sync(report, what):
@@ -98,8 +98,9 @@ def _echo_sync(report, what):
                f"{len(report.pending_commissions)} commissions pending")
     for key in report.unattributed:
         click.echo(f"warning: fill {key} has no order of ours: booked to Unattributed", err=True)
-    for exec_id, was, now in report.commission_changes:
-        click.echo(f"warning: the broker changed the commission of execution {exec_id} from {was} to {now}: "
+    for c in report.commission_changes:  # at the cents as booked, never rounded (money_exact)
+        click.echo(f"warning: the broker changed the commission of execution {c.exec_id} from "
+                   f"{money_exact(c.booked, c.currency)} to {money_exact(c.reported, c.currency)} {c.currency}: "
                    "the difference is booked", err=True)
     for key in report.corrections:
         why = report.correction_reasons.get(key, "")

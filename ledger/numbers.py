@@ -98,6 +98,16 @@ def money_text(number: Decimal, currency: str | None = None) -> str:
         else f"{number.normalize():f}"
 
 
+def money_exact(number: Decimal, currency: str | None = None) -> str:
+    """An amount as booked, for a message that reports it: at least its currency's minor unit
+    (2 -> 2.00, 200 JPY -> 200), never rounded (3.0125 stays 3.0125), so that a change the
+    message reports, however small, shows in its figures."""
+    unit = Decimal(1).scaleb(-MINOR_UNITS.get(str(currency or "").upper(), 2))
+    number = plain(Decimal(number))
+    at_unit = number.quantize(unit)
+    return f"{at_unit:f}" if at_unit == number else f"{number:f}"
+
+
 def jsonable(value):
     """Decimals as exact text, dates as ISO text, times (datetimes and the ledger's stored time text)
     as ISO 8601 with their zone (`times.iso_time`), tuples as lists, all the way down: a value

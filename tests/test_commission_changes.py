@@ -41,7 +41,7 @@ def test_a_changed_commission_is_booked_by_difference_and_a_rerun_is_a_replay(w)
     before = w.entries()
     report = w.sync()
     assert w.income()[C_TREND] == D("2.50") and w.entries() == before + 1  # 2.00 before the fix: dropped
-    assert report.commission_changes == [(fill.exec_id, D("2.00"), D("2.50"))]
+    assert report.commission_changes == [(fill.exec_id, D("2.00"), D("2.50"), "USD")]
     assert report.replays == 0 and report.booked == [] and report.commissions == []
     commission, txn_id = commission_row(w, fill.exec_id)
     entry = w.env.ledger.get(txn_id)
@@ -52,7 +52,7 @@ def test_a_changed_commission_is_booked_by_difference_and_a_rerun_is_a_replay(w)
     w.assert_clean()
     # A second change (down to 1.75) replaces the first: its entry is reversed, not stacked.
     w.exchange.revise_commission(fill.exec_id, D("1.75"))
-    assert w.sync().commission_changes == [(fill.exec_id, D("2.50"), D("1.75"))]
+    assert w.sync().commission_changes == [(fill.exec_id, D("2.50"), D("1.75"), "USD")]
     assert w.income()[C_TREND] == D("1.75") and w.env.ledger.reversed_by(txn_id) is not None
     w.assert_clean()
     # A correction of the fill afterwards reverses the fill and the commission standing now
@@ -94,7 +94,7 @@ def test_a_changed_commission_of_a_split_fill_and_of_a_late_one(w):
     w.exchange.revise_commission(late.exec_id, D("0.80"))
     report = w.sync()
     assert w.income()[C_U] == D("0.80") and w.env.ledger.reversed_by(late_txn) is not None
-    assert report.commission_changes == [(late.exec_id, D("1.00"), D("0.80"))]
+    assert report.commission_changes == [(late.exec_id, D("1.00"), D("0.80"), "USD")]
     w.assert_clean()
 
 
@@ -133,7 +133,7 @@ def test_a_changed_commission_through_the_ib_gateway_and_the_real_client(tmp_pat
         rig.session.broker.executions(refresh=True)  # reqExecutions now, as a reconnect or the timer does
         report = rig.sync()
         assert rig.env.ledger.income()[("Expenses:Commissions:Trend", "USD")] == D("2.35")
-        assert report.commission_changes == [(ex.exec_id, D("2.00"), D("2.35"))]
+        assert report.commission_changes == [(ex.exec_id, D("2.00"), D("2.35"), "USD")]
         assert rig.sync().commission_changes == []
         rig.assert_exactly_once(orders=1)  # ledger cash vs the gateway's: reconciliation clean
     finally:

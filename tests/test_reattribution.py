@@ -331,7 +331,7 @@ def test_the_users_path_through_the_command(w):
     assert commissions_by_command(home) == ({"trend": D("2.00")},) * 3
     w.exchange.revise_commission(fill["exec_id"], D("2.60"))
     said = run(home, "fills", "sync").output  # said as text: it crashed on its warning before (say(err=))
-    assert f"changed the commission of execution {fill['exec_id']} from 2 to 2.60" in said
+    assert f"changed the commission of execution {fill['exec_id']} from 2.00 to 2.60 USD" in said
     assert commissions_by_command(home) == ({"trend": D("2.60")},) * 3
 
     dry = run(home, "adjust", "reverse", attributed["entry"], "--reason", "wrong strategy", input="n\n")

@@ -18,11 +18,13 @@ from __future__ import annotations
 from decimal import Decimal as D
 
 import pytest
+from hypothesis import given, strategies as st
 
 from tradeledger.engine.trust import adjust
 from tradeledger.engine.trust.exceptions import list_exceptions
 from tradeledger.errors import AdjustError
 from tradeledger.ledger.db import read_connection
+from tradeledger.ledger.numbers import MINOR_UNITS, money_exact, plain
 from test_attributed_corrections import World, w  # noqa: F401 (w: the fixture)
 from test_reattribution import as_json, attribute, outside_buy, reverse, run
 
@@ -156,3 +158,40 @@ def test_fills_list_of_a_strategys_own_fill_says_not_attributed(w):
     w.sync()
     [fill] = as_json(w.tmp / "home", "fills", "list")
     assert (fill["strategy"], fill["allocation"], fill["attributed_to"]) == ("trend", {"trend": "1"}, None)
+
+
+# -- money in messages shows its cents ---------------------------------------------------------------
+
+def test_the_changed_commission_warning_shows_cents(w):
+    """Before: "from 2 to 2.60" for a booked 2.00 (the stored amount, normalised)."""
+    home = w.tmp / "home"
+    run(home, "sim", "trade", "MBTZ26", "2", "90000")
+    run(home, "fills", "sync")
+    [fill] = as_json(home, "fills", "list")
+    w.exchange.revise_commission(fill["exec_id"], D("2.60"))
+    said = run(home, "fills", "sync").output
+    assert f"changed the commission of execution {fill['exec_id']} from 2.00 to 2.60 USD" in said
+    w.exchange.revise_commission(fill["exec_id"], D("3"))
+    said = run(home, "fills", "sync").output
+    assert "from 2.60 to 3.00 USD" in said
+    w.exchange.revise_commission(fill["exec_id"], D("3.0125"))  # never rounded away
+    said = run(home, "fills", "sync").output
+    assert "from 3.00 to 3.0125 USD" in said
+    narrations = [t.narration for _, t in w.env.ledger.entries() if t.kind == "reversal"]
+    assert any("2.60 -> 3.00 USD" in n for n in narrations), narrations
+
+
+@given(st.decimals(min_value=-10**9, max_value=10**9, places=6, allow_nan=False, allow_infinity=False),
+       st.sampled_from(["USD", "EUR", "JPY", "KWD", None]))
+def test_money_exact_shows_the_minor_unit_and_never_rounds(amount, currency):
+    text = money_exact(amount, currency)
+    places = MINOR_UNITS.get(currency or "", 2)
+    assert D(text) == amount and "E" not in text  # exact, never in exponent form
+    shown = len(text.partition(".")[2])
+    assert shown >= places and (shown == places or shown == -plain(amount).as_tuple().exponent)
+
+
+def test_money_exact_examples():
+    assert [money_exact(D(x), c) for x, c in [("2", "USD"), ("2.6", "USD"), ("3.0125", "USD"), ("200", "JPY"),
+                                              ("1E+2", None), ("-0.5", "EUR"), ("1.5", "KWD")]] == \
+        ["2.00", "2.60", "3.0125", "200", "100.00", "-0.50", "1.500"]

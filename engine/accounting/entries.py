@@ -61,7 +61,7 @@ from tradeledger.engine.trading.netting import allocate_commission
 from tradeledger.errors import AdjustError, CorporateActionError, CorrectionUnsupported
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.model import Cost, Posting, Transaction
-from tradeledger.ledger.numbers import plain
+from tradeledger.ledger.numbers import money_exact, plain
 
 ZERO = Decimal(0)
 NANO = Decimal("1e-9")
@@ -273,8 +273,7 @@ def booked_commissions(chart: Chart, sums: dict, currency: str) -> dict:
 
 def _exact(amount: Decimal) -> str:
     """An amount exactly as it is, with at least cents (2 -> 2.00, 3.795 stays 3.795)."""
-    amount = plain(amount)
-    return f"{amount.quantize(Decimal('0.01')) if amount.as_tuple().exponent > -2 else amount:f}"
+    return money_exact(amount)
 
 
 def commission_change_entry(chart: Chart, exec_id: str, exec_key: str, time: dt.datetime, booked: dict,

@@ -49,7 +49,7 @@ from tradeledger.engine.accounting.holders import Holder, from_column
 from tradeledger.engine.context import Books
 from tradeledger.engine.trading.attribution import live_attribution
 from tradeledger.ledger.model import Transaction, reversal_of
-from tradeledger.ledger.numbers import from_scaled, to_scaled
+from tradeledger.ledger.numbers import from_scaled, money_exact, to_scaled
 
 COMMISSIONS = "Expenses:Commissions:"
 
@@ -113,7 +113,7 @@ def rebook_commission(conn: Connection, books: Books, row, e: Execution, now: dt
     replaces = row.commission_txn_id or row.txn_id
     if row.commission_txn_id is not None:
         ledger.reverse(row.commission_txn_id, when, f"commission of {e.exec_id} changed by the broker: "
-                       f"{was} -> {e.commission} {currency}", conn=conn)
+                       f"{money_exact(was, currency)} -> {money_exact(e.commission, currency)} {currency}", conn=conn)
     txn = commission_change_entry(chart, e.exec_id, row.exec_key, when, booked, parts, currency, row.contract,
                                   was, e.commission, replaces)
     f = tables.fill

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -46,6 +47,15 @@ from tradeledger.ledger.model import LedgerError
 from tradeledger.ledger.store import fmt_ts
 
 
+class CommissionChange(NamedTuple):
+    """The broker changed a booked commission; the difference is booked."""
+
+    exec_id: str
+    booked: Decimal  # what the ledger had booked
+    reported: Decimal  # what the broker reports now
+    currency: str
+
+
 @dataclass
 class SyncReport:
     """What one sync did. Two reports combine in two ways: `merge` adds the parts of one sync
@@ -60,8 +70,7 @@ class SyncReport:
     correction_reasons: dict[str, str] = field(default_factory=dict)  # exec id -> why not
     corrected: list[str] = field(default_factory=list)  # corrections booked now (new exec ids)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (exec id, why): could not be booked
-    # (exec id, booked, reported): the broker changed a booked commission; the difference is booked
-    commission_changes: list[tuple[str, Decimal, Decimal]] = field(default_factory=list)
+    commission_changes: list[CommissionChange] = field(default_factory=list)
 
     EVENTS = ("booked", "commissions", "unattributed", "corrected", "commission_changes")  # adds up
 
@@ -231,7 +240,8 @@ def book_execution(conn: Connection, books: Books, e: Execution, report: SyncRep
         elif _version(e.exec_id) == _version(existing.exec_id) and commission_changed(
                 from_scaled(existing.commission) if existing.commission is not None else None, e.commission):
             was = rebook_commission(conn, books, existing, e, now)
-            report.commission_changes.append((e.exec_id, was, e.commission))
+            report.commission_changes.append(CommissionChange(e.exec_id, was, e.commission,
+                                                              existing.commission_currency))
         else:
             report.replays += 1
             if existing.commission is None:
