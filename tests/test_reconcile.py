@@ -396,3 +396,37 @@ def test_flat_at_the_broker_while_holders_are_marked_apart_is_no_cash_break(worl
     assert usd.ledger - (usd.broker + usd.unsettled) == D(-10)
     assert usd.marks == D(-10) and usd.status == "ok", result.as_json()
     _books_ok(session, tmp_path)
+
+
+def test_strategies_crossed_at_other_marks_while_the_broker_is_flat_reconcile(world, tmp_path):
+    """Found by tests/test_across_runs.py (a crash, then two runs). Carry buys 1 at the broker
+    (5000); run 2 crosses 1 from Trend to Carry at the reference price 5010; run 3 sells Carry's
+    second contract at the broker (5000). The broker is flat, so it reports no MES position and no
+    mark; the ledger holds Carry +1 marked 5000 and Trend -1 marked 5010, and its cash is 50 below
+    the broker's: Carry's VM +50 (the cross) - 100 (2 x 10 x 5 down to the fill). That is sum over
+    holders of position x (holder's mark - broker's mark) x multiplier, where a flat account's mark
+    multiplies nothing: 1 x 5000 - 1 x 5010, times 5 = -50. It was skipped for want of a broker
+    mark, and the cash showed as a 50.00 break (a withdrawal proposed) that nothing could clear."""
+    session, exchange, mes = world
+    env = session
+    now = _tick(exchange)
+    record_plan(env, plan(2, [TargetLine("Carry", "MES", mes, D(1), D(5000))], {}, Limits(), {}), now)
+    send_planned(env, session.broker, 2, now)
+    sync_fills(env, session.broker)
+    now = _tick(exchange)
+    lines = [TargetLine("Carry", "MES", mes, D(2), D(5010)), TargetLine("Trend", "MES", mes, D(-1), D(5010))]
+    record_plan(env, plan(3, lines, holder_positions(env.ledger, env.chart), Limits(), {}), now)
+    now = _tick(exchange)
+    lines = [TargetLine("Carry", "MES", mes, D(1), D(5000)), TargetLine("Trend", "MES", mes, D(-1), D(5000))]
+    record_plan(env, plan(4, lines, holder_positions(env.ledger, env.chart), Limits(), {}), now)
+    send_planned(env, session.broker, 4, now)
+    sync_fills(env, session.broker)
+    _tick(exchange)
+    assert holder_positions(env.ledger, env.chart) == {("Carry", mes.code): D(1), ("Trend", mes.code): D(-1)}
+    assert not [p for p in exchange.positions() if p.contract.code == mes.code]  # flat at the broker
+    result = reconcile_session(session, who="test")
+    [usd] = result.cash
+    assert usd.ledger - (usd.broker + usd.unsettled) == D(-50)
+    assert usd.marks == D(-50) and usd.status == "ok"
+    assert result.clean, result.as_json()
+    _books_ok(session, tmp_path)
