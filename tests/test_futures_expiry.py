@@ -124,3 +124,31 @@ def test_a_missing_final_settlement_price_is_an_exception_naming_the_contract(wo
     assert reconcile_session(session).clean
     with read_connection(env.engine) as conn:
         assert not [e for e in list_exceptions(conn, "open") if e["kind"] == "missing_final_settlement"]
+
+
+def test_an_expiry_reconciled_on_its_last_trading_day_after_the_final_settlement(world):
+    """Found by tests/test_across_runs.py: the exchange settles MESZ26 at the close of its last
+    trading day and the position disappears; a reconciliation that evening (the daemon's, or
+    `reconcile` after `sim settle`) found the ledger still holding it, raised an error break and
+    locked MES until midnight, when the contract's last trading day had "passed". The final
+    settlement is in, the broker no longer holds it: it has expired, and is booked at once. Before
+    the settlement price arrives the same evening nothing is booked and no price is asked for."""
+    session, exchange, z = world
+    env = session
+    close = dt.datetime.combine(LAST, dt.time(21), tzinfo=UTC)
+    exchange.set_clock(close)
+    exchange.expire(z.code, D(6020), LAST)
+    early = reconcile_session(session)  # the broker's position has gone, the price is not in yet
+    assert not early.clean
+    with read_connection(env.engine) as conn:
+        assert not [e for e in list_exceptions(conn, "open") if e["kind"] == "missing_final_settlement"]
+    _settlement_row(session, LAST, z.code, "6020")
+    result = reconcile_session(session)
+    assert result.clean, result.breaks
+    assert not any(units for (_h, code), units in holder_positions(env.ledger, env.chart).items() if code == z.code)
+    income = _ledger_income(env)
+    assert income["Income:Trading:A"] == D("-300.00") and income["Income:Trading:B"] == D("100.00")
+    with read_connection(env.engine) as conn:
+        assert not [e for e in list_exceptions(conn, "open") if e["kind"] == "reconciliation_break"]
+    export_beancount(env.ledger, env.ledger_path)
+    assert check(env.ledger, env.ledger_path).ok

@@ -7,7 +7,10 @@ mark to the final settlement price, and the close of the position at that price,
 contract (`booking.expiry_entry`). No position is left behind for reconciliation to call a break.
 
 A contract is expired when its last trading day (the broker's contract details when stored, else
-the instrument's rule) is before today. It is booked only when the broker no longer shows it:
+the instrument's rule) is before today, or is today and its final settlement price is in: the
+exchange settles it at that day's close and the broker's position goes the same evening, so a
+reconciliation after the settlement books the expiry rather than calling it a break until midnight
+(`has_expired`). It is booked only when the broker no longer shows it:
 a position the broker still holds after its last trading day is a break for a person to look at,
 not something to settle by guess. The final settlement price is the contract's settlement on its
 last trading day (or later); without one, an exception names the contract and the row to import
@@ -49,15 +52,22 @@ def last_trading_day(config: TradingConfig, code: str, known: dict) -> dt.date |
     return cal.find(instrument.schedule, code, known).last_trade
 
 
+def has_expired(last: dt.date, today: dt.date, final_price: Decimal | None) -> bool:
+    """Whether a contract whose last trading day is `last` has expired by `today` (pure): once that
+    day has passed, or on it once its final settlement price is known (the exchange's close)."""
+    return last < today or (last == today and final_price is not None)
+
+
 def expired_held(ctx: Context, today: dt.date) -> list[tuple[str, dt.date]]:
-    """(contract, last trading day) of every future the ledger holds whose last trading day has passed."""
+    """(contract, last trading day) of every future the ledger holds whose last trading day is today
+    or has passed: the contracts that may have expired (`has_expired` decides with the price)."""
     engine = ctx.engine
     with read_connection(engine) as conn:
         known = overrides(conn)
     result = []
     for code in futures_held(ctx):
         last = last_trading_day(ctx.config, code, known)
-        if last is not None and last < today:
+        if last is not None and last <= today:
             result.append((code, last))
     return result
 
@@ -84,10 +94,13 @@ def settle_expired(ctx: Context, broker_codes: set[str] | None,
     contracts = None
     for code, last in expired_held(ctx, today):
         if broker_codes is None or code in broker_codes:
-            report.still_at_broker.append(code)
+            if last < today:
+                report.still_at_broker.append(code)
             continue
         with engine.begin() as conn:
             price = final_settlement(conn, code, last)
+            if not has_expired(last, today, price):
+                continue  # its last trading day, before the close: still trading (a missing position is a break)
             if price is None:
                 report.missing_price.append(code)
                 raise_exception(conn, ExceptionKind.MISSING_FINAL_SETTLEMENT, code,
