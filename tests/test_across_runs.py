@@ -70,6 +70,7 @@ from tradeledger.ledger.db import read_connection
 UTC = dt.timezone.utc
 START = dt.date(2026, 12, 7)  # a Monday: MESZ26 is current; its roll window opens on the 10th, it expires on the 18th
 LAST_Z26 = dt.date(2026, 12, 18)
+ROLL_DATES = (dt.date(2026, 12, 10), dt.date(2026, 12, 16), LAST_Z26, dt.date(2026, 12, 21))  # passive, force, last, gone
 CONFIG = """
 [portfolio]
 capital = "1000000"
@@ -338,6 +339,33 @@ class AcrossRuns(RuleBasedStateMachine):
         tl_json(self.home, "fills", "sync")
         self.last = ("sync",)
 
+    @rule(pick=st.integers(0, 1000), ticks=st.integers(-8, 8).filter(bool))
+    def correction(self, pick, ticks):
+        """The broker corrects the price of a futures fill (a new version of the execution, same
+        base id) in a contract still trading; the next sync books the correction once."""
+        trading = set(self.contracts_trading()) - {"SPY"}
+        held = {(r["strategy"], r["contract"]): D(r["qty"]) for r in tl_json(self.home, "positions")}
+
+        def bookable(fill) -> bool:
+            """Not a fill whose holder has since crossed zero: taking the fill out would flip the
+            position, which a correction refuses by design (an exception for a person)."""
+            for holder, units in fill["allocation"].items():
+                now = held.get((holder, fill["contract"]), D(0))
+                if now * (now - D(units)) < 0:
+                    return False
+            return True
+
+        fills = [f for f in tl_json(self.home, "fills", "list") if f["contract"] in trading and bookable(f)]
+        if not fills:
+            return
+        fill = fills[pick % len(fills)]
+        price = D(fill["price"]) + D(ticks) / 4
+        tl(self.home, "sim", "fault", "correct", "--exec-id", fill["exec_id"], "--price", price)
+        synced = tl_json(self.home, "fills", "sync")
+        assert synced["failed"] == [] and synced["corrections_not_booked"] == [], synced
+        note("correction booked" if synced["corrected"] else "correction not booked")
+        self.last = ("sync",)
+
     @rule(kind=st.sampled_from(["deposit", "withdrawal", "interest", "fee"]), cents=st.integers(100, 5_000_000))
     def cash_arrives(self, kind, cents):
         amount = D(cents) / 100
@@ -406,15 +434,16 @@ class AcrossRuns(RuleBasedStateMachine):
             self.open_market()
 
     @precondition(lambda self: self.day <= LAST_Z26)
-    @rule(seed=st.integers(0, 2**16))
-    def to_expiry(self, seed):
-        """Days go by until MESZ26 has expired (through its roll window and its last trading day)."""
-        days = 0
-        day = self.day
-        while day <= LAST_Z26:
+    @rule(until=st.sampled_from(ROLL_DATES), seed=st.integers(0, 2**16))
+    def to_a_roll_date(self, until, seed):
+        """Days go by to a date of MESZ26's life: its passive roll window, the forced roll, its last
+        trading day, the day after it expired (if that date is still ahead)."""
+        days, day = 0, self.day
+        while day < until:
             day = next_business_day(day)
             days += 1
-        self.new_days(days, seed)
+        if days:
+            self.new_days(days, seed)
 
     @precondition(lambda self: self.last is not None)
     @rule()
