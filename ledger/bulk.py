@@ -78,9 +78,9 @@ CHUNK = 5_000  # entries prepared and written per executemany
 # With stagers: smaller, so that the writer waits less for the first chunk and the stagers' work
 # overlaps the writer's more evenly (a chunk costs the writer two statements, however small).
 STAGED_CHUNK = 2_000
-# With stagers the writer still makes every fifth chunk itself: it is idle about half the time
-# otherwise, waiting for a stager (measured: the writer's own work is about half a stager's).
-WRITER_EVERY = 5
+# With stagers the writer makes its share of the chunks itself, in turn with them: copying a
+# staged chunk in costs it about a quarter of what the stager spent making it (0.05 s against
+# 0.19 s for 2,000 fills, traced), so it would otherwise wait most of the time.
 STAGE = "tl_stage"  # the schema a staged chunk is attached as
 
 # The INSERT triggers whose rules this module re-checks (see the table above).
@@ -158,7 +158,7 @@ def _import(ledger, entries, expected: int | None, chunk: int | None, before, st
                     if stage_from is not None and stagers > 0 and run.checked and (expected or 0) >= 4 * size:
                         staged = True
                         run.staged(Stagers(*stage_from, run.accounts, run.booked_at, run.first_txn, size, stagers,
-                                           WRITER_EVERY))
+                                           writer_every=stagers + 1))
                     else:
                         for batch in _chunks(entries, chunk or CHUNK):
                             run.write(batch)

@@ -28,16 +28,19 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import queue
 import sqlite3
 import struct
 import subprocess
 import sys
+import threading
 from typing import NamedTuple
 
 from tradeledger.ledger.bulk_rows import POSTING_COLUMNS, TXN_COLUMNS, Importing, Preparer, insert_sqlite
 from tradeledger.ledger.model import LedgerError
 
 _LENGTH = struct.Struct("<Q")
+INBOX = 4  # chunks a stager may run ahead of the writer (about 2 MB each)
 
 
 class Setup(NamedTuple):
@@ -157,6 +160,8 @@ class Stagers:
         self.schedule = ((-1,) + tuple(i % parts for i in range(writer_every - 1)) if writer_every > 1
                          else tuple(range(parts)))
         self.procs: list[subprocess.Popen] = []
+        self.inboxes: list[queue.Queue] = []
+        self.stopping = threading.Event()
         self.handle = None
         self.fd, self.name, self.directives, self.chunk = fd, name, directives, chunk
         try:
@@ -173,6 +178,36 @@ class Stagers:
         except BaseException:
             self.stop()
             raise
+        # Each stager's frames are read as they come, by a thread of their own (reading a pipe lets
+        # the writer's thread run): a stager never waits on a full pipe (64 KB, where a chunk's
+        # image is about 2 MB) for the writer to finish its chunk, and runs up to INBOX chunks ahead.
+        for proc in self.procs:
+            inbox: queue.Queue = queue.Queue(INBOX)
+            self.inboxes.append(inbox)
+            threading.Thread(target=self._receive, args=(proc, inbox), daemon=True,
+                             name="tradeledger-stager-reader").start()
+
+    def _receive(self, proc: subprocess.Popen, inbox: queue.Queue) -> None:
+        while not self.stopping.is_set():
+            try:
+                frame = self._read(proc)
+            except (LedgerError, OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+                frame = exc if isinstance(exc, LedgerError) else LedgerError(
+                    f"the import's stager could not be read ({exc}); nothing was imported")
+            while not self.stopping.is_set():
+                try:
+                    inbox.put(frame, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(frame, LedgerError) or isinstance(frame[0], (Done, Refused)):
+                return
+
+    def _next(self, part: int):
+        frame = self.inboxes[part].get()
+        if isinstance(frame, LedgerError):
+            raise frame
+        return frame
 
     def frames(self):
         """(header, image bytes) of each chunk in order: `Staged` from a stager, `Items` from a
@@ -195,7 +230,7 @@ class Stagers:
                     raise error
                 yield Items(index, batch), b""
             else:
-                header, data = self._read(self.procs[owner])
+                header, data = self._next(owner)
                 if isinstance(header, Refused):
                     raise LedgerError(header.message)
                 if isinstance(header, Done):
@@ -218,6 +253,7 @@ class Stagers:
         return header, data
 
     def stop(self) -> None:
+        self.stopping.set()
         if self.handle is not None:
             self.handle.close()
         for proc in self.procs:
