@@ -356,6 +356,7 @@ def test_the_users_path_through_the_command(w):
     w.assert_clean()
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # SQLite has a single writer: nothing races
 def test_an_attribution_waits_for_a_sync_that_books_the_late_commission(w, db_url):
     """PostgreSQL, READ COMMITTED: a fill sync books the late 2.00 (to Unattributed: no attribution
     yet) and holds the contract's lock until it commits; an `adjust attribute` started meanwhile
@@ -365,8 +366,6 @@ def test_an_attribution_waits_for_a_sync_that_books_the_late_commission(w, db_ur
 
     from tradeledger.engine.trading.fills import SyncReport, book_execution
 
-    if db_url.startswith("sqlite"):
-        pytest.skip("SQLite has a single writer: the attribution's transaction begins after the sync's")
     fill = outside_buy(w, late=True)
     [reported] = [e for e in w.exchange.executions() if e.base_exec_id == fill.base_exec_id]
     assert reported.commission == D("2.00")
