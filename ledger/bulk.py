@@ -126,7 +126,7 @@ def idle_cores() -> int:
     """Stagers worth starting: one per core the machine leaves idle beside the writer's (the
     load average over the last minute), up to two. A stager on a busy core only takes time from
     the writer and the rest of the machine: on a 2-core machine at load 3, an import with two
-    stagers took 5.0 s where the writer alone took 3.9 s (bench/README.md). `TRADELEDGER_STAGERS`
+    stagers took 1.28 times as long as the writer alone (bench/README.md). `TRADELEDGER_STAGERS`
     says how many instead (0: none)."""
     told = os.environ.get("TRADELEDGER_STAGERS", "").strip()
     if told:
@@ -144,7 +144,6 @@ def idle_cores() -> int:
 def _import(ledger, entries, expected: int | None, chunk: int | None, before, stage_from, stagers: int) -> Imported:
     with ledger.engine.connect() as conn:
         raw = conn.connection.dbapi_connection
-        staged = False
         try:
             with conn.begin():
                 if before is not None:
@@ -156,7 +155,6 @@ def _import(ledger, entries, expected: int | None, chunk: int | None, before, st
                     # they need the set-wide checks (SQLite, its triggers set aside).
                     size = chunk or STAGED_CHUNK
                     if stage_from is not None and stagers > 0 and run.checked and (expected or 0) >= 4 * size:
-                        staged = True
                         run.staged(Stagers(*stage_from, run.accounts, run.booked_at, run.first_txn, size, stagers,
                                            writer_every=stagers + 1))
                     else:
@@ -166,8 +164,8 @@ def _import(ledger, entries, expected: int | None, chunk: int | None, before, st
                 finally:
                     cursor.close()
         finally:
-            if staged:  # attached in the transaction, detached only after it
-                raw.execute(f"DETACH {STAGE}")
+            if conn.dialect.name == "sqlite" and STAGE in {row[1] for row in raw.execute("PRAGMA database_list")}:
+                raw.execute(f"DETACH {STAGE}")  # attached in the transaction, detached only after it
 
 
 def _chunks(entries, size: int):

@@ -26,6 +26,7 @@ import datetime as dt
 import io
 import itertools
 import json
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -148,9 +149,10 @@ class EntriesFile:
 
     def stage_source(self) -> tuple[int, str, tuple[str, ...]] | None:
         """(descriptor, name, directives) of the file being read, for stagers to read it too; None
-        when the lines are not a file one can reopen (a pipe, a list)."""
+        when the lines are not a file one can reopen (a pipe, a list), or where a descriptor cannot
+        be reopened with an offset of its own (`/proc/self/fd`: Linux; macOS's /dev/fd shares it)."""
         handle = self._handle
-        if not isinstance(handle, io.TextIOBase):
+        if not isinstance(handle, io.TextIOBase) or not os.path.isdir("/proc/self/fd"):
             return None
         try:
             if not handle.seekable():

@@ -59,8 +59,6 @@ class Setup(NamedTuple):
 
 class Staged(NamedTuple):
     index: int
-    entries: int
-    postings: int
     sums: dict
     lots: dict
     size: int  # the image's bytes, which follow
@@ -102,7 +100,7 @@ def stage(preparer: Preparer, first_id: int, index: int, batch: list) -> tuple[S
         data = image.serialize()
     finally:
         image.close()
-    return Staged(index, len(rows.headers), rows.count, rows.sums, rows.lots, len(data)), data
+    return Staged(index, rows.sums, rows.lots, len(data)), data
 
 
 def _send(out, header, data: bytes = b"") -> None:
@@ -166,8 +164,12 @@ class Stagers:
         self.fd, self.name, self.directives, self.chunk = fd, name, directives, chunk
         try:
             for part in range(parts):
-                proc = subprocess.Popen([sys.executable, "-m", "tradeledger.ledger.stager"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, pass_fds=(fd,))
+                try:
+                    proc = subprocess.Popen([sys.executable, "-m", "tradeledger.ledger.stager"],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(fd,))
+                except OSError as exc:
+                    raise LedgerError(f"the import's stagers could not start ({exc}); nothing was imported; "
+                                      "TRADELEDGER_STAGERS=0 imports in one process") from None
                 self.procs.append(proc)
                 try:
                     pickle.dump(Setup(fd, name, directives, accounts, booked_at, first_id, chunk, part,

@@ -234,3 +234,19 @@ def test_the_importer_killed_at_any_point_then_run_again_books_the_file_once(tmp
     assert verify(ledger).ok and verify_balances(ledger.engine) == []
     with sqlite3.connect(ledger.engine.url.database) as c:
         assert c.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'").fetchone()[0] > 0
+
+
+def test_stagers_that_cannot_start_refuse_the_import_clearly(tmp_path, monkeypatch):
+    """No Python to start them with: a refusal that says so and how to import without them, nothing
+    imported, the ledger's triggers back, and the connection left as it was (nothing attached)."""
+    staged = _ledger(tmp_path / "staged.db")
+    schema = _schema(staged)
+    path = _write(tmp_path / "in.jsonl", _fills(20))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    with pytest.raises(LedgerError, match="stagers could not start .*TRADELEDGER_STAGERS=0"):
+        _import(staged, path, stagers=1)
+    assert staged.count() == (0, 0) and _schema(staged) == schema
+    monkeypatch.undo()
+    assert _import(staged, path, stagers=0).booked == 20
+    with staged.engine.connect() as c:
+        assert "tl_stage" not in [row[1] for row in c.exec_driver_sql("PRAGMA database_list").all()]
