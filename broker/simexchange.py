@@ -454,14 +454,15 @@ class SimExchange(SimStore):
                   (code, str(quantity), str(avg), None if mark is None else str(mark),
                    str(unsettled)))
 
-    def _move_cash(self, c, currency: str, amount: Decimal, kind: str, ref: str) -> None:
+    def _move_cash(self, c, currency: str, amount: Decimal, kind: str, ref: str,
+                   at: dt.datetime | None = None) -> None:
         if amount == 0:
             return
         r = c.execute("SELECT amount FROM cash WHERE currency = ?", (currency,)).fetchone()
         balance = (ZERO if r is None else Decimal(r[0])) + amount
         c.execute("INSERT OR REPLACE INTO cash VALUES (?, ?)", (currency, str(balance)))
         c.execute("INSERT INTO cash_journal (at, currency, amount, kind, ref) "
-                  "VALUES (?,?,?,?,?)", (_ts(self._now(c)), currency, str(amount), kind, ref))
+                  "VALUES (?,?,?,?,?)", (_ts(at or self._now(c)), currency, str(amount), kind, ref))
 
     def deposit(self, currency: str, amount: Decimal, kind: str = "deposit", ref: str = "") -> None:
         """Cash arriving (amount > 0) or leaving (< 0) without a trade: a deposit, a withdrawal,
@@ -536,19 +537,31 @@ class SimExchange(SimStore):
 
     def pay_due_dividends(self) -> Decimal:
         """Pay every declared dividend whose pay date has come (a short pays it, without tax); the
-        broker's record (kinds `dividend` and `withholding`) names the ticker. Returns the net paid."""
-        total = ZERO
+        broker's record (kinds `dividend` and `withholding`) names the ticker. Returns the net paid.
+        Moving the clock (`set_clock`, `advance_clock`) and a snapshot pay them too, as a broker pays
+        on the pay date whoever looks; this is for a clock that follows the real one."""
         with self._tx() as c:
-            today = self._now(c).date().isoformat()
-            for r in c.execute("SELECT * FROM dividends WHERE paid = 0 AND pay_date <= ? ORDER BY ex_date, code",
-                               (today,)).fetchall():
-                k = self._known(c, r["code"])
-                gross = Decimal(r["shares"]) * Decimal(r["per_share"])
-                tax = (gross * Decimal(r["withholding"])).quantize(Decimal("0.01")) if gross > 0 else ZERO
-                self._move_cash(c, k.currency, gross, "dividend", r["code"])
-                self._move_cash(c, k.currency, -tax, "withholding", r["code"])
-                c.execute("UPDATE dividends SET paid = 1 WHERE code = ? AND ex_date = ?", (r["code"], r["ex_date"]))
-                total += gross - tax
+            return self._pay_due(c)
+
+    def _time_passed(self, c) -> None:
+        self._pay_due(c)
+
+    def _pay_due(self, c) -> Decimal:
+        total = ZERO
+        now = self._now(c)
+        for r in c.execute("SELECT * FROM dividends WHERE paid = 0 AND pay_date <= ? ORDER BY ex_date, code",
+                           (now.date().isoformat(),)).fetchall():
+            k = self._known(c, r["code"])
+            gross = Decimal(r["shares"]) * Decimal(r["per_share"])
+            tax = (gross * Decimal(r["withholding"])).quantize(Decimal("0.01")) if gross > 0 else ZERO
+            # paid on its pay date even when the clock jumped past it: reconciliation knows a
+            # dividend by the day the broker paid it
+            pay = dt.date.fromisoformat(r["pay_date"])
+            at = now if pay == now.date() else dt.datetime.combine(pay, dt.time(0), UTC)
+            self._move_cash(c, k.currency, gross, "dividend", r["code"], at)
+            self._move_cash(c, k.currency, -tax, "withholding", r["code"], at)
+            c.execute("UPDATE dividends SET paid = 1 WHERE code = ? AND ex_date = ?", (r["code"], r["ex_date"]))
+            total += gross - tax
         return total
 
     def split(self, code: str, new: Decimal, old: Decimal, cash_in_lieu: Decimal | None = None) -> Decimal:
@@ -793,6 +806,7 @@ class SimExchange(SimStore):
     def snapshot(self) -> AccountSnapshot:
         """Positions, cash, open orders and unsettled futures P&L, read in one transaction."""
         with self._tx() as c:
+            self._pay_due(c)  # on a clock that follows the real one, the pay date comes by itself
             opened = c.execute("SELECT * FROM orders WHERE status = 'Submitted' "
                                "ORDER BY order_id").fetchall()
             return AccountSnapshot(

@@ -207,12 +207,18 @@ class SimStore:
                 c.execute("DELETE FROM meta WHERE key = 'clock'")
             else:
                 self._set_meta(c, "clock", _ts(when))
+            self._time_passed(c)
 
     def advance_clock(self, delta: dt.timedelta) -> dt.datetime:
         with self._tx() as c:
             when = self._now(c) + delta
             self._set_meta(c, "clock", _ts(when))
+            self._time_passed(c)
             return when
+
+    def _time_passed(self, c) -> None:
+        """What falls due when the clock moves, in the same transaction (the exchange pays its
+        dividends whose pay date has come)."""
 
     def set_commission(self, per_contract: Decimal, code: str | None = None) -> None:
         """Commission per contract (or share) for `code`, or the default for all codes."""

@@ -11,7 +11,9 @@ The account's NAV also moves with the base-currency value of the cash it holds i
 
 Statistics are of daily returns, net P&L over the previous day's NAV, over the days with data:
 annualised return = mean x 252, volatility = standard deviation x sqrt(252), Sharpe = their
-ratio (no risk-free rate). Drawdown is NAV below its running peak, in money and in percent.
+ratio (no risk-free rate). Drawdown is what the P&L gave back below its running peak: in money,
+NAV less the net deposits since the period began, below its peak; in percent, the daily returns
+compounded below their peak. Money deposited or withdrawn moves neither (a withdrawal is no loss).
 Ratios are floats rounded for display; money stays Decimal.
 """
 
@@ -41,18 +43,35 @@ def _capital_base(ctx: Session, name: str, deposits: Decimal) -> tuple[Decimal |
     return config.capital * strategy.capital_share, f"share {strategy.capital_share} of [portfolio] capital"
 
 
-def _curve(rows: list[dict], navs: dict | None, base: Decimal | None, start: Decimal | None) -> list[dict]:
-    """Each day's NAV and its drawdown below the running peak (the peak starts at `start`)."""
+def _curve(rows: list[dict], navs: dict | None, base: Decimal | None, start: Decimal | None,
+           deposits: dict | None = None, origin: dt.date | None = None) -> list[dict]:
+    """Each day's NAV and its drawdown below the running peak (the peak starts at `start`, the NAV
+    of the day before the first row).
+
+    Money deposited or withdrawn is no gain or loss: with `deposits` (net deposits to date, by day;
+    `origin` the day they count from, else the first row's) the drawdown in money is of the NAV less
+    the net deposits since then, and in percent of the daily returns compounded (the day's change
+    of NAV less its deposits over the NAV it started with), each below its running peak. A strategy's
+    NAV (its capital plus its P&L) moves by nothing else, so both are its NAV's below its peak."""
     out, peak = [], start
+    index = index_peak = 1.0
+    before = (start, start)  # the NAV and the NAV less the deposits since the origin, of the day before
+    origin = origin if origin is not None else (rows[0]["day"] if rows else None)
     for row in rows:
         value = navs.get(row["day"]) if navs is not None else (None if base is None else base + row["cumulative"])
         value = None if value is None else series_mod.cents(value)
-        if value is not None:
-            peak = value if peak is None else max(peak, value)
-        drawdown = None if value is None else value - peak
+        moved = ZERO if deposits is None else series_mod.cents(deposits[row["day"]] - deposits[origin])
+        adjusted = None if value is None else value - moved
+        if adjusted is not None:
+            peak = adjusted if peak is None else max(peak, adjusted)
+            if before[0] is not None and before[0] > 0:
+                index *= 1 + float(adjusted - before[1]) / float(before[0])
+                index_peak = max(index_peak, index)
+            before = (value, adjusted)
+        drawdown = None if adjusted is None else adjusted - peak
         out.append({"day": row["day"], "net": row["net"], "cumulative": row["cumulative"], "nav": value,
                     "drawdown": drawdown,
-                    "drawdown_pct": None if not peak or drawdown is None else round(float(drawdown / peak) * 100, 4)})
+                    "drawdown_pct": None if drawdown is None else round((index / index_peak - 1) * 100, 4)})
     return out
 
 
@@ -97,12 +116,13 @@ def performance(ctx: Session, since: dt.date | None = None, until: dt.date | Non
     first = rows[0]["day"] if rows else None
     before = [d for d in total.days if first is not None and d < first]
     start_nav = total.nav.get(before[-1]) if before else None
-    curve = _curve(rows, total.nav, None, start_nav)
+    curve = _curve(rows, total.nav, None, start_nav, total.deposits, before[-1] if before else None)
     account = {"strategy": "total", "capital": last_deposits, "capital_source": "net deposits",
                "currency": base_ccy, "curve": curve, "stats": _stats(curve, start_nav)}
-    if curve and start_nav is not None and curve[-1]["nav"] is not None:
+    if curve and curve[-1]["nav"] is not None and (start_nav is not None or not before):
         # NAV also moves with the base value of cash held in other currencies: not a strategy's P&L
-        moved = curve[-1]["nav"] - series_mod.cents(start_nav)
-        deposited = total.deposits[curve[-1]["day"]] - total.deposits[before[-1]]
+        # (a period from the ledger's first day starts from nothing: no NAV, no deposits)
+        moved = curve[-1]["nav"] - series_mod.cents(start_nav or ZERO)
+        deposited = total.deposits[curve[-1]["day"]] - (total.deposits[before[-1]] if before else ZERO)
         account["stats"]["fx_translation"] = series_mod.cents(moved - deposited - curve[-1]["cumulative"])
     return {"currency": base_ccy, "since": since, "until": until, "strategies": strategies, "total": account}

@@ -128,8 +128,10 @@ def test_dividend_to_two_strategies_and_unattributed_with_withholding(world, tmp
     cash_before = env.ledger.balances()[(chart.cash, "USD")]
 
     # The broker pays at the pay date; the ledger turns the receivable into cash then, once.
-    session.exchange().set_clock(dt.datetime(2026, 12, 10, 15, tzinfo=UTC))
-    assert session.exchange().pay_due_dividends() == D("31.45")
+    broker_cash = session.exchange().cash()["USD"]
+    session.exchange().set_clock(dt.datetime(2026, 12, 10, 15, tzinfo=UTC))  # the broker pays as its clock gets there
+    assert session.exchange().cash()["USD"] - broker_cash == D("31.45")
+    assert session.exchange().pay_due_dividends() == 0  # once
     assert book_due(env, dt.date(2026, 12, 10)).booked == ["dividend SPY paid 2026-12-10"]
     assert book_due(env, dt.date(2026, 12, 31)).booked == []  # nothing twice
     balances = env.ledger.balances()

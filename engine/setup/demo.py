@@ -355,7 +355,8 @@ def _corporate_actions(session: Session, schedule: list[dt.date], number: int, d
     if number == ex_day:
         shares = exchange.declare_dividend(ticker, per_share, withholding, schedule[pay_day - 1])
         progress(f"day {number} ({day}): {ticker} goes ex-dividend ({per_share} per share on {shares} shares)")
-    if exchange.pay_due_dividends():
+    exchange.pay_due_dividends()  # the exchange's clock pays it on the day; a real-time clock pays here
+    if number == pay_day:
         progress(f"day {number} ({day}): {ticker} pays its dividend")
     book_due(env, day)
 
