@@ -338,21 +338,16 @@ class _Import:
         return replays
 
     def _staged_sums(self) -> tuple[dict, dict]:
-        """The maintained sums of the image's rows (after replays were taken out)."""
-        sums, lots = {}, {}
-        self.cursor.execute(f"SELECT account_id, commodity, units, cost, cost_currency, cost_date, cost_label, ts "
-                            f"FROM {STAGE}.posting")
-        for account_id, commodity, units, cost, currency, date, label, ts in self.cursor.fetchall():
-            key = (account_id, commodity)
-            sums[key] = sums.get(key, 0) + units
-            if cost is not None:
-                lot_key = (account_id, commodity, cost, currency, date or "", label or "")
-                lot = lots.get(lot_key)
-                if lot is None:
-                    lots[lot_key] = [units, ts]
-                else:
-                    lot[0] += units
-                    lot[1] = min(lot[1], ts)
+        """The maintained sums of the image's rows (after replays were taken out), summed by
+        SQLite in two parts that cannot overflow (`sums.py`), as `Preparer.rows` sums them."""
+        self.cursor.execute(f"SELECT account_id, commodity, SUM(units / {F}), SUM(units % {F}) "
+                            f"FROM {STAGE}.posting GROUP BY account_id, commodity")
+        sums = {(account_id, commodity): whole * F + nanos
+                for account_id, commodity, whole, nanos in self.cursor.fetchall()}
+        self.cursor.execute(f"""SELECT account_id, commodity, cost, cost_currency, COALESCE(cost_date, ''),
+            COALESCE(cost_label, ''), SUM(units / {F}), SUM(units % {F}), MIN(ts) FROM {STAGE}.posting
+            WHERE cost IS NOT NULL GROUP BY 1, 2, 3, 4, 5, 6""")
+        lots = {tuple(row[:6]): [row[6] * F + row[7], row[8]] for row in self.cursor.fetchall()}
         return sums, lots
 
     def _new_ids(self, places: list[int]) -> list[int]:
