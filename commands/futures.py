@@ -58,6 +58,8 @@ def roll_status_cmd(c: Invocation, on, as_json):
     from tradeledger.engine.futures.status import roll_status
 
     rows = roll_status(c.open(), _today(c, on))
+    for line in (w for r in rows for w in r.warnings):  # raised as held_into_expiry exceptions
+        click.echo(f"warning: {line}", err=True)
     if as_json:
         emit_json([r.as_json() for r in rows])
         return

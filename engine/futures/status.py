@@ -48,11 +48,11 @@ def _future(config, name: str):
     return instrument
 
 
-def _holders(ctx: Context, config) -> dict[tuple, dict[str, Decimal]]:
+def _holders(ctx: Context, config, conn=None) -> dict[tuple, dict[str, Decimal]]:
     """(holder, instrument) -> {contract: units}; holder is the user's strategy name (never its
     account component) or 'unattributed'."""
     positions = {}
-    for (account, code), units in ctx.ledger.positions(prefix=ctx.chart.root).items():
+    for (account, code), units in ctx.ledger.positions(prefix=ctx.chart.root, conn=conn).items():
         holder = holder_of(ctx.chart, account)
         if holder is not False:
             owner = config.strategy_by_account(holder) if holder else None
@@ -104,16 +104,66 @@ class RollStatus:
     new: str
     days_to_deadline: int | None
     held: dict  # holder -> {contract: units}
+    warnings: tuple[str, ...] = ()  # the held_into_expiry exceptions raised, in words
 
     def as_json(self) -> dict:
         return {"instrument": self.instrument, "state": self.state, "set_by": self.source, "old": self.old,
                 "new": self.new, "days_to_deadline": self.days_to_deadline,
-                "held": {h: {c: str(u) for c, u in by.items()} for h, by in self.held.items()}}
+                "held": {h: {c: str(u) for c, u in by.items()} for h, by in self.held.items()},
+                "held_into_expiry": list(self.warnings)}
+
+
+@dataclass(frozen=True)
+class HeldIntoExpiry:
+    """A holder still holding a contract on the day before its last trading day, or later."""
+
+    instrument: str
+    holder: str  # the strategy's name, or "unattributed"
+    code: str
+    units: Decimal
+    last: dt.date
+
+    @property
+    def subject(self) -> str:
+        return f"{self.code} {self.holder}"
+
+    @property
+    def dedupe_key(self) -> str:
+        return dedupe_key(ExceptionKind.HELD_INTO_EXPIRY, self.subject)
+
+    def describe(self) -> str:
+        what = f"{self.holder} still holds {self.units} {self.code}, whose last trading day is {self.last}"
+        if self.holder == "unattributed":  # tradeledger rolls strategies only
+            return (f"{what}: tradeledger does not roll unattributed positions: close it at the broker, or adopt "
+                    f"it into a strategy (tradeledger adjust adopt {self.code} {self.units} --strategy NAME) so that its roll moves it")
+        return f"{what}: roll or close it (tradeledger roll set {self.instrument} force, then roll execute)"
+
+
+def held_into_expiry(config, held: dict, on: dt.date, known: dict) -> list[HeldIntoExpiry]:
+    """Every position held on `on` in a contract whose last trading day is tomorrow or earlier
+    (pure): `held` is (holder, instrument) -> {contract: units}, as `_holders` reads it."""
+    found = []
+    for (holder, name), by_code in sorted(held.items(), key=lambda kv: (kv[0][1], str(kv[0][0]))):
+        instrument = config.instruments[name]
+        for code, units in sorted(by_code.items()):
+            last = cal.find(instrument.schedule, code, known).last_trade
+            if units and on >= last - dt.timedelta(days=1):
+                found.append(HeldIntoExpiry(name, holder, code, units, last))
+    return found
+
+
+def expiring(ctx: Context, config, conn, on: dt.date) -> list[HeldIntoExpiry]:
+    """`held_into_expiry` of what the ledger holds now (monitoring raises and resolves them)."""
+    return held_into_expiry(config, _holders(ctx, config, conn), on, overrides(conn))
 
 
 def roll_status(ctx: Context, on: dt.date, now: dt.datetime | None = None) -> list[RollStatus]:
+    """Each future's roll status on `on`; a position held into its contract's expiry is raised as a
+    `held_into_expiry` exception (stamped `now`, default the environment's clock) and named in
+    the instrument's `warnings`."""
     config = trading_config(ctx)
     held = _holders(ctx, config)
+    now = now or ctx.now()
     result = []
     with ctx.engine.begin() as conn:
         pinned, known = pinned_states(conn), overrides(conn)
@@ -123,16 +173,13 @@ def roll_status(ctx: Context, on: dt.date, now: dt.datetime | None = None) -> li
             roll = instrument_roll(config, name, on, conn, None, pinned, known=known)
             old = cal.find(instrument.schedule, roll.old.code, known) if roll.old else None
             holders = {h: by for (h, inst), by in held.items() if inst == name}
-            for holder, by_code in holders.items():
-                for code, units in by_code.items():
-                    last = cal.find(instrument.schedule, code, known).last_trade
-                    if units and on >= last - dt.timedelta(days=1):
-                        raise_exception(conn, ExceptionKind.HELD_INTO_EXPIRY, code,
-                                        f"{holder} still holds {units} {code}, whose last trading day is "
-                                        f"{last}: roll or close it (tradeledger roll set {name} force)",
-                                        severity="error", dedupe_key=dedupe_key(ExceptionKind.HELD_INTO_EXPIRY, code, holder), now=now)
+            warnings = []
+            for found in held_into_expiry(config, {k: v for k, v in held.items() if k[1] == name}, on, known):
+                raise_exception(conn, ExceptionKind.HELD_INTO_EXPIRY, found.subject, found.describe(),
+                                severity="error", dedupe_key=found.dedupe_key, now=now)
+                warnings.append(found.describe())
             result.append(RollStatus(name, roll.state, roll.source, roll.old.code if roll.old else None, roll.new.code,
-                                     (old.deadline - on).days if old else None, holders))
+                                     (old.deadline - on).days if old else None, holders, tuple(warnings)))
     return result
 
 

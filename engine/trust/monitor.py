@@ -9,6 +9,9 @@
 - a position held in a currency with no FX rate to the base -> missing_fx
 - a held contract whose newest price is days old            -> stale_prices
 - a daemon whose heartbeat has gone quiet while it runs     -> missed_daemon_run
+- a future still held on the day before its last trading day -> held_into_expiry (also raised by
+  (or later: a roll that never happened)                        `roll status`; resolved here once
+                                                                the position is rolled or gone)
 
 `check` reads the facts, raises every finding (one open exception per cause, by dedupe key) and
 resolves every earlier monitoring exception that is no longer found, in one transaction. The
@@ -29,7 +32,7 @@ from tradeledger.engine.accounting.holders import holder_of
 from tradeledger.ledger.numbers import to_decimal
 from tradeledger.engine.setup.environment import ConfigError
 
-KINDS = ("commission_overdue", "order_stuck", "missing_fx", "stale_prices", "missed_daemon_run")
+KINDS = ("commission_overdue", "order_stuck", "missing_fx", "stale_prices", "missed_daemon_run", "held_into_expiry")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class Facts:
     # machine's clock (it is about the process), while `now` is the environment's (on sim, the
     # exchange's, which may stand years away). None: `now`.
     wall: dt.datetime | None = None
+    # positions held into their contract's expiry (engine/futures/status.HeldIntoExpiry)
+    expiring: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,8 @@ def findings(facts: Facts, limits: Thresholds) -> list[Finding]:
         if newest is None or (now.date() - newest).days > limits.stale_price_days:
             when = "no price at all" if newest is None else f"the newest price is from {newest}"
             found.append(Finding("stale_prices", contract, f"{contract} is held and {when}"))
+    for held in facts.expiring:
+        found.append(Finding("held_into_expiry", held.subject, held.describe(), "error"))
     if facts.heartbeat is not None:
         state, at = facts.heartbeat
         silence = (facts.wall or now) - at
@@ -152,8 +159,11 @@ def read_facts(conn, env, config, now: dt.datetime) -> Facts:
         if instrument is not None and instrument.name in closes:
             close = dt.date.fromisoformat(closes[instrument.name])
             dates[code] = max(dates.get(code, close), close)
+    from tradeledger.engine.futures.status import expiring
+
     return Facts(now, env.settings.base_currency, pending, orders, tuple(sorted(held)), fx_known, dates,
-                 _heartbeat(conn, env.settings.env), interrupted, wall=dt.datetime.now(dt.timezone.utc))
+                 _heartbeat(conn, env.settings.env), interrupted, wall=dt.datetime.now(dt.timezone.utc),
+                 expiring=tuple(expiring(env, config, conn, now.date())))
 
 
 def _heartbeat(conn, env_name: str):

@@ -1,0 +1,197 @@
+"""Futures across days, as a trader lives them through the real CLI: two strategies holding MES,
+a trade at the broker's own screen left in Unattributed, the roll window, the forced roll, the
+last trading day and the day after. Every figure is checked against a hand computation.
+
+The world is the simulated exchange driven by `sim` commands (its clock, prices, settlements); an
+expiry, which has no command, is the exchange's own `expire`. Strategy a holds +24 MESZ26 and b
+-9 (run 1 on 2026-12-07, b's 9 crossed to a at 6,000, a's 15 bought at 6,000), then settles
+through 6,010 (12-07), 6,020 (12-08); Unattributed bought 2 at 6,021 on 12-08.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import shutil
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tradeledger.cli import main
+from tradeledger.engine.setup.environment import open_environment
+from tradeledger.engine.setup.session import Session
+
+CONFIG = """
+[portfolio]
+capital = "1000000"
+capital_mode = "fixed"
+buffer_fraction = "0"
+
+[instruments.MES]
+type = "future"
+currency = "USD"
+multiplier = 5
+exchange = "CME"
+tick_size = "0.25"
+expiry_months = "HMUZ"
+expiry_rule = "third_friday"
+roll_offset_days = 8
+force_days = 2
+
+[strategies.a]
+capital_share = "0.5"
+instruments = { MES = "1" }
+
+[strategies.b]
+capital_share = "0.5"
+instruments = { MES = "1" }
+
+[sim]
+commission_per_contract = "1.25"
+"""
+START = dt.date(2026, 12, 7)  # a Monday: MESZ26 is priced; its roll opens on the 10th, is forced from the 16th
+
+
+def tl(home: Path, *args, code: int | None = 0):
+    """`tradeledger --home HOME ARGS...` as a user types it (in this process)."""
+    result = CliRunner().invoke(main, ["--home", str(home), *map(str, args)], catch_exceptions=False)
+    if code is not None:
+        assert result.exit_code == code, (args, result.exit_code, result.stdout, result.stderr)
+    return result
+
+
+def tl_json(home: Path, *args, code: int | None = 0):
+    return json.loads(tl(home, *args, "--json", code=code).stdout)
+
+
+class World:
+    def __init__(self, home: Path):
+        self.home = home
+        self.files = 0
+
+    def write(self, text: str) -> Path:
+        self.files += 1
+        path = self.home / f"file-{self.files}.csv"
+        path.write_text(text)
+        return path
+
+    def at(self, day: str, hour: int = 15) -> None:
+        tl(self.home, "sim", "clock", "set", f"{day}T{hour:02d}:00")
+
+    def prices(self, **prices) -> None:
+        for code, price in prices.items():
+            tl(self.home, "sim", "price", code, price)
+
+    def cycle(self, day: str, a: int, b: int, code: int | None = 0) -> dict:
+        """Forecasts for a and b, a run computed for review, then executed."""
+        rows = f"date,strategy,instrument,forecast\n{day},a,MES,{a}\n{day},b,MES,{b}\n"
+        tl(self.home, "signals", "import", self.write(rows), "--replace")
+        run = tl_json(self.home, "cycle")["run"]
+        return tl_json(self.home, "cycle", "--approve", "--run", run, "--wait", "3", code=code)
+
+    def settle(self, day: str, marked: bool = True, **prices) -> None:
+        """The day's close: the exchange settles each contract; `mark` books it unless not `marked`."""
+        self.at(day, 21)
+        for code, price in prices.items():
+            tl(self.home, "sim", "settle", code, price, "--date", day)
+        if marked:
+            tl(self.home, "mark", "--date", day)
+
+    def exchange(self, what):
+        env = open_environment(self.home, "paper")
+        session = Session(env)
+        try:
+            return what(session.exchange())
+        finally:
+            session.close()
+            env.engine.dispose()
+
+    def positions(self) -> dict:
+        return {(r["strategy"], r["contract"]): D(r["qty"]) for r in tl_json(self.home, "positions")}
+
+    def realized(self) -> dict:
+        return {r["strategy"]: D(r["realized"]) for r in tl_json(self.home, "pnl", "--by", "strategy")["rows"]
+                if r["strategy"] != "TOTAL"}
+
+    def clean(self) -> None:
+        assert tl_json(self.home, "reconcile")["clean"]
+        assert tl_json(self.home, "check")["ok"]
+        assert tl_json(self.home, "db", "verify")["ok"]
+
+
+_TEMPLATE: list[Path] = []
+
+
+def _template(root: Path) -> Path:
+    """Funded, 60 days of MES closes ending at 6,000, and the first two days traded and settled."""
+    home = root / "home"
+    tl(home, "init", "--capital", "1000000")
+    config = home / "paper" / "config.toml"
+    config.write_text(config.read_text() + CONFIG)
+    rng, level, walk, day = random.Random(1), 6000.0, [], START
+    while len(walk) < 60:
+        day -= dt.timedelta(days=1)
+        if day.weekday() < 5:
+            level *= 1 + rng.gauss(0, 0.01)
+            walk.append((day, level))
+    scale = 6000 / walk[0][1]
+    world = World(home)
+    tl(home, "data", "import", world.write("date,instrument,close\n" + "".join(
+        f"{d},MES,{round(x * scale * 4) / 4}\n" for d, x in reversed(walk))))
+    world.at("2026-12-07")
+    world.prices(MESZ26=6000, MESH27=6020)
+    world.cycle("2026-12-07", 10, -4)
+    world.settle("2026-12-07", MESZ26=6010, MESH27=6030)
+    world.at("2026-12-08")
+    world.prices(MESZ26=6020, MESH27=6040)
+    tl(home, "sim", "trade", "MESZ26", 2, 6021)
+    tl(home, "fills", "sync")
+    world.settle("2026-12-08", MESZ26=6020, MESH27=6040)
+    return home
+
+
+@pytest.fixture
+def world(tmp_path_factory, tmp_path) -> World:
+    if not _TEMPLATE:
+        _TEMPLATE.append(_template(tmp_path_factory.mktemp("futures-days")))
+    home = tmp_path / "home"
+    shutil.copytree(_TEMPLATE[0], home)
+    w = World(home)
+    assert w.positions() == {("a", "MESZ26"): 24, ("b", "MESZ26"): -9, ("unattributed", "MESZ26"): 2}
+    # a: 24 from 6,000 to 6,020 = +2,400; b: -9 = -900; Unattributed: 2 from 6,021 to 6,020 = -10
+    assert w.realized() == {"a": D("2400.00"), "b": D("-900.00"), "unattributed": D("-10.00")}
+    return w
+
+
+def test_held_into_expiry_is_said_by_roll_status_and_raised_by_monitoring_until_gone(world):
+    """The day before MESZ26's last trading day, Unattributed still holds 2 (tradeledger never
+    rolls them): `roll status` says so and raises `held_into_expiry` (it crashed on its own
+    exception before: `now` None), the daemon's monitoring raises it too, and resolves it once
+    the expiry is booked."""
+    home = world.home
+    world.at("2026-12-16")
+    world.prices(MESZ26=6040, MESH27=6060)
+    world.cycle("2026-12-16", 10, -4)  # the forced roll moves a and b to H27, not Unattributed
+    assert {k: v for k, v in world.positions().items() if k[1] == "MESZ26"} == {("unattributed", "MESZ26"): 2}
+    world.settle("2026-12-16", MESZ26=6045, MESH27=6065)
+    world.at("2026-12-17")
+    status = tl(home, "roll", "status")
+    assert "warning: unattributed still holds 2 MESZ26, whose last trading day is 2026-12-18" in status.stderr
+    assert "adjust adopt MESZ26 2 --strategy NAME" in status.stderr
+    [raised] = [e for e in tl_json(home, "exceptions", "list") if e["kind"] == "held_into_expiry"]
+    assert raised["subject"] == "MESZ26 unattributed" and raised["state"] == "open"
+    found = tl_json(home, "monitor", code=1)
+    assert [f["subject"] for f in found if f["kind"] == "held_into_expiry"] == ["MESZ26 unattributed"]
+    assert len([e for e in tl_json(home, "exceptions", "list") if e["kind"] == "held_into_expiry"]) == 1
+
+    world.settle("2026-12-18", marked=False, MESZ26="6047.50", MESH27=6070)  # the final settlement
+    world.exchange(lambda x: x.expire("MESZ26", D("6047.50"), dt.date(2026, 12, 18)))
+    tl(home, "mark", "--date", "2026-12-18")
+    world.at("2026-12-21")
+    world.clean()  # books the expiry: 2 x (6,047.50 - 6,045) x 5 = +25 for Unattributed
+    assert world.positions() == {("a", "MESH27"): 24, ("b", "MESH27"): -9}
+    tl(home, "monitor", code=None)
+    assert [e for e in tl_json(home, "exceptions", "list") if e["kind"] == "held_into_expiry"] == []
