@@ -266,15 +266,22 @@ def fills_list(c: Invocation, limit, as_json):
 @pass_ctx
 def mark(c: Invocation, day, as_json):
     """Book the day's settlement variation margin per strategy and contract, once per date (never a
-    future date; today's before the settlement time is booked at the present moment)."""
+    future date; today's before the settlement time is booked at the present moment; never a day
+    whose marks something later has moved on from: the mark chain runs forward)."""
     with open_session(c) as session:
-        day, booked, missing = _marking.mark_settlements(session, parse_date(day, "--date"))
+        day, done = _marking.mark_settlements(session, parse_date(day, "--date"))
+    booked, missing = done.booked, done.missing
     if as_json:
-        emit_json({"date": day, "booked": booked, "missing_settlement": missing})
+        emit_json({"date": day, "booked": booked, "missing_settlement": missing,
+                   "marked_later": [{"contract": code, "marks_moved_at": at} for code, at in done.later]})
     else:
         say(f"{day}: settlement booked for {len(booked)} contracts"
                    + (f"; no settlement price for {', '.join(missing)}" if missing else ""))
-    if missing:
+    for code, at in done.later:
+        click.echo(f"error: {code} not marked for {day}: its marks moved on at {at:%Y-%m-%d %H:%M:%S} UTC, after that day's "
+                   f"settlement, and what moved them carries the variation margin (a late settlement is never "
+                   f"booked backwards)", err=True)
+    if missing or done.later:
         sys.exit(1)
 
 

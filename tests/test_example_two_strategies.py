@@ -107,8 +107,7 @@ def test_two_strategies_two_days(tmp_path):
     # Replaying every execution books nothing more; marking a day again books nothing.
     again = sync_fills(env, broker)
     assert again.booked == [] and again.commissions == [] and again.replays == 3
-    booked, _ = mark_day(env, {"MBTZ26": MBT}, t2.date(), {"MBTZ26": D(90000)},
-                         t2.replace(hour=21))
+    booked = mark_day(env, {"MBTZ26": MBT}, t2.date(), {"MBTZ26": D(90000)}, t2.replace(hour=21)).booked
     assert booked == []
 
     # Beancount agrees to the cent.

@@ -195,3 +195,39 @@ def test_held_into_expiry_is_said_by_roll_status_and_raised_by_monitoring_until_
     assert world.positions() == {("a", "MESH27"): 24, ("b", "MESH27"): -9}
     tl(home, "monitor", code=None)
     assert [e for e in tl_json(home, "exceptions", "list") if e["kind"] == "held_into_expiry"] == []
+
+
+def test_a_settlement_that_arrives_late_never_marks_backwards(world):
+    """No settlement price reached the ledger on 12-09 (the exchange settled at 6,100); on 12-10
+    Unattributed buys 1 at 6,080 and the day settles at 6,090, marked. When 12-09's price arrives
+    and is marked, the 12-10 marks already carry the variation margin from 6,020: marking 12-09 now
+    would move every holder's mark back to 6,100, on 12-10's positions, dated before the trade (it
+    did: a's realized became 12,000 and its mark 6,100 above the 6,090 settlement). It is refused,
+    nothing is booked, and the next day marks forward from 6,090."""
+    home = world.home
+    world.at("2026-12-09", 21)
+    world.exchange(lambda x: x.settle("MESZ26", D(6100), dt.date(2026, 12, 9)))  # the ledger never hears of it
+    assert tl_json(home, "mark", "--date", "2026-12-09", code=1)["missing_settlement"] == ["MESZ26"]
+    world.at("2026-12-10")
+    world.prices(MESZ26=6080, MESH27=6100)
+    tl(home, "sim", "trade", "MESZ26", 1, 6080)
+    tl(home, "fills", "sync")
+    world.settle("2026-12-10", MESZ26=6090)
+    # a: 24 x 70 x 5 = 8,400; b: -9 x 70 x 5 = -3,150; Unattributed: 2 x 60 x 5 + 3 x 10 x 5 = 750
+    expected = {"a": D("10800.00"), "b": D("-4050.00"), "unattributed": D("740.00")}
+    assert world.realized() == expected
+
+    tl(home, "data", "import", world.write("date,contract,settle\n2026-12-09,MESZ26,6100\n"))
+    late = tl(home, "mark", "--date", "2026-12-09", code=1)
+    assert late.stderr.startswith("error: MESZ26 not marked for 2026-12-09: its marks moved on at 2026-12-10 21:00:00")
+    assert tl_json(home, "mark", "--date", "2026-12-09", code=1)["marked_later"] == [
+        {"contract": "MESZ26", "marks_moved_at": "2026-12-10T21:00:00+00:00"}]  # the latest move: 12-10's settlement
+    assert world.realized() == expected
+    assert {(r["strategy"], D(r["mark"])) for r in tl_json(home, "positions")} == {
+        ("a", D(6090)), ("b", D(6090)), ("unattributed", D(6090))}
+    world.clean()
+
+    world.at("2026-12-11")
+    world.settle("2026-12-11", MESZ26=6095)  # forward from 6,090: a +600, b -225, Unattributed +75
+    assert world.realized() == {"a": D("11400.00"), "b": D("-4275.00"), "unattributed": D("815.00")}
+    world.clean()

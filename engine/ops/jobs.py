@@ -171,8 +171,8 @@ def settle(session: Session, exchange: str) -> str:
         return f"no {exchange} futures held"
     prices = {c: p for c, p in settlement_prices(env, now.date()).items() if c in mine}
     # mark_day walks every held future: the other exchanges' come back as "missing", ignored here.
-    booked, missing = mark_day(env, {c: contracts[c] for c in mine}, now.date(),
-                               prices, now)
+    booked, missing, _later = mark_day(env, {c: contracts[c] for c in mine}, now.date(),
+                                       prices, now)  # marked at `now`: nothing can have moved later
     missing = [c for c in missing if c in mine]
     if missing:
         from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception

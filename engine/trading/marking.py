@@ -2,13 +2,17 @@
 
 One ledger entry per (contract, date) holds every holder's variation margin; its idempotency
 key makes a second `mark` for the same date a no-op. A day's entries for every held contract and
-the holders' marks moving to the settlement prices are one database transaction.
+the holders' marks moving to the settlement prices are one database transaction. The mark chain
+runs forward only: a settlement that arrives after something later moved a contract's marks (the
+next day's settlement, a fill) is not booked (`mark_day`), since what came later already carries
+its variation margin.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
@@ -20,6 +24,7 @@ from tradeledger.engine.accounting.entries import settlement_entry, settlement_k
 from tradeledger.engine.accounting.holdings import load_holdings, save_marks
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled
+from tradeledger.ledger.store import fmt_ts
 
 
 def futures_held(ctx: Context) -> list[str]:
@@ -39,22 +44,39 @@ def settlement_prices(ctx: Context, day: dt.date) -> dict[str, Decimal]:
         return {code: from_scaled(price) for code, price in rows}
 
 
+class MarkResult(NamedTuple):
+    booked: list[str]  # contracts whose settlement entry was booked
+    missing: list[str]  # held contracts without a settlement price that day
+    later: list[tuple[str, dt.datetime]] = []  # (contract, when its marks moved) after the day's settlement: not booked
+
+
 def mark_day(ctx: Context, contracts: dict[str, Contract], day: dt.date,
-             prices: dict[str, Decimal], time: dt.datetime) -> tuple[list[str], list[str]]:
-    """Book the day's settlement for every held future; returns (booked codes, codes without a price)."""
+             prices: dict[str, Decimal], time: dt.datetime) -> MarkResult:
+    """Book the day's settlement, at `time`, for every held future.
+
+    A contract whose marks something booked after `time` has moved (a later day's settlement, a
+    fill or a cross after that day's close) is not marked for the day: its settlement arrived
+    late, and what came after already carries the variation margin from the older mark. Booking
+    it now would move the holders' marks back to an old price, on today's positions, dated
+    before the trades that made them (the mark chain runs forward only)."""
     engine, ledger, chart = ctx.engine, ctx.ledger, ctx.chart
-    booked, missing = [], []
+    booked, later = [], []
     held = futures_held(ctx)
     missing = [code for code in held if code not in prices]
     priced = [code for code in held if code in prices]
     if not priced:
-        return booked, missing
+        return MarkResult(booked, missing, later)
+    m = tables.position_mark
     with engine.begin() as conn:  # the day's marks: one transaction (each entry stays idempotent by its key)
         for code in priced:
             if ledger.find_by_key(settlement_key(chart, code, day), conn) is not None:
                 # Settled already: a trade since then moved the marks to its own price, and the next
                 # day's settlement marks from there. Marking the day again (the daemon's job run twice,
                 # `mark` after a trade) books nothing, never a second entry or a conflict.
+                continue
+            moved = conn.execute(sa.select(sa.func.max(m.c.time)).where(m.c.contract == code)).scalar()
+            if moved is not None and moved > fmt_ts(time):
+                later.append((code, dt.datetime.fromisoformat(moved).replace(tzinfo=dt.timezone.utc)))
                 continue
             contract = contracts[code]
             holdings = load_holdings(conn, ctx.books, contract)
@@ -64,7 +86,7 @@ def mark_day(ctx: Context, contracts: dict[str, Contract], day: dt.date,
             if ledger.book(txn, conn).created:
                 save_marks(conn, contract, after, time)
                 booked.append(code)
-    return booked, missing
+    return MarkResult(booked, missing, later)
 
 
 SETTLEMENT_TIME = dt.time(21, 0)  # UTC: when a day's settlement is booked unless the clock says earlier
@@ -81,17 +103,15 @@ def settlement_booking_time(day: dt.date, now: dt.datetime) -> dt.datetime:
     return min(dt.datetime.combine(day, SETTLEMENT_TIME, tzinfo=dt.timezone.utc), now)
 
 
-def mark_settlements(session, day: dt.date | None = None) -> tuple[dt.date, list[str], list[str]]:
+def mark_settlements(session, day: dt.date | None = None) -> tuple[dt.date, MarkResult]:
     """Mark every held future to `day`'s stored settlement price (default: today by the environment's
-    clock); returns (day, contracts booked, contracts with no settlement price)."""
+    clock); returns (day, what `mark_day` did)."""
     from tradeledger.engine.accounting.holdings import known_contracts
 
     env, now = session, session.now()
     day = day or now.date()
     when = settlement_booking_time(day, now)
-    booked, missing = mark_day(env, known_contracts(env.ledger), day,
-                               settlement_prices(env, day), when)
-    return day, booked, missing
+    return day, mark_day(env, known_contracts(env.ledger), day, settlement_prices(env, day), when)
 
 
 def settle_at_sim_exchange(session, contract: str, price: Decimal, day: dt.date | None = None) -> tuple[dt.date, Decimal]:
