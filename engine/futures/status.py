@@ -145,6 +145,8 @@ def held_into_expiry(config, held: dict, on: dt.date, known: dict) -> list[HeldI
     found = []
     for (holder, name), by_code in sorted(held.items(), key=lambda kv: (kv[0][1], str(kv[0][0]))):
         instrument = config.instruments[name]
+        if not instrument.is_future:
+            continue  # a share does not expire
         for code, units in sorted(by_code.items()):
             last = cal.find(instrument.schedule, code, known).last_trade
             if units and on >= last - dt.timedelta(days=1):
