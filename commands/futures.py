@@ -6,6 +6,7 @@ Each parses, calls one engine function (engine/futures/) and prints.
 from __future__ import annotations
 
 import datetime as _dt
+import sys
 
 import click
 from tradeledger.commands.common import Invocation, json_option, open_session, parse_date, pass_ctx, reason_option, result_option, said
@@ -122,18 +123,23 @@ def roll_plan_cmd(c: Invocation, on, as_json):
 @json_option
 @pass_ctx
 def roll_execute_cmd(c: Invocation, timeout, as_json):
-    """Send the rolls due now (spreads and outright legs), wait for the fills and book them."""
+    """Send the rolls due now (spreads and outright legs), wait for the fills and book them; exits
+    non-zero when a roll was refused or a spread stopped with one leg filled."""
     from tradeledger.engine.futures.execute import execute_rolls
 
     with open_session(c) as session:
         result = execute_rolls(session, timeout=timeout)
     if as_json:
         emit_json(result)
-        return
-    say(f"rolls: {result['spreads']} spread(s), {result['outright']} outright order(s), "
-               f"{result['crosses']} cross(es); booked {result['booked']} execution(s)")
-    for code, why in result["refused"]:
-        say(f"refused {code}: {why}")
+    else:
+        say(f"rolls: {result['spreads']} spread(s), {result['outright']} outright order(s), "
+            f"{result['crosses']} cross(es); booked {result['booked']} execution(s)")
+        for code, why in result["refused"]:
+            say(f"refused {code}: {why}")
+        for line in result["interrupted"]:  # raised as interrupted_roll; the next cycle completes it
+            click.echo(f"error: {line}", err=True)
+    if result["interrupted"] or result["refused"]:
+        sys.exit(1)
 
 
 @click.command("adjusted")

@@ -36,8 +36,21 @@ _quick_positions = lazy_function("tradeledger.reports.positions", "quick_positio
 _quick_pnl = lazy_function("tradeledger.reports.pnl_fast", "quick_pnl")
 
 
+def _spread_order(sp) -> str:
+    """A roll spread's order in words: its size and both legs ("" when every unit crossed)."""
+    if not sp.old_side or not sp.quantity:
+        return ""
+    return f"spread {sp.quantity}: {sp.old_side} {sp.old.code}, {'BUY' if sp.old_side == 'SELL' else 'SELL'} {sp.new.code}"
+
+
 def _plan_rows(order_plan, names: Names):
+    """The plan's table: a roll spread (both legs, crosses on each, allocated back), then each contract."""
     n = names.strategy
+    for sp in order_plan.spreads:
+        crosses = "; ".join(f"{n(x.seller)}->{n(x.buyer)} {x.quantity}" for x in sp.old_crosses)
+        limits = f"REFUSED: {sp.refused}" if sp.refused else "ok"
+        yield (sp.code, "roll " + ", ".join(f"{n(h)} {q:+}" for h, q in sp.moves), crosses, _spread_order(sp),
+               ", ".join(f"{n(h)} {q}" for h, q in sp.shares), "", f"{sp.old_price} / {sp.new_price}", limits)
     for cp in order_plan.contracts:
         crosses = "; ".join(f"{n(x.seller)}->{n(x.buyer)} {x.quantity}" for x in cp.crosses)
         order = f"{cp.side} {cp.quantity}" if cp.side and cp.quantity else ""
@@ -55,7 +68,15 @@ def _plan_json(order_plan, names: Names):
                                                               "qty": x.quantity} for x in cp.crosses],
         "order": {"side": cp.side, "qty": cp.quantity, "allocation": names.keys(dict(cp.shares))}
         if cp.side and cp.quantity else None, "in_flight": names.keys(dict(cp.in_flight)), "outcome": cp.outcome,
-        "refused": cp.refused or None, "clipped": cp.clipped or None} for cp in order_plan.contracts]}
+        "refused": cp.refused or None, "clipped": cp.clipped or None} for cp in order_plan.contracts],
+        "spreads": [{
+            "spread": sp.code, "instrument": sp.instrument, "old": sp.old.code, "new": sp.new.code,
+            "reference_prices": {sp.old.code: sp.old_price, sp.new.code: sp.new_price},
+            "moves": names.keys(dict(sp.moves)),
+            "crosses": [{"seller": n(x.seller), "buyer": n(x.buyer), "qty": x.quantity} for x in sp.old_crosses],
+            "order": {"qty": sp.quantity, "old_side": sp.old_side, "allocation": names.keys(dict(sp.shares))}
+            if sp.old_side and sp.quantity else None, "outcome": sp.outcome, "refused": sp.refused or None}
+            for sp in order_plan.spreads]}
 
 
 def _names(env) -> Names:
@@ -654,7 +675,8 @@ def cycle_cmd(c: Invocation, approve, run_id, unattended, as_of, wait, yes, as_j
     """Compute a run and stop for review; --approve [--run N] executes exactly the reviewed run.
 
     Exits non-zero when a limit refused a line, the broker rejected an order, an execution could not
-    be booked, or an order is still working when the wait ends (the next cycle counts it)."""
+    be booked, an order is still working when the wait ends (the next cycle counts it), or a roll
+    spread stopped with one leg filled (the next cycle completes it)."""
     if run_id is not None and not approve:
         raise click.UsageError("--run names the run to execute: use it with --approve")
     if unattended and (approve or run_id is not None):
@@ -673,6 +695,7 @@ def cycle_cmd(c: Invocation, approve, run_id, unattended, as_of, wait, yes, as_j
                 "command": f"tradeledger cycle --approve --run {result.run_id}"}
         if result.execution is not None:
             data |= _execution_json(result.execution, _names(session), result.fills, result.still_working)
+            data["interrupted_rolls"] = result.interrupted
             data |= {"positions": _pnl.positions(session), "pnl": _pnl.pnl(session)}
         elif result.preview is not None:
             data["preview"] = _plan_json(result.preview, _names(session))
@@ -683,6 +706,8 @@ def cycle_cmd(c: Invocation, approve, run_id, unattended, as_of, wait, yes, as_j
             say(note)
         if result.execution is not None:
             _echo_execution(result.execution, names, result.fills, result.still_working)
+            for line in result.interrupted:
+                click.echo(f"error: {line}", err=True)
             positions_table(data["positions"])
             pnl_table(data["pnl"])
         elif result.preview is not None:

@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from tradeledger.cli import main
+from tradeledger.engine.futures.state import reference_prices
 from tradeledger.engine.setup.environment import open_environment
 from tradeledger.engine.setup.session import Session
 
@@ -231,3 +232,71 @@ def test_a_settlement_that_arrives_late_never_marks_backwards(world):
     world.settle("2026-12-11", MESZ26=6095)  # forward from 6,090: a +600, b -225, Unattributed +75
     assert world.realized() == {"a": D("11400.00"), "b": D("-4275.00"), "unattributed": D("815.00")}
     world.clean()
+
+
+def test_a_roll_reviewed_is_shown_and_one_stopped_by_half_is_said_then_completed_the_next_day(world):
+    """12-16, the forced roll: the run's review shows the spread (it showed only the outright BUY,
+    while approving sent a 15-lot spread with crosses on both legs), netted: b's -9 crosses a's
+    +24 on each leg at the latest settlements (Z 6,020, H 6,040: H crossed at 6,000 before, the
+    close of 12-04 the run was sized with, though H had settled since) and a's 15 go as one spread. The
+    broker fills the Z leg only (SELL 15 at 6,040) and cancels the rest: the cycle exits 1 and
+    says so (it exited 0 in silence), a rerun sends nothing, and on 12-17 the next cycle buys the
+    15 H27 that a lacks, once."""
+    home = world.home
+    world.at("2026-12-16")
+    world.prices(MESZ26=6040, MESH27=6060)
+    tl(home, "signals", "import", world.write("date,strategy,instrument,forecast\n2026-12-16,a,MES,10\n"
+                                              "2026-12-16,b,MES,-4\n"), "--replace")
+    review = tl(home, "cycle")
+    [row] = [line for line in review.stdout.splitlines() if line.startswith("MESZ26/MESH27")]
+    assert row.split()[:9] == ["MESZ26/MESH27", "roll", "a", "+24,", "b", "-9", "a->b", "9", "spread"]
+    assert "spread 15: SELL MESZ26, BUY MESH27" in row and "6020 / 6040" in row
+    computed = tl_json(home, "cycle")  # a run superseding the one just shown: the same plan
+    run, [spread] = computed["run"], computed["preview"]["spreads"]
+    assert (spread["order"]["qty"], spread["order"]["allocation"], spread["crosses"]) == (
+        "15", {"a": "15"}, [{"seller": "a", "buyer": "b", "qty": "9"}])
+
+    world.exchange(lambda x: x.fault_leg_only())
+    done = tl(home, "cycle", "--approve", "--run", run, "--wait", "3", code=1)
+    assert "2 crosses booked, 1 orders sent" in done.stdout
+    assert "error: spread tl-paper-2 (MESZ26/MESH27) stopped with unequal legs: MESH27 0 of 15, MESZ26 15 of 15" \
+        in done.stderr
+    again = tl_json(home, "cycle", "--approve", "--run", run, "--wait", "3", code=1)
+    assert again["sent"] == [] and len(again["interrupted_rolls"]) == 1
+    assert world.positions() == {("a", "MESH27"): 9, ("b", "MESH27"): -9, ("unattributed", "MESZ26"): 2}
+    # a: 9 Z crossed at its mark 6,020 (0), 15 sold at 6,040: +1,500; b: crossed at the marks (0)
+    assert world.realized() == {"a": D("3900.00"), "b": D("-900.00"), "unattributed": D("-10.00")}
+    [raised] = [e for e in tl_json(home, "exceptions", "list") if e["kind"] == "interrupted_roll"]
+    assert raised["state"] == "open"
+    world.settle("2026-12-16", MESZ26=6045, MESH27=6065)  # H from the cross at 6,040: a +1,125, b -1,125
+    world.clean()
+
+    world.at("2026-12-17")
+    world.prices(MESZ26=6050, MESH27=6070)
+    completed = world.cycle("2026-12-17", 10, -4)
+    assert [(c["contract"], c["order"]["side"], c["order"]["qty"]) for c in completed["contracts"] if c["order"]] == [
+        ("MESH27", "BUY", "15")]
+    assert completed["spreads"] == [] and completed["interrupted_rolls"] == []
+    assert world.positions() == {("a", "MESH27"): 24, ("b", "MESH27"): -9, ("unattributed", "MESZ26"): 2}
+    world.settle("2026-12-17", MESZ26=6050, MESH27=6072)
+    # a: 3,900 + 9 x 25 x 5 (12-16) + 9 x 5 x 5 (to the fill at 6,070) + 24 x 2 x 5 (12-17) = 5,490;
+    # b: -900 - 9 x 25 x 5 - 9 x 7 x 5 = -2,340; Unattributed: -10 + 2 x 25 x 5 + 2 x 5 x 5 = 290
+    assert world.realized() == {"a": D("5490.00"), "b": D("-2340.00"), "unattributed": D("290.00")}
+    world.clean()
+
+
+def test_reference_prices_are_the_newer_of_the_settlement_and_the_sizing_close():
+    """Crosses trade at the reference: each contract's latest settlement (its holders' mark); the
+    priced contract's is the run's sizing close only when that close is newer (or it never settled)."""
+    settled = {"MESZ26": (dt.date(2026, 12, 8), D(6020)), "MESH27": (dt.date(2026, 12, 8), D(6040))}
+    codes = ["MESH27", "MESZ26"]
+    assert reference_prices(codes, settled, "MESH27", D(6000), dt.date(2026, 12, 4)) == {
+        "MESZ26": D(6020), "MESH27": D(6040)}
+    assert reference_prices(codes, settled, "MESH27", D(6000), dt.date(2026, 12, 8)) == {
+        "MESZ26": D(6020), "MESH27": D(6040)}  # the same day: the settlement is the mark
+    assert reference_prices(codes, settled, "MESH27", D(6050), dt.date(2026, 12, 9)) == {
+        "MESZ26": D(6020), "MESH27": D(6050)}
+    assert reference_prices(codes, {"MESZ26": settled["MESZ26"]}, "MESH27", D(6000), None) == {
+        "MESZ26": D(6020), "MESH27": D(6000)}
+    assert reference_prices(codes, {}, "MESH27", D(6000), None) == {"MESZ26": D(6000), "MESH27": D(6000)}
+    assert reference_prices(codes, settled, "MESH27", None, None) == {"MESZ26": D(6020), "MESH27": D(6040)}

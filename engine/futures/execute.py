@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from tradeledger.engine.context import Context
 from tradeledger.engine import tables
 from tradeledger.engine.futures.exposure import exposures, instrument_index
+from tradeledger.engine.futures.interrupted import interrupted_of_run
 from tradeledger.engine.setup.config import current_contract
 from tradeledger.engine.targets.prices import (
     PriceError, fx_rate_on, latest_contract_close, latest_price, latest_settlement,
@@ -120,7 +121,7 @@ def execute_rolls(session, timeout: float = 30.0) -> dict:
     run_id = record_roll_run(session, now.date(), now)
     order_plan = submit_run(session, run_id, now, what="roll execute").plan
     fills = wait_for_fills(session, run_id, timeout)
-    return {"run": run_id, "spreads": sum(1 for s in order_plan.spreads if s.old_side and not s.refused),
+    return {"run": run_id, "interrupted": interrupted_of_run(session, run_id), "spreads": sum(1 for s in order_plan.spreads if s.old_side and not s.refused),
             "outright": sum(1 for c in order_plan.contracts if c.side and not c.refused),
             "crosses": sum(len(c.crosses) for c in order_plan.contracts if not c.refused)
             + sum(len(s.old_crosses) + len(s.new_crosses) for s in order_plan.spreads if not s.refused),

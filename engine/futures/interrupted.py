@@ -44,10 +44,29 @@ def check_spreads(ctx: Context, broker, now: dt.datetime) -> list[str]:
             filled = {leg.contract: from_scaled(leg.filled) for leg in legs}
             conn.execute(o.update().where(o.c.id == row.id).values(state="cancelled", reason=status.reason or None))
             if len(set(filled.values())) > 1:
-                detail = ", ".join(f"{code} {qty} of {from_scaled(row.quantity)}" for code, qty in sorted(filled.items()))
                 raise_exception(conn, ExceptionKind.INTERRUPTED_ROLL, row.contract,
-                                f"spread {row.order_ref} ({row.contract}) stopped with unequal legs: {detail} "
-                                f"({status.reason or status.status}); the next cycle completes the roll by exposure",
+                                _describe(row, filled, status.reason or status.status),
                                 severity="error", dedupe_key=dedupe_key(ExceptionKind.INTERRUPTED_ROLL, row.order_ref), now=now)
                 interrupted.append(row.order_ref)
     return interrupted
+
+
+def _describe(row, filled: dict, why: str) -> str:
+    detail = ", ".join(f"{code} {qty} of {from_scaled(row.quantity)}" for code, qty in sorted(filled.items()))
+    return (f"spread {row.order_ref} ({row.contract}) stopped with unequal legs: {detail} ({why}); the next "
+            f"cycle completes the roll by exposure")
+
+
+def interrupted_of_run(ctx: Context, run_id: int) -> list[str]:
+    """The spreads of run `run_id` that ended with unequal legs (closed out by `check_spreads`), in
+    words: what the run's execution says and exits non-zero for (the exception stays for a person)."""
+    o, legs_t = tables.broker_order, tables.order_leg
+    found = []
+    with read_connection(ctx.engine) as conn:
+        for row in conn.execute(sa.select(o).where(o.c.run_id == run_id, o.c.state == "cancelled", o.c.id.in_(
+                sa.select(legs_t.c.order_id))).order_by(o.c.id)).all():
+            filled = {leg.contract: from_scaled(leg.filled)
+                      for leg in conn.execute(sa.select(legs_t).where(legs_t.c.order_id == row.id))}
+            if len(set(filled.values())) > 1:
+                found.append(_describe(row, filled, row.reason or "cancelled"))
+    return found

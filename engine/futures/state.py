@@ -3,7 +3,8 @@ the stored prices: the input `engine/trading/orders.plan` routes exposure change
 
 The old contract of a roll is the one listed before the current contract, while it still trades
 (its last trading day is today or later). Reference prices are each contract's latest mark: its
-latest settlement, else the instrument's close the run was sized with.
+latest settlement, else the instrument's close the run was sized with (for the priced contract,
+that close when it is newer than the settlement: `reference_prices`).
 """
 
 from __future__ import annotations
@@ -43,21 +44,38 @@ def old_and_new(instrument: Instrument, on: dt.date, known: dict | None = None
     return (before[-1] if before else None), new
 
 
-def latest_settlements(conn, codes: list[str], on: dt.date) -> dict[str, Decimal]:
+def latest_settlements(conn, codes: list[str], on: dt.date) -> dict[str, tuple[dt.date, Decimal]]:
+    """code -> (date, price) of its latest settlement on or before `on`."""
     s = tables.settlement
     result = {}
     for code in codes:
-        row = conn.execute(sa.select(s.c.price).where(s.c.contract == code, s.c.date <= on.isoformat())
+        row = conn.execute(sa.select(s.c.date, s.c.price).where(s.c.contract == code, s.c.date <= on.isoformat())
                            .order_by(s.c.date.desc()).limit(1)).first()
         if row is not None:
-            result[code] = from_scaled(row[0])
+            result[code] = (dt.date.fromisoformat(row[0]), from_scaled(row[1]))
     return result
+
+
+def reference_prices(codes: list[str], settled: dict[str, tuple[dt.date, Decimal]], new: str,
+                     price: Decimal | None, price_date: dt.date | None) -> dict[str, Decimal]:
+    """Each contract's reference price (pure): its latest settlement (the holders' mark); the new
+    contract's is the price the run was sized with when that price is newer than its settlement
+    (or it has none); a contract with neither takes the sizing price too. A newer settlement wins
+    over an older close: crossing at a stale price moves value from one strategy to the other."""
+    prices = {code: settled[code][1] for code in codes if code in settled}
+    if price is not None:
+        if new not in settled or (price_date is not None and price_date > settled[new][0]):
+            prices[new] = price
+        for code in codes:
+            prices.setdefault(code, price)
+    return prices
 
 
 def instrument_roll(config: TradingConfig, name: str, on: dt.date, conn, price: Decimal | None = None,
                     pinned: dict | None = None, spreads: bool = True, known: dict | None = None,
-                    held_codes: tuple[str, ...] = ()) -> InstrumentRoll:
-    """The roll situation of instrument `name` on `on` (a share never rolls)."""
+                    held_codes: tuple[str, ...] = (), price_date: dt.date | None = None) -> InstrumentRoll:
+    """The roll situation of instrument `name` on `on` (a share never rolls); `price` (of
+    `price_date`) is what the run was sized with."""
     instrument = config.instruments[name]
     if not instrument.is_future:
         contract = current_contract(instrument, on)
@@ -78,9 +96,5 @@ def instrument_roll(config: TradingConfig, name: str, on: dt.date, conn, price: 
     contracts = {code: to_contract(instrument, code, cal.find(instrument.schedule, code, known).expiry)
                  for code in held_codes}
     codes = sorted({new.code, *(c for c in [old.code if old else None] if c), *held_codes})
-    prices = latest_settlements(conn, codes, on)
-    if price is not None:
-        prices[new.code] = price  # the price the run was sized with
-        for code in codes:
-            prices.setdefault(code, price)
+    prices = reference_prices(codes, latest_settlements(conn, codes, on), new.code, price, price_date)
     return InstrumentRoll(name, state, source, old_contract, new_contract, prices, contracts)

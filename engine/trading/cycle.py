@@ -35,7 +35,7 @@ import sqlalchemy as sa
 
 from tradeledger.engine import tables
 from tradeledger.engine.futures.exposure import instrument_index
-from tradeledger.engine.futures.interrupted import check_spreads
+from tradeledger.engine.futures.interrupted import check_spreads, interrupted_of_run
 from tradeledger.engine.futures.state import instrument_roll, pinned_states
 from tradeledger.engine.setup.config import current_contract
 from tradeledger.engine.setup.environment import ConfigError
@@ -48,7 +48,7 @@ from tradeledger.engine.trading import lease as trading_lease
 from tradeledger.engine.trading.fills import SyncReport, sync_fills
 from tradeledger.engine.trading.inflight import SettleReport, in_flight, settle_older_orders, working_orders
 from tradeledger.engine.trading.orders import (
-    OrderPlan, SubmitReport, TargetLine, holder_positions, is_planned, plan, record_plan, record_refusals,
+    OrderPlan, SpreadPlan, SubmitReport, TargetLine, holder_positions, is_planned, plan, record_plan, record_refusals,
     cancel, recorded_plan, send_planned, traded_today, why_nothing,
 )
 from tradeledger.engine.trust.exceptions import active_locks
@@ -86,7 +86,8 @@ def target_lines(session: Session, run, check: bool) -> list[TargetLine]:
         if contract.code != line.contract:
             raise TargetError(f"run {run.id}: {line.contract} is no longer the contract of {instrument.name}")
         lines.append(TargetLine(x["account"], instrument.name, contract, line.target, Decimal(x["price"]),
-                                Decimal(x["fx_rate"])))
+                                Decimal(x["fx_rate"]),
+                                dt.date.fromisoformat(x["price_date"]) if x.get("price_date") else None))
     return lines
 
 
@@ -109,7 +110,7 @@ def _plan_lines(session: Session, run_id: int, lines: list[TargetLine], now: dt.
                 continue
             held = tuple(sorted({code for (_h, code), units in positions.items() if units and of(code) == line.instrument}))
             rolls[line.instrument] = instrument_roll(config, line.instrument, day, conn, line.price, pinned,
-                                                     spreads=SPREADS, held_codes=held)
+                                                     spreads=SPREADS, held_codes=held, price_date=line.price_date)
     return plan(run_id, lines, positions, config.limits, today, locks, instrument_of=of, rolls=rolls,
                 in_flight=flight)
 
@@ -138,7 +139,8 @@ def review_run(session: Session, run_id: int) -> tuple[object, dict[str, tuple[s
         preview = _plan_lines(session, run_id, target_lines(session, run, check=False), now)
     except ValueError as exc:
         return run, {line.contract: ("refused", str(exc)) for line in run.lines}, False
-    return run, {cp.contract.code: (cp.outcome, cp.describe()) for cp in preview.contracts}, False
+    return run, {item.code if isinstance(item, SpreadPlan) else item.contract.code: (item.outcome, item.describe())
+                 for item in (*preview.spreads, *preview.contracts)}, False
 
 
 @dataclass
@@ -197,7 +199,8 @@ def submit_run(session: Session, run_id: int, now: dt.datetime, what: str = "ord
     if order_plan is not None:
         report.refusals = order_plan.refusals
         report.clips = order_plan.clips
-        report.crosses = sum(len(c.crosses) for c in order_plan.contracts if not c.refused)
+        report.crosses = sum(len(c.crosses) for c in order_plan.contracts if not c.refused) + sum(
+            len(s.old_crosses) + len(s.new_crosses) for s in order_plan.spreads if not s.refused)
     synced = SyncReport()
     for one in syncs:
         synced = synced.then(one)
@@ -281,6 +284,7 @@ class CycleResult:
     still_working: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     preview: OrderPlan | None = None  # a computed run's plan as it would be now (limit flags)
+    interrupted: list[str] = field(default_factory=list)  # its roll spreads that stopped with unequal legs
 
     @property
     def plan(self) -> OrderPlan | None:
@@ -292,12 +296,12 @@ class CycleResult:
 
     @property
     def ok(self) -> bool:
-        """Nothing refused, rejected, unbooked or left working."""
+        """Nothing refused, rejected, unbooked, left working, or rolled by half (an interrupted spread)."""
         if self.execution is None:
             return True
         x = self.execution
         failed = x.synced.failed + (self.fills.failed if self.fills else [])
-        return not (x.refusals or x.submitted.rejected or failed or self.still_working)
+        return not (x.refusals or x.submitted.rejected or failed or self.still_working or self.interrupted)
 
 
 def compute_for_review(session: Session, as_of: dt.date | None = None) -> CycleResult:
@@ -325,7 +329,7 @@ def execute(session: Session, run_id: int | None, who: str, timeout: float | Non
         fills = wait_for_fills(session, run_id, wait)
         killpoint.reach("waited")
         working = still_working(session)
-    return CycleResult(run_id, True, execution, fills, working, notes)
+    return CycleResult(run_id, True, execution, fills, working, notes, interrupted=interrupted_of_run(session, run_id))
 
 
 def _approved_run(session: Session, run_id: int | None, who: str, unattended: bool, as_of: dt.date | None,

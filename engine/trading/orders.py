@@ -142,6 +142,7 @@ class TargetLine:
     target: Decimal
     price: Decimal
     fx: Decimal = Decimal(1)
+    price_date: dt.date | None = None  # the day of `price` (a run's sizing price), when known
 
 
 def plan(run_id: int, lines: list[TargetLine], positions: dict, limits: Limits, traded_today: dict,
