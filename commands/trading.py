@@ -287,8 +287,10 @@ def fills_list(c: Invocation, limit, as_json):
 @pass_ctx
 def mark(c: Invocation, day, as_json):
     """Book the day's settlement variation margin per strategy and contract, once per date (never a
-    future date; today's before the settlement time is booked at the present moment; never a day
-    whose marks something later has moved on from: the mark chain runs forward)."""
+    future date; today's before the settlement time is booked at the present moment).
+
+    Never a day whose marks something later has moved on from (the next day's settlement, a fill
+    after the close): the mark chain runs forward, and a late settlement is refused, exit 1."""
     with open_session(c) as session:
         day, done = _marking.mark_settlements(session, parse_date(day, "--date"))
     booked, missing = done.booked, done.missing
