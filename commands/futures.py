@@ -95,20 +95,24 @@ def roll_plan_cmd(c: Invocation, on, as_json):
     """The orders the rolls would send now, netted across strategies (nothing is sent)."""
     from tradeledger.engine.futures.execute import roll_plan
 
+    from tradeledger.engine.targets.prices import trading_config
+    from tradeledger.reports.names import Names
+
     with open_session(c) as session:
         order_plan = roll_plan(session, _today(c, on))
+        n = Names(trading_config(session)).strategy  # the user's strategy names, not account components
     rows = []
     for sp in order_plan.spreads:
         rows.append({"instrument": sp.instrument, "kind": "spread", "order": f"{sp.old_side or '-'} {sp.old.code} / "
                      f"{'BUY' if sp.old_side == 'SELL' else 'SELL'} {sp.new.code}" if sp.old_side else "all crossed",
-                     "quantity": str(sp.quantity), "moves": {h: str(q) for h, q in sp.moves},
-                     "crosses": len(sp.old_crosses), "allocation": {h: str(q) for h, q in sp.shares},
+                     "quantity": str(sp.quantity), "moves": {n(h): str(q) for h, q in sp.moves},
+                     "crosses": len(sp.old_crosses), "allocation": {n(h): str(q) for h, q in sp.shares},
                      "refused": sp.refused})
     for cp in order_plan.contracts:
         if cp.side or cp.crosses:
             rows.append({"instrument": cp.instrument, "kind": "outright", "order": f"{cp.side or '-'} {cp.contract.code}",
-                         "quantity": str(cp.quantity), "moves": {h: str(q) for h, q in cp.changes if q},
-                         "crosses": len(cp.crosses), "allocation": {h: str(q) for h, q in cp.shares},
+                         "quantity": str(cp.quantity), "moves": {n(h): str(q) for h, q in cp.changes if q},
+                         "crosses": len(cp.crosses), "allocation": {n(h): str(q) for h, q in cp.shares},
                          "refused": cp.refused})
     if as_json:
         emit_json(rows)

@@ -263,6 +263,8 @@ def reconcile_cmd(c: Invocation, as_json):
         for line in result.cash:
             if line.proposal:
                 say(f"cash {line.currency} moved without a trade? proposed (not booked): {prefix} {line.proposal}")
+            elif line.explained:
+                say(f"cash {line.currency}: {line.explained}")
         say(f"reconciliation {result.reconciliation_id}: {'clean' if result.clean else 'NOT CLEAN'}")
     sys.exit(0 if result.clean else 1)
 

@@ -247,6 +247,8 @@ def test_a_roll_reviewed_is_shown_and_one_stopped_by_half_is_said_then_completed
     world.prices(MESZ26=6040, MESH27=6060)
     tl(home, "signals", "import", world.write("date,strategy,instrument,forecast\n2026-12-16,a,MES,10\n"
                                               "2026-12-16,b,MES,-4\n"), "--replace")
+    [rolls] = tl_json(home, "roll", "plan")  # the roll alone, in the user's strategy names (it said A, B)
+    assert (rolls["moves"], rolls["allocation"], rolls["quantity"]) == ({"a": "24", "b": "-9"}, {"a": "15"}, "15")
     review = tl(home, "cycle")
     [row] = [line for line in review.stdout.splitlines() if line.startswith("MESZ26/MESH27")]
     assert row.split()[:9] == ["MESZ26/MESH27", "roll", "a", "+24,", "b", "-9", "a->b", "9", "spread"]
@@ -300,3 +302,85 @@ def test_reference_prices_are_the_newer_of_the_settlement_and_the_sizing_close()
         "MESZ26": D(6020), "MESH27": D(6000)}
     assert reference_prices(codes, {}, "MESH27", D(6000), None) == {"MESZ26": D(6000), "MESH27": D(6000)}
     assert reference_prices(codes, settled, "MESH27", None, None) == {"MESZ26": D(6020), "MESH27": D(6040)}
+
+
+def test_an_expiry_whose_price_is_not_in_yet_is_named_and_never_proposed_as_a_deposit(world):
+    """The evening of MESZ26's last trading day: the exchange settled it at 6,047.50 and the broker
+    no longer holds Unattributed's 2, but no final settlement price reached the ledger. The
+    reconciliation is not clean (nothing is booked by guess) and says what to do: the break is an
+    expiry awaiting its price, with the row to import (it said `adjust manual-close`), and its
+    cash difference (the 25.00 of variation margin the broker paid) is not proposed as a deposit
+    (it was: following it would have counted the 25.00 twice once the price came in). The price
+    imported, the next reconciliation books the expiry once and is clean."""
+    home = world.home
+    world.at("2026-12-16")
+    world.prices(MESZ26=6040, MESH27=6060)
+    world.cycle("2026-12-16", 10, -4)
+    world.settle("2026-12-16", MESZ26=6045, MESH27=6065)
+    world.at("2026-12-18")
+    world.settle("2026-12-18", marked=False, MESH27=6070)
+    world.exchange(lambda x: x.expire("MESZ26", D("6047.50"), dt.date(2026, 12, 18)))  # the ledger has no price
+    marked = tl_json(home, "mark", "--date", "2026-12-18", code=1)  # H27; the ledger still holds MESZ26
+    assert (marked["booked"], marked["missing_settlement"]) == (["MESH27"], ["MESZ26"])
+    found = tl(home, "reconcile", code=1)
+    assert "MESZ26    position    2.00    0.00" in found.stdout
+    assert "proposed (not booked)" not in found.stdout
+    assert "cash USD: the position breaks in MESZ26 come first" in found.stdout
+    [cash] = tl_json(home, "reconcile", code=1)["cash"]
+    assert (D(cash["diff"]), cash["proposal"], cash["behind"]) == (D("-25.00"), None, ["MESZ26"])
+    breaks = [e["detail"] for e in tl_json(home, "exceptions", "list") if e["kind"] == "reconciliation_break"]
+    assert any(d.startswith("MESZ26: ledger 2, broker 0") and "it has expired; import its final settlement "
+               "(`date,contract,settle`, the row `2026-12-18,MESZ26,PRICE`)" in d for d in breaks), breaks
+    assert any(d.startswith("cash USD") and "the position breaks in MESZ26 come first" in d for d in breaks), breaks
+    assert not any("adjust cash" in d or "manual-close" in d for d in breaks), breaks
+
+    tl(home, "data", "import", world.write("date,contract,settle\n2026-12-18,MESZ26,6047.50\n"))
+    world.clean()  # books the expiry: 2 x 2.50 x 5 = 25.00 for Unattributed
+    assert world.positions() == {("a", "MESH27"): 24, ("b", "MESH27"): -9}
+    # Unattributed: -10 + 2 x 25 x 5 (12-16) + 25 = 265; H from the crosses at 6,040 to 6,070
+    assert world.realized()["unattributed"] == D("265.00")
+    assert {e["kind"] for e in tl_json(home, "exceptions", "list")} == {"unattributed_fill"}  # the rest resolved
+    world.clean()
+
+
+def test_held_into_expiry_is_said_the_business_day_before_the_deadline_and_first_notice_counts():
+    """A physically delivered contract's deadline is its first notice day (delivery), not its last
+    trading day: ZNH27, first notice 2027-02-26, last trade 03-19, is said from 02-25 (it was said
+    only from 03-18, three weeks into the delivery window). FDAXH27's last day is a Monday
+    (03-15): said from the Friday before (it was said on the Sunday, with one session left)."""
+    import tomllib
+
+    from tradeledger.engine.futures.status import held_into_expiry
+    from tradeledger.engine.setup.config import parse_trading_config
+
+    config = parse_trading_config(tomllib.loads("""
+[instruments.ZN]
+type = "future"
+currency = "USD"
+multiplier = 1000
+exchange = "CBOT"
+expiry_months = "HMUZ"
+expiry_rule = "bdays_before_month_end:7"
+first_notice = "prev_month_end"
+
+[instruments.FDAX]
+type = "future"
+currency = "EUR"
+multiplier = 25
+exchange = "EUREX"
+expiry_months = "HMUZ"
+expiry_rule = "day:15"
+"""))
+    held = {("trend", "ZN"): {"ZNH27": D(2)}, ("unattributed", "FDAX"): {"FDAXH27": D(-1)}}
+
+    def said(on: str) -> list[tuple]:
+        return [(h.code, h.holder, h.deadline.isoformat(), h.notice)
+                for h in held_into_expiry(config, held, dt.date.fromisoformat(on), {})]
+
+    assert said("2027-02-24") == []
+    assert said("2027-02-25") == [("ZNH27", "trend", "2027-02-26", True)]
+    assert said("2027-03-11") == [("ZNH27", "trend", "2027-02-26", True)]
+    assert said("2027-03-12") == [("FDAXH27", "unattributed", "2027-03-15", False),
+                                  ("ZNH27", "trend", "2027-02-26", True)]
+    [zn] = held_into_expiry(config, held, dt.date(2027, 2, 25), {})
+    assert zn.describe().startswith("trend still holds 2 ZNH27, whose first notice day is 2027-02-26: roll or close it")

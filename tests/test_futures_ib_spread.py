@@ -159,3 +159,55 @@ def test_a_forced_roll_through_the_ib_gateway_is_one_spread(world):
     assert check(env.ledger, env.ledger_path).ok
     result = reconcile_session(session)
     assert result.clean, (result.breaks, result.cash)
+
+
+def test_a_roll_stopped_after_one_leg_at_ib_is_said_and_completed_once(world):
+    """Through the real client: the gateway fills the spread's first leg (SELL 2 of the old
+    contract) and cancels the rest. `roll execute` says so and exits 1 (the engine reports it:
+    it ended in silence before); the interrupted_roll exception is raised once; the next roll
+    run completes A's exposure by the missing leg alone (BUY 2 of the new contract), never the
+    whole spread again, and the books reconcile with the gateway."""
+    from tradeledger.engine.futures.execute import execute_rolls
+    from tradeledger.engine.trust.exceptions import list_exceptions
+
+    session, exchange, z, h = world
+    env = session
+    start = dt.datetime.now(UTC).replace(microsecond=0)
+    t0, now = start - dt.timedelta(minutes=30), start - dt.timedelta(minutes=20)
+    exchange.set_clock(t0)
+    exchange.set_price(z.code, D(6000), t0)
+    lines = [TargetLine("A", "MES", z, D(3), D(6000)), TargetLine("B", "MES", z, D(-1), D(6000))]
+    record_plan(env, plan(1000, lines, {}, Limits(), {}), t0)
+    send_planned(env, session.broker, 1000, t0)
+    wait_for_fills(session, 1000, timeout=10)
+    _settle(session, exchange, t0 + dt.timedelta(minutes=1), {z.code: D(6000)})
+    exchange.set_clock(now)
+    exchange.set_price(z.code, D(6012), now)
+    exchange.set_price(h.code, D(6063), now)
+    prices.store_rows(env, prices.parse_prices_csv(f"date,instrument,close\n{now.date()},MES,6060\n",
+                                                   session.config, "USD", "t"), "t")
+    exchange.fault_leg_only()
+    result = execute_rolls(session, timeout=10)
+    assert result["spreads"] == 1
+    [said] = result["interrupted"]
+    assert f"{h.code} 0 of 2, {z.code} 2 of 2" in said, said
+    positions = {k: v for k, v in holder_positions(env.ledger, env.chart).items() if v}
+    assert positions == {("A", h.code): D(1), ("B", h.code): D(-1)}  # A's 2 sold, not bought back yet
+    with read_connection(env.engine) as conn:
+        raised = [e for e in list_exceptions(conn, "open") if e["kind"] == "interrupted_roll"]
+    assert len(raised) == 1
+    # A roll run rolls nothing more (every strategy is in the new contract): A's exposure is
+    # completed by the next strategy run; here, the same targets planned once more
+    lines = [TargetLine("A", "MES", h, D(3), D(6063)), TargetLine("B", "MES", h, D(-1), D(6063))]
+    order_plan = plan(1001, lines, holder_positions(env.ledger, env.chart), Limits(), {})
+    assert [(cp.contract.code, cp.side, cp.quantity) for cp in order_plan.contracts if cp.side] == [(h.code, "BUY", D(2))]
+    record_plan(env, order_plan, now)
+    send_planned(env, session.broker, 1001, now)
+    wait_for_fills(session, 1001, timeout=10)
+    sync_until_commissions_booked(session, session.broker)
+    positions = {k: v for k, v in holder_positions(env.ledger, env.chart).items() if v}
+    assert positions == {("A", h.code): D(3), ("B", h.code): D(-1)}
+    assert {p.contract.code: p.quantity for p in exchange.positions()} == {h.code: D(2)}
+    _settle(session, exchange, start - dt.timedelta(minutes=5), {h.code: D(6070)})
+    result = reconcile_session(session)
+    assert result.clean, (result.breaks, result.cash)

@@ -6,7 +6,8 @@ status, pinning a roll state, and storing the broker's contract dates.
   roll window, which one is priced (the current contract), which is next, and who holds what.
 * `roll_status(env, on)`: per instrument, the contracts held per strategy, the old and new contract
   of the roll, days to the deadline, the state and who set it; a position still held in a contract
-  whose last trading day is tomorrow or today raises a `held_into_expiry` exception.
+  whose deadline (first notice, else last trading day) is the next business day or has come raises
+  a `held_into_expiry` exception (monitoring raises it too, and resolves it once it is gone).
 * `set_roll_state(env, instrument, state)`: pin a state (`auto` hands it back to the calendar).
 * `store_contract_details(env, rows)`: the broker's `lastTradeDateOrContractMonth` and
   `realExpirationDate` per contract, the truth from then on; a difference from the rule is raised
@@ -115,13 +116,15 @@ class RollStatus:
 
 @dataclass(frozen=True)
 class HeldIntoExpiry:
-    """A holder still holding a contract on the day before its last trading day, or later."""
+    """A holder still holding a contract on the business day before its deadline, or later: the
+    last trading day, or the first notice day of a physically delivered contract (delivery)."""
 
     instrument: str
     holder: str  # the strategy's name, or "unattributed"
     code: str
     units: Decimal
-    last: dt.date
+    deadline: dt.date
+    notice: bool = False  # the deadline is the first notice day
 
     @property
     def subject(self) -> str:
@@ -132,7 +135,8 @@ class HeldIntoExpiry:
         return dedupe_key(ExceptionKind.HELD_INTO_EXPIRY, self.subject)
 
     def describe(self) -> str:
-        what = f"{self.holder} still holds {self.units} {self.code}, whose last trading day is {self.last}"
+        day = "first notice day" if self.notice else "last trading day"
+        what = f"{self.holder} still holds {self.units} {self.code}, whose {day} is {self.deadline}"
         if self.holder == "unattributed":  # tradeledger rolls strategies only
             return (f"{what}: tradeledger does not roll unattributed positions: close it at the broker, or adopt "
                     f"it into a strategy (tradeledger adjust adopt {self.code} {self.units} --strategy NAME) so that its roll moves it")
@@ -140,17 +144,20 @@ class HeldIntoExpiry:
 
 
 def held_into_expiry(config, held: dict, on: dt.date, known: dict) -> list[HeldIntoExpiry]:
-    """Every position held on `on` in a contract whose last trading day is tomorrow or earlier
-    (pure): `held` is (holder, instrument) -> {contract: units}, as `_holders` reads it."""
+    """Every position held on `on` in a contract whose deadline (first notice, else last trading
+    day) is the next business day or earlier (pure): `held` is (holder, instrument) -> {contract:
+    units}, as `_holders` reads it. The business day, not the calendar day, before: a contract
+    whose last day is a Monday is said on the Friday, when there is still a session to roll in."""
     found = []
     for (holder, name), by_code in sorted(held.items(), key=lambda kv: (kv[0][1], str(kv[0][0]))):
         instrument = config.instruments[name]
         if not instrument.is_future:
             continue  # a share does not expire
         for code, units in sorted(by_code.items()):
-            last = cal.find(instrument.schedule, code, known).last_trade
-            if units and on >= last - dt.timedelta(days=1):
-                found.append(HeldIntoExpiry(name, holder, code, units, last))
+            dates = cal.find(instrument.schedule, code, known)
+            warn_from = cal.business_days_before(dates.deadline, 1, instrument.schedule.region)
+            if units and on >= warn_from:
+                found.append(HeldIntoExpiry(name, holder, code, units, dates.deadline, dates.first_notice is not None))
     return found
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Callable
 
@@ -125,6 +125,15 @@ class CashLine:
     tolerance: Decimal
     status: str  # ok | pending | break
     marks: Decimal = ZERO  # what the ledger's marks add over the broker's (see mark_difference)
+    behind: tuple[str, ...] = ()  # contracts in this currency with a position break: theirs come first
+
+    @property
+    def explained(self) -> str:
+        """Why a break is not proposed as cash moved without a trade ("" when it is)."""
+        if not self.behind:
+            return ""
+        return (f"the position breaks in {', '.join(self.behind)} come first: their variation margin is part of "
+                f"this difference; resolve them and reconcile again")
 
     @property
     def dedupe_key(self) -> str:
@@ -134,8 +143,11 @@ class CashLine:
     def proposal(self) -> str | None:
         """The `adjust cash` command that books this break's cash (None unless it is a break):
         cash moved at the broker without a trade (a deposit, a withdrawal, a transfer between
-        accounts) is proposed with the amount filled in, never booked silently."""
-        if self.status != "break":
+        accounts) is proposed with the amount filled in, never booked silently. Not while a
+        position in its currency breaks: a future the broker dropped (an expiry awaiting its final
+        settlement price) took its variation margin into the broker's cash, and booking that as a
+        deposit would count it twice once the position is resolved."""
+        if self.status != "break" or self.behind:
             return None
         amount = -self.diff
         kind = "deposit" if amount > 0 else "withdrawal"
@@ -146,7 +158,8 @@ class CashLine:
         return {"account": self.account, "currency": self.currency, "ledger": self.ledger,
                 "broker": self.broker, "unsettled": self.unsettled, "marks": self.marks,
                 "expected": self.broker + self.unsettled + self.marks,
-                "diff": self.diff, "tolerance": self.tolerance, "status": self.status, "proposal": self.proposal}
+                "diff": self.diff, "tolerance": self.tolerance, "status": self.status, "proposal": self.proposal,
+                "behind": list(self.behind)}
 
 
 def _number(x: Decimal) -> str:
@@ -195,7 +208,15 @@ def compare(view: LedgerView, snap: AccountSnapshot, broker_executions: list[Exe
             breaks.append(Break(account, code, ledger_q, broker_q, ledger_q - broker_q, "position",
                                 f"ledger {ledger_q}, broker {broker_q} at {fmt_ts(snap.taken_at)}"))
     breaks += execution_breaks(account, view.fills, broker_executions)
-    return Comparison(tuple(breaks), cash_lines(view, snap, tolerance))
+    currency = {code: marked[0] for code, marked in view.marked.items()}
+    currency |= {p.contract.code: p.contract.currency for p in snap.positions}
+    behind: dict[str, list[str]] = {}
+    for b in breaks:
+        if b.kind == "position" and currency.get(b.contract):
+            behind.setdefault(currency[b.contract], []).append(b.contract)
+    cash = tuple(replace(line, behind=tuple(behind.get(line.currency, ()))) if line.status == "break" else line
+                 for line in cash_lines(view, snap, tolerance))
+    return Comparison(tuple(breaks), cash)
 
 
 def execution_breaks(account: str, fills, broker_executions: list[Execution]) -> list[Break]:
@@ -402,7 +423,7 @@ def reconcile(ctx: Context, broker: Broker, now: dt.datetime | None = None, who:
                              snap_result, sync=sync, notes=notes)
     with engine.begin() as conn:
         result.reconciliation_id = _record(conn, result, snap_result.id, now)
-        _raise_and_lock(conn, account, comparison, lock_key, now)
+        _raise_and_lock(conn, account, comparison, lock_key, now, _expiring(ctx, now) if comparison.breaks else None)
         _resolve_cleared(conn, account, comparison, who, now)
         resolve_cleared_unattributed(conn, account, set(view.unattributed) | failed, who, now)
     return result
@@ -433,11 +454,14 @@ def _record(conn: Connection, result: ReconcileResult, snapshot_id: int | None, 
         result=json.dumps(jsonable(result.as_json()), sort_keys=True))).inserted_primary_key[0]
 
 
-def _raise_and_lock(conn: Connection, account: str, comparison: Comparison, lock_key, now) -> None:
+def _raise_and_lock(conn: Connection, account: str, comparison: Comparison, lock_key, now,
+                    expiring: dict | None = None) -> None:
+    """`expiring`: contract -> last trading day of the futures held at or past it (`_expiring`)."""
+    expiring = expiring or {}
     for b in comparison.breaks:
         if b.kind == "position":
             subject, detail = b.contract, (f"{b.contract}: ledger {b.ledger_qty}, broker {b.broker_qty} "
-                                           f"(diff {b.diff}); {b.detail}; {_why_break(b)}")
+                                           f"(diff {b.diff}); {b.detail}; {_why_break(b, expiring.get(b.contract))}")
         elif b.kind == "unknown_fill":
             subject, detail = b.contract, f"fill {b.detail} ({b.contract} {b.diff}) is booked but the broker does not report it"
         else:
@@ -451,8 +475,9 @@ def _raise_and_lock(conn: Connection, account: str, comparison: Comparison, lock
             raise_exception(conn, ExceptionKind.RECONCILIATION_BREAK, f"cash {c.currency}",
                             f"cash {c.currency}: ledger {_money(c.ledger, c)}, broker {_money(c.broker, c)} "
                             f"+ unsettled {_money(c.unsettled, c)} + marks {_money(c.marks, c)} (diff "
-                            f"{_money(c.diff, c)}, tolerance {c.tolerance}); cash moved without a trade? book it "
-                            f"with `tradeledger {c.proposal}`", severity="warning",
+                            f"{_money(c.diff, c)}, tolerance {c.tolerance}); " + (
+                                c.explained or f"cash moved without a trade? book it with `tradeledger {c.proposal}`"),
+                            severity="warning",
                             dedupe_key=c.dedupe_key, now=now)
 
 
@@ -460,7 +485,11 @@ def _money(amount: Decimal, line: CashLine) -> str:
     return money_text(amount, line.currency)  # the exact figures are in the reconciliation's JSON
 
 
-def _why_break(b: Break) -> str:
+def _why_break(b: Break, last: dt.date | None = None) -> str:
+    if last is not None and not b.broker_qty:  # gone at its last trading day: an expiry, not a close
+        return (f"its last trading day is {last} and the broker no longer holds it: it has expired; import its final "
+                f"settlement (`date,contract,settle`, the row `{last.isoformat()},{b.contract},PRICE`) and the next "
+                f"reconciliation books the expiry")
     if surplus(b.broker_qty, b.ledger_qty):
         return "a surplus at the broker that could not be adopted (an execution not booked, or a contract the ledger cannot hold)"
     return (f"the broker holds less than the ledger's holders: say whose it was with `tradeledger adjust "
@@ -485,6 +514,13 @@ def last_reconciliation(conn: Connection) -> dict | None:
         return None
     return {"id": row.id, "run_at": row.run_at, "clean": bool(row.clean), "breaks": row.breaks,
             "snapshot": row.snapshot_id}
+
+
+def _expiring(ctx: Context, now: dt.datetime) -> dict:
+    """contract -> last trading day of every future held at or past its last trading day."""
+    from tradeledger.engine.futures.expiry import expired_held  # futures reads the trust room's exceptions
+
+    return dict(expired_held(ctx, now.date()))
 
 
 def _lock_key(ctx: Context) -> Callable[[str], str]:
