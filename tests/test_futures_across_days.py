@@ -384,3 +384,29 @@ expiry_rule = "day:15"
                                   ("ZNH27", "trend", "2027-02-26", True)]
     [zn] = held_into_expiry(config, held, dt.date(2027, 2, 25), {})
     assert zn.describe().startswith("trend still holds 2 ZNH27, whose first notice day is 2027-02-26: roll or close it")
+
+
+def test_a_day_without_its_settlement_stays_said_until_it_is_marked(world):
+    """12-09 at the close, no settlement price: the daemon's settle job raises it (stale_prices,
+    settlement CME 2026-12-09) and its monitor job, in the same pass, resolved it as "no longer
+    found by monitoring" (the kinds are shared; monitoring never raised it): the day's missing
+    marks went unsaid. It stays open; when the price is in, the settle job marks the day and
+    resolves it, once."""
+    home = world.home
+    world.at("2026-12-09", 21)
+    tl(home, "daemon", "--once", code=None)
+    [missing] = [e for e in tl_json(home, "exceptions", "list") if e["kind"] == "stale_prices"]
+    assert (missing["subject"], missing["state"]) == ("settlement CME 2026-12-09", "open")
+    assert "no settlement price on 2026-12-09 for MESZ26" in missing["detail"]
+    tl(home, "monitor", code=None)
+    assert [e["subject"] for e in tl_json(home, "exceptions", "list") if e["kind"] == "stale_prices"] == [
+        "settlement CME 2026-12-09"]
+
+    world.settle("2026-12-09", marked=False, MESZ26=6025)
+    tl(home, "daemon", "--once", code=None)
+    assert [e for e in tl_json(home, "exceptions", "list") if e["kind"] == "stale_prices"] == []
+    # marked once: a 24 x 5 x 5 = +600, b -9 x 5 x 5 = -225, Unattributed 2 x 5 x 5 = +50
+    assert world.realized() == {"a": D("3000.00"), "b": D("-1125.00"), "unattributed": D("40.00")}
+    tl(home, "daemon", "--once", code=None)
+    assert world.realized() == {"a": D("3000.00"), "b": D("-1125.00"), "unattributed": D("40.00")}
+    world.clean()

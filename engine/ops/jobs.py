@@ -174,14 +174,16 @@ def settle(session: Session, exchange: str) -> str:
     booked, missing, _later = mark_day(env, {c: contracts[c] for c in mine}, now.date(),
                                        prices, now)  # marked at `now`: nothing can have moved later
     missing = [c for c in missing if c in mine]
-    if missing:
-        from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception
+    from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception, resolve_by_key
 
-        with env.engine.begin() as conn:
+    key = dedupe_key(ExceptionKind.STALE_PRICES, "settlement", exchange, now.date())
+    with env.engine.begin() as conn:
+        if missing:  # stays open until the day is marked here, or a person resolves it (not monitoring)
             raise_exception(conn, ExceptionKind.STALE_PRICES, f"settlement {exchange} {now.date()}",
                             f"no settlement price on {now.date()} for {', '.join(missing)}",
-                            severity="warning", dedupe_key=dedupe_key(ExceptionKind.STALE_PRICES, "settlement", exchange, now.date()),
-                            now=now)
+                            severity="warning", dedupe_key=key, now=now)
+        else:
+            resolve_by_key(conn, key, "daemon", "the day's settlement is marked", now=now)
     return f"{len(booked)} settled" + (f"; no price for {', '.join(missing)}" if missing else "")
 
 

@@ -14,7 +14,9 @@
                                                                 the position is rolled or gone)
 
 `check` reads the facts, raises every finding (one open exception per cause, by dedupe key) and
-resolves every earlier monitoring exception that is no longer found, in one transaction. The
+resolves every earlier monitoring exception that is no longer found, in one transaction (not the
+daemon's settle job's `stale_prices` for a day without its settlement: that job resolves it once
+the day is marked). The
 thresholds come from `[monitor]` in config.toml. The daemon runs `check` with each
 reconciliation; `tradeledger monitor` runs it by hand.
 """
@@ -177,6 +179,16 @@ def _time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc)
 
 
+SETTLEMENT_MISSING = dedupe_key("stale_prices", "settlement") + ":"  # the daemon's settle job raises these
+
+
+def _monitored(key: str) -> bool:
+    """Whether an open exception of a monitoring kind is monitoring's own to resolve: not a day's
+    missing settlement the settle job raised (same kind, `stale_prices`), which no finding here
+    stands for; resolved as "no longer found" it lived until the next monitor run, a few minutes."""
+    return not key.startswith(SETTLEMENT_MISSING)
+
+
 def check(session, now: dt.datetime | None = None, who: str = "monitor") -> list[Finding]:
     """Raise what is found, resolve what cleared; one transaction. Returns the findings."""
     now = now or session.now()
@@ -188,6 +200,6 @@ def check(session, now: dt.datetime | None = None, who: str = "monitor") -> list
             raise_exception(conn, finding.kind, finding.subject, finding.detail, finding.severity,
                             finding.dedupe_key, now=now)
         for open_one in list_exceptions(conn, "open"):
-            if open_one["kind"] in KINDS and open_one["dedupe_key"] not in keys:
+            if open_one["kind"] in KINDS and open_one["dedupe_key"] not in keys and _monitored(open_one["dedupe_key"]):
                 resolve_by_key(conn, open_one["dedupe_key"], who, "no longer found by monitoring", now=now)
     return found
