@@ -84,6 +84,25 @@ def plain(number: Decimal) -> Decimal:
     return normal
 
 
+def cents_adding_up(exact: dict) -> dict:
+    """Each figure to the cent such that they add up to their sum to the cent (half even), each
+    within a cent of its exact value: every figure rounded alone (half even), then the cents the
+    roundings lost or made up given back where the rounding moved a figure most (ties in key
+    order). Figures already in cents stay as they are. For P&L cut by strategy or by instrument,
+    whose rows must add up to the account's total: rounding each row alone can miss it by a cent
+    per row."""
+    cent = Decimal("0.01")
+    rounded = {k: v.quantize(cent) + 0 for k, v in exact.items()}  # + 0: never -0.00
+    short = int((sum(exact.values(), Decimal(0)).quantize(cent) - sum(rounded.values(), Decimal(0))) / cent)
+    if short:
+        step = cent if short > 0 else -cent
+        # the figures rounded furthest against the direction of the correction first
+        order = sorted(exact, key=lambda k: (-(exact[k] - rounded[k]) * (1 if short > 0 else -1), str(k)))
+        for k in order[:abs(short)]:
+            rounded[k] += step
+    return rounded
+
+
 # Currencies whose minor unit is not the cent (ISO 4217); every other currency has two decimals.
 MINOR_UNITS = {"JPY": 0, "KRW": 0, "CLP": 0, "ISK": 0, "HUF": 2, "VND": 0, "TWD": 2, "BHD": 3, "KWD": 3,
                "JOD": 3, "OMR": 3, "TND": 3}

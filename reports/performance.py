@@ -2,8 +2,9 @@
 
 The daily P&L comes from reports/pnl.py (realized plus the change in unrealized, so the days add
 up). Each strategy's NAV is its capital plus its cumulative P&L, the capital as the config gives
-it (engine/targets/capital.py): its share of the net deposits (compounding), its share of the
-fixed `[portfolio] capital`, or its own fixed amount. The account's NAV is the NAV query of each
+it (engine/targets/capital.py): its share of the net deposits of each day (compounding: a deposit
+raises it that day, and is no return and no drawdown), its share of the fixed `[portfolio]
+capital`, or its own fixed amount. The account's NAV is the NAV query of each
 day (cash, shares at the close, futures' unsettled margin, at that day's FX rates).
 
 The account's NAV also moves with the base-currency value of the cash it holds in other currencies
@@ -31,22 +32,26 @@ ZERO = Decimal(0)
 YEAR = 252
 
 
-def _capital_base(ctx: Session, name: str, deposits: Decimal) -> tuple[Decimal | None, str]:
+def _capital_base(ctx: Session, name: str, deposits: Decimal) -> tuple[Decimal | None, str, Decimal | None]:
+    """The strategy's capital now, where it comes from, and its share of the net deposits when it
+    follows them (compounding: its capital on each day is that share of the deposits of the day)."""
     config = ctx.config
     strategy = config.strategies.get(name)
     if strategy is None:
-        return None, "no capital (positions no strategy owns)"
+        return None, "no capital (positions no strategy owns)", None
     if strategy.capital is not None:
-        return strategy.capital, f"fixed: strategies.{name}.capital"
+        return strategy.capital, f"fixed: strategies.{name}.capital", None
     if config.capital_mode == "compounding":
-        return deposits * strategy.capital_share, f"share {strategy.capital_share} of net deposits"
-    return config.capital * strategy.capital_share, f"share {strategy.capital_share} of [portfolio] capital"
+        return deposits * strategy.capital_share, f"share {strategy.capital_share} of net deposits", \
+            strategy.capital_share
+    return config.capital * strategy.capital_share, f"share {strategy.capital_share} of [portfolio] capital", None
 
 
-def _curve(rows: list[dict], navs: dict | None, base: Decimal | None, start: Decimal | None,
+def _curve(rows: list[dict], navs: dict | None, base: Decimal | dict | None, start: Decimal | None,
            deposits: dict | None = None, origin: dt.date | None = None) -> list[dict]:
     """Each day's NAV and its drawdown below the running peak (the peak starts at `start`, the NAV
-    of the day before the first row).
+    of the day before the first row). The NAV is `navs`' of the day, else `base` (a capital, or
+    one per day) plus the cumulative P&L.
 
     Money deposited or withdrawn is no gain or loss: with `deposits` (net deposits to date, by day;
     `origin` the day they count from, else the first row's) the drawdown in money is of the NAV less
@@ -58,7 +63,8 @@ def _curve(rows: list[dict], navs: dict | None, base: Decimal | None, start: Dec
     before = (start, start)  # the NAV and the NAV less the deposits since the origin, of the day before
     origin = origin if origin is not None else (rows[0]["day"] if rows else None)
     for row in rows:
-        value = navs.get(row["day"]) if navs is not None else (None if base is None else base + row["cumulative"])
+        capital = base.get(row["day"]) if isinstance(base, dict) else base
+        value = navs.get(row["day"]) if navs is not None else (None if capital is None else capital + row["cumulative"])
         value = None if value is None else series_mod.cents(value)
         moved = ZERO if deposits is None else series_mod.cents(deposits[row["day"]] - deposits[origin])
         adjusted = None if value is None else value - moved
@@ -103,12 +109,21 @@ def performance(ctx: Session, since: dt.date | None = None, until: dt.date | Non
     by_strategy, total = built["strategy"], built["total"]
     last_deposits = max(total.deposits.items())[1] if total.deposits else ZERO
     strategies = []
+    rounded = pnl_mod.cumulatives_adding_up(by_strategy.groups)  # the strategies' P&L adds up to the total's
     for name in sorted(set(by_strategy.groups) | set(ctx.config.strategies)):
         days = by_strategy.groups.get(name, {})
-        rows = [{"day": d, **r} for d, r in pnl_mod._period_rows(days, since, until, per_day=True)] if days else []
-        capital, source = _capital_base(ctx, name, last_deposits)
-        start = capital if capital is None or not rows else capital + rows[0]["cumulative"] - rows[0]["net"]
-        curve = _curve(rows, None, capital, start)
+        rows = [{"day": d, **r} for d, r in pnl_mod._period_rows(days, since, until, per_day=True, rounded=rounded[name])] \
+            if days else []
+        capital, source, share = _capital_base(ctx, name, last_deposits)
+        if share is not None and rows:  # the capital follows the deposits: a deposit is no return
+            per_day = {d: series_mod.cents(total.deposits[d] * share) for d in total.days}
+            prior = [d for d in total.days if d < rows[0]["day"]]
+            origin = prior[-1] if prior else rows[0]["day"]
+            start = per_day[origin]
+            curve = _curve(rows, None, per_day, start, per_day, origin)
+        else:
+            start = capital if capital is None or not rows else capital + rows[0]["cumulative"] - rows[0]["net"]
+            curve = _curve(rows, None, capital, start)
         strategies.append({"strategy": name, "capital": capital, "capital_source": source, "currency": base_ccy,
                            "curve": curve, "stats": _stats(curve, start)})
     days = total.groups.get(series_mod.TOTAL, {})

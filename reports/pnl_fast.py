@@ -33,7 +33,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from tradeledger.ledger.accounts import UNATTRIBUTED as UNATTRIBUTED_COMPONENT
-from tradeledger.ledger.numbers import from_scaled, plain
+from tradeledger.ledger.numbers import cents_adding_up, from_scaled, plain
 from tradeledger.ledger.reading import Reader
 
 ZERO = Decimal(0)
@@ -53,8 +53,15 @@ def fast_pnl(reader: Reader, root: str, base: str, holder_name: Callable[[str], 
     if books is None:
         return None
     groups = books.groups
-    rows = [groups[name].row(name, base, books.rates, books.end) for name in sorted(groups)]
+    rows = rows_adding_up(groups, base, books.rates, books.end)
     return _result(base, rows, set().union(*(g.missing for g in groups.values())))
+
+
+def rows_adding_up(groups: dict, base: str, rates: "_Rates", end: dt.date) -> list[dict]:
+    """Each group's all-time row, the nets rounded together to add up to the account's net to the
+    cent (numbers.cents_adding_up, as the replay rounds its groups: reports/pnl.py)."""
+    nets = cents_adding_up({name: group.net(rates, end) for name, group in groups.items() if not group.missing})
+    return [groups[name].row(name, base, rates, end, nets.get(name)) for name in sorted(groups)]
 
 
 @dataclass(frozen=True)
@@ -176,8 +183,14 @@ class _Group:
     def native(self, currency: str) -> list[Decimal]:
         return self.natives.setdefault(currency, [ZERO, ZERO, ZERO])
 
-    def row(self, name: str, base: str, rates: "_Rates", end: dt.date) -> dict:
-        """The row reports/pnl.py's `_row` gives for a period from the first entry."""
+    def net(self, rates: "_Rates", end: dt.date) -> Decimal:
+        """The exact all-time net in the base currency."""
+        realized, commissions, income, unrealized = self.exact(rates, end)
+        return realized + income - commissions + unrealized
+
+    def row(self, name: str, base: str, rates: "_Rates", end: dt.date, net: Decimal | None = None) -> dict:
+        """The row reports/pnl.py's `_row` gives for a period from the first entry; `net` to the
+        cent as rounded with the other groups (rows_adding_up), else rounded alone."""
         currencies = sorted(set(self.natives) | set(self.unrealized))
         native = []
         for currency in currencies:
@@ -190,7 +203,7 @@ class _Group:
             return {"strategy": name, "realized": None, "unrealized": None, "commissions": None, "income": None,
                     "net": None, "native": native, "currency": base}
         realized, commissions, income, unrealized = self.exact(rates, end)
-        net = (realized + income - commissions + unrealized).quantize(CENT)
+        net = (realized + income - commissions + unrealized).quantize(CENT) if net is None else net
         r, c, i = realized.quantize(CENT), commissions.quantize(CENT), income.quantize(CENT)
         return {"strategy": name, "realized": r, "unrealized": net - r - i + c, "commissions": c, "income": i,
                 "net": net, "native": native, "currency": base}

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from tradeledger.ledger.numbers import from_scaled
 from tradeledger.ledger.reading import Reader
 from tradeledger.ledger.accounts import UNATTRIBUTED as UNATTRIBUTED_COMPONENT
-from tradeledger.reports.pnl_fast import CARRY_ACCOUNTS, COMMISSIONS, TRADING, ZERO, _Group, read_books
+from tradeledger.reports.pnl_fast import CARRY_ACCOUNTS, COMMISSIONS, TRADING, ZERO, _Group, read_books, rows_adding_up
 
 OTHER = "other"  # series.compute's group of a P&L posting whose entry names no contract
 
@@ -45,7 +45,7 @@ def instrument_pnl(reader: Reader, root: str, base: str, holder_name: Callable[[
     groups = None if books is None else instrument_groups(reader, books, root, base, instrument_name)
     if groups is None:
         return None
-    rows = [rename(groups[key].row(key, base, books.rates, books.end), "instrument") for key in sorted(groups)]
+    rows = [rename(row, "instrument") for row in rows_adding_up(groups, base, books.rates, books.end)]
     missing = set().union(*(g.missing for g in groups.values()))
     return {"by": "instrument", "since": None, "until": None, "currency": base, "rows": rows,
             "missing_fx": sorted(missing)}

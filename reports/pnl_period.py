@@ -5,7 +5,9 @@ The replay's row of a group over the days from D on (reports/pnl.py, `_period_ro
 
     realized, commissions, income   their sums over the group's days from D on, in the base
                                     currency (each day at its rate), to the cent
-    net                             cents(cum(end)) - cents(cum(P))
+    net                             R(end) - R(P), R the cumulatives of every group rounded
+                                    together to the cent (numbers.cents_adding_up), so that
+                                    the rows add up to the account's net
     unrealized                      net - realized - income + commissions
     native, per currency            the period's realized, commissions and income, and
                                     unrealized(end) - unrealized(P)
@@ -25,7 +27,8 @@ D (position_mark, or looked up backwards for a position an entry from D on touch
 the cost is that of the postings from D on, not of the ledger; by instrument the all-time sums
 by contract are a GROUP BY over every P&L posting (pnl_instrument.py says why).
 
-A group has a row when it booked P&L from D on or holds a position priced at the last day. Where
+A group has a row when it booked P&L from D on or holds a position priced at the last day, or
+when rounding together moved its figure. Where
 it cannot vouch for the replay's answer it returns None and the caller replays: whatever
 `read_books` (or the grouping by instrument) leaves to the replay, pnl_today's reasons for the
 marks before D, and a position moved from D on by a group that shows neither (whether a price met
@@ -38,9 +41,9 @@ import datetime as dt
 from collections.abc import Callable
 from decimal import Decimal
 
-from tradeledger.ledger.numbers import from_scaled, plain
+from tradeledger.ledger.numbers import cents_adding_up, from_scaled, plain
 from tradeledger.ledger.reading import Reader
-from tradeledger.reports.pnl_fast import CARRY_ACCOUNTS, CENT, COMMISSIONS, TRADING, ZERO, read_books
+from tradeledger.reports.pnl_fast import CARRY_ACCOUNTS, CENT, COMMISSIONS, TRADING, ZERO, read_books, rows_adding_up
 from tradeledger.reports.pnl_instrument import OTHER, contract_sums, instrument_groups, rename
 from tradeledger.reports.pnl_today import _day_before, held_before, valued_before
 
@@ -59,7 +62,7 @@ def period_pnl(reader: Reader, root: str, base: str, holder_name: Callable[[str]
         return result  # no day of the period: no rows
     rates, end, contracts = books.rates, books.end, books.contracts
     if since <= books.first:  # every day is in the period: the all-time rows
-        rows = [rename(groups[key].row(key, base, rates, end), by) for key in sorted(groups)]
+        rows = [rename(row, by) for row in rows_adding_up(groups, base, rates, end)]
         return result | {"rows": rows, "missing_fx": sorted(set().union(*(g.missing for g in groups.values())))}
 
     def group_of(name: str, code: str | None) -> str:
@@ -100,13 +103,30 @@ def period_pnl(reader: Reader, root: str, base: str, holder_name: Callable[[str]
         unrealized = at_start.setdefault(group_of(name, code), {})
         unrealized[currency] = unrealized.get(currency, ZERO) + value
 
-    rows, missing = [], set()
-    for key in sorted(shown):
-        group, figures = groups[key], booked.get(key, {})
+    # each group's exact figures at the end and at the end of the day before: the nets are the
+    # differences of the cumulatives rounded together at both days, as the replay rounds them
+    # (reports/pnl.py, cumulatives_adding_up); a group quiet in the period is in both at its figure
+    exact, cumulative = {}, {}
+    for key, group in groups.items():
+        if group.missing:
+            continue
         realized, commissions, income, unrealized = group.exact(rates, end)
-        r0, c0, i0, _ = group.exact(rates, end, before=start)  # the base currency's postings: all of them
-        r0, c0, i0 = (value - figures.get(base, (ZERO, ZERO, ZERO))[k] for k, value in enumerate((r0, c0, i0)))
-        u0 = sum((amount * rates.on(currency, before) for currency, amount in at_start.get(key, {}).items()), ZERO)
+        if key in shown:
+            figures = booked.get(key, {})
+            r0, c0, i0, _ = group.exact(rates, end, before=start)  # the base currency's postings: all of them
+            r0, c0, i0 = (value - figures.get(base, (ZERO, ZERO, ZERO))[k] for k, value in enumerate((r0, c0, i0)))
+            u0 = sum((amount * rates.on(currency, before) for currency, amount in at_start.get(key, {}).items()), ZERO)
+        else:
+            r0, c0, i0, u0 = realized, commissions, income, unrealized
+        exact[key] = (realized, commissions, income, r0, c0, i0)
+        cumulative[key] = (realized + income - commissions + unrealized, r0 + i0 - c0 + u0)
+    at_end = cents_adding_up({key: figures[0] for key, figures in cumulative.items()})
+    at_before = cents_adding_up({key: figures[1] for key, figures in cumulative.items()})
+    moved = {key for key in cumulative if key not in shown and at_end[key] != at_before[key]}
+
+    rows, missing = [], set()
+    for key in sorted(shown | moved):
+        group, figures = groups[key], booked.get(key, {})
         native = []
         end_u, start_u = group.unrealized, at_start.get(key, {})
         for currency in sorted(set(figures) | set(end_u) | set(start_u)):
@@ -120,7 +140,8 @@ def period_pnl(reader: Reader, root: str, base: str, holder_name: Callable[[str]
             rows.append({by: key, "realized": None, "unrealized": None, "commissions": None, "income": None,
                          "net": None, "native": native, "currency": base})
             continue
-        net = (realized + income - commissions + unrealized).quantize(CENT) - (r0 + i0 - c0 + u0).quantize(CENT)
+        realized, commissions, income, r0, c0, i0 = exact[key]
+        net = at_end[key] - at_before[key]
         r, c, i = (realized - r0).quantize(CENT), (commissions - c0).quantize(CENT), (income - i0).quantize(CENT)
         rows.append({by: key, "realized": r, "unrealized": net - r - i + c, "commissions": c, "income": i,
                      "net": net, "native": native, "currency": base})

@@ -22,9 +22,18 @@ type = "share"
 currency = "USD"
 exchange = "ARCA"
 
+[instruments.EXSA]
+type = "share"
+currency = "EUR"
+exchange = "IBIS"
+
 [strategies.a]
 capital_share = "0.5"
-instruments = { SPY = 1 }
+instruments = { SPY = 1, EXSA = 1 }
+
+[strategies.b]
+capital_share = "0.5"
+instruments = { EXSA = 1 }
 
 [sim]
 commission_per_share = "0.005"
@@ -57,11 +66,16 @@ def close(home: Path, tmp_path: Path, day: str, price: str) -> None:
     tl(home, "data", "import", path)
 
 
-def buy_for_a(home: Path, qty: int, price: str) -> None:
-    tl(home, "sim", "price", "SPY", price)
-    tl(home, "sim", "trade", "SPY", qty, price)
+def buy(home: Path, qty: int, price: str, code: str = "SPY", strategy: str | None = "a") -> None:
+    tl(home, "sim", "price", code, price)
+    tl(home, "sim", "trade", code, qty, price)
     [fill] = tl_json(home, "fills", "sync")["booked"]
-    tl(home, "adjust", "attribute", fill, "--strategy", "a", "--yes")
+    if strategy is not None:
+        tl(home, "adjust", "attribute", fill, "--strategy", strategy, "--yes")
+
+
+def buy_for_a(home: Path, qty: int, price: str) -> None:
+    buy(home, qty, price)
 
 
 def test_the_simulated_broker_pays_a_dividend_when_its_clock_reaches_the_pay_date(tmp_path):
@@ -114,3 +128,59 @@ def test_a_withdrawal_is_no_drawdown(tmp_path):
     # returns are the day's P&L over the NAV the day started with (the withdrawal is not one)
     assert total["stats"]["annual_return_pct"] > 0
     assert total["stats"]["fx_translation"] == "0.00"
+
+
+def test_a_compounding_strategys_capital_follows_the_deposits_day_by_day(tmp_path):
+    """capital_mode = "compounding": a's capital is half the net deposits of each day. It earns
+    100 a day on 100 SPY; 100,000 more arrives on the third day. Its NAV is 50,000 + P&L until then
+    and 100,000 + P&L after (it was 100,000 + P&L from the first day: the deposit made the first
+    days' returns half what they were), and the deposit is no drawdown."""
+    home = funded(tmp_path)
+    config = home / "paper" / "config.toml"
+    config.write_text(config.read_text() + '\n[portfolio]\ncapital = "100000"\ncapital_mode = "compounding"\n')
+    days = ["2026-12-01", "2026-12-02", "2026-12-03", "2026-12-04"]
+    tl(home, "sim", "clock", "set", f"{days[0]}T15:00")
+    buy_for_a(home, 100, "600")
+    for n, day in enumerate(days):
+        tl(home, "sim", "clock", "set", f"{day}T15:00")
+        if n == 2:
+            tl(home, "sim", "deposit", "USD", "100000")
+            tl(home, "adjust", "cash", "USD", "100000", "--kind", "deposit", "--reason", "more", "--yes")
+        close(home, tmp_path, day, str(601 + n))
+    [a] = [s for s in tl_json(home, "report", "performance")["strategies"] if s["strategy"] == "a"]
+    assert D(a["capital"]) == 100000  # now: half of 200,000
+    assert [p["nav"] for p in a["curve"]] == ["50099.00", "50199.00", "100299.00", "100399.00"]
+    assert [p["drawdown"] for p in a["curve"]] == ["0.00"] * 4
+    # the mean daily return: 99 / 50,000, 100 / 50,099, 100 / 50,199 (the deposit is not one), 100 / 100,299
+    mean = (99 / 50000 + 100 / 50099 + 100 / 50199 + 100 / 100299) / 4
+    assert a["stats"]["annual_return_pct"] == round(mean * 252 * 100, 4)
+
+
+def test_the_rows_by_strategy_and_by_instrument_add_up_to_the_days(tmp_path):
+    """Strategies a and b and the trader each buy 2 EXSA at 50 EUR for a commission of 1.00 EUR, at
+    1.0035 USD: each pays 1.0035 USD, which is 1.00 to the cent, but together they paid 3.0105, which
+    is 3.01. The rows by strategy said 3 x -1.00 = -3.00 while the days said -3.01; rounded together,
+    one of them is -1.01 (the first in name order: all three remainders are equal)."""
+    home = funded(tmp_path)
+    rates = tmp_path / "rates.csv"
+    rates.write_text("date,currency,rate\n2026-11-30,EUR,1.0035\n")
+    tl(home, "data", "import", rates)
+    tl(home, "sim", "clock", "set", "2026-12-01T15:00")
+    for holder in ("a", "b", None):
+        buy(home, 2, "50", "EXSA", holder)
+    tl(home, "sim", "clock", "set", "2026-12-01T21:00")
+    closes = tmp_path / "closes.csv"
+    closes.write_text("date,instrument,close\n2026-12-01,EXSA,50\n")
+    tl(home, "data", "import", closes)
+    days = tl_json(home, "pnl", "--by", "day")["rows"]
+    assert [(r["day"], r["net"]) for r in days] == [("2026-12-01", "-3.01")]
+    expected = {"a": "-1.01", "b": "-1.00", "unattributed": "-1.00"}
+    for span in ((), ("--until", "2026-12-02"), ("--since", "2026-12-01")):  # maintained, replayed, a period
+        by_strategy = tl_json(home, "pnl", *span)["rows"]
+        assert {r["strategy"]: r["net"] for r in by_strategy} == expected, span
+        assert [r["commissions"] for r in by_strategy] == ["1.00"] * 3  # each commission to the cent, as booked
+        [by_instrument] = tl_json(home, "pnl", "--by", "instrument", *span)["rows"]
+        assert by_instrument["net"] == "-3.01"
+    perf = tl_json(home, "report", "performance")
+    assert {s["strategy"]: s["stats"]["pnl"] for s in perf["strategies"]} == expected
+    assert perf["total"]["stats"]["pnl"] == "-3.01"
