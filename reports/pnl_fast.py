@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+from tradeledger.engine.accounting.restate import SPLITS_SQL, booked_splits, restated
 from tradeledger.ledger.accounts import UNATTRIBUTED as UNATTRIBUTED_COMPONENT
 from tradeledger.ledger.numbers import cents_adding_up, from_scaled, plain
 from tradeledger.ledger.reading import Reader
@@ -268,17 +269,19 @@ def prices_on(reader: Reader, codes: list[str], instrument_name: Callable[[str],
               day: dt.date) -> dict[str, Decimal]:
     """Each contract's price on `day` as the replay takes it (series._Prices.price): its newest
     settlement or its instrument's newest close on or before the day, the newer wins, a
-    settlement wins a tie."""
+    settlement wins a tie; a close from before a booked split restated (engine/accounting/restate.py)."""
     instruments = {code: instrument_name(code) for code in codes}
     settlements = _newest(reader, "settlement", "contract", "price", codes, day)
     closes = _newest(reader, "price_bar", "instrument", "close", sorted(set(instruments.values())), day)
+    splits = booked_splits(reader.rows(SPLITS_SQL)) if closes else {}
     result = {}
     for code in codes:
-        candidates = ([(settlements[code][0], 1, settlements[code][1])] if code in settlements else []) + \
-                     ([(closes[instruments[code]][0], 0, closes[instruments[code]][1])]
-                      if instruments[code] in closes else [])
+        name = instruments[code]
+        candidates = ([(settlements[code][0], 1, from_scaled(settlements[code][1]))] if code in settlements else []) + \
+                     ([(closes[name][0], 0, restated(from_scaled(closes[name][1]), closes[name][0], splits.get(name, []),
+                                                      day))] if name in closes else [])
         if candidates:
-            result[code] = from_scaled(max(candidates)[2])
+            result[code] = max(candidates)[2]
     return result
 
 

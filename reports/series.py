@@ -11,6 +11,9 @@ and futures marks; at the end of every day each open position is valued with tha
 
 (income: dividends less withholding, interest less fees, what holding brought.)
 
+A close quoted before a booked split values the units held after it restated (old/new: a
+2:1 split on the morning of its date is no gain until the day's close; engine/accounting/restate.py).
+
 All figures are exact Decimals in their own currency; the base-currency figure of a day converts
 that day's native figures at that day's rate. A period's total is the sum of its days, and the
 base-currency totals are rounded once, on the cumulative figure: each day's net is the change
@@ -40,6 +43,8 @@ import sqlalchemy as sa
 from tradeledger.engine.context import Context
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.holdings import known_contracts
+from tradeledger.engine.accounting.restate import restated
+from tradeledger.engine.accounting.valuation import booked_splits
 from tradeledger.engine.setup.config import instrument_of_contract
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled
@@ -111,10 +116,11 @@ def _add(slot: dict, key, value) -> None:
 class _Prices:
     """Prices and FX rates by date, carried forward to any later date."""
 
-    def __init__(self, settlements: dict, closes: dict, fx: dict):
+    def __init__(self, settlements: dict, closes: dict, fx: dict, splits: dict | None = None):
         self._s = {k: (sorted(v), v) for k, v in settlements.items()}
         self._c = {k: (sorted(v), v) for k, v in closes.items()}
         self._fx = {k: (sorted(v), v) for k, v in fx.items()}
+        self._splits = splits or {}  # instrument -> [(date, old/new)] of its booked splits
 
     @staticmethod
     def _on(table: dict, key, day: dt.date):
@@ -128,6 +134,8 @@ class _Prices:
     def price(self, contract: ContractInfo, day: dt.date) -> Decimal | None:
         s = self._on(self._s, contract.code, day)
         c = self._on(self._c, contract.instrument, day)
+        if c is not None and contract.instrument in self._splits:  # quoted before a split: in today's units
+            c = (c[0], restated(c[1], c[0], self._splits[contract.instrument], day))
         candidates = ([(s[0], 1, s[1])] if s else []) + ([(c[0], 0, c[1])] if c else [])
         return max(candidates)[2] if candidates else None
 
@@ -260,7 +268,8 @@ def load_prices(ctx: Context) -> _Prices:
         for ccy, d, v in conn.execute(sa.select(tables.fx_rate.c.currency, tables.fx_rate.c.date,
                                                 tables.fx_rate.c.rate)):
             fx[ccy][dt.date.fromisoformat(d)] = from_scaled(v)
-    return _Prices(settlements, closes, fx)
+        splits = booked_splits(conn)
+    return _Prices(settlements, closes, fx, splits)
 
 
 def _holder_name(ctx: Context, component: str) -> str:

@@ -184,3 +184,37 @@ def test_the_rows_by_strategy_and_by_instrument_add_up_to_the_days(tmp_path):
     perf = tl_json(home, "report", "performance")
     assert {s["strategy"]: s["stats"]["pnl"] for s in perf["strategies"]} == expected
     assert perf["total"]["stats"]["pnl"] == "-3.01"
+
+
+def test_a_split_on_the_morning_of_its_date_is_no_gain_before_the_close(tmp_path):
+    """a holds 10 SPY and b 6, bought at 600 (1.00 commission each), SPY closed 600. The next
+    morning SPY splits 2:1 and the split is booked: a holds 20 and b 12. Until that day's close,
+    the newest close is 600 in the old units: valued as it was quoted, the 32 shares showed a gain
+    of 9,600 (NAV 109,598 for 99,998). Restated (300 a new share) nothing has happened; the close
+    of 303 then earns a 60 and b 36."""
+    home = funded(tmp_path)
+    tl(home, "sim", "clock", "set", "2026-12-01T15:00")
+    buy(home, 10, "600", "SPY", "a")
+    buy(home, 6, "600", "SPY", "b")
+    close(home, tmp_path, "2026-12-01", "600")
+    tl(home, "sim", "clock", "set", "2026-12-02T09:00")
+    tl(home, "sim", "split", "SPY", "2:1")
+    tl(home, "actions", "sync")
+    tl(home, "actions", "book")
+    assert {(p["strategy"], p["qty"], p["last"], p["unrealized"]) for p in tl_json(home, "positions")} == \
+        {("a", "20", "300", "0"), ("b", "12", "300", "0")}
+    assert tl_json(home, "report", "nav")["nav"] == "99998.00"
+    assert tl_json(home, "report", "nav", "--date", "2026-12-01")["nav"] == "99998.00"  # 16 x 600 that day
+    for span in ((), ("--until", "2026-12-03")):  # maintained, replayed
+        nets = {r["strategy"]: r["net"] for r in tl_json(home, "pnl", *span)["rows"]}
+        assert nets | {"unattributed": "0.00"} == {"a": "-1.00", "b": "-1.00", "unattributed": "0.00"}  # gave both fills
+    assert [(r["day"], r["net"]) for r in tl_json(home, "pnl", "--by", "day")["rows"]] == \
+        [("2026-12-01", "-2.00"), ("2026-12-02", "0.00")]
+    assert tl_json(home, "report", "performance")["total"]["stats"]["pnl"] == "-2.00"
+    assert tl_json(home, "check")["ok"]  # the export prices SPY at 300 from the split's date (Fava agrees)
+    assert "2026-12-02 price SPY 300 USD" in (home / "paper" / "ledger.beancount").read_text()
+    assert tl_json(home, "reconcile")["clean"]
+    close(home, tmp_path, "2026-12-02", "303")
+    nets = {r["strategy"]: r["net"] for r in tl_json(home, "pnl")["rows"]}
+    assert nets | {"unattributed": "0.00"} == {"a": "59.00", "b": "35.00", "unattributed": "0.00"}
+    assert tl_json(home, "report", "nav")["nav"] == "100094.00"

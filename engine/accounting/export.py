@@ -31,6 +31,7 @@ from tradeledger.engine.context import Context
 from tradeledger.engine import tables
 from tradeledger.engine.accounting import holdings as holdings_mod
 from tradeledger.engine.accounting import valuation
+from tradeledger.engine.accounting.restate import restated
 from tradeledger.engine.setup.config import TradingConfig, instrument_of_contract
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.export import export_beancount
@@ -93,6 +94,15 @@ def price_directives(ctx: Context, config: TradingConfig) -> list[tuple[dt.date,
                         pb.c.instrument.in_(list(by_instrument)), pb.c.date >= since)):
                 for name, ccy in by_instrument[instrument]:
                     out[(day, name)] = (from_scaled(close), ccy)
+            # a booked split values the new units from its date: until that day's close, the close
+            # before it restated (accounting/restate.py), as pnl and report nav value them
+            for instrument, splits in valuation.booked_splits(conn).items():
+                for day, _factor in splits:
+                    for name, ccy in by_instrument.get(instrument, []):
+                        quoted = [d for d, n in out if n == name and d < day.isoformat()]
+                        if day.isoformat() >= since and (day.isoformat(), name) not in out and quoted:
+                            close, _ = out[(max(quoted), name)]
+                            out[(day.isoformat(), name)] = (restated(close, max(quoted), splits, day), ccy)
         if currencies:
             fx = tables.fx_rate
             for ccy, day, rate in conn.execute(sa.select(fx.c.currency, fx.c.date, fx.c.rate).where(

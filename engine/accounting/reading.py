@@ -11,6 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from tradeledger.engine.accounting.holders import Holder, from_column
+from tradeledger.engine.accounting.restate import SPLITS_SQL, booked_splits, restated
 from tradeledger.engine.setup.names import instrument_of_contract
 from tradeledger.ledger.numbers import from_scaled
 from tradeledger.ledger.reading import Reader
@@ -34,19 +35,21 @@ def _newest(reader: Reader, table: str, key: str, value: str, keys: list[str]) -
 def latest_prices(reader: Reader, instruments: list[tuple[str, bool]], codes) -> dict[str, Decimal]:
     """The newest known price of each contract: its settlement, else its configured instrument's
     close (`instruments`: (name, is_future) in configured order); the newer wins, a settlement
-    wins a tie (valuation.latest_prices)."""
+    wins a tie; a close from before a booked split restated (valuation.latest_prices)."""
     codes = sorted(codes)
     names = {code: instrument_of_contract(instruments, code) for code in codes}
     settlements = _newest(reader, "settlement", "contract", "price", codes)
     closes = _newest(reader, "price_bar", "instrument", "close", sorted({n for n in names.values() if n is not None}))
+    splits = booked_splits(reader.rows(SPLITS_SQL)) if closes else {}
     result = {}
     for code in codes:
         candidates = []
         if code in settlements:
-            candidates.append((settlements[code][0], 1, settlements[code][1]))
+            candidates.append((settlements[code][0], 1, from_scaled(settlements[code][1])))
         name = names[code]
         if name is not None and name in closes:
-            candidates.append((closes[name][0], 0, closes[name][1]))
+            day, close = closes[name]
+            candidates.append((day, 0, restated(from_scaled(close), day, splits.get(name, []))))
         if candidates:
-            result[code] = from_scaled(max(candidates)[2])
+            result[code] = max(candidates)[2]
     return result

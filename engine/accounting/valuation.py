@@ -27,6 +27,8 @@ import sqlalchemy as sa
 from tradeledger.engine.context import Context
 from tradeledger.engine import tables
 from tradeledger.engine.accounting import holdings as holdings_mod
+from tradeledger.engine.accounting import restate
+from tradeledger.engine.accounting.restate import restated
 from tradeledger.engine.setup.config import TradingConfig, instrument_of_contract
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled, plain
@@ -47,21 +49,32 @@ def _newest(conn, table, key: str, value: str, on: dt.date | None) -> dict[str, 
 
 
 def latest_prices(ctx: Context, config: TradingConfig, codes, on: dt.date | None = None) -> dict[str, Decimal]:
-    """The newest known price of each contract on or before `on` (default: any date)."""
+    """The newest known price of each contract on or before `on` (default: any date); a close from
+    before a booked split in the units held after it (accounting/restate.py)."""
     with read_connection(ctx.engine) as conn:
         settlements = _newest(conn, tables.settlement, "contract", "price", on)
         closes = _newest(conn, tables.price_bar, "instrument", "close", on)
+        splits = booked_splits(conn)
     result = {}
     for code in codes:
         candidates = []
         if code in settlements:
-            candidates.append((settlements[code][0], 1, settlements[code][1]))
+            candidates.append((settlements[code][0], 1, from_scaled(settlements[code][1])))
         instrument = instrument_of_contract(config, code)
         if instrument is not None and instrument.name in closes:
-            candidates.append((closes[instrument.name][0], 0, closes[instrument.name][1]))
+            day, close = closes[instrument.name]
+            candidates.append((day, 0, restated(from_scaled(close), day, splits.get(instrument.name, []), on)))
         if candidates:
-            result[code] = from_scaled(max(candidates)[2])
+            result[code] = max(candidates)[2]
     return result
+
+
+def booked_splits(conn) -> dict[str, list]:
+    """ticker -> [(date, old/new)] of the splits booked (restate.booked_splits)."""
+    ca = tables.corporate_action
+    return restate.booked_splits(conn.execute(
+        sa.select(ca.c.ticker, ca.c.ex_date, ca.c.ratio_new, ca.c.ratio_old)
+        .where(ca.c.kind == "split", ca.c.ex_txn_id.is_not(None)).order_by(ca.c.ticker, ca.c.ex_date)))
 
 
 def fx_rates(ctx: Context, on: dt.date | None = None) -> dict[str, Decimal]:
