@@ -31,7 +31,7 @@ from decimal import Decimal as D
 from pathlib import Path
 
 from click.testing import CliRunner
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -104,11 +104,23 @@ class MoneyAcrossTime(RuleBasedStateMachine):
         self.traded: dict = {}  # code -> the last day it traded
         self.acted: dict = {}  # code -> the last day of a dividend or split
         self.closed: list[dt.date] = []
-        self.deposits: dict = {}  # day -> net deposits that day (USD)
+        self.deposits: dict = {}  # day -> [(currency, amount)] deposited (< 0 withdrawn) that day
         self.rates: dict = {START - dt.timedelta(days=1): self.eur}  # closed day -> EUR rate
+        self.closes = dict(self.price)  # the newest closes (the day before START's: as the sim starts)
         self.receivable: list = []  # (pay date, currency, net) of the dividends gone ex and not paid
         self.checked = True
-        self.write(f"date,currency,rate\n{START - dt.timedelta(days=1)},EUR,{self.eur}\n", "data", "import")
+        eve = START - dt.timedelta(days=1)
+        self.write(f"date,currency,rate\n{eve},EUR,{self.eur}\n", "data", "import")
+        self.write(f"date,instrument,close\n{eve},SPY,{self.price['SPY']}\n{eve},EXSA,{self.price['EXSA']}\n",
+                   "data", "import")
+        self.day = eve  # the eve: both strategies and the trader hold both, at the eve's closes
+        self.at(15)
+        for code, price in self.price.items():
+            tl(self.home, "sim", "price", code, price)
+        for code, holder, qty in (("SPY", "a", 40), ("SPY", "b", 25), ("SPY", None, 10), ("EXSA", "a", 100),
+                                  ("EXSA", "b", 60), ("EXSA", None, 30)):
+            self.trade(code, holder, qty, 0)
+        self.day = START
         self.open_day()
 
     def teardown(self):
@@ -162,13 +174,15 @@ class MoneyAcrossTime(RuleBasedStateMachine):
         self.traded[code] = self.day
         self.checked = False
 
-    @rule(kind=st.sampled_from(["deposit", "withdrawal"]), cents=st.integers(100, 5_000_000))
-    def money_moves(self, kind, cents):
+    @rule(kind=st.sampled_from(["deposit", "withdrawal"]), cents=st.integers(100, 5_000_000),
+          ccy=st.sampled_from(["USD", "EUR"]))
+    def money_moves(self, kind, cents, ccy):
         """Money arrives at or leaves the broker in the middle of the day; the trader books it."""
         amount = D(cents) / 100 * (-1 if kind == "withdrawal" else 1)
-        tl(self.home, "sim", "deposit", "USD", amount, "--kind", kind)
-        tl(self.home, "adjust", "cash", "USD", amount, "--kind", kind, "--reason", "at the bank", "--yes")
-        self.deposits[self.day] = self.deposits.get(self.day, D(0)) + amount
+        tl(self.home, "sim", "deposit", ccy, amount, "--kind", kind)
+        tl(self.home, "adjust", "cash", ccy, amount, "--kind", kind, "--reason", "at the bank", "--yes")
+        self.deposits.setdefault(self.day, []).append((ccy, amount))
+        event(f"{kind} in {ccy}")
         self.checked = False
 
     @rule(kind=st.sampled_from(["interest", "fee"]), cents=st.integers(1, 100_000), ccy=st.sampled_from(["USD", "EUR"]))
@@ -192,6 +206,7 @@ class MoneyAcrossTime(RuleBasedStateMachine):
         if not any(units for (_, c), units in self.held.items() if c == code):
             return
         pay = next_business_day(self.day) if later else self.day
+        event("dividend paid the next business day" if later else "dividend paid on its ex-date")
         if later:  # the ledger's receivable until then, the broker's account-level figure
             gross = sum((units for (_, c), units in self.held.items() if c == code), D(0)) * D(cents) / 100
             tax = (gross * D(withholding)).quantize(CENT) if gross > 0 else D(0)
@@ -209,6 +224,7 @@ class MoneyAcrossTime(RuleBasedStateMachine):
         if self.traded.get(code) == self.day or self.acted.get(code) == self.day:
             return
         tl(self.home, "sim", "split", code, "2:1")
+        event(f"split while {sum(1 for (_, c), units in self.held.items() if c == code and units)} holders hold")
         for _ in range(2):
             tl(self.home, "actions", "sync")
             tl(self.home, "actions", "book", "--date", self.day)
@@ -217,6 +233,9 @@ class MoneyAcrossTime(RuleBasedStateMachine):
         self.held = {key: units * 2 if key[1] == code else units for key, units in self.held.items()}
         self.acted[code] = self.day
         self.checked = False
+        # before the day's close the newest close is in the old units: the new shares at half of it
+        self.closes[code] = self.closes[code] / 2
+        assert D(tl_json(self.home, "report", "nav")["nav"]) == self.by_hand(self.closes)
 
     @rule(spy=st.integers(-1500, 1500), exsa=st.integers(-200, 200), eur=st.integers(-300, 300), days=st.integers(1, 3))
     def close(self, spy, exsa, eur, days):
@@ -230,27 +249,40 @@ class MoneyAcrossTime(RuleBasedStateMachine):
                        "data", "import")
             self.write(f"date,currency,rate\n{self.day},EUR,{self.eur}\n", "data", "import")
             self.rates[self.day] = self.eur
+            self.closes = dict(self.price)
             self.closed.append(self.day)
             self.check_the_day()
+            event(f"{len(self.closed) // 5 * 5}+ days closed")
             self.day = next_business_day(self.day)
             self.open_day()
         self.checked = True
 
     # -- what holds ---------------------------------------------------------------------------------
 
+    def rate_on(self, day: dt.date) -> D:
+        """The EUR rate the ledger uses on `day`: the newest imported on or before it (0 before any:
+        nothing is in EUR then)."""
+        known = [d for d in self.rates if d <= day]
+        return self.rates[max(known)] if known else D(0)
+
     def check_the_day(self) -> None:
         """The books against the broker and a hand computation, at the close of self.day."""
         reconciled = tl_json(self.home, "reconcile", code=None)
         assert reconciled["clean"], reconciled
         assert tl_json(self.home, "check")["ok"]
+        assert D(tl_json(self.home, "report", "nav", "--date", self.day)["nav"]) == self.by_hand(self.price)
+
+    def by_hand(self, prices: dict) -> D:
+        """The broker's cash and positions at `prices` and the EUR rate of the day, and the dividends
+        gone ex but not paid yet, to the cent."""
         with self.exchange() as exchange:
             cash = exchange.cash()
             held = {p.contract.code: p.quantity for p in exchange.positions()}
         rate = {"USD": D(1), "EUR": self.eur}
-        by_hand = sum((amount * rate[ccy] for ccy, amount in cash.items()), D(0)) + sum(
-            (units * self.price[code] * rate[CURRENCY[code]] for code, units in held.items()), D(0)) + sum(
+        nav = sum((amount * rate[ccy] for ccy, amount in cash.items()), D(0)) + sum(
+            (units * prices[code] * rate[CURRENCY[code]] for code, units in held.items()), D(0)) + sum(
             (amount * rate[ccy] for pay, ccy, amount in self.receivable if pay > self.day), D(0))
-        assert D(tl_json(self.home, "report", "nav", "--date", self.day)["nav"]) == by_hand.quantize(CENT)
+        return nav.quantize(CENT)
 
     @precondition(lambda self: self.closed and self.checked)
     @invariant()
@@ -280,25 +312,31 @@ class MoneyAcrossTime(RuleBasedStateMachine):
         first = dt.date.fromisoformat(days[0]["day"])
         origin = first - dt.timedelta(days=1)
         previous = peak = D(tl_json(self.home, "report", "nav", "--date", origin)["nav"])
-        rate_before = self.rates[max(d for d in self.rates if d <= origin)] if origin >= min(self.rates) else D(0)
+        rate_before = self.rate_on(origin)
         eur_in, since_first = D(0), D(0)
         for point in perf["curve"]:
             day = dt.date.fromisoformat(point["day"])
             row = next(r for r in days if r["day"] == point["day"])
-            rate = self.rates[max(d for d in self.rates if d <= day)] if day >= min(self.rates) else D(0)
-            deposited = self.deposits.get(day, D(0))
-            translation = eur_in * (rate - rate_before)
+            rate = self.rate_on(day)
+            # the days between rows (no P&L, nothing held) are in no curve: their deposits count here,
+            # each at its day's rate (as the ledger counts them), and EUR deposited translates after
+            between = [(d, ccy, amount) for d, moves in self.deposits.items() if origin < d <= day
+                       for ccy, amount in moves]
+            deposited = sum((amount * (self.rate_on(d) if ccy == "EUR" else 1) for d, ccy, amount in between), D(0))
+            translation = eur_in * (rate - rate_before) + sum(
+                (amount * (rate - self.rate_on(d)) for d, ccy, amount in between if ccy == "EUR"), D(0))
             moved = nav[day] - previous - deposited - net[day]
-            assert abs(moved - translation) <= 2 * CENT, (day, moved, translation)
+            assert abs(moved - translation) <= 3 * CENT, (day, moved, translation)
+            eur_in += sum((amount for d, ccy, amount in between if ccy == "EUR"), D(0))
             since_first += deposited
             # a drawdown is of the NAV less the money deposited since the day before, below its peak
-            adjusted = nav[day] - since_first
+            adjusted = nav[day] - since_first.quantize(CENT)
             peak = max(peak, adjusted)
             assert D(point["drawdown"]) == adjusted - peak, (day, point, adjusted, peak)
             for native in row.get("native", []):
                 if native["currency"] == "EUR":
                     eur_in += D(native["realized"]) + D(native["income"]) - D(native["commissions"])
-            previous, rate_before = nav[day], rate
+            previous, rate_before, origin = nav[day], rate, day
         # a rerun of a report changes nothing
         assert tl_json(self.home, "pnl", "--by", "day", "--cumulative", *span)["rows"] == days
 
