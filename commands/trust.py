@@ -12,7 +12,7 @@ import shlex
 import sys
 
 import click
-from tradeledger.commands.common import Invocation, SIGNED, currency_and_amount, fail, json_option, lazy, lazy_function, open_session, pass_ctx, reason_option, result_option, said
+from tradeledger.commands.common import Invocation, SIGNED, currency_and_amount, fail, json_option, lazy, lazy_function, open_session, parse_date, pass_ctx, reason_option, result_option, said
 from tradeledger.engine.trust import CASH_KINDS
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
 from tradeledger.reports.render import display, emit_json, say, table
@@ -36,7 +36,8 @@ def _adjust_run(c: Invocation, kind: str, planner, yes: bool, as_json: bool, bef
             plan = planner(conn, ctx, now, key)
         summary = plan.summary()
         if not as_json:
-            click.echo(f"dry run: {summary['narration']}")
+            click.echo(f"dry run: {summary['narration']}" + ("" if plan.txn.time == now else
+                                                           f" (dated {plan.txn.time.isoformat()})"))
             currencies = {com.name for com in session.ledger.commodities() if com.kind == "currency"}
             def rows(postings):
                 return [(account, display(units, "amount" if commodity in currencies else "units", currency=commodity),
@@ -164,16 +165,19 @@ def adjust_reverse(c: Invocation, entry, reason, yes, as_json):
 @click.argument("amount")
 @click.option("--kind", "cash_kind", type=click.Choice(CASH_KINDS), default="adjustment", show_default=True,
               help="What the cash movement is (a deposit is > 0, a withdrawal < 0).")
+@click.option("--date", "date", default=None,
+              help="The day the cash moved at the broker, when it was found later (default: now).")
 @_reason_option
 @_yes_option
 @json_option
 @pass_ctx
-def adjust_cash(c: Invocation, currency, amount, cash_kind, reason, yes, as_json):
+def adjust_cash(c: Invocation, currency, amount, cash_kind, reason, date, yes, as_json):
     """Book a cash movement (AMOUNT signed: + in, - out): interest, fees, deposits, withdrawals (AMOUNT CURRENCY works too)."""
     currency, amount = currency_and_amount(currency, amount)
     amount = _to_decimal(amount, "AMOUNT")
+    day = parse_date(date, "--date")
     _adjust_run(c, "cash", lambda conn, ctx, now, key: _adjust.plan_cash(
-        conn, ctx, currency, amount, reason, now, key, cash_kind), yes, as_json)
+        conn, ctx, currency, amount, reason, _adjust.cash_time(now, day), key, cash_kind), yes, as_json)
 
 
 @adjust_group.command("list")

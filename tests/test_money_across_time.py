@@ -218,3 +218,30 @@ def test_a_split_on_the_morning_of_its_date_is_no_gain_before_the_close(tmp_path
     nets = {r["strategy"]: r["net"] for r in tl_json(home, "pnl")["rows"]}
     assert nets | {"unattributed": "0.00"} == {"a": "59.00", "b": "35.00", "unattributed": "0.00"}
     assert tl_json(home, "report", "nav")["nav"] == "100094.00"
+
+
+def test_a_deposit_found_later_is_booked_on_the_day_it_arrived(tmp_path):
+    """20,000 arrives at the broker on Tuesday; the trader sees the break on Thursday and books it
+    with the day it arrived (`adjust cash --date`, as IB's statement proposes it): Tuesday's and
+    Wednesday's NAV carry it as the broker's cash did (booked on Thursday, the NAV of those days
+    said 20,000 less than the account held), and the P&L does not move."""
+    home = funded(tmp_path)
+    tl(home, "sim", "clock", "set", "2026-12-01T15:00")
+    buy_for_a(home, 100, "600")
+    tl(home, "sim", "clock", "set", "2026-12-01T15:30")
+    tl(home, "sim", "deposit", "USD", "20000")
+    close(home, tmp_path, "2026-12-01", "601")
+    close(home, tmp_path, "2026-12-02", "602")
+    tl(home, "sim", "clock", "set", "2026-12-03T10:00")
+    assert not tl_json(home, "reconcile", code=1)["clean"]
+    future = tl(home, "adjust", "cash", "USD", "20000", "--kind", "deposit", "--reason", "wire", "--date", "2026-12-04",
+                "--yes", code=1)
+    assert future.stderr.count("\n") == 1 and "2026-12-04" in future.stderr and "after today" in future.stderr
+    booked = tl_json(home, "adjust", "cash", "USD", "20000", "--kind", "deposit", "--reason", "wire",
+                     "--date", "2026-12-01", "--yes")
+    assert booked["booked"] and booked["time"].startswith("2026-12-01")
+    assert tl_json(home, "reconcile")["clean"] and tl_json(home, "check")["ok"]
+    navs = [tl_json(home, "report", "nav", "--date", day)["nav"] for day in ("2026-12-01", "2026-12-02")]
+    assert navs == ["120099.00", "120199.00"]
+    assert [(r["day"], r["net"]) for r in tl_json(home, "pnl", "--by", "day")["rows"]] == \
+        [("2026-12-01", "99.00"), ("2026-12-02", "100.00")]

@@ -22,8 +22,9 @@ The tools:
                                changed one booked to S meanwhile: trading/commissions.py), and
                                the fill's `unattributed_fill` exception raised anew (it is
                                Unattributed's again; trading/attribution.py)
-    cash CCY AMOUNT            interest, fees, deposits: Income/Expenses:Adjustments or
-                               Equity:Deposits against cash
+    cash CCY AMOUNT [--date D] interest, fees, deposits: Income/Expenses:Adjustments or
+                               Equity:Deposits against cash, dated now or at the start of D
+                               (the day it moved at the broker, found later)
 
 A transfer of futures is a trade between two holders at one price: each side's existing
 position is first marked to that price (variation margin), then the units move and both are
@@ -110,7 +111,8 @@ class Adjustment:
                 "postings": [(p.account, p.units, p.commodity) for p in self.txn.postings],
                 "also": [{"narration": t.narration, "postings": [(p.account, p.units, p.commodity) for p in t.postings]}
                          for t in self.entries[1:]],
-                "resolves": list(self.resolves), "reopens": [o.dedupe_key for o in self.raises]}
+                "resolves": list(self.resolves), "reopens": [o.dedupe_key for o in self.raises],
+                "time": self.txn.time}
 
 
 @dataclass(frozen=True)
@@ -319,6 +321,18 @@ def plan_manual_close(conn: Connection, ctx: Context, code: str, strategy: str, 
     return Adjustment("manual-close", code, txn, reason, contract, holder, None, -closing, price, after,
                       _marks(holdings), resolves=(dedupe_key(ExceptionKind.RECONCILIATION_BREAK, ctx.chart.broker_account, code),),
                       names=names)
+
+
+def cash_time(now: dt.datetime, day: dt.date | None) -> dt.datetime:
+    """When a cash movement is booked: now, or the start of the day it moved at the broker when it
+    was found later (a deposit found by Thursday's reconciliation arrived on Tuesday: the NAV of
+    Tuesday and Wednesday held it at the broker). A day after today is refused."""
+    if day is None or day == now.date():
+        return now
+    if day > now.date():
+        raise AdjustError(f"--date {day.isoformat()} is after today ({now.date().isoformat()}): cash is booked "
+                          "when it has moved")
+    return dt.datetime.combine(day, dt.time(0), dt.timezone.utc)
 
 
 def plan_cash(conn: Connection, ctx: Context, currency: str, amount: Decimal, reason: str, time: dt.datetime,

@@ -300,7 +300,7 @@ def _propose_cash_moves(ctx: Context, statement: FlexStatement, report: FlexRepo
         if (move.currency, move.amount) in booked:
             continue
         kind = "deposit" if move.amount > 0 else "withdrawal"
-        command = (f'tradeledger adjust cash {move.currency} {move.amount} --kind {kind} '
+        command = (f'tradeledger adjust cash {move.currency} {move.amount} --kind {kind} --date {move.date} '
                    f'--reason "{move.description} ({move.date}, IB {move.ref})"')
         report.proposed.append(command)
         with ctx.engine.begin() as conn:
