@@ -410,3 +410,33 @@ def test_a_day_without_its_settlement_stays_said_until_it_is_marked(world):
     tl(home, "daemon", "--once", code=None)
     assert world.realized() == {"a": D("3000.00"), "b": D("-1125.00"), "unattributed": D("40.00")}
     world.clean()
+
+
+def test_a_cycle_never_counts_a_contract_past_its_expiry_as_live(world):
+    """Nobody rolled (no_roll pinned): a +24, b -9 and Unattributed +2 hold MESZ26 through its last
+    trading day, 12-18, when the exchange settles it at 6,047.50 and the broker drops it. Monday
+    12-21, before any reconciliation, a cycle: a's exposure counted the 24 dead MESZ26 as live, so
+    a target of 9 sent SELL 15 MESH27 (a short 15 at the broker once the expiry was booked). MES is
+    refused, naming the contract and `reconcile`; reconciled (the expiry booked once), a new run
+    trades the whole target in MESH27."""
+    home = world.home
+    tl(home, "roll", "set", "MES", "no_roll")
+    world.at("2026-12-18")
+    world.settle("2026-12-18", marked=False, MESZ26="6047.50", MESH27=6070)
+    world.exchange(lambda x: x.expire("MESZ26", D("6047.50"), dt.date(2026, 12, 18)))
+    tl(home, "roll", "set", "MES", "auto")
+    world.at("2026-12-21")
+    world.prices(MESH27=6080)
+    refused = world.cycle("2026-12-21", 4, -8, code=1)
+    assert refused["sent"] == [] and refused["contracts"][0]["refused"].startswith(
+        "MES is locked: MESZ26 expired on 2026-12-18 and its expiry is not booked yet")
+    assert world.positions() == {("a", "MESZ26"): 24, ("b", "MESZ26"): -9, ("unattributed", "MESZ26"): 2}
+
+    world.clean()  # books the expiry at 6,047.50: a +24 x 27.50 x 5, b -9 x 27.50 x 5, Unattributed 2 x 27.50 x 5
+    assert world.positions() == {}
+    assert world.realized() == {"a": D("5700.00"), "b": D("-2137.50"), "unattributed": D("265.00")}
+    done = world.cycle("2026-12-21", 4, -8)
+    assert {(c["contract"], c["order"]["side"]) for c in done["contracts"] if c["order"]} == {("MESH27", "SELL")}
+    held = world.positions()
+    assert set(held) == {("a", "MESH27"), ("b", "MESH27")} and held[("a", "MESH27")] > 0 > held[("b", "MESH27")]
+    world.clean()

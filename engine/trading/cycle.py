@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from tradeledger.engine import tables
 from tradeledger.engine.futures.exposure import instrument_index
 from tradeledger.engine.futures.interrupted import check_spreads, interrupted_of_run
-from tradeledger.engine.futures.state import instrument_roll, pinned_states
+from tradeledger.engine.futures.state import instrument_roll, overrides, pinned_states
 from tradeledger.engine.setup.config import current_contract
 from tradeledger.engine.setup.environment import ConfigError
 from tradeledger.engine.setup.session import Session
@@ -101,9 +101,11 @@ def _plan_lines(session: Session, run_id: int, lines: list[TargetLine], now: dt.
         positions = holder_positions(session.ledger, session.chart, conn)
         flight = in_flight(working_orders(conn))
         today = traded_today(conn, now.date())
-        locks = active_locks(conn)
         pinned = pinned_states(conn)
         day = as_of or now.date()  # the roll state of the day the orders go out
+        locks = active_locks(conn)
+        for name, why in expired_unbooked(config, positions, of, day, conn).items():
+            locks[name] = f"{locks[name]}; {why}" if name in locks else why
         rolls = {}
         for line in lines:
             if line.instrument in rolls:
@@ -113,6 +115,23 @@ def _plan_lines(session: Session, run_id: int, lines: list[TargetLine], now: dt.
                                                      spreads=SPREADS, held_codes=held, price_date=line.price_date)
     return plan(run_id, lines, positions, config.limits, today, locks, instrument_of=of, rolls=rolls,
                 in_flight=flight)
+
+
+def expired_unbooked(config, positions: dict, of, day: dt.date, conn) -> dict[str, str]:
+    """instrument -> why it may not trade on `day`: a contract of it is still held past its last
+    trading day (its expiry not booked yet: no reconciliation since, or no final settlement price).
+    The exposure would count the dead contract as live: the day after MESZ26 expired, a's 24 of it
+    and a target of 9 sent SELL 15 MESH27, leaving a short 15 at the broker once the expiry was booked."""
+    from tradeledger.engine.futures.expiry import last_trading_day  # futures reads the trading room
+
+    known = overrides(conn)
+    why: dict[str, str] = {}
+    for code in sorted({code for (_h, code), units in positions.items() if units}):
+        last = last_trading_day(config, code, known)
+        if last is not None and last < day and of(code) is not None:
+            why[of(code)] = (f"{code} expired on {last} and its expiry is not booked yet (the exposure would count it "
+                             f"as live): `tradeledger reconcile` books it (import its final settlement first if it asks)")
+    return why
 
 
 def plan_run(session: Session, run_id: int, now: dt.datetime, as_of: dt.date | None = None) -> OrderPlan:
