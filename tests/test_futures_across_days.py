@@ -440,3 +440,23 @@ def test_a_cycle_never_counts_a_contract_past_its_expiry_as_live(world):
     held = world.positions()
     assert set(held) == {("a", "MESH27"), ("b", "MESH27")} and held[("a", "MESH27")] > 0 > held[("b", "MESH27")]
     world.clean()
+
+
+def test_the_evening_of_the_last_trading_day_is_after_the_expiry_too(world):
+    """12-18 at the close MESZ26's final settlement is in (6,047.50) and the exchange has dropped
+    it: a cycle that evening, before any reconciliation, would count a's 24 as live as well. MES is
+    refused; the reconciliation books the expiry and the next run trades."""
+    home = world.home
+    tl(home, "roll", "set", "MES", "no_roll")
+    world.at("2026-12-18")
+    world.settle("2026-12-18", marked=False, MESZ26="6047.50", MESH27=6070)
+    world.exchange(lambda x: x.expire("MESZ26", D("6047.50"), dt.date(2026, 12, 18)))
+    tl(home, "roll", "set", "MES", "auto")
+    world.at("2026-12-18", 22)
+    world.prices(MESH27=6070)
+    refused = world.cycle("2026-12-18", 4, -8, code=1)
+    assert refused["contracts"][0]["refused"].startswith("MES is locked: MESZ26 expired on 2026-12-18")
+    world.clean()
+    world.cycle("2026-12-18", 4, -8)
+    assert {code for (_s, code) in world.positions()} == {"MESH27"}
+    world.clean()

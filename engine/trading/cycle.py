@@ -118,17 +118,20 @@ def _plan_lines(session: Session, run_id: int, lines: list[TargetLine], now: dt.
 
 
 def expired_unbooked(config, positions: dict, of, day: dt.date, conn) -> dict[str, str]:
-    """instrument -> why it may not trade on `day`: a contract of it is still held past its last
-    trading day (its expiry not booked yet: no reconciliation since, or no final settlement price).
-    The exposure would count the dead contract as live: the day after MESZ26 expired, a's 24 of it
-    and a target of 9 sent SELL 15 MESH27, leaving a short 15 at the broker once the expiry was booked."""
-    from tradeledger.engine.futures.expiry import last_trading_day  # futures reads the trading room
+    """instrument -> why it may not trade on `day`: a contract of it is still held though it has
+    expired (past its last trading day, or on it with its final settlement in: `has_expired`), its
+    expiry not booked yet (no reconciliation since, or no final settlement price). The exposure
+    would count the dead contract as live: the day after MESZ26 expired, a's 24 of it and a target
+    of 9 sent SELL 15 MESH27, leaving a short 15 at the broker once the expiry was booked."""
+    from tradeledger.engine.futures.expiry import final_settlement, has_expired, last_trading_day  # futures reads trading
 
     known = overrides(conn)
     why: dict[str, str] = {}
     for code in sorted({code for (_h, code), units in positions.items() if units}):
         last = last_trading_day(config, code, known)
-        if last is not None and last < day and of(code) is not None:
+        if last is None or last > day or of(code) is None:
+            continue
+        if has_expired(last, day, final_settlement(conn, code, last) if last == day else None):
             why[of(code)] = (f"{code} expired on {last} and its expiry is not booked yet (the exposure would count it "
                              f"as live): `tradeledger reconcile` books it (import its final settlement first if it asks)")
     return why
