@@ -132,3 +132,26 @@ def test_a_dividend_imported_at_a_round_rate_links_with_the_statements_tax(env, 
     [action] = list_actions(env)
     assert action["source"] == "import" and action["withholding"] == "0.15" and action["state"] == "paid"
     assert env.ledger.income()[("Expenses:Taxes:Withholding:Unattributed", "USD")] == D("2.78")
+
+
+def test_a_deposit_of_the_same_amount_last_month_does_not_hide_this_months(env, tmp_path):
+    """5,000 a month: November's deposit (booked on its day) is not December's, which the statement
+    shows on 2026-12-15: it is proposed. Once booked (on its day, or the day it was found after it)
+    a replay proposes nothing."""
+    from click.testing import CliRunner
+
+    from tradeledger.cli import main
+
+    def adjust(*args):
+        result = CliRunner().invoke(main, ["--home", str(tmp_path / "home"), "adjust", "cash", "USD", "5000", "--kind",
+                                           "deposit", "--reason", "monthly", "--yes", *args])
+        assert result.exit_code == 0, result.output
+
+    clock = CliRunner().invoke(main, ["--home", str(tmp_path / "home"), "sim", "clock", "set", "2027-01-02T12:00"])
+    assert clock.exit_code == 0, clock.output
+    adjust("--date", "2026-11-16")
+    report = import_flex(env, DATA, now=NOW)
+    assert [p.split(" --reason")[0] for p in report.proposed] == \
+        ["tradeledger adjust cash USD 5000 --kind deposit --date 2026-12-15"]  # was [] : November's hid it
+    adjust()  # booked the day it was found (after the statement's date)
+    assert import_flex(env, DATA, now=NOW).proposed == []

@@ -291,14 +291,37 @@ def _stored_rate(ctx: Context, d: FlexDividend) -> Decimal | None:
     return rate if (d.gross * rate).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN) == d.tax else None
 
 
-def _propose_cash_moves(ctx: Context, statement: FlexStatement, report: FlexReport, now: dt.datetime) -> None:
+def _booked_cash(ctx: Context) -> list[tuple[str, Decimal, dt.date]]:
+    """(currency, amount, day of the entry) of every cash adjustment booked (`adjust cash`)."""
     with ctx.engine.connect() as conn:
-        booked = {(r.subject, from_scaled(r.quantity)) for r in conn.execute(
-            sa.select(adjustment.c.subject, adjustment.c.quantity).where(adjustment.c.kind == "cash"))
-            if r.quantity is not None}
-    for move in statement.deposits:
-        if (move.currency, move.amount) in booked:
-            continue
+        rows = conn.execute(sa.select(adjustment.c.subject, adjustment.c.quantity, adjustment.c.txn_id)
+                            .where(adjustment.c.kind == "cash", adjustment.c.quantity.is_not(None))).all()
+        return [(r.subject, from_scaled(r.quantity), ctx.ledger.get(r.txn_id, conn).time.date()) for r in rows]
+
+
+def unbooked_moves(moves, booked: list[tuple[str, Decimal, dt.date]]) -> list:
+    """The statement's deposits and withdrawals that no cash adjustment stands for (pure): each
+    adjustment of the same currency and amount stands for one move, its own day's first (booked
+    with `--date`), else the earliest move on or before its day (booked when it was found). An
+    adjustment of the same amount on an earlier day is another move (last month's deposit)."""
+    left = sorted(booked, key=lambda b: (b[2], b[0], b[1]))
+    moves = sorted(moves, key=lambda m: m.date)
+    for same_day in (True, False):
+        pending = []
+        for move in moves:
+            match = next((b for b in left if (b[0], b[1]) == (move.currency, move.amount)
+                          and (b[2] == move.date if same_day else b[2] >= move.date)), None)
+            if match is None:
+                pending.append(move)
+            else:
+                left.remove(match)
+        moves = pending
+    return moves
+
+
+def _propose_cash_moves(ctx: Context, statement: FlexStatement, report: FlexReport, now: dt.datetime) -> None:
+    booked = _booked_cash(ctx)
+    for move in unbooked_moves(statement.deposits, booked):
         kind = "deposit" if move.amount > 0 else "withdrawal"
         command = (f'tradeledger adjust cash {move.currency} {move.amount} --kind {kind} --date {move.date} '
                    f'--reason "{move.description} ({move.date}, IB {move.ref})"')
