@@ -195,3 +195,58 @@ def test_money_exact_examples():
     assert [money_exact(D(x), c) for x, c in [("2", "USD"), ("2.6", "USD"), ("3.0125", "USD"), ("200", "JPY"),
                                               ("1E+2", None), ("-0.5", "EUR"), ("1.5", "KWD")]] == \
         ["2.00", "2.60", "3.0125", "200", "100.00", "-0.50", "1.500"]
+
+
+# -- an adopted surplus: the unattributed_position exception ------------------------------------------
+
+
+def position_keys(home) -> list[tuple[str, str]]:
+    """(state, severity) of every unattributed_position exception of MBTZ26, oldest first."""
+    rows = as_json(home, "exceptions", "list", "--all")
+    return [(e["state"], e["severity"]) for e in reversed(rows)
+            if e["dedupe_key"] == "unattributed_position:DU1234567:MBTZ26"]
+
+
+def test_reversing_an_adoption_raises_the_unattributed_position_again(w):
+    """2 MBTZ26 arrive at the broker without an execution: `reconcile` adopts them into
+    Unattributed and raises `unattributed_position`; `adjust adopt` gives them to carry and resolves
+    it. Reversing that adoption puts the 2 back in Unattributed: before the fix nothing said so
+    (the only exception stayed resolved, and no later reconciliation raises it: the ledger and the
+    broker agree). Now the reversal raises it anew, as it was (the same severity), its dry run says
+    so, and adopting again resolves it again."""
+    home = w.tmp / "home"
+    assert as_json(home, "reconcile")["clean"]  # the opening: the account was empty
+    run(home, "sim", "transfer-in", "MBTZ26", "2", "--price", "90000")
+    assert as_json(home, "reconcile")["clean"]
+    assert position_keys(home) == [("open", "warning")]
+    adopted = as_json(home, "adjust", "adopt", "MBTZ26", "2", "--strategy", "carry", "--reason", "ours", "--yes")
+    assert adopted["resolved"] == ["unattributed_position:DU1234567:MBTZ26"]
+    assert position_keys(home) == [("resolved", "warning")]
+    dry = run(home, "adjust", "reverse", adopted["entry"], "--reason", "not ours", input="n\n").output
+    assert "re-opens: unattributed_position:DU1234567:MBTZ26" in dry
+    assert position_keys(home) == [("resolved", "warning")]
+    run(home, "adjust", "reverse", adopted["entry"], "--reason", "not ours", "--yes")
+    assert w.positions() == {(None, "MBTZ26"): D(2)}
+    assert position_keys(home) == [("resolved", "warning"), ("open", "warning")]
+    [raised] = [e for e in as_json(home, "exceptions", "list") if e["kind"] == "unattributed_position"]
+    assert "Unattributed's again" in raised["detail"] and "not ours" in raised["detail"]
+    assert "adjust adopt MBTZ26 2 --strategy" in raised["detail"]
+    assert as_json(home, "reconcile")["clean"] and position_keys(home)[-1] == ("open", "warning")
+    again = as_json(home, "adjust", "adopt", "MBTZ26", "2", "--strategy", "trend", "--reason", "trend's", "--yes")
+    assert again["resolved"] == ["unattributed_position:DU1234567:MBTZ26"]
+    assert position_keys(home) == [("resolved", "warning")] * 2
+    w.assert_clean()
+
+
+def test_reversing_a_partial_adoption_raises_nothing_new(w):
+    """Adopting 1 of 2 leaves Unattributed holding 1: the exception stays open (nothing resolved),
+    and reversing that adoption bumps nothing and opens no second row."""
+    home = w.tmp / "home"
+    as_json(home, "reconcile")
+    run(home, "sim", "transfer-in", "MBTZ26", "2", "--price", "90000")
+    as_json(home, "reconcile")
+    adopted = as_json(home, "adjust", "adopt", "MBTZ26", "1", "--strategy", "carry", "--reason", "half", "--yes")
+    assert adopted["resolved"] == []
+    run(home, "adjust", "reverse", adopted["entry"], "--reason", "not ours", "--yes")
+    assert position_keys(home) == [("open", "warning")]
+    w.assert_clean()

@@ -21,7 +21,9 @@ The tools:
                                with the fill's commission following its position back (a late or
                                changed one booked to S meanwhile: trading/commissions.py), and
                                the fill's `unattributed_fill` exception raised anew (it is
-                               Unattributed's again; trading/attribution.py)
+                               Unattributed's again; trading/attribution.py); of an adoption
+                               (or attribution) that resolved the contract's
+                               `unattributed_position`, that one raised anew (trust/adopt.py)
     cash CCY AMOUNT [--date D] interest, fees, deposits: Income/Expenses:Adjustments or
                                Equity:Deposits against cash, dated now or at the start of D
                                (the day it moved at the broker, found later)
@@ -56,6 +58,7 @@ from tradeledger.engine.accounting.holders import Holder, display, from_column, 
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, lock_contract, save_marks
 from tradeledger.engine.trading.attribution import KINDS as ATTRIBUTION_KINDS, attribution_reversed, live_attribution
 from tradeledger.engine.trading.commissions import Follow, book_follow, plan_follow
+from tradeledger.engine.trust.adopt import position_back
 from tradeledger.engine.trust.exceptions import ExceptionKind, Occurrence, dedupe_key, raise_occurrence
 from tradeledger.engine.tables import adjustment
 from tradeledger.engine.trust import CASH_KINDS
@@ -393,8 +396,24 @@ def plan_reverse(conn: Connection, ctx: Context, entry_id: int, reason: str, tim
         raises = (attribution_reversed(ctx.chart.broker_account, row.subject, row.contract, from_scaled(row.quantity),
                                        from_scaled(row.price), _who(from_column(row.to_holder), user_names(ctx)),
                                        entry_id, reason),)
+    if row is not None and contract is not None:
+        raises += _positions_back(conn, ctx, row, after, entry_id, reason)
     return Adjustment("reverse", str(entry_id), txn, reason, contract, after=after, reverses=entry_id,
                       follow=follow, raises=raises)
+
+
+def _positions_back(conn: Connection, ctx: Context, row, after: dict, entry_id: int, reason: str) -> tuple:
+    """The `unattributed_position` exceptions the reversed adjustment resolved, raised anew when
+    the reversal leaves Unattributed holding the contract again (adopt.position_back): no later
+    reconciliation would raise them, since the ledger and the broker agree."""
+    units = after.get(None, Holding()).position
+    if not units:
+        return ()
+    key = dedupe_key(ExceptionKind.UNATTRIBUTED_POSITION, ctx.chart.broker_account, row.contract)
+    if key not in json.loads(row.resolved or "[]"):
+        return ()
+    what = f"the {row.kind} of entry {entry_id} into {_who(from_column(row.to_holder), user_names(ctx))}"
+    return (position_back(conn, key, row.contract, units, what, reason),)
 
 
 # -- booking -------------------------------------------------------------------------------------

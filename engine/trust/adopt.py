@@ -21,6 +21,11 @@ count it twice once booked): its break stands. Adoption is one transaction per c
 by account, contract and snapshot, and re-checks the ledger under the contract's lock, so two
 reconciliations never adopt one surplus twice. A failure for one contract is reported, never
 raised past it.
+
+The exception is raised when the units arrive, and reconciliation never raises it again (the
+ledger and the broker then agree). So when `adjust reverse` takes back an adoption (or an
+attribution) whose booking resolved it, the units are Unattributed's again and the reversal raises
+it anew in its own transaction (`position_back`), as it was (its severity), with the way out.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tradeledger.engine.context import Books
@@ -36,8 +42,9 @@ from tradeledger.engine.accounting.arrivals import arrival_price, unbookable
 from tradeledger.engine.accounting.entries import surplus_entry
 from tradeledger.engine.accounting.holders import holder_of
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, save_marks
+from tradeledger.engine.tables import tl_exception
 from tradeledger.engine.trust.exceptions import (
-    ExceptionKind, dedupe_key, key_prefix, list_exceptions, raise_exception, resolve,
+    ExceptionKind, Occurrence, dedupe_key, key_prefix, list_exceptions, raise_exception, resolve,
 )
 
 ZERO = Decimal(0)
@@ -101,3 +108,17 @@ def resolve_cleared_unattributed(conn: Connection, account: str, still_unattribu
         if e["kind"] == ExceptionKind.UNATTRIBUTED_POSITION and key.startswith(prefix) \
                 and key[len(prefix):] not in still_unattributed:
             resolve(conn, e["id"], who, "Unattributed no longer holds this contract", now=now)
+
+
+def position_back(conn: Connection, key: str, code: str, units: Decimal, what: str, reason: str) -> Occurrence:
+    """The `unattributed_position` exception `key` raised anew: `units` of `code` are Unattributed's
+    again because `what` (an adoption into a strategy, as the user names it) was reversed for
+    `reason`; at the severity its last occurrence had (warning, or info for an instrument
+    tradeledger does not trade)."""
+    t = tl_exception
+    severity = conn.execute(sa.select(t.c.severity).where(t.c.dedupe_key == key).order_by(t.c.id.desc())
+                            .limit(1)).scalar() or "warning"
+    return Occurrence(ExceptionKind.UNATTRIBUTED_POSITION, code,
+                      f"{units} {code} is Unattributed's again: {what} is reversed ({reason}); strategies keep "
+                      f"trading. To give it to a strategy: `tradeledger adjust adopt {code} {abs(units)} "
+                      f"--strategy NAME`", key, severity)
