@@ -1,6 +1,7 @@
 """The trade cycle through the `tradeledger` command, on the embedded default (SQLite + sim)."""
 
 import json
+import re
 from decimal import Decimal
 
 import pytest
@@ -90,7 +91,7 @@ def test_blotter_shows_the_trade_made_outside(demo_home):
     assert all(f["commission"] != "pending" for f in fills)
     orders = data(demo_home, "orders", "list")
     assert orders and all(o["state"] == "filled" for o in orders)
-    assert all(o["order_ref"] == f"tl-paper-{o['id']}" for o in orders)
+    assert all(re.fullmatch(rf"tl-paper-{o['id']}-[0-9a-f]{{6}}", o["order_ref"]) for o in orders)
 
 
 def test_sync_and_mark_again_book_nothing(demo_home):

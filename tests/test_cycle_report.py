@@ -14,7 +14,10 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal as D
 
+import sqlalchemy as sa
+
 from tradeledger.broker.base import Contract, Execution
+from tradeledger.engine import tables
 from tradeledger.engine.setup.config import Limits
 from tradeledger.engine.setup.environment import init_environment
 from tradeledger.engine.setup.session import Session
@@ -62,10 +65,12 @@ def test_sync_reports_put_one_after_the_other_keep_everything():
 def test_a_cycle_reports_the_fill_it_could_not_book_and_the_correction_it_booked(tmp_path):
     env = init_environment(tmp_path / "home", "paper", "sim", None)
     run = plan(1, [TargetLine("Trend", "MES", MES, D(2), D(5000))], {}, Limits(), {})
-    record_plan(env, run, T0)  # order tl-paper-1: buy 2
+    record_plan(env, run, T0)  # one order: buy 2
+    with env.engine.connect() as conn:
+        ref = conn.execute(sa.select(tables.broker_order.c.order_ref)).scalar()
     outside = _execution("0000aaaa.00000001.01.01", 1, 4990, 1)  # a trade at the broker's screen
-    overfill = _execution("0000aaaa.00000002.01.01", 3, 5000, 2, "tl-paper-1")  # 3 of an order of 2
-    fill = _execution("0000aaaa.00000003.01.01", 2, 5000, 3, "tl-paper-1")
+    overfill = _execution("0000aaaa.00000002.01.01", 3, 5000, 2, ref)  # 3 of an order of 2
+    fill = _execution("0000aaaa.00000003.01.01", 2, 5000, 3, ref)
     corrected = _execution("0000aaaa.00000001.01.02", 1, 4991, 1)  # the outside trade, repriced
     session = Session(env)
     session.broker = ScriptedExecutions([[outside, overfill], [outside, overfill, fill, corrected]])

@@ -125,6 +125,13 @@ class Rig:
         assert result.clean, (result.breaks, result.cash)
 
 
+def the_order_ref(rig) -> str:
+    """The orderRef of the rig's one order (recorded with it when planned)."""
+    with read_connection(rig.env.engine) as conn:
+        [ref] = conn.execute(sa.select(tables.broker_order.c.order_ref)).scalars().all()
+    return ref
+
+
 @pytest.fixture
 def rig(tmp_path):
     r = Rig(tmp_path)
@@ -153,7 +160,7 @@ def test_connection_dropped_mid_order(rig):
     with read_connection(rig.env.engine) as conn:
         assert conn.execute(sa.select(tables.broker_order.c.state)).scalar() == "planned"
     report = rig.submit(run_id)  # after the reconnect: found by orderRef, not sent again
-    assert report.already_at_broker == ["tl-paper-1"]
+    assert report.already_at_broker == [the_order_ref(rig)]
     assert len(rig.exchange.orders()) == 1
     wait_for_fills(rig.session, run_id, timeout=5)
     rig.assert_exactly_once(orders=1)
@@ -171,7 +178,7 @@ def test_connection_dropped_during_a_fill(rig):
     assert len(first.booked) == 1
     rig.server.stop()  # the gateway goes away while the rest of the order fills
     rig.exchange.set_price(rig.contract.code, D(91000))
-    rig.exchange.release_order("tl-paper-1")  # 2 @ 91000
+    rig.exchange.release_order(the_order_ref(rig))  # 2 @ 91000
     rig.restart_gateway()
     wait_for_fills(rig.session, run_id, timeout=5)  # reconnect, reqExecutions, book
     assert rig.session.broker.reconnects >= 1
@@ -241,7 +248,7 @@ def test_process_killed_after_placing_an_order(rig):
     with read_connection(rig.env.engine) as conn:
         assert conn.execute(sa.select(tables.broker_order.c.state)).scalar() == "planned"
     report = rig.submit(run_id)
-    assert report.already_at_broker == ["tl-paper-1"]
+    assert report.already_at_broker == [the_order_ref(rig)]
     assert len(rig.exchange.orders()) == 1
     wait_for_fills(rig.session, run_id, timeout=5)
     rig.assert_exactly_once(orders=1)

@@ -246,7 +246,7 @@ def test_a_partial_fill_is_said_and_the_next_cycle_counts_it(template, tmp_path)
     assert first.returncode == 1, first
     working = [line for line in first.stderr.splitlines() if "still working" in line]
     assert len(working) == 1 and "(1 filled, partial" in working[0], first.stderr
-    ref = re.search(r"(tl-paper-\d+)", working[0]).group(1)
+    ref = re.search(r"(tl-paper-\d+-[0-9a-f]+)", working[0]).group(1)
     again = tl(home, "cycle", "--approve", "--run", 1, "--wait", "0.5")
     assert again.returncode == 1 and sent_count(again.stdout) == 0, again
     computed = json.loads(tl(home, "cycle", "--json").stdout)

@@ -10,7 +10,8 @@ clip), and a refusal names the limit. Orders in flight count (`inflight.py`): a 
 its target minus its ledger position minus what its working orders will still bring. Nothing is sent to an
 account that has no opening (engine/trust/opening.py): `send_planned` takes it first, or refuses. Submission is restartable:
 orders are recorded (state `planned`) in the same transaction as the crosses, before anything
-is sent; each carries an orderRef naming it, so a restart asks the broker for that orderRef
+is sent; each carries an orderRef naming it (`new_order_ref`: the order's id and a random part, so
+that it names no other order even after a restore), so a restart asks the broker for that orderRef
 before it sends again, and nothing goes out twice.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import secrets
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -276,12 +278,21 @@ def record_plan(ctx: Context, order_plan: OrderPlan, now: dt.datetime) -> int:
                 quantity=to_scaled(cp.quantity, "order quantity"), order_type="MKT", state="planned",
                 created_at=fmt_ts(now), contract_spec=json.dumps(_contract_json(cp.contract)),
             )).inserted_primary_key[0]
-            conn.execute(o.update().where(o.c.id == order_id).values(order_ref=f"tl-{env_name}-{order_id}"))
+            conn.execute(o.update().where(o.c.id == order_id).values(order_ref=new_order_ref(env_name, order_id)))
             for holder, qty in cp.shares:
                 conn.execute(tables.order_alloc.insert().values(order_id=order_id, holder=holder,
                                                                  quantity=to_scaled(qty, "allocation")))
             created += 1
         return created
+
+
+def new_order_ref(env_name: str, order_id: int) -> str:
+    """The orderRef of a new order: `tl-<env>-<order id>-<6 random hex digits>`, recorded with the
+    planned order before it is sent. The random part is why an orderRef names one order of ours for
+    good: a database restored from a backup, or a new home on an account that traded today, hands
+    out order ids again, while the broker still has the orders sent under them; an orderRef of the
+    id alone was then found "already at the broker" and never sent."""
+    return f"tl-{env_name}-{order_id}-{secrets.token_hex(3)}"
 
 
 def is_planned(conn, run_id: int) -> bool:
@@ -341,7 +352,7 @@ def _record_spread(conn: Connection, books: Books, run_id: int, sp: SpreadPlan, 
         order_ref="", run_id=run_id, contract=sp.code, side=BUY, quantity=to_scaled(sp.quantity, "spread quantity"),
         order_type="MKT", state="planned", created_at=fmt_ts(now), contract_spec=json.dumps(spec),
     )).inserted_primary_key[0]
-    conn.execute(o.update().where(o.c.id == order_id).values(order_ref=f"tl-{env_name}-{order_id}"))
+    conn.execute(o.update().where(o.c.id == order_id).values(order_ref=new_order_ref(env_name, order_id)))
     for contract, side in legs:
         conn.execute(tables.order_leg.insert().values(order_id=order_id, contract=contract.code, side=side, ratio=1,
                                                       contract_spec=json.dumps(_contract_json(contract))))
