@@ -139,7 +139,10 @@ def bench_sync(root: Path, m: int, n: int = 100) -> dict:
     print(f"execution sync, {m} executions over {n} contracts")
     exchange, server, session, contracts = setup(root, n)
     record(session, 1, contracts, m)  # one recorded order per contract, big enough for every fill
-    write_executions(exchange.path, [(f"tl-paper-{i + 1}", c.code) for i, c in enumerate(contracts)], m)
+    with read_connection(session.engine) as conn:  # each contract's recorded order, by its orderRef
+        o = tables.broker_order
+        refs_codes = [tuple(r) for r in conn.execute(sa.select(o.c.order_ref, o.c.contract).order_by(o.c.id))]
+    write_executions(exchange.path, refs_codes, m)
     server.stop()  # a gateway started now counts the executions as already published
     server = IBSimServer(exchange, poll_interval=0.05).start()
     from tradeledger.broker.ib import IBBroker

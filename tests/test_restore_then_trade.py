@@ -26,7 +26,7 @@ from tradeledger.engine.setup.environment import open_environment
 from tradeledger.engine.setup.session import Session
 from tradeledger.engine.trading.orders import holder_positions
 from tradeledger.engine.trust.reconcile import reconcile_session
-from test_never_twice import cli, demo_home, run_targets
+from test_never_twice import cli, demo_home, run_targets, start, tl, wait_for_lease
 
 
 def the_account_as_it_stands(home, restored) -> None:
@@ -76,3 +76,26 @@ def test_a_restored_ledger_sends_its_new_run_and_reaches_the_target(tmp_path):
     finally:
         session.close()
         env.engine.dispose()
+
+
+def test_a_backup_taken_mid_cycle_restores_with_no_trader(tmp_path):
+    """A backup taken while a cycle holds the trading lease (paused after its fill sync) restores a
+    copy nobody trades: before the fix the copy kept the lease row, so on this host, while the
+    original cycle lived, the restored environment's own `orders submit` was refused as "being
+    traded by `cycle --approve` (pid ...)", a process of another environment."""
+    home = demo_home(tmp_path / "home", trading="lease_wait_seconds = 1")
+    go = tmp_path / "go"
+    first = start(home, "cycle", "--approve", "--run", 1, env={"TRADELEDGER_PAUSE_AT": f"settled:@{go}"})
+    try:
+        wait_for_lease(home)
+        backup = tmp_path / "mid-cycle.tar.gz"
+        cli(home, "backup", "--out", backup)
+        restored = tmp_path / "restored"
+        cli(restored, "restore", backup)
+        submitted = tl(restored, "orders", "submit", 1, "--wait", "5")
+        assert "being traded" not in submitted.stderr, submitted.stderr
+        assert submitted.returncode == 0, (submitted.stdout, submitted.stderr)
+    finally:
+        go.touch()
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, (out, err)

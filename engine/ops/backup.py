@@ -21,7 +21,7 @@ existing database file or a database that already holds tables, then loads the c
 --single-transaction` on PostgreSQL) and ends with a verification: the schema and recorded
 identity open, SQLite's integrity check passes, the entry counts and the balances digest equal
 the manifest's, and beancount's own balances equal the ledger's. The restored copy has no
-daemon: its lease is cleared and its heartbeat says `stopped`.
+daemon and no trader: both leases are cleared and its heartbeat says `stopped`.
 
 **Daily backups** (`[backup]` in config.toml) are a daemon job: a backup into `<env>/backups/`,
 then `prune` (a pure choice over file names) keeps the newest `keep`.
@@ -409,11 +409,13 @@ def _sqlite_path(url: str) -> Path:
 
 
 def _no_daemon(ctx: Context) -> None:
-    """The restored copy has no daemon: no lease, and a heartbeat that says stopped."""
-    from tradeledger.engine.tables import daemon_heartbeat, daemon_lease
+    """The restored copy has no daemon and no trader: no leases (a backup taken mid-cycle holds the
+    cycle's, naming a process of the original environment), and a heartbeat that says stopped."""
+    from tradeledger.engine.tables import daemon_heartbeat, daemon_lease, trading_lease
 
     with ctx.engine.begin() as conn:
         conn.execute(daemon_lease.delete())
+        conn.execute(trading_lease.delete())
         conn.execute(daemon_heartbeat.update().values(state="stopped"))
 
 
