@@ -9,9 +9,10 @@ two) never plan from the same state and never both send.
   process on this host that no longer exists (killed: its rerun need not wait for the expiry).
   A live holder makes the newcomer wait up to `wait` seconds (polling), then refuse with who holds
   the lease, doing what, and since when (`TradingBusy`).
-- **Hold**: a background thread renews `expires_at` every third of the lease; a holder that finds
-  its lease gone (taken over after it stalled past the expiry) is told by `Lease.check()`, which
-  the cycle calls before each send, so it stops before it sends anything more.
+- **Hold**: a background thread renews `expires_at` every third of the lease. Before each send
+  (and each cancel) the cycle calls `Lease.check()`, which confirms the lease in the database and
+  renews it there and then: a holder that stalled past the expiry and was taken over stops before
+  it sends anything more, however recently the thread last ran.
 - **Release** on leaving the `with` block, whatever happened inside it.
 
 The lease is re-entrant within one process (a cycle that calls submit holds it once). Times are
@@ -157,10 +158,19 @@ class Lease:
     env: str
     owner: str
     what: str
+    engine: object = None
+    seconds: int = LEASE_SECONDS
     lost: threading.Event = field(default_factory=threading.Event)
     depth: int = 1
 
     def check(self) -> None:
+        """Before each send: confirm in the database that the lease is still ours, and renew it (a
+        whole lease from now), else raise LeaseLost. The renewing thread's flag alone would let a
+        holder that stalled past its expiry go on sending until that thread's next tick, after the
+        newcomer who took over had sent the same planned orders."""
+        if not self.lost.is_set() and self.engine is not None \
+                and not renew(self.engine, self.env, self.owner, wall_now(), self.seconds):
+            self.lost.set()
         if self.lost.is_set():
             raise LeaseLost(f"this process lost the {self.env} environment's trading lease (it stalled past its "
                             f"expiry and another trader took over): stopped before sending anything more")
@@ -197,7 +207,7 @@ def hold(ctx: Context, what: str, wait: float = DEFAULT_WAIT, seconds: int = LEA
             raise TradingBusy(f"{holder.describe(env)}: refused after waiting {wait:g} s; run it again once that "
                               f"finishes")
         threading.Event().wait(poll)
-    lease = Lease(env, owner, what)
+    lease = Lease(env, owner, what, engine, seconds)
     stop = threading.Event()
 
     def keep_renewing():
