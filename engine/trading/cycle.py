@@ -211,6 +211,7 @@ def submit_run(session: Session, run_id: int, now: dt.datetime, what: str = "ord
                 resumed = recorded_plan(conn, run_id)
         else:
             order_plan = plan_run(session, run_id, now)
+            killpoint.reach("planned")
             held.check()
             if session.name == "paper" and session.settings.broker == "sim":
                 open_sim_market(session, order_plan, now)  # before the plan is recorded: a resumed run finds it open

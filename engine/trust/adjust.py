@@ -57,6 +57,7 @@ from tradeledger.engine.accounting.entries import (
 from tradeledger.engine.accounting.holders import Holder, display, from_column, holder_of, names_unattributed, to_column
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, lock_contract, save_marks
 from tradeledger.engine.trading.attribution import KINDS as ATTRIBUTION_KINDS, attribution_reversed, live_attribution
+from tradeledger.engine.trading import lease as trading_lease
 from tradeledger.engine.trading.commissions import Follow, book_follow, plan_follow
 from tradeledger.engine.trust.adopt import position_back
 from tradeledger.engine.trust.exceptions import ExceptionKind, Occurrence, dedupe_key, raise_occurrence
@@ -419,7 +420,19 @@ def _positions_back(conn: Connection, ctx: Context, row, after: dict, entry_id: 
 # -- booking -------------------------------------------------------------------------------------
 
 def book(ctx: Context, planner, who: str, expect: str | None = None) -> Booked:
-    """Plan inside one write transaction and book; `expect` is the dry run's entry fingerprint."""
+    """Plan inside one write transaction and book; `expect` is the dry run's entry fingerprint.
+
+    Under the environment's trading lease (engine/trading/lease.py), as a cycle plans and sends: a
+    cycle plans from the positions it reads and then sends that plan, so a position moved by hand
+    in between would leave a strategy beyond its run's target. While a trader holds the lease this
+    waits `[trading] lease_wait_seconds`, then refuses naming the holder."""
+    from tradeledger.engine.trading.cycle import trading_settings
+
+    with trading_lease.hold(ctx, "adjust", wait=trading_settings(ctx)["lease_wait_seconds"]):
+        return _book(ctx, planner, who, expect)
+
+
+def _book(ctx: Context, planner, who: str, expect: str | None) -> Booked:
     with ctx.engine.begin() as conn:
         adj: Adjustment = planner(conn)
         if expect is not None and adj.fingerprint() != expect:
