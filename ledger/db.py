@@ -89,9 +89,14 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
 
 
 def read_connection(engine: Engine):
-    """A connection for reading only: on SQLite it takes no write lock."""
+    """A connection for reading only, each of its transactions one snapshot on both backends: on
+    SQLite a deferred read transaction (it takes no write lock); on PostgreSQL REPEATABLE READ, where
+    READ COMMITTED would let each statement see the latest commit (the planner read positions and
+    the orders in flight on either side of a fill's booking, and sent that fill again)."""
     conn = engine.connect()
     conn.execution_options(tl_read_only=True)
+    if engine.dialect.name == "postgresql":
+        conn.execution_options(isolation_level="REPEATABLE READ")
     return conn
 
 

@@ -99,7 +99,8 @@ def _plan_lines(session: Session, run_id: int, lines: list[TargetLine], now: dt.
     check_spreads(session, lambda: session.broker, now)  # an interrupted roll is raised first
     with read_connection(session.engine) as conn:
         positions = holder_positions(session.ledger, session.chart, conn)
-        flight = in_flight(working_orders(conn))
+        killpoint.reach("positions_read")
+        flight = in_flight(working_orders(conn))  # the same snapshot as the positions (read_connection)
         today = traded_today(conn, now.date())
         pinned = pinned_states(conn)
         day = as_of or now.date()  # the roll state of the day the orders go out

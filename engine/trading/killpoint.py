@@ -3,7 +3,8 @@
 `TRADELEDGER_KILL_AT=name[:n]` sends SIGKILL to this process the n-th time (default the first)
 it reaches the point `name`; `TRADELEDGER_PAUSE_AT=name:seconds` sleeps there, and
 `TRADELEDGER_PAUSE_AT=name:@FILE` waits there until FILE exists (ten minutes at most). Unset (always, in
-normal use), `reach` does nothing but count. The points: synced, settled, planned (a run's plan
+normal use), `reach` does nothing but count. The points: synced, settled, positions_read (the
+planner has read the ledger's positions, not yet the orders in flight), planned (a run's plan
 computed, not yet recorded), recorded, placed (an
 order accepted by the broker, not yet recorded as sent), marked (recorded as sent), waited,
 fill_chunk (a chunk of fills written, not yet committed), correction (an execution correction or a
