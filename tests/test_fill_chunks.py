@@ -66,7 +66,9 @@ TARGETS = [("Trend", "MBT", 30), ("Carry", "MBT", 20), ("Trend", "MES", -10), ("
            ("Carry", "SPY", 50)]
 
 
-def make_env(home, db_url=None):
+def make_env(home, db_url=None, refs: dict | None = None):
+    """An environment with run 1's orders recorded; `refs` (another make_env's): record them under
+    the same orderRefs (each carries a random part), so that two environments book alike."""
     env = init_environment(home, "paper", "sim", None, db_url=db_url, config_extra=CONFIG)
     session = Session(env)
     exchange = session.exchange()
@@ -78,6 +80,10 @@ def make_env(home, db_url=None):
         exchange.set_price(code, price)
     lines = [TargetLine(holder, name, contracts[name], D(target), CONTRACTS[name][2]) for holder, name, target in TARGETS]
     record_plan(env, plan(1, lines, {}, Limits(), {}), T0)
+    for code, (ref, _side, _qty) in (refs or {}).items():
+        with env.engine.begin() as conn:
+            conn.execute(tables.broker_order.update().where(tables.broker_order.c.contract == code)
+                         .values(order_ref=ref))
     with read_connection(env.engine) as conn:
         refs = {r.contract: (r.order_ref, r.side, D(r.quantity) / 10**9)
                 for r in conn.execute(sa.select(tables.broker_order))}
@@ -150,7 +156,7 @@ def test_a_chunk_books_what_one_by_one_books(tmp_path, db_url, monkeypatch, seed
 
     # The reference: the same executions one at a time (on SQLite: the books are the same on both).
     monkeypatch.setattr(fills, "book_new_fills", lambda *a, **k: False)
-    one, _s2, ex2, refs2 = make_env(tmp_path / "reference")
+    one, _s2, ex2, refs2 = make_env(tmp_path / "reference", refs=refs1)
     assert refs2 == refs1
     publish(ex2, rows)
     first_ref = sync_fills(one, _s2.broker)
