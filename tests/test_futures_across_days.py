@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import re
 import shutil
 from decimal import Decimal as D
 from pathlib import Path
@@ -261,8 +262,8 @@ def test_a_roll_reviewed_is_shown_and_one_stopped_by_half_is_said_then_completed
     world.exchange(lambda x: x.fault_leg_only())
     done = tl(home, "cycle", "--approve", "--run", run, "--wait", "3", code=1)
     assert "2 crosses booked, 1 orders sent" in done.stdout
-    assert "error: spread tl-paper-2 (MESZ26/MESH27) stopped with unequal legs: MESH27 0 of 15, MESZ26 15 of 15" \
-        in done.stderr
+    assert re.search(r"error: spread tl-paper-2-[0-9a-f]{6} \(MESZ26/MESH27\) stopped with unequal legs: "
+                     r"MESH27 0 of 15, MESZ26 15 of 15", done.stderr), done.stderr
     again = tl_json(home, "cycle", "--approve", "--run", run, "--wait", "3", code=1)
     assert again["sent"] == [] and len(again["interrupted_rolls"]) == 1
     assert world.positions() == {("a", "MESH27"): 9, ("b", "MESH27"): -9, ("unattributed", "MESZ26"): 2}
