@@ -262,7 +262,8 @@ def test_the_maintained_pnl_is_the_replays(backend, days, fx, euro):
         # a price that day read_books cannot vouch that no price met the position before (found
         # by hypothesis: no trades, an expiry at the base price, a close): it steps aside, and the
         # replay answers, as pnl() is checked to below.
-        if (not euro or fx == "start") and all(day["expire"] is None for day in days):
+        expired = any(day["expire"] is not None for day in days)
+        if (not euro or fx == "start") and not expired:
             assert fast is not None
         if fast is not None:
             assert fast == replayed
@@ -270,7 +271,7 @@ def test_the_maintained_pnl_is_the_replays(backend, days, fx, euro):
         assert pnl_mod.pnl(session) == replayed
         by_instrument = pnl_mod.replayed_pnl(session, "instrument")
         fast_instrument = pnl_mod.maintained_pnl(session, "instrument")
-        if not euro or fx == "start":
+        if (not euro or fx == "start") and not expired:  # by instrument stands on read_books too
             assert fast_instrument is not None
         if fast_instrument is not None:
             assert fast_instrument == by_instrument
@@ -293,7 +294,8 @@ def test_the_maintained_pnl_is_the_replays(backend, days, fx, euro):
             for by in ("strategy", "instrument"):  # the period from `today` on: the end less the day before
                 replayed_since = pnl_mod.replayed_pnl(session, by, today, None)
                 fast_since = pnl_mod.maintained_pnl(session, by, today)
-                if (not euro or fx == "start") and not corrected:
+                # after an expiry the period's figures stand on read_books, which may step aside (above)
+                if (not euro or fx == "start") and not corrected and not expired:
                     assert fast_since is not None, (by, today)
                 if fast_since is not None:
                     assert fast_since == replayed_since, (by, today)
