@@ -8,6 +8,7 @@ tests all start from. The fixtures in conftest.py use the same helpers.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Callable, Iterable
 from decimal import Decimal
@@ -43,6 +44,22 @@ def sim_world(home: Path, config: str, clock: dt.datetime, *listings: Listing, d
     if connect:
         session.broker
     return env, session
+
+
+def tl(home: Path, *args, code: int | None = 0):
+    """`tradeledger --home HOME ARGS...` as a user types it, in this process (click's runner); its
+    exit code is asserted unless `code` is None."""
+    from click.testing import CliRunner
+    from tradeledger.cli import main
+    result = CliRunner().invoke(main, ["--home", str(home), *map(str, args)], catch_exceptions=False)
+    if code is not None:
+        assert result.exit_code == code, (args, result.exit_code, result.stdout[-3000:], result.stderr[-2000:])
+    return result
+
+
+def tl_json(home: Path, *args, code: int | None = 0):
+    """`tl` with `--json`, its output read."""
+    return json.loads(tl(home, *args, "--json", code=code).stdout)
 
 
 def demo_home(tmp_path_factory, name: str) -> Path:

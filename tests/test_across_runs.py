@@ -50,12 +50,11 @@ from decimal import Decimal as D
 from pathlib import Path
 
 import sqlalchemy as sa
-from click.testing import CliRunner
 from hypothesis import HealthCheck, event, settings, strategies as st
 from hypothesis.control import currently_in_test_context
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from tradeledger.cli import main
+from support import tl, tl_json
 from tradeledger.engine import tables
 from tradeledger.engine.futures.expiry import last_trading_day
 from tradeledger.engine.futures.state import old_and_new
@@ -125,16 +124,6 @@ def next_business_day(day: dt.date) -> dt.date:
     return day
 
 
-def tl(home: Path, *args, code: int | None = 0):
-    """`tradeledger --home HOME ARGS...` as a user runs it (in this process)."""
-    result = CliRunner().invoke(main, ["--home", str(home), *map(str, args)], catch_exceptions=False)
-    if code is not None:
-        assert result.exit_code == code, (args, result.exit_code, result.stdout, result.stderr)
-    return result
-
-
-def tl_json(home: Path, *args, code: int | None = 0):
-    return json.loads(tl(home, *args, "--json", code=code).stdout)
 
 
 def note(what: str) -> None:

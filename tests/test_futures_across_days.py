@@ -11,7 +11,6 @@ through 6,010 (12-07), 6,020 (12-08); Unattributed bought 2 at 6,021 on 12-08.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import random
 import re
 import shutil
@@ -19,9 +18,8 @@ from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from tradeledger.cli import main
+from support import tl, tl_json
 from tradeledger.engine.futures.state import reference_prices
 from tradeledger.engine.setup.environment import open_environment
 from tradeledger.engine.setup.session import Session
@@ -57,16 +55,6 @@ commission_per_contract = "1.25"
 START = dt.date(2026, 12, 7)  # a Monday: MESZ26 is priced; its roll opens on the 10th, is forced from the 16th
 
 
-def tl(home: Path, *args, code: int | None = 0):
-    """`tradeledger --home HOME ARGS...` as a user types it (in this process)."""
-    result = CliRunner().invoke(main, ["--home", str(home), *map(str, args)], catch_exceptions=False)
-    if code is not None:
-        assert result.exit_code == code, (args, result.exit_code, result.stdout, result.stderr)
-    return result
-
-
-def tl_json(home: Path, *args, code: int | None = 0):
-    return json.loads(tl(home, *args, "--json", code=code).stdout)
 
 
 class World:

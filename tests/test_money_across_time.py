@@ -8,13 +8,10 @@ day. The NAV falls by 19,900 that day, but no money was lost: the drawdown stays
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal as D
 from pathlib import Path
 
-from click.testing import CliRunner
-
-from tradeledger.cli import main
+from support import tl, tl_json
 
 CONFIG = """
 [instruments.SPY]
@@ -40,15 +37,6 @@ commission_per_share = "0.005"
 """
 
 
-def tl(home: Path, *args, code: int | None = 0):
-    result = CliRunner().invoke(main, ["--home", str(home), *map(str, args)], catch_exceptions=False)
-    if code is not None:
-        assert result.exit_code == code, (args, result.exit_code, result.stdout, result.stderr)
-    return result
-
-
-def tl_json(home: Path, *args, code: int | None = 0):
-    return json.loads(tl(home, *args, "--json", code=code).stdout)
 
 
 def funded(tmp_path: Path, capital: str = "100000") -> Path:

@@ -22,7 +22,6 @@ and EUR rate, and a reconciliation). After every close:
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
 import tempfile
@@ -30,12 +29,11 @@ from contextlib import contextmanager
 from decimal import Decimal as D
 from pathlib import Path
 
-from click.testing import CliRunner
 from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from tradeledger.cli import main
+from support import tl, tl_json
 from tradeledger.engine.setup.environment import open_environment
 from tradeledger.engine.setup.session import Session
 
@@ -70,15 +68,6 @@ CURRENCY = {"SPY": "USD", "EXSA": "EUR"}
 HOLDERS = ("a", "b", None)  # None: the trader at the broker's screen (unattributed)
 
 
-def tl(home: Path, *args, code: int | None = 0):
-    result = CliRunner().invoke(main, ["--home", str(home), *map(str, args)], catch_exceptions=False)
-    if code is not None:
-        assert result.exit_code == code, (args, result.exit_code, result.stdout[-3000:], result.stderr[-2000:])
-    return result
-
-
-def tl_json(home: Path, *args, code: int | None = 0):
-    return json.loads(tl(home, *args, "--json", code=code).stdout)
 
 
 def next_business_day(day: dt.date) -> dt.date:
