@@ -70,11 +70,9 @@ def latest_prices(ctx: Context, config: TradingConfig, codes, on: dt.date | None
 
 
 def booked_splits(conn) -> dict[str, list]:
-    """ticker -> [(date, old/new)] of the splits booked (restate.booked_splits)."""
-    ca = tables.corporate_action
-    return restate.booked_splits(conn.execute(
-        sa.select(ca.c.ticker, ca.c.ex_date, ca.c.ratio_new, ca.c.ratio_old)
-        .where(ca.c.kind == "split", ca.c.ex_txn_id.is_not(None)).order_by(ca.c.ticker, ca.c.ex_date)))
+    """ticker -> [(date, old/new)] of the splits booked: the raw read path's query and reading
+    (restate.SPLITS_SQL, restate.booked_splits) on a SQLAlchemy connection."""
+    return restate.booked_splits(conn.exec_driver_sql(restate.SPLITS_SQL))
 
 
 def fx_rates(ctx: Context, on: dt.date | None = None) -> dict[str, Decimal]:
