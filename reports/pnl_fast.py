@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from tradeledger.engine.accounting.restate import SPLITS_SQL, booked_splits, restated
+from tradeledger.engine.accounting.restate import SPLITS_SQL, booked_splits, newest_price
 from tradeledger.ledger.accounts import UNATTRIBUTED as UNATTRIBUTED_COMPONENT
 from tradeledger.ledger.numbers import cents_adding_up, from_scaled, plain
 from tradeledger.ledger.reading import Reader
@@ -276,12 +276,10 @@ def prices_on(reader: Reader, codes: list[str], instrument_name: Callable[[str],
     splits = booked_splits(reader.rows(SPLITS_SQL)) if closes else {}
     result = {}
     for code in codes:
-        name = instruments[code]
-        candidates = ([(settlements[code][0], 1, from_scaled(settlements[code][1]))] if code in settlements else []) + \
-                     ([(closes[name][0], 0, restated(from_scaled(closes[name][1]), closes[name][0], splits.get(name, []),
-                                                      day))] if name in closes else [])
-        if candidates:
-            result[code] = max(candidates)[2]
+        price = newest_price(settlements.get(code), closes.get(instruments[code]), splits.get(instruments[code], []),
+                             day)
+        if price is not None:
+            result[code] = price
     return result
 
 

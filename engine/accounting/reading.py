@@ -11,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from tradeledger.engine.accounting.holders import Holder, from_column
-from tradeledger.engine.accounting.restate import SPLITS_SQL, booked_splits, restated
+from tradeledger.engine.accounting.restate import SPLITS_SQL, booked_splits, newest_price
 from tradeledger.engine.setup.names import instrument_of_contract
 from tradeledger.ledger.numbers import from_scaled
 from tradeledger.ledger.reading import Reader
@@ -43,13 +43,7 @@ def latest_prices(reader: Reader, instruments: list[tuple[str, bool]], codes) ->
     splits = booked_splits(reader.rows(SPLITS_SQL)) if closes else {}
     result = {}
     for code in codes:
-        candidates = []
-        if code in settlements:
-            candidates.append((settlements[code][0], 1, from_scaled(settlements[code][1])))
-        name = names[code]
-        if name is not None and name in closes:
-            day, close = closes[name]
-            candidates.append((day, 0, restated(from_scaled(close), day, splits.get(name, []))))
-        if candidates:
-            result[code] = max(candidates)[2]
+        price = newest_price(settlements.get(code), closes.get(names[code]), splits.get(names[code], []))
+        if price is not None:
+            result[code] = price
     return result

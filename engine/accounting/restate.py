@@ -44,5 +44,19 @@ def restated(close: Decimal, quoted: dt.date | str, splits: list[tuple[dt.date, 
     return close if factor == 1 else plain(close * factor)
 
 
+def newest_price(settled: tuple | None, closed: tuple | None, splits: list[tuple[dt.date, Decimal]],
+                 on: dt.date | str | None = None) -> Decimal | None:
+    """The price a contract is valued at: the newer of its newest settlement and its instrument's
+    newest close (each (date, scaled price) or None), a settlement winning a tie; the close in the
+    units held on `on` (`restated`); None without either. Every reader of prices takes it here
+    (valuation, accounting/reading, reports/pnl_fast), so they cannot disagree."""
+    candidates = []
+    if settled is not None:
+        candidates.append((settled[0], 1, from_scaled(settled[1])))
+    if closed is not None:
+        candidates.append((closed[0], 0, restated(from_scaled(closed[1]), closed[0], splits, on)))
+    return max(candidates)[2] if candidates else None
+
+
 def _date(value) -> dt.date:
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])

@@ -28,7 +28,7 @@ from tradeledger.engine.context import Context
 from tradeledger.engine import tables
 from tradeledger.engine.accounting import holdings as holdings_mod
 from tradeledger.engine.accounting import restate
-from tradeledger.engine.accounting.restate import restated
+from tradeledger.engine.accounting.restate import newest_price
 from tradeledger.engine.setup.config import TradingConfig, instrument_of_contract
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled, plain
@@ -57,15 +57,11 @@ def latest_prices(ctx: Context, config: TradingConfig, codes, on: dt.date | None
         splits = booked_splits(conn)
     result = {}
     for code in codes:
-        candidates = []
-        if code in settlements:
-            candidates.append((settlements[code][0], 1, from_scaled(settlements[code][1])))
         instrument = instrument_of_contract(config, code)
-        if instrument is not None and instrument.name in closes:
-            day, close = closes[instrument.name]
-            candidates.append((day, 0, restated(from_scaled(close), day, splits.get(instrument.name, []), on)))
-        if candidates:
-            result[code] = max(candidates)[2]
+        name = instrument.name if instrument is not None else None
+        price = newest_price(settlements.get(code), closes.get(name), splits.get(name, []), on)
+        if price is not None:
+            result[code] = price
     return result
 
 
