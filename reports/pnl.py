@@ -179,7 +179,7 @@ def _period_rows(days: dict, since, until, per_day: bool, rounded: dict | None =
     if rounded is None:
         timeline, cum = sorted(days), {day: _cents(value) for day, value in cum.items()}
     else:
-        first, own = min(days), sorted(days)
+        first = min(days)
         timeline = [day for day in sorted(rounded) if day >= first]
         gone, carried = frozenset(), {}
         for day in timeline:
