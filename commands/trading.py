@@ -246,14 +246,20 @@ def fills_group():
 def fills_sync(c: Invocation, as_json):
     """Book every execution the broker reports that is not booked yet (and late commissions).
 
-    Exits non-zero when an execution could not be booked: each one is listed with the error."""
+    Exits non-zero when an execution could not be booked (each one is listed with the error), or
+    when a roll's spread is found stopped with unequal legs (raised as interrupted_roll)."""
+    from tradeledger.engine.futures.interrupted import check_spreads
+
     with open_session(c) as session:
         report = _fills.sync_fills(session, session.broker)
+        interrupted = check_spreads(session, session.broker, session.now())  # raised as interrupted_roll
     if as_json:
-        emit_json(_sync_json(report))
+        emit_json(_sync_json(report) | {"interrupted_rolls": interrupted})
     else:
         _echo_sync(report, "fills sync")
-    if report.failed:
+        for line in interrupted:
+            click.echo(f"error: {line}", err=True)
+    if report.failed or interrupted:
         sys.exit(1)
 
 

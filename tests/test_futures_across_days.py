@@ -11,9 +11,12 @@ through 6,010 (12-07), 6,020 (12-08); Unattributed bought 2 at 6,021 on 12-08.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
 import re
 import shutil
+import subprocess
+import sys
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -449,3 +452,96 @@ def test_the_evening_of_the_last_trading_day_is_after_the_expiry_too(world):
     world.cycle("2026-12-18", 4, -8)
     assert {code for (_s, code) in world.positions()} == {"MESH27"}
     world.clean()
+
+
+def _interrupted(home) -> list[dict]:
+    return [e for e in tl_json(home, "exceptions", "list", "--all") if e["kind"] == "interrupted_roll"]
+
+
+def test_a_roll_killed_after_its_spread_went_half_filled_is_raised_then_resolved_by_the_next_days_cycle(world):
+    """12-16, the forced roll: `cycle --approve` is SIGKILLed just after the spread is marked sent
+    (kill point `marked`), and the broker fills only the Z leg. The next `fills sync` says it and
+    raises `interrupted_roll` (nothing said it before the next plan); it stays open while a's
+    exposure is 9 of its target 24, through a run computed on 12-17 and not executed yet; the
+    12-17 cycle buys the 15 H27 a lacks and the exception is resolved in that fill's transaction,
+    saying why. It never opens again."""
+    home = world.home
+    world.at("2026-12-16")
+    world.prices(MESZ26=6040, MESH27=6060)
+    tl(home, "signals", "import", world.write("date,strategy,instrument,forecast\n2026-12-16,a,MES,10\n"
+                                              "2026-12-16,b,MES,-4\n"), "--replace")
+    run = tl_json(home, "cycle")["run"]
+    world.exchange(lambda x: x.fault_leg_only())
+    killed = subprocess.run([sys.executable, "-m", "tradeledger.cli", "--home", str(home), "cycle", "--approve",
+                             "--run", str(run), "--wait", "3"], capture_output=True, text=True, timeout=180,
+                            env={**os.environ, "TRADELEDGER_KILL_AT": "marked"})
+    assert killed.returncode == -9, (killed.stdout, killed.stderr)
+    assert _interrupted(home) == []  # nobody has looked yet
+    synced = tl(home, "fills", "sync", code=1)
+    assert re.search(r"error: spread tl-paper-\d+-[0-9a-f]{6} \(MESZ26/MESH27\) stopped with unequal legs: "
+                     r"MESH27 0 of 15, MESZ26 15 of 15", synced.stderr), synced.stderr
+    [raised] = _interrupted(home)
+    assert raised["state"] == "open" and raised["severity"] == "error"
+    assert world.positions() == {("a", "MESH27"): 9, ("b", "MESH27"): -9, ("unattributed", "MESZ26"): 2}
+    assert tl_json(home, "fills", "sync")["interrupted_rolls"] == []  # said once; the exception stays
+    world.settle("2026-12-16", MESZ26=6045, MESH27=6065)
+    assert [e["state"] for e in _interrupted(home)] == ["open"]
+
+    world.at("2026-12-17")
+    world.prices(MESZ26=6050, MESH27=6070)
+    tl(home, "signals", "import", world.write("date,strategy,instrument,forecast\n2026-12-17,a,MES,10\n"
+                                              "2026-12-17,b,MES,-4\n"), "--replace")
+    pending = tl_json(home, "cycle")["run"]  # computed for review, not executed: a still holds 9
+    assert [e["state"] for e in _interrupted(home)] == ["open"]
+    done = tl_json(home, "cycle", "--approve", "--run", pending, "--wait", "3")
+    assert [(c["contract"], c["order"]["side"], c["order"]["qty"]) for c in done["contracts"] if c["order"]] == [
+        ("MESH27", "BUY", "15")]
+    assert world.positions() == {("a", "MESH27"): 24, ("b", "MESH27"): -9, ("unattributed", "MESZ26"): 2}
+    [resolved] = _interrupted(home)
+    assert resolved["id"] == raised["id"] and resolved["state"] == "resolved"
+    assert resolved["resolved"]["by"] == "tradeledger"
+    assert resolved["resolved"]["why"] == f"roll completed: a holds 24 MES, its target in run {pending}"
+    assert resolved["resolved"]["at"].startswith("2026-12-17")
+    assert [e for e in tl_json(home, "exceptions", "list") if e["kind"] == "interrupted_roll"] == []
+    tl(home, "fills", "sync")
+    assert [e["state"] for e in _interrupted(home)] == ["resolved"]  # a later sync opens nothing again
+    world.settle("2026-12-17", MESZ26=6050, MESH27=6072)
+    world.clean()
+
+
+def test_an_interrupted_roll_stays_open_while_its_holder_is_short_and_a_roll_execute_completes_it(world):
+    """12-16 the spread stops half filled (a holds 9 of its 24). 12-17: the cycle's BUY 15 H27 fills
+    5 and the rest is held, then cancelled: a holds 14 of 24, the exception stays open (a later run
+    executed is not enough; its holder must be at its target). 12-18: `roll execute` (before: it
+    targeted a's half-rolled exposure and sent nothing) targets a at 24 and buys the 10; resolved."""
+    home = world.home
+    world.at("2026-12-16")
+    world.prices(MESZ26=6040, MESH27=6060)
+    world.exchange(lambda x: x.fault_leg_only())
+    world.cycle("2026-12-16", 10, -4, code=1)
+    [raised] = _interrupted(home)
+    assert raised["state"] == "open"
+    world.settle("2026-12-16", MESZ26=6045, MESH27=6065)
+
+    world.at("2026-12-17")
+    world.prices(MESZ26=6050, MESH27=6070)
+    world.exchange(lambda x: x.fault_partial_fill(qty=D(5)))
+    partial = world.cycle("2026-12-17", 10, -4, code=1)
+    assert len(partial["still_working"]) == 1
+    assert world.positions()[("a", "MESH27")] == 14
+    assert [e["state"] for e in _interrupted(home)] == ["open"]
+    [order] = [o for o in tl_json(home, "orders", "list") if o["state"] == "partial"]
+    tl(home, "orders", "cancel", order["id"])
+    tl(home, "fills", "sync")
+    assert world.positions()[("a", "MESH27")] == 14
+    assert [e["state"] for e in _interrupted(home)] == ["open"]  # a is 10 short of its target still
+    world.settle("2026-12-17", MESZ26=6050, MESH27=6072)
+
+    world.at("2026-12-18")
+    world.prices(MESH27=6080)
+    rolled = tl_json(home, "roll", "execute")
+    assert rolled["outright"] == 1 and rolled["spreads"] == 0
+    assert world.positions() == {("a", "MESH27"): 24, ("b", "MESH27"): -9, ("unattributed", "MESZ26"): 2}
+    [resolved] = _interrupted(home)
+    assert resolved["state"] == "resolved"
+    assert resolved["resolved"]["why"].startswith(f"roll completed: a holds 24 MES, its target in run {rolled['run']}")

@@ -1,7 +1,8 @@
 """Rolling without changing exposure: `roll plan` and `roll execute`.
 
 A roll alone is a target run whose targets are the strategies' current exposures: nothing but the
-roll states move anything. It is recorded like any run (state approved, reviewed by `roll`, its
+roll states move anything; except after an interrupted roll (one leg filled, the other not) still
+open, whose holders are targeted at what they are meant to hold, so that the missing leg trades. It is recorded like any run (state approved, reviewed by `roll`, its
 inputs saying so) so that its crosses, orders and fills are attributed and restartable exactly as
 a strategy run's (engine/trading/orders.py); `cycle --approve` plans the same rolls together with
 the day's exposure changes, netted, in one run.
@@ -23,7 +24,7 @@ import sqlalchemy as sa
 from tradeledger.engine.context import Context
 from tradeledger.engine import tables
 from tradeledger.engine.futures.exposure import exposures, instrument_index
-from tradeledger.engine.futures.interrupted import interrupted_of_run
+from tradeledger.engine.futures.interrupted import intended_exposures, interrupted_of_run
 from tradeledger.engine.setup.config import current_contract
 from tradeledger.engine.targets.prices import (
     PriceError, fx_rate_on, latest_contract_close, latest_price, latest_settlement,
@@ -47,14 +48,18 @@ def _price(ctx: Context, instrument, on: dt.date, conn) -> Decimal:
 
 
 def record_roll_run(session, on: dt.date, now: dt.datetime) -> int:
-    """An approved run whose targets are the current exposures of every held future."""
+    """An approved run whose targets are the current exposures of every held future; a holder of
+    an interrupted roll still open is targeted at what it is meant to hold (`intended_exposures`:
+    its exposure before the half roll, or a later run's target), so the roll completes it."""
     env, config = session, session.config
     of = instrument_index(config)
     by_component = {s.account_name: s for s in config.strategies.values()}
     with env.engine.begin() as conn:
         held = exposures(holder_positions(env.ledger, env.chart, conn), of)
+        intended = intended_exposures(conn, of)
         rows = []
-        for (holder, name), units in sorted(held.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        for holder, name in sorted(set(held) | set(intended), key=lambda k: (str(k[0]), k[1])):
+            units = held.get((holder, name), Decimal(0))
             instrument = config.instruments[name]
             strategy = by_component.get(holder)
             if strategy is None or not instrument.is_future:
@@ -62,11 +67,14 @@ def record_roll_run(session, on: dt.date, now: dt.datetime) -> int:
             price = _price(env, instrument, on, conn)
             fx = fx_rate_on(env, instrument.currency, on, conn)[1]
             contract = current_contract(instrument, on)
+            target = intended[(holder, name)][0] if (holder, name) in intended else units
             explain = {"kind": "roll", "strategy": strategy.name, "account": holder, "execution_instrument": name,
                        "signal_instrument": name, "contract": contract.code, "price": str(price), "fx_rate": str(fx),
-                       "current": str(units), "target": str(units)}
+                       "current": str(units), "target": str(target)}
+            if (holder, name) in intended:
+                explain["completes"] = f"interrupted spread {intended[(holder, name)][1]}"
             rows.append({"strategy": strategy.name, "instrument": name, "contract": contract.code,
-                         "current": to_scaled(units), "target": to_scaled(units),
+                         "current": to_scaled(units), "target": to_scaled(target),
                          "explain": json.dumps(explain, sort_keys=True)})
         run_id = conn.execute(tables.target_run.insert().values(
             created_at=fmt_ts(now), as_of=on.isoformat(), state=APPROVED, reviewed_at=fmt_ts(now), reviewed_by="roll",

@@ -30,6 +30,7 @@ from tradeledger.engine import tables
 from tradeledger.engine.accounting.entries import expiry_entry
 from tradeledger.engine.accounting.holdings import known_contracts, load_holdings, save_marks
 from tradeledger.engine.futures import calendar as cal
+from tradeledger.engine.futures.interrupted import resolve_rolled
 from tradeledger.engine.futures.state import overrides
 from tradeledger.engine.setup.config import TradingConfig, instrument_of_contract
 from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception, resolve_by_key
@@ -119,5 +120,6 @@ def settle_expired(ctx: Context, broker_codes: set[str] | None,
             if ledger.book(txn, conn).created:
                 save_marks(conn, contract, after, now)
                 report.booked.append((code, price))
+                resolve_rolled(conn, ctx.books, ctx.config, now)  # an expired old leg may end a half roll
             resolve_by_key(conn, missing_key(chart.broker_account, code), "expiry", "final settlement booked", now=now)
     return report

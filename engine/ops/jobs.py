@@ -144,11 +144,14 @@ def log_path(env_dir: Path, config: DaemonConfig) -> Path:
 # -- the jobs ----------------------------------------------------------------------------------
 
 def fill_sync(session: Session) -> str:
+    from tradeledger.engine.futures.interrupted import check_spreads
     from tradeledger.engine.trading.fills import sync_fills
 
     report = sync_fills(session, session.broker)
+    interrupted = check_spreads(session, session.broker, session.now())  # each raised as interrupted_roll
     return (f"{len(report.booked)} fills booked, {len(report.commissions)} late commissions, {report.replays} "
-            f"replays, {len(report.unattributed)} unattributed, {len(report.pending_commissions)} pending")
+            f"replays, {len(report.unattributed)} unattributed, {len(report.pending_commissions)} pending"
+            + "".join(f"; interrupted roll: {line}" for line in interrupted))
 
 
 def settle(session: Session, exchange: str) -> str:

@@ -34,6 +34,7 @@ from tradeledger.engine.context import Books, Context
 from tradeledger.broker.base import BUY, Broker, Execution
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.entries import FillShare, commission_split, fill_entry
+from tradeledger.engine.futures.interrupted import resolve_rolled
 from tradeledger.engine.trust.exceptions import UNBOOKED_EXECUTION, ExceptionKind, dedupe_key, raise_exception
 from tradeledger.engine.accounting.holders import Holder, display, from_column, to_column
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, lock_contract, save_marks
@@ -185,21 +186,24 @@ def sync_fills(ctx: Context, broker: Broker, now: dt.datetime | None = None) -> 
                 if not book_new_fills(conn, ctx.books, chunk, trial, now=now):  # a chunk done as a chunk
                     for execution in chunk:
                         book_execution(conn, ctx.books, execution, trial, now=now)
+                resolve_rolled(conn, ctx.books, ctx.config, now)  # a half roll these fills complete
         except (LedgerError, ValueError, ArithmeticError):
             # One of them cannot be booked: the chunk rolled back whole; book each on its own so
             # that the others land and the one that fails is raised as an exception.
             for execution in chunk:
-                _book_alone(engine, ctx.books, execution, report, now)
+                _book_alone(ctx, execution, report, now)
         else:
             report.merge(trial)
     return report
 
 
-def _book_alone(engine, books: Books, execution: Execution, report: SyncReport, now: dt.datetime) -> None:
+def _book_alone(ctx: Context, execution: Execution, report: SyncReport, now: dt.datetime) -> None:
+    engine, books = ctx.engine, ctx.books
     trial = SyncReport()
     try:
         with engine.begin() as conn:
             book_execution(conn, books, execution, trial, now=now)
+            resolve_rolled(conn, books, ctx.config, now)
         report.merge(trial)
     except (LedgerError, ValueError, ArithmeticError) as exc:
         report.failed.append((execution.exec_id, str(exc)))

@@ -36,6 +36,7 @@ from tradeledger.engine.trust.opening import ensure_opening
 from tradeledger.engine.setup.config import Limits
 from tradeledger.engine.accounting.holders import holder_of
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, save_marks
+from tradeledger.engine.futures.interrupted import resolve_rolled
 from tradeledger.engine.futures.rolls import NO_ROLL, InstrumentRoll, route
 from tradeledger.engine.trading import killpoint
 from tradeledger.engine.trading.limits import judge, override_refusal
@@ -283,6 +284,9 @@ def record_plan(ctx: Context, order_plan: OrderPlan, now: dt.datetime) -> int:
                 conn.execute(tables.order_alloc.insert().values(order_id=order_id, holder=holder,
                                                                  quantity=to_scaled(qty, "allocation")))
             created += 1
+        # the run's targets are now what its holders are meant to hold: a half roll its crosses (or a
+        # target the half-rolled exposure already meets) complete ends here
+        resolve_rolled(conn, ctx.books, ctx.config, now)
         return created
 
 

@@ -56,6 +56,7 @@ from tradeledger.engine.accounting.entries import (
 )
 from tradeledger.engine.accounting.holders import Holder, display, from_column, holder_of, names_unattributed, to_column
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, lock_contract, save_marks
+from tradeledger.engine.futures.interrupted import resolve_rolled
 from tradeledger.engine.trading.attribution import KINDS as ATTRIBUTION_KINDS, attribution_reversed, live_attribution
 from tradeledger.engine.trading import lease as trading_lease
 from tradeledger.engine.trading.commissions import Follow, book_follow, plan_follow
@@ -455,6 +456,8 @@ def _book(ctx: Context, planner, who: str, expect: str | None) -> Booked:
         if adj.contract is not None and adj.after:
             _restore_marks(conn, adj.contract, adj.after, adj.txn.time)
         resolved = _resolve(conn, adj, who)
+        if adj.kind != "cash":  # a position moved by hand (or an entry reversed) may end a half roll
+            resolve_rolled(conn, ctx.books, ctx.config, adj.txn.time)
         for occurrence in adj.raises:  # the entry's time, as its resolutions
             raise_occurrence(conn, occurrence, now=adj.txn.time)
         adjustment_id = conn.execute(adjustment.insert().values(
