@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tradeledger.broker.errors import BrokerDisconnected, BrokerError  # noqa: F401 - re-exported
 
@@ -207,6 +208,27 @@ class DailyBar:
     close: Decimal
 
 
+def day_start(now: dt.datetime, zone: str) -> dt.datetime:
+    """The start (midnight) of `now`'s day in the time zone `zone`, as a UTC time (pure). A broker
+    whose memory is "today" (IB: executions and completed orders since midnight in the TWS/gateway's
+    time zone) remembers nothing from before it."""
+    if now.tzinfo is None:
+        raise ValueError("day_start needs a timezone-aware time")
+    tz = ZoneInfo(zone)
+    local = now.astimezone(tz)
+    midnight = dt.datetime.combine(local.date(), dt.time(0), tzinfo=tz)
+    return midnight.astimezone(dt.timezone.utc)
+
+
+def check_zone(zone: str, what: str) -> str:
+    """`zone` if it names an IANA time zone; else a ValueError naming `what`."""
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{what}: unknown time zone {zone!r} (an IANA name such as America/New_York)") from None
+    return zone
+
+
 class Broker(Protocol):
     """What the engine needs from a broker. Every call is synchronous."""
 
@@ -228,6 +250,13 @@ class Broker(Protocol):
 
     def executions(self, since: dt.datetime | None = None) -> list[Execution]:
         """Every execution the broker reports (may repeat; the booking is idempotent)."""
+        ...
+
+    def memory_since(self, now: dt.datetime) -> dt.datetime | None:
+        """How far back the broker's memory of orders and executions reaches at `now`: an order
+        done, or an execution made, before this moment is no longer reported by `orders()` /
+        `executions()` (IB: the start of the broker's day). None: it forgets nothing. An order
+        that is working is reported whenever it was placed."""
         ...
 
     def snapshot(self) -> AccountSnapshot: ...

@@ -22,6 +22,12 @@ on disconnect; this adapter keeps its own table keyed by execId across reconnect
 commission learned before a drop stays known. Corrections (`.01` -> `.02`) are separate
 executions, as IB reports them; the booking layer keys by `Execution.base_exec_id`.
 
+Memory. IB remembers a day: reqExecutions returns the executions since the start of the
+broker's day (midnight in the TWS / gateway's time zone, `day_timezone`), and an order that was
+done before it is in neither the open nor the completed orders. `memory_since(now)` says from
+when, so the engine never reads "not reported" as "never sent" for an order older than that
+(engine/trading/inflight.py).
+
 Contracts are keyed by conId: futures local symbols repeat every ten years (MBTZ6), so a
 contract is qualified once through reqContractDetails and remembered by its conId. A contract
 first met in IB's reports (a fresh process, a trade made in TWS) is built from IB's fields and
@@ -46,7 +52,7 @@ from ib_async.util import UNSET_DOUBLE
 
 from tradeledger.broker.base import (
     BUY, LIMIT, SELL, AccountSnapshot, BrokerDisconnected, BrokerError, BrokerPosition,
-    Contract, DailyBar, Execution, ListedContract, OrderRequest, OrderStatus,
+    Contract, DailyBar, Execution, ListedContract, OrderRequest, OrderStatus, check_zone, day_start,
 )
 from tradeledger.logs import quiet
 
@@ -56,6 +62,9 @@ log = logging.getLogger("tradeledger.broker.ib")
 T = TypeVar("T")
 UTC = dt.timezone.utc
 MONTH_CODES = "FGHJKMNQUVXZ"
+# The time zone whose midnight starts IB's day (the TWS / IB Gateway login's time zone; `[ib]
+# day_timezone`): reqExecutions and the completed orders reach back to it and no further.
+DAY_TIMEZONE = "America/New_York"
 
 # ib_async's order states -> the Broker interface's.
 _STATUS = {"PendingSubmit": "PreSubmitted", "ApiPending": "PreSubmitted",
@@ -98,8 +107,9 @@ class IBBroker:
                  reconnect: bool = True, reconnect_wait: float | None = None,
                  max_backoff: float = 5.0, contracts: Iterable[Contract] = (),
                  contract_namer: Callable[[Contract], Contract] | None = None,
-                 refresh_every: float = 5.0) -> None:
+                 refresh_every: float = 5.0, day_timezone: str = DAY_TIMEZONE) -> None:
         self.host, self.port, self.client_id = host, port, client_id
+        self.day_timezone = check_zone(day_timezone, "ib.day_timezone")
         self.account = account
         self.timeout = timeout
         self.request_timeout = request_timeout
@@ -468,6 +478,13 @@ class IBBroker:
             perm_id=o.permId or st.permId, contract_code=self.from_ib(trade.contract).code,
             side=o.action, quantity=dec(o.totalQuantity), filled=max(filled),
             status=status, reason=reason)
+
+    def memory_since(self, now: dt.datetime) -> dt.datetime | None:
+        """The start of IB's day at `now`: midnight in the gateway's time zone (`day_timezone`).
+        reqExecutions answers from it, and an order done before it is in neither the open nor the
+        completed orders. (A fill this process saw earlier may still be in its own table: that only
+        ever tells more; the engine relies on nothing from before this moment.)"""
+        return day_start(now, self.day_timezone)
 
     # --- executions and the account ----------------------------------------------------------
 

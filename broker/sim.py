@@ -73,6 +73,10 @@ class SimBroker:
     def executions(self, since: dt.datetime | None = None) -> list[Execution]:
         return self._call(lambda: self.exchange.executions(since))
 
+    def memory_since(self, now: dt.datetime) -> dt.datetime | None:
+        """What the exchange really keeps: the start of its day with a day window, else None."""
+        return self.exchange.memory_since(now)
+
     def cash_events(self) -> list[CashEvent]:
         """The exchange's cash journal, less trades, commissions and settlements."""
         return self._call(lambda: [CashEvent(at, currency, amount, kind, ref)

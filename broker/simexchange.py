@@ -13,7 +13,8 @@ The model, in the spirit of beancount's core:
   LMT fills at the current price when marketable (BUY limit >= price, SELL limit <= price),
   otherwise it rests; each `set_price` re-checks resting limits and fills them at their limit
   (a resting order is the passive side: it trades at its own price, even through a gap).
-  Order ids increase; perm ids are unique per file; a non-empty order_ref is unique.
+  Order ids increase; perm ids are unique per file; a non-empty order_ref is unique among the
+  orders the exchange remembers (see Memory).
 * **Executions.** Each fill is an execution with an IB-shaped id `PPPPPPPP.NNNNNNNN.01.01`:
   a random per-file prefix (so a recreated file never reuses an old id), a counter, and a
   revision suffix that a correction increments. Times come from the simulated clock.
@@ -25,6 +26,10 @@ The model, in the spirit of beancount's core:
   moves the unsettled P&L into cash: the daily variation margin. Commissions (per contract,
   configurable per code) debit cash at the fill, in the contract's currency, even while their
   report is still pending. Every cash movement is also written to a journal.
+* **Memory.** By default the exchange reports every order and execution it ever had. With a
+  day window (`set_day_window(zone)`) it forgets like IB: `orders()` and `executions()` report no
+  order done and no execution made before midnight in that zone (a working order always);
+  `memory_since` says from when. The rows stay in the file: only the reports forget.
 * **Faults** are rows in the same file, so they survive a restart until consumed: partial
   fills, duplicated execution reports, late commission reports, corrections, disconnects.
 
@@ -262,8 +267,7 @@ class SimExchange(SimStore):
             return self._place_combo(request, order_id)
         with self._tx() as c:
             k = self._register(c, request.contract)
-            if request.order_ref and c.execute(
-                    "SELECT 1 FROM orders WHERE order_ref = ?", (request.order_ref,)).fetchone():
+            if request.order_ref and self._remembered_ref(c, request.order_ref):
                 raise BrokerError(f"duplicate order_ref {request.order_ref!r}")
             next_id = int(self._meta(c, "next_order_id"))
             if order_id is None:
@@ -301,8 +305,7 @@ class SimExchange(SimStore):
         with self._tx() as c:
             legs = [(self._register(c, leg.contract), leg.side, int(leg.ratio)) for leg in request.legs]
             self._register(c, request.contract)
-            if request.order_ref and c.execute(
-                    "SELECT 1 FROM orders WHERE order_ref = ?", (request.order_ref,)).fetchone():
+            if request.order_ref and self._remembered_ref(c, request.order_ref):
                 raise BrokerError(f"duplicate order_ref {request.order_ref!r}")
             next_id = int(self._meta(c, "next_order_id"))
             order_id = next_id if order_id is None else order_id
@@ -390,9 +393,21 @@ class SimExchange(SimStore):
             self._match(c, order_id)
             return self._order_status(c, order_id)
 
+    def _remembered_ref(self, c, order_ref: str) -> bool:
+        """Does an order the exchange still reports carry `order_ref`? IB refuses nothing for an
+        orderRef (ib.py refuses one of the orders it sees); an order forgotten at the start of the
+        day no longer counts, so the same orderRef is taken again: the defect the engine guards against."""
+        since = self._memory_since(c)
+        if since is None:
+            return c.execute("SELECT 1 FROM orders WHERE order_ref = ?", (order_ref,)).fetchone() is not None
+        start = _ts(since)
+        return c.execute("SELECT 1 FROM orders o WHERE order_ref = ? AND (status = 'Submitted' OR created_at >= ? OR "
+                         "EXISTS (SELECT 1 FROM executions e WHERE e.order_id = o.order_id AND e.at >= ?))",
+                         (order_ref, start, start)).fetchone() is not None
+
     @staticmethod
     def _order_id(c, order_ref: str) -> int:
-        r = c.execute("SELECT order_id FROM orders WHERE order_ref = ? AND order_ref != ''",
+        r = c.execute("SELECT order_id FROM orders WHERE order_ref = ? AND order_ref != '' ORDER BY order_id DESC",
                       (order_ref,)).fetchone()
         if r is None:
             raise BrokerError(f"no order with order_ref {order_ref!r}")
@@ -404,9 +419,18 @@ class SimExchange(SimStore):
         return _status_record(o)
 
     def orders(self) -> list[OrderStatus]:
+        """Every order the exchange remembers: with a day window, a done order only if it was placed
+        or traded since the day began (a working order always)."""
         with self._tx() as c:
-            return [_status_record(o) for o in
-                    c.execute("SELECT * FROM orders ORDER BY order_id")]
+            since = self._memory_since(c)
+            if since is None:
+                rows = c.execute("SELECT * FROM orders ORDER BY order_id")
+            else:
+                start = _ts(since)
+                rows = c.execute("SELECT * FROM orders o WHERE status = 'Submitted' OR created_at >= ? OR EXISTS ("
+                                 "SELECT 1 FROM executions e WHERE e.order_id = o.order_id AND e.at >= ?) "
+                                 "ORDER BY order_id", (start, start))
+            return [_status_record(o) for o in rows]
 
     def open_orders(self) -> list[OrderStatus]:
         return [o for o in self.orders() if not o.is_done]
@@ -674,6 +698,9 @@ class SimExchange(SimStore):
         """Every execution, corrections included as extra reports (as IB sends them).
         Each call counts down late commissions; a duplicate fault repeats every report."""
         with self._tx() as c:
+            memory = self._memory_since(c)  # a day window forgets the executions of earlier days
+            if memory is not None and (since is None or since < memory):
+                since = memory
             if since is None:
                 rows = c.execute("SELECT * FROM executions ORDER BY seq").fetchall()
             else:

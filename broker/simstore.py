@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS orders (
     limit_price TEXT, filled TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL,
     fill_cap TEXT, held INTEGER NOT NULL DEFAULT 0, commission_delay INTEGER,
     created_at TEXT NOT NULL);
-CREATE UNIQUE INDEX IF NOT EXISTS orders_by_ref ON orders(order_ref) WHERE order_ref != '';
+CREATE INDEX IF NOT EXISTS orders_ref ON orders(order_ref) WHERE order_ref != '';
 CREATE TABLE IF NOT EXISTS executions (
     seq INTEGER PRIMARY KEY, exec_id TEXT NOT NULL UNIQUE, base_id TEXT NOT NULL,
     order_id INTEGER NOT NULL, perm_id INTEGER NOT NULL, order_ref TEXT NOT NULL,
@@ -107,6 +107,10 @@ class SimStore:
         # which is what a simulator's crash tests need, at a fraction of FULL's fsyncs.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'orders_by_ref'").fetchone():
+            # an older file's orderRefs were unique for good; like IB's, they are unique only among the
+            # orders the exchange still remembers (broker/simexchange.py, `_remembered_ref`)
+            self._db.execute("DROP INDEX orders_by_ref")
         with self._tx() as c:
             stored = self._meta(c, "account")
             if stored is None:
@@ -215,6 +219,38 @@ class SimStore:
             self._set_meta(c, "clock", _ts(when))
             self._time_passed(c)
             return when
+
+    # -- the broker's day: how far back it remembers --
+
+    def _memory_since(self, c, now: dt.datetime | None = None) -> dt.datetime | None:
+        zone = self._meta(c, "day_window")
+        if not zone:
+            return None
+        from tradeledger.broker.base import day_start
+
+        return day_start(now or self._now(c), zone)
+
+    def memory_since(self, now: dt.datetime | None = None) -> dt.datetime | None:
+        """The start of the exchange's day at `now` (default its clock) when it keeps a day window
+        (`set_day_window`): it then reports no order done and no execution made before it, as IB
+        does. None (the default): it remembers everything."""
+        with self._tx() as c:
+            return self._memory_since(c, now)
+
+    def day_window(self) -> str | None:
+        with self._tx() as c:
+            return self._meta(c, "day_window")
+
+    def set_day_window(self, zone: str | None) -> None:
+        """Forget, like IB, every order done and every execution made before midnight in `zone`
+        (an IANA name) of the exchange's clock; None: remember everything again."""
+        with self._tx() as c:
+            if zone is None:
+                c.execute("DELETE FROM meta WHERE key = 'day_window'")
+            else:
+                from tradeledger.broker.base import check_zone
+
+                self._set_meta(c, "day_window", check_zone(zone, "day window"))
 
     def _time_passed(self, c) -> None:
         """What falls due when the clock moves, in the same transaction (the exchange pays its

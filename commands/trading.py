@@ -97,7 +97,7 @@ def _execution_json(x, names: Names, fills=None, still_working=()):
     data |= {"resumed": x.resumed, "nothing_sent_because": dict(x.nothing_sent_because),
              "sent": x.submitted.sent, "already_at_broker": x.submitted.already_at_broker,
              "rejected": x.submitted.rejected, "refused": dict(x.refusals), "clipped": dict(x.submitted.clips),
-             "settled": x.settled.lines, "sync_before": sync,
+             "settled": x.settled.lines, "unknown": x.settled.unknown + x.submitted.unknown, "sync_before": sync,
              "fills_booked": x.synced.booked + (fills.booked if fills else []),
              "sync_after": _sync_json(fills) if fills else None, "still_working": list(still_working)}
     return data
@@ -155,8 +155,14 @@ def _echo_execution(x, names: Names, fills=None, still_working=()):
         click.echo(f"error: {code} refused: {why}", err=True)
     for code, why in r.clips:
         click.echo(f"warning: {code} clipped: {why}", err=True)
+    for line in r.unknown:
+        click.echo(f"error: {line}", err=True)
     for line in still_working:
-        click.echo(f"error: still working, not waited for: {line} (the next cycle counts it)", err=True)
+        if ", unknown, run" in line:  # held as of unknown outcome (engine/trading/unknown.py)
+            click.echo(f"error: outcome unknown, counted and its instrument not traded: {line}: "
+                       f"`tradeledger exceptions list` says how to resolve it", err=True)
+        else:
+            click.echo(f"error: still working, not waited for: {line} (the next cycle counts it)", err=True)
 
 
 @click.group("orders")
@@ -233,6 +239,27 @@ def orders_cancel(c: Invocation, order_id, as_json):
                             f"yet, so it still counts as working", err=True)
         sys.exit(1)
     said(as_json, data, f"cancelled order {order_id} ({ref})")
+
+
+@orders_group.command("resolve")
+@click.argument("order_id", type=int)
+@click.option("--filled", "outcome", flag_value="filled",
+              help="The broker's statement shows its executions, and they are booked (`tradeledger import flex`).")
+@click.option("--never-sent", "outcome", flag_value="never_sent",
+              help="The broker's statement shows no execution for its orderRef: it never traded.")
+@result_option
+@pass_ctx
+def orders_resolve(c: Invocation, order_id, outcome, as_json):
+    """Settle an order of unknown outcome (the broker no longer reports it) from the broker's statement.
+
+    Check the statement for the order's orderRef first. If it traded: `tradeledger import flex FILE`
+    books its executions (exactly once), then --filled. If it has no execution: --never-sent.
+    Until then the order counts as in flight and its instrument is not traded."""
+    if outcome is None:
+        raise click.UsageError("say what the broker's statement shows: --filled or --never-sent")
+    with open_session(c) as session:
+        said_text = _cycle.resolve_order(session, order_id, outcome, _getpass.getuser())
+    said(as_json, {"order": order_id, "resolved": outcome, "detail": said_text}, said_text)
 
 
 @click.group("fills")
@@ -417,6 +444,29 @@ def _parse_duration(text: str) -> _dt.timedelta:
     if unit not in units or not number.isdigit():
         raise click.BadParameter(f"{text!r} is not a duration such as 1d, 6h, 30m", param_hint="DURATION")
     return _dt.timedelta(**{units[unit]: int(number)})
+
+
+@sim_group.command("day-window")
+@click.argument("zone", required=False)
+@click.option("--off", is_flag=True, help="Remember every order and execution again (the default).")
+@result_option
+@pass_ctx
+def sim_day_window(c: Invocation, zone, off, as_json):
+    """Make the exchange forget like IB: no order done and no execution made before midnight in ZONE
+    (an IANA name, e.g. America/New_York) is reported any more. Without ZONE: show the setting."""
+    if zone and off:
+        raise click.UsageError("give a ZONE or --off, not both")
+    with open_session(c) as session:
+        exchange = session.exchange()
+        if zone or off:
+            try:
+                exchange.set_day_window(None if off else zone)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="ZONE") from None
+        current, since = exchange.day_window(), exchange.memory_since()
+    said(as_json, {"day_window": current, "memory_since": since},
+         f"day window: midnight {current}; the exchange remembers since {since.isoformat()}" if current
+         else "day window: off; the exchange remembers every order and execution")
 
 
 @sim_clock.command("show")

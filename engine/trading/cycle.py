@@ -13,7 +13,8 @@ nobody reviewed it.
 
 **Executing a run** (`submit_run`) holds the environment's trading lease (`lease.py`) throughout:
 sync fills; settle the working orders of older runs (`inflight.py`: cancelled and confirmed, or
-kept and counted); plan the run once (target minus ledger position minus what is in flight),
+kept and counted; one the broker no longer reports though it may have traded before the broker's
+memory begins is of unknown outcome: counted, its instrument not traded, `unknown.py`); plan the run once (target minus ledger position minus what is in flight),
 recording its crosses, orders and per-contract decisions in one transaction; send what the broker
 does not already have. Killed at any point and run again, it sends nothing that was already sent:
 the plan is recorded once per run, planned orders are looked up at the broker by orderRef before
@@ -51,6 +52,7 @@ from tradeledger.engine.trading.orders import (
     OrderPlan, SpreadPlan, SubmitReport, TargetLine, holder_positions, is_planned, plan, record_plan, record_refusals,
     cancel, recorded_plan, send_planned, traded_today, why_nothing,
 )
+from tradeledger.engine.trading.unknown import resolve_order as resolve_unknown, unknown_locks
 from tradeledger.engine.trust.exceptions import active_locks
 from tradeledger.engine.trust.opening import ensure_opening
 from tradeledger.ledger.db import read_connection
@@ -100,12 +102,16 @@ def _plan_lines(session: Session, run_id: int, lines: list[TargetLine], now: dt.
     with read_connection(session.engine) as conn:
         positions = holder_positions(session.ledger, session.chart, conn)
         killpoint.reach("positions_read")
-        flight = in_flight(working_orders(conn))  # the same snapshot as the positions (read_connection)
+        working = working_orders(conn)
+        flight = in_flight(working)  # the same snapshot as the positions (read_connection)
         today = traded_today(conn, now.date())
         pinned = pinned_states(conn)
         day = as_of or now.date()  # the roll state of the day the orders go out
         locks = active_locks(conn)
-        for name, why in expired_unbooked(config, positions, of, day, conn).items():
+        stopped = expired_unbooked(config, positions, of, day, conn)
+        for name, why in unknown_locks(working, of).items():  # an order nobody knows the outcome of
+            stopped[name] = f"{stopped[name]}; {why}" if name in stopped else why
+        for name, why in stopped.items():
             locks[name] = f"{locks[name]}; {why}" if name in locks else why
         rolls = {}
         for line in lines:
@@ -251,6 +257,14 @@ def cancel_order(session: Session, order_id: int) -> tuple[str, bool]:
     with trading_lease.hold(session, f"orders cancel {order_id}",
                             wait=trading_settings(session)["lease_wait_seconds"]):
         return cancel(session, session.broker, order_id, session.now())
+
+
+def resolve_order(session: Session, order_id: int, outcome: str, who: str) -> str:
+    """Resolve an order of unknown outcome (`unknown.resolve_order`) under the trading lease, so no
+    run plans while its state changes."""
+    with trading_lease.hold(session, f"orders resolve {order_id}",
+                            wait=trading_settings(session)["lease_wait_seconds"]):
+        return resolve_unknown(session, order_id, outcome, who, session.now())
 
 
 def still_working(session: Session, run_id: int | None = None) -> list[str]:

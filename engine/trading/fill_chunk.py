@@ -134,7 +134,7 @@ def book_new_fills(conn: Connection, books: Books, executions: list[Execution], 
            for fill_id, (_e, shares, _o, _c) in zip(fill_ids, fills) for holder, qty in shares])
     _many(conn, "UPDATE broker_order SET filled = ?, state = ? WHERE id = ?",
           [(to_scaled(filled[r.id], "filled"), "filled" if filled[r.id] >= from_scaled(r.quantity)
-            else ("cancelled" if r.state == "cancelled" else "partial"), r.id) for r in orders.values()])
+            else (r.state if r.state in ("cancelled", "unknown") else "partial"), r.id) for r in orders.values()])
     _save_marks(conn, holdings, before, moved, contracts)
     killpoint.reach("fill_chunk")  # a chunk written, not committed: the crash tests kill here
     for e, shares, order, _currency in fills:

@@ -322,13 +322,14 @@ def _advance_order(conn: Connection, order, qty: Decimal, code: str = "") -> Non
             filled=to_scaled(done, "filled")))
         fills = [done if r.contract == code else from_scaled(r.filled) for r in legs]
         total = from_scaled(order.quantity)
-        state = "filled" if min(fills) >= total else "partial"
+        state = "filled" if min(fills) >= total else ("unknown" if order.state == "unknown" else "partial")
         conn.execute(o.update().where(o.c.id == order.id).values(filled=to_scaled(min(fills), "filled"), state=state))
         return
     filled = from_scaled(order.filled) + qty
     total = from_scaled(order.quantity)
-    # A cancelled order stays cancelled with what it filled (a fill reported after the cancel).
-    state = "filled" if filled >= total else ("cancelled" if order.state == "cancelled" else "partial")
+    # A cancelled order stays cancelled with what it filled (a fill reported after the cancel); one of
+    # unknown outcome stays unknown until it is filled in full or a person resolves it (trading/unknown.py).
+    state = "filled" if filled >= total else (order.state if order.state in ("cancelled", "unknown") else "partial")
     conn.execute(o.update().where(o.c.id == order.id).values(filled=to_scaled(filled, "filled"), state=state))
 
 

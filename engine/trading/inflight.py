@@ -1,7 +1,7 @@
 """Orders in flight count: what is already on its way to the broker is part of the position.
 
 A run's change for a holder is its target minus its *expected* position: the ledger's position
-plus the remaining quantity of every working order (state planned, sent or partial) allocated to
+plus the remaining quantity of every working order (state planned, sent, partial or unknown) allocated to
 it (`in_flight`, pure over `working_orders`). So a run never sends an order whose effect is
 already on its way.
 
@@ -12,7 +12,11 @@ targets, so the old run's orders are *cancelled, and the cancel confirmed*, befo
 1. A `planned` order of an older run (recorded, never confirmed sent: its process died) is first
    looked for at the broker by its orderRef. Found (or already filled): it was sent; recorded as
    sent and handled like any sent order. Not found: it never left, and it never will: `cancelled`
-   ("never sent").
+   ("never sent"), *provided the broker would still report it had it been sent*: one planned
+   before the broker's memory begins (`Broker.memory_since`: IB forgets at the start of its day)
+   may have been sent, filled and forgotten, so its outcome is `unknown` (engine/trading/unknown.py):
+   counted, its instrument stopped, an exception raised, resolved only by a person. The same holds
+   for a sent order the broker no longer reports.
 2. A `sent`/`partial` order of an older run is cancelled at the broker. The cancel is confirmed
    when the broker reports the order done (Cancelled, Filled, Inactive, Rejected) and every fill it
    reports for it is booked; then the order is `cancelled` (what filled stays booked).
@@ -21,7 +25,8 @@ targets, so the old run's orders are *cancelled, and the cancel confirmed*, befo
    target needs, never more), and the cycle says so.
 
 Orders of the run being executed are its own: they are never cancelled, they count, and
-`send_planned` sends only those of its planned orders the broker does not already have.
+`send_planned` sends only those of its planned orders the broker does not already have, and of
+those only the ones the broker would report had they been sent (the rest: `unknown`).
 """
 
 from __future__ import annotations
@@ -36,12 +41,13 @@ import sqlalchemy as sa
 from tradeledger.engine.context import Context
 from tradeledger.broker.base import BUY, Broker, BrokerError
 from tradeledger.engine import tables
+from tradeledger.engine.trading.unknown import UNKNOWN, clear_settled, hold_unknown, judge_unreported, recorded_at
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled
 from tradeledger.ledger.store import fmt_ts
 
 ZERO = Decimal(0)
-WORKING = ("planned", "sent", "partial")
+WORKING = ("planned", "sent", "partial", UNKNOWN)
 
 
 @dataclass(frozen=True)
@@ -103,13 +109,15 @@ class SettleReport:
     dropped: list[str] = field(default_factory=list)  # planned orders of older runs never sent: cancelled
     cancelled: list[str] = field(default_factory=list)  # older runs' working orders, cancel confirmed
     kept: list[str] = field(default_factory=list)  # working orders still counted, and why
+    unknown: list[str] = field(default_factory=list)  # orders of unknown outcome: counted, their contracts stopped
 
     @property
     def lines(self) -> list[str]:
         return ([f"{x}: planned, found at the broker: recorded as sent" for x in self.found_sent]
                 + [f"{x}: planned by an older run and never sent: cancelled" for x in self.dropped]
                 + [f"{x}: cancelled at the broker (confirmed) before planning" for x in self.cancelled]
-                + [f"{x}: still working, counted in the plan" for x in self.kept])
+                + [f"{x}: still working, counted in the plan" for x in self.kept]
+                + [f"{x}: OUTCOME UNKNOWN, counted, its instrument not traded" for x in self.unknown])
 
 
 def _update(engine, order_id: int, **values) -> None:
@@ -118,20 +126,50 @@ def _update(engine, order_id: int, **values) -> None:
         conn.execute(o.update().where(o.c.id == order_id, o.c.state.in_(WORKING)).values(**values))
 
 
+def hold_forgotten(ctx: Context, broker: Broker, orders: list[WorkingOrder], at_broker: dict, now: dt.datetime,
+                   report: SettleReport) -> list[WorkingOrder]:
+    """Every working order the broker does not report though it may have traded before the broker's
+    memory begins goes to `unknown` (engine/trading/unknown.py); the orders left to settle."""
+    memory = broker.memory_since(now)
+    unknown = [o for o in orders if o.state == UNKNOWN and o.order_ref not in at_broker]
+    report.unknown.extend(o.describe() for o in unknown)
+    rest = [o for o in orders if not (o.state == UNKNOWN and o.order_ref not in at_broker)]
+    if memory is None:
+        return rest
+    rows = {}
+    with read_connection(ctx.engine) as conn:
+        ids = [o.id for o in rest if o.order_ref not in at_broker]
+        if ids:
+            rows = {r.id: r for r in conn.execute(sa.select(tables.broker_order).where(
+                tables.broker_order.c.id.in_(ids)))}
+    left = []
+    for order in rest:
+        row = rows.get(order.id)
+        if row is not None and judge_unreported(order.state, order.filled, recorded_at(row), memory) == UNKNOWN:
+            hold_unknown(ctx, row, memory, now)
+            report.unknown.append(order.describe().replace(f", {order.state},", ", unknown,"))
+        else:
+            left.append(order)
+    return left
+
+
 def settle_older_orders(ctx: Context, broker: Broker, run_id: int, sync, now: dt.datetime, timeout: float = 10.0,
                         poll: float = 0.2, guard=None) -> SettleReport:
     """Apply the rule above to every working order not of `run_id`; `sync()` books the broker's fills."""
     engine = ctx.engine
     report = SettleReport()
+    with engine.begin() as conn:
+        clear_settled(conn, now)  # an order a statement's import filled is no longer unknown
     with read_connection(engine) as conn:
         orders = working_orders(conn)
     if not orders:
         return report
     at_broker = {s.order_ref: s for s in broker.orders() if s.order_ref}
+    orders = hold_forgotten(ctx, broker, orders, at_broker, now, report)
     to_cancel: list[WorkingOrder] = []
     for order in orders:
         status = at_broker.get(order.order_ref)
-        if order.state == "planned":
+        if order.state in ("planned", UNKNOWN):
             if status is not None or order.filled:
                 values = {"state": "sent", "sent_at": fmt_ts(now)}
                 if status is not None:

@@ -41,6 +41,7 @@ from tradeledger.engine.futures.rolls import NO_ROLL, InstrumentRoll, route
 from tradeledger.engine.trading import killpoint
 from tradeledger.engine.trading.limits import judge, override_refusal
 from tradeledger.engine.trading.netting import Cross, allocate_fill, net_changes
+from tradeledger.engine.trading.unknown import UNKNOWN, hold_unknown, judge_unreported, recorded_at, what_to_do
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled, to_scaled
@@ -248,6 +249,7 @@ class SubmitReport:
     crosses: int = 0
     refusals: list[tuple[str, str]] = field(default_factory=list)
     clips: list[tuple[str, str]] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # planned orders held as of unknown outcome, and why
 
 
 def record_plan(ctx: Context, order_plan: OrderPlan, now: dt.datetime) -> int:
@@ -411,11 +413,16 @@ def send_planned(ctx: Context, broker: Broker, run_id: int | None, now: dt.datet
         return report
     ensure_opening(ctx, broker, "submit", now)  # the gate: nothing is sent to an account never opened
     at_broker = {s.order_ref: s for s in broker.orders()}
+    memory = broker.memory_since(now)
     for row in planned:
         status = at_broker.get(row.order_ref)
         found = status is not None
         if found:  # sent before a crash or a lost reply: record it, never send it again
             report.already_at_broker.append(row.order_ref)
+        elif judge_unreported(row.state, from_scaled(row.filled), recorded_at(row), memory) == UNKNOWN:
+            # planned before the broker's memory begins: it may have been sent and filled, and forgotten
+            report.unknown.append(hold_unknown(ctx, row, memory, now))
+            continue
         else:
             spec = _contract_from_json(row.contract_spec)
             legs = tuple(ComboLeg(Contract(**_contract_from_json(json.dumps(leg["contract"]))), leg["side"],
@@ -512,6 +519,13 @@ def cancel(ctx: Context, broker: Broker, order_id: int, now: dt.datetime) -> tup
     if row.state in ("filled", "cancelled", "rejected"):
         raise UserError(f"order {order_id} is {row.state}; nothing to cancel")
     at_broker = {s.order_ref: s for s in broker.orders()}.get(row.order_ref)
+    memory = broker.memory_since(now)
+    if at_broker is None and (row.state == UNKNOWN or judge_unreported(
+            row.state, from_scaled(row.filled), recorded_at(row), memory) == UNKNOWN):
+        if row.state != UNKNOWN:
+            hold_unknown(ctx, row, memory, now)
+        raise UserError(f"order {order_id} ({row.order_ref}) has an unknown outcome: the broker no longer reports "
+                        f"it; {what_to_do(order_id, row.order_ref)}")
     if row.state == "planned" and at_broker is None:
         with engine.begin() as conn:
             conn.execute(o.update().where(o.c.id == order_id, o.c.state == "planned").values(
@@ -525,7 +539,7 @@ def cancel(ctx: Context, broker: Broker, order_id: int, now: dt.datetime) -> tup
         booked = conn.execute(sa.select(o.c.filled).where(o.c.id == order_id)).scalar()
         if from_scaled(booked) < status.filled:
             return row.order_ref, False  # fills not reported yet: still counted until they are booked
-        conn.execute(o.update().where(o.c.id == order_id, o.c.state.in_(("planned", "sent", "partial"))).values(
+        conn.execute(o.update().where(o.c.id == order_id, o.c.state.in_(("planned", "sent", "partial", UNKNOWN))).values(
             state="filled" if from_scaled(booked) >= from_scaled(row.quantity) else "cancelled",
             reason="cancelled by `tradeledger orders cancel`"))
     return row.order_ref, True

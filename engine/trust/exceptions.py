@@ -64,6 +64,7 @@ class ExceptionKind(StrEnum):
     INTERRUPTED_ROLL = "interrupted_roll"
     HELD_INTO_EXPIRY = "held_into_expiry"
     CONTRACT_DATES_DIFFER = "contract_dates_differ"
+    ORDER_OUTCOME_UNKNOWN = "order_outcome_unknown"  # not reported by a broker that forgot it (trading/unknown.py)
 
 
 KINDS = tuple(kind.value for kind in ExceptionKind)

@@ -8,7 +8,9 @@ account only:
 * Trades: an execution already booked (same execution id) is compared (side, quantity, price)
   and a difference becomes a `statement_difference` exception; a missed one is booked through
   the same path as a synced fill (attributed by its orderRef, else to Unattributed with an
-  exception), exactly once.
+  exception), exactly once. This is how an order of unknown outcome (one the API forgot,
+  engine/trading/unknown.py) gets its fills: filled in full, it becomes `filled` and its
+  exception is resolved.
 * Dividends and their withholding tax (paired by IB's action id) become corporate actions, keyed
   by ticker and ex-date like every other source: a dividend already known is linked, one whose
   figures differ is a `statement_difference`, never a silent change. The per-share amount comes
@@ -47,6 +49,7 @@ from tradeledger.engine.setup.contracts_ib import ib_contract_namer
 from tradeledger.engine.tables import adjustment, fill
 from tradeledger.engine.targets.prices import trading_config
 from tradeledger.engine.trading.fills import SyncReport, book_execution
+from tradeledger.engine.trading.unknown import clear_settled
 from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception
 from tradeledger.ledger.numbers import from_scaled
 
@@ -250,6 +253,7 @@ def _import_trades(ctx: Context, statement: FlexStatement, report: FlexReport, n
                                                         e.base_exec_id, fill.c.superseded_by.is_(None))).first()
             if booked is None:
                 book_execution(conn, ctx.books, e, SyncReport(), now=now)
+                clear_settled(conn, now)  # an order of unknown outcome it filled in full is known now
                 report.trades_booked.append(e.base_exec_id)
                 continue
         report.trades_known += 1
