@@ -72,10 +72,12 @@ RECIPES: dict[tuple[str, ...], list[str]] = {
     ("targets", "approve"): ["{pending_run}", "--reason", "reviewed"],
     ("orders", "submit"): ["{pending_run}", "--yes"],
     ("orders", "cancel"): ["{last_order}"],  # refused: the sim fills every order at once
+    ("orders", "resolve"): ["{last_order}", "--never-sent"],  # refused: the order's outcome is known
     ("roll", "execute"): [],
     ("import", "flex"): ["{data}/flex_december.xml"],
     # The action commands: what was done, as JSON.
     ("sim", "clock", "show"): [],
+    ("sim", "day-window"): [],
     ("sim", "clock", "advance"): ["1d"],  # a day the demo has not settled: sim settle, daemon below
     ("sim", "clock", "set"): ["{clock_later}"],
     ("sim", "price"): ["GLD", "177.16"],
@@ -116,7 +118,7 @@ RECIPES: dict[tuple[str, ...], list[str]] = {
 OWN_HOME = {("restore",), ("init",)}
 # Refused on the demo home whatever they print (their JSON, if any, is still checked): no working
 # order to cancel, no alert channel to test, a sim environment where seed-demo wants ib.
-REFUSED_HERE = {("orders", "cancel"), ("alerts", "test"), ("ibsim", "seed-demo")}
+REFUSED_HERE = {("orders", "cancel"), ("orders", "resolve"), ("alerts", "test"), ("ibsim", "seed-demo")}
 
 TIME_LIKE = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}")
 ISO_WITH_ZONE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?([+-]\d{2}:\d{2}|Z)")

@@ -43,6 +43,7 @@ class IB(_Table):
     host: StrictStr = "127.0.0.1"
     port: Annotated[StrictInt, Field(ge=1, le=65535)] = 4002
     client_id: Annotated[StrictInt, Field(ge=0)] = 1
+    day_timezone: StrictStr = "America/New_York"
 
 
 class Instrument(_Table):

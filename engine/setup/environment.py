@@ -24,6 +24,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from tradeledger.broker.base import check_zone
 from tradeledger.engine.context import Context
 from tradeledger.engine.setup import quick, secrets
 from tradeledger.ledger import db
@@ -47,6 +48,7 @@ class Settings:
     ib_host: str = "127.0.0.1"
     ib_port: int = 4002
     ib_client_id: int = 1
+    ib_day_timezone: str = "America/New_York"  # whose midnight starts IB's day (broker/ib.py, memory_since)
     raw: dict = field(default_factory=dict, compare=False)
     db_password_env: str | None = None  # the database password: from this environment variable ...
     db_password_file: str | None = None  # ... or this file (engine/setup/secrets.py), never the URL
@@ -98,6 +100,7 @@ def parse_settings(path: Path, env: str) -> Settings:
             account=str(section.get("account", "")), base_currency=str(section.get("base_currency", "USD")),
             db_url=section.get("db_url"), ib_host=str(ib.get("host", "127.0.0.1")),
             ib_port=int(ib.get("port", 4002)), ib_client_id=int(ib.get("client_id", 1)), raw=raw,
+            ib_day_timezone=check_zone(str(ib.get("day_timezone", "America/New_York")), "ib.day_timezone"),
             db_password_env=section.get("db_password_env"), db_password_file=section.get("db_password_file"),
         )
     except (TypeError, ValueError) as exc:
