@@ -12,6 +12,7 @@ unknown outcome, its instrument is not traded, and the broker's statement (a Fle
 from __future__ import annotations
 
 import datetime as dt
+import json
 import signal
 import subprocess
 import sys
@@ -295,3 +296,64 @@ def test_resolution_is_a_pure_rule(outcome):
             resolution("unknown", D(5), D(0), outcome)
     with pytest.raises(UserError):
         resolution("sent", D(5), D(0), outcome)
+
+
+# -- the whole cycle, as a trader runs it --------------------------------------------------------------
+
+CLI = [sys.executable, "-m", "tradeledger.cli"]
+
+
+def run_cli(home, *args, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, "--home", str(home), *map(str, args)], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, **(env or {})})
+
+
+def test_the_cycle_killed_after_a_send_refuses_the_next_broker_day_and_says_what_to_do(tmp_path, db_url):
+    """The demo's `cycle --approve` SIGKILLed right after the broker took its first order; the
+    exchange's clock then passes midnight New York. The rerun of the same run sends nothing and
+    exits non-zero naming each order of unknown outcome; a new run refuses their instruments and
+    names the order and the command; `orders resolve` of one that never left lets its instrument
+    trade again."""
+    home = tmp_path / "home"
+    init = ["init", "--demo", *([] if db_url.startswith("sqlite") else ["--db-url", db_url])]
+    assert run_cli(home, *init).returncode == 0
+    assert run_cli(home, "sim", "day-window", NY).returncode == 0
+    assert run_cli(home, "cycle").returncode == 0
+    killed = run_cli(home, "cycle", "--approve", "--run", 1, env={"TRADELEDGER_KILL_AT": "placed:1"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    clock = dt.datetime.fromisoformat(run_cli(home, "sim", "clock", "show").stdout.strip())
+    morning = day_start(clock + dt.timedelta(days=1), NY) + dt.timedelta(hours=1)
+    assert run_cli(home, "sim", "clock", "set", morning.isoformat()).returncode == 0
+
+    from tradeledger.engine.setup.environment import open_environment
+
+    env = open_environment(home, "paper")
+    try:
+        exchange = env.exchange()
+        before = len(broker_orders_ever(exchange))
+        assert before == 1
+        rerun = run_cli(home, "cycle", "--approve", "--run", 1)
+        assert rerun.returncode == 1, rerun.stdout
+        assert len(broker_orders_ever(exchange)) == before  # nothing sent twice, nothing sent at all
+        unknown = [line for line in rerun.stderr.splitlines() if "outcome unknown" in line]
+        with read_connection(env.engine) as conn:
+            orders = conn.execute(sa.select(tables.broker_order).order_by(tables.broker_order.c.id)).all()
+        assert {r.state for r in orders} == {"unknown"} and len(unknown) == len(orders) > 1
+
+        computed = json.loads(run_cli(home, "cycle", "--json").stdout)
+        refused = {c["contract"]: c["refused"] for c in computed["preview"]["contracts"] if c["outcome"] == "refused"}
+        assert set(refused) == {r.contract for r in orders}
+        first, second = orders[0], orders[1]
+        assert f"orders resolve {second.id} --never-sent" in refused[second.contract]
+
+        resolved = run_cli(home, "orders", "resolve", second.id, "--never-sent")
+        assert resolved.returncode == 0, resolved.stderr
+        refused_first = run_cli(home, "orders", "resolve", first.id, "--filled")
+        assert refused_first.returncode == 1 and len(refused_first.stderr.strip().splitlines()) == 1
+        assert f"order {first.id} ({first.order_ref})" in refused_first.stderr
+        executed = json.loads(run_cli(home, "cycle", "--approve", "--run", computed["run"], "--json").stdout)
+        traded = {c["contract"] for c in executed["contracts"] if c["outcome"] == "order"}
+        assert second.contract in traded and first.contract not in traded
+        assert len(broker_orders_ever(exchange)) == before + len(executed["sent"])
+    finally:
+        env.engine.dispose()

@@ -138,7 +138,10 @@ def resolve_order(ctx: Context, order_id: int, outcome: str, who: str, now: dt.d
         row = conn.execute(sa.select(o).where(o.c.id == order_id)).first()
         if row is None:
             raise UserError(f"no order {order_id}")
-        state, reason = resolution(row.state, from_scaled(row.quantity), from_scaled(row.filled), outcome)
+        try:
+            state, reason = resolution(row.state, from_scaled(row.quantity), from_scaled(row.filled), outcome)
+        except UserError as exc:
+            raise UserError(f"order {order_id} ({row.order_ref}): {exc}") from None
         conn.execute(o.update().where(o.c.id == order_id, o.c.state == UNKNOWN).values(
             state=state, reason=f"{reason} by {who}"))
         resolve_by_key(conn, dedupe_key(ExceptionKind.ORDER_OUTCOME_UNKNOWN, row.order_ref), who,
