@@ -206,3 +206,24 @@ def test_external_trade_shows_without_order_ref(face):
     assert ex.contract.code == "SPY"
     (pos,) = face.broker.snapshot().positions
     assert pos.quantity == -5
+
+
+def test_both_faces_forget_yesterday_and_say_since_when(face):
+    """With a day window (IB's own behaviour) a filled order and its execution of the day before
+    are reported by neither face after midnight, a resting order is, and `memory_since` tells the
+    start of the day; the same orderRef is then taken again (IB refuses nothing it forgot)."""
+    import datetime as dt
+
+    face.exchange.set_clock(dt.datetime(2026, 12, 1, 15, 0, tzinfo=dt.timezone.utc))
+    face.exchange.set_day_window("America/New_York")
+    face.broker.place_order(order("d-1", 1))
+    face.broker.place_order(order("d-2", 1, limit="90000"))  # rests
+    eventually(face.broker.executions, lambda xs: [e.order_ref for e in xs] == ["d-1"])
+    face.exchange.set_clock(dt.datetime(2026, 12, 2, 6, 0, tzinfo=dt.timezone.utc))
+    face.restart()  # a new process: what the broker tells now
+    morning = dt.datetime(2026, 12, 2, 6, 0, tzinfo=dt.timezone.utc)
+    assert face.broker.memory_since(morning) == dt.datetime(2026, 12, 2, 5, 0, tzinfo=dt.timezone.utc)
+    assert face.broker.executions() == []
+    assert [o.order_ref for o in face.broker.orders()] == ["d-2"]
+    face.broker.place_order(order("d-1", 1))  # forgotten, so not a duplicate: the double trade to guard against
+    assert len([o for o in face.exchange.orders() if o.order_ref == "d-1"]) == 1  # the new one, today's

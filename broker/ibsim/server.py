@@ -9,8 +9,10 @@
 The unmodified ib_async client connects to it as to TWS / IB Gateway at server version 178.
 The gateway adds to the exchange only what a TWS session adds: client ids, per-client order
 ids, routing of pushes to the client that owns an order, and the timing of commission reports.
-The exchange stays the single source of truth for orders, executions, positions and cash, so a
-gateway restarted over the same exchange file reports the same state (the owner client of an
+The exchange stays the single source of truth for orders, executions, positions and cash (and for
+what is forgotten: with its day window, reqExecutions and the open and completed orders leave out,
+as IB does, what was done before midnight), so a gateway restarted over the same exchange file
+reports the same state (the owner client of an
 order is the one thing kept only in memory).
 
 Pushes are produced by one *publisher* that diffs the exchange against what it has already
