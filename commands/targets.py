@@ -214,8 +214,13 @@ def targets_compute(c: Invocation, as_of, as_json):
         now = session.now()  # the simulated exchange's clock on sim, as the cycle uses
         run_id = _targets.compute_run(session, _date_arg(as_of) or now.date(), now)
         run = _targets.show_run(session, run_id, now)
+        before = _targets.superseded_by_run(session, run_id)
     _show_run(run, as_json)
     if not as_json:
+        if before is not None and before.state == "approved":
+            click.echo(f"warning: {before.describe()}: its approval is discarded", err=True)
+        elif before is not None:
+            say(before.describe())
         say(f"review it, then: tradeledger targets approve {run_id}  (or reject {run_id} --reason ...)")
 
 
@@ -229,9 +234,9 @@ def targets_list(c: Invocation, as_json):
     if as_json:
         emit_json([r.as_json(with_lines=False) for r in runs])
     else:
-        table("target runs", ["run", "as of", "created", "state", "reviewed by", "note"],
-              [(r.id, r.as_of, r.created_at, r.status, r.reviewed_by, r.review_note)
-               for r in runs])
+        table("target runs", ["run", "as of", "created", "state", "reviewed by", "note", "superseded"],
+              [(r.id, r.as_of, r.created_at, r.status, r.reviewed_by, r.review_note, r.superseded_note())
+               for r in runs], optional=("superseded",))
 
 
 @targets_group.command("show")

@@ -228,11 +228,23 @@ def data_update(session: Session, csv: str | None, fetch: bool = False, days: in
 
 
 def targets(session: Session) -> str:
-    from tradeledger.engine.targets.runs import compute_run
+    """Compute a run for review. Nobody watches the daemon, so the run it supersedes (pending review,
+    or approved and not executed) is said in the result and logged as a warning, and an approval it
+    discards is raised as `approval_discarded` with the run (engine/targets/runs.py)."""
+    import logging
+
+    from tradeledger.engine.targets.runs import compute_run, superseded_by_run
 
     now = session.now()
-    run_id = compute_run(session, now.date(), now)
-    return f"target run {run_id} computed, pending review"
+    run_id = compute_run(session, now.date(), now, unattended=True)
+    text = f"target run {run_id} computed, pending review"
+    before = superseded_by_run(session, run_id)
+    if before is not None:
+        said = before.describe() + ("; its approval is discarded: raised as approval_discarded"
+                                    if before.discards_approval else "")
+        logging.getLogger(f"tradeledger.daemon.{session.settings.env}").warning("targets: %s", said)
+        text += f"; {said}"
+    return text
 
 
 def verify(session: Session) -> str:

@@ -37,7 +37,8 @@ def environment_status(ctx: Context, probe_broker: bool) -> dict:
 def operations_status(ctx: Context, probe_broker: bool) -> dict:
     """Broker, snapshot, reconciliation, exceptions, locks, target run, today's P&L, daemon."""
     from tradeledger.engine.ops.daemon import read_heartbeat
-    from tradeledger.engine.targets.runs import latest_run
+    from tradeledger.engine.targets.run_state import status_entry
+    from tradeledger.engine.targets.runs import latest_run, superseded_by_run
     from tradeledger.engine.setup.session import Session
     from tradeledger.engine.trust import exceptions, snapshots
     from tradeledger.engine.trust.opening import opening_status
@@ -64,7 +65,8 @@ def operations_status(ctx: Context, probe_broker: bool) -> dict:
         info["locks"] = exceptions.active_locks(conn)
         # Its state as it stands (an approved run past max_run_age_hours is expired), as `targets show` says.
         run = latest_run(ctx, now, conn)
-        info["latest_target_run"] = None if run is None else {"id": run.id, "as_of": run.as_of, "state": run.status}
+        info["latest_target_run"] = None if run is None else status_entry(run.id, run.as_of, run.status,
+                                                                          superseded_by_run(ctx, run.id, conn))
         beat = read_heartbeat(conn, ctx.name) if sa.inspect(conn).has_table("daemon_heartbeat") else None
         info["daemon_heartbeat"] = "never" if beat is None else {
             k: beat[k] for k in ("at", "state", "last_job", "last_result") if k in beat}

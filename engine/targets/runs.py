@@ -30,9 +30,13 @@ Anything missing (a price, a forecast, an FX rate, enough history) is an error n
 missing piece, and nothing is stored.
 
 Review: a run is `pending` until reviewed once, to `approved` or `rejected`. Derived from the
-clock and the newer runs, a run is also `superseded` (a newer run exists) or `expired` (older than
-`portfolio.max_run_age_hours`). Only an approved run that is neither can be executed
-(`executable_run`): execution always works from the approved snapshot, never a recomputation.
+clock and the newer runs, a run is also `superseded` (a newer run exists: the next one is its
+`superseded_by`) or `expired` (older than `portfolio.max_run_age_hours`). Only an approved run that
+is neither can be executed (`executable_run`): execution always works from the approved snapshot,
+never a recomputation. A run that supersedes one pending review, or approved and not executed, says
+so (run_state.supersession); computed unattended (the daemon's targets job, `cycle --unattended`),
+one that discards an approval raises `approval_discarded` in the transaction that stores it, and a
+person's next review (approve or reject) of a newer run resolves it in the review's transaction.
 
 Also here: the instrument table and `set_mapping`, which edits `[mappings]` in config.toml.
 """
@@ -65,9 +69,13 @@ from tradeledger.engine.targets.prices import (
     PriceError, _reader, fx_rate_on, latest_contract_close, latest_price, latest_settlement, price_histories, split_factor,
     trading_config,
 )
-from tradeledger.engine.targets.run_state import APPROVED, PENDING, REJECTED, run_status
+from tradeledger.engine.targets.run_state import (
+    APPROVED, EXECUTED_RUNS_SQL, EXECUTED_SQL, PENDING, REJECTED, Superseded, run_status, sql_rows, supersession,
+)
 from tradeledger.engine.targets.sizing import SizingInput, SizingResult, size_position
-from tradeledger.engine.tables import target_line, target_run
+from tradeledger.engine.tables import target_line, target_run, tl_exception
+from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception, resolve
+from tradeledger.engine.trust.reading import OPEN_STATES
 from tradeledger.ledger.numbers import from_scaled, plain, to_scaled
 from tradeledger.ledger.store import fmt_ts, parse_ts
 from tradeledger.errors import UnknownName, UserError
@@ -155,6 +163,15 @@ class TargetRun:
     inputs: dict
     lines: tuple[RunLine, ...] = ()
     unattended: bool = False  # approved by `cycle --unattended`: no person reviewed it
+    superseded_by: int | None = None  # the next newer run, when there is one
+    executed: bool = False  # its plan recorded (crosses booked, orders recorded)
+
+    def superseded_note(self) -> str | None:
+        """How a newer run superseded this one before it was executed, in words; None otherwise."""
+        if self.superseded_by is None or self.executed or self.state == REJECTED:
+            return None
+        was = "pending review" if self.state == PENDING else f"approved by {self.reviewed_by or 'unknown'}"
+        return f"superseded by run {self.superseded_by} (it was {was}, not executed)"
 
     def as_json(self, with_lines: bool = True) -> dict:
         """`state` is the run's state as it stands (its `status`: pending, approved, rejected, or
@@ -162,7 +179,8 @@ class TargetRun:
         data = {"id": self.id, "created_at": self.created_at.isoformat(), "as_of": self.as_of.isoformat(),
                 "state": self.status,
                 "reviewed_at": self.reviewed_at.isoformat() if self.reviewed_at else None,
-                "reviewed_by": self.reviewed_by, "review_note": self.review_note, "unattended": self.unattended}
+                "reviewed_by": self.reviewed_by, "review_note": self.review_note, "unattended": self.unattended,
+                "superseded_by": self.superseded_by, "executed": self.executed, "superseded": self.superseded_note()}
         if with_lines:
             data["inputs"] = self.inputs
             data["lines"] = [line.as_json() for line in self.lines]
@@ -201,8 +219,11 @@ def explain_line(result: SizingResult, extra: dict) -> dict:
     return {**extra, **{k: _num(v) for k, v in figures.items()}, "within_buffer": result.within_buffer}
 
 
-def compute_run(ctx: Context, as_of: dt.date | None = None, now: dt.datetime | None = None) -> int:
-    """Size every (strategy, instrument) and persist the run (pending); return its id."""
+def compute_run(ctx: Context, as_of: dt.date | None = None, now: dt.datetime | None = None,
+                unattended: bool = False) -> int:
+    """Size every (strategy, instrument) and persist the run (pending); return its id. `unattended`
+    (nobody is told at the time: the daemon, `cycle --unattended`): a run approved and not executed
+    that the new run supersedes is raised as `approval_discarded`, in the same transaction."""
     now = now or ctx.now()
     as_of = as_of or now.date()
     config = trading_config(ctx)
@@ -301,6 +322,12 @@ def compute_run(ctx: Context, as_of: dt.date | None = None, now: dt.datetime | N
         )).inserted_primary_key[0]
         if rows:
             conn.execute(target_line.insert(), [{"run_id": run_id, **row} for row in rows])
+        before = supersession(sql_rows(conn), run_id, now, config.max_run_age_hours)
+        if unattended and before is not None and before.discards_approval:
+            raise_exception(conn, ExceptionKind.APPROVAL_DISCARDED, f"run {before.run}",
+                            f"{before.describe()}: the approval is discarded and its targets will not trade; "
+                            f"review run {run_id} (`tradeledger targets show {run_id}`)", severity="error",
+                            dedupe_key=dedupe_key(ExceptionKind.APPROVAL_DISCARDED, before.run), now=now)
     return int(run_id)
 
 
@@ -390,14 +417,15 @@ def _inputs(config: TradingConfig, as_of: dt.date, base: str, prices, fxs, forec
 # -- reading and reviewing --------------------------------------------------------------------------
 
 
-def _run(row, newest: int, now: dt.datetime, max_age: Decimal, lines=()) -> TargetRun:
+def _run(row, newest: int, now: dt.datetime, max_age: Decimal, lines=(), superseded_by: int | None = None,
+         executed: bool = False) -> TargetRun:
     created = parse_ts(row.created_at)
     return TargetRun(
         id=row.id, created_at=created, as_of=dt.date.fromisoformat(row.as_of), state=row.state,
         status=run_status(row.state, created, row.id < newest, now, max_age),
         reviewed_at=parse_ts(row.reviewed_at) if row.reviewed_at else None, reviewed_by=row.reviewed_by,
         review_note=row.review_note, inputs=json.loads(row.inputs), lines=tuple(lines),
-        unattended=bool(row.unattended))
+        unattended=bool(row.unattended), superseded_by=superseded_by, executed=executed)
 
 
 def _line(row) -> RunLine:
@@ -410,8 +438,10 @@ def list_runs(ctx: Context, now: dt.datetime | None = None) -> list[TargetRun]:
     now, max_age = now or ctx.now(), trading_config(ctx).max_run_age_hours
     with _reader(ctx, None) as c:
         rows = c.execute(sa.select(target_run).order_by(target_run.c.id.desc())).all()
+        executed = {run_id for (run_id,) in sql_rows(c)(EXECUTED_RUNS_SQL)}
     newest = rows[0].id if rows else 0
-    return [_run(row, newest, now, max_age) for row in rows]
+    return [_run(row, newest, now, max_age, superseded_by=rows[i - 1].id if i else None, executed=row.id in executed)
+            for i, row in enumerate(rows)]
 
 
 def latest_run(ctx: Context, now: dt.datetime | None = None, conn=None) -> TargetRun | None:
@@ -419,7 +449,12 @@ def latest_run(ctx: Context, now: dt.datetime | None = None, conn=None) -> Targe
     now, max_age = now or ctx.now(), trading_config(ctx).max_run_age_hours
     with _reader(ctx, conn) as c:
         row = c.execute(sa.select(target_run).order_by(target_run.c.id.desc()).limit(1)).first()
-    return None if row is None else _run(row, row.id, now, max_age)
+        executed = row is not None and _executed(c, row.id)
+    return None if row is None else _run(row, row.id, now, max_age, executed=executed)
+
+
+def _executed(conn, run_id: int) -> bool:
+    return bool(sql_rows(conn)(EXECUTED_SQL, (run_id, run_id, run_id)))
 
 
 def show_run(ctx: Context, run_id: int, now: dt.datetime | None = None, conn=None) -> TargetRun:
@@ -430,9 +465,18 @@ def show_run(ctx: Context, run_id: int, now: dt.datetime | None = None, conn=Non
         if row is None:
             raise TargetError(f"no target run {run_id}")
         newest = c.execute(sa.select(sa.func.max(target_run.c.id))).scalar()
+        after = c.execute(sa.select(sa.func.min(target_run.c.id)).where(target_run.c.id > run_id)).scalar()
         lines = c.execute(sa.select(target_line).where(target_line.c.run_id == run_id)
                           .order_by(target_line.c.strategy, target_line.c.instrument)).all()
-    return _run(row, newest, now, max_age, [_line(r) for r in lines])
+        executed = _executed(c, run_id)
+    return _run(row, newest, now, max_age, [_line(r) for r in lines], after, executed)
+
+
+def superseded_by_run(ctx: Context, run_id: int, conn=None) -> Superseded | None:
+    """What run `run_id` did to the run before it (run_state.supersession), read."""
+    with _reader(ctx, conn) as c:
+        created = c.execute(sa.select(target_run.c.created_at).where(target_run.c.id == run_id)).scalar()
+        return supersession(sql_rows(c), run_id, parse_ts(created), trading_config(ctx).max_run_age_hours)
 
 
 def _review(ctx: Context, run_id: int, state: str, who: str, note: str | None, now: dt.datetime | None,
@@ -443,12 +487,29 @@ def _review(ctx: Context, run_id: int, state: str, who: str, note: str | None, n
         if run.state != PENDING:
             raise TargetError(f"run {run_id} was already {run.state} by {run.reviewed_by} at "
                               f"{run.reviewed_at:%Y-%m-%d %H:%M} UTC; a run is reviewed once")
+        if state == APPROVED and run.status == "superseded":
+            raise TargetError(f"run {run_id} is superseded by run {run.superseded_by} (a newer run; `tradeledger "
+                              f"targets list` says why): review run {run.superseded_by} instead")
         if state == APPROVED and run.status != PENDING:
             raise TargetError(f"run {run_id} is {run.status}: compute a new run and review that one")
         conn.execute(target_run.update().where(target_run.c.id == run_id, target_run.c.state == PENDING).values(
             state=state, reviewed_at=fmt_ts(now), reviewed_by=who or "unknown", review_note=note,
             unattended=int(unattended)))
+        if not unattended:  # a person has reviewed the targets again: a discarded approval is taken up
+            _resolve_discarded(conn, run_id, who or "unknown", state, now)
         return show_run(ctx, run_id, now, conn)
+
+
+def _resolve_discarded(conn, run_id: int, who: str, state: str, now: dt.datetime) -> None:
+    """Resolve every open `approval_discarded` of a run older than `run_id`, which a person has just
+    reviewed: the condition it names (an approval gone and no person's review since) is over."""
+    t = tl_exception
+    for exc_id, key in conn.execute(sa.select(t.c.id, t.c.dedupe_key).where(
+            t.c.kind == ExceptionKind.APPROVAL_DISCARDED.value, t.c.state.in_(OPEN_STATES))).all():
+        discarded = int(key.rpartition(":")[2])
+        if discarded < run_id:
+            resolve(conn, exc_id, who, f"run {run_id} {state} by {who}, after run {discarded}'s approval was "
+                    f"discarded", now=now)
 
 
 def approve_run(ctx: Context, run_id: int, who: str, note: str | None = None, now: dt.datetime | None = None,
@@ -488,7 +549,7 @@ def executable_lines(run: TargetRun) -> tuple[RunLine, ...]:
     run_id = run.id
     if run.status != APPROVED:
         why = {PENDING: "is not approved yet (tradeledger targets approve)", REJECTED: "was rejected",
-               "superseded": "is superseded by a newer run", "expired": "is older than "
+               "superseded": f"is superseded by run {run.superseded_by} (a newer run)", "expired": "is older than "
                "portfolio.max_run_age_hours"}.get(run.status, f"is {run.status}")
         raise TargetError(f"run {run_id} cannot be executed: it {why}")
     return run.lines

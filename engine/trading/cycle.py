@@ -43,6 +43,7 @@ from tradeledger.engine.setup.environment import ConfigError
 from tradeledger.engine.setup.session import Session
 from tradeledger.engine.targets.runs import (
     APPROVED, PENDING, TargetError, approve_run, compute_run, executable_lines, newest_run_id, pending_runs, show_run,
+    superseded_by_run,
 )
 from tradeledger.engine.trading import killpoint
 from tradeledger.engine.trading import lease as trading_lease
@@ -349,6 +350,9 @@ def compute_for_review(session: Session, as_of: dt.date | None = None) -> CycleR
     run_id = compute_run(session, as_of or now.date(), now)
     notes = [f"run {rid} (computed {created:%Y-%m-%d %H:%M} UTC, pending review) is superseded by run {run_id}"
              for rid, created in waiting]
+    before = superseded_by_run(session, run_id)
+    if before is not None and before.state == APPROVED:  # a pending one is in `waiting`
+        notes.append(f"warning: {before.describe()}: its approval is discarded")
     notes.append(f"run {run_id} computed: review it (`tradeledger targets show {run_id}`)")
     return CycleResult(run_id, False, notes=notes, preview=preview_run(session, run_id, now))
 
@@ -377,10 +381,13 @@ def _approved_run(session: Session, run_id: int | None, who: str, unattended: bo
         if waiting:
             raise TargetError(f"run {waiting[-1][0]} is pending review: an unattended cycle would supersede it; "
                               f"approve or reject it first")
-        run_id = compute_run(session, as_of or now.date(), now)
+        run_id = compute_run(session, as_of or now.date(), now, unattended=True)
         approve_run(session, run_id, who, "unattended: no person reviewed this run (cycle --unattended)", now,
                     unattended=True)
-        return run_id, [f"run {run_id} computed and approved unattended (recorded: no person reviewed it)"]
+        before = superseded_by_run(session, run_id)
+        return run_id, [f"run {run_id} computed and approved unattended (recorded: no person reviewed it)"] + (
+            [f"warning: {before.describe()}: its approval is discarded (raised as approval_discarded)"]
+            if before is not None and before.discards_approval else [])
     run_id = choose_run(session, run_id)
     run = show_run(session, run_id, now)
     if run.state == PENDING:

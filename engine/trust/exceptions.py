@@ -57,6 +57,7 @@ class ExceptionKind(StrEnum):
     BROKER_DISCONNECTED = "broker_disconnected"
     LIMIT_HIT = "limit_hit"
     JOB_FAILED = "job_failed"
+    APPROVAL_DISCARDED = "approval_discarded"  # a run approved, not executed, superseded unattended (targets/runs.py)
     CORPORATE_ACTION = "corporate_action"
     STATEMENT_DIFFERENCE = "statement_difference"
     CASH_MOVEMENT = "cash_movement"
