@@ -237,6 +237,10 @@ def test_the_statement_books_the_forgotten_fill_once_and_resolves_the_order(tmp_
         open_subjects = {r.subject for r in conn.execute(sa.select(tables.tl_exception.c.subject).where(
             tables.tl_exception.c.kind == "order_outcome_unknown", tables.tl_exception.c.state != "resolved"))}
     assert open_subjects == {after["TLT"].order_ref}
+    from tradeledger.engine.trust.exceptions import active_locks
+
+    with read_connection(env.engine) as conn:  # what `status` shows: the stop, then its release
+        assert set(active_locks(conn)) == {"TLT"} and "unknown outcome" in active_locks(conn)["TLT"]
 
     tl(home, "orders", "resolve", after["TLT"].id, "--never-sent")
     done = orders_by_ref(env)
@@ -244,6 +248,7 @@ def test_the_statement_books_the_forgotten_fill_once_and_resolves_the_order(tmp_
     with read_connection(env.engine) as conn:
         assert not conn.execute(sa.select(tables.tl_exception.c.id).where(
             tables.tl_exception.c.kind == "order_outcome_unknown", tables.tl_exception.c.state != "resolved")).all()
+        assert active_locks(conn) == {}
     again = tl(home, "orders", "resolve", done["TLT"].id, "--never-sent", code=1)
     assert "not of unknown outcome" in again.stderr
 
@@ -339,6 +344,8 @@ def test_the_cycle_killed_after_a_send_refuses_the_next_broker_day_and_says_what
         with read_connection(env.engine) as conn:
             orders = conn.execute(sa.select(tables.broker_order).order_by(tables.broker_order.c.id)).all()
         assert {r.state for r in orders} == {"unknown"} and len(unknown) == len(orders) > 1
+        locks = json.loads(run_cli(home, "status", "--json").stdout)["locks"]
+        assert {r.contract for r in orders} <= set(locks)  # status shows the stop
 
         computed = json.loads(run_cli(home, "cycle", "--json").stdout)
         refused = {c["contract"]: c["refused"] for c in computed["preview"]["contracts"] if c["outcome"] == "refused"}

@@ -20,7 +20,8 @@ An order in state `unknown`:
 - stops its instrument (and its contracts): `unknown_locks` refuses every plan line for them,
   naming the order, because neither "it filled" nor "it never did" is safe to trade on;
 - is never sent, cancelled or concluded by the engine; one `order_outcome_unknown` exception
-  (error) names it and says what to do;
+  (error) names it and says what to do, and locks its contracts and instrument (so `status` shows
+  the stop; resolving the order resolves the exception and releases them);
 - is resolved by a person from the broker's statement: `tradeledger import flex FILE` books its
   executions by orderRef (exactly once; a full fill makes it `filled` and clears the exception),
   then `tradeledger orders resolve ID --filled` (what the statement shows is booked; nothing more
@@ -40,7 +41,7 @@ import sqlalchemy as sa
 
 from tradeledger.engine import tables
 from tradeledger.engine.context import Context
-from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception, resolve_by_key
+from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, lock, raise_exception, resolve_by_key
 from tradeledger.errors import UserError
 from tradeledger.ledger.numbers import from_scaled
 from tradeledger.ledger.store import fmt_ts, parse_ts
@@ -89,9 +90,29 @@ def hold_unknown(ctx: Context, row, memory_since: dt.datetime, now: dt.datetime)
             state=UNKNOWN, reason=f"outcome unknown: not reported by the broker, whose memory begins "
                                   f"{fmt_ts(memory_since)[:16]}")).rowcount
         if done:
-            raise_exception(conn, ExceptionKind.ORDER_OUTCOME_UNKNOWN, row.order_ref, said, "error",
-                            dedupe_key(ExceptionKind.ORDER_OUTCOME_UNKNOWN, row.order_ref), now=now)
+            exception_id = raise_exception(conn, ExceptionKind.ORDER_OUTCOME_UNKNOWN, row.order_ref, said, "error",
+                                           dedupe_key(ExceptionKind.ORDER_OUTCOME_UNKNOWN, row.order_ref), now=now)
+            # the exception's locks, so that `status` and `exceptions list` show the stop; the plan's
+            # refusal stands on the order's state itself (`unknown_locks`), whatever is unlocked by hand
+            for key in lock_keys(row.contract, _instrument_of(ctx)):
+                lock(conn, key, f"order {row.id} ({row.order_ref}) has an unknown outcome", exception_id, now=now)
     return said
+
+
+def _instrument_of(ctx: Context):
+    from tradeledger.engine.futures.exposure import instrument_index  # the configured instruments' codes
+
+    try:
+        return instrument_index(ctx.config)
+    except Exception:  # a config that cannot be read locks the contracts alone; the plan reads it anyway
+        return None
+
+
+def lock_keys(contract: str, instrument_of) -> list[str]:
+    """The contracts of an order (a spread OLD/NEW: both legs) and their instruments (pure)."""
+    codes = contract.split("/")
+    names = sorted({name for name in map(instrument_of, codes) if name}) if instrument_of else []
+    return codes + [n for n in names if n not in codes]
 
 
 def unknown_locks(orders, instrument_of) -> dict[str, str]:
@@ -103,9 +124,7 @@ def unknown_locks(orders, instrument_of) -> dict[str, str]:
             continue
         why = (f"order {order.id} ({order.order_ref} {order.side} {order.quantity} {order.contract}) has an unknown "
                f"outcome (the broker no longer reports it): {what_to_do(order.id, order.order_ref)}")
-        codes = order.contract.split("/")
-        keys = codes + sorted({name for name in map(instrument_of, codes) if name}) if instrument_of else codes
-        for key in keys:
+        for key in lock_keys(order.contract, instrument_of):
             locks[key] = f"{locks[key]}; {why}" if key in locks else why
     return locks
 
