@@ -26,7 +26,11 @@ it where it was, and so does a corrected fill when the holder held a position be
 original's reversal (trading/corrections.py: the corrected entry books against the mark M of
 then, which stays M; only a holder flat before is marked at the corrected price).
 
-`build` reads the database; `compute` is the pure part (records in, series out).
+`build` reads the database; `compute` is the pure part (records in, series out). The postings are
+streamed in booking order (`posting_moves`), never held: each day's moves are folded as they pass
+(`fold`), since `compute` values a day only after all of its moves (sums per holder, currency
+and contract; a position's units and basis; the mark the day's last mark-setting move left). A
+series costs memory by days and holders, not by postings.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import bisect
 import datetime as dt
 import json
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -47,6 +52,7 @@ from tradeledger.engine.accounting.restate import restated
 from tradeledger.engine.accounting.valuation import booked_splits
 from tradeledger.engine.setup.config import instrument_of_contract
 from tradeledger.ledger.db import read_connection
+from tradeledger.ledger.reading import engine_reader
 from tradeledger.ledger.numbers import from_scaled
 
 ZERO = Decimal(0)
@@ -226,6 +232,9 @@ def compute(moves: list[Move], contracts: dict[str, ContractInfo], prices: _Pric
             else:
                 nav_total += amount * rate
         for key, d in today.items():
+            for part in (d.realized, d.commissions, d.income):  # a currency whose day nets to nothing
+                for ccy in [ccy for ccy, amount in part.items() if not amount]:  # needs no rate
+                    del part[ccy]
             gone = set()
             for part, attr in ((d.realized, "base_realized"), (d.commissions, "base_commissions"),
                                (d.income, "base_income"), (d.unrealized, "base_unrealized")):
@@ -279,84 +288,199 @@ def _holder_name(ctx: Context, component: str) -> str:
     return strategy.name if strategy else component
 
 
-def load_moves(ctx: Context) -> list[Move]:
-    """Every posting that moves P&L, cash, deposits or a position, with its entry's contract and price."""
-    env, chart = ctx, ctx.chart
+def load_moves(ctx: Context, contracts: dict[str, ContractInfo] | None = None) -> list[Move]:
+    """The moves of every day, folded (`fold`) as the postings stream by: memory grows with days,
+    holders and contracts, not with postings."""
+    return fold(posting_moves(ctx), contract_infos(ctx) if contracts is None else contracts)
+
+
+# A posting's move as `posting_moves` yields it, before folding: (day as text, kind, holder,
+# commodity, units, basis, contract, price, entry id), units and basis in nano-units (P&L sign).
+RawMove = tuple
+
+
+def posting_moves(ctx: Context) -> Iterator[RawMove]:
+    """Every posting that moves P&L, cash, deposits or a position, with its entry's contract and
+    price, in booking order, streamed from one read transaction (never all in memory)."""
+    chart = ctx.chart
     holdings = chart.root + ":Strategy:"
     prefixes = ("Income:Trading:", "Expenses:Commissions:", *CARRY_ACCOUNTS, holdings, "Assets:")
-    moves, metas, names = [], {}, {}
-
-    def holder_of(account: str, component: str) -> str:
-        if account not in names:
-            names[account] = _holder_name(ctx, component)
-        return names[account]
-
-    rows = env.ledger.moves(prefixes, (chart.deposits,))
     # An internal cross names no price in its entry's metadata: its price is the run's reference
     # price, kept beside it (the engine marks both holders there, position_mark).
     with read_connection(ctx.engine) as conn:
         crossed = {txn_id: from_scaled(price) for txn_id, price in conn.execute(
             sa.select(tables.internal_cross.c.txn_id, tables.internal_cross.c.price)
             .where(tables.internal_cross.c.txn_id.is_not(None)))}
-    entry_contract: dict[int, str] = {}  # an entry's contract when its metadata names none (reversals)
-    # A corrected fill (trading/corrections.py) leaves a futures holder's mark where it was, unless
-    # the holder was flat before the original's reversal; so the mark needs, per (holder, contract),
-    # the position before the entry that moved it last (the reversal, booked just before).
-    held: dict = defaultdict(lambda: ZERO)  # (account, code) -> units so far
-    last_entry: dict = {}  # (account, code) -> (id of the newest entry that moved it, units before it)
-    for ts, txn_id, account, commodity, units, weight, cost, meta in rows:
-        if cost is not None and (account.startswith(holdings) or account == chart.unattributed):
-            entry_contract.setdefault(txn_id, commodity)
-    keeps_mark: set = set()  # (entry id, holder account) of corrections that leave the mark where it was
+    with engine_reader(ctx.engine) as reader:
+        accounts = {i: name for i, name in reader.rows("SELECT id, name FROM account")
+                    if name.startswith(prefixes) or name == chart.deposits}
+        if not accounts:
+            return
+        replay = _EntryMoves(ctx, holdings, crossed, accounts)
+        # The postings in booking order (an entry's share its time, so they come together), and
+        # beside them, in the same order, every entry's metadata: read once an entry, not once a
+        # posting (a merge: the postings name a subset of the entries, in the order of all).
+        sql = (f"SELECT t.ts, t.id, p.account_id, p.commodity, p.units, p.weight, p.cost "
+               f"FROM txn t JOIN posting p ON p.txn_id = t.id "
+               f"WHERE p.account_id IN ({', '.join(str(i) for i in sorted(accounts))}) "
+               f"ORDER BY t.ts, t.id, p.id")
+        metas = reader.stream("SELECT id, meta FROM txn ORDER BY ts, id", "tl_series_metas")
+        meta_of = -1
+        entry: list = []
+        for row in reader.stream(sql, "tl_series_moves"):
+            if entry and row[1] != entry[0][1]:
+                while meta_of != entry[0][1]:
+                    meta_of, meta = next(metas)
+                yield from replay.moves(entry, meta)
+                entry = []
+            entry.append(row)
+        if entry:
+            while meta_of != entry[0][1]:
+                meta_of, meta = next(metas)
+            yield from replay.moves(entry, meta)
 
-    def corrected(txn_id: int, account: str, code: str | None) -> None:
-        entry, before = last_entry.get((account, code), (None, ZERO))
-        if entry == txn_id:
-            return  # decided at the entry's first line of this position
-        if before != 0:  # the units before the reversal just before: the holder was not flat
-            keeps_mark.add((txn_id, account))
-        last_entry[(account, code)] = (txn_id, held[(account, code)])
 
-    for ts, txn_id, account, commodity, units, weight, cost, meta in rows:
-        if txn_id not in metas:
-            parsed = json.loads(meta or "{}")
-            price = parsed.get("price")
-            metas[txn_id] = (parsed.get("contract") or entry_contract.get(txn_id),
-                             Decimal(price) if price else crossed.get(txn_id), bool(parsed.get("corrects")))
-        contract, price, correction = metas[txn_id]
-        if correction and price is not None and account.startswith(("Income:Trading:", holdings, chart.unattributed)):
-            component = account.rsplit(":", 1)[1] if account.startswith("Income:Trading:") else \
-                "Unattributed" if account == chart.unattributed else account[len(holdings):]
-            holding = chart.unattributed if component == "Unattributed" else holdings + component
-            corrected(txn_id, holding, contract)
-            if (txn_id, holding) in keeps_mark:
-                price = None
-        if cost is not None and (account.startswith(holdings) or account == chart.unattributed):
-            key = (account, commodity)
-            if last_entry.get(key, (None,))[0] != txn_id:
-                last_entry[key] = (txn_id, held[key])
-            held[key] += units
-        day = dt.date.fromisoformat(ts[:10])
-        amount = from_scaled(units)
-        if account == chart.cash or (account.startswith("Assets:") and cost is None and not account.startswith(holdings)
-                                     and account != chart.unattributed):  # cash, and money due (receivables)
-            moves.append(Move(day, "cash", None, commodity, amount, entry=txn_id))
-        elif account == chart.deposits:
-            moves.append(Move(day, "deposit", None, commodity, -amount, entry=txn_id))
-        elif account.startswith("Income:Trading:"):
-            holder = holder_of(account, account.rsplit(":", 1)[1])
-            moves.append(Move(day, "realized", holder, commodity, -amount, contract=contract, price=price, entry=txn_id))
-        elif account.startswith("Expenses:Commissions:"):
-            holder = holder_of(account, account.rsplit(":", 1)[1])
-            moves.append(Move(day, "commission", holder, commodity, amount, contract=contract, entry=txn_id))
-        elif account.startswith(CARRY_ACCOUNTS):  # what holding brought: income up, expenses down
-            holder = holder_of(account, account.rsplit(":", 1)[1])
-            moves.append(Move(day, "income", holder, commodity, -amount, contract=contract, entry=txn_id))
-        elif cost is not None:  # a position (futures at zero cost, shares at their lot's cost)
-            component = "Unattributed" if account == chart.unattributed else account[len(holdings):]
-            holder = holder_of(account, component)
-            moves.append(Move(day, "position", holder, commodity, amount, basis=from_scaled(weight),
-                              price=price if contract == commodity else None, entry=txn_id))
+class _EntryMoves:
+    """The moves of each entry in turn, with what a futures holder's mark needs from the entries
+    before it (the position before the entry that moved it last)."""
+
+    def __init__(self, ctx: Context, holdings: str, crossed: dict, accounts: dict[int, str]):
+        self.crossed = crossed
+        self.roles = {i: _role(ctx, holdings, name) for i, name in accounts.items()}
+        # A corrected fill (trading/corrections.py) leaves a futures holder's mark where it was,
+        # unless the holder was flat before the original's reversal; so the mark needs, per
+        # (holder, contract), the position before the entry that moved it last (the reversal,
+        # booked just before).
+        self.held: dict = defaultdict(int)  # (account, code) -> units so far (nano)
+        self.last_entry: dict = {}  # (account, code) -> (id of the newest entry that moved it, units before it)
+
+    def moves(self, rows: list, meta: str | None) -> Iterator[RawMove]:
+        """The moves of one entry's rows (ts, id, account id, commodity, units, weight, cost)."""
+        roles, held, last_entry = self.roles, self.held, self.last_entry
+        txn_id = rows[0][1]
+        # The entry's contract when its metadata names none (reversals): its first position line's.
+        first = next((commodity for _, _, account_id, commodity, _, _, cost in rows
+                      if cost is not None and roles[account_id][3]), None)
+        parsed = json.loads(meta or "{}")
+        stated = parsed.get("price")
+        contract = parsed.get("contract") or first
+        entry_price = Decimal(stated) if stated else self.crossed.get(txn_id)
+        correction = bool(parsed.get("corrects"))
+        keeps_mark: set = set()  # holder accounts whose mark this correction leaves where it was
+        day = rows[0][0][:10]
+        for _, _, account_id, commodity, units, weight, cost in rows:
+            kind, holder, holding, held_here = roles[account_id]
+            price = entry_price
+            if correction and price is not None and holding is not None:
+                entry, before = last_entry.get((holding, contract), (None, 0))
+                if entry != txn_id:  # decided at the entry's first line of this position
+                    if before != 0:  # the units before the reversal just before: the holder was not flat
+                        keeps_mark.add(holding)
+                    last_entry[(holding, contract)] = (txn_id, held[(holding, contract)])
+                if holding in keeps_mark:
+                    price = None
+            if cost is not None and held_here:
+                key = (holding, commodity)
+                if last_entry.get(key, (None,))[0] != txn_id:
+                    last_entry[key] = (txn_id, held[key])
+                held[key] += units
+            if kind == "cash" or kind == "asset" and cost is None:  # cash, and money due (receivables)
+                yield (day, "cash", None, commodity, units, 0, None, None, txn_id)
+            elif kind == "deposit":
+                yield (day, "deposit", None, commodity, -units, 0, None, None, txn_id)
+            elif kind == "realized":
+                yield (day, "realized", holder, commodity, -units, 0, contract, price, txn_id)
+            elif kind == "commission":
+                yield (day, "commission", holder, commodity, units, 0, contract, None, txn_id)
+            elif kind == "income":  # what holding brought: income up, expenses down
+                yield (day, "income", holder, commodity, -units, 0, contract, None, txn_id)
+            elif cost is not None:  # a position (futures at zero cost, shares at their lot's cost)
+                yield (day, "position", holder, commodity, units, weight, None,
+                       price if contract == commodity else None, txn_id)
+
+
+def _role(ctx: Context, holdings: str, account: str) -> tuple[str, str | None, str | None, bool]:
+    """What an account's postings are to the replay: (kind, holder, the holding account a
+    correction's mark is kept for, whether it holds positions). kind: cash (the broker's cash
+    account), asset (another asset: cash due without a cost, a position with one), holding (a
+    position with a cost), deposit, realized, commission, income."""
+    chart = ctx.chart
+    unattributed = chart.unattributed
+    component = account.rsplit(":", 1)[1]
+    if account == chart.cash:
+        kind = "cash"
+    elif account.startswith(holdings) or account == unattributed:
+        kind, component = "holding", "Unattributed" if account == unattributed else account[len(holdings):]
+    elif account.startswith("Assets:"):
+        kind, component = "asset", account[len(holdings):]  # a position there is named as the replay always did
+    elif account == chart.deposits:
+        kind = "deposit"
+    elif account.startswith("Income:Trading:"):
+        kind = "realized"
+    elif account.startswith("Expenses:Commissions:"):
+        kind = "commission"
+    elif account.startswith(CARRY_ACCOUNTS):
+        kind = "income"
+    else:
+        kind = "holding"  # a position line (with a cost) is all the replay reads there
+    holding = None
+    if account.startswith(("Income:Trading:", holdings, unattributed)):
+        part = account.rsplit(":", 1)[1] if account.startswith("Income:Trading:") else \
+            "Unattributed" if account == unattributed else account[len(holdings):]
+        holding = unattributed if part == "Unattributed" else holdings + part
+    return kind, _holder_name(ctx, component), holding, account.startswith(holdings) or account == unattributed
+
+
+def unfolded(raw: Iterable[RawMove]) -> list[Move]:
+    """A Move per posting, as they come: what `fold` must be equal to under `compute` (the tests)."""
+    return [Move(dt.date.fromisoformat(day), kind, holder, commodity, from_scaled(units), basis=from_scaled(basis),
+                 contract=contract, price=price, entry=entry)
+            for day, kind, holder, commodity, units, basis, contract, price, entry in raw]
+
+
+def fold(raw: Iterable[RawMove], contracts: dict[str, ContractInfo]) -> list[Move]:
+    """The moves of each day folded into one per what `compute` tells apart: cash and deposits per
+    currency; realized, commissions and income per holder, currency and contract; positions per
+    holder and contract (units and cost basis summed in nano-units, exactly), each carrying the
+    mark the day's last mark-setting move left (a position line's price, or a futures contract's
+    realized P&L at its entry's price, as `compute` sets them). `compute` values the day only after
+    all of its moves, so it gives the same series for these as for every posting's own move."""
+    out: list[Move] = []
+    day, sums, positions, marks = None, {}, {}, {}
+    for d, kind, holder, commodity, units, basis, contract, price, _ in raw:
+        if d != day:
+            if day is not None:
+                out.extend(_day_moves(day, sums, positions, marks))
+            day, sums, positions, marks = d, {}, {}, {}
+        if kind == "position":
+            key = (holder, commodity)
+            held = positions.get(key)
+            if held is None:
+                positions[key] = [units, basis]
+            else:
+                held[0] += units
+                held[1] += basis
+            if price is not None:
+                marks[key] = price
+        else:
+            key = (kind, holder, commodity, contract)
+            sums[key] = sums.get(key, 0) + units
+            if kind == "realized" and contract is not None and price is not None and contract in contracts \
+                    and contracts[contract].future:
+                marks[(holder, contract)] = price
+    if day is not None:
+        out.extend(_day_moves(day, sums, positions, marks))
+    return out
+
+
+def _day_moves(day: str, sums: dict, positions: dict, marks: dict) -> list[Move]:
+    date = dt.date.fromisoformat(day)
+    moves = [Move(date, kind, holder, commodity, from_scaled(units), contract=contract)
+             for (kind, holder, commodity, contract), units in sums.items()]
+    for key in list(positions) + [key for key in marks if key not in positions]:
+        units, basis = positions.get(key, (0, 0))
+        moves.append(Move(date, "position", key[0], key[1], from_scaled(units), basis=from_scaled(basis),
+                          price=marks.get(key)))
     return moves
 
 
@@ -393,9 +517,10 @@ def build(ctx: Context, by: str = "total", until: dt.date | None = None) -> Seri
 
 def build_many(ctx: Context, bys, until: dt.date | None = None) -> dict[str, Series]:
     """Several groupings from one read of the postings and prices."""
-    moves = load_moves(ctx)
+    contracts = contract_infos(ctx)
+    moves = load_moves(ctx, contracts)
     end_days = day_range(moves, last_price_date(ctx), until)
-    contracts, prices = contract_infos(ctx), load_prices(ctx)
+    prices = load_prices(ctx)
     base = ctx.settings.base_currency
     return {by: compute(moves, contracts, prices, base, end_days, by) for by in bys}
 
