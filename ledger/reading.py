@@ -246,6 +246,20 @@ class Reader:
                               f"JOIN txn t ON t.id = p.txn_id WHERE p.account_id IN ({marks}) AND p.ts >= ?",
                               (*account_ids, since)))
 
+    def postings_in_order(self, account_ids: list[int]):
+        """Every posting in these accounts, in booking order (time, entry, posting), streamed: (ts,
+        entry id, account id, commodity, units, weight, cost). An entry's postings share its time,
+        so they come together (the replay of reports/series.py)."""
+        return self.stream("SELECT t.ts, t.id, p.account_id, p.commodity, p.units, p.weight, p.cost "
+                           "FROM txn t JOIN posting p ON p.txn_id = t.id "
+                           f"WHERE p.account_id IN ({', '.join(str(int(i)) for i in sorted(account_ids))}) "
+                           "ORDER BY t.ts, t.id, p.id", "tl_postings_in_order")
+
+    def metas_in_order(self):
+        """(id, meta) of every entry in the order of `postings_in_order`, streamed: read beside it,
+        each entry's metadata comes once, not once per posting."""
+        return self.stream("SELECT id, meta FROM txn ORDER BY ts, id", "tl_metas_in_order")
+
     def newest_before(self, account: str, before: str, limit: int) -> list[tuple]:
         """(time, entry id, posting id, commodity, scaled cost, entry metadata) of an account's
         newest `limit` postings before `before`, newest time first (ix_posting_period, backwards);

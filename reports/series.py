@@ -312,22 +312,18 @@ def posting_moves(ctx: Context) -> Iterator[RawMove]:
             sa.select(tables.internal_cross.c.txn_id, tables.internal_cross.c.price)
             .where(tables.internal_cross.c.txn_id.is_not(None)))}
     with engine_reader(ctx.engine) as reader:
-        accounts = {i: name for i, name in reader.rows("SELECT id, name FROM account")
+        accounts = {i: name for i, name in reader.account_names().items()
                     if name.startswith(prefixes) or name == chart.deposits}
         if not accounts:
             return
         replay = _EntryMoves(ctx, holdings, crossed, accounts)
-        # The postings in booking order (an entry's share its time, so they come together), and
-        # beside them, in the same order, every entry's metadata: read once an entry, not once a
-        # posting (a merge: the postings name a subset of the entries, in the order of all).
-        sql = (f"SELECT t.ts, t.id, p.account_id, p.commodity, p.units, p.weight, p.cost "
-               f"FROM txn t JOIN posting p ON p.txn_id = t.id "
-               f"WHERE p.account_id IN ({', '.join(str(i) for i in sorted(accounts))}) "
-               f"ORDER BY t.ts, t.id, p.id")
-        metas = reader.stream("SELECT id, meta FROM txn ORDER BY ts, id", "tl_series_metas")
+        # The postings in booking order, and beside them, in the same order, every entry's
+        # metadata: read once an entry, not once a posting (a merge: the postings name a subset of
+        # the entries, in the order of all).
+        metas = reader.metas_in_order()
         meta_of = -1
         entry: list = []
-        for row in reader.stream(sql, "tl_series_moves"):
+        for row in reader.postings_in_order(list(accounts)):
             if entry and row[1] != entry[0][1]:
                 while meta_of != entry[0][1]:
                     meta_of, meta = next(metas)
