@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import time
 from collections import Counter
 from decimal import Decimal as D
 
@@ -88,6 +89,11 @@ def test_a_backup_taken_mid_cycle_restores_with_no_trader(tmp_path):
     first = start(home, "cycle", "--approve", "--run", 1, env={"TRADELEDGER_PAUSE_AT": f"settled:@{go}"})
     try:
         wait_for_lease(home)
+        reached = tmp_path / "go.reached"  # the cycle is at its pause point: run 1's approval committed
+        deadline = time.monotonic() + 120
+        while not reached.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert reached.exists(), "the cycle never reached its pause point"
         backup = tmp_path / "mid-cycle.tar.gz"
         cli(home, "backup", "--out", backup)
         restored = tmp_path / "restored"

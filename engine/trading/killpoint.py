@@ -2,7 +2,8 @@
 
 `TRADELEDGER_KILL_AT=name[:n]` sends SIGKILL to this process the n-th time (default the first)
 it reaches the point `name`; `TRADELEDGER_PAUSE_AT=name:seconds` sleeps there, and
-`TRADELEDGER_PAUSE_AT=name:@FILE` waits there until FILE exists (ten minutes at most). Unset (always, in
+`TRADELEDGER_PAUSE_AT=name:@FILE` waits there until FILE exists (ten minutes at most), having
+made FILE.reached (so a test knows the process is there). Unset (always, in
 normal use), `reach` does nothing but count. The points: synced, settled, positions_read (the
 planner has read the ledger's positions, not yet the orders in flight), planned (a run's plan
 computed, not yet recorded), recorded, placed (an
@@ -32,6 +33,8 @@ def reach(name: str) -> None:
     if pause:
         point, _, seconds = pause.partition(":")
         if point == name and seconds.startswith("@"):
+            with open(f"{seconds[1:]}.reached", "w"):  # the test waiting for this point learns it is here
+                pass
             deadline = time.monotonic() + 600
             while not os.path.exists(seconds[1:]) and time.monotonic() < deadline:
                 time.sleep(0.05)
