@@ -71,29 +71,29 @@ def test_the_simulated_broker_pays_a_dividend_when_its_clock_reaches_the_pay_dat
     the ledger's receivable turned cash that day reconciles (it was a 8.50 cash break for ever, and
     reconcile proposed booking it as a withdrawal)."""
     home = funded(tmp_path)
-    tl(home, "sim", "clock", "set", "2026-12-01T15:00")
+    tl(home, "sim", "clock", "set", "2031-03-04T15:00")
     buy_for_a(home, 10, "600")
-    close(home, tmp_path, "2026-12-01", "600")
-    tl(home, "sim", "clock", "set", "2026-12-02T09:00")  # the ex-date, before the open
-    tl(home, "sim", "dividend", "SPY", "1", "--withholding", "0.15", "--pay-date", "2026-12-03")
+    close(home, tmp_path, "2031-03-04", "600")
+    tl(home, "sim", "clock", "set", "2031-03-05T09:00")  # the ex-date, before the open
+    tl(home, "sim", "dividend", "SPY", "1", "--withholding", "0.15", "--pay-date", "2031-03-06")
     tl(home, "actions", "sync")
-    tl(home, "actions", "book", "--date", "2026-12-02")
+    tl(home, "actions", "book", "--date", "2031-03-05")
     assert tl_json(home, "reconcile")["clean"]  # a receivable: no cash has moved on either side yet
-    tl(home, "sim", "clock", "set", "2026-12-03T15:00")  # the pay date
-    booked = tl(home, "actions", "book", "--date", "2026-12-03")
-    assert "booked dividend SPY paid 2026-12-03" in booked.stdout
+    tl(home, "sim", "clock", "set", "2031-03-06T15:00")  # the pay date
+    booked = tl(home, "actions", "book", "--date", "2031-03-06")
+    assert "booked dividend SPY paid 2031-03-06" in booked.stdout
     reconciled = tl_json(home, "reconcile", code=None)
     assert reconciled["clean"], reconciled["cash"]
     [usd] = [c for c in reconciled["cash"] if c["currency"] == "USD"]
     assert D(usd["broker"]) == D(100000) - D(6000) - D(1) + D("8.50")  # 10 x 1.00 less 15% withheld
     assert tl_json(home, "pnl")["rows"][0]["income"] == "8.50"
-    tl(home, "sim", "clock", "set", "2026-12-04T15:00")
+    tl(home, "sim", "clock", "set", "2031-03-07T15:00")
     assert tl_json(home, "reconcile")["clean"]  # paid once
 
 
 def test_a_withdrawal_is_no_drawdown(tmp_path):
     home = funded(tmp_path)
-    days = ["2026-12-01", "2026-12-02", "2026-12-03", "2026-12-04"]
+    days = ["2031-03-04", "2031-03-05", "2031-03-06", "2031-03-07"]
     tl(home, "sim", "clock", "set", f"{days[0]}T15:00")
     buy_for_a(home, 100, "600")
     for n, day in enumerate(days):
@@ -126,7 +126,7 @@ def test_a_compounding_strategys_capital_follows_the_deposits_day_by_day(tmp_pat
     home = funded(tmp_path)
     config = home / "paper" / "config.toml"
     config.write_text(config.read_text() + '\n[portfolio]\ncapital = "100000"\ncapital_mode = "compounding"\n')
-    days = ["2026-12-01", "2026-12-02", "2026-12-03", "2026-12-04"]
+    days = ["2031-03-04", "2031-03-05", "2031-03-06", "2031-03-07"]
     tl(home, "sim", "clock", "set", f"{days[0]}T15:00")
     buy_for_a(home, 100, "600")
     for n, day in enumerate(days):
@@ -151,19 +151,19 @@ def test_the_rows_by_strategy_and_by_instrument_add_up_to_the_days(tmp_path):
     one of them is -1.01 (the first in name order: all three remainders are equal)."""
     home = funded(tmp_path)
     rates = tmp_path / "rates.csv"
-    rates.write_text("date,currency,rate\n2026-11-30,EUR,1.0035\n")
+    rates.write_text("date,currency,rate\n2031-03-03,EUR,1.0035\n")
     tl(home, "data", "import", rates)
-    tl(home, "sim", "clock", "set", "2026-12-01T15:00")
+    tl(home, "sim", "clock", "set", "2031-03-04T15:00")
     for holder in ("a", "b", None):
         buy(home, 2, "50", "EXSA", holder)
-    tl(home, "sim", "clock", "set", "2026-12-01T21:00")
+    tl(home, "sim", "clock", "set", "2031-03-04T21:00")
     closes = tmp_path / "closes.csv"
-    closes.write_text("date,instrument,close\n2026-12-01,EXSA,50\n")
+    closes.write_text("date,instrument,close\n2031-03-04,EXSA,50\n")
     tl(home, "data", "import", closes)
     days = tl_json(home, "pnl", "--by", "day")["rows"]
-    assert [(r["day"], r["net"]) for r in days] == [("2026-12-01", "-3.01")]
+    assert [(r["day"], r["net"]) for r in days] == [("2031-03-04", "-3.01")]
     expected = {"a": "-1.01", "b": "-1.00", "unattributed": "-1.00"}
-    for span in ((), ("--until", "2026-12-02"), ("--since", "2026-12-01")):  # maintained, replayed, a period
+    for span in ((), ("--until", "2031-03-05"), ("--since", "2031-03-04")):  # maintained, replayed, a period
         by_strategy = tl_json(home, "pnl", *span)["rows"]
         assert {r["strategy"]: r["net"] for r in by_strategy} == expected, span
         assert [r["commissions"] for r in by_strategy] == ["1.00"] * 3  # each commission to the cent, as booked
@@ -181,28 +181,28 @@ def test_a_split_on_the_morning_of_its_date_is_no_gain_before_the_close(tmp_path
     of 9,600 (NAV 109,598 for 99,998). Restated (300 a new share) nothing has happened; the close
     of 303 then earns a 60 and b 36."""
     home = funded(tmp_path)
-    tl(home, "sim", "clock", "set", "2026-12-01T15:00")
+    tl(home, "sim", "clock", "set", "2031-03-04T15:00")
     buy(home, 10, "600", "SPY", "a")
     buy(home, 6, "600", "SPY", "b")
-    close(home, tmp_path, "2026-12-01", "600")
-    tl(home, "sim", "clock", "set", "2026-12-02T09:00")
+    close(home, tmp_path, "2031-03-04", "600")
+    tl(home, "sim", "clock", "set", "2031-03-05T09:00")
     tl(home, "sim", "split", "SPY", "2:1")
     tl(home, "actions", "sync")
     tl(home, "actions", "book")
     assert {(p["strategy"], p["qty"], p["last"], p["unrealized"]) for p in tl_json(home, "positions")} == \
         {("a", "20", "300", "0"), ("b", "12", "300", "0")}
     assert tl_json(home, "report", "nav")["nav"] == "99998.00"
-    assert tl_json(home, "report", "nav", "--date", "2026-12-01")["nav"] == "99998.00"  # 16 x 600 that day
-    for span in ((), ("--until", "2026-12-03")):  # maintained, replayed
+    assert tl_json(home, "report", "nav", "--date", "2031-03-04")["nav"] == "99998.00"  # 16 x 600 that day
+    for span in ((), ("--until", "2031-03-06")):  # maintained, replayed
         nets = {r["strategy"]: r["net"] for r in tl_json(home, "pnl", *span)["rows"]}
         assert nets | {"unattributed": "0.00"} == {"a": "-1.00", "b": "-1.00", "unattributed": "0.00"}  # gave both fills
     assert [(r["day"], r["net"]) for r in tl_json(home, "pnl", "--by", "day")["rows"]] == \
-        [("2026-12-01", "-2.00"), ("2026-12-02", "0.00")]
+        [("2031-03-04", "-2.00"), ("2031-03-05", "0.00")]
     assert tl_json(home, "report", "performance")["total"]["stats"]["pnl"] == "-2.00"
     assert tl_json(home, "check")["ok"]  # the export prices SPY at 300 from the split's date (Fava agrees)
-    assert "2026-12-02 price SPY 300 USD" in (home / "paper" / "ledger.beancount").read_text()
+    assert "2031-03-05 price SPY 300 USD" in (home / "paper" / "ledger.beancount").read_text()
     assert tl_json(home, "reconcile")["clean"]
-    close(home, tmp_path, "2026-12-02", "303")
+    close(home, tmp_path, "2031-03-05", "303")
     nets = {r["strategy"]: r["net"] for r in tl_json(home, "pnl")["rows"]}
     assert nets | {"unattributed": "0.00"} == {"a": "59.00", "b": "35.00", "unattributed": "0.00"}
     assert tl_json(home, "report", "nav")["nav"] == "100094.00"
@@ -214,22 +214,22 @@ def test_a_deposit_found_later_is_booked_on_the_day_it_arrived(tmp_path):
     Wednesday's NAV carry it as the broker's cash did (booked on Thursday, the NAV of those days
     said 20,000 less than the account held), and the P&L does not move."""
     home = funded(tmp_path)
-    tl(home, "sim", "clock", "set", "2026-12-01T15:00")
+    tl(home, "sim", "clock", "set", "2031-03-04T15:00")
     buy_for_a(home, 100, "600")
-    tl(home, "sim", "clock", "set", "2026-12-01T15:30")
+    tl(home, "sim", "clock", "set", "2031-03-04T15:30")
     tl(home, "sim", "deposit", "USD", "20000")
-    close(home, tmp_path, "2026-12-01", "601")
-    close(home, tmp_path, "2026-12-02", "602")
-    tl(home, "sim", "clock", "set", "2026-12-03T10:00")
+    close(home, tmp_path, "2031-03-04", "601")
+    close(home, tmp_path, "2031-03-05", "602")
+    tl(home, "sim", "clock", "set", "2031-03-06T10:00")
     assert not tl_json(home, "reconcile", code=1)["clean"]
-    future = tl(home, "adjust", "cash", "USD", "20000", "--kind", "deposit", "--reason", "wire", "--date", "2026-12-04",
+    future = tl(home, "adjust", "cash", "USD", "20000", "--kind", "deposit", "--reason", "wire", "--date", "2031-03-07",
                 "--yes", code=1)
-    assert future.stderr.count("\n") == 1 and "2026-12-04" in future.stderr and "after today" in future.stderr
+    assert future.stderr.count("\n") == 1 and "2031-03-07" in future.stderr and "after today" in future.stderr
     booked = tl_json(home, "adjust", "cash", "USD", "20000", "--kind", "deposit", "--reason", "wire",
-                     "--date", "2026-12-01", "--yes")
-    assert booked["booked"] and booked["time"].startswith("2026-12-01")
+                     "--date", "2031-03-04", "--yes")
+    assert booked["booked"] and booked["time"].startswith("2031-03-04")
     assert tl_json(home, "reconcile")["clean"] and tl_json(home, "check")["ok"]
-    navs = [tl_json(home, "report", "nav", "--date", day)["nav"] for day in ("2026-12-01", "2026-12-02")]
+    navs = [tl_json(home, "report", "nav", "--date", day)["nav"] for day in ("2031-03-04", "2031-03-05")]
     assert navs == ["120099.00", "120199.00"]
     assert [(r["day"], r["net"]) for r in tl_json(home, "pnl", "--by", "day")["rows"]] == \
-        [("2026-12-01", "99.00"), ("2026-12-02", "100.00")]
+        [("2031-03-04", "99.00"), ("2031-03-05", "100.00")]
