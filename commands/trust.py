@@ -14,6 +14,7 @@ import sys
 import click
 from tradeledger.commands.common import Invocation, SIGNED, currency_and_amount, fail, json_option, lazy, lazy_function, open_session, parse_date, pass_ctx, reason_option, result_option, said
 from tradeledger.engine.trust import CASH_KINDS
+from tradeledger.errors import AdjustError
 from tradeledger.ledger.numbers import to_decimal as _to_decimal
 from tradeledger.reports.render import display, emit_json, say, table
 from tradeledger.ledger.times import table_time
@@ -21,13 +22,32 @@ from tradeledger.ledger.times import table_time
 # --- adjust, daemon ---
 # Imported on first use (commands/common.py: lazy): starting the CLI imports no engine.
 _adjust = lazy("tradeledger.engine.trust.adjust")
+_cash_moves = lazy("tradeledger.engine.trust.cash_moves")
 _fills = lazy("tradeledger.engine.trading.fills")
 _Session = lazy_function("tradeledger.engine.setup.session", "Session")
 db = lazy("tradeledger.ledger.db")
 
 
 def _adjust_run(c: Invocation, kind: str, planner, yes: bool, as_json: bool, before=None) -> None:
-    """Dry run first (the entry, its postings, what it resolves), then book on confirmation."""
+    """Dry run first (the entry, its postings, what it resolves), then book on confirmation; a cash
+    movement already booked under its reference is a replay: said, nothing booked, exit 0."""
+    try:
+        _adjust_steps(c, kind, planner, yes, as_json, before)
+    except AdjustError as exc:
+        if not isinstance(exc, _cash_moves.Replay):
+            raise
+        _replayed(exc, as_json)
+
+
+def _replayed(replay, as_json: bool) -> None:
+    m = replay.movement
+    said(as_json, {"kind": "cash", "booked": False, "replay": True, "entry": replay.entry, "ref": replay.ref,
+                   "cash_kind": m.kind, "currency": m.currency, "amount": m.amount, "date": m.day},
+         f"already booked as entry {replay.entry}: {m.said()}" + (f", ref {replay.ref}" if replay.ref else "")
+         + "; nothing booked")
+
+
+def _adjust_steps(c: Invocation, kind: str, planner, yes: bool, as_json: bool, before) -> None:
     with open_session(c) as session:
         if before is not None:
             before(session)
@@ -37,7 +57,11 @@ def _adjust_run(c: Invocation, kind: str, planner, yes: bool, as_json: bool, bef
         summary = plan.summary()
         if not as_json:
             click.echo(f"dry run: {summary['narration']}" + ("" if plan.txn.time == now else
-                                                           f" (dated {plan.txn.time.isoformat()})"))
+                                                           f" (dated {plan.txn.time.isoformat()})")
+                       + (f" (ref {plan.ref})" if plan.ref else ""))
+            for e in plan.earlier:  # --again, or another reference: the trader sees what stands already
+                click.echo(f"already booked that day: entry {e.entry}" + (f" (ref {e.ref})" if e.ref else "")
+                           + f": {e.narration}")
             currencies = {com.name for com in session.ledger.commodities() if com.kind == "currency"}
             def rows(postings):
                 return [(account, display(units, "amount" if commodity in currencies else "units", currency=commodity),
@@ -53,7 +77,7 @@ def _adjust_run(c: Invocation, kind: str, planner, yes: bool, as_json: bool, bef
         if not yes and not click.confirm("Book these entries?" if summary["also"] else "Book this entry?",
                                          default=False):
             if as_json:
-                emit_json(summary | {"booked": False})
+                emit_json(summary | {"booked": False} | ({"replay": False} if kind == "cash" else {}))
             else:
                 click.echo("not booked")
             return
@@ -61,7 +85,8 @@ def _adjust_run(c: Invocation, kind: str, planner, yes: bool, as_json: bool, bef
                               expect=plan.fingerprint())
     if as_json:
         emit_json(summary | {"booked": True, "entry": booked.txn_id, "adjustment": booked.adjustment_id,
-                             "resolved": list(booked.resolved), "reopened": list(booked.reopened)})
+                             "resolved": list(booked.resolved), "reopened": list(booked.reopened)}
+                  | ({"replay": False} if kind == "cash" else {}))
     else:
         click.echo(f"booked entry {booked.txn_id} (adjustment {booked.adjustment_id})"
                    + (f"; resolved {', '.join(booked.resolved)}" if booked.resolved else "")
@@ -167,17 +192,31 @@ def adjust_reverse(c: Invocation, entry, reason, yes, as_json):
               help="What the cash movement is (a deposit is > 0, a withdrawal < 0).")
 @click.option("--date", "date", default=None,
               help="The day the cash moved at the broker, when it was found later (default: now).")
+@click.option("--ref", default=None,
+              help="The broker's reference of the movement (IB: the transaction id on the statement): booked "
+                   "once under it, however often it is run; the same REF again books nothing.")
+@click.option("--again", is_flag=True,
+              help="Book it though an equal movement (kind, currency, amount, day) is booked already: a real "
+                   "second one (without --ref such a run is refused).")
 @_reason_option
 @_yes_option
 @json_option
 @pass_ctx
-def adjust_cash(c: Invocation, currency, amount, cash_kind, reason, date, yes, as_json):
-    """Book a cash movement (AMOUNT signed: + in, - out): interest, fees, deposits, withdrawals (AMOUNT CURRENCY works too)."""
+def adjust_cash(c: Invocation, currency, amount, cash_kind, reason, date, ref, again, yes, as_json):
+    """Book a cash movement (AMOUNT signed: + in, - out): interest, fees, deposits, withdrawals (AMOUNT CURRENCY works too).
+
+    Booked once: with --ref, a run again with the same REF books nothing ("already booked as entry
+    N") and one whose amount, currency, kind or --date differs is refused; without --ref, a run is
+    refused when an equal movement is booked for the same day, unless --again."""
     currency, amount = currency_and_amount(currency, amount)
     amount = _to_decimal(amount, "AMOUNT")
     day = parse_date(date, "--date")
-    _adjust_run(c, "cash", lambda conn, ctx, now, key: _adjust.plan_cash(
-        conn, ctx, currency, amount, reason, _adjust.cash_time(now, day), key, cash_kind), yes, as_json)
+    if ref is not None and again:
+        raise click.UsageError("--again is for a movement without --ref: a reference already says which one it is")
+    ref = None if ref is None else _cash_moves.normal_ref(ref)
+    _adjust_run(c, "cash", lambda conn, ctx, now, key: _adjust.plan_cash_move(
+        conn, ctx, currency, amount, reason, _adjust.cash_time(now, day), key, cash_kind, ref, again,
+        dated=day is not None), yes, as_json)
 
 
 @adjust_group.command("list")

@@ -87,6 +87,24 @@ class LedgerQueries:
         with self._reading(conn) as c:
             return c.execute(sa.select(t.c.id).where(t.c.reverses_id == txn_id)).scalar()
 
+    def ids_by_key(self, keys, conn: Connection | None = None) -> dict[str, int]:
+        """Idempotency key -> the entry booked under it, for those of `keys` that are booked."""
+        t = schema.txn
+        keys = sorted(set(keys))
+        out: dict[str, int] = {}
+        with self._reading(conn) as c:
+            for start in range(0, len(keys), 500):
+                out.update(c.execute(sa.select(t.c.idem_key, t.c.id).where(t.c.idem_key.in_(keys[start:start + 500]))).all())
+        return out
+
+    def entry_ids_on(self, day: dt.date, kinds: tuple[str, ...], conn: Connection | None = None) -> list[int]:
+        """The entries of `kinds` dated on `day` (UTC), in booking order."""
+        t = schema.txn
+        with self._reading(conn) as c:
+            return list(c.execute(sa.select(t.c.id).where(
+                t.c.ts >= day.isoformat(), t.c.ts < (day + dt.timedelta(days=1)).isoformat(),
+                t.c.kind.in_(kinds)).order_by(t.c.id)).scalars())
+
     def reversals(self, txn_ids, conn: Connection | None = None) -> dict[int, int]:
         """Entry id -> the entry that reverses it, for those of `txn_ids` that are reversed."""
         t = schema.txn

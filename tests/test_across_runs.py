@@ -171,6 +171,7 @@ class AcrossRuns(RuleBasedStateMachine):
         self.spy_traded_on: dt.date | None = None
         self.dividend_on: dt.date | None = None
         self.files = 0
+        self.moved: set = set()  # (day, amount) of the deposits and withdrawals booked by `adjust cash`
         self.open_market()
 
     def teardown(self):
@@ -365,8 +366,14 @@ class AcrossRuns(RuleBasedStateMachine):
             found = tl_json(self.home, "reconcile", code=1)
             [line] = [c for c in found["cash"] if c["status"] != "ok"]
             assert D(line["diff"]) == -amount or D(line["diff"]) == amount, line
-            tl(self.home, "adjust", "cash", "USD", amount, "--kind", kind, "--reason", "found by reconcile", "--yes")
-            self.last = ("reconcile",)
+            booking = ("adjust", "cash", "USD", amount, "--kind", kind, "--reason", "found by reconcile", "--yes")
+            if (self.day, amount) in self.moved:  # a second equal one today: said so, or refused
+                refused = tl(self.home, *booking, code=1)
+                assert "is already booked as entry" in refused.stderr and "--again" in refused.stderr, refused.stderr
+                booking += ("--again",)
+            tl(self.home, *booking)
+            self.moved.add((self.day, amount))
+            self.last = ("adjust", booking[:9])
         else:  # the broker's reference tells two credits of one amount on one day apart
             self.files += 1
             ref = f"ref-{self.files}"
@@ -453,6 +460,10 @@ class AcrossRuns(RuleBasedStateMachine):
         elif kind == "actions":
             tl(self.home, "actions", "sync")
             tl(self.home, "actions", "book", "--date", self.day)
+        elif kind == "adjust":  # the same deposit typed again (shell history): refused, not booked twice
+            refused = tl(self.home, *self.last[1], code=1)
+            assert "is already booked as entry" in refused.stderr, refused.stderr
+            tl(self.home, "reconcile")
         else:
             tl(self.home, "reconcile")
         after = self.counts()

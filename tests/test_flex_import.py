@@ -61,7 +61,7 @@ def test_flex_statement_books_once_and_proposes_the_deposit(env, tmp_path):
     assert sorted(report.account_cash_booked) == ["fee -1.50 USD 2026-12-03", "interest 12.34 USD 2026-12-03"]
     assert report.booked_actions == ["dividend SPY ex 2026-12-03", "dividend SPY paid 2026-12-10"]
     assert report.differences == []
-    assert report.proposed == ['tradeledger adjust cash USD 5000 --kind deposit --date 2026-12-15 --reason "CASH RECEIPTS / '
+    assert report.proposed == ['tradeledger adjust cash USD 5000 --kind deposit --date 2026-12-15 --ref 9006 --reason "CASH RECEIPTS / '
                                'ELECTRONIC FUND TRANSFERS (2026-12-15, IB flex-9006)"']
 
     ledger, chart = env.ledger, env.chart
@@ -152,6 +152,6 @@ def test_a_deposit_of_the_same_amount_last_month_does_not_hide_this_months(env, 
     adjust("--date", "2026-11-16")
     report = import_flex(env, DATA, now=NOW)
     assert [p.split(" --reason")[0] for p in report.proposed] == \
-        ["tradeledger adjust cash USD 5000 --kind deposit --date 2026-12-15"]  # was [] : November's hid it
+        ["tradeledger adjust cash USD 5000 --kind deposit --date 2026-12-15 --ref 9006"]  # was [] : November's hid it
     adjust()  # booked the day it was found (after the statement's date)
     assert import_flex(env, DATA, now=NOW).proposed == []

@@ -169,7 +169,12 @@ class MoneyAcrossTime(RuleBasedStateMachine):
         """Money arrives at or leaves the broker in the middle of the day; the trader books it."""
         amount = D(cents) / 100 * (-1 if kind == "withdrawal" else 1)
         tl(self.home, "sim", "deposit", ccy, amount, "--kind", kind)
-        tl(self.home, "adjust", "cash", ccy, amount, "--kind", kind, "--reason", "at the bank", "--yes")
+        booking = ("adjust", "cash", ccy, amount, "--kind", kind, "--reason", "at the bank", "--yes")
+        if (ccy, amount) in self.deposits.get(self.day, []):  # a second equal one today: said so, or refused
+            refused = tl(self.home, *booking, code=1)
+            assert "is already booked as entry" in refused.stderr and "--again" in refused.stderr, refused.stderr
+            booking += ("--again",)
+        tl(self.home, *booking)
         self.deposits.setdefault(self.day, []).append((ccy, amount))
         event(f"{kind} in {ccy}")
         self.checked = False

@@ -579,8 +579,10 @@ def close_entry(chart: Chart, contract: Contract, holdings: dict, holder: Holder
 
 
 def cash_entry(chart: Chart, currency: str, amount: Decimal, cash_kind: str, reason: str, time: dt.datetime,
-               key: str) -> Transaction:
-    """Cash in (amount > 0) or out against Income/Expenses:Adjustments, or Equity:Deposits."""
+               key: str, ref: str | None = None) -> Transaction:
+    """Cash in (amount > 0) or out against Income/Expenses:Adjustments, or Equity:Deposits; with the
+    broker's reference of the movement (`ref`) in its meta and its link, `ref-<ref>`, which a
+    reversal and a rebooking of the same movement carry too."""
     if amount == 0:
         raise AdjustError("a cash adjustment of 0 books nothing")
     if cash_kind not in CASH_KINDS:
@@ -593,8 +595,8 @@ def cash_entry(chart: Chart, currency: str, amount: Decimal, cash_kind: str, rea
         counter = chart.income_adjustments if amount > 0 else chart.expense_adjustments
     return Transaction(time=time, kind="cash-adjust", narration=f"{cash_kind.capitalize()} {amount} {currency}: "
                        f"{reason}", postings=(Posting(chart.cash, amount, currency), Posting(counter, -amount, currency)),
-                       links=(f"adjust-{key_tail(key)}",),
-                       meta=(("reason", reason), ("adjust", cash_kind)), key=key)
+                       links=(f"ref-{link(ref)}",) if ref else (f"adjust-{key_tail(key)}",),
+                       meta=(("reason", reason), ("adjust", cash_kind)) + ((("ref", ref),) if ref else ()), key=key)
 
 
 # -- corporate actions: withholding and cash in lieu (corporate.py builds the entries around them) ---

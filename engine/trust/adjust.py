@@ -26,7 +26,9 @@ The tools:
                                `unattributed_position`, that one raised anew (trust/adopt.py)
     cash CCY AMOUNT [--date D] interest, fees, deposits: Income/Expenses:Adjustments or
                                Equity:Deposits against cash, dated now or at the start of D
-                               (the day it moved at the broker, found later)
+                               (the day it moved at the broker, found later); booked once, by
+                               the broker's reference (--ref) or refused when an equal movement
+                               is booked that day (cash_moves.py, `plan_cash_move`)
 
 A transfer of futures is a trade between two holders at one price: each side's existing
 position is first marked to that price (variation margin), then the units move and both are
@@ -41,7 +43,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -60,15 +62,16 @@ from tradeledger.engine.futures.interrupted import resolve_rolled
 from tradeledger.engine.trading.attribution import KINDS as ATTRIBUTION_KINDS, attribution_reversed, live_attribution
 from tradeledger.engine.trading import lease as trading_lease
 from tradeledger.engine.trading.commissions import Follow, book_follow, plan_follow
+from tradeledger.engine.trust import cash_moves
 from tradeledger.engine.trust.adopt import position_back
 from tradeledger.engine.trust.exceptions import ExceptionKind, Occurrence, dedupe_key, raise_occurrence
 from tradeledger.engine.tables import adjustment
 from tradeledger.engine.trust import CASH_KINDS
 from tradeledger.ledger.accounts import Chart
 from tradeledger.errors import AdjustError, UnknownName
-from tradeledger.ledger.model import LedgerError, Transaction, reversal_of
+from tradeledger.ledger.model import IdempotencyConflict, LedgerError, Transaction, reversal_of
 from tradeledger.ledger.numbers import from_scaled, to_scaled
-from tradeledger.ledger.store import Commodity, fmt_ts
+from tradeledger.ledger.store import Booked as StoreBooked, Commodity, fmt_ts
 
 ZERO = Decimal(0)
 KINDS = ("attribute", "adopt", "transfer", "manual-close", "reverse", "cash")
@@ -95,6 +98,8 @@ class Adjustment:
     reverses: int | None = None
     names: dict = field(default_factory=dict)  # holder component -> the user's strategy name
     follow: Follow | None = None  # an attribution's reversal: the fill's commission follows back
+    ref: str | None = None  # cash: the broker's reference of the movement (cash_moves.py)
+    earlier: tuple = ()  # cash: equal movements booked that day (cash_moves.Earlier), for the dry run
 
     @property
     def entries(self) -> tuple[Transaction, ...]:
@@ -117,7 +122,12 @@ class Adjustment:
                 "also": [{"narration": t.narration, "postings": [(p.account, p.units, p.commodity) for p in t.postings]}
                          for t in self.entries[1:]],
                 "resolves": list(self.resolves), "reopens": [o.dedupe_key for o in self.raises],
-                "time": self.txn.time}
+                "time": self.txn.time} | (self._movement() if self.kind == "cash" else {})
+
+    def _movement(self) -> dict:
+        """A cash movement's fields, as a replay of it says them too (commands/trust.py)."""
+        return {"cash_kind": dict(self.txn.meta).get("adjust"), "currency": self.subject, "amount": self.quantity,
+                "date": self.txn.date, "ref": self.ref, "earlier": [e.as_json() for e in self.earlier]}
 
 
 @dataclass(frozen=True)
@@ -341,14 +351,38 @@ def cash_time(now: dt.datetime, day: dt.date | None) -> dt.datetime:
 
 
 def plan_cash(conn: Connection, ctx: Context, currency: str, amount: Decimal, reason: str, time: dt.datetime,
-              key: str, cash_kind: str = "adjustment") -> Adjustment:
+              key: str, cash_kind: str = "adjustment", ref: str | None = None) -> Adjustment:
+    """The entry of a cash movement under `key`, as given (`plan_cash_move` decides the key)."""
     currency = currency.upper()
     if len(currency) != 3 or not currency.isalpha():
         raise AdjustError(f"{currency!r} is not a currency code")
-    txn = cash_entry(ctx.chart, currency, amount, cash_kind, reason, time, key)
-    return Adjustment("cash", currency, txn, reason, quantity=amount,
+    txn = cash_entry(ctx.chart, currency, amount, cash_kind, reason, time, key, ref)
+    statement = (dedupe_key(ExceptionKind.CASH_MOVEMENT, ctx.settings.account, f"{cash_moves.FLEX}{ref}"),) if ref else ()
+    return Adjustment("cash", currency, txn, reason, quantity=amount, ref=ref,
                       resolves=(dedupe_key(ExceptionKind.RECONCILIATION_BREAK, ctx.chart.broker_account, "cash",
-                                          currency),))
+                                          currency),) + statement)
+
+
+def plan_cash_move(conn: Connection, ctx: Context, currency: str, amount: Decimal, reason: str, time: dt.datetime,
+                   key: str, cash_kind: str = "adjustment", ref: str | None = None, again: bool = False,
+                   dated: bool = False) -> Adjustment:
+    """`adjust cash`: a movement booked once (cash_moves.py). With the broker's `ref` the key is
+    R's (`key`, the run's fresh one, is not used) and R already standing for an entry is a
+    `Replay` or a refusal; without, an equal movement standing on the day refuses unless `again`.
+    `dated`: the day was given (`--date`), so a replay must be of that day."""
+    chart = ctx.chart
+    if ref is not None:
+        cash_moves.lock_ref(conn, chart.broker_account, ref)
+        standing, taken = cash_moves.booked_by_ref(conn, ctx.ledger, chart, ref)
+        key = cash_moves.next_ref_key(chart.broker_account, cash_kind, ref, taken)
+    adj = plan_cash(conn, ctx, currency, amount, reason, time, key, cash_kind, ref)
+    asked = cash_moves.Movement(cash_kind, adj.subject, amount, time.date())
+    if ref is not None:
+        cash_moves.decide_ref(standing, asked, dated, ref)
+    equal = cash_moves.equal_on_day(conn, ctx.ledger, chart, asked)
+    if ref is None:
+        cash_moves.decide_plain(equal, asked, again)
+    return replace(adj, earlier=tuple(equal))
 
 
 def plan_reverse(conn: Connection, ctx: Context, entry_id: int, reason: str, time: dt.datetime, key: str) -> Adjustment:
@@ -445,11 +479,18 @@ def _book(ctx: Context, planner, who: str, expect: str | None) -> Booked:
                 ensure_holder(conn, ctx.books, holder)
         if adj.kind == "cash":
             ctx.ledger.ensure_commodity(Commodity(adj.subject, "currency", None, Decimal(1), dt.date(2000, 1, 1)), conn)
-        if adj.reverses is not None:
-            booked = ctx.ledger.reverse(adj.reverses, adj.txn.time, adj.reason, adj.txn.key, conn)
-        else:
-            booked = ctx.ledger.book(adj.txn, conn)
-        if not booked.created:
+        try:
+            if adj.reverses is not None:
+                booked = ctx.ledger.reverse(adj.reverses, adj.txn.time, adj.reason, adj.txn.key, conn)
+            else:
+                booked = ctx.ledger.book(adj.txn, conn)
+        except IdempotencyConflict:  # the same key, booked meanwhile with another content
+            if adj.ref is None:
+                raise
+            booked = StoreBooked(ctx.ledger.find_by_key(adj.txn.key, conn), False)
+        if not booked.created:  # the unique key index decided: another run booked this key first
+            if adj.ref is not None:  # cash by the broker's reference: the same movement is a replay
+                cash_moves.replay_or_refuse(conn, ctx.ledger, ctx.chart, booked.id, adj.txn, adj.ref)
             raise AdjustError(f"already booked as entry {booked.id}")
         if adj.follow is not None:
             book_follow(conn, ctx.books, adj.follow)

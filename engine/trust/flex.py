@@ -17,9 +17,12 @@ account only:
   from IB's description ("... Cash Dividend USD 1.85 per Share ..."). What IB paid is compared
   with what the ledger's record holders imply. Due actions are then booked (`book_due`).
 * Broker interest and other fees are booked once each (keyed by IB's transaction id) by the
-  configured allocation rule (`[account_cash]`).
+  configured allocation rule (`[account_cash]`), unless the trader booked that transaction id by
+  hand (`adjust cash --ref ID`: the same key scheme, cash_moves.py): then it is known, and a
+  different figure is a `statement_difference`.
 * Deposits and withdrawals are proposed, not booked: an exception carries the exact
-  `tradeledger adjust cash ...` command.
+  `tradeledger adjust cash ... --ref ID` command. One booked with its transaction id stands for
+  that line only; one booked without is matched by currency, amount and day (`unbooked_moves`).
 * Corporate-action records (splits with their cash in lieu, cash dividends) and option/futures
   expiries (`OptionEAE`) are read by `flex_records.py`: stored as the same corporate actions as
   every other source, a futures expiry matched with the expiry path's or booked at its price;
@@ -34,7 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -50,6 +53,7 @@ from tradeledger.engine.tables import adjustment, fill
 from tradeledger.engine.targets.prices import trading_config
 from tradeledger.engine.trading.fills import SyncReport, book_execution
 from tradeledger.engine.trading.unknown import clear_settled
+from tradeledger.engine.trust import cash_moves
 from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception
 from tradeledger.ledger.numbers import from_scaled
 
@@ -209,8 +213,7 @@ def import_flex(ctx: Context, path: str | Path, tz: str = "America/New_York", no
     _import_trades(ctx, statement, report, now)
     _import_dividends(ctx, statement, report, now)
     for item in statement.account_cash:
-        _, created = book_account_cash(ctx, item)
-        if created:
+        if _book_statement_cash(ctx, item, report, now):
             report.account_cash_booked.append(f"{item.kind} {item.amount} {item.currency} {item.date}")
         else:
             report.account_cash_known += 1
@@ -295,21 +298,60 @@ def _stored_rate(ctx: Context, d: FlexDividend) -> Decimal | None:
     return rate if (d.gross * rate).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN) == d.tax else None
 
 
-def _booked_cash(ctx: Context) -> list[tuple[str, Decimal, dt.date]]:
-    """(currency, amount, day of the entry) of every cash adjustment booked (`adjust cash`)."""
+def _book_statement_cash(ctx: Context, item: AccountCash, report: FlexReport, now: dt.datetime) -> bool:
+    """Book the statement's interest or fee unless its transaction id already stands for an entry;
+    True when booked now. Standing for one (booked by an earlier import, or by hand with `adjust
+    cash --ref ID`: the same key scheme, cash_moves.py) it is known, and compared: another
+    movement is a `statement_difference`. A hand entry of the id that was reversed leaves the
+    statement's to book, under the next key (cash_moves.next_ref_key); one the statement booked
+    and the trader reversed stays reversed."""
+    ref, chart = item.ref.removeprefix(cash_moves.FLEX), ctx.chart
+    with ctx.engine.begin() as conn:
+        cash_moves.lock_ref(conn, chart.broker_account, ref)
+        standing, taken = cash_moves.booked_by_ref(conn, ctx.ledger, chart, ref)
+        if standing is None:
+            if any(ctx.ledger.get(e, conn).kind != "cash-adjust" for e in taken.values()):
+                return False  # the statement's own entry, reversed since by the trader
+            key = cash_moves.next_ref_key(chart.broker_account, item.kind, ref, taken)
+            item = replace(item, ref=key.split(":", 2)[2])  # entries.account_cash_entry: kind:account:ref
+            return book_account_cash(ctx, item, conn)[1]
+        stated = cash_moves.Movement(item.kind, item.currency, item.amount, item.date)
+        what = cash_moves.differs(standing.movement, stated, dated=False, by="statement")
+        if not what:
+            return False
+        by_hand = ctx.ledger.get(standing.entry, conn).kind == "cash-adjust"
+    _difference(ctx, f"{item.kind} {ref}", f"IB's {item.kind} {ref} of {item.amount} {item.currency} on {item.date} "
+                f"is booked{' by hand' if by_hand else ''} as entry {standing.entry} with {', '.join(what)}", report, now)
+    return False
+
+
+def _booked_cash(ctx: Context) -> list[tuple[str, Decimal, dt.date, str | None]]:
+    """(currency, amount, day of the entry, the broker's reference or None) of every cash
+    adjustment booked (`adjust cash`) that stands (a reversed one stands for no movement)."""
     with ctx.engine.connect() as conn:
         rows = conn.execute(sa.select(adjustment.c.subject, adjustment.c.quantity, adjustment.c.txn_id)
                             .where(adjustment.c.kind == "cash", adjustment.c.quantity.is_not(None))).all()
-        return [(r.subject, from_scaled(r.quantity), ctx.ledger.get(r.txn_id, conn).time.date()) for r in rows]
+        reversed_ = ctx.ledger.reversals([r.txn_id for r in rows], conn)
+        out = []
+        for r in rows:
+            if r.txn_id in reversed_:
+                continue
+            txn = ctx.ledger.get(r.txn_id, conn)
+            out.append((r.subject, from_scaled(r.quantity), txn.time.date(),
+                        cash_moves.ref_of_key(ctx.chart.broker_account, txn.key)))
+        return out
 
 
-def unbooked_moves(moves, booked: list[tuple[str, Decimal, dt.date]]) -> list:
-    """The statement's deposits and withdrawals that no cash adjustment stands for (pure): each
-    adjustment of the same currency and amount stands for one move, its own day's first (booked
-    with `--date`), else the earliest move on or before its day (booked when it was found). An
-    adjustment of the same amount on an earlier day is another move (last month's deposit)."""
-    left = sorted(booked, key=lambda b: (b[2], b[0], b[1]))
-    moves = sorted(moves, key=lambda m: m.date)
+def unbooked_moves(moves, booked: list[tuple[str, Decimal, dt.date, str | None]]) -> list:
+    """The statement's deposits and withdrawals that no cash adjustment stands for (pure). An
+    adjustment booked with the broker's reference (`adjust cash --ref ID`) stands for the move of
+    that transaction id and no other. Each one without of the same currency and amount stands for
+    one move, its own day's first (booked with `--date`), else the earliest move on or before its
+    day (booked when it was found). An adjustment of the same amount on an earlier day is another
+    move (last month's deposit)."""
+    refs = {f"{cash_moves.FLEX}{b[3]}" for b in booked if b[3]}
+    left = sorted((b for b in booked if not b[3]), key=lambda b: (b[2], b[0], b[1]))
+    moves = sorted((m for m in moves if m.ref not in refs), key=lambda m: m.date)
     for same_day in (True, False):
         pending = []
         for move in moves:
@@ -325,10 +367,17 @@ def unbooked_moves(moves, booked: list[tuple[str, Decimal, dt.date]]) -> list:
 
 def _propose_cash_moves(ctx: Context, statement: FlexStatement, report: FlexReport, now: dt.datetime) -> None:
     booked = _booked_cash(ctx)
+    for move in statement.deposits:  # booked by hand with its id, as another movement: a difference
+        ref = move.ref.removeprefix(cash_moves.FLEX)
+        entry = next((b for b in booked if b[3] == ref), None)
+        if entry is not None and (entry[0], entry[1]) != (move.currency, move.amount):
+            _difference(ctx, f"cash {ref}", f"IB's statement shows {move.amount} {move.currency} on {move.date} "
+                        f"for transaction {ref}; the ledger booked {entry[1]} {entry[0]} under it", report, now)
     for move in unbooked_moves(statement.deposits, booked):
         kind = "deposit" if move.amount > 0 else "withdrawal"
         command = (f'tradeledger adjust cash {move.currency} {move.amount} --kind {kind} --date {move.date} '
-                   f'--reason "{move.description} ({move.date}, IB {move.ref})"')
+                   f'--ref {move.ref.removeprefix(cash_moves.FLEX)} --reason "{move.description} ({move.date}, IB '
+                   f'{move.ref})"')
         report.proposed.append(command)
         with ctx.engine.begin() as conn:
             raise_exception(conn, ExceptionKind.CASH_MOVEMENT, f"{move.currency} {move.amount} {move.date}",

@@ -1,0 +1,206 @@
+"""One cash movement, one entry: what keeps `adjust cash` from booking a deposit twice.
+
+A cash movement (a deposit, a withdrawal, interest, a fee, an adjustment) is *what* moved: its
+kind, currency, signed amount and the day it moved (`Movement`). `adjust cash` books it in one of
+two ways, decided here before the dry run and again inside the booking's write transaction:
+
+* **with the broker's reference** (`--ref R`: IB's transaction id, the `transactionID` of the
+  Flex statement's cash line) the entry's idempotency key is derived from the account and R
+  (`ref_key`), so the ledger's unique key index books R at most once, whoever runs it, however
+  often, in however many processes at once. The key is the one `import flex` books a statement's
+  interest and fees under (`{interest|fee}:<Acct>:flex-R`, entries.account_cash_entry), and
+  `cash:<Acct>:flex-R` for the other kinds, whose Flex lines are proposed, not booked
+  (flex.unbooked_moves meets them by R): the hand and the statement name one movement alike.
+  Run again, R is found (`booked_by_ref`, under any kind's key): the same movement is a
+  *replay* (nothing booked, `Replay`), another one (amount, currency, kind, or a `--date` that
+  differs) is refused naming the entry. Only an entry that stands counts: once it is reversed
+  (`adjust reverse N`), R may be booked again, under `…:flex-R:2`, then `:3`.
+* **without a reference** the key is a fresh one per run, and an equal movement (same kind,
+  currency and amount, dated the same day) already booked refuses the run (`equal_on_day`),
+  unless the trader says `--again` (a real second deposit of that amount that day) or gives R.
+  "The same day" is the movement's day: today's date without `--date`, else that date; a
+  backdated movement is equal only to one booked for the same date.
+
+A replay without `--date` matches whatever day R was booked for: the trader said nothing about
+the day (a script retried after midnight is the same movement); with `--date` the day counts.
+The reason is kept with the entry but is no part of the movement: a reworded retry is a replay.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from tradeledger.errors import AdjustError
+from tradeledger.ledger.accounts import Chart
+from tradeledger.ledger.model import Transaction
+
+REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")
+FLEX = "flex-"  # how `import flex` names IB's transaction id in its keys (flex.read_flex)
+STATEMENT_KINDS = ("interest", "fee")  # booked by `import flex` itself, under its own key
+ENTRY_KINDS = ("cash-adjust", "interest", "fee")  # the ledger kinds of entries that move cash so
+
+
+class Replay(AdjustError):
+    """The movement is already booked, exactly as asked: nothing to book (not a failure)."""
+
+    def __init__(self, entry: int, ref: str | None, movement: Movement):
+        super().__init__(f"already booked as entry {entry}")
+        self.entry, self.ref, self.movement = entry, ref, movement
+
+
+@dataclass(frozen=True)
+class Movement:
+    kind: str  # a CASH_KIND: deposit, withdrawal, interest, fee, adjustment
+    currency: str
+    amount: Decimal  # signed as it moved the broker's cash
+    day: dt.date
+
+    def said(self) -> str:
+        return f"{self.kind} {self.amount} {self.currency} on {self.day.isoformat()}"
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """A booked entry that moved cash, as a movement; `ref` when it was booked under one."""
+
+    entry: int
+    movement: Movement
+    narration: str
+    ref: str | None = None
+
+    def as_json(self) -> dict:
+        return {"entry": self.entry, "kind": self.movement.kind, "currency": self.movement.currency,
+                "amount": self.movement.amount, "date": self.movement.day, "ref": self.ref,
+                "narration": self.narration}
+
+
+def normal_ref(ref: str) -> str:
+    """The broker's reference as the trader may type it (`9006`, or `flex-9006` as a statement's
+    exception shows it): IB's transaction id. Refused when it cannot be part of a key."""
+    ref = ref.strip()
+    if ref.startswith(FLEX):
+        ref = ref[len(FLEX):]
+    if not REF.fullmatch(ref):
+        raise AdjustError(f"--ref {ref!r}: the broker's reference is letters, digits and . _ / - (up to 64), "
+                          "e.g. IB's transaction id 1234567890")
+    return ref
+
+
+def ref_key(account: str, kind: str, ref: str, n: int = 1) -> str:
+    """The idempotency key of the movement R, booked as `kind`; n > 1 after the earlier ones were reversed."""
+    prefix = kind if kind in STATEMENT_KINDS else "cash"
+    return f"{prefix}:{account}:{FLEX}{ref}" + (f":{n}" if n > 1 else "")
+
+
+def lock_ref(conn: Connection, account: str, ref: str) -> None:
+    """Serialise the bookings of one broker reference until this transaction ends (PostgreSQL; SQLite
+    has one writer): a hand booking and a statement's, or two kinds of one R, keyed apart
+    (`ref_key`), cannot both book it."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                     {"key": f"tl:cashref:{account}:{ref}"})
+
+
+def ref_of_key(account: str, key: str | None) -> str | None:
+    """R when `key` is one of `ref_key`'s (by hand or from a statement), else None."""
+    for prefix in ("cash",) + STATEMENT_KINDS:
+        head = f"{prefix}:{account}:{FLEX}"
+        if key and key.startswith(head):
+            return key[len(head):].split(":", 1)[0]
+    return None
+
+
+def movement_of(chart: Chart, txn: Transaction) -> Movement:
+    """What an entry moved: its kind (an `adjust cash` entry says it in its meta), the currency
+    and amount it posted to the broker's cash, its day."""
+    kind = dict(txn.meta).get("adjust", "adjustment") if txn.kind == "cash-adjust" else txn.kind
+    cash = [p for p in txn.postings if p.account == chart.cash]
+    currency = cash[0].commodity if cash else ""
+    return Movement(kind, currency, sum((p.units for p in cash), Decimal(0)), txn.date)
+
+
+def _earlier(conn: Connection, ledger, chart: Chart, ids) -> list[Earlier]:
+    """The entries `ids` that stand (none reverses them), as movements, in booking order."""
+    reversed_ = ledger.reversals(ids, conn)
+    out = []
+    for entry in sorted(set(ids) - set(reversed_)):
+        txn = ledger.get(entry, conn)
+        out.append(Earlier(entry, movement_of(chart, txn), txn.narration, ref_of_key(chart.broker_account, txn.key)))
+    return out
+
+
+def booked_by_ref(conn: Connection, ledger, chart: Chart, ref: str) -> tuple[Earlier | None, dict[str, int]]:
+    """The entry that stands for R (None when none does), and every key R was ever booked under
+    (the reversed ones too: the next booking takes the next number)."""
+    account, found, n = chart.broker_account, {}, 1
+    while True:  # a reference is rebooked only after a reversal: rarely more than once
+        batch = [ref_key(account, kind, ref, i) for kind in ("cash",) + STATEMENT_KINDS for i in range(n, n + 16)]
+        hits = ledger.ids_by_key(batch, conn)
+        found.update(hits)
+        if not hits:
+            break
+        n += 16
+    standing = _earlier(conn, ledger, chart, found.values())
+    return (standing[0] if standing else None), found
+
+
+def next_ref_key(account: str, kind: str, ref: str, found: dict[str, int]) -> str:
+    """The key a new booking of R as `kind` takes: the first number not taken."""
+    n = 1
+    while ref_key(account, kind, ref, n) in found:
+        n += 1
+    return ref_key(account, kind, ref, n)
+
+
+def equal_on_day(conn: Connection, ledger, chart: Chart, movement: Movement) -> list[Earlier]:
+    """Standing entries that moved the same amount of the same currency, as the same kind, on the
+    movement's day: `adjust cash` entries, and the interest and fees booked from statements."""
+    kinds = ENTRY_KINDS if movement.kind in STATEMENT_KINDS else ("cash-adjust",)
+    ids = ledger.entry_ids_on(movement.day, kinds, conn)
+    return [e for e in _earlier(conn, ledger, chart, ids) if e.movement == movement]
+
+
+def differs(booked: Movement, asked: Movement, dated: bool, by: str = "asked") -> list[str]:
+    """What of the asked movement differs from the booked one (pure): the day only when `dated`;
+    `by` says who asks (a statement)."""
+    out = [f"{name} {getattr(booked, name)} ({by} {getattr(asked, name)})"
+           for name in ("kind", "currency", "amount") if getattr(booked, name) != getattr(asked, name)]
+    if dated and booked.day != asked.day:
+        out.append(f"date {booked.day.isoformat()} ({by} {asked.day.isoformat()})")
+    return out
+
+
+def decide_ref(earlier: Earlier | None, asked: Movement, dated: bool, ref: str) -> None:
+    """With a reference: nothing when R stands for no entry (book it); `Replay` when it stands for
+    this very movement; refused, naming the entry and what differs, when for another (pure)."""
+    if earlier is None:
+        return
+    what = differs(earlier.movement, asked, dated)
+    if not what:
+        raise Replay(earlier.entry, ref, earlier.movement)
+    raise AdjustError(f"ref {ref} is already booked as entry {earlier.entry} with another movement: "
+                      f"{', '.join(what)}; if the booked one is wrong, `adjust reverse {earlier.entry}` first, "
+                      "then run this again")
+
+
+def decide_plain(equal: list[Earlier], asked: Movement, again: bool) -> None:
+    """Without a reference: refused when an equal movement stands on the day, unless `again` (pure)."""
+    if equal and not again:
+        first = equal[0]
+        raise AdjustError(f"an equal {asked.said()} is already booked as entry {first.entry}"
+                          + (f" (ref {first.ref})" if first.ref else "")
+                          + ": if this is that one, nothing to do; give --ref REF (the broker's id of this "
+                          "movement) or --again if it is a second one")
+
+
+def replay_or_refuse(conn: Connection, ledger, chart: Chart, entry: int, txn: Transaction, ref: str) -> None:
+    """R's key was booked by another run between this run's look-up and its booking (the unique key
+    index refused this one): a `Replay` when it booked this movement, else refused. Always raises."""
+    booked = ledger.get(entry, conn)
+    decide_ref(Earlier(entry, movement_of(chart, booked), booked.narration, ref), movement_of(chart, txn), True, ref)
