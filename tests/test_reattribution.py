@@ -387,3 +387,13 @@ def test_an_attribution_waits_for_a_sync_that_books_the_late_commission(w, db_ur
     assert "booked" in done, done
     assert fill_commissions(w, fill.base_exec_id) == {C_TREND: D("2.00")}
     w.assert_clean()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_commission_changed_back_and_forth_is_booked_every_time(backend):
+    """Found by the property above: a late commission the broker reports as 0.00, then 0.01, 0.00
+    and 0.01 again. The change to 0.00 reverses the standing entry and books none; the next change
+    was keyed after the fill again, as the first 0.01 was, so the ledger returned that reversed
+    entry as a replay and the fill's holder was charged nothing."""
+    run_sequence(backend, 1, True, False, [("change", D("0.00")), ("change", D("0.01")), ("change", D("0.00")),
+                                           ("change", D("0.01")), ("change", D("0.00")), ("change", D("0.01"))])

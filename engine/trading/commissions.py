@@ -110,7 +110,7 @@ def rebook_commission(conn: Connection, books: Books, row, e: Execution, now: dt
     booked = _booked(books, [row.txn_id] + ([attribution[1]] if attribution is not None else []), currency, conn)
     parts = _parts(e.commission, commission_holders(conn, row, attribution))
     when = max(now, e.time)
-    replaces = row.commission_txn_id or row.txn_id
+    replaces = row.commission_txn_id or _after_undone(books, e.exec_id, row.txn_id, conn)
     if row.commission_txn_id is not None:
         ledger.reverse(row.commission_txn_id, when, f"commission of {e.exec_id} changed by the broker: "
                        f"{money_exact(was, currency)} -> {money_exact(e.commission, currency)} {currency}", conn=conn)
@@ -124,6 +124,20 @@ def rebook_commission(conn: Connection, books: Books, row, e: Execution, now: dt
 
     killpoint.reach("correction")  # written, not committed: the crash tests kill here
     return was
+
+
+def _after_undone(books: Books, exec_id: str, fill_txn: int, conn: Connection) -> int:
+    """The entry a change follows when no commission entry stands: the fill's, or, where changes
+    were booked after it and reversed since (a change to nothing reverses the standing entry and
+    books none), the newest of those reversals. Keyed after it, a change back to an amount booked
+    before (0.01 -> 0 -> 0.01) is a new entry, not a replay of the reversed one."""
+    ledger, after = books.ledger, fill_txn
+    while True:
+        taken = ledger.find_by_key(f"commission:{books.chart.broker_account}:{exec_id}:after-{after}", conn)
+        undone = ledger.reversed_by(taken, conn) if taken is not None else None
+        if undone is None:
+            return after
+        after = undone
 
 
 @dataclass(frozen=True)
