@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import itertools
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -321,19 +322,11 @@ def posting_moves(ctx: Context) -> Iterator[RawMove]:
         # metadata: read once an entry, not once a posting (a merge: the postings name a subset of
         # the entries, in the order of all).
         metas = reader.metas_in_order()
-        meta_of = -1
-        entry: list = []
-        for row in reader.postings_in_order(list(accounts)):
-            if entry and row[1] != entry[0][1]:
-                while meta_of != entry[0][1]:
-                    meta_of, meta = next(metas)
-                yield from replay.moves(entry, meta)
-                entry = []
-            entry.append(row)
-        if entry:
-            while meta_of != entry[0][1]:
+        for txn_id, rows in itertools.groupby(reader.postings_in_order(list(accounts)), key=lambda row: row[1]):
+            meta_of, meta = next(metas)
+            while meta_of != txn_id:
                 meta_of, meta = next(metas)
-            yield from replay.moves(entry, meta)
+            yield from replay.moves(list(rows), meta)
 
 
 class _EntryMoves:

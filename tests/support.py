@@ -24,6 +24,18 @@ from tradeledger.engine.trading.fills import SyncReport, sync_fills
 Listing = Callable[[TradingConfig], Iterable[tuple[Contract, Decimal]]]
 
 
+# One share (SPY) and one strategy holding it: what the cash, actions and Flex tests configure.
+SPY_CORE_CONFIG = """
+[instruments.SPY]
+type = "share"
+currency = "USD"
+exchange = "ARCA"
+
+[strategies.core]
+instruments = { SPY = 1 }
+"""
+
+
 def future(instrument: str, code: str, expiry: str, price) -> Listing:
     """A futures contract of a configured instrument, listed at `price`."""
     return lambda config: [(to_contract(config.instruments[instrument], code, expiry), Decimal(price))]

@@ -11,16 +11,9 @@ from click.testing import CliRunner
 
 from tradeledger.cli import main
 from tradeledger.engine.setup.environment import open_environment
+from support import SPY_CORE_CONFIG
 
-CONFIG = """
-[instruments.SPY]
-type = "share"
-currency = "USD"
-exchange = "ARCA"
-
-[strategies.core]
-instruments = { SPY = 1 }
-"""
+CONFIG = SPY_CORE_CONFIG
 
 
 def run(home, *args, ok=True):

@@ -27,19 +27,12 @@ from tradeledger.engine.trust.exceptions import list_exceptions
 from tradeledger.engine.trust.flex import CashMove, import_flex, unbooked_moves
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.export import check, export_beancount
+from support import SPY_CORE_CONFIG
 
 UTC = dt.timezone.utc
 DATA = Path(__file__).parent / "data" / "flex_december.xml"  # interest 9004, fee 9005, deposit 9006
 NOW = dt.datetime(2027, 1, 2, 12, tzinfo=UTC)
-CONFIG = """
-[instruments.SPY]
-type = "share"
-currency = "USD"
-exchange = "ARCA"
-
-[strategies.core]
-instruments = { SPY = 1 }
-"""
+CONFIG = SPY_CORE_CONFIG
 
 
 @pytest.fixture
