@@ -3,7 +3,9 @@
     tradeledger actions import FILE        dividends and splits (kind,ticker,ex_date,pay_date,amount,...)
     tradeledger actions list               every stored action and its state (due, receivable, paid, booked)
     tradeledger actions book [--date D]    book what is due (reconcile does this too)
-    tradeledger actions interest|fee AMOUNT CURRENCY --date D --reason TEXT
+    tradeledger actions interest|fee AMOUNT CURRENCY --date D --reason TEXT [--ref R]
+                                           booked once: by R (IB's transaction id) as `import flex` and
+                                           `adjust cash --ref R` book it, else by what it says
     tradeledger weights import FILE        target weights of allocation strategies (date,strategy,ticker,weight)
     tradeledger import flex FILE           IB's Flex statement: missed trades, dividends, interest, fees,
                                            corporate actions, futures expiries
@@ -104,22 +106,35 @@ def actions_book(c: Invocation, date, as_json):
 
 def _account_cash(c: Invocation, kind: str, amount: str, currency: str, date: str, reason: str, ref: str | None,
                   as_json: bool):
+    """Booked once: with the broker's reference R keyed by R as `adjust cash --ref` and `import flex`
+    key it (cash_moves.claim_ref: a movement R stands for already is a replay, exit 0; another one
+    refused); without, by what the command says, so the same command twice books once."""
     from tradeledger.engine.accounting.actions import book_account_cash
     from tradeledger.engine.accounting.corporate import AccountCash
+    from tradeledger.engine.trust import cash_moves
 
     if not reason.strip():
         raise click.BadParameter("give a reason", param_hint="--reason")
     value = to_decimal(amount, "AMOUNT")
     day = parse_date(date, "--date")
     currency = currency.upper()
-    # The same command twice books once: the reference is derived from what it says, unless given.
-    ref = ref or "manual-" + hashlib.sha256(f"{kind}|{day}|{value}|{currency}|{reason}".encode()).hexdigest()[:16]
-    entry_id, created = book_account_cash(c.open(), AccountCash(kind, day, value, currency, reason, ref))
-    if as_json:
-        emit_json({"entry": entry_id, "booked": created, "ref": ref})
+    if ref is not None:
+        item = AccountCash(kind, day, value, currency, reason, cash_moves.normal_ref(ref))
+        try:
+            entry_id, created = cash_moves.book_account_cash_by_ref(c.open(), item), True
+        except cash_moves.Replay as replay:
+            entry_id, created = replay.entry, False
     else:
-        say(f"{'booked' if created else 'already booked'}: {kind} {value} {currency} on {day} "
-                   f"(entry {entry_id}, ref {ref})")
+        text = f"{kind}|{day}|{value}|{currency}|{reason}"
+        item = AccountCash(kind, day, value, currency, reason,
+                           "manual-" + hashlib.sha256(text.encode()).hexdigest()[:16])
+        entry_id, created = book_account_cash(c.open(), item)
+    if as_json:
+        emit_json({"entry": entry_id, "booked": created, "replay": not created, "ref": item.ref})
+    elif created:
+        say(f"booked: {kind} {value} {currency} on {day} (entry {entry_id}, ref {item.ref})")
+    else:
+        say(f"already booked as entry {entry_id}: {kind} {value} {currency} on {day}, ref {item.ref}; nothing booked")
 
 
 @actions_group.command("interest", context_settings=SIGNED)
@@ -127,7 +142,9 @@ def _account_cash(c: Invocation, kind: str, amount: str, currency: str, date: st
 @click.argument("currency")
 @click.option("--date", "date", required=True, help="The day the broker credited or charged it.")
 @reason_option(help="What it is, e.g. 'USD credit interest for November'.")
-@click.option("--ref", default=None, help="The broker's reference (keeps a re-entry from booking twice).")
+@click.option("--ref", default=None, help="The broker's reference (IB: the transaction id on the statement, "
+              "9006 or flex-9006): booked once under it, by hand or by `import flex`; another amount under it "
+              "is refused.")
 @json_option
 @pass_ctx
 def actions_interest(c: Invocation, amount, currency, date, reason, ref, as_json):
@@ -141,7 +158,9 @@ def actions_interest(c: Invocation, amount, currency, date, reason, ref, as_json
 @click.argument("currency")
 @click.option("--date", "date", required=True, help="The day the broker charged it.")
 @reason_option(help="What it is, e.g. 'NYSE market data, November'.")
-@click.option("--ref", default=None, help="The broker's reference (keeps a re-entry from booking twice).")
+@click.option("--ref", default=None, help="The broker's reference (IB: the transaction id on the statement, "
+              "9006 or flex-9006): booked once under it, by hand or by `import flex`; another amount under it "
+              "is refused.")
 @json_option
 @pass_ctx
 def actions_fee(c: Invocation, amount, currency, date, reason, ref, as_json):
@@ -214,6 +233,8 @@ def import_flex_cmd(c: Invocation, file, tz, as_json):
         if report.corporate_actions or report.expiries_booked or report.expiries_known:
             say(f"corporate actions: {len(report.corporate_actions)} stored or linked; futures expiries: "
                        f"{len(report.expiries_booked)} booked, {report.expiries_known} already booked")
+        for line in report.account_cash_already:
+            say(f"already booked: {line}")
         for line in report.booked_actions:
             say(f"booked {line}")
         for line in report.expiries_booked:

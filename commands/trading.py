@@ -582,10 +582,11 @@ def _sim_account_cash(c: Invocation, kind: str, amount: str, currency: str, ref:
         exchange = session.exchange()
         exchange.account_cash(currency.upper(), number, kind, ref or "")
         day = exchange.now().date()
+    # Nothing is booked here: the ledger books it by hand, keyed by the same reference as a statement would
     said(as_json, {"kind": kind, "amount": number, "currency": currency.upper(), "date": day, "ref": ref or None},
          f"broker {kind}: {number} {currency.upper()} on {day}; the ledger books it with "
-         f"`tradeledger actions {kind} {number} {currency.upper()} --date {day} --reason ...` "
-         f"(or IB's Flex statement)")
+         f"`tradeledger actions {kind} {number} {currency.upper()} --date {day}"
+         + (f" --ref {ref}" if ref else "") + " --reason ...` (or IB's Flex statement)")
 
 
 @sim_group.command("interest", context_settings=SIGNED)

@@ -223,16 +223,17 @@ def adjust_cash(c: Invocation, currency, amount, cash_kind, reason, date, ref, a
 @json_option
 @pass_ctx
 def adjust_list(c: Invocation, as_json):
-    """Every maintenance entry booked: what, why, who, and its ledger entry."""
+    """Every maintenance entry booked: what, why, who, its ledger entry and, for a cash movement (and its
+    reversal), the broker's reference it was booked under."""
     env = c.open()
     with db.read_connection(env.engine) as conn:
-        rows = _adjust.list_adjustments(conn, _adjust.user_names(env))
+        rows = _adjust.list_adjustments(conn, _adjust.user_names(env), env.ledger, env.chart.broker_account)
     if as_json:
         emit_json(rows)
         return
-    table("adjustments", ["id", "kind", "subject", "from", "to", "qty", "price", "entry", "who", "reason"],
-          [(r["id"], r["kind"], r["subject"], r["from"], r["to"], r["quantity"], r["price"], r["entry"], r["who"],
-            r["reason"]) for r in rows])
+    table("adjustments", ["id", "kind", "subject", "from", "to", "qty", "price", "entry", "ref", "who", "reason"],
+          [(r["id"], r["kind"], r["subject"], r["from"], r["to"], r["quantity"], r["price"], r["entry"], r["ref"],
+            r["who"], r["reason"]) for r in rows])
 
 
 @click.command("daemon")

@@ -357,11 +357,12 @@ def account_cash_shares(config, item: AccountCash) -> dict[str, Decimal]:
     return {UNALLOCATED: item.amount}
 
 
-def book_account_cash(ctx: Context, item: AccountCash, conn=None) -> tuple[int, bool]:
-    """Book interest or a fee once (keyed by its reference); returns (entry id, booked now)."""
+def book_account_cash(ctx: Context, item: AccountCash, conn=None, key: str | None = None) -> tuple[int, bool]:
+    """Book interest or a fee once, under `key` (the broker's reference's, cash_moves.claim_ref) or
+    else its `ref` as it is; returns (entry id, booked now)."""
     if item.amount == 0:
         raise CorporateActionError(f"{item.kind} of 0 {item.currency}: nothing to book")
-    txn = account_cash_entry(ctx.chart, item, account_cash_shares(trading_config(ctx), item))
+    txn = account_cash_entry(ctx.chart, item, account_cash_shares(trading_config(ctx), item), key)
     with _begin(ctx, conn) as c:
         _open_accounts(ctx, c, {p.account for p in txn.postings})
         booked = ctx.ledger.book(txn, c)

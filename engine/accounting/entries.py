@@ -875,8 +875,10 @@ def split_entry(chart: Chart, split: Split, lots: dict[str | None, list[tuple[Co
         meta=meta, key=f"split:{chart.broker_account}:{split.key}")
 
 
-def account_cash_entry(chart: Chart, item: AccountCash, shares: dict[str, Decimal]) -> Transaction:
-    """Interest or a fee against cash, borne by `shares` (holder component -> signed amount)."""
+def account_cash_entry(chart: Chart, item: AccountCash, shares: dict[str, Decimal],
+                       key: str | None = None) -> Transaction:
+    """Interest or a fee against cash, borne by `shares` (holder component -> signed amount); keyed
+    by `key` (the broker's reference's: cash_moves.claim_ref), else by `item.ref` as it is."""
     if item.kind not in ("interest", "fee"):
         raise CorporateActionError(f"unknown account cash kind {item.kind!r} (interest or fee)")
     postings = [Posting(chart.cash, item.amount, item.currency)]
@@ -890,4 +892,4 @@ def account_cash_entry(chart: Chart, item: AccountCash, shares: dict[str, Decima
     return Transaction(
         time=dt.datetime.combine(item.date, dt.time(12), dt.timezone.utc), kind=item.kind,
         narration=item.description or f"{item.kind} {item.amount} {item.currency}", postings=tuple(postings),
-        links=(), meta=(("ref", item.ref),), key=f"{item.kind}:{chart.broker_account}:{item.ref}")
+        links=(), meta=(("ref", item.ref),), key=key or f"{item.kind}:{chart.broker_account}:{item.ref}")

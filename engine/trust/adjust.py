@@ -372,13 +372,12 @@ def plan_cash_move(conn: Connection, ctx: Context, currency: str, amount: Decima
     `dated`: the day was given (`--date`), so a replay must be of that day."""
     chart = ctx.chart
     if ref is not None:
-        cash_moves.lock_ref(conn, chart.broker_account, ref)
-        standing, taken = cash_moves.booked_by_ref(conn, ctx.ledger, chart, ref)
-        key = cash_moves.next_ref_key(chart.broker_account, cash_kind, ref, taken)
+        claim = cash_moves.claim_ref(conn, ctx.ledger, chart, cash_kind, ref)
+        key = claim.key
     adj = plan_cash(conn, ctx, currency, amount, reason, time, key, cash_kind, ref)
     asked = cash_moves.Movement(cash_kind, adj.subject, amount, time.date())
     if ref is not None:
-        cash_moves.decide_ref(standing, asked, dated, ref)
+        cash_moves.decide_ref(claim.standing, asked, dated, ref)
     equal = cash_moves.equal_on_day(conn, ctx.ledger, chart, asked)
     if ref is None:
         cash_moves.decide_plain(equal, asked, again)
@@ -533,10 +532,14 @@ def _resolve(conn: Connection, adj: Adjustment, who: str) -> tuple[str, ...]:
     return tuple(k for k in adj.resolves if resolve_by_key(conn, k, who, why, now=adj.txn.time))  # the entry's time
 
 
-def list_adjustments(conn: Connection, names: dict | None = None) -> list[dict]:
+def list_adjustments(conn: Connection, names: dict | None = None, ledger=None, account: str | None = None) -> list[dict]:
     """Every adjustment; `names` ({holder component: user name}, `user_names`) names the strategies
-    they moved positions between as the user does."""
+    they moved positions between as the user does; with the `ledger` and its broker `account`, the
+    broker's reference a cash movement was booked under (`ref`, None without; a reversal's is the
+    reversed entry's)."""
     rows = conn.execute(sa.select(adjustment).order_by(adjustment.c.id)).all()
+    refs = {} if ledger is None else cash_moves.refs_of_entries(
+        conn, ledger, account, [r.txn_id for r in rows if r.kind in ("cash", "reverse") and r.txn_id is not None])
 
     def who(column):
         return None if column is None else _who(from_column(column), names)
@@ -545,4 +548,5 @@ def list_adjustments(conn: Connection, names: dict | None = None) -> list[dict]:
              "to": who(r.to_holder) if r.kind in POSITION_KINDS else None,
              "quantity": None if r.quantity is None else from_scaled(r.quantity),
              "price": None if r.price is None else from_scaled(r.price), "reason": r.reason, "who": r.who,
-             "at": r.created_at, "entry": r.txn_id, "resolved": json.loads(r.resolved or "[]")} for r in rows]
+             "at": r.created_at, "entry": r.txn_id, "ref": refs.get(r.txn_id),
+             "resolved": json.loads(r.resolved or "[]")} for r in rows]

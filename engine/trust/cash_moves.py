@@ -1,8 +1,12 @@
-"""One cash movement, one entry: what keeps `adjust cash` from booking a deposit twice.
+"""One cash movement, one entry: what keeps a deposit, interest or a fee from being booked twice.
 
 A cash movement (a deposit, a withdrawal, interest, a fee, an adjustment) is *what* moved: its
-kind, currency, signed amount and the day it moved (`Movement`). `adjust cash` books it in one of
-two ways, decided here before the dry run and again inside the booking's write transaction:
+kind, currency, signed amount and the day it moved (`Movement`). It reaches the ledger by hand
+(`adjust cash`, `actions interest|fee`) or from IB's Flex statement (`import flex`), and every one
+of these keys a movement that has the broker's reference R by one function, `claim_ref` (under
+R's lock: what stands for R, and the key a new booking takes), so that whichever comes first
+books it and the others find it. `adjust cash` books it in one of two ways, decided here before
+the dry run and again inside the booking's write transaction:
 
 * **with the broker's reference** (`--ref R`: IB's transaction id, the `transactionID` of the
   Flex statement's cash line) the entry's idempotency key is derived from the account and R
@@ -24,6 +28,13 @@ two ways, decided here before the dry run and again inside the booking's write t
 A replay without `--date` matches whatever day R was booked for: the trader said nothing about
 the day (a script retried after midnight is the same movement); with `--date` the day counts.
 The reason is kept with the entry but is no part of the movement: a reworded retry is a replay.
+
+`actions interest|fee --ref R` (`book_account_cash_by_ref`) is the same decision with the day
+always given: R standing for this movement is a replay, for another one refused; the entry is
+the statement's kind of entry (allocated by `[account_cash]`), with R (not `flex-R`) in its meta,
+which tells it from the statement's own (`from_statement`). Before R was normalised that command
+booked R as typed, under `{interest|fee}:<Acct>:R` (`legacy_keys`): such entries are found by R
+too, so a ledger booked then is not booked again now.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from tradeledger.engine.accounting.corporate import AccountCash
 from tradeledger.errors import AdjustError
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.model import Transaction
@@ -98,6 +110,12 @@ def ref_key(account: str, kind: str, ref: str, n: int = 1) -> str:
     return f"{prefix}:{account}:{FLEX}{ref}" + (f":{n}" if n > 1 else "")
 
 
+def legacy_keys(account: str, ref: str) -> tuple[str, ...]:
+    """The keys `actions interest|fee --ref R` booked R under before R was normalised (R as typed,
+    without `flex-`; typed `flex-R` it took `ref_key`'s own). Read, never written any more."""
+    return tuple(f"{kind}:{account}:{ref}" for kind in STATEMENT_KINDS)
+
+
 def lock_ref(conn: Connection, account: str, ref: str) -> None:
     """Serialise the bookings of one broker reference until this transaction ends (PostgreSQL; SQLite
     has one writer): a hand booking and a statement's, or two kinds of one R, keyed apart
@@ -138,7 +156,8 @@ def _earlier(conn: Connection, ledger, chart: Chart, ids) -> list[Earlier]:
 def booked_by_ref(conn: Connection, ledger, chart: Chart, ref: str) -> tuple[Earlier | None, dict[str, int]]:
     """The entry that stands for R (None when none does), and every key R was ever booked under
     (the reversed ones too: the next booking takes the next number)."""
-    account, found, n = chart.broker_account, {}, 1
+    account, n = chart.broker_account, 1
+    found = ledger.ids_by_key(legacy_keys(account, ref), conn)  # a ledger booked before R was normalised
     while True:  # a reference is rebooked only after a reversal: rarely more than once
         batch = [ref_key(account, kind, ref, i) for kind in ("cash",) + STATEMENT_KINDS for i in range(n, n + 16)]
         hits = ledger.ids_by_key(batch, conn)
@@ -156,6 +175,63 @@ def next_ref_key(account: str, kind: str, ref: str, found: dict[str, int]) -> st
     while ref_key(account, kind, ref, n) in found:
         n += 1
     return ref_key(account, kind, ref, n)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What R stands for, under R's lock (`claim_ref`)."""
+
+    standing: Earlier | None  # the entry that stands for R, None when none does
+    taken: dict[str, int]  # every key R was ever booked under (reversed ones, the old form's)
+    key: str  # the key a new booking of R takes
+
+
+def claim_ref(conn: Connection, ledger, chart: Chart, kind: str, ref: str) -> Claim:
+    """The one keying of a movement by the broker's reference R (normal_ref'd), as `kind`, for
+    every entry point (adjust cash, actions interest|fee, import flex): R locked until the
+    caller's transaction ends, the entry that stands for R, and the key a new booking takes."""
+    lock_ref(conn, chart.broker_account, ref)
+    standing, taken = booked_by_ref(conn, ledger, chart, ref)
+    return Claim(standing, taken, next_ref_key(chart.broker_account, kind, ref, taken))
+
+
+def from_statement(txn: Transaction) -> bool:
+    """Whether `import flex` booked the entry: its interest and fees carry `flex-R` in their meta,
+    those booked by hand R itself (an `adjust cash` entry is the trader's)."""
+    return txn.kind in STATEMENT_KINDS and dict(txn.meta).get("ref", "").startswith(FLEX)
+
+
+def book_account_cash_by_ref(ctx, item: AccountCash) -> int:
+    """`actions interest|fee --ref R` (`item.ref` is R, normal_ref'd): the interest or fee booked
+    under R's key, unless R stands for an entry already: this very movement (kind, currency,
+    amount and day) is a `Replay`, another one is refused naming the entry (`decide_ref`).
+    Returns the entry booked; one transaction."""
+    from tradeledger.engine.accounting.actions import book_account_cash  # accounting books; trust decides
+
+    asked = Movement(item.kind, item.currency, item.amount, item.date)
+    with ctx.engine.begin() as conn:
+        claim = claim_ref(conn, ctx.ledger, ctx.chart, item.kind, item.ref)
+        decide_ref(claim.standing, asked, True, item.ref)
+        entry, created = book_account_cash(ctx, item, conn, key=claim.key)
+        if not created:  # the key was taken meanwhile by a process that took no lock (an older one)
+            booked = ctx.ledger.get(entry, conn)
+            decide_ref(Earlier(entry, movement_of(ctx.chart, booked), booked.narration, item.ref), asked, True,
+                       item.ref)
+        return entry
+
+
+def refs_of_entries(conn: Connection, ledger, account: str, ids) -> dict[int, str]:
+    """Entry id -> the broker's reference R it was booked under (`adjust list`), for those of `ids`
+    that have one; a reversal names the R of the entry it reverses."""
+    out = {}
+    for entry in ids:
+        txn = ledger.get(entry, conn)
+        if txn.reverses is not None:
+            txn = ledger.get(txn.reverses, conn)
+        ref = ref_of_key(account, txn.key)
+        if ref is not None:
+            out[entry] = ref
+    return out
 
 
 def equal_on_day(conn: Connection, ledger, chart: Chart, movement: Movement) -> list[Earlier]:

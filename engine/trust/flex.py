@@ -18,8 +18,8 @@ account only:
   with what the ledger's record holders imply. Due actions are then booked (`book_due`).
 * Broker interest and other fees are booked once each (keyed by IB's transaction id) by the
   configured allocation rule (`[account_cash]`), unless the trader booked that transaction id by
-  hand (`adjust cash --ref ID`: the same key scheme, cash_moves.py): then it is known, and a
-  different figure is a `statement_difference`.
+  hand (`actions interest|fee --ref ID` or `adjust cash --ref ID`: the same key, cash_moves.claim_ref):
+  then it is known (said, with its entry), and a different figure is a `statement_difference`.
 * Deposits and withdrawals are proposed, not booked: an exception carries the exact
   `tradeledger adjust cash ... --ref ID` command. One booked with its transaction id stands for
   that line only; one booked without is matched by currency, amount and day (`unbooked_moves`).
@@ -37,7 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -105,6 +105,7 @@ class FlexReport:
     dividends: list[str] = field(default_factory=list)
     account_cash_booked: list[str] = field(default_factory=list)
     account_cash_known: int = 0
+    account_cash_already: list[str] = field(default_factory=list)  # known ones standing: "... (ref R) as entry N"
     proposed: list[str] = field(default_factory=list)  # adjust commands for deposits/withdrawals
     differences: list[str] = field(default_factory=list)
     booked_actions: list[str] = field(default_factory=list)
@@ -300,26 +301,26 @@ def _stored_rate(ctx: Context, d: FlexDividend) -> Decimal | None:
 
 def _book_statement_cash(ctx: Context, item: AccountCash, report: FlexReport, now: dt.datetime) -> bool:
     """Book the statement's interest or fee unless its transaction id already stands for an entry;
-    True when booked now. Standing for one (booked by an earlier import, or by hand with `adjust
-    cash --ref ID`: the same key scheme, cash_moves.py) it is known, and compared: another
-    movement is a `statement_difference`. A hand entry of the id that was reversed leaves the
-    statement's to book, under the next key (cash_moves.next_ref_key); one the statement booked
-    and the trader reversed stays reversed."""
+    True when booked now. Standing for one (booked by an earlier import, or by hand with `actions
+    interest|fee --ref ID` or `adjust cash --ref ID`: the same key, cash_moves.claim_ref, which
+    finds the old form of the first too) it is known, and compared: another movement is a
+    `statement_difference`. A hand entry of the id that was reversed leaves the statement's to
+    book, under the next key; one the statement booked and the trader reversed stays reversed."""
     ref, chart = item.ref.removeprefix(cash_moves.FLEX), ctx.chart
     with ctx.engine.begin() as conn:
-        cash_moves.lock_ref(conn, chart.broker_account, ref)
-        standing, taken = cash_moves.booked_by_ref(conn, ctx.ledger, chart, ref)
+        claim = cash_moves.claim_ref(conn, ctx.ledger, chart, item.kind, ref)
+        standing = claim.standing
         if standing is None:
-            if any(ctx.ledger.get(e, conn).kind != "cash-adjust" for e in taken.values()):
+            if any(cash_moves.from_statement(ctx.ledger.get(e, conn)) for e in claim.taken.values()):
                 return False  # the statement's own entry, reversed since by the trader
-            key = cash_moves.next_ref_key(chart.broker_account, item.kind, ref, taken)
-            item = replace(item, ref=key.split(":", 2)[2])  # entries.account_cash_entry: kind:account:ref
-            return book_account_cash(ctx, item, conn)[1]
+            return book_account_cash(ctx, item, conn, key=claim.key)[1]
         stated = cash_moves.Movement(item.kind, item.currency, item.amount, item.date)
         what = cash_moves.differs(standing.movement, stated, dated=False, by="statement")
         if not what:
+            report.account_cash_already.append(f"{item.kind} {item.amount} {item.currency} {item.date} (ref {ref}) "
+                                               f"as entry {standing.entry}")
             return False
-        by_hand = ctx.ledger.get(standing.entry, conn).kind == "cash-adjust"
+        by_hand = not cash_moves.from_statement(ctx.ledger.get(standing.entry, conn))
     _difference(ctx, f"{item.kind} {ref}", f"IB's {item.kind} {ref} of {item.amount} {item.currency} on {item.date} "
                 f"is booked{' by hand' if by_hand else ''} as entry {standing.entry} with {', '.join(what)}", report, now)
     return False
