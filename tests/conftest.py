@@ -56,6 +56,13 @@ def db_url(request, tmp_path):
     return _pg_engine(request).url.render_as_string(hide_password=False)
 
 
+@pytest.fixture(params=["postgresql"])
+def pg_url(request):
+    """A PostgreSQL URL only (a schema of its own): for what happens only between hosts, such as two
+    processes whose clocks disagree on one database (a SQLite file has one host's clock)."""
+    return _pg_engine(request).url.render_as_string(hide_password=False)
+
+
 @pytest.fixture
 def engine(db_url):
     engine = db.make_engine(db_url)
