@@ -84,10 +84,9 @@ def test_a_second_daemon_is_refused_while_the_lease_is_held(tmp_path):
     result = cli(home, "daemon", "--once")
     assert result.exit_code == 1 and "a daemon already runs for the paper environment" in result.output
     with pytest.raises(DaemonAlreadyRunning):
-        acquire_lease(env, "someone-else", dt.datetime.now(UTC), 10)
-    # A lease that has expired (its holder died) is taken over.
-    later = dt.datetime.now(UTC) + dt.timedelta(seconds=10)
-    acquire_lease(env, "successor", later, 10)
+        acquire_lease(env, "someone-else", 10)
+    # A lease that has expired (its holder died) is taken over: a newcomer 10 s later by the database's clock.
+    acquire_lease(env, "successor", 10, ahead=10)
     with read_connection(env.engine) as conn:
         assert conn.execute(sa.select(daemon_lease.c.owner)).scalar() == "successor"
     first.release()  # not its lease any more: releases nothing of the successor's

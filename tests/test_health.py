@@ -70,6 +70,7 @@ def test_health_and_metrics_of_a_running_daemon(tmp_path):
         report = json.loads(body)
         assert status == 200 and report["ok"] is True, report
         assert report["lease"]["ours"] is True and report["heartbeat"]["state"] == "running"
+        assert 0 < report["lease"]["expires_in_seconds"] <= 3  # lease_seconds, by the database's clock
         assert 0 <= report["heartbeat"]["age_seconds"] < 30
         assert report["jobs"]["fill_sync"]["ok"] and report["jobs"]["fill_sync"]["result"].startswith("ok: 1 fills")
         assert set(report["jobs"]) >= {"fill_sync", "reconcile", "monitor"}

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 
 import pytest
 import sqlalchemy as sa
@@ -62,9 +64,19 @@ def tl_at(seconds: int, home, *args, timeout: float = 180) -> subprocess.Complet
                           text=True, timeout=timeout, env=skewed_env())
 
 
-def start_at(seconds: int, home, *args, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([*skewed(seconds), *SKEWED_CLI, "--home", str(home), *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**skewed_env(), **(env or {})})
+def start_at(seconds: int, *command) -> subprocess.Popen:
+    """`command` started on a host whose clock is `seconds` off, in a process group of its own:
+    faketime runs it as its child, so `kill_all` ends both."""
+    return subprocess.Popen([*skewed(seconds), *map(str, command)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=skewed_env(), start_new_session=True)
+
+
+def kill_all(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=10)
 
 
 def database_now(engine):
@@ -86,7 +98,7 @@ def test_a_daemon_on_a_host_ten_minutes_ahead_does_not_take_a_live_lease(pg_url,
     first = subprocess.Popen([*CLI, "--home", str(home), "daemon"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        assert wait_for(lambda: heartbeat(env) is not None), first.stderr.read1()
+        assert wait_for(lambda: heartbeat(env) is not None), "the daemon never beat"
         with read_connection(env.engine) as conn:
             holder = conn.execute(sa.select(tables.daemon_lease.c.owner)).scalar()
         second = tl_at(SKEW, home, "daemon", "--once")
@@ -102,22 +114,32 @@ def test_a_daemon_on_a_host_ten_minutes_ahead_does_not_take_a_live_lease(pg_url,
     env.engine.dispose()
 
 
+def health_port(env) -> int | None:
+    log = env.dir / "logs" / "daemon.log"
+    found = re.search(r"health endpoint on http://127\.0\.0\.1:(\d+)/health", log.read_text() if log.exists() else "")
+    return int(found.group(1)) if found else None
+
+
 def test_a_dead_daemon_whose_clock_ran_ahead_is_replaced_once_its_lease_really_expires(pg_url, tmp_path, wait_for):
-    home, env, _ = make_env(tmp_path, db_url=pg_url)  # lease_seconds = 3
-    first = start_at(SKEW, home, "daemon")
+    """A daemon on a host ten minutes ahead writes its lease by the database's clock (and its health
+    endpoint says it holds it); SIGKILLed, it is replaced once that lease expires, not ten minutes later."""
+    home, env, _ = make_env(tmp_path, "[health]\nport = 0\n", db_url=pg_url)  # lease_seconds = 3
+    first = start_at(SKEW, *SKEWED_CLI, "--home", home, "daemon")
     try:
-        assert wait_for(lambda: heartbeat(env) is not None), first.stderr.read()
+        assert wait_for(lambda: heartbeat(env) is not None and health_port(env)), "the skewed daemon never beat"
         with read_connection(env.engine) as conn:
             expires = conn.execute(sa.select(tables.daemon_lease.c.expires_at)).scalar()
         # by the database's clock: the lease ends a lease from now, not ten minutes later
         assert (parse_ts(expires) - database_now(env.engine)).total_seconds() <= 3 + 1
-        first.kill()
-        first.wait(timeout=10)
+        with urllib.request.urlopen(f"http://127.0.0.1:{health_port(env)}/health", timeout=10) as response:
+            report = json.loads(response.read())
+        assert report["ok"] and report["lease"]["ours"], report  # not "the lease expired" by its own clock
+        assert 0 < report["lease"]["expires_in_seconds"] <= 3, report
     finally:
-        if first.poll() is None:
-            first.kill()
-    killed = time.monotonic()
-    assert wait_for(lambda: tl(home, "daemon", "--once").returncode == 0, timeout=60)
+        kill_all(first)  # SIGKILL: the daemon dies holding its lease
+    killed, tries = time.monotonic(), []
+    assert wait_for(lambda: tries.append(tl(home, "daemon", "--once")) or tries[-1].returncode == 0, timeout=60), \
+        (tries[-1].stdout, tries[-1].stderr)
     assert time.monotonic() - killed < 30  # its 3 s lease, and the time to start a daemon, not 600 s
     env.engine.dispose()
 
@@ -158,7 +180,7 @@ STALL = textwrap.dedent("""
     from tradeledger.engine.setup.environment import open_environment
     from tradeledger.engine.trading import lease
     env = open_environment(sys.argv[1], "paper")
-    assert lease.try_acquire(env.engine, "paper", "elsewhere:1:stalled", "cycle --approve (run 1)", lease.wall_now(), 2) is None
+    assert lease.try_acquire(env.engine, "paper", "elsewhere:1:stalled", "cycle --approve (run 1)", 2) is None
     print("held", flush=True)
     threading.Event().wait(600)  # alive, never renewing: a stalled holder
 """)
@@ -168,16 +190,15 @@ def test_a_stalled_trader_whose_clock_ran_ahead_is_taken_over_once_its_lease_rea
     """A trader on a host ten minutes ahead takes a 2 s lease and stalls (alive, never renewing): a
     trader here takes it over once those 2 s have passed by the database's clock, not ten minutes later."""
     home = demo_home(tmp_path / "home", pg_url)
-    stalled = subprocess.Popen([*skewed(SKEW), sys.executable, "-c", STALL, str(home)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=skewed_env())
+    stalled = start_at(SKEW, sys.executable, "-c", STALL, home)
     env = open_environment(home, "paper")
     try:
         assert stalled.stdout.readline().strip() == "held", stalled.stderr.read()
         started = time.monotonic()
         with lease.hold(env, "orders submit (run 1)", wait=20) as held:
             assert lease.live_holder(env.engine, env.name).owner == held.owner
+            assert stalled.poll() is None  # taken over by its expiry, not because its process was gone
         assert time.monotonic() - started < 10
     finally:
-        stalled.kill()
-        stalled.wait(timeout=10)
+        kill_all(stalled)
         env.engine.dispose()

@@ -10,12 +10,12 @@ second of the two is refused as a duplicate orderRef; at IB, where another clien
 in this client's list, it trades twice). Now each check confirms the lease in the database (and
 renews it), so the stalled holder stops at its very next send.
 
-The takeover is the real one: a newcomer's `try_acquire` at a time past the lease's expiry.
+The takeover is the real one: a newcomer's `try_acquire` at a time past the lease's expiry (by the
+database's clock: `ahead`, the test's way of being later without waiting).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 
 import pytest
 import sqlalchemy as sa
@@ -31,9 +31,8 @@ from test_never_twice import cli, demo_home
 
 def take_over(session) -> None:
     """Another trader arrives after the lease has expired (its holder stalled) and takes it."""
-    later = lease.wall_now() + dt.timedelta(seconds=lease.LEASE_SECONDS + 1)
     assert lease.try_acquire(session.engine, session.name, "elsewhere:4242:feedbeef", "cycle --approve (run 1)",
-                             later, lease.LEASE_SECONDS) is None
+                             lease.LEASE_SECONDS, ahead=lease.LEASE_SECONDS + 1) is None
 
 
 def test_a_holder_whose_lease_was_taken_over_sends_nothing_more(tmp_path):

@@ -5,7 +5,9 @@ Model:
   (`daemon_lease`): acquired atomically (insert, or take over a row whose `expires_at` has
   passed), renewed every heartbeat, released on a clean stop. A second daemon is refused with
   who holds the lease and until when; a daemon that died (SIGKILL, power loss) stops holding
-  the environment once its lease expires. A daemon that finds its lease taken stops.
+  the environment once its lease expires. A daemon that finds its lease taken stops. The
+  lease's times are the database's clock (`ledger/dbclock.py`), not the daemon's host's: on
+  PostgreSQL two hosts whose clocks differ still agree whether it has expired.
 - **Jobs** come from `[daemon]` in config.toml (`daemon_jobs.py`) and are scheduled by
   APScheduler 3 with its job store in the same database (`tl_apscheduler_jobs`): intervals for
   fill sync and reconciliation, daily UTC times for each exchange's settlement, data update and
@@ -50,7 +52,7 @@ from tradeledger.engine.setup.environment import check_apart
 from tradeledger.engine.setup.session import Session
 from tradeledger.engine.tables import daemon_heartbeat, daemon_lease
 from tradeledger.engine.trading.lease import take_row
-from tradeledger.ledger import db
+from tradeledger.ledger import db, dbclock
 from tradeledger.ledger.store import fmt_ts
 from tradeledger.logs import quiet
 
@@ -71,15 +73,14 @@ def wall_now() -> dt.datetime:
 
 # -- lease and heartbeat (each call one transaction) -------------------------------------------
 
-def acquire_lease(ctx: Context, owner: str, now: dt.datetime, seconds: int) -> None:
-    """Take the environment's lease, or take over an expired one; refuse a live holder."""
+def acquire_lease(ctx: Context, owner: str, seconds: int, ahead: float = 0) -> None:
+    """Take the environment's lease, or take over one expired by the database's clock (the only
+    clock every host sharing the database agrees on); refuse a live holder. `ahead`: tests only, as
+    if the database's clock were that many seconds later (`lease.take_row`)."""
     engine, env = ctx.engine, ctx.name
-    expires = fmt_ts(now + dt.timedelta(seconds=seconds))
     pid, host = os.getpid(), socket.gethostname()
     try:
-        row = take_row(engine, daemon_lease, env, owner, dict(pid=pid, host=host, acquired_at=fmt_ts(now),
-                                                              expires_at=expires),
-                       lambda row: row.expires_at <= fmt_ts(now))
+        row = take_row(engine, daemon_lease, env, owner, dict(pid=pid, host=host), seconds, ahead=ahead)
     except sa.exc.IntegrityError:  # another daemon inserted the row first
         raise DaemonAlreadyRunning(f"another daemon took the {env} environment's lease just now") from None
     if row is not None:
@@ -88,12 +89,13 @@ def acquire_lease(ctx: Context, owner: str, now: dt.datetime, seconds: int) -> N
             f"{row.expires_at[:19]} UTC): stop it first, or wait for its lease to expire")
 
 
-def renew_lease(ctx: Context, owner: str, now: dt.datetime, seconds: int) -> bool:
-    """Extend our lease; False when it is no longer ours (taken over after it expired)."""
+def renew_lease(ctx: Context, owner: str, seconds: int) -> bool:
+    """Extend our lease to `seconds` from now by the database's clock; False when it is no longer
+    ours (taken over after it expired)."""
     engine, env = ctx.engine, ctx.name
     with engine.begin() as conn:
         result = conn.execute(daemon_lease.update().where(daemon_lease.c.env == env, daemon_lease.c.owner == owner)
-                              .values(expires_at=fmt_ts(now + dt.timedelta(seconds=seconds))))
+                              .values(expires_at=dbclock.now(conn.dialect.name, seconds)))
         return result.rowcount == 1
 
 
@@ -200,7 +202,8 @@ class Daemon:
     def stamp(self) -> dt.datetime:
         """When something the daemon records happened: the environment's clock (the simulated
         exchange's on sim), like every other record of the environment. `clock` (the wall clock)
-        stays the daemon's own time: its lease, heartbeat and schedule are about the process."""
+        stays the daemon's own time: its heartbeat and schedule are about the process. Its lease
+        is the database's clock (`acquire_lease`), which every host sharing the database sees."""
         from tradeledger.engine.trust.snapshots import session_now
 
         return session_now(self.session)
@@ -241,8 +244,7 @@ class Daemon:
             now=now))
 
     def acquire(self) -> None:
-        self._retrying(lambda: acquire_lease(self.env, self.owner, self.clock(),
-                                             self.config.lease_seconds), "taking the lease")
+        self._retrying(lambda: acquire_lease(self.env, self.owner, self.config.lease_seconds), "taking the lease")
         self._retrying(lambda: write_heartbeat(self.env, self.owner, self.started, self.clock()),
                        "heartbeat")
         safe_url = self.env.engine.url.render_as_string(hide_password=True)
@@ -424,7 +426,7 @@ class Daemon:
 
     def beat(self) -> None:
         """Renew the lease, check the schema, write the heartbeat, record what waited: one beat."""
-        if not renew_lease(self.env, self.owner, self.clock(), self.config.lease_seconds):
+        if not renew_lease(self.env, self.owner, self.config.lease_seconds):
             raise Fatal("the lease was lost to another daemon (this one was cut off longer than "
                         f"lease_seconds = {self.config.lease_seconds}): stopping so that only one runs")
         try:

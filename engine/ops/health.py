@@ -1,8 +1,9 @@
 """Health for monitors: an optional HTTP endpoint of the daemon, on loopback only.
 
-    GET /health    JSON: the environment, the lease (who holds it, until when, whether it is this
-                   daemon's), the heartbeat's age, the last result of every job, and `ok` with the
-                   reasons it is not: 200 when ok, 503 when not (a monitor needs no parsing)
+    GET /health    JSON: the environment, the lease (who holds it, until when and how long from
+                   now by the database's clock, whether it is this daemon's), the heartbeat's
+                   age, the last result of every job, and `ok` with the reasons it is not: 200
+                   when ok, 503 when not (a monitor needs no parsing)
     GET /metrics   Prometheus text (prometheus-client), read from the database at scrape time:
 
         tradeledger_up                                   1 while the endpoint answers
@@ -18,7 +19,9 @@
         tradeledger_bookings_total{kind}                 ledger entries by kind (append-only)
         tradeledger_alerts{state}                        the alert outbox: pending, sent, failed
 
-`assess` (pure) decides health from the lease, the heartbeat and the jobs' results. The server is
+`assess` (pure) decides health from the lease, the heartbeat and the jobs' results: the lease by
+the database's clock, which its expiry is written by (ledger/dbclock.py), the heartbeat and the
+jobs by the daemon's own clock, which stamps them. The server is
 off unless `[health] port` is set; it binds 127.0.0.1 (or ::1) and nothing else.
 
     [health]
@@ -39,7 +42,7 @@ import sqlalchemy as sa
 from tradeledger.engine.context import Context
 from tradeledger.engine.setup.environment import ConfigError
 from tradeledger.engine.tables import alert_outbox, daemon_heartbeat, daemon_lease, reconciliation, tl_exception
-from tradeledger.ledger import db
+from tradeledger.ledger import db, dbclock
 from tradeledger.ledger.store import parse_ts
 
 UTC = dt.timezone.utc
@@ -78,14 +81,16 @@ class JobState:
 
 
 def assess(now: dt.datetime, lease: dict | None, owner: str | None, heartbeat: dict | None,
-           jobs: list[JobState], heartbeat_limit: dt.timedelta) -> list[str]:
-    """Why the daemon is not healthy (empty: healthy). Pure."""
+           jobs: list[JobState], heartbeat_limit: dt.timedelta, lease_now: dt.datetime | None = None) -> list[str]:
+    """Why the daemon is not healthy (empty: healthy). Pure. The lease is judged by `lease_now`, the
+    database's clock its expiry is written by (None: `now`); the heartbeat by `now`, the clock of the
+    daemon that stamps it."""
     reasons = []
     if lease is None:
         reasons.append("no daemon holds the lease")
     elif owner is not None and lease["owner"] != owner:
         reasons.append(f"the lease is held by another daemon ({lease['owner']})")
-    elif parse_ts(lease["expires_at"]) < now:
+    elif parse_ts(lease["expires_at"]) < (lease_now or now):
         reasons.append(f"the lease expired at {lease['expires_at'][:19]} UTC")
     if heartbeat is None:
         reasons.append("no heartbeat")
@@ -113,11 +118,14 @@ class Probe:
     def __init__(self, env: Context, daemon=None, clock=lambda: dt.datetime.now(UTC)):
         self.env, self.daemon, self.clock = env, daemon, clock
 
-    def _rows(self, conn) -> tuple[dict | None, dict | None]:
+    def _rows(self, conn) -> tuple[dict | None, dict | None, dt.datetime]:
+        """The lease, the heartbeat, and the database's clock (what the lease's expiry is measured by)."""
         name = self.env.settings.env
         lease = conn.execute(sa.select(daemon_lease).where(daemon_lease.c.env == name)).first()
         beat = conn.execute(sa.select(daemon_heartbeat).where(daemon_heartbeat.c.env == name)).first()
-        return (None if lease is None else dict(lease._mapping)), (None if beat is None else dict(beat._mapping))
+        lease_now = parse_ts(dbclock.read(conn))
+        return (None if lease is None else dict(lease._mapping)), (None if beat is None else dict(beat._mapping)), \
+            lease_now
 
     def jobs(self) -> list[JobState]:
         return latest_jobs(list(self.daemon.results)) if self.daemon is not None else []
@@ -125,17 +133,19 @@ class Probe:
     def health(self) -> dict:
         now = self.clock()
         with db.read_connection(self.env.engine) as conn:
-            lease, beat = self._rows(conn)
+            lease, beat, lease_now = self._rows(conn)
         owner = getattr(self.daemon, "owner", None)
         config = getattr(self.daemon, "config", None)
         limit = dt.timedelta(seconds=3 * (config.heartbeat_seconds if config else 10))
         jobs = self.jobs()
-        reasons = assess(now, lease, owner, beat, jobs, limit)
+        reasons = assess(now, lease, owner, beat, jobs, limit, lease_now)
         return {
             "ok": not reasons, "reasons": reasons, "environment": self.env.settings.env,
             "account": self.env.settings.account, "now": now.isoformat(),
-            "lease": None if lease is None else {"owner": lease["owner"], "pid": lease["pid"], "host": lease["host"],
-                                                 "expires_at": lease["expires_at"], "ours": lease["owner"] == owner},
+            "lease": None if lease is None else {
+                "owner": lease["owner"], "pid": lease["pid"], "host": lease["host"], "expires_at": lease["expires_at"],
+                "ours": lease["owner"] == owner,  # by the database's clock, as the lease is judged
+                "expires_in_seconds": round((parse_ts(lease["expires_at"]) - lease_now).total_seconds(), 3)},
             "heartbeat": None if beat is None else {
                 "at": beat["at"], "age_seconds": round((now - parse_ts(beat["at"])).total_seconds(), 3),
                 "state": beat["state"], "last_job": beat["last_job"], "last_result": beat["last_result"]},
@@ -148,7 +158,7 @@ class Probe:
 
         now = self.clock()
         with db.read_connection(self.env.engine) as conn:
-            lease, beat = self._rows(conn)
+            lease, beat, lease_now = self._rows(conn)
             t = tl_exception
             open_rows = conn.execute(sa.select(t.c.kind, t.c.severity, sa.func.count()).where(
                 t.c.state.in_(("open", "acknowledged"))).group_by(t.c.kind, t.c.severity)).all()
@@ -159,7 +169,7 @@ class Probe:
             alerts = dict(conn.execute(sa.select(o.c.state, sa.func.count()).group_by(o.c.state)).all())
         yield GaugeMetricFamily("tradeledger_up", "1 while the health endpoint answers", value=1)
         owner = getattr(self.daemon, "owner", None)
-        held = lease is not None and lease["owner"] == owner and parse_ts(lease["expires_at"]) >= now
+        held = lease is not None and lease["owner"] == owner and parse_ts(lease["expires_at"]) >= lease_now
         yield GaugeMetricFamily("tradeledger_lease_held", "1 when this daemon holds the environment's lease",
                                 value=1 if held else 0)
         if beat is not None:

@@ -15,16 +15,19 @@ two) never plan from the same state and never both send.
   it sends anything more, however recently the thread last ran.
 - **Release** on leaving the `with` block, whatever happened inside it.
 
-The lease is re-entrant within one process (a cycle that calls submit holds it once). Times are
-the wall clock, never the simulated exchange's clock.
+The lease is re-entrant within one process (a cycle that calls submit holds it once). Its times
+(`acquired_at`, `expires_at`, and the moment they are compared with) are the database's clock,
+computed in the statement that writes or judges them (`ledger/dbclock.py`), never this host's
+nor the simulated exchange's: two hosts sharing a PostgreSQL ledger with clocks minutes apart
+must still agree whether a lease has expired. On SQLite that clock is the file's one host's.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import socket
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,9 +38,8 @@ import sqlalchemy as sa
 from tradeledger.engine.context import Context
 from tradeledger.engine.tables import trading_lease
 from tradeledger.errors import UserError
-from tradeledger.ledger.store import fmt_ts
+from tradeledger.ledger import dbclock
 
-UTC = dt.timezone.utc
 LEASE_SECONDS = 30
 DEFAULT_WAIT = 5.0
 
@@ -48,10 +50,6 @@ class TradingBusy(UserError):
 
 class LeaseLost(UserError):
     """Our lease expired and was taken over: stop before sending anything more."""
-
-
-def wall_now() -> dt.datetime:
-    return dt.datetime.now(UTC)
 
 
 def pid_alive(pid: int) -> bool:
@@ -78,73 +76,93 @@ class Holder:
                 f"{self.acquired_at[:19]} UTC (lease until {self.expires_at[:19]} UTC)")
 
 
-def is_stale(holder: Holder, now: dt.datetime, host: str) -> bool:
-    """May a newcomer take this lease over? Expired, or its process is gone from this host (pure but for
-    the process table)."""
-    if holder.expires_at <= fmt_ts(now):
-        return True
-    return holder.host == host and holder.pid != os.getpid() and not pid_alive(holder.pid)
+def gone_from_here(host: str, pid: int) -> bool:
+    """Was the holder a process on this host that no longer exists (killed: its rerun need not wait
+    for the expiry)? Pure but for the process table."""
+    return host == socket.gethostname() and pid != os.getpid() and not pid_alive(pid)
 
 
-def take_row(engine, table: sa.Table, env: str, owner: str, values: dict, may_take) -> object | None:
+def take_row(engine, table: sa.Table, env: str, owner: str, values: dict, seconds: float,
+             gone=lambda row: False, ahead: float = 0) -> object | None:
     """Insert the environment's lease row in `table` (the trading lease, the daemon's), or take it
-    over when `may_take(row)` says its holder is gone; one transaction, the row locked on
-    PostgreSQL. None when `owner` holds it now, else the row of the live holder in the way.
-    Another process inserting the row first raises IntegrityError."""
+    over when it has expired by the database's clock or `gone(row)` says its holder is gone; one
+    transaction, the row locked on PostgreSQL. `acquired_at` and `expires_at` (`seconds` later)
+    are the database's clock, as is the expiry's comparison, all inside the statements that write
+    them. None when `owner` holds it now, else the row of the live holder in the way. Another
+    process inserting the row first raises IntegrityError.
+
+    `ahead` is for tests only: act as if the database's clock were that many seconds later (a
+    newcomer after the expiry, without waiting for it)."""
     with engine.begin() as conn:
+        dialect = conn.dialect.name
+        clock = dbclock.now(dialect, ahead)
+        stamps = dict(acquired_at=clock, expires_at=dbclock.now(dialect, ahead + seconds))
         query = sa.select(table).where(table.c.env == env)
-        if conn.dialect.name == "postgresql":
+        if dialect == "postgresql":
             query = query.with_for_update()
         row = conn.execute(query).first()
         if row is None:
-            conn.execute(table.insert().values(env=env, owner=owner, **values))
+            conn.execute(table.insert().values(env=env, owner=owner, **values, **stamps))
             return None
-        if row.owner != owner and not may_take(row):
-            return row
-        conn.execute(table.update().where(table.c.env == env, table.c.owner == row.owner)
-                     .values(owner=owner, **values))
-        return None
+        # Ours, or its process gone from this host: take it; else only if expired, judged in the UPDATE.
+        may_take = sa.true() if row.owner == owner or gone(row) else table.c.expires_at <= clock
+        taken = conn.execute(table.update().where(table.c.env == env, table.c.owner == row.owner, may_take)
+                             .values(owner=owner, **values, **stamps))
+        return None if taken.rowcount == 1 else row
 
 
 def _holder(row) -> Holder:
     return Holder(row.owner, row.pid, row.host, row.what, row.acquired_at, row.expires_at)
 
 
-def try_acquire(engine, env: str, owner: str, what: str, now: dt.datetime, seconds: int) -> Holder | None:
-    """Take the lease (one transaction); None on success, else the live holder."""
+def try_acquire(engine, env: str, owner: str, what: str, seconds: float, ahead: float = 0) -> Holder | None:
+    """Take the lease (one transaction); None on success, else the live holder. `ahead`: tests only
+    (`take_row`)."""
     host, pid = socket.gethostname(), os.getpid()
-    values = dict(pid=pid, host=host, what=what[:200], acquired_at=fmt_ts(now),
-                  expires_at=fmt_ts(now + dt.timedelta(seconds=seconds)))
+    values = dict(pid=pid, host=host, what=what[:200])
     try:
-        row = take_row(engine, trading_lease, env, owner, values, lambda row: is_stale(_holder(row), now, host))
+        row = take_row(engine, trading_lease, env, owner, values, seconds,
+                       lambda row: gone_from_here(row.host, row.pid), ahead)
         return None if row is None else _holder(row)
     except sa.exc.IntegrityError:  # another process inserted the row first
-        return current_holder(engine, env) or Holder("?", 0, "?", "another trader", fmt_ts(now), fmt_ts(now))
+        holder = current_holder(engine, env)
+        if holder is None:
+            with engine.connect() as conn:
+                at = dbclock.read(conn)
+            holder = Holder("?", 0, "?", "another trader", at, at)
+        return holder
 
 
 def current_holder(engine, env: str, conn=None) -> Holder | None:
     def read(c):
         row = c.execute(sa.select(trading_lease).where(trading_lease.c.env == env)).first()
-        return None if row is None else Holder(row.owner, row.pid, row.host, row.what, row.acquired_at,
-                                               row.expires_at)
+        return None if row is None else _holder(row)
     if conn is not None:
         return read(conn)
     with engine.connect() as c:
         return read(c)
 
 
-def live_holder(engine, env: str, conn=None, now: dt.datetime | None = None) -> Holder | None:
-    """The holder of the lease if it is live (not expired, its process not gone)."""
-    holder = current_holder(engine, env, conn)
-    if holder is None or is_stale(holder, now or wall_now(), socket.gethostname()):
-        return None
-    return holder
+def live_holder(engine, env: str, conn=None) -> Holder | None:
+    """The holder of the lease if it is live: not expired by the database's clock (read in the
+    same statement as the row), its process not gone from this host."""
+    def read(c):
+        query = sa.select(trading_lease, dbclock.now(c.dialect.name).label("db_now")).where(trading_lease.c.env == env)
+        row = c.execute(query).first()
+        if row is None or row.expires_at <= row.db_now or gone_from_here(row.host, row.pid):
+            return None
+        return _holder(row)
+    if conn is not None:
+        return read(conn)
+    with engine.connect() as c:
+        return read(c)
 
 
-def renew(engine, env: str, owner: str, now: dt.datetime, seconds: int) -> bool:
+def renew(engine, env: str, owner: str, seconds: float) -> bool:
+    """Extend our lease to `seconds` from now by the database's clock; False when it is not ours."""
     with engine.begin() as conn:
         result = conn.execute(trading_lease.update().where(trading_lease.c.env == env, trading_lease.c.owner == owner)
-                              .values(expires_at=fmt_ts(now + dt.timedelta(seconds=seconds))))
+                              .values(expires_at=dbclock.now(conn.dialect.name, seconds)))
         return result.rowcount == 1
 
 
@@ -169,7 +187,7 @@ class Lease:
         holder that stalled past its expiry go on sending until that thread's next tick, after the
         newcomer who took over had sent the same planned orders."""
         if not self.lost.is_set() and self.engine is not None \
-                and not renew(self.engine, self.env, self.owner, wall_now(), self.seconds):
+                and not renew(self.engine, self.env, self.owner, self.seconds):
             self.lost.set()
         if self.lost.is_set():
             raise LeaseLost(f"this process lost the {self.env} environment's trading lease (it stalled past its "
@@ -198,12 +216,12 @@ def hold(ctx: Context, what: str, wait: float = DEFAULT_WAIT, seconds: int = LEA
                 mine.depth -= 1
         return
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    deadline = wall_now() + dt.timedelta(seconds=wait)
+    deadline = time.monotonic() + wait  # how long this process waits: its own elapsed time
     while True:
-        holder = try_acquire(engine, env, owner, what, wall_now(), seconds)
+        holder = try_acquire(engine, env, owner, what, seconds)
         if holder is None:
             break
-        if wall_now() >= deadline:
+        if time.monotonic() >= deadline:
             raise TradingBusy(f"{holder.describe(env)}: refused after waiting {wait:g} s; run it again once that "
                               f"finishes")
         threading.Event().wait(poll)
@@ -213,7 +231,7 @@ def hold(ctx: Context, what: str, wait: float = DEFAULT_WAIT, seconds: int = LEA
     def keep_renewing():
         while not stop.wait(seconds / 3):
             try:
-                if not renew(engine, env, owner, wall_now(), seconds):
+                if not renew(engine, env, owner, seconds):
                     lease.lost.set()
                     return
             except sa.exc.SQLAlchemyError:  # a busy database: try again at the next tick
