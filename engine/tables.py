@@ -58,6 +58,11 @@ Never trade twice (migration 0010):
   a limit) and why, so that a run is planned once and a resubmission says why a line sends nothing.
 - `target_run.unattended`: 1 when the run was approved by `cycle --unattended`, i.e. no person
   reviewed it.
+
+The trader's curves (migration 0015):
+- `series_checkpoint`: per grouping, the daily series' replay state at the end of a past day and
+  the series to it (reports/series_checkpoint.py); `price_change`: an insert-only log of the dates
+  whose price, settlement or FX rate moved, kept by triggers, that tells a checkpoint it is stale.
 """
 
 from __future__ import annotations
@@ -494,3 +499,24 @@ run_plan = Table(
     Column("detail", Text, nullable=False),  # what was decided and why, in words
     Column("planned_at", String(26), nullable=False),
 )
+
+
+# -- the trader's curves resume from a checkpoint (0015) ------------------------------------------
+
+series_checkpoint = Table(
+    "series_checkpoint", metadata,
+    Column("series_by", String(16), primary_key=True),  # total | strategy | instrument
+    Column("day", String(10), nullable=False),
+    Column("format", Integer, nullable=False),
+    Column("entries", BigInteger, nullable=False),
+    Column("price_changes", BigInteger, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("written_at", String(26), nullable=False),
+)
+
+price_change = Table(  # appended to by triggers on price_bar, settlement and fx_rate only
+    "price_change", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("day", String(10), nullable=False),
+)
+Index("ix_price_change_day", price_change.c.day)

@@ -66,18 +66,18 @@ class Reader:
         cursor.execute(sql, params)
         return cursor
 
-    def stream(self, sql: str, name: str, batch: int = 5000):
+    def stream(self, sql: str, name: str, batch: int = 5000, params: tuple = ()):
         """The rows of `sql` a batch at a time, never all at once: SQLite steps its statement as
         rows are fetched; PostgreSQL holds them in a server-side cursor (several may be open on
         the one connection, in its one transaction)."""
         if self.dialect == "sqlite":
             cursor = self.conn.cursor()
             cursor.arraysize = batch
-            cursor.execute(sql)
+            cursor.execute(sql, params)
         else:
             cursor = self.conn.cursor(name=name)
             cursor.itersize = batch
-            cursor.execute(sql)
+            cursor.execute(sql.replace("%", "%%").replace("?", "%s"), params)
         while True:
             rows = cursor.fetchmany(batch)
             if not rows:
@@ -246,19 +246,34 @@ class Reader:
                               f"JOIN txn t ON t.id = p.txn_id WHERE p.account_id IN ({marks}) AND p.ts >= ?",
                               (*account_ids, since)))
 
-    def postings_in_order(self, account_ids: list[int]):
+    def postings_in_order(self, account_ids: list[int], since: str | None = None):
         """Every posting in these accounts, in booking order (time, entry, posting), streamed: (ts,
         entry id, account id, commodity, units, weight, cost). An entry's postings share its time,
-        so they come together (the replay of reports/series.py)."""
+        so they come together (the replay of reports/series.py). `since`: only entries of that
+        time or later (an index range on the entries' time: a replay resumed from a checkpoint)."""
+        after = "" if since is None else "AND t.ts >= ? "
         return self.stream("SELECT t.ts, t.id, p.account_id, p.commodity, p.units, p.weight, p.cost "
                            "FROM txn t JOIN posting p ON p.txn_id = t.id "
                            f"WHERE p.account_id IN ({', '.join(str(int(i)) for i in sorted(account_ids))}) "
-                           "ORDER BY t.ts, t.id, p.id", "tl_postings_in_order")
+                           f"{after}ORDER BY t.ts, t.id, p.id", "tl_postings_in_order",
+                           params=() if since is None else (since,))
 
-    def metas_in_order(self):
+    def metas_in_order(self, since: str | None = None):
         """(id, meta) of every entry in the order of `postings_in_order`, streamed: read beside it,
         each entry's metadata comes once, not once per posting."""
-        return self.stream("SELECT id, meta FROM txn ORDER BY ts, id", "tl_metas_in_order")
+        if since is None:
+            return self.stream("SELECT id, meta FROM txn ORDER BY ts, id", "tl_metas_in_order")
+        return self.stream("SELECT id, meta FROM txn WHERE ts >= ? ORDER BY ts, id", "tl_metas_in_order",
+                           params=(since,))
+
+    def entries_before(self, before: str) -> int:
+        """How many entries have a time before `before` (a count over the range of ix_txn_ts). The
+        ledger is append-only, so an unchanged count says no entry was booked into that range."""
+        return int(self.rows("SELECT COUNT(*) FROM txn WHERE ts < ?", (before,)).fetchone()[0])
+
+    def last_entry_time(self) -> str | None:
+        """The time of the newest entry (the end of ix_txn_ts)."""
+        return self.rows("SELECT MAX(ts) FROM txn").fetchone()[0]
 
     def newest_before(self, account: str, before: str, limit: int) -> list[tuple]:
         """(time, entry id, posting id, commodity, scaled cost, entry metadata) of an account's

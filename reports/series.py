@@ -39,6 +39,7 @@ import bisect
 import datetime as dt
 import itertools
 import json
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -146,6 +147,17 @@ class _Prices:
         candidates = ([(s[0], 1, s[1])] if s else []) + ([(c[0], 0, c[1])] if c else [])
         return max(candidates)[2] if candidates else None
 
+    def last_on(self, day: dt.date) -> dict:
+        """{settlement|close|fx: {key: (date, value)}}: the newest of each on or before `day`."""
+        out: dict = {}
+        for name, table in (("settlement", self._s), ("close", self._c), ("fx", self._fx)):
+            out[name] = {key: found for key in table if (found := self._on(table, key, day)) is not None}
+        return out
+
+    def splits_through(self, day: dt.date) -> dict:
+        """ticker -> [(date, old/new)] of the booked splits dated on or before `day`."""
+        return {ticker: kept for ticker, found in self._splits.items() if (kept := [s for s in found if s[0] <= day])}
+
     def fx(self, ccy: str, base: str, day: dt.date) -> Decimal | None:
         if ccy == base:
             return Decimal(1)
@@ -153,16 +165,35 @@ class _Prices:
         return None if found is None else found[1]
 
 
+@dataclass
+class Fold:
+    """`compute`'s state at the end of a day: what it needs to go on from there (each holder's
+    units, cost basis and futures mark per contract, cash per currency, net deposits in base, the
+    groups with something held) and the series so far (groups, NAV and deposits of each day).
+    `codes`: every contract the moves named so far (reports/series_checkpoint.py checks that none of
+    them became known to the config or the ledger since)."""
+
+    qty: dict = field(default_factory=lambda: defaultdict(lambda: ZERO))  # (holder, code) -> units
+    basis: dict = field(default_factory=lambda: defaultdict(lambda: ZERO))  # (holder, code) -> cost basis (shares)
+    mark: dict = field(default_factory=dict)  # (holder, code) -> futures mark
+    cash: dict = field(default_factory=lambda: defaultdict(lambda: ZERO))
+    deposits_base: Decimal = ZERO
+    active: set = field(default_factory=set)
+    groups: dict = field(default_factory=lambda: defaultdict(dict))
+    navs: dict = field(default_factory=dict)
+    deposits: dict = field(default_factory=dict)
+    codes: set = field(default_factory=set)
+
+
 def compute(moves: list[Move], contracts: dict[str, ContractInfo], prices: _Prices, base: str,
-            days: list[dt.date], by: str) -> Series:
-    """Replay the moves day by day; `by` is strategy, instrument or total."""
-    qty: dict = defaultdict(lambda: ZERO)  # (holder, code) -> units
-    basis: dict = defaultdict(lambda: ZERO)  # (holder, code) -> cost basis (shares)
-    mark: dict = {}  # (holder, code) -> futures mark
-    cash: dict = defaultdict(lambda: ZERO)
-    deposits_base = ZERO
-    groups: dict = defaultdict(dict)
-    navs, deposits = {}, {}
+            days: list[dt.date], by: str, start: Fold | None = None, cut: dt.date | None = None,
+            on_cut=None) -> Series:
+    """Replay the moves day by day; `by` is strategy, instrument or total. `start`: the state at the
+    end of the day before `days` (a checkpoint's; else nothing held, nothing yet), which this
+    carries on; `on_cut(state)` is called once the day `cut` is done (a checkpoint to be)."""
+    state = start if start is not None else Fold()
+    qty, basis, mark, cash, codes = state.qty, state.basis, state.mark, state.cash, state.codes
+    groups, navs, deposits = state.groups, state.navs, state.deposits
     i = 0  # moves come in booking order (load_moves sorts them by time)
 
     def group(holder: str | None, code: str | None) -> str:
@@ -173,9 +204,8 @@ def compute(moves: list[Move], contracts: dict[str, ContractInfo], prices: _Pric
             return info.instrument if info else (code or "other")
         return TOTAL
 
-    active: set = set()
     for day in days:
-        today: dict = {key: Day() for key in active}  # a group with positions yesterday has a today
+        today: dict = {key: Day() for key in state.active}  # a group with positions yesterday has a today
         today = defaultdict(Day, today)
         missing = set()
         while i < len(moves) and moves[i].day <= day:
@@ -183,11 +213,13 @@ def compute(moves: list[Move], contracts: dict[str, ContractInfo], prices: _Pric
             i += 1
             if m.kind == "position":
                 key = (m.holder, m.commodity)
+                codes.add(m.commodity)
                 qty[key] += m.units
                 basis[key] += m.basis
                 if m.price is not None:
                     mark[key] = m.price
             elif m.kind in ("realized", "commission", "income"):
+                codes.add(m.contract)
                 d = today[group(m.holder, m.contract)]
                 if m.kind == "income":
                     _add(d.income, m.commodity, m.units)
@@ -202,7 +234,7 @@ def compute(moves: list[Move], contracts: dict[str, ContractInfo], prices: _Pric
                 cash[m.commodity] += m.units
             elif m.kind == "deposit":
                 rate = prices.fx(m.commodity, base, m.day)
-                deposits_base += m.units * (rate if rate is not None else ZERO)
+                state.deposits_base += m.units * (rate if rate is not None else ZERO)
         nav_total = ZERO
         for (holder, code), units in qty.items():
             info = contracts.get(code)
@@ -249,10 +281,24 @@ def compute(moves: list[Move], contracts: dict[str, ContractInfo], prices: _Pric
                 setattr(d, attr, total)
             d.missing_fx = frozenset(gone)
             groups[key][day] = d
-        active = {key for key, d in today.items() if d.unrealized or d.exposure}
+        state.active = {key for key, d in today.items() if d.unrealized or d.exposure}
         navs[day] = None if missing else nav_total
-        deposits[day] = deposits_base
-    return Series(tuple(days), dict(groups), navs, deposits, base)
+        deposits[day] = state.deposits_base
+        if day == cut and on_cut is not None:
+            on_cut(state)
+    return series_of(state, base)
+
+
+def series_of(state: Fold, base: str, until: dt.date | None = None) -> Series:
+    """The series a state holds (its days before `until`): a group with no day left is none."""
+    days = tuple(day for day in state.navs if until is None or day < until)
+    if until is None:
+        groups = dict(state.groups)
+    else:
+        groups = {key: kept for key, per_day in state.groups.items()
+                  if (kept := {day: d for day, d in per_day.items() if day < until})}
+    return Series(days, groups, {day: state.navs[day] for day in days},
+                  {day: state.deposits[day] for day in days}, base)
 
 
 # -- reading the database -------------------------------------------------------------------------
@@ -266,18 +312,23 @@ def contract_infos(ctx: Context) -> dict[str, ContractInfo]:
     return result
 
 
-def load_prices(ctx: Context) -> _Prices:
+def load_prices(ctx: Context, after: dt.date | None = None, carried: dict | None = None) -> _Prices:
+    """Every price, settlement and FX rate; `after`: only those dated after it (an index range on
+    the date), and `carried` (`_Prices.last_on(after)`, a checkpoint's) the newest of each on or
+    before it, which is all a day after it can carry forward."""
     settlements, closes, fx = defaultdict(dict), defaultdict(dict), defaultdict(dict)
+    for name, target in (("settlement", settlements), ("close", closes), ("fx", fx)):
+        for key, (day, value) in (carried or {}).get(name, {}).items():
+            target[key][day] = value
     with read_connection(ctx.engine) as conn:
-        for code, d, v in conn.execute(sa.select(tables.settlement.c.contract, tables.settlement.c.date,
-                                                 tables.settlement.c.price)):
-            settlements[code][dt.date.fromisoformat(d)] = from_scaled(v)
-        for name, d, v in conn.execute(sa.select(tables.price_bar.c.instrument, tables.price_bar.c.date,
-                                                 tables.price_bar.c.close)):
-            closes[name][dt.date.fromisoformat(d)] = from_scaled(v)
-        for ccy, d, v in conn.execute(sa.select(tables.fx_rate.c.currency, tables.fx_rate.c.date,
-                                                tables.fx_rate.c.rate)):
-            fx[ccy][dt.date.fromisoformat(d)] = from_scaled(v)
+        for table, key, value, target in ((tables.settlement, "contract", "price", settlements),
+                                          (tables.price_bar, "instrument", "close", closes),
+                                          (tables.fx_rate, "currency", "rate", fx)):
+            query = sa.select(table.c[key], table.c.date, table.c[value])
+            if after is not None:
+                query = query.where(table.c.date > after.isoformat())
+            for code, d, v in conn.execute(query):
+                target[code][dt.date.fromisoformat(d)] = from_scaled(v)
         splits = booked_splits(conn)
     return _Prices(settlements, closes, fx, splits)
 
@@ -300,12 +351,16 @@ def load_moves(ctx: Context, contracts: dict[str, ContractInfo] | None = None) -
 RawMove = tuple
 
 
-def posting_moves(ctx: Context) -> Iterator[RawMove]:
+def posting_moves(ctx: Context, since: dt.date | None = None, entries: tuple | None = None,
+                  cut: dt.date | None = None, at_cut: dict | None = None) -> Iterator[RawMove]:
     """Every posting that moves P&L, cash, deposits or a position, with its entry's contract and
-    price, in booking order, streamed from one read transaction (never all in memory)."""
+    price, in booking order, streamed from one read transaction (never all in memory).
+
+    `since`: only the entries from that day on, `entries` the replay's state before them
+    (`_EntryMoves.state`, a checkpoint's). `cut`: `at_cut["entries"]` is set to that state at the
+    end of the day `cut` (once an entry of a later day comes, or at the end)."""
     chart = ctx.chart
     holdings = chart.root + ":Strategy:"
-    prefixes = ("Income:Trading:", "Expenses:Commissions:", *CARRY_ACCOUNTS, holdings, "Assets:")
     # An internal cross names no price in its entry's metadata: its price is the run's reference
     # price, kept beside it (the engine marks both holders there, position_mark).
     with read_connection(ctx.engine) as conn:
@@ -313,27 +368,49 @@ def posting_moves(ctx: Context) -> Iterator[RawMove]:
             sa.select(tables.internal_cross.c.txn_id, tables.internal_cross.c.price)
             .where(tables.internal_cross.c.txn_id.is_not(None)))}
     with engine_reader(ctx.engine) as reader:
-        accounts = {i: name for i, name in reader.account_names().items()
-                    if name.startswith(prefixes) or name == chart.deposits}
-        if not accounts:
-            return
-        replay = _EntryMoves(ctx, holdings, crossed, accounts)
-        # The postings in booking order, and beside them, in the same order, every entry's
-        # metadata: read once an entry, not once a posting (a merge: the postings name a subset of
-        # the entries, in the order of all).
-        metas = reader.metas_in_order()
-        for txn_id, rows in itertools.groupby(reader.postings_in_order(list(accounts)), key=lambda row: row[1]):
-            meta_of, meta = next(metas)
-            while meta_of != txn_id:
+        accounts = replay_accounts(ctx, reader)
+        replay = _EntryMoves(ctx, holdings, crossed, accounts, entries)
+        if accounts:
+            start = None if since is None else since.isoformat()
+            end = None if cut is None else cut.isoformat()
+            # The postings in booking order, and beside them, in the same order, every entry's
+            # metadata: read once an entry, not once a posting (a merge: the postings name a subset
+            # of the entries, in the order of all).
+            metas = reader.metas_in_order(start)
+            for txn_id, rows in itertools.groupby(reader.postings_in_order(list(accounts), start),
+                                                  key=lambda row: row[1]):
                 meta_of, meta = next(metas)
-            yield from replay.moves(list(rows), meta)
+                while meta_of != txn_id:
+                    meta_of, meta = next(metas)
+                rows = list(rows)
+                if end is not None and at_cut is not None and "entries" not in at_cut and rows[0][0][:10] > end:
+                    at_cut["entries"] = replay.state()
+                yield from replay.moves(rows, meta)
+        if at_cut is not None and "entries" not in at_cut:
+            at_cut["entries"] = replay.state()
+
+
+def replay_accounts(ctx: Context, reader) -> dict[int, str]:
+    """id -> name of the accounts whose postings the replay reads."""
+    chart = ctx.chart
+    prefixes = ("Income:Trading:", "Expenses:Commissions:", *CARRY_ACCOUNTS, chart.root + ":Strategy:", "Assets:")
+    return {i: name for i, name in reader.account_names().items()
+            if name.startswith(prefixes) or name == chart.deposits}
+
+
+def account_roles(ctx: Context, accounts: dict[int, str]) -> dict[str, tuple]:
+    """name -> what the account's postings are to the replay (`_role`): what of the config and
+    the chart a checkpoint was computed with."""
+    holdings = ctx.chart.root + ":Strategy:"
+    return {name: _role(ctx, holdings, name) for name in accounts.values()}
 
 
 class _EntryMoves:
     """The moves of each entry in turn, with what a futures holder's mark needs from the entries
     before it (the position before the entry that moved it last)."""
 
-    def __init__(self, ctx: Context, holdings: str, crossed: dict, accounts: dict[int, str]):
+    def __init__(self, ctx: Context, holdings: str, crossed: dict, accounts: dict[int, str],
+                 state: tuple | None = None):
         self.crossed = crossed
         self.roles = {i: _role(ctx, holdings, name) for i, name in accounts.items()}
         # A corrected fill (trading/corrections.py) leaves a futures holder's mark where it was,
@@ -342,6 +419,15 @@ class _EntryMoves:
         # booked just before).
         self.held: dict = defaultdict(int)  # (account, code) -> units so far (nano)
         self.last_entry: dict = {}  # (account, code) -> (id of the newest entry that moved it, units before it)
+        if state is not None:
+            held, last_entry = state
+            self.held.update(held)
+            self.last_entry.update(last_entry)
+
+    def state(self) -> tuple[dict, dict]:
+        """What the next entries need from these (a copy): units held and the last entry per
+        (account, contract)."""
+        return dict(self.held), dict(self.last_entry)
 
     def moves(self, rows: list, meta: str | None) -> Iterator[RawMove]:
         """The moves of one entry's rows (ts, id, account id, commodity, units, weight, cost)."""
@@ -498,14 +584,44 @@ def last_price_date(ctx: Context) -> dt.date | None:
     return max(found) if found else None
 
 
-def build(ctx: Context, by: str = "total", until: dt.date | None = None) -> Series:
+def day_range_after(start: dt.date, moves: list[Move], prices_last: dt.date | None,
+                    until: dt.date | None) -> list[dt.date]:
+    """`day_range`'s days after `start` (a checkpoint's day), `moves` those after it: the same
+    days the whole range has there."""
+    last = max([start] + ([moves[-1].day] if moves else []) + ([prices_last] if prices_last else []))
+    if until is not None:
+        last = min(last, until - dt.timedelta(days=1))
+    entry_days = {m.day for m in moves}
+    days, day = [], start + dt.timedelta(days=1)
+    while day <= last:
+        if day.weekday() < 5 or day in entry_days:
+            days.append(day)
+        day += dt.timedelta(days=1)
+    return days
+
+
+def build(ctx: Context, by: str = "total", until: dt.date | None = None, checkpoints: bool | None = None) -> Series:
     """The daily series of a session's ledger (every day from the first entry, so that a period
     starting later still knows the unrealized P&L it starts from)."""
-    return build_many(ctx, (by,), until)[by]
+    return build_many(ctx, (by,), until, checkpoints)[by]
 
 
-def build_many(ctx: Context, bys, until: dt.date | None = None) -> dict[str, Series]:
-    """Several groupings from one read of the postings and prices."""
+def build_many(ctx: Context, bys, until: dt.date | None = None, checkpoints: bool | None = None) -> dict[str, Series]:
+    """Several groupings from one read of the postings and prices: resumed from a stored checkpoint
+    where one is valid (reports/series_checkpoint.py), else replayed from the first entry.
+    `checkpoints=False` (or TRADELEDGER_SERIES_REPLAY=full) always replays everything and stores
+    nothing: the oracle the resumed series is held equal to."""
+    if checkpoints is None:
+        checkpoints = os.environ.get("TRADELEDGER_SERIES_REPLAY", "") != "full"
+    if checkpoints:
+        from tradeledger.reports.series_checkpoint import build_resumed
+
+        return build_resumed(ctx, tuple(bys), until)
+    return full_replay(ctx, bys, until)
+
+
+def full_replay(ctx: Context, bys, until: dt.date | None = None) -> dict[str, Series]:
+    """Every grouping replayed from the first entry (the series as it always was)."""
     contracts = contract_infos(ctx)
     moves = load_moves(ctx, contracts)
     end_days = day_range(moves, last_price_date(ctx), until)

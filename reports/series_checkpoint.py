@@ -1,0 +1,329 @@
+"""The trader's curves resume from a checkpoint: a curve costs the days since it, not the history.
+
+The daily series (reports/series.py) is a replay: every posting from the first entry is folded
+and each day valued. What day D+1 needs from everything before it is small: each holder's units,
+cost basis and futures mark per contract, cash per currency, net deposits in base, the groups
+with something held (`series.Fold`), what the next entries' marks need (`_EntryMoves.state`:
+units held and the last entry per holder account and contract), and the newest price,
+settlement and FX rate of each on or before D. Beside them, the series itself up to D (every
+group's days, NAV and deposits), which a curve from the first day shows. `series_checkpoint`
+keeps all of that per grouping (total, strategy, instrument) as one JSON row; a series that
+resumes reads only the entries from D+1 on (an index range on the entries' time), the prices
+dated after D, and values the days after D.
+
+**Valid.** A checkpoint at the end of day D is used only if the replay from the first entry would
+give the same state there, i.e. nothing it was computed from changed:
+- entries: as many entries have a time on or before D as when it was written (`entries`). The
+  ledger is append-only (no update, no delete: the database refuses them), so the count moves
+  exactly when an entry is booked on or before D: a late or backdated entry, a reversal or a
+  correction of an old one (booked at the original's time), an opening, a split's entry. A count,
+  not the highest entry id: on PostgreSQL ids come from a sequence, and an entry holding a
+  smaller id can commit after a larger one was read, unseen by an id watermark. It is a range
+  count on `ix_txn_ts`, an index-only read: no posting is touched;
+- prices: as many `price_change` rows on or before D (migration 0015: triggers log the date of
+  every price, settlement or FX row inserted, deleted or changed; an import that stores a price
+  it already had logs nothing). A count again, for the same reason, on `ix_price_change_day`;
+- the booked splits dated on or before D are the ones it was computed with;
+- the config and the chart as the replay reads them: each account's role (`series._role`: its
+  kind, its holder's name under the strategies of the config) for the accounts it knew, none
+  of the accounts added since older than it; each contract's currency, multiplier, kind and
+  pricing instrument for the contracts it knew, none of those since named by a move it folded;
+  the base currency; and `FORMAT`, this code's version of the state (raise it when the replay's
+  arithmetic or the payload changes).
+Otherwise the series is replayed from the first entry, and a new checkpoint written.
+
+**Written.** By the read commands themselves (`pnl --by day`, `report performance`, `report nav`,
+`report daily`), not the daemon: whoever reads a curve pays one replay when there is no valid
+checkpoint and writes it for the next read, an environment without the daemon gets them too,
+and the evening jobs stay as they are. D is the last day of the series on or before the day
+before the ledger's last day (its newest entry or price): never the ledger's last day, whose
+prices may still come or change. A series cut by `--until` at or before D writes nothing. The
+write is its own short transaction after the read, one upsert per grouping that keeps the newer
+day (`ON CONFLICT ... WHERE day <= excluded.day`): a reader sees the old row or the new, never
+half of one; two processes writing at once both write a state of the same ledger, one wins.
+The counts are read before the data the state is computed from: an entry or a price committed
+in between is in the state but not in the counts, so the next read finds the checkpoint stale
+and replays (never the other way round). A write that fails (a locked or read-only database)
+is skipped: a read command does not fail for the sake of the next one.
+
+**Exact.** Decimals are kept as their own text (`str`, which round-trips sign, digits and
+exponent), dicts in their order (the NAV is a sum in the order of the positions), so a resumed
+series is the replayed one to every Decimal; `--since`, `--until`, the cumulative rounding
+(reports/pnl.py) work on the series as before. `series.build_many(..., checkpoints=False)` or
+TRADELEDGER_SERIES_REPLAY=full replays from the first entry and stores nothing: the oracle the
+tests hold a resumed series equal to.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from tradeledger.engine import tables
+from tradeledger.engine.context import Context
+from tradeledger.ledger.db import read_connection
+from tradeledger.ledger.reading import engine_reader
+from tradeledger.reports import series as S
+
+FORMAT = 1
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    by: str
+    day: dt.date
+    fold: S.Fold
+    entries: tuple  # _EntryMoves.state()
+    prices: dict  # _Prices.last_on(day)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What a checkpoint at the end of `day` depends on, counted before the data was read."""
+
+    day: dt.date
+    entries: int
+    price_changes: int
+
+
+# -- encoding (exact: Decimals as their text, dicts as lists in their order) ------------------------
+
+def _d(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _D(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
+
+
+def _pairs(mapping: dict) -> list:
+    return [[key, str(value)] for key, value in mapping.items()]
+
+
+def _unpairs(pairs: list) -> dict:
+    return {key: Decimal(value) for key, value in pairs}
+
+
+def _day(d: S.Day) -> list:
+    return [_pairs(d.realized), _pairs(d.commissions), _pairs(d.income), _pairs(d.unrealized), _pairs(d.exposure),
+            str(d.base_realized), str(d.base_commissions), str(d.base_income), str(d.base_unrealized),
+            sorted(d.missing_fx)]
+
+
+def _undo_day(row: list) -> S.Day:
+    return S.Day(_unpairs(row[0]), _unpairs(row[1]), _unpairs(row[2]), _unpairs(row[3]), _unpairs(row[4]),
+                 Decimal(row[5]), Decimal(row[6]), Decimal(row[7]), Decimal(row[8]), frozenset(row[9]))
+
+
+def encode_fold(state: S.Fold) -> dict:
+    return {
+        "qty": [[h, c, str(v)] for (h, c), v in state.qty.items()],
+        "basis": [[h, c, str(v)] for (h, c), v in state.basis.items()],
+        "mark": [[h, c, str(v)] for (h, c), v in state.mark.items()],
+        "cash": _pairs(state.cash),
+        "deposits_base": str(state.deposits_base),
+        "active": sorted(state.active),
+        "codes": sorted(code for code in state.codes if code is not None) + ([None] if None in state.codes else []),
+        "groups": [[key, [[day.isoformat(), _day(d)] for day, d in days.items()]] for key, days in state.groups.items()],
+        "navs": [[day.isoformat(), _d(v)] for day, v in state.navs.items()],
+        "deposits": [[day.isoformat(), str(v)] for day, v in state.deposits.items()],
+    }
+
+
+def decode_fold(data: dict) -> S.Fold:
+    state = S.Fold()
+    for target, name in ((state.qty, "qty"), (state.basis, "basis"), (state.mark, "mark")):
+        for holder, code, value in data[name]:
+            target[(holder, code)] = Decimal(value)
+    state.cash.update(_unpairs(data["cash"]))
+    state.deposits_base = Decimal(data["deposits_base"])
+    state.active = set(data["active"])
+    state.codes = set(data["codes"])
+    for key, days in data["groups"]:
+        state.groups[key] = {dt.date.fromisoformat(day): _undo_day(d) for day, d in days}
+    state.navs.update({dt.date.fromisoformat(day): _D(v) for day, v in data["navs"]})
+    state.deposits.update({dt.date.fromisoformat(day): Decimal(v) for day, v in data["deposits"]})
+    return state
+
+
+def _prices_out(last: dict) -> dict:
+    return {name: [[key, day.isoformat(), str(value)] for key, (day, value) in found.items()]
+            for name, found in last.items()}
+
+
+def _prices_in(data: dict) -> dict:
+    return {name: {key: (dt.date.fromisoformat(day), Decimal(value)) for key, day, value in rows}
+            for name, rows in data.items()}
+
+
+def _splits_out(splits: dict) -> dict:
+    return {ticker: [[day.isoformat(), str(ratio)] for day, ratio in found] for ticker, found in sorted(splits.items())}
+
+
+def _contracts_out(contracts: dict) -> dict:
+    return {code: [c.currency, str(c.multiplier), c.future, c.instrument] for code, c in sorted(contracts.items())}
+
+
+def encode(by: str, state: S.Fold, entries: tuple, prices: S._Prices, day: dt.date, base: str,
+           roles: dict, max_account: int, contracts: dict) -> str:
+    held, last_entry = entries
+    return json.dumps({
+        "by": by, "base": base, "roles": {name: list(role) for name, role in roles.items()},
+        "max_account": max_account, "contracts": _contracts_out(contracts),
+        "splits": _splits_out(prices.splits_through(day)), "prices": _prices_out(prices.last_on(day)),
+        "entries": {"held": [[a, c, v] for (a, c), v in held.items()],
+                    "last_entry": [[a, c, e, b] for (a, c), (e, b) in last_entry.items()]},
+        "fold": encode_fold(state),
+    }, separators=(",", ":"))
+
+
+# -- validity -------------------------------------------------------------------------------------
+
+def counts(conn, reader, day: dt.date) -> Counts:
+    """The entries on or before `day` and the price changes dated on or before it."""
+    changes = conn.execute(sa.select(sa.func.count()).select_from(tables.price_change)
+                           .where(tables.price_change.c.day <= day.isoformat())).scalar()
+    return Counts(day, reader.entries_before((day + dt.timedelta(days=1)).isoformat()), int(changes))
+
+
+def _still_valid(payload: dict, base: str, roles: dict, accounts: dict, contracts: dict, splits_now: dict,
+                 day: dt.date) -> bool:
+    """The config, chart, contracts and splits as the checkpoint's state was computed with them."""
+    if payload["base"] != base:
+        return False
+    stored_roles = payload["roles"]
+    for account_id, name in accounts.items():
+        if name in stored_roles:
+            if list(roles[name]) != stored_roles[name]:
+                return False
+        elif account_id <= payload["max_account"]:  # an account the replay did not read then
+            return False
+    if any(name not in roles for name in stored_roles):
+        return False
+    stored = payload["contracts"]
+    now = _contracts_out(contracts)
+    if any(now.get(code) != info for code, info in stored.items()):
+        return False
+    seen = set(payload["fold"]["codes"])
+    if any(code in seen for code in now if code not in stored):  # a contract it valued without knowing it
+        return False
+    return _splits_out({t: [s for s in found if s[0] <= day] for t, found in splits_now.items()
+                        if any(s[0] <= day for s in found)}) == payload["splits"]
+
+
+def _valid(ctx: Context, conn, reader, bys: tuple, accounts: dict, contracts: dict) -> list[Checkpoint] | None:
+    """The stored checkpoints of every grouping in `bys`, all at one day and all valid, or None."""
+    rows = {by: (day, fmt, entries, changes, payload) for by, day, fmt, entries, changes, payload in conn.execute(
+        sa.select(tables.series_checkpoint.c.series_by, tables.series_checkpoint.c.day,
+                  tables.series_checkpoint.c.format, tables.series_checkpoint.c.entries,
+                  tables.series_checkpoint.c.price_changes, tables.series_checkpoint.c.payload)
+        .where(tables.series_checkpoint.c.series_by.in_(bys)))}
+    if set(rows) != set(bys) or len({row[0] for row in rows.values()}) != 1 \
+            or any(row[1] != FORMAT for row in rows.values()):
+        return None
+    day = dt.date.fromisoformat(next(iter(rows.values()))[0])
+    now = counts(conn, reader, day)
+    if any((row[2], row[3]) != (now.entries, now.price_changes) for row in rows.values()):
+        return None
+    from tradeledger.engine.accounting.valuation import booked_splits
+
+    splits_now = booked_splits(conn)
+    roles = S.account_roles(ctx, accounts)
+    found = []
+    for by in bys:
+        payload = json.loads(rows[by][4])
+        if payload["by"] != by or not _still_valid(payload, ctx.settings.base_currency, roles, accounts, contracts,
+                                                   splits_now, day):
+            return None
+        entries = payload["entries"]
+        found.append(Checkpoint(by, day, decode_fold(payload["fold"]),
+                                ({(a, c): v for a, c, v in entries["held"]},
+                                 {(a, c): (e, b) for a, c, e, b in entries["last_entry"]}),
+                                _prices_in(payload["prices"])))
+    return found
+
+
+# -- the series, resumed --------------------------------------------------------------------------
+
+def build_resumed(ctx: Context, bys: tuple, until: dt.date | None = None) -> dict[str, S.Series]:
+    """`series.build_many`, from the valid checkpoints of `bys` where there are some; writes the
+    checkpoints of the day before the ledger's last day for the next read."""
+    base = ctx.settings.base_currency
+    contracts = S.contract_infos(ctx)
+    prices_last = S.last_price_date(ctx)
+    with read_connection(ctx.engine) as conn, engine_reader(ctx.engine) as reader:
+        last_ts = reader.last_entry_time()
+        accounts = S.replay_accounts(ctx, reader)
+        found = _valid(ctx, conn, reader, bys, accounts, contracts)
+        ends = [d for d in ([dt.date.fromisoformat(last_ts[:10])] if last_ts else []) + [prices_last] if d]
+        cut = max(ends) - dt.timedelta(days=1) if ends else None
+        if cut is not None and (until is not None and until <= cut or found and found[0].day >= cut):
+            cut = None  # nothing newer to keep: cut short by --until, or the checkpoint is at it already
+        # counted before the data: whatever commits in between makes the new checkpoint stale, not wrong
+        before = counts(conn, reader, cut) if cut is not None else None
+    start = found[0].day if found else None
+    if found and until is not None and until <= start + dt.timedelta(days=1):
+        return {cp.by: S.series_of(cp.fold, base, until) for cp in found}  # every day asked is stored
+    at_cut: dict = {}
+    moves = S.fold(S.posting_moves(ctx, None if start is None else start + dt.timedelta(days=1),
+                                   found[0].entries if found else None, cut, at_cut), contracts)
+    if found:
+        prices = S.load_prices(ctx, start, found[0].prices)
+        days = S.day_range_after(start, moves, prices_last, until)
+    else:
+        prices = S.load_prices(ctx)
+        days = S.day_range(moves, prices_last, until)
+    # the state is kept at the end of the series' last day on or before the cut (no move between)
+    kept_day = max((d for d in days if cut is not None and d <= cut), default=None)
+    if before is not None and (not days or days[-1] < cut):
+        kept_day = None  # the series ends before the cut: its days up to the cut are not all known yet
+    kept: dict = {}
+    out = {}
+    for cp_or_by in (found or bys):
+        by = cp_or_by.by if found else cp_or_by
+        start_state = cp_or_by.fold if found else None
+
+        def keep(state: S.Fold, by=by) -> None:
+            kept[by] = encode(by, state, at_cut["entries"], prices, cut, base, S.account_roles(ctx, accounts),
+                              max(accounts, default=0), contracts)
+
+        out[by] = S.compute(moves, contracts, prices, base, days, by, start_state, kept_day, keep)
+    if before is not None and kept_day is not None and len(kept) == len(bys):
+        write(ctx, before, kept)
+    return out
+
+
+def write(ctx: Context, at: Counts, payloads: dict[str, str]) -> bool:
+    """Store the checkpoints of `at.day` in one short transaction, keeping a newer one another
+    process stored meanwhile; False when the database would not take them (nothing written)."""
+    stamp = "strftime('%Y-%m-%d %H:%M:%f', 'now')" if ctx.engine.dialect.name == "sqlite" else \
+        "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
+    statement = sa.text(
+        "INSERT INTO series_checkpoint (series_by, day, format, entries, price_changes, payload, written_at) "
+        f"VALUES (:by, :day, :format, :entries, :changes, :payload, {stamp}) "
+        "ON CONFLICT (series_by) DO UPDATE SET day = excluded.day, format = excluded.format, "
+        "entries = excluded.entries, price_changes = excluded.price_changes, payload = excluded.payload, "
+        "written_at = excluded.written_at WHERE series_checkpoint.day <= excluded.day")
+    try:
+        with ctx.engine.begin() as conn:
+            for by, payload in payloads.items():
+                conn.execute(statement, {"by": by, "day": at.day.isoformat(), "format": FORMAT,
+                                         "entries": at.entries, "changes": at.price_changes, "payload": payload})
+    except sa.exc.DBAPIError:
+        return False
+    return True
+
+
+def stored(ctx: Context) -> list[dict]:
+    """The stored checkpoints (grouping, day, counts): what `db` diagnostics and the tests read."""
+    with read_connection(ctx.engine) as conn:
+        return [dict(row._mapping) for row in conn.execute(
+            sa.select(tables.series_checkpoint.c.series_by, tables.series_checkpoint.c.day,
+                      tables.series_checkpoint.c.format, tables.series_checkpoint.c.entries,
+                      tables.series_checkpoint.c.price_changes).order_by(tables.series_checkpoint.c.series_by))]
+
