@@ -32,8 +32,8 @@ give the same state there, i.e. nothing it was computed from changed:
   arithmetic or the payload changes).
 Otherwise the series is replayed from the first entry, and a new checkpoint written.
 
-**Written.** By the read commands themselves (`pnl --by day`, `report performance`, `report nav`,
-`report daily`), not the daemon: whoever reads a curve pays one replay when there is no valid
+**Written.** By the read commands themselves (`pnl --by day`, `report performance`, `report daily`;
+`report nav` values one day from the maintained balances, no replay), not the daemon: whoever reads a curve pays one replay when there is no valid
 checkpoint and writes it for the next read, an environment without the daemon gets them too,
 and the evening jobs stay as they are. D is the last day of the series on or before the day
 before the ledger's last day (its newest entry or price): never the ledger's last day, whose
@@ -65,6 +65,7 @@ import sqlalchemy as sa
 
 from tradeledger.engine import tables
 from tradeledger.engine.context import Context
+from tradeledger.engine.trading import killpoint
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.reading import engine_reader
 from tradeledger.reports import series as S
@@ -250,9 +251,12 @@ def _valid(ctx: Context, conn, reader, bys: tuple, accounts: dict, contracts: di
 
 # -- the series, resumed --------------------------------------------------------------------------
 
-def build_resumed(ctx: Context, bys: tuple, until: dt.date | None = None) -> dict[str, S.Series]:
+def build_resumed(ctx: Context, bys: tuple, until: dt.date | None = None, report: dict | None = None) -> dict[str, S.Series]:
     """`series.build_many`, from the valid checkpoints of `bys` where there are some; writes the
-    checkpoints of the day before the ledger's last day for the next read."""
+    checkpoints of the day before the ledger's last day for the next read. `report` (the tests,
+    the benchmark) is told the day it resumed from ("resumed", None: replayed from the first
+    entry) and the day of the checkpoints it wrote ("written", None: none)."""
+    report = {} if report is None else report
     base = ctx.settings.base_currency
     contracts = S.contract_infos(ctx)
     prices_last = S.last_price_date(ctx)
@@ -267,6 +271,7 @@ def build_resumed(ctx: Context, bys: tuple, until: dt.date | None = None) -> dic
         # counted before the data: whatever commits in between makes the new checkpoint stale, not wrong
         before = counts(conn, reader, cut) if cut is not None else None
     start = found[0].day if found else None
+    report["resumed"], report["written"] = start, None
     if found and until is not None and until <= start + dt.timedelta(days=1):
         return {cp.by: S.series_of(cp.fold, base, until) for cp in found}  # every day asked is stored
     at_cut: dict = {}
@@ -293,8 +298,8 @@ def build_resumed(ctx: Context, bys: tuple, until: dt.date | None = None) -> dic
                               max(accounts, default=0), contracts)
 
         out[by] = S.compute(moves, contracts, prices, base, days, by, start_state, kept_day, keep)
-    if before is not None and kept_day is not None and len(kept) == len(bys):
-        write(ctx, before, kept)
+    if before is not None and kept_day is not None and len(kept) == len(bys) and write(ctx, before, kept):
+        report["written"] = before.day
     return out
 
 
@@ -314,6 +319,7 @@ def write(ctx: Context, at: Counts, payloads: dict[str, str]) -> bool:
             for by, payload in payloads.items():
                 conn.execute(statement, {"by": by, "day": at.day.isoformat(), "format": FORMAT,
                                          "entries": at.entries, "changes": at.price_changes, "payload": payload})
+            killpoint.reach("checkpoint_written")  # written, not committed: a kill here leaves the old rows
     except sa.exc.DBAPIError:
         return False
     return True

@@ -9,7 +9,8 @@ planner has read the ledger's positions, not yet the orders in flight), planned 
 computed, not yet recorded), recorded, placed (an
 order accepted by the broker, not yet recorded as sent), marked (recorded as sent), waited,
 fill_chunk (a chunk of fills written, not yet committed), correction (an execution correction or a
-changed commission written, not yet committed).
+changed commission written, not yet committed), checkpoint_written (the daily series' checkpoints
+written, not yet committed: reports/series_checkpoint.py).
 The crash tests use them to prove that a rerun after a kill at any point sends nothing twice.
 """
 
