@@ -4,13 +4,18 @@
 
 `pnl --by day` and `report performance` replay the ledger day by day (reports/series.py): every
 posting of the holdings, P&L, cash and deposits is read, in booking order, and each day's moves
-are folded as they stream by. At each size a ledger of bench_ledger.py's futures fills (about 10
-postings an entry) is made by bench/bulk.py with an environment over it, and, as whole processes
-(a user's commands: wall, CPU and peak RSS, median of --runs):
+are folded as they stream by. A read stores the replay's state at the end of the day before the
+ledger's last (reports/series_checkpoint.py), and the next read resumes there. At each size a
+ledger of bench_ledger.py's futures fills (about 10 postings an entry, 390 entries a day) is made
+by bench/bulk.py with an environment over it, and, as whole processes (a user's commands: wall,
+CPU and peak RSS, median of --runs):
 
-- `tradeledger pnl --by day --json` and `tradeledger report performance --json`;
-- the ceiling: raw sqlite3 in a fresh process reading the same rows the replay reads (the
-  postings in booking order, every entry's metadata beside them) and nothing else.
+- each command from the first entry (TRADELEDGER_SERIES_REPLAY=full: the replay as it was);
+- the same command with no checkpoint stored (the replay, and the checkpoint written);
+- the same command again (the second read: resumed from the checkpoint);
+- the ceilings: raw sqlite3 in a fresh process reading the same rows the full replay reads (the
+  postings in booking order, every entry's metadata beside them), and the rows the resumed read
+  reads (the checkpoint rows, the last day's postings and metadata, the prices after the day).
 
 Printed as ratios (ceiling / ours) in the run; the figures go to bench/README.md.
 """
@@ -49,10 +54,75 @@ print(n)
 """
 
 
-def measure(argv: list[str], runs: int) -> tuple[float, float, float]:
-    """Median wall (s), CPU (s) and peak RSS (MB) of fresh processes, after one to warm caches."""
+# What a resumed read reads (series_checkpoint.build_resumed: the checkpoint rows, then the entries
+# after the checkpoint's day as posting_moves reads them, and the prices after it), fetched and dropped.
+RAW_RESUMED = PEAK + """import sqlite3
+conn = sqlite3.connect(sys.argv[1])
+day, = conn.execute("SELECT MIN(day) FROM series_checkpoint").fetchone()
+after = conn.execute("SELECT date(?, '+1 day')", (day,)).fetchone()[0]
+payloads = conn.execute("SELECT payload FROM series_checkpoint").fetchall()
+accounts = [i for i, name in conn.execute("SELECT id, name FROM account")
+            if name.startswith(("Income:", "Expenses:", "Assets:", "Equity:Deposits"))]
+rows = conn.execute("SELECT t.ts, t.id, p.account_id, p.commodity, p.units, p.weight, p.cost FROM txn t "
+                    "JOIN posting p ON p.txn_id = t.id WHERE p.account_id IN (%s) AND t.ts >= ? "
+                    "ORDER BY t.ts, t.id, p.id" % ", ".join(map(str, accounts)), (after,))
+n = 0
+while True:
+    got = rows.fetchmany(5000)
+    if not got:
+        break
+    n += len(got)
+metas = conn.execute("SELECT id, meta FROM txn WHERE ts >= ? ORDER BY ts, id", (after,))
+while metas.fetchmany(5000):
+    pass
+for table in ("price_bar", "settlement", "fx_rate"):
+    conn.execute("SELECT * FROM %s WHERE date > ?" % table, (day,)).fetchall()
+print(n, sum(len(p[0]) for p in payloads))
+"""
+# The series alone, in one process (no start-up, no imports): the full replay, then the resumed read.
+IN_PROCESS = PEAK + """import sys, time, statistics
+from tradeledger.engine.setup.environment import open_environment
+from tradeledger.engine.setup.session import Session
+from tradeledger.reports import series, series_checkpoint
+session = Session(open_environment(sys.argv[1], "paper"))
+bys = ("strategy", "total")
+def best(fn):
+    times = []
+    for _ in range(int(sys.argv[2])):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+full = best(lambda: series.full_replay(session, bys))
+series_checkpoint.build_resumed(session, bys)  # writes the checkpoints, if there are none
+report = {}
+resumed = best(lambda: series_checkpoint.build_resumed(session, bys, None, report))
+assert report["resumed"] is not None, report
+assert repr(series.full_replay(session, bys)) == repr(series_checkpoint.build_resumed(session, bys))
+print(full, resumed, report["resumed"])
+"""
+FULL = PEAK + "import os\nos.environ['TRADELEDGER_SERIES_REPLAY'] = 'full'\n" + CLI[len(PEAK):]
+
+
+def forget(path: Path) -> None:
+    """No checkpoint stored: the next read replays from the first entry and writes one."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("DELETE FROM series_checkpoint")
+    conn.close()
+
+
+def measure(argv: list[str], runs: int, before=None) -> tuple[float, float, float]:
+    """Median wall (s), CPU (s) and peak RSS (MB) of fresh processes, after one to warm caches;
+    `before()` runs ahead of each."""
+    (before or (lambda: None))()
     process(argv)
-    got = [process(argv)[:3] for _ in range(runs)]
+    got = []
+    for _ in range(runs):
+        (before or (lambda: None))()
+        got.append(process(argv)[:3])
     return tuple(statistics.median(g[i] for g in got) for i in range(3))  # type: ignore[return-value]
 
 
@@ -63,7 +133,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="tl-bench-series-"))
-    print("entries | postings | command | wall s | cpu s | peak MB | ceiling wall s (ratio) | ceiling MB")
+    print("entries | postings | command | read | wall s | cpu s | peak MB | ceiling wall s (ratio ceiling/ours) "
+          "| full replay / this")
     for size in (int(s) for s in args.entries.split(",")):
         home = out / f"home-{size}"
         home.mkdir(parents=True, exist_ok=True)
@@ -71,9 +142,19 @@ def main(argv=None) -> int:
         entries, postings = bulk.make(path, entries=size, home=home, progress=lambda *a: None)
         ceiling = measure([sys.executable, "-c", RAW, str(path)], args.runs)
         for command in (["pnl", "--by", "day", "--json"], ["report", "performance", "--json"]):
-            wall, cpu, peak = measure([sys.executable, "-c", CLI, "--home", str(home), *command], args.runs)
-            print(f"{entries:,} | {postings:,} | {' '.join(command[:-1])} | {wall:.2f} | {cpu:.2f} | {peak:.0f} | "
-                  f"{ceiling[0]:.2f} ({ceiling[0] / wall:.2f}) | {ceiling[2]:.0f}")
+            cli = ["--home", str(home), *command]
+            full = measure([sys.executable, "-c", FULL, *cli], args.runs)
+            first = measure([sys.executable, "-c", CLI, *cli], args.runs, before=lambda: forget(path))
+            second = measure([sys.executable, "-c", CLI, *cli], args.runs)
+            resumed_ceiling = measure([sys.executable, "-c", RAW_RESUMED, str(path)], args.runs)
+            name = " ".join(command[:-1])
+            for read, (wall, cpu, peak), top in (("full replay", full, ceiling), ("first (writes)", first, ceiling),
+                                                 ("second (resumed)", second, resumed_ceiling)):
+                print(f"{entries:,} | {postings:,} | {name} | {read} | {wall:.2f} | {cpu:.2f} | {peak:.0f} | "
+                      f"{top[0]:.2f} ({top[0] / wall:.2f}) | {full[0] / wall:.1f}x", flush=True)
+        got = process([sys.executable, "-c", IN_PROCESS, str(home), str(args.runs)])[3].split()
+        print(f"{entries:,} | {postings:,} | series (strategy, total) in one process | full replay {float(got[0]):.3f} s, "
+              f"resumed from {got[2]} {float(got[1]):.3f} s | {float(got[0]) / float(got[1]):.0f}x", flush=True)
     return 0
 
 

@@ -31,6 +31,10 @@ streamed in booking order (`posting_moves`), never held: each day's moves are fo
 (`fold`), since `compute` values a day only after all of its moves (sums per holder, currency
 and contract; a position's units and basis; the mark the day's last mark-setting move left). A
 series costs memory by days and holders, not by postings.
+
+`compute` carries a state (`Fold`) from one day to the next; reports/series_checkpoint.py keeps it
+at the end of a past day, with the series up to there, so that the next read folds and values only
+the days after it (`build_many`; `full_replay` is the replay from the first entry, always).
 """
 
 from __future__ import annotations

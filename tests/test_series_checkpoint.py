@@ -404,3 +404,31 @@ def test_the_commands_print_the_full_replays_bytes(books):
             assert resumed == full, args
             assert json.loads(tl(home, *args, "--json").stdout) is not None
     assert series_checkpoint.stored(books.session)
+
+
+def test_two_readers_writing_at_once_both_succeed(books):
+    """Two processes' reads write the same checkpoints at once: neither fails, one wins, and what
+    is stored is valid (the next read resumes from it and equals the full replay)."""
+    import threading
+
+    last = _week(books)
+    with books.session.engine.begin() as conn:
+        conn.execute(sa.delete(tables.series_checkpoint))
+    reports, errors = [], []
+
+    def read():
+        try:
+            report: dict = {}
+            series_checkpoint.build_resumed(books.session, BYS, None, report)
+            reports.append(report)
+        except Exception as exc:  # noqa: BLE001 - the test says which
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(reports) == 2
+    assert any(r["written"] == last - dt.timedelta(days=1) for r in reports), reports
+    assert same(books, BYS)["resumed"] == last - dt.timedelta(days=1)
