@@ -8,10 +8,8 @@ holder's lease kept the environment ten minutes past its real expiry. Now both t
 comparison are the database's clock, in the statement that writes or judges them.
 
 A host whose clock is off is a real process run under libfaketime (`faketime -f +600`, the
-monotonic clock left alone): everything in it, Python and the libraries it loads, reads the skewed
-time; the PostgreSQL server, like a real second host's database, does not. (libfaketime 0.9.10
-fails Python's `time.sleep` with EINVAL, an absolute monotonic clock_nanosleep: in those processes
-it waits on an Event instead, which it leaves alone.)
+monotonic clock left alone; tests/skewed_host.py): everything in it, Python and the libraries it
+loads, reads the skewed time; the PostgreSQL server, like a real second host's database, does not.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +24,6 @@ import textwrap
 import time
 import urllib.request
 
-import pytest
 import sqlalchemy as sa
 
 from tradeledger.engine import tables
@@ -35,61 +31,16 @@ from tradeledger.engine.setup.environment import open_environment
 from tradeledger.engine.trading import lease
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.store import parse_ts
+from skewed_host import SKEWED_CLI, database_now, host_clock, kill_all, start_at, tl_at
 from test_daemon import heartbeat, make_env
 from test_never_twice import CLI, assert_agrees, demo_home, orders_recorded, sent_count, tl, wait_for_lease
 
 SKEW = 600  # ten minutes
 
 
-def skewed(seconds: int) -> list[str]:
-    """The command prefix that runs a process on a host whose clock is `seconds` off."""
-    if shutil.which("faketime") is None:
-        pytest.skip("libfaketime (faketime) is not installed: no second host's clock to play")
-    return ["faketime", "-f", f"{seconds:+d}"]
-
-
-# `tradeledger ...` in a process under faketime, its sleeps on an Event (see above)
-SKEWED_CLI = [sys.executable, "-c", "import runpy, threading, time\n"
-              "time.sleep = lambda seconds: threading.Event().wait(seconds) and None\n"
-              "runpy.run_module('tradeledger.cli', run_name='__main__')"]
-
-
-def skewed_env() -> dict:
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
-
-
-def tl_at(seconds: int, home, *args, timeout: float = 180) -> subprocess.CompletedProcess:
-    """`tradeledger --home HOME ARGS...` on a host whose clock is `seconds` off."""
-    return subprocess.run([*skewed(seconds), *SKEWED_CLI, "--home", str(home), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=skewed_env())
-
-
-def start_at(seconds: int, *command) -> subprocess.Popen:
-    """`command` started on a host whose clock is `seconds` off, in a process group of its own:
-    faketime runs it as its child, so `kill_all` ends both."""
-    return subprocess.Popen([*skewed(seconds), *map(str, command)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=skewed_env(), start_new_session=True)
-
-
-def kill_all(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(timeout=10)
-
-
-def database_now(engine):
-    with engine.connect() as conn:
-        return conn.exec_driver_sql("SELECT clock_timestamp()").scalar()
-
-
 def test_the_skew_is_real():
     """The harness: a process under `skewed` reads a clock ten minutes ahead."""
-    def read(seconds: int) -> float:  # both against the real clock, even when this process's is faked
-        return float(subprocess.run([*skewed(seconds), sys.executable, "-c", "import time; print(time.time())"],
-                                    capture_output=True, text=True, env=skewed_env(), check=True).stdout)
-    assert abs(read(SKEW) - read(0) - SKEW) < 30
+    assert abs(host_clock(SKEW) - host_clock(0) - SKEW) < 30
 
 
 # -- the daemon's lease ---------------------------------------------------------------------------------
