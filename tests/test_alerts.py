@@ -290,7 +290,7 @@ def test_a_channel_that_is_down_does_not_stop_the_daemon(tmp_path):
     try:
         assert once.run_once(), [r.result for r in once.results]
         # The one error exception (the exchange's clock, hours from the wall clock, does not make the
-        # daemon's heartbeat look silent: that is measured by the wall clock it is written by).
+        # daemon's heartbeat look silent: that is measured by the database's clock it is written by).
         assert once.results[-1].name == "alerts" and "0 sent, 1 failed (will retry)" in once.results[-1].result
     finally:
         once.release()

@@ -87,6 +87,7 @@ def test_a_dead_daemon_whose_clock_ran_ahead_is_replaced_once_its_lease_really_e
             report = json.loads(response.read())
         assert report["ok"] and report["lease"]["ours"], report  # not "the lease expired" by its own clock
         assert 0 < report["lease"]["expires_in_seconds"] <= 3, report
+        assert 0 <= report["heartbeat"]["age_seconds"] < 30, report  # by the database's clock, as stamped
     finally:
         kill_all(first)  # SIGKILL: the daemon dies holding its lease
     killed, tries = time.monotonic(), []

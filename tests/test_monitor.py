@@ -70,14 +70,15 @@ def test_each_anomaly_is_found_past_its_threshold_and_not_before():
     assert findings(stopped, limits) == []  # a daemon stopped on purpose is not a missed run
 
 
-def test_the_heartbeat_is_measured_by_the_wall_clock_it_was_written_by():
-    """On sim the environment's clock (the exchange's) may stand years from the machine's; the daemon's
-    heartbeat is written by the machine's clock, so its silence is measured by it, not by `now`."""
+def test_the_heartbeat_is_measured_by_the_database_clock_it_was_written_by():
+    """On sim the environment's clock (the exchange's) may stand years from the database's; the daemon's
+    heartbeat is stamped by the database's clock, so its silence is measured by it (read with the
+    heartbeat), not by `now` (tests/test_heartbeat_clock.py: nor by the monitor's host's clock)."""
     limits = Thresholds(daemon_silence_minutes=15)
-    wall = T0 - dt.timedelta(days=900)  # the exchange's clock set far ahead of the machine's
-    fresh = facts(heartbeat=("running", wall - dt.timedelta(minutes=1)), wall=wall)
+    db_now = T0 - dt.timedelta(days=900)  # the exchange's clock set far ahead of the database's
+    fresh = facts(heartbeat=("running", db_now - dt.timedelta(minutes=1)), heartbeat_now=db_now)
     assert findings(fresh, limits) == []
-    silent = facts(heartbeat=("running", wall - dt.timedelta(minutes=16)), wall=wall)
+    silent = facts(heartbeat=("running", db_now - dt.timedelta(minutes=16)), heartbeat_now=db_now)
     assert kinds(findings(silent, limits)) == [("missed_daemon_run", "daemon")]
 
 

@@ -21,7 +21,13 @@ Model:
   time is recorded as soon as it can. The daemon stops only on what cannot heal, saying which:
   its lease taken by another daemon, or a database schema that is not the code's.
 - **Heartbeat**: `daemon_heartbeat` holds pid, time, the last job and how it ended, rewritten
-  after every job and every lease renewal; `tradeledger status` reads it.
+  after every job and every lease renewal; `tradeledger status` shows it, `tradeledger monitor`
+  and the health endpoint judge how old it is. Its times (`at`, `started_at`) are the database's
+  clock, written by the statement itself (`ledger/dbclock.py`), and its age is measured against
+  that clock read with it: a monitor on another host whose clock is minutes off neither calls a
+  live daemon silent nor misses a dead one. `Daemon.clock` (the daemon's own, injectable) still
+  times its jobs' results (the health endpoint's job ages, in the same process) and is never
+  compared with another host's.
 - **SIGTERM/SIGINT** stop it cleanly: no new job starts, the running one finishes, the
   scheduler shuts down, the lease is released and the heartbeat says `stopped`.
 - **Logs** go to `<env>/logs/daemon.log` (rotated); database URLs are logged without passwords.
@@ -53,7 +59,6 @@ from tradeledger.engine.setup.session import Session
 from tradeledger.engine.tables import daemon_heartbeat, daemon_lease
 from tradeledger.engine.trading.lease import take_row
 from tradeledger.ledger import db, dbclock
-from tradeledger.ledger.store import fmt_ts
 from tradeledger.logs import quiet
 
 quiet("apscheduler")  # its log lines stay out of the user's terminal (tradeledger/logs.py)
@@ -105,15 +110,22 @@ def release_lease(ctx: Context, owner: str) -> None:
         conn.execute(daemon_lease.delete().where(daemon_lease.c.env == env, daemon_lease.c.owner == owner))
 
 
-def write_heartbeat(ctx: Context, owner: str, started: dt.datetime, now: dt.datetime,
-                    last_job: str | None = None, last_result: str | None = None, state: str = "running") -> None:
+def write_heartbeat(ctx: Context, owner: str, last_job: str | None = None, last_result: str | None = None,
+                    state: str = "running", starting: bool = False, ahead: float = 0) -> None:
+    """Say the daemon is alive (or `state`), stamped `at` by the database's clock in the statement
+    itself, the one clock every host reading it sees; `starting` (the daemon's first beat) sets
+    `started_at` by the same clock. `ahead`: tests only, as if the database's clock were that many
+    seconds later (negative: a heartbeat written that long ago)."""
     engine, env = ctx.engine, ctx.name
-    values = dict(pid=os.getpid(), owner=owner, started_at=fmt_ts(started), at=fmt_ts(now), state=state)
-    if last_job is not None:
-        values |= dict(last_job=last_job, last_result=(last_result or "")[:2000])
     with engine.begin() as conn:
+        at = dbclock.now(conn.dialect.name, ahead)
+        values = dict(pid=os.getpid(), owner=owner, at=at, state=state)
+        if starting:
+            values["started_at"] = at
+        if last_job is not None:
+            values |= dict(last_job=last_job, last_result=(last_result or "")[:2000])
         if conn.execute(daemon_heartbeat.update().where(daemon_heartbeat.c.env == env).values(**values)).rowcount == 0:
-            conn.execute(daemon_heartbeat.insert().values(env=env, **values))
+            conn.execute(daemon_heartbeat.insert().values(env=env, **({"started_at": at} | values)))
 
 
 def read_heartbeat(conn, env: str) -> dict | None:
@@ -185,7 +197,6 @@ class Daemon:
         check_apart(self.env.home, self.env.settings.env, self.env.settings)  # no shared log file or client id
         self.session = Session(self.env)
         self.log = setup_logging(self.env, self.config)
-        self.started = self.clock()
         self.results: list[JobResult] = []
         self._job_lock = threading.Lock()
         self._outbox: list = []  # exception changes the database could not take yet, in order
@@ -202,8 +213,9 @@ class Daemon:
     def stamp(self) -> dt.datetime:
         """When something the daemon records happened: the environment's clock (the simulated
         exchange's on sim), like every other record of the environment. `clock` (the wall clock)
-        stays the daemon's own time: its heartbeat and schedule are about the process. Its lease
-        is the database's clock (`acquire_lease`), which every host sharing the database sees."""
+        stays the daemon's own time, for what only this process compares (when its jobs ended: the
+        health endpoint's job ages). Its lease and heartbeat are the database's clock
+        (`acquire_lease`, `write_heartbeat`), which every host sharing the database sees."""
         from tradeledger.engine.trust.snapshots import session_now
 
         return session_now(self.session)
@@ -245,8 +257,7 @@ class Daemon:
 
     def acquire(self) -> None:
         self._retrying(lambda: acquire_lease(self.env, self.owner, self.config.lease_seconds), "taking the lease")
-        self._retrying(lambda: write_heartbeat(self.env, self.owner, self.started, self.clock()),
-                       "heartbeat")
+        self._retrying(lambda: write_heartbeat(self.env, self.owner, starting=True), "heartbeat")
         safe_url = self.env.engine.url.render_as_string(hide_password=True)
         self.log.info("daemon started for %s (account %s, database %s), lease %s",
                       self.name, self.env.settings.account, safe_url, self.owner)
@@ -254,7 +265,7 @@ class Daemon:
     def release(self) -> None:
         try:
             self._flush_outbox()
-            write_heartbeat(self.env, self.owner, self.started, self.clock(), state="stopped")
+            write_heartbeat(self.env, self.owner, state="stopped")
             release_lease(self.env, self.owner)
         except Exception as exc:  # noqa: BLE001 - the lease then simply expires
             self.log.error("could not release the lease (it expires by itself): %s", reason(exc))
@@ -293,8 +304,7 @@ class Daemon:
             self.results.append(result)
             del self.results[:-100]
             try:
-                self._retrying(lambda: write_heartbeat(self.env, self.owner, self.started,
-                                                       self.clock(), name, result.result), "heartbeat",
+                self._retrying(lambda: write_heartbeat(self.env, self.owner, name, result.result), "heartbeat",
                                budget=self.config.heartbeat_seconds)
             except Exception as exc:  # noqa: BLE001 - the heartbeat loop writes it again
                 self.log.warning("heartbeat after job %s not written: %s", name, reason(exc))
@@ -433,7 +443,7 @@ class Daemon:
             db.check_schema(self.env.engine)
         except db.DatabaseError as exc:
             raise Fatal(f"the database schema changed under the daemon: {exc}") from None
-        write_heartbeat(self.env, self.owner, self.started, self.clock())
+        write_heartbeat(self.env, self.owner)
         self._flush_outbox()
         self._database_quiet()
 

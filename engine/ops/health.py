@@ -2,13 +2,13 @@
 
     GET /health    JSON: the environment, the lease (who holds it, until when and how long from
                    now by the database's clock, whether it is this daemon's), the heartbeat's
-                   age, the last result of every job, and `ok` with the reasons it is not: 200
+                   age (by the database's clock), the last result of every job, and `ok` with the reasons it is not: 200
                    when ok, 503 when not (a monitor needs no parsing)
     GET /metrics   Prometheus text (prometheus-client), read from the database at scrape time:
 
         tradeledger_up                                   1 while the endpoint answers
         tradeledger_lease_held                           1 when this daemon holds the lease
-        tradeledger_heartbeat_age_seconds                since the daemon last showed life
+        tradeledger_heartbeat_age_seconds                since the daemon last showed life (database's clock)
         tradeledger_fill_sync_age_seconds                since the last successful fill sync
         tradeledger_job_last_success{job}                1/0: how each job's last run ended
         tradeledger_job_last_run_timestamp_seconds{job}
@@ -19,10 +19,15 @@
         tradeledger_bookings_total{kind}                 ledger entries by kind (append-only)
         tradeledger_alerts{state}                        the alert outbox: pending, sent, failed
 
-`assess` (pure) decides health from the lease, the heartbeat and the jobs' results: the lease by
-the database's clock, which its expiry is written by (ledger/dbclock.py), the heartbeat and the
-jobs by the daemon's own clock, which stamps them. The server is
-off unless `[health] port` is set; it binds 127.0.0.1 (or ::1) and nothing else.
+`assess` (pure) decides health from the lease, the heartbeat and the jobs' results, each by the
+clock that wrote it. The lease's expiry and the heartbeat's `at` are the database's clock
+(ledger/dbclock.py, daemon.write_heartbeat), read here in the query that reads the heartbeat:
+measured by the daemon's own clock, a daemon on a host ten minutes ahead would answer 503 "the
+heartbeat is 600 s old" while `tradeledger monitor` (which measures it by the database's clock
+too) found it alive; one rule, so the endpoint and the monitor never disagree. The jobs' times
+(`JobResult.at`, the fill sync's and the reconciliation's ages) are the daemon's own clock, written
+and read by this one process. The server is off unless `[health] port` is set; it binds 127.0.0.1
+(or ::1) and nothing else.
 
     [health]
     port = 9464          # 0: any free port (tests); absent: no endpoint
@@ -81,21 +86,20 @@ class JobState:
 
 
 def assess(now: dt.datetime, lease: dict | None, owner: str | None, heartbeat: dict | None,
-           jobs: list[JobState], heartbeat_limit: dt.timedelta, lease_now: dt.datetime | None = None) -> list[str]:
-    """Why the daemon is not healthy (empty: healthy). Pure. The lease is judged by `lease_now`, the
-    database's clock its expiry is written by (None: `now`); the heartbeat by `now`, the clock of the
-    daemon that stamps it."""
+           jobs: list[JobState], heartbeat_limit: dt.timedelta, db_now: dt.datetime | None = None) -> list[str]:
+    """Why the daemon is not healthy (empty: healthy). Pure. The lease and the heartbeat are judged
+    by `db_now`, the database's clock that wrote both (None: `now`)."""
     reasons = []
     if lease is None:
         reasons.append("no daemon holds the lease")
     elif owner is not None and lease["owner"] != owner:
         reasons.append(f"the lease is held by another daemon ({lease['owner']})")
-    elif parse_ts(lease["expires_at"]) < (lease_now or now):
+    elif parse_ts(lease["expires_at"]) < (db_now or now):
         reasons.append(f"the lease expired at {lease['expires_at'][:19]} UTC")
     if heartbeat is None:
         reasons.append("no heartbeat")
     else:
-        age = now - parse_ts(heartbeat["at"])
+        age = (db_now or now) - parse_ts(heartbeat["at"])
         if heartbeat["state"] != "running":
             reasons.append(f"the daemon is {heartbeat['state']}")
         elif age > heartbeat_limit:
@@ -119,13 +123,15 @@ class Probe:
         self.env, self.daemon, self.clock = env, daemon, clock
 
     def _rows(self, conn) -> tuple[dict | None, dict | None, dt.datetime]:
-        """The lease, the heartbeat, and the database's clock (what the lease's expiry is measured by)."""
+        """The lease, the heartbeat, and the database's clock read with the heartbeat (what both the
+        lease's expiry and the heartbeat's age are measured by)."""
         name = self.env.settings.env
         lease = conn.execute(sa.select(daemon_lease).where(daemon_lease.c.env == name)).first()
-        beat = conn.execute(sa.select(daemon_heartbeat).where(daemon_heartbeat.c.env == name)).first()
-        lease_now = parse_ts(dbclock.read(conn))
-        return (None if lease is None else dict(lease._mapping)), (None if beat is None else dict(beat._mapping)), \
-            lease_now
+        clock = dbclock.now(conn.dialect.name).label("db_now")
+        beat = conn.execute(sa.select(daemon_heartbeat, clock).where(daemon_heartbeat.c.env == name)).first()
+        db_now = parse_ts(beat.db_now if beat is not None else dbclock.read(conn))
+        heartbeat = None if beat is None else {k: v for k, v in beat._mapping.items() if k != "db_now"}
+        return (None if lease is None else dict(lease._mapping)), heartbeat, db_now
 
     def jobs(self) -> list[JobState]:
         return latest_jobs(list(self.daemon.results)) if self.daemon is not None else []
@@ -133,21 +139,21 @@ class Probe:
     def health(self) -> dict:
         now = self.clock()
         with db.read_connection(self.env.engine) as conn:
-            lease, beat, lease_now = self._rows(conn)
+            lease, beat, db_now = self._rows(conn)
         owner = getattr(self.daemon, "owner", None)
         config = getattr(self.daemon, "config", None)
         limit = dt.timedelta(seconds=3 * (config.heartbeat_seconds if config else 10))
         jobs = self.jobs()
-        reasons = assess(now, lease, owner, beat, jobs, limit, lease_now)
+        reasons = assess(now, lease, owner, beat, jobs, limit, db_now)
         return {
             "ok": not reasons, "reasons": reasons, "environment": self.env.settings.env,
             "account": self.env.settings.account, "now": now.isoformat(),
             "lease": None if lease is None else {
                 "owner": lease["owner"], "pid": lease["pid"], "host": lease["host"], "expires_at": lease["expires_at"],
                 "ours": lease["owner"] == owner,  # by the database's clock, as the lease is judged
-                "expires_in_seconds": round((parse_ts(lease["expires_at"]) - lease_now).total_seconds(), 3)},
-            "heartbeat": None if beat is None else {
-                "at": beat["at"], "age_seconds": round((now - parse_ts(beat["at"])).total_seconds(), 3),
+                "expires_in_seconds": round((parse_ts(lease["expires_at"]) - db_now).total_seconds(), 3)},
+            "heartbeat": None if beat is None else {  # its age by the database's clock, which stamped it
+                "at": beat["at"], "age_seconds": round((db_now - parse_ts(beat["at"])).total_seconds(), 3),
                 "state": beat["state"], "last_job": beat["last_job"], "last_result": beat["last_result"]},
             "jobs": {j.name: {"ok": j.ok, "result": j.result, "at": j.at.isoformat() if j.at else None} for j in jobs},
         }
@@ -158,7 +164,7 @@ class Probe:
 
         now = self.clock()
         with db.read_connection(self.env.engine) as conn:
-            lease, beat, lease_now = self._rows(conn)
+            lease, beat, db_now = self._rows(conn)
             t = tl_exception
             open_rows = conn.execute(sa.select(t.c.kind, t.c.severity, sa.func.count()).where(
                 t.c.state.in_(("open", "acknowledged"))).group_by(t.c.kind, t.c.severity)).all()
@@ -169,12 +175,12 @@ class Probe:
             alerts = dict(conn.execute(sa.select(o.c.state, sa.func.count()).group_by(o.c.state)).all())
         yield GaugeMetricFamily("tradeledger_up", "1 while the health endpoint answers", value=1)
         owner = getattr(self.daemon, "owner", None)
-        held = lease is not None and lease["owner"] == owner and parse_ts(lease["expires_at"]) >= lease_now
+        held = lease is not None and lease["owner"] == owner and parse_ts(lease["expires_at"]) >= db_now
         yield GaugeMetricFamily("tradeledger_lease_held", "1 when this daemon holds the environment's lease",
                                 value=1 if held else 0)
         if beat is not None:
             yield GaugeMetricFamily("tradeledger_heartbeat_age_seconds", "Seconds since the daemon's last heartbeat",
-                                    value=(now - parse_ts(beat["at"])).total_seconds())
+                                    value=(db_now - parse_ts(beat["at"])).total_seconds())
         jobs = self.jobs()
         synced = [j.at for j in self._results() if j.name == "fill_sync" and j.ok and j.at is not None]
         if synced:

@@ -18,7 +18,14 @@ resolves every earlier monitoring exception that is no longer found, in one tran
 daemon's settle job's `stale_prices` for a day without its settlement: that job resolves it once
 the day is marked). The
 thresholds come from `[monitor]` in config.toml. The daemon runs `check` with each
-reconciliation; `tradeledger monitor` runs it by hand.
+reconciliation; `tradeledger monitor` runs it by hand, perhaps on another host.
+
+The daemon's silence is measured by the database's clock, not the monitor's: the heartbeat is
+stamped by that clock in the statement that writes it (`daemon.write_heartbeat`), and it is read
+here in the same query as the heartbeat (`Facts.heartbeat_now`). On PostgreSQL hosts sharing the
+ledger may be minutes apart; by the reader's clock a monitor 20 minutes ahead called a live daemon
+silent, one 20 minutes behind missed a dead one. Every other age here is the environment's `now`
+against times the environment's clock wrote.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import sqlalchemy as sa
 from tradeledger.engine import tables
 from tradeledger.engine.trust.exceptions import dedupe_key, list_exceptions, raise_exception, resolve_by_key
 from tradeledger.engine.accounting.holders import holder_of
+from tradeledger.ledger import dbclock
 from tradeledger.ledger.numbers import to_decimal
 from tradeledger.engine.setup.environment import ConfigError
 
@@ -57,10 +65,11 @@ class Facts:
     heartbeat: tuple[str, dt.datetime] | None  # (state, at) of the daemon, None if it never ran
     # (order ref, contract, run, planned at) of planned orders while no trader holds the trading lease
     interrupted: tuple[tuple[str, str, int | None, dt.datetime], ...] = ()
-    # The wall clock the heartbeat is measured against: the daemon stamps its heartbeat by the
-    # machine's clock (it is about the process), while `now` is the environment's (on sim, the
-    # exchange's, which may stand years away). None: `now`.
-    wall: dt.datetime | None = None
+    # The database's clock, read in the query that read the heartbeat: what stamped the heartbeat
+    # (`daemon.write_heartbeat`), so what its silence is measured against; not `now`, the
+    # environment's (on sim, the exchange's, which may stand years away), nor this host's clock,
+    # which may be minutes from the daemon's host's. None: `now`.
+    heartbeat_now: dt.datetime | None = None
     # positions held into their contract's expiry (engine/futures/status.HeldIntoExpiry)
     expiring: tuple = ()
 
@@ -109,7 +118,7 @@ def findings(facts: Facts, limits: Thresholds) -> list[Finding]:
         found.append(Finding("held_into_expiry", held.subject, held.describe(), "error"))
     if facts.heartbeat is not None:
         state, at = facts.heartbeat
-        silence = (facts.wall or now) - at
+        silence = (facts.heartbeat_now or now) - at
         if state == "running" and silence > dt.timedelta(minutes=limits.daemon_silence_minutes):
             found.append(Finding("missed_daemon_run", "daemon", f"the daemon says it is running but its last "
                                  f"heartbeat is {int(silence.total_seconds() // 60)} minutes old", "error"))
@@ -163,16 +172,19 @@ def read_facts(conn, env, config, now: dt.datetime) -> Facts:
             dates[code] = max(dates.get(code, close), close)
     from tradeledger.engine.futures.status import expiring
 
+    heartbeat, heartbeat_now = _heartbeat(conn, env.settings.env)
     return Facts(now, env.settings.base_currency, pending, orders, tuple(sorted(held)), fx_known, dates,
-                 _heartbeat(conn, env.settings.env), interrupted, wall=dt.datetime.now(dt.timezone.utc),
+                 heartbeat, interrupted, heartbeat_now=heartbeat_now,
                  expiring=tuple(expiring(env, config, conn, now.date())))
 
 
-def _heartbeat(conn, env_name: str):
+def _heartbeat(conn, env_name: str) -> tuple[tuple[str, dt.datetime] | None, dt.datetime | None]:
+    """The daemon's (state, at) and the database's clock, read in one query: the clock that stamped it."""
     from tradeledger.engine.tables import daemon_heartbeat as hb
 
-    row = conn.execute(sa.select(hb.c.state, hb.c.at).where(hb.c.env == env_name)).first()
-    return None if row is None else (row.state, _time(row.at))
+    row = conn.execute(sa.select(hb.c.state, hb.c.at, dbclock.now(conn.dialect.name).label("db_now"))
+                       .where(hb.c.env == env_name)).first()
+    return (None, None) if row is None else ((row.state, _time(row.at)), _time(row.db_now))
 
 
 def _time(text: str) -> dt.datetime:
