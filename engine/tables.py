@@ -34,7 +34,8 @@ The daemon and maintenance (migration 0004):
   renews `expires_at` while it runs; a second daemon is refused while the lease has not expired,
   and takes it over once it has (the first one died without releasing it). Its times, like the
   trading lease's, are the database's clock (`ledger/dbclock.py`), the one every host sees.
-- `daemon_heartbeat`: one row per environment, rewritten after every job and on every renewal.
+- `daemon_heartbeat`: one row per environment, rewritten after every job and on every renewal;
+  `at` and `started_at` are the database's clock (ledger/dbclock.py), like the leases' times.
 - `adjustment`: one row per maintenance entry booked by `tradeledger adjust ...`: what was done,
   to what, why, by whom, the ledger entry that records it, and the marks the contract's holders
   had before (so that the entry can be reversed with the mark chain intact).

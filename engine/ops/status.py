@@ -3,7 +3,9 @@
 One dict: the environment's identity and database, the ledger's size, whether the broker answers
 (when asked to probe it), the opening, the last snapshot and reconciliation, open exceptions and
 locks, the latest target run, today's P&L per currency (trading income less commissions booked
-since midnight UTC of the environment's clock) and the daemon's last heartbeat.
+since midnight UTC of the environment's clock) and the daemon's last heartbeat (its `at` as
+stored: the database's clock, which stamps it, UTC; how old it is, `monitor` and the health
+endpoint judge by the same clock).
 """
 
 from __future__ import annotations
