@@ -6,7 +6,8 @@ ten minutes ahead, the monotonic clock left alone; the PostgreSQL server, like a
 database, is not skewed. libfaketime 0.9.10 fails Python's `time.sleep` with EINVAL (an absolute
 monotonic clock_nanosleep), so `tradeledger` there runs with its sleeps on an Event (`SKEWED_CLI`).
 faketime runs the command as its child: `start_at` puts both in a session of their own, and
-`kill_all` ends the group (killing only faketime's pid leaves the command running).
+`kill_all` kills the command, which ends faketime too (killing only faketime's pid leaves the
+command running; SIGKILLing faketime leaves its shared memory behind, see there).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -50,7 +52,25 @@ def start_at(seconds: int, *command) -> subprocess.Popen:
 
 
 def kill_all(process: subprocess.Popen) -> None:
-    """SIGKILL the process's whole group (faketime and what it runs)."""
+    """SIGKILL what faketime runs, then let faketime exit by itself; its group if it does not.
+
+    faketime removes its shared memory and semaphore (/dev/shm/faketime_shm_<pid>,
+    sem.faketime_sem_<pid>) when its child ends; SIGKILLed itself it leaves them, and a later
+    faketime that gets the same pid (pid_max is 32768 here) fails to start with exit status 1."""
+    try:
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    except OSError:  # already gone
+        children = []
+    for child in children:
+        try:
+            os.kill(int(child), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        process.wait(timeout=10)
+        return
+    except subprocess.TimeoutExpired:
+        pass
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
