@@ -13,9 +13,9 @@ as its own process killed at a random moment:
   `adjust cash`), interest or a fee (`actions interest|fee`), a dividend on SPY (`sim dividend`,
   `actions sync`, `actions book`);
 - an intraday price move; new days: the close (settlement at the exchange, `mark`, the day's
-  closes imported), the clock across midnight and weekends, the next open; MESZ26 expires at the
+  closes imported), the clock across midnight and weekends, the next open; MESZ37 expires at the
   exchange on its last trading day (no execution: the position disappears) and the ledger books the
-  final settlement through `reconcile`; the calendar rolls MES from Z26 to H27 inside its window;
+  final settlement through `reconcile`; the calendar rolls MES from Z37 to H38 inside its window;
 - a rerun of the last step, which must book and send nothing new;
 - a crash: `cycle --approve --run N` as its own process, SIGKILLed after a random delay, then the
   same command again.
@@ -67,9 +67,9 @@ from tradeledger.ledger import schema
 from tradeledger.ledger.db import read_connection
 
 UTC = dt.timezone.utc
-START = dt.date(2026, 12, 7)  # a Monday: MESZ26 is current; its roll window opens on the 10th, it expires on the 18th
-LAST_Z26 = dt.date(2026, 12, 18)
-ROLL_DATES = (dt.date(2026, 12, 10), dt.date(2026, 12, 16), LAST_Z26, dt.date(2026, 12, 21))  # passive, force, last, gone
+START = dt.date(2037, 12, 7)  # a Monday: MESZ37 is current; its roll window opens on the 10th, it expires on the 18th
+LAST_Z37 = dt.date(2037, 12, 18)
+ROLL_DATES = (dt.date(2037, 12, 10), dt.date(2037, 12, 16), LAST_Z37, dt.date(2037, 12, 21))  # passive, force, last, gone
 CONFIG = """
 [portfolio]
 capital = "1000000"
@@ -429,10 +429,10 @@ class AcrossRuns(RuleBasedStateMachine):
             self.level["SPY"] = max(self.level["SPY"] + D(rng.randint(-1500, 1500)) / 100, D(1))
             self.open_market()
 
-    @precondition(lambda self: self.day <= LAST_Z26)
+    @precondition(lambda self: self.day <= LAST_Z37)
     @rule(until=st.sampled_from(ROLL_DATES), seed=st.integers(0, 2**16))
     def to_a_roll_date(self, until, seed):
-        """Days go by to a date of MESZ26's life: its passive roll window, the forced roll, its last
+        """Days go by to a date of MESZ37's life: its passive roll window, the forced roll, its last
         trading day, the day after it expired (if that date is still ahead)."""
         days, day = 0, self.day
         while day < until:
