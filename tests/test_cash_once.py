@@ -21,13 +21,12 @@ import pytest
 from click.testing import CliRunner
 
 from tradeledger.cli import main
-from tradeledger.engine.setup.environment import init_environment
 from tradeledger.engine.trust import adjust, cash_moves
 from tradeledger.engine.trust.exceptions import list_exceptions
 from tradeledger.engine.trust.flex import CashMove, import_flex, unbooked_moves
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.export import check, export_beancount
-from support import SPY_CORE_CONFIG
+from support import SPY_CORE_CONFIG, sim_world
 
 UTC = dt.timezone.utc
 DATA = Path(__file__).parent / "data" / "flex_december.xml"  # interest 9004, fee 9005, deposit 9006
@@ -38,8 +37,12 @@ CONFIG = SPY_CORE_CONFIG
 @pytest.fixture
 def home(tmp_path, db_url):
     home = tmp_path / "home"
-    init_environment(home, "paper", "sim", None, db_url=db_url, config_extra=CONFIG).engine.dispose()
-    tl("--home", home, "sim", "clock", "set", "2027-01-02T12:00")
+    # The days are the December 2026 Flex statement's (tests/data, shared with the Flex tests), so the
+    # exchange's clock is set by the test's world, as sim_world does: `sim clock set` moves it only
+    # forward from the machine's time, and refused these days from 2027-01-02 on.
+    env, session = sim_world(home, CONFIG, NOW, db_url=db_url)
+    session.close()
+    env.engine.dispose()
     return home
 
 
