@@ -14,20 +14,35 @@ from __future__ import annotations
 import json
 from decimal import Decimal as D
 
+from tradeledger.engine.setup.config import current_contract
 from tradeledger.engine.setup.environment import open_environment
+from tradeledger.engine.setup.session import Session
 from tradeledger.engine.trading.orders import holder_positions
 from test_never_twice import cli, demo_home, run_targets, start, tl, wait_for_lease
 
 
+def current_mes(home) -> str:
+    """The MES contract the demo trades today: its exchange's clock is the wall clock (it was
+    MESZ26 written in, which expires on 2026-12-18)."""
+    env = open_environment(home, "paper")
+    session = Session(env)
+    try:
+        return current_contract(session.config.instruments["MES"], env.now().date()).code
+    finally:
+        session.close()
+        env.engine.dispose()
+
+
 def test_an_adoption_while_a_cycle_plans_is_refused_then_books(tmp_path):
     home = demo_home(tmp_path / "home", trading="lease_wait_seconds = 1")
-    cli(home, "sim", "transfer-in", "MESZ26", 2, "--price", "6000")
-    assert json.loads(cli(home, "reconcile", "--json").stdout)["clean"]  # 2 MESZ26 adopted into Unattributed
+    mes = current_mes(home)
+    cli(home, "sim", "transfer-in", mes, 2, "--price", "6000")
+    assert json.loads(cli(home, "reconcile", "--json").stdout)["clean"]  # 2 MES adopted into Unattributed
     go = tmp_path / "go"
     cycle = start(home, "cycle", "--approve", "--run", 1, env={"TRADELEDGER_PAUSE_AT": f"planned:@{go}"})
     try:
         wait_for_lease(home)
-        adopt = ("adjust", "adopt", "MESZ26", 2, "--strategy", "trend_fast", "--reason", "mine", "--yes")
+        adopt = ("adjust", "adopt", mes, 2, "--strategy", "trend_fast", "--reason", "mine", "--yes")
         refused = tl(home, *adopt)
         assert refused.returncode == 1, (refused.stdout, refused.stderr)
         line = refused.stderr.strip()
@@ -40,9 +55,9 @@ def test_an_adoption_while_a_cycle_plans_is_refused_then_books(tmp_path):
     try:
         per_holder, _ = run_targets(env, 1)
         held = holder_positions(env.ledger, env.chart)
-        for key, target in per_holder.items():  # every strategy at its run's target, MESZ26 too
+        for key, target in per_holder.items():  # every strategy at its run's target, MES too
             assert held.get(key, D(0)) == target, (key, held.get(key), target)
-        assert held[(None, "MESZ26")] == 2
+        assert held[(None, mes)] == 2
     finally:
         env.engine.dispose()
     booked = tl(home, *adopt)  # nobody trades now
