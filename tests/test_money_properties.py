@@ -38,7 +38,7 @@ from tradeledger.engine.setup.environment import open_environment
 from tradeledger.engine.setup.session import Session
 
 CENT = D("0.01")
-START = dt.date(2027, 3, 2)  # a Tuesday, after the day `init` books the first deposit (the real clock)
+START = dt.date(2031, 3, 4)  # a Tuesday, after the day `init` books the first deposit (the real clock)
 CONFIG = """
 [portfolio]
 capital = "1000000"
