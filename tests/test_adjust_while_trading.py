@@ -14,23 +14,9 @@ from __future__ import annotations
 import json
 from decimal import Decimal as D
 
-from tradeledger.engine.setup.config import current_contract
 from tradeledger.engine.setup.environment import open_environment
-from tradeledger.engine.setup.session import Session
 from tradeledger.engine.trading.orders import holder_positions
-from test_never_twice import cli, demo_home, run_targets, start, tl, wait_for_lease
-
-
-def current_mes(home) -> str:
-    """The MES contract the demo trades today: its exchange's clock is the wall clock (it was
-    MESZ26 written in, which expires on 2026-12-18)."""
-    env = open_environment(home, "paper")
-    session = Session(env)
-    try:
-        return current_contract(session.config.instruments["MES"], env.now().date()).code
-    finally:
-        session.close()
-        env.engine.dispose()
+from test_never_twice import cli, current_mes, demo_home, run_targets, start, tl, wait_for_lease
 
 
 def test_an_adoption_while_a_cycle_plans_is_refused_then_books(tmp_path):

@@ -15,6 +15,7 @@ from collections import Counter
 from decimal import Decimal as D
 from pathlib import Path
 
+from tradeledger.engine.setup.config import current_contract
 from tradeledger.engine.setup.environment import open_environment
 from tradeledger.engine.setup.session import Session
 from tradeledger.engine.targets.runs import show_run
@@ -127,6 +128,18 @@ def demo_home(home: Path, db_url: str | None = None, trading: str = "") -> Path:
         add_config(home, "[trading]\n" + trading)
     cli(home, "cycle")
     return home
+
+
+def current_mes(home) -> str:
+    """The MES contract the demo trades today (its exchange's clock is the wall clock): named, it was
+    MESZ26, which expires on 2026-12-18 and is no longer traded from the 10th."""
+    env = open_environment(home, "paper")
+    session = Session(env)
+    try:
+        return current_contract(session.config.instruments["MES"], env.now().date()).code
+    finally:
+        session.close()
+        env.engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -313,7 +326,7 @@ def test_a_refused_order_exits_non_zero_and_a_resubmission_says_why(template, tm
     again = tl(home, "orders", "submit", 1)
     assert again.returncode == 1 and sent_count(again.stdout) == 0
     assert "TLT: refused: order of" in again.stdout and "a run is planned once" in again.stdout
-    assert "MESZ26: already sent" in again.stdout
+    assert f"{current_mes(home)}: already sent" in again.stdout
 
     computed = json.loads(tl(home, "cycle", "--json").stdout)
     clipped = tl(home, "cycle", "--approve", "--run", computed["run"])
@@ -332,10 +345,10 @@ def test_a_refused_order_exits_non_zero_and_a_resubmission_says_why(template, tm
 
 
 def test_an_unbookable_execution_fails_fills_sync_and_the_cycle(template, tmp_path):
-    """`sim trade MESZ26 1.5`: half a contract cannot be booked. `fills sync` lists it with the
-    error and exits 1; so does the cycle, which trades its run all the same."""
+    """`sim trade MESZ26 1.5` (MES's contract of the day): half a contract cannot be booked. `fills
+    sync` lists it with the error and exits 1; so does the cycle, which trades its run all the same."""
     home = copy_home(template, tmp_path / "home")
-    trade = tl(home, "sim", "trade", "MESZ26", "1.5", "6000")
+    trade = tl(home, "sim", "trade", current_mes(home), "1.5", "6000")
     exec_id = re.search(r"\((\S+)\)", trade.stdout).group(1)
     sync = tl(home, "fills", "sync")
     assert sync.returncode == 1
@@ -355,13 +368,14 @@ def test_futures_move_in_whole_contracts_on_every_path(template, tmp_path):
     """Transfer, adopt, attribute and manual close refuse half a contract, as fills do."""
     home = copy_home(template, tmp_path / "home")
     cli(home, "cycle", "--approve", "--run", 1)
-    assert tl(home, "sim", "trade", "MESZ26", "1", "6000").returncode == 0  # one unattributed contract to adopt
+    mes = current_mes(home)
+    assert tl(home, "sim", "trade", mes, "1", "6000").returncode == 0  # one unattributed contract to adopt
     assert tl(home, "fills", "sync").returncode == 0
-    for args in (("adjust", "transfer", "MESZ26", "0.5", "--from", "trend_fast", "--to", "trend_slow"),
-                 ("adjust", "adopt", "MESZ26", "0.5", "--strategy", "trend_fast")):
+    for args in (("adjust", "transfer", mes, "0.5", "--from", "trend_fast", "--to", "trend_slow"),
+                 ("adjust", "adopt", mes, "0.5", "--strategy", "trend_fast")):
         refused = cli(home, *args, "--reason", "test", "--yes", code=1)
-        assert "MESZ26 is a future: whole contracts only, not 0.5" in refused.output, refused.output
-    assert_agrees(home, 1, tmp_path, except_contracts=frozenset({"MESZ26"}))
+        assert f"{mes} is a future: whole contracts only, not 0.5" in refused.output, refused.output
+    assert_agrees(home, 1, tmp_path, except_contracts=frozenset({mes}))
 
 
 def test_monitor_finds_the_planned_orders_of_an_interrupted_run(template, tmp_path):
