@@ -64,6 +64,21 @@ def gateway(tmp_path):
     exchange.close()
 
 
+DATED = re.compile(r"([A-Z]+)[FGHJKMNQUVXZ]\d\d")
+
+
+def of_the_day(exchange, code: str) -> str:
+    """The contract the gateway trades for a dated code the docs type: `ibsim seed-demo` prices
+    each instrument's current contract by the wall clock, so the docs' BTCZ26 (December 2026's) is
+    read as BTC's contract priced at the gateway today (itself while it is current)."""
+    match = DATED.fullmatch(code)
+    if match is None or exchange.price(code) is not None:
+        return code
+    [today] = [c.code for c in exchange.contracts() if DATED.fullmatch(c.code) and
+               DATED.fullmatch(c.code).group(1) == match.group(1) and exchange.price(c.code) is not None]
+    return today
+
+
 def _run(home, args):
     result = CliRunner().invoke(main, ["--home", str(home), *args])
     assert result.exit_code == 0, f"{' '.join(args)}: {result.output}"
@@ -73,7 +88,7 @@ def _run(home, args):
 def test_the_walkthrough_runs_at_the_seeded_market(gateway):
     home, exchange, port = gateway
     for args in walkthrough():
-        args = [str(port) if a == "4002" else a for a in args]
+        args = [str(port) if a == "4002" else of_the_day(exchange, a) for a in args]
         if "EXEC_ID" in args:
             fills = json.loads(_run(home, ["fills", "list", "--json"]))
             fill = next(f for f in fills if f["contract"].startswith("MES"))
@@ -99,8 +114,9 @@ def test_a_price_far_from_the_market_is_warned_about(gateway):
     home, exchange, port = gateway
     _run(home, ["init", "--broker", "ib", "--ib-port", str(port), "--account", ACCOUNT])
     _run(home, ["ibsim", "seed-demo"])
-    market = exchange.price("BTCZ26")
-    far = CliRunner().invoke(main, ["--home", str(home), "ibsim", "trade", "BTCZ26", "1", "90005"])
-    assert far.exit_code == 0 and f"warning: 90005 is 89% away from BTCZ26's market price {market}" in far.stderr
-    near = CliRunner().invoke(main, ["--home", str(home), "ibsim", "trade", "BTCZ26", "1", str(market + 5)])
+    btc = of_the_day(exchange, "BTCZ26")
+    market = exchange.price(btc)
+    far = CliRunner().invoke(main, ["--home", str(home), "ibsim", "trade", btc, "1", "90005"])
+    assert far.exit_code == 0 and f"warning: 90005 is 89% away from {btc}'s market price {market}" in far.stderr
+    near = CliRunner().invoke(main, ["--home", str(home), "ibsim", "trade", btc, "1", str(market + 5)])
     assert near.exit_code == 0 and "warning" not in near.stderr
