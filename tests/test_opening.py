@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shlex
+import tomllib
 from decimal import Decimal as D
 
 import pytest
@@ -23,7 +24,8 @@ from tradeledger.broker.ibsim import IBSimServer
 from tradeledger.broker.simexchange import SimExchange
 from tradeledger.cli import main
 from tradeledger.engine.accounting.holdings import marks
-from tradeledger.engine.setup.config import Limits, current_contract
+from tradeledger.engine.setup.config import Limits, current_contract, parse_trading_config
+from tradeledger.engine.setup.demo import demo_config
 from tradeledger.engine.setup.environment import init_environment, open_environment
 from tradeledger.engine.setup.session import Session
 from tradeledger.engine.tables import broker_order
@@ -393,8 +395,12 @@ def test_the_issues_account_through_the_gateway_as_a_user_would(tmp_path, gatewa
         assert (result.exit_code == 0) == ok, result.output
         return result.output
 
+    # MES's contract of the day as the demo's calendar has it (`ibsim seed-demo` prices it by the wall
+    # clock): held in MESZ26, the account's MES expired on 2026-12-18 and the cycle refused MES
+    mes = current_contract(parse_trading_config(tomllib.loads(demo_config())).instruments["MES"],
+                           dt.datetime.now(UTC).date())
     exchange = SimExchange(home / "paper" / "ibsim.db", ACCOUNT)
-    exchange.transfer_in(Contract("MESZ26", "FUT", "MES", "CME", "USD", D(5), "202612", "MES"), D(2), D("5990.25"))
+    exchange.transfer_in(mes, D(2), D("5990.25"))
     exchange.transfer_in(Contract("SPY", "STK", "SPY", "ARCA", "USD"), D(10), D("601.50"))
     exchange.deposit("USD", D(1_000_000))
     port = _free_port()
@@ -410,10 +416,10 @@ def test_the_issues_account_through_the_gateway_as_a_user_would(tmp_path, gatewa
         assert cycle["sent"] and len(cycle["fills_booked"]) == len(cycle["sent"])
         result = json.loads(run("reconcile", "--json"))
         assert result["clean"] is True and result["breaks"] == []
-        assert {u["contract"]: D(u["qty"]) for u in result["unattributed"]} == {"MESZ26": D(2), "SPY": D(10)}
+        assert {u["contract"]: D(u["qty"]) for u in result["unattributed"]} == {mes.code: D(2), "SPY": D(10)}
         assert {c["currency"]: D(c["diff"]) for c in result["cash"]}["USD"] == 0
         status = json.loads(run("status", "--json", "--no-broker"))
-        assert "2 MESZ26, 10 SPY" in status["opening"] and "1000000 USD" in status["opening"]
+        assert f"2 {mes.code}, 10 SPY" in status["opening"] and "1000000 USD" in status["opening"]
         assert ("(init)" if gateway_at_init else "(submit)") in status["opening"]  # deferred: taken before the orders
         assert json.loads(run("check", "--json"))["ok"] is True
     finally:
