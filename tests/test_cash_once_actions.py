@@ -21,8 +21,8 @@ from click.testing import CliRunner
 from tradeledger.cli import main
 from tradeledger.engine.accounting.actions import book_account_cash
 from tradeledger.engine.accounting.corporate import AccountCash
-from tradeledger.engine.setup.environment import init_environment, open_environment
-from support import SPY_CORE_CONFIG
+from tradeledger.engine.setup.environment import open_environment
+from support import SPY_CORE_CONFIG, sim_world
 
 import datetime as dt
 
@@ -50,8 +50,12 @@ def statement(path, *kinds) -> str:
 @pytest.fixture
 def home(tmp_path, db_url):
     home = tmp_path / "home"
-    init_environment(home, "paper", "sim", None, db_url=db_url, config_extra=SPY_CORE_CONFIG).engine.dispose()
-    tl(home, "sim", "clock", "set", "2027-01-02T12:00")
+    # the statement's days are December 2026's (IB's November interest and fee): the test's world sets the
+    # exchange's clock, as sim_world does; `sim clock set` moves it only forward from the machine's time
+    env, session = sim_world(home, SPY_CORE_CONFIG, dt.datetime(2027, 1, 2, 12, tzinfo=dt.timezone.utc),
+                             db_url=db_url)
+    session.close()
+    env.engine.dispose()
     return home
 
 
