@@ -231,10 +231,16 @@ def described_contract(code: str, sec_type: str | None, currency: str | None, mu
 FAR_FROM_MARKET = 5  # percent: a price typed this far from the market is warned about
 
 
-def warn_far_from_market(exchange, code: str, price) -> None:
+def warn_far_from_market(exchange, code: str, price, trade: bool = False) -> None:
     """A price typed at the simulated screen far from its market (a typo, an old walk-through) says
-    so on stderr: a trade at it puts the difference into Unattributed P&L without another word."""
+    so on stderr: a trade at it puts the difference into Unattributed P&L without another word. A
+    `trade` in a contract with no market at all says that instead (a code typed from a walk-through
+    after its roll: the contract of the day is another)."""
     market = exchange.price(code)
+    if trade and not market:
+        click.echo(f"warning: {code} has no market at the simulated exchange (no price was ever set for it); "
+                   f"traded at {price} as typed: is {code} the contract of the day?", err=True)
+        return
     if market and abs(price - market) * 100 > FAR_FROM_MARKET * market:
         click.echo(f"warning: {price} is {abs(price - market) / market:.0%} away from {code}'s market price "
                    f"{market}", err=True)

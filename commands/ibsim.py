@@ -187,7 +187,7 @@ def ibsim_seed_demo(c: Invocation, state, as_json):
 def ibsim_trade(c: Invocation, contract, qty, price, state, as_json):
     """A trade made at the gateway outside tradeledger (no orderRef): QTY signed."""
     exchange = _ibsim_exchange(c, state)
-    warn_far_from_market(exchange, contract, _to_decimal(price, "PRICE"))
+    warn_far_from_market(exchange, contract, _to_decimal(price, "PRICE"), trade=True)
     execution = exchange.external_trade(_ibsim_contract(c, contract, exchange), _to_decimal(qty, "QTY"),
                                         _to_decimal(price, "PRICE"))
     said(as_json, execution_json(execution),

@@ -518,7 +518,7 @@ def sim_clock_advance(c: Invocation, duration, as_json):
 def sim_trade(c: Invocation, contract, qty, price, as_json):
     """A trade made at the broker outside tradeledger (no orderRef): QTY signed, e.g. -2."""
     session = c.open()  # a Context: the simulated exchange needs no broker connection
-    warn_far_from_market(session.exchange(), contract, _to_decimal(price, "PRICE"))
+    warn_far_from_market(session.exchange(), contract, _to_decimal(price, "PRICE"), trade=True)
     execution = session.exchange().external_trade(_sim_contract(session, contract), _to_decimal(qty, "QTY"),
                                                    _to_decimal(price, "PRICE"))
     said(as_json, execution_json(execution),
