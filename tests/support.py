@@ -74,6 +74,13 @@ def tl_json(home: Path, *args, code: int | None = 0):
     return json.loads(tl(home, *args, "--json", code=code).stdout)
 
 
+def one_line_error(result) -> str:
+    """A refusal's stderr: exactly one line, `error: ...` (what every refusal prints)."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
 def demo_home(tmp_path_factory, name: str) -> Path:
     """A home the demo ran in (`tradeledger --home HOME demo`), for a module's read-only walks."""
     from click.testing import CliRunner

@@ -26,7 +26,7 @@ from tradeledger.engine.trust.exceptions import list_exceptions
 from tradeledger.engine.trust.flex import CashMove, import_flex, unbooked_moves
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.export import check, export_beancount
-from support import SPY_CORE_CONFIG, sim_world
+from support import SPY_CORE_CONFIG, one_line_error, sim_world
 
 UTC = dt.timezone.utc
 DATA = Path(__file__).parent / "data" / "flex_december.xml"  # interest 9004, fee 9005, deposit 9006
@@ -84,12 +84,6 @@ def count(home) -> int:
         return env.ledger.count()[0]
     finally:
         env.engine.dispose()
-
-
-def one_line_error(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 # -- with the broker's reference ---------------------------------------------------------------------

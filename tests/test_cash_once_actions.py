@@ -22,7 +22,7 @@ from tradeledger.cli import main
 from tradeledger.engine.accounting.actions import book_account_cash
 from tradeledger.engine.accounting.corporate import AccountCash
 from tradeledger.engine.setup.environment import open_environment
-from support import SPY_CORE_CONFIG, sim_world
+from support import SPY_CORE_CONFIG, one_line_error, sim_world
 
 import datetime as dt
 
@@ -91,12 +91,6 @@ def ledger_state(home) -> tuple[int, dict]:
         return env.ledger.count()[0], out
     finally:
         env.engine.dispose()
-
-
-def one_line_error(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 # -- by hand, then the statement ---------------------------------------------------------------------

@@ -30,7 +30,8 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from test_pnl_fast import CONFIG, CONTRACTS, TARGETS, Backend, _execute, _prices
+from test_pnl_fast import CONFIG, CONTRACTS, TARGETS, _execute
+from test_pnl_fast import backend  # noqa: F401 - the fixture: a SQLite file, or a PostgreSQL schema
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.actions import book_account_cash, book_due, store_actions
 from tradeledger.engine.accounting.corporate import AccountCash, Dividend, Split
@@ -44,25 +45,11 @@ from tradeledger.engine.trading.orders import TargetLine, plan, record_plan
 from tradeledger.engine.trust import adjust
 from tradeledger.ledger.db import read_connection
 from tradeledger.reports import series, series_checkpoint
-from tradeledger.reports import pnl as pnl_mod
-from tradeledger.reports import performance as performance_mod
 
 UTC = dt.timezone.utc
-PG_URL = os.environ.get("TRADELEDGER_TEST_PG_URL")
 START = dt.date(2026, 12, 3)  # a Thursday
 BYS = ("total", "strategy", "instrument")
 READS = {"day": ("total",), "perf": ("strategy", "total"), "instrument": ("instrument",), "all": BYS}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request, tmp_path):
-    if request.param == "postgresql" and not PG_URL:
-        if os.environ.get("CI"):
-            pytest.fail("TRADELEDGER_TEST_PG_URL is not set under CI: the PostgreSQL tests must run")
-        pytest.skip("TRADELEDGER_TEST_PG_URL not set")
-    made = Backend(request.param, tmp_path)
-    yield made
-    made.drop()
 
 
 def at(day: dt.date, hour: int = 15, second: int = 0) -> dt.datetime:
