@@ -187,9 +187,9 @@ def ibsim_seed_demo(c: Invocation, state, as_json):
 def ibsim_trade(c: Invocation, contract, qty, price, state, as_json):
     """A trade made at the gateway outside tradeledger (no orderRef): QTY signed."""
     exchange = _ibsim_exchange(c, state)
+    known = _ibsim_contract(c, contract, exchange)  # an unknown name is refused before any warning
     warn_far_from_market(exchange, contract, _to_decimal(price, "PRICE"), trade=True)
-    execution = exchange.external_trade(_ibsim_contract(c, contract, exchange), _to_decimal(qty, "QTY"),
-                                        _to_decimal(price, "PRICE"))
+    execution = exchange.external_trade(known, _to_decimal(qty, "QTY"), _to_decimal(price, "PRICE"))
     said(as_json, execution_json(execution),
          f"gateway executed {execution.side} {execution.quantity} {contract} @ {execution.price} ({execution.exec_id})")
 

@@ -518,9 +518,9 @@ def sim_clock_advance(c: Invocation, duration, as_json):
 def sim_trade(c: Invocation, contract, qty, price, as_json):
     """A trade made at the broker outside tradeledger (no orderRef): QTY signed, e.g. -2."""
     session = c.open()  # a Context: the simulated exchange needs no broker connection
+    known = _sim_contract(session, contract)  # an unknown name is refused before any warning
     warn_far_from_market(session.exchange(), contract, _to_decimal(price, "PRICE"), trade=True)
-    execution = session.exchange().external_trade(_sim_contract(session, contract), _to_decimal(qty, "QTY"),
-                                                   _to_decimal(price, "PRICE"))
+    execution = session.exchange().external_trade(known, _to_decimal(qty, "QTY"), _to_decimal(price, "PRICE"))
     said(as_json, execution_json(execution),
          f"broker executed {execution.side} {execution.quantity} {contract} @ {execution.price} "
          f"({execution.exec_id}); `tradeledger fills sync` books it")
