@@ -66,6 +66,7 @@ import sqlalchemy as sa
 from tradeledger.engine import tables
 from tradeledger.engine.context import Context
 from tradeledger.engine.trading import killpoint
+from tradeledger.ledger import dbclock
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.reading import engine_reader
 from tradeledger.reports import series as S
@@ -306,18 +307,17 @@ def build_resumed(ctx: Context, bys: tuple, until: dt.date | None = None, report
 def write(ctx: Context, at: Counts, payloads: dict[str, str]) -> bool:
     """Store the checkpoints of `at.day` in one short transaction, keeping a newer one another
     process stored meanwhile; False when the database would not take them (nothing written)."""
-    stamp = "strftime('%Y-%m-%d %H:%M:%f', 'now')" if ctx.engine.dialect.name == "sqlite" else \
-        "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
     statement = sa.text(
         "INSERT INTO series_checkpoint (series_by, day, format, entries, price_changes, payload, written_at) "
-        f"VALUES (:by, :day, :format, :entries, :changes, :payload, {stamp}) "
+        "VALUES (:by, :day, :format, :entries, :changes, :payload, :at) "
         "ON CONFLICT (series_by) DO UPDATE SET day = excluded.day, format = excluded.format, "
         "entries = excluded.entries, price_changes = excluded.price_changes, payload = excluded.payload, "
         "written_at = excluded.written_at WHERE series_checkpoint.day <= excluded.day")
     try:
         with ctx.engine.begin() as conn:
+            written_at = dbclock.read(conn)
             for by, payload in payloads.items():
-                conn.execute(statement, {"by": by, "day": at.day.isoformat(), "format": FORMAT,
+                conn.execute(statement, {"by": by, "day": at.day.isoformat(), "format": FORMAT, "at": written_at,
                                          "entries": at.entries, "changes": at.price_changes, "payload": payload})
             killpoint.reach("checkpoint_written")  # written, not committed: a kill here leaves the old rows
     except sa.exc.DBAPIError:

@@ -74,6 +74,18 @@ def tl_json(home: Path, *args, code: int | None = 0):
     return json.loads(tl(home, *args, "--json", code=code).stdout)
 
 
+def booked_once(processes) -> list[dict]:
+    """Processes racing to book one thing (each printing its `--json` result): all exit 0, exactly
+    one booked it and the others are replays of that entry. Their results, for more checks."""
+    outs = [p.communicate(timeout=120) for p in processes]
+    assert [p.returncode for p in processes] == [0] * len(processes), outs
+    said = [json.loads(out) for out, _ in outs]
+    assert sorted(s["booked"] for s in said) == [False] * (len(said) - 1) + [True], said
+    [booked] = [s for s in said if s["booked"]]
+    assert all(s["replay"] and s["entry"] == booked["entry"] for s in said if not s["booked"]), said
+    return said
+
+
 def one_line_error(result) -> str:
     """A refusal's stderr: exactly one line, `error: ...` (what every refusal prints)."""
     lines = [line for line in result.stderr.splitlines() if line.strip()]

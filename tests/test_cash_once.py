@@ -26,7 +26,7 @@ from tradeledger.engine.trust.exceptions import list_exceptions
 from tradeledger.engine.trust.flex import CashMove, import_flex, unbooked_moves
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.export import check, export_beancount
-from support import SPY_CORE_CONFIG, one_line_error, sim_world
+from support import SPY_CORE_CONFIG, booked_once, one_line_error, sim_world
 
 UTC = dt.timezone.utc
 DATA = Path(__file__).parent / "data" / "flex_december.xml"  # interest 9004, fee 9005, deposit 9006
@@ -330,12 +330,7 @@ def test_processes_racing_with_one_reference_book_once(home):
                "--kind", "deposit", "--ref", "555", "--reason", "wire", "--yes", "--json"]
     processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(4)]
-    outs = [p.communicate(timeout=120) for p in processes]
-    assert [p.returncode for p in processes] == [0] * 4, outs
-    said = [json.loads(out) for out, _ in outs]
-    assert sorted(s["booked"] for s in said) == [False, False, False, True], said
-    [booked] = [s for s in said if s["booked"]]
-    assert all(s["replay"] and s["entry"] == booked["entry"] for s in said if not s["booked"]), said
+    booked_once(processes)
     assert balance(home) == D(5000)
 
 

@@ -22,7 +22,7 @@ from tradeledger.cli import main
 from tradeledger.engine.accounting.actions import book_account_cash
 from tradeledger.engine.accounting.corporate import AccountCash
 from tradeledger.engine.setup.environment import open_environment
-from support import SPY_CORE_CONFIG, one_line_error, sim_world
+from support import SPY_CORE_CONFIG, booked_once, one_line_error, sim_world
 
 import datetime as dt
 
@@ -275,10 +275,5 @@ def test_processes_racing_by_hand_book_once(home):
                      "flex-9006", "--reason", "IB interest", "--yes", "--json"]
     processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for command in (actions, adjust, actions, adjust)]
-    outs = [p.communicate(timeout=120) for p in processes]
-    assert [p.returncode for p in processes] == [0] * 4, outs
-    said = [json.loads(out) for out, _ in outs]
-    assert sorted(s["booked"] for s in said) == [False, False, False, True], said
-    [booked] = [s for s in said if s["booked"]]
-    assert all(s["replay"] and s["entry"] == booked["entry"] for s in said if not s["booked"]), said
+    booked_once(processes)
     assert ledger_state(home)[1]["cash"] == D("12.34")
