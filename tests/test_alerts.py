@@ -33,7 +33,7 @@ from tradeledger.engine.ops.alerts import (
 from tradeledger.engine.tables import alert_outbox
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.model import Account, Posting, Transaction
-from tradeledger.ledger.store import fmt_ts
+from tradeledger.ledger.store import parse_ts
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
@@ -141,35 +141,36 @@ def test_alerts_reach_smtp_and_a_webhook_once(tmp_path, mailbox, webhook, db_url
     assert sorted(b["title"] for b in webhook.bodies) == subjects
 
     raise_one(env, "job_failed", "fill_sync", "error", T0 + dt.timedelta(minutes=1))  # seen again
-    assert run_alerts(env, T0 + dt.timedelta(minutes=2)).startswith("0 new, 0 sent")
+    assert run_alerts(env, T0 + dt.timedelta(minutes=2), ahead=120).startswith("0 new, 0 sent")
     assert len(mailbox.messages) == 2 and len(webhook.bodies) == 2  # deduplicated
 
     raise_one(env, "job_failed", "fill_sync", "critical", T0 + dt.timedelta(minutes=3))  # worse: told again
-    run_alerts(env, T0 + dt.timedelta(minutes=4))
+    run_alerts(env, T0 + dt.timedelta(minutes=4), ahead=240)
     assert len(mailbox.messages) == 3 and "critical" in mailbox.messages[-1]["Subject"]
     with env.engine.begin() as conn:
         acknowledge(conn, failed, "me", "on it", now=T0 + dt.timedelta(minutes=4))
     raise_one(env, "order_stuck", "r1", "error", T0 + dt.timedelta(minutes=5))
-    run_alerts(env, T0 + dt.timedelta(minutes=6))
+    run_alerts(env, T0 + dt.timedelta(minutes=6), ahead=360)
     assert len(webhook.bodies) == 4 and "order_stuck" in webhook.bodies[-1]["title"]
 
 
-def test_a_channel_that_is_down_is_retried_and_never_stops_the_others(tmp_path, webhook):
+def test_a_channel_that_is_down_is_retried_and_never_stops_the_others(tmp_path, webhook, db_url):
     down_port = free_port()  # nothing listens here yet
     down = f"json://127.0.0.1:{down_port}/hook"
-    env = make_env(tmp_path, [down, webhook.url])
+    env = make_env(tmp_path, [down, webhook.url], db_url=db_url)
     raise_one(env, "missed_daemon_run", "daemon", "warning")
     line = run_alerts(env, T0)
     assert "1 sent, 1 failed (will retry)" in line
     assert len(webhook.bodies) == 1
     pending = [r for r in outbox(env) if r.state == "pending"]
     assert len(pending) == 1 and pending[0].attempts == 1 and pending[0].last_error
-    assert pending[0].next_at == fmt_ts(T0 + dt.timedelta(seconds=30))  # backoff: not before 30 s
-    run_alerts(env, T0 + dt.timedelta(seconds=10))
+    # backoff: not before 30 s, by the database's clock that stamped the try
+    assert 29 < (parse_ts(pending[0].next_at) - parse_ts(pending[0].created_at)).total_seconds() < 40
+    run_alerts(env, T0 + dt.timedelta(seconds=10), ahead=10)
     assert [r.attempts for r in outbox(env) if r.state == "pending"] == [1]  # not yet due: not tried
     late = Webhook(down_port)  # the channel comes back
     try:
-        assert "1 sent" in run_alerts(env, T0 + dt.timedelta(minutes=1))
+        assert "1 sent" in run_alerts(env, T0 + dt.timedelta(minutes=1), ahead=60)
         assert len(late.bodies) == 1 and "missed_daemon_run" in late.bodies[0]["title"]
         assert len(webhook.bodies) == 1  # the other channel was not sent it twice
     finally:
@@ -181,18 +182,19 @@ def test_a_channel_down_for_good_is_given_up_after_max_attempts(tmp_path):
     env = make_env(tmp_path, [f"json://127.0.0.1:{free_port()}/hook"], extra="max_attempts = 2\n")
     raise_one(env, "job_failed", "reconcile", "error")
     assert "1 failed" in run_alerts(env, T0)
-    assert "1 given up" in run_alerts(env, T0 + dt.timedelta(hours=1))
+    assert "1 given up" in run_alerts(env, T0 + dt.timedelta(hours=1), ahead=3600)
     assert [r.state for r in outbox(env)] == ["failed"]
 
 
-def test_the_rate_limit_holds_the_rest_for_later(tmp_path, webhook):
-    env = make_env(tmp_path, [webhook.url], extra="max_per_hour = 2\n")
+def test_the_rate_limit_holds_the_rest_for_later(tmp_path, webhook, db_url):
+    env = make_env(tmp_path, [webhook.url], extra="max_per_hour = 2\n", db_url=db_url)
     for n in range(5):
         raise_one(env, "order_stuck", f"r{n}", "error")
     assert run_alerts(env, T0).endswith("2 sent, 0 failed (will retry), 0 given up, 3 waiting")
-    assert "0 sent" in run_alerts(env, T0 + dt.timedelta(minutes=30))
-    run_alerts(env, T0 + dt.timedelta(minutes=61))
-    run_alerts(env, T0 + dt.timedelta(minutes=122))
+    # the hour is the database's clock's (`ahead`: a later moment of it without waiting for it)
+    assert "0 sent" in run_alerts(env, T0 + dt.timedelta(minutes=30), ahead=30 * 60)
+    run_alerts(env, T0 + dt.timedelta(minutes=61), ahead=61 * 60)
+    run_alerts(env, T0 + dt.timedelta(minutes=122), ahead=122 * 60)
     titles = [b["title"] for b in webhook.bodies]
     assert len(titles) == 5 and [t.split()[-1] for t in titles] == ["r0", "r1", "r2", "r3", "r4"]
 

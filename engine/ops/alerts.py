@@ -18,6 +18,18 @@ exponential backoff (`backoff`) up to `max_attempts`, and never raises into a jo
 that is down holds only its own rows. Rate limit: at most `max_per_hour` sent per channel in
 any hour (`plan_delivery`, pure); the rest wait their turn, oldest first.
 
+Whose clock: the outbox is shared by every process that delivers (the daemon's alerts job, and
+`tradeledger alerts send` by cron, perhaps on another host sharing the PostgreSQL database), so its
+times (`created_at`, `next_at`, `sent_at`) are the database's clock (ledger/dbclock.py), stamped by
+the statements that write them and compared in the statements that read them: whether a row is
+due after its backoff and how many a channel was sent in the last hour are decided by that one
+clock. Judged by each host's own clock, a host 20 minutes ahead retried a failed channel before its
+backoff and did not count sends 40-60 minutes old (over the limit), and a host 20 minutes behind
+held back rows that were due and counted sends 60-80 minutes old (under it). The daily summary is
+a schedule, like the daemon's daily jobs: due by the clock of the host that collects (`now`);
+its key (`summary:<date>`) sends it once whoever collects it. None of these is the simulated
+exchange's clock: alerts are about the machine, not the trading day.
+
     [alerts]
     urls = ["json://127.0.0.1:8080/hook"]   # apprise URLs; secrets in $TRADELEDGER_ALERT_URLS
     min_severity = "error"                   # info | warning | error | critical
@@ -43,8 +55,7 @@ from tradeledger.engine.context import Context
 from tradeledger.engine.setup.environment import ConfigError
 from tradeledger.engine.trust.exceptions import SEVERITIES, list_exceptions, open_counts
 from tradeledger.engine.tables import alert_outbox
-from tradeledger.ledger import db
-from tradeledger.ledger.store import fmt_ts
+from tradeledger.ledger import db, dbclock
 
 UTC = dt.timezone.utc
 ALWAYS = ("missed_daemon_run", "job_failed", "reconciliation_break")
@@ -210,18 +221,19 @@ def plan_delivery(due: list[tuple[int, str]], sent_last_hour: dict[str, int], ma
 
 # -- the outbox --------------------------------------------------------------------------------------
 
-def enqueue(conn, alerts: list[Alert], channels: list[str], now: dt.datetime) -> int:
-    """Write each (alert, channel) not written before; returns how many rows are new."""
+def enqueue(conn, alerts: list[Alert], channels: list[str], ahead: float = 0) -> int:
+    """Write each (alert, channel) not written before, due now by the database's clock; returns how
+    many rows are new. `ahead`: tests only, a later moment of that clock (dbclock)."""
     if not alerts or not channels:
         return 0
     t = alert_outbox
     keys = [a.key for a in alerts]
     have = set(conn.execute(sa.select(t.c.alert_key, t.c.channel).where(t.c.alert_key.in_(keys))).all())
     rows = [dict(alert_key=a.key, channel=c, severity=a.severity, title=a.title, body=a.body, state="pending",
-                 attempts=0, created_at=fmt_ts(now), next_at=fmt_ts(now))
-            for a in alerts for c in channels if (a.key, c) not in have]
+                 attempts=0) for a in alerts for c in channels if (a.key, c) not in have]
     if rows:
-        conn.execute(t.insert(), rows)
+        clock = dbclock.now(conn.dialect.name, ahead)
+        conn.execute(t.insert().values(created_at=clock, next_at=clock), rows)
     return len(rows)
 
 
@@ -254,9 +266,11 @@ class Delivery:
     waiting: int  # due but held back by the rate limit, or not yet due after a failure
 
 
-def deliver(ctx: Context, config: AlertConfig, now: dt.datetime, send: Sender = apprise_send,
-            logger: logging.Logger = log) -> Delivery:
-    """Send what is due, within the rate limit; each outcome recorded in its own transaction."""
+def deliver(ctx: Context, config: AlertConfig, send: Sender = apprise_send, logger: logging.Logger = log,
+            ahead: float = 0) -> Delivery:
+    """Send what is due, within the rate limit; each outcome recorded in its own transaction. Due and
+    the last hour are the database's clock, read in the query that selects by them; a send and a
+    backoff are stamped by it in the statement that records them (`ahead`: tests only)."""
     engine = ctx.engine
     t = alert_outbox
     channels = config.channels
@@ -264,11 +278,12 @@ def deliver(ctx: Context, config: AlertConfig, now: dt.datetime, send: Sender = 
         conn.execute(t.update().where(t.c.state == "pending", t.c.channel.not_in(list(channels) or [""]))
                      .values(state="dropped", last_error="channel no longer configured"))
     with db.read_connection(engine) as conn:
-        pending = conn.execute(sa.select(t.c.id, t.c.channel, t.c.next_at).where(t.c.state == "pending")).all()
-        due = [(r.id, r.channel) for r in pending if r.next_at <= fmt_ts(now)]
-        hour_ago = fmt_ts(now - dt.timedelta(hours=1))
+        dialect = conn.dialect.name
+        due_now = sa.case((t.c.next_at <= dbclock.now(dialect, ahead), 1), else_=0).label("due")
+        pending = conn.execute(sa.select(t.c.id, t.c.channel, due_now).where(t.c.state == "pending")).all()
+        due = [(r.id, r.channel) for r in pending if r.due]
         sent_last_hour = dict(conn.execute(sa.select(t.c.channel, sa.func.count()).where(
-            t.c.state == "sent", t.c.sent_at > hour_ago).group_by(t.c.channel)).all())
+            t.c.state == "sent", t.c.sent_at > dbclock.now(dialect, ahead - 3600)).group_by(t.c.channel)).all())
     chosen = plan_delivery(due, sent_last_hour, config.max_per_hour)
     sent = failed = given_up = 0
     for row_id in chosen:
@@ -277,7 +292,7 @@ def deliver(ctx: Context, config: AlertConfig, now: dt.datetime, send: Sender = 
         error = send(channels[row.channel], row.title, row.body)
         attempts = row.attempts + 1
         if error is None:
-            values = dict(state="sent", attempts=attempts, sent_at=fmt_ts(now), last_error=None)
+            values = dict(state="sent", attempts=attempts, sent_at=dbclock.now(dialect, ahead), last_error=None)
             sent += 1
         elif attempts >= config.max_attempts:
             values = dict(state="failed", attempts=attempts, last_error=error)
@@ -285,7 +300,8 @@ def deliver(ctx: Context, config: AlertConfig, now: dt.datetime, send: Sender = 
             logger.error("alert %s to channel %s failed %d times, giving up: %s", row.alert_key, row.channel,
                          attempts, error)
         else:
-            values = dict(attempts=attempts, last_error=error, next_at=fmt_ts(now + backoff(attempts)))
+            wait = backoff(attempts).total_seconds()
+            values = dict(attempts=attempts, last_error=error, next_at=dbclock.now(dialect, ahead + wait))
             failed += 1
             logger.warning("alert %s to channel %s failed (try %d of %d), will retry: %s", row.alert_key,
                            row.channel, attempts, config.max_attempts, error)
@@ -316,15 +332,17 @@ def collect(ctx: Context, config: AlertConfig, now: dt.datetime) -> list[Alert]:
 
 
 def run_alerts(ctx: Context, now: dt.datetime | None = None, send: Sender = apprise_send,
-               logger: logging.Logger = log, config: AlertConfig | None = None) -> str:
-    """Collect, enqueue (one transaction), deliver; a one-line result. Sending never raises."""
+               logger: logging.Logger = log, config: AlertConfig | None = None, ahead: float = 0) -> str:
+    """Collect, enqueue (one transaction), deliver; a one-line result. Sending never raises. `now`
+    (this host's clock) says only whether the daily summary is due; the outbox keeps the database's
+    clock (`ahead`: tests only, a later moment of it)."""
     now = now or dt.datetime.now(UTC)
     config = config or parse_alert_config(ctx.settings.raw)
     if not config.urls:
         return "no alert channels configured"
     alerts = collect(ctx, config, now)
     with ctx.engine.begin() as conn:
-        new = enqueue(conn, alerts, list(config.channels), now)
-    result = deliver(ctx, config, now, send, logger)
+        new = enqueue(conn, alerts, list(config.channels), ahead)
+    result = deliver(ctx, config, send, logger, ahead)
     return (f"{new} new, {result.sent} sent, {result.failed} failed (will retry), {result.given_up} given up, "
             f"{result.waiting} waiting")
