@@ -23,7 +23,9 @@ Reconciliation (migration 0003):
   said at one moment, written once. A failed snapshot is a row with status `failed` and its
   error and no positions: it is never read as "flat".
 - `reconciliation`: one row per reconciliation, with the snapshot it compared and its result
-  as JSON (the same JSON `tradeledger reconcile --json` prints).
+  as JSON (the same JSON `tradeledger reconcile --json` prints). `run_at` is the environment's
+  clock (the simulated exchange's on sim); `written_at` (migration 0016) the database's clock at
+  the insert, what the health endpoint measures the reconciliation's age by.
 - `tl_exception`: typed exceptions with a lifecycle open -> acknowledged -> resolved; at most
   one open (or acknowledged) row per dedupe key, enforced by a partial unique index.
 - `instrument_lock`: a lock per (instrument or contract, exception); active while
@@ -250,10 +252,11 @@ reconciliation = Table(
     "reconciliation", metadata,
     Column("id", Integer, primary_key=True),
     Column("snapshot_id", Integer),
-    Column("run_at", String(26), nullable=False),
+    Column("run_at", String(26), nullable=False),  # the environment's clock (the exchange's on sim)
     Column("clean", Integer, nullable=False),  # 1 clean, 0 not
     Column("breaks", Integer, nullable=False),
     Column("result", Text, nullable=False),  # JSON
+    Column("written_at", String(26)),  # the database's clock at the insert (0016): what its age is measured by
 )
 
 tl_exception = Table(

@@ -15,7 +15,7 @@
         tradeledger_open_exceptions{kind,severity}       open or acknowledged exceptions
         tradeledger_reconciliation_clean                 1/0: the last reconciliation
         tradeledger_reconciliation_breaks
-        tradeledger_reconciliation_age_seconds
+        tradeledger_reconciliation_age_seconds           since it was written (database's clock)
         tradeledger_bookings_total{kind}                 ledger entries by kind (append-only)
         tradeledger_alerts{state}                        the alert outbox: pending, sent, failed
 
@@ -24,9 +24,15 @@ clock that wrote it. The lease's expiry and the heartbeat's `at` are the databas
 (ledger/dbclock.py, daemon.write_heartbeat), read here in the query that reads the heartbeat:
 measured by the daemon's own clock, a daemon on a host ten minutes ahead would answer 503 "the
 heartbeat is 600 s old" while `tradeledger monitor` (which measures it by the database's clock
-too) found it alive; one rule, so the endpoint and the monitor never disagree. The jobs' times
-(`JobResult.at`, the fill sync's and the reconciliation's ages) are the daemon's own clock, written
-and read by this one process. The server is off unless `[health] port` is set; it binds 127.0.0.1
+too) found it alive; one rule, so the endpoint and the monitor never disagree. The last
+reconciliation's age is the database's clock too: `reconciliation.written_at`, stamped by the
+insert, against that clock read with the row. Its `run_at` is the environment's clock of
+whichever process reconciled (on sim the exchange's, days from the machine's as a walk-through
+sets it; elsewhere that host's): subtracted from this daemon's clock it gave an age of days, or
+negative, or minutes wrong when `tradeledger reconcile` ran on a host whose clock is off, and a
+monitor's rule on the metric called a fresh reconciliation stale or a stale one fresh. The jobs'
+times (`JobResult.at`, the fill sync's age) are the daemon's own clock, written and read by this
+one process. The server is off unless `[health] port` is set; it binds 127.0.0.1
 (or ::1) and nothing else.
 
     [health]
@@ -169,7 +175,10 @@ class Probe:
             open_rows = conn.execute(sa.select(t.c.kind, t.c.severity, sa.func.count()).where(
                 t.c.state.in_(("open", "acknowledged"))).group_by(t.c.kind, t.c.severity)).all()
             r = reconciliation
-            recon = conn.execute(sa.select(r.c.clean, r.c.breaks, r.c.run_at).order_by(r.c.id.desc()).limit(1)).first()
+            # its age: the database's clock that stamped written_at, read in the same query
+            recon = conn.execute(sa.select(r.c.clean, r.c.breaks, r.c.written_at,
+                                           dbclock.now(conn.dialect.name).label("db_now"))
+                                 .order_by(r.c.id.desc()).limit(1)).first()
             bookings = self.env.ledger.entries_by_kind(conn)
             o = alert_outbox
             alerts = dict(conn.execute(sa.select(o.c.state, sa.func.count()).group_by(o.c.state)).all())
@@ -204,8 +213,10 @@ class Probe:
                                     value=1 if recon.clean else 0)
             yield GaugeMetricFamily("tradeledger_reconciliation_breaks", "Breaks found by the last reconciliation",
                                     value=recon.breaks)
-            yield GaugeMetricFamily("tradeledger_reconciliation_age_seconds", "Seconds since the last reconciliation",
-                                    value=(now - parse_ts(recon.run_at)).total_seconds())
+            if recon.written_at is not None:
+                yield GaugeMetricFamily("tradeledger_reconciliation_age_seconds",
+                                        "Seconds since the last reconciliation was written (database's clock)",
+                                        value=(parse_ts(recon.db_now) - parse_ts(recon.written_at)).total_seconds())
         counts = CounterMetricFamily("tradeledger_bookings", "Ledger entries booked, by kind", labels=["kind"])
         for kind, count in bookings:
             counts.add_metric([kind], count)

@@ -54,6 +54,7 @@ from tradeledger.engine.accounting.holders import holder_of
 from tradeledger.engine.accounting.holdings import marks as holder_marks
 from tradeledger.engine.trust.snapshots import SnapshotResult, disconnect_key, record_failed, session_now, take_snapshot
 from tradeledger.engine.tables import reconciliation
+from tradeledger.ledger import dbclock
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled, jsonable, money_text, to_decimal
 from tradeledger.ledger.store import fmt_ts
@@ -449,9 +450,12 @@ def _unreachable(engine, account: str, snap_result: SnapshotResult, sync, why: s
 
 
 def _record(conn: Connection, result: ReconcileResult, snapshot_id: int | None, now: dt.datetime) -> int:
+    """`run_at`: the environment's clock (`now`, the exchange's on sim), the time it is about;
+    `written_at`: the database's clock, what any process on any host measures its age by."""
     return conn.execute(reconciliation.insert().values(
         snapshot_id=snapshot_id, run_at=fmt_ts(now), clean=1 if result.clean else 0, breaks=len(result.breaks),
-        result=json.dumps(jsonable(result.as_json()), sort_keys=True))).inserted_primary_key[0]
+        result=json.dumps(jsonable(result.as_json()), sort_keys=True),
+        written_at=dbclock.now(conn.dialect.name))).inserted_primary_key[0]
 
 
 def _raise_and_lock(conn: Connection, account: str, comparison: Comparison, lock_key, now,
