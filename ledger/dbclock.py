@@ -6,7 +6,9 @@ clock they all see, the database server's, inside the statement that writes or c
 host whose clock runs ahead must not judge a live lease expired (two daemons, two traders), nor a
 host whose clock lags keep a dead holder's lease alive. The daemon's heartbeat is stamped by it
 too, and its age measured against it: a monitor on a host minutes off must neither call a live
-daemon silent nor miss a dead one.
+daemon silent nor miss a dead one. So are the alert outbox's times (whether a row is due after a
+backoff, how many a channel was sent in the last hour: the daemon and a cron `alerts send`
+elsewhere deliver from one outbox) and a reconciliation's `written_at` (its age on /metrics).
 
 `now(dialect, seconds)` is that clock as an SQL expression, `seconds` later, in the ledger's
 timestamp text (`YYYY-MM-DD HH:MM:SS.ffffff`, UTC: `rows.fmt_ts`), so that it compares as text
@@ -19,8 +21,9 @@ with the times stored beside it and reads back with `store.parse_ts`:
   the process reads), in milliseconds padded to six digits.
 
 `seconds` may be negative and need not be whole. Tests that need a later moment without waiting
-for it pass it explicitly to the functions that take a lease or write the heartbeat (`ahead`);
-production code passes the lease's length (or nothing) and nothing else.
+for it pass it explicitly to the functions that take a lease, write the heartbeat or deliver
+alerts (`ahead`); production code passes the lease's length or a backoff (or nothing) and nothing
+else.
 """
 
 from __future__ import annotations
