@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
+from decimal import Decimal
 from typing import NamedTuple
 
 from tradeledger.ledger.model import LedgerError, Transaction, validate
@@ -83,6 +84,9 @@ class Rows(NamedTuple):
     count: int  # postings
 
 
+PLAIN = Importing(None)  # what a plain `Transaction` of the input carries as its item (no key, no ref)
+
+
 def refuse(place: int, why: str) -> LedgerError:
     return LedgerError(f"entry {place} of the import: {why}; nothing was imported")
 
@@ -92,6 +96,9 @@ class Preparer:
         """accounts: name -> (id, open date, close date or None, currencies)."""
         self.accounts, self.sqlite, self.booked_at = accounts, sqlite, booked_at
         self.seen: dict = {}  # posting -> what `_posting` made of it (its account and commodity checked)
+        # balance key -> [key, units summed in the chunk being made, touched in it]: a posting adds
+        # to its cell, held in what `_posting` made, with no dict lookup (a fifth of `rows`' time)
+        self.cells: dict[tuple, list] = {}
         opens = [opened for _, opened, _, _ in accounts.values()]
         closes = [closed for _, _, closed, _ in accounts.values() if closed]
         # Entries dated in this span find every account open: their postings' dates need no check.
@@ -99,12 +106,15 @@ class Preparer:
 
     def check(self, place: int, item) -> Checked:
         """An input item (a `Transaction` or `Importing`) checked and its postings made, or refused."""
-        item = item if isinstance(item, Importing) else Importing(item)
-        txn = item.txn
-        if not isinstance(txn, Transaction):
-            raise refuse(place, f"not an entry: {type(txn).__name__}")
-        if (txn.reverses is not None) + (item.reverses_key is not None) + (item.reverses_ref is not None) > 1:
-            raise refuse(place, "a reversal names its original once, by id, key or ref")
+        if type(item) is Transaction:  # the common case, without an Importing made for it
+            txn, reverses_key, item = item, None, PLAIN
+        else:
+            item = item if isinstance(item, Importing) else Importing(item)
+            txn, reverses_key = item.txn, item.reverses_key
+            if not isinstance(txn, Transaction):
+                raise refuse(place, f"not an entry: {type(txn).__name__}")
+            if (txn.reverses is not None) + (reverses_key is not None) + (item.reverses_ref is not None) > 1:
+                raise refuse(place, "a reversal names its original once, by id, key or ref")
         ready = self._prepare(place, txn)
         if ready is None:
             try:
@@ -112,7 +122,7 @@ class Preparer:
             except LedgerError as exc:
                 raise refuse(place, str(exc)) from None
             raise refuse(place, "a number cannot be stored exactly (more than 9 decimals, or out of range)")
-        return Checked(place, txn, item.reverses_key, ready, fingerprint(txn, ready), item)
+        return Checked(place, txn, reverses_key, ready, fingerprint(txn, ready), item)
 
     @staticmethod
     def named(checked: Checked, reverses: int | None) -> tuple[Transaction, str]:
@@ -131,16 +141,19 @@ class Preparer:
             return None
         seen, hits, prints, totals, labelled = self.seen, [], [], {}, False
         for p in txn.postings:
-            if not numbers_typed(p):
-                return None
             hit = seen.get(p)
             if hit is None:
+                if not numbers_typed(p):
+                    return None
                 hit = self._posting(place, p)
                 if hit is None:
                     return None
+            elif type(p.units) is not Decimal or (hit[8] and not numbers_typed(p)):
+                return None  # equal to a posting seen, but a number is not a Decimal (an int 1 == Decimal 1)
             hits.append(hit)
             prints.append(hit[1])
-            totals[hit[2]] = totals.get(hit[2], 0) + hit[3]
+            currency = hit[2]
+            totals[currency] = totals.get(currency, 0) + hit[3]
             labelled = labelled or hit[4]
         if any(totals.values()):
             return None  # unbalanced: validate says how
@@ -150,7 +163,8 @@ class Preparer:
         """A distinct posting as this import stores it, or None when `validate` or exactness would
         refuse it: (the stored row after txn_id and ts, its part of the fingerprint, its weight's
         currency, its weight, labelled, its account's name, its balance's key, its lot's key or
-        None). Its account must exist and accept its commodity."""
+        None, whether it has a cost or price: a number of a posting equal to it to type-check).
+        Its balance's key is held in its cell (`cells`). Its account must exist and accept its commodity."""
         row = _posting_row(p)
         if row is None:
             return None
@@ -166,8 +180,12 @@ class Preparer:
             tail = tuple(NULL if value is None else value for value in tail)
         if len(self.seen) >= MAX_SEEN:
             self.seen.clear()
-        hit = self.seen[p] = (tail, _printed(p), row[10], row[9], row[6] is not None, name,
-                              (account[0], commodity), lot)
+        key = (account[0], commodity)
+        cell = self.cells.get(key)
+        if cell is None:
+            cell = self.cells[key] = [key, 0, False]
+        hit = self.seen[p] = (tail, _printed(p), row[10], row[9], row[6] is not None, name, cell, lot,
+                              p.cost is not None or p.price is not None)
         return hit
 
     def rows(self, fresh: list[tuple]) -> Rows:
@@ -177,7 +195,10 @@ class Preparer:
         accounts, (latest_open, earliest_close) = self.accounts, self.open_span
         add = postings.extend if self.sqlite else postings.append
         null = NULL if self.sqlite else None
-        sums, lots = {}, {}  # balance key -> units; lot key -> [units, first time]
+        lots: dict = {}  # lot key -> [units, first time]
+        touched = []  # the cells this chunk adds to (a zero sum too: the triggers leave a row)
+        for cell in self.cells.values():  # what a refused chunk may have left
+            cell[1], cell[2] = 0, False
         count = 0
         for place, txn, ready, digest, txn_id, reverses in fresh:
             ts, date = _ts(txn.time), txn.date
@@ -190,7 +211,11 @@ class Preparer:
             for hit in ready.hits:
                 tail = hit[0]
                 add(head + tail)
-                sums[hit[6]] = sums.get(hit[6], 0) + tail[2]
+                cell = hit[6]
+                cell[1] += tail[2]
+                if not cell[2]:
+                    cell[2] = True
+                    touched.append(cell)
                 if hit[7] is not None:
                     lot = lots.get(hit[7])
                     if lot is None:
@@ -205,6 +230,7 @@ class Preparer:
             headers.append((txn_id, ts, txn.kind, txn.narration, ",".join(txn.links), _meta_json(txn.meta),
                             null if txn.key is None else txn.key, digest, null if reverses is None else reverses,
                             self.booked_at))
+        sums = {cell[0]: cell[1] for cell in touched}  # balance key -> units
         return Rows(headers, postings, sums, lots, labelled, count)
 
 

@@ -353,3 +353,62 @@ def test_a_ledger_moves_from_sqlite_to_postgresql_through_the_commands(tmp_path,
     run("--home", target, "check")
     assert json.loads(run("--home", target, "import", "entries", str(out), "--json")) == {
         "booked": 0, "replays": 7, "postings": 0}
+
+
+# -- the set-wide checks refuse rows the dropped triggers would have refused ---------------------
+
+def _mixed() -> Transaction:
+    """An entry whose postings weigh in two currencies, each balanced (as a conversion's would)."""
+    return Transaction(t(4), "transfer", "both", (Posting(CASH, D(100), "USD"), Posting(DEPOSITS, D(-100), "USD"),
+                                                 Posting(CASH, D(5), "JPY"), Posting(DEPOSITS, D(-5), "JPY")),
+                       key="mixed")
+
+
+WIDTH = 13  # a posting row's values (bulk_rows.POSTING_COLUMNS): txn_id, ts, ..., units at 4, weight at 11
+
+
+def _nudge(values: list, row: int, by: int) -> None:
+    """Units and weight of a plain posting moved together (its own CHECK still holds)."""
+    values[row * WIDTH + 4] += by
+    values[row * WIDTH + 11] += by
+
+
+def _retime(values: list, row: int) -> None:
+    values[row * WIDTH + 1] = "2026-12-31 00:00:00.000000"
+
+
+CORRUPT = {
+    # entry 3 (d3) is rows 4-5; the mixed entry, last, is rows 19-22 (USD, USD, JPY, JPY)
+    "unbalanced": lambda rows: _nudge(rows.postings, 4, 1),
+    "balanced in all, not per currency": lambda rows: (_nudge(rows.postings, 19, 1), _nudge(rows.postings, 21, -1)),
+    "a posting's time not its entry's": lambda rows: _retime(rows.postings, 5),
+    "every posting's time not its entry's": lambda rows: (_retime(rows.postings, 4), _retime(rows.postings, 5)),
+    "a time apart in a mixed entry": lambda rows: _retime(rows.postings, 21),
+    "an entry without postings": lambda rows: rows.postings.__delitem__(slice(4 * WIDTH, 6 * WIDTH)),
+}
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPT))
+def test_the_set_wide_checks_refuse_what_the_triggers_refuse(tmp_path, monkeypatch, corruption):
+    """Rows made wrong between the entries' check in Python and the database (as a bug in
+    bulk_rows would make them) are refused by the checks that stand in for the dropped triggers."""
+    from tradeledger.ledger import bulk, bulk_rows, db
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'l.db'}")
+    db.upgrade(engine)
+    ledger = open_books(Ledger(engine))
+    made = bulk_rows.Preparer.rows
+
+    def corrupted(self, fresh):
+        rows = made(self, fresh)
+        CORRUPT[corruption](rows)
+        return rows
+
+    monkeypatch.setattr(bulk_rows.Preparer, "rows", corrupted)
+    with pytest.raises(LedgerError, match="does not balance"):
+        ledger.import_entries([*entries(), _mixed()])
+    assert ledger.count() == (0, 0)
+    monkeypatch.setattr(bulk_rows.Preparer, "rows", made)
+    assert bulk.SQLITE_INSERT_TRIGGERS  # the checks above ran in place of these (dropped, then restored)
+    assert ledger.import_entries([*entries(), _mixed()]).booked == 8
+    assert ledger.balances()[(CASH, "JPY")] == D("10000000005.5")
