@@ -161,7 +161,9 @@ def ibsim_seed_demo(c: Invocation, state, as_json):
         fh.write("\n" + _demo.demo_config())
     c._environment = None
     env = c.open()
-    yesterday = _dt.date.today() - _dt.timedelta(days=1)
+    # the environment's clock (UTC on IB), as `init --demo` starts: the local date would seed up to
+    # another day than the demo's contracts and calendar in a zone whose date differs from UTC's
+    yesterday = env.now().date() - _dt.timedelta(days=1)
     history = _demo.seed_history(yesterday)
     closes, fx = _demo.history_csvs(history)
     session = env
