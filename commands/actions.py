@@ -5,7 +5,8 @@
     tradeledger actions book [--date D]    book what is due (reconcile does this too)
     tradeledger actions interest|fee AMOUNT CURRENCY --date D --reason TEXT [--ref R]
                                            booked once: by R (IB's transaction id) as `import flex` and
-                                           `adjust cash --ref R` book it, else by what it says
+                                           `adjust cash --ref R` book it; without R an equal movement
+                                           that day is refused unless --again
     tradeledger weights import FILE        target weights of allocation strategies (date,strategy,ticker,weight)
     tradeledger import flex FILE           IB's Flex statement: missed trades, dividends, interest, fees,
                                            corporate actions, futures expiries
@@ -13,7 +14,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
 
 import click
@@ -105,36 +105,43 @@ def actions_book(c: Invocation, date, as_json):
 
 
 def _account_cash(c: Invocation, kind: str, amount: str, currency: str, date: str, reason: str, ref: str | None,
-                  as_json: bool):
+                  again: bool, as_json: bool):
     """Booked once: with the broker's reference R keyed by R as `adjust cash --ref` and `import flex`
     key it (cash_moves.claim_ref: a movement R stands for already is a replay, exit 0; another one
-    refused); without, by what the command says, so the same command twice books once."""
-    from tradeledger.engine.accounting.actions import book_account_cash
+    refused); without, refused when an equal movement stands that day (the same command again is a
+    replay), unless --again (cash_moves.book_account_cash_plain)."""
     from tradeledger.engine.accounting.corporate import AccountCash
     from tradeledger.engine.trust import cash_moves
 
     if not reason.strip():
         raise click.BadParameter("give a reason", param_hint="--reason")
+    if ref is not None and again:
+        raise click.UsageError("--again is for a movement without --ref: a reference already says which one it is")
     value = to_decimal(amount, "AMOUNT")
     day = parse_date(date, "--date")
     currency = currency.upper()
     if ref is not None:
         item = AccountCash(kind, day, value, currency, reason, cash_moves.normal_ref(ref))
-        try:
-            entry_id, created = cash_moves.book_account_cash_by_ref(c.open(), item), True
-        except cash_moves.Replay as replay:
-            entry_id, created = replay.entry, False
+        book = cash_moves.book_account_cash_by_ref
     else:
-        text = f"{kind}|{day}|{value}|{currency}|{reason}"
         item = AccountCash(kind, day, value, currency, reason,
-                           "manual-" + hashlib.sha256(text.encode()).hexdigest()[:16])
-        entry_id, created = book_account_cash(c.open(), item)
+                           cash_moves.plain_ref(cash_moves.Movement(kind, currency, value, day)))
+        book = lambda ctx, item: cash_moves.book_account_cash_plain(ctx, item, again)  # noqa: E731
+    try:
+        entry_id, created = book(c.open(), item), True
+    except cash_moves.Replay as replay:
+        entry_id, created = replay.entry, False
     if as_json:
         emit_json({"entry": entry_id, "booked": created, "replay": not created, "ref": item.ref})
     elif created:
         say(f"booked: {kind} {value} {currency} on {day} (entry {entry_id}, ref {item.ref})")
     else:
         say(f"already booked as entry {entry_id}: {kind} {value} {currency} on {day}, ref {item.ref}; nothing booked")
+
+
+_again_option = click.option(
+    "--again", is_flag=True, help="Book it though an equal movement (same currency, amount and day) is booked "
+    "already: a real second one (without --ref such a run is refused; the same command again books nothing).")
 
 
 @actions_group.command("interest", context_settings=SIGNED)
@@ -145,12 +152,13 @@ def _account_cash(c: Invocation, kind: str, amount: str, currency: str, date: st
 @click.option("--ref", default=None, help="The broker's reference (IB: the transaction id on the statement, "
               "9006 or flex-9006): booked once under it, by hand or by `import flex`; another amount under it "
               "is refused.")
+@_again_option
 @json_option
 @pass_ctx
-def actions_interest(c: Invocation, amount, currency, date, reason, ref, as_json):
+def actions_interest(c: Invocation, amount, currency, date, reason, ref, again, as_json):
     """Book interest on the account: AMOUNT signed as it moved cash (earned > 0, paid < 0; CURRENCY AMOUNT works too)."""
     currency, amount = currency_and_amount(currency, amount)
-    _account_cash(c, "interest", amount, currency, date, reason, ref, as_json)
+    _account_cash(c, "interest", amount, currency, date, reason, ref, again, as_json)
 
 
 @actions_group.command("fee", context_settings=SIGNED)
@@ -161,12 +169,13 @@ def actions_interest(c: Invocation, amount, currency, date, reason, ref, as_json
 @click.option("--ref", default=None, help="The broker's reference (IB: the transaction id on the statement, "
               "9006 or flex-9006): booked once under it, by hand or by `import flex`; another amount under it "
               "is refused.")
+@_again_option
 @json_option
 @pass_ctx
-def actions_fee(c: Invocation, amount, currency, date, reason, ref, as_json):
+def actions_fee(c: Invocation, amount, currency, date, reason, ref, again, as_json):
     """Book a fee on the account: AMOUNT as it moved cash (a fee is negative, a refund positive; CURRENCY AMOUNT works too)."""
     currency, amount = currency_and_amount(currency, amount)
-    _account_cash(c, "fee", amount, currency, date, reason, ref, as_json)
+    _account_cash(c, "fee", amount, currency, date, reason, ref, again, as_json)
 
 
 @click.group("weights")

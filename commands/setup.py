@@ -205,7 +205,7 @@ def config_check(c: Invocation, as_json):
 @pass_ctx
 def db_verify(c: Invocation, as_json):
     """Integrity check, every entry re-summed, balances and lots re-derived and compared, reversal links,
-    and every futures position's mark."""
+    every futures position's mark, and no cash movement booked twice under one broker reference."""
     from tradeledger.commands.ledger import print_findings
     from tradeledger.engine.accounting.holdings import verify_books
 

@@ -105,6 +105,13 @@ class LedgerQueries:
                 t.c.ts >= day.isoformat(), t.c.ts < (day + dt.timedelta(days=1)).isoformat(),
                 t.c.kind.in_(kinds)).order_by(t.c.id)).scalars())
 
+    def keys_of_kind(self, kinds: tuple[str, ...], conn: Connection | None = None) -> dict[int, str]:
+        """Entry id -> its idempotency key, for every keyed entry of `kinds`, in booking order."""
+        t = schema.txn
+        with self._reading(conn) as c:
+            return dict(c.execute(sa.select(t.c.id, t.c.idem_key).where(
+                t.c.kind.in_(kinds), t.c.idem_key.is_not(None)).order_by(t.c.id)).all())
+
     def reversals(self, txn_ids, conn: Connection | None = None) -> dict[int, int]:
         """Entry id -> the entry that reverses it, for those of `txn_ids` that are reversed."""
         t = schema.txn

@@ -87,7 +87,8 @@ def verify_books(ledger: Ledger, chart: Chart):
     """`db verify` (ledger/verify.py) plus the engine's running state per holder and contract:
     every futures position the postings hold has its mark, and no mark is left for a holding the
     postings say is flat (the marks are written in the same transaction as the entries that move
-    a position, so either finding means something wrote one without the other)."""
+    a position, so either finding means something wrote one without the other); and no cash
+    movement booked twice under one broker reference (`cash_findings`)."""
     from dataclasses import replace
 
     from tradeledger.ledger.verify import Finding, verify
@@ -104,7 +105,18 @@ def verify_books(ledger: Ledger, chart: Chart):
         found.append(Finding("marks", f"{display(holder)} holds {held[(holder, code)]} {code} without a mark"))
     for holder, code in sorted(kept - set(held), key=str):
         found.append(Finding("marks", f"{display(holder)} has a mark for {code} but holds none"))
+    found += cash_findings(ledger, chart)
     return replace(result, findings=result.findings + tuple(found)) if found else result
+
+
+def cash_findings(ledger: Ledger, chart: Chart) -> list:
+    """A cash movement booked more than once under one broker reference (trust/cash_moves.py,
+    `booked_twice`): each a finding naming the entries and the reversal that repairs it."""
+    from tradeledger.engine.trust.cash_moves import booked_twice
+    from tradeledger.ledger.verify import Finding
+
+    with read_connection(ledger.engine) as conn:
+        return [Finding("cash", twice.said()) for twice in booked_twice(conn, ledger, chart)]
 
 
 def marks(conn: Connection) -> dict[tuple[Holder, str], Decimal]:

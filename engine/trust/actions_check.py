@@ -11,7 +11,9 @@ executions first. What is left is made visible, typed, with what to do:
   the new shares traded), with the reason; or a split the broker made that tradeledger has no
   record of (`tradeledger actions sync`);
 * `cash_movement`: interest or a fee the broker moved on a day that the ledger has not booked on
-  that day, with the `tradeledger actions interest|fee ...` command that books it.
+  that day, with the `tradeledger actions interest|fee ...` command that books it: one per
+  movement with `--ref ID` when the broker gave each its id (booked once, by hand or by IB's
+  statement: cash_moves.claim_ref), else one for the day's amount, saying to add the id.
 
 Only brokers that report cash events (the simulated one) allow the first check; for IB the Flex
 statement is the record of dividends, interest and fees.
@@ -26,9 +28,11 @@ from decimal import Decimal
 from tradeledger.engine.context import Context
 from tradeledger.broker.base import BrokerError, CashEvent
 from tradeledger.engine.accounting.actions import book_due, list_actions
+from tradeledger.engine.trust import cash_moves
 from tradeledger.engine.trust.exceptions import (
     UNBOOKED_DIVIDEND, ExceptionKind, dedupe_key, raise_exception, resolve_by_key,
 )
+from tradeledger.errors import AdjustError
 
 
 def unbooked_dividends(events: list[CashEvent], known: set[tuple[str, dt.date]]) -> list[tuple[str, dt.date, Decimal, str]]:
@@ -101,11 +105,12 @@ def _check_account_cash(ctx: Context, events: list[CashEvent], now: dt.datetime)
     notes = []
     with ctx.engine.begin() as conn:
         for kind, day, amount, currency in missing:
-            command = (f'tradeledger actions {kind} {amount} {currency} --date {day.isoformat()} '
-                       f'--reason "broker {kind} {day.isoformat()}"')
+            group = [e for e in events if (e.kind, e.time.date(), e.currency) == (kind, day, currency)]
+            unbooked = [(e.amount, ref) for e in group if (ref := _unbooked_ref(conn, ctx, e)) is not None]
             notes.append(f"unbooked {kind} {amount} {currency} on {day}")
             raise_exception(conn, ExceptionKind.CASH_MOVEMENT, f"{kind} {currency} {day}",
-                            f"the broker's {kind} of {amount} {currency} on {day} is not booked: {command}",
+                            f"the broker's {kind} of {amount} {currency} on {day} is not booked: "
+                            + account_cash_commands(kind, day, amount, currency, unbooked),
                             severity="error", now=now,
                             dedupe_key=dedupe_key(ExceptionKind.CASH_MOVEMENT, ctx.settings.account, kind, day,
                                                   currency))
@@ -113,6 +118,34 @@ def _check_account_cash(ctx: Context, events: list[CashEvent], now: dt.datetime)
             resolve_by_key(conn, dedupe_key(ExceptionKind.CASH_MOVEMENT, ctx.settings.account, kind, day, currency),
                            "reconcile", "booked", now=now)
     return notes
+
+
+def account_cash_commands(kind: str, day: dt.date, amount: Decimal, currency: str,
+                          unbooked: list[tuple[Decimal, str]]) -> str:
+    """The commands that book the missing `amount` once (pure). When the broker's movements of the
+    day that no entry stands for by their ids (`unbooked`: amount, id) add up to it, one command
+    each with `--ref ID`: keyed by the id, as IB's statement keys the same line, so whichever comes
+    first books it. Else one command without an id, saying how to give it."""
+    when = day.isoformat()
+    if unbooked and sum((a for a, _ in unbooked), Decimal(0)) == amount:
+        return "; ".join(f'tradeledger actions {kind} {a} {currency} --date {when} --ref {ref} '
+                         f'--reason "broker {kind} {when} (ref {ref})"' for a, ref in unbooked) + (
+            " (keyed by the broker's id: booked once, by this or by IB's statement)")
+    return (f'tradeledger actions {kind} {amount} {currency} --date {when} --reason "broker {kind} {when}"'
+            " (add --ref ID, the broker's id of it, e.g. the transactionID on IB's Flex statement, so that "
+            "`import flex` finds it booked; without it the statement counts it only as the same amount that day)")
+
+
+def _unbooked_ref(conn, ctx: Context, event: CashEvent) -> str | None:
+    """The broker's id of an interest or fee movement when no entry stands for it, else None (no id,
+    one the ledger cannot key, or booked)."""
+    try:
+        ref = cash_moves.normal_ref(event.ref) if event.ref else None
+    except AdjustError:
+        return None
+    if ref is None or cash_moves.booked_by_ref(conn, ctx.ledger, ctx.chart, ref)[0] is not None:
+        return None
+    return ref
 
 
 def _check_splits(ctx: Context, broker, stored: set[str], now: dt.datetime) -> list[str]:

@@ -378,6 +378,8 @@ def plan_cash_move(conn: Connection, ctx: Context, currency: str, amount: Decima
     asked = cash_moves.Movement(cash_kind, adj.subject, amount, time.date())
     if ref is not None:
         cash_moves.decide_ref(claim.standing, asked, dated, ref)
+    else:  # as `actions interest|fee` without a reference: one run at a time finds what stands that day
+        cash_moves.lock_day(conn, chart.broker_account, adj.subject, asked.day)
     equal = cash_moves.equal_on_day(conn, ctx.ledger, chart, asked)
     if ref is None:
         cash_moves.decide_plain(equal, asked, again)

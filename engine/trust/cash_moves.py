@@ -34,12 +34,23 @@ always given: R standing for this movement is a replay, for another one refused;
 the statement's kind of entry (allocated by `[account_cash]`), with R (not `flex-R`) in its meta,
 which tells it from the statement's own (`from_statement`). Before R was normalised that command
 booked R as typed, under `{interest|fee}:<Acct>:R` (`legacy_keys`): such entries are found by R
-too, so a ledger booked then is not booked again now.
+too, so a ledger booked then is not booked again now. A ledger that old keying already booked
+twice (R under the old key and the statement's) is found by `booked_twice`, which `db verify`
+reports with the reversal that repairs it; nothing here reverses it.
+
+`actions interest|fee` without `--ref` (`book_account_cash_plain`) is `adjust cash`'s decision
+without a reference, keyed by the movement itself (`plain_ref`: kind, currency, amount, day, never
+the reason) under the currency's day's lock (`lock_day`, taken by `adjust cash` without R too): an
+equal movement standing refuses the run unless `--again`; the very same command again (the equal
+entry has its reason) is a `Replay`. `import flex` counts a standing entry booked by hand without a
+reference for the very movement of a statement's line as that line (`by_hand_without_ref`), one
+line each: reconciliation once proposed interest without the broker's id.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -220,6 +231,120 @@ def book_account_cash_by_ref(ctx, item: AccountCash) -> int:
         return entry
 
 
+def lock_day(conn: Connection, account: str, currency: str, day: dt.date) -> None:
+    """Serialise the bookings of movements without a reference in one currency on one day until
+    this transaction ends (PostgreSQL, whose writers read committed: the second sees the first's
+    entry; SQLite has one writer): two runs at once cannot both find no equal movement and book."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                     {"key": f"tl:cashday:{account}:{currency}:{day.isoformat()}"})
+
+
+def plain_ref(movement: Movement) -> str:
+    """The reference of a movement booked by hand without the broker's (`actions interest|fee`
+    without `--ref`): derived from the movement alone, never from its reason (pure)."""
+    amount = format(movement.amount.normalize(), "f")  # 12.340 and 12.34 are one amount
+    text = f"{movement.kind}|{movement.day.isoformat()}|{amount}|{movement.currency}"
+    return "manual-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _first_free(conn: Connection, ledger, head: str) -> str:
+    """`head`, else `head:2`, `head:3`...: the first key no entry is booked under."""
+    n = 1
+    while True:
+        batch = [head if i == 1 else f"{head}:{i}" for i in range(n, n + 16)]
+        taken = ledger.ids_by_key(batch, conn)
+        free = next((k for k in batch if k not in taken), None)
+        if free is not None:
+            return free
+        n += 16
+
+
+def book_account_cash_plain(ctx, item: AccountCash, again: bool = False) -> int:
+    """`actions interest|fee` without `--ref`: refused when an equal movement (kind, currency,
+    amount, day) stands already, unless `again` (`decide_plain`); the same command run again (an
+    equal entry with the same reason) is a `Replay`. Keyed by the movement (`plain_ref`, then `:2`,
+    `:3` for each real second one), under the day's lock: two runs at once book once. Returns
+    the entry booked; one transaction."""
+    from tradeledger.engine.accounting.actions import book_account_cash  # accounting books; trust decides
+
+    chart = ctx.chart
+    asked = Movement(item.kind, item.currency, item.amount, item.date)
+    with ctx.engine.begin() as conn:
+        lock_day(conn, chart.broker_account, item.currency, item.date)
+        equal = equal_on_day(conn, ctx.ledger, chart, asked)
+        same = next((e for e in equal if e.narration == item.description), None)
+        if same is not None and not again:
+            raise Replay(same.entry, same.ref, same.movement)
+        decide_plain(equal, asked, again)
+        key = _first_free(conn, ctx.ledger, f"{item.kind}:{chart.broker_account}:{item.ref}")
+        entry, created = book_account_cash(ctx, item, conn, key=key)
+        if not created:  # cannot happen under the day's lock; never say booked when it was not
+            raise AdjustError(f"already booked as entry {entry}")
+        return entry
+
+
+def ref_of_any_key(account: str, key: str) -> str | None:
+    """R of a key any way in ever booked R under (pure): `ref_key`'s (`…:flex-R`, `…:flex-R:n`) and
+    the old form of `actions interest|fee --ref R` (`{interest|fee}:<Acct>:R`, `legacy_keys`). A
+    movement booked without a reference (`plain_ref`'s `manual-…`) has none."""
+    ref = ref_of_key(account, key)
+    if ref is not None:
+        return ref
+    for kind in STATEMENT_KINDS:
+        head = f"{kind}:{account}:"
+        if key.startswith(head):
+            tail = key[len(head):]
+            if not tail.startswith("manual-") and ":" not in tail and REF.fullmatch(tail):
+                return tail
+    return None
+
+
+@dataclass(frozen=True)
+class Twice:
+    """One broker reference R that more than one standing entry was booked for: the old bug's
+    double booking (the hand's entry under `interest:<Acct>:R`, the statement's under `…:flex-R`)."""
+
+    ref: str
+    entries: tuple[Earlier, ...]  # in booking order
+    keep: int  # the entry to keep: the statement's (the record), else the first
+    keys: dict[int, str]
+
+    def said(self) -> str:
+        """The finding, naming every entry and the reversal that repairs it (not run: a person decides)."""
+        shown = "; ".join(f"entry {e.entry} ({e.movement.said()}, key {self.keys[e.entry]})" for e in self.entries)
+        drop = [e.entry for e in self.entries if e.entry != self.keep]
+        same = len({e.movement for e in self.entries}) == 1
+        return (f"ref {self.ref} is booked {len(self.entries)} times: {shown}; "
+                + ("the same movement: " if same else "they differ: check which is right, then ")
+                + "; ".join(f'`tradeledger adjust reverse {n} --reason "booked twice: ref {self.ref} stands as '
+                            f'entry {self.keep}"`' for n in drop))
+
+
+def booked_twice(conn: Connection, ledger, chart: Chart) -> list[Twice]:
+    """Every broker reference that more than one standing entry was booked for (`db verify`): a
+    ledger booked before the keying was one (`claim_ref`) may hold a movement under the old key and
+    the statement's. Read only: nothing is reversed here."""
+    account = chart.broker_account
+    keys = ledger.keys_of_kind(ENTRY_KINDS, conn)
+    by_ref: dict[str, list[int]] = {}
+    for entry, key in keys.items():
+        ref = ref_of_any_key(account, key)
+        if ref is not None:
+            by_ref.setdefault(ref, []).append(entry)
+    out = []
+    for ref, ids in sorted(by_ref.items()):
+        if len(ids) < 2:
+            continue
+        standing = _earlier(conn, ledger, chart, ids)
+        if len(standing) < 2:
+            continue
+        statement = [e.entry for e in standing if from_statement(ledger.get(e.entry, conn))]
+        out.append(Twice(ref, tuple(standing), (statement or [standing[0].entry])[0],
+                         {e.entry: keys[e.entry] for e in standing}))
+    return out
+
+
 def refs_of_entries(conn: Connection, ledger, account: str, ids) -> dict[int, str]:
     """Entry id -> the broker's reference R it was booked under (`adjust list`), for those of `ids`
     that have one; a reversal names the R of the entry it reverses."""
@@ -240,6 +365,25 @@ def equal_on_day(conn: Connection, ledger, chart: Chart, movement: Movement) -> 
     kinds = ENTRY_KINDS if movement.kind in STATEMENT_KINDS else ("cash-adjust",)
     ids = ledger.entry_ids_on(movement.day, kinds, conn)
     return [e for e in _earlier(conn, ledger, chart, ids) if e.movement == movement]
+
+
+def unreferenced(txn: Transaction) -> bool:
+    """Whether the entry was booked by hand without the broker's reference: an `adjust cash` entry
+    not keyed by one, an `actions interest|fee` entry keyed by its movement (`plain_ref`)."""
+    if txn.kind == "cash-adjust":
+        return "ref" not in dict(txn.meta)  # cash_entry: booked with the broker's reference, it says it
+    return txn.kind in STATEMENT_KINDS and dict(txn.meta).get("ref", "").startswith("manual-")
+
+
+def by_hand_without_ref(conn: Connection, ledger, chart: Chart, movement: Movement, taken: set[int]) -> Earlier | None:
+    """A standing entry booked by hand without a reference for this very movement (kind, currency,
+    amount, day), not among `taken` (those another line of the statement stands for already): what
+    a statement's line is, when the trader booked it before the statement came (as reconciliation
+    proposed it, without the id). None when there is none."""
+    for earlier in equal_on_day(conn, ledger, chart, movement):
+        if earlier.ref is None and earlier.entry not in taken and unreferenced(ledger.get(earlier.entry, conn)):
+            return earlier
+    return None
 
 
 def differs(booked: Movement, asked: Movement, dated: bool, by: str = "asked") -> list[str]:

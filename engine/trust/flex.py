@@ -19,7 +19,9 @@ account only:
 * Broker interest and other fees are booked once each (keyed by IB's transaction id) by the
   configured allocation rule (`[account_cash]`), unless the trader booked that transaction id by
   hand (`actions interest|fee --ref ID` or `adjust cash --ref ID`: the same key, cash_moves.claim_ref):
-  then it is known (said, with its entry), and a different figure is a `statement_difference`.
+  then it is known (said, with its entry), and a different figure is a `statement_difference`. One
+  booked by hand without an id, of the very movement (kind, currency, amount, day), stands for one
+  line too (`cash_moves.by_hand_without_ref`).
 * Deposits and withdrawals are proposed, not booked: an exception carries the exact
   `tradeledger adjust cash ... --ref ID` command. One booked with its transaction id stands for
   that line only; one booked without is matched by currency, amount and day (`unbooked_moves`).
@@ -213,8 +215,9 @@ def import_flex(ctx: Context, path: str | Path, tz: str = "America/New_York", no
     report = FlexReport()
     _import_trades(ctx, statement, report, now)
     _import_dividends(ctx, statement, report, now)
+    by_hand: set[int] = set()  # entries booked by hand without an id, each standing for one line
     for item in statement.account_cash:
-        if _book_statement_cash(ctx, item, report, now):
+        if _book_statement_cash(ctx, item, report, now, by_hand):
             report.account_cash_booked.append(f"{item.kind} {item.amount} {item.currency} {item.date}")
         else:
             report.account_cash_known += 1
@@ -299,22 +302,34 @@ def _stored_rate(ctx: Context, d: FlexDividend) -> Decimal | None:
     return rate if (d.gross * rate).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN) == d.tax else None
 
 
-def _book_statement_cash(ctx: Context, item: AccountCash, report: FlexReport, now: dt.datetime) -> bool:
+def _book_statement_cash(ctx: Context, item: AccountCash, report: FlexReport, now: dt.datetime,
+                         by_hand: set[int]) -> bool:
     """Book the statement's interest or fee unless its transaction id already stands for an entry;
     True when booked now. Standing for one (booked by an earlier import, or by hand with `actions
     interest|fee --ref ID` or `adjust cash --ref ID`: the same key, cash_moves.claim_ref, which
     finds the old form of the first too) it is known, and compared: another movement is a
     `statement_difference`. A hand entry of the id that was reversed leaves the statement's to
-    book, under the next key; one the statement booked and the trader reversed stays reversed."""
+    book, under the next key; one the statement booked and the trader reversed stays reversed.
+    Booked by hand without the id (`actions interest|fee` or `adjust cash --kind interest|fee`, as
+    reconciliation proposed it before it carried the id): an entry of the very movement (kind,
+    currency, amount, day) stands for one line, `by_hand` the entries this import has so matched."""
     ref, chart = item.ref.removeprefix(cash_moves.FLEX), ctx.chart
+    stated = cash_moves.Movement(item.kind, item.currency, item.amount, item.date)
     with ctx.engine.begin() as conn:
         claim = cash_moves.claim_ref(conn, ctx.ledger, chart, item.kind, ref)
         standing = claim.standing
         if standing is None:
             if any(cash_moves.from_statement(ctx.ledger.get(e, conn)) for e in claim.taken.values()):
                 return False  # the statement's own entry, reversed since by the trader
+            cash_moves.lock_day(conn, chart.broker_account, item.currency, item.date)  # as the hand books
+            hand = cash_moves.by_hand_without_ref(conn, ctx.ledger, chart, stated, by_hand)
+            if hand is not None:
+                by_hand.add(hand.entry)
+                report.account_cash_already.append(
+                    f"{item.kind} {item.amount} {item.currency} {item.date} (ref {ref}) as entry {hand.entry}, "
+                    "booked by hand without its ref")
+                return False
             return book_account_cash(ctx, item, conn, key=claim.key)[1]
-        stated = cash_moves.Movement(item.kind, item.currency, item.amount, item.date)
         what = cash_moves.differs(standing.movement, stated, dated=False, by="statement")
         if not what:
             report.account_cash_already.append(f"{item.kind} {item.amount} {item.currency} {item.date} (ref {ref}) "

@@ -480,7 +480,9 @@ def _raise_and_lock(conn: Connection, account: str, comparison: Comparison, lock
                             f"cash {c.currency}: ledger {_money(c.ledger, c)}, broker {_money(c.broker, c)} "
                             f"+ unsettled {_money(c.unsettled, c)} + marks {_money(c.marks, c)} (diff "
                             f"{_money(c.diff, c)}, tolerance {c.tolerance}); " + (
-                                c.explained or f"cash moved without a trade? book it with `tradeledger {c.proposal}`"),
+                                c.explained or f"cash moved without a trade? book it with `tradeledger {c.proposal}`, adding "
+                                "--ref ID when the broker names the movement (IB: its transactionID on the "
+                                "Flex statement), so that `import flex` finds it booked and books it once"),
                             severity="warning",
                             dedupe_key=c.dedupe_key, now=now)
 
