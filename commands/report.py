@@ -57,9 +57,14 @@ def report_nav(c: Invocation, day, as_json):
 @pass_ctx
 def report_performance(c: Invocation, since, until, as_json):
     """Per strategy and in total: P&L, annualised return, volatility, Sharpe, max drawdown (CSV: the daily curves)."""
-    from tradeledger.reports.performance import performance
+    from tradeledger.reports.series_fast import quick_performance
 
-    data = performance(c.open(), parse_date(since, "--since"), parse_date(until, "--until"))
+    since, until = parse_date(since, "--since"), parse_date(until, "--until")
+    data = quick_performance(c.home, c.env, c.db_url, since, until)  # resumed without SQLAlchemy, or None
+    if data is None:
+        from tradeledger.reports.performance import performance
+
+        data = performance(c.open(), since, until)
     entries = data["strategies"] + [data["total"]]
     if csv_enabled():
         rows = [{"strategy": e["strategy"], **p} for e in entries for p in e["curve"]]

@@ -34,6 +34,7 @@ export_ledger = lazy_function("tradeledger.engine.accounting.export", "export_le
 _pnl = lazy("tradeledger.reports.pnl")
 _quick_positions = lazy_function("tradeledger.reports.positions", "quick_positions")
 _quick_pnl = lazy_function("tradeledger.reports.pnl_fast", "quick_pnl")
+_quick_series_pnl = lazy_function("tradeledger.reports.series_fast", "quick_series_pnl")
 
 
 def _spread_order(sp) -> str:
@@ -381,6 +382,8 @@ def pnl_cmd(c: Invocation, by, since, until, cumulative, as_json):
     result = None
     if by in ("strategy", "instrument") and until is None:  # the read path without SQLAlchemy
         result = _quick_pnl(c.home, c.env, c.db_url, by, since)
+    if result is None:  # the replay's rows, resumed from a valid checkpoint without SQLAlchemy
+        result = _quick_series_pnl(c.home, c.env, c.db_url, by, since, until, cumulative)
     if result is None:
         result = _pnl.pnl(c.open(), by, since, until, cumulative=cumulative)
     if as_json:

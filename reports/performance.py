@@ -24,27 +24,62 @@ import datetime as dt
 import math
 from decimal import Decimal
 
-from tradeledger.engine.setup.session import Session
-from tradeledger.reports import pnl as pnl_mod
-from tradeledger.reports import series as series_mod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tradeledger.ledger.numbers import to_decimal
+from tradeledger.reports import pnl_rows as pnl_mod
+from tradeledger.reports import replay as series_mod
+
+if TYPE_CHECKING:  # the session's module imports SQLAlchemy: a read on the light path needs none
+    from tradeledger.engine.setup.session import Session
 
 ZERO = Decimal(0)
 YEAR = 252
 
 
-def _capital_base(ctx: Session, name: str, deposits: Decimal) -> tuple[Decimal | None, str, Decimal | None]:
+@dataclass(frozen=True)
+class Capitals:
+    """What the config says of capital: each strategy's own fixed capital (None: a share) and its
+    capital share, in the config's order; `[portfolio]` capital and capital_mode."""
+
+    strategies: dict  # name -> (capital | None, capital_share)
+    portfolio: Decimal
+    mode: str
+
+
+def capitals_of(config) -> Capitals:
+    """The trading configuration's capitals (engine/setup/config.py)."""
+    return Capitals({name: (s.capital, s.capital_share) for name, s in config.strategies.items()}, config.capital,
+                    config.capital_mode)
+
+
+def capitals_from_raw(raw: dict) -> Capitals:
+    """`capitals_of` from config.toml as parsed, already checked (engine/setup/quick.py vouches for
+    it): the keys and defaults parse_trading_config reads, each number as its `_dec` reads it."""
+    def number(value, where: str) -> Decimal:
+        return to_decimal(str(value) if isinstance(value, float) else value, where)
+
+    strategies = {name: (number(spec["capital"], f"strategies.{name}.capital") if "capital" in spec else None,
+                         number(spec.get("capital_share", 1), f"strategies.{name}.capital_share"))
+                  for name, spec in raw.get("strategies", {}).items()}
+    portfolio = raw.get("portfolio", {})
+    return Capitals(strategies, number(portfolio.get("capital", "1000000"), "portfolio.capital"),
+                    portfolio.get("capital_mode", "fixed"))
+
+
+def _capital_base(capitals: Capitals, name: str, deposits: Decimal) -> tuple[Decimal | None, str, Decimal | None]:
     """The strategy's capital now, where it comes from, and its share of the net deposits when it
     follows them (compounding: its capital on each day is that share of the deposits of the day)."""
-    config = ctx.config
-    strategy = config.strategies.get(name)
+    strategy = capitals.strategies.get(name)
     if strategy is None:
         return None, "no capital (positions no strategy owns)", None
-    if strategy.capital is not None:
-        return strategy.capital, f"fixed: strategies.{name}.capital", None
-    if config.capital_mode == "compounding":
-        return deposits * strategy.capital_share, f"share {strategy.capital_share} of net deposits", \
-            strategy.capital_share
-    return config.capital * strategy.capital_share, f"share {strategy.capital_share} of [portfolio] capital", None
+    capital, share = strategy
+    if capital is not None:
+        return capital, f"fixed: strategies.{name}.capital", None
+    if capitals.mode == "compounding":
+        return deposits * share, f"share {share} of net deposits", share
+    return capitals.portfolio * share, f"share {share} of [portfolio] capital", None
 
 
 def _curve(rows: list[dict], navs: dict | None, base: Decimal | dict | None, start: Decimal | None,
@@ -104,17 +139,25 @@ def _stats(curve: list[dict], start_nav: Decimal | None) -> dict:
 
 def performance(ctx: Session, since: dt.date | None = None, until: dt.date | None = None) -> dict:
     """Daily curves and statistics per strategy and for the whole account."""
-    base_ccy = ctx.settings.base_currency
-    built = series_mod.build_many(ctx, ("strategy", "total"), until)
+    from tradeledger.reports import series
+
+    built = series.build_many(ctx, ("strategy", "total"), until)
+    return performance_of(built, capitals_of(ctx.config), ctx.settings.base_currency, since, until)
+
+
+def performance_of(built: dict, capitals: Capitals, base_ccy: str, since: dt.date | None = None,
+                   until: dt.date | None = None) -> dict:
+    """`performance` from the series by strategy and in total (series.build_many) and the config's
+    capitals: pure, so that reports/series_fast.py gives it from a checkpoint without SQLAlchemy."""
     by_strategy, total = built["strategy"], built["total"]
     last_deposits = max(total.deposits.items())[1] if total.deposits else ZERO
     strategies = []
     rounded = pnl_mod.cumulatives_adding_up(by_strategy.groups)  # the strategies' P&L adds up to the total's
-    for name in sorted(set(by_strategy.groups) | set(ctx.config.strategies)):
+    for name in sorted(set(by_strategy.groups) | set(capitals.strategies)):
         days = by_strategy.groups.get(name, {})
         rows = [{"day": d, **r} for d, r in pnl_mod._period_rows(days, since, until, per_day=True, rounded=rounded[name])] \
             if days else []
-        capital, source, share = _capital_base(ctx, name, last_deposits)
+        capital, source, share = _capital_base(capitals, name, last_deposits)
         if share is not None and rows:  # the capital follows the deposits: a deposit is no return
             per_day = {d: series_mod.cents(total.deposits[d] * share) for d in total.days}
             prior = [d for d in total.days if d < rows[0]["day"]]

@@ -57,8 +57,6 @@ tests hold a resumed series equal to.
 from __future__ import annotations
 
 import datetime as dt
-import json
-from dataclasses import dataclass
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -71,117 +69,13 @@ from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.reading import engine_reader
 from tradeledger.reports import series as S
 
-FORMAT = 1
+# The state's record and its encoding (pure: series_state.py), named here as they always were.
+from tradeledger.reports.series_state import (  # noqa: F401 - re-exported
+    FORMAT, Checkpoint, Counts, _contracts_out, _prices_in, _prices_out, _splits_out, _still_valid, cut_day,
+    decode_fold, encode, encode_fold, usable,
+)
+
 ZERO = Decimal(0)
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    by: str
-    day: dt.date
-    fold: S.Fold
-    entries: tuple  # _EntryMoves.state()
-    prices: dict  # _Prices.last_on(day)
-
-
-@dataclass(frozen=True)
-class Counts:
-    """What a checkpoint at the end of `day` depends on, counted before the data was read."""
-
-    day: dt.date
-    entries: int
-    price_changes: int
-
-
-# -- encoding (exact: Decimals as their text, dicts as lists in their order) ------------------------
-
-def _d(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def _D(text: str | None) -> Decimal | None:
-    return None if text is None else Decimal(text)
-
-
-def _pairs(mapping: dict) -> list:
-    return [[key, str(value)] for key, value in mapping.items()]
-
-
-def _unpairs(pairs: list) -> dict:
-    return {key: Decimal(value) for key, value in pairs}
-
-
-def _day(d: S.Day) -> list:
-    return [_pairs(d.realized), _pairs(d.commissions), _pairs(d.income), _pairs(d.unrealized), _pairs(d.exposure),
-            str(d.base_realized), str(d.base_commissions), str(d.base_income), str(d.base_unrealized),
-            sorted(d.missing_fx)]
-
-
-def _undo_day(row: list) -> S.Day:
-    return S.Day(_unpairs(row[0]), _unpairs(row[1]), _unpairs(row[2]), _unpairs(row[3]), _unpairs(row[4]),
-                 Decimal(row[5]), Decimal(row[6]), Decimal(row[7]), Decimal(row[8]), frozenset(row[9]))
-
-
-def encode_fold(state: S.Fold) -> dict:
-    return {
-        "qty": [[h, c, str(v)] for (h, c), v in state.qty.items()],
-        "basis": [[h, c, str(v)] for (h, c), v in state.basis.items()],
-        "mark": [[h, c, str(v)] for (h, c), v in state.mark.items()],
-        "cash": _pairs(state.cash),
-        "deposits_base": str(state.deposits_base),
-        "active": sorted(state.active),
-        "codes": sorted(code for code in state.codes if code is not None) + ([None] if None in state.codes else []),
-        "groups": [[key, [[day.isoformat(), _day(d)] for day, d in days.items()]] for key, days in state.groups.items()],
-        "navs": [[day.isoformat(), _d(v)] for day, v in state.navs.items()],
-        "deposits": [[day.isoformat(), str(v)] for day, v in state.deposits.items()],
-    }
-
-
-def decode_fold(data: dict) -> S.Fold:
-    state = S.Fold()
-    for target, name in ((state.qty, "qty"), (state.basis, "basis"), (state.mark, "mark")):
-        for holder, code, value in data[name]:
-            target[(holder, code)] = Decimal(value)
-    state.cash.update(_unpairs(data["cash"]))
-    state.deposits_base = Decimal(data["deposits_base"])
-    state.active = set(data["active"])
-    state.codes = set(data["codes"])
-    for key, days in data["groups"]:
-        state.groups[key] = {dt.date.fromisoformat(day): _undo_day(d) for day, d in days}
-    state.navs.update({dt.date.fromisoformat(day): _D(v) for day, v in data["navs"]})
-    state.deposits.update({dt.date.fromisoformat(day): Decimal(v) for day, v in data["deposits"]})
-    return state
-
-
-def _prices_out(last: dict) -> dict:
-    return {name: [[key, day.isoformat(), str(value)] for key, (day, value) in found.items()]
-            for name, found in last.items()}
-
-
-def _prices_in(data: dict) -> dict:
-    return {name: {key: (dt.date.fromisoformat(day), Decimal(value)) for key, day, value in rows}
-            for name, rows in data.items()}
-
-
-def _splits_out(splits: dict) -> dict:
-    return {ticker: [[day.isoformat(), str(ratio)] for day, ratio in found] for ticker, found in sorted(splits.items())}
-
-
-def _contracts_out(contracts: dict) -> dict:
-    return {code: [c.currency, str(c.multiplier), c.future, c.instrument] for code, c in sorted(contracts.items())}
-
-
-def encode(by: str, state: S.Fold, entries: tuple, prices: S._Prices, day: dt.date, base: str,
-           roles: dict, max_account: int, contracts: dict) -> str:
-    held, last_entry = entries
-    return json.dumps({
-        "by": by, "base": base, "roles": {name: list(role) for name, role in roles.items()},
-        "max_account": max_account, "contracts": _contracts_out(contracts),
-        "splits": _splits_out(prices.splits_through(day)), "prices": _prices_out(prices.last_on(day)),
-        "entries": {"held": [[a, c, v] for (a, c), v in held.items()],
-                    "last_entry": [[a, c, e, b] for (a, c), (e, b) in last_entry.items()]},
-        "fold": encode_fold(state),
-    }, separators=(",", ":"))
 
 
 # -- validity -------------------------------------------------------------------------------------
@@ -193,61 +87,18 @@ def counts(conn, reader, day: dt.date) -> Counts:
     return Counts(day, reader.entries_before((day + dt.timedelta(days=1)).isoformat()), int(changes))
 
 
-def _still_valid(payload: dict, base: str, roles: dict, accounts: dict, contracts: dict, splits_now: dict,
-                 day: dt.date) -> bool:
-    """The config, chart, contracts and splits as the checkpoint's state was computed with them."""
-    if payload["base"] != base:
-        return False
-    stored_roles = payload["roles"]
-    for account_id, name in accounts.items():
-        if name in stored_roles:
-            if list(roles[name]) != stored_roles[name]:
-                return False
-        elif account_id <= payload["max_account"]:  # an account the replay did not read then
-            return False
-    if any(name not in roles for name in stored_roles):
-        return False
-    stored = payload["contracts"]
-    now = _contracts_out(contracts)
-    if any(now.get(code) != info for code, info in stored.items()):
-        return False
-    seen = set(payload["fold"]["codes"])
-    if any(code in seen for code in now if code not in stored):  # a contract it valued without knowing it
-        return False
-    return _splits_out({t: [s for s in found if s[0] <= day] for t, found in splits_now.items()
-                        if any(s[0] <= day for s in found)}) == payload["splits"]
-
-
 def _valid(ctx: Context, conn, reader, bys: tuple, accounts: dict, contracts: dict) -> list[Checkpoint] | None:
-    """The stored checkpoints of every grouping in `bys`, all at one day and all valid, or None."""
+    """The stored checkpoints of every grouping in `bys`, all at one day and all valid, or None
+    (series_state.usable decides)."""
     rows = {by: (day, fmt, entries, changes, payload) for by, day, fmt, entries, changes, payload in conn.execute(
         sa.select(tables.series_checkpoint.c.series_by, tables.series_checkpoint.c.day,
                   tables.series_checkpoint.c.format, tables.series_checkpoint.c.entries,
                   tables.series_checkpoint.c.price_changes, tables.series_checkpoint.c.payload)
         .where(tables.series_checkpoint.c.series_by.in_(bys)))}
-    if set(rows) != set(bys) or len({row[0] for row in rows.values()}) != 1 \
-            or any(row[1] != FORMAT for row in rows.values()):
-        return None
-    day = dt.date.fromisoformat(next(iter(rows.values()))[0])
-    now = counts(conn, reader, day)
-    if any((row[2], row[3]) != (now.entries, now.price_changes) for row in rows.values()):
-        return None
     from tradeledger.engine.accounting.valuation import booked_splits
 
-    splits_now = booked_splits(conn)
-    roles = S.account_roles(ctx, accounts)
-    found = []
-    for by in bys:
-        payload = json.loads(rows[by][4])
-        if payload["by"] != by or not _still_valid(payload, ctx.settings.base_currency, roles, accounts, contracts,
-                                                   splits_now, day):
-            return None
-        entries = payload["entries"]
-        found.append(Checkpoint(by, day, decode_fold(payload["fold"]),
-                                ({(a, c): v for a, c, v in entries["held"]},
-                                 {(a, c): (e, b) for a, c, e, b in entries["last_entry"]}),
-                                _prices_in(payload["prices"])))
-    return found
+    return usable(rows, bys, lambda day: counts(conn, reader, day), lambda: booked_splits(conn),
+                  ctx.settings.base_currency, S.account_roles(ctx, accounts), accounts, contracts, FORMAT)
 
 
 # -- the series, resumed --------------------------------------------------------------------------
@@ -265,10 +116,7 @@ def build_resumed(ctx: Context, bys: tuple, until: dt.date | None = None, report
         last_ts = reader.last_entry_time()
         accounts = S.replay_accounts(ctx, reader)
         found = _valid(ctx, conn, reader, bys, accounts, contracts)
-        ends = [d for d in ([dt.date.fromisoformat(last_ts[:10])] if last_ts else []) + [prices_last] if d]
-        cut = max(ends) - dt.timedelta(days=1) if ends else None
-        if cut is not None and (until is not None and until <= cut or found and found[0].day >= cut):
-            cut = None  # nothing newer to keep: cut short by --until, or the checkpoint is at it already
+        cut = cut_day(last_ts, prices_last, until, found)  # None: nothing newer to keep
         # counted before the data: whatever commits in between makes the new checkpoint stale, not wrong
         before = counts(conn, reader, cut) if cut is not None else None
     start = found[0].day if found else None

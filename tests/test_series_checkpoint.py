@@ -192,6 +192,33 @@ day_plan = st.fixed_dictionaries({
 })
 
 
+def book_day(books: Books, day: dt.date, today: dict) -> None:
+    """What `day_plan` drew for one day, booked (some of it days back)."""
+    if today["split"] and day > START:
+        books.split_spy(day)
+    for name, qty, offset, external in today["trades"]:
+        books.trade(day, name, qty, offset, external)
+    if today["close"] is not None:
+        books.closes(day, today["close"])
+    if today["settle"] is not None:
+        books.settle(day, today["settle"])
+    if today["fx"] is not None:
+        books.fx(day, today["fx"])
+    if today["deposit"] is not None:
+        books.deposit(day - dt.timedelta(days=today["deposit"][1]), today["deposit"][0])
+    if today["interest"] is not None:
+        currency, amount, back = today["interest"]
+        books.interest(day - dt.timedelta(days=back), currency, amount)
+    if today["dividend"] is not None:
+        cents, back = today["dividend"]
+        books.dividend(day - dt.timedelta(days=back), day, cents)
+    if today["reverse"] is not None:
+        books.reverse(*today["reverse"][:1], day, today["reverse"][1])
+    if today["correct"] is not None:
+        back, offset = today["correct"]
+        books.closes(day - dt.timedelta(days=back), offset, replace=True)
+
+
 @settings(max_examples=25, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(days=st.lists(day_plan, min_size=2, max_size=6))
@@ -200,29 +227,7 @@ def test_every_read_is_the_full_replays(backend, days):
     try:
         day = START
         for today in days:
-            if today["split"] and day > START:
-                books.split_spy(day)
-            for name, qty, offset, external in today["trades"]:
-                books.trade(day, name, qty, offset, external)
-            if today["close"] is not None:
-                books.closes(day, today["close"])
-            if today["settle"] is not None:
-                books.settle(day, today["settle"])
-            if today["fx"] is not None:
-                books.fx(day, today["fx"])
-            if today["deposit"] is not None:
-                books.deposit(day - dt.timedelta(days=today["deposit"][1]), today["deposit"][0])
-            if today["interest"] is not None:
-                currency, amount, back = today["interest"]
-                books.interest(day - dt.timedelta(days=back), currency, amount)
-            if today["dividend"] is not None:
-                cents, back = today["dividend"]
-                books.dividend(day - dt.timedelta(days=back), day, cents)
-            if today["reverse"] is not None:
-                books.reverse(*today["reverse"][:1], day, today["reverse"][1])
-            if today["correct"] is not None:
-                back, offset = today["correct"]
-                books.closes(day - dt.timedelta(days=back), offset, replace=True)
+            book_day(books, day, today)
             for kind, cut in today["reads"]:
                 read_twice(books, READS[kind], None if cut is None else START + dt.timedelta(days=cut))
             if today["evening"]:
