@@ -72,7 +72,7 @@ from tradeledger.reports import series as S
 # The state's record and its encoding (pure: series_state.py), named here as they always were.
 from tradeledger.reports.series_state import (  # noqa: F401 - re-exported
     FORMAT, Checkpoint, Counts, _contracts_out, _prices_in, _prices_out, _splits_out, _still_valid, cut_day,
-    decode_fold, encode, encode_fold, usable,
+    decode_fold, encode, encode_fold, kept_day, usable,
 )
 
 ZERO = Decimal(0)
@@ -132,22 +132,19 @@ def build_resumed(ctx: Context, bys: tuple, until: dt.date | None = None, report
     else:
         prices = S.load_prices(ctx)
         days = S.day_range(moves, prices_last, until)
-    # the state is kept at the end of the series' last day on or before the cut (no move between)
-    kept_day = max((d for d in days if cut is not None and d <= cut), default=None)
-    if before is not None and (not days or days[-1] < cut):
-        kept_day = None  # the series ends before the cut: its days up to the cut are not all known yet
-    kept: dict = {}
+    kept = kept_day(days, cut)  # the state kept at the end of the series' last day on or before the cut
+    payloads: dict = {}
     out = {}
     for cp_or_by in (found or bys):
         by = cp_or_by.by if found else cp_or_by
         start_state = cp_or_by.fold if found else None
 
         def keep(state: S.Fold, by=by) -> None:
-            kept[by] = encode(by, state, at_cut["entries"], prices, cut, base, S.account_roles(ctx, accounts),
+            payloads[by] = encode(by, state, at_cut["entries"], prices, cut, base, S.account_roles(ctx, accounts),
                               max(accounts, default=0), contracts)
 
-        out[by] = S.compute(moves, contracts, prices, base, days, by, start_state, kept_day, keep)
-    if before is not None and kept_day is not None and len(kept) == len(bys) and write(ctx, before, kept):
+        out[by] = S.compute(moves, contracts, prices, base, days, by, start_state, kept, keep)
+    if before is not None and kept is not None and len(payloads) == len(bys) and write(ctx, before, payloads):
         report["written"] = before.day
     return out
 

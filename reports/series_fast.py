@@ -12,8 +12,9 @@ checkpoints are valid), in one read transaction.
 It answers only where the full path would answer from the same checkpoints and write nothing:
 the checkpoints of every grouping asked are stored, at one day, valid by series_state.usable (the
 same counts, splits, roles, contracts, base currency and format), and the full path would keep no
-newer one (`series_state.cut_day`: the checkpoint is at the day before the ledger's last already,
-or `--until` cuts the series before it). Otherwise (no checkpoint, a stale or older one, the
+newer one from this read (`series_state.cut_day` and `kept_day`: the checkpoint is at the day
+before the ledger's last already, `--until` cuts the series before that day, or the series ends
+before it). Otherwise (no checkpoint, a stale or older one, the
 environment not vouched for, TRADELEDGER_SERIES_REPLAY=full) it returns None and the full path
 runs, replays and writes, as it does without this module. tests/test_series_fast.py holds its
 output equal to the full path's, byte for byte, on random ledgers and after each invalidation.
@@ -76,8 +77,9 @@ def resumed_series(reader: Reader, root: str, base: str, holder_name: Callable[[
 
     found = state.usable(rows, bys, lambda day: counts(reader, day), splits_now, base,
                          {name: roles[i] for i, name in accounts.items()}, accounts, contracts, state.FORMAT)
-    if found is None or state.cut_day(reader.last_entry_time(), prices_last, until, found) is not None:
-        return None  # none valid, or the full path would keep a newer one: it replays and writes
+    if found is None:
+        return None  # none valid: the full path replays from the first entry, and writes one
+    cut = state.cut_day(reader.last_entry_time(), prices_last, until, found)
     start = found[0].day
     if until is not None and until <= start + ONE_DAY:
         return {cp.by: R.series_of(cp.fold, base, until) for cp in found}  # every day asked is stored
@@ -86,6 +88,8 @@ def resumed_series(reader: Reader, root: str, base: str, holder_name: Callable[[
     prices = R.prices_from(*(list(reader.rows(sql, (start.isoformat(),))) for sql in PRICES_AFTER), splits,
                            found[0].prices)
     days = R.day_range_after(start, moves, prices_last, until)
+    if state.kept_day(days, cut) is not None:
+        return None  # the full path keeps a newer checkpoint from this read: let it
     return {cp.by: R.compute(moves, contracts, prices, base, days, cp.by, cp.fold) for cp in found}
 
 

@@ -199,6 +199,16 @@ def cut_day(last_entry_time: str | None, prices_last: dt.date | None, until: dt.
     return cut
 
 
+def kept_day(days: list[dt.date], cut: dt.date | None) -> dt.date | None:
+    """The day of the series whose end state a read keeps as the checkpoint of `cut` (the
+    series' last day on or before it: no move between), or None: none kept (no cut, no day of
+    the series on or before it, or the series ends before the cut, whose days up to it are not
+    all known yet)."""
+    if cut is None or not days or days[-1] < cut:
+        return None
+    return max((d for d in days if d <= cut), default=None)
+
+
 CHECKPOINTS_SQL = ("SELECT series_by, day, format, entries, price_changes, payload FROM series_checkpoint "
                    "WHERE series_by IN ({})")
 PRICE_CHANGES_SQL = "SELECT COUNT(*) FROM price_change WHERE day <= ?"
