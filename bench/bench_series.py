@@ -12,7 +12,9 @@ CPU and peak RSS, median of --runs):
 
 - each command from the first entry (TRADELEDGER_SERIES_REPLAY=full: the replay as it was);
 - the same command with no checkpoint stored (the replay, and the checkpoint written);
-- the same command again (the second read: resumed from the checkpoint);
+- the same command again (the second read: resumed from the checkpoint, on the read path
+  without SQLAlchemy, reports/series_fast.py, since the checkpoint is the newest the full path
+  would keep);
 - the ceilings: raw sqlite3 in a fresh process reading the same rows the full replay reads (the
   postings in booking order, every entry's metadata beside them), and the rows the resumed read
   reads (the checkpoint rows, the last day's postings and metadata, the prices after the day).

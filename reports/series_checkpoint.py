@@ -52,6 +52,12 @@ series is the replayed one to every Decimal; `--since`, `--until`, the cumulativ
 (reports/pnl.py) work on the series as before. `series.build_many(..., checkpoints=False)` or
 TRADELEDGER_SERIES_REPLAY=full replays from the first entry and stores nothing: the oracle the
 tests hold a resumed series equal to.
+
+**Read without SQLAlchemy.** The validity rules, the record and its encoding are pure
+(reports/series_state.py), and so is the replay (reports/replay.py): reports/series_fast.py
+decides and resumes by the same code on the raw connection of the read path, and answers only
+where this module would resume and write nothing; it never writes (the first read of a new day
+comes here, and keeps the checkpoint the next reads are answered from).
 """
 
 from __future__ import annotations
