@@ -66,7 +66,7 @@ def check(books: Books, bys: tuple, until: dt.date | None = None) -> None:
         assert got is not None, (bys, until, report)
 
 
-@settings(max_examples=15, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+@settings(max_examples=25, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(days=st.lists(day_plan, min_size=2, max_size=6))
 def test_the_light_series_is_the_full_replays(backend, days):
