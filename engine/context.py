@@ -98,10 +98,20 @@ class Context:
         return {"environment": self.settings.env, "broker_account": self.settings.account}
 
     def now(self) -> dt.datetime:
-        """The environment's clock: the simulated exchange's clock on sim, else the wall clock."""
+        """The environment's clock: the simulated exchange's on sim, a domain time (the trading day
+        the exchange says, which a walk-through sets days or years from the machine's); elsewhere
+        the database's (ledger/dbclock.py), read now. Hosts sharing one PostgreSQL ledger (a trader
+        on one, `tradeledger monitor` by cron on another) stamp what they record and judge its age
+        by that one clock: by each host's own, a monitor 20 minutes ahead called an order sent a
+        minute ago stuck, and one behind saw a stuck order 20 minutes late."""
         if self.settings.broker == "sim":
             return self.exchange().now()
-        return dt.datetime.now(UTC)
+        from tradeledger.ledger import dbclock
+        from tradeledger.ledger.db import read_connection
+        from tradeledger.ledger.store import parse_ts
+
+        with read_connection(self.engine) as conn:
+            return parse_ts(dbclock.read(conn))
 
     def exchange(self):
         """The simulated exchange behind a sim environment (the broker's own screen)."""

@@ -25,7 +25,9 @@ stamped by that clock in the statement that writes it (`daemon.write_heartbeat`)
 here in the same query as the heartbeat (`Facts.heartbeat_now`). On PostgreSQL hosts sharing the
 ledger may be minutes apart; by the reader's clock a monitor 20 minutes ahead called a live daemon
 silent, one 20 minutes behind missed a dead one. Every other age here is the environment's `now`
-against times the environment's clock wrote.
+against times the environment's clock wrote: on IB that is the database's clock too (ctx.now), so
+an order's `sent_at`, stamped by the trader's host, and a monitor on another host agree whether it
+is stuck; on sim the exchange's (one host).
 """
 
 from __future__ import annotations
