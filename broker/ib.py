@@ -537,7 +537,13 @@ class IBBroker:
 
     async def _snapshot(self) -> AccountSnapshot:
         ib = await self._ready()
-        positions = await asyncio.wait_for(ib.reqPositionsAsync(), self.request_timeout)
+        # Wait for the positions' End, then read ib_async's table (one row per conId, the latest
+        # message wins, a 0 removes), never the request's own answer list: a position pushed by
+        # the open subscription while the answer streams (a fill landing as we ask) is appended
+        # to that list too, and the snapshot would list the contract twice (refused as untrusted
+        # by engine/trust/snapshots.py).
+        await asyncio.wait_for(ib.reqPositionsAsync(), self.request_timeout)
+        positions = ib.positions(self.account)
         # The portfolio's market prices are the marks FuturesPNL runs to: reconciliation needs
         # them to compare the ledger's cash like with like. Re-subscribing refreshes them.
         await asyncio.wait_for(ib.reqAccountUpdatesAsync(self.account), self.request_timeout)

@@ -223,6 +223,24 @@ def test_adapter_snapshot_positions_cash_and_open_orders(broker, exchange):
     assert len(external) == 1 and external[0].contract.code == "SPY"
 
 
+def test_adapter_snapshot_lists_a_position_once_when_its_push_crosses_the_answer(exchange):
+    # No publisher tick (an hour apart): the external trade is first pushed when the snapshot's
+    # reqPositions arrives, so the push reaches the subscribed adapter inside the answer, as a
+    # fill landing while we ask does at TWS. Under load this happened by chance in CI.
+    srv = IBSimServer(exchange, poll_interval=3600).start()
+    b = IBBroker(port=srv.port, client_id=7, account=ACCOUNT, timeout=2, request_timeout=3)
+    try:
+        b.connect()
+        exchange.external_trade("SPY", Decimal(10), Decimal("500"))
+        snap = b.snapshot()
+        assert [(p.contract.code, p.quantity) for p in snap.positions] == [("SPY", 10)]
+        exchange.external_trade("SPY", Decimal(-10), Decimal("501"))  # closed: pushed as 0
+        assert b.snapshot().positions == ()
+    finally:
+        b.close()
+        srv.stop()
+
+
 def test_adapter_cancel_and_errors(broker, exchange):
     broker.place_order(OrderRequest("tl-a-5", MBT, "BUY", Decimal(1), LIMIT, Decimal(90000)))
     st = broker.cancel_order("tl-a-5")

@@ -172,6 +172,11 @@ class Session:
     # --- positions and account --------------------------------------------------------------
 
     def req_positions(self, r: wire.FieldReader) -> None:
+        # Pending pushes go out first: a change made on the exchange since the publisher's last
+        # tick reaches a client already subscribed both as a push and in this answer, the
+        # interleaving a TWS client meets when a fill lands while it asks (every time here, not
+        # by chance of timing).
+        self.server.publish()
         self.positions_subscribed = True
         for pos in self.server.positions():
             self.send(m.position(pos))
