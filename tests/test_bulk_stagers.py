@@ -70,15 +70,29 @@ def _import(ledger: Ledger, path: Path, stagers: int, chunk: int = 2):
                                      stage_from=source.stage_source())
 
 
+# Every stager this module starts inherits this mark in its environment (the importer's, then
+# its stagers', as `subprocess` passes os.environ on). Only stagers that carry it are ours: on a
+# shared machine another test run imports with stagers too, and counting (or killing) its
+# stagers failed this module's tests, and that run's, at random.
+MARK = f"TRADELEDGER_TEST_STAGERS_OF={os.getpid()}".encode()
+
+
+@pytest.fixture(autouse=True)
+def _marked(monkeypatch):
+    name, value = MARK.decode().split("=")
+    monkeypatch.setenv(name, value)
+
+
 def _stagers_running() -> list[int]:
     mine = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"tradeledger.ledger.stager" in cmdline:
+            if b"tradeledger.ledger.stager" in cmdline and MARK in environ:
                 mine.append(int(pid))
     return mine
 
