@@ -19,8 +19,10 @@ Pushes are produced by one *publisher* that diffs the exchange against what it h
 reported: new executions become execDetails to the owning client, order state changes become
 orderStatus (+ openOrder), commissions that became known become commissionReports to every
 connected client (ib_async ignores reports for executions it has not seen). It runs right after
-every order request and every `poll_interval` seconds, so changes made directly on the exchange
-(a price move that fills a resting limit, an external trade, a correction) reach clients too.
+every order request, before every reqPositions answer (so a client already subscribed meets the
+push and the answer interleaved, as at TWS when a fill lands while it asks) and every
+`poll_interval` seconds, so changes made directly on the exchange (a price move that fills a
+resting limit, an external trade, a correction) reach clients too.
 
 Test controls, all callable from any thread: `drop_connections()` cuts every socket as a
 network failure would; `drop_after_next_order()` does it right after an order reached the
