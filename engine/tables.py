@@ -474,8 +474,8 @@ alert_outbox = Table(
     Column("state", String(8), nullable=False),  # pending | sent | failed | dropped
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("created_at", String(26), nullable=False),
-    Column("next_at", String(26), nullable=False),  # not before: the backoff after a failure
-    Column("sent_at", String(26)),
+    Column("next_at", String(26), nullable=False),  # not before: a failure's backoff, a claim's lease
+    Column("sent_at", String(26)),  # when sent; on a pending row, its last claim (a send in flight)
     Column("last_error", Text),
     UniqueConstraint("alert_key", "channel", name="ux_alert_outbox_key_channel"),
 )

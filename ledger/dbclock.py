@@ -7,10 +7,11 @@ host whose clock runs ahead must not judge a live lease expired (two daemons, tw
 host whose clock lags keep a dead holder's lease alive. The daemon's heartbeat is stamped by it
 too, and its age measured against it: a monitor on a host minutes off must neither call a live
 daemon silent nor miss a dead one. So are the alert outbox's times (whether a row is due after a
-backoff, how many a channel was sent in the last hour: the daemon and a cron `alerts send`
-elsewhere deliver from one outbox) and a reconciliation's `written_at` (its age on /metrics).
-An IB environment's own clock (`Context.now`, what it stamps orders, runs and exceptions by and
-judges their ages by) is this clock read at the edge; a sim environment's is its exchange's.
+backoff or a deliverer's claim, how many a channel was sent in the last hour: the daemon and a
+cron `alerts send` elsewhere deliver from one outbox) and a reconciliation's `written_at` (its age
+on /metrics). An IB environment's own clock (`Context.now`, what it stamps orders, runs and
+exceptions by and judges their ages by) is this clock read at the edge; a sim environment's is its
+exchange's.
 
 `now(dialect, seconds)` is that clock as an SQL expression, `seconds` later, in the ledger's
 timestamp text (`YYYY-MM-DD HH:MM:SS.ffffff`, UTC: `rows.fmt_ts`), so that it compares as text

@@ -21,7 +21,7 @@ import json
 
 import pytest
 
-from tradeledger.engine.ops.alerts import channel_id
+from tradeledger.engine.ops.alerts import CLAIM_SECONDS, channel_id
 from tradeledger.engine.tables import alert_outbox
 from tradeledger.ledger import dbclock
 from skewed_host import tl_at
@@ -113,8 +113,10 @@ def test_the_outbox_is_stamped_by_the_database_clock(pg_url, tmp_path, webhook):
     with env.engine.connect() as conn:
         now = dbclock.read(conn)
     [row] = outbox(env)
-    for stamp in (row.created_at, row.next_at, row.sent_at):
+    for stamp in (row.created_at, row.sent_at):
         assert stamp <= now and stamp > dbclock_text(env, -120), (stamp, now)
+    # its claim's lease ended `CLAIM_SECONDS` after the claim, by the database's clock too
+    assert dbclock_text(env, CLAIM_SECONDS - 120) < row.next_at <= dbclock_text(env, CLAIM_SECONDS)
     env.engine.dispose()
 
 

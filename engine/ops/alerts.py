@@ -18,6 +18,19 @@ exponential backoff (`backoff`) up to `max_attempts`, and never raises into a jo
 that is down holds only its own rows. Rate limit: at most `max_per_hour` sent per channel in
 any hour (`plan_delivery`, pure); the rest wait their turn, oldest first.
 
+Once, however many deliver: before sending a row a deliverer *claims* it, in a transaction of its
+own, with one UPDATE the database decides: the row still pending and due, its `next_at` moved a
+lease (`CLAIM_SECONDS`) ahead and `sent_at` stamped with the claim. Of deliverers that read the
+same due row at the same moment one claims it (rowcount 1) and sends it; the others find it not
+due (rowcount 0) and skip it. A deliverer killed between its claim and recording the outcome
+leaves the row pending: due again when the lease ends, and sent then by the next, so a send that
+was under way may arrive twice (at least once, never lost). A pending row's `sent_at` is its
+last claim: a send in flight until its lease ends; a failure clears it. The hour's count is the
+rows sent in it plus those in flight, read in the planning snapshot and checked again in the
+claim: on SQLite, whose writers queue, the limit is exact; on PostgreSQL claims for one channel
+made at the same instant do not see each other, so each other deliverer claiming at that instant
+can send one more than the limit (N deliverers: at most N - 1 over in an hour).
+
 Whose clock: the outbox is shared by every process that delivers (the daemon's alerts job, and
 `tradeledger alerts send` by cron, perhaps on another host sharing the PostgreSQL database), so its
 times (`created_at`, `next_at`, `sent_at`) are the database's clock (ledger/dbclock.py), stamped by
@@ -50,6 +63,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as sa_pg
+from sqlalchemy.dialects import sqlite as sa_sqlite
 
 from tradeledger.engine.context import Context
 from tradeledger.engine.setup.environment import ConfigError
@@ -60,6 +75,7 @@ from tradeledger.ledger import db, dbclock
 UTC = dt.timezone.utc
 ALWAYS = ("missed_daemon_run", "job_failed", "reconciliation_break")
 URLS_VARIABLE = "TRADELEDGER_ALERT_URLS"
+CLAIM_SECONDS = 300  # a claimed row's lease: longer than any send (apprise times out well before)
 log = logging.getLogger("tradeledger.alerts")
 
 
@@ -222,8 +238,9 @@ def plan_delivery(due: list[tuple[int, str]], sent_last_hour: dict[str, int], ma
 # -- the outbox --------------------------------------------------------------------------------------
 
 def enqueue(conn, alerts: list[Alert], channels: list[str], ahead: float = 0) -> int:
-    """Write each (alert, channel) not written before, due now by the database's clock; returns how
-    many rows are new. `ahead`: tests only, a later moment of that clock (dbclock)."""
+    """Write each (alert, channel) not written before (by anyone, however many write at once), due now
+    by the database's clock; returns how many rows are new. `ahead`: tests only, a later moment of
+    that clock (dbclock)."""
     if not alerts or not channels:
         return 0
     t = alert_outbox
@@ -231,10 +248,14 @@ def enqueue(conn, alerts: list[Alert], channels: list[str], ahead: float = 0) ->
     have = set(conn.execute(sa.select(t.c.alert_key, t.c.channel).where(t.c.alert_key.in_(keys))).all())
     rows = [dict(alert_key=a.key, channel=c, severity=a.severity, title=a.title, body=a.body, state="pending",
                  attempts=0) for a in alerts for c in channels if (a.key, c) not in have]
-    if rows:
-        clock = dbclock.now(conn.dialect.name, ahead)
-        conn.execute(t.insert().values(created_at=clock, next_at=clock), rows)
-    return len(rows)
+    if not rows:
+        return 0
+    # Two deliverers that collect the same new alert at once both find it unwritten: the one that
+    # inserts second leaves it to the first (its row is the same alert) instead of failing.
+    clock = dbclock.now(conn.dialect.name, ahead)
+    insert = (sa_pg.insert(t) if conn.dialect.name == "postgresql" else sa_sqlite.insert(t)) \
+        .values(created_at=clock, next_at=clock).on_conflict_do_nothing(index_elements=["alert_key", "channel"])
+    return len(conn.execute(insert.returning(t.c.id), rows).all())
 
 
 Sender = Callable[[str, str, str], str | None]  # (url, title, body) -> None when sent, else the reason
@@ -263,51 +284,79 @@ class Delivery:
     sent: int
     failed: int  # tries that failed this time (to be retried unless out of attempts)
     given_up: int
-    waiting: int  # due but held back by the rate limit, or not yet due after a failure
+    waiting: int  # held back by the rate limit, not yet due after a failure, or another deliverer's
+
+
+def _hour_count(dialect: str, ahead: float, channel=None):
+    """Rows of the last hour by the database's clock: sent in it, or claimed and in flight (their
+    lease not over). Counted per channel, or for `channel` (a correlated scalar)."""
+    t = alert_outbox.alias("recent")
+    counted = sa.and_(t.c.sent_at > dbclock.now(dialect, ahead - 3600), sa.or_(
+        t.c.state == "sent", sa.and_(t.c.state == "pending", t.c.next_at > dbclock.now(dialect, ahead))))
+    if channel is None:
+        return sa.select(t.c.channel, sa.func.count()).where(counted).group_by(t.c.channel)
+    return sa.select(sa.func.count()).where(counted, t.c.channel == channel).scalar_subquery()
+
+
+def claim(conn, row_id: int, max_per_hour: int, ahead: float = 0) -> bool:
+    """Take the row for this deliverer in one statement, if it is still pending and due and its
+    channel has room in the hour: its `next_at` a lease ahead, `sent_at` the claim. False: another
+    deliverer has it, or took the hour's last room."""
+    t = alert_outbox
+    dialect = conn.dialect.name
+    result = conn.execute(t.update().where(
+        t.c.id == row_id, t.c.state == "pending", t.c.next_at <= dbclock.now(dialect, ahead),
+        _hour_count(dialect, ahead, t.c.channel) < max_per_hour,  # the claimed row's own channel
+    ).values(next_at=dbclock.now(dialect, ahead + CLAIM_SECONDS), sent_at=dbclock.now(dialect, ahead)))
+    return result.rowcount == 1
 
 
 def deliver(ctx: Context, config: AlertConfig, send: Sender = apprise_send, logger: logging.Logger = log,
             ahead: float = 0) -> Delivery:
-    """Send what is due, within the rate limit; each outcome recorded in its own transaction. Due and
-    the last hour are the database's clock, read in the query that selects by them; a send and a
-    backoff are stamped by it in the statement that records them (`ahead`: tests only)."""
+    """Send what is due, within the rate limit, each row claimed first (`claim`) and its outcome
+    recorded after, each in its own transaction. Due and the last hour are the database's clock,
+    read in the query that selects by them; a claim, a send and a backoff are stamped by it in the
+    statement that writes them (`ahead`: tests only)."""
     engine = ctx.engine
     t = alert_outbox
     channels = config.channels
     with engine.begin() as conn:  # rows of channels no longer configured are dropped
         conn.execute(t.update().where(t.c.state == "pending", t.c.channel.not_in(list(channels) or [""]))
                      .values(state="dropped", last_error="channel no longer configured"))
-    with db.read_connection(engine) as conn:
+    with db.read_connection(engine) as conn:  # one snapshot: the due rows and the hour agree
         dialect = conn.dialect.name
         due_now = sa.case((t.c.next_at <= dbclock.now(dialect, ahead), 1), else_=0).label("due")
         pending = conn.execute(sa.select(t.c.id, t.c.channel, due_now).where(t.c.state == "pending")).all()
         due = [(r.id, r.channel) for r in pending if r.due]
-        sent_last_hour = dict(conn.execute(sa.select(t.c.channel, sa.func.count()).where(
-            t.c.state == "sent", t.c.sent_at > dbclock.now(dialect, ahead - 3600)).group_by(t.c.channel)).all())
+        sent_last_hour = dict(conn.execute(_hour_count(dialect, ahead)).all())
     chosen = plan_delivery(due, sent_last_hour, config.max_per_hour)
     sent = failed = given_up = 0
     for row_id in chosen:
-        with db.read_connection(engine) as conn:
-            row = conn.execute(sa.select(t).where(t.c.id == row_id)).first()
+        with engine.begin() as conn:
+            row = conn.execute(sa.select(t).where(t.c.id == row_id)).first() \
+                if claim(conn, row_id, config.max_per_hour, ahead) else None
+        if row is None:  # another deliverer sends it (or took the hour's room): not ours
+            continue
         error = send(channels[row.channel], row.title, row.body)
         attempts = row.attempts + 1
         if error is None:
             values = dict(state="sent", attempts=attempts, sent_at=dbclock.now(dialect, ahead), last_error=None)
             sent += 1
         elif attempts >= config.max_attempts:
-            values = dict(state="failed", attempts=attempts, last_error=error)
+            values = dict(state="failed", attempts=attempts, last_error=error, sent_at=None)
             given_up += 1
             logger.error("alert %s to channel %s failed %d times, giving up: %s", row.alert_key, row.channel,
                          attempts, error)
         else:
             wait = backoff(attempts).total_seconds()
-            values = dict(attempts=attempts, last_error=error, next_at=dbclock.now(dialect, ahead + wait))
+            values = dict(attempts=attempts, last_error=error, next_at=dbclock.now(dialect, ahead + wait),
+                          sent_at=None)
             failed += 1
             logger.warning("alert %s to channel %s failed (try %d of %d), will retry: %s", row.alert_key,
                            row.channel, attempts, config.max_attempts, error)
         with engine.begin() as conn:
             conn.execute(t.update().where(t.c.id == row_id, t.c.state == "pending").values(**values))
-    return Delivery(sent, failed, given_up, len(pending) - len(chosen))
+    return Delivery(sent, failed, given_up, len(pending) - sent - failed - given_up)
 
 
 # -- the daemon's job ------------------------------------------------------------------------------
