@@ -14,8 +14,10 @@ re-sums its postings. For a large import that per-row work, not the disk, is the
    reductions in import order (`Ledger._check_lots`).
 2. The rows go by executemany (COPY on PostgreSQL), chunk by chunk, into `txn` and `posting`
    (on SQLite 64 rows to an INSERT, and NULL bound as an integer the statement turns back: `NULL`).
-3. One statement per rule then checks every row the import wrote: each entry balances per
-   currency (overflow-free), its postings carry its time and name it, and it has postings. On
+3. A few statements then check every row the import wrote: each entry balances per currency
+   (overflow-free; one pass over the new postings in entry order, the entries that weigh in
+   several currencies summed per currency after), its postings carry its time and name it, and
+   it has postings. On
    SQLite the maintained balances and lots get one upsert row per account and commodity (and per
    lot) a chunk, summed as the rows were made.
 
