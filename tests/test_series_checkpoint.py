@@ -289,9 +289,12 @@ def test_a_reversal_of_an_old_entry_sets_it_aside(books):
     _set_aside(books)
 
 
-@pytest.mark.parametrize("what", ["close", "settlement", "fx", "close changed", "fx changed"])
-def test_an_old_price_added_or_changed_sets_it_aside(books, what):
-    last = _week(books)
+OLD_PRICE_CHANGES = ("close", "settlement", "fx", "close changed", "fx changed")
+
+
+def change_an_old_price(books: Books, what: str, last: dt.date) -> None:
+    """A price of a day before `last` added or changed: a close, a settlement, an FX rate (one of
+    OLD_PRICE_CHANGES); tests/test_series_fast.py makes the same changes to the read path."""
     old = last - dt.timedelta(days=2)
     if what == "close":
         text = f"date,instrument,close\n{START - dt.timedelta(days=1)},SPY,590\n"
@@ -305,6 +308,11 @@ def test_an_old_price_added_or_changed_sets_it_aside(books, what):
         books.closes(old, 17, replace=True)
     else:
         books.fx(old, "1.3333", replace=True)
+
+
+@pytest.mark.parametrize("what", OLD_PRICE_CHANGES)
+def test_an_old_price_added_or_changed_sets_it_aside(books, what):
+    change_an_old_price(books, what, _week(books))
     _set_aside(books)
 
 

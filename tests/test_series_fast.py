@@ -22,19 +22,17 @@ import os
 import subprocess
 import sys
 import uuid
-from decimal import Decimal as D
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from test_pnl_fast import backend  # noqa: F401 - the fixture: a SQLite file, or a PostgreSQL schema
-from test_series_checkpoint import BYS, READS, START, Books, _week, at, book_day, day_plan
+from test_series_checkpoint import BYS, OLD_PRICE_CHANGES, READS, START, Books, _week, at, book_day, \
+    change_an_old_price, day_plan
 from tradeledger.engine import tables
 from tradeledger.engine.setup.environment import open_environment
 from tradeledger.engine.setup.session import Session
-from tradeledger.engine.targets.prices import parse_prices_csv, store_rows
-from tradeledger.engine.trading.marking import settle_at_sim_exchange
 from tradeledger.reports import series, series_checkpoint, series_fast, series_state
 
 
@@ -130,22 +128,9 @@ def test_a_reversal_of_an_old_entry_sets_it_aside(books):
     _set_aside(books)
 
 
-@pytest.mark.parametrize("what", ["close", "settlement", "fx", "close changed", "fx changed"])
+@pytest.mark.parametrize("what", OLD_PRICE_CHANGES)
 def test_an_old_price_added_or_changed_sets_it_aside(books, what):
-    last = _week(books)
-    old = last - dt.timedelta(days=2)
-    if what == "close":
-        text = f"date,instrument,close\n{START - dt.timedelta(days=1)},SPY,590\n"
-        store_rows(books.session, parse_prices_csv(text, books.session.config, "USD"), "test")
-    elif what == "settlement":
-        books.exchange.set_clock(at(last, 23))
-        settle_at_sim_exchange(books.session, "FESXZ26", D(4990), START - dt.timedelta(days=1))
-    elif what == "fx":
-        books.fx(START - dt.timedelta(days=2), "1.2222")
-    elif what == "close changed":
-        books.closes(old, 17, replace=True)
-    else:
-        books.fx(old, "1.3333", replace=True)
+    change_an_old_price(books, what, _week(books))
     _set_aside(books)
 
 
