@@ -10,7 +10,9 @@ until the answer is known or `request_timeout` passes.
 Connection. `connect()` runs ib_async's own connect, which waits for nextValidId and
 managedAccounts and then synchronises positions, open and completed orders, account values
 and, last, the day's executions (reqExecutions) -- on every connect, so fills made while we
-were away come back. The gateway's managed account must be the configured one, or connect
+were away come back. A sync request that is not answered within `timeout` fails the connect
+(BrokerDisconnected naming the request, socket closed, retried like a refused connection):
+trading on an incomplete picture could send again an order IB already has. The gateway's managed account must be the configured one, or connect
 fails: orders must never go to the wrong account. A clientId already in use (error 326)
 fails at once with a clear BrokerError instead of waiting out ib_async's timeout. When the
 socket drops, the broker reconnects by itself with exponential backoff; calls made meanwhile
@@ -239,7 +241,11 @@ class IBBroker:
 
         ib.errorEvent += on_error
         task = asyncio.ensure_future(
-            ib.connectAsync(self.host, self.port, self.client_id, timeout=self.timeout))
+            # raiseSyncErrors: a start-up sync request that times out fails the connect instead
+            # of being only logged -- missing completed orders would make an order sent before a
+            # crash look never sent (engine/trading/orders.py would send it again).
+            ib.connectAsync(self.host, self.port, self.client_id, timeout=self.timeout,
+                            raiseSyncErrors=True))
         try:
             await asyncio.wait({task, refused}, return_when=asyncio.FIRST_COMPLETED)
             await asyncio.sleep(0)  # a 326 and the hang-up that follows arrive together
@@ -249,7 +255,17 @@ class IBBroker:
                 refused.result()
             try:
                 await task
-            except (OSError, asyncio.TimeoutError) as exc:  # ConnectionError is an OSError
+            except ConnectionError as exc:
+                self._disconnect()
+                if exc.args and isinstance(exc.args[0], list):  # raiseSyncErrors: what timed out
+                    raise BrokerDisconnected(
+                        f"IB at {self.host}:{self.port} connected but its start-up sync is "
+                        f"incomplete ({'; '.join(exc.args[0])} within {self.timeout}s): "
+                        f"disconnected, nothing sent") from exc
+                raise BrokerDisconnected(
+                    f"cannot connect to IB at {self.host}:{self.port} "
+                    f"(client id {self.client_id}): {exc!r}") from exc
+            except (OSError, asyncio.TimeoutError) as exc:
                 self._disconnect()
                 raise BrokerDisconnected(
                     f"cannot connect to IB at {self.host}:{self.port} "

@@ -29,7 +29,9 @@ network failure would; `drop_after_next_order()` does it right after an order re
 exchange, before the client hears back; `hold_commissions()` / `release_commissions()` withhold commission
 reports (live and in reqExecutions answers) to model IB's late reports; `commission_delay`
 does the same for a fixed time after each execution; `correct_execution()` issues a
-correction (`.01` -> `.02`) through the exchange.
+correction (`.01` -> `.02`) through the exchange; `withhold_answers("completed orders",
+"executions")` leaves those requests unanswered (a slow gateway at start-up sync) until
+`withhold_answers()` clears it.
 """
 
 from __future__ import annotations
@@ -115,6 +117,8 @@ class IBSimServer:
         self._fills: dict[int, tuple[Decimal, Decimal]] = {}  # perm id -> (qty, notional)
         self._last_fill: dict[int, Decimal] = {}  # perm id -> price of its latest execution
         self._hold = False
+        self.withheld: frozenset[str] = frozenset()  # requests left unanswered (withhold_answers)
+        self.orders_received = 0
         self._drop_on_order = 0  # orders still to be answered by a cut connection
         self._ticks = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -234,6 +238,17 @@ class IBSimServer:
                 self.publish()
 
         self._call(set_hold)
+
+    def withhold_answers(self, *requests: str) -> None:
+        """Leave "completed orders" / "executions" requests unanswered from now on."""
+        unknown = set(requests) - {"completed orders", "executions"}
+        if unknown:
+            raise ValueError(f"cannot withhold {sorted(unknown)}")
+
+        def set_withheld() -> None:
+            self.withheld = frozenset(requests)
+
+        self._call(set_withheld)
 
     def release_commissions(self) -> None:
         self.hold_commissions(False)
@@ -377,6 +392,7 @@ class IBSimServer:
     def place_order(self, session: Session, order_id: int, wc: WireContract, action: str,
                     quantity: Decimal | None, order_type: str, limit: Decimal | None,
                     order_ref: str, legs: tuple = ()) -> None:
+        self.orders_received += 1  # every placeOrder, accepted or refused: what a client sent
         if order_id <= 0 or order_id in self._owner:
             session.error(order_id, 103, f"Duplicate order id: {order_id}")
             return

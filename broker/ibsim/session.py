@@ -331,12 +331,16 @@ class Session:
         self.send(m.open_order_end())
 
     def req_completed_orders(self, r: wire.FieldReader) -> None:
+        if "completed orders" in self.server.withheld:
+            return
         for order in self.server.wire_orders(open_only=False):
             if order.status not in ("PreSubmitted", "Submitted"):
                 self.send(m.completed_order(order))
         self.send(m.completed_orders_end())
 
     def req_executions(self, r: wire.FieldReader) -> None:
+        if "executions" in self.server.withheld:
+            return
         r.skip()
         req_id, client_id, account = r.int(), r.int(), r.str()
         since, symbol, sec_type = r.str(), r.str(), r.str()
