@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from test_pnl_fast import backend  # noqa: F401 - the fixture: a SQLite file, or a PostgreSQL schema
-from test_series_checkpoint import BYS, OLD_PRICE_CHANGES, READS, START, Books, _week, at, book_day, \
-    change_an_old_price, day_plan
+from test_series_checkpoint import BYS, OLD_PRICE_CHANGES, START, Books, _week, at, \
+    change_an_old_price, day_plan, walk_days
 from tradeledger.engine import tables
 from tradeledger.engine.setup.environment import open_environment
 from tradeledger.engine.setup.session import Session
@@ -70,15 +70,7 @@ def check(books: Books, bys: tuple, until: dt.date | None = None) -> None:
 def test_the_light_series_is_the_full_replays(backend, days):
     books = Books(backend.tmp / uuid.uuid4().hex[:8], backend.url())
     try:
-        day = START
-        for today in days:
-            book_day(books, day, today)
-            for kind, cut in today["reads"]:
-                check(books, READS[kind], None if cut is None else START + dt.timedelta(days=cut))
-            if today["evening"]:
-                check(books, BYS)
-            day += dt.timedelta(days=today["next"])
-        check(books, BYS)
+        walk_days(books, days, check)
         check(books, ("total",))
         check(books, ("strategy", "total"))
     finally:
