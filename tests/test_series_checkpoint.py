@@ -316,6 +316,24 @@ def change_an_old_price(books: Books, what: str, last: dt.date) -> None:
         books.fx(old, "1.3333", replace=True)
 
 
+def book_an_old_split(books: Books, last: dt.date) -> None:
+    """A split recorded as booked three days before `last`, with no entry."""
+    with books.session.engine.begin() as conn:
+        conn.execute(tables.corporate_action.insert().values(
+            kind="split", ticker="SPY", ex_date=(last - dt.timedelta(days=3)).isoformat(), ratio_new=2 * 10**9,
+            ratio_old=10**9, source="test", key="SPY:split:test", created_at=at(last).isoformat(), ex_txn_id=0))
+
+
+def rename_an_instrument(books: Books) -> None:
+    """config.toml edited with the books closed: FESXZ26 is priced as another instrument."""
+    config_path = books.env.dir / "config.toml"
+    text = config_path.read_text()
+    assert "[instruments.FESX]" in text
+    books.close()
+    config_path.write_text(text.replace("[instruments.FESX]", "[instruments.EUROSTOXX]")
+                           .replace("FESX = 1", "EUROSTOXX = 1"))
+
+
 @pytest.mark.parametrize("what", OLD_PRICE_CHANGES)
 def test_an_old_price_added_or_changed_sets_it_aside(books, what):
     change_an_old_price(books, what, _week(books))
@@ -330,21 +348,13 @@ def test_a_price_stored_again_unchanged_keeps_it(books):
 
 def test_a_split_booked_on_an_old_day_sets_it_aside(books):
     last = _week(books)
-    with books.session.engine.begin() as conn:  # a split recorded as booked on an old day, with no entry
-        conn.execute(tables.corporate_action.insert().values(
-            kind="split", ticker="SPY", ex_date=(last - dt.timedelta(days=3)).isoformat(), ratio_new=2 * 10**9,
-            ratio_old=10**9, source="test", key="SPY:split:test", created_at=at(last).isoformat(), ex_txn_id=0))
+    book_an_old_split(books, last)
     _set_aside(books)
 
 
 def test_a_changed_config_sets_it_aside(books):
     _week(books)
-    config_path = books.env.dir / "config.toml"
-    text = config_path.read_text()
-    assert "[instruments.FESX]" in text
-    books.close()
-    config_path.write_text(text.replace("[instruments.FESX]", "[instruments.EUROSTOXX]")
-                           .replace("FESX = 1", "EUROSTOXX = 1"))  # FESXZ26 is priced as another instrument
+    rename_an_instrument(books)
     books.session = Session(open_environment(books.env.home, "paper", books.url))
     _set_aside(books)
 

@@ -28,9 +28,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from test_pnl_fast import backend  # noqa: F401 - the fixture: a SQLite file, or a PostgreSQL schema
-from test_series_checkpoint import BYS, OLD_PRICE_CHANGES, START, Books, _week, at, \
-    change_an_old_price, day_plan, walk_days
-from tradeledger.engine import tables
+from test_series_checkpoint import BYS, OLD_PRICE_CHANGES, START, Books, _week, \
+    book_an_old_split, change_an_old_price, day_plan, rename_an_instrument, walk_days
 from tradeledger.engine.setup.environment import open_environment
 from tradeledger.engine.setup.session import Session
 from tradeledger.reports import series, series_checkpoint, series_fast, series_state
@@ -128,20 +127,13 @@ def test_an_old_price_added_or_changed_sets_it_aside(books, what):
 
 def test_a_split_booked_on_an_old_day_sets_it_aside(books):
     last = _week(books)
-    with books.session.engine.begin() as conn:  # a split recorded as booked on an old day, with no entry
-        conn.execute(tables.corporate_action.insert().values(
-            kind="split", ticker="SPY", ex_date=(last - dt.timedelta(days=3)).isoformat(), ratio_new=2 * 10**9,
-            ratio_old=10**9, source="test", key="SPY:split:test", created_at=at(last).isoformat(), ex_txn_id=0))
+    book_an_old_split(books, last)
     _set_aside(books)
 
 
 def test_a_changed_config_sets_it_aside(books):
     _week(books)
-    config_path = books.env.dir / "config.toml"
-    text = config_path.read_text()
-    books.close()
-    config_path.write_text(text.replace("[instruments.FESX]", "[instruments.EUROSTOXX]")
-                           .replace("FESX = 1", "EUROSTOXX = 1"))  # FESXZ26 is priced as another instrument
+    rename_an_instrument(books)
     assert light(books, BYS) is None  # config.toml not checked since it changed: not vouched for
     books.session = Session(open_environment(books.env.home, "paper", books.url))  # checked (and stamped)
     _set_aside(books)  # the checkpoint's contracts are not the config's
