@@ -173,6 +173,9 @@ class AccountSnapshot:
     cash: tuple[tuple[str, Decimal], ...]  # (currency, amount)
     open_orders: tuple[OrderStatus, ...] = field(default_factory=tuple)
     unsettled_pnl: tuple[tuple[str, Decimal], ...] = field(default_factory=tuple)
+    # the last line of the broker's cash journal its cash holds (the simulator's journal, read in the
+    # same transaction); None when the broker does not say (IB): its time then is the cut-off
+    cash_journal: int | None = None
 
 
 @dataclass(frozen=True)
@@ -185,8 +188,9 @@ class CashEvent:
     time: dt.datetime
     currency: str
     amount: Decimal
-    kind: str  # dividend | withholding | interest | fee | deposit
+    kind: str  # dividend | withholding | interest | fee | deposit | withdrawal | transfer
     ref: str  # the ticker for dividends and withholding
+    seq: int | None = None  # its line in the broker's cash journal (AccountSnapshot.cash_journal), when it says
 
 
 @dataclass(frozen=True)

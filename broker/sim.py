@@ -79,10 +79,10 @@ class SimBroker:
 
     def cash_events(self) -> list[CashEvent]:
         """The exchange's cash journal, less trades, commissions and settlements."""
-        return self._call(lambda: [CashEvent(at, currency, amount, kind, ref)
-                                   for at, currency, amount, kind, ref in self.exchange.cash_journal()
-                                   if kind in ("dividend", "withholding", "interest", "fee", "deposit",
-                                               "cash_in_lieu")])
+        return self._call(lambda: [CashEvent(j.at, j.currency, j.amount, j.kind, j.ref, j.seq)
+                                   for j in self.exchange.journal_lines()
+                                   if j.kind in ("dividend", "withholding", "interest", "fee", "deposit", "withdrawal",
+                                                 "transfer", "cash_in_lieu")])
 
     def dividends(self) -> list[tuple]:
         """(ticker, ex-date, pay date, per share, withholding) of the dividends the exchange declared."""

@@ -25,7 +25,10 @@ The model, in the spirit of beancount's core:
   the position. `settle(code, price, date)` rolls the position to the settlement price and
   moves the unsettled P&L into cash: the daily variation margin. Commissions (per contract,
   configurable per code) debit cash at the fill, in the contract's currency, even while their
-  report is still pending. Every cash movement is also written to a journal.
+  report is still pending. Every cash movement is also written to a journal, numbered (`seq`); a
+  snapshot says the last line its cash holds. A movement given the broker's reference (`ref`: a
+  deposit's, interest's or fee's id, as IB's transactionID) names that movement only: entered again
+  it moves nothing (`Moved.moved` False), another movement under it is refused (`same_movement`).
 * **Memory.** By default the exchange reports every order and execution it ever had. With a
   day window (`set_day_window(zone)`) it forgets like IB: `orders()` and `executions()` report no
   order done and no execution made before midnight in that zone (a working order always);
@@ -42,6 +45,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 
 from tradeledger.broker.base import (
@@ -126,6 +130,41 @@ def partial_cap(quantity: Decimal, arg: dict) -> Decimal:
 
 def _dec(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
+
+
+@dataclass(frozen=True)
+class JournalLine:
+    """One line of the exchange's cash journal."""
+
+    seq: int
+    at: dt.datetime
+    currency: str
+    amount: Decimal
+    kind: str
+    ref: str
+
+
+@dataclass(frozen=True)
+class Moved:
+    """What a cash movement at the broker's screen did: its journal line, and whether it moved the
+    cash now (False: the reference names that very line already, nothing moved twice)."""
+
+    line: JournalLine
+    moved: bool
+
+
+def same_movement(known: JournalLine, currency: str, amount: Decimal, kind: str) -> bool:
+    """Whether a movement asked under a reference the journal knows is that line (pure): the same
+    currency, amount and kind; the time is no part of it (the same command retried after midnight).
+    Refused otherwise (BrokerError): a broker's reference names one movement."""
+    what = [f"{name} {have} (asked {asked})" for name, have, asked in
+            (("kind", known.kind, kind), ("currency", known.currency, currency), ("amount", known.amount, amount))
+            if have != asked]
+    if what:
+        raise BrokerError(f"ref {known.ref} is already the broker's {known.kind} of {known.amount} {known.currency} "
+                          f"at {known.at.isoformat()} (journal line {known.seq}): {', '.join(what)}; a reference "
+                          "names one movement: give this one another")
+    return True
 
 
 # --- the exchange ---------------------------------------------------------------------------
@@ -488,14 +527,28 @@ class SimExchange(SimStore):
         c.execute("INSERT INTO cash_journal (at, currency, amount, kind, ref) "
                   "VALUES (?,?,?,?,?)", (_ts(at or self._now(c)), currency, str(amount), kind, ref))
 
-    def deposit(self, currency: str, amount: Decimal, kind: str = "deposit", ref: str = "") -> None:
+    def _move_once(self, c, currency: str, amount: Decimal, kind: str, ref: str) -> Moved:
+        """Move cash, once per reference: a reference the journal knows is that line (`same_movement`)."""
+        if ref:
+            known = c.execute("SELECT * FROM cash_journal WHERE ref = ? AND kind IN "
+                              "('deposit', 'withdrawal', 'transfer', 'interest', 'fee') ORDER BY seq LIMIT 1",
+                              (ref,)).fetchone()
+            if known is not None:
+                line = _journal_line(known)
+                same_movement(line, currency, amount, kind)
+                return Moved(line, False)
+        self._move_cash(c, currency, amount, kind, ref)
+        return Moved(_journal_line(c.execute("SELECT * FROM cash_journal ORDER BY seq DESC LIMIT 1").fetchone()), True)
+
+    def deposit(self, currency: str, amount: Decimal, kind: str = "deposit", ref: str = "") -> Moved:
         """Cash arriving (amount > 0) or leaving (< 0) without a trade: a deposit, a withdrawal,
-        a transfer between accounts. No execution: only reconciliation can find it."""
+        a transfer between accounts. No execution: only reconciliation can find it. With the
+        broker's reference `ref`, once (`_move_once`)."""
         amount = Decimal(amount)
         if amount == 0:
             raise BrokerError("a deposit of 0 moves nothing")
         with self._tx() as c:
-            self._move_cash(c, currency.upper(), amount, kind, ref)
+            return self._move_once(c, currency.upper(), amount, kind, ref)
 
     def transfer_in(self, contract: str | Contract, signed_qty: Decimal, price: Decimal | None = None,
                     cost: Decimal | None = None) -> None:
@@ -622,12 +675,12 @@ class SimExchange(SimStore):
             return [(r["code"], dt.date.fromisoformat(r["date"]), Decimal(r["new"]), Decimal(r["old"]),
                      _dec(r["cash_in_lieu"])) for r in c.execute("SELECT * FROM splits ORDER BY date, code")]
 
-    def account_cash(self, currency: str, amount: Decimal, kind: str, ref: str = "") -> None:
-        """Interest (signed) or a fee (negative) on the account as a whole."""
+    def account_cash(self, currency: str, amount: Decimal, kind: str, ref: str = "") -> Moved:
+        """Interest (signed) or a fee (negative) on the account as a whole; with `ref`, once (`_move_once`)."""
         if kind not in ("interest", "fee"):
             raise BrokerError(f"account cash kind {kind!r} must be interest or fee")
         with self._tx() as c:
-            self._move_cash(c, currency, Decimal(amount), kind, ref)
+            return self._move_once(c, currency, Decimal(amount), kind, ref)
 
     def external_trade(self, contract: str | Contract, signed_qty: Decimal,
                        price: Decimal | None = None) -> Execution:
@@ -806,9 +859,12 @@ class SimExchange(SimStore):
 
     def cash_journal(self) -> list[tuple[dt.datetime, str, Decimal, str, str]]:
         """Every cash movement: (time, currency, amount, kind, reference)."""
+        return [(j.at, j.currency, j.amount, j.kind, j.ref) for j in self.journal_lines()]
+
+    def journal_lines(self) -> list[JournalLine]:
+        """Every cash movement with its line number, in order."""
         with self._tx() as c:
-            return [(_parse_ts(r["at"]), r["currency"], Decimal(r["amount"]), r["kind"],
-                     r["ref"]) for r in c.execute("SELECT * FROM cash_journal ORDER BY seq")]
+            return [_journal_line(r) for r in c.execute("SELECT * FROM cash_journal ORDER BY seq")]
 
     def unsettled_pnl(self, include_open: bool = False) -> dict[str, Decimal]:
         """Futures P&L booked at fills but not yet settled into cash, per currency.
@@ -840,7 +896,8 @@ class SimExchange(SimStore):
                 account=self.account, taken_at=self._now(c), positions=tuple(self._positions(c)),
                 cash=tuple(self._cash(c).items()),
                 open_orders=tuple(_status_record(o) for o in opened),
-                unsettled_pnl=tuple(sorted(self._unsettled(c).items())))
+                unsettled_pnl=tuple(sorted(self._unsettled(c).items())),
+                cash_journal=c.execute("SELECT COALESCE(MAX(seq), 0) FROM cash_journal").fetchone()[0])
 
     # -- faults --
 
@@ -882,6 +939,10 @@ def _validate(r: OrderRequest) -> None:
         raise BrokerError("a limit order needs a limit price")
     if r.order_type not in (MARKET, LIMIT):
         raise BrokerError(f"unsupported order type {r.order_type!r}")
+
+
+def _journal_line(r: sqlite3.Row) -> JournalLine:
+    return JournalLine(r["seq"], _parse_ts(r["at"]), r["currency"], Decimal(r["amount"]), r["kind"], r["ref"])
 
 
 def _status_record(o: sqlite3.Row) -> OrderStatus:

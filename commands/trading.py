@@ -581,15 +581,31 @@ def _sim_account_cash(c: Invocation, kind: str, amount: str, currency: str, ref:
     if kind == "fee" and number > 0:
         raise click.BadParameter("a fee takes cash: give it negative (a refund is an adjustment)",
                                  param_hint="AMOUNT")
+    ref = _sim_ref(ref)
     with open_session(c) as session:
         exchange = session.exchange()
-        exchange.account_cash(currency.upper(), number, kind, ref or "")
-        day = exchange.now().date()
+        moved = exchange.account_cash(currency.upper(), number, kind, ref or "")
+    day = moved.line.at.date()
     # Nothing is booked here: the ledger books it by hand, keyed by the same reference as a statement would
-    said(as_json, {"kind": kind, "amount": number, "currency": currency.upper(), "date": day, "ref": ref or None},
-         f"broker {kind}: {number} {currency.upper()} on {day}; the ledger books it with "
+    said(as_json, {"kind": kind, "amount": number, "currency": currency.upper(), "date": day, "ref": ref or None,
+                   "moved": moved.moved},
+         _again(moved) + f"broker {kind}: {number} {currency.upper()} on {day}; the ledger books it with "
          f"`tradeledger actions {kind} {number} {currency.upper()} --date {day}"
          + (f" --ref {ref}" if ref else "") + " --reason ...` (or IB's Flex statement)")
+
+
+def _sim_ref(ref: str | None) -> str | None:
+    """The broker's reference as the ledger keys it (`9006`; `flex-9006` is the same), refused when it cannot be."""
+    from tradeledger.engine.trust.cash_moves import normal_ref
+
+    return None if ref is None else normal_ref(ref)
+
+
+def _again(moved) -> str:
+    """What the broker's screen says when the reference named a movement it had made already."""
+    if moved.moved:
+        return ""
+    return f"already moved at the broker under ref {moved.line.ref} ({moved.line.at.isoformat()}); nothing moved: "
 
 
 @sim_group.command("interest", context_settings=SIGNED)
@@ -621,16 +637,22 @@ def sim_fee(c: Invocation, amount, currency, ref, as_json):
 @click.argument("amount")
 @click.option("--kind", type=click.Choice(["deposit", "withdrawal", "transfer"]), default="deposit", show_default=True,
               help="What the broker calls the cash movement.")
+@click.option("--ref", default=None,
+              help="The broker's reference for it (as IB's transactionID): reconciliation proposes it with --ref, "
+                   "and the same REF again moves nothing twice (another movement under it is refused).")
 @result_option
 @pass_ctx
-def sim_deposit(c: Invocation, currency, amount, kind, as_json):
+def sim_deposit(c: Invocation, currency, amount, kind, ref, as_json):
     """Cash arriving (AMOUNT > 0) or leaving (< 0) at the broker without a trade (AMOUNT CURRENCY works too)."""
     currency, amount = currency_and_amount(currency, amount)
     session = c.open()  # a Context: the simulated exchange needs no broker connection
     number = _to_decimal(amount, "AMOUNT")
-    session.exchange().deposit(currency, number, kind)
-    said(as_json, {"kind": kind, "amount": number, "currency": currency.upper(), "at": session.exchange().now()},
-         f"broker {kind}: {number} {currency.upper()}; `tradeledger reconcile` proposes the entry")
+    ref = _sim_ref(ref)
+    moved = session.exchange().deposit(currency, number, kind, ref or "")
+    said(as_json, {"kind": kind, "amount": number, "currency": currency.upper(), "at": moved.line.at,
+                   "ref": ref or None, "moved": moved.moved},
+         _again(moved) + f"broker {kind}: {number} {currency.upper()}"
+         + (f" (ref {ref})" if ref else "") + "; `tradeledger reconcile` proposes the entry")
 
 
 @sim_group.command("transfer-in", context_settings=SIGNED)
