@@ -244,6 +244,8 @@ def import_flex_cmd(c: Invocation, file, tz, as_json):
                        f"{len(report.expiries_booked)} booked, {report.expiries_known} already booked")
         for line in report.account_cash_already:
             say(f"already booked: {line}")
+        for line in report.in_opening:
+            say(f"in the opening's cash (not booked again): {line}")
         for line in report.booked_actions:
             say(f"booked {line}")
         for line in report.expiries_booked:

@@ -305,9 +305,9 @@ def reconcile_cmd(c: Invocation, as_json):
             say(note)
         prefix = "tradeledger" + (f" --home {shlex.quote(str(c.home))}" if c.home else "") + (f" --env {c.env}" if c.env != "paper" else "")
         for line in result.cash:
-            if line.proposal:
-                say(f"cash {line.currency} moved without a trade? proposed (not booked): {prefix} {line.proposal}")
-            elif line.explained:
+            for proposal in line.proposals:
+                say(f"cash {line.currency} moved without a trade? proposed (not booked): {prefix} {proposal}")
+            if not line.proposals and line.explained:
                 say(f"cash {line.currency}: {line.explained}")
         say(f"reconciliation {result.reconciliation_id}: {'clean' if result.clean else 'NOT CLEAN'}")
     sys.exit(0 if result.clean else 1)

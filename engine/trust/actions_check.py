@@ -13,7 +13,8 @@ executions first. What is left is made visible, typed, with what to do:
 * `cash_movement`: interest or a fee the broker moved on a day that the ledger has not booked on
   that day, with the `tradeledger actions interest|fee ...` command that books it: one per
   movement with `--ref ID` when the broker gave each its id (booked once, by hand or by IB's
-  statement: cash_moves.claim_ref), else one for the day's amount, saying to add the id.
+  statement: cash_moves.claim_ref), else one for the day's amount, saying to add the id. Never one
+  the opening's cash holds (moved at or before its cut-off, cutoff.py): booked, it would count twice.
 
 Only brokers that report cash events (the simulated one) allow the first check; for IB the Flex
 statement is the record of dividends, interest and fees.
@@ -28,11 +29,12 @@ from decimal import Decimal
 from tradeledger.engine.context import Context
 from tradeledger.broker.base import BrokerError, CashEvent
 from tradeledger.engine.accounting.actions import book_due, list_actions
-from tradeledger.engine.trust import cash_moves
+from tradeledger.engine.trust import cash_moves, cutoff
 from tradeledger.engine.trust.exceptions import (
     UNBOOKED_DIVIDEND, ExceptionKind, dedupe_key, raise_exception, resolve_by_key,
 )
 from tradeledger.errors import AdjustError
+from tradeledger.ledger.db import read_connection
 
 
 def unbooked_dividends(events: list[CashEvent], known: set[tuple[str, dt.date]]) -> list[tuple[str, dt.date, Decimal, str]]:
@@ -93,8 +95,14 @@ def unbooked_account_cash(events: list[CashEvent], booked: dict) -> list[tuple[s
 
 def _check_account_cash(ctx: Context, events: list[CashEvent], now: dt.datetime) -> list[str]:
     """Interest and fees the broker moved on a day that the ledger has not booked on that day: a
-    `cash_movement` exception carrying the command that books it (resolved once the day agrees)."""
-    days = sorted({e.time.date() for e in events if e.kind in ACCOUNT_CASH})
+    `cash_movement` exception carrying the command that books it (resolved once the day agrees).
+    Only those after the opening's cut-off: the opening's cash holds the others (cutoff.py), and before
+    the account has an opening, all of them (it books the broker's cash when it is taken)."""
+    with read_connection(ctx.engine) as conn:
+        cut = cutoff.opening_cut(conn, ctx.settings.account)
+    held = [e for e in events if e.kind in ACCOUNT_CASH and (cut is None or cutoff.holds_event(cut, e))]
+    events = [e for e in events if e.kind in ACCOUNT_CASH and e not in held]
+    days = sorted({e.time.date() for e in events})
     booked: dict[tuple[str, dt.date, str], Decimal] = defaultdict(Decimal)
     for day in days:
         for (account, currency), units in ctx.ledger.income(since=day, until=day + dt.timedelta(days=1)).items():
@@ -117,6 +125,10 @@ def _check_account_cash(ctx: Context, events: list[CashEvent], now: dt.datetime)
         for kind, day, currency in {(k, d, c) for k, d, c in booked} - {(k, d, c) for k, d, _, c in missing}:
             resolve_by_key(conn, dedupe_key(ExceptionKind.CASH_MOVEMENT, ctx.settings.account, kind, day, currency),
                            "reconcile", "booked", now=now)
+        for kind, day, currency in {(e.kind, e.time.date(), e.currency) for e in held} \
+                - {(k, d, c) for k, d, _, c in missing}:  # raised before the opening was taken: it holds them
+            resolve_by_key(conn, dedupe_key(ExceptionKind.CASH_MOVEMENT, ctx.settings.account, kind, day, currency),
+                           "reconcile", "in the opening's cash", now=now)
     return notes
 
 

@@ -62,7 +62,7 @@ from tradeledger.engine.futures.interrupted import resolve_rolled
 from tradeledger.engine.trading.attribution import KINDS as ATTRIBUTION_KINDS, attribution_reversed, live_attribution
 from tradeledger.engine.trading import lease as trading_lease
 from tradeledger.engine.trading.commissions import Follow, book_follow, plan_follow
-from tradeledger.engine.trust import cash_moves
+from tradeledger.engine.trust import cash_moves, cutoff
 from tradeledger.engine.trust.adopt import position_back
 from tradeledger.engine.trust.exceptions import ExceptionKind, Occurrence, dedupe_key, raise_occurrence
 from tradeledger.engine.tables import adjustment
@@ -376,6 +376,7 @@ def plan_cash_move(conn: Connection, ctx: Context, currency: str, amount: Decima
         key = claim.key
     adj = plan_cash(conn, ctx, currency, amount, reason, time, key, cash_kind, ref)
     asked = cash_moves.Movement(cash_kind, adj.subject, amount, time.date())
+    cutoff.decide_by_hand(cutoff.opening_cut(conn, chart.broker_account), asked.day, ref, asked.said())
     if ref is not None:
         cash_moves.decide_ref(claim.standing, asked, dated, ref)
     else:  # as `actions interest|fee` without a reference: one run at a time finds what stands that day

@@ -45,6 +45,10 @@ equal movement standing refuses the run unless `--again`; the very same command 
 entry has its reason) is a `Replay`. `import flex` counts a standing entry booked by hand without a
 reference for the very movement of a statement's line as that line (`by_hand_without_ref`), one
 line each: reconciliation once proposed interest without the broker's id.
+
+Every way in by hand first asks the opening's cut-off (`cutoff.decide_by_hand`): a movement the
+opening's cash holds (its reference one the opening recorded, or its day before the opening's) is
+refused, since booking it would count it twice.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tradeledger.engine.accounting.corporate import AccountCash
+from tradeledger.engine.trust import cutoff
 from tradeledger.errors import AdjustError
 from tradeledger.ledger.accounts import Chart
 from tradeledger.ledger.model import Transaction
@@ -222,6 +227,7 @@ def book_account_cash_by_ref(ctx, item: AccountCash) -> int:
     asked = Movement(item.kind, item.currency, item.amount, item.date)
     with ctx.engine.begin() as conn:
         claim = claim_ref(conn, ctx.ledger, ctx.chart, item.kind, item.ref)
+        cutoff.decide_by_hand(cutoff.opening_cut(conn, ctx.chart.broker_account), item.date, item.ref, asked.said())
         decide_ref(claim.standing, asked, True, item.ref)
         entry, created = book_account_cash(ctx, item, conn, key=claim.key)
         if not created:  # the key was taken meanwhile by a process that took no lock (an older one)
@@ -272,6 +278,7 @@ def book_account_cash_plain(ctx, item: AccountCash, again: bool = False) -> int:
     asked = Movement(item.kind, item.currency, item.amount, item.date)
     with ctx.engine.begin() as conn:
         lock_day(conn, chart.broker_account, item.currency, item.date)
+        cutoff.decide_by_hand(cutoff.opening_cut(conn, chart.broker_account), item.date, None, asked.said())
         equal = equal_on_day(conn, ctx.ledger, chart, asked)
         same = next((e for e in equal if e.narration == item.description), None)
         if same is not None and not again:

@@ -25,6 +25,9 @@ account only:
 * Deposits and withdrawals are proposed, not booked: an exception carries the exact
   `tradeledger adjust cash ... --ref ID` command. One booked with its transaction id stands for
   that line only; one booked without is matched by currency, amount and day (`unbooked_moves`).
+* Interest, fees, deposits and withdrawals that moved at or before the account's opening (the line's
+  time against the opening's, cutoff.py) are in the opening's cash: neither booked nor proposed,
+  only said (`in_opening`), since either would count them twice.
 * Corporate-action records (splits with their cash in lieu, cash dividends) and option/futures
   expiries (`OptionEAE`) are read by `flex_records.py`: stored as the same corporate actions as
   every other source, a futures expiry matched with the expiry path's or booked at its price;
@@ -39,7 +42,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -55,7 +58,7 @@ from tradeledger.engine.tables import adjustment, fill
 from tradeledger.engine.targets.prices import trading_config
 from tradeledger.engine.trading.fills import SyncReport, book_execution
 from tradeledger.engine.trading.unknown import clear_settled
-from tradeledger.engine.trust import cash_moves
+from tradeledger.engine.trust import cash_moves, cutoff
 from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception
 from tradeledger.ledger.numbers import from_scaled
 
@@ -98,6 +101,7 @@ class FlexStatement:
     deposits: tuple[CashMove, ...]
     corporate_actions: tuple = ()  # ibflex CorporateAction records (flex_records reads them)
     option_eae: tuple = ()  # ibflex OptionEAE records
+    times: dict = field(default_factory=dict)  # `flex-ID` -> when the cash line moved (UTC; `_moved_at`)
 
 
 @dataclass
@@ -108,6 +112,7 @@ class FlexReport:
     account_cash_booked: list[str] = field(default_factory=list)
     account_cash_known: int = 0
     account_cash_already: list[str] = field(default_factory=list)  # known ones standing: "... (ref R) as entry N"
+    in_opening: list[str] = field(default_factory=list)  # cash lines the opening's cash holds: neither booked nor proposed
     proposed: list[str] = field(default_factory=list)  # adjust commands for deposits/withdrawals
     differences: list[str] = field(default_factory=list)
     booked_actions: list[str] = field(default_factory=list)
@@ -127,6 +132,15 @@ def _when(value, tz: ZoneInfo) -> dt.datetime:
     if isinstance(value, dt.datetime):
         return (value if value.tzinfo else value.replace(tzinfo=tz)).astimezone(UTC)
     return dt.datetime.combine(value, dt.time(12), tz).astimezone(UTC)
+
+
+def _moved_at(value, tz: ZoneInfo) -> dt.datetime:
+    """When a cash line moved, as the opening's cut-off reads it (UTC): its time; a day alone is the
+    end of that day in the statement's zone (IB posts cash at its end of day), so it is in the opening
+    only when the opening came after that day."""
+    if isinstance(value, dt.datetime):
+        return _when(value, tz)
+    return dt.datetime.combine(value, dt.time.max, tz).astimezone(UTC)
 
 
 def _day(value) -> dt.date:
@@ -151,9 +165,11 @@ def read_flex(path: str | Path, namer, tz: ZoneInfo) -> FlexStatement:
     trades = tuple(_execution(t, st.accountId, namer, tz) for t in st.Trades
                    if getattr(t, "ibExecID", None) and _enum_value(t.assetCategory) in ("STK", "FUT"))
     by_action: dict[str, list] = defaultdict(list)
-    account_cash, deposits = [], []
+    account_cash, deposits, times = [], [], {}
     for c in st.CashTransactions:
         kind = _enum_value(c.type)
+        if c.dateTime is not None and c.transactionID:
+            times[f"flex-{c.transactionID}"] = _moved_at(c.dateTime, tz)
         if kind in ("Dividends", "Payment In Lieu Of Dividends", "Withholding Tax"):
             by_action[c.actionID or f"{c.symbol}:{c.dateTime}"].append(c)
         elif kind in ("Broker Interest Received", "Broker Interest Paid"):
@@ -168,7 +184,7 @@ def read_flex(path: str | Path, namer, tz: ZoneInfo) -> FlexStatement:
     dividends = tuple(_dividend(rows, tz) for rows in by_action.values())
     to_date = st.toDate if isinstance(st.toDate, dt.date) else dt.date.today()
     return FlexStatement(st.accountId, to_date, trades, tuple(d for d in dividends if d), tuple(account_cash),
-                         tuple(deposits), tuple(st.CorporateActions), tuple(st.OptionEAE))
+                         tuple(deposits), tuple(st.CorporateActions), tuple(st.OptionEAE), times)
 
 
 def _execution(t, account: str, namer, tz: ZoneInfo) -> Execution:
@@ -215,6 +231,7 @@ def import_flex(ctx: Context, path: str | Path, tz: str = "America/New_York", no
     report = FlexReport()
     _import_trades(ctx, statement, report, now)
     _import_dividends(ctx, statement, report, now)
+    statement = _after_opening(ctx, statement, report)
     by_hand: set[int] = set()  # entries booked by hand without an id, each standing for one line
     for item in statement.account_cash:
         if _book_statement_cash(ctx, item, report, now, by_hand):
@@ -231,6 +248,28 @@ def import_flex(ctx: Context, path: str | Path, tz: str = "America/New_York", no
         with ctx.engine.begin() as conn:
             raise_exception(conn, ExceptionKind.CORPORATE_ACTION, key, report.to_do[-1], severity="error", now=now)
     return report
+
+
+def _after_opening(ctx: Context, statement: FlexStatement, report: FlexReport) -> FlexStatement:
+    """The statement without the interest, fees, deposits and withdrawals that moved at or before the
+    opening's cut-off (cutoff.py): the opening's cash holds them, so they are neither booked nor
+    proposed, only said (`in_opening`). Before the account has an opening, none are left out."""
+    with ctx.engine.connect() as conn:
+        cut = cutoff.opening_cut(conn, statement.account)
+    if cut is None:
+        return statement
+
+    def held(ref: str) -> bool:
+        at = statement.times.get(ref)
+        return at is not None and cutoff.holds(cut, at)
+
+    for line in [*statement.account_cash, *statement.deposits]:
+        if held(line.ref):
+            kind = getattr(line, "kind", None) or ("deposit" if line.amount > 0 else "withdrawal")
+            report.in_opening.append(f"{kind} {line.amount} {line.currency} {line.date} "
+                                     f"(ref {line.ref.removeprefix(cash_moves.FLEX)}): before {cut.said}")
+    return replace(statement, account_cash=tuple(a for a in statement.account_cash if not held(a.ref)),
+                   deposits=tuple(d for d in statement.deposits if not held(d.ref)))
 
 
 def _import_records(ctx: Context, statement: FlexStatement, config, report: FlexReport, now: dt.datetime) -> None:

@@ -11,7 +11,9 @@ order is sent for an account without one (`require_opening`, called by `send_pla
 When it is taken: at `init` when the broker is reachable; otherwise by the first reconciliation,
 or right before the first order is sent (`ensure_opening`). A second init, a restart, or two
 processes racing all find the row (one per account, unique in the database) and book nothing;
-the entry's ledger key is per account, so even a lost row could not book it twice.
+the entry's ledger key is per account, so even a lost row could not book it twice. The row also
+keeps the opening's cut-off in its cash (cutoff.py): the movements the broker made before it are in
+the opening's cash, never proposed or booked again.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tradeledger.engine.context import Books, Context
-from tradeledger.broker.base import AccountSnapshot, Broker
+from tradeledger.broker.base import AccountSnapshot, Broker, CashEvent
 from tradeledger.engine import tables
 from tradeledger.engine.accounting.arrivals import OpeningPlan
 from tradeledger.engine.accounting.entries import opening_entry
 from tradeledger.engine.accounting.holdings import ensure_contract, ensure_holder, load_holdings, save_marks
+from tradeledger.engine.trust.cutoff import held_json
 from tradeledger.engine.trust.exceptions import ExceptionKind, dedupe_key, raise_exception
 from tradeledger.engine.trust.reading import NO_OPENING, opening_summary
 from tradeledger.engine.trust.snapshots import take_snapshot
@@ -86,8 +89,10 @@ def require_opening(conn: Connection, account: str | None = None) -> Opening:
 
 
 def book_opening(ctx: Context, snapshot_id: int, snap: AccountSnapshot, source: str,
-                 now: dt.datetime | None = None) -> Opening:
-    """Book the opening from a stored snapshot, in one transaction; an existing opening wins."""
+                 now: dt.datetime | None = None, events: list[CashEvent] | None = None) -> Opening:
+    """Book the opening from a stored snapshot, in one transaction; an existing opening wins.
+    `events`: the broker's cash events read right after the snapshot (`moved_cash`), whose references
+    the row keeps with the snapshot's cash journal line: its cut-off (cutoff.py)."""
     engine, chart = ctx.engine, ctx.chart
     now = now or ctx.now()
     account = chart.broker_account
@@ -98,9 +103,10 @@ def book_opening(ctx: Context, snapshot_id: int, snap: AccountSnapshot, source: 
                 return existing
             plan = _plan(conn, ctx.books, snapshot_id, snap)
             txn_id = _book(conn, ctx.books, plan, snap)
+            held = plan.as_json() | held_json(snap, events or [])
             opening_id = conn.execute(tables.opening.insert().values(
                 account=account, taken_at=fmt_ts(snap.taken_at), recorded_at=fmt_ts(now), snapshot_id=snapshot_id,
-                txn_id=txn_id, source=source, held=json.dumps(plan.as_json(), sort_keys=True),
+                txn_id=txn_id, source=source, held=json.dumps(held, sort_keys=True),
             )).inserted_primary_key[0]
             for position, why in plan.skipped:
                 raise_exception(conn, ExceptionKind.UNATTRIBUTED_POSITION, position.contract.code,
@@ -109,7 +115,7 @@ def book_opening(ctx: Context, snapshot_id: int, snap: AccountSnapshot, source: 
                                 dedupe_key=dedupe_key(ExceptionKind.UNATTRIBUTED_POSITION, account, position.contract.code),
                                 now=now)
             return Opening(opening_id, account, fmt_ts(snap.taken_at), snapshot_id, txn_id, source,
-                           json.loads(json.dumps(plan.as_json())), created=True)
+                           json.loads(json.dumps(held)), created=True)
     except sa.exc.IntegrityError:  # another process opened the account first: its opening stands
         with read_connection(engine) as conn:
             existing = get_opening(conn, account)
@@ -170,7 +176,19 @@ def take_opening(ctx: Context, broker: Broker, source: str,
         raise NoOpening(f"no opening for account {chart.broker_account}: the broker's executions could not be "
                         f"read ({type(exc).__name__}: {exc})") from None
     sync_fills(ctx, _Fetched(executions), now)
-    return book_opening(ctx, result.id, result.snapshot, source, now)
+    return book_opening(ctx, result.id, result.snapshot, source, now, moved_cash(broker))
+
+
+def moved_cash(broker) -> list[CashEvent]:
+    """The broker's cash events, when it reports them (the simulator), else none: what the opening
+    keeps the references of. One that cannot be read now leaves them out (the journal line stands)."""
+    events = getattr(broker, "cash_events", None)
+    if events is None:
+        return []
+    try:
+        return list(events())
+    except Exception:  # the opening's cut-off is then the journal line alone
+        return []
 
 
 def ensure_opening(ctx: Context, broker: Broker, source: str, now: dt.datetime | None = None) -> Opening:

@@ -44,8 +44,9 @@ from sqlalchemy.engine import Connection
 from tradeledger.broker.base import AccountSnapshot, Broker, Execution
 from tradeledger.engine import tables
 from tradeledger.engine.context import Books, Context
+from tradeledger.engine.trust import cash_moves, cutoff
 from tradeledger.engine.trust.adopt import adopt_surplus, resolve_cleared_unattributed, surplus, surpluses
-from tradeledger.engine.trust.opening import book_opening, get_opening
+from tradeledger.engine.trust.opening import book_opening, get_opening, moved_cash
 from tradeledger.engine.trust.exceptions import (
     ExceptionKind, dedupe_key, key_prefix, list_exceptions, lock, raise_exception, resolve,
 )
@@ -127,6 +128,7 @@ class CashLine:
     status: str  # ok | pending | break
     marks: Decimal = ZERO  # what the ledger's marks add over the broker's (see mark_difference)
     behind: tuple[str, ...] = ()  # contracts in this currency with a position break: theirs come first
+    moves: tuple[Move, ...] = ()  # the broker's deposits/withdrawals with their ids that no entry stands for
 
     @property
     def explained(self) -> str:
@@ -141,15 +143,32 @@ class CashLine:
         return dedupe_key(ExceptionKind.RECONCILIATION_BREAK, self.account, "cash", self.currency)
 
     @property
+    def proposals(self) -> tuple[str, ...]:
+        """The `adjust cash` commands that book this break's cash: one per movement with `--ref ID`
+        when the broker named each (the simulator's `sim deposit --ref`) and they add up to the
+        difference, so each is booked once by its id; else the one `proposal`."""
+        if self.status != "break" or self.behind:
+            return ()
+        if self.moves and sum((m.amount for m in self.moves), ZERO) == -self.diff:
+            return tuple(m.command(self.currency) for m in self.moves)
+        return (self._one(),)
+
+    @property
+    def by_ref(self) -> bool:
+        return len(self.proposals) > 0 and self.proposals[0] != self._one()
+
+    @property
     def proposal(self) -> str | None:
+        """`proposals` as one line (None unless it is a break)."""
+        return "; ".join(self.proposals) or None
+
+    def _one(self) -> str:
         """The `adjust cash` command that books this break's cash (None unless it is a break):
         cash moved at the broker without a trade (a deposit, a withdrawal, a transfer between
         accounts) is proposed with the amount filled in, never booked silently. Not while a
         position in its currency breaks: a future the broker dropped (an expiry awaiting its final
         settlement price) took its variation margin into the broker's cash, and booking that as a
         deposit would count it twice once the position is resolved."""
-        if self.status != "break" or self.behind:
-            return None
         amount = -self.diff
         kind = "deposit" if amount > 0 else "withdrawal"
         return (f"adjust cash {self.currency} {_number(amount)} --kind {kind} --reason "
@@ -160,7 +179,32 @@ class CashLine:
                 "broker": self.broker, "unsettled": self.unsettled, "marks": self.marks,
                 "expected": self.broker + self.unsettled + self.marks,
                 "diff": self.diff, "tolerance": self.tolerance, "status": self.status, "proposal": self.proposal,
-                "behind": list(self.behind)}
+                "proposals": list(self.proposals), "behind": list(self.behind)}
+
+
+@dataclass(frozen=True)
+class Move:
+    """A deposit or withdrawal the broker made after the opening, with its id, that the ledger lacks."""
+
+    amount: Decimal  # signed as it moved the broker's cash
+    day: dt.date
+    ref: str
+
+    def command(self, currency: str) -> str:
+        kind = "deposit" if self.amount > 0 else "withdrawal"
+        return (f"adjust cash {currency} {_number(self.amount)} --kind {kind} --date {self.day.isoformat()} "
+                f"--ref {self.ref} --reason \"{kind} found by reconciliation at the broker (ref {self.ref})\"")
+
+
+def unbooked_moves(events, cut, standing: Callable[[str], bool]) -> dict[str, tuple[Move, ...]]:
+    """Per currency, the broker's deposits, withdrawals and transfers with an id, after the opening's
+    cut-off (its cash holds the others), that no entry stands for (`standing(ref)`) (pure but for it)."""
+    out: dict[str, list[Move]] = {}
+    for e in events:
+        if e.kind in ("deposit", "withdrawal", "transfer") and e.ref and not cutoff.holds_event(cut, e) \
+                and cash_moves.REF.fullmatch(e.ref) and not standing(e.ref):
+            out.setdefault(e.currency, []).append(Move(e.amount, e.time.date(), e.ref))
+    return {ccy: tuple(moves) for ccy, moves in out.items()}
 
 
 def _number(x: Decimal) -> str:
@@ -385,7 +429,7 @@ def reconcile(ctx: Context, broker: Broker, now: dt.datetime | None = None, who:
         opened = get_opening(conn, account)
     if opened is None:  # the first time tradeledger reads this broker: the ledger opens where it is
         try:
-            opened = book_opening(ctx, snap_result.id, snap, "reconcile", now)
+            opened = book_opening(ctx, snap_result.id, snap, "reconcile", now, moved_cash(broker))
             adopted += [p["contract"] for p in opened.held.get("positions", []) if p["booked"] != "0"]
             failed |= {s["contract"] for s in opened.held.get("skipped", [])}
             notes.append(f"opening: {opened.summary()}")
@@ -417,7 +461,7 @@ def reconcile(ctx: Context, broker: Broker, now: dt.datetime | None = None, who:
     if adopted:
         with read_connection(engine) as conn:
             view = ledger_view(conn, ctx.books, snap.taken_at, window)
-    comparison = compare(view, snap, executions, tolerance)
+    comparison = _with_moves(ctx, broker, compare(view, snap, executions, tolerance))
     unattributed = [{"account": account, "contract": code, "qty": qty, "adopted": code in adopted}
                     for code, qty in sorted(view.unattributed.items())]
     result = ReconcileResult(comparison.clean, list(comparison.breaks), list(comparison.cash), unattributed,
@@ -428,6 +472,20 @@ def reconcile(ctx: Context, broker: Broker, now: dt.datetime | None = None, who:
         _resolve_cleared(conn, account, comparison, who, now)
         resolve_cleared_unattributed(conn, account, set(view.unattributed) | failed, who, now)
     return result
+
+
+def _with_moves(ctx: Context, broker: Broker, comparison: Comparison) -> Comparison:
+    """The cash breaks with the broker's deposits and withdrawals by id (`unbooked_moves`), when the
+    broker reports them (the simulator), so that each is proposed with its `--ref`."""
+    if all(c.status != "break" for c in comparison.cash) or getattr(broker, "cash_events", None) is None:
+        return comparison
+    events = moved_cash(broker)
+    with read_connection(ctx.engine) as conn:
+        cut = cutoff.opening_cut(conn, ctx.chart.broker_account)
+        moves = unbooked_moves(events, cut, lambda ref: cash_moves.booked_by_ref(
+            conn, ctx.ledger, ctx.chart, ref)[0] is not None)
+    return replace(comparison, cash=tuple(replace(c, moves=moves.get(c.currency, ())) if c.status == "break" else c
+                                          for c in comparison.cash))
 
 
 class _Fetched:
@@ -480,9 +538,13 @@ def _raise_and_lock(conn: Connection, account: str, comparison: Comparison, lock
                             f"cash {c.currency}: ledger {_money(c.ledger, c)}, broker {_money(c.broker, c)} "
                             f"+ unsettled {_money(c.unsettled, c)} + marks {_money(c.marks, c)} (diff "
                             f"{_money(c.diff, c)}, tolerance {c.tolerance}); " + (
-                                c.explained or f"cash moved without a trade? book it with `tradeledger {c.proposal}`, adding "
-                                "--ref ID when the broker names the movement (IB: its transactionID on the "
-                                "Flex statement), so that `import flex` finds it booked and books it once"),
+                                c.explained or (
+                                    "cash moved without a trade? book it with "
+                                    + "; ".join(f"`tradeledger {p}`" for p in c.proposals)
+                                    + (" (keyed by the broker's id: booked once)" if c.by_ref else
+                                       ", adding --ref ID when the broker names the movement (IB: its transactionID "
+                                       "on the Flex statement), so that `import flex` finds it booked and books it "
+                                       "once"))),
                             severity="warning",
                             dedupe_key=c.dedupe_key, now=now)
 
