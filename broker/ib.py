@@ -186,26 +186,42 @@ class IBBroker:
     # --- connection --------------------------------------------------------------------------
 
     def connect(self) -> None:
+        """Connect and synchronise, or raise having released everything this made.
+
+        A failed connect closes the loop thread, its loop and the socket (`close()`): the caller
+        (Session.broker, so the daemon's retries with backoff) never gets the object to close, and
+        a gateway down for an hour would otherwise leave one thread and its descriptors per try."""
         self._start_loop()
-        self._want_connected = True
+
+        async def first_connect() -> None:
+            await self._connect_async()
+            # Only now does a drop start the reconnector. During this first try ib_async's own
+            # disconnect-on-failure fires disconnectedEvent; a reconnector started then would outlive
+            # the failed connect and could later take the client id from the caller's next broker.
+            self._want_connected = True
+
         try:
-            self._run(self._connect_async, timeout=self.timeout + 30)
+            self._run(first_connect, timeout=self.timeout + 30)
         except BaseException:
-            self._want_connected = False
+            self.close()
             raise
 
     def close(self) -> None:
+        """Disconnect, stop the loop and join its thread; connect() may be called again after."""
         self._want_connected = False
         if self._loop and self._loop.is_running():
             async def shut() -> None:
                 if self._reconnector:
                     self._reconnector.cancel()
-                self._disconnect()
+                self._disconnect()  # the socket's own close is queued ahead of the stop below
 
-            asyncio.run_coroutine_threadsafe(shut(), self._loop).result(5)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-        self._loop = self._thread = self._ib = None
+            try:
+                asyncio.run_coroutine_threadsafe(shut(), self._loop).result(5)
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(5)
+        # The event and the task belong to the loop just closed; a later connect makes its own.
+        self._loop = self._thread = self._ib = self._synced = self._reconnector = None
 
     @property
     def is_connected(self) -> bool:
