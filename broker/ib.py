@@ -596,17 +596,31 @@ class IBBroker:
 
     async def _ledger_values(self, ib: IB) -> list[tuple[str, str, str]]:
         """One account-summary request for the per-currency ledger, cancelled once answered
-        (TWS allows only two open summary subscriptions)."""
+        (TWS allows only two open summary subscriptions).
+
+        Only the rows this answer sent count. ib_async merges every summary row into one table for
+        the connection (wrapper.acctSummary, keyed by account, tag and currency, cleared only at a
+        disconnect), so reading that table would keep listing a currency an earlier answer had and
+        IB no longer reports -- at its old balance. A fresh request's answer is the whole current
+        ledger, so the rows that arrive before its End are the snapshot. (No other summary request
+        is ever open on this connection, so every row that arrives meanwhile is this answer's.)"""
+        rows: dict[tuple[str, str], str] = {}
+
+        def on_row(v) -> None:
+            if v.account == self.account and v.currency not in ("", "BASE"):
+                rows[v.tag, v.currency] = v.value
+
         req_id = ib.client.getReqId()
         future = ib.wrapper.startReq(req_id)
+        ib.accountSummaryEvent += on_row
         ib.client.reqAccountSummary(req_id, "All", "$LEDGER:ALL")
         try:
             await asyncio.wait_for(future, self.request_timeout)
         finally:
+            ib.accountSummaryEvent -= on_row
             if ib.isConnected():
                 ib.client.cancelAccountSummary(req_id)
-        return [(v.tag, v.currency, v.value) for v in ib.wrapper.acctSummary.values()
-                if v.account == self.account and v.currency not in ("", "BASE")]
+        return [(tag, currency, value) for (tag, currency), value in rows.items()]
 
 
 def _trade_error(trade: Trade, codes: tuple[int, ...]):

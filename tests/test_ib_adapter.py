@@ -241,6 +241,24 @@ def test_adapter_snapshot_lists_a_position_once_when_its_push_crosses_the_answer
         srv.stop()
 
 
+def test_adapter_snapshot_cash_is_what_the_latest_answer_listed(broker, exchange, server):
+    """ib_async keeps every account-summary row it ever received in one table for the connection
+    (keyed by account, tag, currency; cleared only at a disconnect), so a currency an earlier answer
+    listed stays there after IB stops listing it. The snapshot reads only the rows of its own answer."""
+    exchange.deposit("EUR", Decimal("500"))
+    assert dict(broker.snapshot().cash) == {"USD": Decimal(100000), "EUR": Decimal(500)}
+    exchange.deposit("EUR", Decimal("-500"))  # converted away ...
+    server.leave_out_currencies("EUR")  # ... and no longer reported at all
+    exchange.deposit("USD", Decimal("250"))
+    snap = broker.snapshot()
+    assert dict(snap.cash) == {"USD": Decimal(100250)}
+    assert dict(snap.unsettled_pnl) == {"USD": Decimal(0)}
+    # the stale row is still in ib_async's table: what the snapshot no longer reads
+    assert any(v.currency == "EUR" for v in broker._ib.wrapper.acctSummary.values())
+    server.leave_out_currencies()  # reported again, as 0
+    assert dict(broker.snapshot().cash) == {"USD": Decimal(100250), "EUR": Decimal(0)}
+
+
 def test_adapter_cancel_and_errors(broker, exchange):
     broker.place_order(OrderRequest("tl-a-5", MBT, "BUY", Decimal(1), LIMIT, Decimal(90000)))
     st = broker.cancel_order("tl-a-5")

@@ -31,7 +31,8 @@ reports (live and in reqExecutions answers) to model IB's late reports; `commiss
 does the same for a fixed time after each execution; `correct_execution()` issues a
 correction (`.01` -> `.02`) through the exchange; `withhold_answers("completed orders",
 "executions")` leaves those requests unanswered (a slow gateway at start-up sync) until
-`withhold_answers()` clears it.
+`withhold_answers()` clears it; `leave_out_currencies("EUR")` leaves a currency out of the account's
+ledger answers from now on (an account that no longer holds it), until `leave_out_currencies()`.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class IBSimServer:
         self._last_fill: dict[int, Decimal] = {}  # perm id -> price of its latest execution
         self._hold = False
         self.withheld: frozenset[str] = frozenset()  # requests left unanswered (withhold_answers)
+        self.left_out: frozenset[str] = frozenset()  # currencies no ledger answer lists (leave_out_currencies)
         self.orders_received = 0
         self._drop_on_order = 0  # orders still to be answered by a cut connection
         self._ticks = 0
@@ -250,6 +252,15 @@ class IBSimServer:
 
         self._call(set_withheld)
 
+    def leave_out_currencies(self, *currencies: str) -> None:
+        """List no ledger row of these currencies in account answers from now on: a currency the
+        account emptied may stop being reported at all, rather than reported as 0."""
+
+        def set_left_out() -> None:
+            self.left_out = frozenset(c.upper() for c in currencies)
+
+        self._call(set_left_out)
+
     def release_commissions(self) -> None:
         self.hold_commissions(False)
 
@@ -307,7 +318,7 @@ class IBSimServer:
         rows = [("AccountCode", self.account, ""), ("AccountType", "INDIVIDUAL", ""),
                 ("Currency", self.base_currency, self.base_currency)]
         zero = Decimal(0)
-        for cur in sorted(set(cash) | set(unsettled) | set(stock_value) | {self.base_currency}):
+        for cur in sorted((set(cash) | set(unsettled) | set(stock_value) | {self.base_currency}) - self.left_out):
             c, u, s = cash.get(cur, zero), unsettled.get(cur, zero), stock_value.get(cur, zero)
             rows += [("CashBalance", _text(c), cur), ("TotalCashValue", _text(c), cur),
                      ("FuturesPNL", _text(u), cur), ("StockMarketValue", _text(s), cur),
