@@ -12,11 +12,14 @@ managedAccounts and then synchronises positions, open and completed orders, acco
 and, last, the day's executions (reqExecutions) -- on every connect, so fills made while we
 were away come back. A sync request that is not answered within `timeout` fails the connect
 (BrokerDisconnected naming the request, socket closed, retried like a refused connection):
-trading on an incomplete picture could send again an order IB already has. The gateway's managed account must be the configured one, or connect
+trading on an incomplete picture could send again an order IB already has. `timeout` is `[ib]
+connect_timeout` (engine/setup/environment.py). The gateway's managed account must be the configured one, or connect
 fails: orders must never go to the wrong account. A clientId already in use (error 326)
-fails at once with a clear BrokerError instead of waiting out ib_async's timeout. When the
-socket drops, the broker reconnects by itself with exponential backoff; calls made meanwhile
-wait up to `reconnect_wait` for it, then raise `BrokerDisconnected`.
+fails at once with a clear BrokerError instead of waiting out ib_async's timeout. A connect that
+fails, for any reason, releases all it made (loop thread, loop, socket) and leaves no reconnect
+running: its caller retries with a new broker. Once connected, when the socket drops, the broker
+reconnects by itself with exponential backoff; calls made meanwhile wait up to `reconnect_wait`
+for it, then raise `BrokerDisconnected`.
 
 Executions. A fill is an execDetails message joined with its commissionReport by execId.
 Commission is None until its report arrives (pending, never zero). ib_async forgets all fills

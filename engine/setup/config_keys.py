@@ -27,7 +27,7 @@ FREE = None  # a table whose keys are names the user chooses (checked by its rea
 KEYS: dict[str, frozenset | None] = {
     "environment": frozenset({"name", "broker", "account", "base_currency", "db_url", "db_password_file",
                               "db_password_env"}),
-    "ib": frozenset({"host", "port", "client_id", "day_timezone"}),
+    "ib": frozenset({"host", "port", "client_id", "day_timezone", "connect_timeout"}),
     "portfolio": frozenset({"capital", "capital_mode", "buffer_fraction", "max_run_age_hours"}),
     "instruments": FREE,
     "instruments.*": frozenset({"type", "currency", "multiplier", "exchange", "ib_symbol", "trading_class", "tick_size",

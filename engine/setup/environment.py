@@ -49,6 +49,7 @@ class Settings:
     ib_port: int = 4002
     ib_client_id: int = 1
     ib_day_timezone: str = "America/New_York"  # whose midnight starts IB's day (broker/ib.py, memory_since)
+    ib_connect_timeout: float = 4.0  # seconds for the handshake and for each start-up sync request
     raw: dict = field(default_factory=dict, compare=False)
     db_password_env: str | None = None  # the database password: from this environment variable ...
     db_password_file: str | None = None  # ... or this file (engine/setup/secrets.py), never the URL
@@ -77,6 +78,22 @@ def check_identity(env: str, broker: str, account: str, ib_port: int | None = No
             raise ConfigError(f"port {ib_port} is a live trading port: a paper environment cannot use it")
 
 
+MAX_CONNECT_TIMEOUT = 600  # ten minutes: beyond that a daemon would sit on a hung gateway, not a big account
+
+
+def check_connect_timeout(value: object) -> float:
+    """`[ib] connect_timeout` as seconds, else a ValueError saying what is allowed.
+
+    It bounds the handshake and each start-up sync request (positions, orders, account values,
+    executions): an account with many orders or fills may need more than the default 4. Not 0:
+    ib_async reads 0 as "no timeout", and a connect to a hung gateway would then wait forever."""
+    if (not isinstance(value, (int, float)) or isinstance(value, bool)
+            or not 0 < value <= MAX_CONNECT_TIMEOUT):  # NaN fails the comparison too
+        raise ValueError(f"ib.connect_timeout must be a number of seconds more than 0 and at most "
+                         f"{MAX_CONNECT_TIMEOUT}, not {value!r}")
+    return float(value)
+
+
 def parse_settings(path: Path, env: str) -> Settings:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -101,6 +118,7 @@ def parse_settings(path: Path, env: str) -> Settings:
             db_url=section.get("db_url"), ib_host=str(ib.get("host", "127.0.0.1")),
             ib_port=int(ib.get("port", 4002)), ib_client_id=int(ib.get("client_id", 1)), raw=raw,
             ib_day_timezone=check_zone(str(ib.get("day_timezone", "America/New_York")), "ib.day_timezone"),
+            ib_connect_timeout=check_connect_timeout(ib.get("connect_timeout", 4.0)),
             db_password_env=section.get("db_password_env"), db_password_file=section.get("db_password_file"),
         )
     except (TypeError, ValueError) as exc:

@@ -66,7 +66,8 @@ def ib_broker(ctx: Context, config: TradingConfig) -> Broker:
     # Executions come back named by IB (symbol BRR, local symbol BTCZ6); the namer gives
     # them tradeledger's code (BTCZ26) from the configured instrument.
     return IBBroker(settings.ib_host, settings.ib_port, settings.ib_client_id, settings.account,
-                    contract_namer=ib_contract_namer(config), day_timezone=settings.ib_day_timezone)
+                    contract_namer=ib_contract_namer(config), day_timezone=settings.ib_day_timezone,
+                    timeout=settings.ib_connect_timeout)
 
 
 def open_sim_exchange(ctx: Context, config: TradingConfig):
