@@ -96,9 +96,11 @@ def actions_book(c: Invocation, date, as_json):
     else:
         for line in report.booked:
             say(f"booked {line}")
+        for line in report.in_opening:
+            say(f"in the opening's cash (not booked again): {line}")
         for line in report.refused:
             click.echo(f"refused {line}", err=True)
-        if not report.booked and not report.refused:
+        if not report.booked and not report.refused and not report.in_opening:
             say(f"nothing due on or before {day}")
     if report.refused:
         sys.exit(1)

@@ -221,8 +221,10 @@ def test_split_2_for_1_and_reverse_1_for_10_on_lots_of_different_costs(world, tm
 
 def test_split_refused_when_the_ticker_traded_after_its_date(world, tmp_path):
     env, session, spy = world
+    session.exchange().set_clock(dt.datetime(2026, 12, 2, 15, tzinfo=UTC))
+    buy(session, spy, "A", 10, 1, D(600))  # the opening, on the 2nd: a split after it is the ledger's to book
     session.exchange().set_clock(dt.datetime(2026, 12, 4, 15, tzinfo=UTC))
-    buy(session, spy, "A", 10, 1, D(600))
+    buy(session, spy, "A", 10, 2, D(600))
     import_actions_csv(env, write(tmp_path, "split,SPY,2026-12-03,,,,,2:1\n"))
     report = book_due(env, dt.date(2026, 12, 5))
     assert report.booked == [] and "traded at or after the split date" in report.refused[0]

@@ -16,6 +16,24 @@ books the rest:
 * a split re-states every holder's lots at its date. It must be booked before anything trades
   the ticker at or after that date (lots are read as they stand now), else it is refused.
 
+Around the account's opening (engine/trust/cutoff.py `holds_paid`), cash the broker paid before it
+is in the opening's cash and is never booked again:
+
+* a dividend PAID before the opening books neither entry: its ex-date entry would leave a
+  receivable that its pay-date entry would turn into cash the opening already booked. Its income
+  is in the opening's equity, as the interest paid before it. It is marked booked with no entry
+  (0) and said (`BookReport.in_opening`; `actions list`: "in the opening's cash"). One whose
+  ex-date entry was booked before the opening was taken (`actions book` with no opening yet) has
+  its receivable paid against `Equity:Opening-Balances`, the cash the opening booked, not cash;
+* a dividend with its ex-date before the opening and its pay date after it is booked: the
+  opening's cash does not hold it. Its record holders are the ledger's at the ex-date plus the
+  shares the opening brought in (`_opening_arrivals`): the opening books every execution the
+  broker reports before it, so the shares it brings in are those held before any of them, hence
+  at the ex-date; without them a dividend paid after the opening on shares held since before it
+  would find no holder and never be booked;
+* a split made before the opening is in its positions (post-split) and its cash in lieu in its
+  cash: marked booked with no entry and said, never re-stated again.
+
 The file format (one header, blank fields where they do not apply):
 
     kind,ticker,ex_date,pay_date,amount,currency,withholding,ratio
@@ -45,6 +63,7 @@ from tradeledger.engine.accounting.corporate import (
 from tradeledger.engine.accounting.entries import account_cash_entry, dividend_ex_entry, dividend_net, dividend_pay_entry, split_entry
 from tradeledger.engine.accounting.holdings import LEDGER_EPOCH, holder_of
 from tradeledger.engine.tables import corporate_action
+from tradeledger.engine.trust import cutoff
 from tradeledger.engine.targets.prices import CsvImportError, parse_date, parse_number, read_csv_rows, trading_config
 from tradeledger.ledger.model import Account
 from tradeledger.ledger.numbers import from_scaled, to_scaled
@@ -221,14 +240,17 @@ def list_actions(ctx: Context) -> list[dict]:
     with ctx.engine.connect() as conn:
         rows = conn.execute(sa.select(corporate_action).order_by(corporate_action.c.ex_date,
                                                                  corporate_action.c.id)).all()
+        cut = cutoff.opening_cut(conn, ctx.settings.account)
     return [{"key": r.key, "kind": r.kind, "ticker": r.ticker, "ex_date": r.ex_date, "pay_date": r.pay_date,
              "amount": str(from_scaled(r.amount)) if r.amount is not None else None, "currency": r.currency,
              "withholding": r.withholding, "ratio": f"{from_scaled(r.ratio_new)}:{from_scaled(r.ratio_old)}"
              if r.kind == "split" else None, "source": r.source,
-             "state": _state(r)} for r in rows]
+             "state": _state(r, cut)} for r in rows]
 
 
-def _state(row) -> str:
+def _state(row, cut: cutoff.Cut | None = None) -> str:
+    if _in_opening(row, cut) and (row.pay_txn_id == 0 if row.kind == "dividend" else row.ex_txn_id == 0):
+        return "in the opening's cash"  # marked booked with no entry: paid before the opening (book_due)
     if row.kind == "split":
         return "booked" if row.ex_txn_id is not None else "due"
     if row.pay_txn_id is not None:
@@ -243,9 +265,17 @@ def _state(row) -> str:
 class BookReport:
     booked: list[str] = field(default_factory=list)  # "dividend SPY ex 2026-12-19", ...
     refused: list[str] = field(default_factory=list)
+    in_opening: list[str] = field(default_factory=list)  # paid before the opening: in its cash, not booked again
 
     def as_json(self) -> dict:
-        return {"booked": self.booked, "refused": self.refused}
+        return {"booked": self.booked, "refused": self.refused, "in_opening": self.in_opening}
+
+
+def _in_opening(row, cut: cutoff.Cut | None) -> bool:
+    """Whether the opening's cash holds what the stored action paid (pure): a dividend's pay date, a
+    split's date (its cash in lieu, and its shares in the opening's positions)."""
+    day = row.pay_date if row.kind == "dividend" else row.ex_date
+    return cutoff.holds_paid(cut, row.ticker, dt.date.fromisoformat(day))
 
 
 def _start(date: dt.date) -> dt.datetime:
@@ -257,15 +287,40 @@ def _open_accounts(ctx: Context, conn, accounts: set[str]) -> None:
         ctx.ledger.open_account(Account(name, LEDGER_EPOCH), conn)
 
 
-def _holder_positions(ctx: Context, conn, ticker: str, before: dt.date) -> dict[str | None, Decimal]:
+def _holder_positions(ctx: Context, conn, ticker: str, before: dt.date,
+                      cut: cutoff.Cut | None = None) -> dict[str | None, Decimal]:
     chart = ctx.chart
     balances = ctx.ledger.balances(as_of=before, prefix=chart.root, conn=conn, commodity=ticker)
+    units_by: dict[tuple[str, str], Decimal] = dict(balances)
+    for key, units in _opening_arrivals(ctx, conn, ticker, before, cut).items():
+        units_by[key] = units_by.get(key, Decimal(0)) + units
     result = {}
-    for (account, _), units in balances.items():
+    for (account, _), units in units_by.items():
         holder = holder_of(chart, account)
         if holder is not False and units != 0:
             result[holder] = units
     return result
+
+
+def record_holders(ctx: Context, ticker: str, ex_date: dt.date) -> dict[str | None, Decimal]:
+    """Each holder's shares of `ticker` entitled to a dividend ex `ex_date`, as `book_due` reads them
+    (the opening's arrivals included): what IB's statement is compared with."""
+    with ctx.engine.connect() as conn:
+        return _holder_positions(ctx, conn, ticker, ex_date, cutoff.opening_cut(conn, ctx.settings.account))
+
+
+def _opening_arrivals(ctx: Context, conn, ticker: str, before: dt.date,
+                      cut: cutoff.Cut | None) -> dict[tuple[str, str], Decimal]:
+    """The shares of `ticker` the opening brought in, when it was taken on or after the start of the
+    ex-date `before`: held at the ex-date, since the opening books every execution the broker
+    reports before it first (so the shares it brings in were held before any of them)."""
+    if cut is None or not cut.entry or cut.at < _start(before):
+        return {}
+    out: dict[tuple[str, str], Decimal] = {}
+    for p in ctx.ledger.get(cut.entry, conn).postings:
+        if p.commodity == ticker and p.account.startswith(ctx.chart.root):
+            out[(p.account, p.commodity)] = out.get((p.account, p.commodity), Decimal(0)) + p.units
+    return out
 
 
 def book_due(ctx: Context, today: dt.date) -> BookReport:
@@ -274,9 +329,15 @@ def book_due(ctx: Context, today: dt.date) -> BookReport:
     with ctx.engine.connect() as conn:
         rows = conn.execute(sa.select(corporate_action).where(corporate_action.c.ex_date <= today.isoformat())
                             .order_by(corporate_action.c.ex_date, corporate_action.c.id)).all()
+        cut = cutoff.opening_cut(conn, ctx.settings.account)
     for row in rows:
         action = _action(row)
         try:
+            if _in_opening(row, cut) and (row.pay_txn_id if isinstance(action, Dividend) else row.ex_txn_id) is None:
+                said = _book_in_opening(ctx, row.id, action, cut)
+                if said:
+                    report.in_opening.append(said)
+                continue
             if isinstance(action, Split) and row.ex_txn_id is None:
                 _book_split(ctx, row.id, action)
                 report.booked.append(f"split {action.ticker} {action.new}:{action.old} on {action.date}")
@@ -303,13 +364,44 @@ def _book_ex(ctx: Context, row_id: int, dividend: Dividend) -> None:
     with ctx.engine.begin() as conn:
         if _booked(conn, row_id, "ex_txn_id"):
             return  # another process booked it first
-        positions = _holder_positions(ctx, conn, dividend.ticker, dividend.ex_date)
+        positions = _holder_positions(ctx, conn, dividend.ticker, dividend.ex_date,
+                                      cutoff.opening_cut(conn, ctx.settings.account))
         txn = dividend_ex_entry(chart, dividend, positions, _start(dividend.ex_date))
         txn_id = 0  # nobody held the shares: recorded as booked with no entry
         if txn is not None:
             _open_accounts(ctx, conn, {p.account for p in txn.postings})
             txn_id = ctx.ledger.book(txn, conn).id
         conn.execute(corporate_action.update().where(corporate_action.c.id == row_id).values(ex_txn_id=txn_id))
+
+
+def _book_in_opening(ctx: Context, row_id: int, action: Dividend | Split, cut: cutoff.Cut) -> str | None:
+    """An action the opening's cash holds, in one transaction: marked booked with no entry (0), or, a
+    dividend whose ex-date entry stands from before the opening, its receivable paid against the
+    opening's equity (the cash the opening booked holds it). Returns what to say (None: another
+    process did it first)."""
+    chart = ctx.chart
+    with ctx.engine.begin() as conn:
+        row = conn.execute(sa.select(corporate_action).where(corporate_action.c.id == row_id)).one()
+        if isinstance(action, Split):
+            if row.ex_txn_id is not None:
+                return None
+            conn.execute(corporate_action.update().where(corporate_action.c.id == row_id).values(ex_txn_id=0))
+            return (f"split {action.ticker} {action.new}:{action.old} on {action.date}: before {cut.said}, whose "
+                    f"positions and cash hold it")
+        if row.pay_txn_id is not None:
+            return None
+        net = dividend_net(ctx.ledger.get(row.ex_txn_id, conn), chart) if row.ex_txn_id else Decimal(0)
+        txn = dividend_pay_entry(chart, action, net, _start(action.pay_date), into=chart.opening_balances)
+        pay_id = ctx.ledger.book(txn, conn).id if txn is not None else 0
+        conn.execute(corporate_action.update().where(corporate_action.c.id == row_id)
+                     .values(ex_txn_id=0 if row.ex_txn_id is None else row.ex_txn_id, pay_txn_id=pay_id))
+    return in_opening_dividend(action, cut) + (
+        f" (its receivable {net} {action.currency} paid into the opening's equity, entry {pay_id})" if pay_id else "")
+
+
+def in_opening_dividend(dividend: Dividend, cut: cutoff.Cut) -> str:
+    return (f"dividend {dividend.ticker} ex {dividend.ex_date} paid {dividend.pay_date}: before {cut.said}, whose "
+            f"cash holds it")
 
 
 def _book_pay(ctx: Context, row_id: int, dividend: Dividend) -> None:

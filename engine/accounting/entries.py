@@ -841,13 +841,15 @@ def dividend_ex_entry(chart: Chart, dividend: Dividend, positions: dict[str | No
         key=f"dividend:{chart.broker_account}:{dividend.key}")
 
 
-def dividend_pay_entry(chart: Chart, dividend: Dividend, net: Decimal, time: dt.datetime) -> Transaction | None:
-    """The pay-date entry: the receivable booked at the ex-date becomes cash."""
+def dividend_pay_entry(chart: Chart, dividend: Dividend, net: Decimal, time: dt.datetime,
+                       into: str | None = None) -> Transaction | None:
+    """The pay-date entry: the receivable booked at the ex-date becomes cash (`into`: the opening's
+    equity instead, when the opening's cash already holds what the broker paid, actions.book_due)."""
     if net == 0:
         return None
     return Transaction(
         time=time, kind="dividend-paid", narration=f"Dividend {dividend.ticker} paid", postings=(
-            Posting(chart.cash, net, dividend.currency), Posting(chart.dividends_receivable, -net, dividend.currency)),
+            Posting(into or chart.cash, net, dividend.currency), Posting(chart.dividends_receivable, -net, dividend.currency)),
         links=(f"div-{dividend.ticker}-{dividend.ex_date.isoformat()}",),
         meta=(("ticker", dividend.ticker), ("ex-date", dividend.ex_date.isoformat())),
         key=f"dividend-paid:{chart.broker_account}:{dividend.key}")

@@ -6,7 +6,10 @@ executions first. What is left is made visible, typed, with what to do:
 
 * `unbooked_dividend`: the broker paid a dividend on a ticker (its cash journal shows it) that
   tradeledger has no record of for that day: import it (`tradeledger actions import FILE`, or
-  IB's statement with `tradeledger import flex FILE`), then reconcile again;
+  IB's statement with `tradeledger import flex FILE`), then reconcile again. Never one paid at or
+  before the opening's cut-off (cutoff.py): the opening's cash holds it, and booked it would count
+  twice; it is said ("in the opening's cash (not booked again)"), and one raised before the opening
+  was taken is resolved;
 * `corporate_action`: a stored action that is due but could not be booked (e.g. a split after
   the new shares traded), with the reason; or a split the broker made that tradeledger has no
   record of (`tradeledger actions sync`);
@@ -50,7 +53,8 @@ def unbooked_dividends(events: list[CashEvent], known: set[tuple[str, dt.date]])
 def check_corporate_actions(ctx: Context, broker, today: dt.date, now: dt.datetime) -> list[str]:
     """Book due actions, then raise what is still missing; returns notes for the reconciliation."""
     report = book_due(ctx, today)
-    notes = [f"booked {what}" for what in report.booked]
+    notes = [f"booked {what}" for what in report.booked] + [
+        f"in the opening's cash (not booked again): {what}" for what in report.in_opening]
     with ctx.engine.begin() as conn:
         for refused in report.refused:
             key, _, why = refused.partition(": ")
@@ -66,8 +70,19 @@ def check_corporate_actions(ctx: Context, broker, today: dt.date, now: dt.dateti
         return notes + [f"broker cash events not read: {exc}"]
     actions = list_actions(ctx)
     known = {(a["ticker"], dt.date.fromisoformat(a["pay_date"])) for a in actions if a["kind"] == "dividend"}
+    with read_connection(ctx.engine) as conn:
+        cut = cutoff.opening_cut(conn, ctx.settings.account)
+    # before the account has an opening, all of them: the opening, when taken, books the broker's cash
+    held = [e for e in paid if e.kind == "dividend" and (cut is None or cutoff.holds_event(cut, e))]
     with ctx.engine.begin() as conn:
-        for ticker, day, amount, currency in unbooked_dividends(paid, known):
+        for ticker, day, amount, currency in unbooked_dividends(held, known):  # none stored: said, not raised
+            notes.append(f"in the opening's cash (not booked again): dividend {ticker} {amount} {currency} paid {day}")
+            resolve_by_key(conn, dedupe_key(UNBOOKED_DIVIDEND, ctx.settings.account, ticker, day), "reconcile",
+                           "in the opening's cash", now=now)
+        for ticker, day in {(e.ref, e.time.date()) for e in paid if e.kind == "dividend"} & known:
+            resolve_by_key(conn, dedupe_key(UNBOOKED_DIVIDEND, ctx.settings.account, ticker, day), "reconcile",
+                           "stored", now=now)  # imported since it was raised: book_due books it
+        for ticker, day, amount, currency in unbooked_dividends([e for e in paid if e not in held], known):
             notes.append(f"unbooked dividend {ticker} {amount} {currency} paid {day}")
             raise_exception(conn, ExceptionKind.CORPORATE_ACTION, f"dividend {ticker} {day}",
                             f"the broker paid a dividend of {amount} {currency} on {ticker} on {day} that tradeledger "

@@ -20,6 +20,12 @@ which movements those are (`Cut`, read from the opening's row), decided one way 
   before. Refused rather than booked and flagged: the ledger knows before booking, and an entry
   booked twice would stand in the NAV and the cash until someone reversed it.
 
+Corporate actions (`holds_paid`): a dividend the broker paid, or the cash in lieu of a split it
+made, before the opening is in the opening's cash (and the split in its positions). The simulated
+broker's opening records which (`paid`: "TICKER DAY", from its dividend, withholding and cash-in-lieu
+lines); otherwise, as for hand bookings, only a day before the opening's day (UTC) is held: one on the
+opening's day is booked, and reconciliation shows a difference if it was before.
+
 Before the account has an opening nothing is held: the opening, when it is taken, books the broker's
 cash minus the ledger's, so whatever was booked first is not booked again.
 """
@@ -39,6 +45,7 @@ from tradeledger.errors import AdjustError
 
 UTC = dt.timezone.utc
 MOVES = ("deposit", "withdrawal", "transfer", "interest", "fee")  # cash a person may book by hand
+PAID = ("dividend", "withholding", "cash_in_lieu")  # corporate-action cash: the ref is the ticker
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class Cut:
     at: dt.datetime  # the opening snapshot's time (UTC)
     journal: int | None = None  # the last line of the broker's cash journal its cash holds, when the broker says
     refs: frozenset[str] = frozenset()  # the broker's references of the movements it holds
+    paid: frozenset[str] = frozenset()  # "TICKER DAY" of the corporate-action cash it holds, when the broker says
 
     @property
     def said(self) -> str:
@@ -76,7 +84,22 @@ def held_json(snap: AccountSnapshot, events: list[CashEvent]) -> dict:
         return {}
     cut = Cut(None, snap.taken_at, snap.cash_journal)
     refs = sorted({e.ref for e in events if e.kind in MOVES and e.ref and holds_event(cut, e)})
-    return {"cash_journal": snap.cash_journal, "cash_refs": refs}
+    paid = sorted({paid_key(e.ref, e.time.date()) for e in events if e.kind in PAID and holds_event(cut, e)})
+    return {"cash_journal": snap.cash_journal, "cash_refs": refs, "cash_paid": paid}
+
+
+def paid_key(ticker: str, day: dt.date) -> str:
+    return f"{ticker} {day.isoformat()}"
+
+
+def holds_paid(cut: Cut | None, ticker: str, day: dt.date) -> bool:
+    """Whether the opening's cash holds what the broker paid on `ticker` on `day` (a dividend, a
+    split's cash in lieu) (pure): recorded by the opening, or on a day before the opening's (UTC). One
+    on the opening's day that the opening did not record is after it (the simulator records every
+    one) or unknown (booked: reconciliation shows a difference if it was before, as for hand bookings)."""
+    if cut is None:
+        return False
+    return paid_key(ticker, day) in cut.paid or day < cut.at.date()
 
 
 def opening_cut(conn: Connection, account: str) -> Cut | None:
@@ -89,7 +112,7 @@ def opening_cut(conn: Connection, account: str) -> Cut | None:
     held = json.loads(row.held)
     at = dt.datetime.fromisoformat(row.taken_at)
     return Cut(row.txn_id, at if at.tzinfo else at.replace(tzinfo=UTC), held.get("cash_journal"),
-               frozenset(held.get("cash_refs", ())))
+               frozenset(held.get("cash_refs", ())), frozenset(held.get("cash_paid", ())))
 
 
 def decide_by_hand(cut: Cut | None, day: dt.date, ref: str | None, what: str) -> None:

@@ -27,7 +27,9 @@ account only:
   that line only; one booked without is matched by currency, amount and day (`unbooked_moves`).
 * Interest, fees, deposits and withdrawals that moved at or before the account's opening (the line's
   time against the opening's, cutoff.py) are in the opening's cash: neither booked nor proposed,
-  only said (`in_opening`), since either would count them twice.
+  only said (`in_opening`), since either would count them twice. So are dividends paid on a day
+  before the opening's (`cutoff.holds_paid`, the rule `book_due` applies): stored, not compared with
+  the ledger's holders (the opening's positions arrived after their ex-date), never booked.
 * Corporate-action records (splits with their cash in lieu, cash dividends) and option/futures
   expiries (`OptionEAE`) are read by `flex_records.py`: stored as the same corporate actions as
   every other source, a futures expiry matched with the expiry path's or booked at its price;
@@ -51,7 +53,9 @@ import sqlalchemy as sa
 
 from tradeledger.engine.context import Context
 from tradeledger.broker.base import Contract, Execution
-from tradeledger.engine.accounting.actions import book_account_cash, book_due, list_actions, store_actions
+from tradeledger.engine.accounting.actions import (
+    book_account_cash, book_due, in_opening_dividend, list_actions, record_holders, store_actions,
+)
 from tradeledger.engine.accounting.corporate import AccountCash, CorporateActionError, Dividend
 from tradeledger.engine.setup.contracts_ib import ib_contract_namer
 from tradeledger.engine.tables import adjustment, fill
@@ -242,6 +246,7 @@ def import_flex(ctx: Context, path: str | Path, tz: str = "America/New_York", no
     _import_records(ctx, statement, config, report, now)
     booked = book_due(ctx, statement.to_date)
     report.booked_actions = booked.booked
+    report.in_opening += [line for line in booked.in_opening if line not in report.in_opening]
     for refused in booked.refused:
         key, _, why = refused.partition(": ")
         report.to_do.append(f"corporate action {key} is due but was not booked: {why}")
@@ -311,6 +316,8 @@ def _import_trades(ctx: Context, statement: FlexStatement, report: FlexReport, n
 
 
 def _import_dividends(ctx: Context, statement: FlexStatement, report: FlexReport, now: dt.datetime) -> None:
+    with ctx.engine.connect() as conn:
+        cut = cutoff.opening_cut(conn, statement.account)
     for d in statement.dividends:
         withholding = _stored_rate(ctx, d) or ((d.tax / d.gross).normalize() if d.gross > 0 and d.tax else Decimal(0))
         dividend = Dividend(d.ticker, d.ex_date, d.pay_date, d.per_share, d.currency, withholding, "flex",
@@ -322,8 +329,10 @@ def _import_dividends(ctx: Context, statement: FlexStatement, report: FlexReport
             _difference(ctx, f"dividend {d.ticker} {d.ex_date}", f"IB's statement: {exc}", report, now)
             continue
         report.dividends.append(dividend.key)
-        held = sum(ctx.ledger.balances(as_of=d.ex_date, prefix=ctx.chart.root, commodity=d.ticker).values(),
-                   Decimal(0))
+        if cutoff.holds_paid(cut, d.ticker, d.pay_date):  # said on every import, as book_due marks it once
+            report.in_opening.append(in_opening_dividend(dividend, cut))
+            continue  # its holders are not the ledger's to compare: the opening's positions came after
+        held = sum(record_holders(ctx, d.ticker, d.ex_date).values(), Decimal(0))
         if held * d.per_share != d.gross:
             _difference(ctx, f"dividend {d.ticker} {d.ex_date}",
                         f"IB paid {d.gross} {d.currency} gross on {d.ticker} ex {d.ex_date} ({d.gross / d.per_share} "
