@@ -237,6 +237,15 @@ class Reader:
             "SELECT MAX((SELECT MAX(p.ts) FROM posting p WHERE p.account_id = a.id AND p.ts < ?)) "
             f"FROM account a WHERE a.id IN ({marks})", (before, *account_ids)).fetchone()[0]
 
+    def first_from(self, account_ids: list[int], since: str) -> str | None:
+        """The time of the oldest posting from `since` on in these accounts (an index lookup each)."""
+        if not account_ids:
+            return None
+        marks = ", ".join("?" * len(account_ids))
+        return self.rows(
+            "SELECT MIN((SELECT MIN(p.ts) FROM posting p WHERE p.account_id = a.id AND p.ts >= ?)) "
+            f"FROM account a WHERE a.id IN ({marks})", (since, *account_ids)).fetchone()[0]
+
     def metas_since(self, account_ids: list[int], since: str) -> list[tuple[int, str | None]]:
         """(account id, entry metadata) of each of these accounts' postings from `since` on."""
         if not account_ids:

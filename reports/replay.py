@@ -434,6 +434,17 @@ def unfolded(raw: Iterable[RawMove]) -> list[Move]:
             for day, kind, holder, commodity, units, basis, contract, price, entry in raw]
 
 
+@dataclass
+class Folded:
+    """How many postings' moves `fold` has folded in this process: what the tests count to see
+    that a read folds each posting once (reports/series_fast.py hands a read over before folding)."""
+
+    moves: int = 0
+
+
+FOLDED = Folded()
+
+
 def fold(raw: Iterable[RawMove], contracts: dict[str, ContractInfo]) -> list[Move]:
     """The moves of each day folded into one per what `compute` tells apart: cash and deposits per
     currency; realized, commissions and income per holder, currency and contract; positions per
@@ -443,27 +454,31 @@ def fold(raw: Iterable[RawMove], contracts: dict[str, ContractInfo]) -> list[Mov
     all of its moves, so it gives the same series for these as for every posting's own move."""
     out: list[Move] = []
     day, sums, positions, marks = None, {}, {}, {}
-    for d, kind, holder, commodity, units, basis, contract, price, _ in raw:
-        if d != day:
-            if day is not None:
-                out.extend(_day_moves(day, sums, positions, marks))
-            day, sums, positions, marks = d, {}, {}, {}
-        if kind == "position":
-            key = (holder, commodity)
-            held = positions.get(key)
-            if held is None:
-                positions[key] = [units, basis]
+    n = 0
+    try:
+        for n, (d, kind, holder, commodity, units, basis, contract, price, _) in enumerate(raw, 1):
+            if d != day:
+                if day is not None:
+                    out.extend(_day_moves(day, sums, positions, marks))
+                day, sums, positions, marks = d, {}, {}, {}
+            if kind == "position":
+                key = (holder, commodity)
+                held = positions.get(key)
+                if held is None:
+                    positions[key] = [units, basis]
+                else:
+                    held[0] += units
+                    held[1] += basis
+                if price is not None:
+                    marks[key] = price
             else:
-                held[0] += units
-                held[1] += basis
-            if price is not None:
-                marks[key] = price
-        else:
-            key = (kind, holder, commodity, contract)
-            sums[key] = sums.get(key, 0) + units
-            if kind == "realized" and contract is not None and price is not None and contract in contracts \
-                    and contracts[contract].future:
-                marks[(holder, contract)] = price
+                key = (kind, holder, commodity, contract)
+                sums[key] = sums.get(key, 0) + units
+                if kind == "realized" and contract is not None and price is not None and contract in contracts \
+                        and contracts[contract].future:
+                    marks[(holder, contract)] = price
+    finally:  # counted also when the stream is stopped midway
+        FOLDED.moves += n
     if day is not None:
         out.extend(_day_moves(day, sums, positions, marks))
     return out
@@ -502,10 +517,15 @@ def day_range_after(start: dt.date, moves: list[Move], prices_last: dt.date | No
                     until: dt.date | None) -> list[dt.date]:
     """`day_range`'s days after `start` (a checkpoint's day), `moves` those after it: the same
     days the whole range has there."""
-    last = max([start] + ([moves[-1].day] if moves else []) + ([prices_last] if prices_last else []))
+    return days_after(start, {m.day for m in moves}, prices_last, until)
+
+
+def days_after(start: dt.date, entry_days: set, prices_last: dt.date | None, until: dt.date | None) -> list[dt.date]:
+    """`day_range_after` from the days the moves after `start` fall on. Given only some of those
+    days, it gives some of the days (a day more can only add days)."""
+    last = max([start, *entry_days] + ([prices_last] if prices_last else []))
     if until is not None:
         last = min(last, until - dt.timedelta(days=1))
-    entry_days = {m.day for m in moves}
     days, day = [], start + dt.timedelta(days=1)
     while day <= last:
         if day.weekday() < 5 or day in entry_days:

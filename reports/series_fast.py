@@ -16,8 +16,12 @@ newer one from this read (`series_state.cut_day` and `kept_day`: the checkpoint 
 before the ledger's last already, `--until` cuts the series before that day, or the series ends
 before it). Otherwise (no checkpoint, a stale or older one, the
 environment not vouched for, TRADELEDGER_SERIES_REPLAY=full) it returns None and the full path
-runs, replays and writes, as it does without this module. tests/test_series_fast.py holds its
-output equal to the full path's, byte for byte, on random ledgers and after each invalidation.
+runs, replays and writes, as it does without this module. That the full path keeps a newer
+checkpoint is known before a posting is folded (`series_state.keeps_newer` from the days some
+moves surely fall on, else at the first move of the day that settles it), so the first read of a
+new day folds each posting once, in the full path, not here and again there.
+tests/test_series_fast.py holds its output equal to the full path's, byte for byte, on random
+ledgers and after each invalidation.
 """
 
 from __future__ import annotations
@@ -83,14 +87,56 @@ def resumed_series(reader: Reader, root: str, base: str, holder_name: Callable[[
     start = found[0].day
     if until is not None and until <= start + ONE_DAY:
         return {cp.by: R.series_of(cp.fold, base, until) for cp in found}  # every day asked is stored
+    # Whether the full path keeps a newer checkpoint from this read is known before the moves are
+    # folded (it folds them itself then): from the days some of them surely fall on, else as they come.
+    known = known_move_days(reader, roles, start)
+    if state.keeps_newer(start, cut, until, prices_last, known):
+        return None
     crossed = R.crossed_prices(reader.rows(R.CROSSED_SQL))
-    moves = R.fold(R.moves_of(reader, accounts, roles, crossed, start + ONE_DAY, found[0].entries), contracts)
+    raw = R.moves_of(reader, accounts, roles, crossed, start + ONE_DAY, found[0].entries)
+    try:
+        moves = R.fold(_handing_over(raw, start, cut, until, prices_last, known), contracts)
+    except _KeptNewer:
+        return None
     prices = R.prices_from(*(list(reader.rows(sql, (start.isoformat(),))) for sql in PRICES_AFTER), splits,
                            found[0].prices)
     days = R.day_range_after(start, moves, prices_last, until)
-    if state.kept_day(days, cut) is not None:
+    if state.kept_day(days, cut) is not None:  # _handing_over stops before: kept as the rule itself
         return None  # the full path keeps a newer checkpoint from this read: let it
     return {cp.by: R.compute(moves, contracts, prices, base, days, cp.by, cp.fold) for cp in found}
+
+
+def known_move_days(reader: Reader, roles: dict[int, tuple], start: dt.date) -> set[dt.date]:
+    """Days after `start` that moves surely fall on: the first and the last posting after it in
+    the accounts each of whose postings is a move (every role but a holding, where a line without a
+    cost is none), two index lookups per account."""
+    ids = [i for i, role in roles.items() if role[0] != "holding"]
+    first = reader.first_from(ids, (start + ONE_DAY).isoformat())
+    if first is None:
+        return set()
+    last = reader.last_before(ids, "9999")
+    return {dt.date.fromisoformat(first[:10]), dt.date.fromisoformat(last[:10])}
+
+
+class _KeptNewer(Exception):
+    """The full path keeps a newer checkpoint from this read: stop folding, hand it over."""
+
+
+def _handing_over(raw, start: dt.date, cut: dt.date | None, until: dt.date | None, prices_last: dt.date | None,
+                  known: set[dt.date]):
+    """The moves of `raw`, stopped (`_KeptNewer`) at the first move of a day that makes it sure the
+    full path keeps a newer checkpoint (series_state.keeps_newer), before that move is folded."""
+    if cut is None:
+        yield from raw
+        return
+    seen, day = set(known), None
+    for move in raw:
+        if move[0] != day:
+            day = move[0]
+            seen.add(dt.date.fromisoformat(day))
+            if state.keeps_newer(start, cut, until, prices_last, seen):
+                raise _KeptNewer
+        yield move
 
 
 def quick_series(home: str | Path | None, env: str, db_url: str | None, bys: tuple,

@@ -209,6 +209,16 @@ def kept_day(days: list[dt.date], cut: dt.date | None) -> dt.date | None:
     return max((d for d in days if d <= cut), default=None)
 
 
+def keeps_newer(start: dt.date, cut: dt.date | None, until: dt.date | None, prices_last: dt.date | None,
+                move_days: set) -> bool:
+    """Whether a read resumed from the checkpoint of `start` surely keeps a newer one (`kept_day`
+    of its days is not None), knowing only some of the days the moves after `start` fall on
+    (`move_days`): those days are some of the series' days (`replay.days_after`), and a day more
+    only adds days, so once true it stays true whatever else the moves bring. reports/series_fast.py
+    hands such a read to the full path before folding the moves, not after (which folded them twice)."""
+    return cut is not None and kept_day(S.days_after(start, move_days, prices_last, until), cut) is not None
+
+
 CHECKPOINTS_SQL = ("SELECT series_by, day, format, entries, price_changes, payload FROM series_checkpoint "
                    "WHERE series_by IN ({})")
 PRICE_CHANGES_SQL = "SELECT COUNT(*) FROM price_change WHERE day <= ?"

@@ -32,7 +32,7 @@ from test_series_checkpoint import BYS, OLD_PRICE_CHANGES, START, Books, _week, 
     book_an_old_split, change_an_old_price, day_plan, rename_an_instrument, walk_days
 from tradeledger.engine.setup.environment import open_environment
 from tradeledger.engine.setup.session import Session
-from tradeledger.reports import series, series_checkpoint, series_fast, series_state
+from tradeledger.reports import replay, series, series_checkpoint, series_fast, series_state
 
 
 def light(books: Books, bys: tuple, until: dt.date | None = None) -> dict | None:
@@ -160,6 +160,33 @@ def test_entries_after_its_day_leave_the_next_checkpoint_to_the_full_path(books)
     assert light(books, ("total",), until=last) is not None  # cut before: nothing newer to keep
     assert full_read(books, BYS)["written"] == last
     assert light(books, BYS) is not None
+
+
+def _folded(read) -> int:
+    """How many postings' moves `read()` folded (replay.FOLDED)."""
+    before = replay.FOLDED.moves
+    read()
+    return replay.FOLDED.moves - before
+
+
+@pytest.mark.parametrize("gap", [1, 4])
+def test_the_first_read_of_a_new_day_folds_each_posting_once(books, gap):
+    """The first read of a new day, as the commands do it: the light path, which leaves it to the
+    full path (that keeps the newer checkpoint), then the full path. The light path hands over
+    before it folds anything: the postings after the checkpoint are folded once, by the full path
+    (before: by both). `gap` 4: the new day comes after a weekend and days no one read."""
+    last = _week(books)
+    nxt = last + dt.timedelta(days=gap)
+    books.trade(nxt, "SPY", 3, 2, False)
+    books.trade(nxt, "MES", 1, 4, True)
+    books.closes(nxt, 5)
+    assert _folded(lambda: light(books, BYS)) == 0  # None: handed over before folding
+    assert light(books, BYS) is None
+    folded = _folded(lambda: full_read(books, BYS))
+    assert folded > 0
+    report = full_read(books, BYS)
+    assert report["resumed"] == nxt - dt.timedelta(days=1) and report["written"] is None, report
+    assert _folded(lambda: light(books, BYS)) > 0  # answered: the new day's own postings, once
 
 
 def test_the_replay_forced_full_is_never_answered_here(books, monkeypatch):
