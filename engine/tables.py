@@ -64,8 +64,10 @@ Never trade twice (migration 0010):
 
 The trader's curves (migration 0015):
 - `series_checkpoint`: per grouping, the daily series' replay state at the end of a past day and
-  the series to it (reports/series_checkpoint.py); `price_change`: an insert-only log of the dates
-  whose price, settlement or FX rate moved, kept by triggers, that tells a checkpoint it is stale.
+  the series to it (reports/series_checkpoint.py); `price_change`: a log of the dates whose price,
+  settlement or FX rate moved, appended to by triggers, that tells a checkpoint it is stale; its
+  rows on or before the oldest checkpoint's day are folded into one that stands for them (`n`,
+  migration 0017).
 """
 
 from __future__ import annotations
@@ -518,9 +520,10 @@ series_checkpoint = Table(
     Column("written_at", String(26), nullable=False),
 )
 
-price_change = Table(  # appended to by triggers on price_bar, settlement and fx_rate only
+price_change = Table(  # appended to by triggers on price_bar, settlement and fx_rate; pruned (0017)
     "price_change", metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
     Column("day", String(10), nullable=False),
+    Column("n", BigInteger, nullable=False, server_default="1"),  # the changes the row stands for
 )
-Index("ix_price_change_day", price_change.c.day)
+Index("ix_price_change_day_n", price_change.c.day, price_change.c.n)

@@ -13,7 +13,11 @@ reads everything again, by a second road, and compares:
    reads the maintained balances), and every maintained lot re-summed from its postings
    (`maintained.verify_balances`);
 4. **links**: every reversal names an existing entry that is not itself a reversal, at most
-   once, and its postings are exactly the original's negated.
+   once, and its postings are exactly the original's negated;
+5. **checkpoints**: every stored checkpoint of the trader's curves (reports/series_checkpoint.py)
+   still finds in the price-change log at least the changes on or before its day it counted
+   there: the log only grows, and its prune folds rows without losing one, so a smaller sum
+   means rows it needs were pruned (and a later change could go unseen).
 
 Each problem is one `Finding` (which check, what); `Verification.ok` is whether there are none.
 A database so damaged that it cannot be read is one finding, not a traceback.
@@ -30,7 +34,7 @@ import sqlalchemy as sa
 from tradeledger.ledger.db import read_connection
 from tradeledger.ledger.numbers import from_scaled
 
-CHECKS = ("storage", "entries", "balances", "links")
+CHECKS = ("storage", "entries", "balances", "links", "checkpoints")
 _SHOWN = 20  # findings per check, beyond which they are counted
 
 
@@ -58,7 +62,7 @@ class Verification:
 def verify(ledger) -> Verification:
     findings: list[Finding] = []
     counts = [0, 0]
-    for check in (_storage, _entries_and_balances, _lots, _links):
+    for check in (_storage, _entries_and_balances, _lots, _links, _checkpoints):
         try:
             check(ledger, findings, counts)
         except sa.exc.DBAPIError as exc:  # a damaged file: say so, and what it said
@@ -177,3 +181,14 @@ def _links(ledger, findings: list[Finding], counts) -> None:
         negated = {k: -v for k, v in legs[original].items() if v}
         if {k: v for k, v in legs[reversal].items() if v} != negated:
             findings.append(Finding("links", f"entry {reversal} does not exactly undo entry {original}"))
+
+
+def _checkpoints(ledger, findings: list[Finding], counts) -> None:
+    with read_connection(ledger.engine) as c:
+        for by, day, counted, now in c.exec_driver_sql(
+                "SELECT s.series_by, s.day, s.price_changes, (SELECT COALESCE(SUM(p.n), 0) FROM price_change p "
+                "WHERE p.day <= s.day) FROM series_checkpoint s ORDER BY s.series_by"):
+            if int(now) < int(counted):
+                findings.append(Finding("checkpoints", f"the checkpoint of {by} at {day} counted {counted} price "
+                                                       f"changes on or before its day, the log holds {now}: "
+                                                       "rows it needs were pruned"))

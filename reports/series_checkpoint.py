@@ -20,9 +20,13 @@ give the same state there, i.e. nothing it was computed from changed:
   not the highest entry id: on PostgreSQL ids come from a sequence, and an entry holding a
   smaller id can commit after a larger one was read, unseen by an id watermark. It is a range
   count on `ix_txn_ts`, an index-only read: no posting is touched;
-- prices: as many `price_change` rows on or before D (migration 0015: triggers log the date of
-  every price, settlement or FX row inserted, deleted or changed; an import that stores a price
-  it already had logs nothing). A count again, for the same reason, on `ix_price_change_day`;
+- prices: as many price changes on or before D (migration 0015: triggers log the date of
+  every price, settlement or FX row inserted, deleted or changed, one row each; an import that
+  stores a price it already had logs nothing). A count again, for the same reason: the sum of
+  the rows' `n` on `ix_price_change_day_n`, since the log is pruned (`prune`, migration 0017:
+  the rows on or before the oldest stored checkpoint's day folded into one that stands for
+  them, in the transaction that writes checkpoints; `db verify` checks none a checkpoint
+  counted went missing);
 - the booked splits dated on or before D are the ones it was computed with;
 - the config and the chart as the replay reads them: each account's role (`series._role`: its
   kind, its holder's name under the strategies of the config) for the accounts it knew, none
@@ -57,7 +61,8 @@ tests hold a resumed series equal to.
 (reports/series_state.py), and so is the replay (reports/replay.py): reports/series_fast.py
 decides and resumes by the same code on the raw connection of the read path, and answers only
 where this module would resume and write nothing; it never writes (the first read of a new day
-comes here, and keeps the checkpoint the next reads are answered from).
+comes here, and keeps the checkpoint the next reads are answered from; the read path hands it
+over before folding a posting, so each is folded once).
 """
 
 from __future__ import annotations
@@ -77,8 +82,8 @@ from tradeledger.reports import series as S
 
 # The state's record and its encoding (pure: series_state.py), named here as they always were.
 from tradeledger.reports.series_state import (  # noqa: F401 - re-exported
-    FORMAT, Checkpoint, Counts, _contracts_out, _prices_in, _prices_out, _splits_out, _still_valid, cut_day,
-    decode_fold, encode, encode_fold, kept_day, usable,
+    FORMAT, PRICE_CHANGES_SQL, PRUNED_SQL, Checkpoint, Counts, _contracts_out, _prices_in, _prices_out, _splits_out,
+    _still_valid, cut_day, decode_fold, encode, encode_fold, kept_day, usable,
 )
 
 ZERO = Decimal(0)
@@ -86,11 +91,12 @@ ZERO = Decimal(0)
 
 # -- validity -------------------------------------------------------------------------------------
 
-def counts(conn, reader, day: dt.date) -> Counts:
-    """The entries on or before `day` and the price changes dated on or before it."""
-    changes = conn.execute(sa.select(sa.func.count()).select_from(tables.price_change)
-                           .where(tables.price_change.c.day <= day.isoformat())).scalar()
-    return Counts(day, reader.entries_before((day + dt.timedelta(days=1)).isoformat()), int(changes))
+def counts(conn, reader, day: dt.date, to_write: bool = False) -> Counts:
+    """The entries on or before `day` and the price changes dated on or before it; `to_write`: and
+    the rows the prunes folded away so far (what `write` checks no prune changed since)."""
+    changes = conn.execute(sa.text(PRICE_CHANGES_SQL.replace("?", ":day")), {"day": day.isoformat()}).scalar()
+    folded = conn.exec_driver_sql(PRUNED_SQL).scalar() if to_write else 0
+    return Counts(day, reader.entries_before((day + dt.timedelta(days=1)).isoformat()), int(changes), int(folded))
 
 
 def _valid(ctx: Context, conn, reader, bys: tuple, accounts: dict, contracts: dict) -> list[Checkpoint] | None:
@@ -124,7 +130,7 @@ def build_resumed(ctx: Context, bys: tuple, until: dt.date | None = None, report
         found = _valid(ctx, conn, reader, bys, accounts, contracts)
         cut = cut_day(last_ts, prices_last, until, found)  # None: nothing newer to keep
         # counted before the data: whatever commits in between makes the new checkpoint stale, not wrong
-        before = counts(conn, reader, cut) if cut is not None else None
+        before = counts(conn, reader, cut, to_write=True) if cut is not None else None
     start = found[0].day if found else None
     report["resumed"], report["written"] = start, None
     if found and until is not None and until <= start + dt.timedelta(days=1):
@@ -157,7 +163,9 @@ def build_resumed(ctx: Context, bys: tuple, until: dt.date | None = None, report
 
 def write(ctx: Context, at: Counts, payloads: dict[str, str]) -> bool:
     """Store the checkpoints of `at.day` in one short transaction, keeping a newer one another
-    process stored meanwhile; False when the database would not take them (nothing written)."""
+    process stored meanwhile, and prune the price changes no checkpoint needs any more (`prune`);
+    False when the database would not take them, or a prune since `at` was counted may have
+    changed the sums it holds (nothing written)."""
     statement = sa.text(
         "INSERT INTO series_checkpoint (series_by, day, format, entries, price_changes, payload, written_at) "
         "VALUES (:by, :day, :format, :entries, :changes, :payload, :at) "
@@ -166,14 +174,43 @@ def write(ctx: Context, at: Counts, payloads: dict[str, str]) -> bool:
         "written_at = excluded.written_at WHERE series_checkpoint.day <= excluded.day")
     try:
         with ctx.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # one writer at a time (SQLite: BEGIN IMMEDIATE)
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended('tl:series_checkpoint', 0))"))
+            if conn.exec_driver_sql(PRUNED_SQL).scalar() != at.folded:
+                return False  # pruned since the counts: the sum on or before `at.day` may not be theirs
             written_at = dbclock.read(conn)
             for by, payload in payloads.items():
                 conn.execute(statement, {"by": by, "day": at.day.isoformat(), "format": FORMAT, "at": written_at,
                                          "entries": at.entries, "changes": at.price_changes, "payload": payload})
+            prune(conn)
             killpoint.reach("checkpoint_written")  # written, not committed: a kill here leaves the old rows
     except sa.exc.DBAPIError:
         return False
     return True
+
+
+def prune(conn) -> int:
+    """Fold the `price_change` rows dated on or before the oldest stored checkpoint's day into one
+    row, at the newest of their days, standing for all of them (`n`); returns how many rows went.
+
+    A checkpoint at day D compares the sum of `n` on or before D with the one it counted. Every
+    stored checkpoint is at that oldest day or later, and a checkpoint's day only moves on (the
+    upsert keeps the newer), so every sum a stored checkpoint compares is the same after as before.
+    A read that counted before a prune and writes after it is refused by `write` (the rows folded
+    away grew), so no checkpoint holds a sum from before a prune it could be off by. The rows
+    deleted are the rows summed (one DELETE ... RETURNING): nothing is counted twice or lost,
+    whoever else writes. Run in the transaction that writes the checkpoints, which is what makes
+    the older rows obsolete."""
+    floor = conn.execute(sa.text("SELECT MIN(day) FROM series_checkpoint")).scalar()
+    if floor is None or conn.execute(sa.text("SELECT COUNT(*) FROM price_change WHERE day <= :floor"),
+                                     {"floor": floor}).scalar() < 2:
+        return 0  # nothing to fold: no checkpoint, or one row at most
+    gone = conn.execute(sa.text("DELETE FROM price_change WHERE day <= :floor RETURNING day, n"),
+                        {"floor": floor}).all()
+    if gone:
+        conn.execute(sa.text("INSERT INTO price_change (day, n) VALUES (:day, :n)"),
+                     {"day": max(day for day, _ in gone), "n": sum(int(n) for _, n in gone)})
+    return max(len(gone) - 1, 0)
 
 
 def stored(ctx: Context) -> list[dict]:

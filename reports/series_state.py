@@ -37,7 +37,8 @@ class Counts:
 
     day: dt.date
     entries: int
-    price_changes: int
+    price_changes: int  # the sum of `price_change.n` on or before `day`
+    folded: int = 0  # the price changes folded into fewer rows so far (PRUNED_SQL), when it writes
 
 
 # -- encoding (exact: Decimals as their text, dicts as lists in their order) ------------------------
@@ -221,5 +222,10 @@ def keeps_newer(start: dt.date, cut: dt.date | None, until: dt.date | None, pric
 
 CHECKPOINTS_SQL = ("SELECT series_by, day, format, entries, price_changes, payload FROM series_checkpoint "
                    "WHERE series_by IN ({})")
-PRICE_CHANGES_SQL = "SELECT COUNT(*) FROM price_change WHERE day <= ?"
+# The price changes on or before a day: a row stands for `n` of them (the rows a prune folded into
+# one, migration 0017), read from the index on (day, n).
+PRICE_CHANGES_SQL = "SELECT COALESCE(SUM(n), 0) FROM price_change WHERE day <= ?"
+# How many rows the prunes have folded away so far: it grows with each prune, and with nothing else
+# (a new row adds one to the sum and one to the count).
+PRUNED_SQL = "SELECT COALESCE(SUM(n), 0) - COUNT(*) FROM price_change"
 

@@ -44,6 +44,7 @@ from tradeledger.engine.trading.marking import mark_settlements, settle_at_sim_e
 from tradeledger.engine.trading.orders import TargetLine, plan, record_plan
 from tradeledger.engine.trust import adjust
 from tradeledger.ledger.db import read_connection
+from tradeledger.ledger.verify import verify
 from tradeledger.reports import series, series_checkpoint
 
 UTC = dt.timezone.utc
@@ -226,6 +227,7 @@ def test_every_read_is_the_full_replays(backend, days):
     books = Books(backend.tmp / uuid.uuid4().hex[:8], backend.url())
     try:
         walk_days(books, days, read_twice)
+        assert verify(books.session.ledger).ok  # and no price change a checkpoint needs was pruned
     finally:
         books.close()
 
@@ -379,6 +381,74 @@ def test_entries_and_prices_after_its_day_keep_it(books):
     assert report["resumed"] == last - dt.timedelta(days=1) and report["written"] == last, report
     assert same(books, BYS)["resumed"] == last
     assert same(books, ("total",), until=last)["resumed"] == last  # every day asked for is stored
+
+
+# -- the price-change log, pruned ------------------------------------------------------------------
+
+def _log(books: Books) -> tuple[int, int]:
+    """(rows, the changes they stand for) of the price-change log."""
+    with read_connection(books.session.engine) as conn:
+        rows, changes = conn.execute(sa.text("SELECT COUNT(*), COALESCE(SUM(n), 0) FROM price_change")).one()
+    return int(rows), int(changes)
+
+
+def _floor(books: Books) -> str:
+    with read_connection(books.session.engine) as conn:
+        return conn.execute(sa.text("SELECT MIN(day) FROM series_checkpoint")).scalar()
+
+
+def test_the_price_change_log_is_pruned_as_the_checkpoints_move_on(books):
+    """Each checkpoint written folds the log's rows on or before the oldest checkpoint's day into
+    one: the log holds a row per change after it, and one, not a row per change since the first
+    price; no change is lost (the sum of `n` is every change logged), and an old price changed after
+    a prune still sets the checkpoints aside."""
+    last = _week(books)
+    rows, changes = _log(books)
+    assert rows == 1 + _changes_after(books, _floor(books)), (rows, changes)
+    day = last
+    for k in range(4):  # a new day each, read as a trader does: the checkpoints move on
+        day += dt.timedelta(days=1)
+        books.trade(day, "MES", 1, k, True)
+        books.closes(day, k)
+        books.fx(day, f"1.{2000 + k}")
+        before = _log(books)[1]
+        report = same(books, BYS)
+        assert report["written"] == day - dt.timedelta(days=1), report
+        rows, changes = _log(books)
+        assert changes == before, "a prune loses no change"
+        assert rows == 1 + _changes_after(books, _floor(books)), rows
+    assert rows < changes
+    assert verify(books.session.ledger).ok
+    change_an_old_price(books, "close changed", day)
+    _set_aside(books)
+
+
+def _changes_after(books: Books, floor: str) -> int:
+    with read_connection(books.session.engine) as conn:
+        return int(conn.execute(sa.text("SELECT COUNT(*) FROM price_change WHERE day > :d"), {"d": floor}).scalar())
+
+
+def test_a_write_counted_before_a_prune_is_refused(books):
+    """A read that counted before another process's prune writes nothing (its sums may be of rows
+    folded since); the checkpoints stored stay, valid."""
+    last = _week(books)
+    stored = series_checkpoint.stored(books.session)
+    with read_connection(books.session.engine) as conn:
+        pruned = conn.execute(sa.text(series_checkpoint.PRUNED_SQL)).scalar()
+    at = series_checkpoint.Counts(last, 10**6, 10**6, pruned - 1)  # counted before the last prune
+    assert not series_checkpoint.write(books.session, at, {"total": "{}"})
+    assert series_checkpoint.stored(books.session) == stored
+    assert same(books, BYS)["resumed"] == last - dt.timedelta(days=1)
+
+
+def test_db_verify_finds_a_checkpoint_whose_price_changes_were_pruned(books):
+    _week(books)
+    assert verify(books.session.ledger).ok
+    with books.session.engine.begin() as conn:  # a prune gone wrong: rows a checkpoint counted, deleted
+        conn.execute(sa.text("DELETE FROM price_change WHERE day <= :d"), {"d": _floor(books)})
+    found = verify(books.session.ledger)
+    assert {f.check for f in found.findings} == {"checkpoints"}, found.findings
+    assert "rows it needs were pruned" in found.findings[0].detail
 
 
 # -- a kill between writing and committing -----------------------------------------------------------
