@@ -99,7 +99,8 @@ def _curve(rows: list[dict], navs: dict | None, base: Decimal | dict | None, sta
     origin = origin if origin is not None else (rows[0]["day"] if rows else None)
     for row in rows:
         capital = base.get(row["day"]) if isinstance(base, dict) else base
-        value = navs.get(row["day"]) if navs is not None else (None if capital is None else capital + row["cumulative"])
+        value = navs.get(row["day"]) if navs is not None else (
+            None if capital is None or row["cumulative"] is None else capital + row["cumulative"])  # None: no FX rate
         value = None if value is None else series_mod.cents(value)
         moved = ZERO if deposits is None else series_mod.cents(deposits[row["day"]] - deposits[origin])
         adjusted = None if value is None else value - moved
@@ -165,7 +166,8 @@ def performance_of(built: dict, capitals: Capitals, base_ccy: str, since: dt.dat
             start = per_day[origin]
             curve = _curve(rows, None, per_day, start, per_day, origin)
         else:
-            start = capital if capital is None or not rows else capital + rows[0]["cumulative"] - rows[0]["net"]
+            start = capital if capital is None or not rows else \
+                None if rows[0]["cumulative"] is None else capital + rows[0]["cumulative"] - rows[0]["net"]
             curve = _curve(rows, None, capital, start)
         strategies.append({"strategy": name, "capital": capital, "capital_source": source, "currency": base_ccy,
                            "curve": curve, "stats": _stats(curve, start)})
@@ -177,7 +179,8 @@ def performance_of(built: dict, capitals: Capitals, base_ccy: str, since: dt.dat
     curve = _curve(rows, total.nav, None, start_nav, total.deposits, before[-1] if before else None)
     account = {"strategy": "total", "capital": last_deposits, "capital_source": "net deposits",
                "currency": base_ccy, "curve": curve, "stats": _stats(curve, start_nav)}
-    if curve and curve[-1]["nav"] is not None and (start_nav is not None or not before):
+    if curve and curve[-1]["nav"] is not None and curve[-1]["cumulative"] is not None \
+            and (start_nav is not None or not before):
         # NAV also moves with the base value of cash held in other currencies: not a strategy's P&L
         # (a period from the ledger's first day starts from nothing: no NAV, no deposits)
         moved = curve[-1]["nav"] - series_mod.cents(start_nav or ZERO)
