@@ -17,7 +17,12 @@ CPU and peak RSS, median of --runs):
   would keep);
 - the ceilings: raw sqlite3 in a fresh process reading the same rows the full replay reads (the
   postings in booking order, every entry's metadata beside them), and the rows the resumed read
-  reads (the checkpoint rows, the last day's postings and metadata, the prices after the day).
+  reads (the checkpoint rows, the last day's postings and metadata, the prices after the day);
+- `report daily` of the ledger's last day from the first entry (TRADELEDGER_SERIES_REPLAY=full:
+  the curves replayed, the positions and NAV at the day's end summed from the first posting) and
+  from the nearer end (curves resumed, balances the maintained ones less the entries after the
+  day), as whole processes (which also draw the plots and write the HTML) and, for its figures
+  alone, in one process: the ratio light / full replay, both in the same run (`--daily-only`).
 
 Printed as ratios (ceiling / ours) in the run; the figures go to bench/README.md.
 """
@@ -104,6 +109,38 @@ assert repr(series.full_replay(session, bys)) == repr(series_checkpoint.build_re
 print(full, resumed, report["resumed"])
 """
 FULL = PEAK + "import os\nos.environ['TRADELEDGER_SERIES_REPLAY'] = 'full'\n" + CLI[len(PEAK):]
+# The daily report's figures alone, in one process (no start-up, no HTML): from the first entry
+# (the curves replayed, the balances at the day's end summed from the first posting), then from the
+# nearer end (the curves resumed from the checkpoint, the balances the maintained ones less the day
+# after), asserted equal.
+DAILY_IN_PROCESS = PEAK + """import sys, time, statistics, datetime as dt
+from tradeledger.engine.setup.environment import open_environment
+from tradeledger.engine.setup.session import Session
+from tradeledger.reports.daily import daily
+session = Session(open_environment(sys.argv[1], "paper"))
+day = dt.date.fromisoformat(sys.argv[3])
+def best(fn):
+    times = []
+    for _ in range(int(sys.argv[2])):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+daily(session, day)  # writes the checkpoints, if there are none
+full = best(lambda: daily(session, day, full=True))
+light = best(lambda: daily(session, day, full=False))
+assert repr(daily(session, day, full=True)) == repr(daily(session, day, full=False))
+print(full, light)
+"""
+
+
+def last_day(path: Path) -> str:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    day = conn.execute("SELECT MAX(ts) FROM txn").fetchone()[0][:10]
+    conn.close()
+    return day
 
 
 def forget(path: Path) -> None:
@@ -133,6 +170,7 @@ def main(argv=None) -> int:
     parser.add_argument("--entries", default="10000,100000")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--daily-only", action="store_true", help="Only `report daily` (light / full replay).")
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="tl-bench-series-"))
     print("entries | postings | command | read | wall s | cpu s | peak MB | ceiling wall s (ratio ceiling/ours) "
@@ -142,6 +180,9 @@ def main(argv=None) -> int:
         home.mkdir(parents=True, exist_ok=True)
         path = home / "ledger.db"
         entries, postings = bulk.make(path, entries=size, home=home, progress=lambda *a: None)
+        daily_report(home, path, entries, postings, args.runs)
+        if args.daily_only:
+            continue
         ceiling = measure([sys.executable, "-c", RAW, str(path)], args.runs)
         for command in (["pnl", "--by", "day", "--json"], ["report", "performance", "--json"]):
             cli = ["--home", str(home), *command]
@@ -158,6 +199,24 @@ def main(argv=None) -> int:
         print(f"{entries:,} | {postings:,} | series (strategy, total) in one process | full replay {float(got[0]):.3f} s, "
               f"resumed from {got[2]} {float(got[1]):.3f} s | {float(got[0]) / float(got[1]):.0f}x", flush=True)
     return 0
+
+
+def daily_report(home: Path, path: Path, entries: int, postings: int, runs: int) -> None:
+    """`report daily` of the ledger's last day, from the first entry (TRADELEDGER_SERIES_REPLAY=full)
+    and from the nearer end (the second read: the checkpoint stored), whole processes and in one
+    process; printed as ratios light / full replay, in this run."""
+    day = last_day(path)
+    cli = ["--home", str(home), "report", "daily", "--date", day, "--json"]
+    process([sys.executable, "-c", CLI, *cli])  # the first read: writes the checkpoints
+    full = measure([sys.executable, "-c", FULL, *cli], runs)
+    light = measure([sys.executable, "-c", CLI, *cli], runs)
+    for read, (wall, cpu, peak) in (("full replay", full), ("light (resumed, balances from the end)", light)):
+        print(f"{entries:,} | {postings:,} | report daily | {read} | {wall:.2f} | {cpu:.2f} | {peak:.0f} | "
+              f"light / full replay {wall / full[0]:.2f} (wall), {cpu / full[1]:.2f} (cpu)", flush=True)
+    got = process([sys.executable, "-c", DAILY_IN_PROCESS, str(home), str(runs), day])[3].split()
+    print(f"{entries:,} | {postings:,} | report daily's figures in one process (no HTML) | full replay "
+          f"{float(got[0]):.3f} s, light {float(got[1]):.3f} s | light / full replay "
+          f"{float(got[1]) / float(got[0]):.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -528,38 +528,81 @@ class Ledger(LedgerQueries):
 
     def balances(self, as_of: dt.datetime | dt.date | None = None, prefix: str | None = None,
                  conn: Connection | None = None, commodity: str | None = None,
-                 commodities: Collection[str] | None = None) -> dict[tuple[str, str], Decimal]:
+                 commodities: Collection[str] | None = None,
+                 from_end: bool | None = False) -> dict[tuple[str, str], Decimal]:
         """Units per (account, commodity) including entries up to `as_of` (a date: before it), of
         one commodity or of some.
 
         Without `as_of` this reads the balances the database maintains (migrations 0011, 0012):
-        its cost is the number of accounts, not of postings. With `as_of` it sums the postings."""
-        p, a = schema.posting, schema.account
+        its cost is the number of accounts, not of postings. With `as_of` it sums the postings
+        before it, or (`from_end`) takes the maintained balances less the postings after it: the
+        same integers (db verify holds the maintained balances equal to their postings), at the
+        cost of the entries after `as_of` instead of those before. `from_end` None: whichever
+        side holds fewer entries (two range counts on ix_txn_ts), so that a balance at the end of
+        a recent day (the daily report's, valuation.nav's) costs that day and the days since, not
+        the history."""
+        a = schema.account
         with _read(self.engine, conn) as c:
-            if as_of is None and maintained(c):
-                b = kept_balances(c)
-                sums = [b.c.whole, b.c.nanos]
-                query = sa.select(b.c.account_id, b.c.commodity, *sums)
-                column_account, column_commodity = b.c.account_id, b.c.commodity
-            else:
-                sums = unit_sums(p.c.units, c)  # overflow-free on SQLite too (ledger/sums.py)
-                query = sa.select(p.c.account_id, p.c.commodity, *sums).group_by(p.c.account_id, p.c.commodity)
-                if as_of is not None:
-                    bound = ts_bound(as_of)
-                    query = query.where(p.c.ts <= bound if isinstance(as_of, dt.datetime) else p.c.ts < bound)
-                column_account, column_commodity = p.c.account_id, p.c.commodity
-            if commodity is not None:
-                query = query.where(column_commodity == commodity)
-            if commodities is not None:
-                query = query.where(column_commodity.in_(sorted(commodities)))
+            bound = None if as_of is None else ts_bound(as_of)
+            inclusive = isinstance(as_of, dt.datetime)
+            if bound is not None and from_end is None:
+                from_end = self._fewer_after(c, bound, inclusive)
             names = dict(c.execute(sa.select(a.c.id, a.c.name)).all())
-            if prefix is not None:  # read only those accounts' rows (the key leads with the account)
-                wanted = [i for i, name in names.items() if name.startswith(prefix)]
-                if not wanted:
-                    return {}
-                query = query.where(column_account.in_(wanted))
-            totals = [(row[0], row[1], combine(row, len(sums))) for row in c.execute(query)]
-        return {(names[acc], com): from_scaled(total) for acc, com, total in totals if total != 0}
+            wanted = None if prefix is None else [i for i, name in names.items() if name.startswith(prefix)]
+            if wanted is not None and not wanted:
+                return {}
+            if bound is None or from_end:
+                totals = self._summed(c, None, wanted, commodity, commodities, kept=True)
+                if bound is not None:
+                    for key, units in self._summed(c, (bound, inclusive), wanted, commodity, commodities,
+                                                   after=True).items():
+                        totals[key] = totals.get(key, 0) - units
+            else:
+                totals = self._summed(c, (bound, inclusive), wanted, commodity, commodities)
+        return {(names[acc], com): from_scaled(total) for (acc, com), total in totals.items() if total}
+
+    @staticmethod
+    def _fewer_after(c: Connection, bound: str, inclusive: bool) -> bool:
+        """Whether fewer entries lie after the bound than before it (index-only range counts)."""
+        t = schema.txn
+        after = t.c.ts > bound if inclusive else t.c.ts >= bound
+        before = t.c.ts <= bound if inclusive else t.c.ts < bound
+        n_after = c.execute(sa.select(sa.func.count()).select_from(t).where(after)).scalar()
+        n_before = c.execute(sa.select(sa.func.count()).select_from(t).where(before)).scalar()
+        return n_after < n_before
+
+    @staticmethod
+    def _summed(c: Connection, bound: tuple[str, bool] | None, wanted: list[int] | None, commodity: str | None,
+                commodities: Collection[str] | None, kept: bool = False,
+                after: bool = False) -> dict[tuple[int, str], int]:
+        """Scaled units per (account id, commodity): the maintained balances (`kept`), else the
+        postings before the bound (`bound`: (time, whether the time itself is before)), or from it
+        on (`after`; read along the entries' time, ix_txn_ts, then each entry's postings)."""
+        p = schema.posting
+        if kept and maintained(c):
+            b = kept_balances(c)
+            sums = [b.c.whole, b.c.nanos]
+            query = sa.select(b.c.account_id, b.c.commodity, *sums)
+            column_account, column_commodity = b.c.account_id, b.c.commodity
+        else:
+            sums = unit_sums(p.c.units, c)  # overflow-free on SQLite too (ledger/sums.py)
+            query = sa.select(p.c.account_id, p.c.commodity, *sums).group_by(p.c.account_id, p.c.commodity)
+            column_account, column_commodity = p.c.account_id, p.c.commodity
+            if bound is not None:
+                time, inclusive = bound
+                if after:
+                    t = schema.txn
+                    query = query.select_from(t.join(p, p.c.txn_id == t.c.id)).where(
+                        t.c.ts > time if inclusive else t.c.ts >= time)
+                else:
+                    query = query.where(p.c.ts <= time if inclusive else p.c.ts < time)
+        if commodity is not None:
+            query = query.where(column_commodity == commodity)
+        if commodities is not None:
+            query = query.where(column_commodity.in_(sorted(commodities)))
+        if wanted is not None:  # read only those accounts' rows (the key leads with the account)
+            query = query.where(column_account.in_(wanted))
+        return {(row[0], row[1]): combine(row, len(sums)) for row in c.execute(query)}
 
     def positions(self, prefix: str = "Assets:", conn: Connection | None = None) -> dict[tuple[str, str], Decimal]:
         """Balances in contracts and shares (commodities that are not currencies)."""

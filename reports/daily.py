@@ -4,6 +4,13 @@
 (performance, exposure, positions, fills with costs, reconciliation, exceptions); `render_html`
 lays them out with the plots embedded as data URIs (no file beside it, no network);
 `write_daily` writes `<env dir>/reports/daily-<date>.html` atomically.
+
+What grows with the history is read from the nearer end: the curves resume from the stored
+checkpoint (reports/series_checkpoint.py: the days after it are folded, and the first read of a
+new day keeps the next one), and the positions and the NAV at the day's end are the maintained
+balances less the entries after the day (`Ledger.balances`' `from_end`), for a recent day. With
+`full` (TRADELEDGER_SERIES_REPLAY=full, as for the other curves) both are read from the first
+entry: the oracle tests/test_daily_light.py holds these figures equal to.
 """
 
 from __future__ import annotations
@@ -22,18 +29,23 @@ from tradeledger.reports import trust as trust_mod
 from tradeledger.ledger.numbers import jsonable as _plain
 
 
-def daily(ctx: Session, day: dt.date) -> dict:
-    """Everything the daily report shows for `day` (figures up to that day's end)."""
+def daily(ctx: Session, day: dt.date, full: bool | None = None) -> dict:
+    """Everything the daily report shows for `day` (figures up to that day's end). `full`: every
+    figure from the first entry (None: as TRADELEDGER_SERIES_REPLAY says)."""
+    if full is None:
+        full = os.environ.get("TRADELEDGER_SERIES_REPLAY", "") == "full"
     until = day + dt.timedelta(days=1)
-    perf = performance_mod.performance(ctx, None, until)
+    perf = performance_mod.performance(ctx, None, until, checkpoints=False if full else None)
     fills = [f for f in exposure_mod.fills_with_costs(ctx, day)]
     total_day = next((p for p in perf["total"]["curve"] if p["day"] == day), None)
+    positions = exposure_mod.held(ctx, day, from_end=False if full else None)
     return {
         "environment": ctx.name, "account": ctx.settings.account, "date": day,
         "currency": ctx.settings.base_currency,
         "nav": total_day["nav"] if total_day else None, "day_pnl": total_day["net"] if total_day else None,
-        "performance": perf, "exposure": exposure_mod.exposure(ctx, day),
-        "positions": exposure_mod.held(ctx, day), "fills": fills,
+        "performance": perf,
+        "exposure": exposure_mod.exposure(ctx, day, positions, from_end=False if full else None),
+        "positions": positions, "fills": fills,
         "costs": exposure_mod.costs(ctx, day, until),
         "reconciliation": trust_mod.latest_reconciliation(ctx),
         "exceptions": trust_mod.exceptions(ctx)["open"],

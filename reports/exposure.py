@@ -66,13 +66,15 @@ def _rate(ctx: Context, ccy: str, on: dt.date | None = None) -> Decimal | None:
         return None
 
 
-def held(ctx: Session, on: dt.date | None = None) -> list[dict]:
+def held(ctx: Session, on: dt.date | None = None, from_end: bool | None = None) -> list[dict]:
     """Positions per holder and contract at the end of day `on` (default: now), with the price of
-    that day and the notional in the base currency."""
+    that day and the notional in the base currency. The units at a day's end are summed from
+    whichever end of the ledger is nearer (`Ledger.balances`' `from_end`; False: from the first entry)."""
     env, chart = ctx, ctx.chart
     contracts = known_contracts(env.ledger)
     balances = env.ledger.positions(prefix=chart.root) if on is None else {
-        k: v for k, v in env.ledger.balances(as_of=on + dt.timedelta(days=1), prefix=chart.root).items()
+        k: v for k, v in env.ledger.balances(as_of=on + dt.timedelta(days=1), prefix=chart.root,
+                                             from_end=from_end).items()
         if k[1] in contracts}
     prices = valuation.latest_prices(env, ctx.config, {code for _, code in balances}, on)
     rows = []
@@ -90,14 +92,16 @@ def held(ctx: Session, on: dt.date | None = None) -> list[dict]:
     return rows
 
 
-def exposure(ctx: Session, on: dt.date | None = None) -> dict:
-    """Rows per (strategy, instrument), and totals per strategy and for the account."""
+def exposure(ctx: Session, on: dt.date | None = None, positions: list[dict] | None = None,
+             from_end: bool | None = None) -> dict:
+    """Rows per (strategy, instrument), and totals per strategy and for the account. `positions`:
+    `held(ctx, on)` when the caller has it already (the daily report); `from_end` as `held`'s."""
     env = ctx
     with read_connection(env.engine) as conn:
         lines, capital = _latest_run_figures(conn)
     grouped: dict = defaultdict(lambda: {"qty": ZERO, "notional": ZERO, "risk": ZERO, "contracts": [],
                                          "missing": set(), "risk_known": True})
-    for row in held(ctx, on):
+    for row in (held(ctx, on, from_end) if positions is None else positions):
         g = grouped[(row["strategy"], row["instrument"])]
         g["contracts"].append(row["contract"])
         g["qty"] += row["qty"]
@@ -110,7 +114,7 @@ def exposure(ctx: Session, on: dt.date | None = None) -> dict:
             g["risk_known"] = False
         else:
             g["risk"] += abs(row["qty"]) * Decimal(vol) * row["multiplier"] * row["fx"] * ANNUAL
-    nav = valuation.nav(env, ctx.config, on).total
+    nav = valuation.nav(env, ctx.config, on, from_end).total
     rows, per_strategy = [], defaultdict(lambda: {"notional": ZERO, "gross": ZERO, "risk": ZERO})
     for (strategy, name), g in sorted(grouped.items()):
         if g["qty"] == 0:

@@ -138,11 +138,13 @@ def _stats(curve: list[dict], start_nav: Decimal | None) -> dict:
             "max_drawdown_pct": min(pcts) if pcts else 0.0}
 
 
-def performance(ctx: Session, since: dt.date | None = None, until: dt.date | None = None) -> dict:
-    """Daily curves and statistics per strategy and for the whole account."""
+def performance(ctx: Session, since: dt.date | None = None, until: dt.date | None = None,
+                checkpoints: bool | None = None) -> dict:
+    """Daily curves and statistics per strategy and for the whole account (`checkpoints` as
+    series.build_many's: False replays from the first entry)."""
     from tradeledger.reports import series
 
-    built = series.build_many(ctx, ("strategy", "total"), until)
+    built = series.build_many(ctx, ("strategy", "total"), until, checkpoints)
     return performance_of(built, capitals_of(ctx.config), ctx.settings.base_currency, since, until)
 
 

@@ -359,12 +359,15 @@ def test_an_entry_is_reversed_only_once(books: Ledger):
 
 # -- queries -----------------------------------------------------------------------------------
 
-def test_balances_as_of_a_time_and_a_date(books: Ledger):
+@pytest.mark.parametrize("from_end", [False, True, None])
+def test_balances_as_of_a_time_and_a_date(books: Ledger, from_end):
+    """Summed from the first entry, or the maintained balances less the entries after (from_end),
+    or whichever is nearer: the same, an entry at the bound itself included."""
     books.book(deposit("100", t(1, 10)))
     books.book(deposit("20", t(1, 15)))
     books.book(deposit("3", t(2, 0)))
     books.book(deposit("0.4", t(2, 23, 59)))
-    cash = lambda **kw: books.balances(**kw).get((CASH, "USD"))  # noqa: E731
+    cash = lambda **kw: books.balances(**kw, from_end=from_end).get((CASH, "USD"))  # noqa: E731
     assert cash(as_of=t(1, 9)) is None
     assert cash(as_of=t(1, 10)) == D(100)  # a time includes entries at that time
     assert cash(as_of=t(1, 14, 59)) == D(100)
@@ -376,6 +379,8 @@ def test_balances_as_of_a_time_and_a_date(books: Ledger):
     # a time in another zone is the same instant
     assert cash(as_of=dt.datetime(2026, 12, 1, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5)))) == D(120)
     assert books.balances(prefix="Equity:") == {(DEPOSITS, "USD"): D("-123.4")}
+    assert books.balances(as_of=t(1, 15), prefix="Equity:", from_end=from_end) == {(DEPOSITS, "USD"): D("-120")}
+    assert books.balances(as_of=t(1, 15), prefix="Nothing:", from_end=from_end) == {}
 
 
 def test_income_per_period_and_per_day(books: Ledger):

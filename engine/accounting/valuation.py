@@ -98,13 +98,14 @@ class Nav:
                 "missing_fx": list(self.missing_fx)}
 
 
-def nav(ctx: Context, config: TradingConfig, on: dt.date | None = None) -> Nav:
-    """NAV now (on=None), or at the end of day `on` (entries before the next day, prices of `on`)."""
+def nav(ctx: Context, config: TradingConfig, on: dt.date | None = None, from_end: bool | None = None) -> Nav:
+    """NAV now (on=None), or at the end of day `on` (entries before the next day, prices of `on`;
+    the balances then from whichever end of the ledger is nearer, `Ledger.balances`' `from_end`)."""
     chart, ledger = ctx.chart, ctx.ledger
     as_of = None if on is None else on + dt.timedelta(days=1)
     contracts = holdings_mod.known_contracts(ledger)
     with read_connection(ctx.engine) as conn:
-        balances = ledger.balances(as_of=as_of, conn=conn)
+        balances = ledger.balances(as_of=as_of, conn=conn, from_end=from_end)
         marks = holdings_mod.marks(conn) if on is None else {}
     cash: dict = {}
     deposits: dict = {}
