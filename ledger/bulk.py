@@ -9,9 +9,12 @@ re-sums its postings. For a large import that per-row work, not the disk, is the
    (`rows.prepare`: the same exactness, the same fingerprint), its accounts checked (known, open
    on its date, accepting the commodity). Its key is looked up among the entries booked before
    it (in the ledger or earlier in the import): the same content is a replay (skipped), another
-   content a conflict (the import is refused). A reversal may name its original by key
-   (`Importing`), since a file cannot know ids. Labelled lots are checked against their
-   reductions in import order (`Ledger._check_lots`).
+   content a conflict (the import is refused). On SQLite, with the triggers set aside, a chunk
+   that names no original by key and touches no labelled lot skips the look-up: it is written
+   under a savepoint, the unique index on the key refusing one booked before it, and a chunk the
+   database refuses is rolled back to the savepoint and decided again with the look-up (`write`).
+   A reversal may name its original by key (`Importing`), since a file cannot know ids.
+   Labelled lots are checked against their reductions in import order (`Ledger._check_lots`).
 2. The rows go by executemany (COPY on PostgreSQL), chunk by chunk, into `txn` and `posting`
    (on SQLite 64 rows to an INSERT, and NULL bound as an integer the statement turns back: `NULL`).
 3. A few statements then check every row the import wrote: each entry balances per currency
@@ -242,14 +245,38 @@ class _Import:
 
     def write(self, batch: list) -> None:
         """A chunk of (place, item): checked and made ready, keys and reversals decided in order
-        against what is booked (earlier chunks included), then written."""
+        against what is booked (earlier chunks included), then written.
+
+        On SQLite with the triggers set aside (`checked`), a chunk that names no original by key
+        and touches no labelled lot is first written without looking its keys up: the unique
+        index on `idem_key` refuses a key booked before the chunk (keys repeated inside the
+        chunk are decided in Python as always). Should the database refuse anything, the chunk is
+        rolled back to its savepoint and decided again with its keys looked up, exactly as a chunk
+        that cannot skip the look-up: a replay skipped, a conflict or other refusal raised as ever.
+        The look-up was most of the writer's SQL besides the rows (a query per 500 keys)."""
         check = self.preparer.check
         prepared = [check(place, item) for place, item in batch]
-        booked = self._booked_keys({p.txn.key for p in prepared if p.txn.key} | {p.reverses_key for p in prepared
-                                                                                  if p.reverses_key})
+        if self.sqlite and self.checked and not any(p.reverses_key is not None or p.ready.labelled
+                                                    for p in prepared):
+            self.cursor.execute("SAVEPOINT tl_chunk")
+            try:
+                self._decided(prepared, {})
+            except LedgerError:
+                self.cursor.execute("ROLLBACK TO tl_chunk")
+                self.cursor.execute("RELEASE tl_chunk")
+            else:
+                self.cursor.execute("RELEASE tl_chunk")
+                return
+        self._decided(prepared, self._booked_keys({p.txn.key for p in prepared if p.txn.key}
+                                                  | {p.reverses_key for p in prepared if p.reverses_key}))
+
+    def _decided(self, prepared: list, booked: dict) -> None:
+        """The chunk's keys and reversals decided in order against `booked` (key -> (id,
+        fingerprint) of what is booked, filled in as the chunk books), its rows made and written."""
         places = [p.place for p in prepared]
         ids = dict(zip(places, self._new_ids(places)))  # a replay leaves its id unused: a gap
         fresh = []
+        replays = 0
         for checked in prepared:
             place, txn, reverses_key, item = checked.place, checked.txn, checked.reverses_key, checked.item
             reverses = txn.reverses
@@ -263,12 +290,12 @@ class _Import:
                     raise _refuse(place, f"it reverses ref {item.reverses_ref!r}, which no earlier entry of the "
                                          "import carries")
                 reverses = self.refs[item.reverses_ref]
-            txn, digest = Preparer.named(checked, reverses)
+            txn, digest = (txn, checked.digest) if reverses == txn.reverses else Preparer.named(checked, reverses)
             if txn.key is not None and txn.key in booked:
                 txn_id, booked_digest = booked[txn.key]
                 if booked_digest != digest:
                     raise _conflict(place, txn.key)
-                self.replays += 1
+                replays += 1
             else:
                 txn_id = ids[place]
                 if txn.key is not None:
@@ -279,6 +306,7 @@ class _Import:
         rows = self.preparer.rows(fresh)
         self._check_lots(rows)
         self._write(rows)
+        self.replays += replays
 
     def staged(self, stagers: Stagers) -> None:
         """Every chunk from the stagers, in order: an image's rows copied in, or entries booked here."""

@@ -28,8 +28,8 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from tradeledger.ledger.model import LedgerError, Transaction, validate
-from tradeledger.ledger.rows import _posting_row, _printed, entry_checked, fingerprint, fmt_ts as _ts, \
-    meta_json as _meta_json, numbers_typed
+from tradeledger.ledger.rows import _posting_row, _printed, entry_checked, fingerprint, \
+    meta_json as _meta_json, numbers_typed, stored_ts
 
 NULL = -2**63
 NULLABLE_POSTING = frozenset(range(5, 11))  # cost .. price_currency, of the 13 columns below
@@ -58,6 +58,8 @@ class Ready(NamedTuple):
     hits: list[tuple]  # each posting as `Preparer._posting` made it
     prints: list[str]  # each posting's part of the fingerprint (what `rows.fingerprint` reads)
     labelled: bool  # some posting reduces or adds to a labelled lot (the lot check applies)
+    iso: str  # the entry's time.isoformat(), what its fingerprint reads
+    ts: str  # its time as stored (`rows.fmt_ts`)
 
 
 class Checked(NamedTuple):
@@ -95,7 +97,12 @@ class Preparer:
     def __init__(self, accounts: dict[str, tuple], sqlite: bool, booked_at: str):
         """accounts: name -> (id, open date, close date or None, currencies)."""
         self.accounts, self.sqlite, self.booked_at = accounts, sqlite, booked_at
-        self.seen: dict = {}  # posting -> what `_posting` made of it (its account and commodity checked)
+        # (account, units' text, commodity, cost, price) -> what `_posting` made of the posting (its
+        # account and commodity checked). Keyed by the units' text, not the Posting: hashing a
+        # Decimal made by arithmetic (a fill's units are) costs several times its str(); the text
+        # is exact (sign, digits, exponent), so equal texts make equal rows.
+        self.seen: dict = {}
+        self.valued: dict = {}  # posting -> the same, by value: for a posting whose key is new
         # balance key -> [key, units summed in the chunk being made, touched in it]: a posting adds
         # to its cell, held in what `_posting` made, with no dict lookup (a fifth of `rows`' time)
         self.cells: dict[tuple, list] = {}
@@ -122,7 +129,7 @@ class Preparer:
             except LedgerError as exc:
                 raise refuse(place, str(exc)) from None
             raise refuse(place, "a number cannot be stored exactly (more than 9 decimals, or out of range)")
-        return Checked(place, txn, reverses_key, ready, fingerprint(txn, ready), item)
+        return Checked(place, txn, reverses_key, ready, fingerprint(txn, ready, ready.iso), item)
 
     @staticmethod
     def named(checked: Checked, reverses: int | None) -> tuple[Transaction, str]:
@@ -131,7 +138,7 @@ class Preparer:
         if reverses == txn.reverses:
             return txn, checked.digest
         txn = dataclasses.replace(txn, reverses=reverses)
-        return txn, fingerprint(txn, checked.ready)
+        return txn, fingerprint(txn, checked.ready, checked.ready.iso)
 
     def _prepare(self, place: int, txn: Transaction) -> Ready | None:
         """`rows.prepare` for this import: the same checks and rows, each distinct posting made
@@ -139,25 +146,47 @@ class Preparer:
         exactness would refuse the entry."""
         if not entry_checked(txn):
             return None
-        seen, hits, prints, totals, labelled = self.seen, [], [], {}, False
+        seen, hits, prints, labelled = self.seen, [], [], False
+        currency, total, mixed = None, 0, False  # the weights' sum while they are in one currency
         for p in txn.postings:
-            hit = seen.get(p)
+            units = p.units
+            if type(units) is not Decimal:
+                return None  # an int 1 == Decimal 1, and str(1) == str(Decimal(1)): checked before the key
+            key = (p.account, str(units), p.commodity, p.cost, p.price)
+            hit = seen.get(key)
             if hit is None:
                 if not numbers_typed(p):
                     return None
-                hit = self._posting(place, p)
+                hit = self.valued.get(p)  # equal in value, its units written otherwise (5.0, 5.00)
                 if hit is None:
-                    return None
-            elif type(p.units) is not Decimal or (hit[8] and not numbers_typed(p)):
-                return None  # equal to a posting seen, but a number is not a Decimal (an int 1 == Decimal 1)
+                    hit = self._posting(place, p)
+                    if hit is None:
+                        return None
+                    if len(self.valued) >= MAX_SEEN:
+                        self.valued.clear()
+                    self.valued[p] = hit
+                if len(seen) >= MAX_SEEN:
+                    seen.clear()
+                seen[key] = hit
+            elif hit[8] and not numbers_typed(p):
+                return None  # equal to a posting seen, but its cost or price number is not a Decimal
             hits.append(hit)
             prints.append(hit[1])
-            currency = hit[2]
-            totals[currency] = totals.get(currency, 0) + hit[3]
+            if hit[2] != currency:
+                mixed = currency is not None
+                currency = hit[2]
+            total += hit[3]
             labelled = labelled or hit[4]
-        if any(totals.values()):
-            return None  # unbalanced: validate says how
-        return Ready(hits, prints, labelled)
+        if mixed:  # summed per currency (the few entries whose weights are in several)
+            totals: dict = {}
+            for hit in hits:
+                totals[hit[2]] = totals.get(hit[2], 0) + hit[3]
+            if any(totals.values()):
+                return None  # unbalanced: validate says how
+        elif total:
+            return None
+        iso = txn.time.isoformat()
+        return Ready(hits, prints, labelled, iso, stored_ts(txn.time, iso))
 
     def _posting(self, place: int, p) -> tuple | None:
         """A distinct posting as this import stores it, or None when `validate` or exactness would
@@ -178,15 +207,12 @@ class Preparer:
         lot = None if row[3] is None else (account[0], commodity, row[3], row[4], row[5] or "", row[6] or "")
         if self.sqlite:
             tail = tuple(NULL if value is None else value for value in tail)
-        if len(self.seen) >= MAX_SEEN:
-            self.seen.clear()
         key = (account[0], commodity)
         cell = self.cells.get(key)
         if cell is None:
             cell = self.cells[key] = [key, 0, False]
-        hit = self.seen[p] = (tail, _printed(p), row[10], row[9], row[6] is not None, name, cell, lot,
-                              p.cost is not None or p.price is not None)
-        return hit
+        return (tail, _printed(p), row[10], row[9], row[6] is not None, name, cell, lot,
+                p.cost is not None or p.price is not None)
 
     def rows(self, fresh: list[tuple]) -> Rows:
         """The rows of new entries, each (place, txn, ready, digest, id, reverses id): refused
@@ -201,7 +227,7 @@ class Preparer:
             cell[1], cell[2] = 0, False
         count = 0
         for place, txn, ready, digest, txn_id, reverses in fresh:
-            ts, date = _ts(txn.time), txn.date
+            ts, date = ready.ts, txn.date
             head = (txn_id, ts)
             if date < latest_open or date > earliest_close:  # some account is not open that day
                 for hit in ready.hits:

@@ -81,8 +81,9 @@ def entry_checked(txn: model.Transaction) -> bool:
     for link in txn.links:
         if not _known(link, _valid_links, model._LINK.match):
             return False
-    for key, value in txn.meta:
-        if not isinstance(value, str) or not _known(key, _valid_meta_keys, model._META_KEY.match):
+    for key, value in txn.meta:  # the cache asked here first: no call for a key seen before
+        if not isinstance(value, str) or (key not in _valid_meta_keys
+                                          and not _known(key, _valid_meta_keys, model._META_KEY.match)):
             return False
     return True
 
@@ -170,10 +171,11 @@ def _printed(p: model.Posting) -> str:
     return repr((p.account, _n(p.units), p.commodity, cost, price))
 
 
-def fingerprint(txn: model.Transaction, prepared: Prepared) -> str:
-    """`Transaction.fingerprint()`, the same digest, from the postings' cached parts."""
+def fingerprint(txn: model.Transaction, prepared: Prepared, iso: str | None = None) -> str:
+    """`Transaction.fingerprint()`, the same digest, from the postings' cached parts (and the
+    entry's `time.isoformat()` when the caller has it already)."""
     parts = [
-        txn.time.isoformat(), txn.kind, txn.narration, str(txn.reverses),
+        iso or txn.time.isoformat(), txn.kind, txn.narration, str(txn.reverses),
         "|".join(sorted(txn.links)), repr(sorted(txn.meta)), *prepared.prints,
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
@@ -195,6 +197,14 @@ def fmt_ts(time: dt.datetime) -> str:
     return time.isoformat(" ", "microseconds")[:26]
 
 
+def stored_ts(time: dt.datetime, iso: str) -> str:
+    """`fmt_ts(time)` from `iso`, the time's isoformat, when the time is in UTC already (an
+    import's common case): the same text, without a second conversion and format."""
+    if time.tzinfo is _UTC and time.year >= 1000:  # isoformat: YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00
+        return f"{iso[:10]} {iso[11:26]}" if len(iso) == 32 else f"{iso[:10]} {iso[11:19]}.000000"
+    return fmt_ts(time)
+
+
 _quote = json.encoder.encode_basestring_ascii  # what json.dumps writes for a str (ensure_ascii)
 
 
@@ -203,4 +213,7 @@ def meta_json(meta: tuple) -> str:
     machinery (the same text: the same separators, the same escapes)."""
     if not meta:
         return "{}"
+    if len(meta) == 1:  # the common case (a fill's exec_id), without the sort and the join
+        (key, value), = meta
+        return f"{{{_quote(key)}: {_quote(value)}}}"
     return "{" + ", ".join(f"{_quote(k)}: {_quote(v)}" for k, v in sorted(dict(meta).items())) + "}"

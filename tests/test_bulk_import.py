@@ -123,6 +123,12 @@ def test_a_bad_entry_refuses_the_whole_import(ledger: Ledger):
     with pytest.raises(LedgerError, match="is not open on 2025-01-01"):
         ledger.import_entries([early])
     assert ledger.count() == (0, 0)
+    # Weights in two currencies that sum to zero only together: each currency must balance.
+    across = Transaction(t(5), "fx", "x", (Posting(CASH, D(1), "USD"), Posting(CASH, D(-1), "JPY"),
+                                            Posting(INC, D(-1), "USD"), Posting(INC, D(1), "USD")))
+    with pytest.raises(LedgerError, match="entry 1 of the import: .*does not balance"):
+        ledger.import_entries([across])
+    assert ledger.count() == (0, 0)
 
 
 def test_keys_replays_and_conflicts(ledger: Ledger):
@@ -136,6 +142,31 @@ def test_keys_replays_and_conflicts(ledger: Ledger):
     assert ledger.count() == (2, 4)
     with pytest.raises(IdempotencyConflict, match="entry 3 of the import"):
         ledger.import_entries([entries()[5], entries()[6], Transaction(t(9), "x", "y", one.postings, key="f3")])
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 100])
+def test_keys_met_in_an_earlier_chunk_or_the_ledger(ledger: Ledger, chunk: int):
+    """A key booked by an earlier chunk of the same import, or before it, is a replay (same
+    content) or a conflict (other content), however the import is cut into chunks: on SQLite a
+    chunk goes in first without its keys looked up, and the unique index refusing one sends it
+    back to be decided with them (`bulk._Import.write`)."""
+    from tradeledger.ledger import bulk
+
+    open_books(ledger)
+    first, second = entries()[0], entries()[1]
+    result = bulk.import_entries(ledger, [first, second, first, entries()[2], second], chunk=chunk)
+    assert (result.booked, result.replays, result.postings) == (3, 2, ledger.count()[1])
+    again = Transaction(first.time, first.kind, "another narration", first.postings, key=first.key)
+    with pytest.raises(IdempotencyConflict, match="entry 3 of the import: an entry with key 'd1'"):
+        bulk.import_entries(ledger, [entries()[3], first, again], chunk=chunk)
+    late = Transaction(t(9), "x", "y", entries()[3].postings, key=entries()[3].key)
+    with pytest.raises(IdempotencyConflict, match="entry 3 of the import"):
+        bulk.import_entries(ledger, [entries()[3], second, late], chunk=chunk)
+    assert ledger.count()[0] == 3
+    result = bulk.import_entries(ledger, [second, entries()[3], first], chunk=chunk)
+    assert (result.booked, result.replays) == (1, 2)
+    assert all(ledger.find_by_key(e.key) is not None for e in entries()[:4]) and ledger.count()[0] == 4
+    assert verify(ledger).ok and verify_balances(ledger.engine) == []
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 100])

@@ -188,14 +188,20 @@ def test_a_stager_that_dies_ends_the_import_with_nothing_kept(tmp_path):
     """A stager killed mid-import: the writer says so, rolls back, and stops the other."""
     staged = _ledger(tmp_path / "staged.db")
     path = _write(tmp_path / "in.jsonl", _fills(6000))
-    killed = []
+    killed, scanning = [], []
 
     def kill_one(signum, frame):  # from the writer's own process, every 20 ms: the first stager it finds
-        for pid in _stagers_running():
-            if not killed:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-                signal.setitimer(signal.ITIMER_REAL, 0)
+        if killed or scanning:  # one scan at a time: on a loaded machine a scan of /proc outlasts 20 ms
+            return
+        scanning.append(True)
+        try:
+            for pid in _stagers_running():
+                if not killed:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+        finally:
+            scanning.clear()
 
     signal.signal(signal.SIGALRM, kill_one)
     signal.setitimer(signal.ITIMER_REAL, 0.02, 0.02)
