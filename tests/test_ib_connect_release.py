@@ -21,10 +21,9 @@ import time
 import pytest
 
 from test_ib_faults import ACCOUNT
+from test_ib_sync_incomplete import gateway  # noqa: F401 (the simulated gateway fixture, written once)
 from tradeledger.broker.base import BrokerDisconnected
 from tradeledger.broker.ib import IBBroker
-from tradeledger.broker.ibsim import IBSimServer
-from tradeledger.broker.simexchange import SimExchange
 
 N = 20
 
@@ -86,15 +85,6 @@ def test_connects_that_time_out_leave_no_thread_or_descriptor():
         listener.listen(4 * N)
         messages = assert_released(listener.getsockname()[1])
     assert all("TimeoutError" in m for m in messages)
-
-
-@pytest.fixture
-def gateway(tmp_path):
-    exchange = SimExchange(tmp_path / "ibsim.db", ACCOUNT)
-    server = IBSimServer(exchange, poll_interval=0.02).start()
-    yield server
-    server.stop()
-    exchange.close()
 
 
 def test_incomplete_start_up_syncs_leave_no_thread_or_descriptor(gateway):
